@@ -1,0 +1,1 @@
+"""NATS JetStream: streams, publishing with dedup ids, durable consumers, dead letters."""

@@ -1,0 +1,319 @@
+"""The `stamen` command. Every command takes --json for scripts; errors name the problem and the fix."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+import yaml
+
+from stamen.settings import Settings
+
+app = typer.Typer(help="stamen: event-driven orchestration of genomics worksets.", no_args_is_help=True)
+worksets_app = typer.Typer(help="Inspect worksets.", no_args_is_help=True)
+app.add_typer(worksets_app, name="worksets")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+StateDirOpt = Annotated[
+    Path | None, typer.Option("--state-dir", help="Folder for the embedded stack's data.")
+]
+T = TypeVar("T")
+
+
+class CliError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _emit(as_json: bool, data: Any, text: str) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str) if as_json else text)
+
+
+def _fail(as_json: bool, code: str, message: str) -> None:
+    if as_json:
+        typer.echo(json.dumps({"error": {"code": code, "message": message}}))
+    else:
+        typer.echo(f"error [{code}]: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def _settings(state_dir: Path | None) -> Settings:
+    settings = Settings()
+    if state_dir is not None:
+        settings.state_dir = state_dir
+    return settings
+
+
+def _database_url(settings: Settings) -> str:
+    """The configured DATABASE_URL, else the one the running embedded stack wrote down."""
+    if settings.database_url:
+        return settings.database_url
+    from stamen.stack.launcher import read_stack_file
+
+    doc = read_stack_file(settings.state_dir.resolve())
+    if doc and doc.get("launcher_pid"):
+        return str(doc["database_url"])
+    raise CliError(
+        "NO_DATABASE",
+        f"no database: set DATABASE_URL, or start the embedded stack with `stamen up` "
+        f"(looked for {settings.state_dir.resolve() / 'stack.json'})",
+    )
+
+
+def _run(as_json: bool, fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    try:
+        return asyncio.run(fn())
+    except CliError as exc:
+        _fail(as_json, exc.code, str(exc))
+    except OSError as exc:
+        _fail(as_json, "CONNECTION_FAILED", f"could not reach a server: {exc}")
+    raise AssertionError("unreachable")
+
+
+@app.command()
+def up(
+    state_dir: StateDirOpt = None,
+    demo: Annotated[bool, typer.Option(help="Submit the demo workset once everything is up.")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start the whole system on this machine and keep it running until Ctrl-C."""
+    from stamen.stack.launcher import EmbeddedStack
+    from stamen.stack.status import render_status, stack_status
+
+    settings = _settings(state_dir)
+    stack = EmbeddedStack(settings, settings.state_dir)
+
+    def progress(msg: str) -> None:
+        if as_json:
+            typer.echo(json.dumps({"progress": msg}))
+        else:
+            typer.echo(f"-> {msg}")
+
+    try:
+        endpoints = stack.start_servers(progress)
+        progress("applying database migrations")
+        applied = stack.migrate()
+        progress(f"migrations applied: {', '.join(applied) or 'none needed'}")
+        progress("starting services: " + ", ".join(stack.services))
+        stack.start_services()
+    except Exception as exc:
+        stack.stop()
+        _fail(as_json, getattr(exc, "code", "STACK_START_FAILED"), str(exc))
+    status = asyncio.run(stack_status(endpoints.database_url, stack.state_dir, wait_ready=30.0))
+    if demo:
+        demo_id = asyncio.run(_submit_demo(endpoints.database_url, settings.region))
+        progress(f"demo workset submitted: {demo_id}")
+        status = asyncio.run(stack_status(endpoints.database_url, stack.state_dir, wait_for_workset=demo_id))
+    _emit(as_json, {"portal_url": stack.portal_url(), **status}, render_status(status, stack.portal_url()))
+    if not as_json:
+        typer.echo("Press Ctrl-C to stop everything.")
+    stack.supervise_forever()
+    if not as_json:
+        typer.echo("stopped.")
+
+
+async def _submit_demo(database_url: str, region: str) -> str:
+    from stamen.intake import submit_workset
+    from stamen.store.db import create_pool
+
+    spec = yaml.safe_load((resources.files("stamen.demo") / "demo_workset.yaml").read_text())
+    pool = await create_pool(database_url, max_size=2)
+    try:
+        result = await submit_workset(
+            pool,
+            tenant_id="demo",
+            name=spec["name"],
+            spec=spec,
+            region=region,
+            source="cli",
+            actor="stamen-up",
+            idempotency_key=f"demo-{int(time.time())}",
+        )
+    finally:
+        await pool.close()
+    return result.workset_id
+
+
+@app.command()
+def service(name: str) -> None:
+    """Run one service in the foreground (what the supervisor and containers do)."""
+    import runpy
+
+    from stamen.stack.supervisor import SERVICES
+
+    if name not in SERVICES:
+        _fail(False, "UNKNOWN_SERVICE", f"unknown service {name!r}; choose one of: {', '.join(SERVICES)}")
+    sys.argv = [f"services.{name}"]
+    runpy.run_module(f"services.{name}", run_name="__main__", alter_sys=True)
+
+
+@app.command()
+def migrate(state_dir: StateDirOpt = None, as_json: JsonOpt = False) -> None:
+    """Apply database migrations (safe to run twice, and from several processes at once)."""
+    import asyncpg
+
+    from stamen.store.migrate import apply_migrations
+
+    async def run() -> list[str]:
+        conn = await asyncpg.connect(_database_url(_settings(state_dir)))
+        try:
+            return await apply_migrations(conn)
+        finally:
+            await conn.close()
+
+    applied = _run(as_json, run)
+    _emit(as_json, {"applied": applied}, f"applied: {', '.join(applied)}" if applied else "schema is current")
+
+
+@app.command()
+def relay(state_dir: StateDirOpt = None) -> None:
+    """Run an outbox relay on its own (services run one each; more may run side by side)."""
+    from stamen.logs import configure_logging
+    from stamen.relay_main import run_relay
+
+    settings = _settings(state_dir)
+    configure_logging(settings.log_level, settings.log_format, service="relay")
+    asyncio.run(run_relay(settings))
+
+
+@app.command()
+def submit(
+    file: Annotated[Path, typer.Argument(help="Workset spec, YAML or JSON.")],
+    tenant: Annotated[str, typer.Option(help="Tenant (customer) id.")] = "demo",
+    idempotency_key: Annotated[str | None, typer.Option(help="Same key twice makes one workset.")] = None,
+    state_dir: StateDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Submit a workset spec file."""
+    from stamen.domain.workset import InvalidTenantId, check_tenant_id
+    from stamen.intake import SubmitResult, submit_workset
+    from stamen.store.db import create_pool
+
+    try:
+        check_tenant_id(tenant)
+    except InvalidTenantId as exc:
+        _fail(as_json, exc.code, str(exc))
+    try:
+        spec = yaml.safe_load(file.read_text())
+    except OSError as exc:
+        _fail(as_json, "FILE_UNREADABLE", f"{file}: {exc.strerror}")
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        _fail(as_json, "SPEC_NOT_YAML", f"{file}: not valid YAML/JSON: {exc}")
+    if not isinstance(spec, dict):
+        _fail(
+            as_json,
+            "SPEC_NOT_A_MAPPING",
+            f"{file}: the top level must be a mapping of fields, got {type(spec).__name__}",
+        )
+    settings = _settings(state_dir)
+
+    async def run() -> SubmitResult:
+        pool = await create_pool(_database_url(settings), max_size=2)
+        try:
+            return await submit_workset(
+                pool,
+                tenant_id=tenant,
+                name=str(spec.get("name") or file.stem),
+                spec=spec,
+                region=settings.region,
+                source="cli",
+                actor="cli",
+                priority=str(spec.get("priority", "normal")),
+                idempotency_key=idempotency_key,
+            )
+        finally:
+            await pool.close()
+
+    result = _run(as_json, run)
+    verb = "submitted" if result.created else "already submitted (same idempotency key)"
+    _emit(as_json, result.__dict__, f"{verb}: {result.workset_id} ({result.state})")
+
+
+@app.command()
+def status(state_dir: StateDirOpt = None, as_json: JsonOpt = False) -> None:
+    """Show the embedded stack's components and worksets by state."""
+    from stamen.stack.status import render_status, stack_status
+
+    settings = _settings(state_dir)
+
+    async def run() -> dict[str, Any]:
+        return await stack_status(_database_url(settings), settings.state_dir.resolve())
+
+    data = _run(as_json, run)
+    _emit(as_json, data, render_status(data, None))
+
+
+@worksets_app.command("ls")
+def worksets_ls(
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant.")] = None,
+    limit: int = 50,
+    state_dir: StateDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List worksets, newest first."""
+    from stamen.store.db import create_pool
+    from stamen.store.unit_of_work import UnitOfWork
+
+    async def run() -> list[dict[str, Any]]:
+        pool = await create_pool(_database_url(_settings(state_dir)), max_size=1)
+        try:
+            async with UnitOfWork(pool) as uow:
+                rows = await uow.worksets.list_for_tenant(tenant, limit)
+        finally:
+            await pool.close()
+        return [{"id": w.id, "tenant": w.tenant_id, "name": w.name, "state": w.state.value} for w in rows]
+
+    rows = _run(as_json, run)
+    text = (
+        "\n".join(f"{r['id']}  {r['tenant']:<12} {r['state']:<14} {r['name']}" for r in rows) or "no worksets"
+    )
+    _emit(as_json, rows, text)
+
+
+@worksets_app.command("show")
+def worksets_show(workset_id: str, state_dir: StateDirOpt = None, as_json: JsonOpt = False) -> None:
+    """One workset with its full state history (who, when, why)."""
+    from stamen.store.db import create_pool
+    from stamen.store.errors import WorksetNotFound
+    from stamen.store.unit_of_work import UnitOfWork
+
+    async def run() -> dict[str, Any]:
+        pool = await create_pool(_database_url(_settings(state_dir)), max_size=1)
+        try:
+            async with UnitOfWork(pool) as uow:
+                try:
+                    ws = await uow.worksets.get(workset_id)
+                except WorksetNotFound as exc:
+                    raise CliError(exc.code, str(exc)) from None
+                history = await uow.worksets.history(workset_id)
+        finally:
+            await pool.close()
+        return {
+            "id": ws.id,
+            "tenant": ws.tenant_id,
+            "name": ws.name,
+            "state": ws.state.value,
+            "version": ws.version,
+            "history": [h.__dict__ for h in history],
+        }
+
+    data = _run(as_json, run)
+    lines = [f"{data['id']}  {data['name']}  tenant={data['tenant']}  state={data['state']}"]
+    lines += [
+        f"  v{h['version']:<3} {h['at']:%Y-%m-%d %H:%M:%S}  {h['from_state'] or '-':>12} -> {h['to_state']:<14}"
+        f" by {h['actor']}: {h['reason']}"
+        for h in data["history"]
+    ]
+    _emit(as_json, data, "\n".join(lines))
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,81 @@
+"""The outbox relay: publishes committed outbox rows to JetStream and marks them sent.
+
+Woken by LISTEN/NOTIFY on commit, with a slow poll as a safety net. Rows are claimed with
+FOR UPDATE SKIP LOCKED so any number of relays can run. If a relay dies after publishing but
+before marking, the row is published again and the server drops it as a duplicate (Nats-Msg-Id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import asyncpg
+import asyncpg.pool
+import structlog
+
+from stamen.bus.metrics import PUBLISHED
+from stamen.bus.publisher import RawPublisher
+from stamen.store.outbox import NOTIFY_CHANNEL, OutboxQueue
+
+log = structlog.get_logger(__name__)
+
+
+class OutboxRelay:
+    def __init__(
+        self, pool: asyncpg.Pool, publisher: RawPublisher, *, batch_size: int = 200, poll_seconds: float = 2.0
+    ) -> None:
+        self._pool = pool
+        self._publisher = publisher
+        self._batch_size = batch_size
+        self._poll_seconds = poll_seconds
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._listen_conn: asyncpg.pool.PoolConnectionProxy | None = None
+
+    async def start(self) -> None:
+        self._listen_conn = await self._pool.acquire()
+        await self._listen_conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
+        self._task = asyncio.create_task(self._run(), name="outbox-relay")
+
+    def _on_notify(self, *_: object) -> None:
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                sent = await self.publish_pending()
+            except Exception as exc:
+                log.warning("outbox.relay_failed", error=str(exc))
+                sent = 0
+                await asyncio.sleep(1.0)
+            if sent >= self._batch_size:
+                continue  # more are waiting
+            self._wake.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_seconds)
+
+    async def publish_pending(self) -> int:
+        """One batch: claim, publish in order, mark. Returns how many rows were published."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            queue = OutboxQueue(conn)
+            rows = await queue.claim(self._batch_size)
+            if not rows:
+                return 0
+            for row in rows:
+                fresh = await self._publisher.publish_raw(row.subject, row.body, row.headers)
+                PUBLISHED.labels("stored" if fresh else "duplicate").inc()
+            await queue.mark_published([r.id for r in rows])
+            return len(rows)
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._listen_conn is not None:
+            with contextlib.suppress(Exception):
+                await self._listen_conn.remove_listener(NOTIFY_CHANNEL, self._on_notify)
+            await self._pool.release(self._listen_conn)

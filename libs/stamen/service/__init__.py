@@ -1,0 +1,1 @@
+"""What every stamen service shares: connections as cleanup contexts, health endpoints, a runner."""

@@ -1,0 +1,66 @@
+"""All runtime settings in one place, read from the environment (documented in docs/configuration.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STAMEN_", extra="ignore")
+
+    # Connections. Unset means "the embedded stack starts one" (see stamen.stack).
+    nats_url: str | None = Field(default=None, validation_alias=AliasChoices("NATS_URL", "STAMEN_NATS_URL"))
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "STAMEN_DATABASE_URL")
+    )
+    aws_endpoint_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("AWS_ENDPOINT_URL", "STAMEN_AWS_ENDPOINT_URL")
+    )
+    aws_region: str = Field(
+        default="us-west-2",
+        validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION", "STAMEN_AWS_REGION"),
+    )
+
+    region: str = "us-west-2"
+    state_dir: Path = Path(".stamen")
+    log_level: str = "INFO"
+    log_format: str = "json"
+
+    # Service HTTP (health, readiness, metrics; the portal also serves its pages here).
+    http_host: str = "127.0.0.1"
+    http_port: int = 0
+
+    # Bus behaviour.
+    stream_replicas: int = 1
+    dedup_window_seconds: float = 600.0
+    ack_wait_seconds: float = 30.0
+    max_deliver: int = 5
+    consumer_concurrency: int = 8
+    drain_timeout_seconds: float = 20.0
+
+    # Outbox relay.
+    outbox_batch_size: int = 200
+    outbox_poll_seconds: float = 2.0
+
+    # Product switches, named as in the product brief.
+    max_concurrent_worksets: int = 10
+    enable_retry: bool = True
+    enable_validation: bool = True
+    enable_notifications: bool = True
+
+    def require_nats_url(self) -> str:
+        if not self.nats_url:
+            raise RuntimeError(
+                "NATS_URL is not set; start the embedded stack with `stamen up` or set NATS_URL"
+            )
+        return self.nats_url
+
+    def require_database_url(self) -> str:
+        if not self.database_url:
+            raise RuntimeError(
+                "DATABASE_URL is not set; start the embedded stack with `stamen up` or set DATABASE_URL"
+            )
+        return self.database_url

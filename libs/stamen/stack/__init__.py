@@ -1,0 +1,1 @@
+"""The embedded stack: real NATS, PostgreSQL and AWS-API servers from wheels, plus supervised services."""

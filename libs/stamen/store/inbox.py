@@ -1,0 +1,21 @@
+"""The inbox: one row per (consumer, event) so a redelivered event has no second effect."""
+
+from __future__ import annotations
+
+import uuid
+
+from stamen.store.db import Connection
+
+
+class Inbox:
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    async def claim(self, consumer: str, event_id: uuid.UUID) -> bool:
+        """True the first time; False if this consumer already handled the event (commit-bound)."""
+        status = await self._conn.execute(
+            "INSERT INTO inbox (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            consumer,
+            event_id,
+        )
+        return bool(status == "INSERT 0 1")

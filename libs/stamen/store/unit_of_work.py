@@ -1,0 +1,71 @@
+"""One transaction: repository changes, the inbox claim and the outbox rows commit or vanish together."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Self
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from stamen.domain.workset import Workset
+from stamen.events.envelope import Envelope
+from stamen.store.db import Connection
+from stamen.store.inbox import Inbox
+from stamen.store.outbox import OutboxWriter
+from stamen.store.worksets import WorksetRepository
+
+
+class UnitOfWork:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._conn: PoolConnectionProxy | None = None
+        self._tx: asyncpg.transaction.Transaction | None = None
+        self._seen: list[Workset] = []
+        self._extra_events: list[Envelope] = []
+        self._done = False
+
+    @property
+    def connection(self) -> Connection:
+        assert self._conn is not None, "use `async with UnitOfWork(pool) as uow`"
+        return self._conn
+
+    async def __aenter__(self) -> Self:
+        self._conn = await self._pool.acquire()
+        self._tx = self._conn.transaction()
+        await self._tx.start()
+        conn = self.connection
+        self.worksets = WorksetRepository(conn, self._seen)
+        self.inbox = Inbox(conn)
+        self._outbox = OutboxWriter(conn)
+        return self
+
+    def publish(self, *events: Envelope) -> None:
+        """Events not tied to a workset (e.g. customer.created) go out with this commit."""
+        self._extra_events.extend(events)
+
+    async def commit(self) -> None:
+        assert self._tx is not None
+        events: list[Envelope] = []
+        for ws in self._seen:
+            if ws.pending_transitions:
+                raise RuntimeError(f"workset {ws.id} has unsaved transitions; call worksets.save() first")
+            events.extend(ws.pending_events)
+        events.extend(self._extra_events)
+        await self._outbox.add(events)
+        await self._tx.commit()
+        self._done = True
+        for ws in self._seen:
+            ws.pending_events.clear()
+        self._extra_events.clear()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            if not self._done and self._tx is not None:
+                await self._tx.rollback()
+        finally:
+            if self._conn is not None:
+                await self._pool.release(self._conn)
+                self._conn = None

@@ -1,0 +1,161 @@
+"""WorksetRepository: every SQL statement about worksets and their history."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from stamen.domain.lifecycle import WorksetState
+from stamen.domain.workset import Transition, Workset
+from stamen.store.db import Connection
+from stamen.store.errors import ConcurrencyConflict, WorksetNotFound
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    version: int
+    from_state: str | None
+    to_state: str
+    actor: str
+    reason: str
+    event_id: str | None
+    at: datetime
+
+
+def _from_row(row: asyncpg.Record) -> Workset:
+    return Workset(
+        id=row["id"],
+        tenant_id=row["tenant_id"],
+        name=row["name"],
+        state=WorksetState(row["state"]),
+        region=row["region"],
+        correlation_id=row["correlation_id"],
+        priority=row["priority"],
+        spec=json.loads(row["spec"]),
+        idempotency_key=row["idempotency_key"],
+        version=row["version"],
+    )
+
+
+class WorksetRepository:
+    def __init__(self, conn: Connection, seen: list[Workset]) -> None:
+        self._conn = conn
+        # Aggregates touched in this unit of work; their pending events go to the outbox on commit.
+        self._seen = seen
+
+    async def get(self, workset_id: str, *, for_update: bool = False) -> Workset:
+        lock = " FOR UPDATE" if for_update else ""
+        row = await self._conn.fetchrow(f"SELECT * FROM worksets WHERE id = $1{lock}", workset_id)
+        if row is None:
+            raise WorksetNotFound(f"workset {workset_id!r} does not exist")
+        ws = _from_row(row)
+        self._seen.append(ws)
+        return ws
+
+    async def find_by_idempotency_key(self, tenant_id: str, key: str) -> Workset | None:
+        row = await self._conn.fetchrow(
+            "SELECT * FROM worksets WHERE tenant_id = $1 AND idempotency_key = $2", tenant_id, key
+        )
+        return _from_row(row) if row else None
+
+    async def add(self, ws: Workset) -> None:
+        await self._conn.execute(
+            """INSERT INTO worksets (id, tenant_id, name, state, version, region, priority, spec,
+                                     idempotency_key, correlation_id)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10)""",
+            ws.id,
+            ws.tenant_id,
+            ws.name,
+            ws.state.value,
+            len(ws.pending_transitions),
+            ws.region,
+            ws.priority,
+            json.dumps(ws.spec),
+            ws.idempotency_key,
+            ws.correlation_id,
+        )
+        await self._write_history(ws, base_version=0)
+        ws.version = len(ws.pending_transitions)
+        ws.pending_transitions.clear()
+        self._seen.append(ws)
+
+    async def save(self, ws: Workset) -> None:
+        """Write the transitions made since `get`; fails if someone else saved in between."""
+        if not ws.pending_transitions:
+            return
+        new_version = ws.version + len(ws.pending_transitions)
+        status = await self._conn.execute(
+            """UPDATE worksets SET state = $1, version = $2, priority = $3, spec = $4::jsonb, updated_at = now()
+               WHERE id = $5 AND version = $6""",
+            ws.state.value,
+            new_version,
+            ws.priority,
+            json.dumps(ws.spec),
+            ws.id,
+            ws.version,
+        )
+        if status != "UPDATE 1":
+            raise ConcurrencyConflict(
+                f"workset {ws.id} changed since version {ws.version} was read; reload it and try again"
+            )
+        await self._write_history(ws, base_version=ws.version)
+        ws.version = new_version
+        ws.pending_transitions.clear()
+
+    async def _write_history(self, ws: Workset, *, base_version: int) -> None:
+        rows: list[tuple[Any, ...]] = [
+            (ws.id, base_version + i + 1, *_transition_columns(t))
+            for i, t in enumerate(ws.pending_transitions)
+        ]
+        await self._conn.executemany(
+            """INSERT INTO workset_history (workset_id, version, from_state, to_state, actor, reason, event_id, at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+            rows,
+        )
+
+    async def history(self, workset_id: str) -> list[HistoryRow]:
+        rows = await self._conn.fetch(
+            """SELECT version, from_state, to_state, actor, reason, event_id, at
+               FROM workset_history WHERE workset_id = $1 ORDER BY version""",
+            workset_id,
+        )
+        return [
+            HistoryRow(
+                version=r["version"],
+                from_state=r["from_state"],
+                to_state=r["to_state"],
+                actor=r["actor"],
+                reason=r["reason"],
+                event_id=str(r["event_id"]) if r["event_id"] else None,
+                at=r["at"],
+            )
+            for r in rows
+        ]
+
+    async def list_for_tenant(self, tenant_id: str | None, limit: int = 100) -> list[Workset]:
+        rows = await self._conn.fetch(
+            """SELECT * FROM worksets WHERE ($1::text IS NULL OR tenant_id = $1)
+               ORDER BY created_at DESC, id LIMIT $2""",
+            tenant_id,
+            limit,
+        )
+        return [_from_row(r) for r in rows]
+
+    async def count_by_state(self) -> dict[str, int]:
+        rows = await self._conn.fetch("SELECT state, count(*) AS n FROM worksets GROUP BY state")
+        return {r["state"]: r["n"] for r in rows}
+
+
+def _transition_columns(t: Transition) -> tuple[Any, ...]:
+    return (
+        t.from_state.value if t.from_state else None,
+        t.to_state.value,
+        t.actor,
+        t.reason,
+        t.event_id,
+        t.at,
+    )

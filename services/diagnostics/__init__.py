@@ -1,0 +1,1 @@
+"""The diagnostics service: classifies failures (issue 5: not built yet)."""

@@ -1,0 +1,1 @@
+"""The portal service: the customer web portal and the REST API."""

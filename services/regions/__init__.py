@@ -1,0 +1,1 @@
+"""The regions service: region health and failover (not built yet)."""

@@ -1,0 +1,1 @@
+"""The validator service: turns submitted worksets into queued or rejected ones."""

@@ -1,0 +1,31 @@
+"""Validator wiring: consumes workset.submitted, emits validated+queued or rejected."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from services.validator import handlers
+from stamen.bus.consumer import ConsumerSpec
+from stamen.bus.subjects import event_filter
+from stamen.service.idempotent import idempotent
+from stamen.service.keys import POOL
+from stamen.service.runner import base_app
+from stamen.settings import Settings
+
+CONSUMER = "validator-submitted"
+
+
+def init_app(settings: Settings) -> web.Application:
+    def specs(app: web.Application) -> list[ConsumerSpec]:
+        return [
+            ConsumerSpec(
+                durable=CONSUMER,
+                filter_subjects=[event_filter("workset.submitted")],
+                handler=idempotent(CONSUMER, lambda: app[POOL], handlers.validate_submitted),
+                ack_wait_seconds=settings.ack_wait_seconds,
+                max_deliver=settings.max_deliver,
+                concurrency=settings.consumer_concurrency,
+            )
+        ]
+
+    return base_app("validator", settings, consumers=specs)
