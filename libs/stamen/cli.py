@@ -85,10 +85,12 @@ def up(
     as_json: JsonOpt = False,
 ) -> None:
     """Start the whole system on this machine and keep it running until Ctrl-C."""
+    from stamen.logs import configure_logging
     from stamen.stack.launcher import EmbeddedStack
     from stamen.stack.status import render_status, stack_status
 
     settings = _settings(state_dir)
+    configure_logging(settings.log_level, "console", service="launcher")
     stack = EmbeddedStack(settings, settings.state_dir)
 
     def progress(msg: str) -> None:
@@ -104,17 +106,24 @@ def up(
         progress(f"migrations applied: {', '.join(applied) or 'none needed'}")
         progress("starting services: " + ", ".join(stack.services))
         stack.start_services()
-    except Exception as exc:
+        status = asyncio.run(stack_status(endpoints.database_url, stack.state_dir, wait_ready=30.0))
+        if demo:
+            demo_id = asyncio.run(_submit_demo(endpoints.database_url, settings.region))
+            progress(f"demo workset submitted: {demo_id}")
+            status = asyncio.run(
+                stack_status(endpoints.database_url, stack.state_dir, wait_for_workset=demo_id)
+            )
+    except BaseException as exc:  # Ctrl-C during start-up included: never leave servers behind
         stack.stop()
-        _fail(as_json, getattr(exc, "code", "STACK_START_FAILED"), str(exc))
-    status = asyncio.run(stack_status(endpoints.database_url, stack.state_dir, wait_ready=30.0))
-    if demo:
-        demo_id = asyncio.run(_submit_demo(endpoints.database_url, settings.region))
-        progress(f"demo workset submitted: {demo_id}")
-        status = asyncio.run(stack_status(endpoints.database_url, stack.state_dir, wait_for_workset=demo_id))
-    _emit(as_json, {"portal_url": stack.portal_url(), **status}, render_status(status, stack.portal_url()))
-    if not as_json:
+        if isinstance(exc, Exception):
+            _fail(as_json, getattr(exc, "code", "STACK_START_FAILED"), str(exc))
+        raise
+    if as_json:  # one line per record, so a program can read the stream as it comes
+        typer.echo(json.dumps({"portal_url": stack.portal_url(), **status}, default=str))
+    else:
+        typer.echo(render_status(status, stack.portal_url()))
         typer.echo("Press Ctrl-C to stop everything.")
+    sys.stdout.flush()
     stack.supervise_forever()
     if not as_json:
         typer.echo("stopped.")

@@ -1,7 +1,8 @@
 """Run the notifier service: `python -m services.notifier` (or `stamen service notifier`)."""
 
-from services.notifier.app import init_app
 from stamen.service.runner import run
+
+from services.notifier.app import init_app
 
 if __name__ == "__main__":
     run("notifier", init_app)

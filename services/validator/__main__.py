@@ -1,7 +1,8 @@
 """Run the validator service: `python -m services.validator` (or `stamen service validator`)."""
 
-from services.validator.app import init_app
 from stamen.service.runner import run
+
+from services.validator.app import init_app
 
 if __name__ == "__main__":
     run("validator", init_app)

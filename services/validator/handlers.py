@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import structlog
-
-from services.validator.checks import check_spec
 from stamen.domain.lifecycle import WorksetState
 from stamen.events.envelope import Envelope
 from stamen.events.types import WorksetQueued, WorksetRejected, WorksetValidated
 from stamen.store.unit_of_work import UnitOfWork
+
+from services.validator.checks import check_spec
 
 log = structlog.get_logger(__name__)
 ACTOR = "validator"
@@ -22,7 +22,7 @@ async def validate_submitted(uow: UnitOfWork, event: Envelope) -> None:
         log.info("validator.skipped", state=ws.state.value)
         return
     ws.transition(WorksetState.VALIDATING, actor=ACTOR, reason="validation started", cause=event)
-    result = check_spec(ws.spec)
+    result = check_spec(ws.spec, tenant_id=ws.tenant_id)
     if result.ok:
         ws.transition(
             WorksetState.QUEUED,
@@ -36,7 +36,8 @@ async def validate_submitted(uow: UnitOfWork, event: Envelope) -> None:
         ws.transition(
             WorksetState.REJECTED,
             actor=ACTOR,
-            reason=f"{len(result.errors)} validation errors: " + "; ".join(e["code"] for e in result.errors[:5]),
+            reason=f"{len(result.errors)} validation errors: "
+            + "; ".join(e["code"] for e in result.errors[:5]),
             event=WorksetRejected(findings=result.errors + result.warnings),
             cause=event,
         )

@@ -7,7 +7,6 @@ import json
 import time
 
 from nats.js import JetStreamContext
-
 from stamen.bus.consumer import ConsumerSpec, Delivery, DurableConsumer, RetryLater
 from stamen.bus.deadletter import DeadLetterForwarder
 from stamen.bus.publisher import JetStreamPublisher
@@ -17,7 +16,9 @@ from stamen.events.types import WorksetQueued
 
 
 def queued_event(tenant: str = "acme") -> Envelope:
-    return new_envelope(WorksetQueued(priority="urgent"), tenant_id=tenant, region="us-west-2", workset_id="ws-1")
+    return new_envelope(
+        WorksetQueued(priority="urgent"), tenant_id=tenant, region="us-west-2", workset_id="ws-1"
+    )
 
 
 async def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05) -> None:  # type: ignore[no-untyped-def]
@@ -49,7 +50,9 @@ async def test_publish_consume_ack(js: JetStreamContext) -> None:
     async def handler(env: Envelope, d: Delivery) -> None:
         seen.append(env)
 
-    consumer = DurableConsumer(js, ConsumerSpec("t-ack", [event_filter("workset.queued")], handler), JetStreamPublisher(js))
+    consumer = DurableConsumer(
+        js, ConsumerSpec("t-ack", [event_filter("workset.queued")], handler), JetStreamPublisher(js)
+    )
     await consumer.start()
     sent = queued_event()
     assert await JetStreamPublisher(js).publish(sent) is True
@@ -107,7 +110,9 @@ async def test_handler_that_always_fails_ends_in_dead_letter_stream(js: JetStrea
         raise RuntimeError("boom")
 
     pub = JetStreamPublisher(js)
-    spec = ConsumerSpec("t-dlq", [event_filter("workset.queued")], handler, max_deliver=3, error_delays=(0.2,))
+    spec = ConsumerSpec(
+        "t-dlq", [event_filter("workset.queued")], handler, max_deliver=3, error_delays=(0.2,)
+    )
     consumer = DurableConsumer(js, spec, pub)
     forwarder = DeadLetterForwarder(js, pub, "t-dlq")
     await consumer.start()
@@ -125,7 +130,9 @@ async def test_handler_that_always_fails_ends_in_dead_letter_stream(js: JetStrea
     await consumer.stop(5)
 
 
-async def test_malformed_and_unknown_messages_are_parked_and_consumer_keeps_going(js: JetStreamContext) -> None:
+async def test_malformed_and_unknown_messages_are_parked_and_consumer_keeps_going(
+    js: JetStreamContext,
+) -> None:
     seen: list[Envelope] = []
 
     async def handler(env: Envelope, d: Delivery) -> None:
@@ -192,3 +199,40 @@ async def test_long_handler_keeps_its_message_with_in_progress(js: JetStreamCont
     await asyncio.sleep(4.5)
     assert deliveries == [1]
     await consumer.stop(5)
+
+
+async def test_stop_finishes_short_handlers_and_returns_long_ones(js: JetStreamContext) -> None:
+    finished: list[str] = []
+    started = asyncio.Event()
+
+    async def handler(env: Envelope, d: Delivery) -> None:
+        started.set()
+        await asyncio.sleep(float(env.workset_id or 0))
+        finished.append(env.workset_id or "")
+
+    pub = JetStreamPublisher(js)
+    spec = ConsumerSpec("t-drain", [event_filter("workset.queued")], handler, concurrency=2)
+    short = new_envelope(WorksetQueued(), tenant_id="acme", region="r", workset_id="0.5")
+    long = new_envelope(WorksetQueued(), tenant_id="acme", region="r", workset_id="30")
+    await pub.publish(short)
+    await pub.publish(long)
+    first = DurableConsumer(js, spec, pub)
+    await first.start()
+    await started.wait()
+    await asyncio.sleep(0.1)
+    await first.stop(timeout=2.0)
+    assert finished == ["0.5"]  # the short one finished during the drain and was acked
+
+    redelivered: list[tuple[str | None, int]] = []
+
+    async def second_handler(env: Envelope, d: Delivery) -> None:
+        redelivered.append((env.workset_id, d.num_delivered))
+
+    second = DurableConsumer(
+        js, ConsumerSpec("t-drain", [event_filter("workset.queued")], second_handler), pub
+    )
+    await second.start()
+    await wait_for(lambda: len(redelivered) == 1, timeout=10)
+    await asyncio.sleep(0.5)
+    assert redelivered == [("30", 2)]  # only the returned one comes back, at once
+    await second.stop(5)

@@ -21,6 +21,7 @@ import sysconfig
 import time
 import urllib.error
 import urllib.request
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -162,7 +163,9 @@ class PostgresServer(ManagedServer):
         if os.geteuid() != 0:
             return {}
         # PostgreSQL refuses to run as root. Use a dedicated system user that owns the data folder.
-        from pgserver.utils import ensure_prefix_permissions, ensure_user_exists
+        with warnings.catch_warnings():  # platformdirs warns about XDG_RUNTIME_DIR on import
+            warnings.simplefilter("ignore")
+            from pgserver.utils import ensure_prefix_permissions, ensure_user_exists
 
         ensure_user_exists(PG_SYSTEM_USER)
         entry = pwd.getpwnam(PG_SYSTEM_USER)
@@ -172,15 +175,17 @@ class PostgresServer(ManagedServer):
         return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
     def start(self, timeout: float = 60.0) -> PostgresServer:
-        from pgserver._commands import POSTGRES_BIN_PATH
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from pgserver._commands import POSTGRES_BIN_PATH
 
         bin_dir = Path(POSTGRES_BIN_PATH)
-        as_user = self._run_as()
         if not (self.pgdata / "PG_VERSION").exists():
             if self.pgdata.exists():
                 shutil.rmtree(self.pgdata)  # a half-made folder from an interrupted initdb
             self.pgdata.mkdir(parents=True)
-            as_user = self._run_as()
+        as_user = self._run_as()
+        if not (self.pgdata / "PG_VERSION").exists():
             result = subprocess.run(
                 [str(bin_dir / "initdb"), "-D", str(self.pgdata), "-U", "postgres", "--auth=trust",
                  "--encoding=UTF8", "--no-instructions"],

@@ -1,0 +1,3 @@
+from stamen.cli import main
+
+main()

@@ -1,0 +1,133 @@
+"""`stamen up` from nothing, a kill -9 of one service, Ctrl-C, and a restart with state intact."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def stack_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in {"NATS_URL", "DATABASE_URL", "AWS_ENDPOINT_URL"}}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def start_stack(state_dir: Path, log: Path) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stamen", "up", "--state-dir", str(state_dir), "--json"],
+        stdout=subprocess.PIPE, stderr=log.open("a"), text=True, env=stack_env(),
+    )  # fmt: skip
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 120
+    for line in proc.stdout:
+        record = json.loads(line)
+        if "error" in record:
+            raise AssertionError(f"stamen up failed: {record}")
+        if "portal_url" in record:
+            return proc, record
+        assert time.monotonic() < deadline, "stamen up took too long"
+    raise AssertionError(f"stamen up exited early ({proc.wait()}); see {log}:\n{log.read_text()[-3000:]}")
+
+
+def stamen(state_dir: Path, *args: str) -> Any:
+    out = subprocess.run(
+        [sys.executable, "-m", "stamen", *args, "--state-dir", str(state_dir), "--json"],
+        capture_output=True, text=True, env=stack_env(), check=True, timeout=60,
+    )  # fmt: skip
+    return json.loads(out.stdout)
+
+
+def stack_file(state_dir: Path) -> dict[str, Any]:
+    return json.loads((state_dir / "stack.json").read_text())
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def wait_until(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def stop_stack(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(60) == 0
+
+
+def test_stamen_up_supervises_and_keeps_state_across_restarts(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    log = tmp_path / "launcher.log"
+    proc, status = start_stack(state, log)
+    try:
+        assert set(status["services"]) == {
+            "validator",
+            "scheduler",
+            "diagnostics",
+            "notifier",
+            "regions",
+            "portal",
+        }
+        assert all(s["status"] == "ready" for s in status["services"].values()), status["services"]
+        assert set(status["embedded"]) == {"nats", "postgres", "moto"}
+        assert status["demo"]["state"] == "queued", status["demo"]
+        first_demo = status["demo"]["id"]
+        assert http_ok(status["portal_url"])
+
+        # kill -9 one service: the supervisor starts a new one, which consumes again.
+        before = stack_file(state)["services"]["validator"]
+        os.kill(before["pid"], signal.SIGKILL)
+        wait_until(lambda: stack_file(state)["services"]["validator"]["pid"] != before["pid"], 30, "restart")
+        after = stack_file(state)["services"]["validator"]
+        assert after["restarts"] == 1
+        wait_until(lambda: http_ok(f"{after['url']}/readyz"), 30, "validator ready again")
+        spec = tmp_path / "ws.yaml"
+        spec.write_text(Path(__file__).parents[2].joinpath("libs/stamen/demo/demo_workset.yaml").read_text())
+        submitted = stamen(state, "submit", str(spec), "--tenant", "acme")
+        wait_until(
+            lambda: stamen(state, "worksets", "show", submitted["workset_id"])["state"] == "queued",
+            30,
+            "validation",
+        )
+        pids = [s["pid"] for s in stack_file(state)["services"].values()]
+        pids += [s["pid"] for s in stack_file(state)["servers"].values()]
+    finally:
+        stop_stack(proc)
+    # Ctrl-C stopped everything it started.
+    wait_until(lambda: not any(alive(p) for p in pids), 10, "all processes gone")
+
+    proc, status = start_stack(state, log)
+    try:
+        listed = {w["id"]: w for w in stamen(state, "worksets", "ls")}
+        assert listed[first_demo]["state"] == "queued"  # state kept across the full restart
+        assert listed[submitted["workset_id"]]["state"] == "queued"
+        assert status["demo"]["state"] == "queued" and status["demo"]["id"] != first_demo
+        history = stamen(state, "worksets", "show", first_demo)["history"]
+        assert [h["to_state"] for h in history] == ["submitted", "validating", "queued"]
+    finally:
+        stop_stack(proc)

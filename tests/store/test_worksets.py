@@ -1,0 +1,86 @@
+"""Optimistic concurrency and history on the real store."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+from stamen.domain.lifecycle import WorksetState
+from stamen.intake import submit_workset
+from stamen.store.errors import ConcurrencyConflict
+from stamen.store.unit_of_work import UnitOfWork
+
+
+async def submitted(pool: asyncpg.Pool, key: str | None = None) -> str:
+    result = await submit_workset(
+        pool, tenant_id="acme", name="w", spec={"a": 1}, region="us-west-2", source="cli", actor="test",
+        idempotency_key=key,
+    )  # fmt: skip
+    return result.workset_id
+
+
+async def test_two_writers_one_wins_other_conflicts(pool: asyncpg.Pool) -> None:
+    ws_id = await submitted(pool)
+    async with UnitOfWork(pool) as a, UnitOfWork(pool) as b:
+        wa = await a.worksets.get(ws_id)
+        wb = await b.worksets.get(ws_id)
+        wa.transition(WorksetState.VALIDATING, actor="writer-a")
+        wb.transition(WorksetState.CANCELLED, actor="writer-b")
+        await a.worksets.save(wa)
+        await a.commit()
+        with pytest.raises(ConcurrencyConflict):
+            await b.worksets.save(wb)
+    async with UnitOfWork(pool) as uow:
+        final = await uow.worksets.get(ws_id)
+        history = await uow.worksets.history(ws_id)
+    assert final.state is WorksetState.VALIDATING and final.version == 2
+    assert [(h.version, h.from_state, h.to_state, h.actor) for h in history] == [
+        (1, None, "submitted", "test"),
+        (2, "submitted", "validating", "writer-a"),
+    ]
+
+
+async def test_many_racing_writers_exactly_one_wins(pool: asyncpg.Pool) -> None:
+    ws_id = await submitted(pool)
+    barrier = asyncio.Barrier(8)
+
+    async def writer(i: int) -> str:
+        async with UnitOfWork(pool) as uow:
+            ws = await uow.worksets.get(ws_id)
+            ws.transition(WorksetState.CANCELLED if i % 2 else WorksetState.VALIDATING, actor=f"w{i}")
+            await barrier.wait()
+            try:
+                await uow.worksets.save(ws)
+                await uow.commit()
+                return "won"
+            except ConcurrencyConflict:
+                return "conflict"
+
+    outcomes = await asyncio.gather(*(writer(i) for i in range(8)))
+    assert outcomes.count("won") == 1 and outcomes.count("conflict") == 7
+    async with UnitOfWork(pool) as uow:
+        history = await uow.worksets.history(ws_id)
+    # History is one unbroken chain: each step starts where the previous ended.
+    assert [h.version for h in history] == [1, 2]
+    assert history[1].from_state == history[0].to_state
+
+
+async def test_state_change_and_its_events_commit_together_or_not_at_all(pool: asyncpg.Pool) -> None:
+    ws_id = await submitted(pool)
+    async with UnitOfWork(pool) as uow:
+        ws = await uow.worksets.get(ws_id)
+        ws.transition(WorksetState.CANCELLED, actor="t", event=None)
+        await uow.worksets.save(ws)
+        # no commit: leaving the block rolls back
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT state FROM worksets WHERE id=$1", ws_id) == "submitted"
+        assert await conn.fetchval("SELECT count(*) FROM outbox") == 1  # only workset.submitted
+
+
+async def test_idempotency_key_makes_one_workset_even_when_racing(pool: asyncpg.Pool) -> None:
+    ids = await asyncio.gather(*(submitted(pool, key="same-key") for _ in range(6)))
+    assert len(set(ids)) == 1
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM worksets") == 1
+        assert await conn.fetchval("SELECT count(*) FROM outbox") == 1
