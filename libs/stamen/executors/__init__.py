@@ -1,0 +1,1 @@
+"""Executors run pipeline steps on a cluster: `local` (subprocesses here) and `slurm` (sbatch & co)."""

@@ -1,0 +1,97 @@
+"""The contract between the scheduler and every executor.
+
+The scheduler stores each `JobHandle` in PostgreSQL, so a restarted scheduler (another process)
+must be able to `poll` and `cancel` jobs it did not submit itself: executors keep no state that
+matters only in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class JobState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # non-zero exit
+    CANCELLED = "cancelled"  # by stamen (cancel) or by someone else (scancel, kill)
+    TIMEOUT = "timeout"  # time limit reached
+    OUT_OF_MEMORY = "out_of_memory"
+    NODE_FAIL = "node_fail"
+    PREEMPTED = "preempted"
+    LOST = "lost"  # the job vanished: no record of how it ended (process gone, job unknown to Slurm)
+
+    @property
+    def finished(self) -> bool:
+        return self not in (JobState.PENDING, JobState.RUNNING)
+
+
+class StepSpec(BaseModel):
+    """One step of one attempt of one workset, ready to run."""
+
+    model_config = ConfigDict(frozen=True)
+
+    workset_id: str
+    attempt: int
+    step: str
+    argv: list[str] = Field(min_length=1)
+    env: dict[str, str] = {}
+    workdir: str  # absolute path on the machine/cluster that runs the step; created if missing
+    cpus: int = 1
+    memory_mb: int | None = None
+    time_limit_seconds: int | None = None
+
+
+class JobHandle(BaseModel):
+    """Enough to find the job again from any process: stored as JSON by the scheduler."""
+
+    model_config = ConfigDict(frozen=True)
+
+    executor: str  # "local" | "slurm"
+    cluster: str
+    job_id: str  # local: the runner's pid; slurm: the job id
+    workset_id: str
+    attempt: int
+    step: str
+    workdir: str
+    submitted_at: datetime
+    extra: dict[str, str] = {}  # executor-specific (e.g. status file path, process start time)
+
+
+class JobResources(BaseModel):
+    elapsed_seconds: float | None = None
+    cpu_seconds: float | None = None
+    max_rss_mb: float | None = None
+
+
+class JobStatus(BaseModel):
+    handle: JobHandle
+    state: JobState
+    exit_code: int | None = None
+    signal: int | None = None
+    native_state: str = ""  # e.g. Slurm's "OUT_OF_MEMORY", "CANCELLED by 0"
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    resources: JobResources = JobResources()
+    log_tail: str = ""  # last lines of stderr+stdout, for diagnostics
+    reason: str = ""  # human-readable cause when not succeeded
+
+
+class Executor(Protocol):
+    kind: str
+
+    async def submit(self, step: StepSpec) -> JobHandle: ...
+
+    async def poll(self, handles: Sequence[JobHandle]) -> dict[str, JobStatus]:
+        """Status of every handle, keyed by job_id, in ONE query per cluster (not one per job)."""
+        ...
+
+    async def cancel(self, handle: JobHandle) -> None:
+        """Stop the job (its whole process group / scancel). Idempotent; finished jobs are ignored."""
+        ...
