@@ -325,4 +325,7 @@ def worksets_show(workset_id: str, state_dir: StateDirOpt = None, as_json: JsonO
 
 
 def main() -> None:
+    from stamen import cli_intake
+
+    cli_intake.register(app)
     app()
