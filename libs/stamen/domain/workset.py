@@ -50,6 +50,13 @@ class Workset:
     priority: str = "normal"
     spec: dict[str, Any] = field(default_factory=dict)
     idempotency_key: str | None = None
+    # Scheduling: the cluster it was placed on, which attempt is current, retries used so far.
+    cluster: str | None = None
+    attempt: int = 0
+    retry_count: int = 0
+    max_retries: int = 3
+    cancel_requested_by: str | None = None
+    max_duration_seconds: int | None = None
     # The version read from the store; 0 means not stored yet. The store's update only succeeds
     # if the row still has this version (optimistic concurrency).
     version: int = 0

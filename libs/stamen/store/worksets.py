@@ -38,6 +38,12 @@ def _from_row(row: asyncpg.Record) -> Workset:
         spec=json.loads(row["spec"]),
         idempotency_key=row["idempotency_key"],
         version=row["version"],
+        cluster=row["cluster"],
+        attempt=row["attempt"],
+        retry_count=row["retry_count"],
+        max_retries=row["max_retries"],
+        cancel_requested_by=row["cancel_requested_by"],
+        max_duration_seconds=row["max_duration_seconds"],
     )
 
 
@@ -65,8 +71,8 @@ class WorksetRepository:
     async def add(self, ws: Workset) -> None:
         await self._conn.execute(
             """INSERT INTO worksets (id, tenant_id, name, state, version, region, priority, spec,
-                                     idempotency_key, correlation_id)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10)""",
+                                     idempotency_key, correlation_id, max_retries, max_duration_seconds)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12)""",
             ws.id,
             ws.tenant_id,
             ws.name,
@@ -77,6 +83,8 @@ class WorksetRepository:
             json.dumps(ws.spec),
             ws.idempotency_key,
             ws.correlation_id,
+            ws.max_retries,
+            ws.max_duration_seconds,
         )
         await self._write_history(ws, base_version=0)
         ws.version = len(ws.pending_transitions)
@@ -84,12 +92,16 @@ class WorksetRepository:
         self._seen.append(ws)
 
     async def save(self, ws: Workset) -> None:
-        """Write the transitions made since `get`; fails if someone else saved in between."""
-        if not ws.pending_transitions:
-            return
-        new_version = ws.version + len(ws.pending_transitions)
+        """Write the changes made since `get`; fails if someone else saved in between.
+
+        Every save bumps the version (a transition adds one per step of history), so a change
+        without a transition (e.g. a cancel request) still conflicts with a racing writer."""
+        new_version = ws.version + max(1, len(ws.pending_transitions))
         status = await self._conn.execute(
-            """UPDATE worksets SET state = $1, version = $2, priority = $3, spec = $4::jsonb, updated_at = now()
+            """UPDATE worksets SET state = $1, version = $2, priority = $3, spec = $4::jsonb, updated_at = now(),
+                      cluster = $7, attempt = $8, retry_count = $9, max_retries = $10,
+                      cancel_requested_by = $11, max_duration_seconds = $12,
+                      queued_at = CASE WHEN $1 = 'queued' AND state <> 'queued' THEN now() ELSE queued_at END
                WHERE id = $5 AND version = $6""",
             ws.state.value,
             new_version,
@@ -97,6 +109,12 @@ class WorksetRepository:
             json.dumps(ws.spec),
             ws.id,
             ws.version,
+            ws.cluster,
+            ws.attempt,
+            ws.retry_count,
+            ws.max_retries,
+            ws.cancel_requested_by,
+            ws.max_duration_seconds,
         )
         if status != "UPDATE 1":
             raise ConcurrencyConflict(

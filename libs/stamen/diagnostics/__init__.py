@@ -1,0 +1,38 @@
+"""Failure diagnostics: the error catalog, classification and reports.
+
+The enums here (``ErrorCategory``, ``Severity``, ``RetryClass``) are the single vocabulary
+for failures across stamen.
+"""
+
+from stamen.diagnostics.catalog import (
+    UNKNOWN_CODE,
+    CatalogEntry,
+    MatchRules,
+    UnknownErrorCodeError,
+    catalog,
+    get_entry,
+    get_remediation_for_error,
+    is_retryable,
+)
+from stamen.diagnostics.classifier import Candidate, Diagnosis, EvidenceLine, classify_error
+from stamen.diagnostics.codes import ErrorCategory, RetryClass, Severity
+from stamen.diagnostics.report import format_diagnostic_report
+
+__all__ = [
+    "UNKNOWN_CODE",
+    "Candidate",
+    "CatalogEntry",
+    "Diagnosis",
+    "ErrorCategory",
+    "EvidenceLine",
+    "MatchRules",
+    "RetryClass",
+    "Severity",
+    "UnknownErrorCodeError",
+    "catalog",
+    "classify_error",
+    "format_diagnostic_report",
+    "get_entry",
+    "get_remediation_for_error",
+    "is_retryable",
+]

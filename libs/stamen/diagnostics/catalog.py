@@ -1,0 +1,178 @@
+"""The error catalog: packaged YAML data validated into immutable pydantic models.
+
+Regexes are compiled once, when the catalog is first loaded, and cached with it.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from importlib import resources
+from typing import Annotated, Any, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+
+from stamen.diagnostics.codes import ErrorCategory, RetryClass, Severity
+from stamen.diagnostics.specificity import literal_specificity
+
+CATALOG_RESOURCE = "catalog.yaml"
+UNKNOWN_CODE = "WS-UNK-000"
+_CODE_SHAPE = re.compile(r"^WS-(?P<prefix>[A-Z]{3})-(?P<number>\d{3})$")
+# Log messages differ in capitalisation across tool versions, so every rule ignores case.
+PATTERN_FLAGS = re.IGNORECASE
+
+
+class UnknownErrorCodeError(KeyError):
+    """Raised when a code is not in the catalog; the message names the code."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+    def __str__(self) -> str:
+        return f"unknown error code {self.code!r}: not in the stamen error catalog"
+
+
+class CatalogError(ValueError):
+    """The packaged catalog data is inconsistent (duplicate codes, missing WS-UNK-000, ...)."""
+
+
+class CompiledPattern(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    source: str
+    regex: re.Pattern[str]
+    specificity: int
+
+
+class MatchRules(BaseModel):
+    """Evidence that identifies a failure; any one kind of evidence can match on its own."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    patterns: tuple[str, ...] = ()
+    exit_codes: tuple[int, ...] = ()
+    signals: tuple[Annotated[int, Field(ge=1, le=64)], ...] = ()
+    slurm_states: tuple[str, ...] = ()
+
+    _compiled: tuple[CompiledPattern, ...] = PrivateAttr(default=())
+
+    @field_validator("patterns")
+    @classmethod
+    def _patterns_compile(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
+        for source in patterns:
+            try:
+                re.compile(source, PATTERN_FLAGS)
+            except re.error as error:
+                raise ValueError(f"pattern {source!r} is not a valid regex: {error}") from error
+            if literal_specificity(source) == 0:
+                raise ValueError(f"pattern {source!r} contains no literal text and would match anything")
+        return patterns
+
+    @field_validator("slurm_states")
+    @classmethod
+    def _states_upper_case(cls, states: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(state.strip().upper() for state in states)
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._compiled = tuple(
+            CompiledPattern(
+                source=source,
+                regex=re.compile(source, PATTERN_FLAGS),
+                specificity=literal_specificity(source),
+            )
+            for source in self.patterns
+        )
+
+    @property
+    def compiled_patterns(self) -> tuple[CompiledPattern, ...]:
+        return self._compiled
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.patterns or self.exit_codes or self.signals or self.slurm_states)
+
+
+class CatalogEntry(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    code: str
+    name: str = Field(min_length=3)
+    summary: str = Field(min_length=10)
+    category: ErrorCategory
+    severity: Severity
+    retry_class: RetryClass
+    # Catch-all entries (e.g. "Error in rule") only win when nothing more specific matched.
+    generic: bool = False
+    match: MatchRules = MatchRules()
+    remediation: tuple[str, ...] = Field(min_length=1)
+    docs_anchor: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+
+    @model_validator(mode="after")
+    def _code_agrees_with_category(self) -> Self:
+        shape = _CODE_SHAPE.match(self.code)
+        if shape is None:
+            raise ValueError(f"code {self.code!r} must look like WS-XXX-nnn")
+        if shape["prefix"] != self.category.code_prefix:
+            raise ValueError(
+                f"code {self.code!r} has prefix {shape['prefix']!r} but category "
+                f"{self.category.value!r} uses {self.category.code_prefix!r}"
+            )
+        if self.category is not ErrorCategory.UNKNOWN and self.match.is_empty:
+            raise ValueError(f"{self.code}: a catalog entry needs at least one match rule")
+        return self
+
+
+class Catalog(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    entries: tuple[CatalogEntry, ...]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        for attribute in ("code", "name", "docs_anchor"):
+            seen: set[str] = set()
+            for entry in self.entries:
+                value = getattr(entry, attribute)
+                if value in seen:
+                    raise ValueError(f"duplicate {attribute} {value!r} in error catalog")
+                seen.add(value)
+        if UNKNOWN_CODE not in {entry.code for entry in self.entries}:
+            raise ValueError(f"the catalog must define {UNKNOWN_CODE}")
+        return self
+
+
+def parse_catalog(document: str) -> tuple[CatalogEntry, ...]:
+    """Validate catalog YAML text; raises pydantic.ValidationError on bad data."""
+    raw = yaml.safe_load(document)
+    return Catalog.model_validate(raw).entries
+
+
+@cache
+def catalog() -> tuple[CatalogEntry, ...]:
+    """The validated packaged catalog, sorted by code; loaded and compiled once per process."""
+    text = resources.files("stamen.diagnostics").joinpath(CATALOG_RESOURCE).read_text(encoding="utf-8")
+    return tuple(sorted(parse_catalog(text), key=lambda entry: entry.code))
+
+
+@cache
+def _entries_by_code() -> dict[str, CatalogEntry]:
+    return {entry.code: entry for entry in catalog()}
+
+
+def get_entry(code: str) -> CatalogEntry:
+    try:
+        return _entries_by_code()[code]
+    except KeyError:
+        raise UnknownErrorCodeError(code) from None
+
+
+def get_remediation_for_error(code: str) -> list[str]:
+    """Remediation steps for ``code``; raises UnknownErrorCodeError for codes not in the catalog."""
+    return list(get_entry(code).remediation)
+
+
+def is_retryable(code: str) -> bool:
+    """Whether failures with ``code`` are worth an automatic retry (transient or resource class)."""
+    return get_entry(code).retry_class.is_retryable

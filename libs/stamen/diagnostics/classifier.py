@@ -1,0 +1,216 @@
+"""Match failure evidence (log text, exit code, signal, Slurm state) against the catalog.
+
+Scoring, highest first:
+
+* a Slurm job state is what the scheduler itself concluded, so it weighs most;
+* a matched log pattern weighs by its literal specificity (see ``specificity.py``), with a
+  small bonus for each further distinct pattern of the same entry that matched;
+* a signal, or an exit code other than the generic 1/2/255, is strong corroboration;
+  a generic exit code is only a nudge;
+* catch-all (``generic``) entries have their pattern weight scaled down.
+
+Ranking is a pure function of the evidence: candidates are ordered by score, then by the
+specificity of their best pattern, then by how many kinds of evidence matched, and finally
+by code — never by the order entries happen to appear in the catalog.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from stamen.diagnostics.catalog import UNKNOWN_CODE, CatalogEntry, catalog, get_entry
+from stamen.diagnostics.codes import ErrorCategory, RetryClass, Severity
+
+# Failures surface at the end of a log; scanning only the tail bounds the cost on huge logs.
+MAX_SCANNED_LINES = 20_000
+LOG_TAIL_LINES = 20
+MAX_EVIDENCE_LINES = 8
+MAX_LINE_CHARS = 500
+
+SLURM_STATE_WEIGHT = 60.0
+PATTERN_BASE_WEIGHT = 20.0
+PATTERN_SPECIFICITY_WEIGHT = 0.5
+PATTERN_SPECIFICITY_CAP = 60
+EXTRA_PATTERN_WEIGHT = 4.0
+EXTRA_PATTERN_CAP = 3
+SIGNAL_WEIGHT = 15.0
+SPECIFIC_EXIT_WEIGHT = 15.0
+GENERIC_EXIT_WEIGHT = 2.0
+GENERIC_EXIT_CODES = frozenset({1, 2, 255})
+GENERIC_ENTRY_FACTOR = 0.35
+# Below this a candidate rests on nothing but a generic exit code, which identifies nothing.
+MIN_CANDIDATE_SCORE = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceLine:
+    line_number: int  # 1-based, counted over the whole text
+    text: str
+    pattern: str
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    code: str
+    name: str
+    category: ErrorCategory
+    severity: Severity
+    retry_class: RetryClass
+    score: float
+    evidence_lines: tuple[EvidenceLine, ...] = ()
+    # Non-log evidence, e.g. "exit code 137" or "Slurm state OUT_OF_MEMORY".
+    matched_facts: tuple[str, ...] = ()
+    best_specificity: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnosis:
+    candidates: tuple[Candidate, ...]
+    log_tail: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if not self.candidates:
+            raise ValueError("a Diagnosis always carries at least one candidate")
+
+    @property
+    def top(self) -> Candidate:
+        return self.candidates[0]
+
+    @property
+    def is_unknown(self) -> bool:
+        return self.top.code == UNKNOWN_CODE
+
+
+@dataclass(slots=True)
+class _EntryMatch:
+    evidence: list[EvidenceLine] = field(default_factory=list)
+    matched_patterns: dict[str, int] = field(default_factory=dict)  # source -> specificity
+
+
+def classify_error(
+    text: str,
+    exit_code: int | None = None,
+    signal: int | None = None,
+    slurm_state: str | None = None,
+    *,
+    entries: Sequence[CatalogEntry] | None = None,
+) -> Diagnosis:
+    """Rank catalog entries that explain a failure; unknown failures give a WS-UNK-000 candidate.
+
+    ``exit_code`` may be negative, as Python's subprocess reports death by signal; it is then
+    read as that signal.  ``entries`` replaces the packaged catalog (used by tests).
+    """
+    if exit_code is not None and exit_code < 0 and signal is None:
+        signal, exit_code = -exit_code, None
+    state = normalise_slurm_state(slurm_state)
+    all_lines = text.splitlines()
+    offset = max(0, len(all_lines) - MAX_SCANNED_LINES)
+    scanned = all_lines[offset:]
+    numbered_tail = _numbered_tail(all_lines)
+    log_tail = tuple(line for _, line in numbered_tail)
+
+    candidates: list[Candidate] = []
+    for entry in entries if entries is not None else catalog():
+        if entry.code == UNKNOWN_CODE:
+            continue
+        candidate = _score_entry(entry, scanned, offset, exit_code, signal, state)
+        if candidate is not None and candidate.score >= MIN_CANDIDATE_SCORE:
+            candidates.append(candidate)
+
+    candidates.sort(key=_ranking_key)
+    if not candidates:
+        candidates.append(_unknown_candidate(numbered_tail, entries))
+    return Diagnosis(candidates=tuple(candidates), log_tail=log_tail)
+
+
+def normalise_slurm_state(state: str | None) -> str | None:
+    """``"CANCELLED by 1234"`` -> ``"CANCELLED"``; sacct appends detail after the state word."""
+    if state is None or not state.strip():
+        return None
+    return state.strip().split()[0].rstrip("+").upper()
+
+
+def _ranking_key(candidate: Candidate) -> tuple[float, int, int, str]:
+    kinds = (1 if candidate.evidence_lines else 0) + len(candidate.matched_facts)
+    return (-candidate.score, -candidate.best_specificity, -kinds, candidate.code)
+
+
+def _score_entry(
+    entry: CatalogEntry,
+    lines: Sequence[str],
+    offset: int,
+    exit_code: int | None,
+    signal: int | None,
+    slurm_state: str | None,
+) -> Candidate | None:
+    rules = entry.match
+    found = _EntryMatch()
+    for index, line in enumerate(lines):
+        for pattern in rules.compiled_patterns:
+            if pattern.regex.search(line):
+                found.matched_patterns.setdefault(pattern.source, pattern.specificity)
+                if len(found.evidence) < MAX_EVIDENCE_LINES and (
+                    not found.evidence or found.evidence[-1].line_number != offset + index + 1
+                ):
+                    found.evidence.append(
+                        EvidenceLine(offset + index + 1, line.strip()[:MAX_LINE_CHARS], pattern.source)
+                    )
+
+    score = 0.0
+    facts: list[str] = []
+    best_specificity = max(found.matched_patterns.values(), default=0)
+    if found.matched_patterns:
+        pattern_score = PATTERN_BASE_WEIGHT + PATTERN_SPECIFICITY_WEIGHT * min(
+            best_specificity, PATTERN_SPECIFICITY_CAP
+        )
+        pattern_score += EXTRA_PATTERN_WEIGHT * min(len(found.matched_patterns) - 1, EXTRA_PATTERN_CAP)
+        score += pattern_score * (GENERIC_ENTRY_FACTOR if entry.generic else 1.0)
+    if slurm_state is not None and slurm_state in rules.slurm_states:
+        score += SLURM_STATE_WEIGHT
+        facts.append(f"Slurm state {slurm_state}")
+    if signal is not None and signal in rules.signals:
+        score += SIGNAL_WEIGHT
+        facts.append(f"signal {signal}")
+    if exit_code is not None and exit_code in rules.exit_codes:
+        score += GENERIC_EXIT_WEIGHT if exit_code in GENERIC_EXIT_CODES else SPECIFIC_EXIT_WEIGHT
+        facts.append(f"exit code {exit_code}")
+    if score == 0.0:
+        return None
+    return Candidate(
+        code=entry.code,
+        name=entry.name,
+        category=entry.category,
+        severity=entry.severity,
+        retry_class=entry.retry_class,
+        score=round(score, 3),
+        evidence_lines=tuple(found.evidence),
+        matched_facts=tuple(facts),
+        best_specificity=best_specificity,
+    )
+
+
+def _numbered_tail(lines: Sequence[str]) -> list[tuple[int, str]]:
+    """The last non-blank lines with their 1-based line numbers."""
+    tail: list[tuple[int, str]] = []
+    for index in range(len(lines) - 1, -1, -1):
+        if len(tail) == LOG_TAIL_LINES:
+            break
+        if lines[index].strip():
+            tail.append((index + 1, lines[index].rstrip()[:MAX_LINE_CHARS]))
+    tail.reverse()
+    return tail
+
+
+def _unknown_candidate(tail: Sequence[tuple[int, str]], entries: Sequence[CatalogEntry] | None) -> Candidate:
+    pool = {entry.code: entry for entry in entries} if entries is not None else {}
+    unknown = pool.get(UNKNOWN_CODE) or get_entry(UNKNOWN_CODE)
+    return Candidate(
+        code=unknown.code,
+        name=unknown.name,
+        category=unknown.category,
+        severity=unknown.severity,
+        retry_class=unknown.retry_class,
+        score=0.0,
+        evidence_lines=tuple(EvidenceLine(number, line, "") for number, line in tail),
+    )

@@ -1,0 +1,158 @@
+"""Admission and placement as pure functions: who runs next, and where.
+
+Order: priority (urgent > normal > low), then fair share between tenants (the tenant with fewer
+worksets running, then the one admitted least recently, goes first: a tenant with 1,000 queued
+does not block another tenant's one), then age. Only the head of each tenant's queue per priority
+competes, so the cost of a decision does not grow with a tenant's backlog.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+PRIORITY_RANK: dict[str, int] = {"urgent": 0, "normal": 1, "low": 2}
+
+
+@dataclass(frozen=True)
+class QueueHead:
+    workset_id: str
+    tenant_id: str
+    priority: str
+    queued_at: datetime
+    preferred_cluster: str | None = None
+    data_locations: tuple[str, ...] = ()  # buckets / regions the inputs live in
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    name: str
+    region: str
+    max_concurrent: int
+    running: int
+    price_factor: float = 1.0
+    data_locations: tuple[str, ...] = ()
+    status: str = "active"
+
+    @property
+    def free(self) -> int:
+        return max(0, self.max_concurrent - self.running)
+
+
+@dataclass(frozen=True)
+class Occupancy:
+    total: int
+    by_tenant: Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class Limits:
+    global_max: int
+    tenant_max: Mapping[str, int]
+    default_tenant_max: int
+
+    def for_tenant(self, tenant_id: str) -> int:
+        return self.tenant_max.get(tenant_id, self.default_tenant_max)
+
+
+@dataclass(frozen=True)
+class ClusterScore:
+    cluster: str
+    total: float
+    parts: dict[str, float]
+    eligible: bool
+    why_not: str = ""
+
+
+@dataclass(frozen=True)
+class Placement:
+    workset_id: str
+    tenant_id: str
+    cluster: str
+    reason: str
+    scores: dict[str, float] = field(default_factory=dict)
+
+
+# Weights of the affinity score; locality dominates because egress is the largest avoidable cost.
+WEIGHTS = {"locality": 4.0, "price": 2.0, "capacity": 1.0, "health": 3.0, "preference": 5.0}
+
+
+def score_clusters(
+    head: QueueHead, clusters: Iterable[ClusterView], region_health: Mapping[str, str] | None = None
+) -> list[ClusterScore]:
+    """Score every cluster for one workset, best first; ineligible ones last with the reason."""
+    health = region_health or {}
+    views = list(clusters)
+    cheapest = min((c.price_factor for c in views), default=1.0)
+    scores = []
+    for c in views:
+        why_not = ""
+        if c.status != "active":
+            why_not = f"cluster is {c.status}"
+        elif c.free <= 0:
+            why_not = "cluster is full"
+        elif health.get(c.region) == "down":
+            why_not = f"region {c.region} is down"
+        wanted = set(head.data_locations)
+        local = wanted & (set(c.data_locations) | {c.region})
+        parts = {
+            "locality": (len(local) / len(wanted)) if wanted else 1.0,
+            "price": cheapest / c.price_factor,
+            "capacity": c.free / c.max_concurrent if c.max_concurrent else 0.0,
+            "health": {"healthy": 1.0, "degraded": 0.3, "down": 0.0}.get(health.get(c.region, "healthy"), 0.5),
+            "preference": 1.0 if head.preferred_cluster == c.name else 0.0,
+        }
+        total = sum(WEIGHTS[k] * v for k, v in parts.items())
+        scores.append(ClusterScore(c.name, round(total, 4), parts, not why_not, why_not))
+    # Ties go to the cluster name so two replicas make the same choice.
+    return sorted(scores, key=lambda s: (not s.eligible, -s.total, s.cluster))
+
+
+def order_heads(
+    heads: Iterable[QueueHead], running: Mapping[str, int], last_admitted: Mapping[str, datetime]
+) -> list[QueueHead]:
+    epoch = datetime.min.replace(tzinfo=None)
+
+    def key(h: QueueHead) -> tuple[int, int, datetime, datetime, str]:
+        last = last_admitted.get(h.tenant_id)
+        last_naive = last.replace(tzinfo=None) if last else epoch
+        return (
+            PRIORITY_RANK.get(h.priority, 1),
+            running.get(h.tenant_id, 0),
+            last_naive,
+            h.queued_at.replace(tzinfo=None),
+            h.workset_id,
+        )
+
+    return sorted(heads, key=key)
+
+
+def choose_admission(
+    heads: Sequence[QueueHead],
+    clusters: Sequence[ClusterView],
+    occupancy: Occupancy,
+    limits: Limits,
+    last_admitted: Mapping[str, datetime],
+    region_health: Mapping[str, str] | None = None,
+) -> Placement | None:
+    """The next workset to admit and its cluster, or None if nothing may start now."""
+    if occupancy.total >= limits.global_max:
+        return None
+    for head in order_heads(heads, occupancy.by_tenant, last_admitted):
+        if occupancy.by_tenant.get(head.tenant_id, 0) >= limits.for_tenant(head.tenant_id):
+            continue
+        scores = score_clusters(head, clusters, region_health)
+        best = scores[0] if scores else None
+        if best is None or not best.eligible:
+            continue
+        runner_up = next((s for s in scores[1:] if s.eligible), None)
+        reason = (
+            f"highest affinity {best.total:.2f}"
+            + (f" vs {runner_up.cluster} {runner_up.total:.2f}" if runner_up else " (only eligible cluster)")
+            + "; " + ", ".join(f"{k}={v:.2f}" for k, v in best.parts.items())
+        )  # fmt: skip
+        return Placement(
+            head.workset_id, head.tenant_id, best.cluster, reason, {s.cluster: s.total for s in scores if s.eligible}
+        )
+    return None

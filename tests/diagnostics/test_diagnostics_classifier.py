@@ -1,0 +1,194 @@
+"""Ranking rules of classify_error, independent of the corpus."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+from stamen.diagnostics import (
+    UNKNOWN_CODE,
+    CatalogEntry,
+    Diagnosis,
+    RetryClass,
+    catalog,
+    classify_error,
+)
+from stamen.diagnostics.classifier import LOG_TAIL_LINES, MAX_SCANNED_LINES, normalise_slurm_state
+
+OOM_LOG = """\
+[M::process] read 662252 sequences (80000167 bp)...
+slurmstepd: error: Detected 1 oom-kill event(s) in StepId=4412331.batch. Some of your processes may have \
+been killed by the cgroup out-of-memory handler.
+"""
+
+
+def _entry(code: str, **match: Any) -> CatalogEntry:
+    return CatalogEntry.model_validate(
+        {
+            "code": code,
+            "name": f"entry {code}",
+            "summary": "Synthetic entry for ranking tests.",
+            "category": "pipeline",
+            "severity": "error",
+            "retry_class": "permanent",
+            "match": match,
+            "remediation": ["n/a"],
+            "docs_anchor": code.lower(),
+        }
+    )
+
+
+def _ranking(diagnosis: Diagnosis) -> list[tuple[str, float]]:
+    return [(candidate.code, candidate.score) for candidate in diagnosis.candidates]
+
+
+def test_oom_log_ranks_oom_first_with_evidence() -> None:
+    diagnosis = classify_error(OOM_LOG, exit_code=137, slurm_state="OUT_OF_MEMORY")
+    top = diagnosis.top
+    assert top.code == "WS-RES-001"
+    assert top.retry_class is RetryClass.RESOURCE
+    assert [line.line_number for line in top.evidence_lines] == [2]
+    assert "oom-kill" in top.evidence_lines[0].text
+    assert set(top.matched_facts) == {"exit code 137", "Slurm state OUT_OF_MEMORY"}
+
+
+def test_candidates_are_sorted_by_descending_score() -> None:
+    text = OOM_LOG + "Error in rule sort_bam:\n    jobid: 3\n"
+    scores = [candidate.score for candidate in classify_error(text, exit_code=1).candidates]
+    assert len(scores) >= 2
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_unknown_input_gives_single_unknown_candidate_with_log_tail() -> None:
+    lines = [f"step {number} finished" for number in range(1, 41)]
+    diagnosis = classify_error("\n".join(lines) + "\n\n", exit_code=3)
+    assert [candidate.code for candidate in diagnosis.candidates] == [UNKNOWN_CODE]
+    assert diagnosis.is_unknown
+    tail = diagnosis.top.evidence_lines
+    assert len(tail) == LOG_TAIL_LINES
+    assert tail[-1].text == "step 40 finished"
+    assert tail[-1].line_number == 40
+    assert diagnosis.log_tail[0] == f"step {40 - LOG_TAIL_LINES + 1} finished"
+
+
+def test_empty_input_is_still_a_diagnosis() -> None:
+    diagnosis = classify_error("")
+    assert diagnosis.top.code == UNKNOWN_CODE
+    assert diagnosis.top.evidence_lines == ()
+
+
+def test_diagnosis_refuses_to_be_empty() -> None:
+    with pytest.raises(ValueError, match="at least one candidate"):
+        Diagnosis(candidates=())
+
+
+def test_generic_exit_code_alone_identifies_nothing() -> None:
+    assert classify_error("all good so far", exit_code=1).top.code == UNKNOWN_CODE
+
+
+def test_specific_evidence_alone_is_enough() -> None:
+    assert classify_error("", exit_code=137).top.code == "WS-RES-001"
+    assert classify_error("", slurm_state="TIMEOUT").top.code == "WS-CLU-001"
+    assert classify_error("", signal=11).top.code == "WS-PIP-013"
+
+
+def test_negative_exit_code_is_read_as_signal() -> None:
+    top = classify_error("", exit_code=-9).top
+    assert top.code == "WS-RES-001"
+    assert top.matched_facts == ("signal 9",)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("CANCELLED by 50211", "CANCELLED"),
+        (" timeout ", "TIMEOUT"),
+        ("RUNNING+", "RUNNING"),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_normalise_slurm_state(raw: str | None, expected: str | None) -> None:
+    assert normalise_slurm_state(raw) == expected
+
+
+def test_specific_cause_beats_generic_snakemake_rule_error() -> None:
+    text = (
+        "[E::bwa_idx_load_from_disk] fail to locate the index files\n"
+        "Error in rule bwa_map:\n"
+        "    jobid: 4\n"
+        "RuleException:\n"
+        "CalledProcessError in file /wf/Snakefile, line 22:\n"
+        "Command 'bwa mem ref.fa a.fq b.fq' returned non-zero exit status 1.\n"
+        "Shutting down, this might take some time.\n"
+        "Exiting because a job execution failed. Look above for error message\n"
+    )
+    codes = [candidate.code for candidate in classify_error(text, exit_code=1).candidates]
+    assert codes[0] == "WS-DAT-006"
+    assert "WS-PIP-002" in codes[1:]
+
+
+def test_regex_and_exit_code_beats_exit_code_only() -> None:
+    exit_only = _entry("WS-PIP-901", exit_codes=[1], signals=[6])
+    regex_and_exit = _entry("WS-PIP-902", patterns=["fatal: widget exploded"], exit_codes=[1])
+    for entries in ([exit_only, regex_and_exit], [regex_and_exit, exit_only]):
+        diagnosis = classify_error("fatal: widget exploded\n", exit_code=1, signal=6, entries=entries)
+        assert [candidate.code for candidate in diagnosis.candidates] == ["WS-PIP-902", "WS-PIP-901"]
+
+
+def test_longer_pattern_beats_shorter_pattern_on_the_same_line() -> None:
+    short = _entry("WS-PIP-901", patterns=["index"])
+    long = _entry("WS-PIP-902", patterns=["fail to locate the index files"])
+    line = "[E::bwa_idx_load_from_disk] fail to locate the index files\n"
+    for entries in ([short, long], [long, short]):
+        assert classify_error(line, entries=entries).top.code == "WS-PIP-902"
+
+
+def test_equal_scores_prefer_the_more_specific_pattern() -> None:
+    # 20 + 0.5*10 + signal 15 == 20 + 0.5*40: same score, different pattern specificity.
+    short_plus_signal = _entry("WS-PIP-901", patterns=["aaaaaaaaaa"], signals=[6])
+    long_pattern = _entry("WS-PIP-902", patterns=["a" * 10 + "b" * 30])
+    text = "a" * 10 + "b" * 30 + "\n"
+    for entries in ([short_plus_signal, long_pattern], [long_pattern, short_plus_signal]):
+        diagnosis = classify_error(text, signal=6, entries=entries)
+        assert diagnosis.candidates[0].score == diagnosis.candidates[1].score
+        assert [candidate.code for candidate in diagnosis.candidates] == ["WS-PIP-902", "WS-PIP-901"]
+
+
+def test_identical_evidence_ties_break_by_code_not_registration_order() -> None:
+    first = _entry("WS-PIP-902", patterns=["widget exploded"])
+    second = _entry("WS-PIP-901", patterns=["widget exploded"])
+    for entries in ([first, second], [second, first]):
+        diagnosis = classify_error("widget exploded\n", entries=entries)
+        assert [candidate.code for candidate in diagnosis.candidates] == ["WS-PIP-901", "WS-PIP-902"]
+
+
+def test_ranking_is_independent_of_catalog_order(corpus_items: list[dict[str, Any]]) -> None:
+    entries = list(catalog())
+    rng = random.Random(20240521)
+    for item in corpus_items:
+        arguments = {key: item.get(key) for key in ("exit_code", "signal", "slurm_state")}
+        reference = _ranking(classify_error(item["text"], **arguments))
+        for _ in range(3):
+            shuffled = entries[:]
+            rng.shuffle(shuffled)
+            shuffled_ranking = _ranking(classify_error(item["text"], **arguments, entries=shuffled))
+            assert shuffled_ranking == reference, item["id"]
+
+
+def test_evidence_line_numbers_count_from_the_start_of_a_long_log() -> None:
+    noise = ["progress line"] * (MAX_SCANNED_LINES + 50)
+    text = "\n".join([*noise, "No space left on device"])
+    top = classify_error(text).top
+    assert top.code == "WS-RES-004"
+    assert top.evidence_lines[0].line_number == MAX_SCANNED_LINES + 51
+
+
+def test_matches_only_in_the_scanned_tail() -> None:
+    text = "\n".join(["No space left on device", *(["progress line"] * MAX_SCANNED_LINES)])
+    assert classify_error(text).top.code == UNKNOWN_CODE
+
+
+def test_matching_ignores_case() -> None:
+    assert classify_error("ERROR: NO SPACE LEFT ON DEVICE\n").top.code == "WS-RES-004"
