@@ -1,1 +1,1 @@
-"""The diagnostics service: classifies failures (issue 5: not built yet)."""
+"""The diagnostics service: classifies failures against the error catalog."""

@@ -1,11 +1,31 @@
-"""Diagnostics wiring. So far only the shared parts run (store, bus, outbox relay, health)."""
+"""Diagnostics wiring: consumes workset.failed, emits workset.diagnosed."""
 
 from __future__ import annotations
 
 from aiohttp import web
+from stamen.bus.consumer import ConsumerSpec
+from stamen.bus.subjects import event_filter
+from stamen.service.idempotent import idempotent
+from stamen.service.keys import POOL
 from stamen.service.runner import base_app
 from stamen.settings import Settings
 
+from services.diagnostics import handlers
+
+CONSUMER = "diagnostics-failed"
+
 
 def init_app(settings: Settings) -> web.Application:
-    return base_app("diagnostics", settings)
+    def specs(app: web.Application) -> list[ConsumerSpec]:
+        return [
+            ConsumerSpec(
+                durable=CONSUMER,
+                filter_subjects=[event_filter("workset.failed")],
+                handler=idempotent(CONSUMER, lambda: app[POOL], handlers.diagnose_failure),
+                ack_wait_seconds=settings.ack_wait_seconds,
+                max_deliver=settings.max_deliver,
+                concurrency=settings.consumer_concurrency,
+            )
+        ]
+
+    return base_app("diagnostics", settings, consumers=specs)

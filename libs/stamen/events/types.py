@@ -78,13 +78,19 @@ class WorksetFailed(EventPayload):
     step: str | None = None
     exit_code: int | None = None
     signal: int | None = None
+    native_state: str = ""  # the executor's own word, e.g. Slurm's OUT_OF_MEMORY
+    reason: str = ""
     log_tail: str = ""
 
 
 class WorksetDiagnosed(EventPayload):
     event_type = "workset.diagnosed"
-    candidates: list[dict[str, Any]]
+    attempt: int = 1
+    code: str
+    retry_class: str
     retryable: bool
+    candidates: list[dict[str, Any]]
+    report: str = ""
 
 
 class RetryScheduled(EventPayload):

@@ -11,6 +11,7 @@ from asyncpg.pool import PoolConnectionProxy
 from stamen.domain.workset import Workset
 from stamen.events.envelope import Envelope
 from stamen.store.db import Connection
+from stamen.store.diagnoses import DiagnosisRepository
 from stamen.store.inbox import Inbox
 from stamen.store.outbox import OutboxWriter
 from stamen.store.worksets import WorksetRepository
@@ -37,6 +38,7 @@ class UnitOfWork:
         conn = self.connection
         self.worksets = WorksetRepository(conn, self._seen)
         self.inbox = Inbox(conn)
+        self.diagnoses = DiagnosisRepository(conn)
         self._outbox = OutboxWriter(conn)
         return self
 

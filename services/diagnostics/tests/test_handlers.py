@@ -1,0 +1,53 @@
+"""The diagnostics handler on the real store: failure in, ranked diagnosis out, once."""
+
+from __future__ import annotations
+
+import json
+
+import asyncpg
+from stamen.bus.consumer import Delivery
+from stamen.events.envelope import new_envelope
+from stamen.events.types import WorksetFailed
+from stamen.intake import submit_workset
+from stamen.service.idempotent import idempotent
+from stamen.store.unit_of_work import UnitOfWork
+
+from services.diagnostics.app import CONSUMER
+from services.diagnostics.handlers import diagnose_failure
+
+DELIVERY = Delivery(subject="stamen.evt.acme.workset.failed", stream_seq=1, num_delivered=1, headers={})
+OOM_LOG = """[Sun Nov 29 04:01:02 2026] bwa mem -t 16 ref.fa S1_R1.fq.gz S1_R2.fq.gz
+slurmstepd: error: Detected 1 oom-kill event(s) in StepId=4211.batch. Some of your processes may have been killed by the cgroup out-of-memory handler.
+"""
+
+
+async def failed_event(pool: asyncpg.Pool, log_tail: str, exit_code: int | None, native: str = ""):  # type: ignore[no-untyped-def]
+    result = await submit_workset(pool, tenant_id="acme", name="w", spec={}, region="us-west-2", source="api",
+                                  actor="test")  # fmt: skip
+    payload = WorksetFailed(attempt=1, step="align", exit_code=exit_code, native_state=native, log_tail=log_tail)
+    return result.workset_id, new_envelope(payload, tenant_id="acme", region="us-west-2", workset_id=result.workset_id)
+
+
+async def test_oom_is_diagnosed_as_a_retryable_resource_error(pool: asyncpg.Pool) -> None:
+    ws_id, event = await failed_event(pool, OOM_LOG, 137, "OUT_OF_MEMORY")
+    handler = idempotent(CONSUMER, lambda: pool, diagnose_failure)
+    await handler(event, DELIVERY)
+    await handler(event, DELIVERY)  # redelivery: no second diagnosis
+    async with UnitOfWork(pool) as uow:
+        [diag] = await uow.diagnoses.for_workset(ws_id)
+    assert diag.code.startswith("WS-RES-") and diag.retryable and diag.retry_class == "resource"
+    assert any("oom-kill" in line for line in diag.candidates[0]["evidence"])
+    async with pool.acquire() as conn:
+        bodies = [json.loads(bytes(r["body"])) for r in await conn.fetch("SELECT body FROM outbox ORDER BY id")]
+    diagnosed = [b for b in bodies if b["type"] == "workset.diagnosed"]
+    assert len(diagnosed) == 1 and diagnosed[0]["causation_id"] == str(event.id)
+    assert diagnosed[0]["payload"]["code"] == diag.code
+
+
+async def test_unknown_failure_gets_ws_unk_000_with_the_log_tail(pool: asyncpg.Pool) -> None:
+    ws_id, event = await failed_event(pool, "something odd happened\nand then it stopped", None)
+    await idempotent(CONSUMER, lambda: pool, diagnose_failure)(event, DELIVERY)
+    async with UnitOfWork(pool) as uow:
+        [diag] = await uow.diagnoses.for_workset(ws_id)
+    assert diag.code == "WS-UNK-000" and not diag.retryable
+    assert "and then it stopped" in diag.report
