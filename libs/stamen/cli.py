@@ -69,6 +69,7 @@ def _database_url(settings: Settings) -> str:
 
 
 def _run(as_json: bool, fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run an async command body; known errors become `error [CODE]: message` and exit 1."""
     try:
         return asyncio.run(fn())
     except CliError as exc:
@@ -325,7 +326,18 @@ def worksets_show(workset_id: str, state_dir: StateDirOpt = None, as_json: JsonO
 
 
 def main() -> None:
-    from stamen import cli_intake
+    from stamen import cli_intake, cli_scheduler
 
     cli_intake.register(app)
-    app()
+    cli_scheduler.register(app, worksets_app)
+    try:
+        app()
+    except CliError as exc:  # raised while checking arguments, before any work started
+        as_json = "--json" in sys.argv
+        print(
+            json.dumps({"error": {"code": exc.code, "message": str(exc)}})
+            if as_json
+            else f"error [{exc.code}]: {exc}",
+            file=sys.stdout if as_json else sys.stderr,
+        )
+        raise SystemExit(1) from None

@@ -45,11 +45,28 @@ class Settings(BaseSettings):
     outbox_batch_size: int = 200
     outbox_poll_seconds: float = 2.0
 
+    # Scheduler.
+    scheduler_poll_seconds: float = 1.0
+    default_tenant_max_concurrent: int = 2
+    clusters_file: Path | None = None
+    local_cluster_max_concurrent: int = 2
+    work_dir: Path | None = None  # where the local executor runs steps; default <state_dir>/work
+    default_max_duration_seconds: int | None = None
+    retry_initial_seconds: float = 30.0
+    retry_factor: float = 2.0
+    retry_cap_seconds: float = 3600.0
+    retry_memory_growth: float = 1.5
+    retry_memory_max_multiplier: float = 4.0
+    default_max_retries: int = 3
+
     # Product switches, named as in the product brief.
     max_concurrent_worksets: int = 10
     enable_retry: bool = True
     enable_validation: bool = True
     enable_notifications: bool = True
+
+    def resolved_work_dir(self) -> Path:
+        return (self.work_dir or self.state_dir / "work").resolve()
 
     def require_nats_url(self) -> str:
         if not self.nats_url:

@@ -57,6 +57,7 @@ class Workset:
     max_retries: int = 3
     cancel_requested_by: str | None = None
     max_duration_seconds: int | None = None
+    memory_multiplier: float = 1.0
     # The version read from the store; 0 means not stored yet. The store's update only succeeds
     # if the row still has this version (optimistic concurrency).
     version: int = 0

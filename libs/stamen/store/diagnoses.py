@@ -46,8 +46,16 @@ class DiagnosisRepository:
                                       candidates, report)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9)
                ON CONFLICT (workset_id, attempt) DO NOTHING""",
-            workset_id, attempt, event_id, code, retry_class, retryable, step, json.dumps(candidates), report,
-        )  # fmt: skip
+            workset_id,
+            attempt,
+            event_id,
+            code,
+            retry_class,
+            retryable,
+            step,
+            json.dumps(candidates),
+            report,
+        )
 
     async def for_workset(self, workset_id: str) -> list[DiagnosisRow]:
         rows = await self._conn.fetch(

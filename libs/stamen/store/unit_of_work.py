@@ -14,6 +14,7 @@ from stamen.store.db import Connection
 from stamen.store.diagnoses import DiagnosisRepository
 from stamen.store.inbox import Inbox
 from stamen.store.outbox import OutboxWriter
+from stamen.store.scheduling import DeadLetterRepository, SchedulerRepository
 from stamen.store.worksets import WorksetRepository
 
 
@@ -39,6 +40,8 @@ class UnitOfWork:
         self.worksets = WorksetRepository(conn, self._seen)
         self.inbox = Inbox(conn)
         self.diagnoses = DiagnosisRepository(conn)
+        self.scheduling = SchedulerRepository(conn)
+        self.dead_letters = DeadLetterRepository(conn)
         self._outbox = OutboxWriter(conn)
         return self
 

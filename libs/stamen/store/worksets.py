@@ -44,6 +44,7 @@ def _from_row(row: asyncpg.Record) -> Workset:
         max_retries=row["max_retries"],
         cancel_requested_by=row["cancel_requested_by"],
         max_duration_seconds=row["max_duration_seconds"],
+        memory_multiplier=row["memory_multiplier"],
     )
 
 
@@ -100,7 +101,7 @@ class WorksetRepository:
         status = await self._conn.execute(
             """UPDATE worksets SET state = $1, version = $2, priority = $3, spec = $4::jsonb, updated_at = now(),
                       cluster = $7, attempt = $8, retry_count = $9, max_retries = $10,
-                      cancel_requested_by = $11, max_duration_seconds = $12,
+                      cancel_requested_by = $11, max_duration_seconds = $12, memory_multiplier = $13,
                       queued_at = CASE WHEN $1 = 'queued' AND state <> 'queued' THEN now() ELSE queued_at END
                WHERE id = $5 AND version = $6""",
             ws.state.value,
@@ -115,6 +116,7 @@ class WorksetRepository:
             ws.max_retries,
             ws.cancel_requested_by,
             ws.max_duration_seconds,
+            ws.memory_multiplier,
         )
         if status != "UPDATE 1":
             raise ConcurrencyConflict(

@@ -1,0 +1,103 @@
+"""Commands on worksets: do this, or fail loudly with a stable code. Each is one transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from stamen.domain.lifecycle import WorksetState
+from stamen.events.types import WorksetArchived, WorksetCancelled, WorksetQueued
+from stamen.store.unit_of_work import UnitOfWork
+
+S = WorksetState
+# Before admission a cancel is immediate; after it, the scheduler stops the job and frees the slot.
+CANCEL_NOW = frozenset({S.SUBMITTED, S.VALIDATING, S.QUEUED, S.RETRY_WAIT})
+CANCEL_VIA_SCHEDULER = frozenset({S.SCHEDULED, S.RUNNING})
+
+
+class WorksetNotCancellable(RuntimeError):
+    code = "WORKSET_NOT_CANCELLABLE"
+
+
+@dataclass(frozen=True)
+class CancelResult:
+    workset_id: str
+    state: str
+    pending: bool  # True when the scheduler still has to stop a running job
+
+
+async def request_cancel(
+    pool: asyncpg.Pool, workset_id: str, *, actor: str, reason: str = ""
+) -> CancelResult:
+    async with UnitOfWork(pool) as uow:
+        ws = await uow.worksets.get(workset_id, for_update=True)
+        if ws.state in CANCEL_NOW:
+            ws.transition(
+                S.CANCELLED,
+                actor=actor,
+                reason=reason or "cancelled before it started",
+                event=WorksetCancelled(cancelled_by=actor, reason=reason),
+            )
+            pending = False
+        elif ws.state in CANCEL_VIA_SCHEDULER:
+            if ws.cancel_requested_by is None:
+                ws.cancel_requested_by = actor
+            pending = True
+        else:
+            raise WorksetNotCancellable(
+                f"workset {workset_id} is {ws.state}; only worksets that have not finished can be cancelled"
+            )
+        await uow.worksets.save(ws)
+        await uow.commit()
+    return CancelResult(workset_id, ws.state.value, pending)
+
+
+class WorksetNotRequeueable(RuntimeError):
+    code = "WORKSET_NOT_REQUEUEABLE"
+
+
+async def requeue(
+    pool: asyncpg.Pool, workset_id: str, *, actor: str, spec_changes: dict[str, Any] | None = None
+) -> str:
+    """Send a dead-lettered (or failed) workset back to the queue with a fresh retry budget.
+
+    Completed steps stay completed, so it resumes where it stopped unless the changes say otherwise."""
+    async with UnitOfWork(pool) as uow:
+        ws = await uow.worksets.get(workset_id, for_update=True)
+        if ws.state not in (S.DEAD_LETTERED, S.FAILED):
+            raise WorksetNotRequeueable(
+                f"workset {workset_id} is {ws.state}; only dead-lettered or failed worksets can be requeued"
+            )
+        if spec_changes:
+            ws.spec = {**ws.spec, **spec_changes}
+        ws.retry_count = 0
+        ws.transition(
+            S.QUEUED,
+            actor=actor,
+            reason="requeued by an operator"
+            + (f" with changes to {', '.join(sorted(spec_changes))}" if spec_changes else ""),
+            event=WorksetQueued(priority=ws.priority, attempt=ws.attempt + 1),
+        )
+        await uow.worksets.save(ws)
+        await uow.dead_letters.mark_requeued(workset_id, actor)
+        await uow.commit()
+    return ws.state.value
+
+
+async def purge_dead_letter(pool: asyncpg.Pool, workset_id: str, *, actor: str) -> None:
+    """Drop a dead letter for good: the workset is archived, its history kept."""
+    async with UnitOfWork(pool) as uow:
+        ws = await uow.worksets.get(workset_id, for_update=True)
+        if ws.state is not S.DEAD_LETTERED:
+            raise WorksetNotRequeueable(f"workset {workset_id} is {ws.state}, not in the dead-letter queue")
+        ws.transition(
+            S.ARCHIVED,
+            actor=actor,
+            reason="purged from the dead-letter queue",
+            event=WorksetArchived(archived_by=actor),
+        )
+        await uow.worksets.save(ws)
+        await uow.dead_letters.purge(workset_id)
+        await uow.commit()

@@ -1,0 +1,416 @@
+"""SchedulerRepository: clusters, limits, slot leases, runs, step runs and timers."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from stamen.domain.admission import ClusterView, QueueHead
+from stamen.executors.base import JobHandle, JobStatus
+from stamen.store.db import Connection
+
+# Admission runs under this transaction-scoped advisory lock: replicas take turns deciding, so the
+# counts they read cannot be stale when they insert a lease.
+ADMISSION_LOCK_ID = 0x5354414D01
+
+
+@dataclass(frozen=True)
+class ClusterRecord:
+    name: str
+    region: str
+    executor: str
+    max_concurrent: int
+    price_factor: float = 1.0
+    data_locations: tuple[str, ...] = ()
+    status: str = "active"
+    config: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class StepRunRow:
+    id: int
+    workset_id: str
+    attempt: int
+    step: str
+    step_index: int
+    cluster: str
+    state: str
+    handle: JobHandle
+    started_at: datetime
+
+
+@dataclass(frozen=True)
+class DueTimer:
+    id: int
+    workset_id: str
+    kind: str
+    due_at: datetime
+    payload: dict[str, Any]
+
+
+class ClusterNotFound(LookupError):
+    code = "CLUSTER_NOT_FOUND"
+
+
+class ClusterBusy(RuntimeError):
+    code = "CLUSTER_BUSY"
+
+
+def _cluster(r: Any) -> ClusterRecord:
+    return ClusterRecord(
+        name=r["name"],
+        region=r["region"],
+        executor=r["executor"],
+        max_concurrent=r["max_concurrent"],
+        price_factor=r["price_factor"],
+        data_locations=tuple(r["data_locations"]),
+        status=r["status"],
+        config=json.loads(r["config"]),
+    )
+
+
+def _step_run(r: Any) -> StepRunRow:
+    return StepRunRow(
+        id=r["id"],
+        workset_id=r["workset_id"],
+        attempt=r["attempt"],
+        step=r["step"],
+        step_index=r["step_index"],
+        cluster=r["cluster"],
+        state=r["state"],
+        handle=JobHandle.model_validate_json(r["handle"]),
+        started_at=r["started_at"],
+    )
+
+
+class SchedulerRepository:
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    # -- clusters and limits -------------------------------------------------------------------
+
+    async def upsert_cluster(self, c: ClusterRecord) -> None:
+        await self._conn.execute(
+            """INSERT INTO clusters (name, region, executor, max_concurrent, price_factor, data_locations, status, config)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)
+               ON CONFLICT (name) DO UPDATE SET region = $2, executor = $3, max_concurrent = $4, price_factor = $5,
+                   data_locations = $6, status = $7, config = $8::jsonb, updated_at = now()""",
+            c.name,
+            c.region,
+            c.executor,
+            c.max_concurrent,
+            c.price_factor,
+            list(c.data_locations),
+            c.status,
+            json.dumps(c.config or {}),
+        )
+
+    async def clusters(self) -> list[ClusterRecord]:
+        return [_cluster(r) for r in await self._conn.fetch("SELECT * FROM clusters ORDER BY name")]
+
+    async def cluster(self, name: str) -> ClusterRecord:
+        row = await self._conn.fetchrow("SELECT * FROM clusters WHERE name = $1", name)
+        if row is None:
+            raise ClusterNotFound(f"no cluster named {name!r}; see `stamen cluster ls`")
+        return _cluster(row)
+
+    async def set_cluster_status(self, name: str, status: str) -> None:
+        done = await self._conn.execute(
+            "UPDATE clusters SET status = $2, updated_at = now() WHERE name = $1", name, status
+        )
+        if done != "UPDATE 1":
+            raise ClusterNotFound(f"no cluster named {name!r}; see `stamen cluster ls`")
+
+    async def remove_cluster(self, name: str) -> None:
+        busy = await self._conn.fetchval("SELECT count(*) FROM slot_leases WHERE cluster = $1", name)
+        if busy:
+            raise ClusterBusy(f"cluster {name!r} runs {busy} worksets; drain it and wait for them to finish")
+        done = await self._conn.execute("DELETE FROM clusters WHERE name = $1", name)
+        if done != "DELETE 1":
+            raise ClusterNotFound(f"no cluster named {name!r}; see `stamen cluster ls`")
+
+    async def set_tenant_limit(self, tenant_id: str, max_concurrent: int) -> None:
+        await self._conn.execute(
+            """INSERT INTO tenant_limits (tenant_id, max_concurrent) VALUES ($1, $2)
+               ON CONFLICT (tenant_id) DO UPDATE SET max_concurrent = $2""",
+            tenant_id,
+            max_concurrent,
+        )
+
+    async def tenant_limits(self) -> dict[str, int]:
+        rows = await self._conn.fetch("SELECT tenant_id, max_concurrent FROM tenant_limits")
+        return {r["tenant_id"]: r["max_concurrent"] for r in rows}
+
+    # -- admission -----------------------------------------------------------------------------
+
+    async def lock_admission(self) -> None:
+        await self._conn.execute("SELECT pg_advisory_xact_lock($1)", ADMISSION_LOCK_ID)
+
+    async def queue_heads(self) -> list[QueueHead]:
+        """The oldest queued workset of each (tenant, priority): all that fair share needs to see."""
+        rows = await self._conn.fetch(
+            """SELECT DISTINCT ON (tenant_id, priority) id, tenant_id, priority, queued_at, spec
+               FROM worksets WHERE state = 'queued'
+               ORDER BY tenant_id, priority, queued_at, id"""
+        )
+        return [
+            QueueHead(
+                workset_id=r["id"],
+                tenant_id=r["tenant_id"],
+                priority=r["priority"],
+                queued_at=r["queued_at"],
+                preferred_cluster=(spec := json.loads(r["spec"])).get("preferred_cluster"),
+                data_locations=_input_buckets(spec),
+            )
+            for r in rows
+        ]
+
+    async def cluster_views(self) -> list[ClusterView]:
+        rows = await self._conn.fetch(
+            """SELECT c.*, (SELECT count(*) FROM slot_leases l WHERE l.cluster = c.name) AS running
+               FROM clusters c ORDER BY c.name"""
+        )
+        return [
+            ClusterView(
+                name=r["name"],
+                region=r["region"],
+                max_concurrent=r["max_concurrent"],
+                running=r["running"],
+                price_factor=r["price_factor"],
+                data_locations=tuple(r["data_locations"]),
+                status=r["status"],
+            )
+            for r in rows
+        ]
+
+    async def running_by_tenant(self) -> dict[str, int]:
+        rows = await self._conn.fetch("SELECT tenant_id, count(*) AS n FROM slot_leases GROUP BY tenant_id")
+        return {r["tenant_id"]: r["n"] for r in rows}
+
+    async def last_admitted(self) -> dict[str, datetime]:
+        rows = await self._conn.fetch(
+            "SELECT tenant_id, max(admitted_at) AS at FROM workset_runs GROUP BY tenant_id"
+        )
+        return {r["tenant_id"]: r["at"] for r in rows}
+
+    async def acquire_lease(
+        self, *, workset_id: str, tenant_id: str, cluster: str, holder: str, attempt: int
+    ) -> None:
+        await self._conn.execute(
+            "INSERT INTO slot_leases (workset_id, tenant_id, cluster, holder) VALUES ($1, $2, $3, $4)",
+            workset_id,
+            tenant_id,
+            cluster,
+            holder,
+        )
+        await self._conn.execute(
+            """INSERT INTO workset_runs (workset_id, attempt, tenant_id, cluster, holder)
+               VALUES ($1, $2, $3, $4, $5)""",
+            workset_id,
+            attempt,
+            tenant_id,
+            cluster,
+            holder,
+        )
+
+    async def release_lease(self, workset_id: str, attempt: int, outcome: str) -> None:
+        await self._conn.execute("DELETE FROM slot_leases WHERE workset_id = $1", workset_id)
+        await self._conn.execute(
+            """UPDATE workset_runs SET released_at = now(), outcome = $3
+               WHERE workset_id = $1 AND attempt = $2 AND released_at IS NULL""",
+            workset_id,
+            attempt,
+            outcome,
+        )
+
+    async def runs(self) -> list[dict[str, Any]]:
+        rows = await self._conn.fetch("SELECT * FROM workset_runs ORDER BY admitted_at")
+        return [dict(r) for r in rows]
+
+    # -- dispatch and monitoring ---------------------------------------------------------------
+
+    async def claim_undispatched(self, limit: int = 20) -> list[str]:
+        """Scheduled worksets with no step running: newly admitted, or whose dispatcher died."""
+        rows = await self._conn.fetch(
+            """SELECT w.id FROM worksets w
+               WHERE w.state IN ('scheduled', 'running') AND NOT EXISTS (
+                   SELECT 1 FROM step_runs s WHERE s.workset_id = w.id AND s.attempt = w.attempt
+                   AND s.state IN ('pending', 'running'))
+               ORDER BY w.updated_at LIMIT $1 FOR UPDATE OF w SKIP LOCKED""",
+            limit,
+        )
+        return [r["id"] for r in rows]
+
+    async def completed_steps(self, workset_id: str) -> set[str]:
+        rows = await self._conn.fetch(
+            "SELECT DISTINCT step FROM step_runs WHERE workset_id = $1 AND state = 'succeeded'", workset_id
+        )
+        return {r["step"] for r in rows}
+
+    async def add_step_run(self, *, handle: JobHandle, step_index: int, cluster: str, state: str) -> int:
+        return int(
+            await self._conn.fetchval(
+                """INSERT INTO step_runs (workset_id, attempt, step, step_index, cluster, state, handle)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb) RETURNING id""",
+                handle.workset_id,
+                handle.attempt,
+                handle.step,
+                step_index,
+                cluster,
+                state,
+                handle.model_dump_json(),
+            )
+        )
+
+    async def active_step_runs(self, cluster: str) -> list[StepRunRow]:
+        rows = await self._conn.fetch(
+            "SELECT * FROM step_runs WHERE cluster = $1 AND state IN ('pending', 'running') ORDER BY id",
+            cluster,
+        )
+        return [_step_run(r) for r in rows]
+
+    async def lock_active_step_run(self, step_run_id: int) -> StepRunRow | None:
+        row = await self._conn.fetchrow(
+            """SELECT * FROM step_runs WHERE id = $1 AND state IN ('pending', 'running')
+               FOR UPDATE SKIP LOCKED""",
+            step_run_id,
+        )
+        return _step_run(row) if row else None
+
+    async def finish_step_run(self, step_run_id: int, status: JobStatus) -> None:
+        await self._conn.execute(
+            """UPDATE step_runs SET state = $2, exit_code = $3, signal = $4, reason = $5, log_tail = $6,
+                      resources = $7::jsonb, ended_at = coalesce($8, now())
+               WHERE id = $1""",
+            step_run_id,
+            status.state.value,
+            status.exit_code,
+            status.signal,
+            status.reason,
+            status.log_tail[-8000:],
+            status.resources.model_dump_json(),
+            status.ended_at,
+        )
+
+    async def mark_step_running(self, step_run_id: int) -> None:
+        await self._conn.execute(
+            "UPDATE step_runs SET state = 'running' WHERE id = $1 AND state = 'pending'", step_run_id
+        )
+
+    async def step_run_counts(self, workset_id: str) -> dict[str, int]:
+        rows = await self._conn.fetch(
+            "SELECT step, count(*) AS n FROM step_runs WHERE workset_id = $1 GROUP BY step", workset_id
+        )
+        return {r["step"]: r["n"] for r in rows}
+
+    async def active_step_run_for(self, workset_id: str) -> StepRunRow | None:
+        row = await self._conn.fetchrow(
+            """SELECT * FROM step_runs WHERE workset_id = $1 AND state IN ('pending', 'running')
+               ORDER BY id DESC LIMIT 1""",
+            workset_id,
+        )
+        return _step_run(row) if row else None
+
+    async def cancel_requested(self) -> list[tuple[str, str]]:
+        rows = await self._conn.fetch(
+            """SELECT id, cancel_requested_by FROM worksets
+               WHERE cancel_requested_by IS NOT NULL AND state IN ('scheduled', 'running')"""
+        )
+        return [(r["id"], r["cancel_requested_by"]) for r in rows]
+
+    async def overdue(self) -> list[str]:
+        """Running worksets past their max duration that have not been asked to stop yet."""
+        rows = await self._conn.fetch(
+            """SELECT w.id FROM worksets w JOIN workset_runs r ON r.workset_id = w.id AND r.attempt = w.attempt
+               WHERE w.state IN ('scheduled', 'running') AND w.cancel_requested_by IS NULL
+                 AND w.max_duration_seconds IS NOT NULL
+                 AND r.admitted_at + make_interval(secs => w.max_duration_seconds) < now()"""
+        )
+        return [r["id"] for r in rows]
+
+    # -- timers --------------------------------------------------------------------------------
+
+    async def add_timer(self, workset_id: str, kind: str, due_at: datetime, payload: dict[str, Any]) -> None:
+        await self._conn.execute(
+            """INSERT INTO timers (workset_id, kind, due_at, payload) VALUES ($1, $2, $3, $4::jsonb)
+               ON CONFLICT DO NOTHING""",
+            workset_id,
+            kind,
+            due_at,
+            json.dumps(payload),
+        )
+
+    async def claim_due_timers(self, limit: int = 50) -> list[DueTimer]:
+        rows = await self._conn.fetch(
+            """SELECT * FROM timers WHERE fired_at IS NULL AND due_at <= now()
+               ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED""",
+            limit,
+        )
+        return [
+            DueTimer(r["id"], r["workset_id"], r["kind"], r["due_at"], json.loads(r["payload"])) for r in rows
+        ]
+
+    async def mark_timer_fired(self, timer_id: int) -> None:
+        await self._conn.execute("UPDATE timers SET fired_at = now() WHERE id = $1", timer_id)
+
+    async def next_timer_due(self) -> datetime | None:
+        due: datetime | None = await self._conn.fetchval(
+            "SELECT min(due_at) FROM timers WHERE fired_at IS NULL"
+        )
+        return due
+
+    async def timers_for(self, workset_id: str) -> list[dict[str, Any]]:
+        rows = await self._conn.fetch(
+            "SELECT * FROM timers WHERE workset_id = $1 ORDER BY due_at", workset_id
+        )
+        return [dict(r) for r in rows]
+
+
+def _input_buckets(spec: dict[str, Any]) -> tuple[str, ...]:
+    buckets: set[str] = set()
+    for sample in spec.get("samples") or []:
+        if not isinstance(sample, dict):
+            continue
+        for key in ("r1", "r2"):
+            uri = sample.get(key)
+            if isinstance(uri, str) and uri.startswith("s3://"):
+                buckets.add(uri[5:].split("/", 1)[0])
+    return tuple(sorted(buckets))
+
+
+class DeadLetterRepository:
+    """Worksets that used up their retries: parked for an operator to inspect, requeue or purge."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    async def park(self, workset_id: str, tenant_id: str, reason: str, attempts: int, last_code: str | None) -> None:
+        await self._conn.execute(
+            """INSERT INTO dead_letters (workset_id, tenant_id, reason, attempts, last_code)
+               VALUES ($1, $2, $3, $4, $5)
+               ON CONFLICT (workset_id) DO UPDATE SET reason = $3, attempts = $4, last_code = $5,
+                   parked_at = now(), requeued_at = NULL, requeued_by = NULL""",
+            workset_id,
+            tenant_id,
+            reason,
+            attempts,
+            last_code,
+        )
+
+    async def list(self, tenant_id: str | None = None) -> list[dict[str, Any]]:
+        rows = await self._conn.fetch(
+            """SELECT * FROM dead_letters WHERE requeued_at IS NULL AND ($1::text IS NULL OR tenant_id = $1)
+               ORDER BY parked_at""",
+            tenant_id,
+        )
+        return [dict(r) for r in rows]
+
+    async def mark_requeued(self, workset_id: str, actor: str) -> None:
+        await self._conn.execute(
+            "UPDATE dead_letters SET requeued_at = now(), requeued_by = $2 WHERE workset_id = $1", workset_id, actor
+        )
+
+    async def purge(self, workset_id: str) -> bool:
+        return bool(await self._conn.execute("DELETE FROM dead_letters WHERE workset_id = $1", workset_id) == "DELETE 1")
