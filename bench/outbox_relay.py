@@ -44,8 +44,15 @@ async def run(events: int, folder: Path) -> None:
 
         async def one(i: int) -> None:
             async with sem:
-                await submit_workset(pool, tenant_id=f"t{i % 10}", name=f"w{i}", spec={"i": i}, region="us-west-2",
-                                     source="bench", actor="bench")  # fmt: skip
+                await submit_workset(
+                    pool,
+                    tenant_id=f"t{i % 10}",
+                    name=f"w{i}",
+                    spec={"i": i},
+                    region="us-west-2",
+                    source="bench",
+                    actor="bench",
+                )
 
         await asyncio.gather(*(one(i) for i in range(events)))
         t_commit = time.perf_counter() - t0
@@ -66,9 +73,12 @@ async def run(events: int, folder: Path) -> None:
                 done.set()
 
         consumer = DurableConsumer(
-            js, ConsumerSpec("bench", ["stamen.evt.>"], idempotent("bench", lambda: pool, handle), concurrency=32),
+            js,
+            ConsumerSpec(
+                "bench", ["stamen.evt.>"], idempotent("bench", lambda: pool, handle), concurrency=32
+            ),
             JetStreamPublisher(js),
-        )  # fmt: skip
+        )
         t0 = time.perf_counter()
         await consumer.start()
         await asyncio.wait_for(done.wait(), timeout=600)

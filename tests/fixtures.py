@@ -15,6 +15,7 @@ import asyncpg
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
+
 from stamen.bus.connections import connect_nats, ensure_streams
 from stamen.bus.subjects import STREAMS
 from stamen.stack.servers import NatsServer, PostgresServer

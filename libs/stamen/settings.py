@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     scheduler_poll_seconds: float = 1.0
     default_tenant_max_concurrent: int = 2
     clusters_file: Path | None = None
+    pipelines_file: Path | None = None  # extra pipelines for the scheduler, besides the built-in ones
     local_cluster_max_concurrent: int = 2
     work_dir: Path | None = None  # where the local executor runs steps; default <state_dir>/work
     default_max_duration_seconds: int | None = None

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from aiohttp import web
+
+from services.diagnostics import handlers
 from stamen.bus.consumer import ConsumerSpec
 from stamen.bus.subjects import event_filter
 from stamen.service.idempotent import idempotent
 from stamen.service.keys import POOL
 from stamen.service.runner import base_app
 from stamen.settings import Settings
-
-from services.diagnostics import handlers
 
 CONSUMER = "diagnostics-failed"
 

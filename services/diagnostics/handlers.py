@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
+
 from stamen.diagnostics import Candidate, classify_error, format_diagnostic_report
 from stamen.events.envelope import Envelope
 from stamen.events.types import WorksetDiagnosed, WorksetFailed
@@ -51,10 +52,16 @@ async def diagnose_failure(uow: UnitOfWork, event: Envelope) -> None:
         cause=event,
     )
     await uow.diagnoses.record(
-        workset_id=ws.id, attempt=failed.attempt, event_id=diagnosed.id, code=top.code,
-        retry_class=top.retry_class.value, retryable=top.retry_class.is_retryable, step=failed.step,
-        candidates=candidates, report=report,
-    )  # fmt: skip
+        workset_id=ws.id,
+        attempt=failed.attempt,
+        event_id=diagnosed.id,
+        code=top.code,
+        retry_class=top.retry_class.value,
+        retryable=top.retry_class.is_retryable,
+        step=failed.step,
+        candidates=candidates,
+        report=report,
+    )
     log.info(
         "diagnostics.diagnosed", code=top.code, retry_class=top.retry_class.value, attempt=failed.attempt
     )

@@ -1,8 +1,7 @@
 """Run the notifier service: `python -m services.notifier` (or `stamen service notifier`)."""
 
-from stamen.service.runner import run
-
 from services.notifier.app import init_app
+from stamen.service.runner import run
 
 if __name__ == "__main__":
     run("notifier", init_app)

@@ -1,12 +1,45 @@
-"""Scheduler wiring. So far only the shared parts run (store, bus, outbox relay, health):
-admission, slots and dispatch (issue 4) are not built yet, so this service consumes nothing yet."""
+"""Scheduler wiring: admission, dispatch, job monitoring, durable timers, retry decisions."""
 
 from __future__ import annotations
 
 from aiohttp import web
+
+from services.scheduler.handlers import RetryPolicy
+from services.scheduler.runtime import LOOP, scheduler_ctx
+from stamen.bus.consumer import ConsumerSpec, Delivery
+from stamen.bus.subjects import event_filter
+from stamen.events.envelope import Envelope
+from stamen.service.idempotent import idempotent
+from stamen.service.keys import POOL
 from stamen.service.runner import base_app
 from stamen.settings import Settings
 
 
 def init_app(settings: Settings) -> web.Application:
-    return base_app("scheduler", settings)
+    retry = RetryPolicy(settings)
+
+    def specs(app: web.Application) -> list[ConsumerSpec]:
+        async def wake(_: Envelope, __: Delivery) -> None:
+            if LOOP in app:  # queued events only wake the loop: the queue itself is in PostgreSQL
+                app[LOOP].wake()
+
+        return [
+            ConsumerSpec(
+                "scheduler-queued",
+                [event_filter("workset.queued")],
+                wake,
+                concurrency=1,
+                deliver_new_only=True,
+            ),
+            ConsumerSpec(
+                "scheduler-diagnosed",
+                [event_filter("workset.diagnosed")],
+                idempotent("scheduler-diagnosed", lambda: app[POOL], retry.on_diagnosed),
+                ack_wait_seconds=settings.ack_wait_seconds,
+                max_deliver=settings.max_deliver,
+            ),
+        ]
+
+    app = base_app("scheduler", settings, consumers=specs)
+    app.cleanup_ctx.append(scheduler_ctx)
+    return app

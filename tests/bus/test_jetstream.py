@@ -7,6 +7,7 @@ import json
 import time
 
 from nats.js import JetStreamContext
+
 from stamen.bus.consumer import ConsumerSpec, Delivery, DurableConsumer, RetryLater
 from stamen.bus.deadletter import DeadLetterForwarder
 from stamen.bus.publisher import JetStreamPublisher

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import yaml
 from pydantic import ValidationError
+
 from stamen.diagnostics import (
     UNKNOWN_CODE,
     ErrorCategory,

@@ -6,6 +6,7 @@ import random
 from typing import Any
 
 import pytest
+
 from stamen.diagnostics import (
     UNKNOWN_CODE,
     CatalogEntry,

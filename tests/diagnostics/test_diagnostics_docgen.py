@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from stamen.diagnostics import catalog
 from stamen.diagnostics.docgen import main, render_errors_markdown
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from stamen.diagnostics import classify_error, format_diagnostic_report, get_remediation_for_error
 
 OOM_LOG = (

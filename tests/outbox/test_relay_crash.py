@@ -12,6 +12,7 @@ import time
 
 import asyncpg
 from nats.js import JetStreamContext
+
 from stamen.bus.consumer import ConsumerSpec, DurableConsumer
 from stamen.bus.publisher import JetStreamPublisher
 from stamen.bus.subjects import EVENTS_STREAM
@@ -58,8 +59,15 @@ async def test_relay_killed_at_random_points_loses_nothing_and_duplicates_nothin
 
     async def writer() -> None:
         for i in range(TOTAL):
-            await submit_workset(pool, tenant_id=f"t{i % 5}", name=f"w{i}", spec={"i": i}, region="us-west-2",
-                                 source="cli", actor="test")  # fmt: skip
+            await submit_workset(
+                pool,
+                tenant_id=f"t{i % 5}",
+                name=f"w{i}",
+                spec={"i": i},
+                region="us-west-2",
+                source="cli",
+                actor="test",
+            )
             if i % 20 == 0:
                 await asyncio.sleep(0.05)
 

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
+
 from stamen.diagnostics import RetryClass
 from stamen.retry import BackoffPolicy, GiveUp, GiveUpReason, MemoryEscalation, RetryAfter, decide_retry
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+
 from stamen.stack.ports import free_port
 from stamen.stack.supervisor import SERVICES
 
@@ -28,8 +29,9 @@ async def test_service_runs_alone_and_stops_cleanly(
     port = free_port()
     log = tmp_path / f"{name}.log"
     env = {**os.environ, "DATABASE_URL": database_url, "NATS_URL": nats_url, "STAMEN_HTTP_PORT": str(port)}
-    proc = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=env, stdout=log.open("w"),
-                            stderr=subprocess.STDOUT)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", f"services.{name}"], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession() as session:

@@ -26,8 +26,11 @@ def stack_env() -> dict[str, str]:
 def start_stack(state_dir: Path, log: Path) -> tuple[subprocess.Popen[str], dict[str, Any]]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "stamen", "up", "--state-dir", str(state_dir), "--json"],
-        stdout=subprocess.PIPE, stderr=log.open("a"), text=True, env=stack_env(),
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=log.open("a"),
+        text=True,
+        env=stack_env(),
+    )
     assert proc.stdout is not None
     deadline = time.monotonic() + 120
     for line in proc.stdout:
@@ -43,8 +46,12 @@ def start_stack(state_dir: Path, log: Path) -> tuple[subprocess.Popen[str], dict
 def stamen(state_dir: Path, *args: str) -> Any:
     out = subprocess.run(
         [sys.executable, "-m", "stamen", *args, "--state-dir", str(state_dir), "--json"],
-        capture_output=True, text=True, env=stack_env(), check=True, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=stack_env(),
+        check=True,
+        timeout=60,
+    )
     return json.loads(out.stdout)
 
 

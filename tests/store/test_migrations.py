@@ -6,6 +6,7 @@ import asyncio
 
 import asyncpg
 import pytest
+
 from stamen.store.migrate import (
     Migration,
     MigrationDrift,

@@ -6,6 +6,7 @@ import asyncio
 
 import asyncpg
 import pytest
+
 from stamen.domain.lifecycle import WorksetState
 from stamen.intake import submit_workset
 from stamen.store.errors import ConcurrencyConflict
@@ -14,9 +15,15 @@ from stamen.store.unit_of_work import UnitOfWork
 
 async def submitted(pool: asyncpg.Pool, key: str | None = None) -> str:
     result = await submit_workset(
-        pool, tenant_id="acme", name="w", spec={"a": 1}, region="us-west-2", source="cli", actor="test",
+        pool,
+        tenant_id="acme",
+        name="w",
+        spec={"a": 1},
+        region="us-west-2",
+        source="cli",
+        actor="test",
         idempotency_key=key,
-    )  # fmt: skip
+    )
     return result.workset_id
 
 

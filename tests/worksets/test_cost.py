@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from stamen.worksets import SniffResult, WorksetSpec, estimate, validate_spec
 from stamen.worksets.cost import bucket_region_from_name
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from stamen.worksets import export_daylily, import_daylily, import_form, validate_spec
 from stamen.worksets.daylily_import import derive_unit_id
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from stamen.worksets import import_daylily, import_form, sniff_fastq, sniff_object, validate_spec
 
 from .conftest import fastq_records, gz

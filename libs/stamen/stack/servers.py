@@ -123,12 +123,17 @@ class NatsServer(ManagedServer):
         argv = [
             _which("nats-server"),
             "--jetstream",
-            "--store_dir", str(self.data_dir / "jetstream"),
-            "--addr", "127.0.0.1",
-            "--port", str(self.port),
-            "--http_port", str(self.monitor_port),
-            "--server_name", "stamen-embedded",
-        ]  # fmt: skip
+            "--store_dir",
+            str(self.data_dir / "jetstream"),
+            "--addr",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--http_port",
+            str(self.monitor_port),
+            "--server_name",
+            "stamen-embedded",
+        ]
         self.proc = self._spawn(argv)
         deadline = time.monotonic() + timeout
         _wait_tcp("127.0.0.1", self.port, deadline, self.proc, "nats-server", self.log_path)
@@ -187,18 +192,38 @@ class PostgresServer(ManagedServer):
         as_user = self._run_as()
         if not (self.pgdata / "PG_VERSION").exists():
             result = subprocess.run(
-                [str(bin_dir / "initdb"), "-D", str(self.pgdata), "-U", "postgres", "--auth=trust",
-                 "--encoding=UTF8", "--no-instructions"],
-                capture_output=True, check=False, **as_user,  # type: ignore[call-overload]
-            )  # fmt: skip
+                [
+                    str(bin_dir / "initdb"),
+                    "-D",
+                    str(self.pgdata),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--no-instructions",
+                ],
+                capture_output=True,
+                check=False,
+                **as_user,  # type: ignore[call-overload]
+            )
             if result.returncode != 0:
                 raise ServerStartError(f"initdb failed: {result.stderr.decode(errors='replace')}")
         self.port = _pick_port(self.preferred_port)
         argv = [
-            str(bin_dir / "postgres"), "-D", str(self.pgdata),
-            "-h", "127.0.0.1", "-p", str(self.port), "-k", "",
-            "-c", "max_connections=200", "-c", "shared_buffers=64MB",
-        ]  # fmt: skip
+            str(bin_dir / "postgres"),
+            "-D",
+            str(self.pgdata),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-k",
+            "",
+            "-c",
+            "max_connections=200",
+            "-c",
+            "shared_buffers=64MB",
+        ]
         self.proc = self._spawn(argv, **as_user)
         deadline = time.monotonic() + timeout
         _wait_tcp("127.0.0.1", self.port, deadline, self.proc, "postgres", self.log_path)
@@ -210,9 +235,17 @@ class PostgresServer(ManagedServer):
         base = ["-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-v", "ON_ERROR_STOP=1", "-tA"]
         while True:
             probe = subprocess.run(
-                [psql, *base, "-d", "postgres", "-c", f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'"],
-                capture_output=True, check=False,
-            )  # fmt: skip
+                [
+                    psql,
+                    *base,
+                    "-d",
+                    "postgres",
+                    "-c",
+                    f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'",
+                ],
+                capture_output=True,
+                check=False,
+            )
             if probe.returncode == 0:
                 break
             if time.monotonic() > deadline:
@@ -221,8 +254,11 @@ class PostgresServer(ManagedServer):
                 )
             time.sleep(0.2)
         if probe.stdout.strip() != b"1":
-            subprocess.run([psql, *base, "-d", "postgres", "-c", f'CREATE DATABASE "{self.database}"'], check=True,
-                           capture_output=True)  # fmt: skip
+            subprocess.run(
+                [psql, *base, "-d", "postgres", "-c", f'CREATE DATABASE "{self.database}"'],
+                check=True,
+                capture_output=True,
+            )
 
 
 class MotoServer(ManagedServer):

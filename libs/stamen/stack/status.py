@@ -30,7 +30,7 @@ async def stack_status(
     *,
     wait_ready: float | None = None,
     wait_for_workset: str | None = None,
-    wait_seconds: float = 30.0,
+    wait_seconds: float = 90.0,
 ) -> dict[str, Any]:
     doc = read_stack_file(state_dir) or {}
     services: dict[str, Any] = doc.get("services", {})
@@ -69,8 +69,8 @@ async def stack_status(
                             f"{h.from_state or '-'} -> {h.to_state} ({h.actor}: {h.reason})" for h in history
                         ],
                     }
-            # The demo is "through" once it is at rest: queued (until the scheduler runs it) or final.
-            at_rest = {WorksetState.QUEUED.value, *(s.value for s in TERMINAL_STATES)}
+            # The demo is "through" once it is final, or failed (the diagnosis is then on its way).
+            at_rest = {WorksetState.FAILED.value, *(s.value for s in TERMINAL_STATES)}
             if not wait_for_workset or result["demo"]["state"] in at_rest or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.3)

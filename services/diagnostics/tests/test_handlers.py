@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 
 import asyncpg
+
+from services.diagnostics.app import CONSUMER
+from services.diagnostics.handlers import diagnose_failure
 from stamen.bus.consumer import Delivery
 from stamen.events.envelope import new_envelope
 from stamen.events.types import WorksetFailed
 from stamen.intake import submit_workset
 from stamen.service.idempotent import idempotent
 from stamen.store.unit_of_work import UnitOfWork
-
-from services.diagnostics.app import CONSUMER
-from services.diagnostics.handlers import diagnose_failure
 
 DELIVERY = Delivery(subject="stamen.evt.acme.workset.failed", stream_seq=1, num_delivered=1, headers={})
 OOM_LOG = """[Sun Nov 29 04:01:02 2026] bwa mem -t 16 ref.fa S1_R1.fq.gz S1_R2.fq.gz
@@ -22,10 +22,15 @@ slurmstepd: error: Detected 1 oom-kill event(s) in StepId=4211.batch. Some of yo
 
 
 async def failed_event(pool: asyncpg.Pool, log_tail: str, exit_code: int | None, native: str = ""):  # type: ignore[no-untyped-def]
-    result = await submit_workset(pool, tenant_id="acme", name="w", spec={}, region="us-west-2", source="api",
-                                  actor="test")  # fmt: skip
-    payload = WorksetFailed(attempt=1, step="align", exit_code=exit_code, native_state=native, log_tail=log_tail)
-    return result.workset_id, new_envelope(payload, tenant_id="acme", region="us-west-2", workset_id=result.workset_id)
+    result = await submit_workset(
+        pool, tenant_id="acme", name="w", spec={}, region="us-west-2", source="api", actor="test"
+    )
+    payload = WorksetFailed(
+        attempt=1, step="align", exit_code=exit_code, native_state=native, log_tail=log_tail
+    )
+    return result.workset_id, new_envelope(
+        payload, tenant_id="acme", region="us-west-2", workset_id=result.workset_id
+    )
 
 
 async def test_oom_is_diagnosed_as_a_retryable_resource_error(pool: asyncpg.Pool) -> None:
@@ -38,7 +43,9 @@ async def test_oom_is_diagnosed_as_a_retryable_resource_error(pool: asyncpg.Pool
     assert diag.code.startswith("WS-RES-") and diag.retryable and diag.retry_class == "resource"
     assert any("oom-kill" in line for line in diag.candidates[0]["evidence"])
     async with pool.acquire() as conn:
-        bodies = [json.loads(bytes(r["body"])) for r in await conn.fetch("SELECT body FROM outbox ORDER BY id")]
+        bodies = [
+            json.loads(bytes(r["body"])) for r in await conn.fetch("SELECT body FROM outbox ORDER BY id")
+        ]
     diagnosed = [b for b in bodies if b["type"] == "workset.diagnosed"]
     assert len(diagnosed) == 1 and diagnosed[0]["causation_id"] == str(event.id)
     assert diagnosed[0]["payload"]["code"] == diag.code

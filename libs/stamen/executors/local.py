@@ -1,0 +1,335 @@
+"""The `local` executor: every step is a subprocess on this machine.
+
+`submit` starts `python -m stamen.executors.local_runner` detached (a new session, so it survives the
+scheduler), and the runner starts the step's command in its own process group. Everything another
+process needs to find the job again is in the `JobHandle` (runner pid + its start time from
+/proc/<pid>/stat + the boot id) and in files in the step's workdir:
+
+    <step>.status.json   written atomically by the runner when the step has ended (the outcome)
+    <step>.running.json  the command's pid / process group while it runs
+    <step>.cancel        written by `cancel` before it signals, so the runner knows who stopped it
+    <step>.stdout.log    the command's stdout
+    <step>.stderr.log    the command's stderr
+    <step>.runner.log    the runner's own output (only non-empty if the runner itself fails)
+
+`poll` reads those files; it never waits for a child and starts no process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from stamen.executors.base import JobHandle, JobResources, JobState, JobStatus, StepSpec
+from stamen.executors.local_runner import (
+    STOP_CANCEL,
+    STOP_MEMORY_LIMIT,
+    STOP_TIME_LIMIT,
+    proc_stat_fields,
+    write_json_atomically,
+)
+
+KIND = "local"
+LOG_TAIL_LINES = 50
+LOG_TAIL_BYTES = 64 * 1024
+LOST_REASON = "the runner process disappeared without writing its status (machine restart or kill -9)"
+_STOPPED_STATES = {STOP_CANCEL: JobState.CANCELLED, STOP_TIME_LIMIT: JobState.TIMEOUT,
+                   STOP_MEMORY_LIMIT: JobState.OUT_OF_MEMORY}  # fmt: skip
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def process_start_time(pid: int) -> str | None:
+    """Start time of `pid` in clock ticks since boot (/proc/<pid>/stat field 22); None if it is gone."""
+    fields = proc_stat_fields(pid)
+    return fields[19] if fields else None
+
+
+def process_is_alive(pid: int, start_time: str, boot_id: str = "") -> bool:
+    """True if `pid` is still the same live process: same boot, same start time, not a zombie."""
+    if boot_id and boot_id != _boot_id():
+        return False
+    fields = proc_stat_fields(pid)
+    return fields is not None and fields[0] not in ("Z", "X") and fields[19] == start_time
+
+
+def group_is_alive(pgid: int) -> bool:
+    """True if a live (non-zombie) process of process group `pgid` exists."""
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            fields = proc_stat_fields(int(entry.name))
+            if fields is not None and fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
+                return True
+    return False
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - LOG_TAIL_BYTES))
+            data = handle.read()
+    except OSError:
+        return ""
+    return "\n".join(data.decode(errors="replace").splitlines()[-lines:])
+
+
+def _parse_time(value: object) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) and value else None
+
+
+def _float_or_none(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
+
+
+class LocalExecutor:
+    """Runs steps as subprocesses here. Stateless between calls: any instance can poll/cancel any job."""
+
+    kind = KIND
+
+    def __init__(
+        self, cluster: str = "local", grace_seconds: float = 10.0, python: str = sys.executable
+    ) -> None:
+        self.cluster = cluster
+        self.grace_seconds = grace_seconds
+        self.python = python
+        # Runners this instance started, only so they are reaped (no zombies) when they end.
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+
+    # --- files -------------------------------------------------------------------------------
+    @staticmethod
+    def status_file(workdir: Path | str, step: str) -> Path:
+        return Path(workdir) / f"{step}.status.json"
+
+    @staticmethod
+    def _step_files(workdir: Path, step: str) -> dict[str, Path]:
+        return {
+            "status_file": workdir / f"{step}.status.json",
+            "running_file": workdir / f"{step}.running.json",
+            "cancel_marker": workdir / f"{step}.cancel",
+            "stdout_file": workdir / f"{step}.stdout.log",
+            "stderr_file": workdir / f"{step}.stderr.log",
+            "runner_log": workdir / f"{step}.runner.log",
+        }
+
+    # --- submit ------------------------------------------------------------------------------
+    async def submit(self, step: StepSpec) -> JobHandle:
+        return await asyncio.to_thread(self._submit, step)
+
+    def _submit(self, step: StepSpec) -> JobHandle:
+        workdir = Path(step.workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        files = self._step_files(workdir, step.step)
+        for stale in ("status_file", "running_file", "cancel_marker"):  # from an earlier run in this workdir
+            files[stale].unlink(missing_ok=True)
+        argv = [self.python, "-m", "stamen.executors.local_runner", "--workdir", str(workdir),
+                "--status-file", str(files["status_file"]), "--running-file", str(files["running_file"]),
+                "--stdout-file", str(files["stdout_file"]), "--stderr-file", str(files["stderr_file"]),
+                "--cancel-marker", str(files["cancel_marker"]), "--grace-seconds", str(self.grace_seconds)]  # fmt: skip
+        if step.time_limit_seconds is not None:
+            argv += ["--time-limit-seconds", str(step.time_limit_seconds)]
+        if step.memory_mb is not None:
+            argv += ["--memory-limit-mb", str(step.memory_mb)]
+        argv += ["--", *step.argv]
+        env = {**os.environ, **step.env, "STAMEN_WORKSET_ID": step.workset_id,
+               "STAMEN_ATTEMPT": str(step.attempt), "STAMEN_STEP": step.step, "STAMEN_CPUS": str(step.cpus)}  # fmt: skip
+        with files["runner_log"].open("wb") as runner_log:
+            runner = subprocess.Popen(
+                argv, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=runner_log,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        self._children[runner.pid] = runner
+        start_time = process_start_time(runner.pid)
+        if start_time is None:  # impossible while we have not reaped it, but be explicit
+            raise RuntimeError(f"the local runner (pid {runner.pid}) vanished right after it was started")
+        return JobHandle(
+            executor=KIND,
+            cluster=self.cluster,
+            job_id=str(runner.pid),
+            workset_id=step.workset_id,
+            attempt=step.attempt,
+            step=step.step,
+            workdir=str(workdir),
+            submitted_at=datetime.now(UTC),
+            extra={"runner_start_time": start_time, "boot_id": _boot_id(),
+                   **{name: str(path) for name, path in files.items()}},
+        )  # fmt: skip
+
+    # --- poll --------------------------------------------------------------------------------
+    async def poll(self, handles: Sequence[JobHandle]) -> dict[str, JobStatus]:
+        return await asyncio.to_thread(self._poll_all, list(handles))
+
+    def _poll_all(self, handles: list[JobHandle]) -> dict[str, JobStatus]:
+        self._reap_children()
+        return {handle.job_id: self._status(handle) for handle in handles}
+
+    def _reap_children(self) -> None:
+        for pid, child in list(self._children.items()):
+            if child.poll() is not None:
+                del self._children[pid]
+
+    def _files(self, handle: JobHandle) -> dict[str, Path]:
+        defaults = self._step_files(Path(handle.workdir), handle.step)
+        return {name: Path(handle.extra.get(name, str(path))) for name, path in defaults.items()}
+
+    def _runner_alive(self, handle: JobHandle) -> bool:
+        return process_is_alive(
+            int(handle.job_id), handle.extra.get("runner_start_time", ""), handle.extra.get("boot_id", "")
+        )
+
+    def _status(self, handle: JobHandle) -> JobStatus:
+        files = self._files(handle)
+        # Liveness first, then the file: the runner writes its status before it exits, so a runner
+        # seen dead here has either written the file already or never will.
+        alive = self._runner_alive(handle)
+        document = _read_json(files["status_file"])
+        if document is not None:
+            return self._finished_status(handle, document, files)
+        if alive:
+            running = _read_json(files["running_file"])
+            started_at = _parse_time(running.get("started_at")) if running else None
+            state = JobState.RUNNING if running else JobState.PENDING
+            return JobStatus(handle=handle, state=state, native_state=state.value, started_at=started_at)
+        self._kill_orphaned_command(files)
+        runner_output = _tail(files["runner_log"], 20)
+        reason = LOST_REASON + (f"; runner output: {runner_output}" if runner_output else "")
+        return JobStatus(
+            handle=handle, state=JobState.LOST, native_state="lost", reason=reason,
+            log_tail=self._log_tail(files),
+        )  # fmt: skip
+
+    @staticmethod
+    def _kill_orphaned_command(files: dict[str, Path]) -> None:
+        """A lost job must not keep running behind the scheduler's back (a retry may start)."""
+        running = _read_json(files["running_file"])
+        if not running or not isinstance(running.get("command_pgid"), int):
+            return
+        pgid = int(running["command_pgid"])
+        leader_start = str(running.get("command_start_time", ""))
+        leader = proc_stat_fields(pgid)
+        # Only signal the group if its leader is still the process the runner started, or if the
+        # leader has gone but members of the group remain (a pgid cannot be reused while in use).
+        if (leader is not None and leader[19] == leader_start) or (leader is None and group_is_alive(pgid)):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+
+    @staticmethod
+    def _log_tail(files: dict[str, Path]) -> str:
+        parts = []
+        for label in ("stderr", "stdout"):
+            text = _tail(files[f"{label}_file"])
+            if text:
+                parts.append(f"--- {label} (last lines) ---\n{text}")
+        return "\n".join(parts)
+
+    def _finished_status(
+        self, handle: JobHandle, document: dict[str, Any], files: dict[str, Path]
+    ) -> JobStatus:
+        exit_code = document.get("exit_code")
+        signal_number = document.get("signal")
+        stopped_by = document.get("stopped_by")
+        reason = str(document.get("reason", ""))
+        if isinstance(stopped_by, str) and stopped_by in _STOPPED_STATES:
+            state = _STOPPED_STATES[stopped_by]
+            native = stopped_by
+        elif exit_code == 0:
+            state, native = JobState.SUCCEEDED, "exit 0"
+        elif isinstance(signal_number, int):
+            state, native = JobState.FAILED, f"signal {signal_number}"
+        else:
+            state = JobState.FAILED
+            native = f"exit {exit_code}" if exit_code is not None else "runner error"
+            reason = reason or "the step failed without an exit code"
+        return JobStatus(
+            handle=handle,
+            state=state,
+            exit_code=exit_code if isinstance(exit_code, int) else None,
+            signal=signal_number if isinstance(signal_number, int) else None,
+            native_state=native,
+            started_at=_parse_time(document.get("started_at")),
+            ended_at=_parse_time(document.get("ended_at")),
+            resources=JobResources(
+                elapsed_seconds=_float_or_none(document.get("elapsed_seconds")),
+                cpu_seconds=_float_or_none(document.get("cpu_seconds")),
+                max_rss_mb=_float_or_none(document.get("max_rss_mb")),
+            ),
+            log_tail=self._log_tail(files),
+            reason="" if state is JobState.SUCCEEDED else reason,
+        )
+
+    # --- cancel ------------------------------------------------------------------------------
+    async def cancel(self, handle: JobHandle) -> None:
+        files = self._files(handle)
+        if files["status_file"].exists():
+            return  # already finished: nothing to stop
+        if not self._runner_alive(handle):
+            # Lost (no status, no runner): nothing to signal but a command the runner may have left.
+            await asyncio.to_thread(self._kill_orphaned_command, files)
+            return
+        await asyncio.to_thread(self._signal_job, handle, files, signal.SIGTERM, True)
+        deadline = time.monotonic() + self.grace_seconds + 2.0  # the runner escalates after the grace
+        while time.monotonic() < deadline:
+            if files["status_file"].exists():
+                return
+            if not self._runner_alive(handle):
+                break
+            await asyncio.sleep(0.05)
+        # The runner did not finish in time (hung, or it was gone already): kill everything ourselves.
+        await asyncio.to_thread(self._signal_job, handle, files, signal.SIGKILL, False)
+        if not files["status_file"].exists():
+            await asyncio.to_thread(self._write_cancelled_status, handle, files)
+        self._reap_children()
+
+    def _signal_job(self, handle: JobHandle, files: dict[str, Path], signum: int, mark: bool) -> None:
+        if mark:
+            write_json_atomically(files["cancel_marker"], {"requested_at": datetime.now(UTC).isoformat(),
+                                                           "requested_by_pid": os.getpid()})  # fmt: skip
+        # Runner first, so it knows about the cancel before it sees its command die.
+        if self._runner_alive(handle):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(handle.job_id), signum)
+        running = _read_json(files["running_file"])
+        if running and isinstance(running.get("command_pgid"), int):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(int(running["command_pgid"]), signum)
+
+    @staticmethod
+    def _write_cancelled_status(handle: JobHandle, files: dict[str, Path]) -> None:
+        running = _read_json(files["running_file"]) or {}
+        write_json_atomically(
+            files["status_file"],
+            {
+                "version": 1,
+                "exit_code": None,
+                "signal": signal.SIGKILL,
+                "stopped_by": STOP_CANCEL,
+                "started_at": running.get("started_at"),
+                "ended_at": datetime.now(UTC).isoformat(),
+                "written_by": "executor",
+                "reason": "cancelled by stamen; the runner did not stop in time and was killed with SIGKILL",
+            },
+        )

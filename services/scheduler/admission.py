@@ -1,0 +1,72 @@
+"""Admission: take the next queued workset that every limit allows, place it, hold its slot."""
+
+from __future__ import annotations
+
+import asyncpg
+import structlog
+
+from stamen.domain.admission import Limits, Occupancy, Placement, choose_admission
+from stamen.domain.lifecycle import WorksetState
+from stamen.events.types import WorksetScheduled
+from stamen.settings import Settings
+from stamen.store.unit_of_work import UnitOfWork
+
+log = structlog.get_logger(__name__)
+
+
+class Admitter:
+    def __init__(self, pool: asyncpg.Pool, settings: Settings, holder: str) -> None:
+        self._pool = pool
+        self._settings = settings
+        self._holder = holder
+
+    async def admit_all(self) -> list[Placement]:
+        admitted = []
+        while (placement := await self.admit_next()) is not None:
+            admitted.append(placement)
+        return admitted
+
+    async def admit_next(self) -> Placement | None:
+        async with UnitOfWork(self._pool) as uow:
+            repo = uow.scheduling
+            await repo.lock_admission()
+            heads = await repo.queue_heads()
+            if not heads:
+                return None
+            running = await repo.running_by_tenant()
+            limits = Limits(
+                global_max=self._settings.max_concurrent_worksets,
+                tenant_max=await repo.tenant_limits(),
+                default_tenant_max=self._settings.default_tenant_max_concurrent,
+            )
+            placement = choose_admission(
+                heads,
+                await repo.cluster_views(),
+                Occupancy(sum(running.values()), running),
+                limits,
+                await repo.last_admitted(),
+            )
+            if placement is None:
+                return None
+            ws = await uow.worksets.get(placement.workset_id, for_update=True)
+            ws.attempt += 1
+            ws.cluster = placement.cluster
+            ws.transition(
+                WorksetState.SCHEDULED,
+                actor=self._holder,
+                reason=f"placed on {placement.cluster}: {placement.reason}",
+                event=WorksetScheduled(
+                    cluster=placement.cluster, reason=placement.reason, scores=placement.scores
+                ),
+            )
+            await uow.worksets.save(ws)
+            await repo.acquire_lease(
+                workset_id=ws.id,
+                tenant_id=ws.tenant_id,
+                cluster=placement.cluster,
+                holder=self._holder,
+                attempt=ws.attempt,
+            )
+            await uow.commit()
+        log.info("scheduler.admitted", workset_id=ws.id, cluster=placement.cluster, attempt=ws.attempt)
+        return placement

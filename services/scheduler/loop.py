@@ -1,0 +1,53 @@
+"""The scheduler's heartbeat: admit, dispatch, carry out cancels, poll jobs; sleep until woken."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+
+from services.scheduler.admission import Admitter
+from services.scheduler.dispatch import Dispatcher
+from services.scheduler.monitor import JobMonitor
+
+log = structlog.get_logger(__name__)
+
+
+class SchedulerLoop:
+    def __init__(
+        self, admitter: Admitter, dispatcher: Dispatcher, monitor: JobMonitor, poll_seconds: float
+    ) -> None:
+        self._admitter = admitter
+        self._dispatcher = dispatcher
+        self._monitor = monitor
+        self._poll_seconds = poll_seconds
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                busy = await self.tick()
+            except Exception as exc:  # a database or cluster hiccup must not end the scheduler
+                log.exception("scheduler.tick_failed", error=str(exc))
+                busy = False
+            if busy:
+                continue  # something changed: a slot may be free or a next step due
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_seconds)
+
+    async def tick(self) -> bool:
+        admitted = await self._admitter.admit_all()
+        dispatched = await self._dispatcher.dispatch_pending()
+        await self._monitor.stop_requested()
+        finished = await self._monitor.poll_once()
+        return bool(admitted or dispatched or finished)
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()

@@ -1,0 +1,107 @@
+"""Monitor: one poll per cluster per interval; finished steps are recorded, failures reported.
+
+Any replica may poll; the row lock (SKIP LOCKED) makes exactly one of them record each outcome.
+Jobs are found from the store, so a restarted scheduler re-attaches to running jobs, never re-runs them.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+import structlog
+
+from services.scheduler.dispatch import MAX_DURATION_ACTOR, finish_cancelled
+from services.scheduler.executors import ExecutorRegistry
+from stamen.domain.lifecycle import WorksetState
+from stamen.events.types import StepCompleted, WorksetFailed
+from stamen.executors.base import JobState, JobStatus
+from stamen.store.scheduling import StepRunRow
+from stamen.store.unit_of_work import UnitOfWork
+
+log = structlog.get_logger(__name__)
+S = WorksetState
+
+
+class JobMonitor:
+    def __init__(self, pool: asyncpg.Pool, executors: ExecutorRegistry, holder: str) -> None:
+        self._pool = pool
+        self._executors = executors
+        self._holder = holder
+
+    async def poll_once(self) -> int:
+        """Returns how many steps finished."""
+        finished = 0
+        async with UnitOfWork(self._pool) as uow:
+            clusters = await uow.scheduling.clusters()
+            active = {c.name: await uow.scheduling.active_step_runs(c.name) for c in clusters}
+        for cluster in clusters:
+            rows = active[cluster.name]
+            if not rows:
+                continue
+            executor = self._executors.for_cluster(cluster)
+            try:
+                statuses = await executor.poll([r.handle for r in rows])
+            except Exception as exc:  # the cluster did not answer: keep the jobs, try next interval
+                log.warning("scheduler.poll_failed", cluster=cluster.name, error=str(exc))
+                continue
+            for row in rows:
+                status = statuses.get(row.handle.job_id)
+                if status is not None and status.state.finished:
+                    finished += await self._record(row, status)
+        return finished
+
+    async def _record(self, row: StepRunRow, status: JobStatus) -> int:
+        async with UnitOfWork(self._pool) as uow:
+            if await uow.scheduling.lock_active_step_run(row.id) is None:
+                return 0  # another replica recorded it
+            ws = await uow.worksets.get(row.workset_id, for_update=True)
+            await uow.scheduling.finish_step_run(row.id, status)
+            if status.state is JobState.SUCCEEDED:
+                resources = {k: v for k, v in status.resources.model_dump().items() if v is not None}
+                ws.event(StepCompleted(step=row.step, attempt=row.attempt, resources=resources))
+                # The dispatcher starts the next step (or completes the workset) on its next pass.
+            elif ws.cancel_requested_by and status.state is JobState.CANCELLED:
+                finish_cancelled(ws, self._holder)
+                await uow.scheduling.release_lease(ws.id, ws.attempt, "cancelled")
+            elif ws.state in (S.SCHEDULED, S.RUNNING):
+                reason = status.reason or f"step {row.step} ended {status.state.value}"
+                ws.transition(
+                    S.FAILED,
+                    actor=self._holder,
+                    reason=f"step {row.step}: {reason}",
+                    event=WorksetFailed(
+                        attempt=row.attempt,
+                        step=row.step,
+                        exit_code=status.exit_code,
+                        signal=status.signal,
+                        native_state=status.native_state or status.state.value.upper(),
+                        reason=reason,
+                        log_tail=status.log_tail[-8000:],
+                    ),
+                )
+                await uow.scheduling.release_lease(ws.id, ws.attempt, "failed")
+            await uow.worksets.save(ws)
+            await uow.commit()
+        log.info(
+            "scheduler.step_finished", workset_id=row.workset_id, step=row.step, state=status.state.value
+        )
+        return 1
+
+    async def stop_requested(self) -> None:
+        """Carry out cancel requests and the max-duration guard on running jobs."""
+        async with UnitOfWork(self._pool) as uow:
+            for ws_id in await uow.scheduling.overdue():
+                ws = await uow.worksets.get(ws_id, for_update=True)
+                ws.cancel_requested_by = MAX_DURATION_ACTOR
+                await uow.worksets.save(ws)
+            await uow.commit()
+        async with UnitOfWork(self._pool) as uow:
+            requests = await uow.scheduling.cancel_requested()
+            targets = [(ws_id, await uow.scheduling.active_step_run_for(ws_id)) for ws_id, _ in requests]
+            clusters = {c.name: c for c in await uow.scheduling.clusters()}
+        for ws_id, active in targets:
+            if active is None:
+                continue  # not started yet: the dispatcher finishes the cancel
+            try:
+                await self._executors.for_cluster(clusters[active.cluster]).cancel(active.handle)
+            except Exception as exc:
+                log.warning("scheduler.cancel_failed", workset_id=ws_id, error=str(exc))

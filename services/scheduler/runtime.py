@@ -1,0 +1,62 @@
+"""Builds the scheduler's parts for one process and runs them as background tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import AsyncIterator
+
+import structlog
+from aiohttp import web
+
+from services.scheduler.admission import Admitter
+from services.scheduler.clusters import bootstrap_clusters
+from services.scheduler.dispatch import Dispatcher, StepPlanner
+from services.scheduler.executors import ExecutorRegistry
+from services.scheduler.handlers import fire_retry
+from services.scheduler.loop import SchedulerLoop
+from services.scheduler.monitor import JobMonitor
+from services.scheduler.planning import WorksetPlanner, default_executor_factories
+from services.scheduler.timers import TimerLoop
+from stamen.service.keys import POOL, SETTINGS
+from stamen.store.unit_of_work import UnitOfWork
+
+log = structlog.get_logger(__name__)
+LOOP = web.AppKey("scheduler_loop", SchedulerLoop)
+
+
+def holder_name() -> str:
+    return f"scheduler@{socket.gethostname()}:{os.getpid()}"
+
+
+def build_loop(app: web.Application, registry: ExecutorRegistry, planner: StepPlanner) -> SchedulerLoop:
+    pool, settings, holder = app[POOL], app[SETTINGS], holder_name()
+    return SchedulerLoop(
+        Admitter(pool, settings, holder),
+        Dispatcher(pool, registry, planner, holder),
+        JobMonitor(pool, registry, holder),
+        settings.scheduler_poll_seconds,
+    )
+
+
+async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
+    async with UnitOfWork(app[POOL]) as uow:
+        clusters = await bootstrap_clusters(uow, app[SETTINGS])
+        await uow.commit()
+    log.info("scheduler.clusters", clusters=[c.name for c in clusters])
+    settings = app[SETTINGS]
+    loop = build_loop(app, ExecutorRegistry(default_executor_factories(settings)), WorksetPlanner(settings))
+    app[LOOP] = loop
+    timers = TimerLoop(app[POOL], {"retry": fire_retry}, on_fired=loop.wake)
+    tasks = [
+        asyncio.create_task(loop.run(), name="scheduler-loop"),
+        asyncio.create_task(timers.run(), name="timers"),
+    ]
+    yield
+    loop.stop()
+    timers.stop()
+    # Running jobs are left running: they belong to the cluster, and the next scheduler re-attaches.
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

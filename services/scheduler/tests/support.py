@@ -1,0 +1,95 @@
+"""Helpers for scheduler tests: queue worksets directly, build an in-process scheduler."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import yaml
+
+from services.scheduler.admission import Admitter
+from services.scheduler.dispatch import Dispatcher
+from services.scheduler.executors import ExecutorRegistry
+from services.scheduler.loop import SchedulerLoop
+from services.scheduler.monitor import JobMonitor
+from services.scheduler.planning import WorksetPlanner, default_executor_factories
+from stamen.domain.lifecycle import WorksetState
+from stamen.events.types import WorksetQueued
+from stamen.intake import submit_workset
+from stamen.settings import Settings
+from stamen.store.scheduling import ClusterRecord
+from stamen.store.unit_of_work import UnitOfWork
+
+
+def write_pipelines(path: Path, steps: list[dict[str, Any]], name: str = "test-pipe") -> Path:
+    path.write_text(yaml.safe_dump({"pipelines": [{"name": name, "steps": steps}]}))
+    return path
+
+
+async def add_cluster(
+    pool: asyncpg.Pool, name: str = "local", max_concurrent: int = 2, workdir: Path | None = None
+) -> None:
+    async with UnitOfWork(pool) as uow:
+        await uow.scheduling.upsert_cluster(
+            ClusterRecord(
+                name, "us-west-2", "local", max_concurrent, config={"workdir_root": str(workdir or "/tmp")}
+            )
+        )
+        await uow.commit()
+
+
+async def enqueue(
+    pool: asyncpg.Pool, tenant: str, *, pipeline: str = "test-pipe", priority: str = "normal", **spec: Any
+) -> str:
+    """A workset straight to `queued` (the validator's part is tested elsewhere)."""
+    result = await submit_workset(
+        pool,
+        tenant_id=tenant,
+        name=f"{tenant}-ws",
+        spec={"pipeline": pipeline, "samples": [{"id": "S1", "r1": "s3://lab/S1_R1.fq.gz"}], **spec},
+        region="us-west-2",
+        source="api",
+        actor="test",
+        priority=priority,
+    )
+    async with UnitOfWork(pool) as uow:
+        ws = await uow.worksets.get(result.workset_id, for_update=True)
+        ws.max_duration_seconds = spec.get("max_duration_seconds")
+        ws.transition(WorksetState.VALIDATING, actor="test")
+        ws.transition(WorksetState.QUEUED, actor="test", event=WorksetQueued(priority=priority))
+        await uow.worksets.save(ws)
+        await uow.commit()
+    return result.workset_id
+
+
+def in_process_scheduler(
+    pool: asyncpg.Pool, settings: Settings, holder: str = "test-scheduler"
+) -> SchedulerLoop:
+    registry = ExecutorRegistry(default_executor_factories(settings))
+    return SchedulerLoop(
+        Admitter(pool, settings, holder),
+        Dispatcher(pool, registry, WorksetPlanner(settings), holder),
+        JobMonitor(pool, registry, holder),
+        poll_seconds=0.1,
+    )
+
+
+async def state_of(pool: asyncpg.Pool, workset_id: str) -> str:
+    async with pool.acquire() as conn:
+        return str(await conn.fetchval("SELECT state FROM worksets WHERE id = $1", workset_id))
+
+
+async def run_until(
+    loop: SchedulerLoop, pool: asyncpg.Pool, workset_id: str, states: set[str], timeout: float = 30
+) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        await loop.tick()
+        state = await state_of(pool, workset_id)
+        if state in states:
+            return state
+        assert time.monotonic() < deadline, f"{workset_id} still {state}"
+        await asyncio.sleep(0.1)

@@ -1,0 +1,295 @@
+"""The local executor against real processes: outcomes, limits, cancel, and jobs found again by others."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from stamen.executors.base import JobHandle, JobState, JobStatus, StepSpec
+from stamen.executors.local import LOST_REASON, LocalExecutor, group_is_alive, process_is_alive
+
+GRACE_SECONDS = 1.0
+
+
+def python_step(workdir: Path, code: str, step: str = "step", **limits: int) -> StepSpec:
+    return StepSpec(
+        workset_id="ws-local",
+        attempt=1,
+        step=step,
+        argv=[sys.executable, "-c", code],
+        workdir=str(workdir),
+        **limits,
+    )
+
+
+async def wait_for(executor: LocalExecutor, handle: JobHandle, timeout: float = 20.0) -> JobStatus:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = (await executor.poll([handle]))[handle.job_id]
+        if status.state.finished:
+            return status
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{handle.step} still {status.state} after {timeout}s")
+        await asyncio.sleep(0.05)
+
+
+async def wait_until_running(executor: LocalExecutor, handle: JobHandle, ready_file: Path) -> dict[str, int]:
+    """Wait until the command has started and written `ready_file`; the runner's record of it."""
+    deadline = time.monotonic() + 20
+    while not file_exists(ready_file):
+        status = (await executor.poll([handle]))[handle.job_id]
+        assert not status.state.finished, status
+        assert time.monotonic() < deadline, "the command did not start"
+        await asyncio.sleep(0.05)
+    status = (await executor.poll([handle]))[handle.job_id]
+    assert status.state is JobState.RUNNING
+    assert status.started_at is not None
+    return read_json(handle.extra["running_file"])
+
+
+def file_exists(path: Path) -> bool:
+    return path.exists()
+
+
+def read_json(path: str) -> dict[str, int]:
+    document: dict[str, int] = json.loads(Path(path).read_text())
+    return document
+
+
+def start_time_of(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+
+
+def runner_exits(handle: JobHandle, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while process_is_alive(int(handle.job_id), handle.extra["runner_start_time"]):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def wait_gone(pgid: int, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while group_is_alive(pgid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+# A command with a grandchild in its process group, that writes "ready" once both exist.
+SLEEPER_WITH_CHILD = (
+    "import subprocess, sys, time, pathlib\n"
+    "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+    "pathlib.Path('child.pid').write_text(str(child.pid))\n"
+    "pathlib.Path('ready').write_text('1')\n"
+    "time.sleep(120)\n"
+)
+
+
+@pytest.fixture
+def executor() -> LocalExecutor:
+    return LocalExecutor(grace_seconds=GRACE_SECONDS)
+
+
+async def test_passing_step_succeeds_with_output_and_resources(
+    executor: LocalExecutor, tmp_path: Path
+) -> None:
+    handle = await executor.submit(
+        python_step(tmp_path, "import sys; print('hello from the step'); print('a warning', file=sys.stderr)")
+    )
+    assert handle.executor == "local" and int(handle.job_id) > 0
+    status = await wait_for(executor, handle)
+    assert status.state is JobState.SUCCEEDED
+    assert status.exit_code == 0 and status.signal is None and status.reason == ""
+    assert "hello from the step" in status.log_tail
+    assert status.log_tail.index("a warning") < status.log_tail.index("hello from the step")  # stderr first
+    assert (tmp_path / "step.stdout.log").read_text() == "hello from the step\n"
+    assert status.started_at is not None and status.ended_at is not None
+    assert status.started_at <= status.ended_at
+    assert status.resources.elapsed_seconds is not None and status.resources.elapsed_seconds > 0
+    assert status.resources.cpu_seconds is not None and status.resources.cpu_seconds > 0
+    assert status.resources.max_rss_mb is not None and status.resources.max_rss_mb > 1
+    assert runner_exits(handle), "the runner did not exit after writing its status"
+
+
+async def test_failing_step_reports_exit_code_and_stderr(executor: LocalExecutor, tmp_path: Path) -> None:
+    code = "import sys; print('reading input.bam', file=sys.stderr); sys.exit(3)"
+    status = await wait_for(executor, await executor.submit(python_step(tmp_path, code)))
+    assert status.state is JobState.FAILED
+    assert status.exit_code == 3 and status.signal is None
+    assert "reading input.bam" in status.log_tail
+    assert "exited with code 3" in status.reason
+    assert status.native_state == "exit 3"
+
+
+async def test_command_that_does_not_exist_fails_with_127(executor: LocalExecutor, tmp_path: Path) -> None:
+    step = StepSpec(
+        workset_id="w", attempt=1, step="missing", argv=["/nonexistent/tool"], workdir=str(tmp_path)
+    )
+    status = await wait_for(executor, await executor.submit(step))
+    assert status.state is JobState.FAILED
+    assert status.exit_code == 127
+    assert "could not be started" in status.reason and "/nonexistent/tool" in status.reason
+
+
+async def test_step_env_and_workdir_reach_the_command(executor: LocalExecutor, tmp_path: Path) -> None:
+    workdir = tmp_path / "created" / "here"
+    step = StepSpec(
+        workset_id="ws-9", attempt=2, step="env", workdir=str(workdir), env={"SAMPLE": "NA12878"},
+        argv=[sys.executable, "-c", "import os; print(os.getcwd(), os.environ['SAMPLE'], os.environ['STAMEN_ATTEMPT'])"],
+    )  # fmt: skip
+    status = await wait_for(executor, await executor.submit(step))
+    assert status.state is JobState.SUCCEEDED
+    assert (workdir / "env.stdout.log").read_text().split() == [str(workdir), "NA12878", "2"]
+
+
+async def test_cancel_stops_the_whole_process_group(executor: LocalExecutor, tmp_path: Path) -> None:
+    handle = await executor.submit(python_step(tmp_path, SLEEPER_WITH_CHILD))
+    running = await wait_until_running(executor, handle, tmp_path / "ready")
+    pgid = running["command_pgid"]
+    grandchild = int((tmp_path / "child.pid").read_text())
+    assert os.getpgid(grandchild) == pgid
+
+    await executor.cancel(handle)
+
+    status = await wait_for(executor, handle)
+    assert status.state is JobState.CANCELLED
+    assert status.reason == "cancelled by stamen"
+    assert wait_gone(pgid), "a process of the cancelled step's group survived"
+    assert runner_exits(handle), "the runner did not exit after writing its status"
+    await executor.cancel(handle)  # idempotent: a finished job is left alone
+    assert (await wait_for(executor, handle)).state is JobState.CANCELLED
+
+
+async def test_cancel_escalates_to_sigkill_when_sigterm_is_ignored(
+    executor: LocalExecutor, tmp_path: Path
+) -> None:
+    code = (
+        "import signal, time, pathlib\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "pathlib.Path('ready').write_text('1')\n"
+        "time.sleep(120)\n"
+    )
+    handle = await executor.submit(python_step(tmp_path, code))
+    running = await wait_until_running(executor, handle, tmp_path / "ready")
+    started = time.monotonic()
+    await executor.cancel(handle)
+    status = await wait_for(executor, handle)
+    assert status.state is JobState.CANCELLED
+    assert status.signal == signal.SIGKILL
+    assert time.monotonic() - started >= GRACE_SECONDS * 0.9  # SIGTERM first, SIGKILL after the grace
+    assert wait_gone(running["command_pgid"])
+
+
+async def test_command_killed_from_outside_fails_with_its_signal(
+    executor: LocalExecutor, tmp_path: Path
+) -> None:
+    code = "import os, time, pathlib; pathlib.Path('ready').write_text(str(os.getpid())); time.sleep(120)"
+    handle = await executor.submit(python_step(tmp_path, code))
+    await wait_until_running(executor, handle, tmp_path / "ready")
+    os.kill(int((tmp_path / "ready").read_text()), signal.SIGKILL)
+    status = await wait_for(executor, handle)
+    assert status.state is JobState.FAILED
+    assert status.signal == signal.SIGKILL and status.exit_code is None
+    assert "killed by SIGKILL (signal 9) from outside stamen" in status.reason
+
+
+async def test_time_limit_gives_timeout(executor: LocalExecutor, tmp_path: Path) -> None:
+    started = time.monotonic()
+    handle = await executor.submit(
+        python_step(tmp_path, "import time; time.sleep(120)", time_limit_seconds=1)
+    )
+    status = await wait_for(executor, handle)
+    assert status.state is JobState.TIMEOUT
+    assert "time limit" in status.reason and "1s" in status.reason
+    assert status.signal == signal.SIGTERM  # it stopped on SIGTERM, within the grace period
+    assert 1.0 <= time.monotonic() - started < 10
+
+
+async def test_memory_limit_gives_out_of_memory(executor: LocalExecutor, tmp_path: Path) -> None:
+    code = "import time\nblocks = [bytearray(16 * 1024 * 1024) for _ in range(16)]\ntime.sleep(120)\n"
+    handle = await executor.submit(python_step(tmp_path, code, memory_mb=100))
+    status = await wait_for(executor, handle)
+    assert status.state is JobState.OUT_OF_MEMORY
+    assert "out of memory" in status.reason and "limit of 100 MB" in status.reason
+    assert status.signal == signal.SIGKILL
+
+
+async def test_another_process_polls_and_cancels_a_job_it_did_not_start(tmp_path: Path) -> None:
+    """The scheduler restarted: a LocalExecutor in another process gets only the stored handle."""
+    first = LocalExecutor(grace_seconds=GRACE_SECONDS)
+    handle = await first.submit(python_step(tmp_path, SLEEPER_WITH_CHILD))
+    running = await wait_until_running(first, handle, tmp_path / "ready")
+    stored = handle.model_dump_json()
+
+    other_process = (
+        "import asyncio, sys\n"
+        "from stamen.executors.base import JobHandle\n"
+        "from stamen.executors.local import LocalExecutor\n"
+        "async def main() -> None:\n"
+        "    handle = JobHandle.model_validate_json(sys.argv[1])\n"
+        "    executor = LocalExecutor(grace_seconds=1.0)\n"
+        "    before = (await executor.poll([handle]))[handle.job_id].state\n"
+        "    await executor.cancel(handle)\n"
+        "    after = (await executor.poll([handle]))[handle.job_id].state\n"
+        "    print(before.value, after.value)\n"
+        "asyncio.run(main())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", other_process, stored], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert result.stdout.split() == ["running", "cancelled"], result.stderr
+    assert wait_gone(running["command_pgid"])
+    # A third instance, in this process, agrees.
+    status = await wait_for(LocalExecutor(), JobHandle.model_validate_json(stored))
+    assert status.state is JobState.CANCELLED
+
+
+async def test_runner_killed_with_sigkill_is_lost(executor: LocalExecutor, tmp_path: Path) -> None:
+    handle = await executor.submit(python_step(tmp_path, SLEEPER_WITH_CHILD))
+    running = await wait_until_running(executor, handle, tmp_path / "ready")
+    os.kill(int(handle.job_id), signal.SIGKILL)
+    status = await wait_for(LocalExecutor(), handle)  # a fresh instance: it cannot know what happened
+    assert status.state is JobState.LOST
+    assert status.reason.startswith(LOST_REASON)
+    # A lost job does not keep running: the command group is gone too.
+    assert wait_gone(running["command_pgid"])
+
+
+async def test_poll_many_handles_in_one_call(executor: LocalExecutor, tmp_path: Path) -> None:
+    handles = [
+        await executor.submit(python_step(tmp_path / str(i), f"import sys; sys.exit({i})", step=f"s{i}"))
+        for i in range(3)
+    ]
+    for handle in handles:
+        await wait_for(executor, handle)
+    statuses = await executor.poll(handles)
+    assert {job_id: s.exit_code for job_id, s in statuses.items()} == {
+        h.job_id: i for i, h in enumerate(handles)
+    }
+
+
+async def test_pid_reuse_is_detected(executor: LocalExecutor, tmp_path: Path) -> None:
+    """A handle whose pid now belongs to another process (another start time) is not that process."""
+    alive_pid = os.getpid()  # certainly alive, but not a runner started at tick 1
+    real_start_time = start_time_of(alive_pid)
+    assert process_is_alive(alive_pid, real_start_time)
+    stale = JobHandle(
+        executor="local", cluster="local", job_id=str(alive_pid), workset_id="w", attempt=1, step="old",
+        workdir=str(tmp_path), submitted_at=datetime.now(UTC), extra={"runner_start_time": "1"},
+    )  # fmt: skip
+    status = (await executor.poll([stale]))[stale.job_id]
+    assert status.state is JobState.LOST
+    await executor.cancel(stale)  # nothing to signal: this process must survive
+    assert process_is_alive(alive_pid, real_start_time)
