@@ -4,6 +4,7 @@ SNS, Linear and webhook delivery are not built yet, so this service consumes not
 from __future__ import annotations
 
 from aiohttp import web
+
 from stamen.service.runner import base_app
 from stamen.settings import Settings
 

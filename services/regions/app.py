@@ -4,6 +4,7 @@ region health checks and failover are not built yet, so this service consumes no
 from __future__ import annotations
 
 from aiohttp import web
+
 from stamen.service.runner import base_app
 from stamen.settings import Settings
 
