@@ -49,6 +49,10 @@ class Admitter:
             if placement is None:
                 return None
             ws = await uow.worksets.get(placement.workset_id, for_update=True)
+            if ws.attempt == 0:  # first admission: the spec's limits, else the deployment's defaults
+                ws.max_retries = int(ws.spec.get("max_retries", self._settings.default_max_retries))
+                duration = ws.spec.get("max_duration_seconds", self._settings.default_max_duration_seconds)
+                ws.max_duration_seconds = ws.max_duration_seconds or (int(duration) if duration else None)
             ws.attempt += 1
             ws.cluster = placement.cluster
             ws.transition(

@@ -128,6 +128,8 @@ class WorksetSpec(_SpecModel):
                                                               "stamen/worksets/references.yaml.")
     priority: Priority = "normal"
     max_retries: int = Field(default=3, ge=0, le=10)
+    max_duration_seconds: int | None = Field(default=None, ge=1, le=30 * 86400, description="Stop the run "
+                                             "(and fail it with a timeout) after this long; none by default.")
     samples: list[Sample]
     export_uri: str | None = None
     preferred_cluster: str | None = None

@@ -206,12 +206,7 @@ async def test_no_retry_for_data_errors_and_dead_letter_after_exhaustion(
     steps = [{"name": "boom", "argv": script("raise SystemExit(1)")}]
     settings = settings_for(tmp_path, steps)
     await add_cluster(pool, workdir=tmp_path / "work")
-    ws_id = await enqueue(pool, "acme")
-    async with UnitOfWork(pool) as uow:
-        ws = await uow.worksets.get(ws_id, for_update=True)
-        ws.max_retries = 0
-        await uow.worksets.save(ws)
-        await uow.commit()
+    ws_id = await enqueue(pool, "acme", max_retries=0)
     loop = in_process_scheduler(pool, settings)
     assert await run_until(loop, pool, ws_id, {"failed"}) == "failed"
     diagnosed = new_envelope(
