@@ -50,7 +50,13 @@ class WorksetPlanner:
                 else s
                 for s in steps
             ]
-        return steps
+        # Tools that size their own heap (java -Xmx, samtools -m) read the limit from here.
+        return [
+            s.model_copy(update={"env": {**s.env, "STAMEN_MEMORY_MB": str(s.memory_mb)}})
+            if s.memory_mb
+            else s
+            for s in steps
+        ]
 
 
 def default_executor_factories(settings: Settings) -> dict[str, ExecutorFactory]:
