@@ -6,6 +6,7 @@ import json
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -29,7 +30,7 @@ from stamen.store.unit_of_work import UnitOfWork
 PY = "{python}"
 
 
-def settings_for(tmp_path: Path, steps: list[dict[str, object]], **extra: object) -> Settings:
+def settings_for(tmp_path: Path, steps: list[dict[str, Any]], **extra: Any) -> Settings:
     return Settings(
         pipelines_file=write_pipelines(tmp_path / "pipelines.yaml", steps),
         work_dir=tmp_path / "work",
