@@ -36,7 +36,7 @@ def settings_for(tmp_path: Path, steps: list[dict[str, Any]], **extra: Any) -> S
         work_dir=tmp_path / "work",
         retry_initial_seconds=0.2,
         retry_cap_seconds=0.5,
-        **extra,  # type: ignore[arg-type]
+        **extra,
     )
 
 
