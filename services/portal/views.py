@@ -7,6 +7,7 @@ from typing import Any
 
 import aiohttp_jinja2
 from aiohttp import web
+
 from stamen.service.keys import POOL
 from stamen.store.errors import WorksetNotFound
 from stamen.store.unit_of_work import UnitOfWork

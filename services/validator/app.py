@@ -1,31 +1,53 @@
-"""Validator wiring: consumes workset.submitted, emits validated+queued or rejected."""
+"""Validator wiring: consumes workset.submitted (validated+queued or rejected), keeps the Daylily
+sentinels of S3-dropped worksets true, answers NATS intake requests and watches the drop buckets."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
-from stamen.bus.consumer import ConsumerSpec
+
+from services.validator import handlers
+from services.validator.checks import CheckResult, check_submission
+from services.validator.intake_nats import nats_intake_ctx
+from services.validator.watcher import drop_watcher_ctx
+from stamen.bus.consumer import ConsumerSpec, EventHandler
 from stamen.bus.subjects import event_filter
+from stamen.inputs.contexts import INTAKE_SETTINGS, OBJECT_STORE, add_object_store
+from stamen.inputs.settings import IntakeSettings
+from stamen.inputs.storage import StorageChecker
 from stamen.service.idempotent import idempotent
 from stamen.service.keys import POOL
 from stamen.service.runner import base_app
 from stamen.settings import Settings
 
-from services.validator import handlers
-
 CONSUMER = "validator-submitted"
+SENTINEL_CONSUMER = "validator-sentinels"
+SENTINEL_EVENTS = ("workset.rejected", "workset.completed", "workset.dead_lettered", "workset.cancelled")
 
 
-def init_app(settings: Settings) -> web.Application:
+def init_app(settings: Settings, *, intake: IntakeSettings | None = None) -> web.Application:
     def specs(app: web.Application) -> list[ConsumerSpec]:
+        async def check(spec: dict[str, Any], tenant_id: str) -> CheckResult:
+            checker = StorageChecker(app[OBJECT_STORE], app[INTAKE_SETTINGS])
+            return await check_submission(spec, tenant_id=tenant_id, checker=checker,
+                                          cluster_region=settings.region,
+                                          enable_validation=settings.enable_validation)
+
+        def spec(durable: str, events: list[str], handler: EventHandler) -> ConsumerSpec:
+            return ConsumerSpec(durable=durable, filter_subjects=[event_filter(e) for e in events], handler=handler,
+                                ack_wait_seconds=settings.ack_wait_seconds, max_deliver=settings.max_deliver,
+                                concurrency=settings.consumer_concurrency)
+
         return [
-            ConsumerSpec(
-                durable=CONSUMER,
-                filter_subjects=[event_filter("workset.submitted")],
-                handler=idempotent(CONSUMER, lambda: app[POOL], handlers.validate_submitted),
-                ack_wait_seconds=settings.ack_wait_seconds,
-                max_deliver=settings.max_deliver,
-                concurrency=settings.consumer_concurrency,
-            )
+            spec(CONSUMER, ["workset.submitted"],
+                 handlers.validate_submitted(CONSUMER, lambda: app[POOL], check, max_deliver=settings.max_deliver)),
+            spec(SENTINEL_CONSUMER, list(SENTINEL_EVENTS),
+                 idempotent(SENTINEL_CONSUMER, lambda: app[POOL], handlers.write_sentinel(lambda: app[OBJECT_STORE]))),
         ]
 
-    return base_app("validator", settings, consumers=specs)
+    app = base_app("validator", settings, consumers=specs)
+    add_object_store(app, intake or IntakeSettings())
+    app.cleanup_ctx.append(nats_intake_ctx)
+    app.cleanup_ctx.append(drop_watcher_ctx)
+    return app

@@ -1,7 +1,7 @@
-"""The validator's decision, as a pure function of the stored spec.
+"""The validator's decision about one submitted spec: rules, storage checks and the estimate.
 
-Storage checks (objects exist, FASTQ sniffing, reference files) and the cost estimate need S3
-access and are not wired in yet (issue 3); the report says they were skipped.
+The work is in `stamen.worksets` (pure) and `stamen.inputs` (storage); this module only shapes the
+outcome for the handler.
 """
 
 from __future__ import annotations
@@ -9,7 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from stamen.worksets import import_form, validate_spec
+from stamen.inputs.storage import StorageChecker
+from stamen.inputs.validation import validate_imported
+from stamen.worksets import import_form
+
+VALIDATION_DISABLED_NOTE = ("STAMEN_ENABLE_VALIDATION is false: only the spec's structure was checked; no "
+                            "rules, storage checks or estimate.")
 
 
 @dataclass(frozen=True)
@@ -18,19 +23,30 @@ class CheckResult:
     warnings: list[dict[str, Any]]
     note: str | None = None
     estimate: dict[str, Any] | None = None
+    # Storage did not answer: not the workset's fault, so it is checked again later instead of rejected.
+    storage_unavailable: bool = False
+    validated: bool = True
 
     @property
     def ok(self) -> bool:
         return not self.errors
 
 
-def check_spec(spec: dict[str, Any], *, tenant_id: str, strict: bool = False) -> CheckResult:
+async def check_submission(spec: dict[str, Any], *, tenant_id: str, checker: StorageChecker | None,
+                           cluster_region: str, enable_validation: bool = True,
+                           strict: bool = False) -> CheckResult:
     # The tenant is who submitted it (authenticated), never what the document claims.
     imported = import_form({**spec, "tenant": tenant_id}, source="submission")
-    report = validate_spec(imported.spec, strict=strict, dry_run=True, prior_findings=imported.findings)
+    if not enable_validation:
+        # Even unvalidated, a workset must be a WorksetSpec: nothing downstream can run anything else.
+        errors = [f.model_dump() for f in imported.findings if f.severity == "error"]
+        return CheckResult(errors=errors, warnings=[], note=VALIDATION_DISABLED_NOTE, validated=False)
+    report = await validate_imported(imported, checker=checker, cluster_region=cluster_region, strict=strict)
     findings = [f.model_dump() for f in report.findings]
     return CheckResult(
         errors=[f for f in findings if f["severity"] == "error"],
         warnings=[f for f in findings if f["severity"] != "error"],
         note=report.note,
+        estimate=report.estimate.model_dump(mode="json") if report.estimate is not None else None,
+        storage_unavailable=any(f["code"] == "SNF-OBJ-006" for f in findings),
     )

@@ -1,45 +1,115 @@
-"""workset.submitted -> validating -> queued (validated, with the estimate) or rejected (with findings)."""
+"""workset.submitted -> validating -> queued (validated, with the estimate) or rejected (with findings);
+and the Daylily sentinels of S3-dropped worksets kept true as their state changes."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
 import structlog
+
+from services.validator.checks import CheckResult
+from stamen.bus.consumer import Delivery, EventHandler, RetryLater
 from stamen.domain.lifecycle import WorksetState
 from stamen.events.envelope import Envelope
-from stamen.events.types import WorksetQueued, WorksetRejected, WorksetValidated
+from stamen.events.types import (
+    WorksetCancelled,
+    WorksetCompleted,
+    WorksetDeadLettered,
+    WorksetQueued,
+    WorksetRejected,
+    WorksetValidated,
+)
+from stamen.inputs import sentinels
+from stamen.inputs.objects import ObjectStore, StorageError
+from stamen.inputs.repository import IntakeRepository
+from stamen.service.idempotent import idempotent
 from stamen.store.unit_of_work import UnitOfWork
-
-from services.validator.checks import check_spec
 
 log = structlog.get_logger(__name__)
 ACTOR = "validator"
+STORAGE_RETRY_SECONDS = 15.0
+
+Check = Callable[[dict[str, Any], str], Awaitable[CheckResult]]
 
 
-async def validate_submitted(uow: UnitOfWork, event: Envelope) -> None:
+def validate_submitted(consumer: str, pool: Callable[[], asyncpg.Pool], check: Check, *,
+                       max_deliver: int) -> EventHandler:
+    """The checks (S3 calls, seconds) run outside the transaction; the decision is applied inside it,
+    with the inbox claim, only if the workset is still `submitted`."""
+
+    async def handle(envelope: Envelope, delivery: Delivery) -> None:
+        assert envelope.workset_id is not None
+        async with UnitOfWork(pool()) as uow:
+            ws = await uow.worksets.get(envelope.workset_id)
+        result = await check(ws.spec, ws.tenant_id) if ws.state is WorksetState.SUBMITTED else None
+        if result is not None and result.storage_unavailable and delivery.num_delivered < max_deliver:
+            # On the last delivery the workset is rejected with SNF-OBJ-006 instead: nothing stays stuck.
+            raise RetryLater(STORAGE_RETRY_SECONDS, "storage unavailable")
+        await idempotent(consumer, pool, functools.partial(apply_decision, result=result))(envelope, delivery)
+
+    return handle
+
+
+async def apply_decision(uow: UnitOfWork, event: Envelope, *, result: CheckResult | None) -> None:
     assert event.workset_id is not None
     ws = await uow.worksets.get(event.workset_id, for_update=True)
-    if ws.state is not WorksetState.SUBMITTED:
+    if ws.state is not WorksetState.SUBMITTED or result is None:
         # Cancelled meanwhile, or already handled by an earlier delivery: nothing to do.
         log.info("validator.skipped", state=ws.state.value)
         return
     ws.transition(WorksetState.VALIDATING, actor=ACTOR, reason="validation started", cause=event)
-    result = check_spec(ws.spec, tenant_id=ws.tenant_id)
     if result.ok:
-        ws.transition(
-            WorksetState.QUEUED,
-            actor=ACTOR,
-            reason=f"valid ({len(result.warnings)} warnings)",
-            event=WorksetValidated(warnings=result.warnings, estimate=result.estimate),
-            cause=event,
-        )
+        reason = f"valid ({len(result.warnings)} warnings)" if result.validated else \
+            "queued without validation (STAMEN_ENABLE_VALIDATION=false)"
+        ws.transition(WorksetState.QUEUED, actor=ACTOR, reason=reason,
+                      event=WorksetValidated(warnings=result.warnings, estimate=result.estimate), cause=event)
         ws.event(WorksetQueued(priority=ws.priority), cause=event)
     else:
         ws.transition(
             WorksetState.REJECTED,
             actor=ACTOR,
-            reason=f"{len(result.errors)} validation errors: "
-            + "; ".join(e["code"] for e in result.errors[:5]),
+            reason=f"{len(result.errors)} validation errors: " + "; ".join(e["code"] for e in result.errors[:5]),
             event=WorksetRejected(findings=result.errors + result.warnings),
             cause=event,
         )
+    await IntakeRepository(uow.connection).save_validation(
+        ws.id, ok=result.ok, findings=result.errors + result.warnings, estimate=result.estimate, note=result.note)
     await uow.worksets.save(ws)
     log.info("validator.done", outcome=ws.state.value, errors=len(result.errors))
+
+
+def sentinel_for(event: Envelope) -> tuple[str, bytes] | None:
+    """Which Daylily sentinel an event makes true, and its content."""
+    payload, at = event.payload, event.occurred_at
+    if isinstance(payload, WorksetRejected):
+        return sentinels.ERROR, sentinels.error_body(at, "rejected: " + sentinels.summarise_findings(payload.findings))
+    if isinstance(payload, WorksetCompleted):
+        return sentinels.COMPLETE, sentinels.timestamp_body(at)
+    if isinstance(payload, WorksetDeadLettered):
+        return sentinels.ERROR, sentinels.error_body(at, f"dead-lettered after {payload.attempts} attempts: "
+                                                         f"{payload.reason}")
+    if isinstance(payload, WorksetCancelled):
+        return sentinels.ERROR, sentinels.error_body(at, f"cancelled by {payload.cancelled_by}: {payload.reason}")
+    return None
+
+
+def write_sentinel(store: Callable[[], ObjectStore]) -> Callable[[UnitOfWork, Envelope], Awaitable[None]]:
+    async def handle(uow: UnitOfWork, event: Envelope) -> None:
+        assert event.workset_id is not None
+        repository = IntakeRepository(uow.connection)
+        drop = await repository.drop_for_workset(event.workset_id)
+        written = sentinel_for(event)
+        if drop is None or written is None:
+            return  # not an S3-dropped workset: no folder to keep in step
+        name, body = written
+        try:
+            await store().put(drop.bucket, drop.folder + name, body)
+        except StorageError as exc:
+            raise RetryLater(STORAGE_RETRY_SECONDS, str(exc)) from None
+        await repository.mark_sentinel(event.workset_id, name)
+        log.info("validator.sentinel_written", folder=f"s3://{drop.bucket}/{drop.folder}", sentinel=name)
+
+    return handle

@@ -57,7 +57,8 @@ async def wait_until_running(executor: LocalExecutor, handle: JobHandle, ready_f
 
 
 def file_exists(path: Path) -> bool:
-    return path.exists()
+    # Non-empty: the step creates the file before it writes to it, so an empty one is still being written.
+    return path.exists() and path.stat().st_size > 0
 
 
 def read_json(path: str) -> dict[str, int]:

@@ -102,7 +102,7 @@ def test_stamen_up_supervises_and_keeps_state_across_restarts(tmp_path: Path) ->
         }
         assert all(s["status"] == "ready" for s in status["services"].values()), status["services"]
         assert set(status["embedded"]) == {"nats", "postgres", "moto"}
-        assert status["demo"]["state"] == "queued", status["demo"]
+        assert status["demo"]["state"] == "completed", status["demo"]
         first_demo = status["demo"]["id"]
         assert http_ok(status["portal_url"])
 
@@ -117,7 +117,7 @@ def test_stamen_up_supervises_and_keeps_state_across_restarts(tmp_path: Path) ->
         spec.write_text(Path(__file__).parents[2].joinpath("libs/stamen/demo/demo_workset.yaml").read_text())
         submitted = stamen(state, "submit", str(spec), "--tenant", "acme")
         wait_until(
-            lambda: stamen(state, "worksets", "show", submitted["workset_id"])["state"] == "queued",
+            lambda: stamen(state, "worksets", "show", submitted["workset_id"])["state"] == "completed",
             30,
             "validation",
         )
@@ -131,10 +131,17 @@ def test_stamen_up_supervises_and_keeps_state_across_restarts(tmp_path: Path) ->
     proc, status = start_stack(state, log)
     try:
         listed = {w["id"]: w for w in stamen(state, "worksets", "ls")}
-        assert listed[first_demo]["state"] == "queued"  # state kept across the full restart
-        assert listed[submitted["workset_id"]]["state"] == "queued"
-        assert status["demo"]["state"] == "queued" and status["demo"]["id"] != first_demo
+        assert listed[first_demo]["state"] == "completed"  # state kept across the full restart
+        assert listed[submitted["workset_id"]]["state"] == "completed"
+        assert status["demo"]["state"] == "completed" and status["demo"]["id"] != first_demo
         history = stamen(state, "worksets", "show", first_demo)["history"]
-        assert [h["to_state"] for h in history] == ["submitted", "validating", "queued"]
+        assert [h["to_state"] for h in history] == [
+            "submitted",
+            "validating",
+            "queued",
+            "scheduled",
+            "running",
+            "completed",
+        ]
     finally:
         stop_stack(proc)

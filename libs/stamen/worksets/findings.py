@@ -87,6 +87,12 @@ CODES: dict[str, CodeInfo] = {
                             "rows; unit ids were derived from the manifest instead.",
                             "Regenerate daylily_info.yaml with `stamen export` or remove the stamen "
                             "section."),
+    "VAL-DAY-004": CodeInfo("error", "The Daylily workset folder lacks a required file (daylily_work.yaml, "
+                            "or stage_samples.tsv / *analysis_samples_manifest.tsv).",
+                            "Upload the missing file into the workset folder before writing daylily.ready."),
+    "VAL-DAY-005": CodeInfo("error", "The Daylily workset folder holds more than one sample manifest and "
+                            "none is named stage_samples.tsv.",
+                            "Keep one manifest in the folder, or name the one to use stage_samples.tsv."),
     # --- identifiers ---
     "VAL-ID-001": CodeInfo("error", "The workset name has characters or a length that is not allowed.",
                            "Use 1-128 characters: letters, digits, '.', '_' or '-', starting with a "
@@ -102,6 +108,10 @@ CODES: dict[str, CodeInfo] = {
                            "EXPERIMENTID or LANE)."),
     "VAL-REF-001": CodeInfo("error", "The reference genome is not in the registry.",
                             "Use hg38 (GRCh38), hg19 (GRCh37) or b37, or one of their aliases."),
+    "VAL-REF-002": CodeInfo("error", "Reference genome files are missing under the configured reference "
+                            "location.",
+                            "Upload the listed index files next to the FASTA (samtools faidx, bwa index, "
+                            "picard CreateSequenceDictionary) or fix STAMEN_REFERENCE_LOCATION."),
     # --- inputs ---
     "VAL-PAIR-001": CodeInfo("error", "R2 is given without R1.",
                              "Add the R1 FASTQ, or move a single-end file to r1."),
@@ -145,6 +155,24 @@ CODES: dict[str, CodeInfo] = {
     "VAL-EXPORT-002": CodeInfo("warning", "A value contains a tab or line break, which a TSV cell cannot "
                                "hold; it was replaced by a space.",
                                "Remove tabs and line breaks from manifest values."),
+    # --- input objects in storage ---
+    "SNF-OBJ-001": CodeInfo("error", "The input object does not exist.",
+                            "Check the key's spelling and that the upload finished; list the prefix with "
+                            "`aws s3 ls`."),
+    "SNF-OBJ-002": CodeInfo("error", "The input object is empty (0 bytes).",
+                            "Upload the file again; an empty object is usually an interrupted transfer."),
+    "SNF-OBJ-003": CodeInfo("error", "The input object cannot be read by stamen (access denied).",
+                            "Grant stamen's role s3:GetObject on the object (and kms:Decrypt for SSE-KMS "
+                            "keys), or copy the data into a bucket stamen can read."),
+    "SNF-OBJ-004": CodeInfo("error", "The input's bucket does not exist.",
+                            "Check the bucket name; buckets are global, a typo names someone else's or "
+                            "none."),
+    "SNF-OBJ-005": CodeInfo("error", "The input object is in an archive storage class (Glacier) and cannot "
+                            "be read until restored.",
+                            "Restore the object (aws s3api restore-object) or copy it to STANDARD first."),
+    "SNF-OBJ-006": CodeInfo("error", "Storage could not be reached, so this input was not checked.",
+                            "Nothing to fix in the workset: retry later. The validator service retries "
+                            "on its own instead of rejecting the workset."),
     # --- content sniffing ---
     "SNF-GZ-001": CodeInfo("error", "The object's name says gzip but it does not start with gzip magic.",
                            "Recompress the file with gzip/bgzip or rename it without .gz."),

@@ -1,83 +1,158 @@
-"""The validator's handler against the real store: queued or rejected, once per event."""
+"""The validator's handlers against the real store and moto's S3: queued (with the estimate) or
+rejected, once per event; storage outages retried; Daylily sentinels written for dropped worksets."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from stamen.bus.consumer import Delivery
+import pytest
+
+from services.validator.app import CONSUMER, SENTINEL_CONSUMER
+from services.validator.checks import CheckResult, check_submission
+from services.validator.handlers import validate_submitted, write_sentinel
+from stamen.bus.consumer import Delivery, RetryLater
 from stamen.events import decode_envelope
+from stamen.events.envelope import Envelope, new_envelope
+from stamen.events.types import WorksetCompleted
+from stamen.inputs import sentinels
+from stamen.inputs.objects import S3ObjectStore, open_object_store
+from stamen.inputs.repository import DropRecord, IntakeRepository
+from stamen.inputs.settings import IntakeSettings
+from stamen.inputs.storage import StorageChecker
 from stamen.intake import submit_workset
 from stamen.service.idempotent import idempotent
+from stamen.settings import Settings
 from stamen.store.unit_of_work import UnitOfWork
+from tests.intake.s3kit import S3Lab
 
-from services.validator.app import CONSUMER
-from services.validator.handlers import validate_submitted
-
-GOOD_SPEC: dict[str, Any] = {
-    "name": "wgs-batch-7",
-    "pipeline": "fastq-qc",
-    "reference_genome": "GRCh38",
-    "samples": [
-        {"id": "S1", "platform": "ILLUMINA", "r1": "s3://lab/S1_R1.fastq.gz", "r2": "s3://lab/S1_R2.fastq.gz"}
-    ],
-}
 DELIVERY = Delivery(subject="stamen.evt.acme.workset.submitted", stream_seq=1, num_delivered=1, headers={})
 
 
-async def submit_and_get_event(pool: asyncpg.Pool, spec: dict[str, Any]):  # type: ignore[no-untyped-def]
+@pytest.fixture
+async def store(s3lab: S3Lab) -> AsyncIterator[S3ObjectStore]:
+    async with open_object_store(Settings(AWS_ENDPOINT_URL=s3lab.url), IntakeSettings()) as opened:
+        yield opened
+
+
+def checker_for(store: S3ObjectStore, *, enable_validation: bool = True):  # type: ignore[no-untyped-def]
+    async def check(spec: dict[str, Any], tenant_id: str) -> CheckResult:
+        return await check_submission(spec, tenant_id=tenant_id, checker=StorageChecker(store, IntakeSettings()),
+                                      cluster_region="us-west-2", enable_validation=enable_validation)
+
+    return check
+
+
+async def submit_and_get_event(pool: asyncpg.Pool, spec: dict[str, Any]) -> tuple[str, Envelope]:
     result = await submit_workset(pool, tenant_id="acme", name="w", spec=spec, region="us-west-2", source="api",
                                   actor="test")  # fmt: skip
     async with pool.acquire() as conn:
-        body = await conn.fetchval("SELECT body FROM outbox WHERE subject LIKE '%workset.submitted'")
+        body = await conn.fetchval("SELECT body FROM outbox WHERE subject LIKE '%workset.submitted' ORDER BY id DESC LIMIT 1")
     return result.workset_id, decode_envelope(bytes(body))
 
 
-async def outbox_types(pool: asyncpg.Pool) -> list[str]:
+async def outbox(pool: asyncpg.Pool) -> list[dict[str, Any]]:
     async with pool.acquire() as conn:
         rows = await conn.fetch("SELECT body FROM outbox ORDER BY id")
-    return [json.loads(bytes(r["body"]))["type"] for r in rows]
+    return [json.loads(bytes(r["body"])) for r in rows]
 
 
-async def test_valid_spec_is_queued_with_events_chained_to_the_submission(pool: asyncpg.Pool) -> None:
-    ws_id, event = await submit_and_get_event(pool, GOOD_SPEC)
-    handler = idempotent(CONSUMER, lambda: pool, validate_submitted)
-    await handler(event, DELIVERY)
+async def test_valid_spec_is_queued_with_the_estimate(pool: asyncpg.Pool, s3lab: S3Lab,
+                                                      store: S3ObjectStore) -> None:
+    ws_id, event = await submit_and_get_event(pool, s3lab.spec())
+    await validate_submitted(CONSUMER, lambda: pool, checker_for(store), max_deliver=5)(event, DELIVERY)
     async with UnitOfWork(pool) as uow:
         ws = await uow.worksets.get(ws_id)
         history = await uow.worksets.history(ws_id)
+        stored = await IntakeRepository(uow.connection).validation_for(ws_id)
     assert ws.state.value == "queued"
     assert [h.to_state for h in history] == ["submitted", "validating", "queued"]
-    assert await outbox_types(pool) == ["workset.submitted", "workset.validated", "workset.queued"]
-    async with pool.acquire() as conn:
-        bodies = [
-            json.loads(bytes(r["body"])) for r in await conn.fetch("SELECT body FROM outbox ORDER BY id")
-        ]
+    bodies = await outbox(pool)
+    assert [b["type"] for b in bodies] == ["workset.submitted", "workset.validated", "workset.queued"]
+    estimate = bodies[1]["payload"]["estimate"]
+    assert estimate["pipeline"] == "fastq-qc" and estimate["unsized_inputs"] == [] and estimate["gbases"] > 0
     assert all(b["correlation_id"] == str(event.correlation_id) for b in bodies)
-    assert bodies[1]["causation_id"] == str(event.id) and bodies[1]["tenant_id"] == "acme"
+    assert stored is not None and stored["ok"] and stored["estimate"] == estimate
 
 
-async def test_redelivered_event_has_no_second_effect(pool: asyncpg.Pool) -> None:
-    ws_id, event = await submit_and_get_event(pool, GOOD_SPEC)
-    handler = idempotent(CONSUMER, lambda: pool, validate_submitted)
+async def test_redelivered_event_has_no_second_effect(pool: asyncpg.Pool, s3lab: S3Lab, store: S3ObjectStore) -> None:
+    ws_id, event = await submit_and_get_event(pool, s3lab.spec())
+    handler = validate_submitted(CONSUMER, lambda: pool, checker_for(store), max_deliver=5)
     await handler(event, DELIVERY)
     await handler(event, DELIVERY)
     async with UnitOfWork(pool) as uow:
         assert len(await uow.worksets.history(ws_id)) == 3
-    assert len(await outbox_types(pool)) == 3
+    assert len(await outbox(pool)) == 3
 
 
-async def test_invalid_spec_is_rejected_with_every_finding(pool: asyncpg.Pool) -> None:
-    bad = {"name": "w", "pipeline": "teleport", "max_retries": 99, "samples": []}
-    ws_id, event = await submit_and_get_event(pool, bad)
-    await idempotent(CONSUMER, lambda: pool, validate_submitted)(event, DELIVERY)
+async def test_storage_findings_reject_the_workset(pool: asyncpg.Pool, s3lab: S3Lab, store: S3ObjectStore) -> None:
+    spec = s3lab.spec(reference_genome="GRCh99")
+    s3lab.put("reads/S1_R2.fastq.gz", b"")
+    _, event = await submit_and_get_event(pool, spec)
+    await validate_submitted(CONSUMER, lambda: pool, checker_for(store), max_deliver=5)(event, DELIVERY)
+    bodies = await outbox(pool)
+    assert bodies[-1]["type"] == "workset.rejected"
+    found = {(f["code"], f["field"]) for f in bodies[-1]["payload"]["findings"]}
+    assert found == {("VAL-REF-001", "reference_genome"), ("SNF-OBJ-002", "samples[0].r2")}
+    assert all(f["fix"] for f in bodies[-1]["payload"]["findings"])
+
+
+async def test_storage_outage_is_retried_then_rejected_on_the_last_delivery(pool: asyncpg.Pool, s3lab: S3Lab) -> None:
+    ws_id, event = await submit_and_get_event(pool, s3lab.spec())
+    intake = IntakeSettings(storage_timeout_seconds=0.5)
+    async with open_object_store(Settings(AWS_ENDPOINT_URL="http://127.0.0.1:9"), intake) as dead:
+        handler = validate_submitted(CONSUMER, lambda: pool, checker_for(dead), max_deliver=3)
+        with pytest.raises(RetryLater):
+            await handler(event, DELIVERY)
+        async with UnitOfWork(pool) as uow:
+            assert (await uow.worksets.get(ws_id)).state.value == "submitted"
+        last = Delivery(subject=DELIVERY.subject, stream_seq=1, num_delivered=3, headers={})
+        await handler(event, last)
+    bodies = await outbox(pool)
+    assert bodies[-1]["type"] == "workset.rejected"
+    assert {f["code"] for f in bodies[-1]["payload"]["findings"]} == {"SNF-OBJ-006"}
+
+
+async def test_with_validation_disabled_a_readable_spec_is_queued_unchecked(pool: asyncpg.Pool,
+                                                                           store: S3ObjectStore) -> None:
+    spec = {"name": "w", "samples": [{"id": "S1", "platform": "ILMN", "r1": "s3://nowhere-bucket/a_R1.fastq.gz"}]}
+    ws_id, event = await submit_and_get_event(pool, spec)
+    await validate_submitted(CONSUMER, lambda: pool, checker_for(store, enable_validation=False),
+                             max_deliver=5)(event, DELIVERY)
     async with UnitOfWork(pool) as uow:
-        ws = await uow.worksets.get(ws_id)
-    assert ws.state.value == "rejected"
+        history = await uow.worksets.history(ws_id)
+    assert history[-1].to_state == "queued" and "without validation" in history[-1].reason
+    assert (await outbox(pool))[1]["payload"] == {"warnings": [], "estimate": None}
+    # Even unvalidated, what is not a WorksetSpec is rejected: nothing downstream could run it.
+    broken_id, broken = await submit_and_get_event(pool, {"name": "x", "samples": "not a list"})
+    await validate_submitted(CONSUMER, lambda: pool, checker_for(store, enable_validation=False),
+                             max_deliver=5)(broken, DELIVERY)
+    async with UnitOfWork(pool) as uow:
+        assert (await uow.worksets.get(broken_id)).state.value == "rejected"
+
+
+async def test_sentinels_follow_the_workset_of_a_dropped_folder(pool: asyncpg.Pool, s3lab: S3Lab,
+                                                                store: S3ObjectStore) -> None:
+    ws_id, _ = await submit_and_get_event(pool, s3lab.spec())
+    folder = "daylily_monitoring/active_worksets/run1/"
     async with pool.acquire() as conn:
-        body = await conn.fetchval("SELECT body FROM outbox WHERE subject LIKE '%workset.rejected'")
-    findings = json.loads(bytes(body))["payload"]["findings"]
-    fields = {f["field"] for f in findings}
-    assert {"pipeline", "max_retries"} <= fields, findings
-    assert all(f["code"] and f["message"] and f["fix"] for f in findings)
+        await IntakeRepository(conn).record_drop(DropRecord(
+            bucket=s3lab.bucket, folder=folder, ready_etag='"e1"', ready_modified=datetime.now(UTC), tenant_id="acme", workset_id=ws_id, outcome="submitted",
+            sentinel=sentinels.IN_PROGRESS, findings=[]))
+    handler = idempotent(SENTINEL_CONSUMER, lambda: pool, write_sentinel(lambda: store))
+    completed = new_envelope(WorksetCompleted(), tenant_id="acme", region="us-west-2", workset_id=ws_id)
+    await handler(completed, DELIVERY)
+    assert s3lab.get(folder + sentinels.COMPLETE).decode() == completed.occurred_at.isoformat()
+    s3lab.client.delete_object(Bucket=s3lab.bucket, Key=folder + sentinels.COMPLETE)
+    await handler(completed, DELIVERY)  # redelivery: the inbox says it is done
+    assert not s3lab.exists(folder + sentinels.COMPLETE)
+    async with pool.acquire() as conn:
+        drop = await IntakeRepository(conn).drop_for_workset(ws_id)
+    assert drop is not None and drop.sentinel == sentinels.COMPLETE
+    # A workset that did not come from a folder: nothing to write.
+    other_id, _ = await submit_and_get_event(pool, s3lab.spec("other"))
+    await handler(new_envelope(WorksetCompleted(), tenant_id="acme", region="us-west-2", workset_id=other_id),
+                  DELIVERY)

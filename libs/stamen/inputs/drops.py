@@ -1,0 +1,206 @@
+"""S3 drop intake: Daylily workset folders with a daylily.ready sentinel become worksets.
+
+`DropIntake.consider` handles one folder (used by the polling `DropWatcher` and by the portal's S3
+event endpoint); `ready_folders_in_event` reads S3 event notifications. Idempotent three ways: the
+s3_drops table remembers each daylily.ready ETag handled, the daylily.in_progress written on pick-up is
+newer than the ready sentinel, and the workset's idempotency key is the folder URI + ready ETag.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+from urllib.parse import unquote_plus
+
+import asyncpg
+import structlog
+
+from stamen.domain.workset import TENANT_ID_PATTERN
+from stamen.inputs import sentinels
+from stamen.inputs.folders import folder_name, import_documents, read_s3_folder
+from stamen.inputs.objects import ObjectInfo, ObjectStore, StorageError, gather_bounded
+from stamen.inputs.repository import DropRecord, IntakeRepository
+from stamen.inputs.settings import IntakeSettings
+from stamen.intake import submit_workset
+from stamen.worksets.daylily_import import INFO_FILE
+from stamen.worksets.documents import load_yaml_mapping
+from stamen.worksets.findings import has_errors
+
+log = structlog.get_logger(__name__)
+ACTOR = "s3-drop"
+
+Action = Literal["submitted", "refused", "skipped"]
+
+
+@dataclass(frozen=True)
+class DropOutcome:
+    bucket: str
+    folder: str
+    action: Action
+    reason: str
+    workset_id: str | None = None
+    findings: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"bucket": self.bucket, "folder": self.folder, "action": self.action, "reason": self.reason,
+                "workset_id": self.workset_id, "findings": self.findings}
+
+
+class DropIntake:
+    def __init__(self, pool: asyncpg.Pool, store: ObjectStore, *, region: str, intake: IntakeSettings) -> None:
+        self._pool = pool
+        self._store = store
+        self._region = region
+        self._intake = intake
+        self.buckets = intake.watched_buckets()
+        self.prefix = intake.normalised_drop_prefix()
+
+    async def consider(self, bucket: str, folder: str, seen: set[str] | None = None) -> DropOutcome:
+        """Pick the folder up if its sentinels say so; never raises for what is in the folder."""
+        try:
+            objects = await self._store.list_objects(bucket, folder + sentinels.PREFIX)
+            found = {obj.key[len(folder):]: obj for obj in objects}
+            if seen is None:
+                async with self._pool.acquire() as conn:
+                    seen = (await IntakeRepository(conn).seen_ready_etags(bucket, folder)).get(folder, set())
+            decision = sentinels.decide(found, seen)
+            if not decision.pick_up or decision.ready is None:
+                return DropOutcome(bucket, folder, "skipped", decision.reason)
+            return await self._pick_up(bucket, folder, decision.ready)
+        except StorageError as exc:
+            # Unreachable or no access: nothing recorded, so the next pass tries again.
+            log.warning("drop.storage_error", bucket=bucket, folder=folder, error=str(exc))
+            return DropOutcome(bucket, folder, "skipped", f"storage: {exc}")
+
+    async def _tenant(self, bucket: str, info: bytes | None) -> str:
+        mapped = self.buckets.get(bucket)
+        if mapped:
+            return mapped
+        if info is not None:
+            customer = (load_yaml_mapping(info, source=INFO_FILE).value or {}).get("customer_id")
+            if isinstance(customer, str) and TENANT_ID_PATTERN.fullmatch(customer.strip()):
+                return customer.strip()
+        return self._intake.drop_default_tenant
+
+    async def _pick_up(self, bucket: str, folder: str, ready: ObjectInfo) -> DropOutcome:
+        docs = await read_s3_folder(self._store, bucket, folder)
+        tenant = await self._tenant(bucket, docs.info)
+        imported = import_documents(docs, tenant=tenant, default_name=folder_name(folder))
+        now = datetime.now(UTC)
+        uri = f"s3://{bucket}/{folder}"
+        if imported.spec is None or has_errors(imported.findings):
+            # Nothing to store as a workset: the folder's own error sentinel and the s3_drops row say why.
+            findings = [f.model_dump() for f in imported.findings]
+            message = "refused: " + sentinels.summarise_findings(findings)
+            await self._store.put(bucket, folder + sentinels.ERROR, sentinels.error_body(now, message))
+            await self._record(bucket, folder, ready, tenant, None, "refused", findings, sentinels.ERROR)
+            log.info("drop.refused", folder=uri, codes=[f["code"] for f in findings][:10])
+            return DropOutcome(bucket, folder, "refused", message, findings=findings)
+        spec = imported.spec
+        result = await submit_workset(
+            self._pool, tenant_id=tenant, name=spec.name, spec=spec.model_dump(mode="json", exclude_none=True),
+            region=self._region, source="s3", actor=ACTOR, priority=spec.priority,
+            idempotency_key=f"{uri}#{ready.etag.strip(chr(34))}",
+        )  # fmt: skip
+        await self._store.put(bucket, folder + sentinels.IN_PROGRESS, sentinels.timestamp_body(now))
+        warnings = [f.model_dump() for f in imported.findings]
+        await self._record(bucket, folder, ready, tenant, result.workset_id, "submitted", warnings,
+                           sentinels.IN_PROGRESS)
+        log.info("drop.submitted", folder=uri, workset_id=result.workset_id, created=result.created)
+        return DropOutcome(bucket, folder, "submitted", "picked up", result.workset_id, warnings)
+
+    async def _record(self, bucket: str, folder: str, ready: ObjectInfo, tenant: str, workset_id: str | None,
+                      outcome: str, findings: list[dict[str, Any]], sentinel: str) -> None:
+        async with self._pool.acquire() as conn:
+            await IntakeRepository(conn).record_drop(DropRecord(
+                bucket=bucket, folder=folder, ready_etag=ready.etag, ready_modified=ready.last_modified,
+                tenant_id=tenant, workset_id=workset_id, outcome=outcome, sentinel=sentinel, findings=findings))
+
+
+class DropWatcher:
+    """Polls the watched buckets: one listing of the workset folders (Delimiter='/'), then only the
+    daylily.* sentinel keys of folders not picked up yet; folders already handled are re-listed every
+    `drop_rescan_every` passes to notice a new daylily.ready."""
+
+    def __init__(self, intake: DropIntake, store: ObjectStore, pool: asyncpg.Pool,
+                 settings: IntakeSettings) -> None:
+        self._intake = intake
+        self._store = store
+        self._pool = pool
+        self._settings = settings
+        self._passes = 0
+
+    async def scan_once(self) -> list[DropOutcome]:
+        self._passes += 1
+        rescan = self._passes % self._settings.drop_rescan_every == 1 or self._settings.drop_rescan_every == 1
+        limit = asyncio.Semaphore(self._settings.storage_concurrency)
+        outcomes: list[DropOutcome] = []
+        for bucket in self._intake.buckets:
+            try:
+                folders = await self._store.list_folders(bucket, self._intake.prefix)
+            except StorageError as exc:
+                log.warning("drop.list_failed", bucket=bucket, error=str(exc))
+                continue
+            async with self._pool.acquire() as conn:
+                seen = await IntakeRepository(conn).seen_ready_etags(bucket)
+            due = [f for f in folders if rescan or f not in seen]
+            outcomes += await gather_bounded(limit, *(self._intake.consider(bucket, f, seen.get(f, set()))
+                                                      for f in due))
+        return outcomes
+
+    async def run(self) -> None:
+        """Until cancelled; one bad pass is logged and the next one runs on time."""
+        while True:
+            try:
+                await self.scan_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("drop.pass_failed")
+            await asyncio.sleep(self._settings.drop_poll_seconds)
+
+
+class S3EventInvalid(ValueError):
+    code = "S3_EVENT_INVALID"
+
+
+def _records(body: object) -> list[Mapping[str, Any]]:
+    if not isinstance(body, Mapping):
+        raise S3EventInvalid("the body must be a JSON object")
+    if body.get("Type") == "Notification" and isinstance(body.get("Message"), str):
+        try:  # delivered through SNS: the S3 event is the message text
+            return _records(json.loads(body["Message"]))
+        except json.JSONDecodeError:
+            raise S3EventInvalid("the SNS Message is not JSON") from None
+    if body.get("Event") == "s3:TestEvent":
+        return []
+    records = body.get("Records")
+    if not isinstance(records, list) or not all(isinstance(r, Mapping) for r in records):
+        raise S3EventInvalid("no Records list: expected an S3 event notification")
+    return records
+
+
+def ready_folders_in_event(body: object, prefix: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """(bucket, folder) of every daylily.ready created in an S3 event, and what was ignored and why."""
+    folders: list[tuple[str, str]] = []
+    ignored: list[str] = []
+    for record in _records(body):
+        try:
+            name = str(record.get("eventName", ""))
+            bucket = str(record["s3"]["bucket"]["name"])
+            key = unquote_plus(str(record["s3"]["object"]["key"]))  # event keys are URL-encoded
+        except (KeyError, TypeError):
+            raise S3EventInvalid("a record lacks s3.bucket.name or s3.object.key") from None
+        folder, _, leaf = key.rpartition("/")
+        rest = folder[len(prefix):] if folder.startswith(prefix) else ""
+        if not name.startswith("ObjectCreated"):
+            ignored.append(f"s3://{bucket}/{key}: {name or 'no eventName'} is not an object creation")
+        elif leaf != sentinels.READY or not rest or "/" in rest:
+            ignored.append(f"s3://{bucket}/{key}: not a {prefix}<workset>/{sentinels.READY} key")
+        elif (bucket, folder + "/") not in folders:
+            folders.append((bucket, folder + "/"))
+    return folders, ignored

@@ -1,0 +1,250 @@
+"""The object-store port and its S3 adapter (aioboto3). Everything else in intake talks to `ObjectStore`.
+
+S3's own errors are translated here into a few exceptions that say what they mean for a workset
+(missing, no access, archived, unreachable), so no botocore detail leaks into the checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+from urllib.parse import urlparse
+
+import aioboto3  # type: ignore[import-untyped]
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from stamen.inputs.settings import IntakeSettings
+from stamen.settings import Settings
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    etag: str
+    last_modified: datetime
+    storage_class: str | None = None
+
+
+class StorageError(Exception):
+    """Base of what a storage call can tell a workset; `code` is the finding code it becomes."""
+
+    code = "SNF-OBJ-006"
+
+
+class ObjectMissing(StorageError):
+    code = "SNF-OBJ-001"
+
+
+class AccessDenied(StorageError):
+    code = "SNF-OBJ-003"
+
+
+class BucketMissing(StorageError):
+    code = "SNF-OBJ-004"
+
+
+class ObjectArchived(StorageError):
+    code = "SNF-OBJ-005"
+
+
+class RangeNotSatisfiable(StorageError):
+    """A ranged GET of an empty object: S3 answers 416, the content is simply empty."""
+
+
+class StorageUnavailable(StorageError):
+    """Throttling, 5xx, timeouts, no network or no credentials: nothing the workset can fix."""
+
+    code = "SNF-OBJ-006"
+
+
+ARCHIVE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
+
+
+class ObjectStore(Protocol):
+    async def head(self, bucket: str, key: str) -> ObjectInfo: ...
+
+    async def read(self, bucket: str, key: str, *, length: int | None = None) -> bytes:
+        """The first `length` bytes (all of it when None)."""
+        ...
+
+    async def put(self, bucket: str, key: str, body: bytes, *, content_type: str = "text/plain") -> None: ...
+
+    async def list_folders(self, bucket: str, prefix: str) -> list[str]:
+        """Sub-folder prefixes directly under `prefix` (Delimiter='/')."""
+        ...
+
+    async def list_objects(self, bucket: str, prefix: str) -> list[ObjectInfo]:
+        """Objects directly under `prefix` (Delimiter='/': nothing from deeper folders)."""
+        ...
+
+    async def bucket_region(self, bucket: str) -> str | None: ...
+
+    async def ensure_bucket(self, bucket: str) -> None: ...
+
+
+def _status(error: ClientError) -> tuple[str, int]:
+    details: Any = error.response
+    code = str(details.get("Error", {}).get("Code", ""))
+    status = int(details.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    return code, status
+
+
+def _where(bucket: str, key: str) -> str:
+    return f"s3://{bucket}/{key}"
+
+
+class S3ObjectStore:
+    """`ObjectStore` over an aiobotocore S3 client (opened by `open_object_store`)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._bucket_exists: dict[str, bool] = {}
+
+    async def _call(self, what: str, bucket: str, key: str, operation: str, **kwargs: Any) -> Any:
+        try:
+            return await getattr(self._client, operation)(**kwargs)
+        except ClientError as exc:
+            code, status = _status(exc)
+            where = _where(bucket, key)
+            if code in ("NoSuchBucket",):
+                raise BucketMissing(f"bucket {bucket} does not exist") from None
+            if code in ("NoSuchKey", "NotFound", "404") or status == 404:
+                if key and not await self._bucket_is_there(bucket):
+                    raise BucketMissing(f"bucket {bucket} does not exist") from None
+                raise ObjectMissing(f"{where} does not exist") from None
+            if code in ("AccessDenied", "Forbidden", "403", "AllAccessDisabled") or status == 403:
+                raise AccessDenied(f"{what} {where}: access denied") from None
+            if code == "InvalidRange" or status == 416:
+                raise RangeNotSatisfiable(f"{where} is shorter than the requested range") from None
+            if code == "InvalidObjectState":
+                raise ObjectArchived(f"{where} is archived and must be restored first") from None
+            raise StorageUnavailable(f"{what} {where} failed: {code or status}") from None
+        except (BotoCoreError, TimeoutError, OSError) as exc:
+            raise StorageUnavailable(f"{what} {_where(bucket, key)} failed: {exc}") from None
+
+    async def _bucket_is_there(self, bucket: str) -> bool:
+        # HEAD says 404 for a missing key and a missing bucket alike; one HEAD bucket (cached) tells them apart.
+        if bucket not in self._bucket_exists:
+            try:
+                await self._client.head_bucket(Bucket=bucket)
+                self._bucket_exists[bucket] = True
+            except ClientError as exc:
+                code, status = _status(exc)
+                self._bucket_exists[bucket] = not (status == 404 or code in ("NoSuchBucket", "404", "NotFound"))
+            except (BotoCoreError, TimeoutError, OSError):
+                return True  # unknown: report the object, not the bucket, as missing
+        return self._bucket_exists[bucket]
+
+    async def head(self, bucket: str, key: str) -> ObjectInfo:
+        head = await self._call("HEAD", bucket, key, "head_object", Bucket=bucket, Key=key)
+        return ObjectInfo(key=key, size=int(head["ContentLength"]), etag=str(head.get("ETag", "")),
+                          last_modified=head["LastModified"], storage_class=head.get("StorageClass"))
+
+    async def read(self, bucket: str, key: str, *, length: int | None = None) -> bytes:
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
+        if length is not None:
+            kwargs["Range"] = f"bytes=0-{length - 1}"
+        try:
+            response = await self._call("GET", bucket, key, "get_object", **kwargs)
+        except RangeNotSatisfiable:
+            return b""
+        try:
+            async with response["Body"] as body:
+                data: bytes = await body.read()
+        except (BotoCoreError, TimeoutError, OSError) as exc:
+            raise StorageUnavailable(f"GET {_where(bucket, key)} failed while reading: {exc}") from None
+        return data if length is None else data[:length]
+
+    async def put(self, bucket: str, key: str, body: bytes, *, content_type: str = "text/plain") -> None:
+        await self._call("PUT", bucket, key, "put_object", Bucket=bucket, Key=key, Body=body,
+                         ContentType=content_type)
+
+    async def _pages(self, bucket: str, prefix: str) -> AsyncIterator[dict[str, Any]]:
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "Delimiter": "/"}
+            if token:
+                kwargs["ContinuationToken"] = token
+            page = await self._call("LIST", bucket, prefix, "list_objects_v2", **kwargs)
+            yield page
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
+
+    async def list_folders(self, bucket: str, prefix: str) -> list[str]:
+        return [p["Prefix"] async for page in self._pages(bucket, prefix) for p in page.get("CommonPrefixes", [])]
+
+    async def list_objects(self, bucket: str, prefix: str) -> list[ObjectInfo]:
+        return [ObjectInfo(key=o["Key"], size=int(o["Size"]), etag=str(o.get("ETag", "")),
+                           last_modified=o["LastModified"], storage_class=o.get("StorageClass"))
+                async for page in self._pages(bucket, prefix) for o in page.get("Contents", [])]
+
+    async def bucket_region(self, bucket: str) -> str | None:
+        try:
+            answer = await self._call("GetBucketLocation", bucket, "", "get_bucket_location", Bucket=bucket)
+        except StorageError:
+            return None
+        # Buckets in us-east-1 report no constraint; "EU" is the legacy name of eu-west-1.
+        constraint = answer.get("LocationConstraint") or "us-east-1"
+        return "eu-west-1" if constraint == "EU" else str(constraint)
+
+    async def ensure_bucket(self, bucket: str) -> None:
+        if await self._bucket_is_there(bucket):
+            return
+        region = self._client.meta.region_name
+        config = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+        try:
+            await self._call("CreateBucket", bucket, "", "create_bucket", Bucket=bucket, **config)
+        except StorageError:
+            if not await self._bucket_is_there(bucket):
+                raise
+        self._bucket_exists[bucket] = True
+
+
+def endpoint_is_loopback(endpoint_url: str | None) -> bool:
+    """True for an emulator on this machine (moto from `stamen up`), never for real AWS."""
+    if not endpoint_url:
+        return False
+    host = urlparse(endpoint_url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@asynccontextmanager
+async def open_object_store(settings: Settings, intake: IntakeSettings | None = None, *,
+                            region: str | None = None, endpoint_url: str | None = None,
+                            emulator: bool = False) -> AsyncIterator[S3ObjectStore]:
+    """An S3 client for AWS_ENDPOINT_URL (moto, MinIO) or real AWS, with bounded timeouts and retries.
+
+    Opening makes no network call, so a service starts even when S3 is unreachable. `emulator` sends
+    dummy credentials (for the embedded moto), so real ones are never sent to it."""
+    intake = intake or IntakeSettings()
+    config = Config(connect_timeout=intake.storage_timeout_seconds, read_timeout=intake.storage_timeout_seconds,
+                    retries={"max_attempts": 3, "mode": "standard"},
+                    max_pool_connections=max(10, intake.storage_concurrency))
+    session = aioboto3.Session(**({"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+                                  if emulator else {}))
+    async with session.client("s3", endpoint_url=endpoint_url or settings.aws_endpoint_url,
+                              region_name=region or settings.aws_region, config=config) as client:
+        yield S3ObjectStore(client)
+
+
+async def gather_bounded(limit: asyncio.Semaphore, *calls: Any) -> list[Any]:
+    """Run coroutines concurrently, at most `limit` at a time, results in order."""
+
+    async def one(call: Any) -> Any:
+        async with limit:
+            return await call
+
+    return list(await asyncio.gather(*(one(c) for c in calls)))

@@ -1,0 +1,122 @@
+"""Document intake shared by the HTTP API and the NATS request/reply subject: bytes in, a workset or
+findings out. Both then call `stamen.intake.submit_workset`, the one path every intake uses."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+import asyncpg
+
+from stamen.domain.workset import check_tenant_id
+from stamen.intake import submit_workset
+from stamen.worksets import Finding, ImportResult, import_form, validate_spec
+from stamen.worksets.documents import MAX_YAML_BYTES, Parsed, as_mapping, decode_text, load_yaml_mapping
+from stamen.worksets.findings import finding
+
+Media = Literal["json", "yaml"]
+# Printable ASCII without spaces: keys end up in logs, headers and a unique index.
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
+
+
+class IntakeRefused(ValueError):
+    """The request itself is unusable (bad tenant or idempotency key): a stable code, no findings."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def media_of(content_type: str | None) -> Media | None:
+    """json / yaml from a Content-Type, None when it is neither."""
+    kind = (content_type or "").split(";")[0].strip().lower()
+    if kind in ("application/json", "text/json") or kind.endswith("+json"):
+        return "json"
+    if kind in ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"):
+        return "yaml"
+    return None
+
+
+def parse_document(data: bytes | str, media: Media, *, source: str = "form") -> Parsed:
+    if media == "yaml":
+        return load_yaml_mapping(data, source=source)
+    text, problems = decode_text(data, limit=MAX_YAML_BYTES, source=source)
+    if text is None:
+        return Parsed(findings=problems)
+    if not text.strip():
+        return Parsed(findings=[finding("VAL-INPUT-005", "", source=source)])
+    try:
+        loaded = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return Parsed(findings=[finding("VAL-INPUT-003", "", f"invalid JSON at line {exc.lineno}, column "
+                                        f"{exc.colno}: {exc.msg}", source=source,
+                                        fix="Fix the JSON syntax at the reported line and column.")])
+    except RecursionError:
+        return Parsed(findings=[finding("VAL-INPUT-003", "", "invalid JSON: nested too deeply", source=source)])
+    return as_mapping(loaded, source=source)
+
+
+def import_for_tenant(document: bytes | str | Mapping[str, object], *, tenant: str | None,
+                      media: Media = "yaml", source: str = "form") -> ImportResult:
+    """Import a form document; `tenant` (who submits) replaces whatever tenant the document names."""
+    parsed = as_mapping(document, source=source) if isinstance(document, Mapping) else parse_document(
+        document, media, source=source)
+    if parsed.value is None:
+        return ImportResult(spec=None, findings=parsed.findings)
+    value = parsed.value if tenant is None else {**parsed.value, "tenant": tenant}
+    return import_form(value, source=source)
+
+
+def check_request(tenant: str | None, idempotency_key: str | None) -> str:
+    if not tenant:
+        raise IntakeRefused("TENANT_REQUIRED", "say which tenant submits the workset (X-Stamen-Tenant header, or "
+                                               "the subject stamen.intake.<tenant>)")
+    try:
+        check_tenant_id(tenant)
+    except ValueError as exc:
+        raise IntakeRefused("TENANT_INVALID", str(exc)) from None
+    if idempotency_key is not None and not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
+        raise IntakeRefused("IDEMPOTENCY_KEY_INVALID", "Idempotency-Key must be 1-200 printable ASCII characters "
+                                                       "without spaces")
+    return tenant
+
+
+@dataclass(frozen=True)
+class SubmissionOutcome:
+    accepted: bool
+    findings: list[Finding] = field(default_factory=list)
+    workset_id: str | None = None
+    state: str | None = None
+    created: bool = False
+
+    def as_reply(self) -> dict[str, object]:
+        """The JSON answer both the HTTP API and the NATS subject give."""
+        if not self.accepted:
+            return {"ok": False, "code": "VALIDATION_FAILED",
+                    "message": f"the workset has {sum(f.severity == 'error' for f in self.findings)} error(s); "
+                               "nothing was submitted",
+                    "details": {"findings": [f.model_dump() for f in self.findings]}}
+        return {"ok": True, "workset_id": self.workset_id, "state": self.state, "created": self.created,
+                "warnings": [f.model_dump() for f in self.findings]}
+
+
+async def submit_document(pool: asyncpg.Pool, document: bytes | str | Mapping[str, object], *, media: Media,
+                          tenant: str | None, idempotency_key: str | None, region: str, source: str,
+                          actor: str) -> SubmissionOutcome:
+    """Structural validation now (the caller hears of document errors at once); storage checks and the
+    estimate follow in the validator service, which turns the workset into queued or rejected."""
+    tenant = check_request(tenant, idempotency_key)
+    imported = import_for_tenant(document, tenant=tenant, media=media, source=source)
+    report = validate_spec(imported.spec, dry_run=True, prior_findings=imported.findings)
+    if imported.spec is None or not report.ok:
+        return SubmissionOutcome(accepted=False, findings=report.findings)
+    spec = imported.spec
+    result = await submit_workset(pool, tenant_id=tenant, name=spec.name,
+                                  spec=spec.model_dump(mode="json", exclude_none=True), region=region,
+                                  source=source, actor=actor, priority=spec.priority,
+                                  idempotency_key=idempotency_key)
+    return SubmissionOutcome(accepted=True, findings=report.findings, workset_id=result.workset_id,
+                             state=result.state, created=result.created)

@@ -1,0 +1,1 @@
+"""The portal's JSON API (/api/v1): workset intake, validation, Daylily export, schema, S3 events."""

@@ -1,0 +1,155 @@
+"""The whole validator service (init_app) on real NATS, PostgreSQL and moto: NATS request/reply intake,
+the S3 drop watcher, and a consumer that survives every broken input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import pytest
+import yaml
+from aiohttp.test_utils import TestServer
+from nats.aio.client import Client as NATS
+
+from services.validator.app import init_app
+from stamen.inputs import sentinels
+from stamen.intake import submit_workset
+from tests.intake.s3kit import S3Lab, make_intake, make_settings
+from tests.worksets.conftest import fastq_records, gz
+
+
+@pytest.fixture
+async def validator(database_url: str, nats_url: str, s3lab: S3Lab, nc: NATS) -> AsyncIterator[TestServer]:
+    app = init_app(make_settings(database_url, nats_url, s3lab.url), intake=make_intake(s3lab))
+    server = TestServer(app)
+    await server.start_server()
+    yield server
+    await server.close()
+
+
+async def wait_for(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> float:
+    started = time.monotonic()
+    while not await check():
+        assert time.monotonic() - started < timeout, f"timed out waiting for {what}"
+        await asyncio.sleep(0.1)
+    return time.monotonic() - started
+
+
+async def states(pool: asyncpg.Pool) -> dict[str, str]:
+    async with pool.acquire() as conn:
+        return {r["name"]: r["state"] for r in await conn.fetch("SELECT name, state FROM worksets")}
+
+
+async def request(nc: NATS, tenant: str, body: bytes, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    reply = await nc.request(f"stamen.intake.{tenant}", body, timeout=10, headers=headers)
+    answer: dict[str, Any] = json.loads(reply.data)
+    return answer
+
+
+async def test_nats_request_twice_makes_one_workset(validator: TestServer, nc: NATS, pool: asyncpg.Pool,
+                                                    s3lab: S3Lab) -> None:
+    body = json.dumps(s3lab.spec("lab-run")).encode()
+    headers = {"Idempotency-Key": "lims-4711", "Content-Type": "application/json"}
+    first = await request(nc, "acme", body, headers)
+    second = await request(nc, "acme", body, headers)
+    assert first["ok"] and first["created"] and not second["created"]
+    assert first["workset_id"] == second["workset_id"]
+    await wait_for(lambda: _state_is(pool, "lab-run", "queued"), 10, "validation")
+    assert len(await states(pool)) == 1
+    refused = await request(nc, "acme", yaml.safe_dump({"name": "x", "samples": [], "pipeline": "teleport"}).encode())
+    assert not refused["ok"] and refused["code"] == "VALIDATION_FAILED"
+    assert {f["code"] for f in refused["details"]["findings"]} >= {"VAL-ENUM-001"}
+    bad_tenant = await request(nc, "ACME", body)
+    assert bad_tenant == {"ok": False, "code": "TENANT_INVALID", "message": bad_tenant["message"], "details": {}}
+
+
+async def _state_is(pool: asyncpg.Pool, name: str, state: str) -> bool:
+    return (await states(pool)).get(name) == state
+
+
+async def test_two_validators_share_the_intake_subject(validator: TestServer, database_url: str, nats_url: str,
+                                                       s3lab: S3Lab, nc: NATS, pool: asyncpg.Pool) -> None:
+    second = TestServer(init_app(make_settings(database_url, nats_url, s3lab.url), intake=make_intake()))
+    await second.start_server()
+    try:
+        for i in range(6):
+            answer = await request(nc, "acme", json.dumps(s3lab.spec(f"shared-{i}")).encode())
+            assert answer["ok"], answer
+    finally:
+        await second.close()
+    # A queue group: each request handled by exactly one of the two validators.
+    assert sorted(await states(pool)) == [f"shared-{i}" for i in range(6)]
+
+
+async def test_the_consumer_survives_the_broken_input_corpus(validator: TestServer, pool: asyncpg.Pool,
+                                                             s3lab: S3Lab) -> None:
+    def with_r2(body: bytes | None) -> dict[str, Any]:
+        spec = s3lab.spec()
+        key = spec["samples"][0]["r2"].split("/", 3)[3]
+        s3lab.client.delete_object(Bucket=s3lab.bucket, Key=key)
+        new_key = key.replace("reads/", f"reads/{len(corpus)}/")
+        if body is not None:
+            spec["samples"][0]["r2"] = s3lab.put(new_key, body)
+        else:
+            spec["samples"][0]["r2"] = f"s3://{s3lab.bucket}/{new_key}"
+        return spec
+
+    corpus: dict[str, tuple[dict[str, Any], str]] = {}
+    corpus["truncated"] = (with_r2(gz(fastq_records(50, mate=2))[:-40]), "SNF-GZ-003")
+    corpus["short-quality"] = (with_r2(gz(b"@A00123:8:H5KCNDSXY:1:1101:1000:2000 2:N:0:ATCACG\nACGT\n+\nII\n")),
+                               "SNF-FQ-003")
+    corpus["absent"] = (with_r2(None), "SNF-OBJ-001")
+    corpus["empty"] = (with_r2(b""), "SNF-OBJ-002")
+    corpus["garbage"] = (with_r2(b"\x00\xff" * 40_000), "SNF-GZ-001")
+    corpus["unknown-ref"] = (s3lab.spec(reference_genome="hg99"), "VAL-REF-001")
+    corpus["not-a-spec"] = ({"samples": "a string", "pipeline": 7}, "VAL-REQ-001")
+    for name, (spec, _) in corpus.items():
+        await submit_workset(pool, tenant_id="acme", name=name, spec=spec, region="us-west-2", source="test",
+                             actor="test")
+    await wait_for(lambda: _all_done(pool, set(corpus)), 20, "the corpus to be rejected")
+    assert set((await states(pool)).values()) == {"rejected"}
+    async with pool.acquire() as conn:
+        rows = await conn.fetch("SELECT w.name, v.findings FROM worksets w JOIN workset_validations v "
+                                "ON v.workset_id = w.id")
+    found = {r["name"]: {f["code"] for f in json.loads(r["findings"])} for r in rows}
+    for name, (_, code) in corpus.items():
+        assert code in found[name], (name, found[name])
+    # Still consuming.
+    await submit_workset(pool, tenant_id="acme", name="after", spec=s3lab.spec("after"), region="us-west-2",
+                         source="test", actor="test")
+    await wait_for(lambda: _state_is(pool, "after", "queued"), 10, "a good workset after the corpus")
+
+
+async def _all_done(pool: asyncpg.Pool, names: set[str]) -> bool:
+    current = await states(pool)
+    return names <= set(current) and all(current[n] != "submitted" for n in names)
+
+
+async def test_an_s3_drop_goes_ready_in_progress_then_error_when_rejected(validator: TestServer, pool: asyncpg.Pool,
+                                                                          s3lab: S3Lab) -> None:
+    folder = s3lab.drop_folder("drop-ok")
+    bad = s3lab.drop_folder("drop-bad", info={"pipeline_type": "fastq-qc", "reference_genome": "hg99"})
+    elapsed = await wait_for(lambda: _names(pool, {"drop-ok", "drop-bad"}), 5, "the watcher")
+    assert elapsed < 5
+    for picked in (folder, bad):  # daylily.ready -> daylily.in_progress, written right after the submission
+        await wait_for(lambda p=picked: _exists(s3lab, p + sentinels.IN_PROGRESS), 2, "daylily.in_progress")  # type: ignore[misc]
+    await wait_for(lambda: _state_is(pool, "drop-bad", "rejected"), 10, "rejection")
+    await wait_for(lambda: _exists(s3lab, bad + sentinels.ERROR), 10, "daylily.error")
+    stamp, message = s3lab.get(bad + sentinels.ERROR).decode().split("\t")
+    assert datetime.fromisoformat(stamp).tzinfo is not None
+    assert message.startswith("rejected: VAL-REF-001 reference_genome")
+    await wait_for(lambda: _state_is(pool, "drop-ok", "queued"), 10, "validation")
+    assert not s3lab.exists(folder + sentinels.ERROR)
+
+
+async def _names(pool: asyncpg.Pool, names: set[str]) -> bool:
+    return names <= set(await states(pool))
+
+
+async def _exists(s3lab: S3Lab, key: str) -> bool:
+    return s3lab.exists(key)

@@ -1,0 +1,149 @@
+"""The S3 drop watcher against moto and PostgreSQL: one workset per folder however often it is seen,
+sentinels kept true, the watcher's loop picks a folder up within 5 s."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from stamen.inputs import sentinels
+from stamen.inputs.drops import DropIntake, DropWatcher, S3EventInvalid, ready_folders_in_event
+from stamen.inputs.objects import ObjectInfo, open_object_store
+from stamen.inputs.settings import IntakeSettings
+from stamen.settings import Settings
+from stamen.store.unit_of_work import UnitOfWork
+from tests.intake.s3kit import DROP_PREFIX, S3Lab, make_intake
+
+
+async def worksets(pool: asyncpg.Pool) -> list[asyncpg.Record]:
+    async with pool.acquire() as conn:
+        return list(await conn.fetch("SELECT id, tenant_id, name, state, idempotency_key FROM worksets"))
+
+
+def settings_for(s3lab: S3Lab) -> Settings:
+    return Settings(AWS_ENDPOINT_URL=s3lab.url, AWS_REGION="us-west-2", region="us-west-2")
+
+
+async def test_same_folder_seen_again_and_again_makes_one_workset(pool: asyncpg.Pool, s3lab: S3Lab) -> None:
+    folder = s3lab.drop_folder("run7")
+    s3lab.drop_folder("not-ready-yet", ready=False)
+    intake = make_intake(s3lab)
+    async with open_object_store(settings_for(s3lab), intake) as store:
+        drops = DropIntake(pool, store, region="us-west-2", intake=intake)
+        first = await DropWatcher(drops, store, pool, intake).scan_once()
+        assert sorted((o.folder.rsplit("/", 2)[1], o.action) for o in first) == [
+            ("not-ready-yet", "skipped"), ("run7", "submitted")]
+        # Seen again: by the same watcher, by a restarted one, and through the S3 event path.
+        again = await DropWatcher(drops, store, pool, intake).scan_once()
+        assert {o.action for o in again} == {"skipped"}
+        assert (await drops.consider(s3lab.bucket, folder)).action == "skipped"
+    rows = await worksets(pool)
+    assert len(rows) == 1 and rows[0]["tenant_id"] == "acme" and rows[0]["name"] == "run7"
+    assert rows[0]["idempotency_key"].startswith(f"s3://{s3lab.bucket}/{folder}#")
+    stamp = s3lab.get(folder + sentinels.IN_PROGRESS).decode()
+    assert abs(datetime.fromisoformat(stamp) - datetime.now(UTC)) < timedelta(seconds=30)
+
+
+async def test_lost_memory_still_makes_one_workset(pool: asyncpg.Pool, s3lab: S3Lab) -> None:
+    """Even if the s3_drops rows and the in_progress sentinel were lost, the idempotency key holds."""
+    folder = s3lab.drop_folder("run8")
+    intake = make_intake(s3lab)
+    async with open_object_store(settings_for(s3lab), intake) as store:
+        drops = DropIntake(pool, store, region="us-west-2", intake=intake)
+        assert (await drops.consider(s3lab.bucket, folder)).action == "submitted"
+        async with pool.acquire() as conn:
+            await conn.execute("DELETE FROM s3_drops")
+        s3lab.client.delete_object(Bucket=s3lab.bucket, Key=folder + sentinels.IN_PROGRESS)
+        again = await drops.consider(s3lab.bucket, folder)
+    assert again.action == "submitted"
+    assert len(await worksets(pool)) == 1
+
+
+async def test_a_folder_that_cannot_be_read_is_refused_with_daylily_error(pool: asyncpg.Pool, s3lab: S3Lab) -> None:
+    folder = s3lab.drop_folder("broken", work="- a list\n- not a mapping\n")
+    intake = make_intake(s3lab)
+    async with open_object_store(settings_for(s3lab), intake) as store:
+        outcome = await DropIntake(pool, store, region="us-west-2", intake=intake).consider(s3lab.bucket, folder)
+    assert outcome.action == "refused" and [f["code"] for f in outcome.findings] == ["VAL-INPUT-004"]
+    stamp, message = s3lab.get(folder + sentinels.ERROR).decode().split("\t")
+    datetime.fromisoformat(stamp)
+    assert message.startswith("refused: VAL-INPUT-004")
+    assert await worksets(pool) == []
+
+
+async def test_the_watcher_loop_picks_a_new_folder_up_within_5_seconds(pool: asyncpg.Pool, s3lab: S3Lab) -> None:
+    intake = make_intake(s3lab, drop_poll_seconds=2.0)
+    async with open_object_store(settings_for(s3lab), intake) as store:
+        watcher = DropWatcher(DropIntake(pool, store, region="us-west-2", intake=intake), store, pool, intake)
+        task = asyncio.create_task(watcher.run())
+        try:
+            await asyncio.sleep(0.3)  # the watcher is between passes
+            folder = s3lab.drop_folder("late")
+            started = time.monotonic()
+            # Picked up = the workset exists and daylily.in_progress is written (the pick-up's last step).
+            while not (await worksets(pool) and s3lab.exists(folder + sentinels.IN_PROGRESS)):
+                assert time.monotonic() - started < 5, "not picked up within 5 s"
+                await asyncio.sleep(0.1)
+        finally:
+            task.cancel()
+    async with UnitOfWork(pool) as uow:
+        [row] = await worksets(pool)
+        history = await uow.worksets.history(row["id"])
+    assert [h.to_state for h in history] == ["submitted"] and history[0].actor == "s3-drop"
+
+
+def info(name: str, seconds: int, etag: str = '"e"') -> ObjectInfo:
+    return ObjectInfo(key=name, size=1, etag=etag, last_modified=datetime(2025, 1, 1, tzinfo=UTC)
+                      + timedelta(seconds=seconds))
+
+
+@pytest.mark.parametrize(("present", "pick_up"), [
+    ({sentinels.READY: 0}, True),
+    ({}, False),
+    ({sentinels.READY: 0, sentinels.IGNORE: 0}, False),
+    ({sentinels.READY: 0, sentinels.LOCK: 5}, False),
+    ({sentinels.READY: 0, sentinels.IN_PROGRESS: 1}, False),
+    ({sentinels.READY: 0, sentinels.IN_PROGRESS: 0}, False),  # same second: handled
+    ({sentinels.READY: 10, sentinels.ERROR: 1}, True),  # ready written again after an error
+])
+def test_sentinel_decision(present: dict[str, int], pick_up: bool) -> None:
+    assert sentinels.decide({n: info(n, s) for n, s in present.items()}, set()).pick_up is pick_up
+
+
+def test_a_ready_sentinel_already_handled_is_not_picked_up_again() -> None:
+    assert not sentinels.decide({sentinels.READY: info(sentinels.READY, 0, '"abc"')}, {'"abc"'}).pick_up
+
+
+def test_error_sentinel_is_timestamp_tab_one_line() -> None:
+    body = sentinels.error_body(datetime(2025, 1, 2, tzinfo=UTC), "two\tlines\nhere")
+    assert body == b"2025-01-02T00:00:00+00:00\ttwo lines here"
+
+
+def test_s3_event_shapes() -> None:
+    record = {"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "lab"},
+                                                         "object": {"key": f"{DROP_PREFIX}run+7%2B/daylily.ready"}}}
+    other = {"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "lab"},
+                                                        "object": {"key": f"{DROP_PREFIX}run7/stage_samples.tsv"}}}
+    removed = {**record, "eventName": "ObjectRemoved:Delete"}
+    folders, ignored = ready_folders_in_event({"Records": [record, record, other, removed]}, DROP_PREFIX)
+    assert folders == [("lab", f"{DROP_PREFIX}run 7+/")] and len(ignored) == 2
+    import json
+
+    sns = {"Type": "Notification", "Message": json.dumps({"Records": [record]})}
+    assert ready_folders_in_event(sns, DROP_PREFIX)[0] == folders
+    assert ready_folders_in_event({"Service": "Amazon S3", "Event": "s3:TestEvent"}, DROP_PREFIX) == ([], [])
+    bad: object
+    for bad in ([], {"Records": "x"}, {"Records": [{"eventName": "ObjectCreated:Put"}]}):
+        with pytest.raises(S3EventInvalid):
+            ready_folders_in_event(bad, DROP_PREFIX)
+
+
+def test_watched_buckets_setting() -> None:
+    settings = IntakeSettings(drop_buckets=" lab-a=acme, lab-b ,")
+    assert settings.watched_buckets() == {"lab-a": "acme", "lab-b": None}
+    with pytest.raises(ValueError, match="tenant id"):
+        IntakeSettings(drop_buckets="lab=Not A Tenant").watched_buckets()
