@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import asyncpg
 import asyncpg.pool
@@ -16,15 +17,29 @@ import structlog
 
 from stamen.bus.metrics import PUBLISHED
 from stamen.bus.publisher import RawPublisher
+from stamen.store.inbox import Inbox
 from stamen.store.outbox import NOTIFY_CHANNEL, OutboxQueue
 
 log = structlog.get_logger(__name__)
 
 
 class OutboxRelay:
+    # Housekeeping runs at most this often per relay; several relays purging at once is harmless.
+    PURGE_EVERY_SECONDS = 3600.0
+
     def __init__(
-        self, pool: asyncpg.Pool, publisher: RawPublisher, *, batch_size: int = 200, poll_seconds: float = 2.0
+        self,
+        pool: asyncpg.Pool,
+        publisher: RawPublisher,
+        *,
+        batch_size: int = 200,
+        poll_seconds: float = 2.0,
+        outbox_retention_days: float = 7.0,
+        inbox_retention_days: float = 31.0,
     ) -> None:
+        self._outbox_retention_days = outbox_retention_days
+        self._inbox_retention_days = inbox_retention_days
+        self._next_purge = 0.0
         self._pool = pool
         self._publisher = publisher
         self._batch_size = batch_size
@@ -52,6 +67,12 @@ class OutboxRelay:
                 await asyncio.sleep(1.0)
             if sent >= self._batch_size:
                 continue  # more are waiting
+            if time.monotonic() >= self._next_purge:
+                self._next_purge = time.monotonic() + self.PURGE_EVERY_SECONDS
+                try:
+                    await self.purge_history()
+                except Exception as exc:
+                    log.warning("outbox.purge_failed", error=str(exc))
             self._wake.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll_seconds)
@@ -68,6 +89,15 @@ class OutboxRelay:
                 PUBLISHED.labels("stored" if fresh else "duplicate").inc()
             await queue.mark_published([r.id for r in rows])
             return len(rows)
+
+    async def purge_history(self) -> tuple[int, int]:
+        """Drop published outbox rows and inbox claims past their retention; returns both counts."""
+        async with self._pool.acquire() as conn:
+            outbox = await OutboxQueue(conn).purge_published(self._outbox_retention_days)
+            inbox = await Inbox(conn).purge(self._inbox_retention_days)
+        if outbox or inbox:
+            log.info("outbox.purged", outbox_rows=outbox, inbox_rows=inbox)
+        return outbox, inbox
 
     async def stop(self) -> None:
         self._stopping.set()

@@ -24,6 +24,8 @@ async def run_relay(settings: Settings) -> None:
         JetStreamPublisher(js),
         batch_size=settings.outbox_batch_size,
         poll_seconds=settings.outbox_poll_seconds,
+        outbox_retention_days=settings.outbox_retention_days,
+        inbox_retention_days=settings.inbox_retention_days,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     # Outbox relay.
     outbox_batch_size: int = 200
     outbox_poll_seconds: float = 2.0
+    outbox_retention_days: float = 7.0
+    inbox_retention_days: float = 31.0  # longer than the events stream keeps messages (30 days)
 
     # Scheduler.
     scheduler_poll_seconds: float = 1.0

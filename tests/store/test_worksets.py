@@ -91,3 +91,27 @@ async def test_idempotency_key_makes_one_workset_even_when_racing(pool: asyncpg.
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM worksets") == 1
         assert await conn.fetchval("SELECT count(*) FROM outbox") == 1
+
+
+async def test_relay_housekeeping_drops_only_old_history(pool: asyncpg.Pool) -> None:
+    from stamen.relay import OutboxRelay
+
+    await submitted(pool)
+    await submitted(pool)
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "UPDATE outbox SET published_at = now() - interval '8 days' WHERE id = (SELECT min(id) FROM outbox)"
+        )
+        await conn.execute(
+            "INSERT INTO inbox (consumer, event_id, processed_at) VALUES ('c', gen_random_uuid(), now() - interval '40 days')"
+        )
+        await conn.execute("INSERT INTO inbox (consumer, event_id) VALUES ('c', gen_random_uuid())")
+
+    class Unused:
+        async def publish_raw(self, subject: str, body: bytes, headers: dict[str, str]) -> bool:
+            raise AssertionError("housekeeping publishes nothing")
+
+    assert await OutboxRelay(pool, Unused()).purge_history() == (1, 1)
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM outbox") == 1  # the unpublished one stays
+        assert await conn.fetchval("SELECT count(*) FROM inbox") == 1

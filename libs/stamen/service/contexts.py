@@ -66,6 +66,8 @@ async def relay_ctx(app: web.Application) -> AsyncIterator[None]:
         app[PUBLISHER],
         batch_size=settings.outbox_batch_size,
         poll_seconds=settings.outbox_poll_seconds,
+        outbox_retention_days=settings.outbox_retention_days,
+        inbox_retention_days=settings.inbox_retention_days,
     )
     await relay.start()
     yield

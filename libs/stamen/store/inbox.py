@@ -19,3 +19,11 @@ class Inbox:
             event_id,
         )
         return bool(status == "INSERT 0 1")
+
+    async def purge(self, older_than_days: float) -> int:
+        """Claims older than the events stream's max age can never be redelivered, so they can go."""
+        status = await self._conn.execute(
+            "DELETE FROM inbox WHERE processed_at < now() - make_interval(secs => $1)",
+            older_than_days * 86400,
+        )
+        return int(status.split()[-1])

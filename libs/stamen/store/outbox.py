@@ -60,5 +60,13 @@ class OutboxQueue:
             "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", list(ids)
         )
 
+    async def purge_published(self, older_than_days: float) -> int:
+        """Published rows are only history; keep them a while for debugging, then drop them."""
+        status = await self._conn.execute(
+            "DELETE FROM outbox WHERE published_at < now() - make_interval(secs => $1)",
+            older_than_days * 86400,
+        )
+        return int(status.split()[-1])
+
     async def pending_count(self) -> int:
         return int(await self._conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL"))
