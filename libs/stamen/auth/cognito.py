@@ -1,0 +1,357 @@
+"""Cognito user flows as functions over an aiobotocore `cognito-idp` client: register, confirm, login,
+logout, forgot/reset password; the user pool itself (created only for the embedded stack); the admin user
+onboarding makes. Cognito's errors become `AuthError`s with stable codes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import aioboto3  # type: ignore[import-untyped]
+from botocore.exceptions import ClientError
+
+from stamen.auth.errors import (
+    AuthError,
+    CodeInvalid,
+    IdentityProviderError,
+    LoginFailed,
+    PasswordPolicy,
+    TokenRevoked,
+    UserExists,
+    UserNotConfirmed,
+    UserNotFound,
+)
+from stamen.auth.tokens import TENANT_CLAIM
+
+TENANT_ATTRIBUTE = "customer_id"  # declared in the pool schema; appears as custom:customer_id
+APP_CLIENT_NAME = "stamen-portal"
+
+_ERRORS: dict[str, type[AuthError]] = {
+    "NotAuthorizedException": LoginFailed,
+    "UserNotConfirmedException": UserNotConfirmed,
+    "UsernameExistsException": UserExists,
+    "AliasExistsException": UserExists,
+    "UserNotFoundException": UserNotFound,
+    "InvalidPasswordException": PasswordPolicy,
+    "CodeMismatchException": CodeInvalid,
+    "ExpiredCodeException": CodeInvalid,
+}
+
+
+def aws_code(error: ClientError) -> str:
+    details: Any = error.response
+    return str(details.get("Error", {}).get("Code", ""))
+
+
+def translate(error: ClientError, action: str) -> AuthError:
+    code = aws_code(error)
+    cls = _ERRORS.get(code, IdentityProviderError)
+    message = (
+        f"{action} failed" if cls is not IdentityProviderError else f"{action} failed: Cognito said {code}"
+    )
+    return cls(message, aws_code=code)
+
+
+@asynccontextmanager
+async def cognito_client(region: str, endpoint_url: str | None = None) -> AsyncIterator[Any]:
+    async with aioboto3.Session().client(
+        "cognito-idp", region_name=region, endpoint_url=endpoint_url
+    ) as client:
+        yield client
+
+
+@dataclass(frozen=True)
+class UserPool:
+    user_pool_id: str
+    app_client_id: str
+    region: str
+
+
+@dataclass(frozen=True)
+class Tokens:
+    id_token: str
+    access_token: str
+    refresh_token: str | None
+    expires_in: int
+    token_type: str = "Bearer"
+
+
+@dataclass(frozen=True)
+class CodeDelivery:
+    destination: str
+    medium: str
+    # moto (the embedded stack) hands the reset code back in a response header instead of mailing it;
+    # real Cognito never does, so this is None in production.
+    emulator_code: str | None = None
+
+
+async def ensure_user_pool(
+    client: Any,
+    *,
+    name: str,
+    operator_group: str = "operators",
+    create: bool,
+    user_pool_id: str | None = None,
+) -> UserPool:
+    """The pool (by id, else by name) with our app client and operators group; created only if `create`."""
+    region = client.meta.region_name
+    pool_id = user_pool_id
+    if pool_id is None:
+        paginator = client.get_paginator("list_user_pools")
+        async for page in paginator.paginate(MaxResults=60):
+            for pool in page.get("UserPools", []):
+                if pool["Name"] == name:
+                    pool_id = pool["Id"]
+                    break
+            if pool_id:
+                break
+    if pool_id is None:
+        if not create:
+            raise IdentityProviderError(
+                f"Cognito user pool {name!r} not found; set STAMEN_COGNITO_USER_POOL_ID "
+                "(or STAMEN_COGNITO_CREATE_POOL=true for the embedded stack)",
+                aws_code="ResourceNotFoundException",
+            )
+        created = await client.create_user_pool(
+            PoolName=name,
+            UsernameAttributes=["email"],
+            AutoVerifiedAttributes=["email"],
+            Policies={
+                "PasswordPolicy": {
+                    "MinimumLength": 12,
+                    "RequireUppercase": True,
+                    "RequireLowercase": True,
+                    "RequireNumbers": True,
+                    "RequireSymbols": False,
+                }
+            },
+            Schema=[
+                {"Name": "email", "AttributeDataType": "String", "Required": True, "Mutable": True},
+                {
+                    "Name": TENANT_ATTRIBUTE,
+                    "AttributeDataType": "String",
+                    "Mutable": False,
+                    "StringAttributeConstraints": {"MinLength": "1", "MaxLength": "63"},
+                },
+            ],
+            AccountRecoverySetting={"RecoveryMechanisms": [{"Priority": 1, "Name": "verified_email"}]},
+        )
+        pool_id = created["UserPool"]["Id"]
+    client_id: str | None = None
+    paginator = client.get_paginator("list_user_pool_clients")
+    async for page in paginator.paginate(UserPoolId=pool_id, MaxResults=60):
+        for app in page.get("UserPoolClients", []):
+            if app["ClientName"] == APP_CLIENT_NAME:
+                client_id = app["ClientId"]
+    if client_id is None:
+        if not create:
+            raise IdentityProviderError(
+                f"user pool {pool_id} has no app client {APP_CLIENT_NAME!r}",
+                aws_code="ResourceNotFoundException",
+            )
+        app = await client.create_user_pool_client(
+            UserPoolId=pool_id,
+            ClientName=APP_CLIENT_NAME,
+            GenerateSecret=False,
+            ExplicitAuthFlows=["ALLOW_USER_PASSWORD_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"],
+            ReadAttributes=["email", f"custom:{TENANT_ATTRIBUTE}"],
+            WriteAttributes=["email"],  # users must not change their own tenant
+            PreventUserExistenceErrors="ENABLED",
+        )
+        client_id = app["UserPoolClient"]["ClientId"]
+    if create:
+        try:
+            await client.create_group(
+                GroupName=operator_group, UserPoolId=pool_id, Description="stamen operators: see every tenant"
+            )
+        except ClientError as exc:
+            if aws_code(exc) != "GroupExistsException":
+                raise
+    assert pool_id is not None and client_id is not None
+    return UserPool(user_pool_id=pool_id, app_client_id=client_id, region=region)
+
+
+# --- self-service flows (public app client, no admin credentials) -----------------------------------
+async def register(client: Any, *, app_client_id: str, email: str, password: str, customer_id: str) -> str:
+    """sign_up; returns the new user's `sub`. The user must then be confirmed (code or admin)."""
+    try:
+        answer = await client.sign_up(
+            ClientId=app_client_id,
+            Username=email,
+            Password=password,
+            UserAttributes=[{"Name": "email", "Value": email}, {"Name": TENANT_CLAIM, "Value": customer_id}],
+        )
+    except ClientError as exc:
+        raise translate(exc, "registration") from None
+    return str(answer["UserSub"])
+
+
+async def confirm_with_code(client: Any, *, app_client_id: str, username: str, code: str) -> None:
+    try:
+        await client.confirm_sign_up(ClientId=app_client_id, Username=username, ConfirmationCode=code)
+    except ClientError as exc:
+        raise translate(exc, "confirmation") from None
+
+
+async def login(client: Any, *, app_client_id: str, username: str, password: str) -> Tokens:
+    """initiate_auth with USER_PASSWORD_AUTH. A challenge (new password, MFA) is reported as LoginFailed
+    with `details.challenge` for the caller to handle."""
+    try:
+        answer = await client.initiate_auth(
+            ClientId=app_client_id,
+            AuthFlow="USER_PASSWORD_AUTH",
+            AuthParameters={"USERNAME": username, "PASSWORD": password},
+        )
+    except ClientError as exc:
+        raise translate(exc, "login") from None
+    result = answer.get("AuthenticationResult")
+    if not result:
+        raise LoginFailed(
+            "login needs another step", challenge=answer.get("ChallengeName"), session=answer.get("Session")
+        )
+    return Tokens(
+        id_token=result["IdToken"],
+        access_token=result["AccessToken"],
+        refresh_token=result.get("RefreshToken"),
+        expires_in=int(result.get("ExpiresIn", 3600)),
+        token_type=result.get("TokenType", "Bearer"),
+    )
+
+
+async def logout(client: Any, *, access_token: str) -> None:
+    """global_sign_out: Cognito revokes the user's refresh tokens and stops accepting its access tokens.
+    JWTs already issued still verify offline until `exp`; `CognitoTenantResolver` notices the revocation."""
+    try:
+        await client.global_sign_out(AccessToken=access_token)
+    except ClientError as exc:
+        raise translate(exc, "logout") from None
+
+
+async def forgot_password(client: Any, *, app_client_id: str, username: str) -> CodeDelivery:
+    try:
+        answer = await client.forgot_password(ClientId=app_client_id, Username=username)
+    except ClientError as exc:
+        raise translate(exc, "password reset") from None
+    delivery = answer.get("CodeDeliveryDetails", {})
+    headers = answer.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+    return CodeDelivery(
+        destination=str(delivery.get("Destination", "")),
+        medium=str(delivery.get("DeliveryMedium", "")),
+        emulator_code=headers.get("x-moto-forgot-password-confirmation-code") or None,
+    )
+
+
+async def reset_password(
+    client: Any, *, app_client_id: str, username: str, code: str, new_password: str
+) -> None:
+    try:
+        await client.confirm_forgot_password(
+            ClientId=app_client_id, Username=username, ConfirmationCode=code, Password=new_password
+        )
+    except ClientError as exc:
+        raise translate(exc, "password reset") from None
+
+
+# --- admin flows (server credentials) ---------------------------------------------------------------
+async def admin_confirm(client: Any, *, user_pool_id: str, username: str) -> None:
+    """admin_confirm_sign_up: the embedded stack has no mail, so an operator (or the demo) confirms."""
+    try:
+        await client.admin_confirm_sign_up(UserPoolId=user_pool_id, Username=username)
+    except ClientError as exc:
+        raise translate(exc, "confirmation") from None
+
+
+async def admin_logout(client: Any, *, user_pool_id: str, username: str) -> None:
+    """admin_user_global_sign_out, for a server that has already verified the caller's token."""
+    try:
+        await client.admin_user_global_sign_out(UserPoolId=user_pool_id, Username=username)
+    except ClientError as exc:
+        raise translate(exc, "logout") from None
+
+
+async def add_operator(client: Any, *, user_pool_id: str, username: str, group: str = "operators") -> None:
+    try:
+        await client.admin_add_user_to_group(UserPoolId=user_pool_id, Username=username, GroupName=group)
+    except ClientError as exc:
+        raise translate(exc, "adding the user to the operators group") from None
+
+
+async def user_exists(client: Any, *, user_pool_id: str, username: str) -> bool:
+    try:
+        await client.admin_get_user(UserPoolId=user_pool_id, Username=username)
+    except ClientError as exc:
+        if aws_code(exc) == "UserNotFoundException":
+            return False
+        raise
+    return True
+
+
+async def create_customer_admin(
+    client: Any, *, user_pool_id: str, email: str, customer_id: str, temporary_password: str | None = None
+) -> str:
+    """admin_create_user with custom:customer_id; Cognito mails an invitation with a temporary password
+    (unless one is given here, then the invitation is suppressed). Returns the username."""
+    kwargs: dict[str, Any] = {
+        "UserPoolId": user_pool_id,
+        "Username": email,
+        "UserAttributes": [
+            {"Name": "email", "Value": email},
+            {"Name": "email_verified", "Value": "true"},
+            {"Name": TENANT_CLAIM, "Value": customer_id},
+        ],
+        "DesiredDeliveryMediums": ["EMAIL"],
+    }
+    if temporary_password is not None:
+        kwargs["TemporaryPassword"] = temporary_password
+        kwargs["MessageAction"] = "SUPPRESS"
+    try:
+        await client.admin_create_user(**kwargs)
+    except ClientError as exc:
+        raise translate(exc, "creating the customer's admin user") from None
+    return email
+
+
+async def delete_user(client: Any, *, user_pool_id: str, username: str) -> None:
+    """Idempotent: a user that is already gone is fine."""
+    try:
+        await client.admin_delete_user(UserPoolId=user_pool_id, Username=username)
+    except ClientError as exc:
+        if aws_code(exc) != "UserNotFoundException":
+            raise
+
+
+class CognitoTenantResolver:
+    """For access tokens (which carry no custom attributes): ask Cognito's GetUser for the user's
+    custom:customer_id. GetUser also fails once the user signed out everywhere, so this doubles as a
+    revocation check. Answers are cached per token for `ttl_seconds`."""
+
+    def __init__(self, client: Any, *, ttl_seconds: float = 60.0, max_entries: int = 10_000) -> None:
+        self._client = client
+        self._ttl = ttl_seconds
+        self._max = max_entries
+        self._cache: OrderedDict[str, tuple[float, str | None]] = OrderedDict()
+
+    async def __call__(self, token: str, claims: Mapping[str, Any]) -> str | None:
+        key = str(claims.get("jti") or token)
+        hit = self._cache.get(key)
+        now = time.monotonic()
+        if hit is not None and now - hit[0] < self._ttl:
+            return hit[1]
+        try:
+            user = await self._client.get_user(AccessToken=token)
+        except ClientError as exc:
+            if aws_code(exc) == "NotAuthorizedException":
+                raise TokenRevoked("Cognito no longer accepts this access token") from None
+            raise IdentityProviderError("Cognito GetUser failed", aws_code=aws_code(exc)) from None
+        attributes = {a["Name"]: a["Value"] for a in user.get("UserAttributes", [])}
+        tenant = attributes.get(TENANT_CLAIM)
+        self._cache[key] = (now, tenant)
+        self._cache.move_to_end(key)
+        while len(self._cache) > self._max:
+            self._cache.popitem(last=False)
+        return tenant

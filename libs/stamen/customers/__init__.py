@@ -1,0 +1,48 @@
+"""Customers (tenants): onboarding with rollback, quotas, usage. See docs/customers-and-auth.md."""
+
+from stamen.customers.model import (
+    Customer,
+    CustomerConflict,
+    CustomerError,
+    CustomerNotFound,
+    InvalidCustomer,
+    NewCustomer,
+    OnboardingFailed,
+    OnboardingResult,
+    ResourceConflict,
+    RollbackIncomplete,
+)
+from stamen.customers.onboarding import AsyncCustomerManager, CustomerManager
+from stamen.customers.settings import CustomerSettings
+from stamen.customers.usage import (
+    Month,
+    StorageQuotaExceeded,
+    UsageReport,
+    check_customer_storage,
+    check_storage_quota,
+    monthly_usage,
+    to_csv,
+)
+
+__all__ = [
+    "AsyncCustomerManager",
+    "Customer",
+    "CustomerConflict",
+    "CustomerError",
+    "CustomerManager",
+    "CustomerNotFound",
+    "CustomerSettings",
+    "InvalidCustomer",
+    "Month",
+    "NewCustomer",
+    "OnboardingFailed",
+    "OnboardingResult",
+    "ResourceConflict",
+    "RollbackIncomplete",
+    "StorageQuotaExceeded",
+    "UsageReport",
+    "check_customer_storage",
+    "check_storage_quota",
+    "monthly_usage",
+    "to_csv",
+]

@@ -1,0 +1,3 @@
+from tests.customers.awskit import moto_endpoint
+
+__all__ = ["moto_endpoint"]
