@@ -55,6 +55,8 @@ class Admitter:
                 ws.max_duration_seconds = ws.max_duration_seconds or (int(duration) if duration else None)
             ws.attempt += 1
             ws.cluster = placement.cluster
+            ws.placement_reason = placement.reason
+            ws.placement_scores = placement.scores
             ws.transition(
                 WorksetState.SCHEDULED,
                 actor=self._holder,

@@ -52,6 +52,8 @@ class Workset:
     idempotency_key: str | None = None
     # Scheduling: the cluster it was placed on, which attempt is current, retries used so far.
     cluster: str | None = None
+    placement_reason: str | None = None
+    placement_scores: dict[str, float] | None = None
     attempt: int = 0
     retry_count: int = 0
     max_retries: int = 3

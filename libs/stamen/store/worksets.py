@@ -39,6 +39,8 @@ def _from_row(row: asyncpg.Record) -> Workset:
         idempotency_key=row["idempotency_key"],
         version=row["version"],
         cluster=row["cluster"],
+        placement_reason=row["placement_reason"],
+        placement_scores=json.loads(row["placement_scores"]) if row["placement_scores"] else None,
         attempt=row["attempt"],
         retry_count=row["retry_count"],
         max_retries=row["max_retries"],
@@ -102,6 +104,7 @@ class WorksetRepository:
             """UPDATE worksets SET state = $1, version = $2, priority = $3, spec = $4::jsonb, updated_at = now(),
                       cluster = $7, attempt = $8, retry_count = $9, max_retries = $10,
                       cancel_requested_by = $11, max_duration_seconds = $12, memory_multiplier = $13,
+                      placement_reason = $14, placement_scores = $15::jsonb,
                       queued_at = CASE WHEN $1 = 'queued' AND state <> 'queued' THEN now() ELSE queued_at END
                WHERE id = $5 AND version = $6""",
             ws.state.value,
@@ -117,6 +120,8 @@ class WorksetRepository:
             ws.cancel_requested_by,
             ws.max_duration_seconds,
             ws.memory_multiplier,
+            ws.placement_reason,
+            json.dumps(ws.placement_scores) if ws.placement_scores is not None else None,
         )
         if status != "UPDATE 1":
             raise ConcurrencyConflict(

@@ -70,6 +70,12 @@ async def test_three_steps_run_in_order_and_complete(pool: asyncpg.Pool, tmp_pat
     assert history[-4:] == ["queued", "scheduled", "running", "completed"]
     assert counts == {"one": 1, "two": 1, "three": 1}
     assert leases == {} and ws.cluster == "local"
+    assert (
+        ws.placement_scores is not None
+        and list(ws.placement_scores) == ["local"]
+        and ws.placement_reason
+        and "locality" in ws.placement_reason
+    )
     types = await outbox_types(pool, ws_id)
     assert types.count("workset.step_started") == 3 and types.count("workset.step_completed") == 3
     assert types[-1] == "workset.completed" and "workset.scheduled" in types
