@@ -92,7 +92,9 @@ PIPELINES = {
 
 
 class Services:
-    def __init__(self, tmp_path: Path, database_url: str, nats_url: str) -> None:
+    def __init__(
+        self, tmp_path: Path, database_url: str, nats_url: str, extra_env: dict[str, str] | None = None
+    ) -> None:
         self.tmp_path = tmp_path
         (tmp_path / "pipelines.yaml").write_text(yaml.safe_dump(PIPELINES))
         self.env = {
@@ -108,6 +110,7 @@ class Services:
             "STAMEN_MAX_CONCURRENT_WORKSETS": "10",
             "STAMEN_DEFAULT_TENANT_MAX_CONCURRENT": "10",
             "STAMEN_LOCAL_CLUSTER_MAX_CONCURRENT": "10",
+            **(extra_env or {}),
         }
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -169,10 +172,14 @@ async def wait_settled(pool: asyncpg.Pool, ws_id: str, services: Services, timeo
         await asyncio.sleep(0.2)
 
 
-async def test_failure_handling_end_to_end(
+async def test_failure_handling_end_to_end_on_the_local_executor(
     pool: asyncpg.Pool, database_url: str, nats_url: str, tmp_path: Path
 ) -> None:
-    services = Services(tmp_path, database_url, nats_url)
+    await failure_scenarios(pool, Services(tmp_path, database_url, nats_url), work=tmp_path / "work")
+
+
+async def failure_scenarios(pool: asyncpg.Pool, services: Services, work: Path) -> None:
+    """The scenarios of issue 5, on whatever cluster `services` is configured to use."""
     services.start()
     try:
         flaky = await enqueue(pool, "lab-a", pipeline="flaky-net", max_retries=3)
@@ -202,12 +209,12 @@ async def test_failure_handling_end_to_end(
         assert len(flaky_diag) == 2 and all(d.retry_class == "transient" and d.retryable for d in flaky_diag)
         assert len(bad_diag) == 1 and bad_diag[0].code.startswith("WS-DAT") and not bad_diag[0].retryable
         assert oom_diag[0].code.startswith("WS-RES") and oom_ws.memory_multiplier == 1.5
-        memory = (tmp_path / "work" / "lab-c" / oom / "memory.txt").read_text().split()
+        memory = (work / "lab-c" / oom / "memory.txt").read_text().split()
         assert memory == ["1000", "1500"]
         assert [p["workset_id"] for p in parked] == [stuck]
 
         # An operator fixes the cause and requeues: a fresh budget, and it completes.
-        (tmp_path / "work" / "lab-d" / stuck / "fixed").write_text("ok")
+        (work / "lab-d" / stuck / "fixed").write_text("ok")
         await requeue(pool, stuck, actor="operator")
         assert (
             await wait_state(pool, stuck, {"completed", "failed", "dead_lettered"}, services) == "completed"

@@ -1,0 +1,90 @@
+"""What needs no Slurm cluster: parsing of Slurm's output (formats from the sacct/squeue manuals; the
+test cluster has no slurmdbd, so sacct returns no records there) and errors raised before Slurm runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stamen.executors.base import JobState, StepSpec
+from stamen.executors.remote import LocalCommandRunner
+from stamen.executors.slurm import (
+    SlurmCommandError,
+    SlurmExecutor,
+    decode_wait_status,
+    parse_exit_code,
+    parse_sacct_output,
+    parse_slurm_duration,
+    parse_slurm_memory_mb,
+    parse_squeue_output,
+    slurm_state_to_job_state,
+    slurmstepd_verdict,
+)
+
+
+def test_state_mapping_of_slurm_states() -> None:
+    assert slurm_state_to_job_state("CANCELLED by 1000") is JobState.CANCELLED
+    assert slurm_state_to_job_state("OUT_OF_MEMORY") is JobState.OUT_OF_MEMORY
+    assert slurm_state_to_job_state("BOOT_FAIL") is JobState.NODE_FAIL
+    assert slurm_state_to_job_state("DEADLINE") is JobState.TIMEOUT
+    assert slurm_state_to_job_state("COMPLETING") is JobState.RUNNING
+    assert slurm_state_to_job_state("SOMETHING_NEW") is None
+
+
+def test_parsing_of_sacct_fields() -> None:
+    assert parse_exit_code("3:0") == (3, None)
+    assert parse_exit_code("0:9") == (0, 9)
+    assert parse_slurm_duration("1-02:03:04") == 93784
+    assert parse_slurm_duration("00:01.500") == 1.5
+    assert parse_slurm_memory_mb("2048K") == 2.0
+    assert parse_slurm_memory_mb("1.5G") == 1536.0
+    output = (
+        "41|OUT_OF_MEMORY|0:125|2024-05-01T10:00:00|2024-05-01T10:01:00|60|00:30.250|\n"
+        "41.batch|OUT_OF_MEMORY|0:125|2024-05-01T10:00:00|2024-05-01T10:01:00|60|00:30.250|1024M\n"
+        "41.extern|COMPLETED|0:0|2024-05-01T10:00:00|2024-05-01T10:01:00|60|00:00:00|0\n"
+    )
+    record = parse_sacct_output(output)["41"]
+    assert (record.state, record.exit_code, record.signal) == ("OUT_OF_MEMORY", 0, 125)
+    assert (record.elapsed_seconds, record.cpu_seconds, record.max_rss_mb) == (60.0, 30.25, 1024.0)
+
+
+def test_parsing_of_squeue_fields() -> None:
+    # squeue --Format=JobID:|,State:|,Reason:|,exit_code:|,StartTime:|,EndTime:| (exit_code: a wait status)
+    output = "7|TIMEOUT|None|2304|2024-05-01T10:00:00|2024-05-01T10:01:03|\n8|PENDING|Resources|0|N/A|N/A|\n"
+    records = parse_squeue_output(output)
+    assert records["7"].state == "TIMEOUT" and records["7"].raw_exit_status == 2304
+    assert decode_wait_status(2304) == (9, None)
+    assert decode_wait_status(15) == (None, 15)
+    assert records["8"].reason == "Resources" and records["8"].started_at is None
+
+
+def test_slurmstepd_messages_in_stderr() -> None:
+    timeout = "slurmstepd-vm: error: *** JOB 3 ON vm CANCELLED AT 2026-11-29T05:44:59 DUE TO TIME LIMIT ***"
+    cancelled = "slurmstepd: error: *** JOB 12 ON node-1 CANCELLED AT 2026-11-29T05:44:59 ***"
+    memory = "slurmstepd: error: Detected 1 oom_kill event in StepId=7.batch. Some of the step tasks have been OOM Killed."
+    assert slurmstepd_verdict(f"some output\n{timeout}\n") == (JobState.TIMEOUT, timeout)
+    assert slurmstepd_verdict(cancelled) == (JobState.CANCELLED, cancelled)
+    assert slurmstepd_verdict(memory) == (JobState.OUT_OF_MEMORY, memory)
+    assert slurmstepd_verdict("error: CANCELLED AT noon DUE TO TIME LIMIT (a tool's own message)") is None
+
+
+async def test_missing_slurm_commands_raise_a_clear_error(tmp_path: Path) -> None:
+    executor = SlurmExecutor(runner=LocalCommandRunner({"PATH": str(tmp_path / "empty")}))
+    step = StepSpec(workset_id="ws", attempt=1, step="s", argv=["true"], workdir=str(tmp_path / "w"))
+
+    with pytest.raises(SlurmCommandError) as raised:
+        await executor.submit(step)
+
+    assert raised.value.code == "SLURM_COMMAND_MISSING"
+    assert "sbatch" in str(raised.value)
+    assert (tmp_path / "w" / "s.slurm.sh").is_file()  # the workdir was prepared before sbatch ran
+
+
+async def test_invalid_environment_names_are_refused_before_submitting(tmp_path: Path) -> None:
+    executor = SlurmExecutor(runner=LocalCommandRunner({"PATH": str(tmp_path / "empty")}))
+    step = StepSpec(workset_id="ws", attempt=1, step="s", argv=["true"], workdir=str(tmp_path / "w"),
+                    env={"NOT VALID": "x"})  # fmt: skip
+
+    with pytest.raises(ValueError, match="NOT VALID"):
+        await executor.submit(step)
