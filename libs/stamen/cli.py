@@ -119,6 +119,8 @@ def up(
         if isinstance(exc, Exception):
             _fail(as_json, getattr(exc, "code", "STACK_START_FAILED"), str(exc))
         raise
+    # Before telling anyone it is up, so a Ctrl-C right after the status screen stops it in order.
+    stack.install_stop_handlers()
     if as_json:  # one line per record, so a program can read the stream as it comes
         typer.echo(json.dumps({"portal_url": stack.portal_url(), **status}, default=str))
     else:

@@ -134,6 +134,15 @@ def test_stamen_up_supervises_and_keeps_state_across_restarts(tmp_path: Path) ->
         assert listed[first_demo]["state"] == "completed"  # state kept across the full restart
         assert listed[submitted["workset_id"]]["state"] == "completed"
         assert status["demo"]["state"] == "completed" and status["demo"]["id"] != first_demo
+        # The launcher itself dies (kill -9): its servers and services live on; the next `stamen up`
+        # stops those orphans and starts cleanly on the same data.
+        orphans = [s["pid"] for s in stack_file(state)["services"].values()]
+        orphans += [s["pid"] for s in stack_file(state)["servers"].values()]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        proc, status = start_stack(state, log)
+        assert not any(alive(p) for p in orphans)
+        assert status["demo"]["state"] == "completed"
         history = stamen(state, "worksets", "show", first_demo)["history"]
         assert [h["to_state"] for h in history] == [
             "submitted",

@@ -32,6 +32,55 @@ class Endpoints:
     embedded: list[str] = field(default_factory=list)
 
 
+class StackAlreadyRunning(RuntimeError):
+    code = "STACK_ALREADY_RUNNING"
+
+
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def reap_orphans(state_dir: Path, previous: dict[str, Any]) -> list[int]:
+    """After a launcher crash (kill -9) its servers and services live on in their own sessions and
+    hold the data folders' locks. Stop those that are still ours before starting again."""
+    launcher = previous.get("launcher_pid")
+    if _alive(launcher) and "stamen" in _cmdline(int(str(launcher))):
+        raise StackAlreadyRunning(
+            f"stamen is already running from {state_dir} (launcher pid {launcher}); "
+            "use `stamen status`, or stop it with Ctrl-C / kill -INT " + str(launcher)
+        )
+    pids = [info.get("pid") for group in ("services", "servers") for info in previous.get(group, {}).values()]
+    reaped = []
+    for pid in pids:
+        # Only processes that are still stamen's: the state folder or a services module in their command.
+        cmd = _cmdline(int(str(pid))) if _alive(pid) else ""
+        if cmd and (str(state_dir) in cmd or "services." in cmd or "moto_server" in cmd):
+            os.kill(int(str(pid)), signal.SIGTERM)
+            reaped.append(int(str(pid)))
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in reaped) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in reaped:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    return reaped
+
+
 class EmbeddedStack:
     def __init__(self, settings: Settings, state_dir: Path, services: tuple[str, ...] = SERVICES) -> None:
         self.settings = settings
@@ -41,12 +90,16 @@ class EmbeddedStack:
         self.supervisor: Supervisor | None = None
         self.endpoints: Endpoints | None = None
         self._previous = read_stack_file(self.state_dir) or {}
+        self._stop_requested = False
 
     def _previous_port(self, key: str) -> int | None:
         value = self._previous.get("ports", {}).get(key)
         return int(value) if value else None
 
     def start_servers(self, progress: Callable[[str], None]) -> Endpoints:
+        reaped = reap_orphans(self.state_dir, self._previous)
+        if reaped:
+            progress(f"stopped {len(reaped)} processes left running by a launcher that crashed")
         s = self.settings
         embedded: list[str] = []
         nats_url = s.nats_url
@@ -148,6 +201,8 @@ class EmbeddedStack:
 
     def stop(self) -> None:
         """Services first (they drain and flush), then the servers they depend on."""
+        if self.supervisor is None and not self.servers:
+            return  # nothing of ours runs (e.g. refused because another launcher owns the folder)
         if self.supervisor:
             self.supervisor.stop_all(timeout=self.settings.drain_timeout_seconds + 5)
         for server in reversed(self.servers):
@@ -158,19 +213,21 @@ class EmbeddedStack:
             doc["launcher_pid"] = None
             stack_file.write_text(json.dumps(doc, indent=2))
 
-    def supervise_forever(self, on_tick: Callable[[], None] | None = None) -> None:
-        """Block, restarting dead services, until SIGINT/SIGTERM; then stop everything in order."""
-        stop = False
+    def install_stop_handlers(self) -> None:
+        """From here on SIGINT/SIGTERM ask for an orderly stop instead of interrupting whatever runs."""
 
         def request_stop(signum: int, frame: FrameType | None) -> None:
-            nonlocal stop
-            stop = True
+            self._stop_requested = True
 
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
+
+    def supervise_forever(self, on_tick: Callable[[], None] | None = None) -> None:
+        """Block, restarting dead services, until SIGINT/SIGTERM; then stop everything in order."""
+        self.install_stop_handlers()
         assert self.supervisor is not None
         try:
-            while not stop:
+            while not self._stop_requested:
                 if self.supervisor.check():
                     self.write_stack_file()
                 if on_tick:
