@@ -306,6 +306,8 @@ def worksets_show(workset_id: str, state_dir: StateDirOpt = None, as_json: JsonO
                 except WorksetNotFound as exc:
                     raise CliError(exc.code, str(exc)) from None
                 history = await uow.worksets.history(workset_id)
+                estimate = await uow.actuals.estimate_for(workset_id)
+                actual = await uow.actuals.for_workset(workset_id)
         finally:
             await pool.close()
         return {
@@ -314,6 +316,12 @@ def worksets_show(workset_id: str, state_dir: StateDirOpt = None, as_json: JsonO
             "name": ws.name,
             "state": ws.state.value,
             "version": ws.version,
+            "cluster": ws.cluster,
+            "placement_reason": ws.placement_reason,
+            "attempt": ws.attempt,
+            "retry_count": ws.retry_count,
+            "estimate": estimate,
+            "actual": actual,
             "history": [h.__dict__ for h in history],
         }
 
@@ -324,6 +332,18 @@ def worksets_show(workset_id: str, state_dir: StateDirOpt = None, as_json: JsonO
         f" by {h['actor']}: {h['reason']}"
         for h in data["history"]
     ]
+    if data["estimate"]:
+        est = data["estimate"]
+        lines.append(
+            f"  estimate: {est.get('vcpu_hours', '?')} vCPU-h, {est.get('duration_minutes', '?')} min, "
+            f"${est.get('cost_usd_median', '?')} (median)"
+        )
+    if data["actual"]:
+        act = data["actual"]
+        lines.append(
+            f"  actual:   {act['vcpu_hours'] or 0:.4f} vCPU-h over {act['step_runs']} step runs "
+            f"({act['attempts']} attempts), {(act['elapsed_seconds'] or 0) / 60:.1f} min of steps"
+        )
     _emit(as_json, data, "\n".join(lines))
 
 

@@ -73,6 +73,7 @@ class Dispatcher:
             )
             await uow.worksets.save(ws)
             await uow.scheduling.release_lease(ws.id, ws.attempt, "completed")
+            await uow.actuals.record_from_steps(ws.id)
             log.info("scheduler.completed", workset_id=ws.id, attempt=ws.attempt)
             return
         index, step = remaining[0]

@@ -121,6 +121,10 @@ def test_stamen_up_supervises_and_keeps_state_across_restarts(tmp_path: Path) ->
             30,
             "validation",
         )
+        shown = stamen(state, "worksets", "show", submitted["workset_id"])
+        # The estimate from validation and what the run really used, side by side.
+        assert shown["estimate"]["vcpu_hours"] > 0 and shown["estimate"]["cost_usd_median"] >= 0
+        assert shown["actual"]["step_runs"] == 4 and shown["actual"]["cpu_seconds"] > 0
         pids = [s["pid"] for s in stack_file(state)["services"].values()]
         pids += [s["pid"] for s in stack_file(state)["servers"].values()]
     finally:

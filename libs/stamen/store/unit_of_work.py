@@ -10,6 +10,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from stamen.domain.workset import Workset
 from stamen.events.envelope import Envelope
+from stamen.store.actuals import ActualsRepository
 from stamen.store.db import Connection
 from stamen.store.diagnoses import DiagnosisRepository
 from stamen.store.inbox import Inbox
@@ -42,6 +43,7 @@ class UnitOfWork:
         self.diagnoses = DiagnosisRepository(conn)
         self.scheduling = SchedulerRepository(conn)
         self.dead_letters = DeadLetterRepository(conn)
+        self.actuals = ActualsRepository(conn)
         self._outbox = OutboxWriter(conn)
         return self
 

@@ -69,6 +69,10 @@ async def test_three_steps_run_in_order_and_complete(pool: asyncpg.Pool, tmp_pat
         ws = await uow.worksets.get(ws_id)
     assert history[-4:] == ["queued", "scheduled", "running", "completed"]
     assert counts == {"one": 1, "two": 1, "three": 1}
+    async with UnitOfWork(pool) as uow:
+        actual = await uow.actuals.for_workset(ws_id)
+    assert actual is not None and actual["step_runs"] == 3 and actual["attempts"] == 1
+    assert actual["cpu_seconds"] > 0 and actual["elapsed_seconds"] > 0 and actual["max_rss_mb"] > 0
     assert leases == {} and ws.cluster == "local"
     assert (
         ws.placement_scores is not None
