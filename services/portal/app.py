@@ -1,4 +1,7 @@
-"""Portal wiring: the shared service parts, Jinja2 templates, the pages and the JSON API."""
+"""Portal wiring, as a table of contents: the shared service parts, security, templates, pages and API.
+
+Middlewares, outermost first: JSON errors under /api/, authentication (api/middleware.py; the route
+table in api/routes.py says which routes are public or operator-only), per-principal rate limiting."""
 
 from __future__ import annotations
 
@@ -6,21 +9,41 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
+from services.portal.api.context import SECURITY, add_security
 from services.portal.api.errors import api_errors
+from services.portal.api.middleware import authenticate, rate_limit
 from services.portal.api.routes import setup_api_routes
 from services.portal.routes import setup_routes
+from services.portal.settings import PortalSettings
+from stamen.auth import AuthSettings
+from stamen.customers.settings import CustomerSettings
 from stamen.inputs.contexts import add_object_store
 from stamen.inputs.settings import IntakeSettings
 from stamen.service.runner import base_app
 from stamen.settings import Settings
 
 
-def init_app(settings: Settings, *, intake: IntakeSettings | None = None) -> web.Application:
+def init_app(
+    settings: Settings,
+    *,
+    intake: IntakeSettings | None = None,
+    auth: AuthSettings | None = None,
+    portal: PortalSettings | None = None,
+    customers: CustomerSettings | None = None,
+) -> web.Application:
     app = base_app("portal", settings)
-    app.middlewares.append(api_errors)
+    app.middlewares.extend([api_errors, authenticate, rate_limit])
     # S3 for the validate endpoint's storage checks and for S3 event pick-ups.
     add_object_store(app, intake or IntakeSettings())
-    aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("services.portal", "templates"), autoescape=True)
+    # Auth settings, API keys, rate limiter, Cognito and S3 clients (quotas, usage).
+    add_security(app, auth, portal, customers)
+    aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("services.portal", "templates"), autoescape=True,
+                         context_processors=[_auth_banner])
     setup_routes(app)
     setup_api_routes(app)
     return app
+
+
+async def _auth_banner(request: web.Request) -> dict[str, object]:
+    """Pages say when auth is off (local demo), and only then."""
+    return {"local_demo": not request.app[SECURITY].auth.auth_enabled}

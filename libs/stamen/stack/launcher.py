@@ -142,6 +142,8 @@ class EmbeddedStack:
             "DATABASE_URL": self.endpoints.database_url,
             "STAMEN_STATE_DIR": str(self.state_dir),
             "STAMEN_HTTP_HOST": "127.0.0.1",
+            # The one-machine demo: no sign-in; the portal says so on every page (docs/api.md).
+            "STAMEN_AUTH_ENABLED": os.environ.get("STAMEN_AUTH_ENABLED", "false"),
         }
         if self.endpoints.aws_endpoint_url:
             env["AWS_ENDPOINT_URL"] = self.endpoints.aws_endpoint_url

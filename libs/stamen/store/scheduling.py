@@ -386,7 +386,9 @@ class DeadLetterRepository:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
-    async def park(self, workset_id: str, tenant_id: str, reason: str, attempts: int, last_code: str | None) -> None:
+    async def park(
+        self, workset_id: str, tenant_id: str, reason: str, attempts: int, last_code: str | None
+    ) -> None:
         await self._conn.execute(
             """INSERT INTO dead_letters (workset_id, tenant_id, reason, attempts, last_code)
                VALUES ($1, $2, $3, $4, $5)
@@ -409,8 +411,13 @@ class DeadLetterRepository:
 
     async def mark_requeued(self, workset_id: str, actor: str) -> None:
         await self._conn.execute(
-            "UPDATE dead_letters SET requeued_at = now(), requeued_by = $2 WHERE workset_id = $1", workset_id, actor
+            "UPDATE dead_letters SET requeued_at = now(), requeued_by = $2 WHERE workset_id = $1",
+            workset_id,
+            actor,
         )
 
     async def purge(self, workset_id: str) -> bool:
-        return bool(await self._conn.execute("DELETE FROM dead_letters WHERE workset_id = $1", workset_id) == "DELETE 1")
+        return bool(
+            await self._conn.execute("DELETE FROM dead_letters WHERE workset_id = $1", workset_id)
+            == "DELETE 1"
+        )

@@ -170,6 +170,28 @@ class WorksetRepository:
         )
         return [_from_row(r) for r in rows]
 
+    async def page(
+        self,
+        *,
+        tenant_id: str | None,
+        state: str | None = None,
+        after: tuple[datetime, str] | None = None,
+        limit: int = 50,
+    ) -> list[tuple[Workset, datetime]]:
+        """Newest first, keyset-paginated on (created_at, id): `after` is the last row of the previous page."""
+        rows = await self._conn.fetch(
+            """SELECT * FROM worksets
+               WHERE ($1::text IS NULL OR tenant_id = $1) AND ($2::text IS NULL OR state = $2)
+                 AND ($3::timestamptz IS NULL OR (created_at, id) < ($3::timestamptz, $4::text))
+               ORDER BY created_at DESC, id DESC LIMIT $5""",
+            tenant_id,
+            state,
+            after[0] if after else None,
+            after[1] if after else None,
+            limit,
+        )
+        return [(_from_row(r), r["created_at"]) for r in rows]
+
     async def count_by_state(self) -> dict[str, int]:
         rows = await self._conn.fetch("SELECT state, count(*) AS n FROM worksets GROUP BY state")
         return {r["state"]: r["n"] for r in rows}

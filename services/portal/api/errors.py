@@ -6,11 +6,15 @@ logged with its traceback and answered with INTERNAL_ERROR and no detail.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
+
+from stamen.auth.errors import AuthError, RateLimited
+from stamen.customers.model import CustomerError
 
 log = structlog.get_logger(__name__)
 
@@ -18,6 +22,13 @@ API_PREFIX = "/api/"
 # aiohttp's own refusals (unknown route, wrong method, ...) mapped to stable codes.
 _HTTP_CODES = {400: "BAD_REQUEST", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "REQUEST_TOO_LARGE",
                415: "UNSUPPORTED_MEDIA_TYPE"}
+
+
+# Library errors that carry a stable `code`, and the HTTP status each maps to.
+_CUSTOMER_STATUS = {"CUSTOMER_INVALID": 400, "CUSTOMER_NOT_FOUND": 404, "CUSTOMER_CONFLICT": 409,
+                    "CUSTOMER_RESOURCE_CONFLICT": 409, "CUSTOMER_ONBOARDING_FAILED": 502,
+                    "CUSTOMER_ROLLBACK_INCOMPLETE": 502, "USAGE_MONTH_INVALID": 400,
+                    "STORAGE_QUOTA_EXCEEDED": 409}
 
 
 class ApiError(Exception):
@@ -28,8 +39,25 @@ class ApiError(Exception):
         self.details = details or {}
 
 
-def error_response(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> web.Response:
-    return web.json_response({"code": code, "message": message, "details": details or {}}, status=status)
+def error_response(status: int, code: str, message: str, details: dict[str, Any] | None = None,
+                   headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"code": code, "message": message, "details": details or {}}, status=status,
+                             headers=headers)
+
+
+def auth_error_response(exc: AuthError) -> web.Response:
+    """401s say how to authenticate; 429s say when to come back."""
+    headers: dict[str, str] = {}
+    if exc.http_status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="stamen"'
+    if isinstance(exc, RateLimited):
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+    return error_response(exc.http_status, exc.code, str(exc), _jsonable(exc.details), headers)
+
+
+def _jsonable(details: dict[str, Any]) -> dict[str, Any]:
+    return {k: v if isinstance(v, str | int | float | bool | list | dict) or v is None else str(v)
+            for k, v in details.items()}
 
 
 @web.middleware
@@ -40,6 +68,10 @@ async def api_errors(request: web.Request, handler: Handler) -> web.StreamRespon
         return await handler(request)
     except ApiError as exc:
         return error_response(exc.status, exc.code, str(exc), exc.details)
+    except AuthError as exc:
+        return auth_error_response(exc)
+    except CustomerError as exc:
+        return error_response(_CUSTOMER_STATUS.get(exc.code, 400), exc.code, str(exc), _jsonable(exc.details))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -1,93 +1,231 @@
-"""Workset endpoints: submit, validate, generate Daylily files, the JSON Schema, one workset's state."""
+"""Workset endpoints: submit, list, show, cancel, retry, archive, validate, Daylily files, the JSON Schema."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
+from services.portal.api import models as m
+from services.portal.api.access import (
+    acting_tenant,
+    actor_of,
+    body,
+    can_see,
+    principal_of,
+    query,
+    reply,
+    tenant_not_found,
+    visible_filter,
+)
+from services.portal.api.context import SECURITY
 from services.portal.api.errors import ApiError
-from services.portal.api.requests import IDEMPOTENCY_HEADER, body_media, flag, read_body, tenant_header
+from services.portal.api.requests import IDEMPOTENCY_HEADER, TENANT_HEADER, body_media, read_body
+from stamen import commands
+from stamen.customers import check_customer_storage
+from stamen.customers.model import CustomerNotFound
+from stamen.domain.lifecycle import IllegalTransition, WorksetState, can_transition
+from stamen.domain.workset import Workset
+from stamen.events.types import WorksetArchived
 from stamen.inputs.contexts import INTAKE_SETTINGS, OBJECT_STORE
 from stamen.inputs.repository import IntakeRepository
 from stamen.inputs.storage import StorageChecker
-from stamen.inputs.submission import IntakeRefused, import_for_tenant, submit_document
+from stamen.inputs.submission import IntakeRefused, check_request, import_for_tenant, submit_document
 from stamen.inputs.validation import validate_imported
 from stamen.service.keys import POOL, SETTINGS
-from stamen.store.errors import WorksetNotFound
+from stamen.store.errors import ConcurrencyConflict, WorksetNotFound
 from stamen.store.unit_of_work import UnitOfWork
 from stamen.worksets import WorksetSpec, export_daylily
 from stamen.worksets.findings import has_errors
-
-ACTOR = "api"
 
 
 def _findings_error(findings: list[dict[str, Any]], message: str) -> ApiError:
     return ApiError(422, "VALIDATION_FAILED", message, {"findings": findings})
 
 
+def _not_found(workset_id: str) -> ApiError:
+    return ApiError(404, "WORKSET_NOT_FOUND", f"workset {workset_id!r} does not exist")
+
+
+def request_tenant(request: web.Request) -> str | None:
+    """Whose workset this is: a customer's own tenant (another one named in the header is not found);
+    an operator names it in X-Stamen-Tenant."""
+    principal = principal_of(request)
+    header = (request.headers.get(TENANT_HEADER) or "").strip() or None
+    if not principal.is_operator and header is not None and header != principal.customer_id:
+        raise tenant_not_found(header)
+    return acting_tenant(request)
+
+
 async def submit(request: web.Request) -> web.Response:
     media = body_media(request)
-    body = await read_body(request)
+    tenant = request_tenant(request)
+    idempotency_key = request.headers.get(IDEMPOTENCY_HEADER)
+    try:
+        tenant = check_request(tenant, idempotency_key)
+    except IntakeRefused as exc:
+        raise ApiError(400, exc.code, str(exc)) from None
+    body_bytes = await read_body(request)
+    security = request.app[SECURITY]
+    try:  # refuse at once when the tenant's bucket is already over its storage quota
+        await check_customer_storage(request.app[POOL], security.s3, tenant)
+    except CustomerNotFound:
+        if security.auth.auth_enabled:
+            raise
+        # local demo: tenants need not be onboarded customers, so they have no quota
     try:
         outcome = await submit_document(
-            request.app[POOL], body, media=media, tenant=tenant_header(request),
-            idempotency_key=request.headers.get(IDEMPOTENCY_HEADER), region=request.app[SETTINGS].region,
-            source="api", actor=ACTOR)
+            request.app[POOL], body_bytes, media=media, tenant=tenant, idempotency_key=idempotency_key,
+            region=request.app[SETTINGS].region, source="api", actor=actor_of(request))
     except IntakeRefused as exc:
         raise ApiError(400, exc.code, str(exc)) from None
     if not outcome.accepted:
         raise _findings_error([f.model_dump() for f in outcome.findings], str(outcome.as_reply()["message"]))
-    reply = outcome.as_reply()
     location = f"/api/v1/worksets/{outcome.workset_id}"
-    return web.json_response({**reply, "links": {"self": location}}, status=201 if outcome.created else 200,
-                             headers={"Location": location})
+    assert outcome.workset_id is not None and outcome.state is not None
+    answer = m.SubmitResponse(ok=True, workset_id=outcome.workset_id, state=outcome.state, created=outcome.created,
+                              warnings=outcome.findings, links=m.Links(self=location))
+    return reply(answer, 201 if outcome.created else 200, {"Location": location})
 
 
 async def validate(request: web.Request) -> web.Response:
-    dry_run, strict = flag(request, "dry_run"), flag(request, "strict")
+    q = query(request, m.ValidateQuery)
     media = body_media(request)
-    imported = import_for_tenant(await read_body(request), tenant=tenant_header(request), media=media)
-    checker = None if dry_run else StorageChecker(request.app[OBJECT_STORE], request.app[INTAKE_SETTINGS])
+    imported = import_for_tenant(await read_body(request), tenant=request_tenant(request), media=media)
+    checker = None if q.dry_run else StorageChecker(request.app[OBJECT_STORE], request.app[INTAKE_SETTINGS])
     report = await validate_imported(imported, checker=checker, cluster_region=request.app[SETTINGS].region,
-                                     strict=strict, dry_run=dry_run)
+                                     strict=q.strict, dry_run=q.dry_run)
     return web.json_response(report.model_dump(mode="json"))
 
 
 async def generate_yaml(request: web.Request) -> web.Response:
     media = body_media(request)
-    imported = import_for_tenant(await read_body(request), tenant=tenant_header(request), media=media)
+    imported = import_for_tenant(await read_body(request), tenant=request_tenant(request), media=media)
     if imported.spec is None or has_errors(imported.findings):
         raise _findings_error([f.model_dump() for f in imported.findings], "the spec cannot be read; nothing "
                               "was generated")
     files = export_daylily(imported.spec)
     findings = [*imported.findings, *files.findings]
-    return web.json_response({"ok": not has_errors(findings), "files": files.files,
-                              "findings": [f.model_dump() for f in findings]})
+    return reply(m.GenerateYamlResponse(ok=not has_errors(findings), files=files.files, findings=findings))
 
 
 async def schema(_: web.Request) -> web.Response:
     return web.json_response(WorksetSpec.model_json_schema())
 
 
-async def show(request: web.Request) -> web.Response:
-    workset_id = request.match_info["workset_id"]
-    not_found = ApiError(404, "WORKSET_NOT_FOUND", f"workset {workset_id!r} does not exist")
+# --- reading --------------------------------------------------------------------------------------
+def encode_cursor(created_at: datetime, workset_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{workset_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, _, workset_id = text.partition("|")
+        at = datetime.fromisoformat(stamp)
+        if not workset_id or at.tzinfo is None:
+            raise ValueError(cursor)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ApiError(400, "INVALID_PARAMETER", "cursor is not a next_cursor this API gave out",
+                       {"parameter": "cursor"}) from None
+    return at, workset_id
+
+
+async def list_worksets(request: web.Request) -> web.Response:
+    q = query(request, m.WorksetListQuery)
+    tenant = visible_filter(request, q.tenant)
+    after = decode_cursor(q.cursor) if q.cursor else None
     async with UnitOfWork(request.app[POOL]) as uow:
+        rows = await uow.worksets.page(tenant_id=tenant, state=q.state, after=after, limit=q.limit + 1)
+    more = len(rows) > q.limit
+    rows = rows[: q.limit]
+    items = [m.WorksetSummary(id=ws.id, tenant=ws.tenant_id, name=ws.name, state=ws.state.value,
+                              priority=ws.priority, region=ws.region, created_at=at) for ws, at in rows]
+    cursor = encode_cursor(rows[-1][1], rows[-1][0].id) if more and rows else None
+    return reply(m.WorksetList(items=items, next_cursor=cursor))
+
+
+async def detail(uow: UnitOfWork, ws: Workset) -> m.WorksetDetail:
+    history = await uow.worksets.history(ws.id)
+    validation = await IntakeRepository(uow.connection).validation_for(ws.id)
+    diagnoses = await uow.diagnoses.for_workset(ws.id)
+    return m.WorksetDetail(
+        id=ws.id, tenant=ws.tenant_id, name=ws.name, state=ws.state.value, priority=ws.priority, region=ws.region,
+        version=ws.version, idempotency_key=ws.idempotency_key, cluster=ws.cluster, attempt=ws.attempt,
+        retry_count=ws.retry_count, max_retries=ws.max_retries, cancel_requested_by=ws.cancel_requested_by,
+        spec=ws.spec, validation=validation,
+        history=[m.HistoryItem(version=h.version, from_state=h.from_state, to_state=h.to_state, actor=h.actor,
+                               reason=h.reason, event_id=h.event_id, at=h.at) for h in history],
+        diagnoses=[m.DiagnosisOut(attempt=d.attempt, code=d.code, retry_class=d.retry_class, retryable=d.retryable,
+                                  step=d.step, candidates=d.candidates, report=d.report, created_at=d.created_at)
+                   for d in diagnoses])
+
+
+async def visible_workset(request: web.Request, uow: UnitOfWork, *, for_update: bool = False) -> Workset:
+    workset_id = request.match_info["workset_id"]
+    try:
+        ws = await uow.worksets.get(workset_id, for_update=for_update)
+    except WorksetNotFound:
+        raise _not_found(workset_id) from None
+    if not can_see(request, ws.tenant_id):
+        raise _not_found(workset_id)  # another tenant's workset is not even confirmed to exist
+    return ws
+
+
+async def show(request: web.Request) -> web.Response:
+    async with UnitOfWork(request.app[POOL]) as uow:
+        ws = await visible_workset(request, uow)
+        return reply(await detail(uow, ws))
+
+
+async def _check_visible(request: web.Request) -> str:
+    async with UnitOfWork(request.app[POOL]) as uow:
+        return (await visible_workset(request, uow)).id
+
+
+# --- commands -------------------------------------------------------------------------------------
+async def cancel(request: web.Request) -> web.Response:
+    workset_id = await _check_visible(request)
+    reason = (await body(request, m.CancelRequest, optional=True)).reason
+    try:
+        result = await commands.request_cancel(request.app[POOL], workset_id, actor=actor_of(request), reason=reason)
+    except commands.WorksetNotCancellable as exc:
+        raise ApiError(409, exc.code, str(exc)) from None
+    except ConcurrencyConflict as exc:
+        raise ApiError(409, "WORKSET_CONCURRENT_UPDATE", str(exc)) from None
+    return reply(m.CancelResponse(workset_id=result.workset_id, state=result.state, pending=result.pending))
+
+
+async def retry(request: web.Request) -> web.Response:
+    workset_id = await _check_visible(request)
+    try:
+        state = await commands.requeue(request.app[POOL], workset_id, actor=actor_of(request))
+    except commands.WorksetNotRequeueable as exc:
+        raise ApiError(409, exc.code, str(exc)) from None
+    except ConcurrencyConflict as exc:
+        raise ApiError(409, "WORKSET_CONCURRENT_UPDATE", str(exc)) from None
+    return reply(m.WorksetStateResponse(workset_id=workset_id, state=state))
+
+
+async def archive(request: web.Request) -> web.Response:
+    """Finished worksets (completed, failed, rejected, cancelled, dead-lettered) move to archived."""
+    actor = actor_of(request)
+    async with UnitOfWork(request.app[POOL]) as uow:
+        ws = await visible_workset(request, uow, for_update=True)
+        if not can_transition(ws.state, WorksetState.ARCHIVED):
+            raise ApiError(409, "WORKSET_NOT_ARCHIVABLE",
+                           f"workset {ws.id} is {ws.state}; only finished worksets can be archived",
+                           {"state": ws.state.value})
         try:
-            ws = await uow.worksets.get(workset_id)
-        except WorksetNotFound:
-            raise not_found from None
-        tenant = tenant_header(request)
-        if tenant is not None and tenant != ws.tenant_id:
-            raise not_found  # another tenant's workset is not even confirmed to exist
-        history = await uow.worksets.history(workset_id)
-        validation = await IntakeRepository(uow.connection).validation_for(workset_id)
-    return web.json_response({
-        "id": ws.id, "tenant": ws.tenant_id, "name": ws.name, "state": ws.state.value, "priority": ws.priority,
-        "region": ws.region, "version": ws.version, "idempotency_key": ws.idempotency_key, "spec": ws.spec,
-        "validation": validation,
-        "history": [{"version": h.version, "from_state": h.from_state, "to_state": h.to_state, "actor": h.actor,
-                     "reason": h.reason, "event_id": h.event_id and str(h.event_id), "at": h.at.isoformat()}
-                    for h in history],
-    })
+            ws.transition(WorksetState.ARCHIVED, actor=actor, reason="archived via the API",
+                          event=WorksetArchived(archived_by=actor))
+        except IllegalTransition as exc:
+            raise ApiError(409, "WORKSET_NOT_ARCHIVABLE", str(exc)) from None
+        await uow.worksets.save(ws)
+        if ws.state is WorksetState.ARCHIVED:
+            await uow.dead_letters.purge(ws.id)
+        await uow.commit()
+    return reply(m.WorksetStateResponse(workset_id=ws.id, state=ws.state.value))

@@ -1,4 +1,7 @@
-"""The portal's JSON API on the real app factory, PostgreSQL, NATS and moto (aiohttp's test client)."""
+"""The portal's JSON API on the real app factory, PostgreSQL, NATS and moto (aiohttp's test client).
+
+These tests are about intake, so they run in local-demo mode (STAMEN_AUTH_ENABLED=false: every request is an
+operator, who names the tenant in X-Stamen-Tenant). Authentication and isolation are tested in tests/api."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from nats.aio.client import Client as NATS
 
 from services.portal.app import init_app
+from stamen.auth import AuthSettings
 from stamen.inputs import sentinels
 from tests.intake.s3kit import DROP_PREFIX, S3Lab, make_intake, make_settings
 from tests.worksets.conftest import fastq_records, gz
@@ -24,7 +28,8 @@ ACME = {"X-Stamen-Tenant": "acme"}
 
 @pytest.fixture
 async def client(database_url: str, nats_url: str, s3lab: S3Lab, nc: NATS) -> AsyncIterator[TestClient[Any, Any]]:
-    app = init_app(make_settings(database_url, nats_url, s3lab.url), intake=make_intake(s3lab))
+    app = init_app(make_settings(database_url, nats_url, s3lab.url), intake=make_intake(s3lab),
+                   auth=AuthSettings(auth_enabled=False))
     async with TestClient(TestServer(app)) as test_client:
         yield test_client
 
@@ -49,7 +54,7 @@ async def test_submit_with_idempotency_key_twice_makes_one_workset(client: TestC
     shown = await client.get(body["links"]["self"])
     detail = await shown.json()
     assert detail["state"] == "submitted" and detail["tenant"] == "acme"
-    assert [h["to_state"] for h in detail["history"]] == ["submitted"] and detail["history"][0]["actor"] == "api"
+    assert [h["to_state"] for h in detail["history"]] == ["submitted"] and detail["history"][0]["actor"] == "operator:local-demo"
     hidden = await client.get(body["links"]["self"], headers={"X-Stamen-Tenant": "other"})
     assert hidden.status == 404 and (await hidden.json())["code"] == "WORKSET_NOT_FOUND"
 
@@ -187,3 +192,4 @@ async def test_s3_event_picks_a_drop_up_within_a_second_and_it_is_visible(client
 async def test_pages_still_render(client: TestClient[Any, Any]) -> None:
     response = await client.get("/")
     assert response.status == 200 and "text/html" in response.headers["Content-Type"]
+    assert "Local demo mode" in await response.text()  # auth is off here, and the page says so

@@ -1,0 +1,346 @@
+"""Request and response bodies of the JSON API. Their JSON Schemas are the OpenAPI components."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, RootModel
+
+from stamen.worksets.findings import Finding
+
+EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+TENANT = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+WorksetStateName = Literal["submitted", "validating", "rejected", "queued", "scheduled", "running",
+                           "retry_wait", "completed", "failed", "dead_lettered", "cancelled", "archived"]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="Stable, machine-readable; see docs/api.md.")
+    message: str
+    details: dict[str, Any]
+
+
+class OkResponse(BaseModel):
+    ok: bool
+
+
+# --- auth -----------------------------------------------------------------------------------------
+class RegisterRequest(Body):
+    email: str = Field(pattern=EMAIL, max_length=254)
+    password: str = Field(min_length=1, max_length=256)
+    customer_id: str = Field(pattern=TENANT)
+    confirm: bool = Field(default=False, description="Confirm at once (operators only; no mail needed).")
+
+
+class RegisterResponse(BaseModel):
+    user_sub: str
+    username: str
+    confirmed: bool
+
+
+class ConfirmRequest(Body):
+    email: str = Field(pattern=EMAIL, max_length=254)
+    code: str = Field(min_length=1, max_length=64)
+
+
+class LoginRequest(Body):
+    email: str = Field(pattern=EMAIL, max_length=254)
+    password: str = Field(min_length=1, max_length=256)
+
+
+class TokensResponse(BaseModel):
+    id_token: str
+    access_token: str
+    refresh_token: str | None
+    expires_in: int
+    token_type: str
+
+
+class ForgotPasswordRequest(Body):
+    email: str = Field(pattern=EMAIL, max_length=254)
+
+
+class CodeDeliveryResponse(BaseModel):
+    destination: str
+    medium: str
+    emulator_code: str | None = Field(description="Only the local emulator (moto) returns the code.")
+
+
+class ResetPasswordRequest(Body):
+    email: str = Field(pattern=EMAIL, max_length=254)
+    code: str = Field(min_length=1, max_length=64)
+    new_password: str = Field(min_length=1, max_length=256)
+
+
+# --- customers ------------------------------------------------------------------------------------
+class CustomerCreate(Body):
+    customer_name: str = Field(min_length=1, max_length=200)
+    email: str = Field(pattern=EMAIL, max_length=254)
+    customer_id: str | None = Field(default=None, pattern=TENANT)
+    max_concurrent_worksets: int | None = Field(default=None, ge=0, le=10_000)
+    max_storage_gb: float | None = Field(default=None, ge=0, le=1e9)
+    billing_account_id: str | None = Field(default=None, max_length=200)
+    cost_center: str | None = Field(default=None, max_length=200)
+
+
+class CustomerOut(BaseModel):
+    customer_id: str
+    customer_name: str
+    email: str
+    s3_bucket: str
+    max_concurrent_worksets: int
+    max_storage_gb: float
+    region: str
+    status: str
+    created_at: datetime
+    billing_account_id: str | None
+    cost_center: str | None
+    sns_topic_arn: str | None
+
+
+class CustomerCreated(BaseModel):
+    customer: CustomerOut
+    created: bool
+
+
+class CustomerList(BaseModel):
+    items: list[CustomerOut]
+    next_cursor: str | None
+
+
+class CustomerListQuery(Body):
+    status: Literal["onboarding", "active", "suspended"] | None = None
+    cursor: str | None = Field(default=None, max_length=100, description="next_cursor of the previous page")
+    limit: int = Field(default=100, ge=1, le=500)
+
+
+class UsageQuery(Body):
+    month: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}$", description="YYYY-MM; default: this month")
+    format: Literal["json", "csv"] = "json"
+
+
+class UsageOut(BaseModel):
+    customer_id: str
+    month: str
+    worksets_by_state: dict[str, int]
+    worksets_total: int
+    vcpu_hours: float
+    steps_measured: int
+    steps_unmeasured: int
+    storage_gb: float | None
+    storage_measured_at: datetime | None
+    max_storage_gb: float
+    estimated_cost_usd: float
+    worksets_with_estimate: int
+    worksets_without_estimate: int
+    actual_cost_usd: float
+    caveats: list[str]
+
+
+# --- worksets -------------------------------------------------------------------------------------
+class Links(BaseModel):
+    self: str
+
+
+class SubmitResponse(BaseModel):
+    ok: bool
+    workset_id: str
+    state: str
+    created: bool
+    warnings: list[Finding]
+    links: Links
+
+
+class WorksetListQuery(Body):
+    state: WorksetStateName | None = None
+    tenant: str | None = Field(default=None, pattern=TENANT, description="Operators: one tenant only.")
+    cursor: str | None = Field(default=None, max_length=200, description="next_cursor of the previous page")
+    limit: int = Field(default=50, ge=1, le=500)
+
+
+class WorksetSummary(BaseModel):
+    id: str
+    tenant: str
+    name: str
+    state: str
+    priority: str
+    region: str
+    created_at: datetime
+
+
+class WorksetList(BaseModel):
+    items: list[WorksetSummary]
+    next_cursor: str | None
+
+
+class HistoryItem(BaseModel):
+    version: int
+    from_state: str | None
+    to_state: str
+    actor: str
+    reason: str
+    event_id: str | None
+    at: datetime
+
+
+class DiagnosisOut(BaseModel):
+    attempt: int
+    code: str
+    retry_class: str
+    retryable: bool
+    step: str | None
+    candidates: list[dict[str, Any]]
+    report: str
+    created_at: datetime
+
+
+class WorksetDetail(BaseModel):
+    id: str
+    tenant: str
+    name: str
+    state: str
+    priority: str
+    region: str
+    version: int
+    idempotency_key: str | None
+    cluster: str | None
+    attempt: int
+    retry_count: int
+    max_retries: int
+    cancel_requested_by: str | None
+    spec: dict[str, Any]
+    validation: dict[str, Any] | None
+    history: list[HistoryItem]
+    diagnoses: list[DiagnosisOut]
+
+
+class CancelRequest(Body):
+    reason: str = Field(default="", max_length=500)
+
+
+class CancelResponse(BaseModel):
+    workset_id: str
+    state: str
+    pending: bool = Field(description="True while the scheduler still has to stop a running job.")
+
+
+class WorksetStateResponse(BaseModel):
+    workset_id: str
+    state: str
+
+
+class ValidateQuery(Body):
+    dry_run: bool = Field(default=False, description="Check the document only; touch no storage.")
+    strict: bool = False
+
+
+class GenerateYamlResponse(BaseModel):
+    ok: bool
+    files: dict[str, str]
+    findings: list[Finding]
+
+
+class JsonDocument(RootModel[dict[str, Any]]):
+    pass
+
+
+class S3EventsResponse(BaseModel):
+    folders: list[dict[str, Any]]
+    ignored: list[str]
+
+
+# --- clusters, regions, dead letters --------------------------------------------------------------
+class ClusterCreate(Body):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+    region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+    executor: Literal["local", "slurm"] = "local"
+    max_concurrent: int = Field(default=2, ge=0, le=100_000)
+    price_factor: float = Field(default=1.0, gt=0, le=100)
+    data_locations: list[str] = Field(default_factory=list, max_length=100)
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class ClusterOut(BaseModel):
+    name: str
+    region: str
+    executor: str
+    max_concurrent: int
+    price_factor: float
+    data_locations: list[str]
+    status: str
+    running: int
+
+
+class ClusterList(BaseModel):
+    items: list[ClusterOut]
+
+
+class RegionOut(BaseModel):
+    region: str
+    configured: bool = Field(description="The region this deployment is configured for (STAMEN_REGION).")
+    clusters: list[str]
+    health: Literal["unknown"] = Field(description="Region health checks are not built yet.")
+
+
+class RegionList(BaseModel):
+    items: list[RegionOut]
+    note: str
+
+
+class DeadLetterQuery(Body):
+    tenant: str | None = Field(default=None, pattern=TENANT)
+
+
+class DeadLetterOut(BaseModel):
+    workset_id: str
+    tenant_id: str
+    reason: str
+    attempts: int
+    last_code: str | None
+    parked_at: datetime
+
+
+class DeadLetterList(BaseModel):
+    items: list[DeadLetterOut]
+
+
+class DeadLetterDetail(BaseModel):
+    dead_letter: DeadLetterOut
+    workset: WorksetDetail
+
+
+# --- API keys -------------------------------------------------------------------------------------
+class ApiKeyCreate(Body):
+    name: str = Field(min_length=1, max_length=100)
+    ttl_days: int | None = Field(default=None, ge=1, le=3650)
+    expires_at: datetime | None = None
+    customer_id: str | None = Field(default=None, pattern=TENANT, description="Operators: whose key.")
+
+
+class ApiKeyOut(BaseModel):
+    id: str
+    customer_id: str
+    name: str
+    prefix: str
+    created_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+class ApiKeyCreated(BaseModel):
+    key: str = Field(description="The key itself: shown once, never again.")
+    record: ApiKeyOut
+
+
+class ApiKeyList(BaseModel):
+    items: list[ApiKeyOut]
+
+
+class TenantQuery(Body):
+    tenant: str | None = Field(default=None, pattern=TENANT, description="Operators: which tenant.")
