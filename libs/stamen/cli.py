@@ -60,12 +60,25 @@ def _database_url(settings: Settings) -> str:
 
     doc = read_stack_file(settings.state_dir.resolve())
     if doc and doc.get("launcher_pid"):
+        _use_embedded_aws(doc)
         return str(doc["database_url"])
     raise CliError(
         "NO_DATABASE",
         f"no database: set DATABASE_URL, or start the embedded stack with `stamen up` "
         f"(looked for {settings.state_dir.resolve() / 'stack.json'})",
     )
+
+
+def _use_embedded_aws(stack: dict[str, Any]) -> None:
+    """Commands that talk to AWS (customers, S3) use the running stack's emulator, as its services do."""
+    import os
+
+    if "moto" in stack.get("embedded", []) and not os.environ.get("AWS_ENDPOINT_URL"):
+        os.environ["AWS_ENDPOINT_URL"] = str(stack["aws_endpoint_url"])
+        # moto accepts any credentials; real ones must never be sent to it.
+        os.environ["AWS_ACCESS_KEY_ID"] = "testing"
+        os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"
+        os.environ.setdefault("STAMEN_COGNITO_CREATE_POOL", "true")
 
 
 def _run(as_json: bool, fn: Callable[[], Coroutine[Any, Any, T]]) -> T:

@@ -150,6 +150,8 @@ class EmbeddedStack:
         if "moto" in self.endpoints.embedded:
             # moto accepts any credentials; real ones must never be sent to it.
             env.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"})
+            # The emulator starts empty: let onboarding create the Cognito user pool it needs.
+            env.setdefault("STAMEN_COGNITO_CREATE_POOL", os.environ.get("STAMEN_COGNITO_CREATE_POOL", "true"))
         procs = []
         for name in self.services:
             port = self._previous_port(f"service:{name}")
