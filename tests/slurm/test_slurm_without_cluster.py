@@ -88,3 +88,14 @@ async def test_invalid_environment_names_are_refused_before_submitting(tmp_path:
 
     with pytest.raises(ValueError, match="NOT VALID"):
         await executor.submit(step)
+
+
+def test_both_wordings_of_slurmstepd_memory_kill_mean_out_of_memory() -> None:
+    from stamen.executors.base import JobState
+    from stamen.executors.slurm import slurmstepd_verdict
+
+    for line in (
+        "slurmstepd: error: Exceeded job memory limit",
+        "slurmstepd: error: Step 19.0 exceeded memory limit (409600 > 102400), being killed",
+    ):
+        assert slurmstepd_verdict(f"loading\n{line}\n") == (JobState.OUT_OF_MEMORY, line)

@@ -235,7 +235,14 @@ _SLURMSTEPD_MESSAGES: tuple[tuple[re.Pattern[str], JobState], ...] = (
     ),
     (re.compile(r"slurmstepd\S*: error: \*\*\* JOB \d+ ON \S+ CANCELLED AT \S+ \*\*\*"), JobState.CANCELLED),
     # jobacct_gather's OverMemoryKill, and the cgroup plugin's OOM notice
-    (re.compile(r"slurmstepd\S*: error: Exceeded (?:job|step) memory limit"), JobState.OUT_OF_MEMORY),
+    # ("Exceeded job memory limit" at the job level; "Step 19.0 exceeded memory limit (...), being killed"
+    # when the step is sampled first, which happens under load)
+    (
+        re.compile(
+            r"slurmstepd\S*: error: (?:Exceeded (?:job|step) memory limit|(?:Step|Job) \S+ exceeded memory limit)"
+        ),
+        JobState.OUT_OF_MEMORY,
+    ),
     (re.compile(r"slurmstepd\S*: error: Detected \d+ oom[-_]kill event"), JobState.OUT_OF_MEMORY),
 )
 
