@@ -199,15 +199,18 @@ class SchedulerRepository:
         self, *, workset_id: str, tenant_id: str, cluster: str, holder: str, attempt: int
     ) -> None:
         await self._conn.execute(
-            "INSERT INTO slot_leases (workset_id, tenant_id, cluster, holder) VALUES ($1, $2, $3, $4)",
+            """INSERT INTO slot_leases (workset_id, tenant_id, cluster, holder, acquired_at)
+               VALUES ($1, $2, $3, $4, clock_timestamp())""",
             workset_id,
             tenant_id,
             cluster,
             holder,
         )
         await self._conn.execute(
-            """INSERT INTO workset_runs (workset_id, attempt, tenant_id, cluster, holder)
-               VALUES ($1, $2, $3, $4, $5)""",
+            # clock_timestamp(), not now(): now() is when the transaction began, which may be before
+            # it waited for the admission lock, so runs would seem to overlap when they did not.
+            """INSERT INTO workset_runs (workset_id, attempt, tenant_id, cluster, holder, admitted_at)
+               VALUES ($1, $2, $3, $4, $5, clock_timestamp())""",
             workset_id,
             attempt,
             tenant_id,
@@ -218,7 +221,7 @@ class SchedulerRepository:
     async def release_lease(self, workset_id: str, attempt: int, outcome: str) -> None:
         await self._conn.execute("DELETE FROM slot_leases WHERE workset_id = $1", workset_id)
         await self._conn.execute(
-            """UPDATE workset_runs SET released_at = now(), outcome = $3
+            """UPDATE workset_runs SET released_at = clock_timestamp(), outcome = $3
                WHERE workset_id = $1 AND attempt = $2 AND released_at IS NULL""",
             workset_id,
             attempt,
