@@ -306,6 +306,7 @@ def worksets_ls(
 @worksets_app.command("show")
 def worksets_show(workset_id: str, state_dir: StateDirOpt = None, as_json: JsonOpt = False) -> None:
     """One workset with its full state history (who, when, why)."""
+    from stamen.inputs.repository import IntakeRepository
     from stamen.store.db import create_pool
     from stamen.store.errors import WorksetNotFound
     from stamen.store.unit_of_work import UnitOfWork
@@ -319,7 +320,8 @@ def worksets_show(workset_id: str, state_dir: StateDirOpt = None, as_json: JsonO
                 except WorksetNotFound as exc:
                     raise CliError(exc.code, str(exc)) from None
                 history = await uow.worksets.history(workset_id)
-                estimate = await uow.actuals.estimate_for(workset_id)
+                validation = await IntakeRepository(uow.connection).validation_for(workset_id)
+                estimate = validation["estimate"] if validation else None
                 actual = await uow.actuals.for_workset(workset_id)
         finally:
             await pool.close()

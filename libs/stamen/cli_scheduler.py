@@ -193,7 +193,7 @@ def dlq_show(workset_id: str, state_dir: StateDirOpt = None, as_json: JsonOpt = 
         async with UnitOfWork(pool) as uow:
             ws = await uow.worksets.get(workset_id)
             diagnoses = await uow.diagnoses.for_workset(workset_id)
-            runs = [r for r in await uow.scheduling.runs() if r["workset_id"] == workset_id]
+            runs = await uow.scheduling.runs(workset_id)
         return {
             "id": ws.id,
             "state": ws.state.value,

@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 
-from stamen.domain.lifecycle import WorksetState
+from stamen.domain.lifecycle import WorksetState, can_transition
 from stamen.events.types import WorksetArchived, WorksetCancelled, WorksetQueued
 from stamen.store.unit_of_work import UnitOfWork
 
@@ -54,6 +54,25 @@ async def request_cancel(
     return CancelResult(workset_id, ws.state.value, pending)
 
 
+class WorksetNotArchivable(RuntimeError):
+    code = "WORKSET_NOT_ARCHIVABLE"
+
+
+async def archive(pool: asyncpg.Pool, workset_id: str, *, actor: str) -> str:
+    """Move a finished workset to archived; a dead letter leaves the queue with it. History stays."""
+    async with UnitOfWork(pool) as uow:
+        ws = await uow.worksets.get(workset_id, for_update=True)
+        if not can_transition(ws.state, S.ARCHIVED):
+            raise WorksetNotArchivable(
+                f"workset {workset_id} is {ws.state}; only finished worksets can be archived"
+            )
+        ws.transition(S.ARCHIVED, actor=actor, reason="archived", event=WorksetArchived(archived_by=actor))
+        await uow.worksets.save(ws)
+        await uow.dead_letters.purge(workset_id)
+        await uow.commit()
+    return ws.state.value
+
+
 class WorksetNotRequeueable(RuntimeError):
     code = "WORKSET_NOT_REQUEUEABLE"
 
@@ -89,15 +108,7 @@ async def requeue(
 async def purge_dead_letter(pool: asyncpg.Pool, workset_id: str, *, actor: str) -> None:
     """Drop a dead letter for good: the workset is archived, its history kept."""
     async with UnitOfWork(pool) as uow:
-        ws = await uow.worksets.get(workset_id, for_update=True)
-        if ws.state is not S.DEAD_LETTERED:
-            raise WorksetNotRequeueable(f"workset {workset_id} is {ws.state}, not in the dead-letter queue")
-        ws.transition(
-            S.ARCHIVED,
-            actor=actor,
-            reason="purged from the dead-letter queue",
-            event=WorksetArchived(archived_by=actor),
-        )
-        await uow.worksets.save(ws)
-        await uow.dead_letters.purge(workset_id)
-        await uow.commit()
+        ws = await uow.worksets.get(workset_id)
+    if ws.state is not S.DEAD_LETTERED:
+        raise WorksetNotRequeueable(f"workset {workset_id} is {ws.state}, not in the dead-letter queue")
+    await archive(pool, workset_id, actor=actor)

@@ -41,19 +41,6 @@ class Envelope(BaseModel):
             "Stamen-Correlation-Id": str(self.correlation_id),
         }
 
-    def caused(
-        self, payload: EventPayload, *, workset_id: str | None = None, region: str | None = None
-    ) -> Envelope:
-        """A follow-up event: same tenant and correlation, causation pointing at this one."""
-        return new_envelope(
-            payload,
-            tenant_id=self.tenant_id,
-            region=region or self.region,
-            workset_id=workset_id if workset_id is not None else self.workset_id,
-            correlation_id=self.correlation_id,
-            causation_id=self.id,
-        )
-
 
 def new_envelope(
     payload: EventPayload,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from stamen.store.db import Connection
@@ -33,10 +32,3 @@ class ActualsRepository:
     async def for_workset(self, workset_id: str) -> dict[str, Any] | None:
         row = await self._conn.fetchrow("SELECT * FROM workset_actuals WHERE workset_id = $1", workset_id)
         return dict(row) if row else None
-
-    async def estimate_for(self, workset_id: str) -> dict[str, Any] | None:
-        """The validator's estimate, to show beside the actuals."""
-        raw = await self._conn.fetchval(
-            "SELECT estimate FROM workset_validations WHERE workset_id = $1", workset_id
-        )
-        return json.loads(raw) if raw else None

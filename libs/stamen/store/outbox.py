@@ -67,6 +67,3 @@ class OutboxQueue:
             older_than_days * 86400,
         )
         return int(status.split()[-1])
-
-    async def pending_count(self) -> int:
-        return int(await self._conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL"))

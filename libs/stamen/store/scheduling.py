@@ -228,8 +228,11 @@ class SchedulerRepository:
             outcome,
         )
 
-    async def runs(self) -> list[dict[str, Any]]:
-        rows = await self._conn.fetch("SELECT * FROM workset_runs ORDER BY admitted_at")
+    async def runs(self, workset_id: str | None = None) -> list[dict[str, Any]]:
+        rows = await self._conn.fetch(
+            "SELECT * FROM workset_runs WHERE ($1::text IS NULL OR workset_id = $1) ORDER BY admitted_at",
+            workset_id,
+        )
         return [dict(r) for r in rows]
 
     # -- dispatch and monitoring ---------------------------------------------------------------
@@ -411,6 +414,12 @@ class DeadLetterRepository:
             tenant_id,
         )
         return [dict(r) for r in rows]
+
+    async def get(self, workset_id: str) -> dict[str, Any] | None:
+        row = await self._conn.fetchrow(
+            "SELECT * FROM dead_letters WHERE workset_id = $1 AND requeued_at IS NULL", workset_id
+        )
+        return dict(row) if row else None
 
     async def mark_requeued(self, workset_id: str, actor: str) -> None:
         await self._conn.execute(

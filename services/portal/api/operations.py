@@ -92,7 +92,7 @@ async def inspect_dead_letter(request: web.Request) -> web.Response:
     require_operator(request)
     workset_id = request.match_info["workset_id"]
     async with UnitOfWork(request.app[POOL]) as uow:
-        row = next((r for r in await uow.dead_letters.list() if r["workset_id"] == workset_id), None)
+        row = await uow.dead_letters.get(workset_id)
         if row is None:
             raise _not_parked(workset_id)
         ws = await uow.worksets.get(workset_id)

@@ -27,9 +27,7 @@ from services.portal.api.requests import IDEMPOTENCY_HEADER, TENANT_HEADER, body
 from stamen import commands
 from stamen.customers import check_customer_storage
 from stamen.customers.model import CustomerNotFound
-from stamen.domain.lifecycle import IllegalTransition, WorksetState, can_transition
 from stamen.domain.workset import Workset
-from stamen.events.types import WorksetArchived
 from stamen.inputs.contexts import INTAKE_SETTINGS, OBJECT_STORE
 from stamen.inputs.repository import IntakeRepository
 from stamen.inputs.storage import StorageChecker
@@ -212,20 +210,12 @@ async def retry(request: web.Request) -> web.Response:
 
 async def archive(request: web.Request) -> web.Response:
     """Finished worksets (completed, failed, rejected, cancelled, dead-lettered) move to archived."""
-    actor = actor_of(request)
     async with UnitOfWork(request.app[POOL]) as uow:
-        ws = await visible_workset(request, uow, for_update=True)
-        if not can_transition(ws.state, WorksetState.ARCHIVED):
-            raise ApiError(409, "WORKSET_NOT_ARCHIVABLE",
-                           f"workset {ws.id} is {ws.state}; only finished worksets can be archived",
-                           {"state": ws.state.value})
-        try:
-            ws.transition(WorksetState.ARCHIVED, actor=actor, reason="archived via the API",
-                          event=WorksetArchived(archived_by=actor))
-        except IllegalTransition as exc:
-            raise ApiError(409, "WORKSET_NOT_ARCHIVABLE", str(exc)) from None
-        await uow.worksets.save(ws)
-        if ws.state is WorksetState.ARCHIVED:
-            await uow.dead_letters.purge(ws.id)
-        await uow.commit()
-    return reply(m.WorksetStateResponse(workset_id=ws.id, state=ws.state.value))
+        ws = await visible_workset(request, uow)  # 404 for another tenant's workset
+    try:
+        state = await commands.archive(request.app[POOL], ws.id, actor=actor_of(request))
+    except commands.WorksetNotArchivable as exc:
+        raise ApiError(409, exc.code, str(exc), {"state": ws.state.value}) from None
+    except ConcurrencyConflict as exc:
+        raise ApiError(409, "WORKSET_CONCURRENT_UPDATE", str(exc)) from None
+    return reply(m.WorksetStateResponse(workset_id=ws.id, state=state))
