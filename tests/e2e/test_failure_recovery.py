@@ -151,25 +151,41 @@ async def wait_state(
 
 
 async def wait_settled(pool: asyncpg.Pool, ws_id: str, services: Services, timeout: float = 60) -> str:
-    """Completed or dead-lettered, or failed with its diagnosis in and no retry following it."""
+    """Completed or dead-lettered, or failed once the scheduler has decided on this attempt's diagnosis
+    (its inbox holds the diagnosis event, committed with the decision), so a retry cannot still follow."""
     deadline = time.monotonic() + timeout
     while True:
         state = await wait_state(pool, ws_id, {"completed", "dead_lettered", "failed"}, services, timeout)
         if state != "failed":
             return state
         async with pool.acquire() as conn:
-            diagnosed = await conn.fetchval(
-                "SELECT count(*) FROM diagnoses d JOIN worksets w ON w.id = d.workset_id AND w.attempt = d.attempt"
+            decided = await conn.fetchval(
+                "SELECT w.state FROM worksets w"
+                " JOIN diagnoses d ON d.workset_id = w.id AND d.attempt = w.attempt"
+                " JOIN inbox i ON i.consumer = 'scheduler-diagnosed' AND i.event_id = d.event_id"
                 " WHERE w.id = $1",
                 ws_id,
             )
-        if diagnosed:
-            await asyncio.sleep(1.0)  # the scheduler's retry decision follows the diagnosis closely
-            async with pool.acquire() as conn:
-                if await conn.fetchval("SELECT state FROM worksets WHERE id = $1", ws_id) == "failed":
-                    return "failed"
-        assert time.monotonic() < deadline
+        if decided == "failed":
+            return "failed"
+        assert time.monotonic() < deadline, f"{ws_id} failed and was never decided on\n{services.logs()}"
         await asyncio.sleep(0.2)
+
+
+async def explain(pool: asyncpg.Pool, ws_id: str, services: Services) -> str:
+    """What happened to a workset, for an assertion message: its history, diagnoses and the service logs."""
+    async with pool.acquire() as conn:
+        history = await conn.fetch(
+            "SELECT from_state, to_state, reason FROM workset_history WHERE workset_id = $1 ORDER BY version",
+            ws_id,
+        )
+        diagnoses = await conn.fetch(
+            "SELECT attempt, code, retry_class, report FROM diagnoses WHERE workset_id = $1 ORDER BY attempt",
+            ws_id,
+        )
+    lines = [f"{h['from_state']} -> {h['to_state']}: {h['reason']}" for h in history]
+    lines += [f"attempt {d['attempt']}: {d['code']} ({d['retry_class']})\n{d['report']}" for d in diagnoses]
+    return "\n".join([ws_id, *lines, services.logs()])
 
 
 async def test_failure_handling_end_to_end_on_the_local_executor(
@@ -192,10 +208,14 @@ async def failure_scenarios(pool: asyncpg.Pool, services: Services, work: Path) 
         services.kill()
         services.start()
 
-        assert await wait_settled(pool, flaky, services) == "completed"
-        assert await wait_settled(pool, bad, services) == "failed"
-        assert await wait_settled(pool, oom, services) == "completed"
-        assert await wait_settled(pool, stuck, services) == "dead_lettered"
+        for ws_id, expected in (
+            (flaky, "completed"),
+            (bad, "failed"),
+            (oom, "completed"),
+            (stuck, "dead_lettered"),
+        ):
+            state = await wait_settled(pool, ws_id, services)
+            assert state == expected, await explain(pool, ws_id, services)
 
         async with UnitOfWork(pool) as uow:
             flaky_ws = await uow.worksets.get(flaky)
