@@ -115,9 +115,7 @@ def up(
 
     try:
         endpoints = stack.start_servers(progress)
-        progress("applying database migrations")
-        applied = stack.migrate()
-        progress(f"migrations applied: {', '.join(applied) or 'none needed'}")
+        progress(f"migrations applied: {', '.join(stack.migrations_applied) or 'none needed'}")
         progress("starting services: " + ", ".join(stack.services))
         stack.start_services()
         status = asyncio.run(stack_status(endpoints.database_url, stack.state_dir, wait_ready=30.0))
@@ -363,11 +361,12 @@ def worksets_show(workset_id: str, state_dir: StateDirOpt = None, as_json: JsonO
 
 
 def main() -> None:
-    from stamen import cli_customers, cli_intake, cli_scheduler
+    from stamen import cli_customers, cli_intake, cli_nats, cli_scheduler
 
     cli_intake.register(app)
     cli_scheduler.register(app, worksets_app)
     cli_customers.register(app)
+    cli_nats.register(app)
     try:
         app()
     except CliError as exc:  # raised while checking arguments, before any work started

