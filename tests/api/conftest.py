@@ -20,6 +20,7 @@ from stamen.customers import AsyncCustomerManager
 from stamen.customers.settings import CustomerSettings
 from stamen.domain.lifecycle import WorksetState
 from stamen.intake import submit_workset
+from stamen.natsauth import NatsCredentialService
 from stamen.store.unit_of_work import UnitOfWork
 from tests.auth.cognito_lab import REGION, CognitoLab
 from tests.customers.awskit import customer_settings, moto_endpoint
@@ -95,7 +96,9 @@ async def onboard(pool: asyncpg.Pool, customers: CustomerSettings, keys: ApiKeyS
     workset = await workset_in(pool, tenant, f"{name}-ws")
     dead = await workset_in(pool, tenant, f"{name}-dead", dead_letter=True)
     _, tokens = await lab.user(tenant)
-    target = Target(tenant=tenant, workset_id=workset, dead_letter_id=dead, api_key_id=str(probe.record.id))
+    nats_probe = await NatsCredentialService(pool).create(tenant, "probe")
+    target = Target(tenant=tenant, workset_id=workset, dead_letter_id=dead, api_key_id=str(probe.record.id),
+                    nats_credential_id=str(nats_probe.record.id))
     return Tenant(target=target, api_key=key.key, id_token=tokens.id_token)
 
 

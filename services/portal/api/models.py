@@ -342,5 +342,30 @@ class ApiKeyList(BaseModel):
     items: list[ApiKeyOut]
 
 
+class NatsCredentialCreate(Body):
+    name: str = Field(min_length=1, max_length=100)
+    customer_id: str | None = Field(default=None, pattern=TENANT, description="Operators: whose credential.")
+
+
+class NatsCredentialOut(BaseModel):
+    id: str
+    customer_id: str
+    name: str
+    public_key: str = Field(description="The NKEY public key nats-server knows the lab system by.")
+    intake_subject: str = Field(description="The one subject this credential may publish to.")
+    inbox_prefix: str = Field(description="Connect with this inbox prefix; replies come only there.")
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class NatsCredentialCreated(BaseModel):
+    seed: str = Field(description="The NKEY seed (the private key): shown once, never stored.")
+    record: NatsCredentialOut
+
+
+class NatsCredentialList(BaseModel):
+    items: list[NatsCredentialOut]
+
+
 class TenantQuery(Body):
     tenant: str | None = Field(default=None, pattern=TENANT, description="Operators: which tenant.")

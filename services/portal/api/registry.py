@@ -27,6 +27,7 @@ class Target:
     workset_id: str
     dead_letter_id: str
     api_key_id: str
+    nats_credential_id: str
 
 
 @dataclass(frozen=True)

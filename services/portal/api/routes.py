@@ -5,7 +5,16 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from services.portal.api import api_keys, auth_endpoints, customers, openapi, operations, s3_events, worksets
+from services.portal.api import (
+    api_keys,
+    auth_endpoints,
+    customers,
+    nats_credentials,
+    openapi,
+    operations,
+    s3_events,
+    worksets,
+)
 from services.portal.api import models as m
 from services.portal.api.middleware import ACCESS
 from services.portal.api.registry import PREFIX, Aim, Route, Target
@@ -111,6 +120,19 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", "/api-keys/{key_id}", api_keys.revoke, "api_keys_revoke", "Revoke an API key", "api-keys",
           "principal", {200: m.ApiKeyOut}, query=m.TenantQuery, tenant_scoped=True,
           aim=lambda t: Aim(path={"key_id": t.api_key_id}, query={"tenant": t.tenant})),
+    # --- NATS credentials (lab systems publishing to stamen.intake.<tenant>)
+    Route("POST", "/nats-credentials", nats_credentials.create, "nats_credentials_create",
+          "Create a NATS credential (its seed is shown once)", "nats-credentials", "principal",
+          {201: m.NatsCredentialCreated}, request=m.NatsCredentialCreate, tenant_scoped=True,
+          aim=lambda t: Aim(json={"name": "isolation-probe", "customer_id": t.tenant})),
+    Route("GET", "/nats-credentials", nats_credentials.list_credentials, "nats_credentials_list",
+          "NATS credentials of a tenant (public keys only)", "nats-credentials", "principal",
+          {200: m.NatsCredentialList}, query=m.TenantQuery, tenant_scoped=True,
+          aim=lambda t: Aim(query={"tenant": t.tenant})),
+    Route("DELETE", "/nats-credentials/{credential_id}", nats_credentials.revoke, "nats_credentials_revoke",
+          "Revoke a NATS credential (nats-server drops its connections)", "nats-credentials", "principal",
+          {200: m.NatsCredentialOut}, query=m.TenantQuery, tenant_scoped=True,
+          aim=lambda t: Aim(path={"credential_id": t.nats_credential_id}, query={"tenant": t.tenant})),
 )
 
 # Served outside the table's JSON conventions: the document itself and its browsable page.
