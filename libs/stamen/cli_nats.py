@@ -143,7 +143,11 @@ def nats_auth_render(
             async def render(pool: asyncpg.Pool) -> str:
                 return await NatsCredentialService(pool).render(service)
 
-            typer.echo(_run(as_json, _with_pool(state_dir, render)), nl=False)
+            text = _run(as_json, _with_pool(state_dir, render))
+            if as_json:
+                _emit(as_json, {"config": text}, text)
+            else:
+                typer.echo(text, nl=False)
             return
 
         async def write() -> bool:
