@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
+from nats.aio.client import Client as NATS
 
 pytestmark = pytest.mark.slow
 
@@ -87,6 +91,29 @@ def stop_stack(proc: subprocess.Popen[str]) -> None:
     assert proc.wait(60) == 0
 
 
+def assert_nats_requires_credentials(service_url: str) -> None:
+    """The embedded NATS runs with authorization: the services' URL carries a password, and a client
+    without it (or with a wrong one) is refused."""
+    parts = urllib.parse.urlsplit(service_url)
+    assert parts.username == "stamen" and parts.password
+    bare = f"nats://{parts.hostname}:{parts.port}"
+    wrong = f"nats://stamen:wrong@{parts.hostname}:{parts.port}"
+
+    async def attempt(url: str) -> str:
+        nc = NATS()
+        try:
+            await nc.connect(url, allow_reconnect=False, connect_timeout=3)
+        except Exception as exc:
+            return f"refused: {exc!r}"
+        await nc.close()
+        return "connected"
+
+    assert asyncio.run(attempt(service_url)) == "connected"
+    for url in (bare, wrong):
+        outcome = asyncio.run(attempt(url))
+        assert outcome.startswith("refused") and "uthorization" in outcome, outcome
+
+
 def test_stamen_up_supervises_and_keeps_state_across_restarts(tmp_path: Path) -> None:
     state = tmp_path / "state"
     log = tmp_path / "launcher.log"
@@ -105,6 +132,10 @@ def test_stamen_up_supervises_and_keeps_state_across_restarts(tmp_path: Path) ->
         assert status["demo"]["state"] == "completed", status["demo"]
         first_demo = status["demo"]["id"]
         assert http_ok(status["portal_url"])
+        assert_nats_requires_credentials(stack_file(state)["nats_url"])
+        for secret in (state / "stack.json", state / "nats" / "service.password", state / "nats" / "auth.conf"):
+            assert stat.S_IMODE(secret.stat().st_mode) == 0o600, secret
+        assert "***" in stamen(state, "status")["nats_url"]
 
         # kill -9 one service: the supervisor starts a new one, which consumes again.
         before = stack_file(state)["services"]["validator"]
