@@ -73,7 +73,14 @@ def test_every_entry_is_complete() -> None:
 
 @pytest.mark.parametrize(
     ("code", "expected"),
-    [("WS-AWS-001", True), ("WS-RES-001", True), ("WS-AWS-005", False), ("WS-DAT-001", False)],
+    [
+        ("WS-AWS-001", True),
+        ("WS-RES-001", True),
+        ("WS-AWS-005", False),
+        ("WS-DAT-001", False),
+        ("WS-CLU-009", True),  # job lost: the next attempt may land on a healthy node
+        ("WS-CFG-010", False),  # max duration exceeded: a runaway run would run away again
+    ],
 )
 def test_is_retryable_examples(code: str, expected: bool) -> None:
     assert is_retryable(code) is expected

@@ -11,9 +11,11 @@ from stamen.diagnostics import (
     UNKNOWN_CODE,
     CatalogEntry,
     Diagnosis,
+    ErrorCategory,
     RetryClass,
     catalog,
     classify_error,
+    is_retryable,
 )
 from stamen.diagnostics.classifier import LOG_TAIL_LINES, MAX_SCANNED_LINES, normalise_slurm_state
 
@@ -51,7 +53,7 @@ def test_oom_log_ranks_oom_first_with_evidence() -> None:
     assert top.retry_class is RetryClass.RESOURCE
     assert [line.line_number for line in top.evidence_lines] == [2]
     assert "oom-kill" in top.evidence_lines[0].text
-    assert set(top.matched_facts) == {"exit code 137", "Slurm state OUT_OF_MEMORY"}
+    assert set(top.matched_facts) == {"exit code 137", "job state OUT_OF_MEMORY"}
 
 
 def test_candidates_are_sorted_by_descending_score() -> None:
@@ -193,3 +195,96 @@ def test_matches_only_in_the_scanned_tail() -> None:
 
 def test_matching_ignores_case() -> None:
     assert classify_error("ERROR: NO SPACE LEFT ON DEVICE\n").top.code == "WS-RES-004"
+
+
+# The scheduler's own states: MAX_DURATION (it stopped a run over max_duration_seconds) and LOST
+# (the job vanished). Both come in workset.failed's native_state, passed as slurm_state.
+MAX_DURATION_MESSAGE = (
+    "stamen: ran longer than its max duration of 3600s; the job was stopped (max duration exceeded)\n"
+)
+HUNG_DOWNLOAD_LOG = """\
+[Thu Mar 14 02:10:00 2024] rule fetch_reference:
+Connecting to ftp.example.org (ftp.example.org)|192.0.2.10|:443... failed: Connection timed out.
+Error in rule fetch_reference:
+    jobid: 2
+Traceback (most recent call last):
+"""
+PROGRESS_LOG = """\
+[M::process] read 662252 sequences (80000167 bp)...
+[M::mem_process_seqs] Processed 662252 reads in 744.129 CPU sec, 47.321 real sec
+"""
+
+
+def test_max_duration_state_alone_is_a_configuration_failure_not_retried() -> None:
+    diagnosis = classify_error("", slurm_state="MAX_DURATION")
+    assert [candidate.code for candidate in diagnosis.candidates] == ["WS-CFG-010"]
+    top = diagnosis.top
+    assert top.category is ErrorCategory.CONFIGURATION
+    assert top.retry_class is RetryClass.CONFIGURATION
+    assert not is_retryable(top.code)
+    assert top.matched_facts == ("job state MAX_DURATION",)
+
+
+def test_max_duration_with_the_scheduler_message_cites_it_as_evidence() -> None:
+    state_only = classify_error("", slurm_state="MAX_DURATION").top
+    top = classify_error(MAX_DURATION_MESSAGE, slurm_state="MAX_DURATION").top
+    assert top.code == "WS-CFG-010"
+    assert [line.line_number for line in top.evidence_lines] == [1]
+    assert "max duration" in top.evidence_lines[0].text
+    assert top.score > state_only.score
+
+
+def test_max_duration_outranks_what_the_stopped_run_logged() -> None:
+    # A run stopped mid-way can leave anything in its log, and the kill can look like an OOM kill
+    # (137/SIGKILL); the scheduler's own verdict must still come first.
+    diagnosis = classify_error(HUNG_DOWNLOAD_LOG, exit_code=137, signal=9, slurm_state="MAX_DURATION")
+    codes = [candidate.code for candidate in diagnosis.candidates]
+    assert codes[0] == "WS-CFG-010"
+    assert {"WS-NET-001", "WS-RES-001", "WS-PIP-002"} <= set(codes[1:])
+
+
+def test_max_duration_patterns_ignore_a_config_error_naming_the_field() -> None:
+    text = "1 validation error for WorksetSpec\nmax_duration_seconds\n  Input should be greater than or equal to 1\n"
+    codes = [candidate.code for candidate in classify_error(text, exit_code=2).candidates]
+    assert codes[0] == "WS-CFG-002"
+    assert "WS-CFG-010" not in codes
+
+
+@pytest.mark.parametrize("state", ["LOST", "lost"])
+def test_lost_state_alone_is_a_transient_cluster_failure_retried(state: str) -> None:
+    diagnosis = classify_error("", slurm_state=state)
+    assert [candidate.code for candidate in diagnosis.candidates] == ["WS-CLU-009"]
+    top = diagnosis.top
+    assert top.category is ErrorCategory.CLUSTER
+    assert top.retry_class is RetryClass.TRANSIENT
+    assert is_retryable(top.code)
+    assert top.matched_facts == ("job state LOST",)
+
+
+def test_lost_outranks_generic_matches_in_the_log() -> None:
+    text = PROGRESS_LOG + "Error in rule bwa_map:\n    jobid: 4\nTraceback (most recent call last):\n"
+    diagnosis = classify_error(text, exit_code=1, slurm_state="LOST")
+    codes = [candidate.code for candidate in diagnosis.candidates]
+    assert codes[0] == "WS-CLU-009"
+    assert {"WS-PIP-002", "WS-PIP-014"} <= set(codes[1:])
+
+
+def test_lost_with_only_progress_in_the_log_has_no_other_candidate() -> None:
+    diagnosis = classify_error(PROGRESS_LOG, slurm_state="LOST")
+    assert [candidate.code for candidate in diagnosis.candidates] == ["WS-CLU-009"]
+    assert diagnosis.log_tail[-1].startswith("[M::mem_process_seqs]")
+
+
+@pytest.mark.parametrize("state", ["TIMEOUT", "TIMEOUT (from slurmstepd's message)", "DEADLINE"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "slurmstepd: error: *** JOB 4412907 ON cn0231 CANCELLED AT 2024-03-07T04:11:02 DUE TO TIME LIMIT ***\n",
+    ],
+)
+def test_slurm_time_limit_still_maps_to_the_time_limit_code(state: str, text: str) -> None:
+    diagnosis = classify_error(text, slurm_state=state)
+    assert diagnosis.top.code == "WS-CLU-001"
+    assert diagnosis.top.retry_class is RetryClass.RESOURCE
+    assert "WS-CFG-010" not in [candidate.code for candidate in diagnosis.candidates]

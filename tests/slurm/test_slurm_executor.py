@@ -111,7 +111,7 @@ async def test_job_forgotten_by_slurm_is_read_from_its_exit_file_or_lost(
     await asyncio.to_thread(Path(handle.extra["exit_file"]).unlink)
     lost = (await executor.poll([handle]))[handle.job_id]
 
-    assert lost.state is JobState.LOST, lost
+    assert lost.state is JobState.LOST and lost.native_state.startswith("LOST"), lost
     assert "no longer knows it" in lost.reason and "exit file" in lost.reason
 
 

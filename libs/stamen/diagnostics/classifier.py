@@ -1,8 +1,9 @@
-"""Match failure evidence (log text, exit code, signal, Slurm state) against the catalog.
+"""Match failure evidence (log text, exit code, signal, job state) against the catalog.
 
 Scoring, highest first:
 
-* a Slurm job state is what the scheduler itself concluded, so it weighs most;
+* a job state is what a scheduler itself concluded (Slurm's, or stamen's own MAX_DURATION and
+  LOST), so it weighs most;
 * a matched log pattern weighs by its literal specificity (see ``specificity.py``), with a
   small bonus for each further distinct pattern of the same entry that matched;
 * a signal, or an exit code other than the generic 1/2/255, is strong corroboration;
@@ -59,7 +60,7 @@ class Candidate:
     retry_class: RetryClass
     score: float
     evidence_lines: tuple[EvidenceLine, ...] = ()
-    # Non-log evidence, e.g. "exit code 137" or "Slurm state OUT_OF_MEMORY".
+    # Non-log evidence, e.g. "exit code 137" or "job state OUT_OF_MEMORY".
     matched_facts: tuple[str, ...] = ()
     best_specificity: int = 0
 
@@ -99,7 +100,9 @@ def classify_error(
     """Rank catalog entries that explain a failure; unknown failures give a WS-UNK-000 candidate.
 
     ``exit_code`` may be negative, as Python's subprocess reports death by signal; it is then
-    read as that signal.  ``entries`` replaces the packaged catalog (used by tests).
+    read as that signal.  ``slurm_state`` is the job state the scheduler reported (workset.failed's
+    ``native_state``): a Slurm state, or one of stamen's own (``MAX_DURATION``, ``LOST``).
+    ``entries`` replaces the packaged catalog (used by tests).
     """
     if exit_code is not None and exit_code < 0 and signal is None:
         signal, exit_code = -exit_code, None
@@ -168,7 +171,7 @@ def _score_entry(
         score += pattern_score * (GENERIC_ENTRY_FACTOR if entry.generic else 1.0)
     if slurm_state is not None and slurm_state in rules.slurm_states:
         score += SLURM_STATE_WEIGHT
-        facts.append(f"Slurm state {slurm_state}")
+        facts.append(f"job state {slurm_state}")
     if signal is not None and signal in rules.signals:
         score += SIGNAL_WEIGHT
         facts.append(f"signal {signal}")

@@ -30,6 +30,10 @@ def render_errors_markdown(entries: Sequence[CatalogEntry] | None = None) -> str
         "also raise the memory request. The other classes need a change to configuration,",
         "inputs or code before a re-run can succeed.",
         "",
+        "A job state is the state Slurm reports for the job (sacct/squeue), or one stamen's",
+        "scheduler reports itself: `MAX_DURATION` (it stopped a run that exceeded the workset's",
+        "`max_duration_seconds`) and `LOST` (the job vanished without a record of how it ended).",
+        "",
         "| Code | Name | Category | Severity | Retry class |",
         "| --- | --- | --- | --- | --- |",
     ]
@@ -63,7 +67,7 @@ def _section(entry: CatalogEntry) -> list[str]:
         lines += [f"- log line matching {_code_span(pattern)}" for pattern in rules.patterns]
         lines += [f"- exit code {code}" for code in rules.exit_codes]
         lines += [f"- signal {number}" for number in rules.signals]
-        lines += [f"- Slurm state `{state}`" for state in rules.slurm_states]
+        lines += [f"- job state `{state}`" for state in rules.slurm_states]
         if entry.generic:
             lines += ["", "This is a catch-all entry: more specific entries take precedence."]
     lines += ["", "Remediation:", ""]

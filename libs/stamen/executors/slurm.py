@@ -587,7 +587,9 @@ class SlurmExecutor:
                 f"shows it in the unknown state {queue_state!r}" if queue_state else "no longer knows it"
             )
             return JobStatus(
-                handle=handle, state=JobState.LOST, native_state=queue_state or "unknown",
+                # "LOST" first (the diagnosis keys on the first word: transient, retried), then what
+                # squeue still said, if anything.
+                handle=handle, state=JobState.LOST, native_state=f"LOST ({queue_state})" if queue_state else "LOST",
                 log_tail=logs.tail,
                 reason=(f"Slurm {unknown} (not in squeue, no sacct record: is accounting enabled?) and "
                         f"its batch script left no exit file {files['exit_file']}: the job was killed "

@@ -58,3 +58,26 @@ async def test_unknown_failure_gets_ws_unk_000_with_the_log_tail(pool: asyncpg.P
         [diag] = await uow.diagnoses.for_workset(ws_id)
     assert diag.code == "WS-UNK-000" and not diag.retryable
     assert "and then it stopped" in diag.report
+
+
+async def test_run_stopped_at_max_duration_is_not_retryable(pool: asyncpg.Pool) -> None:
+    log_tail = (
+        "stamen: ran longer than its max duration of 3600s; the job was stopped (max duration exceeded)"
+    )
+    ws_id, event = await failed_event(pool, log_tail, None, "MAX_DURATION")
+    await idempotent(CONSUMER, lambda: pool, diagnose_failure)(event, DELIVERY)
+    async with UnitOfWork(pool) as uow:
+        [diag] = await uow.diagnoses.for_workset(ws_id)
+    assert diag.code == "WS-CFG-010" and diag.retry_class == "configuration" and not diag.retryable
+    assert diag.candidates[0]["facts"] == ["job state MAX_DURATION"]
+    assert "max_duration_seconds" in diag.report  # the remediation says which setting to raise
+
+
+async def test_lost_job_is_retryable(pool: asyncpg.Pool) -> None:
+    ws_id, event = await failed_event(
+        pool, "[M::process] read 662252 sequences (80000167 bp)...", None, "LOST"
+    )
+    await idempotent(CONSUMER, lambda: pool, diagnose_failure)(event, DELIVERY)
+    async with UnitOfWork(pool) as uow:
+        [diag] = await uow.diagnoses.for_workset(ws_id)
+    assert diag.code == "WS-CLU-009" and diag.retry_class == "transient" and diag.retryable
