@@ -59,12 +59,14 @@ class OutboxRelay:
 
     async def _run(self) -> None:
         while not self._stopping.is_set():
+            # Cleared before the pass, so a NOTIFY that arrives during it wakes the next wait at once.
+            self._wake.clear()
             try:
                 sent = await self.publish_pending()
             except Exception as exc:
-                log.warning("outbox.relay_failed", error=str(exc))
-                sent = 0
+                log.warning("outbox.relay_failed", error=str(exc), retry_in=1.0)
                 await asyncio.sleep(1.0)
+                continue  # the unmarked rows are still there: try again, do not wait for the next poll
             if sent >= self._batch_size:
                 continue  # more are waiting
             if time.monotonic() >= self._next_purge:
@@ -73,7 +75,6 @@ class OutboxRelay:
                     await self.purge_history()
                 except Exception as exc:
                     log.warning("outbox.purge_failed", error=str(exc))
-            self._wake.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll_seconds)
 

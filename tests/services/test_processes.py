@@ -1,8 +1,13 @@
-"""Each service as its own process: health, readiness, metrics, and a clean stop on SIGTERM."""
+"""Each service as its own process: health, readiness, metrics, JSON logs, and a clean stop on SIGTERM.
+
+Both ways a service is started are covered: `python -m services.<name>` and the console entry
+`stamen service <name>` (what the supervisor and containers run).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -22,15 +27,28 @@ async def get(session: aiohttp.ClientSession, url: str) -> tuple[int, str]:
         return resp.status, await resp.text()
 
 
+def service_argv(launch: str, name: str) -> list[str]:
+    if launch == "module":
+        return [sys.executable, "-m", f"services.{name}"]
+    return [sys.executable, "-m", "stamen", "service", name]
+
+
+@pytest.mark.parametrize("launch", ["module", "console"])
 @pytest.mark.parametrize("name", SERVICES)
 async def test_service_runs_alone_and_stops_cleanly(
-    name: str, database_url: str, nats_url: str, tmp_path: Path
+    name: str, launch: str, database_url: str, nats_url: str, tmp_path: Path
 ) -> None:
     port = free_port()
     log = tmp_path / f"{name}.log"
-    env = {**os.environ, "DATABASE_URL": database_url, "NATS_URL": nats_url, "STAMEN_HTTP_PORT": str(port)}
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "NATS_URL": nats_url,
+        "STAMEN_HTTP_PORT": str(port),
+        "STAMEN_LOG_FORMAT": "json",
+    }
     proc = subprocess.Popen(
-        [sys.executable, "-m", f"services.{name}"], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT
+        service_argv(launch, name), env=env, stdout=log.open("w"), stderr=subprocess.STDOUT
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -53,5 +71,23 @@ async def test_service_runs_alone_and_stops_cleanly(
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(30)
-    assert code == 0, log.read_text()
-    assert "service.draining" in log.read_text()
+    output = log.read_text()
+    assert code == 0, output
+    # Every line a service writes, its own or a library's, is one JSON object naming the service.
+    lines = []
+    for text in output.splitlines():
+        try:
+            lines.append(json.loads(text))
+        except json.JSONDecodeError:
+            raise AssertionError(f"{name}: a log line is not JSON: {text!r}\n{output}") from None
+    assert all(line.get("service") == name for line in lines), output
+    assert "service.draining" in {line.get("event") for line in lines}
+
+
+def test_console_entry_refuses_an_unknown_service() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "stamen", "service", "teleporter"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1
+    assert "error [UNKNOWN_SERVICE]: unknown service 'teleporter'" in done.stderr
+    assert all(name in done.stderr for name in SERVICES)

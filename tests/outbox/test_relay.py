@@ -1,0 +1,234 @@
+"""The outbox relay's promises, each forced deterministically against real PostgreSQL and NATS.
+
+- published once: a relay that publishes and then fails before marking leaves the row for the next
+  pass, whose re-publish JetStream drops by its Nats-Msg-Id;
+- several relays can run: FOR UPDATE SKIP LOCKED hands each row to exactly one of them;
+- relays are woken by LISTEN/NOTIFY, not by their (here very slow) poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Sequence
+
+import asyncpg
+import pytest
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+
+from stamen.bus.publisher import JetStreamPublisher, RawPublisher
+from stamen.bus.subjects import EVENTS_STREAM
+from stamen.events import Envelope, new_envelope
+from stamen.events.types import WorksetQueued
+from stamen.relay import OutboxRelay
+from stamen.store.db import create_pool
+from stamen.store.outbox import OutboxQueue, OutboxWriter
+
+
+class RecordingPublisher:
+    """The real JetStream publisher, remembering each publish and whether the stream stored it."""
+
+    def __init__(self, inner: JetStreamPublisher, *, delay: float = 0.0) -> None:
+        self._inner = inner
+        self._delay = delay
+        self.results: list[tuple[str, bool]] = []
+
+    async def publish_raw(self, subject: str, body: bytes, headers: dict[str, str]) -> bool:
+        if self._delay:
+            await asyncio.sleep(self._delay)  # holds the claimed rows' locks a little longer
+        fresh = await self._inner.publish_raw(subject, body, headers)
+        self.results.append((headers["Nats-Msg-Id"], fresh))
+        return fresh
+
+
+class SimulatedCrash(ConnectionResetError):
+    pass
+
+
+def queued_event(i: int = 0) -> Envelope:
+    return new_envelope(
+        WorksetQueued(attempt=1), tenant_id=f"t{i % 3}", region="us-west-2", workset_id=f"ws-{i}"
+    )
+
+
+async def commit_events(pool: asyncpg.Pool, events: Sequence[Envelope]) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        await OutboxWriter(conn).add(events)
+
+
+async def unpublished(pool: asyncpg.Pool) -> int:
+    async with pool.acquire() as conn:
+        return int(await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL"))
+
+
+async def stream_messages(js: JetStreamContext) -> list[tuple[str, str]]:
+    """Every message in the events stream as (Nats-Msg-Id header, envelope id in the body)."""
+    expected = (await js.stream_info(EVENTS_STREAM)).state.messages
+    sub = await js.pull_subscribe("stamen.evt.>", stream=EVENTS_STREAM)
+    found: list[tuple[str, str]] = []
+    try:
+        while len(found) < expected:
+            try:
+                msgs = await sub.fetch(min(expected - len(found), 200), timeout=5)
+            except NatsTimeoutError:
+                raise AssertionError(f"read {len(found)} of {expected} stream messages") from None
+            for msg in msgs:
+                assert msg.headers is not None
+                found.append((msg.headers["Nats-Msg-Id"], json.loads(msg.data)["id"]))
+    finally:
+        await sub.unsubscribe()
+    return found
+
+
+async def wait_until_all_marked(pool: asyncpg.Pool, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while await unpublished(pool):
+        assert time.monotonic() < deadline, f"{what}: rows still unpublished after {timeout}s"
+        await asyncio.sleep(0.02)
+
+
+async def test_publish_then_failure_before_mark_ends_with_one_message_and_a_marked_row(
+    pool: asyncpg.Pool, js: JetStreamContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    event = queued_event()
+    await commit_events(pool, [event])
+    publisher = RecordingPublisher(JetStreamPublisher(js))
+    relay = OutboxRelay(pool, publisher, poll_seconds=60)
+
+    real_mark = OutboxQueue.mark_published
+    marks_attempted: list[list[int]] = []
+
+    async def fail_first_mark(self: OutboxQueue, ids: Sequence[int]) -> None:
+        marks_attempted.append(list(ids))
+        if len(marks_attempted) == 1:
+            # The exact window the dedup id covers: the stream has it, the row does not say so.
+            raise SimulatedCrash("relay lost its database connection after publishing")
+        await real_mark(self, ids)
+
+    monkeypatch.setattr(OutboxQueue, "mark_published", fail_first_mark)
+
+    with pytest.raises(SimulatedCrash):
+        await relay.publish_pending()
+    assert await unpublished(pool) == 1  # the claim's transaction rolled back: the row is pending again
+    assert await stream_messages(js) == [(str(event.id), str(event.id))]
+
+    assert await relay.publish_pending() == 1  # "run the relay again"
+    assert len(marks_attempted) == 2
+    assert publisher.results == [(str(event.id), True), (str(event.id), False)]  # second: server dedup
+    assert await stream_messages(js) == [(str(event.id), str(event.id))]
+    assert await unpublished(pool) == 0
+    assert await relay.publish_pending() == 0
+
+
+async def test_running_relay_recovers_from_a_failed_mark_without_a_duplicate(
+    pool: asyncpg.Pool, js: JetStreamContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same window, through the relay's own loop: it logs, backs off, and its retry is deduplicated."""
+    events = [queued_event(i) for i in range(3)]
+    real_mark = OutboxQueue.mark_published
+    failed = asyncio.Event()
+
+    async def fail_first_mark(self: OutboxQueue, ids: Sequence[int]) -> None:
+        if not failed.is_set():
+            failed.set()
+            raise SimulatedCrash("relay lost its database connection after publishing")
+        await real_mark(self, ids)
+
+    monkeypatch.setattr(OutboxQueue, "mark_published", fail_first_mark)
+    publisher = RecordingPublisher(JetStreamPublisher(js))
+    # After a failed pass the loop backs off and then waits for a NOTIFY or its poll; no further
+    # commit comes here, so the poll is what brings the retry.
+    relay = OutboxRelay(pool, publisher, poll_seconds=1.0)
+    await relay.start()
+    try:
+        await commit_events(pool, events)
+        await wait_until_all_marked(pool, 15, "after the failed mark")
+    finally:
+        await relay.stop()
+    ids = {str(e.id) for e in events}
+    assert failed.is_set()
+    assert sorted(publisher.results) == sorted([(i, True) for i in ids] + [(i, False) for i in ids])
+    messages = await stream_messages(js)
+    assert len(messages) == 3 and {m for m, _ in messages} == ids
+
+
+async def test_two_relays_publish_every_event_exactly_once_while_rows_are_committed(
+    database_url: str, pool: asyncpg.Pool, js: JetStreamContext
+) -> None:
+    total = 500
+    events = [queued_event(i) for i in range(total)]
+    # Each relay has its own pool and publisher, as two service processes would.
+    pools = [await create_pool(database_url, max_size=3) for _ in range(2)]
+    publishers = [RecordingPublisher(JetStreamPublisher(js), delay=0.002) for _ in range(2)]
+    relays = [
+        OutboxRelay(p, pub, batch_size=20, poll_seconds=60) for p, pub in zip(pools, publishers, strict=True)
+    ]
+    try:
+        for relay in relays:
+            await relay.start()
+        # Committed in small transactions while both relays are already working.
+        for start in range(0, total, 5):
+            await commit_events(pool, events[start : start + 5])
+            if start % 50 == 0:
+                await asyncio.sleep(0.01)
+        await wait_until_all_marked(pool, 30, "two relays")
+    finally:
+        for relay in relays:
+            await relay.stop()
+        for p in pools:
+            await p.close()
+
+    ids = {str(e.id) for e in events}
+    published = [r for pub in publishers for r in pub.results]
+    # Not one row went to both relays: no publish was a duplicate the server had to drop.
+    assert len(published) == total, f"{len(published)} publishes for {total} rows"
+    assert all(fresh for _, fresh in published)
+    assert {msg_id for msg_id, _ in published} == ids
+    assert all(pub.results for pub in publishers), [len(pub.results) for pub in publishers]
+
+    messages = await stream_messages(js)
+    assert len(messages) == total
+    assert {msg_id for msg_id, _ in messages} == ids
+    assert all(msg_id == body_id for msg_id, body_id in messages)
+
+
+class IdleSignallingRelay(OutboxRelay):
+    """An OutboxRelay that says when it has gone to sleep waiting for a wake-up.
+
+    Its loop runs housekeeping (purge_history) right before it clears its wake flag and waits, with
+    no await in between, so once `idle` is seen set the relay is waiting and only a NOTIFY (or the
+    60 s poll) can wake it.
+    """
+
+    PURGE_EVERY_SECONDS = 0.0  # housekeeping on every idle pass, so every pass signals
+
+    def __init__(self, pool: asyncpg.Pool, publisher: RawPublisher, *, poll_seconds: float) -> None:
+        super().__init__(pool, publisher, poll_seconds=poll_seconds)
+        self.idle = asyncio.Event()
+
+    async def purge_history(self) -> tuple[int, int]:
+        counts = await super().purge_history()
+        self.idle.set()
+        return counts
+
+
+async def test_idle_relay_is_woken_by_notify_long_before_its_poll(
+    pool: asyncpg.Pool, js: JetStreamContext
+) -> None:
+    relay = IdleSignallingRelay(pool, JetStreamPublisher(js), poll_seconds=60)
+    await relay.start()
+    latencies: list[float] = []
+    try:
+        for i in range(3):
+            await asyncio.wait_for(relay.idle.wait(), 10)
+            relay.idle.clear()
+            started = time.monotonic()
+            await commit_events(pool, [queued_event(i)])
+            await wait_until_all_marked(pool, 2.0, f"event {i} (relay polls every 60 s)")
+            latencies.append(time.monotonic() - started)
+    finally:
+        await relay.stop()
+    assert (await js.stream_info(EVENTS_STREAM)).state.messages == 3
+    print(f"notify-to-published latencies: {[f'{s:.3f}' for s in latencies]}")
