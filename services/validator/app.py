@@ -1,5 +1,6 @@
-"""Validator wiring: consumes workset.submitted (validated+queued or rejected), keeps the Daylily
-sentinels of S3-dropped worksets true, answers NATS intake requests and watches the drop buckets."""
+"""Validator wiring: consumes workset.submitted (validated+queued or rejected, the tenant's storage quota
+included), keeps the Daylily sentinels of S3-dropped worksets true, answers NATS intake requests and
+watches the drop buckets."""
 
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ from services.validator.watcher import drop_watcher_ctx
 from stamen.bus.consumer import ConsumerSpec, EventHandler
 from stamen.bus.subjects import event_filter
 from stamen.inputs.contexts import INTAKE_SETTINGS, OBJECT_STORE, add_object_store
+from stamen.inputs.quota import storage_quota_findings
 from stamen.inputs.settings import IntakeSettings
 from stamen.inputs.storage import StorageChecker
 from stamen.service.idempotent import idempotent
 from stamen.service.keys import POOL
 from stamen.service.runner import base_app
 from stamen.settings import Settings
+from stamen.worksets import Finding
 
 CONSUMER = "validator-submitted"
 SENTINEL_CONSUMER = "validator-sentinels"
@@ -28,22 +31,45 @@ SENTINEL_EVENTS = ("workset.rejected", "workset.completed", "workset.dead_letter
 
 def init_app(settings: Settings, *, intake: IntakeSettings | None = None) -> web.Application:
     def specs(app: web.Application) -> list[ConsumerSpec]:
+        async def quota(tenant_id: str) -> list[Finding]:
+            return await storage_quota_findings(app[POOL], app[OBJECT_STORE].client, tenant_id)
+
         async def check(spec: dict[str, Any], tenant_id: str) -> CheckResult:
             checker = StorageChecker(app[OBJECT_STORE], app[INTAKE_SETTINGS])
-            return await check_submission(spec, tenant_id=tenant_id, checker=checker,
-                                          cluster_region=settings.region,
-                                          enable_validation=settings.enable_validation)
+            return await check_submission(
+                spec,
+                tenant_id=tenant_id,
+                checker=checker,
+                cluster_region=settings.region,
+                enable_validation=settings.enable_validation,
+                quota=quota,
+            )
 
         def spec(durable: str, events: list[str], handler: EventHandler) -> ConsumerSpec:
-            return ConsumerSpec(durable=durable, filter_subjects=[event_filter(e) for e in events], handler=handler,
-                                ack_wait_seconds=settings.ack_wait_seconds, max_deliver=settings.max_deliver,
-                                concurrency=settings.consumer_concurrency)
+            return ConsumerSpec(
+                durable=durable,
+                filter_subjects=[event_filter(e) for e in events],
+                handler=handler,
+                ack_wait_seconds=settings.ack_wait_seconds,
+                max_deliver=settings.max_deliver,
+                concurrency=settings.consumer_concurrency,
+            )
 
         return [
-            spec(CONSUMER, ["workset.submitted"],
-                 handlers.validate_submitted(CONSUMER, lambda: app[POOL], check, max_deliver=settings.max_deliver)),
-            spec(SENTINEL_CONSUMER, list(SENTINEL_EVENTS),
-                 idempotent(SENTINEL_CONSUMER, lambda: app[POOL], handlers.write_sentinel(lambda: app[OBJECT_STORE]))),
+            spec(
+                CONSUMER,
+                ["workset.submitted"],
+                handlers.validate_submitted(
+                    CONSUMER, lambda: app[POOL], check, max_deliver=settings.max_deliver
+                ),
+            ),
+            spec(
+                SENTINEL_CONSUMER,
+                list(SENTINEL_EVENTS),
+                idempotent(
+                    SENTINEL_CONSUMER, lambda: app[POOL], handlers.write_sentinel(lambda: app[OBJECT_STORE])
+                ),
+            ),
         ]
 
     app = base_app("validator", settings, consumers=specs)

@@ -1,4 +1,5 @@
-"""The validator's decision about one submitted spec: rules, storage checks and the estimate.
+"""The validator's decision about one submitted spec: rules, storage checks, the estimate and the
+tenant's storage quota.
 
 The work is in `stamen.worksets` (pure) and `stamen.inputs` (storage); this module only shapes the
 outcome for the handler.
@@ -6,15 +7,21 @@ outcome for the handler.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from stamen.inputs.storage import StorageChecker
 from stamen.inputs.validation import validate_imported
-from stamen.worksets import import_form
+from stamen.worksets import Finding, import_form
 
-VALIDATION_DISABLED_NOTE = ("STAMEN_ENABLE_VALIDATION is false: only the spec's structure was checked; no "
-                            "rules, storage checks or estimate.")
+VALIDATION_DISABLED_NOTE = (
+    "STAMEN_ENABLE_VALIDATION is false: only the spec's structure and the tenant's "
+    "storage quota were checked; no rules, storage checks of the inputs or estimate."
+)
+
+# tenant -> findings about the tenant itself (its storage quota); see stamen.inputs.quota.
+QuotaCheck = Callable[[str], Awaitable[list[Finding]]]
 
 
 @dataclass(frozen=True)
@@ -32,17 +39,32 @@ class CheckResult:
         return not self.errors
 
 
-async def check_submission(spec: dict[str, Any], *, tenant_id: str, checker: StorageChecker | None,
-                           cluster_region: str, enable_validation: bool = True,
-                           strict: bool = False) -> CheckResult:
+async def check_submission(
+    spec: dict[str, Any],
+    *,
+    tenant_id: str,
+    checker: StorageChecker | None,
+    cluster_region: str,
+    enable_validation: bool = True,
+    strict: bool = False,
+    quota: QuotaCheck | None = None,
+) -> CheckResult:
     # The tenant is who submitted it (authenticated), never what the document claims.
     imported = import_form({**spec, "tenant": tenant_id}, source="submission")
+    # The quota is a limit of the customer, not a check of the workset: it applies even unvalidated.
+    tenant_findings = await quota(tenant_id) if quota is not None else []
     if not enable_validation:
         # Even unvalidated, a workset must be a WorksetSpec: nothing downstream can run anything else.
-        errors = [f.model_dump() for f in imported.findings if f.severity == "error"]
-        return CheckResult(errors=errors, warnings=[], note=VALIDATION_DISABLED_NOTE, validated=False)
+        found = [f.model_dump() for f in [*imported.findings, *tenant_findings]]
+        return CheckResult(
+            errors=[f for f in found if f["severity"] == "error"],
+            warnings=[],
+            note=VALIDATION_DISABLED_NOTE,
+            validated=False,
+            storage_unavailable=any(f["code"] == "SNF-OBJ-006" for f in found),
+        )
     report = await validate_imported(imported, checker=checker, cluster_region=cluster_region, strict=strict)
-    findings = [f.model_dump() for f in report.findings]
+    findings = [f.model_dump() for f in [*report.findings, *tenant_findings]]
     return CheckResult(
         errors=[f for f in findings if f["severity"] == "error"],
         warnings=[f for f in findings if f["severity"] != "error"],

@@ -1,3 +1,3 @@
-from tests.intake.s3kit import moto_url, s3lab
+from tests.intake.s3kit import guarded_s3, moto_url, s3lab
 
-__all__ = ["moto_url", "s3lab"]
+__all__ = ["guarded_s3", "moto_url", "s3lab"]

@@ -5,9 +5,12 @@ Shared with services/validator/tests and services/portal/tests, whose conftests 
 
 from __future__ import annotations
 
+import json
 import os
+import urllib.request
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +49,9 @@ class S3Lab:
     def new_bucket(self, region: str = "us-west-2", name: str | None = None) -> str:
         bucket = name or f"lab-{uuid.uuid4().hex[:12]}"
         client: Any = boto3.client("s3", endpoint_url=self.url, region_name=region)
-        config = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+        config = (
+            {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+        )
         client.create_bucket(Bucket=bucket, **config)
         return bucket
 
@@ -75,21 +80,36 @@ class S3Lab:
         for i in range(samples):
             r1, r2 = self.reads(f"S{i + 1}")
             rows.append({"id": f"S{i + 1}", "platform": "ILLUMINA", "r1": r1, "r2": r2})
-        return {"name": name, "pipeline": "fastq-qc", "reference_genome": "GRCh38", "samples": rows,
-                "export_uri": f"s3://{self.bucket}/results/{name}/", **overrides}
+        return {
+            "name": name,
+            "pipeline": "fastq-qc",
+            "reference_genome": "GRCh38",
+            "samples": rows,
+            "export_uri": f"s3://{self.bucket}/results/{name}/",
+            **overrides,
+        }
 
-    def drop_folder(self, name: str, *, work: str | None = None, ready: bool = True,
-                    info: dict[str, Any] | None = None) -> str:
+    def drop_folder(
+        self, name: str, *, work: str | None = None, ready: bool = True, info: dict[str, Any] | None = None
+    ) -> str:
         """A Daylily workset folder in the drop prefix; returns its prefix (ending in '/')."""
         folder = f"{DROP_PREFIX}{name}/"
         r1, r2 = self.reads(name)
-        manifest = ("RUN_ID\tSAMPLE_ID\tEXPERIMENTID\tLANE\tSEQ_VENDOR\tSEQ_PLATFORM\tILMN_R1_FQ\tILMN_R2_FQ\n"
-                    f"R1\t{name}-S1\tEX1\t1\tILMN\tNOVASEQX\t{r1}\t{r2}\n")
-        self.put(folder + "daylily_work.yaml", work if work is not None else yaml.safe_dump(
-            {"dy-r": "-p help", "export_uri": f"s3://{self.bucket}/results/{name}/"}))
+        manifest = (
+            "RUN_ID\tSAMPLE_ID\tEXPERIMENTID\tLANE\tSEQ_VENDOR\tSEQ_PLATFORM\tILMN_R1_FQ\tILMN_R2_FQ\n"
+            f"R1\t{name}-S1\tEX1\t1\tILMN\tNOVASEQX\t{r1}\t{r2}\n"
+        )
+        self.put(
+            folder + "daylily_work.yaml",
+            work
+            if work is not None
+            else yaml.safe_dump({"dy-r": "-p help", "export_uri": f"s3://{self.bucket}/results/{name}/"}),
+        )
         self.put(folder + "stage_samples.tsv", manifest)
-        self.put(folder + "daylily_info.yaml", yaml.safe_dump(info or {"pipeline_type": "fastq-qc",
-                                                                      "reference_genome": "GRCh38"}))
+        self.put(
+            folder + "daylily_info.yaml",
+            yaml.safe_dump(info or {"pipeline_type": "fastq-qc", "reference_genome": "GRCh38"}),
+        )
         if ready:
             self.put(folder + "daylily.ready", "2025-01-01T00:00:00Z")
         return folder
@@ -100,9 +120,59 @@ def s3lab(moto_url: str) -> S3Lab:
     return S3Lab(moto_url)
 
 
+@dataclass
+class GuardedS3:
+    """A moto server of its own that can be switched to enforcing IAM (the shared one never is), and an
+    IAM user for the code under test. Set up buckets and objects first, then `deny_get_object`."""
+
+    url: str
+    user_key_id: str
+    user_secret: str
+
+    def deny_get_object(self, uri: str) -> None:
+        """The user may do anything in S3 except read this object; from now on moto checks every call."""
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Action": "s3:*", "Resource": "*"},
+                {"Effect": "Deny", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{bucket}/{key}"},
+            ],
+        }
+        iam: Any = boto3.client("iam", endpoint_url=self.url, region_name="us-east-1")
+        iam.put_user_policy(UserName="validator", PolicyName="lab-reads", PolicyDocument=json.dumps(policy))
+        # moto's switch: authenticate and authorise every request after the next 0 ones.
+        request = urllib.request.Request(
+            f"{self.url}/moto-api/reset-auth",
+            data=b"0",
+            method="POST",
+            headers={"Content-Type": "text/plain"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert answer.status == 200
+
+
+@pytest.fixture
+def guarded_s3(tmp_path: Path, moto_url: str) -> Iterator[GuardedS3]:
+    server = MotoServer(tmp_path / "guarded-moto").start()  # moto_url: only for its credentials setup
+    try:
+        iam: Any = boto3.client("iam", endpoint_url=server.url, region_name="us-east-1")
+        iam.create_user(UserName="validator")
+        key = iam.create_access_key(UserName="validator")["AccessKey"]
+        yield GuardedS3(server.url, key["AccessKeyId"], key["SecretAccessKey"])
+    finally:
+        server.stop()
+
+
 def make_settings(database_url: str, nats_url: str, moto_url: str, **extra: Any) -> Settings:
-    return Settings(DATABASE_URL=database_url, NATS_URL=nats_url, AWS_ENDPOINT_URL=moto_url,
-                    AWS_REGION="us-west-2", region="us-west-2", **extra)
+    return Settings(
+        DATABASE_URL=database_url,
+        NATS_URL=nats_url,
+        AWS_ENDPOINT_URL=moto_url,
+        AWS_REGION="us-west-2",
+        region="us-west-2",
+        **extra,
+    )
 
 
 def make_intake(s3lab: S3Lab | None = None, **extra: Any) -> IntakeSettings:

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import inspect
 import re
+from collections.abc import Callable
 from pathlib import Path
 
+from services.validator.tests import test_service
 from stamen.worksets.findings import CODES
+from tests.intake import test_cli_and_api, test_storage
+from tests.intake.test_storage import STORAGE_CORPUS
+from tests.worksets.test_corpus import CORPUS
 
 REPO = Path(__file__).resolve().parents[2]
-CODE = re.compile(r"\b(?:VAL|SNF)-[A-Z]+-\d{3}\b")
-SOURCES = [*(REPO / "libs" / "stamen" / "inputs").glob("*.py"), *(REPO / "services" / "validator").glob("*.py"),
-           *(REPO / "services" / "portal" / "api").glob("*.py"), REPO / "libs" / "stamen" / "cli_intake.py"]
+CODE = re.compile(r"\b(?:VAL|SNF|QUOTA)-[A-Z]+-\d{3}\b")
+SOURCES = [
+    *(REPO / "libs" / "stamen" / "inputs").glob("*.py"),
+    *(REPO / "services" / "validator").glob("*.py"),
+    *(REPO / "services" / "portal" / "api").glob("*.py"),
+    REPO / "libs" / "stamen" / "cli_intake.py",
+]
 
 
 def test_codes_used_by_intake_are_catalogued_and_documented() -> None:
@@ -29,3 +39,23 @@ def test_every_api_error_code_is_documented() -> None:
     docs = (REPO / "docs" / "intake.md").read_text()
     assert {"REQUEST_TOO_LARGE", "TENANT_REQUIRED", "VALIDATION_FAILED"} <= codes
     assert sorted(c for c in codes if f"`{c}`" not in docs) == []
+
+
+# Codes produced by a test of their own rather than a corpus row; each test names the code it asserts.
+PRODUCED_BY: dict[str, Callable[..., object]] = {
+    "SNF-OBJ-003": test_storage.test_access_denied_by_an_iam_policy,
+    "SNF-OBJ-004": test_storage.test_missing_bucket_and_unreachable_storage,
+    "SNF-OBJ-006": test_storage.test_missing_bucket_and_unreachable_storage,
+    "VAL-REF-002": test_storage.test_reference_files_are_checked_under_the_configured_location,
+    "VAL-DAY-004": test_cli_and_api.test_python_api_reports_the_folder_layout,
+    "VAL-DAY-005": test_cli_and_api.test_python_api_reports_the_folder_layout,
+    "QUOTA-STORAGE-001": test_service.test_storage_quota_is_checked_for_every_intake_path,
+}
+
+
+def test_every_catalogued_code_is_produced_by_a_test() -> None:
+    covered = {code for code, _, _ in CORPUS.values()} | set(STORAGE_CORPUS) | set(PRODUCED_BY)
+    assert sorted(set(CODES) - covered) == []
+    assert sorted(covered - set(CODES)) == []
+    for code, test in PRODUCED_BY.items():
+        assert code in inspect.getsource(test), (code, test.__name__)

@@ -4,6 +4,7 @@ known input is worked out by hand."""
 from __future__ import annotations
 
 import gzip
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -12,17 +13,27 @@ from stamen.inputs import IntakeSettings, StorageChecker, open_object_store, val
 from stamen.inputs.submission import import_for_tenant
 from stamen.settings import Settings
 from stamen.worksets import ValidationReport
-from tests.intake.s3kit import S3Lab
+from tests.intake.s3kit import GuardedS3, S3Lab
 from tests.worksets.conftest import fastq_records, gz
 
 
-async def check(s3lab: S3Lab, spec: dict[str, Any], *, intake: IntakeSettings | None = None,
-                endpoint: str | None = None, dry_run: bool = False) -> ValidationReport:
+async def check(
+    s3lab: S3Lab,
+    spec: dict[str, Any],
+    *,
+    intake: IntakeSettings | None = None,
+    endpoint: str | None = None,
+    dry_run: bool = False,
+) -> ValidationReport:
     settings = Settings(AWS_ENDPOINT_URL=endpoint or s3lab.url, AWS_REGION="us-west-2", region="us-west-2")
     intake = intake or IntakeSettings(storage_timeout_seconds=2)
     async with open_object_store(settings, intake) as store:
-        return await validate_imported(import_for_tenant(spec, tenant="acme"), checker=StorageChecker(store, intake),
-                                       cluster_region="us-west-2", dry_run=dry_run)
+        return await validate_imported(
+            import_for_tenant(spec, tenant="acme"),
+            checker=StorageChecker(store, intake),
+            cluster_region="us-west-2",
+            dry_run=dry_run,
+        )
 
 
 def codes(report: ValidationReport) -> set[str]:
@@ -36,25 +47,52 @@ async def test_good_inputs_pass_with_sizes_and_an_estimate(s3lab: S3Lab) -> None
     assert report.note == "Reference files were not checked: STAMEN_REFERENCE_LOCATION is not set."
 
 
-@pytest.mark.parametrize(("r2_body", "code"), [
-    (None, "SNF-OBJ-001"),  # absent object
-    (b"", "SNF-OBJ-002"),  # empty object
-    (gz(fastq_records(50, mate=2))[:-40], "SNF-GZ-003"),  # truncated gzip
-    (gz(fastq_records(3, mate=2).replace(b"\n+\n", b"\n+\n", 1)[:-30] + b"\n"), "SNF-FQ-003"),
-    (gz(b"@other/2\nACGT\n+\nIIII\n"), "SNF-PAIR-001"),  # mates out of sync
-    (b"not gzip at all", "SNF-GZ-001"),
-])
-async def test_each_broken_input_has_its_own_code(s3lab: S3Lab, r2_body: bytes | None, code: str) -> None:
+def _put(body: bytes) -> Callable[[S3Lab, str], object]:
+    return lambda lab, key: lab.put(key, body)
+
+
+# code -> how to (re)place R2 of a good spec so that the storage checks give that code (None: absent).
+# Together with tests/worksets/test_corpus.py, tests/intake/test_codes.py checks every code is produced.
+STORAGE_CORPUS: dict[str, Callable[[S3Lab, str], object] | None] = {
+    "SNF-OBJ-001": None,  # absent object
+    "SNF-OBJ-002": _put(b""),  # empty object
+    "SNF-OBJ-005": lambda lab, key: lab.client.put_object(  # archived: HEAD says GLACIER
+        Bucket=lab.bucket, Key=key, Body=gz(fastq_records(50, mate=2)), StorageClass="GLACIER"
+    ),
+    "SNF-GZ-003": _put(gz(fastq_records(50, mate=2))[:-40]),  # truncated gzip
+    "SNF-FQ-003": _put(gz(fastq_records(3, mate=2)[:-30] + b"\n")),  # last quality cut short
+    "SNF-PAIR-001": _put(gz(b"@other/2\nACGT\n+\nIIII\n")),  # mates out of sync
+    "SNF-GZ-001": _put(b"not gzip at all"),
+}
+
+
+@pytest.mark.parametrize("code", sorted(STORAGE_CORPUS))
+async def test_each_broken_input_has_its_own_code(s3lab: S3Lab, code: str) -> None:
     spec = s3lab.spec()
     r2 = str(spec["samples"][0]["r2"])
     key = r2.split("/", 3)[3]
     s3lab.client.delete_object(Bucket=s3lab.bucket, Key=key)
-    if r2_body is not None:
-        s3lab.put(key, r2_body)
+    place = STORAGE_CORPUS[code]
+    if place is not None:
+        place(s3lab, key)
     report = await check(s3lab, spec)
     assert code in codes(report), report.findings
     assert not report.ok
     assert next(f for f in report.findings if f.code == code).field.startswith("samples[0]")
+
+
+async def test_access_denied_by_an_iam_policy(guarded_s3: GuardedS3, monkeypatch: pytest.MonkeyPatch) -> None:
+    """moto enforcing IAM: the validator's user may read the bucket but not R2 (s3:GetObject denied)."""
+    lab = S3Lab(guarded_s3.url)
+    spec = lab.spec()
+    r2 = str(spec["samples"][0]["r2"])
+    guarded_s3.deny_get_object(r2)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", guarded_s3.user_key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", guarded_s3.user_secret)
+    report = await check(lab, spec)
+    assert [(f.code, f.field) for f in report.findings] == [("SNF-OBJ-003", "samples[0].r2")]
+    assert r2 in report.findings[0].message and "access denied" in report.findings[0].message
+    assert report.estimate is not None and report.estimate.unsized_inputs == [r2]
 
 
 async def test_quality_shorter_than_sequence(s3lab: S3Lab) -> None:
@@ -69,14 +107,17 @@ async def test_missing_bucket_and_unreachable_storage(s3lab: S3Lab) -> None:
     spec = s3lab.spec(samples=1)
     spec["samples"][0]["r1"] = "s3://no-such-bucket-stamen/x_R1.fastq.gz"
     assert "SNF-OBJ-004" in codes(await check(s3lab, spec))
-    unreachable = await check(s3lab, s3lab.spec(), endpoint="http://127.0.0.1:9",
-                              intake=IntakeSettings(storage_timeout_seconds=0.5))
+    unreachable = await check(
+        s3lab, s3lab.spec(), endpoint="http://127.0.0.1:9", intake=IntakeSettings(storage_timeout_seconds=0.5)
+    )
     assert codes(unreachable) == {"SNF-OBJ-006"}
 
 
 async def test_dry_run_touches_no_storage(s3lab: S3Lab) -> None:
     # An unreachable endpoint: any storage call would show up as SNF-OBJ-006.
-    report = await check(s3lab, s3lab.spec(reference_genome="GRCh99"), endpoint="http://127.0.0.1:9", dry_run=True)
+    report = await check(
+        s3lab, s3lab.spec(reference_genome="GRCh99"), endpoint="http://127.0.0.1:9", dry_run=True
+    )
     assert codes(report) == {"VAL-REF-001"} and report.dry_run and report.estimate is None
     assert report.note is not None and "no storage was accessed" in report.note
 
@@ -96,8 +137,9 @@ async def test_reference_files_are_checked_under_the_configured_location(s3lab: 
 
 def fixed_fastq(records: int, mate: int) -> bytes:
     # Every record is 9 + 101 + 2 + 101 = 213 bytes for 100 bases: 2.13 FASTQ bytes per base.
-    return b"".join(b"@R%04d/%d\n" % (i, mate) + b"ACGT" * 25 + b"\n+\n" + b"I" * 100 + b"\n"
-                    for i in range(records))
+    return b"".join(
+        b"@R%04d/%d\n" % (i, mate) + b"ACGT" * 25 + b"\n+\n" + b"I" * 100 + b"\n" for i in range(records)
+    )
 
 
 async def test_estimate_of_a_known_input_matches_the_hand_computed_value(s3lab: S3Lab) -> None:
@@ -105,9 +147,20 @@ async def test_estimate_of_a_known_input_matches_the_hand_computed_value(s3lab: 
     eu = s3lab.new_bucket("eu-west-1")
     r1_gz, r2_gz = gzip.compress(fixed_fastq(300, 1), mtime=0), gzip.compress(fixed_fastq(300, 2), mtime=0)
     assert len(r1_gz) < 64 * 1024  # read whole: the sniffed ratio is exactly raw/compressed
-    spec = {"name": "est", "pipeline": "fastq-qc", "reference_genome": "hg38", "export_uri": f"s3://{eu}/out/",
-            "samples": [{"id": "S1", "platform": "ILMN", "r1": s3lab.put("a/S1_R1.fastq.gz", r1_gz, eu),
-                         "r2": s3lab.put("a/S1_R2.fastq.gz", r2_gz, eu)}]}
+    spec = {
+        "name": "est",
+        "pipeline": "fastq-qc",
+        "reference_genome": "hg38",
+        "export_uri": f"s3://{eu}/out/",
+        "samples": [
+            {
+                "id": "S1",
+                "platform": "ILMN",
+                "r1": s3lab.put("a/S1_R1.fastq.gz", r1_gz, eu),
+                "r2": s3lab.put("a/S1_R2.fastq.gz", r2_gz, eu),
+            }
+        ],
+    }
     report = await check(s3lab, spec)
     assert report.ok, report.findings
     cost = report.estimate
@@ -125,5 +178,9 @@ async def test_estimate_of_a_known_input_matches_the_hand_computed_value(s3lab: 
     assert cost.transfer_gb == pytest.approx(input_gb) and cost.transfer_usd == pytest.approx(input_gb * 0.02)
     storage_usd = input_gb * 1.2 * 0.14 * (duration / 60) / 730
     assert cost.cost_usd_median == pytest.approx(vcpu_hours * 0.016 + storage_usd + input_gb * 0.02, rel=1e-9)
-    assert cost.cost_usd_low == pytest.approx(vcpu_hours * 0.016 * 0.7 + storage_usd + input_gb * 0.02, rel=1e-9)
-    assert cost.cost_usd_high == pytest.approx(vcpu_hours * 0.0425 * 1.3 + storage_usd + input_gb * 0.02, rel=1e-9)
+    assert cost.cost_usd_low == pytest.approx(
+        vcpu_hours * 0.016 * 0.7 + storage_usd + input_gb * 0.02, rel=1e-9
+    )
+    assert cost.cost_usd_high == pytest.approx(
+        vcpu_hours * 0.0425 * 1.3 + storage_usd + input_gb * 0.02, rel=1e-9
+    )

@@ -19,15 +19,12 @@ from urllib.parse import unquote_plus
 import asyncpg
 import structlog
 
-from stamen.domain.workset import TENANT_ID_PATTERN
 from stamen.inputs import sentinels
-from stamen.inputs.folders import folder_name, import_documents, read_s3_folder
+from stamen.inputs.folders import folder_name, folder_tenant, import_documents, read_s3_folder
 from stamen.inputs.objects import ObjectInfo, ObjectStore, StorageError, gather_bounded
 from stamen.inputs.repository import DropRecord, IntakeRepository
 from stamen.inputs.settings import IntakeSettings
 from stamen.intake import submit_workset
-from stamen.worksets.daylily_import import INFO_FILE
-from stamen.worksets.documents import load_yaml_mapping
 from stamen.worksets.findings import has_errors
 
 log = structlog.get_logger(__name__)
@@ -46,12 +43,20 @@ class DropOutcome:
     findings: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"bucket": self.bucket, "folder": self.folder, "action": self.action, "reason": self.reason,
-                "workset_id": self.workset_id, "findings": self.findings}
+        return {
+            "bucket": self.bucket,
+            "folder": self.folder,
+            "action": self.action,
+            "reason": self.reason,
+            "workset_id": self.workset_id,
+            "findings": self.findings,
+        }
 
 
 class DropIntake:
-    def __init__(self, pool: asyncpg.Pool, store: ObjectStore, *, region: str, intake: IntakeSettings) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, store: ObjectStore, *, region: str, intake: IntakeSettings
+    ) -> None:
         self._pool = pool
         self._store = store
         self._region = region
@@ -63,7 +68,7 @@ class DropIntake:
         """Pick the folder up if its sentinels say so; never raises for what is in the folder."""
         try:
             objects = await self._store.list_objects(bucket, folder + sentinels.PREFIX)
-            found = {obj.key[len(folder):]: obj for obj in objects}
+            found = {obj.key[len(folder) :]: obj for obj in objects}
             if seen is None:
                 async with self._pool.acquire() as conn:
                     seen = (await IntakeRepository(conn).seen_ready_etags(bucket, folder)).get(folder, set())
@@ -76,19 +81,12 @@ class DropIntake:
             log.warning("drop.storage_error", bucket=bucket, folder=folder, error=str(exc))
             return DropOutcome(bucket, folder, "skipped", f"storage: {exc}")
 
-    async def _tenant(self, bucket: str, info: bytes | None) -> str:
-        mapped = self.buckets.get(bucket)
-        if mapped:
-            return mapped
-        if info is not None:
-            customer = (load_yaml_mapping(info, source=INFO_FILE).value or {}).get("customer_id")
-            if isinstance(customer, str) and TENANT_ID_PATTERN.fullmatch(customer.strip()):
-                return customer.strip()
-        return self._intake.drop_default_tenant
+    def _tenant(self, bucket: str, info: bytes | None) -> str:
+        return self.buckets.get(bucket) or folder_tenant(info, default=self._intake.drop_default_tenant)
 
     async def _pick_up(self, bucket: str, folder: str, ready: ObjectInfo) -> DropOutcome:
         docs = await read_s3_folder(self._store, bucket, folder)
-        tenant = await self._tenant(bucket, docs.info)
+        tenant = self._tenant(bucket, docs.info)
         imported = import_documents(docs, tenant=tenant, default_name=folder_name(folder))
         now = datetime.now(UTC)
         uri = f"s3://{bucket}/{folder}"
@@ -108,17 +106,37 @@ class DropIntake:
         )  # fmt: skip
         await self._store.put(bucket, folder + sentinels.IN_PROGRESS, sentinels.timestamp_body(now))
         warnings = [f.model_dump() for f in imported.findings]
-        await self._record(bucket, folder, ready, tenant, result.workset_id, "submitted", warnings,
-                           sentinels.IN_PROGRESS)
+        await self._record(
+            bucket, folder, ready, tenant, result.workset_id, "submitted", warnings, sentinels.IN_PROGRESS
+        )
         log.info("drop.submitted", folder=uri, workset_id=result.workset_id, created=result.created)
         return DropOutcome(bucket, folder, "submitted", "picked up", result.workset_id, warnings)
 
-    async def _record(self, bucket: str, folder: str, ready: ObjectInfo, tenant: str, workset_id: str | None,
-                      outcome: str, findings: list[dict[str, Any]], sentinel: str) -> None:
+    async def _record(
+        self,
+        bucket: str,
+        folder: str,
+        ready: ObjectInfo,
+        tenant: str,
+        workset_id: str | None,
+        outcome: str,
+        findings: list[dict[str, Any]],
+        sentinel: str,
+    ) -> None:
         async with self._pool.acquire() as conn:
-            await IntakeRepository(conn).record_drop(DropRecord(
-                bucket=bucket, folder=folder, ready_etag=ready.etag, ready_modified=ready.last_modified,
-                tenant_id=tenant, workset_id=workset_id, outcome=outcome, sentinel=sentinel, findings=findings))
+            await IntakeRepository(conn).record_drop(
+                DropRecord(
+                    bucket=bucket,
+                    folder=folder,
+                    ready_etag=ready.etag,
+                    ready_modified=ready.last_modified,
+                    tenant_id=tenant,
+                    workset_id=workset_id,
+                    outcome=outcome,
+                    sentinel=sentinel,
+                    findings=findings,
+                )
+            )
 
 
 class DropWatcher:
@@ -126,8 +144,9 @@ class DropWatcher:
     daylily.* sentinel keys of folders not picked up yet; folders already handled are re-listed every
     `drop_rescan_every` passes to notice a new daylily.ready."""
 
-    def __init__(self, intake: DropIntake, store: ObjectStore, pool: asyncpg.Pool,
-                 settings: IntakeSettings) -> None:
+    def __init__(
+        self, intake: DropIntake, store: ObjectStore, pool: asyncpg.Pool, settings: IntakeSettings
+    ) -> None:
         self._intake = intake
         self._store = store
         self._pool = pool
@@ -148,8 +167,9 @@ class DropWatcher:
             async with self._pool.acquire() as conn:
                 seen = await IntakeRepository(conn).seen_ready_etags(bucket)
             due = [f for f in folders if rescan or f not in seen]
-            outcomes += await gather_bounded(limit, *(self._intake.consider(bucket, f, seen.get(f, set()))
-                                                      for f in due))
+            outcomes += await gather_bounded(
+                limit, *(self._intake.consider(bucket, f, seen.get(f, set())) for f in due)
+            )
         return outcomes
 
     async def run(self) -> None:
@@ -196,7 +216,7 @@ def ready_folders_in_event(body: object, prefix: str) -> tuple[list[tuple[str, s
         except (KeyError, TypeError):
             raise S3EventInvalid("a record lacks s3.bucket.name or s3.object.key") from None
         folder, _, leaf = key.rpartition("/")
-        rest = folder[len(prefix):] if folder.startswith(prefix) else ""
+        rest = folder[len(prefix) :] if folder.startswith(prefix) else ""
         if not name.startswith("ObjectCreated"):
             ignored.append(f"s3://{bucket}/{key}: {name or 'no eventName'} is not an object creation")
         elif leaf != sentinels.READY or not rest or "/" in rest:

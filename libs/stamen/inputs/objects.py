@@ -107,6 +107,11 @@ class S3ObjectStore:
         self._client = client
         self._bucket_exists: dict[str, bool] = {}
 
+    @property
+    def client(self) -> Any:
+        """The aiobotocore S3 client, for adapters that take one (the customers' storage measurement)."""
+        return self._client
+
     async def _call(self, what: str, bucket: str, key: str, operation: str, **kwargs: Any) -> Any:
         try:
             return await getattr(self._client, operation)(**kwargs)
@@ -137,15 +142,22 @@ class S3ObjectStore:
                 self._bucket_exists[bucket] = True
             except ClientError as exc:
                 code, status = _status(exc)
-                self._bucket_exists[bucket] = not (status == 404 or code in ("NoSuchBucket", "404", "NotFound"))
+                self._bucket_exists[bucket] = not (
+                    status == 404 or code in ("NoSuchBucket", "404", "NotFound")
+                )
             except (BotoCoreError, TimeoutError, OSError):
                 return True  # unknown: report the object, not the bucket, as missing
         return self._bucket_exists[bucket]
 
     async def head(self, bucket: str, key: str) -> ObjectInfo:
         head = await self._call("HEAD", bucket, key, "head_object", Bucket=bucket, Key=key)
-        return ObjectInfo(key=key, size=int(head["ContentLength"]), etag=str(head.get("ETag", "")),
-                          last_modified=head["LastModified"], storage_class=head.get("StorageClass"))
+        return ObjectInfo(
+            key=key,
+            size=int(head["ContentLength"]),
+            etag=str(head.get("ETag", "")),
+            last_modified=head["LastModified"],
+            storage_class=head.get("StorageClass"),
+        )
 
     async def read(self, bucket: str, key: str, *, length: int | None = None) -> bytes:
         kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
@@ -163,8 +175,9 @@ class S3ObjectStore:
         return data if length is None else data[:length]
 
     async def put(self, bucket: str, key: str, body: bytes, *, content_type: str = "text/plain") -> None:
-        await self._call("PUT", bucket, key, "put_object", Bucket=bucket, Key=key, Body=body,
-                         ContentType=content_type)
+        await self._call(
+            "PUT", bucket, key, "put_object", Bucket=bucket, Key=key, Body=body, ContentType=content_type
+        )
 
     async def _pages(self, bucket: str, prefix: str) -> AsyncIterator[dict[str, Any]]:
         token: str | None = None
@@ -179,12 +192,22 @@ class S3ObjectStore:
                 return
 
     async def list_folders(self, bucket: str, prefix: str) -> list[str]:
-        return [p["Prefix"] async for page in self._pages(bucket, prefix) for p in page.get("CommonPrefixes", [])]
+        return [
+            p["Prefix"] async for page in self._pages(bucket, prefix) for p in page.get("CommonPrefixes", [])
+        ]
 
     async def list_objects(self, bucket: str, prefix: str) -> list[ObjectInfo]:
-        return [ObjectInfo(key=o["Key"], size=int(o["Size"]), etag=str(o.get("ETag", "")),
-                           last_modified=o["LastModified"], storage_class=o.get("StorageClass"))
-                async for page in self._pages(bucket, prefix) for o in page.get("Contents", [])]
+        return [
+            ObjectInfo(
+                key=o["Key"],
+                size=int(o["Size"]),
+                etag=str(o.get("ETag", "")),
+                last_modified=o["LastModified"],
+                storage_class=o.get("StorageClass"),
+            )
+            async for page in self._pages(bucket, prefix)
+            for o in page.get("Contents", [])
+        ]
 
     async def bucket_region(self, bucket: str) -> str | None:
         try:
@@ -199,7 +222,9 @@ class S3ObjectStore:
         if await self._bucket_is_there(bucket):
             return
         region = self._client.meta.region_name
-        config = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+        config = (
+            {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+        )
         try:
             await self._call("CreateBucket", bucket, "", "create_bucket", Bucket=bucket, **config)
         except StorageError:
@@ -222,21 +247,34 @@ def endpoint_is_loopback(endpoint_url: str | None) -> bool:
 
 
 @asynccontextmanager
-async def open_object_store(settings: Settings, intake: IntakeSettings | None = None, *,
-                            region: str | None = None, endpoint_url: str | None = None,
-                            emulator: bool = False) -> AsyncIterator[S3ObjectStore]:
+async def open_object_store(
+    settings: Settings,
+    intake: IntakeSettings | None = None,
+    *,
+    region: str | None = None,
+    endpoint_url: str | None = None,
+    emulator: bool = False,
+) -> AsyncIterator[S3ObjectStore]:
     """An S3 client for AWS_ENDPOINT_URL (moto, MinIO) or real AWS, with bounded timeouts and retries.
 
     Opening makes no network call, so a service starts even when S3 is unreachable. `emulator` sends
     dummy credentials (for the embedded moto), so real ones are never sent to it."""
     intake = intake or IntakeSettings()
-    config = Config(connect_timeout=intake.storage_timeout_seconds, read_timeout=intake.storage_timeout_seconds,
-                    retries={"max_attempts": 3, "mode": "standard"},
-                    max_pool_connections=max(10, intake.storage_concurrency))
-    session = aioboto3.Session(**({"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
-                                  if emulator else {}))
-    async with session.client("s3", endpoint_url=endpoint_url or settings.aws_endpoint_url,
-                              region_name=region or settings.aws_region, config=config) as client:
+    config = Config(
+        connect_timeout=intake.storage_timeout_seconds,
+        read_timeout=intake.storage_timeout_seconds,
+        retries={"max_attempts": 3, "mode": "standard"},
+        max_pool_connections=max(10, intake.storage_concurrency),
+    )
+    session = aioboto3.Session(
+        **({"aws_access_key_id": "testing", "aws_secret_access_key": "testing"} if emulator else {})
+    )
+    async with session.client(
+        "s3",
+        endpoint_url=endpoint_url or settings.aws_endpoint_url,
+        region_name=region or settings.aws_region,
+        config=config,
+    ) as client:
         yield S3ObjectStore(client)
 
 

@@ -17,7 +17,13 @@ from services.validator.handlers import validate_submitted, write_sentinel
 from stamen.bus.consumer import Delivery, RetryLater
 from stamen.events import decode_envelope
 from stamen.events.envelope import Envelope, new_envelope
-from stamen.events.types import WorksetCompleted
+from stamen.events.types import (
+    EventPayload,
+    WorksetCancelled,
+    WorksetCompleted,
+    WorksetDeadLettered,
+    WorksetRejected,
+)
 from stamen.inputs import sentinels
 from stamen.inputs.objects import S3ObjectStore, open_object_store
 from stamen.inputs.repository import DropRecord, IntakeRepository
@@ -40,8 +46,13 @@ async def store(s3lab: S3Lab) -> AsyncIterator[S3ObjectStore]:
 
 def checker_for(store: S3ObjectStore, *, enable_validation: bool = True):  # type: ignore[no-untyped-def]
     async def check(spec: dict[str, Any], tenant_id: str) -> CheckResult:
-        return await check_submission(spec, tenant_id=tenant_id, checker=StorageChecker(store, IntakeSettings()),
-                                      cluster_region="us-west-2", enable_validation=enable_validation)
+        return await check_submission(
+            spec,
+            tenant_id=tenant_id,
+            checker=StorageChecker(store, IntakeSettings()),
+            cluster_region="us-west-2",
+            enable_validation=enable_validation,
+        )
 
     return check
 
@@ -50,7 +61,9 @@ async def submit_and_get_event(pool: asyncpg.Pool, spec: dict[str, Any]) -> tupl
     result = await submit_workset(pool, tenant_id="acme", name="w", spec=spec, region="us-west-2", source="api",
                                   actor="test")  # fmt: skip
     async with pool.acquire() as conn:
-        body = await conn.fetchval("SELECT body FROM outbox WHERE subject LIKE '%workset.submitted' ORDER BY id DESC LIMIT 1")
+        body = await conn.fetchval(
+            "SELECT body FROM outbox WHERE subject LIKE '%workset.submitted' ORDER BY id DESC LIMIT 1"
+        )
     return result.workset_id, decode_envelope(bytes(body))
 
 
@@ -60,8 +73,9 @@ async def outbox(pool: asyncpg.Pool) -> list[dict[str, Any]]:
     return [json.loads(bytes(r["body"])) for r in rows]
 
 
-async def test_valid_spec_is_queued_with_the_estimate(pool: asyncpg.Pool, s3lab: S3Lab,
-                                                      store: S3ObjectStore) -> None:
+async def test_valid_spec_is_queued_with_the_estimate(
+    pool: asyncpg.Pool, s3lab: S3Lab, store: S3ObjectStore
+) -> None:
     ws_id, event = await submit_and_get_event(pool, s3lab.spec())
     await validate_submitted(CONSUMER, lambda: pool, checker_for(store), max_deliver=5)(event, DELIVERY)
     async with UnitOfWork(pool) as uow:
@@ -78,7 +92,9 @@ async def test_valid_spec_is_queued_with_the_estimate(pool: asyncpg.Pool, s3lab:
     assert stored is not None and stored["ok"] and stored["estimate"] == estimate
 
 
-async def test_redelivered_event_has_no_second_effect(pool: asyncpg.Pool, s3lab: S3Lab, store: S3ObjectStore) -> None:
+async def test_redelivered_event_has_no_second_effect(
+    pool: asyncpg.Pool, s3lab: S3Lab, store: S3ObjectStore
+) -> None:
     ws_id, event = await submit_and_get_event(pool, s3lab.spec())
     handler = validate_submitted(CONSUMER, lambda: pool, checker_for(store), max_deliver=5)
     await handler(event, DELIVERY)
@@ -88,7 +104,9 @@ async def test_redelivered_event_has_no_second_effect(pool: asyncpg.Pool, s3lab:
     assert len(await outbox(pool)) == 3
 
 
-async def test_storage_findings_reject_the_workset(pool: asyncpg.Pool, s3lab: S3Lab, store: S3ObjectStore) -> None:
+async def test_storage_findings_reject_the_workset(
+    pool: asyncpg.Pool, s3lab: S3Lab, store: S3ObjectStore
+) -> None:
     spec = s3lab.spec(reference_genome="GRCh99")
     s3lab.put("reads/S1_R2.fastq.gz", b"")
     _, event = await submit_and_get_event(pool, spec)
@@ -100,7 +118,9 @@ async def test_storage_findings_reject_the_workset(pool: asyncpg.Pool, s3lab: S3
     assert all(f["fix"] for f in bodies[-1]["payload"]["findings"])
 
 
-async def test_storage_outage_is_retried_then_rejected_on_the_last_delivery(pool: asyncpg.Pool, s3lab: S3Lab) -> None:
+async def test_storage_outage_is_retried_then_rejected_on_the_last_delivery(
+    pool: asyncpg.Pool, s3lab: S3Lab
+) -> None:
     ws_id, event = await submit_and_get_event(pool, s3lab.spec())
     intake = IntakeSettings(storage_timeout_seconds=0.5)
     async with open_object_store(Settings(AWS_ENDPOINT_URL="http://127.0.0.1:9"), intake) as dead:
@@ -116,43 +136,95 @@ async def test_storage_outage_is_retried_then_rejected_on_the_last_delivery(pool
     assert {f["code"] for f in bodies[-1]["payload"]["findings"]} == {"SNF-OBJ-006"}
 
 
-async def test_with_validation_disabled_a_readable_spec_is_queued_unchecked(pool: asyncpg.Pool,
-                                                                           store: S3ObjectStore) -> None:
-    spec = {"name": "w", "samples": [{"id": "S1", "platform": "ILMN", "r1": "s3://nowhere-bucket/a_R1.fastq.gz"}]}
+async def test_with_validation_disabled_a_readable_spec_is_queued_unchecked(
+    pool: asyncpg.Pool, store: S3ObjectStore
+) -> None:
+    spec = {
+        "name": "w",
+        "samples": [{"id": "S1", "platform": "ILMN", "r1": "s3://nowhere-bucket/a_R1.fastq.gz"}],
+    }
     ws_id, event = await submit_and_get_event(pool, spec)
-    await validate_submitted(CONSUMER, lambda: pool, checker_for(store, enable_validation=False),
-                             max_deliver=5)(event, DELIVERY)
+    await validate_submitted(
+        CONSUMER, lambda: pool, checker_for(store, enable_validation=False), max_deliver=5
+    )(event, DELIVERY)
     async with UnitOfWork(pool) as uow:
         history = await uow.worksets.history(ws_id)
     assert history[-1].to_state == "queued" and "without validation" in history[-1].reason
     assert (await outbox(pool))[1]["payload"] == {"warnings": [], "estimate": None}
     # Even unvalidated, what is not a WorksetSpec is rejected: nothing downstream could run it.
     broken_id, broken = await submit_and_get_event(pool, {"name": "x", "samples": "not a list"})
-    await validate_submitted(CONSUMER, lambda: pool, checker_for(store, enable_validation=False),
-                             max_deliver=5)(broken, DELIVERY)
+    await validate_submitted(
+        CONSUMER, lambda: pool, checker_for(store, enable_validation=False), max_deliver=5
+    )(broken, DELIVERY)
     async with UnitOfWork(pool) as uow:
         assert (await uow.worksets.get(broken_id)).state.value == "rejected"
 
 
-async def test_sentinels_follow_the_workset_of_a_dropped_folder(pool: asyncpg.Pool, s3lab: S3Lab,
-                                                                store: S3ObjectStore) -> None:
+REJECTION = {
+    "code": "VAL-REF-001",
+    "field": "reference_genome",
+    "message": "hg99 is unknown",
+    "severity": "error",
+    "fix": "use hg38",
+}
+# event -> (its payload, the sentinel it makes true, the message of daylily.error; None: a bare timestamp)
+SENTINEL_CASES: dict[str, tuple[EventPayload, str, str | None]] = {
+    "completed": (WorksetCompleted(), sentinels.COMPLETE, None),
+    "rejected": (
+        WorksetRejected(findings=[REJECTION]),
+        sentinels.ERROR,
+        "rejected: VAL-REF-001 reference_genome: hg99 is unknown",
+    ),
+    "dead_lettered": (
+        WorksetDeadLettered(reason="out of memory\nin step align", attempts=4),
+        sentinels.ERROR,
+        "dead-lettered after 4 attempts: out of memory in step align",
+    ),
+    "cancelled": (
+        WorksetCancelled(cancelled_by="operator:alice", reason="wrong reference"),
+        sentinels.ERROR,
+        "cancelled by operator:alice: wrong reference",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(SENTINEL_CASES))
+async def test_sentinels_follow_the_workset_of_a_dropped_folder(
+    pool: asyncpg.Pool, s3lab: S3Lab, store: S3ObjectStore, case: str
+) -> None:
+    payload, sentinel, message = SENTINEL_CASES[case]
     ws_id, _ = await submit_and_get_event(pool, s3lab.spec())
     folder = "daylily_monitoring/active_worksets/run1/"
     async with pool.acquire() as conn:
-        await IntakeRepository(conn).record_drop(DropRecord(
-            bucket=s3lab.bucket, folder=folder, ready_etag='"e1"', ready_modified=datetime.now(UTC), tenant_id="acme", workset_id=ws_id, outcome="submitted",
-            sentinel=sentinels.IN_PROGRESS, findings=[]))
+        await IntakeRepository(conn).record_drop(
+            DropRecord(
+                bucket=s3lab.bucket,
+                folder=folder,
+                ready_etag='"e1"',
+                ready_modified=datetime.now(UTC),
+                tenant_id="acme",
+                workset_id=ws_id,
+                outcome="submitted",
+                sentinel=sentinels.IN_PROGRESS,
+                findings=[],
+            )
+        )
     handler = idempotent(SENTINEL_CONSUMER, lambda: pool, write_sentinel(lambda: store))
-    completed = new_envelope(WorksetCompleted(), tenant_id="acme", region="us-west-2", workset_id=ws_id)
-    await handler(completed, DELIVERY)
-    assert s3lab.get(folder + sentinels.COMPLETE).decode() == completed.occurred_at.isoformat()
-    s3lab.client.delete_object(Bucket=s3lab.bucket, Key=folder + sentinels.COMPLETE)
-    await handler(completed, DELIVERY)  # redelivery: the inbox says it is done
-    assert not s3lab.exists(folder + sentinels.COMPLETE)
+    event = new_envelope(payload, tenant_id="acme", region="us-west-2", workset_id=ws_id)
+    await handler(event, DELIVERY)
+    stamp = event.occurred_at.isoformat()
+    # Daylily's format: a timestamp, and for daylily.error a tab and the message on one line.
+    assert s3lab.get(folder + sentinel).decode() == (stamp if message is None else f"{stamp}\t{message}")
+    others = {sentinels.COMPLETE, sentinels.ERROR} - {sentinel}
+    assert not any(s3lab.exists(folder + other) for other in others)
+    s3lab.client.delete_object(Bucket=s3lab.bucket, Key=folder + sentinel)
+    await handler(event, DELIVERY)  # redelivery: the inbox says it is done
+    assert not s3lab.exists(folder + sentinel)
     async with pool.acquire() as conn:
         drop = await IntakeRepository(conn).drop_for_workset(ws_id)
-    assert drop is not None and drop.sentinel == sentinels.COMPLETE
+    assert drop is not None and drop.sentinel == sentinel
     # A workset that did not come from a folder: nothing to write.
     other_id, _ = await submit_and_get_event(pool, s3lab.spec("other"))
-    await handler(new_envelope(WorksetCompleted(), tenant_id="acme", region="us-west-2", workset_id=other_id),
-                  DELIVERY)
+    await handler(new_envelope(payload, tenant_id="acme", region="us-west-2", workset_id=other_id), DELIVERY)
+    listing = s3lab.client.list_objects_v2(Bucket=s3lab.bucket, Prefix="daylily_monitoring/")
+    assert [o["Key"] for o in listing.get("Contents", [])] == []
