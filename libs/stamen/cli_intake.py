@@ -67,7 +67,13 @@ def _import_local(path: Path, tenant: str | None) -> Any:
     from stamen.inputs.submission import import_for_tenant
 
     if path.is_dir():
-        return import_documents(read_local_folder(path), tenant=tenant, default_name=folder_name(str(path)))
+        from stamen.inputs.folders import folder_tenant
+        from stamen.inputs.settings import IntakeSettings
+
+        docs = read_local_folder(path)
+        # As for S3 folders: --tenant, else daylily_info.yaml's customer_id, else STAMEN_DROP_DEFAULT_TENANT.
+        owner = tenant or folder_tenant(docs.info, default=IntakeSettings().drop_default_tenant)
+        return import_documents(docs, tenant=owner, default_name=folder_name(str(path)))
     return import_for_tenant(path.read_bytes(), tenant=tenant,
                              media="json" if path.suffix.lower() == ".json" else "yaml", source=path.name)
 

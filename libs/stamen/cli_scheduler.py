@@ -11,6 +11,7 @@ import asyncpg
 import typer
 
 from stamen.cli import CliError, JsonOpt, StateDirOpt, _database_url, _emit, _run, _settings
+from stamen.retry import CHANGEABLE_FIELDS
 from stamen.store.db import create_pool
 from stamen.store.scheduling import ClusterBusy, ClusterNotFound, ClusterRecord
 from stamen.store.unit_of_work import UnitOfWork
@@ -138,16 +139,21 @@ def tenant_limit(
 ) -> None:
     """Set how many worksets a tenant may run at once."""
 
-    async def set_limit(pool: asyncpg.Pool) -> None:
-        async with UnitOfWork(pool) as uow:
-            await uow.scheduling.set_tenant_limit(tenant, max_concurrent)
-            await uow.commit()
+    if not 0 <= max_concurrent <= 10_000:  # the customers' quota has the same range
+        raise CliError("TENANT_LIMIT_INVALID", f"max_concurrent must be 0-10000, not {max_concurrent}")
 
-    _run(as_json, _with_pool(state_dir, set_limit))
+    async def set_limit(pool: asyncpg.Pool) -> bool:
+        async with UnitOfWork(pool) as uow:
+            customer_updated = await uow.scheduling.set_tenant_limit(tenant, max_concurrent)
+            await uow.commit()
+        return customer_updated
+
+    customer_updated = _run(as_json, _with_pool(state_dir, set_limit))
     _emit(
         as_json,
-        {"tenant": tenant, "max_concurrent": max_concurrent},
-        f"{tenant}: at most {max_concurrent} at once",
+        {"tenant": tenant, "max_concurrent": max_concurrent, "customer_updated": customer_updated},
+        f"{tenant}: at most {max_concurrent} at once"
+        + (" (customer quota updated too)" if customer_updated else ""),
     )
 
 
@@ -215,7 +221,11 @@ def dlq_show(workset_id: str, state_dir: StateDirOpt = None, as_json: JsonOpt = 
 def dlq_requeue(
     workset_id: str,
     set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Change a spec field: key=JSON value (repeat).")
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Change a field: key=JSON value (repeat). Keys: " + ", ".join(CHANGEABLE_FIELDS) + ".",
+        ),
     ] = None,
     by: str = "cli",
     state_dir: StateDirOpt = None,
@@ -228,14 +238,16 @@ def dlq_requeue(
     for item in set_ or []:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise CliError("DLQ_CHANGE_INVALID", f"--set {item!r}: write key=value, e.g. --set max_retries=5")
+            raise CliError(
+                "REQUEUE_CHANGE_INVALID", f"--set {item!r}: write key=value, e.g. --set max_retries=5"
+            )
         try:
             changes[key] = json.loads(raw)
         except json.JSONDecodeError:
             changes[key] = raw
 
     async def run(pool: asyncpg.Pool) -> str:
-        return await requeue(pool, workset_id, actor=by, spec_changes=changes or None)
+        return await requeue(pool, workset_id, actor=by, changes=changes or None)
 
     state = _run(as_json, _with_pool(state_dir, run))
     _emit(as_json, {"workset_id": workset_id, "state": state}, f"{workset_id}: {state}")
@@ -255,8 +267,34 @@ def dlq_purge(
     _emit(as_json, {"workset_id": workset_id, "state": "archived"}, f"{workset_id}: archived")
 
 
+def worksets_retrying(
+    tenant: str | None = None,
+    due: Annotated[bool, typer.Option(help="Only those whose retry is due now.")] = False,
+    state_dir: StateDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Worksets waiting for their next attempt, and when it is due."""
+    from datetime import UTC, datetime
+
+    async def ls(pool: asyncpg.Pool) -> list[dict[str, Any]]:
+        async with UnitOfWork(pool) as uow:
+            rows = await uow.retries.get_retryable_worksets(
+                tenant_id=tenant, due_by=datetime.now(UTC) if due else None
+            )
+        return [r.__dict__ for r in rows]
+
+    rows = _run(as_json, _with_pool(state_dir, ls))
+    text = "\n".join(
+        f"{r['workset_id']}  {r['tenant_id']:<12} retry {r['retry_count']}/{r['max_retries']} "
+        f"due {r['due_at']:%Y-%m-%d %H:%M:%S%z}"
+        for r in rows
+    )
+    _emit(as_json, rows, text or "no workset is waiting to retry")
+
+
 def register(app: typer.Typer, worksets_app: typer.Typer) -> None:
     app.add_typer(cluster_app, name="cluster")
     app.add_typer(dlq_app, name="dlq")
     app.add_typer(tenant_app, name="tenant")
     worksets_app.command("cancel")(worksets_cancel)
+    worksets_app.command("retrying")(worksets_retrying)

@@ -8,7 +8,10 @@ from typing import Any
 import asyncpg
 
 from stamen.domain.lifecycle import WorksetState, can_transition
-from stamen.events.types import WorksetArchived, WorksetCancelled, WorksetQueued
+from stamen.events.types import WorksetArchived, WorksetCancelled
+from stamen.retry import RequeueChanges
+from stamen.retry import RequeueChangesInvalid as RequeueChangesInvalid  # the API and CLI catch it here
+from stamen.store.scheduling import WorksetNotRequeueable as WorksetNotRequeueable
 from stamen.store.unit_of_work import UnitOfWork
 
 S = WorksetState
@@ -73,35 +76,24 @@ async def archive(pool: asyncpg.Pool, workset_id: str, *, actor: str) -> str:
     return ws.state.value
 
 
-class WorksetNotRequeueable(RuntimeError):
-    code = "WORKSET_NOT_REQUEUEABLE"
-
-
 async def requeue(
-    pool: asyncpg.Pool, workset_id: str, *, actor: str, spec_changes: dict[str, Any] | None = None
+    pool: asyncpg.Pool, workset_id: str, *, actor: str, changes: dict[str, Any] | None = None
 ) -> str:
     """Send a dead-lettered (or failed) workset back to the queue with a fresh retry budget.
 
-    Completed steps stay completed, so it resumes where it stopped unless the changes say otherwise."""
+    `changes` (optional) may set max_retries, max_duration_seconds, priority, preferred_cluster and
+    memory_multiplier (RequeueChanges); they are written to the workset and its spec before it is
+    queued. Completed steps stay completed, so it resumes where it stopped. Returns the new state
+    ("queued"). Raises RequeueChangesInvalid (REQUEUE_CHANGE_INVALID) for a bad change, before
+    anything is written, and WorksetNotRequeueable (WORKSET_NOT_REQUEUEABLE) for any other state."""
+    parsed = RequeueChanges.parse(changes) if changes else None
     async with UnitOfWork(pool) as uow:
-        ws = await uow.worksets.get(workset_id, for_update=True)
-        if ws.state not in (S.DEAD_LETTERED, S.FAILED):
-            raise WorksetNotRequeueable(
-                f"workset {workset_id} is {ws.state}; only dead-lettered or failed worksets can be requeued"
-            )
-        if spec_changes:
-            ws.spec = {**ws.spec, **spec_changes}
-        ws.retry_count = 0
-        ws.transition(
-            S.QUEUED,
-            actor=actor,
-            reason="requeued by an operator"
-            + (f" with changes to {', '.join(sorted(spec_changes))}" if spec_changes else ""),
-            event=WorksetQueued(priority=ws.priority, attempt=ws.attempt + 1),
+        reason = "requeued by an operator" + (f" with {parsed.describe()}" if parsed else "")
+        ws = await uow.retries.reset_for_retry(
+            workset_id, actor=actor, reason=reason, fresh_budget=True, changes=parsed
         )
-        await uow.worksets.save(ws)
-        await uow.dead_letters.mark_requeued(workset_id, actor)
         await uow.commit()
+    assert ws is not None  # an operator's requeue either queues the workset or raises
     return ws.state.value
 
 

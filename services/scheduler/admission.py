@@ -45,6 +45,8 @@ class Admitter:
                 Occupancy(sum(running.values()), running),
                 limits,
                 await repo.last_admitted(),
+                # Read every pass: the regions service owns the table; a region without a row is healthy.
+                await repo.region_health(),
             )
             if placement is None:
                 return None

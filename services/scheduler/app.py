@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from services.scheduler.handlers import RetryPolicy
+from services.scheduler.handlers import RetryHandler
 from services.scheduler.runtime import LOOP, scheduler_ctx
 from stamen.bus.consumer import ConsumerSpec, Delivery
 from stamen.bus.subjects import event_filter
@@ -16,7 +16,7 @@ from stamen.settings import Settings
 
 
 def init_app(settings: Settings) -> web.Application:
-    retry = RetryPolicy(settings)
+    retry = RetryHandler(settings)
 
     def specs(app: web.Application) -> list[ConsumerSpec]:
         async def wake(_: Envelope, __: Delivery) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncpg
 import structlog
 
-from services.scheduler.dispatch import MAX_DURATION_ACTOR, finish_cancelled
+from services.scheduler.dispatch import LOST_STATE, MAX_DURATION_ACTOR, finish_cancelled
 from services.scheduler.executors import ExecutorRegistry
 from stamen.domain.lifecycle import WorksetState
 from stamen.events.types import StepCompleted, WorksetFailed
@@ -73,7 +73,7 @@ class JobMonitor:
                         step=row.step,
                         exit_code=status.exit_code,
                         signal=status.signal,
-                        native_state=status.native_state or status.state.value.upper(),
+                        native_state=native_state(status),
                         reason=reason,
                         log_tail=status.log_tail[-8000:],
                     ),
@@ -105,3 +105,12 @@ class JobMonitor:
                 await self._executors.for_cluster(clusters[active.cluster]).cancel(active.handle)
             except Exception as exc:
                 log.warning("scheduler.cancel_failed", workset_id=ws_id, error=str(exc))
+
+
+def native_state(status: JobStatus) -> str:
+    """What workset.failed reports as the executor's state. A vanished job is always LOST (the local
+    executor says "lost", Slurm the last state it showed or "unknown"), so diagnostics sees one state;
+    otherwise the executor's own words, or the state's name when it gave none."""
+    if status.state is JobState.LOST:
+        return LOST_STATE
+    return status.native_state or status.state.value.upper()

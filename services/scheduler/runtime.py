@@ -56,7 +56,10 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     loop.stop()
     timers.stop()
+    # The current pass may be submitting a step: let it store the job handle rather than leave the
+    # step 'submitting' (which the next scheduler would have to fail as lost).
+    _, unfinished = await asyncio.wait(tasks, timeout=settings.drain_timeout_seconds)
     # Running jobs are left running: they belong to the cluster, and the next scheduler re-attaches.
-    for task in tasks:
+    for task in unfinished:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)

@@ -18,8 +18,17 @@ TIMERS_CHANNEL = "stamen_timers"
 FireTimer = Callable[[UnitOfWork, DueTimer], Awaitable[None]]
 
 
+class HandlerFailed(Exception):
+    def __init__(self, timer: DueTimer, error: Exception) -> None:
+        super().__init__(f"timer {timer.id} ({timer.kind}, workset {timer.workset_id}): {error}")
+        self.timer = timer
+        self.error = error
+
+
 class TimerLoop:
     MAX_SLEEP = 60.0  # a safety net only: inserts wake the loop through NOTIFY
+    ERROR_BACKOFF = (1.0, 30.0)  # after a failed pass: first delay, cap (doubling in between)
+    HANDLER_RETRY_SECONDS = 5.0  # a timer whose handler raised is due again after this
 
     def __init__(
         self, pool: asyncpg.Pool, handlers: dict[str, FireTimer], on_fired: Callable[[], None]
@@ -29,38 +38,72 @@ class TimerLoop:
         self._on_fired = on_fired
         self._wake = asyncio.Event()
         self._stopping = False
+        self._failures = 0
 
     async def run(self) -> None:
-        async with self._pool.acquire() as listen_conn:
-            await listen_conn.add_listener(TIMERS_CHANNEL, lambda *_: self._wake.set())
-            while not self._stopping:
-                fired = await self.fire_due()
-                if fired:
-                    self._on_fired()
-                async with UnitOfWork(self._pool) as uow:
-                    next_due = await uow.scheduling.next_timer_due()
-                delay = self.MAX_SLEEP
-                if next_due is not None:
-                    delay = min(delay, max(0.0, (next_due - datetime.now(UTC)).total_seconds()))
-                self._wake.clear()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+        """Until stopped. A failing pass (database down, a handler's bug) is logged and tried again
+        after a growing delay; a lost LISTEN connection is opened again."""
+        while not self._stopping:
+            try:
+                async with self._pool.acquire() as listen_conn:
+                    await listen_conn.add_listener(TIMERS_CHANNEL, self._notified)
+                    try:
+                        await self._serve(listen_conn)
+                    finally:
+                        if not listen_conn.is_closed():
+                            await listen_conn.remove_listener(TIMERS_CHANNEL, self._notified)
+            except Exception as exc:  # no connection for LISTEN: the database is unreachable
+                log.exception("scheduler.timers_listen_failed", error=str(exc))
+                await self._sleep(self._backoff())
+
+    async def _serve(self, listen_conn: asyncpg.pool.PoolConnectionProxy) -> None:
+        while not self._stopping and not listen_conn.is_closed():
+            # Cleared before the pass reads anything: a NOTIFY that arrives during the pass sets it
+            # again, and the wait below returns at once instead of sleeping past the new timer.
+            self._wake.clear()
+            try:
+                delay = await self.run_pass()
+                self._failures = 0
+            except Exception as exc:
+                delay = self._backoff()
+                log.exception("scheduler.timers_pass_failed", error=str(exc), retry_in=delay)
+            await self._sleep(delay)
+
+    async def run_pass(self) -> float:
+        """Fire what is due; returns how long to sleep until the next due timer (at most MAX_SLEEP)."""
+        if await self.fire_due():
+            self._on_fired()
+        next_due = await self.next_due()
+        if next_due is None:
+            return self.MAX_SLEEP
+        return min(self.MAX_SLEEP, max(0.0, (next_due - datetime.now(UTC)).total_seconds()))
+
+    async def next_due(self) -> datetime | None:
+        async with UnitOfWork(self._pool) as uow:
+            return await uow.scheduling.next_timer_due()
 
     async def fire_due(self) -> int:
         fired = 0
         while True:
-            async with UnitOfWork(self._pool) as uow:
-                due = await uow.scheduling.claim_due_timers(limit=1)
-                if not due:
-                    return fired
-                timer = due[0]
-                handler = self._handlers.get(timer.kind)
-                if handler is None:
-                    log.error("scheduler.unknown_timer", kind=timer.kind, timer_id=timer.id)
-                else:
-                    await handler(uow, timer)
-                await uow.scheduling.mark_timer_fired(timer.id)
-                await uow.commit()
+            try:
+                async with UnitOfWork(self._pool) as uow:
+                    due = await uow.scheduling.claim_due_timers(limit=1)
+                    if not due:
+                        return fired
+                    timer = due[0]
+                    handler = self._handlers.get(timer.kind)
+                    if handler is None:
+                        log.error("scheduler.unknown_timer", kind=timer.kind, timer_id=timer.id)
+                    else:
+                        try:
+                            await handler(uow, timer)
+                        except Exception as exc:
+                            raise HandlerFailed(timer, exc) from exc
+                    await uow.scheduling.mark_timer_fired(timer.id)
+                    await uow.commit()
+            except HandlerFailed as failure:
+                await self._postpone(failure.timer, failure.error)
+                continue
             fired += 1
             log.info(
                 "scheduler.timer_fired",
@@ -68,6 +111,33 @@ class TimerLoop:
                 workset_id=timer.workset_id,
                 due_at=str(timer.due_at),
             )
+
+    async def _postpone(self, timer: DueTimer, error: Exception) -> None:
+        """One timer's failing handler must not hold back the timers due after it: it is tried again
+        later (its transaction was rolled back, so nothing of the failed try remains)."""
+        async with UnitOfWork(self._pool) as uow:
+            await uow.scheduling.postpone_timer(timer.id, self.HANDLER_RETRY_SECONDS)
+            await uow.commit()
+        log.error(
+            "scheduler.timer_failed",
+            kind=timer.kind,
+            workset_id=timer.workset_id,
+            timer_id=timer.id,
+            error=f"{type(error).__name__}: {error}",
+            retry_in=self.HANDLER_RETRY_SECONDS,
+        )
+
+    def _notified(self, *_: object) -> None:
+        self._wake.set()
+
+    def _backoff(self) -> float:
+        first, cap = self.ERROR_BACKOFF
+        self._failures += 1
+        return min(cap, first * 2.0 ** min(self._failures - 1, 16))
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
 
     def stop(self) -> None:
         self._stopping = True

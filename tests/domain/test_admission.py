@@ -77,6 +77,17 @@ def test_draining_down_and_unhealthy_clusters_are_not_chosen() -> None:
     }
 
 
+def test_a_degraded_region_ranks_below_a_healthy_one_and_an_unknown_region_counts_as_healthy() -> None:
+    clusters = [ClusterView("a", "us-west-2", 4, 0), ClusterView("b", "us-east-1", 4, 0)]
+    assert [s.cluster for s in score_clusters(head("w", "t"), clusters, {})] == [
+        "a",
+        "b",
+    ]  # name breaks the tie
+    degraded = score_clusters(head("w", "t"), clusters, {"us-west-2": "degraded"})
+    assert [s.cluster for s in degraded] == ["b", "a"] and all(s.eligible for s in degraded)
+    assert {s.cluster: s.parts["health"] for s in degraded} == {"a": 0.3, "b": 1.0}
+
+
 def test_preferred_cluster_wins_when_eligible() -> None:
     placed = choose_admission([head("w", "t", preferred_cluster="b")], CLUSTERS, Occupancy(0, {}), LIMITS, {})
     assert placed is not None and placed.cluster == "b"

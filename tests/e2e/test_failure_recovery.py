@@ -233,6 +233,17 @@ async def failure_scenarios(pool: asyncpg.Pool, services: Services, work: Path) 
         assert memory == ["1000", "1500"]
         assert [p["workset_id"] for p in parked] == [stuck]
 
+        # Requeued unfixed with a bigger budget: it fails again and IS retried (a fresh budget of 2),
+        # then is parked again.
+        await requeue(pool, stuck, actor="operator", changes={"max_retries": 2})
+        state = await wait_settled(pool, stuck, services)
+        assert state == "dead_lettered", await explain(pool, stuck, services)
+        async with UnitOfWork(pool) as uow:
+            stuck_ws = await uow.worksets.get(stuck)
+            stuck_diag = await uow.diagnoses.for_workset(stuck)
+        assert (stuck_ws.attempt, stuck_ws.retry_count, stuck_ws.max_retries) == (5, 2, 2)
+        assert [d.attempt for d in stuck_diag] == [1, 2, 3, 4, 5]
+
         # An operator fixes the cause and requeues: a fresh budget, and it completes.
         (work / "lab-d" / stuck / "fixed").write_text("ok")
         await requeue(pool, stuck, actor="operator")

@@ -69,6 +69,9 @@ def test_validate_a_daylily_folder_in_s3_and_on_disk(tmp_path: Path, s3lab: S3La
     for name in ("daylily_work.yaml", "stage_samples.tsv", "daylily_info.yaml"):
         (local / name).write_bytes(s3lab.get(folder + name))
     assert stamen("validate", str(local), "--tenant", "acme", env=env)[0] == 0
+    # Without --tenant, a local folder is owned as an S3 drop would be: here STAMEN_DROP_DEFAULT_TENANT.
+    code, out = stamen("validate", str(local), "--json", env={**env, "STAMEN_DROP_DEFAULT_TENANT": "lab-x"})
+    assert code == 0 and json.loads(out)["ok"], out
     (local / "stage_samples.tsv").unlink()
     code, out = stamen("validate", str(local), "--tenant", "acme", "--dry-run", env=env)
     assert code == 1 and "VAL-DAY-004" in out

@@ -100,7 +100,9 @@ def score_clusters(
             "locality": (len(local) / len(wanted)) if wanted else 1.0,
             "price": cheapest / c.price_factor,
             "capacity": c.free / c.max_concurrent if c.max_concurrent else 0.0,
-            "health": {"healthy": 1.0, "degraded": 0.3, "down": 0.0}.get(health.get(c.region, "healthy"), 0.5),
+            "health": {"healthy": 1.0, "degraded": 0.3, "down": 0.0}.get(
+                health.get(c.region, "healthy"), 0.5
+            ),
             "preference": 1.0 if head.preferred_cluster == c.name else 0.0,
         }
         total = sum(WEIGHTS[k] * v for k, v in parts.items())
@@ -153,6 +155,10 @@ def choose_admission(
             + "; " + ", ".join(f"{k}={v:.2f}" for k, v in best.parts.items())
         )  # fmt: skip
         return Placement(
-            head.workset_id, head.tenant_id, best.cluster, reason, {s.cluster: s.total for s in scores if s.eligible}
+            head.workset_id,
+            head.tenant_id,
+            best.cluster,
+            reason,
+            {s.cluster: s.total for s in scores if s.eligible},
         )
     return None

@@ -1,4 +1,4 @@
-"""Retry policy: backoff delays and the pure retry/give-up decision."""
+"""Retry policy: backoff delays, the pure retry/give-up decision, and what a requeue may change."""
 
 from stamen.retry.backoff import BackoffPolicy, JitterMode
 from stamen.retry.decision import (
@@ -9,14 +9,20 @@ from stamen.retry.decision import (
     RetryDecision,
     decide_retry,
 )
+from stamen.retry.policy import RetryPolicy
+from stamen.retry.requeue import CHANGEABLE_FIELDS, RequeueChanges, RequeueChangesInvalid
 
 __all__ = [
+    "CHANGEABLE_FIELDS",
     "BackoffPolicy",
     "GiveUp",
     "GiveUpReason",
     "JitterMode",
     "MemoryEscalation",
+    "RequeueChanges",
+    "RequeueChangesInvalid",
     "RetryAfter",
     "RetryDecision",
+    "RetryPolicy",
     "decide_retry",
 ]

@@ -7,9 +7,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from stamen.diagnostics.codes import RetryClass
 from stamen.domain.admission import ClusterView, QueueHead
+from stamen.domain.lifecycle import WorksetState
+from stamen.domain.workset import Workset
+from stamen.events.envelope import Envelope
+from stamen.events.types import RetryScheduled, WorksetDeadLettered, WorksetQueued
 from stamen.executors.base import JobHandle, JobStatus
+from stamen.retry import GiveUp, GiveUpReason, RequeueChanges, RetryPolicy
 from stamen.store.db import Connection
+from stamen.store.worksets import WorksetRepository
 
 # Admission runs under this transaction-scoped advisory lock: replicas take turns deciding, so the
 # counts they read cannot be stale when they insert a lease.
@@ -38,6 +45,20 @@ class StepRunRow:
     cluster: str
     state: str
     handle: JobHandle
+    started_at: datetime
+
+
+@dataclass(frozen=True)
+class SubmittingStepRun:
+    """A step run recorded before its submission; no job handle yet."""
+
+    id: int
+    workset_id: str
+    attempt: int
+    step: str
+    step_index: int
+    cluster: str
+    submitted_by: str | None
     started_at: datetime
 
 
@@ -131,17 +152,41 @@ class SchedulerRepository:
         if done != "DELETE 1":
             raise ClusterNotFound(f"no cluster named {name!r}; see `stamen cluster ls`")
 
-    async def set_tenant_limit(self, tenant_id: str, max_concurrent: int) -> None:
+    async def set_tenant_limit(self, tenant_id: str, max_concurrent: int) -> bool:
+        """Admission reads tenant_limits; the customer's quota (customers.max_concurrent_worksets, shown
+        by the portal and `stamen customer`) is kept equal to it. True when a customers row was updated."""
         await self._conn.execute(
             """INSERT INTO tenant_limits (tenant_id, max_concurrent) VALUES ($1, $2)
                ON CONFLICT (tenant_id) DO UPDATE SET max_concurrent = $2""",
             tenant_id,
             max_concurrent,
         )
+        done = await self._conn.execute(
+            """UPDATE customers SET max_concurrent_worksets = $2, updated_at = now()
+               WHERE customer_id = $1""",
+            tenant_id,
+            max_concurrent,
+        )
+        return bool(done == "UPDATE 1")
 
     async def tenant_limits(self) -> dict[str, int]:
         rows = await self._conn.fetch("SELECT tenant_id, max_concurrent FROM tenant_limits")
         return {r["tenant_id"]: r["max_concurrent"] for r in rows}
+
+    async def region_health(self) -> dict[str, str]:
+        """Status per region (healthy, degraded, down); a region without a row is unknown (healthy)."""
+        rows = await self._conn.fetch("SELECT region, status FROM region_health")
+        return {r["region"]: r["status"] for r in rows}
+
+    async def set_region_health(self, region: str, status: str, reason: str = "") -> None:
+        """For the regions service (the table's owner); nothing in stamen calls it yet."""
+        await self._conn.execute(
+            """INSERT INTO region_health (region, status, reason) VALUES ($1, $2, $3)
+               ON CONFLICT (region) DO UPDATE SET status = $2, reason = $3, updated_at = now()""",
+            region,
+            status,
+            reason,
+        )
 
     # -- admission -----------------------------------------------------------------------------
 
@@ -238,22 +283,94 @@ class SchedulerRepository:
     # -- dispatch and monitoring ---------------------------------------------------------------
 
     async def claim_undispatched(self, limit: int = 20) -> list[str]:
-        """Scheduled worksets with no step running: newly admitted, or whose dispatcher died."""
+        """Scheduled worksets with no step running or being submitted: newly admitted, or whose last
+        step has ended."""
         rows = await self._conn.fetch(
             """SELECT w.id FROM worksets w
                WHERE w.state IN ('scheduled', 'running') AND NOT EXISTS (
                    SELECT 1 FROM step_runs s WHERE s.workset_id = w.id AND s.attempt = w.attempt
-                   AND s.state IN ('pending', 'running'))
+                   AND s.state IN ('submitting', 'pending', 'running'))
                ORDER BY w.updated_at LIMIT $1 FOR UPDATE OF w SKIP LOCKED""",
             limit,
         )
         return [r["id"] for r in rows]
 
-    async def completed_steps(self, workset_id: str) -> set[str]:
+    async def completed_steps(self, workset_id: str, cluster: str) -> set[str]:
+        """Steps that succeeded on `cluster` in any attempt. Only those: each cluster has its own
+        workdir_root, so another cluster's outputs are not where this one's steps look for them."""
         rows = await self._conn.fetch(
-            "SELECT DISTINCT step FROM step_runs WHERE workset_id = $1 AND state = 'succeeded'", workset_id
+            """SELECT DISTINCT step FROM step_runs
+               WHERE workset_id = $1 AND cluster = $2 AND state = 'succeeded'""",
+            workset_id,
+            cluster,
         )
         return {r["step"] for r in rows}
+
+    async def record_submitting(
+        self, *, workset_id: str, attempt: int, step: str, step_index: int, cluster: str, holder: str
+    ) -> int:
+        """The step run, committed before the executor is called (its handle follows)."""
+        return int(
+            await self._conn.fetchval(
+                """INSERT INTO step_runs (workset_id, attempt, step, step_index, cluster, state, submitted_by,
+                                          started_at)
+                   VALUES ($1, $2, $3, $4, $5, 'submitting', $6, clock_timestamp()) RETURNING id""",
+                workset_id,
+                attempt,
+                step,
+                step_index,
+                cluster,
+                holder,
+            )
+        )
+
+    async def lock_submitting(self, step_run_id: int) -> bool:
+        """Held by the submitter while it submits: a replica reconciling stale rows skips a locked one.
+        False if the row is no longer 'submitting' (reconciled meanwhile): then nothing may be submitted."""
+        row = await self._conn.fetchrow(
+            "SELECT id FROM step_runs WHERE id = $1 AND state = 'submitting' FOR UPDATE", step_run_id
+        )
+        return row is not None
+
+    async def record_submitted(self, step_run_id: int, handle: JobHandle) -> None:
+        await self._conn.execute(
+            "UPDATE step_runs SET state = 'running', handle = $2::jsonb WHERE id = $1 AND state = 'submitting'",
+            step_run_id,
+            handle.model_dump_json(),
+        )
+
+    async def end_unsubmitted(self, step_run_id: int, state: str, reason: str) -> None:
+        """A step run that never got a job handle: refused by the executor (failed) or orphaned (lost)."""
+        await self._conn.execute(
+            """UPDATE step_runs SET state = $2, reason = $3, log_tail = $3, ended_at = clock_timestamp()
+               WHERE id = $1 AND state = 'submitting'""",
+            step_run_id,
+            state,
+            reason,
+        )
+
+    async def claim_stale_submission(self, older_than_seconds: float) -> SubmittingStepRun | None:
+        """A 'submitting' row whose submitter is gone: not locked (a live submitter holds its row's lock
+        while it submits) and older than the grace period (which covers the moment between the commit
+        of the row and the submitter taking its lock)."""
+        row = await self._conn.fetchrow(
+            """SELECT * FROM step_runs
+               WHERE state = 'submitting' AND started_at < clock_timestamp() - make_interval(secs => $1)
+               ORDER BY started_at LIMIT 1 FOR UPDATE SKIP LOCKED""",
+            older_than_seconds,
+        )
+        if row is None:
+            return None
+        return SubmittingStepRun(
+            id=row["id"],
+            workset_id=row["workset_id"],
+            attempt=row["attempt"],
+            step=row["step"],
+            step_index=row["step_index"],
+            cluster=row["cluster"],
+            submitted_by=row["submitted_by"],
+            started_at=row["started_at"],
+        )
 
     async def add_step_run(self, *, handle: JobHandle, step_index: int, cluster: str, state: str) -> int:
         return int(
@@ -358,6 +475,13 @@ class SchedulerRepository:
             DueTimer(r["id"], r["workset_id"], r["kind"], r["due_at"], json.loads(r["payload"])) for r in rows
         ]
 
+    async def postpone_timer(self, timer_id: int, seconds: float) -> None:
+        await self._conn.execute(
+            "UPDATE timers SET due_at = clock_timestamp() + make_interval(secs => $2) WHERE id = $1",
+            timer_id,
+            seconds,
+        )
+
     async def mark_timer_fired(self, timer_id: int) -> None:
         await self._conn.execute("UPDATE timers SET fired_at = now() WHERE id = $1", timer_id)
 
@@ -433,3 +557,176 @@ class DeadLetterRepository:
             await self._conn.execute("DELETE FROM dead_letters WHERE workset_id = $1", workset_id)
             == "DELETE 1"
         )
+
+
+class WorksetNotRequeueable(RuntimeError):
+    code = "WORKSET_NOT_REQUEUEABLE"
+
+
+@dataclass(frozen=True)
+class FailureOutcome:
+    """What record_failure did: `retry` (retry_wait, timer due at `due_at`), `dead_lettered`, `failed`
+    (not retryable, or retries switched off: it stays failed) or `stale` (not this attempt's failure)."""
+
+    workset_id: str
+    action: str
+    detail: str
+    due_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class RetryableWorkset:
+    """A workset waiting for its next attempt, and when it is due."""
+
+    workset_id: str
+    tenant_id: str
+    failed_attempt: int
+    retry_count: int
+    max_retries: int
+    memory_multiplier: float
+    due_at: datetime
+
+
+class RetryRepository:
+    """The retry operations the rest of the system uses: record a diagnosed failure (and decide what
+    follows), list the worksets waiting to retry, and send a workset back to the queue.
+
+    Each runs inside the caller's unit of work, so the workset's change, its history, its events,
+    the timer and the dead letter commit together."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        worksets: WorksetRepository,
+        scheduling: SchedulerRepository,
+        dead_letters: DeadLetterRepository,
+    ) -> None:
+        self._conn = conn
+        self._worksets = worksets
+        self._scheduling = scheduling
+        self._dead_letters = dead_letters
+
+    async def record_failure(
+        self,
+        workset_id: str,
+        *,
+        attempt: int,
+        code: str,
+        retry_class: RetryClass,
+        policy: RetryPolicy | None,
+        actor: str,
+        cause: Envelope | None = None,
+    ) -> FailureOutcome:
+        """Record the diagnosis of failed `attempt` and act on it.
+
+        retryable and budget left -> retry_wait, retry_count + 1, memory escalated for resource
+        failures, a durable `retry` timer; budget used up -> dead_lettered + a dead_letters row; not
+        retryable, or `policy` None (retries switched off) -> stays failed. A diagnosis of another
+        attempt, or of a workset that is no longer failed (cancelled, requeued), changes nothing."""
+        ws = await self._worksets.get(workset_id, for_update=True)
+        if ws.state is not WorksetState.FAILED or attempt != ws.attempt:
+            return FailureOutcome(ws.id, "stale", f"workset is {ws.state.value} at attempt {ws.attempt}")
+        if policy is None:
+            return FailureOutcome(ws.id, "failed", "retries are switched off (STAMEN_ENABLE_RETRY=false)")
+        decision = policy.decide(retry_class, ws.retry_count + 1, ws.max_retries)
+        if isinstance(decision, GiveUp):
+            if decision.reason is not GiveUpReason.EXHAUSTED:
+                return FailureOutcome(ws.id, "failed", decision.detail)  # the diagnosis says what to change
+            ws.transition(
+                WorksetState.DEAD_LETTERED,
+                actor=actor,
+                reason=decision.detail,
+                event=WorksetDeadLettered(reason=decision.detail, attempts=ws.attempt),
+                cause=cause,
+            )
+            await self._worksets.save(ws)
+            await self._dead_letters.park(ws.id, ws.tenant_id, decision.detail, ws.attempt, code)
+            return FailureOutcome(ws.id, "dead_lettered", decision.detail)
+        due_at = await self._conn.fetchval(
+            "SELECT clock_timestamp() + make_interval(secs => $1)", decision.delay_seconds
+        )
+        ws.retry_count += 1
+        ws.memory_multiplier = max(ws.memory_multiplier, decision.memory_multiplier)
+        detail = (
+            f"{code} is {retry_class.value}: retry {ws.retry_count}/{ws.max_retries} "
+            f"in {decision.delay_seconds:.1f}s"
+        )
+        ws.transition(
+            WorksetState.RETRY_WAIT,
+            actor=actor,
+            reason=detail,
+            event=RetryScheduled(attempt=ws.attempt + 1, due_at=due_at, delay_seconds=decision.delay_seconds),
+            cause=cause,
+        )
+        await self._worksets.save(ws)
+        await self._scheduling.add_timer(ws.id, "retry", due_at, {"attempt": ws.attempt + 1})
+        return FailureOutcome(ws.id, "retry", detail, due_at)
+
+    async def get_retryable_worksets(
+        self, *, tenant_id: str | None = None, due_by: datetime | None = None, limit: int = 100
+    ) -> list[RetryableWorkset]:
+        """Worksets in retry_wait with the due time of their retry, soonest first (`due_by`: only those
+        due by then)."""
+        rows = await self._conn.fetch(
+            """SELECT w.id, w.tenant_id, w.attempt, w.retry_count, w.max_retries, w.memory_multiplier,
+                      min(t.due_at) AS due_at
+               FROM worksets w JOIN timers t
+                 ON t.workset_id = w.id AND t.kind = 'retry' AND t.fired_at IS NULL
+               WHERE w.state = 'retry_wait' AND ($1::text IS NULL OR w.tenant_id = $1)
+               GROUP BY w.id
+               HAVING ($2::timestamptz IS NULL OR min(t.due_at) <= $2)
+               ORDER BY min(t.due_at), w.id LIMIT $3""",
+            tenant_id,
+            due_by,
+            limit,
+        )
+        return [
+            RetryableWorkset(
+                workset_id=r["id"],
+                tenant_id=r["tenant_id"],
+                failed_attempt=r["attempt"],
+                retry_count=r["retry_count"],
+                max_retries=r["max_retries"],
+                memory_multiplier=r["memory_multiplier"],
+                due_at=r["due_at"],
+            )
+            for r in rows
+        ]
+
+    async def reset_for_retry(
+        self,
+        workset_id: str,
+        *,
+        actor: str,
+        reason: str,
+        fresh_budget: bool = False,
+        changes: RequeueChanges | None = None,
+    ) -> Workset | None:
+        """Send a workset back to the queue for its next attempt (admission places it again).
+
+        Its retry timer (`fresh_budget` False): from retry_wait only; None when the workset left
+        retry_wait meanwhile (cancelled). An operator's requeue (`fresh_budget` True): from failed or
+        dead_lettered, else WorksetNotRequeueable; `changes` are applied first, retry_count starts at
+        0 again and the dead letter is marked requeued. Steps that succeeded stay done either way."""
+        ws = await self._worksets.get(workset_id, for_update=True)
+        if not fresh_budget:
+            if ws.state is not WorksetState.RETRY_WAIT:
+                return None
+        elif ws.state not in (WorksetState.FAILED, WorksetState.DEAD_LETTERED):
+            raise WorksetNotRequeueable(
+                f"workset {workset_id} is {ws.state}; only dead-lettered or failed worksets can be requeued"
+            )
+        if changes is not None:
+            changes.apply(ws)
+        if fresh_budget:
+            ws.retry_count = 0
+        ws.transition(
+            WorksetState.QUEUED,
+            actor=actor,
+            reason=reason,
+            event=WorksetQueued(priority=ws.priority, attempt=ws.attempt + 1),
+        )
+        await self._worksets.save(ws)
+        if fresh_budget:
+            await self._dead_letters.mark_requeued(workset_id, actor)
+        return ws

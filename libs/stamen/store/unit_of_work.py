@@ -15,7 +15,7 @@ from stamen.store.db import Connection
 from stamen.store.diagnoses import DiagnosisRepository
 from stamen.store.inbox import Inbox
 from stamen.store.outbox import OutboxWriter
-from stamen.store.scheduling import DeadLetterRepository, SchedulerRepository
+from stamen.store.scheduling import DeadLetterRepository, RetryRepository, SchedulerRepository
 from stamen.store.worksets import WorksetRepository
 
 
@@ -44,6 +44,7 @@ class UnitOfWork:
         self.scheduling = SchedulerRepository(conn)
         self.dead_letters = DeadLetterRepository(conn)
         self.actuals = ActualsRepository(conn)
+        self.retries = RetryRepository(conn, self.worksets, self.scheduling, self.dead_letters)
         self._outbox = OutboxWriter(conn)
         return self
 

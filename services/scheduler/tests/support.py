@@ -30,12 +30,16 @@ def write_pipelines(path: Path, steps: list[dict[str, Any]], name: str = "test-p
 
 
 async def add_cluster(
-    pool: asyncpg.Pool, name: str = "local", max_concurrent: int = 2, workdir: Path | None = None
+    pool: asyncpg.Pool,
+    name: str = "local",
+    max_concurrent: int = 2,
+    workdir: Path | None = None,
+    region: str = "us-west-2",
 ) -> None:
     async with UnitOfWork(pool) as uow:
         await uow.scheduling.upsert_cluster(
             ClusterRecord(
-                name, "us-west-2", "local", max_concurrent, config={"workdir_root": str(workdir or "/tmp")}
+                name, region, "local", max_concurrent, config={"workdir_root": str(workdir or "/tmp")}
             )
         )
         await uow.commit()
@@ -66,12 +70,19 @@ async def enqueue(
 
 
 def in_process_scheduler(
-    pool: asyncpg.Pool, settings: Settings, holder: str = "test-scheduler"
+    pool: asyncpg.Pool,
+    settings: Settings,
+    holder: str = "test-scheduler",
+    *,
+    registry: ExecutorRegistry | None = None,
+    submit_grace_seconds: float = 10.0,
 ) -> SchedulerLoop:
-    registry = ExecutorRegistry(default_executor_factories(settings))
+    registry = registry or ExecutorRegistry(default_executor_factories(settings))
     return SchedulerLoop(
         Admitter(pool, settings, holder),
-        Dispatcher(pool, registry, WorksetPlanner(settings), holder),
+        Dispatcher(
+            pool, registry, WorksetPlanner(settings), holder, submit_grace_seconds=submit_grace_seconds
+        ),
         JobMonitor(pool, registry, holder),
         poll_seconds=0.1,
     )

@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from services.scheduler.handlers import RetryPolicy
+from services.scheduler.handlers import RetryHandler, fire_retry
 from services.scheduler.tests.support import (
     add_cluster,
     enqueue,
@@ -116,10 +116,10 @@ async def test_partial_retry_resumes_at_the_failed_step(pool: asyncpg.Pool, tmp_
     await add_cluster(pool, workdir=tmp_path / "work")
     ws_id = await enqueue(pool, "acme")
     loop = in_process_scheduler(pool, settings)
-    retry = RetryPolicy(settings)
+    retry = RetryHandler(settings)
     timers = TimerLoop(
         pool,
-        {"retry": __import__("services.scheduler.handlers", fromlist=["fire_retry"]).fire_retry},
+        {"retry": fire_retry},
         loop.wake,
     )
     for attempt in (1, 2):
@@ -169,7 +169,9 @@ async def test_max_duration_ends_a_runaway_run_with_a_timeout(pool: asyncpg.Pool
     assert await run_until(loop, pool, ws_id, {"failed", "cancelled"}) == "failed"
     async with pool.acquire() as conn:
         body = await conn.fetchval("SELECT body FROM outbox WHERE subject LIKE '%workset.failed'")
-    assert "max duration" in json.loads(bytes(body))["payload"]["reason"]
+    failed = json.loads(bytes(body))["payload"]
+    # Not Slurm's TIMEOUT (retried with more resources): the workset's own limit, which a retry keeps.
+    assert "max duration" in failed["reason"] and failed["native_state"] == "MAX_DURATION"
 
 
 async def test_a_vanished_job_is_reported_as_a_failure_with_its_cause(
@@ -188,7 +190,7 @@ async def test_a_vanished_job_is_reported_as_a_failure_with_its_cause(
     async with pool.acquire() as conn:
         body = await conn.fetchval("SELECT body FROM outbox WHERE subject LIKE '%workset.failed'")
     failed = json.loads(bytes(body))["payload"]
-    assert failed["native_state"].upper() == "LOST" and "disappeared" in failed["reason"]
+    assert failed["native_state"] == "LOST" and "disappeared" in failed["reason"]
 
 
 async def test_a_new_scheduler_reattaches_to_running_jobs_instead_of_rerunning(
@@ -233,7 +235,7 @@ async def test_no_retry_for_data_errors_and_dead_letter_after_exhaustion(
         workset_id=ws_id,
     )
     async with UnitOfWork(pool) as uow:
-        await RetryPolicy(settings).on_diagnosed(uow, diagnosed)
+        await RetryHandler(settings).on_diagnosed(uow, diagnosed)
         await uow.commit()
     assert await state_of(pool, ws_id) == expected
     async with UnitOfWork(pool) as uow:

@@ -1,0 +1,136 @@
+"""The durable timer loop on a real PostgreSQL: it survives failing passes and never sleeps past a timer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import structlog
+
+from services.scheduler.handlers import fire_retry
+from services.scheduler.timers import FireTimer, TimerLoop
+from stamen.store.scheduling import DueTimer
+from stamen.store.unit_of_work import UnitOfWork
+from tests.store.worksetkit import TO_FAILED, S, workset_in
+
+
+async def waiting_for_retry(pool: asyncpg.Pool, tenant: str = "acme") -> str:
+    return await workset_in(pool, *TO_FAILED, S.RETRY_WAIT, tenant=tenant, attempt=1, retry_count=1)
+
+
+async def add_timer(pool: asyncpg.Pool, ws_id: str, due: datetime) -> None:
+    async with UnitOfWork(pool) as uow:
+        await uow.scheduling.add_timer(ws_id, "retry", due, {"attempt": 2})
+        await uow.commit()
+
+
+async def wait_for_state(pool: asyncpg.Pool, ws_id: str, state: str, within: float) -> float:
+    """Seconds it took; fails after `within`."""
+    start = time.monotonic()
+    while True:
+        async with pool.acquire() as conn:
+            if await conn.fetchval("SELECT state FROM worksets WHERE id = $1", ws_id) == state:
+                return time.monotonic() - start
+        assert time.monotonic() - start < within, f"{ws_id} not {state} after {within}s"
+        await asyncio.sleep(0.05)
+
+
+class Running:
+    """A TimerLoop running as a task for the test's duration."""
+
+    def __init__(self, loop: TimerLoop) -> None:
+        self.loop = loop
+        self.task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> TimerLoop:
+        self.task = asyncio.create_task(self.loop.run())
+        return self.loop
+
+    async def __aexit__(self, *_: object) -> None:
+        self.loop.stop()
+        assert self.task is not None
+        await asyncio.wait_for(self.task, 10)  # it ends by itself when stopped
+
+
+class FlakyDatabase(TimerLoop):
+    """The first pass fails the way a dropped database connection does."""
+
+    ERROR_BACKOFF = (0.05, 0.2)
+    failures_left = 1
+
+    async def next_due(self) -> datetime | None:
+        if self.failures_left:
+            self.failures_left -= 1
+            raise asyncpg.exceptions.ConnectionDoesNotExistError(
+                "connection was closed in the middle of operation"
+            )
+        return await super().next_due()
+
+
+async def test_a_failing_pass_is_logged_and_the_loop_carries_on(pool: asyncpg.Pool) -> None:
+    ws_id = await waiting_for_retry(pool)
+    with structlog.testing.capture_logs() as logs:
+        async with Running(FlakyDatabase(pool, {"retry": fire_retry}, on_fired=lambda: None)) as loop:
+            await asyncio.sleep(0.3)  # the failed pass and its backoff
+            await add_timer(pool, ws_id, datetime.now(UTC))
+            await wait_for_state(pool, ws_id, "queued", within=5)
+            assert isinstance(loop, FlakyDatabase) and not loop.failures_left
+    failed = [e for e in logs if e["event"] == "scheduler.timers_pass_failed"]
+    assert len(failed) == 1 and failed[0]["log_level"] == "error"
+    assert "connection was closed" in failed[0]["error"] and failed[0]["retry_in"] == 0.05
+
+
+class TimerAtTheEdge(TimerLoop):
+    """Inserts a timer due now right after the pass has read the next due time, and waits until its
+    NOTIFY has been delivered: the moment in which a loop that clears its wake-up flag only after
+    reading would lose the notification and sleep for MAX_SLEEP (60 s)."""
+
+    def __init__(self, pool: asyncpg.Pool, handlers: dict[str, FireTimer], ws_id: str) -> None:
+        super().__init__(pool, handlers, on_fired=lambda: None)
+        self.ws_id = ws_id
+        self.inserted = False
+
+    async def next_due(self) -> datetime | None:
+        due = await super().next_due()
+        if not self.inserted:
+            self.inserted = True
+            await add_timer(self._pool, self.ws_id, datetime.now(UTC))
+            await asyncio.wait_for(self._wake.wait(), 5)  # the NOTIFY has arrived
+        return due
+
+
+async def test_a_timer_inserted_at_the_edge_of_a_pass_fires_promptly(pool: asyncpg.Pool) -> None:
+    ws_id = await waiting_for_retry(pool)
+    async with Running(TimerAtTheEdge(pool, {"retry": fire_retry}, ws_id)) as loop:
+        took = await wait_for_state(pool, ws_id, "queued", within=5)
+        assert isinstance(loop, TimerAtTheEdge) and loop.inserted
+    assert took < 5 < TimerLoop.MAX_SLEEP
+
+
+async def test_a_timer_whose_handler_fails_is_postponed_and_does_not_hold_back_the_others(
+    pool: asyncpg.Pool,
+) -> None:
+    poison = await waiting_for_retry(pool, tenant="poison")
+    healthy = await waiting_for_retry(pool, tenant="healthy")
+    now = datetime.now(UTC)
+    await add_timer(pool, poison, now - timedelta(seconds=2))  # due first, so claimed first
+    await add_timer(pool, healthy, now - timedelta(seconds=1))
+
+    async def handler(uow: UnitOfWork, timer: DueTimer) -> None:
+        if timer.workset_id == poison:
+            raise RuntimeError("handler bug")
+        await fire_retry(uow, timer)
+
+    loop = TimerLoop(pool, {"retry": handler}, on_fired=lambda: None)
+    with structlog.testing.capture_logs() as logs:
+        assert await loop.fire_due() == 1
+    async with UnitOfWork(pool) as uow:
+        poison_timer = (await uow.scheduling.timers_for(poison))[0]
+        assert (await uow.worksets.get(healthy)).state is S.QUEUED
+        assert (await uow.worksets.get(poison)).state is S.RETRY_WAIT
+    assert poison_timer["fired_at"] is None
+    assert poison_timer["due_at"] > now + timedelta(seconds=TimerLoop.HANDLER_RETRY_SECONDS - 1)
+    [failed] = [e for e in logs if e["event"] == "scheduler.timer_failed"]
+    assert failed["workset_id"] == poison and failed["error"] == "RuntimeError: handler bug"

@@ -1,0 +1,187 @@
+"""The store's retry operations on a real PostgreSQL: record_failure, get_retryable_worksets, reset_for_retry."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from stamen.diagnostics import RetryClass
+from stamen.domain.lifecycle import WorksetState
+from stamen.retry import BackoffPolicy, MemoryEscalation, RequeueChanges, RetryPolicy
+from stamen.store.scheduling import WorksetNotRequeueable
+from stamen.store.unit_of_work import UnitOfWork
+from tests.store.worksetkit import TO_DEAD_LETTERED, TO_FAILED, events_of, workset_in
+
+S = WorksetState
+POLICY = RetryPolicy(
+    backoff=BackoffPolicy(initial_seconds=10, factor=2, cap_seconds=40),
+    memory=MemoryEscalation(growth=1.5, max_multiplier=4),
+)
+
+
+async def record(
+    pool: asyncpg.Pool,
+    ws_id: str,
+    retry_class: RetryClass,
+    *,
+    attempt: int = 1,
+    policy: RetryPolicy | None = POLICY,
+) -> str:
+    async with UnitOfWork(pool) as uow:
+        outcome = await uow.retries.record_failure(
+            ws_id, attempt=attempt, code="WS-TST-001", retry_class=retry_class, policy=policy, actor="tester"
+        )
+        await uow.commit()
+    return outcome.action
+
+
+async def test_a_transient_failure_waits_for_a_durable_timer_within_the_backoff(pool: asyncpg.Pool) -> None:
+    ws_id = await workset_in(pool, *TO_FAILED, attempt=1, max_retries=3)
+    before = datetime.now(UTC)
+    assert await record(pool, ws_id, RetryClass.TRANSIENT) == "retry"
+    async with UnitOfWork(pool) as uow:
+        ws = await uow.worksets.get(ws_id)
+        timers = await uow.scheduling.timers_for(ws_id)
+        history = await uow.worksets.history(ws_id)
+    assert ws.state is S.RETRY_WAIT and ws.retry_count == 1 and ws.memory_multiplier == 1.0
+    assert [(t["kind"], t["payload"], t["fired_at"]) for t in timers] == [("retry", '{"attempt": 2}', None)]
+    # First retry: full jitter within [0, initial_seconds].
+    assert before - timedelta(seconds=1) <= timers[0]["due_at"] <= before + timedelta(seconds=11)
+    assert history[-1].actor == "tester" and "WS-TST-001 is transient: retry 1/3" in history[-1].reason
+    scheduled = [e for e in await events_of(pool, ws_id) if e["type"] == "workset.retry_scheduled"]
+    assert len(scheduled) == 1 and scheduled[0]["payload"]["attempt"] == 2
+
+
+async def test_a_resource_failure_retries_with_more_memory_never_less(pool: asyncpg.Pool) -> None:
+    ws_id = await workset_in(pool, *TO_FAILED, attempt=1)
+    assert await record(pool, ws_id, RetryClass.RESOURCE) == "retry"
+    async with UnitOfWork(pool) as uow:
+        assert (await uow.worksets.get(ws_id)).memory_multiplier == 1.5
+    # A later transient failure keeps the memory the workset already needed.
+    async with UnitOfWork(pool) as uow:
+        ws = await uow.worksets.get(ws_id, for_update=True)
+        for state in (S.QUEUED, S.SCHEDULED, S.RUNNING, S.FAILED):
+            ws.transition(state, actor="t")
+        ws.attempt = 2
+        await uow.worksets.save(ws)
+        await uow.commit()
+    assert await record(pool, ws_id, RetryClass.TRANSIENT, attempt=2) == "retry"
+    async with UnitOfWork(pool) as uow:
+        ws = await uow.worksets.get(ws_id)
+    assert ws.memory_multiplier == 1.5 and ws.retry_count == 2
+
+
+@pytest.mark.parametrize("retry_class", [RetryClass.DATA, RetryClass.CONFIGURATION, RetryClass.PERMANENT])
+async def test_a_failure_that_cannot_change_stays_failed(pool: asyncpg.Pool, retry_class: RetryClass) -> None:
+    ws_id = await workset_in(pool, *TO_FAILED, attempt=1)
+    assert await record(pool, ws_id, retry_class) == "failed"
+    async with UnitOfWork(pool) as uow:
+        ws = await uow.worksets.get(ws_id)
+        assert ws.state is S.FAILED and ws.retry_count == 0
+        assert await uow.scheduling.timers_for(ws_id) == [] and await uow.dead_letters.list() == []
+
+
+async def test_an_exhausted_budget_parks_the_workset_in_the_dead_letter_queue(pool: asyncpg.Pool) -> None:
+    ws_id = await workset_in(pool, *TO_FAILED, attempt=2, retry_count=1, max_retries=1)
+    assert await record(pool, ws_id, RetryClass.TRANSIENT, attempt=2) == "dead_lettered"
+    async with UnitOfWork(pool) as uow:
+        ws = await uow.worksets.get(ws_id)
+        parked = await uow.dead_letters.get(ws_id)
+    assert ws.state is S.DEAD_LETTERED
+    assert parked is not None and parked["attempts"] == 2 and parked["last_code"] == "WS-TST-001"
+    assert "budget of 1 is used up" in parked["reason"]
+    assert [e["type"] for e in await events_of(pool, ws_id)][-1] == "workset.dead_lettered"
+
+
+async def test_a_stale_diagnosis_or_switched_off_retries_change_nothing(pool: asyncpg.Pool) -> None:
+    ws_id = await workset_in(pool, *TO_FAILED, attempt=2)
+    assert await record(pool, ws_id, RetryClass.TRANSIENT, attempt=1) == "stale"  # an older attempt's
+    assert await record(pool, ws_id, RetryClass.TRANSIENT, attempt=2, policy=None) == "failed"
+    running = await workset_in(pool, S.VALIDATING, S.QUEUED, S.SCHEDULED, S.RUNNING, attempt=1)
+    assert await record(pool, running, RetryClass.TRANSIENT) == "stale"
+    async with UnitOfWork(pool) as uow:
+        assert (await uow.worksets.get(ws_id)).state is S.FAILED
+        assert (await uow.worksets.get(running)).state is S.RUNNING
+        assert await uow.scheduling.timers_for(ws_id) == []
+
+
+async def test_retryable_worksets_are_listed_soonest_first_by_tenant_and_due_time(pool: asyncpg.Pool) -> None:
+    now = datetime.now(UTC)
+    waiting = {}
+    for tenant, due in (
+        ("acme", now + timedelta(hours=1)),
+        ("acme", now - timedelta(seconds=1)),
+        ("beta", now),
+    ):
+        ws_id = await workset_in(pool, *TO_FAILED, S.RETRY_WAIT, tenant=tenant, attempt=1, retry_count=1)
+        async with UnitOfWork(pool) as uow:
+            await uow.scheduling.add_timer(ws_id, "retry", due, {"attempt": 2})
+            await uow.commit()
+        waiting[ws_id] = due
+    await workset_in(pool, *TO_FAILED, attempt=1)  # failed, not waiting: never listed
+    async with UnitOfWork(pool) as uow:
+        listed = await uow.retries.get_retryable_worksets()
+        acme = await uow.retries.get_retryable_worksets(tenant_id="acme")
+        due_now = await uow.retries.get_retryable_worksets(due_by=now + timedelta(seconds=5))
+    assert [r.workset_id for r in listed] == sorted(waiting, key=lambda w: waiting[w])
+    assert [r.tenant_id for r in acme] == ["acme", "acme"] and acme[0].due_at < acme[1].due_at
+    assert len(due_now) == 2 and all(r.due_at <= now + timedelta(seconds=5) for r in due_now)
+    assert listed[0].failed_attempt == 1 and listed[0].retry_count == 1 and listed[0].max_retries == 3
+
+
+async def test_reset_for_retry_from_a_timer_queues_the_next_attempt_unless_cancelled(
+    pool: asyncpg.Pool,
+) -> None:
+    ws_id = await workset_in(pool, *TO_FAILED, S.RETRY_WAIT, attempt=1, retry_count=1)
+    cancelled = await workset_in(pool, *TO_FAILED, S.RETRY_WAIT, S.CANCELLED, attempt=1, retry_count=1)
+    async with UnitOfWork(pool) as uow:
+        queued = await uow.retries.reset_for_retry(ws_id, actor="scheduler", reason="timer due")
+        skipped = await uow.retries.reset_for_retry(cancelled, actor="scheduler", reason="timer due")
+        await uow.commit()
+    assert queued is not None and queued.state is S.QUEUED and queued.retry_count == 1  # budget kept
+    assert skipped is None
+    queued_events = [e for e in await events_of(pool, ws_id) if e["type"] == "workset.queued"]
+    assert queued_events[-1]["payload"]["attempt"] == 2
+    async with UnitOfWork(pool) as uow:
+        assert (await uow.worksets.get(cancelled)).state is S.CANCELLED
+
+
+async def test_reset_for_retry_by_an_operator_applies_changes_and_starts_a_fresh_budget(
+    pool: asyncpg.Pool,
+) -> None:
+    ws_id = await workset_in(
+        pool,
+        *TO_DEAD_LETTERED,
+        attempt=2,
+        retry_count=1,
+        max_retries=1,
+        spec={"pipeline": "p", "max_retries": 1},
+    )
+    changes = RequeueChanges.parse({"max_retries": 5, "priority": "urgent", "preferred_cluster": "hpc"})
+    async with UnitOfWork(pool) as uow:
+        ws = await uow.retries.reset_for_retry(
+            ws_id, actor="alice", reason="requeued", fresh_budget=True, changes=changes
+        )
+        await uow.commit()
+    assert ws is not None
+    async with UnitOfWork(pool) as uow:
+        stored = await uow.worksets.get(ws_id)
+        parked = await uow.dead_letters.list()
+    assert stored.state is S.QUEUED and stored.retry_count == 0 and stored.max_retries == 5
+    assert stored.priority == "urgent" and stored.attempt == 2  # the next admission makes it attempt 3
+    assert stored.spec == {
+        "pipeline": "p",
+        "max_retries": 5,
+        "priority": "urgent",
+        "preferred_cluster": "hpc",
+    }
+    assert parked == []
+
+
+async def test_an_operator_cannot_requeue_a_workset_that_has_not_failed(pool: asyncpg.Pool) -> None:
+    running = await workset_in(pool, S.VALIDATING, S.QUEUED, S.SCHEDULED, S.RUNNING, attempt=1)
+    async with UnitOfWork(pool) as uow:
+        with pytest.raises(WorksetNotRequeueable, match="is running; only dead-lettered or failed"):
+            await uow.retries.reset_for_retry(running, actor="alice", reason="x", fresh_budget=True)

@@ -1,0 +1,123 @@
+"""SchedulerRepository on a real PostgreSQL: step runs before submission, completed steps per cluster,
+region health, tenant limits kept equal to the customer's quota."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import asyncpg
+
+from stamen.domain.lifecycle import WorksetState
+from stamen.executors.base import JobHandle, JobState, JobStatus
+from stamen.store.unit_of_work import UnitOfWork
+from tests.store.worksetkit import workset_in
+
+S = WorksetState
+RUNNING = (S.VALIDATING, S.QUEUED, S.SCHEDULED, S.RUNNING)
+
+
+def handle(ws_id: str, step: str, attempt: int = 1) -> JobHandle:
+    return JobHandle(
+        executor="local", cluster="a", job_id="123", workset_id=ws_id, attempt=attempt, step=step,
+        workdir="/tmp/x", submitted_at=datetime.now(UTC),
+    )  # fmt: skip
+
+
+async def test_a_step_is_recorded_before_submission_and_keeps_the_workset_from_being_claimed_twice(
+    pool: asyncpg.Pool,
+) -> None:
+    ws_id = await workset_in(pool, *RUNNING, attempt=1)
+    async with UnitOfWork(pool) as uow:
+        assert await uow.scheduling.claim_undispatched() == [ws_id]
+        run_id = await uow.scheduling.record_submitting(
+            workset_id=ws_id, attempt=1, step="one", step_index=0, cluster="a", holder="s1"
+        )
+        await uow.commit()
+    async with UnitOfWork(pool) as uow:
+        assert await uow.scheduling.claim_undispatched() == []  # being submitted: not dispatched again
+        assert await uow.scheduling.active_step_runs("a") == []  # no handle to poll yet
+        assert await uow.scheduling.lock_submitting(run_id)
+        await uow.scheduling.record_submitted(run_id, handle(ws_id, "one"))
+        await uow.commit()
+    async with UnitOfWork(pool) as uow:
+        active = await uow.scheduling.active_step_runs("a")
+        assert [(r.id, r.state, r.handle.job_id) for r in active] == [(run_id, "running", "123")]
+        assert not await uow.scheduling.lock_submitting(run_id)  # no longer 'submitting'
+
+
+async def test_only_unlocked_submissions_older_than_the_grace_period_are_taken_as_orphaned(
+    pool: asyncpg.Pool,
+) -> None:
+    alive = await workset_in(pool, *RUNNING, attempt=1)
+    dead = await workset_in(pool, *RUNNING, attempt=1)
+    ids = {}
+    async with UnitOfWork(pool) as uow:
+        for ws_id in (alive, dead):
+            ids[ws_id] = await uow.scheduling.record_submitting(
+                workset_id=ws_id, attempt=1, step="one", step_index=0, cluster="a", holder="s1"
+            )
+        await uow.commit()
+    async with UnitOfWork(pool) as uow:
+        assert await uow.scheduling.claim_stale_submission(60) is None  # too recent
+    await asyncio.sleep(0.2)
+    async with UnitOfWork(pool) as submitter, UnitOfWork(pool) as reconciler:
+        assert await submitter.scheduling.lock_submitting(ids[alive])  # a live submitter holds its row
+        orphan = await reconciler.scheduling.claim_stale_submission(0.1)
+        assert orphan is not None and orphan.workset_id == dead and orphan.submitted_by == "s1"
+        await reconciler.scheduling.end_unsubmitted(orphan.id, "lost", "the submitter died")
+        await reconciler.commit()
+        assert await reconciler.scheduling.claim_stale_submission(0.1) is None
+    async with pool.acquire() as conn:
+        rows = await conn.fetch("SELECT workset_id, state, reason, ended_at FROM step_runs ORDER BY id")
+    assert [(r["workset_id"], r["state"]) for r in rows] == [(alive, "submitting"), (dead, "lost")]
+    assert rows[1]["reason"] == "the submitter died" and rows[1]["ended_at"] is not None
+
+
+async def test_completed_steps_are_those_of_the_same_cluster(pool: asyncpg.Pool) -> None:
+    ws_id = await workset_in(pool, *RUNNING, attempt=1)
+    async with UnitOfWork(pool) as uow:
+        # Attempt 1 on cluster a got two steps done; attempt 2 moved to b and got one done.
+        for attempt, step, cluster in ((1, "one", "a"), (1, "two", "a"), (2, "one", "b")):
+            job = handle(ws_id, step, attempt)
+            run_id = await uow.scheduling.add_step_run(
+                handle=job, step_index=0, cluster=cluster, state="running"
+            )
+            await uow.scheduling.finish_step_run(run_id, JobStatus(handle=job, state=JobState.SUCCEEDED))
+        await uow.commit()
+    async with UnitOfWork(pool) as uow:
+        assert await uow.scheduling.completed_steps(ws_id, "a") == {"one", "two"}
+        assert await uow.scheduling.completed_steps(ws_id, "b") == {"one"}
+        assert await uow.scheduling.completed_steps(ws_id, "c") == set()
+
+
+async def test_region_health_is_read_back_and_unknown_regions_have_no_entry(pool: asyncpg.Pool) -> None:
+    async with UnitOfWork(pool) as uow:
+        assert await uow.scheduling.region_health() == {}
+        await uow.scheduling.set_region_health("us-east-1", "down", "AZ outage")
+        await uow.scheduling.set_region_health("us-east-1", "degraded", "recovering")
+        await uow.commit()
+    async with UnitOfWork(pool) as uow:
+        assert await uow.scheduling.region_health() == {"us-east-1": "degraded"}
+
+
+async def test_a_tenant_limit_updates_the_customers_quota_when_there_is_a_customer(
+    pool: asyncpg.Pool,
+) -> None:
+    async with pool.acquire() as conn:
+        await conn.execute(
+            """INSERT INTO customers (customer_id, customer_name, email, s3_bucket, max_concurrent_worksets,
+                                      max_storage_gb, region, status)
+               VALUES ('lab-a', 'Lab A', 'a@lab.org', 'lab-a-bucket', 2, 100, 'us-west-2', 'active')"""
+        )
+    async with UnitOfWork(pool) as uow:
+        assert await uow.scheduling.set_tenant_limit("lab-a", 7) is True
+        assert await uow.scheduling.set_tenant_limit("no-customer", 3) is False
+        await uow.commit()
+    async with pool.acquire() as conn:
+        quota = await conn.fetchval(
+            "SELECT max_concurrent_worksets FROM customers WHERE customer_id = 'lab-a'"
+        )
+    async with UnitOfWork(pool) as uow:
+        assert await uow.scheduling.tenant_limits() == {"lab-a": 7, "no-customer": 3}
+    assert quota == 7
