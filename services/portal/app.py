@@ -37,8 +37,12 @@ def init_app(
     add_object_store(app, intake or IntakeSettings())
     # Auth settings, API keys, rate limiter, Cognito and S3 clients (quotas, usage).
     add_security(app, auth, portal, customers)
-    aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("services.portal", "templates"), autoescape=True,
-                         context_processors=[_auth_banner])
+    aiohttp_jinja2.setup(
+        app,
+        loader=jinja2.PackageLoader("services.portal", "templates"),
+        autoescape=True,
+        context_processors=[_auth_banner],
+    )
     setup_routes(app)
     setup_api_routes(app)
     return app

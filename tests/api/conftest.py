@@ -63,8 +63,15 @@ class World:
 
 
 async def workset_in(pool: asyncpg.Pool, tenant: str, name: str, *, dead_letter: bool = False) -> str:
-    result = await submit_workset(pool, tenant_id=tenant, name=name, spec={"name": name, "tenant": tenant},
-                                  region="us-west-2", source="api", actor="test")
+    result = await submit_workset(
+        pool,
+        tenant_id=tenant,
+        name=name,
+        spec={"name": name, "tenant": tenant},
+        region="us-west-2",
+        source="api",
+        actor="test",
+    )
     if dead_letter:
         s = WorksetState
         async with UnitOfWork(pool) as uow:
@@ -77,42 +84,70 @@ async def workset_in(pool: asyncpg.Pool, tenant: str, name: str, *, dead_letter:
     return result.workset_id
 
 
-def settings_for(lab: CognitoLab, moto: str, database_url: str, **auth: Any) -> tuple[AuthSettings, CustomerSettings]:
-    auth_settings = lab.settings(api_key_pepper="test-pepper", rate_limit_burst=10_000, rate_limit_per_second=1000.0,
-                                 **auth)
-    customers = customer_settings(moto, database_url, cognito_user_pool_id=lab.pool.user_pool_id,
-                                  cognito_region=REGION, cognito_create_pool=False)
+def settings_for(
+    lab: CognitoLab, moto: str, database_url: str, **auth: Any
+) -> tuple[AuthSettings, CustomerSettings]:
+    auth_settings = lab.settings(
+        api_key_pepper="test-pepper", rate_limit_burst=10_000, rate_limit_per_second=1000.0, **auth
+    )
+    customers = customer_settings(
+        moto,
+        database_url,
+        cognito_user_pool_id=lab.pool.user_pool_id,
+        cognito_region=REGION,
+        cognito_create_pool=False,
+    )
     return auth_settings, customers
 
 
-async def onboard(pool: asyncpg.Pool, customers: CustomerSettings, keys: ApiKeyService, lab: CognitoLab,
-                  name: str) -> Tenant:
+async def onboard(
+    pool: asyncpg.Pool, customers: CustomerSettings, keys: ApiKeyService, lab: CognitoLab, name: str
+) -> Tenant:
     tenant = f"{name}-{uuid.uuid4().hex[:6]}"
     await AsyncCustomerManager(pool, customers).onboard_customer(
-        customer_name=f"{name} labs", email=f"admin@{tenant}.example", customer_id=tenant,
-        admin_temporary_password="Temp-Pass-12345")
+        customer_name=f"{name} labs",
+        email=f"admin@{tenant}.example",
+        customer_id=tenant,
+        admin_temporary_password="Temp-Pass-12345",
+    )
     key = await keys.create(tenant, "lims", ttl_days=30)
     probe = await keys.create(tenant, "probe", ttl_days=30)  # the one the isolation test may revoke
     workset = await workset_in(pool, tenant, f"{name}-ws")
     dead = await workset_in(pool, tenant, f"{name}-dead", dead_letter=True)
     _, tokens = await lab.user(tenant)
     nats_probe = await NatsCredentialService(pool).create(tenant, "probe")
-    target = Target(tenant=tenant, workset_id=workset, dead_letter_id=dead, api_key_id=str(probe.record.id),
-                    nats_credential_id=str(nats_probe.record.id))
+    target = Target(
+        tenant=tenant,
+        workset_id=workset,
+        dead_letter_id=dead,
+        api_key_id=str(probe.record.id),
+        nats_credential_id=str(nats_probe.record.id),
+    )
     return Tenant(target=target, api_key=key.key, id_token=tokens.id_token)
 
 
-async def start(app_settings: Any, intake: Any, auth: AuthSettings, customers: CustomerSettings,
-                ) -> TestClient[Any, Any]:
-    app = init_app(app_settings, intake=intake, auth=auth, customers=customers,
-                   portal=PortalSettings(s3_events_secret=EVENTS_SECRET))  # type: ignore[arg-type]
+async def start(
+    app_settings: Any,
+    intake: Any,
+    auth: AuthSettings,
+    customers: CustomerSettings,
+) -> TestClient[Any, Any]:
+    app = init_app(
+        app_settings,
+        intake=intake,
+        auth=auth,
+        customers=customers,
+        portal=PortalSettings(s3_events_secret=EVENTS_SECRET),
+    )  # type: ignore[arg-type]
     client: TestClient[Any, Any] = TestClient(TestServer(app))
     await client.start_server()
     return client
 
 
 @pytest.fixture
-async def world(database_url: str, nats_url: str, moto_endpoint: str, pool: asyncpg.Pool) -> AsyncIterator[World]:
+async def world(
+    database_url: str, nats_url: str, moto_endpoint: str, pool: asyncpg.Pool
+) -> AsyncIterator[World]:
     lab = await CognitoLab.create(moto_endpoint)
     auth, customers = settings_for(lab, moto_endpoint, database_url)
     keys = ApiKeyService(pool, auth)

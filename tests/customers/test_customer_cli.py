@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
+from stamen.customers.usage import CSV_COLUMNS
 from tests.customers.awskit import unique
 
 
-def stamen(database_url: str, moto: str, pool_name: str, *args: str, check: bool = True) -> Any:
-    env = {
+def _env(database_url: str, moto: str, pool_name: str) -> dict[str, str]:
+    return {
         **os.environ,
         "DATABASE_URL": database_url,
         "AWS_ENDPOINT_URL": moto,
@@ -21,8 +25,15 @@ def stamen(database_url: str, moto: str, pool_name: str, *args: str, check: bool
         "STAMEN_COGNITO_CREATE_POOL": "true",
         "STAMEN_COGNITO_USER_POOL_NAME": pool_name,
     }
+
+
+def stamen(database_url: str, moto: str, pool_name: str, *args: str, check: bool = True) -> Any:
     out = subprocess.run(
-        [sys.executable, "-m", "stamen", *args, "--json"], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "stamen", *args, "--json"],
+        env=_env(database_url, moto, pool_name),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     if check:
         assert out.returncode == 0, out.stdout + out.stderr
@@ -78,6 +89,20 @@ def test_onboard_list_keys_and_usage(database_url: str, moto_endpoint: str) -> N
 
     usage, _ = stamen(database_url, moto_endpoint, pool_name, "customer", "usage", tenant)
     assert usage["customer_id"] == tenant and usage["worksets_total"] == 0
+    month = datetime.now(UTC).strftime("%Y-%m")
+    as_csv = subprocess.run(
+        [sys.executable, "-m", "stamen", "customer", "usage", tenant, "--month", month, "--csv"],
+        env=_env(database_url, moto_endpoint, pool_name),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert as_csv.returncode == 0, as_csv.stderr
+    rows = list(csv.reader(io.StringIO(as_csv.stdout)))
+    assert tuple(rows[0]) == CSV_COLUMNS and len(rows) == 2  # the header row, then this customer's month
+    row = dict(zip(rows[0], rows[1], strict=True))
+    assert (row["customer_id"], row["month"], row["worksets_total"]) == (tenant, month, "0")
+    assert float(row["storage_gb"]) == 0 and float(row["max_storage_gb"]) == 1000  # the bucket is measured
 
     missing, code = stamen(database_url, moto_endpoint, pool_name, "customer", "show", "nobody", check=False)
     assert code == 1 and missing["error"]["code"] == "CUSTOMER_NOT_FOUND"

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import uuid
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -16,6 +20,7 @@ from stamen.customers import (
     CustomerNotFound,
     CustomerSettings,
     InvalidCustomer,
+    NotConfigured,
     OnboardingFailed,
 )
 from stamen.customers.model import bucket_name
@@ -403,3 +408,118 @@ def test_sync_facade_onboards(moto_endpoint: str, database_url: str) -> None:
         max_storage_gb=100,
     )
     assert not again.created and again.customer == result.customer
+
+
+async def test_input_cognito_refuses_is_invalid_and_rolled_back(
+    pool: asyncpg.Pool, settings: CustomerSettings
+) -> None:
+    # Passes our address check, but Cognito (moto, like AWS) takes no such username: the bucket and topic
+    # made before the user step are deleted, and the request is answered as invalid, not as an AWS outage.
+    cid = unique("iota")
+    with pytest.raises(InvalidCustomer) as err:
+        await AsyncCustomerManager(pool, settings).onboard_customer(
+            customer_name="Iota", customer_id=cid, email="0@0.0", max_concurrent_worksets=1, max_storage_gb=1
+        )
+    assert err.value.code == "CUSTOMER_INVALID" and err.value.details["cause"] == "AUTH_REQUEST_INVALID"
+    assert "rolled back" in str(err.value) and "Username should be either an email" in str(err.value)
+    await assert_nothing_left(pool, Aws(settings), cid, "0@0.0")
+
+
+async def test_text_the_database_cannot_store_is_refused_before_anything_is_made(
+    pool: asyncpg.Pool, settings: CustomerSettings
+) -> None:
+    manager = AsyncCustomerManager(pool, settings)
+    for kwargs, field in (
+        ({"customer_name": "Nul\x00Labs", "email": "a@b.example"}, "customer_name"),
+        ({"customer_name": "Ok Labs", "email": "a\x07@b.example"}, "email"),
+        ({"customer_name": "Half \ud83c surrogate", "email": "a@b.example"}, "customer_name"),
+    ):
+        with pytest.raises(InvalidCustomer) as err:
+            await manager.onboard_customer(**kwargs)
+        assert err.value.details["field"] == field and "control characters" in str(err.value)
+    assert await table_rows(pool, "customers") == []
+
+
+def _write_stack(state_dir: Path, **doc: Any) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / "stack.json").write_text(json.dumps(doc))
+
+
+def _without_configuration(monkeypatch: pytest.MonkeyPatch, state_dir: Path) -> None:
+    """No database or AWS endpoint in the environment, and no AWS credentials anywhere."""
+    for name in (
+        "DATABASE_URL",
+        "STAMEN_DATABASE_URL",
+        "AWS_ENDPOINT_URL",
+        "STAMEN_AWS_ENDPOINT_URL",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "STAMEN_COGNITO_CREATE_POOL",
+        "STAMEN_COGNITO_USER_POOL_ID",
+        "STAMEN_REGION",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(state_dir / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(state_dir / "no-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("STAMEN_STATE_DIR", str(state_dir))
+
+
+def test_the_briefs_call_uses_the_running_embedded_stack(
+    moto_endpoint: str, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state_dir = tmp_path / "state"
+    _without_configuration(monkeypatch, state_dir)
+    _write_stack(
+        state_dir,
+        launcher_pid=os.getpid(),
+        database_url=database_url,
+        aws_endpoint_url=moto_endpoint,
+        embedded=["postgres", "moto", "nats"],
+        nats_url="nats://127.0.0.1:1",
+    )
+    name = f"Acme Genomics {uuid.uuid4().hex[:6]}"  # the brief's call, with a name no other test uses
+
+    result = CustomerManager(region="us-west-2").onboard_customer(
+        customer_name=name, email="lab-admin@acme.example", max_concurrent_worksets=5, max_storage_gb=1000
+    )
+
+    customer = result.customer
+    assert (
+        result.created and customer.status == "active" and customer.customer_id.startswith("acme-genomics-")
+    )
+    assert (customer.max_concurrent_worksets, customer.max_storage_gb) == (5, 1000)
+    aws = boto3.client(
+        "s3",
+        region_name="us-west-2",
+        endpoint_url=moto_endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    # Made in the stack's moto, and recorded in the stack's database.
+    assert aws.get_bucket_versioning(Bucket=customer.s3_bucket)["Status"] == "Enabled"
+    assert CustomerManager(state_dir=state_dir).get_customer(customer.customer_id) == customer
+    stamped = CustomerManager().resolved_settings()
+    assert stamped.aws_emulator_credentials and stamped.cognito_create_pool
+    assert (stamped.database_url, stamped.aws_endpoint_url) == (database_url, moto_endpoint)
+
+
+def test_without_a_database_or_a_running_stack_the_error_says_what_to_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state_dir = tmp_path / "state"
+    _without_configuration(monkeypatch, state_dir)
+    for stack in (None, {"launcher_pid": None, "database_url": "postgresql://stopped/x", "embedded": []}):
+        if stack is not None:
+            _write_stack(state_dir, **stack)  # a stack that was stopped does not count
+        with pytest.raises(NotConfigured) as err:
+            CustomerManager(region="us-west-2").onboard_customer(customer_name="Zeta", email="z@zeta.example")
+        message = str(err.value)
+        assert err.value.code == "CUSTOMER_NOT_CONFIGURED"
+        assert "set DATABASE_URL" in message and "AWS_ENDPOINT_URL" in message and "stamen up" in message
+        assert str(state_dir.resolve() / "stack.json") in message and "STAMEN_STATE_DIR" in message
+    # An explicit database wins over the stack file: nothing is read from it.
+    explicit = CustomerManager(database_url="postgresql://explicit/db").resolved_settings()
+    assert explicit.database_url == "postgresql://explicit/db" and explicit.aws_endpoint_url is None

@@ -19,6 +19,7 @@ from stamen.auth.errors import (
     AuthError,
     CodeInvalid,
     IdentityProviderError,
+    IdentityRequestInvalid,
     LoginFailed,
     PasswordPolicy,
     TokenRevoked,
@@ -40,6 +41,7 @@ _ERRORS: dict[str, type[AuthError]] = {
     "InvalidPasswordException": PasswordPolicy,
     "CodeMismatchException": CodeInvalid,
     "ExpiredCodeException": CodeInvalid,
+    "InvalidParameterException": IdentityRequestInvalid,
 }
 
 
@@ -51,9 +53,13 @@ def aws_code(error: ClientError) -> str:
 def translate(error: ClientError, action: str) -> AuthError:
     code = aws_code(error)
     cls = _ERRORS.get(code, IdentityProviderError)
-    message = (
-        f"{action} failed" if cls is not IdentityProviderError else f"{action} failed: Cognito said {code}"
-    )
+    if cls is IdentityRequestInvalid:  # Cognito's words say which input and why
+        reason: Any = error.response
+        message = f"{action} refused by Cognito: {reason.get('Error', {}).get('Message', code)}"
+    elif cls is IdentityProviderError:
+        message = f"{action} failed: Cognito said {code}"
+    else:
+        message = f"{action} failed"
     return cls(message, aws_code=code)
 
 

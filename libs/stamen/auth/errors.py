@@ -139,6 +139,14 @@ class PasswordPolicy(AuthError):
     http_status = 400
 
 
+class IdentityRequestInvalid(AuthError):
+    """Cognito refused the request's input (InvalidParameterException), e.g. a username it does not take
+    for an e-mail address; the message carries Cognito's reason."""
+
+    code = "AUTH_REQUEST_INVALID"
+    http_status = 400
+
+
 class CodeInvalid(AuthError):
     """Confirmation or reset code wrong or expired."""
 

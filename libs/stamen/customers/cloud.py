@@ -31,7 +31,11 @@ class AwsClients:
 
 @asynccontextmanager
 async def open_clients(settings: CustomerSettings) -> AsyncIterator[AwsClients]:
-    session = aioboto3.Session()
+    session = (
+        aioboto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing")
+        if settings.aws_emulator_credentials
+        else aioboto3.Session()
+    )
     endpoint = settings.aws_endpoint_url
     async with AsyncExitStack() as stack:
         s3 = await stack.enter_async_context(

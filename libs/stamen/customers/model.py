@@ -24,6 +24,12 @@ _TAG_VALUE = re.compile(r"^[\w .:/=+\-@]{0,256}$")
 _BUCKET_UNSAFE = re.compile(r"[^a-z0-9-]+")
 
 
+def _storable(text: str) -> bool:
+    """Text PostgreSQL can store and a person can read: no control characters (NUL is refused by the
+    database) and no unpaired surrogates (not encodable as UTF-8)."""
+    return not any(unicodedata.category(ch) in ("Cc", "Cs") for ch in text)
+
+
 class CustomerError(Exception):
     code = "CUSTOMER_ERROR"
 
@@ -34,6 +40,12 @@ class CustomerError(Exception):
 
 class InvalidCustomer(CustomerError):
     code = "CUSTOMER_INVALID"
+
+
+class NotConfigured(CustomerError):
+    """No database to onboard into: neither DATABASE_URL nor a running embedded stack."""
+
+    code = "CUSTOMER_NOT_CONFIGURED"
 
 
 class CustomerNotFound(CustomerError):
@@ -118,6 +130,11 @@ class NewCustomer:
         name = customer_name.strip()
         if not name or len(name) > 200:
             raise InvalidCustomer("customer_name must be 1-200 characters", field="customer_name")
+        for label, text in (("customer_name", name), ("email", email)):
+            if not _storable(text):
+                raise InvalidCustomer(
+                    f"{label} may not contain control characters or unpaired surrogates", field=label
+                )
         try:
             cid = check_tenant_id(customer_id) if customer_id is not None else customer_id_from_name(name)
         except InvalidTenantId as exc:

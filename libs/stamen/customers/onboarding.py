@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
 from botocore.exceptions import ClientError
 
 from stamen.auth import cognito
+from stamen.auth.errors import IdentityRequestInvalid
 from stamen.customers import cloud
 from stamen.customers.cloud import AwsClients, open_clients
 from stamen.customers.model import (
@@ -31,7 +33,9 @@ from stamen.customers.model import (
     CustomerConflict,
     CustomerNotFound,
     CustomerResource,
+    InvalidCustomer,
     NewCustomer,
+    NotConfigured,
     OnboardingFailed,
     OnboardingResult,
     ResourceConflict,
@@ -174,6 +178,12 @@ class AsyncCustomerManager:
                         f"onboarding {cid} failed ({cause}) and rollback left resources: {'; '.join(failures)}",
                         left_behind=failures,
                         **details,
+                    ) from exc
+                if isinstance(exc, IdentityRequestInvalid):
+                    # Cognito refused our input (e.g. an address it does not take as a username): the
+                    # request is at fault, not AWS, so it is answered as invalid, like the checks above.
+                    raise InvalidCustomer(
+                        f"onboarding {cid} was refused and rolled back: {exc}", **details
                     ) from exc
                 raise OnboardingFailed(
                     f"onboarding {cid} failed and was rolled back: {exc}", **details
@@ -321,8 +331,10 @@ class AsyncCustomerManager:
 class CustomerManager:
     """Synchronous facade: `CustomerManager(region="us-west-2").onboard_customer(customer_name=..., ...)`.
 
-    Reads DATABASE_URL and AWS_ENDPOINT_URL (and the STAMEN_ settings) unless given. Inside a running
-    event loop use `AsyncCustomerManager` instead.
+    Where it onboards into, first found wins: the arguments; DATABASE_URL and AWS_ENDPOINT_URL (and the
+    STAMEN_ settings); else the embedded stack that `stamen up` runs in the state folder (`stack.json` in
+    STAMEN_STATE_DIR, default `.stamen`), as the `stamen` commands do. Inside a running event loop use
+    `AsyncCustomerManager` instead.
     """
 
     def __init__(
@@ -332,6 +344,7 @@ class CustomerManager:
         database_url: str | None = None,
         aws_endpoint_url: str | None = None,
         settings: CustomerSettings | None = None,
+        state_dir: Path | None = None,
     ) -> None:
         base = settings or CustomerSettings()
         updates = {
@@ -344,6 +357,35 @@ class CustomerManager:
             if v is not None
         }
         self.settings = base.model_copy(update=updates)
+        self.state_dir = state_dir
+
+    def resolved_settings(self) -> CustomerSettings:
+        """The settings with the running embedded stack's endpoints filled in when no database is set.
+
+        Read at each call, so a stack started after the manager was made is found."""
+        if self.settings.database_url:
+            return self.settings
+        from stamen.settings import Settings
+        from stamen.stack.launcher import STACK_FILE, read_stack_file
+
+        folder = (self.state_dir or Settings().state_dir).resolve()
+        stack = read_stack_file(folder)
+        if not stack or not stack.get("launcher_pid") or not stack.get("database_url"):
+            raise NotConfigured(
+                "no database to onboard into: set DATABASE_URL (and AWS_ENDPOINT_URL when AWS is an "
+                "emulator), or pass CustomerManager(database_url=..., aws_endpoint_url=...), or start the "
+                f"embedded stack with `stamen up` (no running stack in {folder / STACK_FILE}; set "
+                "STAMEN_STATE_DIR or state_dir= to the folder it runs in)",
+                state_dir=str(folder),
+            )
+        updates: dict[str, Any] = {"database_url": str(stack["database_url"])}
+        if "moto" in stack.get("embedded", []) and not self.settings.aws_endpoint_url:
+            # The stack's services use its moto; so does onboarding, with dummy credentials (real ones must
+            # never be sent to an emulator) and a user pool it may create, as `stamen customer add` does.
+            updates |= {"aws_endpoint_url": str(stack["aws_endpoint_url"]), "aws_emulator_credentials": True}
+            if "cognito_create_pool" not in self.settings.model_fields_set:  # unless said otherwise
+                updates["cognito_create_pool"] = True
+        return self.settings.model_copy(update=updates)
 
     def _run(self, action: Callable[[AsyncCustomerManager], Awaitable[T]]) -> T:
         try:
@@ -354,16 +396,14 @@ class CustomerManager:
             raise RuntimeError(
                 "CustomerManager is synchronous; inside an event loop use AsyncCustomerManager"
             )
-        url = self.settings.database_url
-        if not url:
-            raise RuntimeError(
-                "DATABASE_URL is not set (start the embedded stack with `stamen up` or set it)"
-            )
+        settings = self.resolved_settings()
+        url = settings.database_url
+        assert url is not None  # resolved_settings raises otherwise
 
         async def main() -> T:
             pool = await create_pool(url, min_size=1, max_size=4)
             try:
-                return await action(AsyncCustomerManager(pool, self.settings))
+                return await action(AsyncCustomerManager(pool, settings))
             finally:
                 await pool.close()
 

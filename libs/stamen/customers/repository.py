@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -145,6 +146,13 @@ class CustomerRepository:
             state,
         )
 
+    async def bucket_owners(self, buckets: Collection[str]) -> dict[str, str]:
+        """Which of these bucket names are customers' buckets: bucket -> customer_id."""
+        rows = await self._conn.fetch(
+            "SELECT s3_bucket, customer_id FROM customers WHERE s3_bucket = ANY($1::text[])", list(buckets)
+        )
+        return {r["s3_bucket"]: r["customer_id"] for r in rows}
+
     async def forget_resource(self, customer_id: str, kind: ResourceKind) -> None:
         await self._conn.execute(
             "DELETE FROM customer_resources WHERE customer_id = $1 AND kind = $2", customer_id, kind
@@ -171,6 +179,13 @@ class UsageRepository:
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
+
+    async def running_by_cluster(self, tenant_id: str) -> dict[str, int]:
+        """Slots the tenant holds now, per cluster (its own load only, never other tenants')."""
+        rows = await self._conn.fetch(
+            "SELECT cluster, count(*) AS n FROM slot_leases WHERE tenant_id = $1 GROUP BY cluster", tenant_id
+        )
+        return {r["cluster"]: int(r["n"]) for r in rows}
 
     async def worksets_by_state(self, tenant_id: str, start: datetime, end: datetime) -> dict[str, int]:
         rows = await self._conn.fetch(

@@ -18,6 +18,11 @@ class CustomerSettings(BaseSettings):
     database_url: str | None = Field(
         default=None, validation_alias=AliasChoices("DATABASE_URL", "STAMEN_DATABASE_URL")
     )
+    aws_emulator_credentials: bool = Field(
+        default=False,
+        description="Sign AWS calls with dummy credentials: for an emulator (moto accepts any), so real "
+        "credentials are never sent to it. Set by CustomerManager when it uses the embedded stack's moto.",
+    )
 
     # Names. {customer_id} and {region} are substituted; S3 bucket names are made safe and kept <= 63 chars.
     customer_bucket_template: str = "stamen-{customer_id}-{region}"

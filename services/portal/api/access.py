@@ -84,7 +84,9 @@ def query(request: web.Request, model: type[M]) -> M:
     try:
         return model.model_validate(dict(request.query))
     except ValidationError as exc:
-        raise ApiError(400, "INVALID_PARAMETER", "a query parameter is invalid", {"errors": _errors(exc)}) from None
+        raise ApiError(
+            400, "INVALID_PARAMETER", "a query parameter is invalid", {"errors": _errors(exc)}
+        ) from None
 
 
 async def body(request: web.Request, model: type[M], *, optional: bool = False) -> M:
@@ -94,12 +96,16 @@ async def body(request: web.Request, model: type[M], *, optional: bool = False) 
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
-        raise ApiError(400, "REQUEST_INVALID", "the request body is invalid", {"errors": _errors(exc)}) from None
+        raise ApiError(
+            400, "REQUEST_INVALID", "the request body is invalid", {"errors": _errors(exc)}
+        ) from None
 
 
 def _errors(exc: ValidationError) -> list[dict[str, Any]]:
-    return [{"loc": [str(p) for p in e["loc"]], "msg": e["msg"], "type": e["type"]}
-            for e in exc.errors(include_url=False, include_context=False, include_input=False)]
+    return [
+        {"loc": [str(p) for p in e["loc"]], "msg": e["msg"], "type": e["type"]}
+        for e in exc.errors(include_url=False, include_context=False, include_input=False)
+    ]
 
 
 def reply(model: BaseModel, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

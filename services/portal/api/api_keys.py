@@ -12,9 +12,16 @@ from stamen.auth.repository import ApiKeyRecord
 
 
 def key_out(r: ApiKeyRecord) -> m.ApiKeyOut:
-    return m.ApiKeyOut(id=str(r.id), customer_id=r.customer_id, name=r.name, prefix=r.prefix,
-                       created_at=r.created_at, expires_at=r.expires_at, revoked_at=r.revoked_at,
-                       last_used_at=r.last_used_at)
+    return m.ApiKeyOut(
+        id=str(r.id),
+        customer_id=r.customer_id,
+        name=r.name,
+        prefix=r.prefix,
+        created_at=r.created_at,
+        expires_at=r.expires_at,
+        revoked_at=r.revoked_at,
+        last_used_at=r.last_used_at,
+    )
 
 
 def _keys(request: web.Request) -> ApiKeyService:

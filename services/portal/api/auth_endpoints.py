@@ -21,12 +21,16 @@ from stamen.auth.errors import (
     LoginFailed,
     UserNotFound,
 )
+from stamen.customers import AsyncCustomerManager
+from stamen.service.keys import POOL
 
 
 def _code_invalid(exc: AuthError) -> AuthError:
     """An unknown user is answered like a wrong code (no account enumeration). Cognito outages stay 502."""
-    if isinstance(exc, UserNotFound) or exc.details.get("aws_code") in ("ResourceNotFoundException",
-                                                                         "UserNotFoundException"):
+    if isinstance(exc, UserNotFound) or exc.details.get("aws_code") in (
+        "ResourceNotFoundException",
+        "UserNotFoundException",
+    ):
         return CodeInvalid("the code is wrong or has expired")
     return exc
 
@@ -40,9 +44,16 @@ async def register(request: web.Request) -> web.Response:
     if req.confirm and not principal.is_operator:
         raise Forbidden("only operators may confirm a user without the mailed code")
     security = request.app[SECURITY]
+    # A user's tenant claim is fixed at sign-up: only an onboarded customer's (CUSTOMER_NOT_FOUND otherwise).
+    await AsyncCustomerManager(request.app[POOL], security.customers).get_customer(tenant)
     pool = await security.user_pool()
-    sub = await cognito.register(security.cognito, app_client_id=pool.app_client_id, email=req.email,
-                                 password=req.password, customer_id=tenant)
+    sub = await cognito.register(
+        security.cognito,
+        app_client_id=pool.app_client_id,
+        email=req.email,
+        password=req.password,
+        customer_id=tenant,
+    )
     if req.confirm:
         await cognito.admin_confirm(security.cognito, user_pool_id=pool.user_pool_id, username=req.email)
     return reply(m.RegisterResponse(user_sub=sub, username=req.email, confirmed=req.confirm), 201)
@@ -53,8 +64,9 @@ async def confirm(request: web.Request) -> web.Response:
     security = request.app[SECURITY]
     pool = await security.user_pool()
     try:
-        await cognito.confirm_with_code(security.cognito, app_client_id=pool.app_client_id, username=req.email,
-                                        code=req.code)
+        await cognito.confirm_with_code(
+            security.cognito, app_client_id=pool.app_client_id, username=req.email, code=req.code
+        )
     except (UserNotFound, IdentityProviderError) as exc:
         raise _code_invalid(exc) from None
     return reply(m.OkResponse(ok=True))
@@ -65,13 +77,20 @@ async def login(request: web.Request) -> web.Response:
     security = request.app[SECURITY]
     pool = await security.user_pool()
     try:
-        tokens = await cognito.login(security.cognito, app_client_id=pool.app_client_id, username=req.email,
-                                     password=req.password)
+        tokens = await cognito.login(
+            security.cognito, app_client_id=pool.app_client_id, username=req.email, password=req.password
+        )
     except UserNotFound:  # say no more than for a wrong password (the emulator does not hide it itself)
         raise LoginFailed("login failed") from None
-    return reply(m.TokensResponse(id_token=tokens.id_token, access_token=tokens.access_token,
-                                  refresh_token=tokens.refresh_token, expires_in=tokens.expires_in,
-                                  token_type=tokens.token_type))
+    return reply(
+        m.TokensResponse(
+            id_token=tokens.id_token,
+            access_token=tokens.access_token,
+            refresh_token=tokens.refresh_token,
+            expires_in=tokens.expires_in,
+            token_type=tokens.token_type,
+        )
+    )
 
 
 async def logout(request: web.Request) -> web.Response:
@@ -84,11 +103,14 @@ async def logout(request: web.Request) -> web.Response:
     if claims.get("token_use") == "access":
         # GlobalSignOut with the access token: Cognito stops accepting it at once.
         await cognito.logout(security.cognito, access_token=token)
-        security.sign_out(token, float(claims.get("exp", 0)))
     else:
+        # An id token is a signed JWT that Cognito cannot take back: sign the user out by name (refresh and
+        # access tokens die), and below this process refuses the id token itself until it expires.
         pool = await security.user_pool()
-        await cognito.admin_logout(security.cognito, user_pool_id=pool.user_pool_id,
-                                   username=principal.username)
+        await cognito.admin_logout(
+            security.cognito, user_pool_id=pool.user_pool_id, username=principal.username
+        )
+    security.sign_out(token, float(claims.get("exp", 0)))
     return reply(m.OkResponse(ok=True))
 
 
@@ -96,15 +118,29 @@ async def forgot_password(request: web.Request) -> web.Response:
     req = await body(request, m.ForgotPasswordRequest)
     security = request.app[SECURITY]
     pool = await security.user_pool()
+    # The same answer for every address, so the endpoint cannot be used to find out who has an account
+    # (what Cognito itself does with PreventUserExistenceErrors): the destination is masked from the
+    # address asked about, never Cognito's, whose form differs for unknown users. No code goes to those.
+    # A stamen username is the e-mail address, so codes always go by e-mail.
     try:
-        sent = await cognito.forgot_password(security.cognito, app_client_id=pool.app_client_id,
-                                             username=req.email)
+        sent = await cognito.forgot_password(
+            security.cognito, app_client_id=pool.app_client_id, username=req.email
+        )
     except UserNotFound:
-        # Same answer as for a real user, so the endpoint cannot be used to find out who has an account
-        # (what Cognito itself does with PreventUserExistenceErrors); no code is sent.
-        return reply(m.CodeDeliveryResponse(destination="", medium="EMAIL", emulator_code=None))
-    return reply(m.CodeDeliveryResponse(destination=sent.destination, medium=sent.medium,
-                                        emulator_code=sent.emulator_code))
+        return reply(
+            m.CodeDeliveryResponse(destination=mask_email(req.email), medium="EMAIL", emulator_code=None)
+        )
+    return reply(
+        m.CodeDeliveryResponse(
+            destination=mask_email(req.email), medium="EMAIL", emulator_code=sent.emulator_code
+        )
+    )
+
+
+def mask_email(email: str) -> str:
+    """`lab-user@acme.example` -> `l***@a***`, the shape Cognito uses in its code delivery details."""
+    local, _, domain = email.partition("@")
+    return f"{local[:1]}***@{domain[:1]}***"
 
 
 async def reset_password(request: web.Request) -> web.Response:
@@ -112,8 +148,13 @@ async def reset_password(request: web.Request) -> web.Response:
     security = request.app[SECURITY]
     pool = await security.user_pool()
     try:
-        await cognito.reset_password(security.cognito, app_client_id=pool.app_client_id, username=req.email,
-                                     code=req.code, new_password=req.new_password)
+        await cognito.reset_password(
+            security.cognito,
+            app_client_id=pool.app_client_id,
+            username=req.email,
+            code=req.code,
+            new_password=req.new_password,
+        )
     except (UserNotFound, IdentityProviderError) as exc:
         raise _code_invalid(exc) from None
     return reply(m.OkResponse(ok=True))

@@ -37,8 +37,9 @@ class Security:
     _pool: idp.UserPool | None = None
     _verifier: CognitoTokenVerifier | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    # Access tokens signed out through this process (sha256 -> exp): refused at once, not only when the
-    # tenant resolver's 60 s cache of the token runs out. Other replicas notice within that minute.
+    # Tokens signed out through this process (sha256 -> exp), id and access tokens alike: refused at once.
+    # Other replicas notice a signed-out access token within the tenant resolver's 60 s cache; an id token
+    # is a self-contained JWT, so they accept it until its exp.
     _signed_out: dict[str, float] = field(default_factory=dict)
 
     def sign_out(self, token: str, exp: float) -> None:

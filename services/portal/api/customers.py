@@ -29,8 +29,11 @@ async def create(request: web.Request) -> web.Response:
     require_operator(request)
     new = await body(request, m.CustomerCreate)
     result = await _manager(request).onboard_customer(**new.model_dump())
-    return reply(m.CustomerCreated(customer=customer_out(result.customer), created=result.created),
-                 201 if result.created else 200, {"Location": f"/api/v1/customers/{result.customer.customer_id}"})
+    return reply(
+        m.CustomerCreated(customer=customer_out(result.customer), created=result.created),
+        201 if result.created else 200,
+        {"Location": f"/api/v1/customers/{result.customer.customer_id}"},
+    )
 
 
 async def list_customers(request: web.Request) -> web.Response:
@@ -48,8 +51,11 @@ async def list_customers(request: web.Request) -> web.Response:
     rows = await manager.list_customers(status=q.status, after=q.cursor, limit=q.limit + 1)
     more = len(rows) > q.limit
     rows = rows[: q.limit]
-    return reply(m.CustomerList(items=[customer_out(c) for c in rows],
-                                next_cursor=rows[-1].customer_id if more and rows else None))
+    return reply(
+        m.CustomerList(
+            items=[customer_out(c) for c in rows], next_cursor=rows[-1].customer_id if more and rows else None
+        )
+    )
 
 
 async def show(request: web.Request) -> web.Response:
@@ -63,6 +69,9 @@ async def usage(request: web.Request) -> web.Response:
     month = Month.parse(q.month) if q.month else Month.of(datetime.now(UTC))
     report = await monthly_usage(request.app[POOL], request.app[SECURITY].s3, customer_id, month)
     if q.format == "csv":
-        return web.Response(text=to_csv([report]), content_type="text/csv", headers={
-            "Content-Disposition": f'attachment; filename="usage-{customer_id}-{month}.csv"'})
+        return web.Response(
+            text=to_csv([report]),
+            content_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="usage-{customer_id}-{month}.csv"'},
+        )
     return reply(m.UsageOut.model_validate(report.as_dict()))

@@ -12,6 +12,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from asyncpg.exceptions import CharacterNotInRepertoireError, UntranslatableCharacterError
 
 from stamen.auth.errors import AuthError, RateLimited
 from stamen.customers.model import CustomerError
@@ -20,15 +21,26 @@ log = structlog.get_logger(__name__)
 
 API_PREFIX = "/api/"
 # aiohttp's own refusals (unknown route, wrong method, ...) mapped to stable codes.
-_HTTP_CODES = {400: "BAD_REQUEST", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "REQUEST_TOO_LARGE",
-               415: "UNSUPPORTED_MEDIA_TYPE"}
+_HTTP_CODES = {
+    400: "BAD_REQUEST",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "REQUEST_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+}
 
 
 # Library errors that carry a stable `code`, and the HTTP status each maps to.
-_CUSTOMER_STATUS = {"CUSTOMER_INVALID": 400, "CUSTOMER_NOT_FOUND": 404, "CUSTOMER_CONFLICT": 409,
-                    "CUSTOMER_RESOURCE_CONFLICT": 409, "CUSTOMER_ONBOARDING_FAILED": 502,
-                    "CUSTOMER_ROLLBACK_INCOMPLETE": 502, "USAGE_MONTH_INVALID": 400,
-                    "STORAGE_QUOTA_EXCEEDED": 409}
+_CUSTOMER_STATUS = {
+    "CUSTOMER_INVALID": 400,
+    "CUSTOMER_NOT_FOUND": 404,
+    "CUSTOMER_CONFLICT": 409,
+    "CUSTOMER_RESOURCE_CONFLICT": 409,
+    "CUSTOMER_ONBOARDING_FAILED": 502,
+    "CUSTOMER_ROLLBACK_INCOMPLETE": 502,
+    "USAGE_MONTH_INVALID": 400,
+    "STORAGE_QUOTA_EXCEEDED": 409,
+}
 
 
 class ApiError(Exception):
@@ -39,10 +51,16 @@ class ApiError(Exception):
         self.details = details or {}
 
 
-def error_response(status: int, code: str, message: str, details: dict[str, Any] | None = None,
-                   headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"code": code, "message": message, "details": details or {}}, status=status,
-                             headers=headers)
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    return web.json_response(
+        {"code": code, "message": message, "details": details or {}}, status=status, headers=headers
+    )
 
 
 def auth_error_response(exc: AuthError) -> web.Response:
@@ -56,8 +74,10 @@ def auth_error_response(exc: AuthError) -> web.Response:
 
 
 def _jsonable(details: dict[str, Any]) -> dict[str, Any]:
-    return {k: v if isinstance(v, str | int | float | bool | list | dict) or v is None else str(v)
-            for k, v in details.items()}
+    return {
+        k: v if isinstance(v, str | int | float | bool | list | dict) or v is None else str(v)
+        for k, v in details.items()
+    }
 
 
 @web.middleware
@@ -72,6 +92,15 @@ async def api_errors(request: web.Request, handler: Handler) -> web.StreamRespon
         return auth_error_response(exc)
     except CustomerError as exc:
         return error_response(_CUSTOMER_STATUS.get(exc.code, 400), exc.code, str(exc), _jsonable(exc.details))
+    except (CharacterNotInRepertoireError, UntranslatableCharacterError, UnicodeEncodeError):
+        # Text PostgreSQL cannot store (NUL, unpaired surrogates) in a path, query or body value: the
+        # request is at fault. Models refuse it where they can; this catches every other way in.
+        return error_response(
+            400,
+            "TEXT_NOT_STORABLE",
+            "a value holds a character that cannot be stored "
+            "(NUL or an unpaired surrogate); remove it and send the request again",
+        )
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

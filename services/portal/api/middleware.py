@@ -50,7 +50,7 @@ async def credentials_principal(request: web.Request, security: Security) -> Pri
         raise TokenMissing("authentication required: Authorization: Bearer <token> or X-Api-Key")
     principal = await (await security.verifier()).verify(token)
     if security.signed_out(token):
-        raise TokenRevoked("this access token was signed out")
+        raise TokenRevoked("this token was signed out (POST /api/v1/auth/logout); sign in again")
     return principal
 
 

@@ -3,16 +3,31 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
+from stamen.retry import RequeueChanges
 from stamen.worksets.findings import Finding
 
 EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 TENANT = r"^[a-z0-9][a-z0-9_-]{0,62}$"
-WorksetStateName = Literal["submitted", "validating", "rejected", "queued", "scheduled", "running",
-                           "retry_wait", "completed", "failed", "dead_lettered", "cancelled", "archived"]
+CLUSTER_NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+DataLocation = Annotated[str, Field(min_length=1, max_length=1024, pattern=r"^[^\x00-\x1f\x7f]+$")]
+WorksetStateName = Literal[
+    "submitted",
+    "validating",
+    "rejected",
+    "queued",
+    "scheduled",
+    "running",
+    "retry_wait",
+    "completed",
+    "failed",
+    "dead_lettered",
+    "cancelled",
+    "archived",
+]
 
 
 class Body(BaseModel):
@@ -115,12 +130,14 @@ class CustomerList(BaseModel):
 
 class CustomerListQuery(Body):
     status: Literal["onboarding", "active", "suspended"] | None = None
-    cursor: str | None = Field(default=None, max_length=100, description="next_cursor of the previous page")
+    cursor: str | None = Field(default=None, pattern=TENANT, description="next_cursor of the previous page")
     limit: int = Field(default=100, ge=1, le=500)
 
 
 class UsageQuery(Body):
-    month: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}$", description="YYYY-MM; default: this month")
+    month: str | None = Field(
+        default=None, pattern=r"^\d{4}-\d{2}$", description="YYYY-MM; default: this month"
+    )
     format: Literal["json", "csv"] = "json"
 
 
@@ -208,7 +225,9 @@ class WorksetDetail(BaseModel):
     region: str
     version: int
     idempotency_key: str | None
-    cluster: str | None
+    cluster: str | None = Field(description="The cluster the scheduler placed it on (None before admission).")
+    placement_reason: str | None = Field(description="Why that cluster, in words (affinity, load, price).")
+    placement_scores: dict[str, float] | None = Field(description="Each candidate cluster's admission score.")
     attempt: int
     retry_count: int
     max_retries: int
@@ -234,6 +253,13 @@ class WorksetStateResponse(BaseModel):
     state: str
 
 
+class RequeueRequest(Body):
+    changes: RequeueChanges = Field(
+        default_factory=RequeueChanges,
+        description="Send only the fields to change; each replaces the workset's value (and its spec's).",
+    )
+
+
 class ValidateQuery(Body):
     dry_run: bool = Field(default=False, description="Check the document only; touch no storage.")
     strict: bool = False
@@ -256,12 +282,16 @@ class S3EventsResponse(BaseModel):
 
 # --- clusters, regions, dead letters --------------------------------------------------------------
 class ClusterCreate(Body):
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+    name: str = Field(pattern=CLUSTER_NAME)
     region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
     executor: Literal["local", "slurm"] = "local"
     max_concurrent: int = Field(default=2, ge=0, le=100_000)
     price_factor: float = Field(default=1.0, gt=0, le=100)
-    data_locations: list[str] = Field(default_factory=list, max_length=100)
+    data_locations: list[DataLocation] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Buckets (name or s3:// URI) and regions its data is close to.",
+    )
     config: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -271,9 +301,17 @@ class ClusterOut(BaseModel):
     executor: str
     max_concurrent: int
     price_factor: float
-    data_locations: list[str]
+    data_locations: list[str] = Field(description="Customers do not see other customers' buckets here.")
     status: str
-    running: int
+    running: int = Field(
+        description="Worksets running there: all of them for operators, a customer's own "
+        "for a customer (other tenants' load is not shown)."
+    )
+
+
+class ClusterRemoved(BaseModel):
+    name: str
+    removed: bool
 
 
 class ClusterList(BaseModel):
@@ -309,9 +347,19 @@ class DeadLetterList(BaseModel):
     items: list[DeadLetterOut]
 
 
+class RunOut(BaseModel):
+    attempt: int
+    cluster: str
+    holder: str = Field(description="The scheduler instance that admitted it.")
+    admitted_at: datetime
+    released_at: datetime | None
+    outcome: str | None
+
+
 class DeadLetterDetail(BaseModel):
     dead_letter: DeadLetterOut
     workset: WorksetDetail
+    runs: list[RunOut] = Field(description="Every attempt, oldest first: where it ran and how it ended.")
 
 
 # --- API keys -------------------------------------------------------------------------------------

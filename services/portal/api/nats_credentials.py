@@ -12,9 +12,16 @@ from stamen.service.keys import POOL
 
 
 def credential_out(r: NatsCredentialRecord) -> m.NatsCredentialOut:
-    return m.NatsCredentialOut(id=str(r.id), customer_id=r.customer_id, name=r.name, public_key=r.public_key,
-                               intake_subject=intake_subject(r.customer_id), inbox_prefix=inbox_prefix(r.customer_id),
-                               created_at=r.created_at, revoked_at=r.revoked_at)
+    return m.NatsCredentialOut(
+        id=str(r.id),
+        customer_id=r.customer_id,
+        name=r.name,
+        public_key=r.public_key,
+        intake_subject=intake_subject(r.customer_id),
+        inbox_prefix=inbox_prefix(r.customer_id),
+        created_at=r.created_at,
+        revoked_at=r.revoked_at,
+    )
 
 
 def _credentials(request: web.Request) -> NatsCredentialService:
@@ -36,4 +43,6 @@ async def list_credentials(request: web.Request) -> web.Response:
 
 async def revoke(request: web.Request) -> web.Response:
     tenant = tenant_for(request, query(request, m.TenantQuery).tenant)
-    return reply(credential_out(await _credentials(request).revoke(tenant, request.match_info["credential_id"])))
+    return reply(
+        credential_out(await _credentials(request).revoke(tenant, request.match_info["credential_id"]))
+    )

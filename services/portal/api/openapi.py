@@ -33,34 +33,53 @@ def _components(routes: Sequence[Route]) -> tuple[dict[tuple[type[BaseModel], Mo
 def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
     schema = model.model_json_schema(ref_template=REF)
     required = set(schema.get("required", []))
-    return [{"name": name, "in": "query", "required": name in required,
-             "schema": {k: v for k, v in prop.items() if k != "title"},
-             **({"description": prop["description"]} if "description" in prop else {})}
-            for name, prop in schema.get("properties", {}).items()]
+    return [
+        {
+            "name": name,
+            "in": "query",
+            "required": name in required,
+            "schema": {k: v for k, v in prop.items() if k != "title"},
+            **({"description": prop["description"]} if "description" in prop else {}),
+        }
+        for name, prop in schema.get("properties", {}).items()
+    ]
 
 
-def build_document(routes: Sequence[Route], *, title: str = "stamen API", version: str = "1") -> dict[str, Any]:
+def build_document(
+    routes: Sequence[Route], *, title: str = "stamen API", version: str = "1"
+) -> dict[str, Any]:
     refs, schemas = _components(routes)
-    error = {"description": "Error: {code, message, details}; codes in docs/api.md",
-             "content": {"application/json": {"schema": refs[(ErrorBody, "serialization")]}}}
+    error = {
+        "description": "Error: {code, message, details}; codes in docs/api.md",
+        "content": {"application/json": {"schema": refs[(ErrorBody, "serialization")]}},
+    }
     paths: dict[str, dict[str, Any]] = {}
     for r in routes:
         op: dict[str, Any] = {"operationId": r.name, "summary": r.summary, "tags": [r.tag]}
         if r.description:
             op["description"] = r.description
-        params = [{"name": p, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
-                  for p in r.path_params]
+        params = [
+            {"name": p, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+            for p in r.path_params
+        ]
         if r.query is not None:
             params += _query_parameters(r.query)
         if params:
             op["parameters"] = params
         if r.request is not None:
-            op["requestBody"] = {"required": False if r.name == "worksets_cancel" else True, "content": {
-                "application/json": {"schema": refs[(r.request, "validation")]}}}
+            op["requestBody"] = {
+                "required": r.body_required,
+                "content": {"application/json": {"schema": refs[(r.request, "validation")]}},
+            }
         elif r.body_schema is not None:
-            op["requestBody"] = {"required": True, "description": r.body_schema["description"],
-                                 "content": {media: {"schema": {"type": "object"} if "json" in media else
-                                                     {"type": "string"}} for media in r.body_schema["media"]}}
+            op["requestBody"] = {
+                "required": True,
+                "description": r.body_schema["description"],
+                "content": {
+                    media: {"schema": {"type": "object"} if "json" in media else {"type": "string"}}
+                    for media in r.body_schema["media"]
+                },
+            }
         responses: dict[str, Any] = {}
         for status, model in r.responses.items():
             content: dict[str, Any] = {}
@@ -71,9 +90,15 @@ def build_document(routes: Sequence[Route], *, title: str = "stamen API", versio
             responses[str(status)] = {"description": "OK", "content": content}
         responses["default"] = error
         op["responses"] = responses
-        op["security"] = [] if r.access == "public" else (
-            [{"eventsSecret": []}, {"bearer": []}, {"apiKey": []}] if r.access == "events"
-            else [{"bearer": []}, {"apiKey": []}])
+        op["security"] = (
+            []
+            if r.access == "public"
+            else (
+                [{"eventsSecret": []}, {"bearer": []}, {"apiKey": []}]
+                if r.access == "events"
+                else [{"bearer": []}, {"apiKey": []}]
+            )
+        )
         if r.access == "operator":
             op["x-stamen-operator-only"] = True
         if r.tenant_scoped:
@@ -81,15 +106,22 @@ def build_document(routes: Sequence[Route], *, title: str = "stamen API", versio
         paths.setdefault(r.full_path, {})[r.method.lower()] = op
     return {
         "openapi": "3.1.0",
-        "info": {"title": title, "version": version, "description": "stamen's REST API. Errors are JSON "
-                 "{code, message, details}. Another tenant's resources answer 404. See docs/api.md."},
+        "info": {
+            "title": title,
+            "version": version,
+            "description": "stamen's REST API. Errors are JSON "
+            "{code, message, details}. Another tenant's resources answer 404. See docs/api.md.",
+        },
         "servers": [{"url": "/"}],
         "paths": paths,
         "components": {
             "schemas": schemas,
             "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer", "description": "A Cognito id/access token, "
-                           "or an API key (stm_...)"},
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A Cognito id/access token, or an API key (stm_...)",
+                },
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-Api-Key"},
                 "eventsSecret": {"type": "apiKey", "in": "header", "name": "X-Stamen-Events-Secret"},
             },

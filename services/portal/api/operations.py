@@ -1,4 +1,5 @@
-"""Operations endpoints: clusters (list; add and drain for operators), regions, the dead-letter queue."""
+"""Operations endpoints: clusters (list; add, drain, activate, remove for operators), regions, the dead-letter
+queue (list, inspect with every attempt, requeue with changes, purge)."""
 
 from __future__ import annotations
 
@@ -7,37 +8,85 @@ from typing import Any
 from aiohttp import web
 
 from services.portal.api import models as m
-from services.portal.api.access import actor_of, body, query, reply, require_operator, visible_filter
+from services.portal.api.access import (
+    actor_of,
+    body,
+    principal_of,
+    query,
+    reply,
+    require_operator,
+    visible_filter,
+)
 from services.portal.api.errors import ApiError
-from services.portal.api.worksets import detail
+from services.portal.api.worksets import detail, requeue, requeue_changes
 from stamen import commands
+from stamen.customers.repository import CustomerRepository, UsageRepository
 from stamen.service.keys import POOL, SETTINGS
 from stamen.store.errors import ConcurrencyConflict, WorksetNotFound
-from stamen.store.scheduling import ClusterNotFound, ClusterRecord
+from stamen.store.scheduling import ClusterBusy, ClusterNotFound, ClusterRecord
 from stamen.store.unit_of_work import UnitOfWork
 
 
-async def _cluster_outs(uow: UnitOfWork) -> list[m.ClusterOut]:
-    running = {v.name: v.running for v in await uow.scheduling.cluster_views()}
-    return [m.ClusterOut(name=c.name, region=c.region, executor=c.executor, max_concurrent=c.max_concurrent,
-                         price_factor=c.price_factor, data_locations=list(c.data_locations), status=c.status,
-                         running=running.get(c.name, 0)) for c in await uow.scheduling.clusters()]
+def _bucket_of(location: str) -> str:
+    """A data location is a bucket name, an s3:// URI or a region; this is the bucket part."""
+    return location.removeprefix("s3://").split("/", 1)[0]
+
+
+async def _cluster_outs(uow: UnitOfWork, viewer: str | None = None) -> list[m.ClusterOut]:
+    """The registry as `viewer` may see it: None = an operator (every tenant's load); a customer sees only
+    its own running worksets, and no other customer's bucket among the data locations (either would tell
+    it about another tenant)."""
+    clusters = await uow.scheduling.clusters()
+    hidden: set[str] = set()
+    if viewer is None:
+        running = {v.name: v.running for v in await uow.scheduling.cluster_views()}
+    else:
+        running = await UsageRepository(uow.connection).running_by_cluster(viewer)
+        buckets = {_bucket_of(loc) for c in clusters for loc in c.data_locations}
+        owners = await CustomerRepository(uow.connection).bucket_owners(buckets)
+        hidden = {bucket for bucket, owner in owners.items() if owner != viewer}
+    return [
+        m.ClusterOut(
+            name=c.name,
+            region=c.region,
+            executor=c.executor,
+            max_concurrent=c.max_concurrent,
+            price_factor=c.price_factor,
+            status=c.status,
+            running=running.get(c.name, 0),
+            data_locations=[loc for loc in c.data_locations if _bucket_of(loc) not in hidden],
+        )
+        for c in clusters
+    ]
 
 
 async def list_clusters(request: web.Request) -> web.Response:
+    viewer = principal_of(request).visible_tenant()
     async with UnitOfWork(request.app[POOL]) as uow:
-        return reply(m.ClusterList(items=await _cluster_outs(uow)))
+        return reply(m.ClusterList(items=await _cluster_outs(uow, viewer)))
 
 
 async def _one(uow: UnitOfWork, name: str) -> m.ClusterOut:
     return next(c for c in await _cluster_outs(uow) if c.name == name)
 
 
+def _cluster_error(exc: ClusterNotFound | ClusterBusy, name: str) -> ApiError:
+    return ApiError(404 if isinstance(exc, ClusterNotFound) else 409, exc.code, str(exc), {"cluster": name})
+
+
 async def add_cluster(request: web.Request) -> web.Response:
     require_operator(request)
     new = await body(request, m.ClusterCreate)
-    record = ClusterRecord(new.name, new.region, new.executor, new.max_concurrent, new.price_factor,
-                           tuple(new.data_locations), "active", new.config)
+    record = ClusterRecord(
+        new.name,
+        new.region,
+        new.executor,
+        new.max_concurrent,
+        new.price_factor,
+        tuple(new.data_locations),
+        "active",
+        new.config,
+    )
     async with UnitOfWork(request.app[POOL]) as uow:
         await uow.scheduling.upsert_cluster(record)
         await uow.commit()
@@ -45,17 +94,40 @@ async def add_cluster(request: web.Request) -> web.Response:
         return reply(await _one(uow, new.name), 201)
 
 
-async def drain_cluster(request: web.Request) -> web.Response:
+async def _set_status(request: web.Request, status: str) -> web.Response:
     require_operator(request)
     name = request.match_info["name"]
     async with UnitOfWork(request.app[POOL]) as uow:
         try:
-            await uow.scheduling.set_cluster_status(name, "draining")
+            await uow.scheduling.set_cluster_status(name, status)
         except ClusterNotFound as exc:
-            raise ApiError(404, exc.code, str(exc)) from None
+            raise _cluster_error(exc, name) from None
         await uow.commit()
     async with UnitOfWork(request.app[POOL]) as uow:
         return reply(await _one(uow, name))
+
+
+async def drain_cluster(request: web.Request) -> web.Response:
+    """Running worksets finish; no new ones are admitted there."""
+    return await _set_status(request, "draining")
+
+
+async def activate_cluster(request: web.Request) -> web.Response:
+    """Take worksets again (after a drain)."""
+    return await _set_status(request, "active")
+
+
+async def remove_cluster(request: web.Request) -> web.Response:
+    """Only a cluster nothing runs on can go (CLUSTER_BUSY otherwise: drain it and wait)."""
+    require_operator(request)
+    name = request.match_info["name"]
+    async with UnitOfWork(request.app[POOL]) as uow:
+        try:
+            await uow.scheduling.remove_cluster(name)
+        except (ClusterNotFound, ClusterBusy) as exc:
+            raise _cluster_error(exc, name) from None
+        await uow.commit()
+    return reply(m.ClusterRemoved(name=name, removed=True))
 
 
 async def list_regions(request: web.Request) -> web.Response:
@@ -65,10 +137,17 @@ async def list_regions(request: web.Request) -> web.Response:
     regions: dict[str, list[str]] = {configured: []}
     for c in clusters:
         regions.setdefault(c.region, []).append(c.name)
-    items = [m.RegionOut(region=r, configured=r == configured, clusters=sorted(names), health="unknown")
-             for r, names in sorted(regions.items())]
-    return reply(m.RegionList(items=items, note="Regions known from the configuration and the cluster registry. "
-                              "Region health checks are not built: health is always 'unknown'."))
+    items = [
+        m.RegionOut(region=r, configured=r == configured, clusters=sorted(names), health="unknown")
+        for r, names in sorted(regions.items())
+    ]
+    return reply(
+        m.RegionList(
+            items=items,
+            note="Regions known from the configuration and the cluster registry. "
+            "Region health checks are not built: health is always 'unknown'.",
+        )
+    )
 
 
 # --- dead-letter queue (operators) -----------------------------------------------------------------
@@ -88,6 +167,10 @@ def _not_parked(workset_id: str) -> ApiError:
     return ApiError(404, "DEAD_LETTER_NOT_FOUND", f"workset {workset_id!r} is not in the dead-letter queue")
 
 
+def _run_out(row: dict[str, Any]) -> m.RunOut:
+    return m.RunOut.model_validate({k: row[k] for k in m.RunOut.model_fields})
+
+
 async def inspect_dead_letter(request: web.Request) -> web.Response:
     require_operator(request)
     workset_id = request.match_info["workset_id"]
@@ -96,31 +179,38 @@ async def inspect_dead_letter(request: web.Request) -> web.Response:
         if row is None:
             raise _not_parked(workset_id)
         ws = await uow.worksets.get(workset_id)
-        return reply(m.DeadLetterDetail(dead_letter=_dead_letter(row), workset=await detail(uow, ws)))
+        runs = await uow.scheduling.runs(workset_id)
+        return reply(
+            m.DeadLetterDetail(
+                dead_letter=_dead_letter(row), workset=await detail(uow, ws), runs=[_run_out(r) for r in runs]
+            )
+        )
 
 
-async def _run(request: web.Request, action: str) -> web.Response:
+async def _parked(request: web.Request) -> str:
+    """The workset of the path, which must be in the dead-letter queue (else DEAD_LETTER_NOT_FOUND)."""
     require_operator(request)
     workset_id = request.match_info["workset_id"]
-    actor = actor_of(request)
+    async with UnitOfWork(request.app[POOL]) as uow:
+        if await uow.dead_letters.get(workset_id) is None:
+            raise _not_parked(workset_id)
+    return workset_id
+
+
+async def requeue_dead_letter(request: web.Request) -> web.Response:
+    """Only dead letters: a failed workset that is not parked is retried with POST /worksets/{id}/retry."""
+    workset_id = await _parked(request)
+    return await requeue(request, workset_id, await requeue_changes(request), missing=_not_parked)
+
+
+async def purge_dead_letter(request: web.Request) -> web.Response:
+    workset_id = await _parked(request)
     try:
-        if action == "requeue":
-            state = await commands.requeue(request.app[POOL], workset_id, actor=actor)
-        else:
-            await commands.purge_dead_letter(request.app[POOL], workset_id, actor=actor)
-            state = "archived"
+        await commands.purge_dead_letter(request.app[POOL], workset_id, actor=actor_of(request))
     except WorksetNotFound:
         raise _not_parked(workset_id) from None
     except commands.WorksetNotRequeueable as exc:
         raise ApiError(409, exc.code, str(exc)) from None
     except ConcurrencyConflict as exc:
         raise ApiError(409, "WORKSET_CONCURRENT_UPDATE", str(exc)) from None
-    return reply(m.WorksetStateResponse(workset_id=workset_id, state=state))
-
-
-async def requeue_dead_letter(request: web.Request) -> web.Response:
-    return await _run(request, "requeue")
-
-
-async def purge_dead_letter(request: web.Request) -> web.Response:
-    return await _run(request, "purge")
+    return reply(m.WorksetStateResponse(workset_id=workset_id, state="archived"))

@@ -49,6 +49,7 @@ class Route:
     access: Access
     responses: Mapping[int, type[BaseModel] | None]  # success statuses; errors are ErrorBody
     request: type[BaseModel] | None = None  # JSON body
+    body_required: bool = True  # False: the request model's defaults stand in for an empty body
     body_schema: Mapping[str, Any] | None = None  # a body that is not a model (e.g. JSON or YAML spec)
     query: type[BaseModel] | None = None
     tenant_scoped: bool = False

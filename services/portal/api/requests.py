@@ -17,8 +17,9 @@ _DRAIN_LIMIT = 64 * 1024 * 1024
 
 async def read_body(request: web.Request) -> bytes:
     limit = request.app[INTAKE_SETTINGS].api_max_body_bytes
-    too_large = ApiError(413, "REQUEST_TOO_LARGE", f"the body is larger than {limit} bytes",
-                         {"limit_bytes": limit})
+    too_large = ApiError(
+        413, "REQUEST_TOO_LARGE", f"the body is larger than {limit} bytes", {"limit_bytes": limit}
+    )
     if request.content_length is not None and request.content_length > limit:
         await _drain(request)
         raise too_large
@@ -44,8 +45,12 @@ async def _drain(request: web.Request) -> None:
 def body_media(request: web.Request) -> Media:
     media = media_of(request.headers.get("Content-Type"))
     if media is None:
-        raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE", "send the workset as application/json or application/yaml",
-                       {"content_type": request.headers.get("Content-Type")})
+        raise ApiError(
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "send the workset as application/json or application/yaml",
+            {"content_type": request.headers.get("Content-Type")},
+        )
     return media
 
 
@@ -63,4 +68,6 @@ def flag(request: web.Request, name: str, default: bool = False) -> bool:
         return True
     if lowered in ("0", "false", "no", "off"):
         return False
-    raise ApiError(400, "INVALID_PARAMETER", f"{name} must be true or false, not {value!r}", {"parameter": name})
+    raise ApiError(
+        400, "INVALID_PARAMETER", f"{name} must be true or false, not {value!r}", {"parameter": name}
+    )

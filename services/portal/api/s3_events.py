@@ -17,8 +17,12 @@ from stamen.service.keys import POOL, SETTINGS
 
 async def s3_events(request: web.Request) -> web.Response:
     body = await read_body(request)
-    intake = DropIntake(request.app[POOL], request.app[OBJECT_STORE], region=request.app[SETTINGS].region,
-                        intake=request.app[INTAKE_SETTINGS])
+    intake = DropIntake(
+        request.app[POOL],
+        request.app[OBJECT_STORE],
+        region=request.app[SETTINGS].region,
+        intake=request.app[INTAKE_SETTINGS],
+    )
     try:
         folders, ignored = ready_folders_in_event(json.loads(body), intake.prefix)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
@@ -26,6 +30,8 @@ async def s3_events(request: web.Request) -> web.Response:
     except S3EventInvalid as exc:
         raise ApiError(400, exc.code, str(exc)) from None
     watched = [(bucket, folder) for bucket, folder in folders if bucket in intake.buckets]
-    ignored += [f"s3://{b}/{f}: bucket is not in STAMEN_DROP_BUCKETS" for b, f in folders if b not in intake.buckets]
+    ignored += [
+        f"s3://{b}/{f}: bucket is not in STAMEN_DROP_BUCKETS" for b, f in folders if b not in intake.buckets
+    ]
     outcomes = await asyncio.gather(*(intake.consider(bucket, folder) for bucket, folder in watched))
     return web.json_response({"folders": [o.as_dict() for o in outcomes], "ignored": ignored})

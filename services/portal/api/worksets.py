@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -76,16 +77,29 @@ async def submit(request: web.Request) -> web.Response:
         # local demo: tenants need not be onboarded customers, so they have no quota
     try:
         outcome = await submit_document(
-            request.app[POOL], body_bytes, media=media, tenant=tenant, idempotency_key=idempotency_key,
-            region=request.app[SETTINGS].region, source="api", actor=actor_of(request))
+            request.app[POOL],
+            body_bytes,
+            media=media,
+            tenant=tenant,
+            idempotency_key=idempotency_key,
+            region=request.app[SETTINGS].region,
+            source="api",
+            actor=actor_of(request),
+        )
     except IntakeRefused as exc:
         raise ApiError(400, exc.code, str(exc)) from None
     if not outcome.accepted:
         raise _findings_error([f.model_dump() for f in outcome.findings], str(outcome.as_reply()["message"]))
     location = f"/api/v1/worksets/{outcome.workset_id}"
     assert outcome.workset_id is not None and outcome.state is not None
-    answer = m.SubmitResponse(ok=True, workset_id=outcome.workset_id, state=outcome.state, created=outcome.created,
-                              warnings=outcome.findings, links=m.Links(self=location))
+    answer = m.SubmitResponse(
+        ok=True,
+        workset_id=outcome.workset_id,
+        state=outcome.state,
+        created=outcome.created,
+        warnings=outcome.findings,
+        links=m.Links(self=location),
+    )
     return reply(answer, 201 if outcome.created else 200, {"Location": location})
 
 
@@ -94,8 +108,13 @@ async def validate(request: web.Request) -> web.Response:
     media = body_media(request)
     imported = import_for_tenant(await read_body(request), tenant=request_tenant(request), media=media)
     checker = None if q.dry_run else StorageChecker(request.app[OBJECT_STORE], request.app[INTAKE_SETTINGS])
-    report = await validate_imported(imported, checker=checker, cluster_region=request.app[SETTINGS].region,
-                                     strict=q.strict, dry_run=q.dry_run)
+    report = await validate_imported(
+        imported,
+        checker=checker,
+        cluster_region=request.app[SETTINGS].region,
+        strict=q.strict,
+        dry_run=q.dry_run,
+    )
     return web.json_response(report.model_dump(mode="json"))
 
 
@@ -103,8 +122,9 @@ async def generate_yaml(request: web.Request) -> web.Response:
     media = body_media(request)
     imported = import_for_tenant(await read_body(request), tenant=request_tenant(request), media=media)
     if imported.spec is None or has_errors(imported.findings):
-        raise _findings_error([f.model_dump() for f in imported.findings], "the spec cannot be read; nothing "
-                              "was generated")
+        raise _findings_error(
+            [f.model_dump() for f in imported.findings], "the spec cannot be read; nothing was generated"
+        )
     files = export_daylily(imported.spec)
     findings = [*imported.findings, *files.findings]
     return reply(m.GenerateYamlResponse(ok=not has_errors(findings), files=files.files, findings=findings))
@@ -127,8 +147,9 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         if not workset_id or at.tzinfo is None:
             raise ValueError(cursor)
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise ApiError(400, "INVALID_PARAMETER", "cursor is not a next_cursor this API gave out",
-                       {"parameter": "cursor"}) from None
+        raise ApiError(
+            400, "INVALID_PARAMETER", "cursor is not a next_cursor this API gave out", {"parameter": "cursor"}
+        ) from None
     return at, workset_id
 
 
@@ -140,8 +161,18 @@ async def list_worksets(request: web.Request) -> web.Response:
         rows = await uow.worksets.page(tenant_id=tenant, state=q.state, after=after, limit=q.limit + 1)
     more = len(rows) > q.limit
     rows = rows[: q.limit]
-    items = [m.WorksetSummary(id=ws.id, tenant=ws.tenant_id, name=ws.name, state=ws.state.value,
-                              priority=ws.priority, region=ws.region, created_at=at) for ws, at in rows]
+    items = [
+        m.WorksetSummary(
+            id=ws.id,
+            tenant=ws.tenant_id,
+            name=ws.name,
+            state=ws.state.value,
+            priority=ws.priority,
+            region=ws.region,
+            created_at=at,
+        )
+        for ws, at in rows
+    ]
     cursor = encode_cursor(rows[-1][1], rows[-1][0].id) if more and rows else None
     return reply(m.WorksetList(items=items, next_cursor=cursor))
 
@@ -151,15 +182,49 @@ async def detail(uow: UnitOfWork, ws: Workset) -> m.WorksetDetail:
     validation = await IntakeRepository(uow.connection).validation_for(ws.id)
     diagnoses = await uow.diagnoses.for_workset(ws.id)
     return m.WorksetDetail(
-        id=ws.id, tenant=ws.tenant_id, name=ws.name, state=ws.state.value, priority=ws.priority, region=ws.region,
-        version=ws.version, idempotency_key=ws.idempotency_key, cluster=ws.cluster, attempt=ws.attempt,
-        retry_count=ws.retry_count, max_retries=ws.max_retries, cancel_requested_by=ws.cancel_requested_by,
-        spec=ws.spec, validation=validation,
-        history=[m.HistoryItem(version=h.version, from_state=h.from_state, to_state=h.to_state, actor=h.actor,
-                               reason=h.reason, event_id=h.event_id, at=h.at) for h in history],
-        diagnoses=[m.DiagnosisOut(attempt=d.attempt, code=d.code, retry_class=d.retry_class, retryable=d.retryable,
-                                  step=d.step, candidates=d.candidates, report=d.report, created_at=d.created_at)
-                   for d in diagnoses])
+        id=ws.id,
+        tenant=ws.tenant_id,
+        name=ws.name,
+        state=ws.state.value,
+        priority=ws.priority,
+        region=ws.region,
+        version=ws.version,
+        idempotency_key=ws.idempotency_key,
+        cluster=ws.cluster,
+        placement_reason=ws.placement_reason,
+        placement_scores=ws.placement_scores,
+        attempt=ws.attempt,
+        retry_count=ws.retry_count,
+        max_retries=ws.max_retries,
+        cancel_requested_by=ws.cancel_requested_by,
+        spec=ws.spec,
+        validation=validation,
+        history=[
+            m.HistoryItem(
+                version=h.version,
+                from_state=h.from_state,
+                to_state=h.to_state,
+                actor=h.actor,
+                reason=h.reason,
+                event_id=h.event_id,
+                at=h.at,
+            )
+            for h in history
+        ],
+        diagnoses=[
+            m.DiagnosisOut(
+                attempt=d.attempt,
+                code=d.code,
+                retry_class=d.retry_class,
+                retryable=d.retryable,
+                step=d.step,
+                candidates=d.candidates,
+                report=d.report,
+                created_at=d.created_at,
+            )
+            for d in diagnoses
+        ],
+    )
 
 
 async def visible_workset(request: web.Request, uow: UnitOfWork, *, for_update: bool = False) -> Workset:
@@ -189,7 +254,9 @@ async def cancel(request: web.Request) -> web.Response:
     workset_id = await _check_visible(request)
     reason = (await body(request, m.CancelRequest, optional=True)).reason
     try:
-        result = await commands.request_cancel(request.app[POOL], workset_id, actor=actor_of(request), reason=reason)
+        result = await commands.request_cancel(
+            request.app[POOL], workset_id, actor=actor_of(request), reason=reason
+        )
     except commands.WorksetNotCancellable as exc:
         raise ApiError(409, exc.code, str(exc)) from None
     except ConcurrencyConflict as exc:
@@ -197,15 +264,37 @@ async def cancel(request: web.Request) -> web.Response:
     return reply(m.CancelResponse(workset_id=result.workset_id, state=result.state, pending=result.pending))
 
 
-async def retry(request: web.Request) -> web.Response:
-    workset_id = await _check_visible(request)
+async def requeue_changes(request: web.Request) -> dict[str, Any] | None:
+    """The optional body of retry / DLQ requeue: {"changes": {...}}, only the keys the caller sent."""
+    changes = (await body(request, m.RequeueRequest, optional=True)).changes.model_dump(exclude_unset=True)
+    return changes or None
+
+
+async def requeue(
+    request: web.Request,
+    workset_id: str,
+    changes: dict[str, Any] | None,
+    *,
+    missing: Callable[[str], ApiError] = _not_found,
+) -> web.Response:
     try:
-        state = await commands.requeue(request.app[POOL], workset_id, actor=actor_of(request))
+        state = await commands.requeue(
+            request.app[POOL], workset_id, actor=actor_of(request), changes=changes
+        )
+    except WorksetNotFound:
+        raise missing(workset_id) from None
+    except commands.RequeueChangesInvalid as exc:
+        raise ApiError(400, exc.code, str(exc), {"field": exc.field}) from None
     except commands.WorksetNotRequeueable as exc:
         raise ApiError(409, exc.code, str(exc)) from None
     except ConcurrencyConflict as exc:
         raise ApiError(409, "WORKSET_CONCURRENT_UPDATE", str(exc)) from None
     return reply(m.WorksetStateResponse(workset_id=workset_id, state=state))
+
+
+async def retry(request: web.Request) -> web.Response:
+    workset_id = await _check_visible(request)  # 404 for another tenant's workset, before reading the body
+    return await requeue(request, workset_id, await requeue_changes(request))
 
 
 async def archive(request: web.Request) -> web.Response:
