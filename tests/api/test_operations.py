@@ -191,3 +191,19 @@ async def test_text_the_database_cannot_store_is_a_400_not_a_500(world: World) -
     for headers in (world.operator, world.key(world.a)):
         path = await world.client.get("/api/v1/worksets/ws-%00", headers=headers)
         assert path.status == 400 and (await path.json())["code"] == "TEXT_NOT_STORABLE"
+
+
+async def test_a_finished_workset_shows_its_actual_use_beside_the_estimate(world: World) -> None:
+    workset_id = world.a.target.workset_id
+    path = f"/api/v1/worksets/{workset_id}"
+    assert (await (await world.client.get(path, headers=world.key(world.a))).json())["actual"] is None
+    async with world.pool.acquire() as conn:
+        await conn.execute(
+            """INSERT INTO workset_actuals (workset_id, attempts, step_runs, cpu_seconds, vcpu_hours,
+                                            elapsed_seconds, max_rss_mb, wall_seconds, cost_usd)
+               VALUES ($1, 2, 5, 7200, 2, 3000, 512, 3600, 0.08)""",
+            workset_id,
+        )
+    shown = await (await world.client.get(path, headers=world.key(world.a))).json()
+    actual = shown["actual"]
+    assert (actual["attempts"], actual["vcpu_hours"], actual["wall_seconds"], actual["cost_usd"]) == (2, 2, 3600, 0.08)

@@ -26,6 +26,7 @@ import asyncpg
 from stamen.customers import cloud
 from stamen.customers.model import CustomerError, CustomerNotFound
 from stamen.customers.repository import CustomerRepository, EstimateRow, StepUsageRow, UsageRepository
+from stamen.worksets.cost import MeteredStep, metered_cost
 from stamen.worksets.registry import prices
 
 GB = 1e9  # decimal gigabytes, as AWS bills storage (and as the cost estimate uses)
@@ -119,30 +120,20 @@ def summarise(
     max_storage_gb: float,
 ) -> UsageReport:
     table = prices()
+    metered = metered_cost(
+        [MeteredStep(cpu_seconds=s.cpu_seconds, region=s.region, price_factor=s.price_factor) for s in steps]
+    )
     caveats: list[str] = [
-        f"actual cost = measured CPU time x list spot price (prices as of {table.as_of}); "
+        f"actual cost = measured CPU time x list spot price (prices as of {metered.prices_as_of}); "
         "not the AWS bill; storage and transfer not included"
     ]
-    cpu_seconds = 0.0
-    cost = 0.0
-    measured = unmeasured = 0
-    unknown_regions: set[str] = set()
-    for step in steps:
-        if step.cpu_seconds is None:
-            unmeasured += 1
-            continue
-        measured += 1
-        cpu_seconds += step.cpu_seconds
-        region = step.region or table.default_region
-        if region not in table.regions:
-            unknown_regions.add(region)
-        rate = table.regions.get(region, table.regions[table.default_region]).vcpu_hour_spot
-        cost += step.cpu_seconds / 3600 * rate * (step.price_factor or 1.0)
+    cpu_seconds, cost = metered.cpu_seconds, metered.cost_usd
+    measured, unmeasured = metered.steps_measured, metered.steps_unmeasured
     if unmeasured:
         caveats.append(f"{unmeasured} finished step(s) have no CPU measurement and are not counted")
-    if unknown_regions:
+    if metered.unknown_regions:
         caveats.append(
-            f"no prices for {', '.join(sorted(unknown_regions))}; {table.default_region} prices used"
+            f"no prices for {', '.join(metered.unknown_regions)}; {table.default_region} prices used"
         )
     with_estimate = [e for e in estimates if e.cost_usd_median is not None]
     without = len(estimates) - len(with_estimate)

@@ -125,3 +125,48 @@ def estimate(spec: WorksetSpec, *, object_sizes: Mapping[str, int],
         transfer_gb=transfer_gb, transfer_usd=transfer_usd, storage_usd=storage_usd,
         cost_usd_low=compute_low + fixed, cost_usd_median=compute_median + fixed,
         cost_usd_high=compute_high + fixed, unsized_inputs=unsized, caveats=list(dict.fromkeys(caveats)))
+
+
+class MeteredStep(BaseModel):
+    """One finished step as the executors measured it, with where it ran."""
+
+    model_config = ConfigDict(frozen=True)
+
+    cpu_seconds: float | None
+    region: str | None = None
+    price_factor: float | None = None
+
+
+class MeteredCost(BaseModel):
+    """What measured CPU time costs at list spot prices: the figure set beside the estimate."""
+
+    model_config = ConfigDict(frozen=True)
+
+    cost_usd: float
+    cpu_seconds: float
+    steps_measured: int
+    steps_unmeasured: int
+    unknown_regions: tuple[str, ...]
+    prices_as_of: str
+
+
+def metered_cost(steps: list[MeteredStep]) -> MeteredCost:
+    """Measured vCPU-hours x the region's spot vCPU-hour price x the cluster's price factor, summed.
+    Steps without a CPU measurement are counted, not guessed; unknown regions use the default region."""
+    table = prices()
+    cost = cpu = 0.0
+    measured = unmeasured = 0
+    unknown: set[str] = set()
+    for step in steps:
+        if step.cpu_seconds is None:
+            unmeasured += 1
+            continue
+        measured += 1
+        cpu += step.cpu_seconds
+        region = step.region or table.default_region
+        if region not in table.regions:
+            unknown.add(region)
+        rate = table.regions.get(region, table.regions[table.default_region]).vcpu_hour_spot
+        cost += step.cpu_seconds / 3600 * rate * (step.price_factor or 1.0)
+    return MeteredCost(cost_usd=cost, cpu_seconds=cpu, steps_measured=measured, steps_unmeasured=unmeasured,
+                       unknown_regions=tuple(sorted(unknown)), prices_as_of=str(table.as_of))

@@ -216,6 +216,20 @@ class DiagnosisOut(BaseModel):
     created_at: datetime
 
 
+class ActualOut(BaseModel):
+    """What a finished workset really used, to set beside `validation.estimate` (docs/cost-model.md)."""
+
+    attempts: int
+    step_runs: int
+    cpu_seconds: float | None
+    vcpu_hours: float | None
+    elapsed_seconds: float | None = Field(description="Summed step run time.")
+    max_rss_mb: float | None
+    wall_seconds: float | None = Field(description="Time holding a slot, admission to release, all attempts.")
+    cost_usd: float | None = Field(description="Measured CPU time x list spot price x the cluster's price factor.")
+    recorded_at: datetime
+
+
 class WorksetDetail(BaseModel):
     id: str
     tenant: str
@@ -234,6 +248,7 @@ class WorksetDetail(BaseModel):
     cancel_requested_by: str | None
     spec: dict[str, Any]
     validation: dict[str, Any] | None
+    actual: ActualOut | None = Field(description="Set once the workset completed.")
     history: list[HistoryItem]
     diagnoses: list[DiagnosisOut]
 

@@ -181,6 +181,7 @@ async def detail(uow: UnitOfWork, ws: Workset) -> m.WorksetDetail:
     history = await uow.worksets.history(ws.id)
     validation = await IntakeRepository(uow.connection).validation_for(ws.id)
     diagnoses = await uow.diagnoses.for_workset(ws.id)
+    actual = await uow.actuals.for_workset(ws.id)
     return m.WorksetDetail(
         id=ws.id,
         tenant=ws.tenant_id,
@@ -199,6 +200,7 @@ async def detail(uow: UnitOfWork, ws: Workset) -> m.WorksetDetail:
         cancel_requested_by=ws.cancel_requested_by,
         spec=ws.spec,
         validation=validation,
+        actual=m.ActualOut.model_validate({k: v for k, v in actual.items() if k != "workset_id"}) if actual else None,
         history=[
             m.HistoryItem(
                 version=h.version,

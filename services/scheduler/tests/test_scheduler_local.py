@@ -26,6 +26,7 @@ from stamen.events.envelope import new_envelope
 from stamen.events.types import WorksetDiagnosed
 from stamen.settings import Settings
 from stamen.store.unit_of_work import UnitOfWork
+from stamen.worksets.cost import MeteredStep, metered_cost
 
 PY = "{python}"
 
@@ -73,6 +74,11 @@ async def test_three_steps_run_in_order_and_complete(pool: asyncpg.Pool, tmp_pat
         actual = await uow.actuals.for_workset(ws_id)
     assert actual is not None and actual["step_runs"] == 3 and actual["attempts"] == 1
     assert actual["cpu_seconds"] > 0 and actual["elapsed_seconds"] > 0 and actual["max_rss_mb"] > 0
+    # Beside the estimate: wall time holding a slot, and metered cost (CPU time x list spot price).
+    assert actual["wall_seconds"] > 0 and actual["cost_usd"] > 0
+    assert actual["cost_usd"] == pytest.approx(
+        metered_cost([MeteredStep(cpu_seconds=actual["cpu_seconds"])]).cost_usd, abs=1e-6
+    )
     assert leases == {} and ws.cluster == "local"
     assert (
         ws.placement_scores is not None
