@@ -47,17 +47,32 @@ def nats_credential_create(
     """Create an NKEY credential; its seed is shown (or written) once, only the public key is stored."""
     from stamen.natsauth import CreatedNatsCredential, NatsCredentialService
 
-    if seed_file is not None and seed_file.exists():
-        raise CliError("FILE_EXISTS", f"{seed_file} exists; choose a new path (a seed is never overwritten)")
+    # Claim the seed file before the credential exists, so a credential is never left without its seed.
+    seed_fd: int | None = None
+    if seed_file is not None:
+        try:
+            seed_fd = os.open(seed_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise CliError(
+                "FILE_EXISTS", f"{seed_file} exists; choose a new path (a seed is never overwritten)"
+            ) from None
+        except OSError as exc:
+            raise CliError("FILE_UNWRITABLE", f"cannot create {seed_file}: {exc.strerror}") from None
 
     async def create(pool: asyncpg.Pool) -> CreatedNatsCredential:
         return await NatsCredentialService(pool).create(customer_id, name)
 
-    created = _run(as_json, _with_pool(state_dir, create))
+    try:
+        created = _run(as_json, _with_pool(state_dir, create))
+    except BaseException:
+        if seed_fd is not None:
+            os.close(seed_fd)
+            assert seed_file is not None
+            seed_file.unlink()
+        raise
     doc = _doc(created.record)
-    if seed_file is not None:
-        fd = os.open(seed_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
+    if seed_fd is not None:
+        with os.fdopen(seed_fd, "w") as f:
             f.write(created.seed + "\n")
         doc["seed_file"] = str(seed_file)
         shown = f"seed written to {seed_file}"
@@ -99,17 +114,19 @@ def nats_credential_revoke(
     _emit(as_json, doc, f"revoked {credential_id}")
 
 
-def _service_user() -> Any:
-    from stamen.natsauth import SERVICE_USER, ServiceUser
+def _service_user(state_dir: Path | None) -> Any:
+    from stamen.natsauth import ServiceUser
 
-    password = os.environ.get("STAMEN_NATS_SERVICE_PASSWORD")
-    if not password:
+    settings = _settings(state_dir)
+    if settings.nats_service_password is None:
         raise CliError(
             "NATS_SERVICE_PASSWORD_MISSING",
             "set STAMEN_NATS_SERVICE_PASSWORD to the password the services use in NATS_URL "
-            f"(nats://{os.environ.get('STAMEN_NATS_SERVICE_USER', SERVICE_USER)}:<password>@host:4222)",
+            f"(nats://{settings.nats_service_user}:<password>@host:4222)",
         )
-    return ServiceUser.from_password(password, os.environ.get("STAMEN_NATS_SERVICE_USER", SERVICE_USER))
+    return ServiceUser.from_password(
+        settings.nats_service_password.get_secret_value(), settings.nats_service_user
+    )
 
 
 @nats_auth_app.command("render")
@@ -135,7 +152,7 @@ def nats_auth_render(
 
     if watch and output is None:
         raise CliError("OUTPUT_REQUIRED", "--watch needs --output FILE (the file nats-server includes)")
-    service = _service_user()
+    service = _service_user(state_dir)
     database_url = _database_url(_settings(state_dir))
     if not watch:
         if output is None:

@@ -170,7 +170,6 @@ def login(
             email=email,
             id_token=str(tokens["id_token"]),
             access_token=str(tokens["access_token"]),
-            refresh_token=tokens.get("refresh_token"),
             token_type=str(tokens.get("token_type") or "Bearer"),
             expires_at=started + float(tokens["expires_in"]),
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -23,6 +23,11 @@ class Settings(BaseSettings):
         default="us-west-2",
         validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION", "STAMEN_AWS_REGION"),
     )
+
+    # The services' NATS user, for rendering nats-server's authorization block (`stamen nats-auth
+    # render`); the password is the one in NATS_URL, and only its bcrypt hash is written.
+    nats_service_user: str = "stamen"
+    nats_service_password: SecretStr | None = None
 
     region: str = "us-west-2"
     state_dir: Path = Path(".stamen")

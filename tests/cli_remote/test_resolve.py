@@ -22,7 +22,6 @@ def session(url: str = "http://portal:8080", *, expires_in: float = 3600) -> Ses
         email="u@lab.example",
         id_token="id-tok",
         access_token="access-tok",
-        refresh_token="refresh-tok",
         token_type="Bearer",
         expires_at=time.time() + expires_in,
     )
@@ -112,3 +111,31 @@ def test_yaml_files_go_as_yaml_where_the_operation_takes_it(tmp_path: Path) -> N
     with pytest.raises(RemoteError) as unreadable:
         read_body(f"@{tmp_path / 'nope.json'}", find(ops, "api_keys_create"))
     assert unreadable.value.code == "FILE_UNREADABLE" and "nope.json" in str(unreadable.value)
+
+
+def test_a_redirect_is_not_followed_so_credentials_stay_with_their_server() -> None:
+    import http.server
+    import threading
+
+    from stamen.remote.transport import send
+
+    seen: list[str | None] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization"))
+            self.send_response(302)
+            self.send_header("Location", f"http://127.0.0.1:{self.server.server_address[1]}/elsewhere")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        answer = send("GET", f"http://127.0.0.1:{server.server_address[1]}/api/v1/worksets",
+                      headers={"Authorization": "Bearer secret"})
+    finally:
+        server.shutdown()
+    assert answer.status == 302 and seen == ["Bearer secret"]  # asked once, the Location never followed

@@ -51,6 +51,7 @@ class NatsAuthSync:
         reload: Callable[[], None],
         *,
         resync_seconds: float = 30.0,
+        retry_seconds: float = 2.0,
     ) -> None:
         self._dsn = database_url
         self._service = service
@@ -58,6 +59,8 @@ class NatsAuthSync:
         self._reload = reload
         self._resync = resync_seconds
         self.renders = 0  # how many times the file changed; for status and tests
+        self._reload_pending = False
+        self._retry_seconds = retry_seconds
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -78,9 +81,18 @@ class NatsAuthSync:
                 if await render_to_file(conn, self._service, self._path):
                     self.renders += 1
                     log.info("nats_auth.rendered", path=str(self._path))
-                    self._reload()
+                    self._reload_pending = True
+                if self._reload_pending:
+                    # Until a reload succeeds the server still runs the old block (a revoked key would
+                    # stay valid), so a failed one is tried again soon, whether the file changes or not.
+                    try:
+                        self._reload()
+                        self._reload_pending = False
+                    except OSError as exc:
+                        log.error("nats_auth.reload_failed", error=str(exc), retry_in=self._retry_seconds)
+                wake_in = self._retry_seconds if self._reload_pending else self._resync
                 waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stop.wait())]
-                await asyncio.wait(waiters, timeout=self._resync, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(waiters, timeout=wake_in, return_when=asyncio.FIRST_COMPLETED)
                 for w in waiters:
                     w.cancel()
         finally:

@@ -38,7 +38,6 @@ class Session:
     email: str
     id_token: str
     access_token: str
-    refresh_token: str | None
     token_type: str
     expires_at: float  # epoch seconds: when the id and access tokens stop being accepted
 
@@ -62,7 +61,6 @@ def load_session(path: Path) -> Session | None:
             email=str(doc["email"]),
             id_token=str(doc["id_token"]),
             access_token=str(doc["access_token"]),
-            refresh_token=None if doc.get("refresh_token") is None else str(doc["refresh_token"]),
             token_type=str(doc.get("token_type") or "Bearer"),
             expires_at=float(doc["expires_at"]),
         )

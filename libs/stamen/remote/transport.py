@@ -46,6 +46,16 @@ def _answer(status: int, headers: Message, body: bytes) -> Answer:
     return Answer(status=status, content_type=media, body=body, headers={k: v for k, v in headers.items()})
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """The API never redirects; following one would send the credentials to wherever it points."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # urllib then raises HTTPError with the 3xx: it comes back as an Answer
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
 def send(
     method: str,
     url: str,
@@ -58,7 +68,7 @@ def send(
         url, data=body, method=method, headers={"User-Agent": USER_AGENT, **(headers or {})}
     )
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with _OPENER.open(request, timeout=timeout) as response:
             return _answer(response.status, response.headers, response.read())
     except urllib.error.HTTPError as exc:  # a 4xx/5xx is an answer, not a failure to connect
         with exc:
