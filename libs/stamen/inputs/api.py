@@ -5,8 +5,9 @@
                                                                    prefix="daylily_monitoring/active_worksets/run7")
     print(report.ok, report.estimate.cost_usd_median if report.estimate else None)
 
-Without `tenant=`, a folder is validated as the S3 drop watcher would take it: the tenant is
-daylily_info.yaml's `customer_id`, else `IntakeSettings.drop_default_tenant` (STAMEN_DROP_DEFAULT_TENANT).
+Without `tenant=`, a folder is validated as the S3 drop watcher would take it: the tenant is the
+bucket's in STAMEN_DROP_BUCKETS (`bucket=tenant`), else daylily_info.yaml's `customer_id`, else
+`IntakeSettings.drop_default_tenant` (STAMEN_DROP_DEFAULT_TENANT).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 
-from stamen.inputs.folders import folder_name, folder_tenant, import_documents, read_s3_folder
+from stamen.inputs.folders import folder_name, import_documents, read_s3_folder
 from stamen.inputs.objects import StorageError, open_object_store
 from stamen.inputs.settings import IntakeSettings
 from stamen.inputs.storage import StorageChecker
@@ -75,7 +76,8 @@ class WorksetValidator:
 
         The folder's files are always read (there is nothing to validate otherwise); `dry_run` skips
         every other storage access: input objects, reference files, bucket regions. `tenant` None: the
-        folder's customer_id, else the drop default tenant, as the S3 drop watcher decides it."""
+        bucket's mapped tenant, else the folder's customer_id, else the drop default tenant, as the S3 drop
+        watcher decides it."""
         strict = self.strict if strict is None else strict
         async with open_object_store(
             self.settings, self.intake, region=self.region, emulator=emulator
@@ -85,7 +87,7 @@ class WorksetValidator:
             except StorageError as exc:
                 imported = ImportResult(spec=None, findings=[finding(exc.code, "", f"workset folder: {exc}")])
             else:
-                owner = tenant or folder_tenant(docs.info, default=self.intake.drop_default_tenant)
+                owner = tenant or self.intake.drop_tenant(bucket, docs.info)
                 imported = import_documents(docs, tenant=owner, default_name=folder_name(prefix))
             checker = StorageChecker(store, self.intake)
             return await validate_imported(

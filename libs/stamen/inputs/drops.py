@@ -20,7 +20,7 @@ import asyncpg
 import structlog
 
 from stamen.inputs import sentinels
-from stamen.inputs.folders import folder_name, folder_tenant, import_documents, read_s3_folder
+from stamen.inputs.folders import folder_name, import_documents, read_s3_folder
 from stamen.inputs.objects import ObjectInfo, ObjectStore, StorageError, gather_bounded
 from stamen.inputs.repository import DropRecord, IntakeRepository
 from stamen.inputs.settings import IntakeSettings
@@ -81,12 +81,9 @@ class DropIntake:
             log.warning("drop.storage_error", bucket=bucket, folder=folder, error=str(exc))
             return DropOutcome(bucket, folder, "skipped", f"storage: {exc}")
 
-    def _tenant(self, bucket: str, info: bytes | None) -> str:
-        return self.buckets.get(bucket) or folder_tenant(info, default=self._intake.drop_default_tenant)
-
     async def _pick_up(self, bucket: str, folder: str, ready: ObjectInfo) -> DropOutcome:
         docs = await read_s3_folder(self._store, bucket, folder)
-        tenant = self._tenant(bucket, docs.info)
+        tenant = self._intake.drop_tenant(bucket, docs.info)
         imported = import_documents(docs, tenant=tenant, default_name=folder_name(folder))
         now = datetime.now(UTC)
         uri = f"s3://{bucket}/{folder}"

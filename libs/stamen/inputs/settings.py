@@ -43,6 +43,13 @@ class IntakeSettings(BaseSettings):
     intake_concurrency: int = Field(default=16, ge=1)
     api_max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
 
+    def drop_tenant(self, bucket: str, info: bytes | None) -> str:
+        """Whose workset a dropped folder is: the bucket's tenant in STAMEN_DROP_BUCKETS (`bucket=tenant`),
+        else daylily_info.yaml's customer_id, else STAMEN_DROP_DEFAULT_TENANT."""
+        from stamen.inputs.folders import folder_tenant  # folders imports the storage layer; keep it lazy
+
+        return self.watched_buckets().get(bucket) or folder_tenant(info, default=self.drop_default_tenant)
+
     def watched_buckets(self) -> dict[str, str | None]:
         """bucket -> tenant it belongs to (None: from daylily_info.yaml, else the default tenant)."""
         buckets: dict[str, str | None] = {}
