@@ -27,6 +27,7 @@ from stamen.auth.errors import (
     ApiKeyRequestInvalid,
     ApiKeyRevoked,
 )
+from stamen.auth.names import credential_name
 from stamen.auth.principal import CUSTOMER, Principal
 from stamen.auth.repository import ApiKeyRecord, ApiKeyRepository
 from stamen.auth.settings import AuthSettings
@@ -34,7 +35,6 @@ from stamen.domain.workset import InvalidTenantId, check_tenant_id
 
 KEY_PREFIX = "stm"
 _KEY_FORMAT = re.compile(r"^stm_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
-_NAME = re.compile(r"^[\w .:@/-]{1,100}$")
 
 
 @dataclass(frozen=True)
@@ -99,11 +99,10 @@ class ApiKeyService:
             check_tenant_id(customer_id)
         except InvalidTenantId as exc:
             raise ApiKeyRequestInvalid(str(exc), field="customer_id") from None
-        name = name.strip()
-        if not _NAME.fullmatch(name):
-            raise ApiKeyRequestInvalid(
-                "name must be 1-100 letters, digits, spaces or . : @ / - _", field="name"
-            )
+        try:
+            name = credential_name(name)
+        except ValueError as exc:
+            raise ApiKeyRequestInvalid(str(exc), field="name") from None
         now = self._clock()
         max_expiry = now + timedelta(days=self._settings.api_key_max_ttl_days)
         if expires_at is None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -10,13 +9,12 @@ from datetime import UTC, datetime
 
 import asyncpg
 
+from stamen.auth.names import credential_name
 from stamen.domain.workset import InvalidTenantId, check_tenant_id
 from stamen.natsauth.authorization import ServiceUser, render_authorization
 from stamen.natsauth.errors import NatsCredentialNotFound, NatsCredentialRequestInvalid
 from stamen.natsauth.keys import generate_user_key
 from stamen.natsauth.repository import NatsCredentialRecord, NatsCredentialRepository
-
-_NAME = re.compile(r"^[\w .:@/-]{1,100}$")
 
 
 @dataclass(frozen=True)
@@ -39,11 +37,10 @@ class NatsCredentialService:
             check_tenant_id(customer_id)
         except InvalidTenantId as exc:
             raise NatsCredentialRequestInvalid(str(exc), field="customer_id") from None
-        name = name.strip()
-        if not _NAME.fullmatch(name):
-            raise NatsCredentialRequestInvalid(
-                "name must be 1-100 letters, digits, spaces or . : @ / - _", field="name"
-            )
+        try:
+            name = credential_name(name)
+        except ValueError as exc:
+            raise NatsCredentialRequestInvalid(str(exc), field="name") from None
         seed, public_key = generate_user_key()
         async with self._pool.acquire() as conn:
             try:
