@@ -8,9 +8,13 @@ A step is recorded before it is submitted, so no job can run without a record:
    alone while its submitter is alive.
 
 A crash between 1 and the commit of 2 leaves a `submitting` row that nobody holds. The next pass of
-any replica reconciles it (`reconcile_submitting`): the executors cannot look a job up by its name
-yet, so stamen cannot tell whether it was submitted; the step is marked `lost` and the attempt fails
-with native state LOST and a reason saying what to look for, and the retry policy decides.
+any replica reconciles it (`reconcile_submitting`) without ever running the step twice: it asks the
+executor to `find` the job of exactly this submission (the Slurm job name, the local runner's job
+file: both name the workset, the attempt and the step). A job found is adopted: its handle is
+stored, the row becomes `running` and the monitor follows the job to its end as if nothing had
+happened. When the executor says no job exists, the step is submitted again in the same row and
+attempt (see `_resubmit` for why that is safe). When the executor cannot be asked (cluster
+unreachable), the row is left for a later pass: "cannot tell" is never taken for "not found".
 
 A retry resumes at the first step without a successful run on the same cluster (partial retry):
 completed steps are looked up in step_runs, never run twice.
@@ -20,6 +24,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
 
 import asyncpg
 import structlog
@@ -28,8 +34,8 @@ from services.scheduler.executors import ExecutorRegistry
 from stamen.domain.lifecycle import WorksetState
 from stamen.domain.workset import Workset
 from stamen.events.types import StepStarted, WorksetCancelled, WorksetCompleted, WorksetFailed, WorksetStarted
-from stamen.executors.base import StepSpec
-from stamen.executors.slurm import job_name
+from stamen.executors.base import Executor, JobHandle, JobState, JobStatus, StepSpec
+from stamen.executors.slurm import job_name_for
 from stamen.store.scheduling import ClusterRecord, SubmittingStepRun
 from stamen.store.unit_of_work import UnitOfWork
 
@@ -41,7 +47,32 @@ MAX_DURATION_ACTOR = "scheduler:max-duration"
 # Between the commit of a `submitting` row and its submitter taking the row's lock there is an
 # instant in which the row is unlocked; only rows older than this are taken as orphaned.
 SUBMIT_GRACE_SECONDS = 10.0
+# A submitter that died may have left its submission in flight: an sbatch it started keeps running
+# (over SSH too) and may still create the job after the submitter is gone, for up to the Slurm
+# executor's command timeout (60 s). "No job found" proves nothing before that, so an orphaned row
+# is submitted again only once it is older than this; a job found is adopted at once.
+RESUBMIT_AFTER_SECONDS = 120.0
 LOST_STATE = "LOST"
+
+
+class Reconciled(StrEnum):
+    """What `reconcile_submitting` did with one orphaned `submitting` row."""
+
+    ADOPTED = "adopted"  # the executor found the job: its handle is stored, the monitor follows it
+    RESUBMITTED = "resubmitted"  # no job exists: the step was submitted again, same attempt, same row
+    CANCELLED = "cancelled"  # no job exists and the workset was asked to stop: nothing is submitted
+    FAILED = "failed"  # the executor refused the resubmission
+    LOST = "lost"  # the job cannot be looked up (cluster removed, step no longer planned)
+    DEFERRED = "deferred"  # cannot tell yet (executor unreachable, or too early): left for a later pass
+
+
+@dataclass(frozen=True)
+class OrphanTarget:
+    """Where an orphaned submission went: its cluster, that cluster's executor and the step as planned."""
+
+    cluster: ClusterRecord
+    executor: Executor
+    step: StepSpec
 
 
 @dataclass(frozen=True)
@@ -61,12 +92,14 @@ class Dispatcher:
         holder: str,
         *,
         submit_grace_seconds: float = SUBMIT_GRACE_SECONDS,
+        resubmit_after_seconds: float = RESUBMIT_AFTER_SECONDS,
     ) -> None:
         self._pool = pool
         self._executors = executors
         self._planner = planner
         self._holder = holder
         self._submit_grace_seconds = submit_grace_seconds
+        self._resubmit_after_seconds = max(resubmit_after_seconds, submit_grace_seconds)
 
     async def dispatch_pending(self) -> int:
         """Returns how many worksets moved on (a step submitted, or completed/failed/cancelled)."""
@@ -128,7 +161,8 @@ class Dispatcher:
         async with UnitOfWork(self._pool) as uow:
             if not await uow.scheduling.lock_submitting(sub.step_run_id):
                 # Another replica took the row as orphaned (this process stalled past the grace
-                # period) and failed the attempt: submitting now would run a job nobody watches.
+                # period) and settled it (adopted, submitted again or failed): submitting now would
+                # run the step a second time.
                 log.warning("scheduler.submission_reconciled_meanwhile", workset_id=sub.workset_id)
                 return
             step = sub.step
@@ -143,20 +177,27 @@ class Dispatcher:
                 return
             await uow.scheduling.record_submitted(sub.step_run_id, handle)
             ws = await uow.worksets.get(sub.workset_id, for_update=True)
-            if ws.state is S.SCHEDULED:
-                ws.transition(
-                    S.RUNNING,
-                    actor=self._holder,
-                    reason=f"first step {step.step} submitted",
-                    event=WorksetStarted(cluster=sub.cluster.name, attempt=ws.attempt),
-                )
-            ws.event(StepStarted(step=step.step, attempt=ws.attempt))
+            self._started(ws, sub.cluster.name, step.step, "submitted")
             await uow.worksets.save(ws)
             await uow.commit()
         log.info("scheduler.step_submitted", workset_id=ws.id, step=step.step, job_id=handle.job_id)
 
+    def _started(self, ws: Workset, cluster: str, step: str, how: str) -> None:
+        """The step's job exists and is stored: the workset runs (if this is its first step)."""
+        if ws.state is S.SCHEDULED:
+            ws.transition(
+                S.RUNNING,
+                actor=self._holder,
+                reason=f"first step {step} {how}",
+                event=WorksetStarted(cluster=cluster, attempt=ws.attempt),
+            )
+        ws.event(StepStarted(step=step, attempt=ws.attempt))
+
     async def reconcile_submitting(self) -> int:
-        """Fail the attempts whose submitter died between recording a step and storing its handle."""
+        """Settle the steps whose submitter died between recording them and storing their job handle.
+
+        Returns how many were settled. Rows are taken oldest first; one that cannot be settled yet
+        (DEFERRED) ends the pass, its transaction rolled back so the row stays as it was."""
         reconciled = 0
         while True:
             async with UnitOfWork(self._pool) as uow:
@@ -164,42 +205,160 @@ class Dispatcher:
                 if orphan is None:
                     return reconciled
                 ws = await uow.worksets.get(orphan.workset_id, for_update=True)
-                reason = await self._orphan_reason(uow, ws, orphan)
-                await uow.scheduling.end_unsubmitted(orphan.id, "lost", reason)
-                if ws.attempt == orphan.attempt and ws.state in (S.SCHEDULED, S.RUNNING):
-                    if ws.cancel_requested_by:
-                        finish_cancelled(ws, self._holder)
-                        await uow.worksets.save(ws)
-                        await uow.scheduling.release_lease(ws.id, ws.attempt, "cancelled")
-                    else:
-                        await self._fail(uow, ws, orphan.step, reason, native_state=LOST_STATE)
+                outcome, detail = await self._reconcile(uow, ws, orphan)
+                if outcome is Reconciled.DEFERRED:
+                    log.info(
+                        "scheduler.submission_reconcile_deferred",
+                        workset_id=orphan.workset_id, step=orphan.step, reason=detail,
+                    )  # fmt: skip
+                    return reconciled
                 await uow.commit()
             reconciled += 1
             log.warning(
-                "scheduler.submission_lost", workset_id=orphan.workset_id, step=orphan.step, reason=reason
-            )
+                f"scheduler.submission_{outcome.value}",
+                workset_id=orphan.workset_id, step=orphan.step, attempt=orphan.attempt, detail=detail,
+            )  # fmt: skip
 
-    async def _orphan_reason(self, uow: UnitOfWork, ws: Workset, orphan: SubmittingStepRun) -> str:
+    async def _reconcile(
+        self, uow: UnitOfWork, ws: Workset, orphan: SubmittingStepRun
+    ) -> tuple[Reconciled, str]:
         who = orphan.submitted_by or "a scheduler"
         head = (
             f"step {orphan.step} of attempt {orphan.attempt}: {who} stopped after recording the step and "
-            f"before storing its job handle, so stamen cannot tell whether the job was started on cluster "
-            f"{orphan.cluster}"
+            f"before storing its job handle"
         )
+        current = ws.attempt == orphan.attempt and ws.state in (S.SCHEDULED, S.RUNNING)
+        target = await self._orphan_target(uow, ws, orphan)
+        if isinstance(target, str):
+            return await self._give_up(uow, ws, orphan, current, f"{head}, and stamen cannot look the job up: "
+                                       f"{target}")  # fmt: skip
+        try:
+            handle = await target.executor.find(target.step)
+        except Exception as exc:  # the cluster did not answer: ask again at the next pass
+            return Reconciled.DEFERRED, f"cannot ask cluster {target.cluster.name} for the job: {exc}"
+        if handle is not None:
+            return await self._adopt(uow, ws, orphan, target, handle, current, head)
+        if not current:  # the workset has moved on: there is nothing left to submit
+            reason = f"{head}; no job was started and the workset is no longer in attempt {orphan.attempt}"
+            await uow.scheduling.end_unsubmitted(orphan.id, "lost", reason)
+            return Reconciled.LOST, reason
+        if ws.cancel_requested_by:
+            reason = f"{head}; no job was started and the workset was asked to stop"
+            await uow.scheduling.end_unsubmitted(orphan.id, "cancelled", reason)
+            finish_cancelled(ws, self._holder)
+            await uow.worksets.save(ws)
+            await uow.scheduling.release_lease(ws.id, ws.attempt, "cancelled")
+            return Reconciled.CANCELLED, reason
+        return await self._resubmit(uow, ws, orphan, target, head)
+
+    async def _orphan_target(
+        self, uow: UnitOfWork, ws: Workset, orphan: SubmittingStepRun
+    ) -> OrphanTarget | str:
+        """The orphan's cluster, executor and step as it was planned; or why they cannot be had."""
         try:
             cluster = await uow.scheduling.cluster(orphan.cluster)
+            executor = self._executors.for_cluster(cluster)
             step = next(s for s in self._planner(ws, cluster) if s.step == orphan.step)
-        except Exception:  # cluster removed, pipeline changed: the plan was only needed for the hint
-            return f"{head}; the attempt is failed so the retry policy decides"
-        where = (
-            f"look for Slurm job name {job_name(step)} (squeue/sacct) and scancel it"
-            if cluster.executor == "slurm"
-            else f"look for a process running in {step.workdir} and kill it"
+        except StopIteration:
+            return f"the pipeline no longer has a step {orphan.step}"
+        except Exception as exc:  # cluster removed, unknown executor, a plan that no longer works
+            return f"{type(exc).__name__}: {exc}"
+        # The plan is made for the workset's current attempt; the job was submitted in the orphan's.
+        return OrphanTarget(cluster, executor, step.model_copy(update={"attempt": orphan.attempt}))
+
+    async def _adopt(
+        self, uow: UnitOfWork, ws: Workset, orphan: SubmittingStepRun, target: OrphanTarget,
+        handle: JobHandle, current: bool, head: str,
+    ) -> tuple[Reconciled, str]:  # fmt: skip
+        await uow.scheduling.record_submitted(orphan.id, handle)
+        detail = f"{head}; job {handle.job_id} was found on cluster {target.cluster.name} and adopted"
+        if current:
+            # The submitter's StepStarted/WorksetStarted were rolled back with it: they go out now.
+            # A cancel requested meanwhile is carried out by the monitor, on the adopted job.
+            self._started(ws, target.cluster.name, orphan.step, "found after its submitter stopped")
+            await uow.worksets.save(ws)
+            return Reconciled.ADOPTED, detail
+        # The workset has moved on without this job: stop it and record it as ended here, since
+        # the monitor would take its end for the outcome of the workset's current attempt.
+        try:
+            await target.executor.cancel(handle)
+        except Exception as exc:
+            return Reconciled.DEFERRED, f"job {handle.job_id} runs for nothing but cannot be cancelled: {exc}"
+        reason = f"{detail}, then cancelled: the workset is no longer in attempt {orphan.attempt}"
+        await uow.scheduling.finish_step_run(
+            orphan.id,
+            JobStatus(handle=handle, state=JobState.CANCELLED, native_state="CANCELLED", reason=reason),
         )
+        return Reconciled.ADOPTED, reason
+
+    async def _resubmit(
+        self, uow: UnitOfWork, ws: Workset, orphan: SubmittingStepRun, target: OrphanTarget, head: str
+    ) -> tuple[Reconciled, str]:
+        """Submit the step again, in the same row and attempt: nothing ran, so nothing is retried.
+
+        Safe because (1) this transaction holds the row's lock, and a live submitter holds it for as
+        long as it submits, so nobody else is submitting this step, and a submitter that has not
+        taken the lock yet finds the row no longer `submitting` and submits nothing; (2) the executor
+        said no job of this attempt of this step exists, and (3) the row is older than
+        `resubmit_after_seconds`, so no submission the dead submitter left in flight can still
+        create one. A crash during this submission leaves the row `submitting` again: the next pass
+        finds the job this call started and adopts it. (Not covered: this process dying while its
+        own sbatch is in flight, and that sbatch landing after the next pass looked: the row keeps
+        its first `started_at`, as the store has no way yet to restart a row's clock.)
+        """
+        age = (datetime.now(UTC) - orphan.started_at).total_seconds()
+        if age < self._resubmit_after_seconds:
+            return Reconciled.DEFERRED, (
+                f"no job found yet; a submission in flight could still create one, so the step is "
+                f"submitted again only {self._resubmit_after_seconds:g}s after it was recorded ({age:.0f}s ago)"
+            )
+        try:
+            handle = await target.executor.submit(target.step)
+        except Exception as exc:
+            reason = f"{target.cluster.executor} executor refused the step: {exc}"
+            await uow.scheduling.end_unsubmitted(orphan.id, "failed", reason)
+            await self._fail(uow, ws, orphan.step, reason)
+            return Reconciled.FAILED, reason
+        await uow.scheduling.record_submitted(orphan.id, handle)
+        self._started(ws, target.cluster.name, orphan.step, "submitted again after its submitter stopped")
+        await uow.worksets.save(ws)
         return (
-            f"{head}. If it was, it runs unwatched: {where}. The attempt is failed so the retry policy "
-            "decides; a retry is a new attempt"
+            Reconciled.RESUBMITTED,
+            f"{head}; no job was found, so it was submitted again as job {handle.job_id}",
         )
+
+    async def _give_up(
+        self, uow: UnitOfWork, ws: Workset, orphan: SubmittingStepRun, current: bool, head: str
+    ) -> tuple[Reconciled, str]:
+        """The job cannot be looked up: the step is `lost` and the attempt failed (LOST: transient), as
+        running it again blind could run it twice. The reason says what to look for by hand."""
+        kind = await self._cluster_kind(uow, orphan.cluster)
+        where = (
+            f"look for Slurm job name {job_name_for(orphan.workset_id, orphan.attempt, orphan.step)} "
+            "(squeue/sacct) and scancel it"
+            if kind == "slurm"
+            else f"look for a process of step {orphan.step} running in the workset's workdir and kill it"
+        )
+        reason = (
+            f"{head}. If the job was started, it runs unwatched: {where}. The attempt is failed so the "
+            "retry policy decides; a retry is a new attempt"
+        )
+        await uow.scheduling.end_unsubmitted(orphan.id, "lost", reason)
+        if current:
+            if ws.cancel_requested_by:
+                finish_cancelled(ws, self._holder)
+                await uow.worksets.save(ws)
+                await uow.scheduling.release_lease(ws.id, ws.attempt, "cancelled")
+            else:
+                await self._fail(uow, ws, orphan.step, reason, native_state=LOST_STATE)
+        return Reconciled.LOST, reason
+
+    @staticmethod
+    async def _cluster_kind(uow: UnitOfWork, name: str) -> str:
+        try:
+            return (await uow.scheduling.cluster(name)).executor
+        except Exception:  # the cluster was removed: the hint stays generic
+            return ""
 
     async def _fail(
         self, uow: UnitOfWork, ws: Workset, step: str | None, reason: str, *, native_state: str = ""

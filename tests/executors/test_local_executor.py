@@ -16,6 +16,7 @@ import pytest
 
 from stamen.executors.base import JobHandle, JobState, JobStatus, StepSpec
 from stamen.executors.local import LOST_REASON, LocalExecutor, group_is_alive, process_is_alive
+from stamen.executors.local_runner import boot_id
 
 GRACE_SECONDS = 1.0
 
@@ -294,3 +295,84 @@ async def test_pid_reuse_is_detected(executor: LocalExecutor, tmp_path: Path) ->
     assert status.state is JobState.LOST
     await executor.cancel(stale)  # nothing to signal: this process must survive
     assert process_is_alive(alive_pid, real_start_time)
+
+
+# --- find: the job of one submission, for a scheduler that died before storing its handle ---------
+
+
+async def test_find_returns_the_handle_submit_returned_and_nothing_for_other_submissions(
+    executor: LocalExecutor, tmp_path: Path
+) -> None:
+    first = python_step(tmp_path, "print('attempt 1')", step="align")
+    assert await executor.find(first) is None  # nothing was ever started here
+
+    handle = await executor.submit(first)
+    assert await LocalExecutor().find(first) == handle  # another instance: what submit returned
+    assert await executor.find(first.model_copy(update={"attempt": 2})) is None  # not another attempt's
+    assert await executor.find(first.model_copy(update={"step": "sort"})) is None
+    assert await executor.find(first.model_copy(update={"workset_id": "ws-other"})) is None
+
+    assert (await wait_for(executor, handle)).state is JobState.SUCCEEDED
+    assert await executor.find(first) == handle  # an ended job is found too: poll tells how it ended
+
+    # The workdir is kept across attempts: the next attempt's runner is found, the earlier one no more.
+    second = first.model_copy(update={"attempt": 2, "argv": [sys.executable, "-c", "print('attempt 2')"]})
+    assert await executor.find(second) is None
+    second_handle = await executor.submit(second)
+    assert await executor.find(second) == second_handle
+    assert await executor.find(first) is None
+    assert (await wait_for(executor, second_handle)).state is JobState.SUCCEEDED
+
+
+async def test_the_runner_writes_its_job_file_itself(tmp_path: Path) -> None:
+    """The submitter died right after starting the runner, before writing anything: still found."""
+    step = python_step(tmp_path, "print('found')", step="qc")
+    files = {name: tmp_path / f"qc.{suffix}" for name, suffix in
+             (("status", "status.json"), ("job", "job.json"))}  # fmt: skip
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "stamen.executors.local_runner", "--workdir", str(tmp_path),
+         "--status-file", str(files["status"]), "--job-file", str(files["job"]),
+         f"--workset-id={step.workset_id}", f"--attempt={step.attempt}", f"--step={step.step}",
+         "--submitted-at=2030-01-02T03:04:05+00:00", "--", *step.argv],
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        assert runner.wait(timeout=30) == 0
+        handle = await LocalExecutor().find(step)
+        assert handle is not None
+        assert handle.job_id == str(runner.pid) and handle.attempt == 1 and handle.step == "qc"
+        assert handle.submitted_at == datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+        assert handle.extra["boot_id"] == boot_id() != ""
+        status = (await LocalExecutor().poll([handle]))[handle.job_id]
+        assert status.state is JobState.SUCCEEDED, status
+        assert await LocalExecutor().find(step.model_copy(update={"attempt": 2})) is None
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
+
+
+async def test_a_job_file_naming_a_recycled_pid_is_not_taken_for_a_live_runner(tmp_path: Path) -> None:
+    step = python_step(tmp_path, "print('never')", step="old")
+    me = os.getpid()  # alive, but not the runner that started at tick 1
+    (tmp_path / "old.job.json").write_text(json.dumps({
+        "version": 1, "workset_id": step.workset_id, "attempt": 1, "step": "old",
+        "submitted_at": "2030-01-02T03:04:05+00:00", "runner_pid": me, "runner_start_time": "1",
+        "boot_id": "",
+    }))  # fmt: skip
+    executor = LocalExecutor()
+    handle = await executor.find(step)
+    assert handle is not None and handle.job_id == str(me)
+    # The runner was started (so the step is not submitted again) and has vanished: LOST, not RUNNING.
+    assert (await executor.poll([handle]))[handle.job_id].state is JobState.LOST
+    assert process_is_alive(me, start_time_of(me))
+
+
+async def test_a_job_file_that_names_the_submission_but_no_runner_is_an_error(tmp_path: Path) -> None:
+    step = python_step(tmp_path, "print('never')", step="broken")
+    (tmp_path / "broken.job.json").write_text(
+        json.dumps({"workset_id": step.workset_id, "attempt": 1, "step": "broken", "runner_pid": "x"})
+    )
+    # "Cannot tell" must not read as "not found": that would submit the step a second time.
+    with pytest.raises(ValueError, match="not a valid runner_pid"):
+        await LocalExecutor().find(step)

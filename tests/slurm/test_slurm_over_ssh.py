@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,3 +127,23 @@ async def test_unknown_host_key_is_refused(ssh_head_node: SshHeadNode) -> None:
 def test_known_hosts_is_required() -> None:
     with pytest.raises(ValueError, match="known_hosts"):
         SshCommandRunner("head-node", known_hosts="")
+
+
+async def test_find_over_ssh(ssh_head_node: SshHeadNode, tmp_path: Path) -> None:
+    """A scheduler that died after sbatch finds the job again through the head node."""
+    runner = ssh_runner(ssh_head_node, ssh_head_node.known_hosts)
+    held = SlurmExecutor(cluster="remote", runner=runner, extra_sbatch_args=["--hold"])
+    executor = SlurmExecutor(cluster="remote", runner=runner)
+    step = StepSpec(workset_id=f"ws-ssh-{uuid.uuid4().hex[:12]}", attempt=3, step="bwa",
+                    workdir=str(tmp_path / "remote-work"), argv=["echo", "never"])  # fmt: skip
+    try:
+        assert await executor.find(step) is None  # never submitted
+        handle = await held.submit(step)
+        found = await executor.find(step)
+        assert found is not None and found.job_id == handle.job_id
+        assert found.model_dump(exclude={"submitted_at"}) == handle.model_dump(exclude={"submitted_at"})
+        assert await executor.find(step.model_copy(update={"attempt": 2})) is None
+        await executor.cancel(found)
+        assert (await wait_for(executor, found, finished)).state is JobState.CANCELLED
+    finally:
+        await runner.close()

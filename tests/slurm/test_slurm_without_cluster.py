@@ -3,6 +3,10 @@ test cluster has no slurmdbd, so sacct returns no records there) and errors rais
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,11 +17,15 @@ from stamen.executors.slurm import (
     SlurmCommandError,
     SlurmExecutor,
     decode_wait_status,
+    job_name_for,
+    latest_submission,
     parse_exit_code,
     parse_sacct_output,
     parse_slurm_duration,
     parse_slurm_memory_mb,
     parse_squeue_output,
+    parse_submissions,
+    render_batch_script,
     slurm_state_to_job_state,
     slurmstepd_verdict,
 )
@@ -99,3 +107,46 @@ def test_both_wordings_of_slurmstepd_memory_kill_mean_out_of_memory() -> None:
         "slurmstepd: error: Step 19.0 exceeded memory limit (409600 > 102400), being killed",
     ):
         assert slurmstepd_verdict(f"loading\n{line}\n") == (JobState.OUT_OF_MEMORY, line)
+
+
+def test_the_exit_file_names_its_submission_whatever_the_names_contain(tmp_path: Path) -> None:
+    """The batch script, run by bash without Slurm: the exit file is JSON that says which workset,
+    attempt and step it belongs to (printf must not interpret a % in a name)."""
+    step = StepSpec(workset_id='ws-%s-"q"', attempt=4, step="call%d", argv=["true"], workdir=str(tmp_path))
+    exit_file = tmp_path / "call.exit.json"
+    script = tmp_path / "call.slurm.sh"
+    script.write_text(render_batch_script(step, str(exit_file)))
+    subprocess.run(["bash", str(script)], check=True, timeout=30, env={"PATH": os.environ["PATH"]})
+    document = json.loads(exit_file.read_text())
+    assert document["workset_id"] == 'ws-%s-"q"' and document["attempt"] == 4 and document["step"] == "call%d"
+    assert document["exit_code"] == 0 and document["job_id"] == ""  # not run by Slurm: no job id
+
+
+async def test_find_raises_when_squeue_cannot_answer(tmp_path: Path) -> None:
+    """ "Cannot ask" must never read as "not found": the scheduler would submit the step again."""
+    step = StepSpec(workset_id="ws", attempt=1, step="s", argv=["true"], workdir=str(tmp_path / "w"))
+    missing = SlurmExecutor(runner=LocalCommandRunner({"PATH": str(tmp_path / "empty")}))
+    with pytest.raises(SlurmCommandError) as raised:
+        await missing.find(step)
+    assert raised.value.code == "SLURM_COMMAND_MISSING" and "squeue" in str(raised.value)
+
+    if shutil.which("squeue") is None:
+        pytest.skip("squeue is not installed: its own failure cannot be shown")
+    broken_conf = tmp_path / "slurm.conf"  # no ClusterName: squeue fails at once (a missing file retries)
+    broken_conf.write_text("# not a cluster\n")
+    broken = SlurmExecutor(runner=LocalCommandRunner({"SLURM_CONF": str(broken_conf)}))
+    with pytest.raises(SlurmCommandError) as raised:
+        await broken.find(step)
+    assert raised.value.code == "SLURM_QUERY_FAILED" and "squeue --name=stamen:ws:a1:s" in str(raised.value)
+
+
+def test_parsing_of_found_submissions() -> None:
+    # squeue --format=%A|%V, and sacct --parsable2 --format=JobIDRaw,Submit (steps folded away)
+    found = parse_submissions(
+        "41|2024-05-01T10:00:00\n41.batch|2024-05-01T10:00:00\n57|2024-05-02T08:00:00\n"
+    )
+    assert [s.job_id for s in found] == ["41", "57"]
+    latest = latest_submission(found)
+    assert latest is not None and latest.job_id == "57"
+    assert latest_submission(parse_submissions("")) is None
+    assert job_name_for("ws 1", 2, "a/b") == "stamen:ws_1:a2:a_b"

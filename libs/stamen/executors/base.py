@@ -2,7 +2,9 @@
 
 The scheduler stores each `JobHandle` in PostgreSQL, so a restarted scheduler (another process)
 must be able to `poll` and `cancel` jobs it did not submit itself: executors keep no state that
-matters only in memory.
+matters only in memory. And because a submitter may die between starting a job and storing its
+handle, every executor can `find` the job of a step submission again from the step alone: the
+Slurm job name and the local runner's job file carry the workset, the attempt and the step.
 """
 
 from __future__ import annotations
@@ -87,6 +89,16 @@ class Executor(Protocol):
     kind: str
 
     async def submit(self, step: StepSpec) -> JobHandle: ...
+
+    async def find(self, step: StepSpec) -> JobHandle | None:
+        """The job of this submission of `step` (same workset, attempt and step), running or ended.
+
+        Returns the handle `submit` returned for it (so the job can be adopted after a submitter died
+        before storing it), or None when no job of this attempt of this step was ever started. A job
+        of another attempt is never returned. Raises when the cluster cannot be asked: "cannot tell"
+        is not "not found", and only "not found" makes it safe to submit the step again.
+        """
+        ...
 
     async def poll(self, handles: Sequence[JobHandle]) -> dict[str, JobStatus]:
         """Status of every handle, keyed by job_id, in ONE query per cluster (not one per job)."""

@@ -5,6 +5,8 @@ scheduler), and the runner starts the step's command in its own process group. E
 process needs to find the job again is in the `JobHandle` (runner pid + its start time from
 /proc/<pid>/stat + the boot id) and in files in the step's workdir:
 
+    <step>.job.json      which submission runs here (workset, attempt, step) and its runner (pid,
+                         start time, boot id): written by `submit` and by the runner as it starts
     <step>.status.json   written atomically by the runner when the step has ended (the outcome)
     <step>.running.json  the command's pid / process group while it runs
     <step>.cancel        written by `cancel` before it signals, so the runner knows who stopped it
@@ -12,7 +14,8 @@ process needs to find the job again is in the `JobHandle` (runner pid + its star
     <step>.stderr.log    the command's stderr
     <step>.runner.log    the runner's own output (only non-empty if the runner itself fails)
 
-`poll` reads those files; it never waits for a child and starts no process.
+`poll` reads those files; it never waits for a child and starts no process. `find` reads the job
+file: a runner of this attempt of this step was started if and only if it names that attempt.
 """
 
 from __future__ import annotations
@@ -35,9 +38,11 @@ from stamen.executors.local_runner import (
     STOP_CANCEL,
     STOP_MEMORY_LIMIT,
     STOP_TIME_LIMIT,
+    job_document,
     proc_stat_fields,
     write_json_atomically,
 )
+from stamen.executors.local_runner import boot_id as _current_boot_id
 
 KIND = "local"
 LOG_TAIL_LINES = 50
@@ -45,13 +50,6 @@ LOG_TAIL_BYTES = 64 * 1024
 LOST_REASON = "the runner process disappeared without writing its status (machine restart or kill -9)"
 _STOPPED_STATES = {STOP_CANCEL: JobState.CANCELLED, STOP_TIME_LIMIT: JobState.TIMEOUT,
                    STOP_MEMORY_LIMIT: JobState.OUT_OF_MEMORY}  # fmt: skip
-
-
-def _boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
 
 
 def process_start_time(pid: int) -> str | None:
@@ -62,7 +60,7 @@ def process_start_time(pid: int) -> str | None:
 
 def process_is_alive(pid: int, start_time: str, boot_id: str = "") -> bool:
     """True if `pid` is still the same live process: same boot, same start time, not a zombie."""
-    if boot_id and boot_id != _boot_id():
+    if boot_id and boot_id != _current_boot_id():
         return False
     fields = proc_stat_fields(pid)
     return fields is not None and fields[0] not in ("Z", "X") and fields[19] == start_time
@@ -134,6 +132,7 @@ class LocalExecutor:
             "stdout_file": workdir / f"{step}.stdout.log",
             "stderr_file": workdir / f"{step}.stderr.log",
             "runner_log": workdir / f"{step}.runner.log",
+            "job_file": workdir / f"{step}.job.json",
         }
 
     # --- submit ------------------------------------------------------------------------------
@@ -144,12 +143,16 @@ class LocalExecutor:
         workdir = Path(step.workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         files = self._step_files(workdir, step.step)
-        for stale in ("status_file", "running_file", "cancel_marker"):  # from an earlier run in this workdir
+        for stale in ("status_file", "running_file", "cancel_marker", "job_file"):  # an earlier run's
             files[stale].unlink(missing_ok=True)
+        submitted_at = datetime.now(UTC)
         argv = [self.python, "-m", "stamen.executors.local_runner", "--workdir", str(workdir),
                 "--status-file", str(files["status_file"]), "--running-file", str(files["running_file"]),
                 "--stdout-file", str(files["stdout_file"]), "--stderr-file", str(files["stderr_file"]),
-                "--cancel-marker", str(files["cancel_marker"]), "--grace-seconds", str(self.grace_seconds)]  # fmt: skip
+                "--cancel-marker", str(files["cancel_marker"]), "--grace-seconds", str(self.grace_seconds),
+                "--job-file", str(files["job_file"]), f"--workset-id={step.workset_id}",
+                f"--attempt={step.attempt}", f"--step={step.step}",
+                f"--submitted-at={submitted_at.isoformat()}"]  # fmt: skip
         if step.time_limit_seconds is not None:
             argv += ["--time-limit-seconds", str(step.time_limit_seconds)]
         if step.memory_mb is not None:
@@ -166,18 +169,62 @@ class LocalExecutor:
         start_time = process_start_time(runner.pid)
         if start_time is None:  # impossible while we have not reaped it, but be explicit
             raise RuntimeError(f"the local runner (pid {runner.pid}) vanished right after it was started")
+        boot = _current_boot_id()
+        # The runner writes the same file as it starts; written here too, so the job can be found
+        # from the moment this call returns, however slowly the runner's interpreter starts.
+        write_json_atomically(
+            files["job_file"],
+            job_document(
+                workset_id=step.workset_id, attempt=step.attempt, step=step.step,
+                submitted_at=submitted_at.isoformat(), runner_pid=runner.pid, runner_start_time=start_time,
+                boot=boot,
+            ),
+        )  # fmt: skip
+        return self._handle(step, runner.pid, start_time, boot, submitted_at)
+
+    def _handle(
+        self, step: StepSpec, runner_pid: int, runner_start_time: str, boot: str, submitted_at: datetime
+    ) -> JobHandle:
+        files = self._step_files(Path(step.workdir), step.step)
         return JobHandle(
             executor=KIND,
             cluster=self.cluster,
-            job_id=str(runner.pid),
+            job_id=str(runner_pid),
             workset_id=step.workset_id,
             attempt=step.attempt,
             step=step.step,
-            workdir=str(workdir),
-            submitted_at=datetime.now(UTC),
-            extra={"runner_start_time": start_time, "boot_id": _boot_id(),
+            workdir=str(Path(step.workdir)),
+            submitted_at=submitted_at,
+            extra={"runner_start_time": runner_start_time, "boot_id": boot,
                    **{name: str(path) for name, path in files.items()}},
         )  # fmt: skip
+
+    # --- find --------------------------------------------------------------------------------
+    async def find(self, step: StepSpec) -> JobHandle | None:
+        return await asyncio.to_thread(self._find, step)
+
+    def _find(self, step: StepSpec) -> JobHandle | None:
+        job_file = self._step_files(Path(step.workdir), step.step)["job_file"]
+        document = _read_json(job_file)
+        if document is None:
+            return None  # no runner was ever started for this step in this workdir (or `submit` removed it)
+        if (document.get("workset_id"), document.get("attempt"), document.get("step")) != (
+            step.workset_id, step.attempt, step.step,
+        ):  # fmt: skip
+            return None  # an earlier attempt's runner: the workdir is kept across attempts
+        pid, start_time = document.get("runner_pid"), document.get("runner_start_time")
+        boot, submitted_at = document.get("boot_id"), _parse_time(document.get("submitted_at"))
+        if not (
+            isinstance(pid, int) and isinstance(start_time, str) and isinstance(boot, str) and submitted_at
+        ):
+            # It names this submission but not its runner: "cannot tell", never "not found".
+            raise ValueError(
+                f"job file {job_file} names workset {step.workset_id} attempt {step.attempt} step "
+                f"{step.step} but not a valid runner_pid/runner_start_time/boot_id/submitted_at: {document}"
+            )
+        # Returned whether the runner still runs or not: poll tells (a recycled pid has another start
+        # time, so it is never taken for the runner; a runner gone without a status is LOST).
+        return self._handle(step, pid, start_time, boot, submitted_at)
 
     # --- poll --------------------------------------------------------------------------------
     async def poll(self, handles: Sequence[JobHandle]) -> dict[str, JobStatus]:

@@ -13,6 +13,10 @@ It is started detached (its own session) and outlives the scheduler process that
 - when the command ends, kills whatever is left of its group, reaps every descendant (the runner is a
   child subreaper) and writes the status file atomically (temporary file + rename).
 
+Before it starts the command, the runner writes `<step>.job.json` (given `--job-file`): which
+submission it runs (workset, attempt, step, submission time) and who it is (its pid, its start time
+in clock ticks since boot, the boot id), so a scheduler that died before storing the job handle can
+find the job again and tell it from a recycled pid or an earlier attempt's runner.
 While the command runs, `<step>.running.json` records the command's pid/process group so that any
 process can find it. The status file is the only record of how the step ended.
 """
@@ -38,6 +42,8 @@ from types import FrameType
 from typing import Any
 
 STATUS_VERSION = 1
+JOB_FILE_VERSION = 1
+BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
 POLL_INTERVAL_SECONDS = 0.05
 MEMORY_SAMPLE_INTERVAL_SECONDS = 0.2
 PR_SET_PDEATHSIG = 1
@@ -74,6 +80,32 @@ def proc_stat_fields(pid: int) -> list[str] | None:
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
     return raw[raw.rindex(")") + 2 :].split()
+
+
+def boot_id() -> str:
+    """This boot's id: a pid and a start time name one process only within one boot."""
+    try:
+        return BOOT_ID_FILE.read_text().strip()
+    except OSError:
+        return ""
+
+
+def job_document(
+    *, workset_id: str, attempt: int, step: str, submitted_at: str, runner_pid: int, runner_start_time: str,
+    boot: str,
+) -> dict[str, Any]:  # fmt: skip
+    """The job file's content. The executor (right after it started the runner) and the runner (as
+    it starts) both write it, with the same values, so it exists whichever of them dies first."""
+    return {
+        "version": JOB_FILE_VERSION,
+        "workset_id": workset_id,
+        "attempt": attempt,
+        "step": step,
+        "submitted_at": submitted_at,
+        "runner_pid": runner_pid,
+        "runner_start_time": runner_start_time,
+        "boot_id": boot,
+    }
 
 
 def group_resident_bytes(pgid: int) -> int:
@@ -143,13 +175,35 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--time-limit-seconds", type=float)
     parser.add_argument("--memory-limit-mb", type=int)
     parser.add_argument("--grace-seconds", type=float, default=10.0)
+    parser.add_argument("--job-file", type=Path, help="written first: which submission this runner runs")
+    parser.add_argument("--workset-id", help="with --job-file: the submission's workset")
+    parser.add_argument("--attempt", type=int, help="with --job-file: the submission's attempt")
+    parser.add_argument("--step", help="with --job-file: the submission's step")
+    parser.add_argument("--submitted-at", help="with --job-file: the submission's time (ISO 8601)")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- argv...")
     args = parser.parse_args(argv)
     if args.command and args.command[0] == "--":
         args.command = args.command[1:]
     if not args.command:
         parser.error("no command given after --")
+    if args.job_file is not None:
+        missing = [f"--{name.replace('_', '-')}" for name in ("workset_id", "attempt", "step", "submitted_at")
+                   if getattr(args, name) is None]  # fmt: skip
+        if missing:
+            parser.error(f"--job-file also needs {', '.join(missing)}: they say which submission this is")
     return args
+
+
+def _write_job_file(args: argparse.Namespace) -> None:
+    """Before anything else: from here on, a runner of this submission can be found."""
+    fields = proc_stat_fields(os.getpid())
+    write_json_atomically(
+        args.job_file,
+        job_document(
+            workset_id=args.workset_id, attempt=args.attempt, step=args.step, submitted_at=args.submitted_at,
+            runner_pid=os.getpid(), runner_start_time=fields[19] if fields else "", boot=boot_id(),
+        ),
+    )  # fmt: skip
 
 
 def step_file_stem(status_file: Path) -> str:
@@ -248,6 +302,8 @@ def run(argv: Sequence[str]) -> int:
     stderr_file: Path = args.stderr_file or workdir / f"{stem}.stderr.log"
     cancel_marker: Path = args.cancel_marker or status_file.with_name(f"{stem}.cancel")
     workdir.mkdir(parents=True, exist_ok=True)
+    if args.job_file is not None:
+        _write_job_file(args)
 
     state = RunnerState(
         argv=list(args.command),

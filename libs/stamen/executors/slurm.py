@@ -3,8 +3,10 @@
 `submit` writes a bash batch script into the step's workdir and submits it with `sbatch --parsable`.
 `poll` asks the cluster about all handles at once: ONE `squeue` call (the controller's view: pending,
 running and recently ended jobs) and ONE `sacct` call (the accounting database: the final state, the
-exit code and the resources used). `cancel` runs `scancel`. All commands go through a `CommandRunner`,
-so the same executor drives a local cluster or a remote head node over SSH.
+exit code and the resources used). `cancel` runs `scancel`. `find` looks a step submission up by its
+job name (`stamen:<workset>:a<attempt>:<step>`, unique per attempt): ONE `squeue --name`, then
+`sacct --name` (when accounting is on), then the exit file. All commands go through a
+`CommandRunner`, so the same executor drives a local cluster or a remote head node over SSH.
 
 The batch script writes the step's own outcome into the workdir when the command ends (also when
 Slurm signals it), so a job is never taken as succeeded just because Slurm has forgotten it:
@@ -12,7 +14,8 @@ Slurm signals it), so a job is never taken as succeeded just because Slurm has f
     <step>.slurm.sh      the batch script
     <step>.stdout.log    the command's stdout (sbatch --output)
     <step>.stderr.log    the command's stderr (sbatch --error)
-    <step>.exit.json     written atomically by the batch script when the command has ended
+    <step>.exit.json     written atomically by the batch script when the command has ended (with
+                         the job id, the workset, the attempt and the step)
     <step>.cancel        written by `cancel` before it runs scancel, so poll knows stamen stopped it
 
 Sources, in order of trust: a finished state in sacct, then a finished state in squeue (the
@@ -41,6 +44,9 @@ LOG_TAIL_LINES = 50
 LOG_TAIL_BYTES = 64 * 1024
 SQUEUE_FIELDS = ("JobID", "State", "Reason", "exit_code", "StartTime", "EndTime")
 SACCT_FIELDS = ("JobIDRaw", "State", "ExitCode", "Start", "End", "ElapsedRaw", "TotalCPU", "MaxRSS")
+# `sacct --name` without a start time only shows jobs since midnight: look back this far instead (a
+# scheduler finds its orphaned submissions at its next pass, so days are plenty).
+FIND_ACCOUNTING_LOOKBACK = "now-30days"
 _JOB_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._:+-]")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # CommandRunnerError codes -> SlurmCommandError codes (SSH_* codes are passed on as they are).
@@ -289,8 +295,42 @@ def _int_or_none(value: object) -> int | None:
 
 
 def job_name(step: StepSpec) -> str:
-    """`stamen:<workset>:a<attempt>:<step>`, safe for squeue/sacct output."""
-    return _JOB_NAME_UNSAFE.sub("_", f"stamen:{step.workset_id}:a{step.attempt}:{step.step}")
+    """`stamen:<workset>:a<attempt>:<step>`, safe for squeue/sacct output: one name per submission of
+    a step (a retry is a new attempt, so a new name), which is how `find` recognises the job."""
+    return job_name_for(step.workset_id, step.attempt, step.step)
+
+
+def job_name_for(workset_id: str, attempt: int, step: str) -> str:
+    return _JOB_NAME_UNSAFE.sub("_", f"stamen:{workset_id}:a{attempt}:{step}")
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A job found by its name: its id and when it was submitted."""
+
+    job_id: str
+    submitted_at: datetime
+
+
+def parse_submissions(text: str) -> list[Submission]:
+    """`<job id>|<submit time>` lines (squeue `%A|%V`, sacct `JobIDRaw,Submit`); job steps are skipped."""
+    found = []
+    for line in text.splitlines():
+        job_id, _, submitted = line.strip().partition("|")
+        submitted_at = parse_slurm_time(submitted.strip().strip("|"))
+        if job_id.isdigit() and submitted_at is not None:
+            found.append(Submission(job_id, submitted_at))
+    return found
+
+
+def latest_submission(found: Sequence[Submission]) -> Submission | None:
+    """The most recent of several jobs with one name (only a resubmission outside stamen makes more)."""
+    return max(found, key=lambda s: (s.submitted_at, int(s.job_id)), default=None)
+
+
+def exit_file_identity(step: StepSpec) -> dict[str, str | int]:
+    """What the exit file says about the submission it belongs to (the workdir outlives attempts)."""
+    return {"workset_id": step.workset_id, "attempt": step.attempt, "step": step.step}
 
 
 def time_limit_minutes(seconds: int) -> int:
@@ -304,11 +344,14 @@ def render_batch_script(step: StepSpec, exit_file: str) -> str:
                "STAMEN_STEP": step.step, "STAMEN_CPUS": str(step.cpus)}  # fmt: skip
     export_lines = "\n".join(f"export {name}={shlex.quote(value)}" for name, value in exports.items())
     quoted_exit_file = shlex.quote(exit_file)
+    # JSON members, passed to printf as an argument (never in its format: no % is interpreted).
+    identity = shlex.quote(json.dumps(exit_file_identity(step))[1:-1])
     return f"""#!/bin/bash
 # Written by stamen's Slurm executor: workset {step.workset_id}, attempt {step.attempt}, step {step.step}.
 # The sbatch options are on sbatch's command line. At the end this script writes the command's exit
 # status to {exit_file}, the source of truth when Slurm has no accounting record of the job.
 stamen_exit_file={quoted_exit_file}
+stamen_identity={identity}
 stamen_received_signal=null
 trap 'stamen_received_signal=1' HUP
 trap 'stamen_received_signal=2' INT
@@ -322,8 +365,8 @@ times > "$stamen_exit_file.times"  # not in a subshell: it must see this shell's
 {{ read -r _; read -r stamen_children_cpu; }} < "$stamen_exit_file.times"
 rm -f "$stamen_exit_file.times"
 printf '{{"job_id": "%s", "exit_code": %d, "received_signal": %s, "started_at": %s, "ended_at": %s, \
-"children_cpu_times": "%s"}}\\n' "${{SLURM_JOB_ID:-}}" "$stamen_exit_code" "$stamen_received_signal" \\
-  "$stamen_started_at" "$stamen_ended_at" "$stamen_children_cpu" > "$stamen_exit_file.tmp" \\
+"children_cpu_times": "%s", %s}}\\n' "${{SLURM_JOB_ID:-}}" "$stamen_exit_code" "$stamen_received_signal" \\
+  "$stamen_started_at" "$stamen_ended_at" "$stamen_children_cpu" "$stamen_identity" > "$stamen_exit_file.tmp" \\
   && mv -f "$stamen_exit_file.tmp" "$stamen_exit_file"
 exit "$stamen_exit_code"
 """
@@ -422,7 +465,10 @@ class SlurmExecutor:
                 f"{result.stderr.strip() or result.stdout.strip()}",
                 argv=argv, returncode=result.returncode, stderr=result.stderr,
             )  # fmt: skip
-        extra = dict(files)
+        return self._handle(step, job_id, submitted_at)
+
+    def _handle(self, step: StepSpec, job_id: str, submitted_at: datetime) -> JobHandle:
+        extra = self.step_files(step.workdir, step.step)
         if step.time_limit_seconds is not None:
             extra["time_limit_minutes"] = str(time_limit_minutes(step.time_limit_seconds))
         return JobHandle(
@@ -436,6 +482,56 @@ class SlurmExecutor:
             submitted_at=submitted_at,
             extra=extra,
         )
+
+    # --- find --------------------------------------------------------------------------------
+    async def find(self, step: StepSpec) -> JobHandle | None:
+        """The job named `job_name(step)`: squeue (every pending or running job, and ended ones for
+        MinJobAge seconds), else sacct (when accounting is on), else this attempt's exit file. squeue
+        failing raises SlurmCommandError: without it, "not found" cannot be told from "not asked"."""
+        name = job_name(step)
+        found = await self._find_in_queue(name) or await self._find_in_accounting(name)
+        if found is None:
+            found = await self._find_by_exit_file(step)
+        return self._handle(step, found.job_id, found.submitted_at) if found else None
+
+    async def _find_in_queue(self, name: str) -> Submission | None:
+        # --all: also partitions hidden from this user; %A is the job id, %V its submit time.
+        argv = ["squeue", "--noheader", "--all", "--states=all", f"--name={name}", "--format=%A|%V"]
+        result = await self._run(argv)
+        if not result.succeeded:
+            raise SlurmCommandError(
+                "SLURM_QUERY_FAILED", f"squeue --name={name} failed (exit {result.returncode}): "
+                f"{result.stderr.strip()}", argv=argv, returncode=result.returncode, stderr=result.stderr,
+            )  # fmt: skip
+        return latest_submission(parse_submissions(result.stdout))
+
+    async def _find_in_accounting(self, name: str) -> Submission | None:
+        argv = ["sacct", "--noheader", "--parsable2", f"--name={name}",
+                f"--starttime={FIND_ACCOUNTING_LOOKBACK}", "--format=JobIDRaw,Submit"]  # fmt: skip
+        result = await self._run(argv)
+        if not result.succeeded:
+            # No accounting (or slurmdbd down). squeue has answered already, so the job is not
+            # pending or running: what is left to find is an ended job, in its exit file.
+            return None
+        return latest_submission(parse_submissions(result.stdout))
+
+    async def _find_by_exit_file(self, step: StepSpec) -> Submission | None:
+        """An ended job that Slurm has forgotten: its exit file, if it is this attempt's."""
+        exit_file = self.step_files(step.workdir, step.step)["exit_file"]
+        raw = await self._read_tail(exit_file, LOG_TAIL_BYTES)
+        try:
+            document = json.loads(raw.decode(errors="replace")) if raw else None
+        except json.JSONDecodeError:
+            return None
+        if not isinstance(document, dict):
+            return None
+        if any(document.get(key) != value for key, value in exit_file_identity(step).items()):
+            return None  # an earlier attempt's file (the workdir outlives attempts) or an older script's
+        job_id, started_at = document.get("job_id"), _epoch_to_datetime(document.get("started_at"))
+        if not isinstance(job_id, str) or not job_id.isdigit() or started_at is None:
+            return None
+        # The submit time is not in the file: the job's start is the closest time it records.
+        return Submission(job_id, started_at)
 
     # --- poll --------------------------------------------------------------------------------
     async def poll(self, handles: Sequence[JobHandle]) -> dict[str, JobStatus]:
