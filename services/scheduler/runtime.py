@@ -57,7 +57,7 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
     loop.stop()
     timers.stop()
     # The current pass may be submitting a step: let it store the job handle rather than leave the
-    # step 'submitting' (which the next scheduler would have to fail as lost).
+    # step 'submitting' (which the next scheduler would have to look up on the cluster and adopt).
     _, unfinished = await asyncio.wait(tasks, timeout=settings.drain_timeout_seconds)
     # Running jobs are left running: they belong to the cluster, and the next scheduler re-attaches.
     for task in unfinished:
