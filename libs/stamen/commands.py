@@ -89,11 +89,10 @@ async def requeue(
     parsed = RequeueChanges.parse(changes) if changes else None
     async with UnitOfWork(pool) as uow:
         reason = "requeued by an operator" + (f" with {parsed.describe()}" if parsed else "")
-        ws = await uow.retries.reset_for_retry(
-            workset_id, actor=actor, reason=reason, fresh_budget=True, changes=parsed
+        ws = await uow.retries.requeue_with_fresh_budget(
+            workset_id, actor=actor, reason=reason, changes=parsed
         )
         await uow.commit()
-    assert ws is not None  # an operator's requeue either queues the workset or raises
     return ws.state.value
 
 

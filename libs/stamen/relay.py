@@ -1,6 +1,7 @@
 """The outbox relay: publishes committed outbox rows to JetStream and marks them sent.
 
-Woken by LISTEN/NOTIFY on commit, with a slow poll as a safety net. Rows are claimed with
+Woken by LISTEN/NOTIFY on commit, with a slow poll as a safety net; a failed pass is tried again
+after a growing delay (1 s doubling to 30 s, back to 1 s after a success). Rows are claimed with
 FOR UPDATE SKIP LOCKED so any number of relays can run. If a relay dies after publishing but
 before marking, the row is published again and the server drops it as a duplicate (Nats-Msg-Id).
 """
@@ -17,6 +18,7 @@ import structlog
 
 from stamen.bus.metrics import PUBLISHED
 from stamen.bus.publisher import RawPublisher
+from stamen.service.backoff import FailureBackoff
 from stamen.store.inbox import Inbox
 from stamen.store.outbox import NOTIFY_CHANNEL, OutboxQueue
 
@@ -26,6 +28,7 @@ log = structlog.get_logger(__name__)
 class OutboxRelay:
     # Housekeeping runs at most this often per relay; several relays purging at once is harmless.
     PURGE_EVERY_SECONDS = 3600.0
+    ERROR_BACKOFF = (1.0, 30.0)  # after a failed pass (NATS or the database down): first delay, cap
 
     def __init__(
         self,
@@ -46,6 +49,7 @@ class OutboxRelay:
         self._poll_seconds = poll_seconds
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._backoff = FailureBackoff(*self.ERROR_BACKOFF)
         self._task: asyncio.Task[None] | None = None
         self._listen_conn: asyncpg.pool.PoolConnectionProxy | None = None
 
@@ -64,9 +68,15 @@ class OutboxRelay:
             try:
                 sent = await self.publish_pending()
             except Exception as exc:
-                log.warning("outbox.relay_failed", error=str(exc), retry_in=1.0)
-                await asyncio.sleep(1.0)
-                continue  # the unmarked rows are still there: try again, do not wait for the next poll
+                delay = self._backoff.failed()
+                log.warning("outbox.relay_failed", error=str(exc), retry_in=delay)
+                # The unmarked rows are still there: try again after the backoff, without waiting for
+                # a NOTIFY or the poll. Only stop() cuts the backoff short: commits during an outage
+                # must not turn it into a busy loop of failing publishes.
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+                continue
+            self._backoff.succeeded()
             if sent >= self._batch_size:
                 continue  # more are waiting
             if time.monotonic() >= self._next_purge:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import asyncpg
 import structlog
 
+from stamen.service.backoff import FailureBackoff
 from stamen.store.scheduling import DueTimer
 from stamen.store.unit_of_work import UnitOfWork
 
@@ -27,7 +28,7 @@ class HandlerFailed(Exception):
 
 class TimerLoop:
     MAX_SLEEP = 60.0  # a safety net only: inserts wake the loop through NOTIFY
-    ERROR_BACKOFF = (1.0, 30.0)  # after a failed pass: first delay, cap (doubling in between)
+    ERROR_BACKOFF = (1.0, 30.0)  # after a failure: first delay, cap (doubling in between)
     HANDLER_RETRY_SECONDS = 5.0  # a timer whose handler raised is due again after this
 
     def __init__(
@@ -36,14 +37,14 @@ class TimerLoop:
         self._pool = pool
         self._handlers = handlers
         self._on_fired = on_fired
-        self._wake = asyncio.Event()
-        self._stopping = False
-        self._failures = 0
+        self._wake = asyncio.Event()  # set by NOTIFY (a timer was added) and by stop()
+        self._stop = asyncio.Event()
+        self._backoff = FailureBackoff(*self.ERROR_BACKOFF)
 
     async def run(self) -> None:
-        """Until stopped. A failing pass (database down, a handler's bug) is logged and tried again
-        after a growing delay; a lost LISTEN connection is opened again."""
-        while not self._stopping:
+        """Until stopped. A failing pass (database down) is logged and tried again after a growing
+        delay; a lost LISTEN connection is opened again after the same growing delay."""
+        while not self._stop.is_set():
             try:
                 async with self._pool.acquire() as listen_conn:
                     await listen_conn.add_listener(TIMERS_CHANNEL, self._notified)
@@ -53,20 +54,23 @@ class TimerLoop:
                         if not listen_conn.is_closed():
                             await listen_conn.remove_listener(TIMERS_CHANNEL, self._notified)
             except Exception as exc:  # no connection for LISTEN: the database is unreachable
-                log.exception("scheduler.timers_listen_failed", error=str(exc))
-                await self._sleep(self._backoff())
+                delay = self._backoff.failed()
+                log.exception("scheduler.timers_listen_failed", error=str(exc), retry_in=delay)
+                await self._back_off(delay)
 
     async def _serve(self, listen_conn: asyncpg.pool.PoolConnectionProxy) -> None:
-        while not self._stopping and not listen_conn.is_closed():
+        while not self._stop.is_set() and not listen_conn.is_closed():
             # Cleared before the pass reads anything: a NOTIFY that arrives during the pass sets it
             # again, and the wait below returns at once instead of sleeping past the new timer.
             self._wake.clear()
             try:
                 delay = await self.run_pass()
-                self._failures = 0
             except Exception as exc:
-                delay = self._backoff()
+                delay = self._backoff.failed()
                 log.exception("scheduler.timers_pass_failed", error=str(exc), retry_in=delay)
+                await self._back_off(delay)
+                continue
+            self._backoff.succeeded()
             await self._sleep(delay)
 
     async def run_pass(self) -> float:
@@ -130,15 +134,18 @@ class TimerLoop:
     def _notified(self, *_: object) -> None:
         self._wake.set()
 
-    def _backoff(self) -> float:
-        first, cap = self.ERROR_BACKOFF
-        self._failures += 1
-        return min(cap, first * 2.0 ** min(self._failures - 1, 16))
-
     async def _sleep(self, seconds: float) -> None:
+        """Until the next due time, a NOTIFY, or stop()."""
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
 
+    async def _back_off(self, seconds: float) -> None:
+        """After a failure: only stop() cuts it short. Not `_wake`, which a NOTIFY may have set just
+        before the database went away and nothing clears while it is unreachable: waiting on it
+        would make every backoff end at once (a busy loop of failures)."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+
     def stop(self) -> None:
-        self._stopping = True
+        self._stop.set()
         self._wake.set()

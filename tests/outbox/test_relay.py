@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
+from typing import Any
 
 import asyncpg
 import pytest
+import structlog
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 
@@ -138,9 +140,9 @@ async def test_running_relay_recovers_from_a_failed_mark_without_a_duplicate(
 
     monkeypatch.setattr(OutboxQueue, "mark_published", fail_first_mark)
     publisher = RecordingPublisher(JetStreamPublisher(js))
-    # After a failed pass the loop backs off and then waits for a NOTIFY or its poll; no further
-    # commit comes here, so the poll is what brings the retry.
-    relay = OutboxRelay(pool, publisher, poll_seconds=1.0)
+    # After a failed pass the relay backs off (1 s) and tries again by itself: no further commit
+    # comes here and the poll is 60 s, so only the relay's own retry can publish the rows in time.
+    relay = OutboxRelay(pool, publisher, poll_seconds=60)
     await relay.start()
     try:
         await commit_events(pool, events)
@@ -152,6 +154,66 @@ async def test_running_relay_recovers_from_a_failed_mark_without_a_duplicate(
     assert sorted(publisher.results) == sorted([(i, True) for i in ids] + [(i, False) for i in ids])
     messages = await stream_messages(js)
     assert len(messages) == 3 and {m for m, _ in messages} == ids
+
+
+class NatsOutage:
+    """The real JetStream publisher, except while `down`: then every publish fails as with NATS gone."""
+
+    def __init__(self, inner: JetStreamPublisher) -> None:
+        self._inner = inner
+        self.down = True
+
+    async def publish_raw(self, subject: str, body: bytes, headers: dict[str, str]) -> bool:
+        if self.down:
+            raise ConnectionRefusedError("nats: no servers available for connection")
+        return await self._inner.publish_raw(subject, body, headers)
+
+
+class QuickBackoffRelay(OutboxRelay):
+    ERROR_BACKOFF = (0.1, 0.4)
+
+
+async def failures_logged(logs: list[MutableMapping[str, Any]], more_than: int, within: float) -> None:
+    deadline = time.monotonic() + within
+    while len([e for e in logs if e["event"] == "outbox.relay_failed"]) <= more_than:
+        assert time.monotonic() < deadline, f"no relay failure after the first {more_than} in {within}s"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_relay_that_cannot_publish_backs_off_and_starts_again_from_the_first_delay(
+    pool: asyncpg.Pool, js: JetStreamContext
+) -> None:
+    publisher = NatsOutage(JetStreamPublisher(js))
+    relay = QuickBackoffRelay(pool, publisher, poll_seconds=60)
+    with structlog.testing.capture_logs() as logs:
+        await relay.start()
+        try:
+            # Commits keep coming during the outage: their NOTIFYs must not cut the backoff short.
+            outage_ends = time.monotonic() + 1.5
+            i = 0
+            while time.monotonic() < outage_ends:
+                await commit_events(pool, [queued_event(i)])
+                i += 1
+                await asyncio.sleep(0.05)
+            during_outage = [e for e in logs if e["event"] == "outbox.relay_failed"]
+            publisher.down = False
+            await wait_until_all_marked(pool, 10, "after NATS came back")
+            publisher.down = True
+            await commit_events(pool, [queued_event(i)])
+            await failures_logged(logs, len(during_outage), within=10)
+            publisher.down = False
+            await wait_until_all_marked(pool, 10, "after the second outage")
+        finally:
+            await relay.stop()
+    # Tries at about 0, 0.1, 0.3, 0.7, 1.1, 1.5 s, however many commits came (about 30).
+    assert 2 <= len(during_outage) <= 8, f"{len(during_outage)} failed passes in 1.5 s of outage"
+    assert [e["retry_in"] for e in during_outage] == [0.1, 0.2, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4][
+        : len(during_outage)
+    ]
+    assert "no servers available" in during_outage[0]["error"]
+    after_recovery = [e for e in logs if e["event"] == "outbox.relay_failed"][len(during_outage)]
+    assert after_recovery["retry_in"] == 0.1  # the success reset the backoff
+    assert (await js.stream_info(EVENTS_STREAM)).state.messages == i + 1
 
 
 async def test_two_relays_publish_every_event_exactly_once_while_rows_are_committed(
@@ -197,9 +259,10 @@ async def test_two_relays_publish_every_event_exactly_once_while_rows_are_commit
 class IdleSignallingRelay(OutboxRelay):
     """An OutboxRelay that says when it has gone to sleep waiting for a wake-up.
 
-    Its loop runs housekeeping (purge_history) right before it clears its wake flag and waits, with
-    no await in between, so once `idle` is seen set the relay is waiting and only a NOTIFY (or the
-    60 s poll) can wake it.
+    Its loop clears its wake flag before each pass and runs housekeeping (purge_history) right before
+    it waits, with no await in between, so once `idle` is seen set the relay is waiting (or about to,
+    with any NOTIFY that came during the pass still set) and only a NOTIFY (or the 60 s poll) can
+    wake it.
     """
 
     PURGE_EVERY_SECONDS = 0.0  # housekeeping on every idle pass, so every pass signals

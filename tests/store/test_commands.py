@@ -6,26 +6,8 @@ import asyncpg
 import pytest
 
 from stamen import commands
-from stamen.domain.lifecycle import WorksetState
-from stamen.intake import submit_workset
 from stamen.store.unit_of_work import UnitOfWork
-
-S = WorksetState
-
-
-async def workset_in(pool: asyncpg.Pool, *path: WorksetState) -> str:
-    result = await submit_workset(
-        pool, tenant_id="acme", name="w", spec={}, region="us-west-2", source="cli", actor="t"
-    )
-    async with UnitOfWork(pool) as uow:
-        ws = await uow.worksets.get(result.workset_id, for_update=True)
-        for state in path:
-            ws.transition(state, actor="t")
-        await uow.worksets.save(ws)
-        if ws.state is S.DEAD_LETTERED:
-            await uow.dead_letters.park(ws.id, ws.tenant_id, "exhausted", 2, "WS-NET-001")
-        await uow.commit()
-    return result.workset_id
+from tests.store.worksetkit import TO_DEAD_LETTERED, TO_FAILED, S, workset_in
 
 
 async def test_archive_takes_finished_worksets_only(pool: asyncpg.Pool) -> None:
@@ -40,20 +22,20 @@ async def test_archive_takes_finished_worksets_only(pool: asyncpg.Pool) -> None:
 
 
 async def test_purging_a_dead_letter_archives_it_and_empties_the_queue(pool: asyncpg.Pool) -> None:
-    parked = await workset_in(pool, S.VALIDATING, S.QUEUED, S.SCHEDULED, S.RUNNING, S.FAILED, S.DEAD_LETTERED)
+    parked = await workset_in(pool, *TO_DEAD_LETTERED)
     async with UnitOfWork(pool) as uow:
         assert (await uow.dead_letters.get(parked)) is not None
     await commands.purge_dead_letter(pool, parked, actor="operator")
     async with UnitOfWork(pool) as uow:
         assert (await uow.worksets.get(parked)).state is S.ARCHIVED
         assert await uow.dead_letters.get(parked) is None and await uow.dead_letters.list() == []
-    failed = await workset_in(pool, S.VALIDATING, S.QUEUED, S.SCHEDULED, S.RUNNING, S.FAILED)
+    failed = await workset_in(pool, *TO_FAILED)
     with pytest.raises(commands.WorksetNotRequeueable):
         await commands.purge_dead_letter(pool, failed, actor="operator")
 
 
 async def test_requeue_applies_changes_to_the_workset_and_its_spec(pool: asyncpg.Pool) -> None:
-    parked = await workset_in(pool, S.VALIDATING, S.QUEUED, S.SCHEDULED, S.RUNNING, S.FAILED, S.DEAD_LETTERED)
+    parked = await workset_in(pool, *TO_DEAD_LETTERED)
     state = await commands.requeue(
         pool,
         parked,
@@ -82,7 +64,7 @@ async def test_requeue_applies_changes_to_the_workset_and_its_spec(pool: asyncpg
 async def test_requeue_refuses_a_bad_change_before_writing_anything(
     pool: asyncpg.Pool, changes: dict[str, object], field: str, why: str
 ) -> None:
-    parked = await workset_in(pool, S.VALIDATING, S.QUEUED, S.SCHEDULED, S.RUNNING, S.FAILED, S.DEAD_LETTERED)
+    parked = await workset_in(pool, *TO_DEAD_LETTERED)
     with pytest.raises(commands.RequeueChangesInvalid, match=why) as caught:
         await commands.requeue(pool, parked, actor="alice", changes=changes)
     assert caught.value.code == "REQUEUE_CHANGE_INVALID" and caught.value.field == field

@@ -1,4 +1,5 @@
-"""The store's retry operations on a real PostgreSQL: record_failure, get_retryable_worksets, reset_for_retry."""
+"""The store's retry operations on a real PostgreSQL: record_failure, get_retryable_worksets,
+reset_for_retry (a retry timer) and requeue_with_fresh_budget (an operator's requeue)."""
 
 from __future__ import annotations
 
@@ -148,7 +149,7 @@ async def test_reset_for_retry_from_a_timer_queues_the_next_attempt_unless_cance
         assert (await uow.worksets.get(cancelled)).state is S.CANCELLED
 
 
-async def test_reset_for_retry_by_an_operator_applies_changes_and_starts_a_fresh_budget(
+async def test_requeue_with_fresh_budget_applies_changes_and_starts_the_budget_again(
     pool: asyncpg.Pool,
 ) -> None:
     ws_id = await workset_in(
@@ -161,11 +162,11 @@ async def test_reset_for_retry_by_an_operator_applies_changes_and_starts_a_fresh
     )
     changes = RequeueChanges.parse({"max_retries": 5, "priority": "urgent", "preferred_cluster": "hpc"})
     async with UnitOfWork(pool) as uow:
-        ws = await uow.retries.reset_for_retry(
-            ws_id, actor="alice", reason="requeued", fresh_budget=True, changes=changes
+        ws = await uow.retries.requeue_with_fresh_budget(
+            ws_id, actor="alice", reason="requeued", changes=changes
         )
         await uow.commit()
-    assert ws is not None
+    assert ws.state is S.QUEUED
     async with UnitOfWork(pool) as uow:
         stored = await uow.worksets.get(ws_id)
         parked = await uow.dead_letters.list()
@@ -184,4 +185,32 @@ async def test_an_operator_cannot_requeue_a_workset_that_has_not_failed(pool: as
     running = await workset_in(pool, S.VALIDATING, S.QUEUED, S.SCHEDULED, S.RUNNING, attempt=1)
     async with UnitOfWork(pool) as uow:
         with pytest.raises(WorksetNotRequeueable, match="is running; only dead-lettered or failed"):
-            await uow.retries.reset_for_retry(running, actor="alice", reason="x", fresh_budget=True)
+            await uow.retries.requeue_with_fresh_budget(running, actor="alice", reason="x")
+
+
+async def test_each_way_back_to_the_queue_leaves_the_other_ones_worksets_alone(pool: asyncpg.Pool) -> None:
+    """A retry timer never requeues a failed or parked workset; an operator never skips a pending retry."""
+    failed = await workset_in(pool, *TO_FAILED, attempt=1, retry_count=1)
+    parked = await workset_in(pool, *TO_DEAD_LETTERED, attempt=2, retry_count=1, max_retries=1)
+    waiting = await workset_in(pool, *TO_FAILED, S.RETRY_WAIT, attempt=1, retry_count=1)
+    async with UnitOfWork(pool) as uow:
+        assert await uow.retries.reset_for_retry(failed, actor="scheduler", reason="timer due") is None
+        assert await uow.retries.reset_for_retry(parked, actor="scheduler", reason="timer due") is None
+        with pytest.raises(WorksetNotRequeueable, match="is retry_wait; only dead-lettered or failed"):
+            await uow.retries.requeue_with_fresh_budget(waiting, actor="alice", reason="x")
+        await uow.commit()
+    async with UnitOfWork(pool) as uow:
+        assert (await uow.worksets.get(failed)).state is S.FAILED
+        assert (await uow.worksets.get(parked)).state is S.DEAD_LETTERED
+        assert (await uow.worksets.get(waiting)).state is S.RETRY_WAIT
+        assert [d["workset_id"] for d in await uow.dead_letters.list()] == [parked]
+
+
+async def test_an_operator_can_requeue_a_failed_workset_that_was_never_parked(pool: asyncpg.Pool) -> None:
+    ws_id = await workset_in(pool, *TO_FAILED, attempt=1, retry_count=2)
+    async with UnitOfWork(pool) as uow:
+        ws = await uow.retries.requeue_with_fresh_budget(ws_id, actor="alice", reason="fixed the input")
+        await uow.commit()
+    assert ws.state is S.QUEUED and ws.retry_count == 0 and ws.attempt == 1
+    events = await events_of(pool, ws_id)
+    assert events[-1]["type"] == "workset.queued" and events[-1]["payload"]["attempt"] == 2

@@ -80,9 +80,10 @@ async def test_completed_steps_are_those_of_the_same_cluster(pool: asyncpg.Pool)
         # Attempt 1 on cluster a got two steps done; attempt 2 moved to b and got one done.
         for attempt, step, cluster in ((1, "one", "a"), (1, "two", "a"), (2, "one", "b")):
             job = handle(ws_id, step, attempt)
-            run_id = await uow.scheduling.add_step_run(
-                handle=job, step_index=0, cluster=cluster, state="running"
+            run_id = await uow.scheduling.record_submitting(
+                workset_id=ws_id, attempt=attempt, step=step, step_index=0, cluster=cluster, holder="s1"
             )
+            await uow.scheduling.record_submitted(run_id, job)
             await uow.scheduling.finish_step_run(run_id, JobStatus(handle=job, state=JobState.SUCCEEDED))
         await uow.commit()
     async with UnitOfWork(pool) as uow:

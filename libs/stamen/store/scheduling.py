@@ -179,7 +179,8 @@ class SchedulerRepository:
         return {r["region"]: r["status"] for r in rows}
 
     async def set_region_health(self, region: str, status: str, reason: str = "") -> None:
-        """For the regions service (the table's owner); nothing in stamen calls it yet."""
+        """The write the regions service (the table's owner) will make. Until that service exists only
+        tests call it (no command exposes it to operators yet)."""
         await self._conn.execute(
             """INSERT INTO region_health (region, status, reason) VALUES ($1, $2, $3)
                ON CONFLICT (region) DO UPDATE SET status = $2, reason = $3, updated_at = now()""",
@@ -589,7 +590,8 @@ class RetryableWorkset:
 
 class RetryRepository:
     """The retry operations the rest of the system uses: record a diagnosed failure (and decide what
-    follows), list the worksets waiting to retry, and send a workset back to the queue.
+    follows), list the worksets waiting to retry, and send a workset back to the queue: when its
+    retry timer is due (reset_for_retry) or when an operator requeues it (requeue_with_fresh_budget).
 
     Each runs inside the caller's unit of work, so the workset's change, its history, its events,
     the timer and the dead letter commit together."""
@@ -693,33 +695,35 @@ class RetryRepository:
             for r in rows
         ]
 
-    async def reset_for_retry(
-        self,
-        workset_id: str,
-        *,
-        actor: str,
-        reason: str,
-        fresh_budget: bool = False,
-        changes: RequeueChanges | None = None,
-    ) -> Workset | None:
-        """Send a workset back to the queue for its next attempt (admission places it again).
-
-        Its retry timer (`fresh_budget` False): from retry_wait only; None when the workset left
-        retry_wait meanwhile (cancelled). An operator's requeue (`fresh_budget` True): from failed or
-        dead_lettered, else WorksetNotRequeueable; `changes` are applied first, retry_count starts at
-        0 again and the dead letter is marked requeued. Steps that succeeded stay done either way."""
+    async def reset_for_retry(self, workset_id: str, *, actor: str, reason: str) -> Workset | None:
+        """Its retry timer is due: retry_wait -> queued for the next attempt (admission places it again),
+        with the retry budget it has. None, and nothing changed, when the workset left retry_wait
+        meanwhile (cancelled). Steps that succeeded stay done."""
         ws = await self._worksets.get(workset_id, for_update=True)
-        if not fresh_budget:
-            if ws.state is not WorksetState.RETRY_WAIT:
-                return None
-        elif ws.state not in (WorksetState.FAILED, WorksetState.DEAD_LETTERED):
+        if ws.state is not WorksetState.RETRY_WAIT:
+            return None
+        await self._queue_next_attempt(ws, actor=actor, reason=reason)
+        return ws
+
+    async def requeue_with_fresh_budget(
+        self, workset_id: str, *, actor: str, reason: str, changes: RequeueChanges | None = None
+    ) -> Workset:
+        """An operator's requeue: failed or dead_lettered -> queued for the next attempt, `changes`
+        applied first, retry_count back to 0, and its dead letter (if any) marked requeued. Any other
+        state raises WorksetNotRequeueable (WORKSET_NOT_REQUEUEABLE). Steps that succeeded stay done."""
+        ws = await self._worksets.get(workset_id, for_update=True)
+        if ws.state not in (WorksetState.FAILED, WorksetState.DEAD_LETTERED):
             raise WorksetNotRequeueable(
                 f"workset {workset_id} is {ws.state}; only dead-lettered or failed worksets can be requeued"
             )
         if changes is not None:
             changes.apply(ws)
-        if fresh_budget:
-            ws.retry_count = 0
+        ws.retry_count = 0
+        await self._queue_next_attempt(ws, actor=actor, reason=reason)
+        await self._dead_letters.mark_requeued(workset_id, actor)
+        return ws
+
+    async def _queue_next_attempt(self, ws: Workset, *, actor: str, reason: str) -> None:
         ws.transition(
             WorksetState.QUEUED,
             actor=actor,
@@ -727,6 +731,3 @@ class RetryRepository:
             event=WorksetQueued(priority=ws.priority, attempt=ws.attempt + 1),
         )
         await self._worksets.save(ws)
-        if fresh_budget:
-            await self._dead_letters.mark_requeued(workset_id, actor)
-        return ws

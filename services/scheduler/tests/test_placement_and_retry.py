@@ -3,6 +3,8 @@ store and the real local executor."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 
 import asyncpg
@@ -64,10 +66,13 @@ async def diagnose(pool: asyncpg.Pool, settings: Settings, ws_id: str, retry_cla
     return await state_of(pool, ws_id)
 
 
-async def fire_retry_timer(pool: asyncpg.Pool, loop: SchedulerLoop) -> None:
+async def fire_retry_timer(pool: asyncpg.Pool, loop: SchedulerLoop, within: float = 15.0) -> None:
+    """Fire the workset's retry timer once it is due (settings_for: due within 0.5 s)."""
     timers = TimerLoop(pool, {"retry": fire_retry}, loop.wake)
+    deadline = time.monotonic() + within
     while await timers.fire_due() == 0:
-        pass
+        assert time.monotonic() < deadline, f"no retry timer came due within {within}s"
+        await asyncio.sleep(0.05)
 
 
 async def test_a_retry_on_another_cluster_runs_the_steps_whose_outputs_are_not_there(

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
+from collections.abc import MutableMapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import structlog
@@ -35,6 +38,14 @@ async def wait_for_state(pool: asyncpg.Pool, ws_id: str, state: str, within: flo
                 return time.monotonic() - start
         assert time.monotonic() - start < within, f"{ws_id} not {state} after {within}s"
         await asyncio.sleep(0.05)
+
+
+async def logged(logs: list[MutableMapping[str, Any]], event: str, within: float) -> None:
+    """Until `event` is in the captured logs; fails after `within` seconds."""
+    deadline = time.monotonic() + within
+    while not any(e["event"] == event for e in logs):
+        assert time.monotonic() < deadline, f"no {event} logged within {within}s"
+        await asyncio.sleep(0.02)
 
 
 class Running:
@@ -73,13 +84,39 @@ async def test_a_failing_pass_is_logged_and_the_loop_carries_on(pool: asyncpg.Po
     ws_id = await waiting_for_retry(pool)
     with structlog.testing.capture_logs() as logs:
         async with Running(FlakyDatabase(pool, {"retry": fire_retry}, on_fired=lambda: None)) as loop:
-            await asyncio.sleep(0.3)  # the failed pass and its backoff
+            await logged(logs, "scheduler.timers_pass_failed", within=10)
             await add_timer(pool, ws_id, datetime.now(UTC))
             await wait_for_state(pool, ws_id, "queued", within=5)
             assert isinstance(loop, FlakyDatabase) and not loop.failures_left
     failed = [e for e in logs if e["event"] == "scheduler.timers_pass_failed"]
     assert len(failed) == 1 and failed[0]["log_level"] == "error"
     assert "connection was closed" in failed[0]["error"] and failed[0]["retry_in"] == 0.05
+
+
+class QuickBackoff(TimerLoop):
+    ERROR_BACKOFF = (0.1, 0.4)
+
+
+async def test_an_unreachable_database_is_retried_with_a_backoff_even_after_a_notify() -> None:
+    """A NOTIFY that arrived just before the database went away leaves the wake-up flag set, and
+    nothing clears it while no connection can be opened: the backoff must not wait on it."""
+    with socket.socket() as closed:  # bound, never listening: every connection is refused at once
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        unreachable = await asyncpg.create_pool(f"postgresql://stamen@127.0.0.1:{port}/stamen", min_size=0)
+        try:
+            loop = QuickBackoff(unreachable, {"retry": fire_retry}, on_fired=lambda: None)
+            loop._notified()  # the NOTIFY that came in before the outage
+            with structlog.testing.capture_logs() as logs:
+                async with Running(loop):
+                    await asyncio.sleep(1.5)
+        finally:
+            await unreachable.close()
+    tries = [e for e in logs if e["event"] == "scheduler.timers_listen_failed"]
+    # 0, 0.1, 0.3, 0.7, 1.1, 1.5 s: at most 6 tries (a busy loop makes hundreds), at least 2.
+    assert 2 <= len(tries) <= 6, f"{len(tries)} connection attempts in 1.5 s"
+    assert [e["retry_in"] for e in tries] == [0.1, 0.2, 0.4, 0.4, 0.4, 0.4][: len(tries)]
+    assert all(e["log_level"] == "error" for e in tries)
 
 
 class TimerAtTheEdge(TimerLoop):
