@@ -81,6 +81,16 @@ class Submission:
     workset_id: str
     cluster: ClusterRecord
     step: StepSpec
+    how: str = "submitted"  # for the workset's history
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """What reconciling one orphan came to; `resubmit` is submitted after the settlement commits."""
+
+    outcome: Reconciled
+    detail: str
+    resubmit: Submission | None = None
 
 
 class Dispatcher:
@@ -177,7 +187,7 @@ class Dispatcher:
                 return
             await uow.scheduling.record_submitted(sub.step_run_id, handle)
             ws = await uow.worksets.get(sub.workset_id, for_update=True)
-            self._started(ws, sub.cluster.name, step.step, "submitted")
+            self._started(ws, sub.cluster.name, step.step, sub.how)
             await uow.worksets.save(ws)
             await uow.commit()
         log.info("scheduler.step_submitted", workset_id=ws.id, step=step.step, job_id=handle.job_id)
@@ -205,23 +215,25 @@ class Dispatcher:
                 if orphan is None:
                     return reconciled
                 ws = await uow.worksets.get(orphan.workset_id, for_update=True)
-                outcome, detail = await self._reconcile(uow, ws, orphan)
-                if outcome is Reconciled.DEFERRED:
+                settled = await self._reconcile(uow, ws, orphan)
+                if settled.outcome is Reconciled.DEFERRED:
                     log.info(
                         "scheduler.submission_reconcile_deferred",
-                        workset_id=orphan.workset_id, step=orphan.step, reason=detail,
+                        workset_id=orphan.workset_id, step=orphan.step, reason=settled.detail,
                     )  # fmt: skip
                     return reconciled
                 await uow.commit()
             reconciled += 1
             log.warning(
-                f"scheduler.submission_{outcome.value}",
-                workset_id=orphan.workset_id, step=orphan.step, attempt=orphan.attempt, detail=detail,
+                f"scheduler.submission_{settled.outcome.value}",
+                workset_id=orphan.workset_id, step=orphan.step, attempt=orphan.attempt, detail=settled.detail,
             )  # fmt: skip
+            if settled.resubmit is not None:
+                await self._submit(settled.resubmit)
 
     async def _reconcile(
         self, uow: UnitOfWork, ws: Workset, orphan: SubmittingStepRun
-    ) -> tuple[Reconciled, str]:
+    ) -> Settlement:
         who = orphan.submitted_by or "a scheduler"
         head = (
             f"step {orphan.step} of attempt {orphan.attempt}: {who} stopped after recording the step and "
@@ -235,20 +247,20 @@ class Dispatcher:
         try:
             handle = await target.executor.find(target.step)
         except Exception as exc:  # the cluster did not answer: ask again at the next pass
-            return Reconciled.DEFERRED, f"cannot ask cluster {target.cluster.name} for the job: {exc}"
+            return Settlement(Reconciled.DEFERRED, f"cannot ask cluster {target.cluster.name} for the job: {exc}")
         if handle is not None:
             return await self._adopt(uow, ws, orphan, target, handle, current, head)
         if not current:  # the workset has moved on: there is nothing left to submit
             reason = f"{head}; no job was started and the workset is no longer in attempt {orphan.attempt}"
             await uow.scheduling.end_unsubmitted(orphan.id, "lost", reason)
-            return Reconciled.LOST, reason
+            return Settlement(Reconciled.LOST, reason)
         if ws.cancel_requested_by:
             reason = f"{head}; no job was started and the workset was asked to stop"
             await uow.scheduling.end_unsubmitted(orphan.id, "cancelled", reason)
             finish_cancelled(ws, self._holder)
             await uow.worksets.save(ws)
             await uow.scheduling.release_lease(ws.id, ws.attempt, "cancelled")
-            return Reconciled.CANCELLED, reason
+            return Settlement(Reconciled.CANCELLED, reason)
         return await self._resubmit(uow, ws, orphan, target, head)
 
     async def _orphan_target(
@@ -269,7 +281,7 @@ class Dispatcher:
     async def _adopt(
         self, uow: UnitOfWork, ws: Workset, orphan: SubmittingStepRun, target: OrphanTarget,
         handle: JobHandle, current: bool, head: str,
-    ) -> tuple[Reconciled, str]:  # fmt: skip
+    ) -> Settlement:  # fmt: skip
         await uow.scheduling.record_submitted(orphan.id, handle)
         detail = f"{head}; job {handle.job_id} was found on cluster {target.cluster.name} and adopted"
         if current:
@@ -277,59 +289,50 @@ class Dispatcher:
             # A cancel requested meanwhile is carried out by the monitor, on the adopted job.
             self._started(ws, target.cluster.name, orphan.step, "found after its submitter stopped")
             await uow.worksets.save(ws)
-            return Reconciled.ADOPTED, detail
+            return Settlement(Reconciled.ADOPTED, detail)
         # The workset has moved on without this job: stop it and record it as ended here, since
         # the monitor would take its end for the outcome of the workset's current attempt.
         try:
             await target.executor.cancel(handle)
         except Exception as exc:
-            return Reconciled.DEFERRED, f"job {handle.job_id} runs for nothing but cannot be cancelled: {exc}"
+            return Settlement(Reconciled.DEFERRED, f"job {handle.job_id} runs for nothing but cannot be cancelled: {exc}")
         reason = f"{detail}, then cancelled: the workset is no longer in attempt {orphan.attempt}"
         await uow.scheduling.finish_step_run(
             orphan.id,
             JobStatus(handle=handle, state=JobState.CANCELLED, native_state="CANCELLED", reason=reason),
         )
-        return Reconciled.ADOPTED, reason
+        return Settlement(Reconciled.ADOPTED, reason)
 
     async def _resubmit(
         self, uow: UnitOfWork, ws: Workset, orphan: SubmittingStepRun, target: OrphanTarget, head: str
-    ) -> tuple[Reconciled, str]:
+    ) -> Settlement:
         """Submit the step again, in the same row and attempt: nothing ran, so nothing is retried.
 
         Safe because (1) this transaction holds the row's lock, and a live submitter holds it for as
         long as it submits, so nobody else is submitting this step, and a submitter that has not
-        taken the lock yet finds the row no longer `submitting` and submits nothing; (2) the executor
-        said no job of this attempt of this step exists, and (3) the row is older than
+        taken the lock yet finds the row no longer its own and submits nothing; (2) the executor said
+        no job of this attempt of this step exists, and (3) the row is older than
         `resubmit_after_seconds`, so no submission the dead submitter left in flight can still
-        create one. A crash during this submission leaves the row `submitting` again: the next pass
-        finds the job this call started and adopts it. (Not covered: this process dying while its
-        own sbatch is in flight, and that sbatch landing after the next pass looked: the row keeps
-        its first `started_at`, as the store has no way yet to restart a row's clock.)
+        create one. The row is then restarted as this scheduler's (its clock too) and committed, and
+        submitted exactly like a first dispatch: if this process dies during that submission, the
+        next pass waits `resubmit_after_seconds` from the restart before it looks, so a submission
+        this process left in flight has landed (and is adopted) or never will.
         """
         age = (datetime.now(UTC) - orphan.started_at).total_seconds()
         if age < self._resubmit_after_seconds:
-            return Reconciled.DEFERRED, (
+            return Settlement(Reconciled.DEFERRED, (
                 f"no job found yet; a submission in flight could still create one, so the step is "
                 f"submitted again only {self._resubmit_after_seconds:g}s after it was recorded ({age:.0f}s ago)"
-            )
-        try:
-            handle = await target.executor.submit(target.step)
-        except Exception as exc:
-            reason = f"{target.cluster.executor} executor refused the step: {exc}"
-            await uow.scheduling.end_unsubmitted(orphan.id, "failed", reason)
-            await self._fail(uow, ws, orphan.step, reason)
-            return Reconciled.FAILED, reason
-        await uow.scheduling.record_submitted(orphan.id, handle)
-        self._started(ws, target.cluster.name, orphan.step, "submitted again after its submitter stopped")
-        await uow.worksets.save(ws)
-        return (
-            Reconciled.RESUBMITTED,
-            f"{head}; no job was found, so it was submitted again as job {handle.job_id}",
+            ))  # fmt: skip
+        await uow.scheduling.restart_submitting(orphan.id, self._holder)
+        submission = Submission(
+            orphan.id, ws.id, target.cluster, target.step, how="submitted again after its submitter stopped"
         )
+        return Settlement(Reconciled.RESUBMITTED, f"{head}; no job was found, so it is submitted again", submission)
 
     async def _give_up(
         self, uow: UnitOfWork, ws: Workset, orphan: SubmittingStepRun, current: bool, head: str
-    ) -> tuple[Reconciled, str]:
+    ) -> Settlement:
         """The job cannot be looked up: the step is `lost` and the attempt failed (LOST: transient), as
         running it again blind could run it twice. The reason says what to look for by hand."""
         kind = await self._cluster_kind(uow, orphan.cluster)
@@ -351,7 +354,7 @@ class Dispatcher:
                 await uow.scheduling.release_lease(ws.id, ws.attempt, "cancelled")
             else:
                 await self._fail(uow, ws, orphan.step, reason, native_state=LOST_STATE)
-        return Reconciled.LOST, reason
+        return Settlement(Reconciled.LOST, reason)
 
     @staticmethod
     async def _cluster_kind(uow: UnitOfWork, name: str) -> str:

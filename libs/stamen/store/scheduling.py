@@ -333,6 +333,16 @@ class SchedulerRepository:
         )
         return row is not None
 
+    async def restart_submitting(self, step_run_id: int, holder: str) -> None:
+        """An orphaned 'submitting' row taken over to be submitted again: it becomes `holder`'s, and its
+        clock restarts, so that a later reconciler waits from now before it decides no job exists."""
+        await self._conn.execute(
+            """UPDATE step_runs SET submitted_by = $2, started_at = clock_timestamp()
+               WHERE id = $1 AND state = 'submitting'""",
+            step_run_id,
+            holder,
+        )
+
     async def record_submitted(self, step_run_id: int, handle: JobHandle) -> None:
         await self._conn.execute(
             "UPDATE step_runs SET state = 'running', handle = $2::jsonb WHERE id = $1 AND state = 'submitting'",

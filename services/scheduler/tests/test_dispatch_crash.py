@@ -241,6 +241,41 @@ async def test_a_crash_before_the_job_started_submits_it_once_in_the_same_attemp
     assert ("running", "first step align submitted again after its submitter stopped") in history
 
 
+async def test_a_reconciler_that_dies_while_resubmitting_is_itself_adopted_never_doubled(
+    pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """The reconciler takes the orphan over (its clock restarts), starts the job and dies before storing
+    the handle: the next reconciler waits from that restart, then finds that job and adopts it."""
+    settings = two_steps(tmp_path, align_seconds=0.5)
+    ws_id, _ = await crash_while_dispatching(pool, settings, tmp_path, after_start=False)
+
+    async def align_row() -> tuple[str, object]:
+        async with pool.acquire() as conn:
+            row = await conn.fetchrow(
+                "SELECT submitted_by, started_at FROM step_runs WHERE workset_id = $1 AND step = 'align'", ws_id
+            )
+        return row["submitted_by"], row["started_at"]
+
+    _, recorded_at = await align_row()
+    await asyncio.sleep(0.6)  # past the first resubmission delay
+    dying = CrashingExecutor(after_start=True)
+    with pytest.raises(SimulatedCrash):
+        await dispatcher(pool, settings, dying, "reconciler-1").reconcile_submitting()
+    assert len(dying.started) == 1
+    taken_over_by, restarted_at = await align_row()
+    # Taken over, clock restarted: a later reconciler counts its delay from the takeover.
+    assert taken_over_by == "reconciler-1" and restarted_at > recorded_at  # type: ignore[operator]
+    assert await step_rows(pool, ws_id) == [("align", "submitting", None)]
+    try:
+        restarted = CountingExecutor()
+        loop = restarted_scheduler(pool, settings, restarted)
+        assert await run_until(loop, pool, ws_id, {"completed", "failed"}) == "completed"
+        assert runs_of(tmp_path, ws_id, "align") == 1  # the reconciler's job, adopted: never run twice
+        assert ("align", 1, True) in restarted.found and ("align", 1) not in restarted.submitted
+    finally:
+        await LocalExecutor(grace_seconds=1).cancel(dying.started[0])
+
+
 async def test_a_cluster_that_cannot_be_asked_leaves_the_step_alone_until_it_answers(
     pool: asyncpg.Pool, tmp_path: Path
 ) -> None:
