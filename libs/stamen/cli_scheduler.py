@@ -137,16 +137,16 @@ def cluster_rm(name: str, state_dir: StateDirOpt = None, as_json: JsonOpt = Fals
 def tenant_limit(
     tenant: str, max_concurrent: int, state_dir: StateDirOpt = None, as_json: JsonOpt = False
 ) -> None:
-    """Set how many worksets a tenant may run at once."""
+    """Set how many worksets a tenant may run at once (a customer's quota is updated with it)."""
+    from stamen.customers.limits import InvalidTenantLimit, check_tenant_limit, set_tenant_limit
 
-    if not 0 <= max_concurrent <= 10_000:  # the customers' quota has the same range
-        raise CliError("TENANT_LIMIT_INVALID", f"max_concurrent must be 0-10000, not {max_concurrent}")
+    try:  # refused before connecting: nothing to write
+        check_tenant_limit(tenant, max_concurrent)
+    except InvalidTenantLimit as exc:
+        raise CliError(exc.code, str(exc)) from None
 
     async def set_limit(pool: asyncpg.Pool) -> bool:
-        async with UnitOfWork(pool) as uow:
-            customer_updated = await uow.scheduling.set_tenant_limit(tenant, max_concurrent)
-            await uow.commit()
-        return customer_updated
+        return await set_tenant_limit(pool, tenant, max_concurrent)
 
     customer_updated = _run(as_json, _with_pool(state_dir, set_limit))
     _emit(

@@ -1,7 +1,8 @@
 """Portal wiring, as a table of contents: the shared service parts, security, templates, pages and API.
 
-Middlewares, outermost first: JSON errors under /api/, authentication (api/middleware.py; the route
-table in api/routes.py says which routes are public or operator-only), per-principal rate limiting."""
+Middlewares, outermost first: JSON errors under /api/, text the database cannot store in path parameters
+and headers (TEXT_NOT_STORABLE), authentication (api/middleware.py; the route table in api/routes.py says
+which routes are public or operator-only), per-principal rate limiting."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from aiohttp import web
 
 from services.portal.api.context import SECURITY, add_security
 from services.portal.api.errors import api_errors
-from services.portal.api.middleware import authenticate, rate_limit
+from services.portal.api.middleware import authenticate, rate_limit, storable_text
 from services.portal.api.routes import setup_api_routes
 from services.portal.routes import setup_routes
 from services.portal.settings import PortalSettings
@@ -32,7 +33,7 @@ def init_app(
     customers: CustomerSettings | None = None,
 ) -> web.Application:
     app = base_app("portal", settings)
-    app.middlewares.extend([api_errors, authenticate, rate_limit])
+    app.middlewares.extend([api_errors, storable_text, authenticate, rate_limit])
     # S3 for the validate endpoint's storage checks and for S3 event pick-ups.
     add_object_store(app, intake or IntakeSettings())
     # Auth settings, API keys, rate limiter, Cognito and S3 clients (quotas, usage).

@@ -253,7 +253,7 @@ async def test_api_keys_are_shown_once_and_scoped(world: World) -> None:
     listed = await (await world.client.get("/api/v1/api-keys", headers=world.key(world.a))).json()
     assert body["key"] not in json.dumps(listed) and "sequencer" in {k["name"] for k in listed["items"]}
     works = await world.client.get("/api/v1/regions", headers={"X-Api-Key": body["key"]})
-    assert works.status == 200 and (await works.json())["items"][0]["health"] == "unknown"
+    assert works.status == 200 and (await works.json())["items"][0]["health"] == "healthy"
     gone = await world.client.delete(f"/api/v1/api-keys/{body['record']['id']}", headers=world.key(world.a))
     assert gone.status == 200 and (await gone.json())["revoked_at"]
     assert (await world.client.get("/api/v1/regions", headers={"X-Api-Key": body["key"]})).status == 401

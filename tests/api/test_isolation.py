@@ -22,7 +22,7 @@ TENANT_FREE = {
     "customers_list": "a customer gets its own row only",
     "worksets_schema": "the JSON Schema of a workset spec, the same for everyone",
     "clusters_list": "a customer sees only its own running worksets and no other customer's bucket",
-    "regions_list": "the configured region and the clusters' regions: no tenant data",
+    "regions_list": "the configured region, the clusters' regions and their health: no tenant data",
 }
 
 

@@ -180,6 +180,7 @@ async def test_text_the_database_cannot_store_is_a_400_not_a_500(world: World) -
     cluster = {"name": "nul-1", "region": "us-west-2", "config": {"partition": "a\u0000b"}}
     refused = await world.client.post("/api/v1/clusters", json=cluster, headers=world.operator)
     assert refused.status == 400 and (await refused.json())["code"] == "TEXT_NOT_STORABLE"
+    assert (await refused.json())["details"] == {"field": "body.config.partition"}
     located = await world.client.post(
         "/api/v1/clusters",
         headers=world.operator,
@@ -191,6 +192,40 @@ async def test_text_the_database_cannot_store_is_a_400_not_a_500(world: World) -
     for headers in (world.operator, world.key(world.a)):
         path = await world.client.get("/api/v1/worksets/ws-%00", headers=headers)
         assert path.status == 400 and (await path.json())["code"] == "TEXT_NOT_STORABLE"
+        assert (await path.json())["details"] == {"field": "path.workset_id"}
+    key = await world.client.post(
+        "/api/v1/api-keys", json={"name": "lims\u0000"}, headers=world.bearer(world.a.id_token)
+    )
+    assert key.status == 400 and (await key.json())["details"] == {"field": "body.name"}
+
+
+async def test_regions_report_the_health_admission_uses(world: World) -> None:
+    """No region_health row: healthy, not reported. A row: its status (down: clusters take no worksets)."""
+    await _cluster(world, "west-1")
+    east = {"name": "east-1", "region": "us-east-1", "max_concurrent": 2}
+    assert (await world.client.post("/api/v1/clusters", json=east, headers=world.operator)).status == 201
+
+    async def regions() -> dict[str, tuple[str, bool, list[str]]]:
+        answer = await world.client.get("/api/v1/regions", headers=world.key(world.a))
+        assert answer.status == 200
+        return {
+            r["region"]: (r["health"], r["health_reported"], r["clusters"])
+            for r in (await answer.json())["items"]
+        }
+
+    assert await regions() == {
+        "us-east-1": ("healthy", False, ["east-1"]),
+        "us-west-2": ("healthy", False, ["west-1"]),
+    }
+    async with UnitOfWork(world.pool) as uow:
+        await uow.scheduling.set_region_health("us-east-1", "down", "AZ outage")
+        await uow.scheduling.set_region_health("eu-west-1", "degraded", "slow")
+        await uow.commit()
+    assert await regions() == {
+        "eu-west-1": ("degraded", True, []),
+        "us-east-1": ("down", True, ["east-1"]),
+        "us-west-2": ("healthy", False, ["west-1"]),
+    }
 
 
 async def test_a_finished_workset_shows_its_actual_use_beside_the_estimate(world: World) -> None:
@@ -206,4 +241,9 @@ async def test_a_finished_workset_shows_its_actual_use_beside_the_estimate(world
         )
     shown = await (await world.client.get(path, headers=world.key(world.a))).json()
     actual = shown["actual"]
-    assert (actual["attempts"], actual["vcpu_hours"], actual["wall_seconds"], actual["cost_usd"]) == (2, 2, 3600, 0.08)
+    assert (actual["attempts"], actual["vcpu_hours"], actual["wall_seconds"], actual["cost_usd"]) == (
+        2,
+        2,
+        3600,
+        0.08,
+    )

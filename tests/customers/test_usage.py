@@ -102,7 +102,10 @@ async def _step(
         workdir="/tmp",
         submitted_at=ended,
     )
-    run_id = await repo.add_step_run(handle=handle, step_index=0, cluster=cluster, state="running")
+    run_id = await repo.record_submitting(
+        workset_id=workset_id, attempt=1, step=step, step_index=0, cluster=cluster, holder="test"
+    )
+    await repo.record_submitted(run_id, handle)
     await repo.finish_step_run(
         run_id,
         JobStatus(

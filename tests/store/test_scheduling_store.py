@@ -100,25 +100,3 @@ async def test_region_health_is_read_back_and_unknown_regions_have_no_entry(pool
         await uow.commit()
     async with UnitOfWork(pool) as uow:
         assert await uow.scheduling.region_health() == {"us-east-1": "degraded"}
-
-
-async def test_a_tenant_limit_updates_the_customers_quota_when_there_is_a_customer(
-    pool: asyncpg.Pool,
-) -> None:
-    async with pool.acquire() as conn:
-        await conn.execute(
-            """INSERT INTO customers (customer_id, customer_name, email, s3_bucket, max_concurrent_worksets,
-                                      max_storage_gb, region, status)
-               VALUES ('lab-a', 'Lab A', 'a@lab.org', 'lab-a-bucket', 2, 100, 'us-west-2', 'active')"""
-        )
-    async with UnitOfWork(pool) as uow:
-        assert await uow.scheduling.set_tenant_limit("lab-a", 7) is True
-        assert await uow.scheduling.set_tenant_limit("no-customer", 3) is False
-        await uow.commit()
-    async with pool.acquire() as conn:
-        quota = await conn.fetchval(
-            "SELECT max_concurrent_worksets FROM customers WHERE customer_id = 'lab-a'"
-        )
-    async with UnitOfWork(pool) as uow:
-        assert await uow.scheduling.tenant_limits() == {"lab-a": 7, "no-customer": 3}
-    assert quota == 7

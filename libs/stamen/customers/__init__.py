@@ -1,5 +1,6 @@
 """Customers (tenants): onboarding with rollback, quotas, usage. See docs/customers-and-auth.md."""
 
+from stamen.customers.bucket_usage import BucketUsageCache, StorageNotMeasured
 from stamen.customers.model import (
     Customer,
     CustomerConflict,
@@ -27,6 +28,7 @@ from stamen.customers.usage import (
 
 __all__ = [
     "AsyncCustomerManager",
+    "BucketUsageCache",
     "Customer",
     "CustomerConflict",
     "CustomerError",
@@ -41,6 +43,7 @@ __all__ = [
     "OnboardingResult",
     "ResourceConflict",
     "RollbackIncomplete",
+    "StorageNotMeasured",
     "StorageQuotaExceeded",
     "UsageReport",
     "check_customer_storage",

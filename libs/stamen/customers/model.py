@@ -22,6 +22,13 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 # AWS tag values: letters, digits, spaces and _ . : / = + - @ (at most 256 characters).
 _TAG_VALUE = re.compile(r"^[\w .:/=+\-@]{0,256}$")
 _BUCKET_UNSAFE = re.compile(r"[^a-z0-9-]+")
+# How many worksets a tenant may run at once, at most: one range for onboarding (max_concurrent_worksets),
+# `stamen tenant limit` and the API, since both name the same quota (customers and tenant_limits).
+MAX_CONCURRENT_WORKSETS = 10_000
+
+
+def concurrency_in_range(value: int) -> bool:
+    return 0 <= value <= MAX_CONCURRENT_WORKSETS
 
 
 def _storable(text: str) -> bool:
@@ -142,8 +149,11 @@ class NewCustomer:
         mail = email.strip()
         if not _EMAIL.fullmatch(mail) or len(mail) > 254:
             raise InvalidCustomer(f"email {email!r} is not an email address", field="email")
-        if max_concurrent_worksets < 0 or max_concurrent_worksets > 10_000:
-            raise InvalidCustomer("max_concurrent_worksets must be 0-10000", field="max_concurrent_worksets")
+        if not concurrency_in_range(max_concurrent_worksets):
+            raise InvalidCustomer(
+                f"max_concurrent_worksets must be 0-{MAX_CONCURRENT_WORKSETS}",
+                field="max_concurrent_worksets",
+            )
         if not (0 <= max_storage_gb <= 10_000_000):
             raise InvalidCustomer("max_storage_gb must be 0-10000000", field="max_storage_gb")
         for label, value in (("billing_account_id", billing_account_id), ("cost_center", cost_center)):

@@ -110,14 +110,23 @@ class CustomerRepository:
         """Rollback of an onboarding: the row and its resource records go (api_keys cascade too)."""
         await self._conn.execute("DELETE FROM customers WHERE customer_id = $1", customer_id)
 
-    async def set_tenant_limit(self, customer_id: str, max_concurrent: int) -> None:
-        """The scheduler's admission reads tenant_limits (migration 0002): this is how the quota is enforced."""
+    async def set_tenant_limit(self, tenant_id: str, max_concurrent: int) -> bool:
+        """The one writer of a tenant's concurrency quota. Admission enforces tenant_limits (migration 0002),
+        so every tenant gets its row, customer or not; a customer's max_concurrent_worksets (shown by the
+        portal and `stamen customer`) is kept equal to it. True when the tenant is a customer."""
         await self._conn.execute(
             """INSERT INTO tenant_limits (tenant_id, max_concurrent) VALUES ($1, $2)
                ON CONFLICT (tenant_id) DO UPDATE SET max_concurrent = EXCLUDED.max_concurrent""",
-            customer_id,
+            tenant_id,
             max_concurrent,
         )
+        done = await self._conn.execute(
+            """UPDATE customers SET max_concurrent_worksets = $2, updated_at = now()
+               WHERE customer_id = $1""",
+            tenant_id,
+            max_concurrent,
+        )
+        return bool(done == "UPDATE 1")
 
     async def delete_tenant_limit(self, customer_id: str) -> None:
         await self._conn.execute("DELETE FROM tenant_limits WHERE tenant_id = $1", customer_id)

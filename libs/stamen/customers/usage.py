@@ -3,8 +3,9 @@
 - worksets by state: worksets created in the month, by their current state;
 - vCPU-hours: CPU seconds the executors measured (step_runs.resources.cpu_seconds) of steps that ended in
   the month, / 3600;
-- storage GB: bytes in the tenant's bucket, measured now (list_objects_v2; current versions only). Past
-  months have no storage figure: nothing records it historically yet;
+- storage GB: bytes in the tenant's bucket, measured now (list_objects_v2; current versions only; a bucket
+  that does not exist holds 0, see bucket_usage.py). Past months have no storage figure: nothing records
+  it historically yet;
 - estimated cost: the sum of the validator's median estimates (workset_validations.estimate, the one
   `workset.validated` carries) of the month's worksets; worksets without one are counted, not guessed;
 - actual cost: measured vCPU-hours x the cluster region's spot vCPU-hour list price x the cluster's price
@@ -23,8 +24,8 @@ from typing import Any
 
 import asyncpg
 
-from stamen.customers import cloud
-from stamen.customers.model import CustomerError, CustomerNotFound
+from stamen.customers.bucket_usage import SHARED_BUCKET_USAGE, BucketUsageCache, measure_bucket
+from stamen.customers.model import Customer, CustomerError, CustomerNotFound
 from stamen.customers.repository import CustomerRepository, EstimateRow, StepUsageRow, UsageRepository
 from stamen.worksets.cost import MeteredStep, metered_cost
 from stamen.worksets.registry import prices
@@ -208,7 +209,9 @@ def to_csv(reports: Iterable[UsageReport]) -> str:
     return out.getvalue()
 
 
-def check_storage_quota(*, used_bytes: int, max_storage_gb: float, incoming_bytes: int = 0) -> None:
+def check_storage_quota(
+    *, used_bytes: int, max_storage_gb: float, incoming_bytes: int = 0, bucket: str | None = None
+) -> None:
     """Refuse (STORAGE_QUOTA_EXCEEDED) when the bucket plus what a submission adds exceeds the quota."""
     limit = max_storage_gb * GB
     if used_bytes + incoming_bytes > limit:
@@ -218,6 +221,7 @@ def check_storage_quota(*, used_bytes: int, max_storage_gb: float, incoming_byte
             used_bytes=used_bytes,
             incoming_bytes=incoming_bytes,
             max_storage_gb=max_storage_gb,
+            bucket=bucket,
         )
 
 
@@ -237,7 +241,7 @@ async def monthly_usage(
     storage: int | None = None
     measured_at: datetime | None = None
     if month == Month.of(now):
-        storage = await cloud.bucket_bytes(s3, customer.s3_bucket)
+        storage = await measure_bucket(s3, customer.s3_bucket)  # a report is measured fresh, never cached
         measured_at = now
     return summarise(
         customer_id=customer_id,
@@ -252,15 +256,33 @@ async def monthly_usage(
 
 
 async def check_customer_storage(
-    pool: asyncpg.Pool, s3: Any, customer_id: str, *, incoming_bytes: int = 0
+    pool: asyncpg.Pool,
+    s3: Any,
+    customer_id: str,
+    *,
+    incoming_bytes: int = 0,
+    cache: BucketUsageCache | None = None,
 ) -> int:
-    """The submission-time check: measure the tenant's bucket, compare with its quota. Returns bytes used."""
+    """The submission-time check, for the portal and the validator alike: the customer's bucket usage (from
+    `cache`, by default the process's: at most 60 s old) against its max_storage_gb. Returns bytes used.
+
+    Raises CustomerNotFound (not a customer: no quota applies), StorageQuotaExceeded (details: used_bytes,
+    max_storage_gb, bucket) or StorageNotMeasured (the bucket could not be listed). A bucket that does not
+    exist holds 0 bytes."""
+    customer = await _customer(pool, customer_id)
+    used = await (cache or SHARED_BUCKET_USAGE).bytes_used(s3, customer.customer_id, customer.s3_bucket)
+    check_storage_quota(
+        used_bytes=used,
+        max_storage_gb=customer.max_storage_gb,
+        incoming_bytes=incoming_bytes,
+        bucket=customer.s3_bucket,
+    )
+    return used
+
+
+async def _customer(pool: asyncpg.Pool, customer_id: str) -> Customer:
     async with pool.acquire() as conn:
         customer = await CustomerRepository(conn).get(customer_id)
     if customer is None:
         raise CustomerNotFound(f"customer {customer_id} does not exist", customer_id=customer_id)
-    used = await cloud.bucket_bytes(s3, customer.s3_bucket)
-    check_storage_quota(
-        used_bytes=used, max_storage_gb=customer.max_storage_gb, incoming_bytes=incoming_bytes
-    )
-    return used
+    return customer

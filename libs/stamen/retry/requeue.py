@@ -8,11 +8,12 @@ pipeline is a new workset (submit it again), because the validator's checks woul
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError
+from pydantic import MISSING, BaseModel, ConfigDict, Field, Strict, ValidationError
 
 from stamen.domain.workset import Workset
+from stamen.worksets.spec import MaxDurationSeconds, MaxRetries, Priority
 
 CHANGEABLE_FIELDS = (
     "max_retries",
@@ -21,6 +22,10 @@ CHANGEABLE_FIELDS = (
     "preferred_cluster",
     "memory_multiplier",
 )
+# Strict: a requeue is an operator's explicit change, so "2" or true is refused rather than coerced.
+_StrictMaxRetries = Annotated[MaxRetries, Strict()]
+_StrictMaxDuration = Annotated[MaxDurationSeconds, Strict()]
+_MemoryMultiplier = Annotated[float, Strict(), Field(ge=1.0, le=16.0, allow_inf_nan=False)]
 
 
 class RequeueChangesInvalid(ValueError):
@@ -32,20 +37,28 @@ class RequeueChangesInvalid(ValueError):
 
 
 class RequeueChanges(BaseModel):
-    """Each field is optional; a field that is given replaces the workset's value (and its spec's)."""
+    """Each field is optional: a field sent replaces the workset's value (and its spec's); a field not sent
+    leaves it unchanged. null is accepted only where it means something: it removes the run time limit
+    (max_duration_seconds) or the preferred cluster."""
 
+    # A field not sent is MISSING rather than a default, so the JSON Schema shows no default (one would
+    # read as "not sending it sets this") and `apply` sees exactly what was sent.
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_retries: StrictInt = Field(default=0, ge=0, le=10, description="a fresh retry budget of this size")
-    max_duration_seconds: StrictInt | None = Field(
-        default=None, ge=1, le=30 * 86400, description="stop a run after this long; null removes the limit"
+    max_retries: _StrictMaxRetries | MISSING = Field(
+        default=MISSING, description="a fresh retry budget of this size; not sent: unchanged"
     )
-    priority: Literal["urgent", "normal", "low"] = "normal"
-    preferred_cluster: str | None = Field(
-        default=None, min_length=1, description="admission's preferred cluster; null removes the preference"
+    max_duration_seconds: _StrictMaxDuration | MISSING | None = Field(
+        default=MISSING, description="stop a run after this long; null removes the limit; not sent: unchanged"
     )
-    memory_multiplier: StrictFloat = Field(
-        default=1.0, ge=1.0, le=16.0, description="memory of every step relative to the pipeline's request"
+    priority: Priority | MISSING = Field(default=MISSING, description="not sent: unchanged")
+    preferred_cluster: Annotated[str, Field(min_length=1)] | MISSING | None = Field(
+        default=MISSING,
+        description="admission's preferred cluster; null removes the preference; not sent: unchanged",
+    )
+    memory_multiplier: _MemoryMultiplier | MISSING = Field(
+        default=MISSING,
+        description="memory of every step relative to the pipeline's request; not sent: unchanged",
     )
 
     @classmethod
@@ -72,18 +85,17 @@ class RequeueChanges(BaseModel):
 
     def apply(self, ws: Workset) -> None:
         """Write the given fields onto the workset and its spec (the spec stays the record of intent)."""
-        given = self.model_fields_set
         spec = dict(ws.spec)
-        if "max_retries" in given:
+        if self.max_retries is not MISSING:
             ws.max_retries = spec["max_retries"] = self.max_retries
-        if "max_duration_seconds" in given:
+        if self.max_duration_seconds is not MISSING:
             ws.max_duration_seconds = self.max_duration_seconds
             _set_or_drop(spec, "max_duration_seconds", self.max_duration_seconds)
-        if "priority" in given:
+        if self.priority is not MISSING:
             ws.priority = spec["priority"] = self.priority
-        if "preferred_cluster" in given:
+        if self.preferred_cluster is not MISSING:
             _set_or_drop(spec, "preferred_cluster", self.preferred_cluster)
-        if "memory_multiplier" in given:
+        if self.memory_multiplier is not MISSING:
             ws.memory_multiplier = self.memory_multiplier
         ws.spec = spec
 

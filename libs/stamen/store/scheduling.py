@@ -152,23 +152,8 @@ class SchedulerRepository:
         if done != "DELETE 1":
             raise ClusterNotFound(f"no cluster named {name!r}; see `stamen cluster ls`")
 
-    async def set_tenant_limit(self, tenant_id: str, max_concurrent: int) -> bool:
-        """Admission reads tenant_limits; the customer's quota (customers.max_concurrent_worksets, shown
-        by the portal and `stamen customer`) is kept equal to it. True when a customers row was updated."""
-        await self._conn.execute(
-            """INSERT INTO tenant_limits (tenant_id, max_concurrent) VALUES ($1, $2)
-               ON CONFLICT (tenant_id) DO UPDATE SET max_concurrent = $2""",
-            tenant_id,
-            max_concurrent,
-        )
-        done = await self._conn.execute(
-            """UPDATE customers SET max_concurrent_worksets = $2, updated_at = now()
-               WHERE customer_id = $1""",
-            tenant_id,
-            max_concurrent,
-        )
-        return bool(done == "UPDATE 1")
-
+    # Tenant limits are written by stamen.customers.limits.set_tenant_limit only (with the customer's quota);
+    # admission just reads them.
     async def tenant_limits(self) -> dict[str, int]:
         rows = await self._conn.fetch("SELECT tenant_id, max_concurrent FROM tenant_limits")
         return {r["tenant_id"]: r["max_concurrent"] for r in rows}
@@ -381,21 +366,6 @@ class SchedulerRepository:
             cluster=row["cluster"],
             submitted_by=row["submitted_by"],
             started_at=row["started_at"],
-        )
-
-    async def add_step_run(self, *, handle: JobHandle, step_index: int, cluster: str, state: str) -> int:
-        return int(
-            await self._conn.fetchval(
-                """INSERT INTO step_runs (workset_id, attempt, step, step_index, cluster, state, handle)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb) RETURNING id""",
-                handle.workset_id,
-                handle.attempt,
-                handle.step,
-                step_index,
-                cluster,
-                state,
-                handle.model_dump_json(),
-            )
         )
 
     async def active_step_runs(self, cluster: str) -> list[StepRunRow]:

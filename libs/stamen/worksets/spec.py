@@ -8,7 +8,7 @@ problem back at once instead of the first one.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -19,6 +19,9 @@ Pipeline = Literal["germline", "somatic", "rna-seq", "wgs", "wes", "fastq-qc"]
 Priority = Literal["urgent", "normal", "low"]
 Platform = Literal["ILMN", "ONT", "PACBIO", "UG", "ROCHE", "CG"]
 NotificationEvent = Literal["submitted", "started", "complete", "error", "cancelled"]
+# Limits shared with what a requeue may change (stamen.retry.requeue), so the two cannot drift apart.
+MaxRetries = Annotated[int, Field(ge=0, le=10)]
+MaxDurationSeconds = Annotated[int, Field(ge=1, le=30 * 86400)]
 
 _PIPELINE_ALIASES = {"rnaseq": "rna-seq", "rna_seq": "rna-seq", "fastq_qc": "fastq-qc", "qc": "fastq-qc"}
 _PRIORITY_ALIASES = {"high": "urgent"}
@@ -127,9 +130,9 @@ class WorksetSpec(_SpecModel):
     reference_genome: str = Field(default="hg38", description="A genome key or alias from "
                                                               "stamen/worksets/references.yaml.")
     priority: Priority = "normal"
-    max_retries: int = Field(default=3, ge=0, le=10)
-    max_duration_seconds: int | None = Field(default=None, ge=1, le=30 * 86400, description="Stop the run "
-                                             "(and fail it with a timeout) after this long; none by default.")
+    max_retries: MaxRetries = 3
+    max_duration_seconds: MaxDurationSeconds | None = Field(default=None, description="Stop the run (and fail "
+                                                            "it with a timeout) after this long; none by default.")
     samples: list[Sample]
     export_uri: str | None = None
     preferred_cluster: str | None = None

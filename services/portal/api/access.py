@@ -9,6 +9,7 @@ from pydantic import BaseModel, ValidationError
 
 from services.portal.api.errors import ApiError
 from services.portal.api.requests import TENANT_HEADER
+from services.portal.api.text import require_storable
 from stamen.auth import Principal
 from stamen.auth.errors import Forbidden, TokenMissing
 
@@ -81,24 +82,30 @@ def visible_filter(request: web.Request, requested: str | None) -> str | None:
 
 
 def query(request: web.Request, model: type[M]) -> M:
+    """The query as `model` (INVALID_PARAMETER), holding only text the database can store (TEXT_NOT_STORABLE)."""
     try:
-        return model.model_validate(dict(request.query))
+        parsed = model.model_validate(dict(request.query))
     except ValidationError as exc:
         raise ApiError(
             400, "INVALID_PARAMETER", "a query parameter is invalid", {"errors": _errors(exc)}
         ) from None
+    require_storable(parsed, "query")
+    return parsed
 
 
 async def body(request: web.Request, model: type[M], *, optional: bool = False) -> M:
+    """The JSON body as `model` (REQUEST_INVALID), holding only storable text (TEXT_NOT_STORABLE)."""
     raw = await request.read()
     if optional and not raw.strip():
         return model()
     try:
-        return model.model_validate_json(raw)
+        parsed = model.model_validate_json(raw)
     except ValidationError as exc:
         raise ApiError(
             400, "REQUEST_INVALID", "the request body is invalid", {"errors": _errors(exc)}
         ) from None
+    require_storable(parsed, "body")
+    return parsed
 
 
 def _errors(exc: ValidationError) -> list[dict[str, Any]]:

@@ -18,6 +18,7 @@ from services.portal.settings import PortalSettings
 from stamen.auth import ApiKeyService, AuthSettings, CognitoTokenVerifier, RateLimiter
 from stamen.auth import cognito as idp
 from stamen.auth.errors import IdentityProviderError
+from stamen.customers.bucket_usage import BucketUsageCache
 from stamen.customers.settings import CustomerSettings
 from stamen.service.keys import POOL, SETTINGS
 
@@ -34,6 +35,8 @@ class Security:
     keys: ApiKeyService | None = None
     cognito: Any = None  # aiobotocore cognito-idp client
     s3: Any = None  # aiobotocore s3 client
+    # Measured bucket sizes for the storage quota at submission: a burst of submissions lists a bucket once.
+    bucket_usage: BucketUsageCache = field(default_factory=BucketUsageCache)
     _pool: idp.UserPool | None = None
     _verifier: CognitoTokenVerifier | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)

@@ -1,7 +1,9 @@
 """API errors: every failure under /api/ is JSON {"code", "message", "details"} with a stable code.
 
 User input never produces a 500 or a traceback: handlers raise `ApiError`; anything else is a bug,
-logged with its traceback and answered with INTERNAL_ERROR and no detail.
+logged with its traceback and answered with INTERNAL_ERROR and no detail. That includes a UnicodeEncodeError
+or a PostgreSQL character error: text the database cannot store is refused where it enters (text.py), so
+one of those here means the server made such text itself.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from typing import Any
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from asyncpg.exceptions import CharacterNotInRepertoireError, UntranslatableCharacterError
 
 from stamen.auth.errors import AuthError, RateLimited
 from stamen.customers.model import CustomerError
@@ -40,6 +41,7 @@ _CUSTOMER_STATUS = {
     "CUSTOMER_ROLLBACK_INCOMPLETE": 502,
     "USAGE_MONTH_INVALID": 400,
     "STORAGE_QUOTA_EXCEEDED": 409,
+    "STORAGE_NOT_MEASURED": 503,
 }
 
 
@@ -92,15 +94,6 @@ async def api_errors(request: web.Request, handler: Handler) -> web.StreamRespon
         return auth_error_response(exc)
     except CustomerError as exc:
         return error_response(_CUSTOMER_STATUS.get(exc.code, 400), exc.code, str(exc), _jsonable(exc.details))
-    except (CharacterNotInRepertoireError, UntranslatableCharacterError, UnicodeEncodeError):
-        # Text PostgreSQL cannot store (NUL, unpaired surrogates) in a path, query or body value: the
-        # request is at fault. Models refuse it where they can; this catches every other way in.
-        return error_response(
-            400,
-            "TEXT_NOT_STORABLE",
-            "a value holds a character that cannot be stored "
-            "(NUL or an unpaired surrogate); remove it and send the request again",
-        )
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -17,6 +17,8 @@ from services.portal.api.access import PRINCIPAL
 from services.portal.api.context import SECURITY, Security
 from services.portal.api.errors import auth_error_response
 from services.portal.api.registry import Access
+from services.portal.api.requests import IDEMPOTENCY_HEADER, TENANT_HEADER
+from services.portal.api.text import require_storable
 from stamen.auth import Principal, local_demo_principal
 from stamen.auth.errors import AuthError, Forbidden, TokenMissing, TokenRevoked
 
@@ -24,6 +26,8 @@ API_KEY_HEADER = "X-Api-Key"
 EVENTS_SECRET_HEADER = "X-Stamen-Events-Secret"
 ACCESS = web.AppKey("route_access", dict[str, Access])  # route name -> access level
 _OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+# The headers the API reads. Others are not checked: a client's odd User-Agent is none of our business.
+_READ_HEADERS = ("Authorization", API_KEY_HEADER, EVENTS_SECRET_HEADER, TENANT_HEADER, IDEMPOTENCY_HEADER)
 
 
 def access_of(request: web.Request) -> Access:
@@ -60,6 +64,17 @@ def events_secret_ok(request: web.Request, security: Security) -> bool:
     if secret is None or not secret.get_secret_value() or presented is None:
         return False
     return hmac.compare_digest(presented.encode(), secret.get_secret_value().encode())
+
+
+@web.middleware
+async def storable_text(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Path parameters and the headers the API reads, checked before anything uses them (query values and
+    bodies are checked where they are parsed: access.query, access.body, the workset and S3 event bodies).
+    Runs inside api_errors, so its refusal is the usual JSON error."""
+    if request.path.startswith("/api/"):
+        require_storable(dict(request.match_info), "path")
+        require_storable({h: v for h in _READ_HEADERS if (v := request.headers.get(h)) is not None}, "header")
+    return await handler(request)
 
 
 @web.middleware

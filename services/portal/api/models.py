@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
+from stamen.customers.model import MAX_CONCURRENT_WORKSETS
 from stamen.retry import RequeueChanges
 from stamen.worksets.findings import Finding
 
@@ -97,7 +98,7 @@ class CustomerCreate(Body):
     customer_name: str = Field(min_length=1, max_length=200)
     email: str = Field(pattern=EMAIL, max_length=254)
     customer_id: str | None = Field(default=None, pattern=TENANT)
-    max_concurrent_worksets: int | None = Field(default=None, ge=0, le=10_000)
+    max_concurrent_worksets: int | None = Field(default=None, ge=0, le=MAX_CONCURRENT_WORKSETS)
     max_storage_gb: float | None = Field(default=None, ge=0, le=1e9)
     billing_account_id: str | None = Field(default=None, max_length=200)
     cost_center: str | None = Field(default=None, max_length=200)
@@ -226,7 +227,9 @@ class ActualOut(BaseModel):
     elapsed_seconds: float | None = Field(description="Summed step run time.")
     max_rss_mb: float | None
     wall_seconds: float | None = Field(description="Time holding a slot, admission to release, all attempts.")
-    cost_usd: float | None = Field(description="Measured CPU time x list spot price x the cluster's price factor.")
+    cost_usd: float | None = Field(
+        description="Measured CPU time x list spot price x the cluster's price factor."
+    )
     recorded_at: datetime
 
 
@@ -333,11 +336,20 @@ class ClusterList(BaseModel):
     items: list[ClusterOut]
 
 
+RegionHealth = Literal["healthy", "degraded", "down"]
+
+
 class RegionOut(BaseModel):
     region: str
     configured: bool = Field(description="The region this deployment is configured for (STAMEN_REGION).")
     clusters: list[str]
-    health: Literal["unknown"] = Field(description="Region health checks are not built yet.")
+    health: RegionHealth = Field(
+        description="The health admission uses: the region's row in region_health, or healthy when it has "
+        "none (see health_reported). down: its clusters take no new worksets; degraded: they score lower."
+    )
+    health_reported: bool = Field(
+        description="False when nothing has reported on the region (no region_health row): it counts as healthy."
+    )
 
 
 class RegionList(BaseModel):

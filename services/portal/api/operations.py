@@ -131,21 +131,33 @@ async def remove_cluster(request: web.Request) -> web.Response:
 
 
 async def list_regions(request: web.Request) -> web.Response:
+    """The configured region, the regions of registered clusters and those with a health report, each with
+    the health admission reads from region_health (no row: healthy, and `health_reported` false)."""
     configured = request.app[SETTINGS].region
     async with UnitOfWork(request.app[POOL]) as uow:
         clusters = await uow.scheduling.clusters()
-    regions: dict[str, list[str]] = {configured: []}
+        reported = await uow.scheduling.region_health()
+    regions: dict[str, list[str]] = {configured: [], **{r: [] for r in reported}}
     for c in clusters:
         regions.setdefault(c.region, []).append(c.name)
     items = [
-        m.RegionOut(region=r, configured=r == configured, clusters=sorted(names), health="unknown")
+        m.RegionOut.model_validate(  # validated: health is one of the statuses the table's CHECK allows
+            {
+                "region": r,
+                "configured": r == configured,
+                "clusters": sorted(names),
+                "health": reported.get(r, "healthy"),
+                "health_reported": r in reported,
+            }
+        )
         for r, names in sorted(regions.items())
     ]
     return reply(
         m.RegionList(
             items=items,
-            note="Regions known from the configuration and the cluster registry. "
-            "Region health checks are not built: health is always 'unknown'.",
+            note="Regions known from the configuration, the cluster registry and region_health. A region "
+            "nothing has reported on counts as healthy (health_reported: false); a down region's clusters "
+            "take no new worksets.",
         )
     )
 

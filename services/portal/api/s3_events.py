@@ -10,6 +10,7 @@ from aiohttp import web
 
 from services.portal.api.errors import ApiError
 from services.portal.api.requests import read_body
+from services.portal.api.text import require_storable
 from stamen.inputs.contexts import INTAKE_SETTINGS, OBJECT_STORE
 from stamen.inputs.drops import DropIntake, S3EventInvalid, ready_folders_in_event
 from stamen.service.keys import POOL, SETTINGS
@@ -29,6 +30,10 @@ async def s3_events(request: web.Request) -> web.Response:
         raise ApiError(400, S3EventInvalid.code, "the body is not JSON") from None
     except S3EventInvalid as exc:
         raise ApiError(400, exc.code, str(exc)) from None
+    # What is stored (s3_drops) is the bucket and the URL-decoded key, so those are checked, not the body.
+    for bucket, folder in folders:
+        require_storable(bucket, "body.Records[].s3.bucket.name")
+        require_storable(folder, "body.Records[].s3.object.key")
     watched = [(bucket, folder) for bucket, folder in folders if bucket in intake.buckets]
     ignored += [
         f"s3://{b}/{f}: bucket is not in STAMEN_DROP_BUCKETS" for b, f in folders if b not in intake.buckets

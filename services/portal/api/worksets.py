@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+import structlog
 from aiohttp import web
 
 from services.portal.api import models as m
@@ -25,20 +26,30 @@ from services.portal.api.access import (
 from services.portal.api.context import SECURITY
 from services.portal.api.errors import ApiError
 from services.portal.api.requests import IDEMPOTENCY_HEADER, TENANT_HEADER, body_media, read_body
+from services.portal.api.text import problem_of, require_storable
 from stamen import commands
-from stamen.customers import check_customer_storage
+from stamen.customers import StorageNotMeasured, check_customer_storage
 from stamen.customers.model import CustomerNotFound
 from stamen.domain.workset import Workset
 from stamen.inputs.contexts import INTAKE_SETTINGS, OBJECT_STORE
 from stamen.inputs.repository import IntakeRepository
 from stamen.inputs.storage import StorageChecker
-from stamen.inputs.submission import IntakeRefused, check_request, import_for_tenant, submit_document
+from stamen.inputs.submission import (
+    IntakeRefused,
+    Media,
+    check_request,
+    import_for_tenant,
+    parse_document,
+    submit_document,
+)
 from stamen.inputs.validation import validate_imported
 from stamen.service.keys import POOL, SETTINGS
 from stamen.store.errors import ConcurrencyConflict, WorksetNotFound
 from stamen.store.unit_of_work import UnitOfWork
 from stamen.worksets import WorksetSpec, export_daylily
 from stamen.worksets.findings import has_errors
+
+log = structlog.get_logger(__name__)
 
 
 def _findings_error(findings: list[dict[str, Any]], message: str) -> ApiError:
@@ -67,18 +78,22 @@ async def submit(request: web.Request) -> web.Response:
         tenant = check_request(tenant, idempotency_key)
     except IntakeRefused as exc:
         raise ApiError(400, exc.code, str(exc)) from None
-    body_bytes = await read_body(request)
+    document = await _document(request, media)
     security = request.app[SECURITY]
     try:  # refuse at once when the tenant's bucket is already over its storage quota
-        await check_customer_storage(request.app[POOL], security.s3, tenant)
+        await check_customer_storage(request.app[POOL], security.s3, tenant, cache=security.bucket_usage)
     except CustomerNotFound:
         if security.auth.auth_enabled:
             raise
         # local demo: tenants need not be onboarded customers, so they have no quota
+    except StorageNotMeasured as exc:
+        # Not a reason to refuse: the validator checks the quota again before queueing, and retries a
+        # bucket it cannot list before it rejects the workset (SNF-OBJ-006).
+        log.warning("portal.storage_quota_not_checked", tenant=tenant, error=str(exc))
     try:
         outcome = await submit_document(
             request.app[POOL],
-            body_bytes,
+            document,
             media=media,
             tenant=tenant,
             idempotency_key=idempotency_key,
@@ -103,10 +118,22 @@ async def submit(request: web.Request) -> web.Response:
     return reply(answer, 201 if outcome.created else 200, {"Location": location})
 
 
+async def _document(request: web.Request, media: Media) -> bytes | dict[str, object]:
+    """The workset document of the body, parsed once here so that text the database cannot store (or S3
+    take as a key) is refused naming its field (TEXT_NOT_STORABLE) before anything uses it. A document
+    that does not parse is returned as bytes: the intake reports its findings as for any other."""
+    raw = await read_body(request)
+    parsed = parse_document(raw, media)
+    if parsed.value is None:
+        return raw
+    require_storable(parsed.value, "body")
+    return raw if parsed.findings else parsed.value
+
+
 async def validate(request: web.Request) -> web.Response:
     q = query(request, m.ValidateQuery)
     media = body_media(request)
-    imported = import_for_tenant(await read_body(request), tenant=request_tenant(request), media=media)
+    imported = import_for_tenant(await _document(request, media), tenant=request_tenant(request), media=media)
     checker = None if q.dry_run else StorageChecker(request.app[OBJECT_STORE], request.app[INTAKE_SETTINGS])
     report = await validate_imported(
         imported,
@@ -120,7 +147,7 @@ async def validate(request: web.Request) -> web.Response:
 
 async def generate_yaml(request: web.Request) -> web.Response:
     media = body_media(request)
-    imported = import_for_tenant(await read_body(request), tenant=request_tenant(request), media=media)
+    imported = import_for_tenant(await _document(request, media), tenant=request_tenant(request), media=media)
     if imported.spec is None or has_errors(imported.findings):
         raise _findings_error(
             [f.model_dump() for f in imported.findings], "the spec cannot be read; nothing was generated"
@@ -144,7 +171,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         stamp, _, workset_id = text.partition("|")
         at = datetime.fromisoformat(stamp)
-        if not workset_id or at.tzinfo is None:
+        if not workset_id or at.tzinfo is None or problem_of(workset_id) is not None:
             raise ValueError(cursor)
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise ApiError(
@@ -200,7 +227,9 @@ async def detail(uow: UnitOfWork, ws: Workset) -> m.WorksetDetail:
         cancel_requested_by=ws.cancel_requested_by,
         spec=ws.spec,
         validation=validation,
-        actual=m.ActualOut.model_validate({k: v for k, v in actual.items() if k != "workset_id"}) if actual else None,
+        actual=m.ActualOut.model_validate({k: v for k, v in actual.items() if k != "workset_id"})
+        if actual
+        else None,
         history=[
             m.HistoryItem(
                 version=h.version,
@@ -267,7 +296,11 @@ async def cancel(request: web.Request) -> web.Response:
 
 
 async def requeue_changes(request: web.Request) -> dict[str, Any] | None:
-    """The optional body of retry / DLQ requeue: {"changes": {...}}, only the keys the caller sent."""
+    """The optional body of retry / DLQ requeue: {"changes": {...}}, only the keys the caller sent.
+
+    The body model is RequeueChanges itself, so a bad change is REQUEST_INVALID here and what is passed on
+    always parses again: commands.requeue never raises REQUEUE_CHANGE_INVALID for the API
+    (services/portal/tests/test_requeue_body.py)."""
     changes = (await body(request, m.RequeueRequest, optional=True)).changes.model_dump(exclude_unset=True)
     return changes or None
 
@@ -285,8 +318,6 @@ async def requeue(
         )
     except WorksetNotFound:
         raise missing(workset_id) from None
-    except commands.RequeueChangesInvalid as exc:
-        raise ApiError(400, exc.code, str(exc), {"field": exc.field}) from None
     except commands.WorksetNotRequeueable as exc:
         raise ApiError(409, exc.code, str(exc)) from None
     except ConcurrencyConflict as exc:

@@ -8,40 +8,17 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import pytest
 import yaml
-from aiohttp.test_utils import TestClient, TestServer
-from nats.aio.client import Client as NATS
+from aiohttp.test_utils import TestClient
 
-from services.portal.app import init_app
-from stamen.auth import AuthSettings
+from services.portal.tests.conftest import ACME, count
 from stamen.inputs import sentinels
-from tests.intake.s3kit import DROP_PREFIX, S3Lab, make_intake, make_settings
+from tests.intake.s3kit import DROP_PREFIX, S3Lab
 from tests.worksets.conftest import fastq_records, gz
-
-ACME = {"X-Stamen-Tenant": "acme"}
-
-
-@pytest.fixture
-async def client(
-    database_url: str, nats_url: str, s3lab: S3Lab, nc: NATS
-) -> AsyncIterator[TestClient[Any, Any]]:
-    app = init_app(
-        make_settings(database_url, nats_url, s3lab.url),
-        intake=make_intake(s3lab),
-        auth=AuthSettings(auth_enabled=False),
-    )
-    async with TestClient(TestServer(app)) as test_client:
-        yield test_client
-
-
-async def count(pool: asyncpg.Pool) -> int:
-    async with pool.acquire() as conn:
-        return int(await conn.fetchval("SELECT count(*) FROM worksets"))
 
 
 async def test_submit_with_idempotency_key_twice_makes_one_workset(
