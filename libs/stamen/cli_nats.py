@@ -118,7 +118,7 @@ def _service_user(state_dir: Path | None) -> Any:
     from stamen.natsauth import ServiceUser
 
     settings = _settings(state_dir)
-    if settings.nats_service_password is None:
+    if settings.nats_service_password is None or not settings.nats_service_password.get_secret_value():
         raise CliError(
             "NATS_SERVICE_PASSWORD_MISSING",
             "set STAMEN_NATS_SERVICE_PASSWORD to the password the services use in NATS_URL "

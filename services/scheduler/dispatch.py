@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from enum import StrEnum
 
 import asyncpg
@@ -36,7 +35,7 @@ from stamen.domain.workset import Workset
 from stamen.events.types import StepStarted, WorksetCancelled, WorksetCompleted, WorksetFailed, WorksetStarted
 from stamen.executors.base import Executor, JobHandle, JobState, JobStatus, StepSpec
 from stamen.executors.slurm import job_name_for
-from stamen.store.scheduling import ClusterRecord, SubmittingStepRun
+from stamen.store.scheduling import ClusterRecord, SubmissionClaim, SubmittingStepRun
 from stamen.store.unit_of_work import UnitOfWork
 
 log = structlog.get_logger(__name__)
@@ -59,9 +58,8 @@ class Reconciled(StrEnum):
     """What `reconcile_submitting` did with one orphaned `submitting` row."""
 
     ADOPTED = "adopted"  # the executor found the job: its handle is stored, the monitor follows it
-    RESUBMITTED = "resubmitted"  # no job exists: the step was submitted again, same attempt, same row
+    RESUBMITTED = "resubmitted"  # no job exists: the row is taken over and submitted again, same attempt
     CANCELLED = "cancelled"  # no job exists and the workset was asked to stop: nothing is submitted
-    FAILED = "failed"  # the executor refused the resubmission
     LOST = "lost"  # the job cannot be looked up (cluster removed, step no longer planned)
     DEFERRED = "deferred"  # cannot tell yet (executor unreachable, or too early): left for a later pass
 
@@ -77,7 +75,7 @@ class OrphanTarget:
 
 @dataclass(frozen=True)
 class Submission:
-    step_run_id: int
+    claim: SubmissionClaim
     workset_id: str
     cluster: ClusterRecord
     step: StepSpec
@@ -157,7 +155,7 @@ class Dispatcher:
             log.info("scheduler.completed", workset_id=ws.id, attempt=ws.attempt)
             return None
         index, step = remaining[0]
-        step_run_id = await uow.scheduling.record_submitting(
+        claim = await uow.scheduling.record_submitting(
             workset_id=ws.id,
             attempt=ws.attempt,
             step=step.step,
@@ -165,14 +163,13 @@ class Dispatcher:
             cluster=cluster.name,
             holder=self._holder,
         )
-        return Submission(step_run_id, ws.id, cluster, step)
+        return Submission(claim, ws.id, cluster, step)
 
     async def _submit(self, sub: Submission) -> None:
         async with UnitOfWork(self._pool) as uow:
-            if not await uow.scheduling.lock_submitting(sub.step_run_id):
+            if not await uow.scheduling.lock_submitting(sub.claim):
                 # Another replica took the row as orphaned (this process stalled past the grace
-                # period) and settled it (adopted, submitted again or failed): submitting now would
-                # run the step a second time.
+                # period) and settled or took it over: submitting now would run the step twice.
                 log.warning("scheduler.submission_reconciled_meanwhile", workset_id=sub.workset_id)
                 return
             step = sub.step
@@ -180,12 +177,12 @@ class Dispatcher:
                 handle = await self._executors.for_cluster(sub.cluster).submit(step)
             except Exception as exc:
                 reason = f"{sub.cluster.executor} executor refused the step: {exc}"
-                await uow.scheduling.end_unsubmitted(sub.step_run_id, "failed", reason)
+                await uow.scheduling.end_unsubmitted(sub.claim.step_run_id, "failed", reason)
                 ws = await uow.worksets.get(sub.workset_id, for_update=True)
                 await self._fail(uow, ws, step.step, reason)
                 await uow.commit()
                 return
-            await uow.scheduling.record_submitted(sub.step_run_id, handle)
+            await uow.scheduling.record_submitted(sub.claim.step_run_id, handle)
             ws = await uow.worksets.get(sub.workset_id, for_update=True)
             self._started(ws, sub.cluster.name, step.step, sub.how)
             await uow.worksets.save(ws)
@@ -207,21 +204,23 @@ class Dispatcher:
         """Settle the steps whose submitter died between recording them and storing their job handle.
 
         Returns how many were settled. Rows are taken oldest first; one that cannot be settled yet
-        (DEFERRED) ends the pass, its transaction rolled back so the row stays as it was."""
+        (DEFERRED) is left as it was (its transaction rolled back) and skipped for the rest of the
+        pass, so one unreachable cluster does not hold up the others' orphans."""
         reconciled = 0
+        deferred: list[int] = []
         while True:
             async with UnitOfWork(self._pool) as uow:
-                orphan = await uow.scheduling.claim_stale_submission(self._submit_grace_seconds)
+                orphan = await uow.scheduling.claim_stale_submission(self._submit_grace_seconds, skip=deferred)
                 if orphan is None:
                     return reconciled
-                ws = await uow.worksets.get(orphan.workset_id, for_update=True)
-                settled = await self._reconcile(uow, ws, orphan)
+                settled = await self._reconcile(uow, orphan)
                 if settled.outcome is Reconciled.DEFERRED:
                     log.info(
                         "scheduler.submission_reconcile_deferred",
                         workset_id=orphan.workset_id, step=orphan.step, reason=settled.detail,
                     )  # fmt: skip
-                    return reconciled
+                    deferred.append(orphan.id)
+                    continue
                 await uow.commit()
             reconciled += 1
             log.warning(
@@ -231,23 +230,26 @@ class Dispatcher:
             if settled.resubmit is not None:
                 await self._submit(settled.resubmit)
 
-    async def _reconcile(
-        self, uow: UnitOfWork, ws: Workset, orphan: SubmittingStepRun
-    ) -> Settlement:
+    async def _reconcile(self, uow: UnitOfWork, orphan: SubmittingStepRun) -> Settlement:
         who = orphan.submitted_by or "a scheduler"
         head = (
             f"step {orphan.step} of attempt {orphan.attempt}: {who} stopped after recording the step and "
             f"before storing its job handle"
         )
-        current = ws.attempt == orphan.attempt and ws.state in (S.SCHEDULED, S.RUNNING)
-        target = await self._orphan_target(uow, ws, orphan)
+        # The lookup may take a while (squeue over SSH): only the step run's row is held meanwhile; the
+        # workset is locked after it, so a cancel through the API is not kept waiting on the cluster.
+        target = await self._orphan_target(uow, await uow.worksets.get(orphan.workset_id), orphan)
         if isinstance(target, str):
+            ws = await uow.worksets.get(orphan.workset_id, for_update=True)
+            current = ws.attempt == orphan.attempt and ws.state in (S.SCHEDULED, S.RUNNING)
             return await self._give_up(uow, ws, orphan, current, f"{head}, and stamen cannot look the job up: "
                                        f"{target}")  # fmt: skip
         try:
             handle = await target.executor.find(target.step)
         except Exception as exc:  # the cluster did not answer: ask again at the next pass
             return Settlement(Reconciled.DEFERRED, f"cannot ask cluster {target.cluster.name} for the job: {exc}")
+        ws = await uow.worksets.get(orphan.workset_id, for_update=True)
+        current = ws.attempt == orphan.attempt and ws.state in (S.SCHEDULED, S.RUNNING)
         if handle is not None:
             return await self._adopt(uow, ws, orphan, target, handle, current, head)
         if not current:  # the workset has moved on: there is nothing left to submit
@@ -318,15 +320,15 @@ class Dispatcher:
         next pass waits `resubmit_after_seconds` from the restart before it looks, so a submission
         this process left in flight has landed (and is adopted) or never will.
         """
-        age = (datetime.now(UTC) - orphan.started_at).total_seconds()
+        age = orphan.age_seconds  # the database's clock, like the grace period's
         if age < self._resubmit_after_seconds:
             return Settlement(Reconciled.DEFERRED, (
                 f"no job found yet; a submission in flight could still create one, so the step is "
                 f"submitted again only {self._resubmit_after_seconds:g}s after it was recorded ({age:.0f}s ago)"
             ))  # fmt: skip
-        await uow.scheduling.restart_submitting(orphan.id, self._holder)
+        claim = await uow.scheduling.restart_submitting(orphan.id, self._holder)
         submission = Submission(
-            orphan.id, ws.id, target.cluster, target.step, how="submitted again after its submitter stopped"
+            claim, ws.id, target.cluster, target.step, how="submitted again after its submitter stopped"
         )
         return Settlement(Reconciled.RESUBMITTED, f"{head}; no job was found, so it is submitted again", submission)
 

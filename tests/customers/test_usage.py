@@ -102,9 +102,11 @@ async def _step(
         workdir="/tmp",
         submitted_at=ended,
     )
-    run_id = await repo.record_submitting(
-        workset_id=workset_id, attempt=1, step=step, step_index=0, cluster=cluster, holder="test"
-    )
+    run_id = (
+        await repo.record_submitting(
+            workset_id=workset_id, attempt=1, step=step, step_index=0, cluster=cluster, holder="test"
+        )
+    ).step_run_id
     await repo.record_submitted(run_id, handle)
     await repo.finish_step_run(
         run_id,

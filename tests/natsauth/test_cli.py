@@ -62,6 +62,8 @@ async def test_create_list_revoke_and_render(database_url: str, pool: asyncpg.Po
 
     missing, rc = stamen(database_url, "nats-auth", "render")
     assert rc == 1 and missing["error"]["code"] == "NATS_SERVICE_PASSWORD_MISSING"
+    empty, rc = stamen(database_url, "nats-auth", "render", env={"STAMEN_NATS_SERVICE_PASSWORD": ""})
+    assert rc == 1 and empty["error"]["code"] == "NATS_SERVICE_PASSWORD_MISSING"
     out = tmp_path / "auth" / "stamen-auth.conf"
     env = {"STAMEN_NATS_SERVICE_PASSWORD": "s3cret"}
     rendered, rc = stamen(database_url, "nats-auth", "render", "--output", str(out), env=env)

@@ -30,20 +30,21 @@ async def test_a_step_is_recorded_before_submission_and_keeps_the_workset_from_b
     ws_id = await workset_in(pool, *RUNNING, attempt=1)
     async with UnitOfWork(pool) as uow:
         assert await uow.scheduling.claim_undispatched() == [ws_id]
-        run_id = await uow.scheduling.record_submitting(
+        claim = await uow.scheduling.record_submitting(
             workset_id=ws_id, attempt=1, step="one", step_index=0, cluster="a", holder="s1"
         )
         await uow.commit()
+    run_id = claim.step_run_id
     async with UnitOfWork(pool) as uow:
         assert await uow.scheduling.claim_undispatched() == []  # being submitted: not dispatched again
         assert await uow.scheduling.active_step_runs("a") == []  # no handle to poll yet
-        assert await uow.scheduling.lock_submitting(run_id)
+        assert await uow.scheduling.lock_submitting(claim)
         await uow.scheduling.record_submitted(run_id, handle(ws_id, "one"))
         await uow.commit()
     async with UnitOfWork(pool) as uow:
         active = await uow.scheduling.active_step_runs("a")
         assert [(r.id, r.state, r.handle.job_id) for r in active] == [(run_id, "running", "123")]
-        assert not await uow.scheduling.lock_submitting(run_id)  # no longer 'submitting'
+        assert not await uow.scheduling.lock_submitting(claim)  # no longer 'submitting'
 
 
 async def test_only_unlocked_submissions_older_than_the_grace_period_are_taken_as_orphaned(
@@ -80,9 +81,11 @@ async def test_completed_steps_are_those_of_the_same_cluster(pool: asyncpg.Pool)
         # Attempt 1 on cluster a got two steps done; attempt 2 moved to b and got one done.
         for attempt, step, cluster in ((1, "one", "a"), (1, "two", "a"), (2, "one", "b")):
             job = handle(ws_id, step, attempt)
-            run_id = await uow.scheduling.record_submitting(
-                workset_id=ws_id, attempt=attempt, step=step, step_index=0, cluster=cluster, holder="s1"
-            )
+            run_id = (
+                await uow.scheduling.record_submitting(
+                    workset_id=ws_id, attempt=attempt, step=step, step_index=0, cluster=cluster, holder="s1"
+                )
+            ).step_run_id
             await uow.scheduling.record_submitted(run_id, job)
             await uow.scheduling.finish_step_run(run_id, JobStatus(handle=job, state=JobState.SUCCEEDED))
         await uow.commit()
@@ -100,3 +103,19 @@ async def test_region_health_is_read_back_and_unknown_regions_have_no_entry(pool
         await uow.commit()
     async with UnitOfWork(pool) as uow:
         assert await uow.scheduling.region_health() == {"us-east-1": "degraded"}
+
+
+async def test_a_takeover_voids_the_stalled_submitters_claim(pool: asyncpg.Pool) -> None:
+    ws_id = await workset_in(pool, *RUNNING, attempt=1)
+    async with UnitOfWork(pool) as uow:
+        stalled = await uow.scheduling.record_submitting(
+            workset_id=ws_id, attempt=1, step="one", step_index=0, cluster="a", holder="s1"
+        )
+        await uow.commit()
+    async with UnitOfWork(pool) as uow:
+        taken = await uow.scheduling.restart_submitting(stalled.step_run_id, "s2")
+        await uow.commit()
+    assert taken.holder == "s2" and taken.since > stalled.since
+    async with UnitOfWork(pool) as uow:
+        assert not await uow.scheduling.lock_submitting(stalled)  # the row is s2's now: s1 submits nothing
+        assert await uow.scheduling.lock_submitting(taken)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -60,6 +61,17 @@ class SubmittingStepRun:
     cluster: str
     submitted_by: str | None
     started_at: datetime
+    age_seconds: float  # by the database's clock, as every other age here
+
+
+@dataclass(frozen=True)
+class SubmissionClaim:
+    """Who may submit a 'submitting' row: its holder, as of when it became theirs. A takeover changes
+    both, so a submitter that stalled past a takeover finds its claim gone and submits nothing."""
+
+    step_run_id: int
+    holder: str
+    since: datetime
 
 
 @dataclass(frozen=True)
@@ -294,39 +306,46 @@ class SchedulerRepository:
 
     async def record_submitting(
         self, *, workset_id: str, attempt: int, step: str, step_index: int, cluster: str, holder: str
-    ) -> int:
+    ) -> SubmissionClaim:
         """The step run, committed before the executor is called (its handle follows)."""
-        return int(
-            await self._conn.fetchval(
-                """INSERT INTO step_runs (workset_id, attempt, step, step_index, cluster, state, submitted_by,
-                                          started_at)
-                   VALUES ($1, $2, $3, $4, $5, 'submitting', $6, clock_timestamp()) RETURNING id""",
-                workset_id,
-                attempt,
-                step,
-                step_index,
-                cluster,
-                holder,
-            )
-        )
-
-    async def lock_submitting(self, step_run_id: int) -> bool:
-        """Held by the submitter while it submits: a replica reconciling stale rows skips a locked one.
-        False if the row is no longer 'submitting' (reconciled meanwhile): then nothing may be submitted."""
         row = await self._conn.fetchrow(
-            "SELECT id FROM step_runs WHERE id = $1 AND state = 'submitting' FOR UPDATE", step_run_id
+            """INSERT INTO step_runs (workset_id, attempt, step, step_index, cluster, state, submitted_by,
+                                      started_at)
+               VALUES ($1, $2, $3, $4, $5, 'submitting', $6, clock_timestamp()) RETURNING id, started_at""",
+            workset_id,
+            attempt,
+            step,
+            step_index,
+            cluster,
+            holder,
+        )
+        assert row is not None  # INSERT ... RETURNING always returns the row
+        return SubmissionClaim(int(row["id"]), holder, row["started_at"])
+
+    async def lock_submitting(self, claim: SubmissionClaim) -> bool:
+        """Held by the submitter while it submits: a replica reconciling stale rows skips a locked one.
+        False if the claim no longer holds (the row was reconciled, or taken over, meanwhile): then
+        nothing may be submitted."""
+        row = await self._conn.fetchrow(
+            """SELECT id FROM step_runs
+               WHERE id = $1 AND state = 'submitting' AND submitted_by = $2 AND started_at = $3
+               FOR UPDATE""",
+            claim.step_run_id,
+            claim.holder,
+            claim.since,
         )
         return row is not None
 
-    async def restart_submitting(self, step_run_id: int, holder: str) -> None:
+    async def restart_submitting(self, step_run_id: int, holder: str) -> SubmissionClaim:
         """An orphaned 'submitting' row taken over to be submitted again: it becomes `holder`'s, and its
         clock restarts, so that a later reconciler waits from now before it decides no job exists."""
-        await self._conn.execute(
+        since = await self._conn.fetchval(
             """UPDATE step_runs SET submitted_by = $2, started_at = clock_timestamp()
-               WHERE id = $1 AND state = 'submitting'""",
+               WHERE id = $1 AND state = 'submitting' RETURNING started_at""",
             step_run_id,
             holder,
         )
+        return SubmissionClaim(step_run_id, holder, since)
 
     async def record_submitted(self, step_run_id: int, handle: JobHandle) -> None:
         await self._conn.execute(
@@ -345,15 +364,21 @@ class SchedulerRepository:
             reason,
         )
 
-    async def claim_stale_submission(self, older_than_seconds: float) -> SubmittingStepRun | None:
+    async def claim_stale_submission(
+        self, older_than_seconds: float, *, skip: Sequence[int] = ()
+    ) -> SubmittingStepRun | None:
         """A 'submitting' row whose submitter is gone: not locked (a live submitter holds its row's lock
         while it submits) and older than the grace period (which covers the moment between the commit
-        of the row and the submitter taking its lock)."""
+        of the row and the submitter taking its lock). `skip`: rows already looked at in this pass
+        (deferred), so one that cannot be settled does not hide the others."""
         row = await self._conn.fetchrow(
-            """SELECT * FROM step_runs
+            """SELECT *, extract(epoch FROM clock_timestamp() - started_at)::float8 AS age_seconds
+               FROM step_runs
                WHERE state = 'submitting' AND started_at < clock_timestamp() - make_interval(secs => $1)
+                 AND id <> ALL($2::bigint[])
                ORDER BY started_at LIMIT 1 FOR UPDATE SKIP LOCKED""",
             older_than_seconds,
+            list(skip),
         )
         if row is None:
             return None
@@ -366,6 +391,7 @@ class SchedulerRepository:
             cluster=row["cluster"],
             submitted_by=row["submitted_by"],
             started_at=row["started_at"],
+            age_seconds=row["age_seconds"],
         )
 
     async def active_step_runs(self, cluster: str) -> list[StepRunRow]:

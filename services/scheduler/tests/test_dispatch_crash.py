@@ -367,3 +367,37 @@ async def test_a_live_submitter_is_left_alone_however_long_it_takes(
     assert await run_until(loop, pool, ws_id, {"completed", "failed"}) == "completed"
     async with UnitOfWork(pool) as uow:
         assert await uow.scheduling.step_run_counts(ws_id) == {"quick": 1}
+
+
+async def test_an_unreachable_cluster_does_not_hold_up_the_orphans_of_the_others(
+    pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """The oldest orphan's cluster cannot be asked; a younger orphan on a healthy cluster is still
+    looked up, found and adopted in the same pass."""
+    settings = two_steps(tmp_path, align_seconds=0.5)
+    await add_cluster(pool, "far", max_concurrent=1, workdir=tmp_path / "work")
+    stuck = await enqueue(pool, "acme")
+    assert await Admitter(pool, settings, "first").admit_all()
+    with pytest.raises(SimulatedCrash):
+        await dispatcher(pool, settings, CrashingExecutor(after_start=False), "first").dispatch_pending()
+    await add_cluster(pool, "local", max_concurrent=1, workdir=tmp_path / "work")
+    healthy = await enqueue(pool, "beta")
+    assert await Admitter(pool, settings, "first").admit_all()
+    crashing = CrashingExecutor(after_start=True)
+    with pytest.raises(SimulatedCrash):
+        await dispatcher(pool, settings, crashing, "first").dispatch_pending()
+    await asyncio.sleep(GRACE * 2)
+    try:
+        unreachable, counting = UnreachableExecutor(), CountingExecutor()
+        registry = ExecutorRegistry({"local": lambda c: unreachable if c.name == "far" else counting})
+        second = Dispatcher(
+            pool, registry, WorksetPlanner(settings), "second",
+            submit_grace_seconds=GRACE, resubmit_after_seconds=3600,
+        )  # fmt: skip
+        assert await second.reconcile_submitting() == 1  # the healthy cluster's orphan, adopted
+        assert unreachable.found == [("align", 1, False)] and counting.found == [("align", 1, True)]
+        assert [state for _, state, _ in await step_rows(pool, healthy)] == ["running"]
+        assert await step_rows(pool, stuck) == [("align", "submitting", None)]  # asked again next pass
+    finally:
+        for handle in crashing.started:
+            await LocalExecutor(grace_seconds=1).cancel(handle)
