@@ -16,8 +16,8 @@ import pytest
 
 from stamen.executors.base import JobHandle, JobState, StepSpec
 from stamen.executors.remote import LocalCommandRunner
-from stamen.executors.slurm import SlurmExecutor
-from tests.slurm.conftest import SlurmTestCluster
+from stamen.executors.slurm import SlurmCommandError, SlurmExecutor
+from tests.slurm.conftest import SlurmTestCluster, free_tcp_port
 from tests.slurm.helpers import CountingRunner, finished, make_step, wait_for, wait_until_forgotten
 
 
@@ -110,3 +110,67 @@ async def test_find_a_running_job_from_a_new_executor(
         assert status.state is JobState.CANCELLED and "cancelled by stamen" in status.reason
     finally:
         await after_restart.cancel(handle)
+
+
+async def test_find_raises_when_the_exit_file_exists_but_cannot_be_read(
+    executor: SlurmExecutor, tmp_path: Path
+) -> None:
+    """Slurm has no record (never submitted, or forgotten) and the exit file cannot be read: that is
+    "cannot tell", not "not found" (the scheduler would run a finished step again). The read failure is
+    real: the exit file's path is a directory (root, as here, reads through any permission bits)."""
+    step = unique_step(tmp_path, "merge", "echo merged")
+    exit_file = Path(SlurmExecutor.step_files(step.workdir, step.step)["exit_file"])
+    await asyncio.to_thread(exit_file.mkdir, parents=True)
+
+    with pytest.raises(SlurmCommandError) as raised:
+        await executor.find(step)
+
+    assert raised.value.code == "SLURM_EXIT_FILE_UNREADABLE"
+    assert str(exit_file) in str(raised.value) and "local" in str(raised.value)
+    await asyncio.to_thread(exit_file.rmdir)  # really absent: "no exit file", so not found
+    assert await executor.find(step) is None
+
+
+async def test_find_raises_when_sacct_fails_and_squeue_has_no_record(
+    slurm_cluster: SlurmTestCluster, tmp_path: Path
+) -> None:
+    """With accounting on but slurmdbd unreachable, sacct fails: an ended job may be recorded there,
+    so find must not answer None. Only "accounting storage is disabled" means "no record" (the
+    test cluster's own configuration, used by the other tests). The configuration is the test
+    cluster's with accounting pointed at a port where no slurmdbd listens (squeue still works)."""
+    conf = slurm_cluster.conf_path.read_text().replace(
+        "AccountingStorageType=accounting_storage/none",
+        f"AccountingStorageType=accounting_storage/slurmdbd\nAccountingStorageHost=127.0.0.1\n"
+        f"AccountingStoragePort={free_tcp_port()}",
+    )
+    assert "accounting_storage/slurmdbd" in conf
+    conf_path = tmp_path / "slurm-with-accounting.conf"
+    conf_path.write_text(conf)
+    runner = CountingRunner({"SLURM_CONF": str(conf_path)})
+    executor = SlurmExecutor(cluster="test", runner=runner)
+    step = unique_step(tmp_path, "dedup", "echo never")
+
+    with pytest.raises(SlurmCommandError) as raised:
+        await executor.find(step)
+
+    assert [argv[0] for argv in runner.commands] == ["squeue", "sacct"]  # squeue answered: no record
+    assert raised.value.code == "SLURM_QUERY_FAILED"
+    assert f"sacct --name=stamen:{step.workset_id}:a1:dedup" in str(raised.value)
+    assert raised.value.stderr.strip() and "accounting storage is disabled" not in raised.value.stderr
+
+
+async def test_sbatch_runs_under_timeout_and_a_real_submission_works(
+    executor: SlurmExecutor, runner: CountingRunner, tmp_path: Path
+) -> None:
+    step = unique_step(tmp_path, "trim", "echo trimmed")
+    runner.commands.clear()
+    handle = await executor.submit(step)
+
+    [submitted] = runner.commands
+    bound = executor.sbatch_kill_after_seconds
+    assert bound == 55 and bound < executor.command_timeout_seconds
+    files = SlurmExecutor.step_files(step.workdir, step.step)
+    assert list(submitted) == ["timeout", "-s", "KILL", "55", *executor.sbatch_argv(step, files)]
+    assert (await wait_for(executor, handle, finished)).state is JobState.SUCCEEDED
+    found = await executor.find(step)
+    assert found is not None and found.job_id == handle.job_id

@@ -18,7 +18,7 @@ import pytest
 
 from stamen.executors.base import JobState, StepSpec
 from stamen.executors.remote import CommandRunnerError, SshCommandRunner
-from stamen.executors.slurm import SlurmExecutor
+from stamen.executors.slurm import SlurmCommandError, SlurmExecutor
 from tests.slurm.conftest import SlurmTestCluster
 from tests.slurm.helpers import finished, wait_for
 
@@ -137,6 +137,13 @@ async def test_find_over_ssh(ssh_head_node: SshHeadNode, tmp_path: Path) -> None
     step = StepSpec(workset_id=f"ws-ssh-{uuid.uuid4().hex[:12]}", attempt=3, step="bwa",
                     workdir=str(tmp_path / "remote-work"), argv=["echo", "never"])  # fmt: skip
     try:
+        # An exit file the head node cannot read is "cannot tell" (a real failure: it is a directory).
+        exit_file = Path(SlurmExecutor.step_files(step.workdir, step.step)["exit_file"])
+        await asyncio.to_thread(exit_file.mkdir, parents=True)
+        with pytest.raises(SlurmCommandError) as raised:
+            await executor.find(step)
+        assert raised.value.code == "SLURM_EXIT_FILE_UNREADABLE" and runner.description in str(raised.value)
+        await asyncio.to_thread(exit_file.rmdir)
         assert await executor.find(step) is None  # never submitted
         handle = await held.submit(step)
         found = await executor.find(step)

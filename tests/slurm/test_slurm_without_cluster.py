@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,7 @@ from stamen.executors.slurm import (
     slurm_state_to_job_state,
     slurmstepd_verdict,
 )
+from tests.slurm.conftest import free_tcp_port
 
 
 def test_state_mapping_of_slurm_states() -> None:
@@ -150,3 +152,81 @@ def test_parsing_of_found_submissions() -> None:
     assert latest is not None and latest.job_id == "57"
     assert latest_submission(parse_submissions("")) is None
     assert job_name_for("ws 1", 2, "a/b") == "stamen:ws_1:a2:a_b"
+
+
+async def test_sbatch_missing_beside_timeout_is_a_missing_command(tmp_path: Path) -> None:
+    """`timeout` is there but sbatch is not: timeout exits 127, which is SLURM_COMMAND_MISSING as well."""
+    timeout_binary = shutil.which("timeout")
+    if timeout_binary is None:
+        pytest.skip("coreutils timeout is not installed")
+    only_timeout = tmp_path / "bin"
+    only_timeout.mkdir()
+    (only_timeout / "timeout").symlink_to(timeout_binary)
+    executor = SlurmExecutor(runner=LocalCommandRunner({"PATH": str(only_timeout)}))
+    step = StepSpec(workset_id="ws", attempt=1, step="s", argv=["true"], workdir=str(tmp_path / "w"))
+
+    with pytest.raises(SlurmCommandError) as raised:
+        await executor.submit(step)
+
+    assert raised.value.code == "SLURM_COMMAND_MISSING" and raised.value.returncode == 127
+    assert "sbatch" in raised.value.stderr
+
+
+def unreachable_cluster_conf(tmp_path: Path) -> Path:
+    """A cluster whose controller cannot be reached (nothing listens on its port): sbatch keeps retrying."""
+    conf = tmp_path / "unreachable.conf"
+    conf.write_text(
+        f"ClusterName=unreachable\nSlurmctldHost=localhost(127.0.0.1)\nSlurmctldPort={free_tcp_port()}\n"
+    )
+    return conf
+
+
+async def test_sbatch_that_hangs_is_killed_on_the_head_node_before_the_command_timeout(
+    tmp_path: Path,
+) -> None:
+    if shutil.which("sbatch") is None or shutil.which("timeout") is None:
+        pytest.skip("sbatch or coreutils timeout is not installed")
+    conf = unreachable_cluster_conf(tmp_path)
+    executor = SlurmExecutor(runner=LocalCommandRunner({"SLURM_CONF": str(conf)}), command_timeout_seconds=10)
+    assert executor.sbatch_kill_after_seconds == 5
+    step = StepSpec(workset_id="ws", attempt=1, step="s", argv=["true"], workdir=str(tmp_path / "w"))
+
+    started = time.monotonic()
+    with pytest.raises(SlurmCommandError) as raised:
+        await executor.submit(step)
+
+    # `timeout` killed sbatch (a return code); the runner's own timeout would raise without one.
+    assert raised.value.code == "SLURM_UNREACHABLE" and raised.value.returncode in (137, -9)
+    assert "killed (timeout -s KILL)" in str(raised.value) and "find() tells which" in str(raised.value)
+    assert 5 <= time.monotonic() - started < 10
+
+
+def test_an_orphaned_sbatch_cannot_outlive_its_bound(tmp_path: Path) -> None:
+    """The scheduler's command timeout dies with the scheduler: the command it started must still end
+    within the bound by itself. Nobody waits on this one with a timeout, as after the submitter died."""
+    if shutil.which("sbatch") is None or shutil.which("timeout") is None:
+        pytest.skip("sbatch or coreutils timeout is not installed")
+    executor = SlurmExecutor(command_timeout_seconds=8)  # sbatch bound: 3 s
+    step = StepSpec(workset_id="ws", attempt=1, step="s", argv=["true"], workdir=str(tmp_path / "w"))
+    files = SlurmExecutor.step_files(step.workdir, step.step)
+    (tmp_path / "w").mkdir()
+    Path(files["batch_script"]).write_text(render_batch_script(step, files["exit_file"]))
+    env = {**os.environ, "SLURM_CONF": str(unreachable_cluster_conf(tmp_path))}
+
+    started = time.monotonic()
+    process = subprocess.Popen(executor.submit_argv(step, files), env=env, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        # Generous for a loaded machine; an sbatch left alone retries far longer, and exits 1, not -9.
+        returncode = process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert returncode == -9, "sbatch was not killed by its `timeout`"
+    assert time.monotonic() - started < 30
+
+
+def test_command_timeout_must_leave_room_for_the_sbatch_bound() -> None:
+    with pytest.raises(ValueError, match="command_timeout_seconds=5 is too short"):
+        SlurmExecutor(command_timeout_seconds=5)
+    assert SlurmExecutor(command_timeout_seconds=6).sbatch_kill_after_seconds == 1

@@ -5,7 +5,9 @@
 running and recently ended jobs) and ONE `sacct` call (the accounting database: the final state, the
 exit code and the resources used). `cancel` runs `scancel`. `find` looks a step submission up by its
 job name (`stamen:<workset>:a<attempt>:<step>`, unique per attempt): ONE `squeue --name`, then
-`sacct --name` (when accounting is on), then the exit file. All commands go through a
+`sacct --name` (when accounting is on), then the exit file; what cannot be asked raises, since "cannot
+tell" must never read as "not found". sbatch runs under `timeout -s KILL`, so it cannot outlive the
+executor's command timeout even when the process that started it has died. All commands go through a
 `CommandRunner`, so the same executor drives a local cluster or a remote head node over SSH.
 
 The batch script writes the step's own outcome into the workdir when the command ends (also when
@@ -47,6 +49,18 @@ SACCT_FIELDS = ("JobIDRaw", "State", "ExitCode", "Start", "End", "ElapsedRaw", "
 # `sacct --name` without a start time only shows jobs since midnight: look back this far instead (a
 # scheduler finds its orphaned submissions at its next pass, so days are plenty).
 FIND_ACCOUNTING_LOOKBACK = "now-30days"
+# What sacct says (exit 1) on a cluster without accounting (AccountingStorageType=accounting_storage/none):
+# the one sacct failure that means "no record" rather than "cannot tell" (slurmdbd down, ...).
+ACCOUNTING_DISABLED_MESSAGE = "accounting storage is disabled"
+# sbatch runs as `timeout -s KILL <command timeout - this> sbatch ...` on the head node: the bound holds
+# even when the process that started it (and enforces the command timeout) has died, which the
+# scheduler's wait before resubmitting a `submitting` step relies on.
+SBATCH_KILL_MARGIN_SECONDS = 5
+# When `timeout -s KILL` fires, it kills its process group, itself included: a parent sees signal 9
+# (-9 from a local subprocess or an SSH channel that exec'd it) or 128 + 9 from a shell. A shell's or
+# timeout's status when the command cannot be run (126) or is not found (127).
+_KILLED_BY_TIMEOUT = (137, -9)
+_NOT_RUNNABLE = (126, 127)
 _JOB_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._:+-]")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # CommandRunnerError codes -> SlurmCommandError codes (SSH_* codes are passed on as they are).
@@ -387,6 +401,11 @@ class SlurmExecutor:
         extra_sbatch_args: Sequence[str] = (),
         command_timeout_seconds: float = 60.0,
     ) -> None:
+        if command_timeout_seconds < SBATCH_KILL_MARGIN_SECONDS + 1:
+            raise ValueError(
+                f"command_timeout_seconds={command_timeout_seconds:g} is too short: sbatch is killed "
+                f"{SBATCH_KILL_MARGIN_SECONDS} s before it, so it must be at least {SBATCH_KILL_MARGIN_SECONDS + 1} s"
+            )
         self.cluster = cluster
         self.runner: CommandRunner = runner if runner is not None else LocalCommandRunner()
         self.partition = partition
@@ -411,14 +430,14 @@ class SlurmExecutor:
         return {name: handle.extra.get(name, path) for name, path in defaults.items()}
 
     # --- commands ----------------------------------------------------------------------------
-    async def _run(self, argv: Sequence[str]) -> CommandResult:
+    async def _run(self, argv: Sequence[str], *, label: str | None = None) -> CommandResult:
         """Run a Slurm command; a command that cannot be run at all raises SlurmCommandError."""
         try:
             return await self.runner.run(argv, timeout=self.command_timeout_seconds)
         except CommandRunnerError as error:
             raise SlurmCommandError(
                 _RUNNER_ERROR_CODES.get(error.code, error.code),
-                f"{argv[0]} on {self.runner.description}: {error}",
+                f"{label or argv[0]} on {self.runner.description}: {error}",
                 argv=argv,
             ) from error
 
@@ -437,6 +456,18 @@ class SlurmExecutor:
             argv.append(f"--account={self.account}")
         return [*argv, *self.extra_sbatch_args, files["batch_script"]]
 
+    @property
+    def sbatch_kill_after_seconds(self) -> int:
+        """How long sbatch may run on the head node before `timeout` kills it (below the command timeout)."""
+        return max(1, math.floor(self.command_timeout_seconds) - SBATCH_KILL_MARGIN_SECONDS)
+
+    def submit_argv(self, step: StepSpec, files: dict[str, str]) -> list[str]:
+        """What submit runs: sbatch under coreutils `timeout -s KILL`. The runner's own timeout is kept by
+        this process (or its SSH channel): if this process dies, an sbatch in its retry loop (slurmctld
+        unreachable) would go on and could submit the job long after the scheduler decided to resubmit.
+        `timeout` runs beside sbatch on the head node, so the bound holds without us."""
+        return ["timeout", "-s", "KILL", str(self.sbatch_kill_after_seconds), *self.sbatch_argv(step, files)]
+
     async def submit(self, step: StepSpec) -> JobHandle:
         invalid_names = [name for name in step.env if not _ENV_NAME.fullmatch(name)]
         if invalid_names:
@@ -454,10 +485,27 @@ class SlurmExecutor:
                 "SLURM_WORKDIR_FAILED", f"cannot prepare workdir {step.workdir} on {self.runner.description}: "
                 f"{error}",
             ) from error  # fmt: skip
-        argv = self.sbatch_argv(step, files)
+        argv = self.submit_argv(step, files)
         submitted_at = datetime.now(UTC)
-        result = await self._run(argv)
+        result = await self._run(
+            argv, label=f"sbatch (under timeout -s KILL {self.sbatch_kill_after_seconds})"
+        )
         job_id = result.stdout.strip().split(";")[0]  # --parsable: "<id>" or "<id>;<cluster>"
+        if result.returncode in _KILLED_BY_TIMEOUT:
+            raise SlurmCommandError(
+                "SLURM_UNREACHABLE",
+                f"sbatch for {job_name(step)} did not finish within {self.sbatch_kill_after_seconds} s on "
+                f"{self.runner.description} and was killed (timeout -s KILL): the job may or may not have "
+                f"been submitted; find() tells which",
+                argv=argv, returncode=result.returncode, stderr=result.stderr,
+            )  # fmt: skip
+        if result.returncode in _NOT_RUNNABLE:
+            raise SlurmCommandError(
+                "SLURM_COMMAND_MISSING",
+                f"cannot run sbatch (under timeout) on {self.runner.description}: both `timeout` "
+                f"(coreutils) and `sbatch` must be on its PATH: {result.stderr.strip()}",
+                argv=argv, returncode=result.returncode, stderr=result.stderr,
+            )  # fmt: skip
         if not result.succeeded or not job_id.isdigit():
             raise SlurmCommandError(
                 "SLURM_SUBMIT_FAILED",
@@ -487,7 +535,9 @@ class SlurmExecutor:
     async def find(self, step: StepSpec) -> JobHandle | None:
         """The job named `job_name(step)`: squeue (every pending or running job, and ended ones for
         MinJobAge seconds), else sacct (when accounting is on), else this attempt's exit file. squeue
-        failing raises SlurmCommandError: without it, "not found" cannot be told from "not asked"."""
+        failing, sacct failing for another reason than "accounting storage is disabled", or the exit
+        file existing but not being readable raise SlurmCommandError: the scheduler resubmits the step
+        on None, so "cannot tell" must never read as "not found"."""
         name = job_name(step)
         found = await self._find_in_queue(name) or await self._find_in_accounting(name)
         if found is None:
@@ -510,15 +560,36 @@ class SlurmExecutor:
                 f"--starttime={FIND_ACCOUNTING_LOOKBACK}", "--format=JobIDRaw,Submit"]  # fmt: skip
         result = await self._run(argv)
         if not result.succeeded:
-            # No accounting (or slurmdbd down). squeue has answered already, so the job is not
-            # pending or running: what is left to find is an ended job, in its exit file.
-            return None
+            if ACCOUNTING_DISABLED_MESSAGE in result.stderr.lower():
+                # Slurm itself says there is no accounting: no record, not "cannot tell". squeue has
+                # answered already, so what is left to find is an ended job, in its exit file.
+                return None
+            # slurmdbd down or unreachable, a database error, ...: a job that ended more than
+            # MinJobAge ago may be recorded there, so "no record" cannot be told.
+            raise SlurmCommandError(
+                "SLURM_QUERY_FAILED", f"sacct --name={name} failed (exit {result.returncode}): "
+                f"{result.stderr.strip()}", argv=argv, returncode=result.returncode, stderr=result.stderr,
+            )  # fmt: skip
         return latest_submission(parse_submissions(result.stdout))
 
     async def _find_by_exit_file(self, step: StepSpec) -> Submission | None:
         """An ended job that Slurm has forgotten: its exit file, if it is this attempt's."""
         exit_file = self.step_files(step.workdir, step.step)["exit_file"]
-        raw = await self._read_tail(exit_file, LOG_TAIL_BYTES)
+        try:
+            # Not _read_tail (poll's, which takes any read error for "no file"): only a file that does
+            # not exist is "no exit file"; any other failure (SSH down, permissions, I/O) is "cannot tell".
+            raw = await self.runner.read_file_tail(exit_file, LOG_TAIL_BYTES)
+        except CommandRunnerError as error:
+            code = _RUNNER_ERROR_CODES.get(error.code, error.code)
+            raise SlurmCommandError(
+                "SLURM_EXIT_FILE_UNREADABLE" if code == "SSH_FILE_OPERATION_FAILED" else code,
+                f"cannot read exit file {exit_file} on {self.runner.description}: {error}",
+            ) from error
+        except OSError as error:
+            raise SlurmCommandError(
+                "SLURM_EXIT_FILE_UNREADABLE",
+                f"cannot read exit file {exit_file} on {self.runner.description}: {error}",
+            ) from error
         try:
             document = json.loads(raw.decode(errors="replace")) if raw else None
         except json.JSONDecodeError:
