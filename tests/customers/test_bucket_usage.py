@@ -12,12 +12,12 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from stamen.customers import BucketUsageCache, NewCustomer, StorageNotMeasured, StorageQuotaExceeded
+from stamen.customers import BucketUsageCache, StorageNotMeasured, StorageQuotaExceeded
 from stamen.customers.bucket_usage import measure_bucket
 from stamen.customers.cloud import open_clients
-from stamen.customers.repository import CustomerRepository
 from stamen.customers.usage import check_customer_storage
 from tests.customers.awskit import customer_settings, unique
+from tests.intake.test_quota import customer
 
 
 class Clock:
@@ -35,24 +35,12 @@ def count_listings(s3: Any) -> list[str]:
     return calls
 
 
-async def _customer(pool: asyncpg.Pool, customer_id: str, bucket: str, max_storage_gb: float) -> None:
-    new = NewCustomer.create(
-        customer_name=customer_id,
-        email=f"ops@{customer_id}.example.org",
-        customer_id=customer_id,
-        max_concurrent_worksets=1,
-        max_storage_gb=max_storage_gb,
-    )
-    async with pool.acquire() as conn:
-        assert await CustomerRepository(conn).insert_onboarding(new, s3_bucket=bucket, region="us-west-2")
-
-
 async def test_a_burst_lists_the_bucket_once_per_ttl(pool: asyncpg.Pool, moto_endpoint: str) -> None:
     sync: Any = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-west-2")
     bucket = unique("quota")
     sync.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
     sync.put_object(Bucket=bucket, Key="a.bin", Body=b"x" * 900)
-    await _customer(pool, "burst", bucket, max_storage_gb=0.000001)  # 1000 bytes
+    await customer(pool, "burst", bucket=bucket, max_storage_gb=0.000001)  # 1000 bytes
     clock = Clock()
     cache = BucketUsageCache(ttl_seconds=60, clock=clock)
     async with open_clients(customer_settings(moto_endpoint)) as aws:
@@ -85,7 +73,7 @@ async def test_a_burst_lists_the_bucket_once_per_ttl(pool: asyncpg.Pool, moto_en
 async def test_a_missing_bucket_holds_nothing_and_a_failed_listing_is_not_kept(
     pool: asyncpg.Pool, moto_endpoint: str
 ) -> None:
-    await _customer(pool, "gone", unique("never-created"), max_storage_gb=0)
+    await customer(pool, "gone", bucket=unique("never-created"), max_storage_gb=0)
     cache = BucketUsageCache(clock=Clock())
     async with open_clients(customer_settings(moto_endpoint)) as aws:
         assert await check_customer_storage(pool, aws.s3, "gone", cache=cache) == 0  # at 0 GB, not over

@@ -75,12 +75,11 @@ async def fire_retry_timer(pool: asyncpg.Pool, loop: SchedulerLoop, within: floa
         await asyncio.sleep(0.05)
 
 
-async def test_a_retry_on_another_cluster_runs_the_steps_whose_outputs_are_not_there(
-    pool: asyncpg.Pool, tmp_path: Path
-) -> None:
+async def first_attempt_fails_on_a(pool: asyncpg.Pool, tmp_path: Path) -> tuple[Settings, str, SchedulerLoop]:
+    """Two clusters a and b; a workset preferring a whose align step fails on attempt 1 and later needs
+    the stage step's output in its own workdir."""
     steps = [
         {"name": "stage", "argv": script("open('staged', 'w').write('reads')")},
-        # Fails on the first attempt; later it needs the stage step's output in its own workdir.
         {
             "name": "align",
             "argv": script("import os; assert os.environ['STAMEN_ATTEMPT'] != '1'; open('staged').read()"),
@@ -92,6 +91,13 @@ async def test_a_retry_on_another_cluster_runs_the_steps_whose_outputs_are_not_t
     ws_id = await enqueue(pool, "acme", preferred_cluster="a")
     loop = in_process_scheduler(pool, settings)
     assert await run_until(loop, pool, ws_id, {"failed", "completed"}) == "failed"
+    return settings, ws_id, loop
+
+
+async def test_a_retry_on_another_cluster_runs_the_steps_whose_outputs_are_not_there(
+    pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    settings, ws_id, loop = await first_attempt_fails_on_a(pool, tmp_path)
     async with UnitOfWork(pool) as uow:
         await uow.scheduling.set_cluster_status("a", "draining")  # the retry has to go elsewhere
         await uow.commit()
@@ -113,19 +119,7 @@ async def test_a_retry_on_another_cluster_runs_the_steps_whose_outputs_are_not_t
 async def test_a_retry_on_the_same_cluster_resumes_at_the_failed_step(
     pool: asyncpg.Pool, tmp_path: Path
 ) -> None:
-    steps = [
-        {"name": "stage", "argv": script("open('staged', 'w').write('reads')")},
-        {
-            "name": "align",
-            "argv": script("import os; assert os.environ['STAMEN_ATTEMPT'] != '1'; open('staged').read()"),
-        },
-    ]
-    settings = settings_for(tmp_path, steps)
-    await add_cluster(pool, "a", workdir=tmp_path / "work-a")
-    await add_cluster(pool, "b", workdir=tmp_path / "work-b")
-    ws_id = await enqueue(pool, "acme", preferred_cluster="a")
-    loop = in_process_scheduler(pool, settings)
-    assert await run_until(loop, pool, ws_id, {"failed", "completed"}) == "failed"
+    settings, ws_id, loop = await first_attempt_fails_on_a(pool, tmp_path)
     assert await diagnose(pool, settings, ws_id) == "retry_wait"
     await fire_retry_timer(pool, loop)
     assert await run_until(loop, pool, ws_id, {"failed", "completed"}) == "completed"
