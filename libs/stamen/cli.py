@@ -290,15 +290,29 @@ def worksets_ls(
         try:
             async with UnitOfWork(pool) as uow:
                 rows = await uow.worksets.list_for_tenant(tenant, limit)
+                parked = await uow.dead_letters.reasons_for([w.id for w in rows])
         finally:
             await pool.close()
-        return [{"id": w.id, "tenant": w.tenant_id, "name": w.name, "state": w.state.value} for w in rows]
+        return [
+            {
+                "id": w.id,
+                "tenant": w.tenant_id,
+                "name": w.name,
+                "state": w.state.value,
+                "dead_letter_reason": parked.get(w.id),
+            }
+            for w in rows
+        ]
 
     rows = _run(as_json, run)
-    text = (
-        "\n".join(f"{r['id']}  {r['tenant']:<12} {r['state']:<14} {r['name']}" for r in rows) or "no worksets"
-    )
+    text = "\n".join(workset_line(r) for r in rows) or "no worksets"
     _emit(as_json, rows, text)
+
+
+def workset_line(row: dict[str, Any]) -> str:
+    """One workset in a listing; a dead-lettered one says why stamen stopped (local and remote CLI)."""
+    state = row["state"] + (f" ({row['dead_letter_reason']})" if row.get("dead_letter_reason") else "")
+    return f"{row['id']}  {row['tenant']:<12} {state:<32} {row['name']}"
 
 
 @worksets_app.command("show")

@@ -15,7 +15,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 
-from stamen.cli import JsonOpt
+from stamen.cli import JsonOpt, workset_line
 from stamen.remote import (
     Body,
     Connection,
@@ -320,7 +320,7 @@ def remote_worksets_ls(
     given = {"state": state, "tenant": tenant, "cursor": cursor, "limit": limit}
     query = [(k, str(v)) for k, v in given.items() if v is not None]
     page = _guard(as_json, lambda: _call_json(url, token, "worksets_list", query=query))
-    lines = [f"{w['id']}  {w['tenant']:<16} {w['state']:<14} {w['name']}" for w in page["items"]]
+    lines = [workset_line(w) for w in page["items"]]
     if page.get("next_cursor"):
         lines.append(f"more: --cursor {page['next_cursor']}")
     _emit(as_json, page, "\n".join(lines) or "no worksets")

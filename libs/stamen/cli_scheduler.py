@@ -19,7 +19,9 @@ from stamen.store.unit_of_work import UnitOfWork
 T = TypeVar("T")
 cluster_app = typer.Typer(help="The cluster registry.", no_args_is_help=True)
 dlq_app = typer.Typer(
-    help="The dead-letter queue: worksets that used up their retries.", no_args_is_help=True
+    help="The dead-letter queue: worksets stamen will not run again (retries used up, not retryable, "
+    "retries off).",
+    no_args_is_help=True,
 )
 tenant_app = typer.Typer(help="Tenant limits.", no_args_is_help=True)
 
@@ -185,7 +187,8 @@ def dlq_ls(tenant: str | None = None, state_dir: StateDirOpt = None, as_json: Js
 
     rows = _run(as_json, _with_pool(state_dir, ls))
     text = "\n".join(
-        f"{r['workset_id']}  {r['tenant_id']:<12} {r['attempts']} attempts  {r['last_code']}  {r['reason']}"
+        f"{r['workset_id']}  {r['tenant_id']:<12} {r['reason']:<17} {r['attempts']} attempts  "
+        f"{r['last_code']}  {r['detail']}"
         for r in rows
     )
     _emit(as_json, rows, text or "the dead-letter queue is empty")
@@ -200,9 +203,11 @@ def dlq_show(workset_id: str, state_dir: StateDirOpt = None, as_json: JsonOpt = 
             ws = await uow.worksets.get(workset_id)
             diagnoses = await uow.diagnoses.for_workset(workset_id)
             runs = await uow.scheduling.runs(workset_id)
+            parked = await uow.dead_letters.get(workset_id)
         return {
             "id": ws.id,
             "state": ws.state.value,
+            "dead_letter": parked,
             "attempts": runs,
             "diagnoses": [
                 {"attempt": d.attempt, "code": d.code, "retry_class": d.retry_class, "report": d.report}
@@ -212,6 +217,9 @@ def dlq_show(workset_id: str, state_dir: StateDirOpt = None, as_json: JsonOpt = 
 
     data = _run(as_json, _with_pool(state_dir, show))
     lines = [f"{data['id']}  {data['state']}"]
+    if data["dead_letter"]:
+        parked = data["dead_letter"]
+        lines.append(f"dead-lettered ({parked['reason']}) after {parked['attempts']} attempts: {parked['detail']}")
     for d in data["diagnoses"]:
         lines += [f"--- attempt {d['attempt']}: {d['code']} ({d['retry_class']})", d["report"]]
     _emit(as_json, data, "\n".join(lines))

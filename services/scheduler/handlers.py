@@ -17,7 +17,7 @@ ACTOR = "scheduler"
 
 
 class RetryHandler:
-    """Turns a diagnosis into retry_wait (with a durable timer), failed, or dead_lettered."""
+    """Turns a diagnosis into retry_wait (with a durable timer) or dead_lettered (stamen will not retry it)."""
 
     def __init__(self, settings: Settings) -> None:
         self.policy = RetryPolicy.from_settings(settings) if settings.enable_retry else None

@@ -12,6 +12,7 @@ import structlog
 
 from services.validator.checks import CheckResult
 from stamen.bus.consumer import Delivery, EventHandler, RetryLater
+from stamen.diagnostics import CatalogEntry, UnknownErrorCodeError, get_entry
 from stamen.domain.lifecycle import WorksetState
 from stamen.events.envelope import Envelope
 from stamen.events.types import (
@@ -26,6 +27,7 @@ from stamen.inputs import sentinels
 from stamen.inputs.objects import ObjectStore, StorageError
 from stamen.inputs.repository import IntakeRepository
 from stamen.service.idempotent import idempotent
+from stamen.store.diagnoses import DiagnosisRow
 from stamen.store.unit_of_work import UnitOfWork
 
 log = structlog.get_logger(__name__)
@@ -81,19 +83,50 @@ async def apply_decision(uow: UnitOfWork, event: Envelope, *, result: CheckResul
     log.info("validator.done", outcome=ws.state.value, errors=len(result.errors))
 
 
-def sentinel_for(event: Envelope) -> tuple[str, bytes] | None:
-    """Which Daylily sentinel an event makes true, and its content."""
+def sentinel_for(event: Envelope, diagnosis: DiagnosisRow | None = None) -> tuple[str, bytes] | None:
+    """Which Daylily sentinel an event makes true, and its content (`diagnosis`: a dead letter's)."""
     payload, at = event.payload, event.occurred_at
     if isinstance(payload, WorksetRejected):
         return sentinels.ERROR, sentinels.error_body(at, "rejected: " + sentinels.summarise_findings(payload.findings))
     if isinstance(payload, WorksetCompleted):
         return sentinels.COMPLETE, sentinels.timestamp_body(at)
     if isinstance(payload, WorksetDeadLettered):
-        return sentinels.ERROR, sentinels.error_body(at, f"dead-lettered after {payload.attempts} attempts: "
-                                                         f"{payload.reason}")
+        return sentinels.ERROR, sentinels.error_body(at, dead_letter_message(payload, diagnosis))
     if isinstance(payload, WorksetCancelled):
         return sentinels.ERROR, sentinels.error_body(at, f"cancelled by {payload.cancelled_by}: {payload.reason}")
     return None
+
+
+def dead_letter_message(payload: WorksetDeadLettered, diagnosis: DiagnosisRow | None) -> str:
+    """'failed for good (not_retryable) after 1 attempt: WS-DAT-002 <name> in step qc: <evidence>; fix: ...'"""
+    runs = f"{payload.attempts} attempt{'s' if payload.attempts != 1 else ''}"
+    head = f"failed for good ({payload.reason}) after {runs}"
+    code = diagnosis.code if diagnosis is not None else payload.code
+    if code is None:  # an event written before dead letters carried their diagnosis
+        return f"dead-lettered after {runs}: {payload.detail or payload.reason}"
+    try:
+        entry: CatalogEntry | None = get_entry(code)
+    except UnknownErrorCodeError:
+        entry = None
+    parts = [f"{head}: {code}" + (f" {entry.name}" if entry else "")]
+    if diagnosis is not None and diagnosis.step:
+        parts[0] += f" in step {diagnosis.step}"
+    evidence = _first_evidence(diagnosis)
+    if evidence:
+        parts.append(evidence)
+    if payload.detail:
+        parts.append(payload.detail)
+    if entry is not None:
+        parts.append("fix: " + entry.remediation[0])
+    return "; ".join(parts)
+
+
+def _first_evidence(diagnosis: DiagnosisRow | None) -> str:
+    if diagnosis is None or not diagnosis.candidates:
+        return ""
+    top = diagnosis.candidates[0]
+    lines = [str(line) for line in top.get("evidence") or []] + [str(f) for f in top.get("facts") or []]
+    return f'evidence: "{lines[0]}"' if lines else ""
 
 
 def write_sentinel(store: Callable[[], ObjectStore]) -> Callable[[UnitOfWork, Envelope], Awaitable[None]]:
@@ -101,9 +134,14 @@ def write_sentinel(store: Callable[[], ObjectStore]) -> Callable[[UnitOfWork, En
         assert event.workset_id is not None
         repository = IntakeRepository(uow.connection)
         drop = await repository.drop_for_workset(event.workset_id)
-        written = sentinel_for(event)
-        if drop is None or written is None:
+        if drop is None:
             return  # not an S3-dropped workset: no folder to keep in step
+        diagnosis = None
+        if isinstance(event.payload, WorksetDeadLettered) and event.payload.attempt is not None:
+            diagnosis = await uow.diagnoses.get(event.workset_id, event.payload.attempt)
+        written = sentinel_for(event, diagnosis)
+        if written is None:
+            return
         name, body = written
         try:
             await store().put(drop.bucket, drop.folder + name, body)

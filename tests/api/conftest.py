@@ -21,6 +21,7 @@ from stamen.customers.settings import CustomerSettings
 from stamen.domain.lifecycle import WorksetState
 from stamen.intake import submit_workset
 from stamen.natsauth import NatsCredentialService
+from stamen.retry import GiveUpReason
 from stamen.store.unit_of_work import UnitOfWork
 from tests.auth.cognito_lab import REGION, CognitoLab
 from tests.customers.awskit import customer_settings, moto_endpoint
@@ -79,7 +80,9 @@ async def workset_in(pool: asyncpg.Pool, tenant: str, name: str, *, dead_letter:
             for state in (s.VALIDATING, s.QUEUED, s.SCHEDULED, s.RUNNING, s.FAILED, s.DEAD_LETTERED):
                 ws.transition(state, actor="test", reason="test fixture")
             await uow.worksets.save(ws)
-            await uow.dead_letters.park(ws.id, tenant, "retries used up", 3, "TEST")
+            await uow.dead_letters.park(
+                ws.id, tenant, GiveUpReason.RETRIES_EXHAUSTED, 3, "TEST", "the retry budget of 2 is used up"
+            )
             await uow.commit()
     return result.workset_id
 

@@ -107,6 +107,16 @@ async def test_a_dead_letter_shows_every_attempt(world: World) -> None:
         await uow.commit()
     shown = await (await world.client.get(f"/api/v1/dlq/{dead}", headers=world.operator)).json()
     assert shown["dead_letter"]["workset_id"] == dead and shown["workset"]["id"] == dead
+    assert (shown["dead_letter"]["reason"], shown["dead_letter"]["detail"]) == (
+        "retries_exhausted",
+        "the retry budget of 2 is used up",
+    )
+    # Its owner sees why it stopped too: in the listing and in the workset itself.
+    mine = await (await world.client.get("/api/v1/worksets", headers=world.key(world.a))).json()
+    reasons = {w["id"]: w["dead_letter_reason"] for w in mine["items"]}
+    assert reasons[dead] == "retries_exhausted" and reasons[world.a.target.workset_id] is None
+    own = await (await world.client.get(f"/api/v1/worksets/{dead}", headers=world.key(world.a))).json()
+    assert own["dead_letter"]["reason"] == "retries_exhausted" and own["dead_letter"]["attempts"] == 3
     runs = shown["runs"]
     assert [(r["attempt"], r["cluster"], r["holder"], r["outcome"]) for r in runs] == [
         (1, "west-1", "scheduler-1", "failed"),

@@ -1,6 +1,6 @@
 """Failure handling end to end: real scheduler and diagnostics processes, real NATS and PostgreSQL,
 steps run by the local executor. Transient errors are retried and resume at the failed step, data
-errors fail at once, OOM retries with more memory, exhaustion parks in the DLQ, requeue completes,
+errors are dead-lettered at once (not_retryable), OOM retries with more memory, exhaustion parks in the DLQ, requeue completes,
 and killing every service between a failure and its retry loses nothing."""
 
 from __future__ import annotations
@@ -210,7 +210,7 @@ async def failure_scenarios(pool: asyncpg.Pool, services: Services, work: Path) 
 
         for ws_id, expected in (
             (flaky, "completed"),
-            (bad, "failed"),
+            (bad, "dead_lettered"),
             (oom, "completed"),
             (stuck, "dead_lettered"),
         ):
@@ -231,7 +231,11 @@ async def failure_scenarios(pool: asyncpg.Pool, services: Services, work: Path) 
         assert oom_diag[0].code.startswith("WS-RES") and oom_ws.memory_multiplier == 1.5
         memory = (work / "lab-c" / oom / "memory.txt").read_text().split()
         assert memory == ["1000", "1500"]
-        assert [p["workset_id"] for p in parked] == [stuck]
+        # Both end in the dead-letter queue, each saying why stamen stopped.
+        assert {p["workset_id"]: p["reason"] for p in parked} == {
+            bad: "not_retryable",
+            stuck: "retries_exhausted",
+        }
 
         # Requeued unfixed with a bigger budget: it fails again and IS retried (a fresh budget of 2),
         # then is parked again.
@@ -251,6 +255,6 @@ async def failure_scenarios(pool: asyncpg.Pool, services: Services, work: Path) 
             await wait_state(pool, stuck, {"completed", "failed", "dead_lettered"}, services) == "completed"
         )
         async with UnitOfWork(pool) as uow:
-            assert await uow.dead_letters.list() == []
+            assert [p["workset_id"] for p in await uow.dead_letters.list()] == [bad]
     finally:
         services.stop()

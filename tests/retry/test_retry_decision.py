@@ -8,7 +8,16 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from stamen.diagnostics import RetryClass
-from stamen.retry import BackoffPolicy, GiveUp, GiveUpReason, MemoryEscalation, RetryAfter, decide_retry
+from stamen.retry import (
+    BackoffPolicy,
+    GiveUp,
+    GiveUpReason,
+    MemoryEscalation,
+    RetryAfter,
+    RetryPolicy,
+    decide_after_failure,
+    decide_retry,
+)
 
 FIXED = BackoffPolicy(initial_seconds=5, factor=2, cap_seconds=60, jitter="none")
 
@@ -38,7 +47,7 @@ def test_resource_failure_uses_default_escalation() -> None:
 def test_non_retryable_classes_give_up_immediately(retry_class: RetryClass) -> None:
     decision = decide_retry(retry_class, attempt=1, max_retries=5, policy=FIXED)
     assert isinstance(decision, GiveUp)
-    assert decision.reason is GiveUpReason.NON_RETRYABLE_CLASS
+    assert decision.reason is GiveUpReason.NOT_RETRYABLE
     assert retry_class.value in decision.detail
 
 
@@ -46,13 +55,31 @@ def test_budget_exhausted_gives_up() -> None:
     assert isinstance(decide_retry(RetryClass.TRANSIENT, 3, 3, FIXED), RetryAfter)
     decision = decide_retry(RetryClass.TRANSIENT, attempt=4, max_retries=3, policy=FIXED)
     assert isinstance(decision, GiveUp)
-    assert decision.reason is GiveUpReason.EXHAUSTED
+    assert decision.reason is GiveUpReason.RETRIES_EXHAUSTED
     assert "3" in decision.detail
 
 
 def test_zero_retries_means_never_retry() -> None:
     decision = decide_retry(RetryClass.TRANSIENT, attempt=1, max_retries=0, policy=FIXED)
-    assert isinstance(decision, GiveUp) and decision.reason is GiveUpReason.EXHAUSTED
+    assert isinstance(decision, GiveUp) and decision.reason is GiveUpReason.RETRIES_EXHAUSTED
+
+
+@pytest.mark.parametrize("retry_class", list(RetryClass))
+def test_with_retries_switched_off_every_failure_gives_up_with_the_reason_a_person_acts_on(
+    retry_class: RetryClass,
+) -> None:
+    decision = decide_after_failure(None, retry_class, failed_attempts=1, max_retries=3)
+    assert isinstance(decision, GiveUp)
+    expected = GiveUpReason.RETRIES_DISABLED if retry_class.is_retryable else GiveUpReason.NOT_RETRYABLE
+    assert decision.reason is expected
+    # With a policy the same call is decide_retry's answer.
+    with_policy = decide_after_failure(RetryPolicy(backoff=FIXED), retry_class, 1, 3)
+    assert with_policy == decide_retry(retry_class, 1, 3, FIXED)
+
+
+def test_give_up_reasons_are_the_published_contract() -> None:
+    # The values are read by consumers of workset.dead_lettered (notifier, lab systems): never rename.
+    assert {r.value for r in GiveUpReason} == {"retries_exhausted", "not_retryable", "retries_disabled"}
 
 
 def test_jittered_delay_is_reproducible_with_rng() -> None:
@@ -76,9 +103,9 @@ def test_decision_invariants(
     escalation = MemoryEscalation(growth=growth, max_multiplier=cap)
     decision = decide_retry(retry_class, attempt, max_retries, FIXED, memory=escalation)
     if not retry_class.is_retryable:
-        assert isinstance(decision, GiveUp) and decision.reason is GiveUpReason.NON_RETRYABLE_CLASS
+        assert isinstance(decision, GiveUp) and decision.reason is GiveUpReason.NOT_RETRYABLE
     elif attempt > max_retries:
-        assert isinstance(decision, GiveUp) and decision.reason is GiveUpReason.EXHAUSTED
+        assert isinstance(decision, GiveUp) and decision.reason is GiveUpReason.RETRIES_EXHAUSTED
     else:
         assert isinstance(decision, RetryAfter)
         assert 0 <= decision.delay_seconds <= FIXED.cap_seconds

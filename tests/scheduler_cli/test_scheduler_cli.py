@@ -100,9 +100,13 @@ async def test_dlq_ls_show_requeue_and_purge(pool: asyncpg.Pool, database_url: s
         (parked, 2, "WS-NET-001"),
         (other, 1, "WS-NET-001"),
     ]
+    assert {r["reason"] for r in listed} == {"retries_exhausted"}
     assert [r["workset_id"] for r in stamen(db, "dlq", "ls", "--tenant", "lab-b")] == [other]
     shown = stamen(db, "dlq", "show", parked)
-    assert shown["state"] == "dead_lettered"
+    assert shown["state"] == "dead_lettered" and shown["dead_letter"]["reason"] == "retries_exhausted"
+    # `worksets ls` says why a dead-lettered workset stopped; other worksets have no reason.
+    reasons = {w["id"]: w["dead_letter_reason"] for w in stamen(db, "worksets", "ls", "--tenant", "lab-b")}
+    assert reasons == {other: "retries_exhausted", failed: None}
     assert [(d["attempt"], d["code"]) for d in shown["diagnoses"]] == [(1, "WS-NET-001"), (2, "WS-NET-001")]
 
     bad = stamen(db, "dlq", "requeue", parked, "--set", "samples=[]", ok=False)

@@ -74,14 +74,35 @@ async def test_a_resource_failure_retries_with_more_memory_never_less(pool: asyn
     assert ws.memory_multiplier == 1.5 and ws.retry_count == 2
 
 
+async def dead_letter_events(pool: asyncpg.Pool, ws_id: str) -> list[dict[str, object]]:
+    return [e["payload"] for e in await events_of(pool, ws_id) if e["type"] == "workset.dead_lettered"]
+
+
 @pytest.mark.parametrize("retry_class", [RetryClass.DATA, RetryClass.CONFIGURATION, RetryClass.PERMANENT])
-async def test_a_failure_that_cannot_change_stays_failed(pool: asyncpg.Pool, retry_class: RetryClass) -> None:
+async def test_a_failure_that_cannot_change_ends_in_the_dead_letter_queue_at_once(
+    pool: asyncpg.Pool, retry_class: RetryClass
+) -> None:
     ws_id = await workset_in(pool, *TO_FAILED, attempt=1)
-    assert await record(pool, ws_id, retry_class) == "failed"
+    assert await record(pool, ws_id, retry_class) == "dead_lettered"
     async with UnitOfWork(pool) as uow:
         ws = await uow.worksets.get(ws_id)
-        assert ws.state is S.FAILED and ws.retry_count == 0
-        assert await uow.scheduling.timers_for(ws_id) == [] and await uow.dead_letters.list() == []
+        parked = await uow.dead_letters.get(ws_id)
+        assert ws.state is S.DEAD_LETTERED and ws.retry_count == 0
+        assert await uow.scheduling.timers_for(ws_id) == []
+    assert parked is not None and (parked["reason"], parked["attempts"]) == ("not_retryable", 1)
+    assert retry_class.value in parked["detail"]
+    # The one "failed for good" event: small facts, the diagnosis stays in PostgreSQL.
+    assert await dead_letter_events(pool, ws_id) == [
+        {
+            "reason": "not_retryable",
+            "attempts": 1,
+            "attempt": 1,
+            "code": "WS-TST-001",
+            "retry_class": retry_class.value,
+            "retryable": False,
+            "detail": parked["detail"],
+        }
+    ]
 
 
 async def test_an_exhausted_budget_parks_the_workset_in_the_dead_letter_queue(pool: asyncpg.Pool) -> None:
@@ -92,20 +113,41 @@ async def test_an_exhausted_budget_parks_the_workset_in_the_dead_letter_queue(po
         parked = await uow.dead_letters.get(ws_id)
     assert ws.state is S.DEAD_LETTERED
     assert parked is not None and parked["attempts"] == 2 and parked["last_code"] == "WS-TST-001"
-    assert "budget of 1 is used up" in parked["reason"]
+    assert parked["reason"] == "retries_exhausted" and "budget of 1 is used up" in parked["detail"]
     assert [e["type"] for e in await events_of(pool, ws_id)][-1] == "workset.dead_lettered"
+    [event] = await dead_letter_events(pool, ws_id)
+    assert (event["reason"], event["attempt"], event["retryable"]) == ("retries_exhausted", 2, True)
 
 
-async def test_a_stale_diagnosis_or_switched_off_retries_change_nothing(pool: asyncpg.Pool) -> None:
+@pytest.mark.parametrize(
+    ("retry_class", "reason"),
+    [(RetryClass.TRANSIENT, "retries_disabled"), (RetryClass.DATA, "not_retryable")],
+)
+async def test_with_retries_switched_off_a_failure_ends_in_the_dead_letter_queue(
+    pool: asyncpg.Pool, retry_class: RetryClass, reason: str
+) -> None:
+    ws_id = await workset_in(pool, *TO_FAILED, attempt=1)
+    assert await record(pool, ws_id, retry_class, policy=None) == "dead_lettered"
+    async with UnitOfWork(pool) as uow:
+        parked = await uow.dead_letters.get(ws_id)
+        assert (await uow.worksets.get(ws_id)).state is S.DEAD_LETTERED
+    assert parked is not None and parked["reason"] == reason
+    assert [e["reason"] for e in await dead_letter_events(pool, ws_id)] == [reason]
+
+
+async def test_a_stale_or_repeated_diagnosis_changes_nothing(pool: asyncpg.Pool) -> None:
     ws_id = await workset_in(pool, *TO_FAILED, attempt=2)
     assert await record(pool, ws_id, RetryClass.TRANSIENT, attempt=1) == "stale"  # an older attempt's
-    assert await record(pool, ws_id, RetryClass.TRANSIENT, attempt=2, policy=None) == "failed"
     running = await workset_in(pool, S.VALIDATING, S.QUEUED, S.SCHEDULED, S.RUNNING, attempt=1)
     assert await record(pool, running, RetryClass.TRANSIENT) == "stale"
     async with UnitOfWork(pool) as uow:
         assert (await uow.worksets.get(ws_id)).state is S.FAILED
         assert (await uow.worksets.get(running)).state is S.RUNNING
         assert await uow.scheduling.timers_for(ws_id) == []
+    # Dead-lettered once; the same diagnosis again (a redelivery) emits nothing more.
+    assert await record(pool, ws_id, RetryClass.DATA, attempt=2) == "dead_lettered"
+    assert await record(pool, ws_id, RetryClass.DATA, attempt=2) == "stale"
+    assert len(await dead_letter_events(pool, ws_id)) == 1
 
 
 async def test_retryable_worksets_are_listed_soonest_first_by_tenant_and_due_time(pool: asyncpg.Pool) -> None:

@@ -9,6 +9,7 @@ import asyncpg
 
 from stamen.domain.lifecycle import WorksetState
 from stamen.intake import submit_workset
+from stamen.retry import GiveUpReason
 from stamen.store.unit_of_work import UnitOfWork
 
 S = WorksetState
@@ -35,7 +36,7 @@ async def workset_in(
         ws.attempt, ws.retry_count, ws.max_retries = attempt, retry_count, max_retries
         await uow.worksets.save(ws)
         if ws.state is S.DEAD_LETTERED:
-            await uow.dead_letters.park(ws.id, ws.tenant_id, "exhausted", attempt, "WS-NET-001")
+            await uow.dead_letters.park(ws.id, ws.tenant_id, GiveUpReason.RETRIES_EXHAUSTED, attempt, "WS-NET-001")
         await uow.commit()
     return result.workset_id
 

@@ -101,9 +101,21 @@ class RetryScheduled(EventPayload):
 
 
 class WorksetDeadLettered(EventPayload):
+    """The workset failed for good: stamen will not run it again unless a person requeues it.
+
+    The single "final failure" event, whatever the path (docs/retry-recovery.md). Small facts only:
+    consumers read the diagnosis (evidence, remediation) from PostgreSQL by (workset_id, attempt).
+    The fields after `attempts` were added later, so events written before carry their defaults.
+    """
+
     event_type = "workset.dead_lettered"
-    reason: str
-    attempts: int
+    reason: str = Field(description="retries_exhausted | not_retryable | retries_disabled (stamen.retry.GiveUpReason)")
+    attempts: int = Field(description="runs so far, all attempts (requeues included)")
+    attempt: int | None = Field(default=None, description="the attempt whose diagnosis ended it")
+    code: str | None = Field(default=None, description="that diagnosis' error code, e.g. WS-DAT-002")
+    retry_class: str | None = None
+    retryable: bool | None = Field(default=None, description="whether the diagnosis' class is retryable")
+    detail: str = Field(default="", max_length=500, description="one sentence: why stamen stopped")
 
 
 class WorksetCancelled(EventPayload):

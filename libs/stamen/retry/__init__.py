@@ -9,7 +9,7 @@ from stamen.retry.decision import (
     RetryDecision,
     decide_retry,
 )
-from stamen.retry.policy import RetryPolicy
+from stamen.retry.policy import RetryPolicy, decide_after_failure
 from stamen.retry.requeue import CHANGEABLE_FIELDS, RequeueChanges, RequeueChangesInvalid
 
 __all__ = [
@@ -24,5 +24,6 @@ __all__ = [
     "RetryAfter",
     "RetryDecision",
     "RetryPolicy",
+    "decide_after_failure",
     "decide_retry",
 ]

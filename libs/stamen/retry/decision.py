@@ -29,8 +29,15 @@ class MemoryEscalation(BaseModel):
 
 
 class GiveUpReason(StrEnum):
-    NON_RETRYABLE_CLASS = "non_retryable_class"
-    EXHAUSTED = "exhausted"
+    """Why stamen stops trying: the ``reason`` of a dead letter and of ``workset.dead_lettered``.
+
+    One definition for the whole system (store, events, CLI, API, notifier); the values are a
+    contract with consumers, documented in docs/retry-recovery.md. Add values, never rename them.
+    """
+
+    RETRIES_EXHAUSTED = "retries_exhausted"  # retryable, but the retry budget is used up
+    NOT_RETRYABLE = "not_retryable"  # the diagnosis says a re-run cannot change the outcome
+    RETRIES_DISABLED = "retries_disabled"  # retryable, but retries are switched off (STAMEN_ENABLE_RETRY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +55,13 @@ class GiveUp:
 
 
 RetryDecision = RetryAfter | GiveUp
+
+
+def not_retryable(retry_class: RetryClass) -> GiveUp:
+    return GiveUp(
+        GiveUpReason.NOT_RETRYABLE,
+        f"{retry_class.value} failures need a change to config, inputs or code before a re-run",
+    )
 
 
 def decide_retry(
@@ -69,13 +83,10 @@ def decide_retry(
     if isinstance(max_retries, bool) or max_retries < 0:
         raise ValueError(f"max_retries must be >= 0, got {max_retries}")
     if not retry_class.is_retryable:
-        return GiveUp(
-            GiveUpReason.NON_RETRYABLE_CLASS,
-            f"{retry_class.value} failures need a change to config, inputs or code before a re-run",
-        )
+        return not_retryable(retry_class)
     if attempt > max_retries:
         return GiveUp(
-            GiveUpReason.EXHAUSTED,
+            GiveUpReason.RETRIES_EXHAUSTED,
             f"failed {attempt} time(s); the retry budget of {max_retries} is used up",
         )
     multiplier = 1.0
@@ -87,3 +98,4 @@ def decide_retry(
         memory_multiplier=multiplier,
         next_attempt=attempt + 1,
     )
+

@@ -1,4 +1,5 @@
-"""The deployment's retry policy: backoff and memory escalation together, built from the settings."""
+"""The deployment's retry policy (backoff and memory escalation, built from the settings), and the
+decision after a diagnosed failure, retries switched off included."""
 
 from __future__ import annotations
 
@@ -7,7 +8,14 @@ from dataclasses import dataclass, field
 
 from stamen.diagnostics.codes import RetryClass
 from stamen.retry.backoff import BackoffPolicy
-from stamen.retry.decision import MemoryEscalation, RetryDecision, decide_retry
+from stamen.retry.decision import (
+    GiveUp,
+    GiveUpReason,
+    MemoryEscalation,
+    RetryDecision,
+    decide_retry,
+    not_retryable,
+)
 from stamen.settings import Settings
 
 
@@ -40,3 +48,25 @@ class RetryPolicy:
         return decide_retry(
             retry_class, failed_attempts, max_retries, self.backoff, memory=self.memory, rng=rng
         )
+
+
+RETRIES_DISABLED_DETAIL = "retries are switched off (STAMEN_ENABLE_RETRY=false)"
+
+
+def decide_after_failure(
+    policy: RetryPolicy | None,
+    retry_class: RetryClass,
+    failed_attempts: int,
+    max_retries: int,
+    rng: random.Random | None = None,
+) -> RetryDecision:
+    """What follows failed run number ``failed_attempts`` of a workset; ``policy`` None: retries are off.
+
+    With retries off every failure gives up: ``not_retryable`` when the diagnosis says a re-run cannot
+    help (what a person must act on either way), else ``retries_disabled``.
+    """
+    if policy is not None:
+        return policy.decide(retry_class, failed_attempts, max_retries, rng)
+    if not retry_class.is_retryable:
+        return not_retryable(retry_class)
+    return GiveUp(GiveUpReason.RETRIES_DISABLED, RETRIES_DISABLED_DETAIL)

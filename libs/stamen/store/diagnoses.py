@@ -57,6 +57,12 @@ class DiagnosisRepository:
             report,
         )
 
+    async def get(self, workset_id: str, attempt: int) -> DiagnosisRow | None:
+        row = await self._conn.fetchrow(
+            "SELECT * FROM diagnoses WHERE workset_id = $1 AND attempt = $2", workset_id, attempt
+        )
+        return _row(row) if row else None
+
     async def for_workset(self, workset_id: str) -> list[DiagnosisRow]:
         rows = await self._conn.fetch(
             "SELECT * FROM diagnoses WHERE workset_id = $1 ORDER BY attempt", workset_id

@@ -15,7 +15,7 @@ from stamen.domain.workset import Workset
 from stamen.events.envelope import Envelope
 from stamen.events.types import RetryScheduled, WorksetDeadLettered, WorksetQueued
 from stamen.executors.base import JobHandle, JobStatus
-from stamen.retry import GiveUp, GiveUpReason, RequeueChanges, RetryPolicy
+from stamen.retry import GiveUp, GiveUpReason, RequeueChanges, RetryPolicy, decide_after_failure
 from stamen.store.db import Connection
 from stamen.store.worksets import WorksetRepository
 
@@ -518,25 +518,41 @@ def _input_buckets(spec: dict[str, Any]) -> tuple[str, ...]:
 
 
 class DeadLetterRepository:
-    """Worksets that used up their retries: parked for an operator to inspect, requeue or purge."""
+    """Worksets stamen will not retry (budget used up, not retryable, retries off): parked for an operator
+    to inspect, requeue or purge. `reason` is a stamen.retry.GiveUpReason value, `detail` its sentence."""
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
     async def park(
-        self, workset_id: str, tenant_id: str, reason: str, attempts: int, last_code: str | None
+        self,
+        workset_id: str,
+        tenant_id: str,
+        reason: GiveUpReason,
+        attempts: int,
+        last_code: str | None,
+        detail: str = "",
     ) -> None:
         await self._conn.execute(
-            """INSERT INTO dead_letters (workset_id, tenant_id, reason, attempts, last_code)
-               VALUES ($1, $2, $3, $4, $5)
-               ON CONFLICT (workset_id) DO UPDATE SET reason = $3, attempts = $4, last_code = $5,
+            """INSERT INTO dead_letters (workset_id, tenant_id, reason, attempts, last_code, detail)
+               VALUES ($1, $2, $3, $4, $5, $6)
+               ON CONFLICT (workset_id) DO UPDATE SET reason = $3, attempts = $4, last_code = $5, detail = $6,
                    parked_at = now(), requeued_at = NULL, requeued_by = NULL""",
             workset_id,
             tenant_id,
-            reason,
+            reason.value,
             attempts,
             last_code,
+            detail,
         )
+
+    async def reasons_for(self, workset_ids: Sequence[str]) -> dict[str, str]:
+        """workset id -> reason, for those of `workset_ids` that are parked now (listings)."""
+        rows = await self._conn.fetch(
+            "SELECT workset_id, reason FROM dead_letters WHERE workset_id = ANY($1::text[]) AND requeued_at IS NULL",
+            list(workset_ids),
+        )
+        return {r["workset_id"]: r["reason"] for r in rows}
 
     async def list(self, tenant_id: str | None = None) -> list[dict[str, Any]]:
         rows = await self._conn.fetch(
@@ -572,13 +588,14 @@ class WorksetNotRequeueable(RuntimeError):
 
 @dataclass(frozen=True)
 class FailureOutcome:
-    """What record_failure did: `retry` (retry_wait, timer due at `due_at`), `dead_lettered`, `failed`
-    (not retryable, or retries switched off: it stays failed) or `stale` (not this attempt's failure)."""
+    """What record_failure did: `retry` (retry_wait, timer due at `due_at`), `dead_lettered` (stamen
+    will not retry it: `reason` says why) or `stale` (not this attempt's failure)."""
 
     workset_id: str
     action: str
     detail: str
     due_at: datetime | None = None
+    reason: GiveUpReason | None = None
 
 
 @dataclass(frozen=True)
@@ -625,31 +642,20 @@ class RetryRepository:
         actor: str,
         cause: Envelope | None = None,
     ) -> FailureOutcome:
-        """Record the diagnosis of failed `attempt` and act on it.
+        """Record the diagnosis of failed `attempt` and act on what stamen.retry decides.
 
         retryable and budget left -> retry_wait, retry_count + 1, memory escalated for resource
-        failures, a durable `retry` timer; budget used up -> dead_lettered + a dead_letters row; not
-        retryable, or `policy` None (retries switched off) -> stays failed. A diagnosis of another
-        attempt, or of a workset that is no longer failed (cancelled, requeued), changes nothing."""
+        failures, a durable `retry` timer; otherwise (budget used up, not retryable, or `policy` None:
+        retries switched off) -> dead_lettered, a dead_letters row and exactly one
+        workset.dead_lettered, whose reason says which. A diagnosis of another attempt, or of a
+        workset that is no longer failed (cancelled, requeued), changes nothing."""
         ws = await self._worksets.get(workset_id, for_update=True)
         if ws.state is not WorksetState.FAILED or attempt != ws.attempt:
             return FailureOutcome(ws.id, "stale", f"workset is {ws.state.value} at attempt {ws.attempt}")
-        if policy is None:
-            return FailureOutcome(ws.id, "failed", "retries are switched off (STAMEN_ENABLE_RETRY=false)")
-        decision = policy.decide(retry_class, ws.retry_count + 1, ws.max_retries)
+        decision = decide_after_failure(policy, retry_class, ws.retry_count + 1, ws.max_retries)
         if isinstance(decision, GiveUp):
-            if decision.reason is not GiveUpReason.EXHAUSTED:
-                return FailureOutcome(ws.id, "failed", decision.detail)  # the diagnosis says what to change
-            ws.transition(
-                WorksetState.DEAD_LETTERED,
-                actor=actor,
-                reason=decision.detail,
-                event=WorksetDeadLettered(reason=decision.detail, attempts=ws.attempt),
-                cause=cause,
-            )
-            await self._worksets.save(ws)
-            await self._dead_letters.park(ws.id, ws.tenant_id, decision.detail, ws.attempt, code)
-            return FailureOutcome(ws.id, "dead_lettered", decision.detail)
+            await self._dead_letter(ws, decision, code=code, retry_class=retry_class, actor=actor, cause=cause)
+            return FailureOutcome(ws.id, "dead_lettered", decision.detail, reason=decision.reason)
         due_at = await self._conn.fetchval(
             "SELECT clock_timestamp() + make_interval(secs => $1)", decision.delay_seconds
         )
@@ -669,6 +675,34 @@ class RetryRepository:
         await self._worksets.save(ws)
         await self._scheduling.add_timer(ws.id, "retry", due_at, {"attempt": ws.attempt + 1})
         return FailureOutcome(ws.id, "retry", detail, due_at)
+
+    async def _dead_letter(
+        self,
+        ws: Workset,
+        decision: GiveUp,
+        *,
+        code: str,
+        retry_class: RetryClass,
+        actor: str,
+        cause: Envelope | None,
+    ) -> None:
+        ws.transition(
+            WorksetState.DEAD_LETTERED,
+            actor=actor,
+            reason=f"{decision.reason.value}: {code}: {decision.detail}",
+            event=WorksetDeadLettered(
+                reason=decision.reason.value,
+                attempts=ws.attempt,
+                attempt=ws.attempt,
+                code=code,
+                retry_class=retry_class.value,
+                retryable=retry_class.is_retryable,
+                detail=decision.detail,
+            ),
+            cause=cause,
+        )
+        await self._worksets.save(ws)
+        await self._dead_letters.park(ws.id, ws.tenant_id, decision.reason, ws.attempt, code, decision.detail)
 
     async def get_retryable_worksets(
         self, *, tenant_id: str | None = None, due_by: datetime | None = None, limit: int = 100

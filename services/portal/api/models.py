@@ -189,6 +189,9 @@ class WorksetSummary(BaseModel):
     priority: str
     region: str
     created_at: datetime
+    dead_letter_reason: str | None = Field(
+        default=None, description="Set when dead-lettered: retries_exhausted, not_retryable or retries_disabled."
+    )
 
 
 class WorksetList(BaseModel):
@@ -233,6 +236,16 @@ class ActualOut(BaseModel):
     recorded_at: datetime
 
 
+class DeadLetterOut(BaseModel):
+    workset_id: str
+    tenant_id: str
+    reason: str = Field(description="Why stamen stopped: retries_exhausted, not_retryable or retries_disabled.")
+    detail: str = Field(description="The same in one sentence.")
+    attempts: int
+    last_code: str | None = Field(description="The error code of the last diagnosis.")
+    parked_at: datetime
+
+
 class WorksetDetail(BaseModel):
     id: str
     tenant: str
@@ -254,6 +267,9 @@ class WorksetDetail(BaseModel):
     actual: ActualOut | None = Field(description="Set once the workset completed.")
     history: list[HistoryItem]
     diagnoses: list[DiagnosisOut]
+    dead_letter: DeadLetterOut | None = Field(
+        default=None, description="Set while dead-lettered: why stamen will not run it again, and since when."
+    )
 
 
 class CancelRequest(Body):
@@ -359,15 +375,6 @@ class RegionList(BaseModel):
 
 class DeadLetterQuery(Body):
     tenant: str | None = Field(default=None, pattern=TENANT)
-
-
-class DeadLetterOut(BaseModel):
-    workset_id: str
-    tenant_id: str
-    reason: str
-    attempts: int
-    last_code: str | None
-    parked_at: datetime
 
 
 class DeadLetterList(BaseModel):

@@ -18,7 +18,7 @@ from services.portal.api.access import (
     visible_filter,
 )
 from services.portal.api.errors import ApiError
-from services.portal.api.worksets import detail, requeue, requeue_changes
+from services.portal.api.worksets import dead_letter_out, detail, requeue, requeue_changes
 from stamen import commands
 from stamen.customers.repository import CustomerRepository, UsageRepository
 from stamen.service.keys import POOL, SETTINGS
@@ -163,16 +163,12 @@ async def list_regions(request: web.Request) -> web.Response:
 
 
 # --- dead-letter queue (operators) -----------------------------------------------------------------
-def _dead_letter(row: dict[str, Any]) -> m.DeadLetterOut:
-    return m.DeadLetterOut.model_validate({k: row[k] for k in m.DeadLetterOut.model_fields})
-
-
 async def list_dead_letters(request: web.Request) -> web.Response:
     require_operator(request)
     tenant = visible_filter(request, query(request, m.DeadLetterQuery).tenant)
     async with UnitOfWork(request.app[POOL]) as uow:
         rows = await uow.dead_letters.list(tenant)
-    return reply(m.DeadLetterList(items=[_dead_letter(r) for r in rows]))
+    return reply(m.DeadLetterList(items=[dead_letter_out(r) for r in rows]))
 
 
 def _not_parked(workset_id: str) -> ApiError:
@@ -194,7 +190,7 @@ async def inspect_dead_letter(request: web.Request) -> web.Response:
         runs = await uow.scheduling.runs(workset_id)
         return reply(
             m.DeadLetterDetail(
-                dead_letter=_dead_letter(row), workset=await detail(uow, ws), runs=[_run_out(r) for r in runs]
+                dead_letter=dead_letter_out(row), workset=await detail(uow, ws), runs=[_run_out(r) for r in runs]
             )
         )
 

@@ -30,6 +30,7 @@ from services.portal.api.text import problem_of, require_storable
 from stamen import commands
 from stamen.customers import StorageNotMeasured, check_customer_storage
 from stamen.customers.model import CustomerNotFound
+from stamen.domain.lifecycle import WorksetState
 from stamen.domain.workset import Workset
 from stamen.inputs.contexts import INTAKE_SETTINGS, OBJECT_STORE
 from stamen.inputs.repository import IntakeRepository
@@ -186,8 +187,11 @@ async def list_worksets(request: web.Request) -> web.Response:
     after = decode_cursor(q.cursor) if q.cursor else None
     async with UnitOfWork(request.app[POOL]) as uow:
         rows = await uow.worksets.page(tenant_id=tenant, state=q.state, after=after, limit=q.limit + 1)
-    more = len(rows) > q.limit
-    rows = rows[: q.limit]
+        more = len(rows) > q.limit
+        rows = rows[: q.limit]
+        parked = await uow.dead_letters.reasons_for(
+            [ws.id for ws, _ in rows if ws.state is WorksetState.DEAD_LETTERED]
+        )
     items = [
         m.WorksetSummary(
             id=ws.id,
@@ -197,6 +201,7 @@ async def list_worksets(request: web.Request) -> web.Response:
             priority=ws.priority,
             region=ws.region,
             created_at=at,
+            dead_letter_reason=parked.get(ws.id),
         )
         for ws, at in rows
     ]
@@ -209,6 +214,7 @@ async def detail(uow: UnitOfWork, ws: Workset) -> m.WorksetDetail:
     validation = await IntakeRepository(uow.connection).validation_for(ws.id)
     diagnoses = await uow.diagnoses.for_workset(ws.id)
     actual = await uow.actuals.for_workset(ws.id)
+    parked = await uow.dead_letters.get(ws.id) if ws.state is WorksetState.DEAD_LETTERED else None
     return m.WorksetDetail(
         id=ws.id,
         tenant=ws.tenant_id,
@@ -255,7 +261,12 @@ async def detail(uow: UnitOfWork, ws: Workset) -> m.WorksetDetail:
             )
             for d in diagnoses
         ],
+        dead_letter=dead_letter_out(parked) if parked else None,
     )
+
+
+def dead_letter_out(row: dict[str, Any]) -> m.DeadLetterOut:
+    return m.DeadLetterOut.model_validate({k: row[k] for k in m.DeadLetterOut.model_fields})
 
 
 async def visible_workset(request: web.Request, uow: UnitOfWork, *, for_update: bool = False) -> Workset:

@@ -218,9 +218,11 @@ async def test_a_new_scheduler_reattaches_to_running_jobs_instead_of_rerunning(
         assert await uow.scheduling.step_run_counts(ws_id) == {"slow": 1, "fast": 1}
 
 
-@pytest.mark.parametrize("retry_class,expected", [("data", "failed"), ("transient", "dead_lettered")])
+@pytest.mark.parametrize(
+    "retry_class,reason", [("data", "not_retryable"), ("transient", "retries_exhausted")]
+)
 async def test_no_retry_for_data_errors_and_dead_letter_after_exhaustion(
-    pool: asyncpg.Pool, tmp_path: Path, retry_class: str, expected: str
+    pool: asyncpg.Pool, tmp_path: Path, retry_class: str, reason: str
 ) -> None:
     steps = [{"name": "boom", "argv": script("raise SystemExit(1)")}]
     settings = settings_for(tmp_path, steps)
@@ -243,7 +245,8 @@ async def test_no_retry_for_data_errors_and_dead_letter_after_exhaustion(
     async with UnitOfWork(pool) as uow:
         await RetryHandler(settings).on_diagnosed(uow, diagnosed)
         await uow.commit()
-    assert await state_of(pool, ws_id) == expected
+    # Either way it ends in the dead-letter queue, saying why.
+    assert await state_of(pool, ws_id) == "dead_lettered"
     async with UnitOfWork(pool) as uow:
         parked = await uow.dead_letters.list()
-    assert [p["workset_id"] for p in parked] == ([ws_id] if expected == "dead_lettered" else [])
+    assert [(p["workset_id"], p["reason"]) for p in parked] == [(ws_id, reason)]

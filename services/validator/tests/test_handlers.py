@@ -188,19 +188,15 @@ SENTINEL_CASES: dict[str, tuple[EventPayload, str, str | None]] = {
 }
 
 
-@pytest.mark.parametrize("case", list(SENTINEL_CASES))
-async def test_sentinels_follow_the_workset_of_a_dropped_folder(
-    pool: asyncpg.Pool, s3lab: S3Lab, store: S3ObjectStore, case: str
-) -> None:
-    payload, sentinel, message = SENTINEL_CASES[case]
-    ws_id, _ = await submit_and_get_event(pool, s3lab.spec())
-    folder = "daylily_monitoring/active_worksets/run1/"
+async def dropped_from_folder(pool: asyncpg.Pool, s3lab: S3Lab, ws_id: str, run: str) -> str:
+    """Record that `ws_id` came from an S3 drop folder (daylily.in_progress written); returns the folder."""
+    folder = f"daylily_monitoring/active_worksets/{run}/"
     async with pool.acquire() as conn:
         await IntakeRepository(conn).record_drop(
             DropRecord(
                 bucket=s3lab.bucket,
                 folder=folder,
-                ready_etag='"e1"',
+                ready_etag=f'"{run}"',
                 ready_modified=datetime.now(UTC),
                 tenant_id="acme",
                 workset_id=ws_id,
@@ -209,6 +205,16 @@ async def test_sentinels_follow_the_workset_of_a_dropped_folder(
                 findings=[],
             )
         )
+    return folder
+
+
+@pytest.mark.parametrize("case", list(SENTINEL_CASES))
+async def test_sentinels_follow_the_workset_of_a_dropped_folder(
+    pool: asyncpg.Pool, s3lab: S3Lab, store: S3ObjectStore, case: str
+) -> None:
+    payload, sentinel, message = SENTINEL_CASES[case]
+    ws_id, _ = await submit_and_get_event(pool, s3lab.spec())
+    folder = await dropped_from_folder(pool, s3lab, ws_id, "run1")
     handler = idempotent(SENTINEL_CONSUMER, lambda: pool, write_sentinel(lambda: store))
     event = new_envelope(payload, tenant_id="acme", region="us-west-2", workset_id=ws_id)
     await handler(event, DELIVERY)
@@ -228,3 +234,58 @@ async def test_sentinels_follow_the_workset_of_a_dropped_folder(
     await handler(new_envelope(payload, tenant_id="acme", region="us-west-2", workset_id=other_id), DELIVERY)
     listing = s3lab.client.list_objects_v2(Bucket=s3lab.bucket, Prefix="daylily_monitoring/")
     assert [o["Key"] for o in listing.get("Contents", [])] == []
+
+
+async def _last_event(pool: asyncpg.Pool, ws_id: str, event_type: str) -> Envelope:
+    found = [e for e in await outbox(pool) if e["workset_id"] == ws_id and e["type"] == event_type]
+    assert found, f"no {event_type} for {ws_id}"
+    return decode_envelope(json.dumps(found[-1]).encode())
+
+
+async def test_a_non_retryable_failure_of_a_dropped_workset_ends_with_daylily_error_holding_the_diagnosis(
+    pool: asyncpg.Pool, s3lab: S3Lab, store: S3ObjectStore
+) -> None:
+    """The real handlers in turn, each on the event the one before committed: diagnostics classifies the
+    failure, the scheduler dead-letters it (not_retryable), the validator writes Daylily's daylily.error."""
+    from services.diagnostics.handlers import diagnose_failure
+    from services.scheduler.handlers import RetryHandler
+    from stamen.domain.lifecycle import WorksetState as S
+    from stamen.events.types import WorksetFailed
+
+    ws_id, _ = await submit_and_get_event(pool, s3lab.spec())
+    folder = await dropped_from_folder(pool, s3lab, ws_id, "run9")
+    log = (
+        "Detecting adapter sequence for read1...\n"
+        "ERROR: sequence and quality have different length:\n"
+        "@A00123:8:H7KJ2DSXX:1:1101:10004:1000 1:N:0:ACGT\n"
+    )
+    async with UnitOfWork(pool) as uow:
+        ws = await uow.worksets.get(ws_id, for_update=True)
+        for state in (S.VALIDATING, S.QUEUED, S.SCHEDULED, S.RUNNING):
+            ws.transition(state, actor="t")
+        ws.attempt = 1
+        failed = WorksetFailed(attempt=1, step="qc", exit_code=255, log_tail=log)
+        ws.transition(S.FAILED, actor="scheduler", reason="step qc failed", event=failed)
+        await uow.worksets.save(ws)
+        await uow.commit()
+    await idempotent("diagnostics-failed", lambda: pool, diagnose_failure)(
+        await _last_event(pool, ws_id, "workset.failed"), DELIVERY
+    )
+    diagnosed = await _last_event(pool, ws_id, "workset.diagnosed")
+    await idempotent("scheduler-diagnosed", lambda: pool, RetryHandler(Settings()).on_diagnosed)(diagnosed, DELIVERY)
+    dead = await _last_event(pool, ws_id, "workset.dead_lettered")
+    assert isinstance(dead.payload, WorksetDeadLettered)
+    code = dead.payload.code
+    assert (dead.payload.reason, dead.payload.retryable, code) == ("not_retryable", False, "WS-DAT-002")
+
+    await idempotent(SENTINEL_CONSUMER, lambda: pool, write_sentinel(lambda: store))(dead, DELIVERY)
+    stamp, message = s3lab.get(folder + sentinels.ERROR).decode().split("\t")
+    assert stamp == dead.occurred_at.isoformat()
+    assert message.startswith(
+        "failed for good (not_retryable) after 1 attempt: WS-DAT-002 FASTQ sequence/quality length mismatch "
+        "in step qc; evidence: \"ERROR: sequence and quality have different length:\""
+    ), message
+    assert "fix: Locate the bad record" in message  # the catalog's first remediation step
+    async with pool.acquire() as conn:
+        drop = await IntakeRepository(conn).drop_for_workset(ws_id)
+    assert drop is not None and drop.sentinel == sentinels.ERROR
