@@ -4,6 +4,11 @@ Woken by LISTEN/NOTIFY on commit, with a slow poll as a safety net; a failed pas
 after a growing delay (1 s doubling to 30 s, back to 1 s after a success). Rows are claimed with
 FOR UPDATE SKIP LOCKED so any number of relays can run. If a relay dies after publishing but
 before marking, the row is published again and the server drops it as a duplicate (Nats-Msg-Id).
+
+Two kinds of failure: the broker unreachable (timeouts, a closed connection, no stream answering) says
+nothing about the rows, so the pass backs off and no row is blamed; the broker refusing one row (larger
+than its max payload, refused by the stream) is that row's problem: it is set aside, tried again after
+1 s, 2 s, 4 s, ... and parked after `max_attempts`, while the rows behind it are published.
 """
 
 from __future__ import annotations
@@ -15,12 +20,16 @@ import time
 import asyncpg
 import asyncpg.pool
 import structlog
+from nats.errors import MaxPayloadError
+from nats.js.errors import APIError
 
-from stamen.bus.metrics import PUBLISHED
+from stamen.bus.metrics import OUTBOX_REFUSED, PUBLISHED
 from stamen.bus.publisher import RawPublisher
+from stamen.retry.backoff import BackoffPolicy
 from stamen.service.backoff import FailureBackoff
+from stamen.settings import Settings
 from stamen.store.inbox import Inbox
-from stamen.store.outbox import NOTIFY_CHANNEL, OutboxQueue
+from stamen.store.outbox import NOTIFY_CHANNEL, OutboxQueue, OutboxRow
 
 log = structlog.get_logger(__name__)
 
@@ -29,6 +38,8 @@ class OutboxRelay:
     # Housekeeping runs at most this often per relay; several relays purging at once is harmless.
     PURGE_EVERY_SECONDS = 3600.0
     ERROR_BACKOFF = (1.0, 30.0)  # after a failed pass (NATS or the database down): first delay, cap
+    # Between attempts at a row the broker refused: 1 s, 2 s, 4 s, ... up to 60 s.
+    ROW_BACKOFF = BackoffPolicy(initial_seconds=1.0, factor=2.0, cap_seconds=60.0, jitter="none")
 
     def __init__(
         self,
@@ -39,7 +50,9 @@ class OutboxRelay:
         poll_seconds: float = 2.0,
         outbox_retention_days: float = 7.0,
         inbox_retention_days: float = 31.0,
+        max_attempts: int = 5,
     ) -> None:
+        self._max_attempts = max_attempts
         self._outbox_retention_days = outbox_retention_days
         self._inbox_retention_days = inbox_retention_days
         self._next_purge = 0.0
@@ -51,7 +64,20 @@ class OutboxRelay:
         self._stopping = asyncio.Event()
         self._backoff = FailureBackoff(*self.ERROR_BACKOFF)
         self._task: asyncio.Task[None] | None = None
+        self._set_aside = 0  # rows of the last pass the broker refused
         self._listen_conn: asyncpg.pool.PoolConnectionProxy | None = None
+
+    @classmethod
+    def from_settings(cls, pool: asyncpg.Pool, publisher: RawPublisher, settings: Settings) -> OutboxRelay:
+        return cls(
+            pool,
+            publisher,
+            batch_size=settings.outbox_batch_size,
+            poll_seconds=settings.outbox_poll_seconds,
+            outbox_retention_days=settings.outbox_retention_days,
+            inbox_retention_days=settings.inbox_retention_days,
+            max_attempts=settings.relay_max_attempts,
+        )
 
     async def start(self) -> None:
         self._listen_conn = await self._pool.acquire()
@@ -77,7 +103,7 @@ class OutboxRelay:
                     await asyncio.wait_for(self._stopping.wait(), timeout=delay)
                 continue
             self._backoff.succeeded()
-            if sent >= self._batch_size:
+            if sent + self._set_aside >= self._batch_size:
                 continue  # more are waiting
             if time.monotonic() >= self._next_purge:
                 self._next_purge = time.monotonic() + self.PURGE_EVERY_SECONDS
@@ -89,17 +115,43 @@ class OutboxRelay:
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll_seconds)
 
     async def publish_pending(self) -> int:
-        """One batch: claim, publish in order, mark. Returns how many rows were published."""
+        """One batch: claim, publish in order, mark. Returns how many rows were published.
+
+        A row the broker refuses is set aside (or parked) in the same transaction; an unreachable broker
+        raises, so the whole pass is rolled back and tried again later."""
         async with self._pool.acquire() as conn, conn.transaction():
             queue = OutboxQueue(conn)
             rows = await queue.claim(self._batch_size)
-            if not rows:
-                return 0
+            published: list[int] = []
+            refused: list[tuple[OutboxRow, Exception]] = []
             for row in rows:
-                fresh = await self._publisher.publish_raw(row.subject, row.body, row.headers)
+                try:
+                    fresh = await self._publisher.publish_raw(row.subject, row.body, row.headers)
+                except Exception as exc:
+                    if not refuses_the_row(exc):
+                        raise
+                    refused.append((row, exc))
+                    continue
                 PUBLISHED.labels("stored" if fresh else "duplicate").inc()
-            await queue.mark_published([r.id for r in rows])
-            return len(rows)
+                published.append(row.id)
+            if published:
+                await queue.mark_published(published)
+            for row, refusal in refused:
+                await self._set_row_aside(queue, row, refusal)
+            self._set_aside = len(refused)
+            return len(published)
+
+    async def _set_row_aside(self, queue: OutboxQueue, row: OutboxRow, exc: Exception) -> None:
+        attempt = row.attempts + 1
+        park = attempt >= self._max_attempts
+        error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        retry_in = self.ROW_BACKOFF.delay_for(attempt)
+        await queue.record_failure(row.id, error, retry_in=retry_in, park=park)
+        OUTBOX_REFUSED.labels("parked" if park else "retry").inc()
+        (log.error if park else log.warning)(
+            "outbox.row_parked" if park else "outbox.row_refused", outbox_id=row.id, event_id=row.event_id,
+            subject=row.subject, size_bytes=len(row.body), attempt=attempt, max_attempts=self._max_attempts,
+            error=error, **({} if park else {"retry_in": retry_in}))
 
     async def purge_history(self) -> tuple[int, int]:
         """Drop published outbox rows and inbox claims past their retention; returns both counts."""
@@ -120,3 +172,14 @@ class OutboxRelay:
             with contextlib.suppress(Exception):
                 await self._listen_conn.remove_listener(NOTIFY_CHANNEL, self._on_notify)
             await self._pool.release(self._listen_conn)
+
+
+def refuses_the_row(exc: Exception) -> bool:
+    """The broker answered, and its answer is about this message: larger than the max payload (checked by
+    the client against the server's limit), or refused by the stream with a 4xx (e.g. over its maximum
+    message size). Anything else (timeouts, closed connections, no responders, 5xx) is the broker being
+    unreachable or unwell, which says nothing about the row."""
+    if isinstance(exc, MaxPayloadError | ValueError | TypeError):
+        return True
+    code = exc.code if isinstance(exc, APIError) else None
+    return code is not None and 400 <= code < 500

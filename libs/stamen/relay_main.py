@@ -19,14 +19,7 @@ async def run_relay(settings: Settings) -> None:
     await ensure_streams(
         js, dedup_window_seconds=settings.dedup_window_seconds, replicas=settings.stream_replicas
     )
-    relay = OutboxRelay(
-        pool,
-        JetStreamPublisher(js),
-        batch_size=settings.outbox_batch_size,
-        poll_seconds=settings.outbox_poll_seconds,
-        outbox_retention_days=settings.outbox_retention_days,
-        inbox_retention_days=settings.inbox_retention_days,
-    )
+    relay = OutboxRelay.from_settings(pool, JetStreamPublisher(js), settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

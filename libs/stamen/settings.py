@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     outbox_batch_size: int = 200
     outbox_poll_seconds: float = 2.0
     outbox_retention_days: float = 7.0
+    relay_max_attempts: int = Field(default=5, ge=1)  # a row the broker refuses this often is parked
     inbox_retention_days: float = 31.0  # longer than the events stream keeps messages (30 days)
 
     # Scheduler.

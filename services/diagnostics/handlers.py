@@ -9,6 +9,7 @@ import structlog
 from stamen.diagnostics import Candidate, classify_error, format_diagnostic_report
 from stamen.events.envelope import Envelope
 from stamen.events.types import WorksetDiagnosed, WorksetFailed
+from stamen.service.poison import payload_of, workset_id_of
 from stamen.store.unit_of_work import UnitOfWork
 
 log = structlog.get_logger(__name__)
@@ -28,10 +29,12 @@ def candidate_doc(c: Candidate) -> dict[str, Any]:
 
 
 async def diagnose_failure(uow: UnitOfWork, event: Envelope) -> None:
-    failed = event.payload
-    assert isinstance(failed, WorksetFailed) and event.workset_id is not None
+    failed = payload_of(event, WorksetFailed)
+    workset_id = workset_id_of(event)
+    # The log tail is in PostgreSQL (claim check); a failure without a step run has only its reason.
+    log_tail = await uow.scheduling.log_tail(workset_id, failed.step_run_id) if failed.step_run_id else None
     diagnosis = classify_error(
-        failed.log_tail,
+        log_tail if log_tail is not None else failed.reason,
         exit_code=failed.exit_code,
         signal=failed.signal,
         slurm_state=failed.native_state or None,
@@ -39,15 +42,13 @@ async def diagnose_failure(uow: UnitOfWork, event: Envelope) -> None:
     top = diagnosis.top
     candidates = [candidate_doc(c) for c in diagnosis.candidates[:5]]
     report = format_diagnostic_report(diagnosis, "text")
-    ws = await uow.worksets.get(event.workset_id)
+    ws = await uow.worksets.get(workset_id)
     diagnosed = ws.event(
         WorksetDiagnosed(
             attempt=failed.attempt,
             code=top.code,
             retry_class=top.retry_class.value,
             retryable=top.retry_class.is_retryable,
-            candidates=candidates,
-            report=report,
         ),
         cause=event,
     )

@@ -373,7 +373,7 @@ class Dispatcher:
             actor=self._holder,
             reason=reason,
             event=WorksetFailed(
-                attempt=ws.attempt, step=step, reason=reason, log_tail=reason, native_state=native_state
+                attempt=ws.attempt, step=step, reason=reason, native_state=native_state
             ),
         )
         await uow.worksets.save(ws)
@@ -393,9 +393,8 @@ def finish_cancelled(ws: Workset, holder: str) -> None:
             # workset's configured limit was reached, which running it again does not change.
             event=WorksetFailed(
                 attempt=ws.attempt,
-                reason=reason,
+                reason=f"stamen: {reason}; the job was stopped (max duration exceeded)",
                 native_state="MAX_DURATION",
-                log_tail=f"stamen: {reason}; the job was stopped (max duration exceeded)",
             ),
         )
     else:

@@ -8,6 +8,7 @@ from stamen.diagnostics import RetryClass
 from stamen.events.envelope import Envelope
 from stamen.events.types import WorksetDiagnosed
 from stamen.retry import RetryPolicy
+from stamen.service.poison import payload_of, workset_id_of
 from stamen.settings import Settings
 from stamen.store.scheduling import DueTimer
 from stamen.store.unit_of_work import UnitOfWork
@@ -23,10 +24,9 @@ class RetryHandler:
         self.policy = RetryPolicy.from_settings(settings) if settings.enable_retry else None
 
     async def on_diagnosed(self, uow: UnitOfWork, event: Envelope) -> None:
-        diagnosed = event.payload
-        assert isinstance(diagnosed, WorksetDiagnosed) and event.workset_id is not None
+        diagnosed = payload_of(event, WorksetDiagnosed)
         outcome = await uow.retries.record_failure(
-            event.workset_id,
+            workset_id_of(event),
             attempt=diagnosed.attempt,
             code=diagnosed.code,
             retry_class=RetryClass(diagnosed.retry_class),

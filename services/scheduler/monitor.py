@@ -74,8 +74,8 @@ class JobMonitor:
                         exit_code=status.exit_code,
                         signal=status.signal,
                         native_state=native_state(status),
+                        step_run_id=row.id,
                         reason=reason,
-                        log_tail=status.log_tail[-8000:],
                     ),
                 )
                 await uow.scheduling.release_lease(ws.id, ws.attempt, "failed")

@@ -16,6 +16,7 @@ from stamen.diagnostics import CatalogEntry, UnknownErrorCodeError, get_entry
 from stamen.domain.lifecycle import WorksetState
 from stamen.events.envelope import Envelope
 from stamen.events.types import (
+    MAX_CODES,
     WorksetCancelled,
     WorksetCompleted,
     WorksetDeadLettered,
@@ -27,6 +28,7 @@ from stamen.inputs import sentinels
 from stamen.inputs.objects import ObjectStore, StorageError
 from stamen.inputs.repository import IntakeRepository
 from stamen.service.idempotent import idempotent
+from stamen.service.poison import known_workset, workset_id_of
 from stamen.store.diagnoses import DiagnosisRow
 from stamen.store.unit_of_work import UnitOfWork
 
@@ -43,9 +45,9 @@ def validate_submitted(consumer: str, pool: Callable[[], asyncpg.Pool], check: C
     with the inbox claim, only if the workset is still `submitted`."""
 
     async def handle(envelope: Envelope, delivery: Delivery) -> None:
-        assert envelope.workset_id is not None
-        async with UnitOfWork(pool()) as uow:
-            ws = await uow.worksets.get(envelope.workset_id)
+        # The spec is read from PostgreSQL (claim check): the event carries only the workset's identity.
+        async with UnitOfWork(pool()) as uow, known_workset(envelope):
+            ws = await uow.worksets.get(workset_id_of(envelope))
         result = await check(ws.spec, ws.tenant_id) if ws.state is WorksetState.SUBMITTED else None
         if result is not None and result.storage_unavailable and delivery.num_delivered < max_deliver:
             # On the last delivery the workset is rejected with SNF-OBJ-006 instead: nothing stays stuck.
@@ -56,8 +58,7 @@ def validate_submitted(consumer: str, pool: Callable[[], asyncpg.Pool], check: C
 
 
 async def apply_decision(uow: UnitOfWork, event: Envelope, *, result: CheckResult | None) -> None:
-    assert event.workset_id is not None
-    ws = await uow.worksets.get(event.workset_id, for_update=True)
+    ws = await uow.worksets.get(workset_id_of(event), for_update=True)
     if ws.state is not WorksetState.SUBMITTED or result is None:
         # Cancelled meanwhile, or already handled by an earlier delivery: nothing to do.
         log.info("validator.skipped", state=ws.state.value)
@@ -66,15 +67,19 @@ async def apply_decision(uow: UnitOfWork, event: Envelope, *, result: CheckResul
     if result.ok:
         reason = f"valid ({len(result.warnings)} warnings)" if result.validated else \
             "queued without validation (STAMEN_ENABLE_VALIDATION=false)"
+        median = result.estimate.get("cost_usd_median") if result.estimate else None
         ws.transition(WorksetState.QUEUED, actor=ACTOR, reason=reason,
-                      event=WorksetValidated(warnings=result.warnings, estimate=result.estimate), cause=event)
+                      event=WorksetValidated(warning_count=len(result.warnings), cost_usd_median=median),
+                      cause=event)
         ws.event(WorksetQueued(priority=ws.priority), cause=event)
     else:
         ws.transition(
             WorksetState.REJECTED,
             actor=ACTOR,
             reason=f"{len(result.errors)} validation errors: " + "; ".join(e["code"] for e in result.errors[:5]),
-            event=WorksetRejected(findings=result.errors + result.warnings),
+            # The findings themselves are saved below (workset_validations); the event names their codes.
+            event=WorksetRejected(error_count=len(result.errors), warning_count=len(result.warnings),
+                                  codes=list(dict.fromkeys(e["code"] for e in result.errors))[:MAX_CODES]),
             cause=event,
         )
     await IntakeRepository(uow.connection).save_validation(
@@ -83,11 +88,14 @@ async def apply_decision(uow: UnitOfWork, event: Envelope, *, result: CheckResul
     log.info("validator.done", outcome=ws.state.value, errors=len(result.errors))
 
 
-def sentinel_for(event: Envelope, diagnosis: DiagnosisRow | None = None) -> tuple[str, bytes] | None:
-    """Which Daylily sentinel an event makes true, and its content (`diagnosis`: a dead letter's)."""
+def sentinel_for(event: Envelope, diagnosis: DiagnosisRow | None = None,
+                 findings: list[dict[str, Any]] | None = None) -> tuple[str, bytes] | None:
+    """Which Daylily sentinel an event makes true, and its content (`diagnosis`: a dead letter's; `findings`:
+    a rejection's, read from workset_validations: the event only names their codes)."""
     payload, at = event.payload, event.occurred_at
     if isinstance(payload, WorksetRejected):
-        return sentinels.ERROR, sentinels.error_body(at, "rejected: " + sentinels.summarise_findings(payload.findings))
+        summary = sentinels.summarise_findings(findings) if findings else ", ".join(payload.codes)
+        return sentinels.ERROR, sentinels.error_body(at, "rejected: " + summary)
     if isinstance(payload, WorksetCompleted):
         return sentinels.COMPLETE, sentinels.timestamp_body(at)
     if isinstance(payload, WorksetDeadLettered):
@@ -131,15 +139,18 @@ def _first_evidence(diagnosis: DiagnosisRow | None) -> str:
 
 def write_sentinel(store: Callable[[], ObjectStore]) -> Callable[[UnitOfWork, Envelope], Awaitable[None]]:
     async def handle(uow: UnitOfWork, event: Envelope) -> None:
-        assert event.workset_id is not None
+        workset_id = workset_id_of(event)
         repository = IntakeRepository(uow.connection)
-        drop = await repository.drop_for_workset(event.workset_id)
+        drop = await repository.drop_for_workset(workset_id)
         if drop is None:
             return  # not an S3-dropped workset: no folder to keep in step
-        diagnosis = None
+        diagnosis, findings = None, None
         if isinstance(event.payload, WorksetDeadLettered) and event.payload.attempt is not None:
-            diagnosis = await uow.diagnoses.get(event.workset_id, event.payload.attempt)
-        written = sentinel_for(event, diagnosis)
+            diagnosis = await uow.diagnoses.get(workset_id, event.payload.attempt)
+        if isinstance(event.payload, WorksetRejected):
+            validation = await repository.validation_for(workset_id)
+            findings = validation["findings"] if validation else None
+        written = sentinel_for(event, diagnosis, findings)
         if written is None:
             return
         name, body = written
@@ -147,7 +158,7 @@ def write_sentinel(store: Callable[[], ObjectStore]) -> Callable[[UnitOfWork, En
             await store().put(drop.bucket, drop.folder + name, body)
         except StorageError as exc:
             raise RetryLater(STORAGE_RETRY_SECONDS, str(exc)) from None
-        await repository.mark_sentinel(event.workset_id, name)
+        await repository.mark_sentinel(workset_id, name)
         log.info("validator.sentinel_written", folder=f"s3://{drop.bucket}/{drop.folder}", sentinel=name)
 
     return handle

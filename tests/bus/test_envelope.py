@@ -26,13 +26,10 @@ FULL: dict[str, dict[str, Any]] = {
     "workset.submitted": {
         "name": "wgs-batch-7",
         "source": "api",
-        "spec": {"samples": [{"id": "S1"}], "n": 2},
+        "sample_count": 2,
     },
-    "workset.validated": {
-        "warnings": [{"code": "LOW_DEPTH", "field": "samples[0]"}],
-        "estimate": {"cpu_hours": 1.5},
-    },
-    "workset.rejected": {"findings": [{"code": "MISSING_FASTQ", "path": "samples[0].r1"}]},
+    "workset.validated": {"warning_count": 3, "cost_usd_median": 12.5},
+    "workset.rejected": {"error_count": 2, "warning_count": 1, "codes": ["SNF-OBJ-001", "VAL-REF-001"]},
     "workset.queued": {"priority": "urgent", "attempt": 2},
     "workset.scheduled": {
         "cluster": "local-1",
@@ -53,16 +50,14 @@ FULL: dict[str, dict[str, Any]] = {
         "exit_code": 137,
         "signal": 9,
         "native_state": "OUT_OF_MEMORY",
-        "reason": "killed",
-        "log_tail": "line 1\nline 2 ✓",
+        "reason": "killed ✓",
+        "step_run_id": 41,
     },
     "workset.diagnosed": {
         "attempt": 2,
         "code": "OOM",
         "retry_class": "resources",
         "retryable": True,
-        "candidates": [{"code": "OOM", "score": 0.9}],
-        "report": "<p>out of memory</p>",
     },
     "workset.retry_scheduled": {
         "attempt": 3,
@@ -197,3 +192,41 @@ def test_envelope_missing_a_field_is_refused_naming_it() -> None:
 def test_refusals_share_the_base_consumers_park_on() -> None:
     assert issubclass(MalformedEvent, UndecodableMessage)
     assert issubclass(UnknownEventType, UndecodableMessage)
+
+
+# What producers before the claim check wrote (schema_version 1): still readable during an upgrade.
+V1_PAYLOADS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "workset.submitted": (
+        {"name": "w", "source": "api", "spec": {"samples": [{"id": "S1"}, {"id": "S2"}]}},
+        {"name": "w", "source": "api", "sample_count": 2},
+    ),
+    "workset.validated": (
+        {"warnings": [{"code": "VAL-PAIR-004", "severity": "warning"}], "estimate": {"cost_usd_median": 3.5}},
+        {"warning_count": 1, "cost_usd_median": 3.5},
+    ),
+    "workset.rejected": (
+        {"findings": [{"code": "VAL-REF-001", "severity": "error"}, {"code": "VAL-REF-001", "severity": "error"},
+                      {"code": "VAL-PAIR-004", "severity": "warning"}]},
+        {"error_count": 2, "warning_count": 1, "codes": ["VAL-REF-001"]},
+    ),
+    "workset.failed": (
+        {"attempt": 1, "step": "align", "reason": "exit 3", "log_tail": "x" * 8000},
+        {"attempt": 1, "step": "align", "reason": "exit 3", "step_run_id": None, "exit_code": None,
+         "signal": None, "native_state": ""},
+    ),
+    "workset.diagnosed": (
+        {"attempt": 1, "code": "WS-UNK-000", "retry_class": "unknown", "retryable": False,
+         "candidates": [{"code": "WS-UNK-000"}], "report": "long text"},
+        {"attempt": 1, "code": "WS-UNK-000", "retry_class": "unknown", "retryable": False},
+    ),
+}
+
+
+@pytest.mark.parametrize("event_type", sorted(V1_PAYLOADS))
+def test_version_1_events_are_read_in_the_current_shape(event_type: str) -> None:
+    written, current = V1_PAYLOADS[event_type]
+    doc = json.loads(wire(event_type))
+    doc["schema_version"], doc["payload"] = 1, written
+    received = decode_envelope(json.dumps(doc).encode())
+    assert received.schema_version == EVENT_TYPES[event_type].schema_version == 2
+    assert received.payload.model_dump(mode="json") == current

@@ -145,6 +145,11 @@ class DurableConsumer:
             ):
                 try:
                     await self.spec.handler(envelope, delivery)
+                except UndecodableMessage as exc:
+                    # The handler found the payload unusable (e.g. no workset_id): no retry can help.
+                    outcome = "parked"
+                    await self._park(msg, delivery, exc)
+                    return
                 except RetryLater as later:
                     outcome = "delayed"
                     log.info("bus.redeliver_later", delay=later.delay, reason=str(later))

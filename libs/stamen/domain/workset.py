@@ -29,6 +29,11 @@ def check_tenant_id(tenant_id: str) -> str:
     return tenant_id
 
 
+def _sample_count(spec: dict[str, Any]) -> int:
+    samples = spec.get("samples")
+    return len(samples) if isinstance(samples, list) else 0
+
+
 @dataclass(frozen=True)
 class Transition:
     from_state: WorksetState | None
@@ -83,7 +88,7 @@ class Workset:
         check_tenant_id(tenant_id)
         ws_id = workset_id or f"ws-{uuid.uuid4().hex[:16]}"
         event = new_envelope(
-            WorksetSubmitted(name=name, source=source, spec=spec),
+            WorksetSubmitted(name=name, source=source, sample_count=_sample_count(spec)),
             tenant_id=tenant_id,
             region=region,
             workset_id=ws_id,

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from stamen.events.types import EVENT_TYPES, EventPayload
+from stamen.events.types import EVENT_TYPES, UPCASTERS, EventPayload
 
 
 class Envelope(BaseModel):
@@ -92,15 +92,20 @@ def decode_envelope(data: bytes) -> Envelope:
     if payload_model is None:
         raise UnknownEventType(f"unknown event type {event_type!r}; known: {', '.join(sorted(EVENT_TYPES))}")
     version = doc.get("schema_version", 1)
+    raw_payload = doc.get("payload")
+    upcast = UPCASTERS.get((str(event_type), version)) if type(version) is int else None
+    if upcast is not None and isinstance(raw_payload, dict):
+        # Written by an older producer (still in the stream during an upgrade): read as the current shape.
+        raw_payload, version = upcast(dict(raw_payload)), payload_model.schema_version
     if version != payload_model.schema_version:
         raise MalformedEvent(
             f"{event_type} schema_version {version!r} is not supported "
             f"(this build reads version {payload_model.schema_version})"
         )
     try:
-        payload = payload_model.model_validate(doc.get("payload"))
+        payload = payload_model.model_validate(raw_payload)
         fields: dict[str, Any] = {k: v for k, v in doc.items() if k != "payload"}
-        return Envelope.model_validate({**fields, "payload": payload})
+        return Envelope.model_validate({**fields, "payload": payload, "schema_version": version})
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()

@@ -1,11 +1,36 @@
-"""One pydantic model per event type. An event says what happened; others react to it."""
+"""One pydantic model per event type. An event says what happened; others react to it.
+
+Events carry identities and small facts, never documents (claim check): the spec, the validation
+findings and estimate, a step's log tail and a diagnosis report stay in PostgreSQL, where consumers read
+them by the event's `workset_id` (and `step_run_id`, `attempt`). So no event grows with its workset:
+every event stays under `EVENT_MAX_BYTES` whatever the input (tests/bus/test_event_size.py), far below
+NATS's max payload. Free text is clipped to `SHORT_TEXT` characters.
+
+A payload whose shape changes gets a new `schema_version`; `UPCASTERS` turns what older producers
+wrote (still in the stream during an upgrade) into the current shape.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+EVENT_MAX_BYTES = 4 * 1024
+SHORT_TEXT = 500
+# The distinct finding codes a rejection names (the catalogue has ~80; the full findings are in PostgreSQL).
+MAX_CODES = 20
+
+
+def _clip(value: object) -> object:
+    if isinstance(value, str) and len(value) > SHORT_TEXT:
+        return value[: SHORT_TEXT - 1] + "…"
+    return value
+
+
+ShortText = Annotated[str, BeforeValidator(_clip)]
 
 
 class EventPayload(BaseModel):
@@ -17,21 +42,32 @@ class EventPayload(BaseModel):
 
 
 class WorksetSubmitted(EventPayload):
+    """The spec itself is `worksets.spec`."""
+
     event_type = "workset.submitted"
-    name: str
+    schema_version = 2
+    name: ShortText
     source: str = Field(description="api | nats | s3 | cli")
-    spec: dict[str, Any]
+    sample_count: int = Field(ge=0)
 
 
 class WorksetValidated(EventPayload):
+    """The findings and the estimate are in `workset_validations`."""
+
     event_type = "workset.validated"
-    warnings: list[dict[str, Any]] = []
-    estimate: dict[str, Any] | None = None
+    schema_version = 2
+    warning_count: int = 0
+    cost_usd_median: float | None = None
 
 
 class WorksetRejected(EventPayload):
+    """The findings are in `workset_validations`; `codes` are the distinct error codes, at most MAX_CODES."""
+
     event_type = "workset.rejected"
-    findings: list[dict[str, Any]]
+    schema_version = 2
+    error_count: int
+    warning_count: int = 0
+    codes: Annotated[list[str], Field(max_length=MAX_CODES)] = []
 
 
 class WorksetQueued(EventPayload):
@@ -43,7 +79,7 @@ class WorksetQueued(EventPayload):
 class WorksetScheduled(EventPayload):
     event_type = "workset.scheduled"
     cluster: str
-    reason: str
+    reason: ShortText
     scores: dict[str, float] = {}
 
 
@@ -73,24 +109,29 @@ class WorksetCompleted(EventPayload):
 
 
 class WorksetFailed(EventPayload):
+    """The step's log tail is `step_runs.log_tail` of `step_run_id` (None: the failure had no step run,
+    and `reason` says all there is)."""
+
     event_type = "workset.failed"
+    schema_version = 2
     attempt: int = 1
     step: str | None = None
+    step_run_id: int | None = None
     exit_code: int | None = None
     signal: int | None = None
     native_state: str = ""  # the executor's own word, e.g. Slurm's OUT_OF_MEMORY
-    reason: str = ""
-    log_tail: str = ""
+    reason: ShortText = ""
 
 
 class WorksetDiagnosed(EventPayload):
+    """The ranked candidates and the report are the `diagnoses` row of (workset_id, attempt)."""
+
     event_type = "workset.diagnosed"
+    schema_version = 2
     attempt: int = 1
     code: str
     retry_class: str
     retryable: bool
-    candidates: list[dict[str, Any]]
-    report: str = ""
 
 
 class RetryScheduled(EventPayload):
@@ -121,7 +162,7 @@ class WorksetDeadLettered(EventPayload):
 class WorksetCancelled(EventPayload):
     event_type = "workset.cancelled"
     cancelled_by: str
-    reason: str = ""
+    reason: ShortText = ""
 
 
 class WorksetArchived(EventPayload):
@@ -133,7 +174,7 @@ class RegionHealthChanged(EventPayload):
     event_type = "region.health_changed"
     status: str = Field(description="healthy | degraded | down")
     latency_ms: float | None = None
-    detail: str = ""
+    detail: ShortText = ""
 
 
 class CustomerCreated(EventPayload):
@@ -154,7 +195,7 @@ class NotificationFailed(EventPayload):
     event_type = "notification.failed"
     channel: str
     about_event_id: str
-    error: str
+    error: ShortText
 
 
 _ALL: tuple[type[EventPayload], ...] = (
@@ -180,3 +221,44 @@ _ALL: tuple[type[EventPayload], ...] = (
 )
 
 EVENT_TYPES: dict[str, type[EventPayload]] = {p.event_type: p for p in _ALL}
+
+
+def _findings_counts(payload: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    found = payload.pop(key, None)
+    return [f for f in found if isinstance(f, dict)] if isinstance(found, list) else []
+
+
+def _submitted_v1(payload: dict[str, Any]) -> dict[str, Any]:
+    spec = payload.pop("spec", None)
+    samples = spec.get("samples") if isinstance(spec, dict) else None
+    return {**payload, "sample_count": len(samples) if isinstance(samples, list) else 0}
+
+
+def _validated_v1(payload: dict[str, Any]) -> dict[str, Any]:
+    warnings = _findings_counts(payload, "warnings")
+    estimate = payload.pop("estimate", None)
+    median = estimate.get("cost_usd_median") if isinstance(estimate, dict) else None
+    return {**payload, "warning_count": len(warnings),
+            "cost_usd_median": median if isinstance(median, int | float) else None}
+
+
+def _rejected_v1(payload: dict[str, Any]) -> dict[str, Any]:
+    findings = _findings_counts(payload, "findings")
+    errors = [f for f in findings if f.get("severity", "error") == "error"]
+    codes = list(dict.fromkeys(str(f.get("code")) for f in errors))[:MAX_CODES]
+    return {**payload, "error_count": len(errors), "warning_count": len(findings) - len(errors), "codes": codes}
+
+
+def _without(*keys: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    return lambda payload: {k: v for k, v in payload.items() if k not in keys}
+
+
+# (event type, older schema_version) -> the payload in the current shape. Documents that events no longer
+# carry are dropped: consumers read them from PostgreSQL either way.
+UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {
+    ("workset.submitted", 1): _submitted_v1,
+    ("workset.validated", 1): _validated_v1,
+    ("workset.rejected", 1): _rejected_v1,
+    ("workset.failed", 1): _without("log_tail"),
+    ("workset.diagnosed", 1): _without("candidates", "report"),
+}

@@ -61,14 +61,7 @@ async def nats_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def relay_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    relay = OutboxRelay(
-        app[POOL],
-        app[PUBLISHER],
-        batch_size=settings.outbox_batch_size,
-        poll_seconds=settings.outbox_poll_seconds,
-        outbox_retention_days=settings.outbox_retention_days,
-        inbox_retention_days=settings.inbox_retention_days,
-    )
+    relay = OutboxRelay.from_settings(app[POOL], app[PUBLISHER], settings)
     await relay.start()
     yield
     await relay.stop()

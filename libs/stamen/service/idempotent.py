@@ -9,6 +9,7 @@ import structlog
 
 from stamen.bus.consumer import Delivery, EventHandler
 from stamen.events.envelope import Envelope
+from stamen.service.poison import known_workset
 from stamen.store.unit_of_work import UnitOfWork
 
 log = structlog.get_logger(__name__)
@@ -24,7 +25,8 @@ def idempotent(consumer: str, pool: Callable[[], asyncpg.Pool], handle: Transact
             if not await uow.inbox.claim(consumer, envelope.id):
                 log.info("inbox.duplicate_skipped", delivery=delivery.num_delivered)
                 return
-            await handle(uow, envelope)
+            async with known_workset(envelope):
+                await handle(uow, envelope)
             await uow.commit()
 
     return handler

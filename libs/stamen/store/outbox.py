@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from stamen.bus.subjects import event_subject
 from stamen.events.envelope import Envelope
@@ -20,6 +22,26 @@ class OutboxRow:
     subject: str
     headers: dict[str, str]
     body: bytes
+    attempts: int = 0  # failed attempts so far
+
+
+@dataclass(frozen=True)
+class ParkedRow:
+    """An event the relay gave up on, for operators: what it is, why, and since when."""
+
+    id: int
+    event_id: str
+    subject: str
+    size_bytes: int
+    attempts: int
+    last_error: str
+    created_at: datetime
+    parked_at: datetime
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "event_id": self.event_id, "subject": self.subject,
+                "size_bytes": self.size_bytes, "attempts": self.attempts, "last_error": self.last_error,
+                "created_at": self.created_at.isoformat(), "parked_at": self.parked_at.isoformat()}
 
 
 class OutboxWriter:
@@ -45,13 +67,17 @@ class OutboxQueue:
         self._conn = conn
 
     async def claim(self, limit: int) -> list[OutboxRow]:
+        """Unpublished rows in order, except parked ones and ones waiting out a failed attempt's delay."""
         rows = await self._conn.fetch(
-            """SELECT id, event_id, subject, headers, body FROM outbox
-               WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED""",
+            """SELECT id, event_id, subject, headers, body, attempts FROM outbox
+               WHERE published_at IS NULL AND parked_at IS NULL
+                 AND (next_attempt_at IS NULL OR next_attempt_at <= now())
+               ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED""",
             limit,
         )
         return [
-            OutboxRow(r["id"], str(r["event_id"]), r["subject"], json.loads(r["headers"]), bytes(r["body"]))
+            OutboxRow(r["id"], str(r["event_id"]), r["subject"], json.loads(r["headers"]), bytes(r["body"]),
+                      r["attempts"])
             for r in rows
         ]
 
@@ -59,6 +85,39 @@ class OutboxQueue:
         await self._conn.execute(
             "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", list(ids)
         )
+
+    async def record_failure(self, row_id: int, error: str, *, retry_in: float, park: bool) -> None:
+        """One failed attempt at this row: try it again after `retry_in` seconds, or park it."""
+        await self._conn.execute(
+            """UPDATE outbox SET attempts = attempts + 1, last_error = $2,
+                      next_attempt_at = now() + make_interval(secs => $3),
+                      parked_at = CASE WHEN $4 THEN now() END
+               WHERE id = $1""",
+            row_id, error[:2000], retry_in, park,
+        )  # fmt: skip
+
+    async def parked(self, limit: int = 100) -> list[ParkedRow]:
+        rows = await self._conn.fetch(
+            """SELECT id, event_id, subject, octet_length(body) AS size, attempts, last_error, created_at,
+                      parked_at
+               FROM outbox WHERE parked_at IS NOT NULL AND published_at IS NULL ORDER BY id LIMIT $1""",
+            limit,
+        )
+        return [ParkedRow(r["id"], str(r["event_id"]), r["subject"], r["size"], r["attempts"],
+                          r["last_error"] or "", r["created_at"], r["parked_at"]) for r in rows]
+
+    async def unpark(self, row_ids: Sequence[int] | None) -> list[int]:
+        """Hand parked rows (all of them when None) back to the relays, with a fresh attempt budget."""
+        rows = await self._conn.fetch(
+            """UPDATE outbox SET parked_at = NULL, attempts = 0, next_attempt_at = NULL
+               WHERE parked_at IS NOT NULL AND published_at IS NULL
+                 AND ($1::bigint[] IS NULL OR id = ANY($1::bigint[]))
+               RETURNING id""",
+            None if row_ids is None else list(row_ids),
+        )
+        if rows:
+            await self._conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+        return sorted(r["id"] for r in rows)
 
     async def purge_published(self, older_than_days: float) -> int:
         """Published rows are only history; keep them a while for debugging, then drop them."""

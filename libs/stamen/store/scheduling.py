@@ -424,6 +424,13 @@ class SchedulerRepository:
             status.ended_at,
         )
 
+    async def log_tail(self, workset_id: str, step_run_id: int) -> str | None:
+        """A finished step's log tail (what workset.failed points at), None when there is no such run."""
+        value = await self._conn.fetchval(
+            "SELECT log_tail FROM step_runs WHERE id = $1 AND workset_id = $2", step_run_id, workset_id
+        )
+        return None if value is None else str(value)
+
     async def mark_step_running(self, step_run_id: int) -> None:
         await self._conn.execute(
             "UPDATE step_runs SET state = 'running' WHERE id = $1 AND state = 'pending'", step_run_id

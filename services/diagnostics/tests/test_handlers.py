@@ -25,8 +25,17 @@ async def failed_event(pool: asyncpg.Pool, log_tail: str, exit_code: int | None,
     result = await submit_workset(
         pool, tenant_id="acme", name="w", spec={}, region="us-west-2", source="api", actor="test"
     )
+    # The step's log tail is where the scheduler's monitor keeps it; the event points at the step run.
+    async with UnitOfWork(pool) as uow:
+        claim = await uow.scheduling.record_submitting(
+            workset_id=result.workset_id, attempt=1, step="align", step_index=0, cluster="local", holder="t"
+        )
+        await uow.connection.execute(
+            "UPDATE step_runs SET state = 'failed', log_tail = $2 WHERE id = $1", claim.step_run_id, log_tail
+        )
+        await uow.commit()
     payload = WorksetFailed(
-        attempt=1, step="align", exit_code=exit_code, native_state=native, log_tail=log_tail
+        attempt=1, step="align", step_run_id=claim.step_run_id, exit_code=exit_code, native_state=native
     )
     return result.workset_id, new_envelope(
         payload, tenant_id="acme", region="us-west-2", workset_id=result.workset_id
@@ -64,7 +73,10 @@ async def test_run_stopped_at_max_duration_is_not_retryable(pool: asyncpg.Pool) 
     log_tail = (
         "stamen: ran longer than its max duration of 3600s; the job was stopped (max duration exceeded)"
     )
-    ws_id, event = await failed_event(pool, log_tail, None, "MAX_DURATION")
+    # The max-duration guard stops the workset, not one step run: the event's reason is all there is.
+    ws_id, _ = await failed_event(pool, "", None)
+    event = new_envelope(WorksetFailed(attempt=1, reason=log_tail, native_state="MAX_DURATION"),
+                         tenant_id="acme", region="us-west-2", workset_id=ws_id)
     await idempotent(CONSUMER, lambda: pool, diagnose_failure)(event, DELIVERY)
     async with UnitOfWork(pool) as uow:
         [diag] = await uow.diagnoses.for_workset(ws_id)

@@ -396,6 +396,31 @@ class DeadLetterDetail(BaseModel):
     runs: list[RunOut] = Field(description="Every attempt, oldest first: where it ran and how it ended.")
 
 
+class ParkedEventOut(BaseModel):
+    id: int = Field(description="The outbox row.")
+    event_id: str
+    subject: str
+    size_bytes: int
+    attempts: int
+    last_error: str = Field(description="The broker's last answer, e.g. MaxPayloadError.")
+    created_at: datetime
+    parked_at: datetime
+
+
+class ParkedEventList(BaseModel):
+    items: list[ParkedEventOut]
+
+
+class OutboxRetryRequest(Body):
+    ids: list[int] = Field(default_factory=list, max_length=1000, description="Parked outbox rows to retry.")
+    all: bool = Field(default=False, description="Retry every parked event.")
+
+
+class OutboxRetryResponse(BaseModel):
+    retried: list[int]
+    not_parked: list[int] = Field(description="Ids that were not parked (published, retried already, unknown).")
+
+
 # --- API keys -------------------------------------------------------------------------------------
 class ApiKeyCreate(Body):
     name: str = Field(min_length=1, max_length=100)

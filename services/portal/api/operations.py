@@ -1,5 +1,5 @@
 """Operations endpoints: clusters (list; add, drain, activate, remove for operators), regions, the dead-letter
-queue (list, inspect with every attempt, requeue with changes, purge)."""
+queue (list, inspect with every attempt, requeue with changes, purge), parked outbox events (list, retry)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from stamen import commands
 from stamen.customers.repository import CustomerRepository, UsageRepository
 from stamen.service.keys import POOL, SETTINGS
 from stamen.store.errors import ConcurrencyConflict, WorksetNotFound
+from stamen.store.outbox import OutboxQueue
 from stamen.store.scheduling import ClusterBusy, ClusterNotFound, ClusterRecord
 from stamen.store.unit_of_work import UnitOfWork
 
@@ -222,3 +223,21 @@ async def purge_dead_letter(request: web.Request) -> web.Response:
     except ConcurrencyConflict as exc:
         raise ApiError(409, "WORKSET_CONCURRENT_UPDATE", str(exc)) from None
     return reply(m.WorksetStateResponse(workset_id=workset_id, state="archived"))
+
+
+# --- parked outbox events (operators) ---------------------------------------------------------------
+async def list_parked_events(request: web.Request) -> web.Response:
+    require_operator(request)
+    async with request.app[POOL].acquire() as conn:
+        rows = await OutboxQueue(conn).parked()
+    return reply(m.ParkedEventList(items=[m.ParkedEventOut.model_validate(r.as_dict()) for r in rows]))
+
+
+async def retry_parked_events(request: web.Request) -> web.Response:
+    require_operator(request)
+    wanted = await body(request, m.OutboxRetryRequest)
+    if not wanted.ids and not wanted.all:
+        raise ApiError(400, "OUTBOX_RETRY_NOTHING", 'name the parked rows to retry ("ids") or send "all": true')
+    async with request.app[POOL].acquire() as conn:
+        retried = await OutboxQueue(conn).unpark(None if wanted.all else wanted.ids)
+    return reply(m.OutboxRetryResponse(retried=retried, not_parked=sorted(set(wanted.ids) - set(retried))))

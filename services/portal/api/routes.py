@@ -394,6 +394,27 @@ ROUTES: tuple[Route, ...] = (
         "operator",
         {200: m.WorksetStateResponse},
     ),
+    Route(
+        "GET",
+        "/outbox/parked",
+        operations.list_parked_events,
+        "outbox_parked",
+        "Events the relay parked because the broker kept refusing them (operators)",
+        "operations",
+        "operator",
+        {200: m.ParkedEventList},
+    ),
+    Route(
+        "POST",
+        "/outbox/retry",
+        operations.retry_parked_events,
+        "outbox_retry",
+        "Hand parked events back to the relay (operators)",
+        "operations",
+        "operator",
+        {200: m.OutboxRetryResponse},
+        request=m.OutboxRetryRequest,
+    ),
     # --- API keys
     Route(
         "POST",

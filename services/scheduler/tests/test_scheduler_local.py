@@ -107,7 +107,10 @@ async def test_failing_step_reports_exit_code_and_stderr(pool: asyncpg.Pool, tmp
         leases = await conn.fetchval("SELECT count(*) FROM slot_leases")
     failed = json.loads(bytes(body))["payload"]
     assert failed["exit_code"] == 3 and failed["step"] == "boom"
-    assert "bwa: index not found" in failed["log_tail"]
+    # Claim check: the event points at the step run, whose log tail diagnostics reads from PostgreSQL.
+    async with UnitOfWork(pool) as uow:
+        log_tail = await uow.scheduling.log_tail(ws_id, failed["step_run_id"])
+    assert log_tail is not None and "bwa: index not found" in log_tail
     assert leases == 0
 
 
@@ -132,7 +135,7 @@ async def test_partial_retry_resumes_at_the_failed_step(pool: asyncpg.Pool, tmp_
         assert await run_until(loop, pool, ws_id, {"failed"}) == "failed"
         diagnosed = new_envelope(
             WorksetDiagnosed(
-                attempt=attempt, code="WS-NET-001", retry_class="transient", retryable=True, candidates=[]
+                attempt=attempt, code="WS-NET-001", retry_class="transient", retryable=True
             ),
             tenant_id="acme",
             region="us-west-2",
@@ -236,7 +239,6 @@ async def test_no_retry_for_data_errors_and_dead_letter_after_exhaustion(
             code="WS-X",
             retry_class=retry_class,
             retryable=retry_class == "transient",
-            candidates=[],
         ),
         tenant_id="acme",
         region="us-west-2",

@@ -67,6 +67,13 @@ async def submit_and_get_event(pool: asyncpg.Pool, spec: dict[str, Any]) -> tupl
     return result.workset_id, decode_envelope(bytes(body))
 
 
+async def stored_findings(pool: asyncpg.Pool, ws_id: str) -> list[dict[str, Any]]:
+    async with pool.acquire() as conn:
+        stored = await IntakeRepository(conn).validation_for(ws_id)
+    assert stored is not None
+    return list(stored["findings"])
+
+
 async def outbox(pool: asyncpg.Pool) -> list[dict[str, Any]]:
     async with pool.acquire() as conn:
         rows = await conn.fetch("SELECT body FROM outbox ORDER BY id")
@@ -86,10 +93,12 @@ async def test_valid_spec_is_queued_with_the_estimate(
     assert [h.to_state for h in history] == ["submitted", "validating", "queued"]
     bodies = await outbox(pool)
     assert [b["type"] for b in bodies] == ["workset.submitted", "workset.validated", "workset.queued"]
-    estimate = bodies[1]["payload"]["estimate"]
+    assert stored is not None and stored["ok"]
+    estimate = stored["estimate"]
     assert estimate["pipeline"] == "fastq-qc" and estimate["unsized_inputs"] == [] and estimate["gbases"] > 0
+    # Claim check: the event names the facts; the estimate itself is in workset_validations.
+    assert bodies[1]["payload"] == {"warning_count": 0, "cost_usd_median": estimate["cost_usd_median"]}
     assert all(b["correlation_id"] == str(event.correlation_id) for b in bodies)
-    assert stored is not None and stored["ok"] and stored["estimate"] == estimate
 
 
 async def test_redelivered_event_has_no_second_effect(
@@ -109,13 +118,16 @@ async def test_storage_findings_reject_the_workset(
 ) -> None:
     spec = s3lab.spec(reference_genome="GRCh99")
     s3lab.put("reads/S1_R2.fastq.gz", b"")
-    _, event = await submit_and_get_event(pool, spec)
+    ws_id, event = await submit_and_get_event(pool, spec)
     await validate_submitted(CONSUMER, lambda: pool, checker_for(store), max_deliver=5)(event, DELIVERY)
     bodies = await outbox(pool)
     assert bodies[-1]["type"] == "workset.rejected"
-    found = {(f["code"], f["field"]) for f in bodies[-1]["payload"]["findings"]}
+    payload = bodies[-1]["payload"]
+    assert payload["error_count"] == 2 and sorted(payload["codes"]) == ["SNF-OBJ-002", "VAL-REF-001"]
+    stored = await stored_findings(pool, ws_id)
+    found = {(f["code"], f["field"]) for f in stored}
     assert found == {("VAL-REF-001", "reference_genome"), ("SNF-OBJ-002", "samples[0].r2")}
-    assert all(f["fix"] for f in bodies[-1]["payload"]["findings"])
+    assert all(f["fix"] for f in stored)
 
 
 async def test_storage_outage_is_retried_then_rejected_on_the_last_delivery(
@@ -132,8 +144,8 @@ async def test_storage_outage_is_retried_then_rejected_on_the_last_delivery(
         last = Delivery(subject=DELIVERY.subject, stream_seq=1, num_delivered=3, headers={})
         await handler(event, last)
     bodies = await outbox(pool)
-    assert bodies[-1]["type"] == "workset.rejected"
-    assert {f["code"] for f in bodies[-1]["payload"]["findings"]} == {"SNF-OBJ-006"}
+    assert bodies[-1]["type"] == "workset.rejected" and bodies[-1]["payload"]["codes"] == ["SNF-OBJ-006"]
+    assert {f["code"] for f in await stored_findings(pool, ws_id)} == {"SNF-OBJ-006"}
 
 
 async def test_with_validation_disabled_a_readable_spec_is_queued_unchecked(
@@ -150,7 +162,7 @@ async def test_with_validation_disabled_a_readable_spec_is_queued_unchecked(
     async with UnitOfWork(pool) as uow:
         history = await uow.worksets.history(ws_id)
     assert history[-1].to_state == "queued" and "without validation" in history[-1].reason
-    assert (await outbox(pool))[1]["payload"] == {"warnings": [], "estimate": None}
+    assert (await outbox(pool))[1]["payload"] == {"warning_count": 0, "cost_usd_median": None}
     # Even unvalidated, what is not a WorksetSpec is rejected: nothing downstream could run it.
     broken_id, broken = await submit_and_get_event(pool, {"name": "x", "samples": "not a list"})
     await validate_submitted(
@@ -171,7 +183,7 @@ REJECTION = {
 SENTINEL_CASES: dict[str, tuple[EventPayload, str, str | None]] = {
     "completed": (WorksetCompleted(), sentinels.COMPLETE, None),
     "rejected": (
-        WorksetRejected(findings=[REJECTION]),
+        WorksetRejected(error_count=1, codes=["VAL-REF-001"]),
         sentinels.ERROR,
         "rejected: VAL-REF-001 reference_genome: hg99 is unknown",
     ),
@@ -192,6 +204,9 @@ async def dropped_from_folder(pool: asyncpg.Pool, s3lab: S3Lab, ws_id: str, run:
     """Record that `ws_id` came from an S3 drop folder (daylily.in_progress written); returns the folder."""
     folder = f"daylily_monitoring/active_worksets/{run}/"
     async with pool.acquire() as conn:
+        # What the validator saved when it rejected: the sentinel reads the findings here, not in the event.
+        await IntakeRepository(conn).save_validation(ws_id, ok=False, findings=[REJECTION], estimate=None,
+                                                     note=None)
         await IntakeRepository(conn).record_drop(
             DropRecord(
                 bucket=s3lab.bucket,
