@@ -279,7 +279,12 @@ async def test_a_non_retryable_failure_of_a_dropped_workset_ends_with_daylily_er
         for state in (S.VALIDATING, S.QUEUED, S.SCHEDULED, S.RUNNING):
             ws.transition(state, actor="t")
         ws.attempt = 1
-        failed = WorksetFailed(attempt=1, step="qc", exit_code=255, log_tail=log)
+        # The step's log tail is in step_runs; the event points at it (claim check).
+        claim = await uow.scheduling.record_submitting(workset_id=ws_id, attempt=1, step="qc", step_index=0,
+                                                       cluster="local", holder="t")
+        await uow.connection.execute("UPDATE step_runs SET state = 'failed', log_tail = $2 WHERE id = $1",
+                                     claim.step_run_id, log)
+        failed = WorksetFailed(attempt=1, step="qc", step_run_id=claim.step_run_id, exit_code=255)
         ws.transition(S.FAILED, actor="scheduler", reason="step qc failed", event=failed)
         await uow.worksets.save(ws)
         await uow.commit()
