@@ -80,15 +80,37 @@ class OutboxRelay:
         )
 
     async def start(self) -> None:
-        self._listen_conn = await self._pool.acquire()
-        await self._listen_conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
+        await self._listen()
         self._task = asyncio.create_task(self._run(), name="outbox-relay")
+
+    async def _listen(self) -> None:
+        """LISTEN on a connection of its own; opened again when the database restarted (the old one is
+        closed then, and until it is back the poll is the only wake-up)."""
+        if self._listen_conn is not None and not self._listen_conn.is_closed():
+            return
+        if self._listen_conn is not None:
+            with contextlib.suppress(Exception):
+                await self._pool.release(self._listen_conn)
+            self._listen_conn = None
+        try:
+            conn = await self._pool.acquire()
+        except Exception as exc:
+            log.warning("outbox.listen_failed", error=str(exc))
+            return
+        try:
+            await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
+        except Exception as exc:
+            log.warning("outbox.listen_failed", error=str(exc))
+            await self._pool.release(conn)
+            return
+        self._listen_conn = conn
 
     def _on_notify(self, *_: object) -> None:
         self._wake.set()
 
     async def _run(self) -> None:
         while not self._stopping.is_set():
+            await self._listen()
             # Cleared before the pass, so a NOTIFY that arrives during it wakes the next wait at once.
             self._wake.clear()
             try:
@@ -171,7 +193,8 @@ class OutboxRelay:
         if self._listen_conn is not None:
             with contextlib.suppress(Exception):
                 await self._listen_conn.remove_listener(NOTIFY_CHANNEL, self._on_notify)
-            await self._pool.release(self._listen_conn)
+            with contextlib.suppress(Exception):
+                await self._pool.release(self._listen_conn)
 
 
 def refuses_the_row(exc: Exception) -> bool:

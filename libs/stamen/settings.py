@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     # Service HTTP (health, readiness, metrics; the portal also serves its pages here).
     http_host: str = "127.0.0.1"
     http_port: int = 0
+    # A listening socket handed down by the launcher (`stamen up`): used instead of host and port.
+    http_fd: int | None = None
 
     # Bus behaviour.
     stream_replicas: int = 1

@@ -10,14 +10,21 @@ import structlog
 from services.scheduler.admission import Admitter
 from services.scheduler.dispatch import Dispatcher
 from services.scheduler.monitor import JobMonitor
+from stamen.bus.consumer import DependencyGate
 
 log = structlog.get_logger(__name__)
 
 
 class SchedulerLoop:
     def __init__(
-        self, admitter: Admitter, dispatcher: Dispatcher, monitor: JobMonitor, poll_seconds: float
+        self,
+        admitter: Admitter,
+        dispatcher: Dispatcher,
+        monitor: JobMonitor,
+        poll_seconds: float,
+        postgres: DependencyGate | None = None,
     ) -> None:
+        self._postgres = postgres
         self._admitter = admitter
         self._dispatcher = dispatcher
         self._monitor = monitor
@@ -34,6 +41,10 @@ class SchedulerLoop:
             try:
                 busy = await self.tick()
             except Exception as exc:  # a database or cluster hiccup must not end the scheduler
+                if self._postgres is not None and not await self._postgres.check():
+                    log.warning("scheduler.waiting_for_postgres", error=str(exc))
+                    await self._postgres.wait_reachable()  # then straight into the next pass
+                    continue
                 log.exception("scheduler.tick_failed", error=str(exc))
                 busy = False
             if busy:

@@ -19,7 +19,7 @@ from services.scheduler.loop import SchedulerLoop
 from services.scheduler.monitor import JobMonitor
 from services.scheduler.planning import WorksetPlanner, default_executor_factories
 from services.scheduler.timers import TimerLoop
-from stamen.service.keys import POOL, SETTINGS
+from stamen.service.keys import POOL, POSTGRES, SETTINGS
 from stamen.store.unit_of_work import UnitOfWork
 
 log = structlog.get_logger(__name__)
@@ -37,6 +37,7 @@ def build_loop(app: web.Application, registry: ExecutorRegistry, planner: StepPl
         Dispatcher(pool, registry, planner, holder),
         JobMonitor(pool, registry, holder),
         settings.scheduler_poll_seconds,
+        app[POSTGRES],
     )
 
 

@@ -24,7 +24,8 @@ from stamen.bus.subjects import INTAKE_PREFIX
 from stamen.inputs.contexts import INTAKE_SETTINGS
 from stamen.inputs.settings import IntakeSettings
 from stamen.inputs.submission import IntakeRefused, media_of, submit_document
-from stamen.service.keys import NATS_CLIENT, POOL, SETTINGS
+from stamen.service.contexts import cancel_start, start_with_bus
+from stamen.service.keys import BUS, POOL, SETTINGS
 
 log = structlog.get_logger(__name__)
 ACTOR = "nats-intake"
@@ -97,9 +98,18 @@ class IntakeResponder:
 
 
 async def nats_intake_ctx(app: web.Application) -> AsyncIterator[None]:
-    responder = IntakeResponder(app[NATS_CLIENT], app[POOL], region=app[SETTINGS].region,
-                                intake=app[INTAKE_SETTINGS])
-    await responder.start()
-    log.info("nats_intake.listening", subject=f"{INTAKE_PREFIX}.*", queue=app[INTAKE_SETTINGS].intake_queue_group)
+    responders: list[IntakeResponder] = []
+
+    async def listen() -> None:  # the validator starts without NATS; intake then waits for it
+        responder = IntakeResponder(app[BUS].nc, app[POOL], region=app[SETTINGS].region,
+                                    intake=app[INTAKE_SETTINGS])
+        await responder.start()
+        responders.append(responder)
+        log.info("nats_intake.listening", subject=f"{INTAKE_PREFIX}.*",
+                 queue=app[INTAKE_SETTINGS].intake_queue_group)
+
+    starting = await start_with_bus(app, listen, "nats-intake")
     yield
-    await responder.stop()
+    await cancel_start(starting)
+    for responder in responders:
+        await responder.stop()

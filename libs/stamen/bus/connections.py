@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import nats
@@ -11,20 +14,28 @@ from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
+from stamen.bus.publisher import JetStreamPublisher
 from stamen.bus.subjects import STREAMS
 
 log = structlog.get_logger(__name__)
 
 
-async def connect_nats(url: str, *, name: str) -> NATS:
+async def connect_nats(url: str, *, name: str, on_up: Callable[[bool], None] | None = None) -> NATS:
+    """Connected, or waiting (retrying every second) until it is; reconnects forever after that.
+    `on_up(False)` is called on each disconnect, `on_up(True)` on each reconnect."""
+
     async def on_error(exc: Exception) -> None:
         log.warning("nats.error", error=str(exc))
 
     async def on_disconnect() -> None:
         log.warning("nats.disconnected")
+        if on_up is not None:
+            on_up(False)
 
     async def on_reconnect() -> None:
         log.info("nats.reconnected")
+        if on_up is not None:
+            on_up(True)
 
     return await nats.connect(
         url,
@@ -61,3 +72,98 @@ async def ensure_streams(js: JetStreamContext, *, dedup_window_seconds: float, r
 
 def headers_of(msg_headers: dict[str, Any] | None) -> dict[str, str]:
     return {str(k): str(v) for k, v in (msg_headers or {}).items()}
+
+
+class BusUnavailable(ConnectionError):
+    """NATS is not connected (yet, or at the moment): try again later."""
+
+    code = "BUS_UNAVAILABLE"
+
+
+class BusConnection:
+    """A service's NATS connection, opened in the background so that whatever needs only PostgreSQL
+    (admission, dispatch, timers, reconcilers) runs while NATS is away. The connect is retried every
+    second until NATS answers (then the client reconnects by itself after any later outage); the
+    streams are declared once connected. `connected` is set from then on."""
+
+    PUBLISH_WAIT_SECONDS = 30.0
+
+    def __init__(self, url: str, *, name: str, dedup_window_seconds: float, replicas: int = 1) -> None:
+        self._url = url
+        self._name = name
+        self._dedup_window_seconds = dedup_window_seconds
+        self._replicas = replicas
+        self._nc: NATS | None = None
+        self._js: JetStreamContext | None = None
+        self.connected = asyncio.Event()
+        self._up = asyncio.Event()  # connected right now (cleared while the client reconnects)
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, wait_seconds: float = 5.0) -> None:
+        """Connect; if NATS does not answer within `wait_seconds`, go on connecting in the background."""
+        self._task = asyncio.create_task(self._open(), name="nats-connect")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self.connected.wait()), wait_seconds)
+
+    async def _open(self) -> None:
+        nc = await connect_nats(self._url, name=self._name, on_up=self._set_up)  # waits however long
+        self._nc = nc
+        self._up.set()
+        js = nc.jetstream()
+        while True:
+            try:
+                await ensure_streams(js, dedup_window_seconds=self._dedup_window_seconds, replicas=self._replicas)
+            except Exception as exc:  # JetStream not ready yet, or the server went away again
+                log.warning("bus.streams_not_declared", error=str(exc), retry_in=1.0)
+                await asyncio.sleep(1.0)
+                continue
+            break
+        self._js = js
+        self.connected.set()
+        log.info("bus.connected")
+
+    def _set_up(self, up: bool) -> None:
+        if up:
+            self._up.set()
+        else:
+            self._up.clear()
+
+    async def wait(self) -> None:
+        await self.connected.wait()
+
+    @property
+    def nc(self) -> NATS:
+        if self._nc is None or not self.connected.is_set():
+            raise BusUnavailable("not connected to NATS yet")
+        return self._nc
+
+    @property
+    def js(self) -> JetStreamContext:
+        if self._js is None:
+            raise BusUnavailable("not connected to NATS yet")
+        return self._js
+
+    def status(self) -> str:
+        if not self.connected.is_set():
+            return "error: connecting"
+        assert self._nc is not None
+        return "ok" if self._nc.is_connected else "error: disconnected (reconnecting)"
+
+    async def publish_raw(self, subject: str, body: bytes, headers: dict[str, str]) -> bool:
+        """Like JetStreamPublisher.publish_raw. While the client reconnects it waits (up to
+        PUBLISH_WAIT_SECONDS) rather than fail at once, so a relay catches up the moment NATS is back
+        instead of after its failure backoff; BusUnavailable if NATS does not come back by then."""
+        try:
+            await asyncio.wait_for(self._up.wait(), self.PUBLISH_WAIT_SECONDS)
+        except TimeoutError:
+            raise BusUnavailable(f"NATS has not been reachable for {self.PUBLISH_WAIT_SECONDS:g}s") from None
+        return await JetStreamPublisher(self.js).publish_raw(subject, body, headers)
+
+    async def close(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._nc is not None:
+            with contextlib.suppress(Exception):
+                await self._nc.drain()

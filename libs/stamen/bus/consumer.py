@@ -7,6 +7,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import structlog
 from nats.aio.msg import Msg
@@ -44,6 +45,17 @@ class Delivery:
 EventHandler = Callable[[Envelope, Delivery], Awaitable[None]]
 
 
+class DependencyGate(Protocol):
+    """What the consumer needs to know about a dependency (stamen.service.dependencies.Dependency)."""
+
+    @property
+    def reachable(self) -> bool: ...
+
+    async def wait_reachable(self) -> None: ...
+
+    async def check(self) -> bool: ...
+
+
 @dataclass
 class ConsumerSpec:
     durable: str
@@ -60,10 +72,15 @@ class ConsumerSpec:
 
 
 class DurableConsumer:
-    def __init__(self, js: JetStreamContext, spec: ConsumerSpec, parking: RawPublisher) -> None:
+    def __init__(
+        self, js: JetStreamContext, spec: ConsumerSpec, parking: RawPublisher, gate: DependencyGate | None = None
+    ) -> None:
         self._js = js
         self.spec = spec
         self._parking = parking
+        # While the gate is closed (PostgreSQL unreachable) nothing is fetched: no message is delivered,
+        # so none spends its delivery budget on an outage.
+        self._gate = gate
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: asyncio.Task[None] | None = None
@@ -96,6 +113,9 @@ class DurableConsumer:
             if free <= 0:
                 # Bounded concurrency: fetch no more than we can work on; wait for a handler to end.
                 await asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_COMPLETED)
+                continue
+            if self._gate is not None and not self._gate.reachable:
+                await self._gate.wait_reachable()
                 continue
             try:
                 msgs = await self._sub.fetch(batch=free, timeout=1.0)
@@ -144,7 +164,7 @@ class DurableConsumer:
                 consumer=durable,
             ):
                 try:
-                    await self.spec.handler(envelope, delivery)
+                    await self._run_handler(envelope, delivery)
                 except UndecodableMessage as exc:
                     # The handler found the payload unusable (e.g. no workset_id): no retry can help.
                     outcome = "parked"
@@ -178,6 +198,23 @@ class DurableConsumer:
             IN_FLIGHT.labels(durable).dec()
             HANDLER_SECONDS.labels(durable).observe(time.perf_counter() - started)
             CONSUMED.labels(durable, event_type, outcome).inc()
+
+    async def _run_handler(self, envelope: Envelope, delivery: Delivery) -> None:
+        """The handler, run again on this same delivery (kept alive by the heartbeat) for as long as it
+        fails while a dependency is unreachable: an outage never spends the message's budget. Whether
+        it is unreachable is asked of the dependency itself (a probe), not guessed from the error, so a
+        handler that fails for its own reasons is never held: its failure counts as usual."""
+        while True:
+            try:
+                await self.spec.handler(envelope, delivery)
+                return
+            except (RetryLater, UndecodableMessage):
+                raise
+            except Exception as exc:
+                if self._gate is None or await self._gate.check():
+                    raise
+                log.warning("bus.handler_waits_for_dependency", error=f"{type(exc).__name__}: {exc}")
+                await self._gate.wait_reachable()
 
     async def _heartbeat(self, msg: Msg) -> None:
         """Long handlers keep their message: tell the server we are still working on it."""

@@ -2,29 +2,37 @@
 
 aiohttp runs them in order and tears them down in reverse, so consumers drain first, then the
 relay, then NATS, then the pool.
+
+A service starts whatever state its dependencies are in: PostgreSQL is waited for (the parts of every
+service need it), NATS is connected in the background (the scheduler admits and dispatches from the
+database alone; consumers start once NATS is there, and events catch up through the outbox).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 
+import asyncpg
 import structlog
 from aiohttp import web
 
-from stamen.bus.connections import connect_nats, ensure_streams
+from stamen.bus.connections import BusConnection
 from stamen.bus.consumer import DurableConsumer
 from stamen.bus.deadletter import DeadLetterForwarder
-from stamen.bus.publisher import JetStreamPublisher
 from stamen.relay import OutboxRelay
+from stamen.service.backoff import FailureBackoff
+from stamen.service.dependencies import open_when_reachable, postgres_dependency
 from stamen.service.keys import (
+    BUS,
     CONSUMER_SPECS,
     CONSUMERS,
-    JETSTREAM,
-    NATS_CLIENT,
     POOL,
-    PUBLISHER,
+    POSTGRES,
     SERVICE_NAME,
     SETTINGS,
+    STARTUP,
 )
 from stamen.store.db import create_pool
 from stamen.store.migrate import apply_migrations
@@ -34,34 +42,47 @@ log = structlog.get_logger(__name__)
 
 async def postgres_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    pool = await create_pool(settings.require_database_url())
-    async with pool.acquire() as conn:
-        # Safe from every service at once: migrations take an advisory lock.
-        applied = await apply_migrations(conn)  # type: ignore[arg-type]
-    if applied:
-        log.info("store.migrated", versions=applied)
+    dsn = settings.require_database_url()
+
+    async def open_migrated() -> asyncpg.Pool:
+        pool = await create_pool(dsn)
+        try:
+            async with pool.acquire() as conn:
+                # Safe from every service at once: migrations take an advisory lock.
+                applied = await apply_migrations(conn)  # type: ignore[arg-type]
+        except BaseException:
+            await pool.close()
+            raise
+        if applied:
+            log.info("store.migrated", versions=applied)
+        return pool
+
+    pool = await open_when_reachable("postgres", open_migrated, app[STARTUP])
     app[POOL] = pool
+    app[POSTGRES] = postgres_dependency(pool)
     yield
+    await app[POSTGRES].close()
     await pool.close()
 
 
 async def nats_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    nc = await connect_nats(settings.require_nats_url(), name=app[SERVICE_NAME])
-    js = nc.jetstream()
-    await ensure_streams(
-        js, dedup_window_seconds=settings.dedup_window_seconds, replicas=settings.stream_replicas
+    bus = BusConnection(
+        settings.require_nats_url(),
+        name=app[SERVICE_NAME],
+        dedup_window_seconds=settings.dedup_window_seconds,
+        replicas=settings.stream_replicas,
     )
-    app[NATS_CLIENT] = nc
-    app[JETSTREAM] = js
-    app[PUBLISHER] = JetStreamPublisher(js)
+    await bus.start()
+    app[BUS] = bus
     yield
-    await nc.drain()
+    await bus.close()
 
 
 async def relay_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    relay = OutboxRelay.from_settings(app[POOL], app[PUBLISHER], settings)
+    # Publishes nothing (its passes wait, then back off) until NATS is connected.
+    relay = OutboxRelay.from_settings(app[POOL], app[BUS], settings)
     await relay.start()
     yield
     await relay.stop()
@@ -69,19 +90,64 @@ async def relay_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def consumers_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    consumers = [DurableConsumer(app[JETSTREAM], spec, app[PUBLISHER]) for spec in app[CONSUMER_SPECS]]
-    forwarders = [
-        DeadLetterForwarder(app[JETSTREAM], app[PUBLISHER], spec.durable) for spec in app[CONSUMER_SPECS]
-    ]
-    for c in consumers:
-        await c.start()
-    for f in forwarders:
-        await f.start()
+    consumers: list[DurableConsumer] = []
+    forwarders: list[DeadLetterForwarder] = []
     app[CONSUMERS] = consumers
-    log.info("service.consuming", consumers=[c.spec.durable for c in consumers])
+
+    async def start_consumers() -> None:
+        bus = app[BUS]
+        for spec in app[CONSUMER_SPECS]:
+            consumer = DurableConsumer(bus.js, spec, bus, gate=app[POSTGRES])
+            await _until_done(consumer.start, spec.durable)
+            consumers.append(consumer)
+            forwarder = DeadLetterForwarder(bus.js, bus, spec.durable)
+            await _until_done(forwarder.start, f"dlq-forwarder-{spec.durable}")
+            forwarders.append(forwarder)
+        log.info("service.consuming", consumers=[c.spec.durable for c in consumers])
+
+    starting = await start_with_bus(app, start_consumers, "consumers")
     yield
     log.info("service.draining", timeout=settings.drain_timeout_seconds)
+    await cancel_start(starting)
     for c in consumers:
         await c.stop(settings.drain_timeout_seconds)
     for f in forwarders:
         await f.stop()
+
+
+async def _until_done(start: Callable[[], Awaitable[None]], what: str) -> None:
+    """NATS may go away again between the connect and a start: keep trying, with growing delays."""
+    backoff = FailureBackoff(1.0, 10.0)
+    while True:
+        try:
+            await start()
+        except Exception as exc:
+            delay = backoff.failed()
+            log.warning("service.consumer_not_started", consumer=what, error=str(exc), retry_in=delay)
+            await asyncio.sleep(delay)
+        else:
+            return
+
+
+async def start_with_bus(
+    app: web.Application, start: Callable[[], Awaitable[None]], what: str
+) -> asyncio.Task[None] | None:
+    """Run `start` now if NATS is connected (the usual case: the service is complete once started),
+    else in the background as soon as it is; returns that background task, to cancel at shutdown."""
+    bus = app[BUS]
+    if bus.connected.is_set():
+        await start()
+        return None
+
+    async def later() -> None:
+        await bus.wait()
+        await start()
+
+    return asyncio.create_task(later(), name=f"start-with-bus:{what}")
+
+
+async def cancel_start(task: asyncio.Task[None] | None) -> None:
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task

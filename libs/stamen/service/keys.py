@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import asyncpg
 from aiohttp import web
-from nats.aio.client import Client as NATS
-from nats.js import JetStreamContext
 
+from stamen.bus.connections import BusConnection
 from stamen.bus.consumer import ConsumerSpec, DurableConsumer
-from stamen.bus.publisher import JetStreamPublisher
+from stamen.service.dependencies import Dependency, StartupWaits
 from stamen.settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
 SERVICE_NAME = web.AppKey("service_name", str)
 POOL = web.AppKey("pool", asyncpg.Pool)
-NATS_CLIENT = web.AppKey("nats", NATS)
-JETSTREAM = web.AppKey("jetstream", JetStreamContext)
-PUBLISHER = web.AppKey("publisher", JetStreamPublisher)
+# PostgreSQL's reachability as this process sees it: consumers stop fetching while it is closed.
+POSTGRES = web.AppKey("postgres", Dependency)
+# The NATS connection (opened in the background: `BUS.connected` says when it is there).
+BUS = web.AppKey("bus", BusConnection)
+STARTUP = web.AppKey("startup", StartupWaits)
 CONSUMER_SPECS = web.AppKey("consumer_specs", list[ConsumerSpec])
 CONSUMERS = web.AppKey("consumers", list[DurableConsumer])

@@ -1,16 +1,30 @@
-"""Run one service's aiohttp application until SIGTERM/SIGINT, then shut down in order."""
+"""Run one service's aiohttp application until SIGTERM/SIGINT, then shut down in order.
+
+The port answers from the first moment: while the service waits for its dependencies at start, a
+placeholder says it is alive and what it waits for (/readyz 503); then the service itself takes over
+the same listening socket. Under `stamen up` the socket is the launcher's (STAMEN_HTTP_FD), so the
+port is this service's alone and stays the same across restarts.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
+import socket
 from collections.abc import Callable
 
+import structlog
 from aiohttp import web
 
 from stamen.bus.consumer import ConsumerSpec
 from stamen.logs import configure_logging
 from stamen.service import contexts, health
-from stamen.service.keys import CONSUMER_SPECS, SERVICE_NAME, SETTINGS
+from stamen.service.dependencies import StartupWaits
+from stamen.service.keys import CONSUMER_SPECS, SERVICE_NAME, SETTINGS, STARTUP
 from stamen.settings import Settings
+
+log = structlog.get_logger(__name__)
 
 
 def base_app(
@@ -24,6 +38,7 @@ def base_app(
     app = web.Application()
     app[SETTINGS] = settings
     app[SERVICE_NAME] = name
+    app[STARTUP] = StartupWaits()
     app.add_routes(health.routes)
     app.cleanup_ctx.append(contexts.postgres_ctx)
     app.cleanup_ctx.append(contexts.nats_ctx)
@@ -34,16 +49,55 @@ def base_app(
     return app
 
 
+def listening_socket(settings: Settings) -> socket.socket:
+    """The launcher's socket when it passed one, else a new one on STAMEN_HTTP_HOST:STAMEN_HTTP_PORT."""
+    if settings.http_fd is not None:
+        sock = socket.socket(fileno=settings.http_fd)
+        sock.setblocking(False)
+        return sock
+    sock = socket.create_server((settings.http_host, settings.http_port), backlog=128)
+    sock.setblocking(False)
+    return sock
+
+
+async def serve(app: web.Application, settings: Settings) -> None:
+    name = app[SERVICE_NAME]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    sock = listening_socket(settings)
+    log.info("service.listening", port=sock.getsockname()[1])
+    # The placeholder serves a duplicate of the socket: closing it leaves the listening socket open.
+    placeholder: web.AppRunner | None = web.AppRunner(health.starting_app(name, app), access_log=None)
+    assert placeholder is not None
+    await placeholder.setup()
+    await web.SockSite(placeholder, sock.dup()).start()
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.drain_timeout_seconds)
+    setup = asyncio.create_task(runner.setup(), name="startup")
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({setup, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    try:
+        if not setup.done():  # asked to stop while still waiting for a dependency
+            setup.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await setup
+            log.info("service.stopped_while_starting", waiting=app[STARTUP].waiting)
+            return
+        setup.result()  # a start-up that failed for good (not a dependency to wait for) ends here
+        await placeholder.cleanup()
+        placeholder = None
+        await web.SockSite(runner, sock, shutdown_timeout=settings.drain_timeout_seconds).start()
+        log.info("service.started")
+        await stopping
+    finally:
+        stopping.cancel()
+        if placeholder is not None:
+            await placeholder.cleanup()
+        await runner.cleanup()
+
+
 def run(name: str, init_app: Callable[[Settings], web.Application]) -> None:
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format, service=name)
-    app = init_app(settings)
-    # run_app turns SIGTERM/SIGINT into a graceful shutdown that runs the cleanup contexts.
-    web.run_app(
-        app,
-        host=settings.http_host,
-        port=settings.http_port,
-        access_log=None,
-        print=None,
-        shutdown_timeout=settings.drain_timeout_seconds,
-    )
+    asyncio.run(serve(init_app(settings), settings))

@@ -88,6 +88,18 @@ class ManagedServer:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def _choose_port(self, preferred: int | None) -> int:
+        """A first start takes `preferred` if free, else any free port. A restart takes the port it had:
+        clients have it in their URLs (it is waited for, in case the old process is still letting go)."""
+        if not self.port:
+            return _pick_port(preferred)
+        deadline = time.monotonic() + 15
+        while not port_is_free(self.port):
+            if time.monotonic() > deadline:
+                raise ServerStartError(f"{self.name}: port {self.port} is still taken; cannot start again on it")
+            time.sleep(0.2)
+        return self.port
+
     def _spawn(self, argv: list[str], **kwargs: object) -> subprocess.Popen[bytes]:
         log = self.log_path.open("ab")
         # New session: Ctrl-C in the terminal reaches the launcher, which stops servers in order.
@@ -132,7 +144,7 @@ class NatsServer(ManagedServer):
             self.proc.send_signal(signal.SIGHUP)
 
     def start(self, timeout: float = 20.0) -> NatsServer:
-        self.port = _pick_port(self.preferred_port)
+        self.port = self._choose_port(self.preferred_port)
         self.monitor_port = free_port()
         # Everything in one config file: a reload (SIGHUP) re-reads only the file, and refuses to run
         # when settings given as flags differ from it.
@@ -225,7 +237,7 @@ class PostgresServer(ManagedServer):
             )
             if result.returncode != 0:
                 raise ServerStartError(f"initdb failed: {result.stderr.decode(errors='replace')}")
-        self.port = _pick_port(self.preferred_port)
+        self.port = self._choose_port(self.preferred_port)
         argv = [
             str(bin_dir / "postgres"),
             "-D",
@@ -290,7 +302,7 @@ class MotoServer(ManagedServer):
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> MotoServer:
-        self.port = _pick_port(self.preferred_port)
+        self.port = self._choose_port(self.preferred_port)
         self.proc = self._spawn([_which("moto_server"), "-H", "127.0.0.1", "-p", str(self.port)])
         _wait_tcp("127.0.0.1", self.port, time.monotonic() + timeout, self.proc, "moto_server", self.log_path)
         return self
