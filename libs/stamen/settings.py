@@ -57,6 +57,8 @@ class Settings(BaseSettings):
 
     # Scheduler.
     scheduler_poll_seconds: float = 1.0
+    # Scheduler processes `stamen up` runs side by side (they share the work through PostgreSQL locks).
+    scheduler_replicas: int = Field(default=2, ge=1, le=8)
     default_tenant_max_concurrent: int = 2
     clusters_file: Path | None = None
     pipelines_file: Path | None = None  # extra pipelines for the scheduler, besides the built-in ones

@@ -122,6 +122,7 @@ def test_stamen_up_supervises_and_keeps_state_across_restarts(tmp_path: Path) ->
         assert set(status["services"]) == {
             "validator",
             "scheduler",
+            "scheduler-2",  # two scheduler replicas by default (STAMEN_SCHEDULER_REPLICAS)
             "diagnostics",
             "notifier",
             "regions",
@@ -132,6 +133,8 @@ def test_stamen_up_supervises_and_keeps_state_across_restarts(tmp_path: Path) ->
         assert status["demo"]["state"] == "completed", status["demo"]
         first_demo = status["demo"]["id"]
         assert http_ok(status["portal_url"])
+        ports = [s["port"] for s in stack_file(state)["services"].values()]
+        assert len(set(ports)) == len(ports)  # each service's port is its own
         assert_nats_requires_credentials(stack_file(state)["nats_url"])
         for secret in (state / "stack.json", state / "nats" / "service.password", state / "nats" / "auth.conf"):
             assert stat.S_IMODE(secret.stat().st_mode) == 0o600, secret

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,9 +19,16 @@ import asyncpg
 from stamen.natsauth.authorization import ServiceUser
 from stamen.settings import Settings
 from stamen.stack.nats_auth import AUTH_FILE, NatsAuthThread, render_once, service_password
-from stamen.stack.ports import free_port, port_is_free
+from stamen.stack.ports import listening_socket, port_is_free
 from stamen.stack.servers import ManagedServer, MotoServer, NatsServer, PostgresServer
-from stamen.stack.supervisor import SERVICES, SupervisedProcess, Supervisor, child_env, service_argv
+from stamen.stack.supervisor import (
+    SERVICES,
+    ServerWatch,
+    SupervisedProcess,
+    Supervisor,
+    child_env,
+    service_argv,
+)
 from stamen.store.migrate import apply_migrations
 
 STACK_FILE = "stack.json"
@@ -95,6 +103,8 @@ class EmbeddedStack:
         self._stop_requested = False
         self.migrations_applied: list[str] = []
         self.nats_auth: NatsAuthThread | None = None
+        self.watches: dict[str, ServerWatch] = {}
+        self._servers_changed = threading.Event()
 
     def _previous_port(self, key: str) -> int | None:
         value = self._previous.get("ports", {}).get(key)
@@ -171,22 +181,42 @@ class EmbeddedStack:
             # The emulator starts empty: let onboarding create the Cognito user pool it needs.
             env.setdefault("STAMEN_COGNITO_CREATE_POOL", os.environ.get("STAMEN_COGNITO_CREATE_POOL", "true"))
         procs = []
-        for name in self.services:
-            port = self._previous_port(f"service:{name}")
-            port = port if port and port_is_free(port) else free_port()
+        for instance, service in self.instances():
+            previous = self._previous_port(f"service:{instance}")
+            # The launcher holds each service's listening socket and hands it down: no two services
+            # can get one port, and a restarted service answers on the port it had.
+            sock = listening_socket(previous if previous and port_is_free(previous) else 0)
+            port = int(sock.getsockname()[1])
             procs.append(
                 SupervisedProcess(
-                    name=name,
-                    argv=service_argv(name),
+                    name=instance,
+                    argv=service_argv(service),
                     env=child_env({**env, "STAMEN_HTTP_PORT": str(port)}),
-                    log_path=self.state_dir / "logs" / f"{name}.log",
+                    log_path=self.state_dir / "logs" / f"{instance}.log",
                     port=port,
+                    sock=sock,
                 )
             )
         self.supervisor = Supervisor(procs)
         self.supervisor.start_all()
+        self.watch_servers()
         self.write_stack_file()
         return self.supervisor
+
+    def instances(self) -> list[tuple[str, str]]:
+        """(instance, service) for each process: `scheduler`, `scheduler-2`, ... for the replicas."""
+        out: list[tuple[str, str]] = []
+        for service in self.services:
+            replicas = self.settings.scheduler_replicas if service == "scheduler" else 1
+            out += [(service if i == 1 else f"{service}-{i}", service) for i in range(1, replicas + 1)]
+        return out
+
+    def watch_servers(self) -> None:
+        """From here on a server that dies is started again, on its port and data (ServerWatch)."""
+        for server in self.servers:
+            watch = ServerWatch(server, on_restart=self._servers_changed.set)
+            self.watches[server.name] = watch
+            watch.start()
 
     def write_stack_file(self) -> None:
         assert self.endpoints is not None
@@ -198,7 +228,12 @@ class EmbeddedStack:
             "embedded": self.endpoints.embedded,
             "ports": {s.name: s.port for s in self.servers},
             "servers": {
-                s.name: {"pid": s.proc.pid if s.proc else None, "log": str(s.log_path)} for s in self.servers
+                s.name: {
+                    "pid": s.proc.pid if s.proc else None,
+                    "log": str(s.log_path),
+                    "restarts": self.watches[s.name].restarts if s.name in self.watches else 0,
+                }
+                for s in self.servers
             },
             "services": {},
         }
@@ -206,6 +241,7 @@ class EmbeddedStack:
             for p in self.supervisor.processes.values():
                 doc["ports"][f"service:{p.name}"] = p.port
                 doc["services"][p.name] = {
+                    "service": p.argv[-1].removeprefix("services."),
                     "pid": p.pid,
                     "port": p.port,
                     "url": f"http://127.0.0.1:{p.port}",
@@ -228,6 +264,8 @@ class EmbeddedStack:
         """Services first (they drain and flush), then the servers they depend on."""
         if self.supervisor is None and not self.servers:
             return  # nothing of ours runs (e.g. refused because another launcher owns the folder)
+        for watch in self.watches.values():  # servers stopped on purpose must not be restarted
+            watch.stop()
         if self.supervisor:
             self.supervisor.stop_all(timeout=self.settings.drain_timeout_seconds + 5)
         if self.nats_auth:
@@ -249,13 +287,21 @@ class EmbeddedStack:
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
 
-    def supervise_forever(self, on_tick: Callable[[], None] | None = None) -> None:
-        """Block, restarting dead services, until SIGINT/SIGTERM; then stop everything in order."""
-        self.install_stop_handlers()
+    def request_stop(self) -> None:
+        """Ask `supervise_forever` to stop everything in order (from another thread)."""
+        self._stop_requested = True
+
+    def supervise_forever(self, on_tick: Callable[[], None] | None = None, *, handle_signals: bool = True) -> None:
+        """Block, restarting dead services, until SIGINT/SIGTERM (or request_stop); then stop everything
+        in order. `handle_signals=False` when not run in the main thread."""
+        if handle_signals:
+            self.install_stop_handlers()
         assert self.supervisor is not None
         try:
             while not self._stop_requested:
-                if self.supervisor.check():
+                restarted = self.supervisor.check()
+                if restarted or self._servers_changed.is_set():
+                    self._servers_changed.clear()
                     self.write_stack_file()
                 if on_tick:
                     on_tick()

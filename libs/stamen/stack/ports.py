@@ -1,4 +1,4 @@
-"""Free loopback ports for servers we start ourselves."""
+"""Free loopback ports for servers we start ourselves, and listening sockets for the services."""
 
 from __future__ import annotations
 
@@ -6,9 +6,28 @@ import socket
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    return free_ports(1, host)[0]
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` different free ports. Each probe socket stays open until all are picked: a closed probe's
+    port may be handed out again by the very next bind(0), so picking one at a time can repeat a port."""
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sockets.append(s)
+            s.bind((host, 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def listening_socket(port: int = 0, host: str = "127.0.0.1") -> socket.socket:
+    """A listening socket on `port` (0: any free port), to hand down to a child process (STAMEN_HTTP_FD):
+    the port is then that child's alone, across its restarts, and never given to anything else."""
+    return socket.create_server((host, port), backlog=128)
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:

@@ -26,7 +26,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stamen.stack.ports import free_port, port_is_free
+from stamen.stack.ports import free_port, free_ports, port_is_free
 
 PG_SYSTEM_USER = "stamen-pg"
 
@@ -67,6 +67,16 @@ def _tail(path: Path, lines: int = 20) -> str:
         return "(no log)"
 
 
+def _is_live_postgres(pid: int, pgdata: Path) -> bool:
+    """True if `pid` is a running (not zombie) postgres process of this data folder."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X") and "postgres" in cmdline and str(pgdata) in cmdline
+
+
 def _pick_port(preferred: int | None) -> int:
     return preferred if preferred and port_is_free(preferred) else free_port()
 
@@ -105,6 +115,9 @@ class ManagedServer:
         # New session: Ctrl-C in the terminal reaches the launcher, which stops servers in order.
         return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **kwargs)  # type: ignore[call-overload, no-any-return]
 
+    def start(self) -> ManagedServer:
+        raise NotImplementedError
+
     def stop(self, timeout: float = 20.0) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
@@ -128,6 +141,7 @@ class NatsServer(ManagedServer):
     def __init__(self, data_dir: Path, port: int | None = None, auth_file: Path | None = None) -> None:
         super().__init__("nats", data_dir)
         self.preferred_port = port
+        self.monitor_port = 0
         self.auth_file = auth_file
 
     @property
@@ -145,7 +159,9 @@ class NatsServer(ManagedServer):
 
     def start(self, timeout: float = 20.0) -> NatsServer:
         self.port = self._choose_port(self.preferred_port)
-        self.monitor_port = free_port()
+        keep = self.monitor_port and self.monitor_port != self.port and port_is_free(self.monitor_port)
+        # Two distinct free ports, at least one of which is not the client port just chosen.
+        self.monitor_port = self.monitor_port if keep else next(p for p in free_ports(2) if p != self.port)
         # Everything in one config file: a reload (SIGHUP) re-reads only the file, and refuses to run
         # when settings given as flags differ from it.
         settings = {
@@ -238,6 +254,7 @@ class PostgresServer(ManagedServer):
             if result.returncode != 0:
                 raise ServerStartError(f"initdb failed: {result.stderr.decode(errors='replace')}")
         self.port = self._choose_port(self.preferred_port)
+        self._clear_stale_pid_file()
         argv = [
             str(bin_dir / "postgres"),
             "-D",
@@ -258,6 +275,23 @@ class PostgresServer(ManagedServer):
         _wait_tcp("127.0.0.1", self.port, deadline, self.proc, "postgres", self.log_path)
         self._ensure_database(bin_dir, deadline)
         return self
+
+    def _clear_stale_pid_file(self) -> None:
+        """A postmaster killed with SIGKILL leaves postmaster.pid behind. PostgreSQL removes it by itself
+        only if no process has that pid; a pid reused by another process (or a zombie not yet reaped)
+        makes it refuse to start. The file is removed unless a live postgres still runs on this folder."""
+        pid_file = self.pgdata / "postmaster.pid"
+        try:
+            pid = int(pid_file.read_text().splitlines()[0])
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, IndexError):
+            pid = 0  # an unreadable or half-written file: nobody can be running from it
+        if pid and _is_live_postgres(pid, self.pgdata):
+            raise ServerStartError(
+                f"a PostgreSQL (pid {pid}) is still running on {self.pgdata}; stop it before starting another"
+            )
+        pid_file.unlink(missing_ok=True)
 
     def _ensure_database(self, bin_dir: Path, deadline: float) -> None:
         psql = str(bin_dir / "psql")

@@ -16,13 +16,21 @@ from stamen.store.db import create_pool
 from stamen.store.unit_of_work import UnitOfWork
 
 
-async def _readiness(session: aiohttp.ClientSession, url: str) -> str:
+async def _readiness(session: aiohttp.ClientSession, info: dict[str, Any]) -> str:
+    """The service's own word on its readiness, if the process that answers is the one the launcher
+    started (its name and pid): a port answered by anything else says nothing about this service."""
     try:
-        async with session.get(f"{url}/readyz", timeout=aiohttp.ClientTimeout(total=2)) as resp:
+        async with session.get(f"{info['url']}/readyz", timeout=aiohttp.ClientTimeout(total=2)) as resp:
             body = await resp.json()
-            return str(body.get("status", resp.status))
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         return f"down ({type(exc).__name__})"
+    if not isinstance(body, dict):
+        return "down (not a stamen service)"
+    service, pid = body.get("service"), body.get("pid")
+    expected = info.get("service")
+    if (expected and service != expected) or (info.get("pid") and pid != info["pid"]):
+        return f"wrong process ({service} pid {pid} answers on this port)"
+    return str(body.get("status", resp.status))
 
 
 async def stack_status(
@@ -46,7 +54,9 @@ async def stack_status(
     deadline = time.monotonic() + (wait_ready or 0)
     async with aiohttp.ClientSession() as session:
         while True:
-            states = await asyncio.gather(*(_readiness(session, s["url"]) for s in services.values()))
+            # Read again each time: a service restarted meanwhile has a new pid.
+            services = (read_stack_file(state_dir) or {}).get("services", services)
+            states = await asyncio.gather(*(_readiness(session, s) for s in services.values()))
             result["services"] = {
                 name: {**info, "status": st}
                 for (name, info), st in zip(services.items(), states, strict=True)

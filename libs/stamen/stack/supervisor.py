@@ -1,16 +1,27 @@
-"""Runs each service as its own process and restarts any that dies, with growing delays."""
+"""Runs each service as its own process, and the embedded servers, and restarts whatever dies.
+
+Services are restarted from the launcher's loop (`Supervisor.check`); each gets the listening socket the
+launcher made for it, so its port is its own and the same after every restart. Servers (PostgreSQL,
+NATS, moto) are each watched by a thread of their own (`ServerWatch`), since starting one takes seconds:
+a dead one is reaped and started again on the same port and data folder.
+"""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
+
+from stamen.stack.servers import ManagedServer
 
 log = structlog.get_logger(__name__)
 
@@ -18,24 +29,51 @@ SERVICES: tuple[str, ...] = ("validator", "scheduler", "diagnostics", "notifier"
 
 
 @dataclass
+class RestartPolicy:
+    """How long to wait before starting a process that died. Each death adds one to a score that halves
+    for every `half_life_seconds` the process stayed up before it; the delay is
+    `initial_seconds * 2 ** (score - 1)`, at most `cap_seconds`. A process that dies right after each
+    start climbs to the cap (it does not spin); one killed now and then, however often before, comes back
+    after about the initial delay."""
+
+    initial_seconds: float = 0.5
+    cap_seconds: float = 30.0
+    half_life_seconds: float = 10.0
+    score: float = 0.0
+
+    def died(self, uptime_seconds: float) -> float:
+        """The process died after `uptime_seconds` up: the delay before it is started again."""
+        self.score = self.score * 0.5 ** (max(0.0, uptime_seconds) / self.half_life_seconds) + 1.0
+        return min(self.cap_seconds, self.initial_seconds * 2 ** (self.score - 1.0))
+
+
+@dataclass
 class SupervisedProcess:
-    name: str
+    name: str  # the instance: "scheduler", "scheduler-2", ...
     argv: list[str]
     env: dict[str, str]
     log_path: Path
     port: int
+    # The listening socket the launcher holds for it (passed down as STAMEN_HTTP_FD).
+    sock: socket.socket | None = None
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     next_start_at: float = 0.0
     started_at: float = 0.0
+    policy: RestartPolicy = field(default_factory=RestartPolicy)
     history: list[str] = field(default_factory=list)
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        out = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        env = dict(self.env)
+        fds: tuple[int, ...] = ()
+        if self.sock is not None:
+            fds = (self.sock.fileno(),)
+            env["STAMEN_HTTP_FD"] = str(self.sock.fileno())
+        with self.log_path.open("ab") as out:
+            self.proc = subprocess.Popen(
+                self.argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, pass_fds=fds
+            )
         self.started_at = time.monotonic()
 
     @property
@@ -48,15 +86,12 @@ class SupervisedProcess:
 
 
 class Supervisor:
-    # Restart delays grow while a service keeps dying soon after starting, so a broken service
-    # does not spin; one that ran for a minute starts again at the first delay.
-    RESTART_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
-    STABLE_AFTER_SECONDS = 60.0
+    """Restarts dead services after RestartPolicy's delay (a crash loop backs off to 30 s; a service
+    killed now and then is back within about a second)."""
 
     def __init__(self, processes: list[SupervisedProcess]) -> None:
         self.processes = {p.name: p for p in processes}
         self._stopping = False
-        self._quick_failures: dict[str, int] = {p.name: 0 for p in processes}
 
     def start_all(self) -> None:
         for p in self.processes.values():
@@ -73,12 +108,10 @@ class Supervisor:
             if p.next_start_at == 0.0:
                 code = p.proc.returncode if p.proc else None
                 ran_for = now - p.started_at
-                quick = self._quick_failures[p.name] if ran_for < self.STABLE_AFTER_SECONDS else 0
-                delay = self.RESTART_DELAYS[min(quick, len(self.RESTART_DELAYS) - 1)]
-                self._quick_failures[p.name] = quick + 1
+                delay = p.policy.died(ran_for)
                 p.next_start_at = now + delay
-                p.history.append(f"exited with {code} after {ran_for:.1f}s; restarting in {delay}s")
-                log.warning("supervisor.service_died", service=p.name, exit_code=code, restart_in=delay)
+                p.history.append(f"exited with {code} after {ran_for:.1f}s; restarting in {delay:.1f}s")
+                log.warning("supervisor.service_died", service=p.name, exit_code=code, restart_in=round(delay, 2))
             elif now >= p.next_start_at:
                 p.next_start_at = 0.0
                 p.restarts += 1
@@ -103,6 +136,67 @@ class Supervisor:
                 log.warning("supervisor.kill_after_timeout", service=p.name)
                 p.proc.kill()
                 p.proc.wait(5)
+        for p in self.processes.values():
+            if p.sock is not None:
+                p.sock.close()
+
+
+class ServerWatch:
+    """Keeps one embedded server running: when its process ends (killed, crashed), the process is reaped
+    and the server started again on the same port and data folder, after RestartPolicy's delay. A start
+    that fails (the port still held, a stale lock) is tried again after the next delay."""
+
+    POLL_SECONDS = 0.2
+
+    def __init__(self, server: ManagedServer, on_restart: Callable[[], None] | None = None) -> None:
+        self.server = server
+        self.restarts = 0
+        self.policy = RestartPolicy()
+        self._on_restart = on_restart
+        self._stop = threading.Event()
+        self._held_until = 0.0
+        self._up_since = time.monotonic()
+        self._thread = threading.Thread(target=self._main, name=f"watch-{server.name}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def hold_down(self, seconds: float) -> None:
+        """Stop the server now (SIGKILL, as a crash would) and keep it down for `seconds`: an outage of
+        a chosen length, for fault drills (bench/soak.py)."""
+        self._held_until = time.monotonic() + seconds
+        self.server.kill()
+
+    def _main(self) -> None:
+        while not self._stop.wait(self.POLL_SECONDS):
+            if self.server.running:
+                continue
+            code = self.server.proc.returncode if self.server.proc else None  # poll() reaped it
+            delay = self.policy.died(time.monotonic() - self._up_since)
+            delay = max(delay, self._held_until - time.monotonic())
+            log.warning("supervisor.server_died", server=self.server.name, exit_code=code, restart_in=round(delay, 2))
+            while not self._stop.wait(delay):
+                try:
+                    self.server.start()
+                except Exception as exc:
+                    self.server.kill()
+                    delay = self.policy.died(0.0)
+                    log.warning("supervisor.server_restart_failed", server=self.server.name, error=str(exc),
+                                retry_in=round(delay, 2))  # fmt: skip
+                    continue
+                self.restarts += 1
+                self._up_since = time.monotonic()
+                log.info("supervisor.server_restarted", server=self.server.name, pid=self.server.proc and
+                         self.server.proc.pid, port=self.server.port, restarts=self.restarts)  # fmt: skip
+                if self._on_restart is not None:
+                    self._on_restart()
+                break
+
+    def stop(self) -> None:
+        """Stop watching (before the server is stopped on purpose)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(70)
 
 
 def service_argv(name: str) -> list[str]:
