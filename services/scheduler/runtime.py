@@ -47,7 +47,9 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
         await uow.commit()
     log.info("scheduler.clusters", clusters=[c.name for c in clusters])
     settings = app[SETTINGS]
-    loop = build_loop(app, ExecutorRegistry(default_executor_factories(settings)), WorksetPlanner(settings))
+    registry = ExecutorRegistry(default_executor_factories(settings))
+    loop = build_loop(app, registry, WorksetPlanner(settings))
+    registry.on_job_exit(loop.wake)  # a local step that ends is noticed now, not at the next poll
     app[LOOP] = loop
     timers = TimerLoop(app[POOL], {"retry": fire_retry}, on_fired=loop.wake)
     tasks = [

@@ -9,10 +9,10 @@ Slurm job name and the local runner's job file carry the workset, the attempt an
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -107,3 +107,11 @@ class Executor(Protocol):
     async def cancel(self, handle: JobHandle) -> None:
         """Stop the job (its whole process group / scancel). Idempotent; finished jobs are ignored."""
         ...
+
+
+@runtime_checkable
+class ReportsJobExits(Protocol):
+    """An executor that can say at once that one of its jobs has ended (the local one: a pidfd per
+    runner), so the scheduler polls then rather than at its next interval. Slurm cannot: it is polled."""
+
+    def on_job_exit(self, callback: Callable[[], None]) -> None: ...

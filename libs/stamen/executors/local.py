@@ -1,99 +1,51 @@
 """The `local` executor: every step is a subprocess on this machine.
 
-`submit` starts `python -m stamen.executors.local_runner` detached (a new session, so it survives the
-scheduler), and the runner starts the step's command in its own process group. Everything another
-process needs to find the job again is in the `JobHandle` (runner pid + its start time from
-/proc/<pid>/stat + the boot id) and in files in the step's workdir:
-
-    <step>.job.json      which submission runs here (workset, attempt, step) and its runner (pid,
-                         start time, boot id): written by `submit` and by the runner as it starts
-    <step>.status.json   written atomically by the runner when the step has ended (the outcome)
-    <step>.running.json  the command's pid / process group while it runs
-    <step>.cancel        written by `cancel` before it signals, so the runner knows who stopped it
-    <step>.stdout.log    the command's stdout
-    <step>.stderr.log    the command's stderr
-    <step>.runner.log    the runner's own output (only non-empty if the runner itself fails)
+`submit` has a runner (`local_runner.py`) forked for the step by this process's fork server
+(`local_forkserver.py`): a detached process in a session of its own that survives the scheduler and
+starts the step's command in its own process group. Everything another process needs to find the job
+again is in the `JobHandle` (runner pid + its start time from /proc/<pid>/stat + the boot id) and in
+the step's files in its workdir (`local_files.py`).
 
 `poll` reads those files; it never waits for a child and starts no process. `find` reads the job
-file: a runner of this attempt of this step was started if and only if it names that attempt.
+file: a runner of this attempt of this step was started if and only if it names that attempt. A
+subscriber of `on_job_exit` (the scheduler's loop) is called as soon as a runner exits (`local_exits.py`),
+so the end of a step is noticed when it happens, not at the next poll.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
-import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from stamen.executors.base import JobHandle, JobResources, JobState, JobStatus, StepSpec
-from stamen.executors.local_runner import (
+from stamen.executors.local_exits import ExitWatcher
+from stamen.executors.local_files import (
     STOP_CANCEL,
     STOP_MEMORY_LIMIT,
     STOP_TIME_LIMIT,
-    job_document,
-    proc_stat_fields,
+    StepFiles,
+    read_json,
+    tail,
     write_json_atomically,
 )
-from stamen.executors.local_runner import boot_id as _current_boot_id
+from stamen.executors.local_forkserver import fork_server
+from stamen.executors.local_proc import boot_id, group_is_alive, proc_stat_fields, process_is_alive
+from stamen.executors.local_runner import RunnerConfig, Submission
+
+__all__ = ["LOST_REASON", "LocalExecutor", "group_is_alive", "process_is_alive"]
 
 KIND = "local"
-LOG_TAIL_LINES = 50
-LOG_TAIL_BYTES = 64 * 1024
 LOST_REASON = "the runner process disappeared without writing its status (machine restart or kill -9)"
 _STOPPED_STATES = {STOP_CANCEL: JobState.CANCELLED, STOP_TIME_LIMIT: JobState.TIMEOUT,
                    STOP_MEMORY_LIMIT: JobState.OUT_OF_MEMORY}  # fmt: skip
-
-
-def process_start_time(pid: int) -> str | None:
-    """Start time of `pid` in clock ticks since boot (/proc/<pid>/stat field 22); None if it is gone."""
-    fields = proc_stat_fields(pid)
-    return fields[19] if fields else None
-
-
-def process_is_alive(pid: int, start_time: str, boot_id: str = "") -> bool:
-    """True if `pid` is still the same live process: same boot, same start time, not a zombie."""
-    if boot_id and boot_id != _current_boot_id():
-        return False
-    fields = proc_stat_fields(pid)
-    return fields is not None and fields[0] not in ("Z", "X") and fields[19] == start_time
-
-
-def group_is_alive(pgid: int) -> bool:
-    """True if a live (non-zombie) process of process group `pgid` exists."""
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            fields = proc_stat_fields(int(entry.name))
-            if fields is not None and fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
-                return True
-    return False
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-    return document if isinstance(document, dict) else None
-
-
-def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    try:
-        with path.open("rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - LOG_TAIL_BYTES))
-            data = handle.read()
-    except OSError:
-        return ""
-    return "\n".join(data.decode(errors="replace").splitlines()[-lines:])
 
 
 def _parse_time(value: object) -> datetime | None:
@@ -115,29 +67,24 @@ class LocalExecutor:
         self.cluster = cluster
         self.grace_seconds = grace_seconds
         self.python = python
-        # Runners this instance started, only so they are reaped (no zombies) when they end.
-        self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._exits = ExitWatcher()
 
-    # --- files -------------------------------------------------------------------------------
-    @staticmethod
-    def status_file(workdir: Path | str, step: str) -> Path:
-        return Path(workdir) / f"{step}.status.json"
+    def on_job_exit(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (in the event loop) whenever a runner this instance submitted or polled ends."""
+        self._exits.subscribe(callback)
+
+    def _watch(self, handle: JobHandle) -> None:
+        self._exits.watch(int(handle.job_id), handle.extra.get("runner_start_time", ""))
 
     @staticmethod
     def _step_files(workdir: Path, step: str) -> dict[str, Path]:
-        return {
-            "status_file": workdir / f"{step}.status.json",
-            "running_file": workdir / f"{step}.running.json",
-            "cancel_marker": workdir / f"{step}.cancel",
-            "stdout_file": workdir / f"{step}.stdout.log",
-            "stderr_file": workdir / f"{step}.stderr.log",
-            "runner_log": workdir / f"{step}.runner.log",
-            "job_file": workdir / f"{step}.job.json",
-        }
+        return StepFiles.of(workdir, step).as_dict()
 
     # --- submit ------------------------------------------------------------------------------
     async def submit(self, step: StepSpec) -> JobHandle:
-        return await asyncio.to_thread(self._submit, step)
+        handle = await asyncio.to_thread(self._submit, step)
+        self._watch(handle)
+        return handle
 
     def _submit(self, step: StepSpec) -> JobHandle:
         workdir = Path(step.workdir)
@@ -146,41 +93,20 @@ class LocalExecutor:
         for stale in ("status_file", "running_file", "cancel_marker", "job_file"):  # an earlier run's
             files[stale].unlink(missing_ok=True)
         submitted_at = datetime.now(UTC)
-        argv = [self.python, "-m", "stamen.executors.local_runner", "--workdir", str(workdir),
-                "--status-file", str(files["status_file"]), "--running-file", str(files["running_file"]),
-                "--stdout-file", str(files["stdout_file"]), "--stderr-file", str(files["stderr_file"]),
-                "--cancel-marker", str(files["cancel_marker"]), "--grace-seconds", str(self.grace_seconds),
-                "--job-file", str(files["job_file"]), f"--workset-id={step.workset_id}",
-                f"--attempt={step.attempt}", f"--step={step.step}",
-                f"--submitted-at={submitted_at.isoformat()}"]  # fmt: skip
-        if step.time_limit_seconds is not None:
-            argv += ["--time-limit-seconds", str(step.time_limit_seconds)]
-        if step.memory_mb is not None:
-            argv += ["--memory-limit-mb", str(step.memory_mb)]
-        argv += ["--", *step.argv]
-        env = {**os.environ, **step.env, "STAMEN_WORKSET_ID": step.workset_id,
-               "STAMEN_ATTEMPT": str(step.attempt), "STAMEN_STEP": step.step, "STAMEN_CPUS": str(step.cpus)}  # fmt: skip
-        with files["runner_log"].open("wb") as runner_log:
-            runner = subprocess.Popen(
-                argv, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=runner_log,
-                stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
-        self._children[runner.pid] = runner
-        start_time = process_start_time(runner.pid)
-        if start_time is None:  # impossible while we have not reaped it, but be explicit
-            raise RuntimeError(f"the local runner (pid {runner.pid}) vanished right after it was started")
-        boot = _current_boot_id()
-        # The runner writes the same file as it starts; written here too, so the job can be found
-        # from the moment this call returns, however slowly the runner's interpreter starts.
-        write_json_atomically(
-            files["job_file"],
-            job_document(
-                workset_id=step.workset_id, attempt=step.attempt, step=step.step,
-                submitted_at=submitted_at.isoformat(), runner_pid=runner.pid, runner_start_time=start_time,
-                boot=boot,
-            ),
+        config = RunnerConfig(
+            argv=list(step.argv), workdir=workdir, status_file=files["status_file"],
+            running_file=files["running_file"], stdout_file=files["stdout_file"],
+            stderr_file=files["stderr_file"], cancel_marker=files["cancel_marker"], job_file=files["job_file"],
+            submission=Submission(step.workset_id, step.attempt, step.step, submitted_at.isoformat()),
+            time_limit_seconds=step.time_limit_seconds, memory_limit_mb=step.memory_mb,
+            grace_seconds=self.grace_seconds,
+            env={**step.env, "STAMEN_WORKSET_ID": step.workset_id, "STAMEN_ATTEMPT": str(step.attempt),
+                 "STAMEN_STEP": step.step, "STAMEN_CPUS": str(step.cpus)},
         )  # fmt: skip
-        return self._handle(step, runner.pid, start_time, boot, submitted_at)
+        runner_pid, start_time = fork_server(self.python).start_runner(config, files["runner_log"])
+        # The runner has written the job file (how `find` knows this submission) before this returns.
+        boot = boot_id()
+        return self._handle(step, runner_pid, start_time, boot, submitted_at)
 
     def _handle(
         self, step: StepSpec, runner_pid: int, runner_start_time: str, boot: str, submitted_at: datetime
@@ -205,7 +131,7 @@ class LocalExecutor:
 
     def _find(self, step: StepSpec) -> JobHandle | None:
         job_file = self._step_files(Path(step.workdir), step.step)["job_file"]
-        document = _read_json(job_file)
+        document = read_json(job_file)
         if document is None:
             return None  # no runner was ever started for this step in this workdir (or `submit` removed it)
         if (document.get("workset_id"), document.get("attempt"), document.get("step")) != (
@@ -228,16 +154,15 @@ class LocalExecutor:
 
     # --- poll --------------------------------------------------------------------------------
     async def poll(self, handles: Sequence[JobHandle]) -> dict[str, JobStatus]:
-        return await asyncio.to_thread(self._poll_all, list(handles))
+        statuses = await asyncio.to_thread(self._poll_all, list(handles))
+        for handle in handles:  # jobs adopted from an earlier scheduler are watched from here on
+            status = statuses.get(handle.job_id)
+            if status is not None and not status.state.finished:
+                self._watch(handle)
+        return statuses
 
     def _poll_all(self, handles: list[JobHandle]) -> dict[str, JobStatus]:
-        self._reap_children()
         return {handle.job_id: self._status(handle) for handle in handles}
-
-    def _reap_children(self) -> None:
-        for pid, child in list(self._children.items()):
-            if child.poll() is not None:
-                del self._children[pid]
 
     def _files(self, handle: JobHandle) -> dict[str, Path]:
         defaults = self._step_files(Path(handle.workdir), handle.step)
@@ -253,26 +178,26 @@ class LocalExecutor:
         # Liveness first, then the file: the runner writes its status before it exits, so a runner
         # seen dead here has either written the file already or never will.
         alive = self._runner_alive(handle)
-        document = _read_json(files["status_file"])
+        document = read_json(files["status_file"])
         if document is not None:
             return self._finished_status(handle, document, files)
         if alive:
-            running = _read_json(files["running_file"])
+            running = read_json(files["running_file"])
             started_at = _parse_time(running.get("started_at")) if running else None
             state = JobState.RUNNING if running else JobState.PENDING
             return JobStatus(handle=handle, state=state, native_state=state.value, started_at=started_at)
         self._kill_orphaned_command(files)
-        runner_output = _tail(files["runner_log"], 20)
+        runner_output = tail(files["runner_log"], 20)
         reason = LOST_REASON + (f"; runner output: {runner_output}" if runner_output else "")
         return JobStatus(
             handle=handle, state=JobState.LOST, native_state="lost", reason=reason,
-            log_tail=self._log_tail(files),
+            log_tail=self._logtail(files),
         )  # fmt: skip
 
     @staticmethod
     def _kill_orphaned_command(files: dict[str, Path]) -> None:
         """A lost job must not keep running behind the scheduler's back (a retry may start)."""
-        running = _read_json(files["running_file"])
+        running = read_json(files["running_file"])
         if not running or not isinstance(running.get("command_pgid"), int):
             return
         pgid = int(running["command_pgid"])
@@ -285,10 +210,10 @@ class LocalExecutor:
                 os.killpg(pgid, signal.SIGKILL)
 
     @staticmethod
-    def _log_tail(files: dict[str, Path]) -> str:
+    def _logtail(files: dict[str, Path]) -> str:
         parts = []
         for label in ("stderr", "stdout"):
-            text = _tail(files[f"{label}_file"])
+            text = tail(files[f"{label}_file"])
             if text:
                 parts.append(f"--- {label} (last lines) ---\n{text}")
         return "\n".join(parts)
@@ -324,7 +249,7 @@ class LocalExecutor:
                 cpu_seconds=_float_or_none(document.get("cpu_seconds")),
                 max_rss_mb=_float_or_none(document.get("max_rss_mb")),
             ),
-            log_tail=self._log_tail(files),
+            log_tail=self._logtail(files),
             reason="" if state is JobState.SUCCEEDED else reason,
         )
 
@@ -349,7 +274,6 @@ class LocalExecutor:
         await asyncio.to_thread(self._signal_job, handle, files, signal.SIGKILL, False)
         if not files["status_file"].exists():
             await asyncio.to_thread(self._write_cancelled_status, handle, files)
-        self._reap_children()
 
     def _signal_job(self, handle: JobHandle, files: dict[str, Path], signum: int, mark: bool) -> None:
         if mark:
@@ -359,14 +283,14 @@ class LocalExecutor:
         if self._runner_alive(handle):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(int(handle.job_id), signum)
-        running = _read_json(files["running_file"])
+        running = read_json(files["running_file"])
         if running and isinstance(running.get("command_pgid"), int):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(int(running["command_pgid"]), signum)
 
     @staticmethod
     def _write_cancelled_status(handle: JobHandle, files: dict[str, Path]) -> None:
-        running = _read_json(files["running_file"]) or {}
+        running = read_json(files["running_file"]) or {}
         write_json_atomically(
             files["status_file"],
             {

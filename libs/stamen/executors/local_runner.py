@@ -1,6 +1,8 @@
-"""The runner the local executor starts for every step: `python -m stamen.executors.local_runner`.
+"""The runner of one local step: a small detached process that runs the step's command and records
+how it ended. The local executor forks it from its fork server (`local_forkserver.py`); it can also
+be started on its own, `python -m stamen.executors.local_runner --workdir W --status-file F -- argv…`.
 
-It is started detached (its own session) and outlives the scheduler process that started it. It:
+It runs in a session of its own and outlives the scheduler that asked for it. It:
 
 - starts the step's command as its child, in a new process group (the *command group*), with stdout
   and stderr streamed to files in the workdir;
@@ -13,125 +15,110 @@ It is started detached (its own session) and outlives the scheduler process that
 - when the command ends, kills whatever is left of its group, reaps every descendant (the runner is a
   child subreaper) and writes the status file atomically (temporary file + rename).
 
-Before it starts the command, the runner writes `<step>.job.json` (given `--job-file`): which
-submission it runs (workset, attempt, step, submission time) and who it is (its pid, its start time
-in clock ticks since boot, the boot id), so a scheduler that died before storing the job handle can
-find the job again and tell it from a recycled pid or an earlier attempt's runner.
-While the command runs, `<step>.running.json` records the command's pid/process group so that any
-process can find it. The status file is the only record of how the step ended.
+It sleeps until something happens: a child ending (SIGCHLD), a signal, or the next deadline (time
+limit, grace period, memory sample); a step without limits costs no CPU while it runs.
+
+Before it starts the command, the runner writes `<step>.job.json` (when it knows its submission): which
+submission it runs (workset, attempt, step, submission time) and who it is (its pid, its start time in
+clock ticks since boot, the boot id), so a scheduler that died before storing the job handle can find
+the job again and tell it from a recycled pid or an earlier attempt's runner. While the command runs,
+`<step>.running.json` records the command's pid/process group so that any process can find it. The
+status file is the only record of how the step ended.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import ctypes
-import json
 import os
 import resource
+import select
+import shutil
 import signal
-import subprocess
 import sys
 import time
-import traceback
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-STATUS_VERSION = 1
-JOB_FILE_VERSION = 1
-BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
-POLL_INTERVAL_SECONDS = 0.05
+from stamen.executors.local_files import (
+    STATUS_VERSION,
+    STOP_CANCEL,
+    STOP_MEMORY_LIMIT,
+    STOP_TIME_LIMIT,
+    job_document,
+    step_file_stem,
+    write_json_atomically,
+)
+from stamen.executors.local_proc import boot_id, group_resident_bytes, proc_stat_fields
+
 MEMORY_SAMPLE_INTERVAL_SECONDS = 0.2
-PR_SET_PDEATHSIG = 1
+LEFTOVER_REAP_SECONDS = 5.0
 PR_SET_CHILD_SUBREAPER = 36
 EXIT_COMMAND_NOT_FOUND = 127
 EXIT_COMMAND_NOT_EXECUTABLE = 126
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
-STOP_CANCEL = "cancel"
-STOP_TIME_LIMIT = "time_limit"
-STOP_MEMORY_LIMIT = "memory_limit"
+__all__ = ["RunnerConfig", "Submission", "boot_id", "main", "run_runner"]
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-def write_json_atomically(path: Path, document: dict[str, Any]) -> None:
-    """Readers see either no file or the whole document, never a partial write."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with temporary.open("w", encoding="utf-8") as handle:
-        json.dump(document, handle, indent=2, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+@dataclass(frozen=True)
+class Submission:
+    """Which submission a runner runs: what its job file says, so `find` can tell it apart."""
+
+    workset_id: str
+    attempt: int
+    step: str
+    submitted_at: str  # ISO 8601
 
 
-def proc_stat_fields(pid: int) -> list[str] | None:
-    """Fields of /proc/<pid>/stat from field 3 (state) on; None when the process does not exist.
+@dataclass(frozen=True)
+class RunnerConfig:
+    """Everything a runner needs: the command, its limits, its files. JSON-able, for the fork server."""
 
-    The command name (field 2) may contain spaces and parentheses, so split after the last ')'.
-    """
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    return raw[raw.rindex(")") + 2 :].split()
+    argv: list[str]
+    workdir: Path
+    status_file: Path
+    running_file: Path
+    stdout_file: Path
+    stderr_file: Path
+    cancel_marker: Path
+    job_file: Path | None = None
+    submission: Submission | None = None
+    time_limit_seconds: float | None = None
+    memory_limit_mb: int | None = None
+    grace_seconds: float = 10.0
+    env: dict[str, str] = field(default_factory=dict)  # added to the runner's own environment
 
+    def to_json(self) -> dict[str, Any]:
+        document = asdict(self)
+        for name, value in document.items():
+            if isinstance(value, Path):
+                document[name] = str(value)
+        return document
 
-def boot_id() -> str:
-    """This boot's id: a pid and a start time name one process only within one boot."""
-    try:
-        return BOOT_ID_FILE.read_text().strip()
-    except OSError:
-        return ""
-
-
-def job_document(
-    *, workset_id: str, attempt: int, step: str, submitted_at: str, runner_pid: int, runner_start_time: str,
-    boot: str,
-) -> dict[str, Any]:  # fmt: skip
-    """The job file's content. The executor (right after it started the runner) and the runner (as
-    it starts) both write it, with the same values, so it exists whichever of them dies first."""
-    return {
-        "version": JOB_FILE_VERSION,
-        "workset_id": workset_id,
-        "attempt": attempt,
-        "step": step,
-        "submitted_at": submitted_at,
-        "runner_pid": runner_pid,
-        "runner_start_time": runner_start_time,
-        "boot_id": boot,
-    }
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> RunnerConfig:
+        paths = {"workdir", "status_file", "running_file", "stdout_file", "stderr_file", "cancel_marker", "job_file"}
+        values: dict[str, Any] = {k: (Path(v) if k in paths and v is not None else v) for k, v in document.items()}
+        if values.get("submission") is not None:
+            values["submission"] = Submission(**values["submission"])
+        return cls(**values)
 
 
-def group_resident_bytes(pgid: int) -> int:
-    """Sum of the resident memory of every live process in process group `pgid`."""
-    page_size = os.sysconf("SC_PAGE_SIZE")
-    total = 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        fields = proc_stat_fields(int(entry.name))
-        # fields[0] = state, fields[2] = pgrp, fields[21] = rss in pages (stat fields 3, 5 and 24).
-        if fields is None or fields[0] in ("Z", "X") or int(fields[2]) != pgid:
-            continue
-        total += int(fields[21]) * page_size
-    return total
+_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded once: the fork server's runners inherit it
 
 
 def _prctl(option: int, value: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(option, value, 0, 0, 0) != 0:
+    if _LIBC.prctl(option, value, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), f"prctl({option}) failed")
-
-
-def _die_with_runner() -> None:
-    """In the command (before exec): receive SIGKILL if the runner dies, so a lost job stops too."""
-    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 @dataclass
@@ -164,7 +151,9 @@ class RunnerState:
             self.kill_deadline = time.monotonic() + self.grace_seconds
 
 
-def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
+def _parse_args(argv: Sequence[str]) -> RunnerConfig:
+    import argparse  # only the standalone runner parses arguments; forked runners get a RunnerConfig
+
     parser = argparse.ArgumentParser(prog="python -m stamen.executors.local_runner", description=__doc__)
     parser.add_argument("--workdir", required=True, type=Path)
     parser.add_argument("--status-file", required=True, type=Path)
@@ -186,78 +175,108 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
         args.command = args.command[1:]
     if not args.command:
         parser.error("no command given after --")
+    submission = None
     if args.job_file is not None:
         missing = [f"--{name.replace('_', '-')}" for name in ("workset_id", "attempt", "step", "submitted_at")
                    if getattr(args, name) is None]  # fmt: skip
         if missing:
             parser.error(f"--job-file also needs {', '.join(missing)}: they say which submission this is")
-    return args
+        submission = Submission(args.workset_id, args.attempt, args.step, args.submitted_at)
+    workdir: Path = args.workdir
+    status_file: Path = args.status_file
+    stem = step_file_stem(status_file)
+    return RunnerConfig(
+        argv=list(args.command),
+        workdir=workdir,
+        status_file=status_file,
+        running_file=args.running_file or status_file.with_name(f"{stem}.running.json"),
+        stdout_file=args.stdout_file or workdir / f"{stem}.stdout.log",
+        stderr_file=args.stderr_file or workdir / f"{stem}.stderr.log",
+        cancel_marker=args.cancel_marker or status_file.with_name(f"{stem}.cancel"),
+        job_file=args.job_file,
+        submission=submission,
+        time_limit_seconds=args.time_limit_seconds,
+        memory_limit_mb=args.memory_limit_mb,
+        grace_seconds=args.grace_seconds,
+    )
 
 
-def _write_job_file(args: argparse.Namespace) -> None:
+def _write_job_file(config: RunnerConfig) -> None:
     """Before anything else: from here on, a runner of this submission can be found."""
+    assert config.job_file is not None and config.submission is not None
     fields = proc_stat_fields(os.getpid())
+    s = config.submission
     write_json_atomically(
-        args.job_file,
+        config.job_file,
         job_document(
-            workset_id=args.workset_id, attempt=args.attempt, step=args.step, submitted_at=args.submitted_at,
+            workset_id=s.workset_id, attempt=s.attempt, step=s.step, submitted_at=s.submitted_at,
             runner_pid=os.getpid(), runner_start_time=fields[19] if fields else "", boot=boot_id(),
         ),
     )  # fmt: skip
 
 
-def step_file_stem(status_file: Path) -> str:
-    name = status_file.name
-    return name.removesuffix(".status.json") if name.endswith(".status.json") else status_file.stem
+class Wakeups:
+    """The runner's one place to sleep: a pipe that the C signal handler writes to for every signal
+    (`signal.set_wakeup_fd`), so SIGCHLD, a cancel and a deadline all end the same wait, and a signal
+    arriving just before the wait is not missed."""
+
+    def __init__(self, state: RunnerState) -> None:
+        self._read, self._write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
+        signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)  # handled: it only has to wake us
+
+        def on_stop_signal(signum: int, _frame: FrameType | None) -> None:
+            state.signals_received.append(signum)
+            if state.cancel_marker.exists():
+                reason = "cancelled by stamen"
+            else:
+                reason = f"cancelled: the runner received {signal.Signals(signum).name} from outside stamen"
+            state.request_stop(STOP_CANCEL, reason, signal.SIGTERM)
+
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, on_stop_signal)
+
+    def wait(self, timeout: float | None) -> None:
+        select.select([self._read], [], [], None if timeout is None else max(0.0, timeout))
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._read, 512):
+                pass
 
 
-def _install_stop_handlers(state: RunnerState) -> None:
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        state.signals_received.append(signum)
-        if state.cancel_marker.exists():
-            reason = "cancelled by stamen"
-        else:
-            reason = f"cancelled: the runner received {signal.Signals(signum).name} from outside stamen"
-        state.request_stop(STOP_CANCEL, reason, signal.SIGTERM)
-
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, on_signal)
-
-
-def _reap_children(command_pid: int) -> tuple[bool, int | None]:
+def _reap_children(command_pid: int) -> int | None:
     """Reap every finished child (the command and orphans re-parented to us); the command's wait status."""
     command_status: int | None = None
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return True, command_status
+            return command_status
         if pid == 0:
-            return False, command_status
+            return command_status
         if pid == command_pid:
             command_status = status
 
 
-def _kill_leftovers_and_reap(pgid: int, deadline_seconds: float = 5.0) -> None:
+def _kill_leftovers_and_reap(pgid: int, wakeups: Wakeups) -> None:
     """The command has ended: kill what is left of its group and reap every descendant we inherited."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
-    deadline = time.monotonic() + deadline_seconds
-    while time.monotonic() < deadline:
+    deadline = time.monotonic() + LEFTOVER_REAP_SECONDS
+    while (now := time.monotonic()) < deadline:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             return
         if pid == 0:
-            time.sleep(POLL_INTERVAL_SECONDS)
+            wakeups.wait(deadline - now)
 
 
-def _supervise(state: RunnerState, started_monotonic: float) -> int:
+def _supervise(state: RunnerState, started_monotonic: float, wakeups: Wakeups) -> int:
     """Wait for the command while enforcing the limits; returns its wait status."""
     assert state.command_pid is not None
     next_memory_sample = 0.0
     while True:
-        _, command_status = _reap_children(state.command_pid)
+        command_status = _reap_children(state.command_pid)
         if command_status is not None:
             return command_status
         now = time.monotonic()
@@ -282,7 +301,14 @@ def _supervise(state: RunnerState, started_monotonic: float) -> int:
                     f"above its limit of {state.memory_limit_mb} MB",
                     signal.SIGKILL,
                 )
-        time.sleep(POLL_INTERVAL_SECONDS)
+        deadlines = [state.kill_deadline]
+        if state.time_limit_seconds is not None and state.stopped_by is None:
+            # Just past the limit, so the check above sees it exceeded.
+            deadlines.append(started_monotonic + state.time_limit_seconds + 0.001)
+        if state.memory_limit_mb is not None:
+            deadlines.append(next_memory_sample)
+        due = [d for d in deadlines if d is not None]
+        wakeups.wait(min(due) - time.monotonic() if due else None)
 
 
 def _describe_signal(signum: int) -> str:
@@ -292,28 +318,60 @@ def _describe_signal(signum: int) -> str:
         return f"signal {signum}"
 
 
-def run(argv: Sequence[str]) -> int:
-    args = _parse_args(argv)
-    workdir: Path = args.workdir
-    status_file: Path = args.status_file
-    stem = step_file_stem(status_file)
-    running_file: Path = args.running_file or status_file.with_name(f"{stem}.running.json")
-    stdout_file: Path = args.stdout_file or workdir / f"{stem}.stdout.log"
-    stderr_file: Path = args.stderr_file or workdir / f"{stem}.stderr.log"
-    cancel_marker: Path = args.cancel_marker or status_file.with_name(f"{stem}.cancel")
-    workdir.mkdir(parents=True, exist_ok=True)
-    if args.job_file is not None:
-        _write_job_file(args)
+def _spawn_command(config: RunnerConfig) -> int:
+    """Start the command in a new process group, in the workdir, stdout/stderr to their files; its pid.
+
+    posix_spawn (vfork + exec, no copy of this process) rather than fork: the cheapest way to start a
+    process from Python. The executable is looked up on the PATH of the step's environment, as
+    subprocess would; the signals the runner handles or Python ignores are reset for the command."""
+    env = {**os.environ, **config.env}
+    executable = config.argv[0]
+    if os.sep not in executable:
+        found = shutil.which(executable, path=os.pathsep.join(os.get_exec_path(env)))
+        if found is None:
+            raise FileNotFoundError(2, "No such file or directory", executable)
+        executable = found
+    out = os.open(config.stdout_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    err = os.open(config.stderr_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        return os.posix_spawn(
+            executable,
+            config.argv,
+            env,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, out, 1),
+                (os.POSIX_SPAWN_DUP2, err, 2),
+            ],
+            setpgroup=0,
+            setsigdef=(signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD, *STOP_SIGNALS),
+            setsigmask=(),
+        )
+    finally:
+        os.close(out)
+        os.close(err)
+
+
+def run_runner(config: RunnerConfig, on_recorded: Callable[[], None] | None = None) -> int:
+    """Run the step's command to its end and write its status file. Returns the runner's exit code.
+
+    `on_recorded` is called once the job file is written, before the command starts (the fork server
+    answers the executor then, so the job can be found from the moment `submit` returns)."""
+    if config.job_file is not None:
+        _write_job_file(config)
+    if on_recorded is not None:
+        on_recorded()
 
     state = RunnerState(
-        argv=list(args.command),
-        time_limit_seconds=args.time_limit_seconds,
-        memory_limit_mb=args.memory_limit_mb,
-        grace_seconds=args.grace_seconds,
-        cancel_marker=cancel_marker,
+        argv=list(config.argv),
+        time_limit_seconds=config.time_limit_seconds,
+        memory_limit_mb=config.memory_limit_mb,
+        grace_seconds=config.grace_seconds,
+        cancel_marker=config.cancel_marker,
     )
+    os.chdir(config.workdir)  # the command's working directory, where relative paths in argv point
     _prctl(PR_SET_CHILD_SUBREAPER, 1)
-    _install_stop_handlers(state)
+    wakeups = Wakeups(state)
     started_at = _now()
     started_monotonic = time.monotonic()
     document: dict[str, Any] = {
@@ -326,56 +384,48 @@ def run(argv: Sequence[str]) -> int:
         "stopped_by": None,
         "reason": "",
         "written_by": "runner",
-        "stdout_file": str(stdout_file),
-        "stderr_file": str(stderr_file),
+        "stdout_file": str(config.stdout_file),
+        "stderr_file": str(config.stderr_file),
     }
-    with stdout_file.open("wb") as out, stderr_file.open("wb") as err:
-        try:
-            command = subprocess.Popen(
-                state.argv,
-                cwd=workdir,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                process_group=0,
-                preexec_fn=_die_with_runner,
-            )
-        except OSError as exc:
-            missing = isinstance(exc, FileNotFoundError)
-            document["exit_code"] = EXIT_COMMAND_NOT_FOUND if missing else EXIT_COMMAND_NOT_EXECUTABLE
-            document["reason"] = f"the command could not be started: {exc}"
+    try:
+        command_pid = _spawn_command(config)
+    except OSError as exc:
+        missing = isinstance(exc, FileNotFoundError)
+        document["exit_code"] = EXIT_COMMAND_NOT_FOUND if missing else EXIT_COMMAND_NOT_EXECUTABLE
+        document["reason"] = f"the command could not be started: {exc}"
+        with config.stderr_file.open("ab") as err:
             err.write(f"stamen local runner: {document['reason']}\n".encode())
-            document["ended_at"] = _now()
-            document["elapsed_seconds"] = time.monotonic() - started_monotonic
-            write_json_atomically(status_file, document)
-            return 0
-    state.command_pid = command.pid
-    fields = proc_stat_fields(command.pid)
+        document["ended_at"] = _now()
+        document["elapsed_seconds"] = time.monotonic() - started_monotonic
+        write_json_atomically(config.status_file, document)
+        return 0
+    state.command_pid = command_pid
+    fields = proc_stat_fields(command_pid)
     write_json_atomically(
-        running_file,
+        config.running_file,
         {
             "runner_pid": os.getpid(),
-            "command_pid": command.pid,
-            "command_pgid": command.pid,
+            "command_pid": command_pid,
+            "command_pgid": command_pid,
             "command_start_time": fields[19] if fields else "",
             "started_at": started_at,
         },
+        durable=False,  # only read while both live; a machine crash ends the command too
     )
     # A cancel that arrived before the command existed: apply it now.
-    if state.signals_received or cancel_marker.exists():
+    if state.signals_received or config.cancel_marker.exists():
         state.request_stop(STOP_CANCEL, "cancelled by stamen before the command started", signal.SIGTERM)
 
-    wait_status = _supervise(state, started_monotonic)
+    wait_status = _supervise(state, started_monotonic, wakeups)
     state.command_pid = None  # a cancel arriving from now on is too late: the command has ended
-    command.returncode = 0  # reaped by us with waitpid: keep Popen from waiting for it again
-    _kill_leftovers_and_reap(command.pid)
+    _kill_leftovers_and_reap(command_pid, wakeups)
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     document["ended_at"] = _now()
     document["elapsed_seconds"] = round(time.monotonic() - started_monotonic, 3)
     document["cpu_seconds"] = round(usage.ru_utime + usage.ru_stime, 3)
     document["max_rss_mb"] = round(usage.ru_maxrss / 1024, 1)  # Linux reports ru_maxrss in KiB
     document["peak_group_rss_mb"] = round(state.peak_group_rss_mb, 1) if state.memory_limit_mb else None
-    document["command_pid"] = command.pid
+    document["command_pid"] = command_pid
     if os.WIFSIGNALED(wait_status):
         document["signal"] = os.WTERMSIG(wait_status)
     else:
@@ -390,36 +440,40 @@ def run(argv: Sequence[str]) -> int:
         )
     elif document["exit_code"] != 0:
         document["reason"] = f"the command exited with code {document['exit_code']}"
-    write_json_atomically(status_file, document)
+    write_json_atomically(config.status_file, document)
     with contextlib.suppress(FileNotFoundError):
-        running_file.unlink()
+        config.running_file.unlink()
     return 0
 
 
+def record_runner_failure(config: RunnerConfig) -> None:
+    """The runner itself failed: leave a status that says so rather than a silent LOST."""
+    import traceback
+
+    traceback.print_exc()
+    with contextlib.suppress(Exception):
+        write_json_atomically(
+            config.status_file,
+            {
+                "version": STATUS_VERSION,
+                "argv": list(config.argv),
+                "exit_code": None,
+                "signal": None,
+                "stopped_by": None,
+                "ended_at": _now(),
+                "written_by": "runner",
+                "reason": f"the stamen local runner failed: {traceback.format_exc(limit=3)}",
+            },
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    arguments = list(sys.argv[1:] if argv is None else argv)
+    config = _parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
-        return run(arguments)
-    except SystemExit:
-        raise
+        config.workdir.mkdir(parents=True, exist_ok=True)
+        return run_runner(config)
     except BaseException:
-        # The runner itself failed: leave a status that says so rather than a silent LOST.
-        traceback.print_exc()
-        with contextlib.suppress(Exception):
-            args = _parse_args(arguments)
-            write_json_atomically(
-                args.status_file,
-                {
-                    "version": STATUS_VERSION,
-                    "argv": list(args.command),
-                    "exit_code": None,
-                    "signal": None,
-                    "stopped_by": None,
-                    "ended_at": _now(),
-                    "written_by": "runner",
-                    "reason": f"the stamen local runner failed: {traceback.format_exc(limit=3)}",
-                },
-            )
+        record_runner_failure(config)
         return 1
 
 

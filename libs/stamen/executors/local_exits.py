@@ -1,0 +1,60 @@
+"""Noticing at once that a local runner has ended: a pidfd per runner, watched by the event loop.
+
+A runner is not the scheduler's child (the fork server is its parent), so there is no SIGCHLD to
+wait for; a pidfd (Linux 5.3+) becomes readable when the process it names exits, whoever its parent.
+The watcher only says "a job ended, poll now": what ended and how is still read from the step's files
+by `poll`, so a missed or doubled notice changes nothing but latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Callable
+
+from stamen.executors.local_proc import process_is_alive
+
+
+class ExitWatcher:
+    def __init__(self) -> None:
+        self._callbacks: list[Callable[[], None]] = []
+        self._watched: dict[int, tuple[asyncio.AbstractEventLoop, int]] = {}  # runner pid -> (loop, pidfd)
+
+    def subscribe(self, callback: Callable[[], None]) -> None:
+        self._callbacks.append(callback)
+
+    def watch(self, pid: int, start_time: str) -> None:
+        """Call the subscribers when runner `pid` (started at `start_time`) exits. From the event loop."""
+        if not self._callbacks or pid in self._watched:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            pidfd = os.pidfd_open(pid)
+        except (ProcessLookupError, OSError):
+            self._notify()  # gone already
+            return
+        # Opened on a pid: make sure it is still our runner, not a process that reused the number.
+        if not process_is_alive(pid, start_time):
+            os.close(pidfd)
+            self._notify()
+            return
+        self._watched[pid] = (loop, pidfd)
+        loop.add_reader(pidfd, self._exited, pid)
+
+    def _exited(self, pid: int) -> None:
+        loop, pidfd = self._watched.pop(pid)
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+        self._notify()
+
+    def _notify(self) -> None:
+        for callback in self._callbacks:
+            callback()
+
+    def close(self) -> None:
+        for loop, pidfd in self._watched.values():
+            with contextlib.suppress(Exception):
+                loop.remove_reader(pidfd)
+            os.close(pidfd)
+        self._watched.clear()

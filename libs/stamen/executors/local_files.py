@@ -1,0 +1,117 @@
+"""The files of one local step in its workdir: the only record of a local job that outlives a process.
+
+    <step>.job.json      which submission runs here (workset, attempt, step) and its runner (pid, start
+                         time, boot id): written by the runner before `submit` returns
+    <step>.status.json   written atomically by the runner when the step has ended (the outcome)
+    <step>.running.json  the command's pid / process group while it runs
+    <step>.cancel        written by `cancel` before it signals, so the runner knows who stopped it
+    <step>.stdout.log    the command's stdout
+    <step>.stderr.log    the command's stderr
+    <step>.runner.log    the runner's own output (only non-empty if the runner itself fails)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+STATUS_VERSION = 1
+JOB_FILE_VERSION = 1
+
+# How a step was stopped (the status file's `stopped_by`), when stamen stopped it.
+STOP_CANCEL = "cancel"
+STOP_TIME_LIMIT = "time_limit"
+STOP_MEMORY_LIMIT = "memory_limit"
+
+LOG_TAIL_LINES = 50
+LOG_TAIL_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class StepFiles:
+    status_file: Path
+    running_file: Path
+    cancel_marker: Path
+    stdout_file: Path
+    stderr_file: Path
+    runner_log: Path
+    job_file: Path
+
+    @classmethod
+    def of(cls, workdir: Path | str, step: str) -> StepFiles:
+        w = Path(workdir)
+        return cls(
+            status_file=w / f"{step}.status.json",
+            running_file=w / f"{step}.running.json",
+            cancel_marker=w / f"{step}.cancel",
+            stdout_file=w / f"{step}.stdout.log",
+            stderr_file=w / f"{step}.stderr.log",
+            runner_log=w / f"{step}.runner.log",
+            job_file=w / f"{step}.job.json",
+        )
+
+    def as_dict(self) -> dict[str, Path]:
+        return dict(self.__dict__)
+
+
+def step_file_stem(status_file: Path) -> str:
+    name = status_file.name
+    return name.removesuffix(".status.json") if name.endswith(".status.json") else status_file.stem
+
+
+def write_json_atomically(path: Path, document: dict[str, Any], *, durable: bool = True) -> None:
+    """Readers see either no file or the whole document, never a partial write. `durable` also
+    fsyncs it, so it survives the machine, not only the processes (for outcomes)."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    data = json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        if durable:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temporary, path)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - LOG_TAIL_BYTES))
+            data = handle.read()
+    except OSError:
+        return ""
+    return "\n".join(data.decode(errors="replace").splitlines()[-lines:])
+
+
+def job_document(
+    *, workset_id: str, attempt: int, step: str, submitted_at: str, runner_pid: int, runner_start_time: str,
+    boot: str,
+) -> dict[str, Any]:  # fmt: skip
+    """The job file's content, written by the runner before it starts the command (and before the fork
+    server tells the executor the runner's pid), so it exists as soon as `submit` returns."""
+    return {
+        "version": JOB_FILE_VERSION,
+        "workset_id": workset_id,
+        "attempt": attempt,
+        "step": step,
+        "submitted_at": submitted_at,
+        "runner_pid": runner_pid,
+        "runner_start_time": runner_start_time,
+        "boot_id": boot,
+    }

@@ -1,0 +1,96 @@
+"""How local steps are started and noticed: runners forked by the fork server, their end noticed at
+once (pidfd), no zombies left behind, and runners that outlive the process that submitted them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from stamen.executors.base import JobHandle, JobState, StepSpec
+from stamen.executors.local import LocalExecutor
+from stamen.executors.local_forkserver import fork_server
+from stamen.executors.local_proc import proc_stat_fields
+
+
+def step(workdir: Path, argv: list[str], name: str = "s") -> StepSpec:
+    return StepSpec(workset_id="ws-proc", attempt=1, step=name, argv=argv, workdir=str(workdir))
+
+
+def children_of(pid: int) -> list[tuple[int, str]]:
+    """(pid, state) of every process whose parent is `pid`."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit() and (fields := proc_stat_fields(int(entry.name))) and int(fields[1]) == pid:
+            found.append((int(entry.name), fields[0]))
+    return found
+
+
+async def test_the_end_of_a_step_is_reported_when_the_runner_exits_not_at_a_poll(tmp_path: Path) -> None:
+    executor = LocalExecutor()
+    ended = asyncio.Event()
+    executor.on_job_exit(ended.set)
+    handle = await executor.submit(step(tmp_path, ["sleep", "0.3"]))
+    assert (await executor.poll([handle]))[handle.job_id].state in (JobState.PENDING, JobState.RUNNING)
+    ended.clear()
+    started = time.monotonic()
+    await asyncio.wait_for(ended.wait(), timeout=20)  # nobody polls meanwhile
+    assert time.monotonic() - started < 15
+    assert (await executor.poll([handle]))[handle.job_id].state is JobState.SUCCEEDED
+
+
+async def test_runners_come_from_the_fork_server_and_leave_no_zombies(tmp_path: Path) -> None:
+    executor = LocalExecutor()
+    handles = [await executor.submit(step(tmp_path / str(i), ["true"])) for i in range(5)]
+    server = fork_server()
+    assert server.pid is not None and server.pid != os.getpid()
+    deadline = time.monotonic() + 20
+    while True:
+        statuses = await executor.poll(handles)
+        runners = children_of(server.pid)
+        if all(s.state.finished for s in statuses.values()) and not runners:
+            break  # every runner ended and was reaped by the fork server
+        assert time.monotonic() < deadline, f"runners or zombies left: {runners}"
+        await asyncio.sleep(0.05)
+    assert {s.state for s in statuses.values()} == {JobState.SUCCEEDED}
+    assert not [pid for pid, state in children_of(os.getpid()) if state == "Z"]
+
+
+SUBMIT_AND_EXIT = """
+import asyncio, sys
+from stamen.executors.base import StepSpec
+from stamen.executors.local import LocalExecutor
+from stamen.executors.local_forkserver import fork_server
+async def main() -> None:
+    handle = await LocalExecutor().submit(StepSpec(workset_id="ws-gone", attempt=1, step="s",
+        argv=["sh", "-c", "sleep 1; echo done"], workdir=sys.argv[1]))
+    print(handle.model_dump_json())
+    print(fork_server().pid)
+asyncio.run(main())
+"""
+
+
+async def test_a_step_outlives_the_process_that_submitted_it_and_its_fork_server(tmp_path: Path) -> None:
+    """The scheduler process ends (here: exits at once after submitting): the fork server goes with it,
+    the runner finishes the step and records it, and another process reads the outcome."""
+    result = subprocess.run(
+        [sys.executable, "-c", SUBMIT_AND_EXIT, str(tmp_path)], capture_output=True, text=True, timeout=60,
+        check=True,
+    )  # fmt: skip
+    lines = result.stdout.split()
+    handle, server_pid = JobHandle.model_validate_json(lines[0]), int(lines[1])
+    executor = LocalExecutor()
+    deadline = time.monotonic() + 30
+    while not (status := (await executor.poll([handle]))[handle.job_id]).state.finished:
+        assert time.monotonic() < deadline, status
+        await asyncio.sleep(0.1)
+    assert status.state is JobState.SUCCEEDED, status
+    assert (tmp_path / "s.stdout.log").read_text() == "done\n"
+    assert await executor.find(step(tmp_path, ["sh"]).model_copy(update={"workset_id": "ws-gone"})) == handle
+    deadline = time.monotonic() + 10
+    while (fields := proc_stat_fields(server_pid)) is not None and fields[0] not in ("Z", "X"):
+        assert time.monotonic() < deadline, "the fork server outlived the process that started it"
+        await asyncio.sleep(0.05)
