@@ -1,0 +1,447 @@
+"""Worksets through the whole lifecycle on the embedded stack, as a new user runs it, beside the
+machine's ceilings measured in the same run.
+
+    python bench/lifecycle.py [--worksets 300] [--slots 10] [--flaky 0.1] [--breakdown] [--json]
+
+`stamen up --no-demo` starts everything (PostgreSQL, NATS, the S3 emulator, the six services) in a
+temporary folder, with a `STAMEN_PIPELINES_FILE` that overrides `fastq-qc` by three no-op steps
+(`true`, a `sh` that fails once with a transient network error for the `--flaky` share of the
+worksets, `true`), `--slots` worksets at once, and retries after 1 s. The bench uploads one small
+FASTQ pair to the emulator, submits `--worksets` worksets over the HTTP API (8 requests in flight)
+and waits until every one has completed. It prints:
+
+- throughput (worksets/s, first submission to last completion) and per-state latencies (p50/p99 of
+  the time spent in each state before the next, from `workset_history`);
+- PostgreSQL transactions per workset (`pg_stat_database` of stamen's database, the bench's own
+  queries subtracted) and events per workset (outbox rows);
+- CPU per workset and peak RSS of every process: each service (with the step processes it starts),
+  PostgreSQL (all its backends) and NATS; the S3 emulator is left out (it stands in for AWS);
+- the ceilings (bench/ceiling.py against the same PostgreSQL and NATS, just before the run) and the
+  ratios: throughput / (PostgreSQL tx/s / transactions per workset), and the same for JetStream.
+
+With `--breakdown`, PostgreSQL also logs every statement during the run (which slows it: keep that
+run's throughput and CPU apart) and the bench prints which service ran which transactions, per workset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import boto3
+import psutil
+import yaml
+from ceiling import ceiling_lines, measure_ceiling
+from measure import ProcessMeter, bench_process, emit, latency_summary, machine, settled_transactions
+
+from stamen.inputs.demo import demo_fastq
+
+BUCKET = "bench-reads"
+TENANTS = ("lab-a", "lab-b", "lab-c", "lab-d")
+SUBMIT_IN_FLIGHT = 8
+# What a flaky network looks like to stamen's diagnostics (a transient error: retried).
+NET_ERROR = (
+    "botocore.exceptions.EndpointConnectionError: Could not connect to the endpoint URL: "
+    '"https://bench-reads.s3.us-west-2.amazonaws.com/reads/B1_R1.fastq.gz"'
+)
+# $1 = the workset's name (flaky-* fail in their first attempt), $2 = the error line.
+FLAKY_STEP = 'case "$1" in flaky-*) if [ "$STAMEN_ATTEMPT" = 1 ]; then echo "$2" >&2; exit 1; fi;; esac'
+PIPELINES = {
+    "pipelines": [
+        {
+            "name": "fastq-qc",
+            "description": "bench/lifecycle.py: three no-op steps",
+            "steps": [
+                {"name": "first", "argv": ["true"]},
+                {"name": "second", "argv": ["sh", "-c", FLAKY_STEP, "sh", "{workdir_name}", NET_ERROR]},
+                {"name": "third", "argv": ["true"]},
+            ],
+        }
+    ]
+}
+SERVICES = ("validator", "scheduler", "diagnostics", "notifier", "regions", "portal")
+TERMINAL = ("completed", "dead_lettered", "cancelled", "archived")
+
+
+class Stack:
+    """`stamen up --no-demo` in a folder of its own, stopped with SIGINT like Ctrl-C."""
+
+    def __init__(self, folder: Path, slots: int) -> None:
+        self.folder = folder
+        self.state_dir = folder / "state"
+        (folder / "pipelines.yaml").write_text(yaml.safe_dump(PIPELINES))
+        inherited = ("DATABASE_URL", "NATS_URL", "AWS_ENDPOINT_URL")  # the stack starts its own
+        self.env = {k: v for k, v in os.environ.items() if k not in inherited and not k.startswith("STAMEN_")}
+        self.env.update({
+            "STAMEN_STATE_DIR": str(self.state_dir),
+            "STAMEN_PIPELINES_FILE": str(folder / "pipelines.yaml"),
+            "STAMEN_MAX_CONCURRENT_WORKSETS": str(slots),
+            "STAMEN_DEFAULT_TENANT_MAX_CONCURRENT": str(slots),
+            "STAMEN_LOCAL_CLUSTER_MAX_CONCURRENT": str(slots),
+            "STAMEN_RETRY_INITIAL_SECONDS": "1",
+            "STAMEN_RETRY_FACTOR": "1",
+            "STAMEN_RETRY_CAP_SECONDS": "1",
+        })  # fmt: skip
+        self.proc: subprocess.Popen[str] | None = None
+        self.doc: dict[str, Any] = {}
+
+    def start(self, timeout: float = 180.0) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "stamen", "up", "--no-demo", "--json", "--state-dir", str(self.state_dir)],
+            env=self.env, stdout=subprocess.PIPE, stderr=(self.folder / "up.log").open("w"), text=True,
+            start_new_session=True,
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        for line in self.proc.stdout:  # progress lines, then one with the status once all is ready
+            if "portal_url" in line:
+                break
+            if time.monotonic() > deadline:
+                break
+        else:
+            raise RuntimeError(f"stamen up ended before it was ready: {(self.folder / 'up.log').read_text()[-3000:]}")
+        self.doc = json.loads((self.state_dir / "stack.json").read_text())
+
+    @property
+    def database_url(self) -> str:
+        return str(self.doc["database_url"])
+
+    def pids(self) -> dict[str, int]:
+        pids = {name: int(info["pid"]) for name, info in self.doc["services"].items()}
+        pids.update({name: int(info["pid"]) for name, info in self.doc["servers"].items()})
+        return pids
+
+    def service_url(self, name: str) -> str:
+        return str(self.doc["services"][name]["url"])
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(90)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+
+def upload_reads(endpoint: str) -> dict[str, str]:
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-west-2",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
+    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+    uris = {}
+    for mate in (1, 2):
+        key = f"reads/B1_R{mate}.fastq.gz"
+        s3.put_object(Bucket=BUCKET, Key=key, Body=demo_fastq("B1", mate, reads=200))
+        uris[f"r{mate}"] = f"s3://{BUCKET}/{key}"
+    return uris
+
+
+def workset(i: int, flaky_every: int, reads: dict[str, str]) -> tuple[str, dict[str, Any]]:
+    name = f"{'flaky' if flaky_every and i % flaky_every == 0 else 'noop'}-{i:06d}"
+    spec = {
+        "name": name,
+        "pipeline": "fastq-qc",
+        "reference_genome": "GRCh38",
+        "max_retries": 2,
+        "samples": [{"id": "B1", "platform": "ILLUMINA", **reads}],
+        "export_uri": f"s3://{BUCKET}/results/{name}/",
+    }
+    return TENANTS[i % len(TENANTS)], spec
+
+
+class CountingConnection:
+    """The bench's own connection to stamen's database: counts its transactions, to subtract them."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+        self.transactions = 0
+
+    async def fetch(self, sql: str, *args: object) -> list[asyncpg.Record]:
+        self.transactions += 1
+        return list(await self.conn.fetch(sql, *args))
+
+    async def fetchval(self, sql: str, *args: object) -> Any:
+        self.transactions += 1
+        return await self.conn.fetchval(sql, *args)
+
+    async def stamen_transactions(self) -> int:
+        self.transactions += 2  # pg_stat_clear_snapshot() and the read itself
+        return await settled_transactions(self.conn)
+
+
+async def submit_all(portal: str, worksets: list[tuple[str, dict[str, Any]]]) -> None:
+    queue = list(reversed(worksets))
+
+    async def client(session: aiohttp.ClientSession) -> None:
+        while queue:
+            tenant, spec = queue.pop()
+            async with session.post(
+                f"{portal}/api/v1/worksets", json=spec, headers={"X-Stamen-Tenant": tenant}
+            ) as r:
+                if r.status not in (200, 201):
+                    raise RuntimeError(f"submitting {spec['name']}: {r.status} {(await r.text())[:500]}")
+
+    async with aiohttp.ClientSession() as session:
+        await asyncio.gather(*(client(session) for _ in range(SUBMIT_IN_FLIGHT)))
+
+
+async def wait_all_done(db: CountingConnection, n: int, meter: ProcessMeter, timeout: float) -> dict[str, int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        meter.sample_memory()
+        rows = await db.fetch("SELECT state, count(*) AS n FROM worksets GROUP BY state")
+        states = {r["state"]: int(r["n"]) for r in rows}
+        if sum(states.get(s, 0) for s in TERMINAL) >= n or time.monotonic() > deadline:
+            return states
+        await asyncio.sleep(0.5)
+
+
+async def state_latencies(db: CountingConnection) -> tuple[dict[str, Any], dict[str, float]]:
+    """Time spent in each state before the next (by transition), and end-to-end figures."""
+    rows = await db.fetch(
+        """SELECT w.name, h.workset_id, h.from_state, h.to_state, h.at
+           FROM workset_history h JOIN worksets w ON w.id = h.workset_id ORDER BY h.workset_id, h.version"""
+    )
+    by_transition: dict[str, list[float]] = collections.defaultdict(list)
+    end_to_end: dict[str, list[float]] = collections.defaultdict(list)
+    first_submit, last_done = None, None
+    previous: asyncpg.Record | None = None
+    for row in rows:
+        if previous is not None and previous["workset_id"] == row["workset_id"]:
+            seconds = (row["at"] - previous["at"]).total_seconds()
+            by_transition[f"{row['from_state']} -> {row['to_state']}"].append(seconds)
+        if row["to_state"] == "submitted":
+            submitted_at = row["at"]
+            first_submit = min(first_submit or submitted_at, submitted_at)
+        if row["to_state"] == "completed":
+            kind = "flaky" if row["name"].startswith("flaky-") else "clean"
+            end_to_end[f"submitted -> completed ({kind})"].append((row["at"] - submitted_at).total_seconds())
+            last_done = max(last_done or row["at"], row["at"])
+        previous = row
+    span = (last_done - first_submit).total_seconds() if first_submit and last_done else float("nan")
+    latencies = {k: latency_summary(v) for k, v in sorted(by_transition.items(), key=lambda kv: -len(kv[1]))}
+    latencies.update({k: latency_summary(v) for k, v in sorted(end_to_end.items())})
+    return latencies, {"span_seconds": span}
+
+
+# --- --breakdown: which service ran which transactions ---------------------------------------------
+
+LOG_PREFIX = "@@%p %v@@ "
+LOG_LINE = re.compile(r"^@@(\d+) (\S+)@@ (?:LOG|DETAIL|ERROR|STATEMENT|WARNING):\s+(.*)$")
+STATEMENT = re.compile(r"^(?:statement|execute [^:]*|bind [^:]*):\s*(.*)$", re.S)
+
+
+async def start_statement_log(conn: asyncpg.Connection) -> None:
+    await conn.execute(f"ALTER SYSTEM SET log_line_prefix = '{LOG_PREFIX}'")
+    await conn.execute("ALTER SYSTEM SET log_statement = 'all'")
+    await conn.execute("SELECT pg_reload_conf()")
+
+
+async def stop_statement_log(conn: asyncpg.Connection) -> None:
+    await conn.execute("ALTER SYSTEM RESET log_statement")
+    await conn.execute("ALTER SYSTEM RESET log_line_prefix")
+    await conn.execute("SELECT pg_reload_conf()")
+
+
+async def backend_owners(conn: asyncpg.Connection, pids: dict[str, int]) -> dict[int, str]:
+    """PostgreSQL backend pid -> the process (service) at the other end of its connection."""
+    port_owner: dict[int, str] = {}
+    for name, pid in pids.items():
+        with contextlib.suppress(psutil.Error):
+            procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+            for proc in procs:
+                for c in proc.net_connections(kind="tcp"):
+                    if c.laddr:
+                        port_owner[c.laddr.port] = name
+    rows = await conn.fetch("SELECT pid, client_port FROM pg_stat_activity WHERE client_port IS NOT NULL")
+    return {r["pid"]: port_owner.get(r["client_port"], "other") for r in rows}
+
+
+def _label(statements: list[str]) -> str:
+    significant = [s for s in statements if not re.match(r"(?is)^\s*(BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE)", s)]
+    if not significant:
+        return "(empty: BEGIN/COMMIT only)"
+    first = re.sub(r"\s+", " ", significant[0]).strip()
+    first = re.sub(r"'[^']*'", "'…'", first)
+    return (first[:90] + "…") if len(first) > 90 else first + (f"  (+{len(significant) - 1} more)" if len(significant) > 1 else "")
+
+
+def transaction_breakdown(log_file: Path, offset: int, owners: dict[int, str], n: int) -> dict[str, Any]:
+    """Group logged statements by (backend, virtual transaction id): one group = one transaction."""
+    transactions: dict[tuple[int, str], list[str]] = collections.defaultdict(list)
+    current: tuple[int, str] | None = None
+    with log_file.open("r", errors="replace") as f:
+        f.seek(offset)
+        for line in f:
+            m = LOG_LINE.match(line)
+            if m is None:
+                if current is not None and line.startswith("\t") and transactions[current]:
+                    transactions[current][-1] += " " + line.strip()
+                continue
+            pid, vxid, message = int(m.group(1)), m.group(2), m.group(3)
+            s = STATEMENT.match(message)
+            if s is None:
+                current = None
+                continue
+            current = (pid, vxid)
+            transactions[current].append(s.group(1))
+    per_service: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    for (pid, _), statements in transactions.items():
+        per_service[owners.get(pid, "other (connection closed before the end)")][_label(statements)] += 1
+    out: dict[str, Any] = {}
+    for service, counter in sorted(per_service.items(), key=lambda kv: -sum(kv[1].values())):
+        total = sum(counter.values())
+        out[service] = {
+            "per_workset": round(total / n, 2),
+            "top": [{"per_workset": round(c / n, 2), "transaction": label} for label, c in counter.most_common(12)],
+        }
+    return out
+
+
+# --- the run --------------------------------------------------------------------------------------
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    flaky_every = round(1 / args.flaky) if args.flaky > 0 else 0
+    with tempfile.TemporaryDirectory(prefix="stamen-bench-") as tmp:
+        stack = Stack(Path(tmp), args.slots)
+        try:
+            stack.start()
+            return await measure(stack, args, flaky_every)
+        finally:
+            stack.stop()
+
+
+async def measure(stack: Stack, args: argparse.Namespace, flaky_every: int) -> dict[str, Any]:
+    pids = stack.pids()
+    ceiling = await measure_ceiling(stack.doc["nats_url"], stack.database_url, args.ceiling_seconds, pids["postgres"])
+    reads = upload_reads(stack.doc["aws_endpoint_url"])
+    worksets = [workset(i, flaky_every, reads) for i in range(args.worksets)]
+    conn = await asyncpg.connect(stack.database_url)
+    db = CountingConnection(conn)
+    try:
+        log_offset = 0
+        pg_log = Path(stack.doc["servers"]["postgres"]["log"])
+        if args.breakdown:
+            await start_statement_log(conn)
+            log_offset = await asyncio.to_thread(lambda: pg_log.stat().st_size)
+        meter = ProcessMeter({k: v for k, v in pids.items() if k != "moto"})
+        tx_before = await db.stamen_transactions()
+        own_before = db.transactions
+        meter.start()
+        t0 = time.perf_counter()
+        await submit_all(stack.service_url("portal"), worksets)
+        submit_seconds = time.perf_counter() - t0
+        states = await wait_all_done(db, args.worksets, meter, args.timeout)
+        wall = time.perf_counter() - t0
+        meter.sample_memory()
+        cpu = meter.report(per=args.worksets)
+        owners = await backend_owners(conn, pids) if args.breakdown else {}
+        own_during = db.transactions - own_before
+        tx_after = await db.stamen_transactions()
+        latencies, span = await state_latencies(db)
+        events = int(await db.fetchval("SELECT count(*) FROM outbox"))
+        if args.breakdown:
+            await stop_statement_log(conn)
+    finally:
+        await conn.close()
+    n = args.worksets
+    done = sum(states.get(s, 0) for s in TERMINAL)
+    tx_per_workset = (tx_after - tx_before - own_during) / n
+    throughput = n / span["span_seconds"] if done >= n else float("nan")
+    stamen_cpu = sum(v["cpu_ms_per_unit"] for k, v in cpu.items() if k in SERVICES)
+    pg_tx_s = ceiling["postgres"]["tx_per_second"]
+    js_s = ceiling.get("jetstream", {}).get("publish_ack_per_second", float("nan"))
+    figures: dict[str, Any] = {
+        "bench": "lifecycle",
+        "machine": machine(),
+        "worksets": n,
+        "slots": args.slots,
+        "flaky_share": round(1 / flaky_every, 3) if flaky_every else 0,
+        "states_at_end": states,
+        "all_completed": done >= n,
+        "submit_seconds": round(submit_seconds, 2),
+        "wall_seconds": round(wall, 2),
+        "throughput_worksets_per_second": round(throughput, 2),
+        "latencies": latencies,
+        "transactions_per_workset": round(tx_per_workset, 1),
+        "events_per_workset": round(events / n, 2),
+        "cpu_ms_per_workset": {
+            "stamen_services": round(stamen_cpu, 1),
+            "stamen_services_and_postgres": round(stamen_cpu + cpu["postgres"]["cpu_ms_per_unit"], 1),
+            "with_nats": round(stamen_cpu + cpu["postgres"]["cpu_ms_per_unit"] + cpu["nats"]["cpu_ms_per_unit"], 1),
+        },
+        "processes": cpu,
+        "ceiling": ceiling,
+        "postgres_bound_worksets_per_second": round(pg_tx_s / tx_per_workset, 1),
+        "ratio_to_postgres_bound": round(throughput / (pg_tx_s / tx_per_workset), 3),
+        "jetstream_bound_worksets_per_second": round(js_s / (events / n), 1),
+        "ratio_to_jetstream_bound": round(throughput / (js_s / (events / n)), 3),
+    }
+    if args.breakdown:
+        figures["breakdown"] = transaction_breakdown(pg_log, log_offset, owners, n)
+    return figures
+
+
+def lines_for(f: dict[str, Any]) -> list[str]:
+    lines = [
+        f"{f['worksets']} worksets x 3 no-op steps, {f['slots']} slots, {f['flaky_share']:.0%} fail once "
+        f"(load average {f['machine']['load_average_1m']} on {f['machine']['cpus']} CPUs, commit {f['machine']['commit']})",
+        f"all completed: {f['all_completed']} {f['states_at_end']}",
+        f"throughput:                  {f['throughput_worksets_per_second']:8.2f} worksets/s "
+        f"(submitted in {f['submit_seconds']} s, all done in {f['wall_seconds']} s)",
+        f"PostgreSQL tx per workset:   {f['transactions_per_workset']:8.1f}   events per workset: {f['events_per_workset']}",
+        f"CPU ms per workset:          {f['cpu_ms_per_workset']['stamen_services_and_postgres']:8.1f} "
+        f"(services {f['cpu_ms_per_workset']['stamen_services']}, with NATS {f['cpu_ms_per_workset']['with_nats']})",
+        "per process: CPU ms/workset, peak RSS MB (its own) / peak PSS MB (with its children):",
+        *(f"  {k:12s} {v['cpu_ms_per_unit']:8.1f} {v['peak_rss_mb']:8.0f} {v['tree_peak_pss_mb']:8.0f}"
+          for k, v in f["processes"].items()),
+        *ceiling_lines(f["ceiling"]),
+        f"PostgreSQL-bound ceiling: {f['postgres_bound_worksets_per_second']} worksets/s -> ratio {f['ratio_to_postgres_bound']}; "
+        f"JetStream-bound: {f['jetstream_bound_worksets_per_second']} -> ratio {f['ratio_to_jetstream_bound']}",
+        "time in each state before the next (p50 / p99 ms, n):",
+    ]
+    for name, s in f["latencies"].items():
+        lines.append(f"  {name:38s} {s['p50_ms']:10.1f} {s['p99_ms']:10.1f}  {s['n']}")
+    if "breakdown" in f:
+        lines.append("transactions per workset by service (statement log on: throughput and CPU of this run are not comparable):")
+        for service, b in f["breakdown"].items():
+            lines.append(f"  {service}: {b['per_workset']}")
+            lines += [f"      {t['per_workset']:7.2f}  {t['transaction']}" for t in b["top"]]
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--worksets", type=int, default=300)
+    parser.add_argument("--slots", type=int, default=10, help="worksets at once (global, tenant and cluster)")
+    parser.add_argument("--flaky", type=float, default=0.1, help="share of worksets that fail once (transient)")
+    parser.add_argument("--ceiling-seconds", type=float, default=3.0)
+    parser.add_argument("--timeout", type=float, default=900.0, help="give up waiting after this long")
+    parser.add_argument("--breakdown", action="store_true", help="log statements: transactions by service")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = parser.parse_args()
+    bench_process()
+    figures = asyncio.run(run(args))
+    emit(figures, lines_for(figures), args.json)
+    if not figures["all_completed"]:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""The local executor's own cost per step, beside the command's: CPU, latency, zombies.
+
+    python bench/local_executor.py [--steps 300] [--in-flight 10] [--poll-seconds 1.0] [--json]
+
+Runs `--steps` steps whose command is `true` through `LocalExecutor` (submit, poll, as the scheduler
+does), `--in-flight` at a time. A step's end is noticed when the executor reports it (`on_job_exit`,
+where it can), else at the next poll every `--poll-seconds` (the scheduler's default interval).
+Prints:
+
+- overhead CPU per step: all CPU of this process and every process it started (the fork server or the
+  runners, and the commands), minus the commands' own CPU (from their status files);
+- exit -> noticed: from the command's end (status file) to this process knowing it;
+- the most zombie processes seen at once among this process's descendants.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+from measure import ProcessTree, bench_process, emit, latency_summary, machine
+
+from stamen.executors.base import JobHandle, StepSpec
+from stamen.executors.local import LocalExecutor
+
+
+def zombies() -> int:
+    try:
+        children = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return 0
+    count = 0
+    for child in children:
+        try:
+            count += child.status() == psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            continue
+    return count
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    executor = LocalExecutor(grace_seconds=1.0)
+    woken = asyncio.Event()
+    notified = hasattr(executor, "on_job_exit")
+    if notified:
+        executor.on_job_exit(woken.set)
+    with tempfile.TemporaryDirectory(prefix="stamen-bench-") as tmp:
+        folder = Path(tmp)
+        # One warm-up step: a fork server (where there is one) is started once per process, not per step.
+        warm = await executor.submit(StepSpec(workset_id="warm", attempt=1, step="s", argv=["true"],
+                                              workdir=str(folder / "warm")))  # fmt: skip
+        while not (await executor.poll([warm]))[warm.job_id].state.finished:
+            await asyncio.sleep(0.01)
+        me = ProcessTree("bench", os.getpid())
+        me.start()
+        pending = [StepSpec(workset_id=f"ws-{i}", attempt=1, step="s", argv=["true"], workdir=str(folder / str(i)))
+                   for i in range(args.steps)]  # fmt: skip
+        pending.reverse()
+        running: dict[str, tuple[JobHandle, float]] = {}
+        submit_to_noticed: list[float] = []
+        exit_to_noticed: list[float] = []
+        command_cpu = 0.0
+        most_zombies = 0
+        t0 = time.perf_counter()
+        while pending or running:
+            while pending and len(running) < args.in_flight:
+                handle = await executor.submit(pending.pop())
+                running[handle.job_id] = (handle, time.perf_counter())
+            statuses = await executor.poll([h for h, _ in running.values()])
+            now_wall, now = time.time(), time.perf_counter()
+            for job_id, status in statuses.items():
+                if status.state.finished:
+                    _, submitted = running.pop(job_id)
+                    submit_to_noticed.append(now - submitted)
+                    if status.ended_at is not None:
+                        exit_to_noticed.append(max(0.0, now_wall - status.ended_at.timestamp()))
+                    command_cpu += status.resources.cpu_seconds or 0.0
+            most_zombies = max(most_zombies, zombies())
+            if running and not any(s.state.finished for s in statuses.values()):
+                woken.clear()
+                try:
+                    await asyncio.wait_for(woken.wait(), timeout=args.poll_seconds)
+                except TimeoutError:
+                    pass
+        elapsed = time.perf_counter() - t0
+        total_cpu = me.cpu_since_start()
+    overhead_ms = (total_cpu - command_cpu) * 1000 / args.steps
+    return {
+        "bench": "local_executor",
+        "machine": machine(),
+        "steps": args.steps,
+        "in_flight": args.in_flight,
+        "exit_notifications": notified,
+        "poll_seconds": args.poll_seconds,
+        "steps_per_second": round(args.steps / elapsed, 1),
+        "overhead_cpu_ms_per_step": round(overhead_ms, 2),
+        "command_cpu_ms_per_step": round(command_cpu * 1000 / args.steps, 2),
+        "submit_to_noticed": latency_summary(submit_to_noticed),
+        "exit_to_noticed": latency_summary(exit_to_noticed),
+        "most_zombies_at_once": most_zombies,
+    }
+
+
+def lines_for(f: dict[str, Any]) -> list[str]:
+    how = "exit notifications" if f["exit_notifications"] else f"polling every {f['poll_seconds']} s"
+    return [
+        f"{f['steps']} steps of `true`, {f['in_flight']} in flight, ends noticed by {how}",
+        f"overhead CPU per step (beyond the command): {f['overhead_cpu_ms_per_step']:8.2f} ms "
+        f"(the command itself: {f['command_cpu_ms_per_step']} ms)",
+        f"steps/s: {f['steps_per_second']}",
+        f"submit -> noticed: p50 {f['submit_to_noticed']['p50_ms']:.1f} ms, p99 {f['submit_to_noticed']['p99_ms']:.1f} ms",
+        f"exit -> noticed:   p50 {f['exit_to_noticed']['p50_ms']:.1f} ms, p99 {f['exit_to_noticed']['p99_ms']:.1f} ms",
+        f"zombies at once (most): {f['most_zombies_at_once']}",
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--in-flight", type=int, default=10)
+    parser.add_argument("--poll-seconds", type=float, default=1.0, help="poll interval without notifications")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = parser.parse_args()
+    bench_process()
+    figures = asyncio.run(run(args))
+    emit(figures, lines_for(figures), args.json)
+
+
+if __name__ == "__main__":
+    main()

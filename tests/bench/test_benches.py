@@ -1,0 +1,83 @@
+"""Every benchmark in bench/ runs, small, and prints its figures as JSON: so they cannot rot.
+
+Smoke runs only: no figure is compared with a target here (timings belong in bench/README.md), only
+checked for being a measurement at all (the work was done, counts add up)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fixtures import REPO_ROOT
+
+BENCH = REPO_ROOT / "bench"
+
+
+def run_bench(name: str, *args: str, env: dict[str, str] | None = None, timeout: float = 240) -> dict[str, Any]:
+    result = subprocess.run(
+        [sys.executable, str(BENCH / f"{name}.py"), *args, "--json"],
+        capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT,
+        env={**{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "NATS_URL")}, **(env or {})},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    figures: dict[str, Any] = json.loads(result.stdout)
+    assert figures["bench"] == name and figures["machine"]["cpus"] >= 1
+    return figures
+
+
+def test_ceiling(postgres_admin_url: str, nats_url: str) -> None:
+    f = run_bench("ceiling", "--seconds", "0.3", env={"DATABASE_URL": postgres_admin_url, "NATS_URL": nats_url})
+    assert f["postgres"]["transactions"] > 0 and f["postgres"]["tx_per_second"] > 0
+    assert f["jetstream"]["messages"] > 0 and f["jetstream"]["publish_ack_per_second"] > 0
+
+
+def test_admission(postgres_admin_url: str) -> None:
+    f = run_bench(
+        "admission", "--queued", "300", "--history", "200", "--clusters", "3", "--tenants", "20",
+        "--decisions", "5", env={"DATABASE_URL": postgres_admin_url},
+    )  # fmt: skip
+    assert f["decision_admitting"]["n"] == f["decision_blocked"]["n"] == 5
+    assert 0 < f["queue_heads_query"]["heads"] <= 20 * 3
+    assert f["queue_heads_query"]["plan_nodes"], "the plan of queue_heads was read"
+
+
+def test_api(postgres_admin_url: str, nats_url: str) -> None:
+    f = run_bench(
+        "api", "--worksets", "300", "--requests", "4", "--concurrency", "2",
+        env={"DATABASE_URL": postgres_admin_url, "NATS_URL": nats_url},
+    )  # fmt: skip
+    for mode in ("idle", "under_load"):
+        assert {k: v["n"] for k, v in f[mode].items()} == dict.fromkeys(
+            ("list", "list_tenant", "list_running", "detail"), 4
+        )
+    assert f["cpu_ms_per_request"]["idle"]["portal"] > 0
+
+
+def test_local_executor() -> None:
+    f = run_bench("local_executor", "--steps", "6", "--in-flight", "3")
+    assert f["exit_to_noticed"]["n"] == 6 and f["overhead_cpu_ms_per_step"] > 0
+    assert f["exit_notifications"] is True
+
+
+@pytest.mark.slow
+def test_lifecycle() -> None:
+    """The whole embedded stack: 4 worksets, one of them failing once and retried."""
+    f = run_bench("lifecycle", "--worksets", "4", "--flaky", "0.25", "--ceiling-seconds", "0.2", timeout=300)
+    assert f["all_completed"] and f["states_at_end"] == {"completed": 4}
+    assert "submitted -> completed (flaky)" in f["latencies"] and "running -> failed" in f["latencies"]
+    assert f["transactions_per_workset"] > 0 and f["events_per_workset"] > 0
+    assert f["processes"]["scheduler"]["cpu_seconds"] > 0 and f["processes"]["postgres"]["cpu_seconds"] > 0
+    assert "moto" not in f["processes"]
+
+
+def test_bench_readme_names_every_bench() -> None:
+    readme = (BENCH / "README.md").read_text()
+    for script in sorted(Path(BENCH).glob("*.py")):
+        if script.name != "measure.py":
+            assert f"bench/{script.name}" in readme, f"bench/README.md does not say how to run {script.name}"
