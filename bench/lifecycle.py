@@ -73,7 +73,6 @@ PIPELINES = {
         }
     ]
 }
-SERVICES = ("validator", "scheduler", "diagnostics", "notifier", "regions", "portal")
 TERMINAL = ("completed", "dead_lettered", "cancelled", "archived")
 
 
@@ -364,7 +363,7 @@ async def measure(stack: Stack, args: argparse.Namespace, flaky_every: int) -> d
     done = sum(states.get(s, 0) for s in TERMINAL)
     tx_per_workset = (tx_after - tx_before - own_during) / n
     throughput = n / span["span_seconds"] if done >= n else float("nan")
-    stamen_cpu = sum(v["cpu_ms_per_unit"] for k, v in cpu.items() if k in SERVICES)
+    stamen_cpu = sum(v["cpu_ms_per_unit"] for k, v in cpu.items() if k in stack.doc["services"])
     pg_tx_s = ceiling["postgres"]["tx_per_second"]
     js_s = ceiling.get("jetstream", {}).get("publish_ack_per_second", float("nan"))
     figures: dict[str, Any] = {

@@ -55,7 +55,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         # One warm-up step: a fork server (where there is one) is started once per process, not per step.
         warm = await executor.submit(StepSpec(workset_id="warm", attempt=1, step="s", argv=["true"],
                                               workdir=str(folder / "warm")))  # fmt: skip
-        while not (await executor.poll([warm]))[warm.job_id].state.finished:
+        for _ in range(3000):
+            if (await executor.poll([warm]))[warm.job_id].state.finished:
+                break
             await asyncio.sleep(0.01)
         me = ProcessTree("bench", os.getpid())
         me.start()
