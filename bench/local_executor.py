@@ -9,7 +9,9 @@ Prints:
 
 - overhead CPU per step: all CPU of this process and every process it started (the fork server or the
   runners, and the commands), minus the commands' own CPU (from their status files);
-- exit -> noticed: from the command's end (status file) to this process knowing it;
+- submit call: how long `submit` takes (the scheduler's dispatch waits for it);
+- exit -> noticed: from the command's end (status file) to this process knowing it (it includes
+  waiting for the submits in progress: this loop, like the scheduler's, submits one step at a time);
 - the most zombie processes seen at once among this process's descendants.
 """
 
@@ -65,6 +67,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                    for i in range(args.steps)]  # fmt: skip
         pending.reverse()
         running: dict[str, tuple[JobHandle, float]] = {}
+        submit_calls: list[float] = []
         submit_to_noticed: list[float] = []
         exit_to_noticed: list[float] = []
         command_cpu = 0.0
@@ -72,7 +75,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         t0 = time.perf_counter()
         while pending or running:
             while pending and len(running) < args.in_flight:
+                t_submit = time.perf_counter()
                 handle = await executor.submit(pending.pop())
+                submit_calls.append(time.perf_counter() - t_submit)
                 running[handle.job_id] = (handle, time.perf_counter())
             statuses = await executor.poll([h for h, _ in running.values()])
             now_wall, now = time.time(), time.perf_counter()
@@ -103,6 +108,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "steps_per_second": round(args.steps / elapsed, 1),
         "overhead_cpu_ms_per_step": round(overhead_ms, 2),
         "command_cpu_ms_per_step": round(command_cpu * 1000 / args.steps, 2),
+        "submit_call": latency_summary(submit_calls),
         "submit_to_noticed": latency_summary(submit_to_noticed),
         "exit_to_noticed": latency_summary(exit_to_noticed),
         "most_zombies_at_once": most_zombies,
@@ -116,6 +122,7 @@ def lines_for(f: dict[str, Any]) -> list[str]:
         f"overhead CPU per step (beyond the command): {f['overhead_cpu_ms_per_step']:8.2f} ms "
         f"(the command itself: {f['command_cpu_ms_per_step']} ms)",
         f"steps/s: {f['steps_per_second']}",
+        f"submit call:       p50 {f['submit_call']['p50_ms']:.1f} ms, p99 {f['submit_call']['p99_ms']:.1f} ms",
         f"submit -> noticed: p50 {f['submit_to_noticed']['p50_ms']:.1f} ms, p99 {f['submit_to_noticed']['p99_ms']:.1f} ms",
         f"exit -> noticed:   p50 {f['exit_to_noticed']['p50_ms']:.1f} ms, p99 {f['exit_to_noticed']['p99_ms']:.1f} ms",
         f"zombies at once (most): {f['most_zombies_at_once']}",

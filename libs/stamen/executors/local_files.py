@@ -1,7 +1,8 @@
 """The files of one local step in its workdir: the only record of a local job that outlives a process.
 
     <step>.job.json      which submission runs here (workset, attempt, step) and its runner (pid, start
-                         time, boot id): written by the runner before `submit` returns
+                         time, boot id): written before the command may start and before `submit`
+                         returns (by the fork server; by the runner itself when run standalone)
     <step>.status.json   written atomically by the runner when the step has ended (the outcome)
     <step>.running.json  the command's pid / process group while it runs
     <step>.cancel        written by `cancel` before it signals, so the runner knows who stopped it
@@ -103,8 +104,8 @@ def job_document(
     *, workset_id: str, attempt: int, step: str, submitted_at: str, runner_pid: int, runner_start_time: str,
     boot: str,
 ) -> dict[str, Any]:  # fmt: skip
-    """The job file's content, written by the runner before it starts the command (and before the fork
-    server tells the executor the runner's pid), so it exists as soon as `submit` returns."""
+    """The job file's content, written before the runner may start the command and before the fork
+    server tells the executor the runner's pid, so it exists as soon as `submit` returns."""
     return {
         "version": JOB_FILE_VERSION,
         "workset_id": workset_id,

@@ -5,8 +5,9 @@ Starting `python -m stamen.executors.local_runner` for every step costs a Python
 one small fork server (`python -m stamen.executors.local_forkserver`, its child, which imports only
 the runner) and asks it over a pipe, one JSON line per step, to fork a runner. The forked runner
 starts a session of its own and runs `run_runner` exactly as the standalone runner would, so it
-outlives the scheduler and the fork server; the fork server reaps runners as they end (no zombies)
-and exits when its stdin closes (the submitting process ended).
+outlives the scheduler and the fork server; the fork server writes the runner's job file before the
+runner may start the command and before it answers, reaps runners as they end (no zombies) and exits
+when its stdin closes (the submitting process ended).
 
 Requests: {"config": RunnerConfig.to_json(), "log": "<step>.runner.log"}
 Replies:   {"pid": <runner pid>, "start_time": "<clock ticks since boot>"} or {"error": "..."}
@@ -22,10 +23,12 @@ import signal
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any, NoReturn
 
+from stamen.executors.local_files import job_document, write_json_atomically
 from stamen.executors.local_proc import boot_id, process_start_time
 from stamen.executors.local_runner import RunnerConfig, record_runner_failure, run_runner
 
@@ -43,15 +46,10 @@ def _reap_runners(_signum: int = 0, _frame: FrameType | None = None) -> None:
             pass
 
 
-def _become_runner(config: RunnerConfig, log: Path, recorded: int) -> NoReturn:
-    """In the forked child: detach, point stdio at the runner log, run the step, never return.
-    `recorded` is a pipe to the server: one byte once the job file is written."""
+def _become_runner(config: RunnerConfig, log: Path, go: int) -> NoReturn:
+    """In the forked child: detach, point stdio at the runner log, wait for the server's go (the job
+    file is written), run the step, never return. No go (the server died first): exit, run nothing."""
     code = 1
-
-    def tell_server() -> None:
-        os.write(recorded, b"1")
-        os.close(recorded)
-
     try:
         gc.disable()  # a runner lives briefly and allocates little; a collection would only copy pages
         os.setsid()  # its own session: a signal to the scheduler's group does not reach it
@@ -64,9 +62,13 @@ def _become_runner(config: RunnerConfig, log: Path, recorded: int) -> NoReturn:
         os.dup2(out, 1)
         os.dup2(out, 2)
         # Nothing else of the server's (its pipes to the scheduler) stays open in a runner.
-        os.closerange(3, recorded)
-        os.closerange(recorded + 1, 65536)
-        code = run_runner(config, on_recorded=tell_server)
+        os.closerange(3, go)
+        os.closerange(go + 1, 65536)
+        if os.read(go, 1) == b"1":
+            os.close(go)
+            code = run_runner(config)
+        else:
+            code = 0
     except BaseException:
         record_runner_failure(config)
     finally:
@@ -77,28 +79,42 @@ def _become_runner(config: RunnerConfig, log: Path, recorded: int) -> NoReturn:
 
 
 def _fork_runner(request: dict[str, Any]) -> dict[str, Any]:
+    """Fork the runner, write its job file (naming its pid), then let it start the command. The job
+    file exists before the command does and before the executor hears the pid, so a submission whose
+    command started can always be found, whoever dies when."""
     config = RunnerConfig.from_json(request["config"])
     log = Path(request["log"])
+    submission = config.submission
+    if config.job_file is None or submission is None:
+        raise ForkServerError("a runner needs its job file and submission (workset, attempt, step)")
     # SIGCHLD blocked until the start time is read: a runner that ended at once is not reaped (and
     # its pid reused) before we could name it.
     signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGCHLD])
     try:
-        wait_for, recorded = os.pipe()
+        wait_for_go, go = os.pipe()
         pid = os.fork()
         if pid == 0:
-            os.close(wait_for)
-            _become_runner(config, log, recorded)
-        os.close(recorded)
-        with os.fdopen(wait_for, "rb") as answer:
-            job_recorded = answer.read(1) == b"1"  # or the end of the pipe: the runner ended before
-        start_time = process_start_time(pid)
+            os.close(go)
+            _become_runner(replace(config, job_file=None), log, wait_for_go)
+        os.close(wait_for_go)
+        try:
+            start_time = process_start_time(pid)
+            if start_time is None:
+                raise ForkServerError(f"runner {pid} vanished right after it was forked")
+            write_json_atomically(
+                config.job_file,
+                job_document(
+                    workset_id=submission.workset_id, attempt=submission.attempt, step=submission.step,
+                    submitted_at=submission.submitted_at, runner_pid=pid, runner_start_time=start_time,
+                    boot=boot_id(),
+                ),
+                durable=False,  # see local_runner._write_job_file
+            )  # fmt: skip
+            os.write(go, b"1")
+        finally:
+            os.close(go)  # without the go the runner exits and runs nothing
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGCHLD])
-    if not job_recorded:
-        # It ended before its job file existed, so before any command: nothing runs.
-        raise ForkServerError(f"the runner (pid {pid}) failed before it started the step; see {log}")
-    if start_time is None:
-        raise ForkServerError(f"runner {pid} vanished right after it was forked")
     return {"pid": pid, "start_time": start_time}
 
 

@@ -37,7 +37,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -202,7 +202,11 @@ def _parse_args(argv: Sequence[str]) -> RunnerConfig:
 
 
 def _write_job_file(config: RunnerConfig) -> None:
-    """Before anything else: from here on, a runner of this submission can be found."""
+    """Before anything else: from here on, a runner of this submission can be found.
+
+    Not fsynced: it has to outlive the scheduler's process, which the page cache ensures, and the
+    executor waits for it before `submit` returns (an fsync would hold up every dispatch by a disk
+    flush). After a machine crash no runner is left to find, which the boot id in it tells."""
     assert config.job_file is not None and config.submission is not None
     fields = proc_stat_fields(os.getpid())
     s = config.submission
@@ -212,6 +216,7 @@ def _write_job_file(config: RunnerConfig) -> None:
             workset_id=s.workset_id, attempt=s.attempt, step=s.step, submitted_at=s.submitted_at,
             runner_pid=os.getpid(), runner_start_time=fields[19] if fields else "", boot=boot_id(),
         ),
+        durable=False,
     )  # fmt: skip
 
 
@@ -352,15 +357,12 @@ def _spawn_command(config: RunnerConfig) -> int:
         os.close(err)
 
 
-def run_runner(config: RunnerConfig, on_recorded: Callable[[], None] | None = None) -> int:
+def run_runner(config: RunnerConfig) -> int:
     """Run the step's command to its end and write its status file. Returns the runner's exit code.
-
-    `on_recorded` is called once the job file is written, before the command starts (the fork server
-    answers the executor then, so the job can be found from the moment `submit` returns)."""
+    With a job file in `config` (the standalone runner), that is written first; a forked runner's
+    job file is written by the fork server before the runner may start."""
     if config.job_file is not None:
         _write_job_file(config)
-    if on_recorded is not None:
-        on_recorded()
 
     state = RunnerState(
         argv=list(config.argv),
