@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 FIXTURES = Path(__file__).parent / "fixtures"
-_ACCURACY_KEY = pytest.StashKey[str]()
+_ACCURACY_KEY = pytest.StashKey[list[str]]()
 
 
 @pytest.fixture(scope="session")
@@ -24,13 +24,16 @@ def report_corpus_accuracy(request: pytest.FixtureRequest) -> Any:
     """Call with a summary line; it is printed in pytest's terminal summary even under -q."""
 
     def record(line: str) -> None:
-        request.config.stash[_ACCURACY_KEY] = line
+        lines = request.config.stash.setdefault(_ACCURACY_KEY, [])
+        if line not in lines:
+            lines.append(line)
 
     return record
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    line = config.stash.get(_ACCURACY_KEY, None)
-    if line is not None:
+    lines = config.stash.get(_ACCURACY_KEY, [])
+    if lines:
         terminalreporter.write_sep("-", "diagnostics corpus")
-        terminalreporter.write_line(line)
+        for line in lines:
+            terminalreporter.write_line(line)

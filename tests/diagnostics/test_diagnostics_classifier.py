@@ -17,7 +17,12 @@ from stamen.diagnostics import (
     classify_error,
     is_retryable,
 )
-from stamen.diagnostics.classifier import LOG_TAIL_LINES, MAX_SCANNED_LINES, normalise_slurm_state
+from stamen.diagnostics.classifier import (
+    LOG_TAIL_LINES,
+    MAX_SCANNED_LINES,
+    normalise_slurm_state,
+    reported_exit_status,
+)
 
 OOM_LOG = """\
 [M::process] read 662252 sequences (80000167 bp)...
@@ -288,3 +293,71 @@ def test_slurm_time_limit_still_maps_to_the_time_limit_code(state: str, text: st
     assert diagnosis.top.code == "WS-CLU-001"
     assert diagnosis.top.retry_class is RetryClass.RESOURCE
     assert "WS-CFG-010" not in [candidate.code for candidate in diagnosis.candidates]
+
+
+# --- wrappers and causes -----------------------------------------------------------------------------
+NEXTFLOW_WRAPPER = """\
+Error executing process > 'SORT (s1)'
+
+Caused by:
+  Process `SORT (s1)` terminated with an error exit status ({status})
+
+Command executed:
+
+  samtools sort -@ 8 in.bam -o out.bam
+
+Command exit status:
+  {status}
+
+Command output:
+  (empty)
+"""
+
+
+@pytest.mark.parametrize(
+    ("status", "code"), [(137, "WS-RES-001"), (127, "WS-CFG-004"), (139, "WS-PIP-013")]
+)
+def test_the_exit_status_a_wrapper_reports_stands_in_for_an_unknown_exit_code(status: int, code: str) -> None:
+    top = classify_error(NEXTFLOW_WRAPPER.format(status=status)).top
+    assert top.code == code
+    assert top.matched_facts == (f"exit code {status} (reported in the log)",)
+
+
+def test_the_callers_exit_code_wins_over_one_reported_in_the_log() -> None:
+    diagnosis = classify_error(NEXTFLOW_WRAPPER.format(status=137), exit_code=1)
+    assert all("reported" not in fact for c in diagnosis.candidates for fact in c.matched_facts)
+    assert diagnosis.top.code != "WS-RES-001"
+
+
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [
+        (["Command 'x' returned non-zero exit status 137."], 137),
+        (["srun: error: node1: task 0: Exited with exit code 2"], 2),
+        (["Command exit status:", "", "  143"], 143),
+        (["terminated with an error exit status (1)", "later: returned non-zero exit status 139."], 139),
+        (["Command exit status:", "  -"], None),  # Nextflow's "-": the task never ran
+        (["exit status (0)"], None),
+    ],
+)
+def test_reported_exit_status_is_the_last_one_in_the_log(lines: list[str], expected: int | None) -> None:
+    assert reported_exit_status(lines) == expected
+
+
+def test_a_cause_behind_a_container_wrapper_outranks_the_wrapper() -> None:
+    text = "Task failed to start - CannotPullContainerError: write /var/lib/docker/tmp/x: no space left on device"
+    assert classify_error(text).top.code == "WS-RES-004"
+    assert classify_error("CannotPullContainerError: pull image manifest has been retried 5 time(s)").top.code == (
+        "WS-CFG-006"
+    )
+
+
+def test_locale_warnings_and_cleanup_are_not_evidence_of_a_missing_input() -> None:
+    text = (
+        "/usr/local/bin/picard: line 5: warning: setlocale: LC_ALL: cannot change locale (en_US.UTF-8): "
+        "No such file or directory\n"
+        "rm: cannot remove '/scratch/tmp1/part.bam': No such file or directory\n"
+        "WARNING: Unable to load libgkl_compression.so from native/libgkl_compression.so (No space left on device)\n"
+    )
+    codes = [c.code for c in classify_error(text).candidates]
+    assert codes == ["WS-RES-004"]

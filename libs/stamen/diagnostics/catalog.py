@@ -57,6 +57,7 @@ class MatchRules(BaseModel):
     slurm_states: tuple[str, ...] = ()
 
     _compiled: tuple[CompiledPattern, ...] = PrivateAttr(default=())
+    _any: re.Pattern[str] | None = PrivateAttr(default=None)
 
     @field_validator("patterns")
     @classmethod
@@ -84,10 +85,18 @@ class MatchRules(BaseModel):
             )
             for source in self.patterns
         )
+        # One search per line tells whether any pattern matches; only then is each one tried.
+        if self.patterns:
+            self._any = re.compile("|".join(f"(?:{source})" for source in self.patterns), PATTERN_FLAGS)
 
     @property
     def compiled_patterns(self) -> tuple[CompiledPattern, ...]:
         return self._compiled
+
+    @property
+    def any_pattern(self) -> re.Pattern[str] | None:
+        """All patterns as one alternation (None without patterns): a quick test per line."""
+        return self._any
 
     @property
     def is_empty(self) -> bool:

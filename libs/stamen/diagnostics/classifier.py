@@ -10,6 +10,14 @@ Scoring, highest first:
   a generic exit code is only a nudge;
 * catch-all (``generic``) entries have their pattern weight scaled down.
 
+Wrappers and causes.  A workflow engine reports a failed step with a *wrapper* message
+("Error in rule", "Process `X` terminated with an error exit status (137)", a Python
+``CalledProcessError``); the tool's own message nearer the failure is the *cause*.  Wrapper
+entries are ``generic``, so any matched cause outranks them.  When the caller knows no exit
+code, the exit status a wrapper reports in the log (the last one) stands in for it, so
+"exit status (137)" counts as an exit code 137 — which is how an out-of-memory kill behind a
+Nextflow or Snakemake wrapper is recognised when the tool itself printed nothing.
+
 Ranking is a pure function of the evidence: candidates are ordered by score, then by the
 specificity of their best pattern, then by how many kinds of evidence matched, and finally
 by code — never by the order entries happen to appear in the catalog.
@@ -17,6 +25,7 @@ by code — never by the order entries happen to appear in the catalog.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -42,6 +51,21 @@ GENERIC_EXIT_CODES = frozenset({1, 2, 255})
 GENERIC_ENTRY_FACTOR = 0.35
 # Below this a candidate rests on nothing but a generic exit code, which identifies nothing.
 MIN_CANDIDATE_SCORE = 5.0
+
+# Exit statuses that workflow engines and wrappers report in the log.
+_REPORTED_EXIT_STATUS = (
+    re.compile(r"terminated with an error exit status \((\d{1,3})\)"),  # Nextflow
+    re.compile(r"returned non-zero exit status (\d{1,3})"),  # Python CalledProcessError (Snakemake)
+    re.compile(r"[Ee]xited with exit code (\d{1,3})"),  # srun
+)
+_EXIT_STATUS_HEADING = re.compile(r"^\s*Command exit status:\s*$")  # Nextflow, value on the next line
+_EXIT_STATUS_VALUE = re.compile(r"^\s*(\d{1,3})\s*$")
+# Lines that are noise in any failure, though they print "No such file or directory": locale
+# warnings, and clean-up commands removing files that were never written.
+_NOISE_LINE = re.compile(
+    r"warning: setlocale: |cannot change locale \(|^\s*rm: cannot remove .*: No such file or directory",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +133,11 @@ def classify_error(
     state = normalise_slurm_state(slurm_state)
     all_lines = text.splitlines()
     offset = max(0, len(all_lines) - MAX_SCANNED_LINES)
-    scanned = all_lines[offset:]
+    scanned = ["" if _NOISE_LINE.search(line) else line for line in all_lines[offset:]]
+    reported = False
+    if exit_code is None and signal is None:
+        exit_code = reported_exit_status(scanned)
+        reported = exit_code is not None
     numbered_tail = _numbered_tail(all_lines)
     log_tail = tuple(line for _, line in numbered_tail)
 
@@ -117,7 +145,7 @@ def classify_error(
     for entry in entries if entries is not None else catalog():
         if entry.code == UNKNOWN_CODE:
             continue
-        candidate = _score_entry(entry, scanned, offset, exit_code, signal, state)
+        candidate = _score_entry(entry, scanned, offset, exit_code, signal, state, reported)
         if candidate is not None and candidate.score >= MIN_CANDIDATE_SCORE:
             candidates.append(candidate)
 
@@ -125,6 +153,25 @@ def classify_error(
     if not candidates:
         candidates.append(_unknown_candidate(numbered_tail, entries))
     return Diagnosis(candidates=tuple(candidates), log_tail=log_tail)
+
+
+def reported_exit_status(lines: Sequence[str]) -> int | None:
+    """The last exit status a wrapper reports in the log, e.g. Nextflow's "exit status (137)"."""
+    found: int | None = None
+    expect_value = False
+    for line in lines:
+        if expect_value and line.strip():
+            value = _EXIT_STATUS_VALUE.match(line)
+            if value is not None:
+                found = int(value.group(1))
+            expect_value = False
+        if _EXIT_STATUS_HEADING.match(line):
+            expect_value = True
+            continue
+        for pattern in _REPORTED_EXIT_STATUS:
+            for match in pattern.finditer(line):
+                found = int(match.group(1))
+    return found if found is not None and 0 < found < 256 else None
 
 
 def normalise_slurm_state(state: str | None) -> str | None:
@@ -146,10 +193,14 @@ def _score_entry(
     exit_code: int | None,
     signal: int | None,
     slurm_state: str | None,
+    exit_code_reported: bool = False,
 ) -> Candidate | None:
     rules = entry.match
     found = _EntryMatch()
+    any_pattern = rules.any_pattern
     for index, line in enumerate(lines):
+        if any_pattern is None or any_pattern.search(line) is None:
+            continue
         for pattern in rules.compiled_patterns:
             if pattern.regex.search(line):
                 found.matched_patterns.setdefault(pattern.source, pattern.specificity)
@@ -177,7 +228,7 @@ def _score_entry(
         facts.append(f"signal {signal}")
     if exit_code is not None and exit_code in rules.exit_codes:
         score += GENERIC_EXIT_WEIGHT if exit_code in GENERIC_EXIT_CODES else SPECIFIC_EXIT_WEIGHT
-        facts.append(f"exit code {exit_code}")
+        facts.append(f"exit code {exit_code}" + (" (reported in the log)" if exit_code_reported else ""))
     if score == 0.0:
         return None
     return Candidate(

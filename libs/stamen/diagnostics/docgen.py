@@ -9,15 +9,30 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
 
 from stamen.diagnostics.catalog import CatalogEntry, catalog
+from stamen.diagnostics.evaluation import (
+    DEFAULT_CORPUS,
+    SPLITS,
+    TARGET_CATEGORY_ACCURACY,
+    TARGET_MAX_UNKNOWN_RATE,
+    TARGET_RETRYABLE_ACCURACY,
+    evaluate,
+    load_corpus,
+    sources_per_tool,
+)
 
 DEFAULT_OUTPUT = Path("docs/errors.md")
 
 
-def render_errors_markdown(entries: Sequence[CatalogEntry] | None = None) -> str:
-    """The complete errors page: an index table, then one anchored section per code."""
+def render_errors_markdown(
+    entries: Sequence[CatalogEntry] | None = None, *, real_logs: Path | None = DEFAULT_CORPUS
+) -> str:
+    """The complete errors page: how failures are diagnosed, the accuracy on real logs (measured on
+    the ``real_logs`` corpus when it exists and the packaged catalog is used), an index table, then
+    one anchored section per code."""
     rows = sorted(entries if entries is not None else catalog(), key=lambda entry: entry.code)
     out: list[str] = [
         "# Error codes",
@@ -42,6 +57,14 @@ def render_errors_markdown(entries: Sequence[CatalogEntry] | None = None) -> str
         "scheduler reports itself: `MAX_DURATION` (it stopped a run that exceeded the workset's",
         "`max_duration_seconds`) and `LOST` (the job vanished without a record of how it ended).",
         "",
+        *_how_diagnosed(),
+    ]
+    if entries is None and real_logs is not None and real_logs.exists():
+        stat = real_logs.stat()
+        out.extend(_accuracy(str(real_logs.resolve()), stat.st_mtime_ns, stat.st_size))
+    out += [
+        "## Index",
+        "",
         "| Code | Name | Category | Severity | Retry class |",
         "| --- | --- | --- | --- | --- |",
     ]
@@ -53,6 +76,84 @@ def render_errors_markdown(entries: Sequence[CatalogEntry] | None = None) -> str
     for entry in rows:
         out.extend(_section(entry))
     return "\n".join(out) + "\n"
+
+
+def _how_diagnosed() -> list[str]:
+    return [
+        "## How a failure is diagnosed",
+        "",
+        "`stamen.diagnostics.classify_error` scores every entry below against the evidence: the end",
+        "of the log (each line against each pattern), the exit code, the signal and the job state.",
+        "A job state weighs most, then a pattern by how much literal text it pins down; a signal or",
+        "a specific exit code corroborates. The candidates come out ranked, each with the log lines",
+        "that matched; nothing matched gives `WS-UNK-000` with the log's last lines.",
+        "",
+        "**Wrapper or cause.** A workflow engine reports a failed step with a *wrapper* message",
+        "(Snakemake's `Error in rule`, Nextflow's `Process ... terminated with an error exit status`,",
+        "a `CalledProcessError`, GATK's `A USER ERROR has occurred` banner, htslib's `[E::...]`",
+        "prefix, STAR's `FATAL ERROR, exiting`). Wrapper entries are marked as catch-alls, so any",
+        "cause the log shows outranks them, and when the caller knows no exit code the exit status",
+        "a wrapper reports (`exit status (137)`, `Command exit status: 137`, `returned non-zero",
+        "exit status 137`) counts as the exit code: an out-of-memory kill behind a Nextflow or",
+        "Snakemake wrapper is `WS-RES-001` even when the tool printed nothing. A wrapper that",
+        "carries its cause on the same line (`CannotPullContainerError: ... no space left on",
+        "device`) yields to the cause. Locale warnings and clean-up `rm` of files never written",
+        "are not evidence.",
+        "",
+        "Try it on a log: `stamen diagnose job.err` (or `-` for standard input, `--json` for",
+        "scripts), or `POST /api/v1/diagnose` with `{\"text\": ...}` (docs/api.md).",
+        "",
+    ]
+
+
+@cache  # classifying the corpus takes seconds; the catalog is cached per process too
+def _accuracy(corpus_path: str, mtime_ns: int, size: int) -> tuple[str, ...]:
+    excerpts = load_corpus(Path(corpus_path))
+    scores = evaluate(excerpts)
+    sources = len({e.source for e in excerpts})
+    held_out = scores["held_out"]
+    lines = [
+        "## Accuracy on real logs",
+        "",
+        f"Measured on {len(excerpts)} excerpts of real tool output from {sources} sources (public",
+        "GitHub issue threads and the Daylily-Informatics repositories), copied verbatim into",
+        "`tests/diagnostics/real/corpus.yaml` and labelled by the rules in that folder's README. One",
+        "source in four is held out (by a hash of the source, fixed before collection); the",
+        "catalog's patterns were written from the tuning split's failures only. Each excerpt is",
+        "classified on its text alone (no exit code or job state).",
+        "",
+        "| Split | Excerpts | Category top-1 | Retryable right | Unknown | Code top-1 |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    lines += [
+        f"| {split.replace('_', '-')} | {scores[split].size} | {scores[split].category_accuracy:.1%} "
+        f"| {scores[split].retryable_accuracy:.1%} | {scores[split].unknown_rate:.1%} "
+        f"| {scores[split].code_accuracy:.1%} |"
+        for split in SPLITS
+    ]
+    verdict = (
+        "The held-out split meets the targets."
+        if held_out.meets_targets
+        else "**The held-out split is below the targets**: these are the measured figures, not tuned "
+        "on the held-out excerpts. The test marks the held-out check as an expected failure until it "
+        "passes."
+    )
+    lines += [
+        "",
+        f"Targets (issue #14, held-out split): category top-1 ≥ {TARGET_CATEGORY_ACCURACY:.0%}, retryable "
+        f"right ≥ {TARGET_RETRYABLE_ACCURACY:.0%}, unknown < {TARGET_MAX_UNKNOWN_RATE:.0%}. {verdict}",
+        "",
+        "\"Retryable right\" compares whether the top candidate's retry class is retried with whether",
+        "the labelled one is; an unknown failure counts as not retryable.",
+        "",
+        "| Tool | Tuning | Held-out | Total |",
+        "| --- | --- | --- | --- |",
+    ]
+    lines += [
+        f"| {tool} | {counts['tuning']} | {counts['held_out']} | {counts['tuning'] + counts['held_out']} |"
+        for tool, counts in sources_per_tool(excerpts).items()
+    ]
+    return (*lines, "")
 
 
 def _section(entry: CatalogEntry) -> list[str]:

@@ -1,0 +1,95 @@
+"""The classifier on real logs: verbatim excerpts of public tool output (tests/diagnostics/real/).
+
+One source in four is held out by hashing the source (evaluation.split_of); catalog patterns are written
+from the tuning split's failures only. Both splits are reported; the held-out split must meet the targets
+of issue #14. docs/errors.md carries the same figures (docgen computes them from this corpus).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from stamen.diagnostics import catalog, get_entry
+from stamen.diagnostics.evaluation import (
+    SPLITS,
+    TARGET_CATEGORY_ACCURACY,
+    TARGET_MAX_UNKNOWN_RATE,
+    TARGET_RETRYABLE_ACCURACY,
+    LabelledExcerpt,
+    SplitScore,
+    evaluate,
+    load_corpus,
+    split_of,
+)
+
+MIN_EXCERPTS = 400
+# Tools the issue names; each must be represented.
+REQUIRED_TOOLS = {
+    "slurm", "snakemake", "nextflow", "samtools", "bwa", "gatk", "picard", "deepvariant", "fastp",
+    "cutadapt", "star", "sra-toolkit", "aws-sdk", "aws-cli", "parallelcluster", "curl", "wget", "daylily",
+}  # fmt: skip
+SOURCE = re.compile(r"^[\w.-]+/[\w.-]+(#\d+|:\S.*)$")
+
+
+@pytest.fixture(scope="module")
+def excerpts() -> list[LabelledExcerpt]:
+    return load_corpus()
+
+
+@pytest.fixture(scope="module")
+def scores(excerpts: list[LabelledExcerpt]) -> dict[str, SplitScore]:
+    return evaluate(excerpts)
+
+
+def test_the_corpus_is_large_labelled_with_catalog_codes_and_sourced(excerpts: list[LabelledExcerpt]) -> None:
+    assert len(excerpts) >= MIN_EXCERPTS
+    codes = {entry.code for entry in catalog()}
+    problems = [e.source for e in excerpts if e.code not in codes or not SOURCE.match(e.source)]
+    assert not problems, problems
+    # The label's category is its code's; the retry class is labelled on its own (docs/errors.md).
+    assert not [e.source for e in excerpts if get_entry(e.code).category is not e.category]
+    assert not [e.source for e in excerpts if not e.text.strip()]
+    assert REQUIRED_TOOLS <= {e.tool for e in excerpts}
+    texts = Counter(e.text.strip() for e in excerpts)
+    assert not [t for t, n in texts.items() if n > 1], "an excerpt is in the corpus twice"
+
+
+def test_the_split_is_a_fixed_function_of_the_source(excerpts: list[LabelledExcerpt]) -> None:
+    # Pinned: changing split_of would silently move held-out excerpts into tuning.
+    assert split_of("slurm/slurm#1") == split_of(" slurm/slurm#1 ")
+    assert [split_of(f"owner/repo#{n}") for n in range(8)] == [
+        "held_out", "tuning", "held_out", "held_out", "held_out", "tuning", "tuning", "tuning",
+    ]  # fmt: skip
+    per_split = Counter(e.split for e in excerpts)
+    assert per_split["held_out"] >= len(excerpts) // 5  # about a quarter
+
+
+def _report(scores: dict[str, SplitScore], report_corpus_accuracy: Any) -> str:
+    summary = "real logs: " + " | ".join(scores[split].summary() for split in SPLITS)
+    print(summary)
+    report_corpus_accuracy(summary)
+    return summary
+
+
+def test_tuning_split_meets_the_targets(scores: dict[str, SplitScore], report_corpus_accuracy: Any) -> None:
+    summary = _report(scores, report_corpus_accuracy)
+    tuning = scores["tuning"]
+    assert tuning.meets_targets, (
+        summary + "\nfailures:\n  " + "\n  ".join(o.describe() for o in tuning.failures())
+    )
+
+
+# Measured after tuning on the tuning split only (docs/errors.md, "Accuracy on real logs"): the held-out
+# split is below target. Strict: once it meets the targets this test passes, xfail turns that into a
+# failure, and the marker has to go.
+@pytest.mark.xfail(strict=True, reason="held-out split below the issue #14 targets; see docs/errors.md")
+def test_held_out_split_meets_the_targets(scores: dict[str, SplitScore]) -> None:
+    held_out = scores["held_out"]
+    # Only aggregate figures: listing the held-out failures would invite tuning on them.
+    assert held_out.category_accuracy >= TARGET_CATEGORY_ACCURACY, held_out.summary()
+    assert held_out.retryable_accuracy >= TARGET_RETRYABLE_ACCURACY, held_out.summary()
+    assert held_out.unknown_rate < TARGET_MAX_UNKNOWN_RATE, held_out.summary()
