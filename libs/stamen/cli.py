@@ -375,10 +375,19 @@ def worksets_show(workset_id: str, state_dir: StateDirOpt = None, as_json: JsonO
 
 
 def main() -> None:
-    from stamen import cli_customers, cli_intake, cli_nats, cli_outbox, cli_remote, cli_scheduler
+    from stamen import (
+        cli_customers,
+        cli_diagnose,
+        cli_intake,
+        cli_nats,
+        cli_outbox,
+        cli_remote,
+        cli_scheduler,
+    )
 
     cli_intake.register(app)
     cli_outbox.register(app)
+    cli_diagnose.register(app)
     cli_scheduler.register(app, worksets_app)
     cli_customers.register(app)
     cli_nats.register(app)

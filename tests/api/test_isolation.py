@@ -23,6 +23,7 @@ TENANT_FREE = {
     "worksets_schema": "the JSON Schema of a workset spec, the same for everyone",
     "clusters_list": "a customer sees only its own running worksets and no other customer's bucket",
     "regions_list": "the configured region, the clusters' regions and their health: no tenant data",
+    "diagnose": "classifies the text the caller sends against the catalog; reads and stores nothing",
 }
 
 

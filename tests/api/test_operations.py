@@ -257,3 +257,32 @@ async def test_a_finished_workset_shows_its_actual_use_beside_the_estimate(world
         3600,
         0.08,
     )
+
+
+async def test_diagnose_ranks_the_catalogs_explanations_of_a_log(world: World) -> None:
+    log = (
+        "Error in rule sort_bam:\n"
+        "/bin/bash: line 1:  3230 Killed   samtools sort -@ 8 in.bam -o out.bam\n"
+        "CalledProcessError in line 97: returned non-zero exit status 137.\n"
+    )
+    answer = await world.client.post(
+        "/api/v1/diagnose", headers=world.key(world.a), json={"text": log, "top": 2}
+    )
+    assert answer.status == 200, await answer.text()
+    doc = await answer.json()
+    assert doc["unknown"] is False
+    best, wrapper = doc["candidates"]
+    assert (best["code"], best["retryable"]) == ("WS-RES-001", True)
+    assert best["evidence"][0]["line"] == 2 and "Killed" in best["evidence"][0]["text"]
+    assert "exit code 137 (reported in the log)" in best["facts"]
+    assert best["remediation"] and best["docs"].endswith("#ws-res-001")
+    assert wrapper["code"] == "WS-PIP-002"  # the wrapper ranks below its cause
+
+    unknown = await (
+        await world.client.post("/api/v1/diagnose", headers=world.key(world.a), json={"text": "all quiet"})
+    ).json()
+    assert unknown["unknown"] is True and unknown["candidates"][0]["code"] == "WS-UNK-000"
+
+    bad = await world.client.post("/api/v1/diagnose", headers=world.key(world.a), json={"text": "x", "top": 0})
+    assert bad.status == 400 and (await bad.json())["code"] == "REQUEST_INVALID"
+    assert (await world.client.post("/api/v1/diagnose", json={"text": "x"})).status == 401

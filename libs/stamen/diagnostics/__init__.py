@@ -16,7 +16,7 @@ from stamen.diagnostics.catalog import (
 )
 from stamen.diagnostics.classifier import Candidate, Diagnosis, EvidenceLine, classify_error
 from stamen.diagnostics.codes import ErrorCategory, RetryClass, Severity
-from stamen.diagnostics.report import format_diagnostic_report
+from stamen.diagnostics.report import diagnosis_document, format_diagnostic_report, format_ranked_text
 
 __all__ = [
     "UNKNOWN_CODE",
@@ -31,7 +31,9 @@ __all__ = [
     "UnknownErrorCodeError",
     "catalog",
     "classify_error",
+    "diagnosis_document",
     "format_diagnostic_report",
+    "format_ranked_text",
     "get_entry",
     "get_remediation_for_error",
     "is_retryable",

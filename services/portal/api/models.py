@@ -314,6 +314,48 @@ class S3EventsResponse(BaseModel):
     ignored: list[str]
 
 
+# --- diagnosis of a failure log -------------------------------------------------------------------
+class DiagnoseRequest(Body):
+    text: str = Field(description="The failure log (its end is what counts: the last 2,000 lines are read).")
+    exit_code: int | None = Field(
+        default=None, ge=-255, le=255, description="The job's exit code; negative: killed by that signal."
+    )
+    signal: int | None = Field(default=None, ge=1, le=64, description="The signal that ended the job.")
+    job_state: str | None = Field(
+        default=None,
+        max_length=64,
+        pattern=r"^[A-Za-z_+ 0-9-]*$",
+        description="The state Slurm reported (e.g. OUT_OF_MEMORY), or stamen's MAX_DURATION / LOST.",
+    )
+    top: int = Field(default=5, ge=1, le=20, description="How many candidates to return, best first.")
+
+
+class EvidenceOut(BaseModel):
+    line: int = Field(description="1-based line number in the text sent.")
+    text: str
+    pattern: str | None = Field(description="The catalog pattern that matched; null for a log tail.")
+
+
+class DiagnosisCandidateOut(BaseModel):
+    code: str = Field(description="Error code; docs/errors.md explains each.")
+    name: str
+    category: str
+    severity: str
+    retry_class: str
+    retryable: bool = Field(description="Whether stamen retries failures of this class automatically.")
+    score: float
+    facts: list[str] = Field(description="Non-log evidence that matched, e.g. 'exit code 137'.")
+    evidence: list[EvidenceOut]
+    summary: str
+    remediation: list[str]
+    docs: str
+
+
+class DiagnoseResponse(BaseModel):
+    unknown: bool = Field(description="True when no catalog entry matched (the one candidate is WS-UNK-000).")
+    candidates: list[DiagnosisCandidateOut]
+
+
 # --- clusters, regions, dead letters --------------------------------------------------------------
 class ClusterCreate(Body):
     name: str = Field(pattern=CLUSTER_NAME)

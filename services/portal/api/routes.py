@@ -9,6 +9,7 @@ from services.portal.api import (
     api_keys,
     auth_endpoints,
     customers,
+    diagnose,
     nats_credentials,
     openapi,
     operations,
@@ -350,6 +351,19 @@ ROUTES: tuple[Route, ...] = (
         "operations",
         "principal",
         {200: m.RegionList},
+    ),
+    Route(
+        "POST",
+        "/diagnose",
+        diagnose.diagnose,
+        "diagnose",
+        "Rank the error catalog's explanations of a failure log",
+        "diagnostics",
+        "principal",
+        {200: m.DiagnoseResponse},
+        request=m.DiagnoseRequest,
+        description="Classifies the text sent (nothing is stored): the best candidates first, each with the "
+        "log lines that matched and the catalog's remediation. The same as `stamen diagnose FILE --json`.",
     ),
     Route(
         "GET",
