@@ -381,6 +381,7 @@ def main() -> None:
         cli_intake,
         cli_nats,
         cli_outbox,
+        cli_regions,
         cli_remote,
         cli_scheduler,
     )
@@ -388,6 +389,7 @@ def main() -> None:
     cli_intake.register(app)
     cli_outbox.register(app)
     cli_diagnose.register(app)
+    cli_regions.register(app)
     cli_scheduler.register(app, worksets_app)
     cli_customers.register(app)
     cli_nats.register(app)

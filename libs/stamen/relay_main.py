@@ -17,7 +17,10 @@ async def run_relay(settings: Settings) -> None:
     nc = await connect_nats(settings.require_nats_url(), name="stamen-relay")
     js = nc.jetstream()
     await ensure_streams(
-        js, dedup_window_seconds=settings.dedup_window_seconds, replicas=settings.stream_replicas
+        js,
+        dedup_window_seconds=settings.dedup_window_seconds,
+        replicas=settings.stream_replicas,
+        placement_tags=settings.stream_placement_tags,
     )
     relay = OutboxRelay.from_settings(pool, JetStreamPublisher(js), settings)
     stop = asyncio.Event()

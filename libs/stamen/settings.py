@@ -42,6 +42,9 @@ class Settings(BaseSettings):
 
     # Bus behaviour.
     stream_replicas: int = 1
+    # Streams (and the database leader record) go to servers carrying all these tags, e.g. the
+    # nodes of a cluster that host lifecycle streams; empty: any server.
+    stream_placement_tags: list[str] = []
     dedup_window_seconds: float = 600.0
     ack_wait_seconds: float = 30.0
     max_deliver: int = 5

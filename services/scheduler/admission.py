@@ -47,6 +47,7 @@ class Admitter:
                 await repo.last_admitted(),
                 # Read every pass: the regions service owns the table; a region without a row is healthy.
                 await repo.region_health(),
+                await repo.region_latency(),
             )
             if placement is None:
                 return None

@@ -31,6 +31,13 @@ def init_app(settings: Settings) -> web.Application:
                 concurrency=1,
                 deliver_new_only=True,
             ),
+            ConsumerSpec(  # a region went down or came back: evacuate or admit now, not at the next poll
+                "scheduler-regions",
+                [event_filter("region.health_changed")],
+                wake,
+                concurrency=1,
+                deliver_new_only=True,
+            ),
             ConsumerSpec(
                 "scheduler-diagnosed",
                 [event_filter("workset.diagnosed")],

@@ -139,6 +139,11 @@ class Dispatcher:
             await self._fail(uow, ws, None, f"cannot plan the pipeline: {exc}")
             return None
         done = await uow.scheduling.completed_steps(ws.id, cluster.name)
+        # Steps done on another cluster count too when their outputs were exported to S3 (a workset
+        # moved out of a lost region resumes after them); others' local outputs are not here.
+        elsewhere = await uow.scheduling.succeeded_anywhere(ws.id)
+        reused = {s.step: elsewhere[s.step] for s in plan if s.exported and s.step in elsewhere and s.step not in done}
+        done |= set(reused)
         remaining = [(i, s) for i, s in enumerate(plan) if s.step not in done]
         if not remaining:
             if ws.state is S.SCHEDULED:
@@ -155,6 +160,10 @@ class Dispatcher:
             log.info("scheduler.completed", workset_id=ws.id, attempt=ws.attempt)
             return None
         index, step = remaining[0]
+        how = "submitted" + (
+            "; reused exported outputs of " + ", ".join(f"{n} (from {c})" for n, c in sorted(reused.items()))
+            if reused else ""
+        )  # fmt: skip
         claim = await uow.scheduling.record_submitting(
             workset_id=ws.id,
             attempt=ws.attempt,
@@ -163,7 +172,7 @@ class Dispatcher:
             cluster=cluster.name,
             holder=self._holder,
         )
-        return Submission(claim, ws.id, cluster, step)
+        return Submission(claim, ws.id, cluster, step, how)
 
     async def _submit(self, sub: Submission) -> None:
         async with UnitOfWork(self._pool) as uow:

@@ -1,4 +1,4 @@
-"""The scheduler's heartbeat: admit, dispatch, carry out cancels, poll jobs; sleep until woken."""
+"""The scheduler's heartbeat: evacuate down regions, admit, dispatch, carry out cancels, poll jobs; sleep until woken."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import structlog
 
 from services.scheduler.admission import Admitter
 from services.scheduler.dispatch import Dispatcher
+from services.scheduler.evacuation import RegionEvacuation
 from services.scheduler.monitor import JobMonitor
 from stamen.bus.consumer import DependencyGate
 
@@ -23,11 +24,13 @@ class SchedulerLoop:
         monitor: JobMonitor,
         poll_seconds: float,
         postgres: DependencyGate | None = None,
+        evacuation: RegionEvacuation | None = None,
     ) -> None:
         self._postgres = postgres
         self._admitter = admitter
         self._dispatcher = dispatcher
         self._monitor = monitor
+        self._evacuation = evacuation
         self._poll_seconds = poll_seconds
         self._wake = asyncio.Event()
         self._stopping = False
@@ -53,11 +56,12 @@ class SchedulerLoop:
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll_seconds)
 
     async def tick(self) -> bool:
+        evacuated = await self._evacuation.run_once() if self._evacuation else 0
         admitted = await self._admitter.admit_all()
         dispatched = await self._dispatcher.dispatch_pending()
         await self._monitor.stop_requested()
         finished = await self._monitor.poll_once()
-        return bool(admitted or dispatched or finished)
+        return bool(evacuated or admitted or dispatched or finished)
 
     def stop(self) -> None:
         self._stopping = True

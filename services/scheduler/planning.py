@@ -66,27 +66,13 @@ def default_executor_factories(settings: Settings) -> dict[str, ExecutorFactory]
         return LocalExecutor(cluster=cluster.name)
 
     def slurm(cluster: ClusterRecord) -> Executor:
-        from stamen.executors.remote import CommandRunner, LocalCommandRunner, SshCommandRunner
+        from stamen.executors.remote import runner_for_cluster
         from stamen.executors.slurm import SlurmExecutor
 
         config = cluster.config or {}
-        ssh = config.get("ssh")
-        runner: CommandRunner
-        if ssh:  # a remote head node, e.g. AWS ParallelCluster; host keys are always verified
-            runner = SshCommandRunner(
-                host=ssh["host"],
-                known_hosts=ssh["known_hosts"],
-                username=ssh.get("username"),
-                port=int(ssh.get("port", 22)),
-                client_keys=ssh.get("client_keys"),
-            )
-        else:
-            runner = LocalCommandRunner(
-                {"SLURM_CONF": config["slurm_conf"]} if config.get("slurm_conf") else None
-            )
         return SlurmExecutor(
             cluster=cluster.name,
-            runner=runner,
+            runner=runner_for_cluster(config),  # a remote head node over SSH, or commands run here
             partition=config.get("partition"),
             account=config.get("account"),
             extra_sbatch_args=config.get("extra_sbatch_args", ()),

@@ -13,12 +13,14 @@ from aiohttp import web
 from services.scheduler.admission import Admitter
 from services.scheduler.clusters import bootstrap_clusters
 from services.scheduler.dispatch import Dispatcher, StepPlanner
+from services.scheduler.evacuation import RegionEvacuation
 from services.scheduler.executors import ExecutorRegistry
 from services.scheduler.handlers import fire_retry
 from services.scheduler.loop import SchedulerLoop
 from services.scheduler.monitor import JobMonitor
 from services.scheduler.planning import WorksetPlanner, default_executor_factories
 from services.scheduler.timers import TimerLoop
+from stamen.regions.settings import RegionSettings
 from stamen.service.keys import POOL, POSTGRES, SETTINGS
 from stamen.store.unit_of_work import UnitOfWork
 
@@ -38,6 +40,7 @@ def build_loop(app: web.Application, registry: ExecutorRegistry, planner: StepPl
         JobMonitor(pool, registry, holder),
         settings.scheduler_poll_seconds,
         app[POSTGRES],
+        RegionEvacuation(pool, registry, holder, RegionSettings().region_lost_after_seconds),
     )
 
 

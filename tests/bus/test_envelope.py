@@ -75,7 +75,9 @@ FULL: dict[str, dict[str, Any]] = {
     },
     "workset.cancelled": {"cancelled_by": "ops@example.com", "reason": "wrong reference"},
     "workset.archived": {"archived_by": "retention"},
-    "region.health_changed": {"status": "degraded", "latency_ms": 812.25, "detail": "slow squeue"},
+    "region.health_changed": {
+        "status": "degraded", "latency_ms": 812.25, "detail": "slow squeue", "previous": "healthy", "actor": "regions"
+    },
     "customer.created": {"customer_id": "acme", "customer_name": "Acme Labs", "email": "lab@acme.example"},
     "notification.sent": {"channel": "email", "about_event_id": str(uuid.UUID(int=7)), "reference": "msg-1"},
     "notification.failed": {"channel": "sns", "about_event_id": str(uuid.UUID(int=8)), "error": "throttled"},

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import nats
 import structlog
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import Placement, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
 from stamen.bus.publisher import JetStreamPublisher
@@ -38,7 +38,9 @@ async def connect_nats(url: str, *, name: str, on_up: Callable[[bool], None] | N
             on_up(True)
 
     return await nats.connect(
-        url,
+        # NATS_URL may list every node of a cluster, comma-separated; the client also learns the
+        # cluster's other nodes from the one it reaches, and moves to them if that one dies.
+        [server.strip() for server in url.split(",") if server.strip()],
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,
@@ -49,7 +51,14 @@ async def connect_nats(url: str, *, name: str, on_up: Callable[[bool], None] | N
     )
 
 
-async def ensure_streams(js: JetStreamContext, *, dedup_window_seconds: float, replicas: int = 1) -> None:
+async def ensure_streams(
+    js: JetStreamContext,
+    *,
+    dedup_window_seconds: float,
+    replicas: int = 1,
+    placement_tags: Sequence[str] = (),
+) -> None:
+    placement = Placement(tags=list(placement_tags)) if placement_tags else None
     for definition in STREAMS:
         config = StreamConfig(
             name=definition.name,
@@ -60,6 +69,7 @@ async def ensure_streams(js: JetStreamContext, *, dedup_window_seconds: float, r
             max_age=definition.max_age_seconds,
             duplicate_window=min(dedup_window_seconds, definition.max_age_seconds),
             num_replicas=replicas,
+            placement=placement,
         )
         try:
             await js.stream_info(definition.name)
@@ -88,11 +98,20 @@ class BusConnection:
 
     PUBLISH_WAIT_SECONDS = 30.0
 
-    def __init__(self, url: str, *, name: str, dedup_window_seconds: float, replicas: int = 1) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        name: str,
+        dedup_window_seconds: float,
+        replicas: int = 1,
+        placement_tags: Sequence[str] = (),
+    ) -> None:
         self._url = url
         self._name = name
         self._dedup_window_seconds = dedup_window_seconds
         self._replicas = replicas
+        self._placement_tags = tuple(placement_tags)
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None
         self.connected = asyncio.Event()
@@ -112,7 +131,12 @@ class BusConnection:
         js = nc.jetstream()
         while True:
             try:
-                await ensure_streams(js, dedup_window_seconds=self._dedup_window_seconds, replicas=self._replicas)
+                await ensure_streams(
+                    js,
+                    dedup_window_seconds=self._dedup_window_seconds,
+                    replicas=self._replicas,
+                    placement_tags=self._placement_tags,
+                )
             except Exception as exc:  # JetStream not ready yet, or the server went away again
                 log.warning("bus.streams_not_declared", error=str(exc), retry_in=1.0)
                 await asyncio.sleep(1.0)

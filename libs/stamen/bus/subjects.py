@@ -13,6 +13,11 @@ MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
 INTAKE_PREFIX = "stamen.intake"
 
 
+# Events about the platform rather than one tenant (region.health_changed) travel under this tenant
+# token; tenant ids cannot start with "_", so it never collides with a customer's.
+PLATFORM_TENANT = "_platform"
+
+
 def event_subject(tenant_id: str, event_type: str) -> str:
     """stamen.evt.<tenant>.<event type>, e.g. stamen.evt.acme.workset.submitted."""
     return f"{EVENTS_PREFIX}.{tenant_id}.{event_type}"

@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from stamen.domain.regions import RegionStatus
+
 PRIORITY_RANK: dict[str, int] = {"urgent": 0, "normal": 1, "low": 2}
 
 
@@ -75,14 +77,33 @@ class Placement:
 
 
 # Weights of the affinity score; locality dominates because egress is the largest avoidable cost.
-WEIGHTS = {"locality": 4.0, "price": 2.0, "capacity": 1.0, "health": 3.0, "preference": 5.0}
+WEIGHTS = {"locality": 4.0, "price": 2.0, "capacity": 1.0, "health": 3.0, "preference": 5.0, "latency": 2.0}
+HEALTH_SCORE: dict[str, float] = {RegionStatus.HEALTHY: 1.0, RegionStatus.DEGRADED: 0.3, RegionStatus.DOWN: 0.0}
+# Below this, latencies count as equal (loopback, one data centre): no preference for noise.
+LATENCY_FLOOR_MS = 5.0
+
+
+def latency_part(region: str, region_latency: Mapping[str, float]) -> float:
+    """1.0 for the fastest region measured, less for slower ones (fastest/latency); 0.5 for a region
+    nobody measured while others were, 1.0 for all when nothing was measured."""
+    if region not in region_latency:
+        return 0.5 if region_latency else 1.0
+    fastest = max(min(region_latency.values()), LATENCY_FLOOR_MS)
+    return fastest / max(region_latency[region], LATENCY_FLOOR_MS)
 
 
 def score_clusters(
-    head: QueueHead, clusters: Iterable[ClusterView], region_health: Mapping[str, str] | None = None
+    head: QueueHead,
+    clusters: Iterable[ClusterView],
+    region_health: Mapping[str, str] | None = None,
+    region_latency: Mapping[str, float] | None = None,
 ) -> list[ClusterScore]:
-    """Score every cluster for one workset, best first; ineligible ones last with the reason."""
+    """Score every cluster for one workset, best first; ineligible ones last with the reason.
+
+    region_health: status per region (no entry: healthy); region_latency: the regions service's
+    moving-average probe latency per region in ms (lower scores higher)."""
     health = region_health or {}
+    latency = region_latency or {}
     views = list(clusters)
     cheapest = min((c.price_factor for c in views), default=1.0)
     scores = []
@@ -92,7 +113,7 @@ def score_clusters(
             why_not = f"cluster is {c.status}"
         elif c.free <= 0:
             why_not = "cluster is full"
-        elif health.get(c.region) == "down":
+        elif health.get(c.region) == RegionStatus.DOWN:
             why_not = f"region {c.region} is down"
         wanted = set(head.data_locations)
         local = wanted & (set(c.data_locations) | {c.region})
@@ -100,10 +121,9 @@ def score_clusters(
             "locality": (len(local) / len(wanted)) if wanted else 1.0,
             "price": cheapest / c.price_factor,
             "capacity": c.free / c.max_concurrent if c.max_concurrent else 0.0,
-            "health": {"healthy": 1.0, "degraded": 0.3, "down": 0.0}.get(
-                health.get(c.region, "healthy"), 0.5
-            ),
+            "health": HEALTH_SCORE.get(health.get(c.region, RegionStatus.HEALTHY), 0.5),
             "preference": 1.0 if head.preferred_cluster == c.name else 0.0,
+            "latency": latency_part(c.region, latency),
         }
         total = sum(WEIGHTS[k] * v for k, v in parts.items())
         scores.append(ClusterScore(c.name, round(total, 4), parts, not why_not, why_not))
@@ -137,6 +157,7 @@ def choose_admission(
     limits: Limits,
     last_admitted: Mapping[str, datetime],
     region_health: Mapping[str, str] | None = None,
+    region_latency: Mapping[str, float] | None = None,
 ) -> Placement | None:
     """The next workset to admit and its cluster, or None if nothing may start now."""
     if occupancy.total >= limits.global_max:
@@ -144,7 +165,7 @@ def choose_admission(
     for head in order_heads(heads, occupancy.by_tenant, last_admitted):
         if occupancy.by_tenant.get(head.tenant_id, 0) >= limits.for_tenant(head.tenant_id):
             continue
-        scores = score_clusters(head, clusters, region_health)
+        scores = score_clusters(head, clusters, region_health, region_latency)
         best = scores[0] if scores else None
         if best is None or not best.eligible:
             continue
@@ -153,6 +174,7 @@ def choose_admission(
             f"highest affinity {best.total:.2f}"
             + (f" vs {runner_up.cluster} {runner_up.total:.2f}" if runner_up else " (only eligible cluster)")
             + "; " + ", ".join(f"{k}={v:.2f}" for k, v in best.parts.items())
+            + _rerouted(head, scores)
         )  # fmt: skip
         return Placement(
             head.workset_id,
@@ -162,3 +184,11 @@ def choose_admission(
             {s.cluster: s.total for s in scores if s.eligible},
         )
     return None
+
+
+def _rerouted(head: QueueHead, scores: Sequence[ClusterScore]) -> str:
+    """Why a workset did not go where it was bound: its preferred cluster's region is down."""
+    wanted = next((s for s in scores if s.cluster == head.preferred_cluster), None)
+    if wanted is None or wanted.eligible or "region" not in wanted.why_not:
+        return ""
+    return f"; re-routed: preferred cluster {wanted.cluster} is not eligible ({wanted.why_not})"

@@ -31,7 +31,8 @@ ALLOWED_TRANSITIONS: dict[WorksetState, frozenset[WorksetState]] = {
     S.QUEUED: frozenset({S.SCHEDULED, S.CANCELLED}),
     # scheduled -> queued: the cluster refused the dispatch, the slot is given back.
     S.SCHEDULED: frozenset({S.RUNNING, S.QUEUED, S.FAILED, S.CANCELLED}),
-    S.RUNNING: frozenset({S.COMPLETED, S.FAILED, S.CANCELLED}),
+    # running -> queued: its region went down; the attempt moves to another region (no failure of its own).
+    S.RUNNING: frozenset({S.COMPLETED, S.FAILED, S.CANCELLED, S.QUEUED}),
     S.FAILED: frozenset({S.RETRY_WAIT, S.DEAD_LETTERED, S.QUEUED, S.ARCHIVED}),
     S.RETRY_WAIT: frozenset({S.QUEUED, S.CANCELLED}),
     S.DEAD_LETTERED: frozenset({S.QUEUED, S.ARCHIVED}),

@@ -171,10 +171,15 @@ class WorksetArchived(EventPayload):
 
 
 class RegionHealthChanged(EventPayload):
+    """Published under the platform tenant (`stamen.bus.subjects.PLATFORM_TENANT`); `region` of the
+    envelope is the region whose health changed."""
+
     event_type = "region.health_changed"
     status: str = Field(description="healthy | degraded | down")
     latency_ms: float | None = None
     detail: ShortText = ""
+    previous: str | None = Field(default=None, description="the status before; None for a new region")
+    actor: str = Field(default="regions", description="regions (probes) or the operator who forced it")
 
 
 class CustomerCreated(EventPayload):

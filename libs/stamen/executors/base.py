@@ -48,6 +48,13 @@ class StepSpec(BaseModel):
     cpus: int = 1
     memory_mb: int | None = None
     time_limit_seconds: int | None = None
+    outputs: list[str] = []  # what the step writes, as the pipeline declares it (paths, s3:// URIs)
+
+    @property
+    def exported(self) -> bool:
+        """Every output is in S3: the step's results outlive the cluster (and region) that made them,
+        so a run elsewhere reuses them instead of running the step again."""
+        return bool(self.outputs) and all(o.startswith("s3://") for o in self.outputs)
 
 
 class JobHandle(BaseModel):

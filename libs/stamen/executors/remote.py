@@ -305,3 +305,20 @@ def _as_bytes(output: str | bytes | None) -> bytes:
     if output is None:
         return b""
     return output if isinstance(output, bytes) else output.encode()
+
+
+def runner_for_cluster(config: Mapping[str, object]) -> CommandRunner:
+    """The runner a Slurm cluster's registry config asks for: `ssh` (a remote head node; host keys
+    always verified) or commands run here, with `slurm_conf` as SLURM_CONF when given."""
+    ssh = config.get("ssh")
+    if isinstance(ssh, Mapping) and ssh:
+        keys = ssh.get("client_keys")
+        return SshCommandRunner(
+            host=str(ssh["host"]),
+            known_hosts=str(ssh["known_hosts"]),
+            username=str(ssh["username"]) if ssh.get("username") else None,
+            port=int(str(ssh.get("port", 22))),
+            client_keys=[str(k) for k in keys] if isinstance(keys, list | tuple) else None,
+        )
+    slurm_conf = config.get("slurm_conf")
+    return LocalCommandRunner({"SLURM_CONF": str(slurm_conf)} if slurm_conf else None)

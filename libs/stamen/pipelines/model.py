@@ -181,6 +181,10 @@ def plan_steps(
         where = f"pipeline {pipeline.name!r} step {step.name!r}"
         argv = [arg for item in step.argv for arg in _render_item(item, values, where)]
         step_env = {key: render(value, values, where) for key, value in step.env.items()}
+        try:
+            outputs = [render(item, values, where) for item in step.outputs]
+        except PlanError:  # outputs are descriptive; one that cannot be rendered just is not reusable
+            outputs = []
         planned.append(
             StepSpec(
                 workset_id=workset,
@@ -192,6 +196,7 @@ def plan_steps(
                 cpus=step.cpus,
                 memory_mb=step.memory_mb,
                 time_limit_seconds=step.time_limit_seconds,
+                outputs=outputs,
             )
         )
     return planned

@@ -72,6 +72,7 @@ async def nats_ctx(app: web.Application) -> AsyncIterator[None]:
         name=app[SERVICE_NAME],
         dedup_window_seconds=settings.dedup_window_seconds,
         replicas=settings.stream_replicas,
+        placement_tags=settings.stream_placement_tags,
     )
     await bus.start()
     app[BUS] = bus

@@ -204,6 +204,7 @@ class PostgresServer(ManagedServer):
         self.preferred_port = port
         self.database = database
         self.pgdata = data_dir / "pgdata"
+        self.extra_settings: dict[str, str] = {}  # more `-c name=value` (e.g. replication settings)
 
     @property
     def url(self) -> str:
@@ -269,6 +270,7 @@ class PostgresServer(ManagedServer):
             "max_connections=200",
             "-c",
             "shared_buffers=64MB",
+            *(arg for name, value in self.extra_settings.items() for arg in ("-c", f"{name}={value}")),
         ]
         self.proc = self._spawn(argv, **as_user)
         deadline = time.monotonic() + timeout

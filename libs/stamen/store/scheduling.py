@@ -75,6 +75,27 @@ class SubmissionClaim:
 
 
 @dataclass(frozen=True)
+class StrandedWorkset:
+    """An admitted workset whose cluster's region is down."""
+
+    workset_id: str
+    attempt: int
+    cluster: str
+    region: str
+    region_reason: str
+    down_seconds: float
+    active: bool  # a step of this attempt is submitting or running there
+
+
+@dataclass(frozen=True)
+class ActiveStep:
+    id: int
+    step: str
+    state: str
+    handle: JobHandle | None  # None while 'submitting'
+
+
+@dataclass(frozen=True)
 class DueTimer:
     id: int
     workset_id: str
@@ -175,9 +196,14 @@ class SchedulerRepository:
         rows = await self._conn.fetch("SELECT region, status FROM region_health")
         return {r["region"]: r["status"] for r in rows}
 
+    async def region_latency(self) -> dict[str, float]:
+        """The regions service's moving-average probe latency per region, in ms (regions it measured)."""
+        rows = await self._conn.fetch("SELECT region, latency_ms FROM region_health WHERE latency_ms IS NOT NULL")
+        return {r["region"]: r["latency_ms"] for r in rows}
+
     async def set_region_health(self, region: str, status: str, reason: str = "") -> None:
-        """The write the regions service (the table's owner) will make. Until that service exists only
-        tests call it (no command exposes it to operators yet)."""
+        """Sets a status directly, with no history row and no event: for tests. The regions service and
+        the operator commands write through RegionRepository.change_status (history + region.health_changed)."""
         await self._conn.execute(
             """INSERT INTO region_health (region, status, reason) VALUES ($1, $2, $3)
                ON CONFLICT (region) DO UPDATE SET status = $2, reason = $3, updated_at = now()""",
@@ -315,6 +341,9 @@ class SchedulerRepository:
                WHERE w.state IN ('scheduled', 'running') AND NOT EXISTS (
                    SELECT 1 FROM step_runs s WHERE s.workset_id = w.id AND s.attempt = w.attempt
                    AND s.state IN ('submitting', 'pending', 'running'))
+               -- nothing new starts in a region that is down: the evacuation moves these worksets
+               AND NOT EXISTS (SELECT 1 FROM clusters c JOIN region_health h ON h.region = c.region
+                               WHERE c.name = w.cluster AND h.status = 'down')
                ORDER BY w.updated_at LIMIT $1 FOR UPDATE OF w SKIP LOCKED""",
             limit,
         )
@@ -330,6 +359,66 @@ class SchedulerRepository:
             cluster,
         )
         return {r["step"] for r in rows}
+
+    async def succeeded_anywhere(self, workset_id: str) -> dict[str, str]:
+        """Steps that succeeded on any cluster, with the cluster: with outputs exported to S3, they
+        count as done wherever the workset runs next (the dispatcher checks which steps export)."""
+        rows = await self._conn.fetch(
+            """SELECT DISTINCT ON (step) step, cluster FROM step_runs
+               WHERE workset_id = $1 AND state = 'succeeded' ORDER BY step, id""",
+            workset_id,
+        )
+        return {r["step"]: r["cluster"] for r in rows}
+
+    async def worksets_in_down_regions(self) -> list[StrandedWorkset]:
+        """Admitted worksets whose cluster is in a region that is down, with how long it has been down
+        and whether a job of the current attempt is (or may be) running there."""
+        rows = await self._conn.fetch(
+            """SELECT w.id, w.attempt, w.cluster, c.region, h.reason,
+                      extract(epoch FROM clock_timestamp() - h.changed_at) AS down_seconds,
+                      EXISTS (SELECT 1 FROM step_runs s WHERE s.workset_id = w.id AND s.attempt = w.attempt
+                              AND s.state IN ('submitting', 'pending', 'running')) AS active
+               FROM worksets w JOIN clusters c ON c.name = w.cluster
+               JOIN region_health h ON h.region = c.region AND h.status = 'down'
+               WHERE w.state IN ('scheduled', 'running') ORDER BY w.id"""
+        )
+        return [
+            StrandedWorkset(
+                r["id"], r["attempt"], r["cluster"], r["region"], r["reason"], float(r["down_seconds"]), r["active"]
+            )
+            for r in rows
+        ]
+
+    async def lock_active_steps(self, workset_id: str, attempt: int) -> list[ActiveStep] | None:
+        """The current attempt's steps that are submitting or running, locked; None if another
+        process holds one of them (a submitter mid-call, or the monitor recording its end)."""
+        rows = await self._conn.fetch(
+            """SELECT id, step, state, handle FROM step_runs
+               WHERE workset_id = $1 AND attempt = $2 AND state IN ('submitting', 'pending', 'running')
+               ORDER BY id FOR UPDATE SKIP LOCKED""",
+            workset_id,
+            attempt,
+        )
+        total = await self._conn.fetchval(
+            """SELECT count(*) FROM step_runs WHERE workset_id = $1 AND attempt = $2
+               AND state IN ('submitting', 'pending', 'running')""",
+            workset_id,
+            attempt,
+        )
+        if total != len(rows):
+            return None
+        return [
+            ActiveStep(r["id"], r["step"], r["state"], JobHandle.model_validate_json(r["handle"]) if r["handle"] else None)
+            for r in rows
+        ]
+
+    async def mark_step_lost(self, step_run_id: int, reason: str) -> None:
+        await self._conn.execute(
+            """UPDATE step_runs SET state = 'lost', reason = $2, log_tail = $2, ended_at = clock_timestamp()
+               WHERE id = $1 AND state IN ('submitting', 'pending', 'running')""",
+            step_run_id,
+            reason,
+        )
 
     async def record_submitting(
         self, *, workset_id: str, attempt: int, step: str, step_index: int, cluster: str, holder: str

@@ -15,6 +15,7 @@ from stamen.store.db import Connection
 from stamen.store.diagnoses import DiagnosisRepository
 from stamen.store.inbox import Inbox
 from stamen.store.outbox import OutboxWriter
+from stamen.store.regions import RegionRepository
 from stamen.store.scheduling import DeadLetterRepository, RetryRepository, SchedulerRepository
 from stamen.store.worksets import WorksetRepository
 
@@ -44,6 +45,7 @@ class UnitOfWork:
         self.scheduling = SchedulerRepository(conn)
         self.dead_letters = DeadLetterRepository(conn)
         self.actuals = ActualsRepository(conn)
+        self.regions = RegionRepository(conn)
         self.retries = RetryRepository(conn, self.worksets, self.scheduling, self.dead_letters)
         self._outbox = OutboxWriter(conn)
         return self

@@ -394,27 +394,6 @@ class ClusterList(BaseModel):
     items: list[ClusterOut]
 
 
-RegionHealth = Literal["healthy", "degraded", "down"]
-
-
-class RegionOut(BaseModel):
-    region: str
-    configured: bool = Field(description="The region this deployment is configured for (STAMEN_REGION).")
-    clusters: list[str]
-    health: RegionHealth = Field(
-        description="The health admission uses: the region's row in region_health, or healthy when it has "
-        "none (see health_reported). down: its clusters take no new worksets; degraded: they score lower."
-    )
-    health_reported: bool = Field(
-        description="False when nothing has reported on the region (no region_health row): it counts as healthy."
-    )
-
-
-class RegionList(BaseModel):
-    items: list[RegionOut]
-    note: str
-
-
 class DeadLetterQuery(Body):
     tenant: str | None = Field(default=None, pattern=TENANT)
 

@@ -1,4 +1,4 @@
-"""Operations endpoints: clusters (list; add, drain, activate, remove for operators), regions, the dead-letter
+"""Operations endpoints: clusters (list; add, drain, activate, remove for operators), the dead-letter
 queue (list, inspect with every attempt, requeue with changes, purge), parked outbox events (list, retry)."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from services.portal.api.errors import ApiError
 from services.portal.api.worksets import dead_letter_out, detail, requeue, requeue_changes
 from stamen import commands
 from stamen.customers.repository import CustomerRepository, UsageRepository
-from stamen.service.keys import POOL, SETTINGS
+from stamen.service.keys import POOL
 from stamen.store.errors import ConcurrencyConflict, WorksetNotFound
 from stamen.store.outbox import OutboxQueue
 from stamen.store.scheduling import ClusterBusy, ClusterNotFound, ClusterRecord
@@ -129,38 +129,6 @@ async def remove_cluster(request: web.Request) -> web.Response:
             raise _cluster_error(exc, name) from None
         await uow.commit()
     return reply(m.ClusterRemoved(name=name, removed=True))
-
-
-async def list_regions(request: web.Request) -> web.Response:
-    """The configured region, the regions of registered clusters and those with a health report, each with
-    the health admission reads from region_health (no row: healthy, and `health_reported` false)."""
-    configured = request.app[SETTINGS].region
-    async with UnitOfWork(request.app[POOL]) as uow:
-        clusters = await uow.scheduling.clusters()
-        reported = await uow.scheduling.region_health()
-    regions: dict[str, list[str]] = {configured: [], **{r: [] for r in reported}}
-    for c in clusters:
-        regions.setdefault(c.region, []).append(c.name)
-    items = [
-        m.RegionOut.model_validate(  # validated: health is one of the statuses the table's CHECK allows
-            {
-                "region": r,
-                "configured": r == configured,
-                "clusters": sorted(names),
-                "health": reported.get(r, "healthy"),
-                "health_reported": r in reported,
-            }
-        )
-        for r, names in sorted(regions.items())
-    ]
-    return reply(
-        m.RegionList(
-            items=items,
-            note="Regions known from the configuration, the cluster registry and region_health. A region "
-            "nothing has reported on counts as healthy (health_reported: false); a down region's clusters "
-            "take no new worksets.",
-        )
-    )
 
 
 # --- dead-letter queue (operators) -----------------------------------------------------------------

@@ -13,10 +13,12 @@ from services.portal.api import (
     nats_credentials,
     openapi,
     operations,
+    regions,
     s3_events,
     worksets,
 )
 from services.portal.api import models as m
+from services.portal.api import region_models as rm
 from services.portal.api.middleware import ACCESS
 from services.portal.api.registry import PREFIX, Aim, Route, Target
 from stamen.worksets.rules import ValidationReport
@@ -345,12 +347,55 @@ ROUTES: tuple[Route, ...] = (
     Route(
         "GET",
         "/regions",
-        operations.list_regions,
+        regions.list_regions,
         "regions_list",
-        "Known regions",
+        "Known regions with their health and latency",
         "operations",
         "principal",
-        {200: m.RegionList},
+        {200: rm.RegionList},
+    ),
+    Route(
+        "GET",
+        "/regions/{region}",
+        regions.show_region,
+        "regions_show",
+        "One region: its probes, latency percentiles, recent changes and audit trail (operators)",
+        "operations",
+        "operator",
+        {200: rm.RegionDetail},
+    ),
+    Route(
+        "GET",
+        "/regions/{region}/history",
+        regions.region_history,
+        "regions_history",
+        "A region's health changes and its failovers, fail-backs and database operations (operators)",
+        "operations",
+        "operator",
+        {200: rm.RegionHistory},
+        query=rm.RegionHistoryQuery,
+    ),
+    Route(
+        "POST",
+        "/regions/{region}/failover",
+        regions.failover,
+        "regions_failover",
+        "Force a region down: its work moves elsewhere (operators; audited)",
+        "operations",
+        "operator",
+        {200: rm.RegionCommandOut},
+        request=rm.FailoverRequest,
+    ),
+    Route(
+        "POST",
+        "/regions/{region}/failback",
+        regions.failback,
+        "regions_failback",
+        "Lift a forced failover; optionally move the database primary back (operators; audited)",
+        "operations",
+        "operator",
+        {200: rm.RegionCommandOut},
+        request=rm.FailbackRequest,
     ),
     Route(
         "POST",

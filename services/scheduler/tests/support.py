@@ -12,6 +12,7 @@ import yaml
 
 from services.scheduler.admission import Admitter
 from services.scheduler.dispatch import Dispatcher
+from services.scheduler.evacuation import RegionEvacuation
 from services.scheduler.executors import ExecutorRegistry
 from services.scheduler.loop import SchedulerLoop
 from services.scheduler.monitor import JobMonitor
@@ -76,6 +77,7 @@ def in_process_scheduler(
     *,
     registry: ExecutorRegistry | None = None,
     submit_grace_seconds: float = 10.0,
+    lost_after_seconds: float = 300.0,
 ) -> SchedulerLoop:
     registry = registry or ExecutorRegistry(default_executor_factories(settings))
     return SchedulerLoop(
@@ -85,6 +87,7 @@ def in_process_scheduler(
         ),
         JobMonitor(pool, registry, holder),
         poll_seconds=0.1,
+        evacuation=RegionEvacuation(pool, registry, holder, lost_after_seconds),
     )
 
 

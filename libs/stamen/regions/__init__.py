@@ -1,0 +1,1 @@
+"""Multi-region: the region registry, its settings, the database leader record and the operator commands."""
