@@ -118,7 +118,7 @@ def up(
         progress(f"migrations applied: {', '.join(stack.migrations_applied) or 'none needed'}")
         progress("starting services: " + ", ".join(stack.services))
         stack.start_services()
-        status = asyncio.run(stack_status(endpoints.database_url, stack.state_dir, wait_ready=30.0))
+        status = asyncio.run(stack_status(endpoints.database_url, stack.state_dir, wait_ready=90.0))
         if demo:
             demo_id = asyncio.run(_submit_demo(endpoints.database_url, settings.region))
             progress(f"demo workset submitted: {demo_id}")

@@ -128,7 +128,7 @@ def test_stamen_up_supervises_and_keeps_state_across_restarts(tmp_path: Path) ->
             "regions",
             "portal",
         }
-        assert all(s["status"] == "ready" for s in status["services"].values()), status["services"]
+        assert all(s["status"] == "ready" for s in status["services"].values()), {k: s["status"] for k, s in status["services"].items()}
         assert set(status["embedded"]) == {"nats", "postgres", "moto"}
         assert status["demo"]["state"] == "completed", status["demo"]
         first_demo = status["demo"]["id"]

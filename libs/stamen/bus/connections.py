@@ -16,6 +16,7 @@ from nats.js.errors import NotFoundError
 
 from stamen.bus.publisher import JetStreamPublisher
 from stamen.bus.subjects import STREAMS
+from stamen.service.backoff import FailureBackoff
 
 log = structlog.get_logger(__name__)
 
@@ -125,11 +126,10 @@ class BusConnection:
             await asyncio.wait_for(asyncio.shield(self.connected.wait()), wait_seconds)
 
     async def _open(self) -> None:
-        nc = await connect_nats(self._url, name=self._name, on_up=self._set_up)  # waits however long
-        self._nc = nc
-        self._up.set()
-        js = nc.jetstream()
+        backoff = FailureBackoff(1.0, 10.0)
         while True:
+            nc = await connect_nats(self._url, name=self._name, on_up=self._set_up)  # waits however long
+            js = nc.jetstream()
             try:
                 await ensure_streams(
                     js,
@@ -137,12 +137,18 @@ class BusConnection:
                     replicas=self._replicas,
                     placement_tags=self._placement_tags,
                 )
-            except Exception as exc:  # JetStream not ready yet, or the server went away again
-                log.warning("bus.streams_not_declared", error=str(exc), retry_in=1.0)
-                await asyncio.sleep(1.0)
+            except Exception as exc:
+                # JetStream not ready yet, NATS gone again, or a client that came out of a slow connect
+                # unable to send (seen on a loaded machine): start over with a new connection.
+                delay = backoff.failed()
+                log.warning("bus.streams_not_declared", error=str(exc), retry_in=delay)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(nc.close(), 5)
+                await asyncio.sleep(delay)
                 continue
             break
-        self._js = js
+        self._nc, self._js = nc, js
+        self._up.set()
         self.connected.set()
         log.info("bus.connected")
 
