@@ -380,6 +380,7 @@ def main() -> None:
         cli_diagnose,
         cli_intake,
         cli_nats,
+        cli_notify,
         cli_outbox,
         cli_regions,
         cli_remote,
@@ -393,6 +394,7 @@ def main() -> None:
     cli_scheduler.register(app, worksets_app)
     cli_customers.register(app)
     cli_nats.register(app)
+    cli_notify.register(app)
     cli_remote.register(app)
     try:
         app()

@@ -101,10 +101,10 @@ def cluster_ls(state_dir: StateDirOpt = None, as_json: JsonOpt = False) -> None:
 
 
 def _set_status(name: str, status: str, state_dir: Path | None, as_json: bool) -> None:
+    from stamen.commands import set_cluster_status
+
     async def change(pool: asyncpg.Pool) -> None:
-        async with UnitOfWork(pool) as uow:
-            await uow.scheduling.set_cluster_status(name, status)
-            await uow.commit()
+        await set_cluster_status(pool, name, status, actor="cli")
 
     _run(as_json, _with_pool(state_dir, change))
     _emit(as_json, {"cluster": name, "status": status}, f"cluster {name} is {status}")

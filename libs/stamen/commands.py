@@ -1,4 +1,4 @@
-"""Commands on worksets: do this, or fail loudly with a stable code. Each is one transaction."""
+"""Commands on worksets and clusters: do this, or fail loudly with a stable code. Each is one transaction."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ from typing import Any
 
 import asyncpg
 
+from stamen.bus.subjects import PLATFORM_TENANT
 from stamen.domain.lifecycle import WorksetState, can_transition
-from stamen.events.types import WorksetArchived, WorksetCancelled
+from stamen.events.envelope import new_envelope
+from stamen.events.types import ClusterDrained, WorksetArchived, WorksetCancelled
 from stamen.retry import RequeueChanges
 from stamen.retry import RequeueChangesInvalid as RequeueChangesInvalid  # the API and CLI catch it here
 from stamen.store.scheduling import WorksetNotRequeueable as WorksetNotRequeueable
@@ -103,3 +105,18 @@ async def purge_dead_letter(pool: asyncpg.Pool, workset_id: str, *, actor: str) 
     if ws.state is not S.DEAD_LETTERED:
         raise WorksetNotRequeueable(f"workset {workset_id} is {ws.state}, not in the dead-letter queue")
     await archive(pool, workset_id, actor=actor)
+
+
+async def set_cluster_status(pool: asyncpg.Pool, name: str, status: str, *, actor: str) -> None:
+    """Drain or activate a cluster (ClusterNotFound, CLUSTER_NOT_FOUND, when there is none). Draining
+    one that was not draining publishes `cluster.drained` with the change, for the operators' alerts."""
+    async with UnitOfWork(pool) as uow:
+        before = await uow.scheduling.cluster(name)
+        await uow.scheduling.set_cluster_status(name, status)
+        if status == "draining" and before.status != "draining":
+            uow.publish(
+                new_envelope(
+                    ClusterDrained(cluster=name, drained_by=actor), tenant_id=PLATFORM_TENANT, region=before.region
+                )
+            )
+        await uow.commit()

@@ -1,1 +1,1 @@
-"""The notifier service: SNS, Linear, webhooks (not built yet)."""
+"""The notifier service: tells people what happened, over SNS, Linear and webhooks (docs/notifications.md)."""

@@ -1,13 +1,54 @@
-"""Notifier wiring. So far only the shared parts run (store, bus, outbox relay, health):
-SNS, Linear and webhook delivery are not built yet, so this service consumes nothing yet."""
+"""Notifier wiring, as a table of contents: four durable consumers (one per event family) plan
+deliveries in their inbox transaction; the delivery worker sends them, one loop per channel."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from services.notifier.channels import NOTIFY_SETTINGS, delivery_ctx
+from services.notifier.handlers import Planner
+from stamen.bus.consumer import ConsumerSpec
+from stamen.bus.subjects import event_filter
+from stamen.notifications.settings import NotifySettings
+from stamen.service.idempotent import idempotent
+from stamen.service.keys import POOL
 from stamen.service.runner import base_app
 from stamen.settings import Settings
 
+# durable name -> the event types it hears; workset.dead_lettered is heard twice: the tenant is told
+# its workset failed for good, the operators are told when dead letters pile up.
+FAMILIES = {
+    "notifier-intake": ("workset.submitted", "workset.validated", "workset.rejected"),
+    "notifier-runs": ("workset.started", "workset.completed", "workset.cancelled", "workset.queued"),
+    "notifier-failures": ("workset.retry_scheduled", "workset.dead_lettered"),
+    "notifier-operations": ("region.health_changed", "cluster.drained", "workset.dead_lettered"),
+}
 
-def init_app(settings: Settings) -> web.Application:
-    return base_app("notifier", settings)
+
+def init_app(settings: Settings, notify: NotifySettings | None = None) -> web.Application:
+    notify = notify or NotifySettings()
+    planner = Planner(notify, enabled=settings.enable_notifications)
+
+    def specs(app: web.Application) -> list[ConsumerSpec]:
+        return [
+            ConsumerSpec(
+                durable=durable,
+                filter_subjects=[event_filter(t) for t in types],
+                handler=idempotent(
+                    durable,
+                    lambda: app[POOL],
+                    planner.on_operations_event
+                    if durable == "notifier-operations"
+                    else planner.on_workset_event,
+                ),
+                ack_wait_seconds=settings.ack_wait_seconds,
+                max_deliver=settings.max_deliver,
+                concurrency=settings.consumer_concurrency,
+            )
+            for durable, types in FAMILIES.items()
+        ]
+
+    app = base_app("notifier", settings, consumers=specs)
+    app[NOTIFY_SETTINGS] = notify
+    app.cleanup_ctx.append(delivery_ctx)
+    return app

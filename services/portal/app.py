@@ -13,6 +13,7 @@ from aiohttp import web
 from services.portal.api.context import SECURITY, add_security
 from services.portal.api.errors import api_errors
 from services.portal.api.middleware import authenticate, rate_limit, storable_text
+from services.portal.api.notifications import add_notifications
 from services.portal.api.routes import setup_api_routes
 from services.portal.routes import setup_routes
 from services.portal.settings import PortalSettings
@@ -38,6 +39,8 @@ def init_app(
     add_object_store(app, intake or IntakeSettings())
     # Auth settings, API keys, rate limiter, Cognito and S3 clients (quotas, usage).
     add_security(app, auth, portal, customers)
+    # Notification preferences: the secret store and SNS client they need.
+    add_notifications(app)
     aiohttp_jinja2.setup(
         app,
         loader=jinja2.PackageLoader("services.portal", "templates"),

@@ -78,6 +78,7 @@ FULL: dict[str, dict[str, Any]] = {
     "region.health_changed": {
         "status": "degraded", "latency_ms": 812.25, "detail": "slow squeue", "previous": "healthy", "actor": "regions"
     },
+    "cluster.drained": {"cluster": "hpc-west", "drained_by": "operator:ops@example.com"},
     "customer.created": {"customer_id": "acme", "customer_name": "Acme Labs", "email": "lab@acme.example"},
     "notification.sent": {"channel": "email", "about_event_id": str(uuid.UUID(int=7)), "reference": "msg-1"},
     "notification.failed": {"channel": "sns", "about_event_id": str(uuid.UUID(int=8)), "error": "throttled"},

@@ -182,6 +182,14 @@ class RegionHealthChanged(EventPayload):
     actor: str = Field(default="regions", description="regions (probes) or the operator who forced it")
 
 
+class ClusterDrained(EventPayload):
+    """An operator drained a cluster: it takes no new worksets; those running there finish."""
+
+    event_type = "cluster.drained"
+    cluster: str
+    drained_by: str
+
+
 class CustomerCreated(EventPayload):
     event_type = "customer.created"
     customer_id: str
@@ -220,6 +228,7 @@ _ALL: tuple[type[EventPayload], ...] = (
     WorksetCancelled,
     WorksetArchived,
     RegionHealthChanged,
+    ClusterDrained,
     CustomerCreated,
     NotificationSent,
     NotificationFailed,

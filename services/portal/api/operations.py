@@ -98,12 +98,10 @@ async def add_cluster(request: web.Request) -> web.Response:
 async def _set_status(request: web.Request, status: str) -> web.Response:
     require_operator(request)
     name = request.match_info["name"]
-    async with UnitOfWork(request.app[POOL]) as uow:
-        try:
-            await uow.scheduling.set_cluster_status(name, status)
-        except ClusterNotFound as exc:
-            raise _cluster_error(exc, name) from None
-        await uow.commit()
+    try:
+        await commands.set_cluster_status(request.app[POOL], name, status, actor=actor_of(request))
+    except ClusterNotFound as exc:
+        raise _cluster_error(exc, name) from None
     async with UnitOfWork(request.app[POOL]) as uow:
         return reply(await _one(uow, name))
 

@@ -11,6 +11,7 @@ from services.portal.api import (
     customers,
     diagnose,
     nats_credentials,
+    notifications,
     openapi,
     operations,
     regions,
@@ -554,6 +555,8 @@ ROUTES: tuple[Route, ...] = (
         tenant_scoped=True,
         aim=lambda t: Aim(path={"credential_id": t.nats_credential_id}, query={"tenant": t.tenant}),
     ),
+    # --- notifications (preferences, deliveries): declared in notifications.py
+    *notifications.ROUTES,
 )
 
 # Served outside the table's JSON conventions: the document itself and its browsable page.

@@ -1,0 +1,1 @@
+"""Channel adapters: SNS (aioboto3), Linear (GraphQL over aiohttp), webhooks (signed JSON over aiohttp)."""
