@@ -94,12 +94,14 @@ async def workset_facts(repo: FactsRepository, event: Envelope) -> Facts | None:
         }
     elif kind is Kind.FAILED:
         assert isinstance(payload, WorksetDeadLettered)
-        diagnosis = await _diagnosis(repo, ws.id, payload.attempts)
+        # `attempt` names the attempt whose diagnosis ended it; events from before it existed have only
+        # `attempts`, the count of runs.
+        diagnosis = await _diagnosis(repo, ws.id, payload.attempt or payload.attempts)
         parked = await repo.dead_letter(ws.id) or {}
         detail = {
             "reason": payload.reason,
             "attempts": payload.attempts,
-            "parked_reason": parked.get("reason"),
+            "detail": payload.detail or str(parked.get("detail") or ""),
         }
         if (
             diagnosis is not None

@@ -156,6 +156,14 @@ class DeliveryWorker:
 
     # --- one send -----------------------------------------------------------------------------------
     async def send(self, group: list[DeliveryRow]) -> None:
+        try:
+            await self._send(group)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the outcome could not be recorded (database gone): the lease expires
+            log.exception("notifier.record_failed", delivery_ids=[r.id for r in group], error=str(exc))
+
+    async def _send(self, group: list[DeliveryRow]) -> None:
         first = group[0]
         channel = Channel(first.channel)
         out = _outgoing(group)

@@ -247,6 +247,8 @@ def _failed(f: Facts) -> Body:
     lines = [
         f"It was dead-lettered after {d.get('attempts', '?')} attempt(s): {_REASONS.get(reason, reason)}.",
     ]
+    if d.get("detail"):
+        lines.append(str(d["detail"]))
     if f.workset is not None:
         lines.append(f"After fixing the cause: stamen dlq requeue {f.workset.id}")
     diag_text, diag_md = _diagnosis_lines(f.diagnosis)

@@ -485,9 +485,7 @@ class FactsRepository:
         return dict(row) if row else None
 
     async def dead_letter(self, workset_id: str) -> dict[str, Any] | None:
-        row = await self._conn.fetchrow(
-            "SELECT reason, attempts, last_code FROM dead_letters WHERE workset_id = $1", workset_id
-        )
+        row = await self._conn.fetchrow("SELECT * FROM dead_letters WHERE workset_id = $1", workset_id)
         return dict(row) if row else None
 
     async def running_on(self, cluster: str) -> int:

@@ -60,7 +60,14 @@ async def planned(pool: asyncpg.Pool) -> list[dict[str, Any]]:
     return [dict(r) | {"message": json.loads(r["message"])["message"]} for r in rows]
 
 
-async def fail_attempt(pool: asyncpg.Pool, workset_id: str, attempt: int, policy: RetryPolicy) -> str:
+async def fail_attempt(
+    pool: asyncpg.Pool,
+    workset_id: str,
+    attempt: int,
+    policy: RetryPolicy,
+    code: str = "WS-RES-001",
+    retry_class: RetryClass = RetryClass.RESOURCE,
+) -> str:
     async with UnitOfWork(pool) as uow:
         ws = await uow.worksets.get(workset_id, for_update=True)
         if ws.state is S.RETRY_WAIT:
@@ -71,15 +78,15 @@ async def fail_attempt(pool: asyncpg.Pool, workset_id: str, attempt: int, policy
         ws.transition(S.FAILED, actor="scheduler")
         await uow.worksets.save(ws)
         await uow.diagnoses.record(
-            workset_id=ws.id, attempt=attempt, event_id=ws.correlation_id, code="WS-RES-001",
-            retry_class="resource", retryable=True, step="align",
-            candidates=[{"code": "WS-RES-001", "name": "Out-of-memory kill", "evidence": [OOM_LOG]}], report="",
+            workset_id=ws.id, attempt=attempt, event_id=ws.correlation_id, code=code,
+            retry_class=retry_class.value, retryable=retry_class.is_retryable, step="align",
+            candidates=[{"code": code, "name": code, "evidence": [OOM_LOG]}], report="",
         )  # fmt: skip
         outcome = await uow.retries.record_failure(
             ws.id,
             attempt=attempt,
-            code="WS-RES-001",
-            retry_class=RetryClass.RESOURCE,
+            code=code,
+            retry_class=retry_class,
             policy=policy,
             actor="scheduler",
         )
@@ -160,12 +167,31 @@ async def test_only_final_failures_and_disabled_notifications_plan_nothing_extra
         await uow.commit()
     policy = RetryPolicy(backoff=BackoffPolicy(initial_seconds=60, cap_seconds=60, jitter="none"))
     assert await fail_attempt(pool, result.workset_id, 1, policy) == "retry"
+    # A failure no retry can fix ends at once, in the dead-letter queue: failed for good.
+    corrupt = await submit_workset(
+        pool, tenant_id=tenant, name="bad-fastq", spec={}, region="us-west-2", source="api", actor="t"
+    )
+    async with UnitOfWork(pool) as uow:
+        ws = await uow.worksets.get(corrupt.workset_id, for_update=True)
+        for state in (S.VALIDATING, S.QUEUED):
+            ws.transition(state, actor="t")
+        await uow.worksets.save(ws)
+        await uow.commit()
+    assert (
+        await fail_attempt(pool, corrupt.workset_id, 1, policy, "WS-DAT-002", RetryClass.DATA)
+        == "dead_lettered"
+    )
     events = await outbox_events(pool)
     await deliver_all(pool, Planner(notify_settings, enabled=False), events)
     assert await planned(pool) == []
     await pool.execute("DELETE FROM inbox")
     await deliver_all(pool, Planner(notify_settings, enabled=True), events)
-    assert [r["kind"] for r in await planned(pool)] == ["submitted"]
+    rows = await planned(pool)
+    assert [r["kind"] for r in rows] == ["submitted", "submitted", "failed"]  # no "retrying"
+    failed = rows[-1]["message"]
+    assert failed["title"] == "Workset bad-fastq failed for good: WS-DAT-002"
+    assert "the failure is not one a retry can fix" in failed["text"]
+    assert "FASTQ sequence/quality length mismatch" in failed["text"]
 
 
 async def test_operators_hear_of_drained_clusters_region_health_and_piling_dead_letters(
