@@ -13,8 +13,8 @@ MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
 INTAKE_PREFIX = "stamen.intake"
 
 
-# Events about the platform rather than one tenant (region.health_changed, cluster.drained) travel under this tenant
-# token; tenant ids cannot start with "_", so it never collides with a customer's.
+# Events about the platform rather than one tenant (region.health_changed, cluster.drained) travel
+# under this tenant token; tenant ids cannot start with "_", so it never collides with a customer's.
 PLATFORM_TENANT = "_platform"
 
 
