@@ -180,7 +180,13 @@ def region_facts(event: Envelope) -> Facts:
         occurred_at=event.occurred_at,
         owner=OPERATORS,
         region=event.region,
-        detail={"status": payload.status, "latency_ms": payload.latency_ms, "detail": payload.detail},
+        detail={
+            "status": payload.status,
+            "previous": payload.previous,
+            "latency_ms": payload.latency_ms,
+            "detail": payload.detail,
+            "actor": payload.actor,
+        },
         thread=f"region:{event.region}",
     )
 

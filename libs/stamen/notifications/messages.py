@@ -273,6 +273,8 @@ def _region(f: Facts) -> Body:
     d = f.detail
     head = f"Region {f.region} is {d.get('status', '?')}"
     lines = []
+    if d.get("previous"):
+        lines.append(f"It was {d['previous']}; changed by {d.get('actor') or 'the regions service'}.")
     if d.get("latency_ms") is not None:
         lines.append(f"Latency: {d['latency_ms']:.0f} ms.")
     if d.get("detail"):

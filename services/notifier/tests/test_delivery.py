@@ -151,3 +151,46 @@ async def test_a_slack_webhook_gets_at_most_its_published_rate(
     gaps = [b - a for a, b in itertools.pairwise(arrivals)]
     # 4 per second with a burst of 1: starts 0.25 s apart (back to back they would be milliseconds apart).
     assert len(arrivals) == 4 and all(g >= 0.15 for g in gaps), gaps
+
+
+async def test_a_digest_window_goes_out_as_one_message_under_one_key(
+    pool: asyncpg.Pool,
+    tenant: str,
+    notify_settings: NotifySettings,
+    receiver: WebhookReceiver,
+    running_worker: WorkerFactory,
+) -> None:
+    await set_prefs(
+        pool,
+        notify_settings,
+        tenant,
+        {
+            "sns": {"enabled": False},
+            "webhook": {"enabled": True, "url": receiver.url, "secret": WEBHOOK_SECRET},
+            "digest": {"enabled": True, "interval_minutes": 60},
+        },
+    )
+    await record(pool, notify_settings, *(facts(Kind.STARTED, tenant, f"ws-digest-0{i}") for i in range(3)))
+    await record(pool, notify_settings, facts(Kind.FAILED, tenant, "ws-digest-09", Severity.ERROR))
+    due = await pool.fetch(
+        "SELECT kind, digest, next_attempt_at > now() + interval '1 minute' AS later FROM notification_deliveries ORDER BY id"
+    )
+    assert [(r["kind"], r["digest"], r["later"]) for r in due] == [("started", True, True)] * 3 + [
+        ("failed", False, False)
+    ]
+    async with running_worker(notify_settings):
+        await wait_for(lambda: settled(pool, 1), what="the error, at once")
+        receiver.faults = [503]  # the digest's first try fails: its retry sends the same batch, same key
+        await pool.execute(
+            "UPDATE notification_deliveries SET next_attempt_at = now() WHERE digest"
+        )  # the window ends
+        await wait_for(lambda: settled(pool, 4), what="the digest")
+    rows = await pool.fetch("SELECT * FROM notification_deliveries WHERE digest ORDER BY id")
+    assert {r["state"] for r in rows} == {"delivered"} and len({r["batch_key"] for r in rows}) == 1
+    assert [r["attempts"] for r in rows] == [2, 2, 2]
+    digests = [r for r in receiver.requests if r["body"]["title"].startswith("3 stamen notifications")]
+    assert len(digests) == 2  # the failed try and its retry
+    assert digests[0]["body"]["id"] == digests[1]["body"]["id"] == rows[0]["batch_key"]
+    titles = [json.loads(r["message"])["message"]["title"] for r in rows]
+    assert [d["title"] for d in digests[1]["body"]["details"]["digest"]] == titles
+    assert receiver.effects[rows[0]["batch_key"]] == 1 and len(receiver.effects) == 2
