@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     consumer_concurrency: int = 8
     drain_timeout_seconds: float = 20.0
 
+    # Reconcilers: every interval, worksets that have waited longer than `after` for an event are moved on
+    # from PostgreSQL (the event was lost, parked, or is late).
+    reconcile_interval_seconds: float = Field(default=15.0, gt=0)
+    reconcile_after_seconds: float = Field(default=60.0, ge=0)
+
     # Outbox relay.
     outbox_batch_size: int = 200
     outbox_poll_seconds: float = 2.0

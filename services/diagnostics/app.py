@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from services.diagnostics import handlers
+from services.diagnostics import handlers, reconcile
 from stamen.bus.consumer import ConsumerSpec
 from stamen.bus.subjects import event_filter
 from stamen.service.idempotent import idempotent
 from stamen.service.keys import POOL
+from stamen.service.reconciler import ReconcilePass
 from stamen.service.runner import base_app
 from stamen.settings import Settings
 
@@ -28,4 +29,7 @@ def init_app(settings: Settings) -> web.Application:
             )
         ]
 
-    return base_app("diagnostics", settings, consumers=specs)
+    def passes(app: web.Application) -> list[ReconcilePass]:
+        return [reconcile.undiagnosed_failures(CONSUMER, app[POOL], settings)]
+
+    return base_app("diagnostics", settings, consumers=specs, reconcile=passes)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from services.scheduler import reconcile
 from services.scheduler.handlers import RetryHandler
 from services.scheduler.runtime import LOOP, scheduler_ctx
 from stamen.bus.consumer import ConsumerSpec, Delivery
@@ -11,6 +12,7 @@ from stamen.bus.subjects import event_filter
 from stamen.events.envelope import Envelope
 from stamen.service.idempotent import idempotent
 from stamen.service.keys import POOL
+from stamen.service.reconciler import ReconcilePass
 from stamen.service.runner import base_app
 from stamen.settings import Settings
 
@@ -47,6 +49,12 @@ def init_app(settings: Settings) -> web.Application:
             ),
         ]
 
-    app = base_app("scheduler", settings, consumers=specs)
+    def passes(app: web.Application) -> list[ReconcilePass]:
+        return [
+            reconcile.pending_retry_decisions("scheduler-diagnosed", app[POOL], retry, settings),
+            reconcile.lost_retry_timers(app[POOL], settings),
+        ]
+
+    app = base_app("scheduler", settings, consumers=specs, reconcile=passes)
     app.cleanup_ctx.append(scheduler_ctx)
     return app

@@ -35,6 +35,9 @@ from stamen.store.unit_of_work import UnitOfWork
 log = structlog.get_logger(__name__)
 ACTOR = "validator"
 STORAGE_RETRY_SECONDS = 15.0
+# `validating` is only ever seen inside the validator's own transaction today; a workset found in it
+# (a validator that commits it on its own one day, or a crash) is validated like a submitted one.
+AWAITING_VALIDATION = frozenset({WorksetState.SUBMITTED, WorksetState.VALIDATING})
 
 Check = Callable[[dict[str, Any], str], Awaitable[CheckResult]]
 
@@ -48,7 +51,7 @@ def validate_submitted(consumer: str, pool: Callable[[], asyncpg.Pool], check: C
         # The spec is read from PostgreSQL (claim check): the event carries only the workset's identity.
         async with UnitOfWork(pool()) as uow, known_workset(envelope):
             ws = await uow.worksets.get(workset_id_of(envelope))
-        result = await check(ws.spec, ws.tenant_id) if ws.state is WorksetState.SUBMITTED else None
+        result = await check(ws.spec, ws.tenant_id) if ws.state in AWAITING_VALIDATION else None
         if result is not None and result.storage_unavailable and delivery.num_delivered < max_deliver:
             # On the last delivery the workset is rejected with SNF-OBJ-006 instead: nothing stays stuck.
             raise RetryLater(STORAGE_RETRY_SECONDS, "storage unavailable")
@@ -59,11 +62,12 @@ def validate_submitted(consumer: str, pool: Callable[[], asyncpg.Pool], check: C
 
 async def apply_decision(uow: UnitOfWork, event: Envelope, *, result: CheckResult | None) -> None:
     ws = await uow.worksets.get(workset_id_of(event), for_update=True)
-    if ws.state is not WorksetState.SUBMITTED or result is None:
+    if ws.state not in AWAITING_VALIDATION or result is None:
         # Cancelled meanwhile, or already handled by an earlier delivery: nothing to do.
         log.info("validator.skipped", state=ws.state.value)
         return
-    ws.transition(WorksetState.VALIDATING, actor=ACTOR, reason="validation started", cause=event)
+    if ws.state is WorksetState.SUBMITTED:
+        ws.transition(WorksetState.VALIDATING, actor=ACTOR, reason="validation started", cause=event)
     if result.ok:
         reason = f"valid ({len(result.warnings)} warnings)" if result.validated else \
             "queued without validation (STAMEN_ENABLE_VALIDATION=false)"

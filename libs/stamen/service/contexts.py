@@ -30,10 +30,12 @@ from stamen.service.keys import (
     CONSUMERS,
     POOL,
     POSTGRES,
+    RECONCILE_PASSES,
     SERVICE_NAME,
     SETTINGS,
     STARTUP,
 )
+from stamen.service.reconciler import Reconciler
 from stamen.store.db import create_pool
 from stamen.store.migrate import apply_migrations
 
@@ -152,3 +154,21 @@ async def cancel_start(task: asyncio.Task[None] | None) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
+
+
+async def reconciler_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The service's reconcile passes (stamen.service.reconciler), every STAMEN_RECONCILE_INTERVAL_SECONDS."""
+    passes = app[RECONCILE_PASSES](app)
+    if not passes:
+        yield
+        return
+    reconciler = Reconciler(
+        passes, interval_seconds=app[SETTINGS].reconcile_interval_seconds, postgres=app[POSTGRES]
+    )
+    task = asyncio.create_task(reconciler.run(), name="reconciler")
+    log.info("reconcile.on", passes=[p.name for p in passes])
+    yield
+    reconciler.stop()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import asyncpg
 from aiohttp import web
 
 from stamen.bus.connections import BusConnection
 from stamen.bus.consumer import ConsumerSpec, DurableConsumer
 from stamen.service.dependencies import Dependency, StartupWaits
+from stamen.service.reconciler import ReconcilePass
 from stamen.settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -20,3 +23,5 @@ BUS = web.AppKey("bus", BusConnection)
 STARTUP = web.AppKey("startup", StartupWaits)
 CONSUMER_SPECS = web.AppKey("consumer_specs", list[ConsumerSpec])
 CONSUMERS = web.AppKey("consumers", list[DurableConsumer])
+# How a service builds its reconcile passes (stamen.service.reconciler), given the started app.
+RECONCILE_PASSES: web.AppKey[Callable[[web.Application], list[ReconcilePass]]] = web.AppKey("reconcile_passes")

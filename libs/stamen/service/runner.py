@@ -21,7 +21,8 @@ from stamen.bus.consumer import ConsumerSpec
 from stamen.logs import configure_logging
 from stamen.service import contexts, health
 from stamen.service.dependencies import StartupWaits
-from stamen.service.keys import CONSUMER_SPECS, SERVICE_NAME, SETTINGS, STARTUP
+from stamen.service.keys import CONSUMER_SPECS, RECONCILE_PASSES, SERVICE_NAME, SETTINGS, STARTUP
+from stamen.service.reconciler import ReconcilePass
 from stamen.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -32,9 +33,11 @@ def base_app(
     settings: Settings,
     *,
     consumers: Callable[[web.Application], list[ConsumerSpec]] | None = None,
+    reconcile: Callable[[web.Application], list[ReconcilePass]] | None = None,
     with_relay: bool = True,
 ) -> web.Application:
-    """The parts every service has: store, bus, relay, consumers, health. Services add their own."""
+    """The parts every service has: store, bus, relay, consumers, reconcilers, health. Services add
+    their own. `reconcile`: how to build the service's reconcile passes once it has started."""
     app = web.Application()
     app[SETTINGS] = settings
     app[SERVICE_NAME] = name
@@ -46,6 +49,8 @@ def base_app(
         app.cleanup_ctx.append(contexts.relay_ctx)
     app[CONSUMER_SPECS] = consumers(app) if consumers else []
     app.cleanup_ctx.append(contexts.consumers_ctx)
+    app[RECONCILE_PASSES] = reconcile or (lambda _: [])
+    app.cleanup_ctx.append(contexts.reconciler_ctx)
     return app
 
 

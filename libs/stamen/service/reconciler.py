@@ -1,0 +1,67 @@
+"""Reconcilers: passes that drive worksets forward from PostgreSQL alone, whether or not an event arrives.
+
+Events are the fast path; the database is the truth. Each service runs, every
+STAMEN_RECONCILE_INTERVAL_SECONDS, the passes for the states it moves on (the validator: submitted;
+diagnostics: failed without a diagnosis; the scheduler: failed with a diagnosis not acted on, retry_wait
+without a timer; every consumer's service: its own parked messages in STAMEN_DLQ). A pass looks only at
+worksets that have waited longer than STAMEN_RECONCILE_AFTER_SECONDS and hands each to the consumer's
+own handler under the consumer's inbox claim, so a lost or parked event delays a workset but never
+strands it, and nothing is done twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import structlog
+
+from stamen.bus.consumer import Delivery, DependencyGate
+
+log = structlog.get_logger(__name__)
+
+# What a handler is told about a "delivery" that is a reconciler's: the first, so a handler that would
+# give up on a last delivery (e.g. reject on unreachable storage) waits for the next pass instead.
+RECONCILED = Delivery(subject="(reconciler)", stream_seq=0, num_delivered=1, headers={})
+
+
+@dataclass(frozen=True)
+class ReconcilePass:
+    name: str
+    run: Callable[[], Awaitable[int]]  # returns how many it moved on
+
+
+class Reconciler:
+    def __init__(self, passes: list[ReconcilePass], *, interval_seconds: float, postgres: DependencyGate | None) -> None:
+        self._passes = passes
+        self._interval = interval_seconds
+        self._postgres = postgres
+        self._stop = asyncio.Event()
+
+    async def run_once(self) -> dict[str, int]:
+        moved: dict[str, int] = {}
+        for p in self._passes:
+            try:
+                moved[p.name] = await p.run()
+            except Exception as exc:
+                if self._postgres is not None and not await self._postgres.check():
+                    log.warning("reconcile.waiting_for_postgres", reconciler=p.name)
+                    await self._postgres.wait_reachable()
+                    continue
+                log.exception("reconcile.failed", reconciler=p.name, error=str(exc))
+                continue
+            if moved[p.name]:
+                log.info("reconcile.moved", reconciler=p.name, worksets=moved[p.name])
+        return moved
+
+    async def run(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self._interval)
+            if not self._stop.is_set():
+                await self.run_once()
+
+    def stop(self) -> None:
+        self._stop.set()

@@ -1,0 +1,81 @@
+"""The scheduler's reconcile passes. Admission, dispatch and job polling already work from PostgreSQL
+alone (queued, scheduled and running worksets need no event); what waits for an event is:
+
+- a workset `failed` and diagnosed, whose workset.diagnosed the scheduler has not acted on after
+  STAMEN_RECONCILE_AFTER_SECONDS: the retry decision is made from the diagnosis row, by the consumer's
+  own handler under its inbox claim;
+- a workset in `retry_wait` without a retry timer still to fire: a timer due now is added.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import asyncpg
+import structlog
+
+from services.scheduler.handlers import RetryHandler
+from stamen.domain.lifecycle import WorksetState
+from stamen.events.envelope import Envelope, UndecodableMessage
+from stamen.recovery import diagnosed_event
+from stamen.service.idempotent import idempotent
+from stamen.service.reconciler import RECONCILED, ReconcilePass
+from stamen.settings import Settings
+from stamen.store.errors import WorksetNotFound
+from stamen.store.recovery import RecoveryRepository, Unsettled
+from stamen.store.unit_of_work import UnitOfWork
+
+log = structlog.get_logger(__name__)
+
+
+def pending_retry_decisions(
+    consumer: str, pool: asyncpg.Pool, retry: RetryHandler, settings: Settings
+) -> ReconcilePass:
+    handler = idempotent(consumer, lambda: pool, retry.on_diagnosed)
+
+    async def run() -> int:
+        async with UnitOfWork(pool) as uow:
+            repo = RecoveryRepository(uow.connection)
+            waiting = await repo.unhandled_diagnoses(consumer, settings.reconcile_after_seconds)
+        moved = 0
+        for item in waiting:
+            try:
+                await handler(await _diagnosed(pool, item), RECONCILED)
+            except (WorksetNotFound, UndecodableMessage):
+                continue
+            async with UnitOfWork(pool) as uow:
+                state = (await uow.worksets.get(item.workset_id)).state
+            if state is not WorksetState.FAILED:
+                log.warning("reconcile.retry_decided", workset_id=item.workset_id, attempt=item.attempt,
+                            state=state.value, waited_seconds=round(item.age_seconds))  # fmt: skip
+                moved += 1
+        return moved
+
+    return ReconcilePass("scheduler:diagnosed", run)
+
+
+async def _diagnosed(pool: asyncpg.Pool, item: Unsettled) -> Envelope:
+    assert item.event_id is not None  # the diagnosis row's own event id
+    async with UnitOfWork(pool) as uow:
+        stored = await RecoveryRepository(uow.connection).stored_event(item.event_id)
+        if stored is not None:
+            return stored
+        ws = await uow.worksets.get(item.workset_id)
+        diagnosis = next(d for d in await uow.diagnoses.for_workset(ws.id) if d.attempt == item.attempt)
+    return diagnosed_event(ws, item.event_id, attempt=diagnosis.attempt, code=diagnosis.code,
+                           retry_class=diagnosis.retry_class, retryable=diagnosis.retryable)  # fmt: skip
+
+
+def lost_retry_timers(pool: asyncpg.Pool, settings: Settings) -> ReconcilePass:
+    async def run() -> int:
+        async with UnitOfWork(pool) as uow:
+            waiting = await RecoveryRepository(uow.connection).waiting_without_timer(settings.reconcile_after_seconds)
+            for item in waiting:
+                await uow.scheduling.add_timer(
+                    item.workset_id, "retry", datetime.now(UTC), {"attempt": item.attempt + 1}
+                )
+                log.warning("reconcile.retry_timer_added", workset_id=item.workset_id)
+            await uow.commit()
+        return len(waiting)
+
+    return ReconcilePass("scheduler:retry_wait", run)
