@@ -191,43 +191,29 @@ class DeliveryWorker:
         except Exception as exc:
             log.exception("notifier.send_crashed", delivery_id=first.id, channel=channel.value)
             failure = SendFailure(f"{type(exc).__name__}: {exc}", retryable=True)
+        said = log.bind(
+            delivery_ids=[r.id for r in group],
+            channel=channel.value,
+            owner=first.owner,
+            recipient=_shown(first),
+        )
         if sent is not None:
             state = "skipped" if sent.skipped else "delivered"
             await self._record(group, state, reference=sent.reference)
             SENT.labels(channel.value, state).inc()
-            log.info(
-                "notifier.delivered",
-                delivery_ids=[r.id for r in group],
-                channel=channel.value,
-                owner=first.owner,
-                recipient=_shown(first),
-                reference=sent.reference,
-                state=state,
-            )
+            said.info("notifier.delivered", reference=sent.reference, state=state)
             return
         assert failure is not None
         decision = self._budget.after(failure, first.attempts, self._rng)
         if isinstance(decision, GiveUp):
             await self._record(group, "failed", error=decision.reason)
             SENT.labels(channel.value, "failed").inc()
-            log.error(
-                "notifier.failed",
-                delivery_ids=[r.id for r in group],
-                channel=channel.value,
-                owner=first.owner,
-                recipient=_shown(first),
-                attempts=first.attempts,
-                error=decision.reason,
-            )
+            said.error("notifier.failed", attempts=first.attempts, error=decision.reason)
             return
         await self._record(group, "pending", error=failure.error, retry_in=decision.delay_seconds)
         SENT.labels(channel.value, "retry").inc()
-        log.warning(
+        said.warning(
             "notifier.retry_later",
-            delivery_ids=[r.id for r in group],
-            channel=channel.value,
-            owner=first.owner,
-            recipient=_shown(first),
             attempts=first.attempts,
             error=failure.error,
             retry_in=round(decision.delay_seconds, 2),

@@ -152,11 +152,21 @@ def _diagnosis_lines(d: DiagnosisFacts | None) -> tuple[list[str], list[str]]:
 Body = tuple[str, list[str], list[str]]  # headline, text lines, markdown lines
 
 
+def _with_diagnosis(head: str, lines: list[str], diagnosis: DiagnosisFacts | None) -> Body:
+    diag_text, diag_md = _diagnosis_lines(diagnosis)
+    return head, [*lines, *diag_text], [f"**{head}**", "", *lines, "", *diag_md]
+
+
+def _plain(head: str, lines: list[str]) -> Body:
+    """A body whose markdown is its text under a bold headline."""
+    return head, lines, [f"**{head}**", "", *lines]
+
+
 def _submitted(f: Facts) -> Body:
     d = f.detail
     head = f"Workset {_name(f)} submitted"
     lines = [f"Submitted via {d.get('source', '?')} with {d.get('samples', 0)} sample(s)."]
-    return head, lines, [f"**{head}**", "", *lines]
+    return _plain(head, lines)
 
 
 def _validated(f: Facts) -> Body:
@@ -195,7 +205,7 @@ def _rejected(f: Facts) -> Body:
 def _started(f: Facts) -> Body:
     d = f.detail
     head = f"Workset {_name(f)} started on {d.get('cluster', '?')} (attempt {d.get('attempt', 1)})"
-    return head, [], [f"**{head}**"]
+    return _plain(head, [])
 
 
 def _completed(f: Facts) -> Body:
@@ -228,8 +238,7 @@ def _retrying(f: Facts) -> Body:
     )
     lines = [f"Attempt {d.get('failed_attempt', ws.attempt if ws else '?')} failed; attempt "
              f"{d.get('next_attempt', '?')} starts at {d.get('due_at', '?')}."]  # fmt: skip
-    diag_text, diag_md = _diagnosis_lines(f.diagnosis)
-    return head, [*lines, *diag_text], [f"**{head}**", "", *lines, "", *diag_md]
+    return _with_diagnosis(head, lines, f.diagnosis)
 
 
 _REASONS = {
@@ -251,22 +260,21 @@ def _failed(f: Facts) -> Body:
         lines.append(str(d["detail"]))
     if f.workset is not None:
         lines.append(f"After fixing the cause: stamen dlq requeue {f.workset.id}")
-    diag_text, diag_md = _diagnosis_lines(f.diagnosis)
-    return head, [*lines, *diag_text], [f"**{head}**", "", *lines, "", *diag_md]
+    return _with_diagnosis(head, lines, f.diagnosis)
 
 
 def _cancelled(f: Facts) -> Body:
     d = f.detail
     head = f"Workset {_name(f)} cancelled by {d.get('actor', '?')}"
     lines = [f"Reason: {d['reason']}"] if d.get("reason") else []
-    return head, lines, [f"**{head}**", "", *lines]
+    return _plain(head, lines)
 
 
 def _requeued(f: Facts) -> Body:
     d = f.detail
     head = f"Workset {_name(f)} requeued by {d.get('actor', '?')} (attempt {d.get('attempt', '?')} next)"
     lines = [f"Reason: {d['reason']}"] if d.get("reason") else []
-    return head, lines, [f"**{head}**", "", *lines]
+    return _plain(head, lines)
 
 
 def _region(f: Facts) -> Body:
@@ -281,14 +289,14 @@ def _region(f: Facts) -> Body:
         lines.append(str(d["detail"]))
     if d.get("status") == "down":
         lines.append("Its clusters take no new worksets until it is healthy again.")
-    return head, lines, [f"**{head}**", "", *lines]
+    return _plain(head, lines)
 
 
 def _drained(f: Facts) -> Body:
     d = f.detail
     head = f"Cluster {d.get('cluster', '?')} drained by {d.get('actor', '?')}"
     lines = [f"It takes no new worksets; {d.get('running', 0)} still running there will finish."]
-    return head, lines, [f"**{head}**", "", *lines]
+    return _plain(head, lines)
 
 
 def _piling_up(f: Facts) -> Body:

@@ -165,7 +165,8 @@ class NotificationAdmin:
                     return
                 for key, want in wanted.items():
                     current = existing.get(key)
-                    if current is not None and current.topic_arn == topic:
+                    # Subscribing again an address still pending makes AWS send its confirmation again.
+                    if current is not None and current.topic_arn == topic and current.status == "confirmed":
                         if current.filter_policy != want.filter_policy:
                             arn = current.subscription_arn
                             await sns.set_filter_policy(self._sns, arn, want.filter_policy)
