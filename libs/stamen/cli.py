@@ -215,49 +215,42 @@ def submit(
     state_dir: StateDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Submit a workset spec file."""
-    from stamen.domain.workset import InvalidTenantId, check_tenant_id
-    from stamen.intake import SubmitResult, submit_workset
+    """Submit a workset spec file (YAML, or JSON for *.json): read and checked as the API does."""
+    from stamen.inputs.submission import IntakeRefused, SubmissionOutcome, submit_document
     from stamen.store.db import create_pool
 
     try:
-        check_tenant_id(tenant)
-    except InvalidTenantId as exc:
-        _fail(as_json, exc.code, str(exc))
-    try:
-        spec = yaml.safe_load(file.read_text())
+        document = file.read_bytes()
     except OSError as exc:
         _fail(as_json, "FILE_UNREADABLE", f"{file}: {exc.strerror}")
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        _fail(as_json, "SPEC_NOT_YAML", f"{file}: not valid YAML/JSON: {exc}")
-    if not isinstance(spec, dict):
-        _fail(
-            as_json,
-            "SPEC_NOT_A_MAPPING",
-            f"{file}: the top level must be a mapping of fields, got {type(spec).__name__}",
-        )
     settings = _settings(state_dir)
 
-    async def run() -> SubmitResult:
+    async def run() -> SubmissionOutcome:
         pool = await create_pool(_database_url(settings), max_size=2)
         try:
-            return await submit_workset(
-                pool,
-                tenant_id=tenant,
-                name=str(spec.get("name") or file.stem),
-                spec=spec,
-                region=settings.region,
-                source="cli",
-                actor="cli",
-                priority=str(spec.get("priority", "normal")),
-                idempotency_key=idempotency_key,
-            )
+            return await submit_document(
+                pool, document, media="json" if file.suffix.lower() == ".json" else "yaml", tenant=tenant,
+                idempotency_key=idempotency_key, region=settings.region, source="cli", actor="cli",
+            )  # fmt: skip
+        except IntakeRefused as exc:
+            raise CliError(exc.code, str(exc)) from None
         finally:
             await pool.close()
 
-    result = _run(as_json, run)
-    verb = "submitted" if result.created else "already submitted (same idempotency key)"
-    _emit(as_json, result.__dict__, f"{verb}: {result.workset_id} ({result.state})")
+    outcome = _run(as_json, run)
+    if not outcome.accepted:
+        reply = outcome.as_reply()
+        if as_json:
+            typer.echo(json.dumps({"error": reply}, indent=2))
+        else:
+            typer.echo(f"error [VALIDATION_FAILED]: {file}: {reply['message']}", err=True)
+            for f in outcome.findings:
+                typer.echo(f"  {f.severity:<7} {f.code:<14} {f.field or '-'}: {f.message}\n"
+                           f"          fix: {f.fix}", err=True)
+        raise typer.Exit(1)
+    verb = "submitted" if outcome.created else "already submitted (same idempotency key)"
+    data = {"workset_id": outcome.workset_id, "created": outcome.created, "state": outcome.state}
+    _emit(as_json, data, f"{verb}: {outcome.workset_id} ({outcome.state})")
 
 
 @app.command()

@@ -63,19 +63,32 @@ def render_report(target: str, report: Any) -> str:
 
 
 def _import_local(path: Path, tenant: str | None) -> Any:
-    from stamen.inputs.folders import folder_name, import_documents, read_local_folder
+    """A folder, a Daylily file (manifest, daylily_work.yaml, daylily_info.yaml: read as what it is), or a
+    workset spec; returns a LocalImport (what was imported, and a note on how)."""
+    from stamen.inputs.folders import (
+        LocalImport,
+        daylily_file_kind,
+        folder_name,
+        folder_tenant,
+        import_documents,
+        import_local_daylily_file,
+        read_local_folder,
+    )
+    from stamen.inputs.settings import IntakeSettings
     from stamen.inputs.submission import import_for_tenant
 
+    # As for S3 folders: --tenant, else daylily_info.yaml's customer_id, else STAMEN_DROP_DEFAULT_TENANT.
+    default_tenant = IntakeSettings().drop_default_tenant
     if path.is_dir():
-        from stamen.inputs.folders import folder_tenant
-        from stamen.inputs.settings import IntakeSettings
-
         docs = read_local_folder(path)
-        # As for S3 folders: --tenant, else daylily_info.yaml's customer_id, else STAMEN_DROP_DEFAULT_TENANT.
-        owner = tenant or folder_tenant(docs.info, default=IntakeSettings().drop_default_tenant)
-        return import_documents(docs, tenant=owner, default_name=folder_name(str(path)))
-    return import_for_tenant(path.read_bytes(), tenant=tenant,
-                             media="json" if path.suffix.lower() == ".json" else "yaml", source=path.name)
+        owner = tenant or folder_tenant(docs.info, default=default_tenant)
+        return LocalImport(import_documents(docs, tenant=owner, default_name=folder_name(str(path))))
+    kind = daylily_file_kind(path)
+    if kind is not None:
+        return import_local_daylily_file(path, kind, tenant=tenant, default_tenant=default_tenant)
+    return LocalImport(import_for_tenant(path.read_bytes(), tenant=tenant,
+                                         media="json" if path.suffix.lower() == ".json" else "yaml",
+                                         source=path.name))
 
 
 async def _validate(target: str, imported: Any, *, tenant: str | None, dry_run: bool, strict: bool) -> Any:
@@ -119,8 +132,11 @@ def register(app: typer.Typer) -> None:
         if not target.startswith("s3://") and not Path(target).exists():
             _fail(as_json, "FILE_NOT_FOUND", f"{target} does not exist")
         try:
-            imported = None if target.startswith("s3://") else _import_local(Path(target), tenant)
+            local = None if target.startswith("s3://") else _import_local(Path(target), tenant)
+            imported = local.imported if local is not None else None
             report = asyncio.run(_validate(target, imported, tenant=tenant, dry_run=dry_run, strict=strict))
+            if local is not None and local.note:
+                report = report.model_copy(update={"note": " ".join(n for n in (local.note, report.note) if n)})
         except OSError as exc:
             _fail(as_json, "FILE_UNREADABLE", f"{target}: {exc.strerror or exc}")
         except StorageError as exc:

@@ -7,8 +7,20 @@ from typing import Any
 
 import asyncpg
 
-from stamen.domain.workset import Workset
+from stamen.domain.workset import Workset, spec_fingerprint
 from stamen.store.unit_of_work import UnitOfWork
+
+
+class IdempotencyKeyReused(ValueError):
+    """The key was used for a workset with a different spec: the caller means another workset (and needs a
+    new key), or sent a changed document by mistake. Never answered with the first workset."""
+
+    code = "IDEMPOTENCY_KEY_REUSED"
+
+    def __init__(self, key: str, workset_id: str) -> None:
+        super().__init__(f"Idempotency-Key {key!r} was used for workset {workset_id} with a different document; "
+                         "send the same document to get that workset back, or use a new key for a new workset")
+        self.workset_id = workset_id
 
 
 @dataclass(frozen=True)
@@ -33,13 +45,14 @@ async def submit_workset(
     """Create the workset and its workset.submitted event in one transaction.
 
     The same idempotency key for the same tenant returns the first workset instead of a second one,
-    including when two submissions race (the unique index decides).
+    including when two submissions race (the unique index decides); the same key with a different spec
+    raises IdempotencyKeyReused.
     """
     if idempotency_key:
         async with UnitOfWork(pool) as uow:
             existing = await uow.worksets.find_by_idempotency_key(tenant_id, idempotency_key)
         if existing:
-            return SubmitResult(existing.id, False, existing.state.value)
+            return _repeat(existing, spec, idempotency_key)
     ws = Workset.submit(
         tenant_id=tenant_id,
         name=name,
@@ -60,5 +73,12 @@ async def submit_workset(
         async with UnitOfWork(pool) as uow:
             winner = await uow.worksets.find_by_idempotency_key(tenant_id, idempotency_key)
         assert winner is not None
-        return SubmitResult(winner.id, False, winner.state.value)
+        return _repeat(winner, spec, idempotency_key)
     return SubmitResult(ws.id, True, ws.state.value)
+
+
+def _repeat(existing: Workset, spec: dict[str, Any], key: str) -> SubmitResult:
+    # Worksets stored before fingerprints were kept have none: nothing to compare them with.
+    if existing.idempotency_fingerprint not in (None, spec_fingerprint(spec)):
+        raise IdempotencyKeyReused(key, existing.id)
+    return SubmitResult(existing.id, False, existing.state.value)

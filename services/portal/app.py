@@ -10,6 +10,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
+from services.portal.api import protocol
 from services.portal.api.context import SECURITY, add_security
 from services.portal.api.errors import api_errors
 from services.portal.api.middleware import authenticate, rate_limit, storable_text
@@ -33,6 +34,7 @@ def init_app(
     portal: PortalSettings | None = None,
     customers: CustomerSettings | None = None,
 ) -> web.Application:
+    protocol.install()  # malformed HTTP answered as API JSON errors, without echo
     app = base_app("portal", settings)
     app.middlewares.extend([api_errors, storable_text, authenticate, rate_limit])
     # S3 for the validate endpoint's storage checks and for S3 event pick-ups.

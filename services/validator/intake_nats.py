@@ -26,6 +26,7 @@ from stamen.inputs.settings import IntakeSettings
 from stamen.inputs.submission import IntakeRefused, media_of, submit_document
 from stamen.service.contexts import cancel_start, start_with_bus
 from stamen.service.keys import BUS, POOL, SETTINGS
+from stamen.worksets.limits import MAX_DOCUMENT_BYTES, NATS_MAX_PAYLOAD
 
 log = structlog.get_logger(__name__)
 ACTOR = "nats-intake"
@@ -81,7 +82,7 @@ class IntakeResponder:
                 self._pool, data, media=media_of(content_type) or "yaml", tenant=tenant,
                 idempotency_key=idempotency_key, region=self._region, source="nats", actor=ACTOR)
         except IntakeRefused as exc:
-            return {"ok": False, "code": exc.code, "message": str(exc), "details": {}}
+            return {"ok": False, "code": exc.code, "message": str(exc), "details": exc.details}
         except Exception:
             # The requester gets an answer even for a bug or an outage; the log has the traceback.
             log.exception("nats_intake.failed", subject=subject)
@@ -101,6 +102,12 @@ async def nats_intake_ctx(app: web.Application) -> AsyncIterator[None]:
     responders: list[IntakeResponder] = []
 
     async def listen() -> None:  # the validator starts without NATS; intake then waits for it
+        limit = app[BUS].nc.max_payload
+        if limit < MAX_DOCUMENT_BYTES + 64 * 1024:
+            # The largest workset document cannot reach us over NATS: the lab's client refuses to send it.
+            log.warning("nats_intake.max_payload_below_document_limit", max_payload=limit,
+                        document_limit=MAX_DOCUMENT_BYTES, fix=f"set max_payload: {NATS_MAX_PAYLOAD} in "
+                        "nats-server's configuration (deploy/nats.conf)")
         responder = IntakeResponder(app[BUS].nc, app[POOL], region=app[SETTINGS].region,
                                     intake=app[INTAKE_SETTINGS])
         await responder.start()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from services.validator.tests import test_service
 from stamen.worksets.findings import CODES
-from tests.intake import test_cli_and_api, test_storage
+from tests.intake import test_cli_and_api, test_sniff_files, test_storage
 from tests.intake.test_storage import STORAGE_CORPUS
 from tests.worksets.test_corpus import CORPUS
 
@@ -50,11 +50,13 @@ PRODUCED_BY: dict[str, Callable[..., object]] = {
     "VAL-DAY-004": test_cli_and_api.test_python_api_reports_the_folder_layout,
     "VAL-DAY-005": test_cli_and_api.test_python_api_reports_the_folder_layout,
     "QUOTA-STORAGE-001": test_service.test_storage_quota_is_checked_for_every_intake_path,
+    "SNF-GZ-006": test_sniff_files.test_a_plain_gzip_too_large_to_verify_is_said_so,
 }
 
 
 def test_every_catalogued_code_is_produced_by_a_test() -> None:
-    covered = {code for code, _, _ in CORPUS.values()} | set(STORAGE_CORPUS) | set(PRODUCED_BY)
+    sniffed = {code for _, _, code, _ in test_sniff_files.CASES.values() if code is not None}
+    covered = {code for code, _, _ in CORPUS.values()} | set(STORAGE_CORPUS) | set(PRODUCED_BY) | sniffed
     assert sorted(set(CODES) - covered) == []
     assert sorted(covered - set(CODES)) == []
     for code, test in PRODUCED_BY.items():

@@ -16,6 +16,7 @@ from stamen.inputs.objects import ObjectInfo, ObjectStore, open_object_store
 from stamen.inputs.settings import IntakeSettings
 from stamen.settings import Settings
 from stamen.store.unit_of_work import UnitOfWork
+from stamen.worksets.limits import MAX_DOCUMENT_BYTES
 from tests.intake.s3kit import DROP_PREFIX, S3Lab, make_intake
 
 
@@ -76,7 +77,7 @@ TEN_MB = 10 * 1024 * 1024
         (
             bytes(range(256)) * (TEN_MB // 256),
             "VAL-INPUT-002",
-            f"daylily_work.yaml is {TEN_MB} bytes; the limit is {1024 * 1024} bytes",
+            f"daylily_work.yaml is {TEN_MB} bytes; the limit is {MAX_DOCUMENT_BYTES} bytes",
         ),
         (b"dy-r: \xff\xfe broken\n", "VAL-INPUT-001", "input is not UTF-8 (byte 6 is invalid)"),
     ],
@@ -139,9 +140,9 @@ class CountingStore:
         self.calls.append(("head", key))
         return await self.inner.head(bucket, key)
 
-    async def read(self, bucket: str, key: str, *, length: int | None = None) -> bytes:
+    async def read(self, bucket: str, key: str, *, length: int | None = None, offset: int = 0) -> bytes:
         self.calls.append(("read", key))
-        return await self.inner.read(bucket, key, length=length)
+        return await self.inner.read(bucket, key, length=length, offset=offset)
 
     async def put(self, bucket: str, key: str, body: bytes, *, content_type: str = "text/plain") -> None:
         self.calls.append(("put", key))

@@ -1,6 +1,6 @@
 """One row never holds back the others (real PostgreSQL and nats-server): a row the broker refuses, here
-a workset.submitted written by a release that still put the whole spec in the event (1.3 MB, over NATS's
-1 MiB max payload), is retried a few times and parked with the broker's answer while every row behind it
+a workset.submitted written by a release that still put the whole spec in the event (over the broker's max
+payload), is retried a few times and parked with the broker's answer while every row behind it
 is published; operators see it (CLI and API) and can hand it back. An unreachable broker blames no row."""
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from stamen.events.types import WorksetQueued
 from stamen.relay import OutboxRelay
 from stamen.retry.backoff import BackoffPolicy
 from stamen.store.outbox import OutboxQueue, OutboxWriter
+from stamen.worksets.limits import NATS_MAX_PAYLOAD
 
 FAST = BackoffPolicy(initial_seconds=0.05, factor=1.0, cap_seconds=0.05, jitter="none")
 
@@ -49,8 +50,8 @@ async def add_events(pool: asyncpg.Pool, count: int, tenant: str = "other") -> N
 async def test_a_row_the_broker_refuses_is_parked_and_the_rest_flow(
     pool: asyncpg.Pool, js: JetStreamContext
 ) -> None:
-    event_id, body, headers = old_style_submitted(10_000)
-    assert len(body) > 1024 * 1024
+    event_id, body, headers = old_style_submitted(70_000)
+    assert len(body) > NATS_MAX_PAYLOAD  # what stamen's nats-server accepts at most
     await add_events(pool, 3)
     async with pool.acquire() as conn:
         await conn.execute("INSERT INTO outbox (event_id, subject, headers, body) VALUES ($1, $2, $3, $4)",

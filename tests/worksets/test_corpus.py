@@ -133,6 +133,7 @@ CORPUS: dict[str, tuple[str, str, Callable[[], list[Finding]]]] = {
     "YAML alias bomb": ("VAL-INPUT-006", "", lambda: import_form(b"a: &x [1, 2]\nb: [*x, *x]\n").findings),
     "unknown field": ("VAL-INPUT-007", "colour", lambda: _validated(_form(colour="red"))),
     "alias given twice": ("VAL-INPUT-008", "dy-r", lambda: _daylily(work="dy-r: -p a\nrun: -p b\n")),
+    "key given twice": ("VAL-INPUT-009", "dy-r", lambda: _daylily(work="dy-r: -p a\nnotes: x\ndy-r: -p b\n")),
     # structure
     "missing tenant": (
         "VAL-REQ-001",
@@ -146,6 +147,12 @@ CORPUS: dict[str, tuple[str, str, Callable[[], list[Finding]]]] = {
         lambda: _validated({"name": "ws1", "tenant": "lsmc", "samples": [GOOD_SAMPLE]}),
     ),
     "number given as text": ("VAL-TYPE-001", "max_retries", lambda: _validated(_form(max_retries="many"))),
+    "infinite cost limit": ("VAL-TYPE-002", "max_cost_usd", lambda: _validated(_form(max_cost_usd=float("inf")))),
+    "more than 10,000 samples": (
+        "VAL-RANGE-002",
+        "samples",
+        lambda: _validated(_form(samples=[{**GOOD_SAMPLE, "id": f"S{i}"} for i in range(10_001)])),
+    ),
     "max_retries out of range": ("VAL-RANGE-001", "max_retries", lambda: _validated(_form(max_retries=11))),
     "unknown priority": ("VAL-ENUM-001", "priority", lambda: _validated(_form(priority="asap"))),
     # manifest TSV
@@ -213,6 +220,11 @@ CORPUS: dict[str, tuple[str, str, Callable[[], list[Finding]]]] = {
         "samples[1].id",
         lambda: _validated(_form(samples=[GOOD_SAMPLE] * 2)),
     ),
+    "sample id of a parent folder": (
+        "VAL-ID-005",
+        "samples[0].sample_id",
+        lambda: _validated(_form(samples=[{**GOOD_SAMPLE, "sample_id": "../HG002"}])),
+    ),
     "unknown reference": (
         "VAL-REF-001",
         "reference_genome",
@@ -278,6 +290,11 @@ CORPUS: dict[str, tuple[str, str, Callable[[], list[Finding]]]] = {
         "export_uri",
         lambda: _validated(_form(export_uri="s3://results-bucket/my results/")),
     ),
+    "key with a parent segment": (
+        "VAL-URI-006",
+        "export_uri",
+        lambda: _validated(_form(export_uri="s3://results-bucket/a/../b/")),
+    ),
     "bad label key": ("VAL-LABEL-001", "labels.Bad Key", lambda: _validated(_form(labels={"Bad Key": "x"}))),
     "label value of two lines": (
         "VAL-LABEL-002",
@@ -322,7 +339,8 @@ CORPUS: dict[str, tuple[str, str, Callable[[], list[Finding]]]] = {
     "corrupt gzip": ("SNF-GZ-002", "", _corrupt_gzip),
     "truncated gzip": ("SNF-GZ-003", "", _truncated_gzip),
     "gzip header only": ("SNF-GZ-004", "", _gzip_header_only),
-    "FASTA, not FASTQ": ("SNF-FQ-001", "", _fastq(b">r1\nACGT\n+\nIIII\n")),
+    "second header without @": ("SNF-FQ-001", "", _fastq(b"@r1\nACGT\n+\nIIII\nr2\nACGT\n+\nIIII\n")),
+    "FASTA, not FASTQ": ("SNF-FMT-002", "", _fastq(b">r1\nACGT\n+\nIIII\n")),
     "no + separator": ("SNF-FQ-002", "", _fastq(b"@r1\nACGT\n-\nIIII\n")),
     "quality shorter than sequence": ("SNF-FQ-003", "", _short_quality),
     "quality outside Phred+33": ("SNF-FQ-004", "", _fastq(b"@r1\nACGT\n+\nII I\n")),
@@ -333,14 +351,14 @@ CORPUS: dict[str, tuple[str, str, Callable[[], list[Finding]]]] = {
     "CRAM without magic": (
         "SNF-CRAM-001",
         "",
-        lambda: sniff_object("s3://b-1/x.cram", b"BAM\x01....").findings,
+        lambda: sniff_object("s3://b-1/x.cram", b"\x00\x01\x02\x03....").findings,
     ),
     "CRAM 2": ("SNF-CRAM-002", "", lambda: sniff_object("s3://b-1/x.cram", b"CRAM\x02\x01").findings),
     "BAM not compressed": ("SNF-BAM-001", "", lambda: sniff_object("s3://b-1/x.bam", b"BAM\x01").findings),
-    "SAM text renamed .bam": (
+    "gzip of something else renamed .bam": (
         "SNF-BAM-002",
         "",
-        lambda: sniff_object("s3://b-1/x.bam", gz(b"@HD\tVN:1.6\n")).findings,
+        lambda: sniff_object("s3://b-1/x.bam", gz(b"\x00\x01binary")).findings,
     ),
     "unknown format": ("SNF-FMT-001", "", lambda: sniff_object("s3://b-1/x.txt", b"hello").findings),
 }

@@ -38,7 +38,7 @@ def test_corrupt_gzip_is_not_a_truncated_sample() -> None:
 
 def test_fastq_record_problems_have_their_own_codes() -> None:
     cases = {
-        b">r1\nACGT\n+\nIIII\n": "SNF-FQ-001",
+        b">r1\nACGT\n+\nIIII\n": "SNF-FMT-002",  # named FASTQ, content FASTA: said so
         b"@r1\nACGT\n-\nIIII\n": "SNF-FQ-002",
         b"@r1\nACGT\n+\nII I\n": "SNF-FQ-004",
         b"@r1\nACXT\n+\nIIII\n": "SNF-FQ-005",
@@ -77,6 +77,7 @@ def test_alignment_magic_bytes() -> None:
     assert sniff_cram(b"CRAM\x03\x01" + bytes(20)).findings == []
     assert [f.code for f in sniff_cram(b"CRAM\x02\x01").findings] == ["SNF-CRAM-002"]
     assert sniff_bam(_bgzf_block(b"BAM\x01" + bytes(40))).findings == []
-    assert [f.code for f in sniff_bam(_bgzf_block(b"@HD\tVN:1.6\n")).findings] == ["SNF-BAM-002"]
+    assert [f.code for f in sniff_bam(_bgzf_block(b"@HD\tVN:1.6\n")).findings] == ["SNF-FMT-002"]  # SAM text
+    assert [f.code for f in sniff_bam(_bgzf_block(b"\x00\x01\x02\x03\x04")).findings] == ["SNF-BAM-002"]
     assert [f.code for f in sniff_bam(b"BAM\x01").findings] == ["SNF-BAM-001"]
     assert [f.code for f in sniff_object("s3://b-1/x.txt", b"hello").findings] == ["SNF-FMT-001"]

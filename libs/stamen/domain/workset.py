@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -27,6 +29,12 @@ def check_tenant_id(tenant_id: str) -> str:
             "starting with a letter or digit"
         )
     return tenant_id
+
+
+def spec_fingerprint(spec: dict[str, Any]) -> str:
+    """What an idempotency key promises is the same: the spec, as canonical JSON (key order does not count)."""
+    canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _sample_count(spec: dict[str, Any]) -> int:
@@ -55,6 +63,7 @@ class Workset:
     priority: str = "normal"
     spec: dict[str, Any] = field(default_factory=dict)
     idempotency_key: str | None = None
+    idempotency_fingerprint: str | None = None  # spec_fingerprint of the submitted spec, with a key
     # Scheduling: the cluster it was placed on, which attempt is current, retries used so far.
     cluster: str | None = None
     placement_reason: str | None = None
@@ -103,6 +112,7 @@ class Workset:
             priority=priority,
             spec=spec,
             idempotency_key=idempotency_key,
+            idempotency_fingerprint=spec_fingerprint(spec) if idempotency_key else None,
         )
         ws.pending_transitions.append(
             Transition(None, INITIAL_STATE, actor, f"submitted via {source}", event.id, event.occurred_at)

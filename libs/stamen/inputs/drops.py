@@ -24,8 +24,9 @@ from stamen.inputs.folders import folder_name, import_documents, read_s3_folder
 from stamen.inputs.objects import ObjectInfo, ObjectStore, StorageError, gather_bounded
 from stamen.inputs.repository import DropRecord, IntakeRepository
 from stamen.inputs.settings import IntakeSettings
-from stamen.intake import submit_workset
+from stamen.intake import IdempotencyKeyReused, submit_workset
 from stamen.worksets.findings import has_errors
+from stamen.worksets.rules import traverses
 
 log = structlog.get_logger(__name__)
 ACTOR = "s3-drop"
@@ -66,6 +67,8 @@ class DropIntake:
 
     async def consider(self, bucket: str, folder: str, seen: set[str] | None = None) -> DropOutcome:
         """Pick the folder up if its sentinels say so; never raises for what is in the folder."""
+        if traverses(folder_name(folder)):
+            return DropOutcome(bucket, folder, "skipped", "the folder's name holds '..' or a path separator")
         try:
             objects = await self._store.list_objects(bucket, folder + sentinels.PREFIX)
             found = {obj.key[len(folder) :]: obj for obj in objects}
@@ -96,11 +99,17 @@ class DropIntake:
             log.info("drop.refused", folder=uri, codes=[f["code"] for f in findings][:10])
             return DropOutcome(bucket, folder, "refused", message, findings=findings)
         spec = imported.spec
-        result = await submit_workset(
-            self._pool, tenant_id=tenant, name=spec.name, spec=spec.model_dump(mode="json", exclude_none=True),
-            region=self._region, source="s3", actor=ACTOR, priority=spec.priority,
-            idempotency_key=f"{uri}#{ready.etag.strip(chr(34))}",
-        )  # fmt: skip
+        try:
+            result = await submit_workset(
+                self._pool, tenant_id=tenant, name=spec.name, spec=spec.model_dump(mode="json", exclude_none=True),
+                region=self._region, source="s3", actor=ACTOR, priority=spec.priority,
+                idempotency_key=f"{uri}#{ready.etag.strip(chr(34))}",
+            )  # fmt: skip
+        except IdempotencyKeyReused as exc:
+            # The files changed under the same daylily.ready: its workset exists; a new daylily.ready resubmits.
+            log.warning("drop.changed_under_same_ready", folder=uri, workset_id=exc.workset_id)
+            return DropOutcome(bucket, folder, "skipped", f"already picked up as {exc.workset_id}; the files "
+                               "changed since: write daylily.ready again to submit them", exc.workset_id)
         await self._store.put(bucket, folder + sentinels.IN_PROGRESS, sentinels.timestamp_body(now))
         warnings = [f.model_dump() for f in imported.findings]
         await self._record(
@@ -216,8 +225,9 @@ def ready_folders_in_event(body: object, prefix: str) -> tuple[list[tuple[str, s
         rest = folder[len(prefix) :] if folder.startswith(prefix) else ""
         if not name.startswith("ObjectCreated"):
             ignored.append(f"s3://{bucket}/{key}: {name or 'no eventName'} is not an object creation")
-        elif leaf != sentinels.READY or not rest or "/" in rest:
-            ignored.append(f"s3://{bucket}/{key}: not a {prefix}<workset>/{sentinels.READY} key")
+        elif leaf != sentinels.READY or not rest or traverses(rest):
+            ignored.append(f"s3://{bucket}/{key}: not a {prefix}<workset>/{sentinels.READY} key (a workset "
+                           "folder name without '/' or '..')")
         elif (bucket, folder + "/") not in folders:
             folders.append((bucket, folder + "/"))
     return folders, ignored

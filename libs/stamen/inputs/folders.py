@@ -8,13 +8,15 @@ and not read; others are read only up to the limit plus one byte, in case one gr
 from __future__ import annotations
 
 import posixpath
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from stamen.domain.workset import TENANT_ID_PATTERN
 from stamen.inputs.objects import ObjectMissing, ObjectStore, StorageError
 from stamen.worksets import Finding, ImportResult, import_daylily
-from stamen.worksets.daylily_import import INFO_FILE, MANIFEST_FILE, WORK_FILE
+from stamen.worksets.daylily_import import INFO_FILE, MANIFEST_FILE, WORK_FILE, check_work_file, is_work_file
 from stamen.worksets.documents import MAX_TSV_BYTES, MAX_YAML_BYTES, load_yaml_mapping
 from stamen.worksets.findings import finding
 
@@ -111,10 +113,11 @@ async def read_s3_folder(store: ObjectStore, bucket: str, prefix: str) -> Daylil
     return docs
 
 
-def read_local_folder(path: Path) -> DaylilyDocuments:
+def read_local_folder(path: Path, *, manifest: str | None = None) -> DaylilyDocuments:
+    """`manifest`: this file of the folder is the manifest, whatever the others are called."""
     names = sorted(p.name for p in path.iterdir() if p.is_file())
     docs = DaylilyDocuments()
-    manifest_name, docs.findings = choose_manifest(names)
+    manifest_name, docs.findings = (manifest, []) if manifest else choose_manifest(names)
 
     def read(name: str, limit: int) -> bytes | None:
         oversized = _too_large(name, (path / name).stat().st_size, limit)
@@ -135,13 +138,87 @@ def read_local_folder(path: Path) -> DaylilyDocuments:
     return docs
 
 
+DaylilyFileKind = Literal["manifest", "work", "info"]
+
+
+def daylily_file_kind(path: Path) -> DaylilyFileKind | None:
+    """Which Daylily file this is, by its name, else by its content (a tab-separated header naming SAMPLE_ID;
+    a YAML mapping of daylily_work.yaml keys). None: not a Daylily file (a workset spec, say)."""
+    if path.name == WORK_FILE:
+        return "work"
+    if path.name == INFO_FILE:
+        return "info"
+    if path.name == MANIFEST_FILE or path.name.endswith(MANIFEST_SUFFIX):
+        return "manifest"
+    with path.open("rb") as handle:
+        head = handle.read(MAX_YAML_BYTES + 1)
+    first_line = head.split(b"\n", 1)[0]
+    if b"\t" in first_line and b"SAMPLE_ID" in first_line:
+        return "manifest"
+    document = load_yaml_mapping(head, source=path.name).value
+    return "work" if document is not None and is_work_file(document) else None
+
+
+@dataclass
+class LocalImport:
+    """A local file or folder as the importer sees it, and what the report should add about how it was read."""
+
+    imported: ImportResult
+    note: str | None = None
+
+
+def import_local_daylily_file(path: Path, kind: DaylilyFileKind, *, tenant: str | None,
+                              default_tenant: str) -> LocalImport:
+    """One Daylily file given on its own: with the rest of its folder when the folder has it, else as what it
+    is (a manifest alone, with default settings; a work or info file, whose own findings are all there is),
+    saying which in the note and what to run for the whole workset."""
+    folder = path.parent
+    names = {p.name for p in folder.iterdir() if p.is_file()}
+    whole = f"`stamen validate {folder}/`"
+    if kind == "manifest":
+        name = path.name.removesuffix(".tsv").removesuffix("." + MANIFEST_SUFFIX.removesuffix(".tsv"))
+        if WORK_FILE in names:
+            docs = read_local_folder(folder, manifest=path.name)
+            owner = tenant or folder_tenant(docs.info, default=default_tenant)
+            return LocalImport(import_documents(docs, tenant=owner, default_name=folder_name(str(folder))),
+                               f"Validated the Daylily folder {folder}/ with {path.name} as its manifest.")
+        imported = import_daylily(b"{}", path.read_bytes(), None, tenant=tenant or default_tenant,
+                                  default_name=_UNSAFE_NAME.sub("-", name) or "manifest")
+        return LocalImport(imported, f"Validated {path.name} alone, with default workset settings (no {WORK_FILE} "
+                                     f"beside it). For the whole workset put {WORK_FILE} (and {INFO_FILE}) next to "
+                                     f"it and run {whole}.")
+    manifest_name, _ = choose_manifest(sorted(names))
+    if path.name in (WORK_FILE, INFO_FILE) and WORK_FILE in names and manifest_name is not None:
+        docs = read_local_folder(folder)
+        owner = tenant or folder_tenant(docs.info, default=default_tenant)
+        return LocalImport(import_documents(docs, tenant=owner, default_name=folder_name(str(folder))),
+                           f"{path.name} is a Daylily {kind} file: validated its folder {folder}/ "
+                           f"({WORK_FILE}, {manifest_name}{', ' + INFO_FILE if INFO_FILE in names else ''}).")
+    data = path.read_bytes()
+    findings = check_work_file(data) if kind == "work" else load_yaml_mapping(data, source=INFO_FILE).findings
+    missing = [] if WORK_FILE in names else [WORK_FILE]
+    if manifest_name is None:
+        missing.append(f"{MANIFEST_FILE} (or *{MANIFEST_SUFFIX})")
+    findings.append(finding("VAL-DAY-004", "", f"{path.name} is one file of a Daylily workset; {' and '.join(missing)} "
+                            f"{'is' if len(missing) == 1 else 'are'} not beside it", source=path.name,
+                            fix=f"Put the workset's files in one folder and run {whole}."))
+    return LocalImport(ImportResult(spec=None, findings=findings),
+                       f"{path.name} was checked on its own; a workset needs its folder: run {whole}.")
+
+
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
 __all__ = [
     "DaylilyDocuments",
+    "LocalImport",
     "StorageError",
     "choose_manifest",
+    "daylily_file_kind",
     "folder_name",
     "folder_tenant",
     "import_documents",
+    "import_local_daylily_file",
     "read_local_folder",
     "read_s3_folder",
 ]

@@ -70,8 +70,12 @@ ARCHIVE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
 class ObjectStore(Protocol):
     async def head(self, bucket: str, key: str) -> ObjectInfo: ...
 
-    async def read(self, bucket: str, key: str, *, length: int | None = None) -> bytes:
-        """The first `length` bytes (all of it when None)."""
+    async def read(self, bucket: str, key: str, *, length: int | None = None, offset: int = 0) -> bytes:
+        """`length` bytes from `offset` (to the end when None)."""
+        ...
+
+    def stream(self, bucket: str, key: str, *, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+        """The whole object, in chunks."""
         ...
 
     async def put(self, bucket: str, key: str, body: bytes, *, content_type: str = "text/plain") -> None: ...
@@ -159,10 +163,12 @@ class S3ObjectStore:
             storage_class=head.get("StorageClass"),
         )
 
-    async def read(self, bucket: str, key: str, *, length: int | None = None) -> bytes:
+    async def read(self, bucket: str, key: str, *, length: int | None = None, offset: int = 0) -> bytes:
         kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
         if length is not None:
-            kwargs["Range"] = f"bytes=0-{length - 1}"
+            kwargs["Range"] = f"bytes={offset}-{offset + length - 1}"
+        elif offset:
+            kwargs["Range"] = f"bytes={offset}-"
         try:
             response = await self._call("GET", bucket, key, "get_object", **kwargs)
         except RangeNotSatisfiable:
@@ -173,6 +179,17 @@ class S3ObjectStore:
         except (BotoCoreError, TimeoutError, OSError) as exc:
             raise StorageUnavailable(f"GET {_where(bucket, key)} failed while reading: {exc}") from None
         return data if length is None else data[:length]
+
+    async def stream(self, bucket: str, key: str, *, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+        response = await self._call("GET", bucket, key, "get_object", Bucket=bucket, Key=key)
+        body = response["Body"]
+        try:
+            while chunk := await body.read(chunk_size):
+                yield chunk
+        except (BotoCoreError, TimeoutError, OSError) as exc:
+            raise StorageUnavailable(f"GET {_where(bucket, key)} failed while reading: {exc}") from None
+        finally:
+            body.close()
 
     async def put(self, bucket: str, key: str, body: bytes, *, content_type: str = "text/plain") -> None:
         await self._call(

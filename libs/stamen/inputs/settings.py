@@ -10,6 +10,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from stamen.domain.workset import check_tenant_id
+from stamen.worksets.limits import MAX_DOCUMENT_BYTES
 
 
 class IntakeSettings(BaseSettings):
@@ -18,6 +19,9 @@ class IntakeSettings(BaseSettings):
     # Storage checks.
     sniff_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024,
                              description="Bytes read from the start of each input for content sniffing.")
+    gzip_verify_max_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=0, description="A plain-gzip input whose trailer does not vouch for its end "
+        "is decompressed whole to check it, up to this size (larger: SNF-GZ-006). BGZF never needs it.")
     storage_concurrency: int = Field(default=16, ge=1, le=256,
                                      description="S3 calls in flight at once per validation.")
     storage_timeout_seconds: float = Field(default=10.0, gt=0, description="Connect/read timeout per S3 call.")
@@ -41,7 +45,10 @@ class IntakeSettings(BaseSettings):
     # Request/reply and HTTP intake.
     intake_queue_group: str = "stamen-intake"
     intake_concurrency: int = Field(default=16, ge=1)
-    api_max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    api_max_body_bytes: int = Field(default=MAX_DOCUMENT_BYTES, ge=1024, description="The largest body the API "
+                                    "reads; the document limit by default, so the API takes the largest workset.")
+    api_body_timeout_seconds: float = Field(default=60.0, gt=0, description="A request body that has not "
+                                            "arrived in full by then is answered 408 and its connection closed.")
 
     def drop_tenant(self, bucket: str, info: bytes | None) -> str:
         """Whose workset a dropped folder is: the bucket's tenant in STAMEN_DROP_BUCKETS (`bucket=tenant`),

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from stamen.inputs.objects import ARCHIVE_CLASSES, ObjectMissing, ObjectStore, StorageError, gather_bounded
 from stamen.inputs.settings import IntakeSettings
 from stamen.worksets import Finding, SniffResult, WorksetSpec, check_read_pairs, sniff_object
-from stamen.worksets.findings import finding
+from stamen.worksets.findings import finding, has_errors
 from stamen.worksets.registry import references
 from stamen.worksets.rules import check_s3_uri
+from stamen.worksets.sniff import TAIL_BYTES, GzipStreamCheck, check_gzip_end
 from stamen.worksets.spec import input_files
 
 
@@ -86,10 +87,32 @@ class StorageChecker:
                 return [finding("SNF-OBJ-005", path, f"{uri} is in storage class {head.storage_class}")], \
                     head.size, None
             data = await self._store.read(bucket, key, length=self._settings.sniff_bytes)
+            sniff = sniff_object(uri, data, object_size=head.size, field=path)
+            findings = list(sniff.findings)
+            if sniff.gzip and head.size > len(data) and not has_errors(findings):
+                findings += await self._check_end(bucket, key, head.size, sniff, path)
         except StorageError as exc:
             return [finding(exc.code, path, str(exc))], None, None
-        sniff = sniff_object(uri, data, object_size=head.size, field=path)
-        return list(sniff.findings), head.size, sniff
+        return findings, head.size, sniff
+
+    async def _check_end(self, bucket: str, key: str, size: int, sniff: SniffResult, path: str) -> list[Finding]:
+        """A cut past the sniffed start: one ranged read of the end; for plain gzip whose trailer cannot vouch
+        for it, the whole object decompressed as it streams (bounded by gzip_verify_max_bytes)."""
+        length = min(TAIL_BYTES, size)
+        tail = await self._store.read(bucket, key, offset=size - length, length=length)
+        end = check_gzip_end(tail, object_size=size, bgzf=sniff.bgzf, ratio=sniff.compression_ratio, field=path)
+        if not end.stream_check_needed:
+            return end.findings
+        if size > self._settings.gzip_verify_max_bytes:
+            return [finding("SNF-GZ-006", path, f"s3://{bucket}/{key} is plain gzip of {size} bytes whose trailer "
+                            f"does not vouch for its end; only objects up to {self._settings.gzip_verify_max_bytes} "
+                            "bytes are decompressed whole to check it")]
+        check = GzipStreamCheck(path)
+        async for chunk in self._store.stream(bucket, key):
+            await asyncio.to_thread(check.feed, chunk)  # zlib releases the GIL: the loop keeps serving
+            if check.findings:
+                break
+        return check.finish(size)
 
     @staticmethod
     def _pairs(spec: WorksetSpec, sniffs: dict[str, SniffResult]) -> list[Finding]:

@@ -3,7 +3,6 @@ findings out. Both then call `stamen.intake.submit_workset`, the one path every 
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -12,10 +11,9 @@ from typing import Literal
 import asyncpg
 
 from stamen.domain.workset import check_tenant_id
-from stamen.intake import submit_workset
+from stamen.intake import IdempotencyKeyReused, submit_workset
 from stamen.worksets import Finding, ImportResult, import_form, validate_spec
-from stamen.worksets.documents import MAX_YAML_BYTES, Parsed, as_mapping, decode_text, load_yaml_mapping
-from stamen.worksets.findings import finding
+from stamen.worksets.documents import Parsed, as_mapping, load_json_mapping, load_yaml_mapping
 
 Media = Literal["json", "yaml"]
 # Printable ASCII without spaces: keys end up in logs, headers and a unique index.
@@ -25,9 +23,12 @@ _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
 class IntakeRefused(ValueError):
     """The request itself is unusable (bad tenant or idempotency key): a stable code, no findings."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, *, status: int = 400,
+                 details: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.status = status  # for HTTP
+        self.details = details or {}
 
 
 def media_of(content_type: str | None) -> Media | None:
@@ -43,20 +44,7 @@ def media_of(content_type: str | None) -> Media | None:
 def parse_document(data: bytes | str, media: Media, *, source: str = "form") -> Parsed:
     if media == "yaml":
         return load_yaml_mapping(data, source=source)
-    text, problems = decode_text(data, limit=MAX_YAML_BYTES, source=source)
-    if text is None:
-        return Parsed(findings=problems)
-    if not text.strip():
-        return Parsed(findings=[finding("VAL-INPUT-005", "", source=source)])
-    try:
-        loaded = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return Parsed(findings=[finding("VAL-INPUT-003", "", f"invalid JSON at line {exc.lineno}, column "
-                                        f"{exc.colno}: {exc.msg}", source=source,
-                                        fix="Fix the JSON syntax at the reported line and column.")])
-    except RecursionError:
-        return Parsed(findings=[finding("VAL-INPUT-003", "", "invalid JSON: nested too deeply", source=source)])
-    return as_mapping(loaded, source=source)
+    return load_json_mapping(data, source=source)
 
 
 def import_for_tenant(document: bytes | str | Mapping[str, object], *, tenant: str | None,
@@ -114,9 +102,12 @@ async def submit_document(pool: asyncpg.Pool, document: bytes | str | Mapping[st
     if imported.spec is None or not report.ok:
         return SubmissionOutcome(accepted=False, findings=report.findings)
     spec = imported.spec
-    result = await submit_workset(pool, tenant_id=tenant, name=spec.name,
-                                  spec=spec.model_dump(mode="json", exclude_none=True), region=region,
-                                  source=source, actor=actor, priority=spec.priority,
-                                  idempotency_key=idempotency_key)
+    try:
+        result = await submit_workset(pool, tenant_id=tenant, name=spec.name,
+                                      spec=spec.model_dump(mode="json", exclude_none=True), region=region,
+                                      source=source, actor=actor, priority=spec.priority,
+                                      idempotency_key=idempotency_key)
+    except IdempotencyKeyReused as exc:
+        raise IntakeRefused(exc.code, str(exc), status=422, details={"workset_id": exc.workset_id}) from None
     return SubmissionOutcome(accepted=True, findings=report.findings, workset_id=result.workset_id,
                              state=result.state, created=result.created)

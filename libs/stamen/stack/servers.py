@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stamen.stack.ports import free_port, free_ports, port_is_free
+from stamen.worksets.limits import NATS_MAX_PAYLOAD
 
 PG_SYSTEM_USER = "stamen-pg"
 
@@ -169,6 +170,8 @@ class NatsServer(ManagedServer):
             "host": "127.0.0.1",
             "port": self.port,
             "http_port": self.monitor_port,
+            # NATS intake requests carry a whole workset document (stamen.worksets.limits).
+            "max_payload": NATS_MAX_PAYLOAD,
             "jetstream": {"store_dir": str(self.data_dir / "jetstream")},
         }
         config = self.data_dir / "nats.conf"

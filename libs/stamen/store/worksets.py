@@ -37,6 +37,7 @@ def _from_row(row: asyncpg.Record) -> Workset:
         priority=row["priority"],
         spec=json.loads(row["spec"]),
         idempotency_key=row["idempotency_key"],
+        idempotency_fingerprint=row["idempotency_fingerprint"],
         version=row["version"],
         cluster=row["cluster"],
         placement_reason=row["placement_reason"],
@@ -74,8 +75,9 @@ class WorksetRepository:
     async def add(self, ws: Workset) -> None:
         await self._conn.execute(
             """INSERT INTO worksets (id, tenant_id, name, state, version, region, priority, spec,
-                                     idempotency_key, correlation_id, max_retries, max_duration_seconds)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12)""",
+                                     idempotency_key, correlation_id, max_retries, max_duration_seconds,
+                                     idempotency_fingerprint)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12, $13)""",
             ws.id,
             ws.tenant_id,
             ws.name,
@@ -88,6 +90,7 @@ class WorksetRepository:
             ws.correlation_id,
             ws.max_retries,
             ws.max_duration_seconds,
+            ws.idempotency_fingerprint,
         )
         await self._write_history(ws, base_version=0)
         ws.version = len(ws.pending_transitions)

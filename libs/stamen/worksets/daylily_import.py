@@ -90,15 +90,19 @@ def parse_manifest(data: bytes | str) -> _Manifest:
         return result
     header_line = lines[0][1]
     header = [cell.strip() for cell in header_line.split("\t")]
-    if "SAMPLE_ID" not in header:
-        code = "VAL-TSV-008" if "\t" not in header_line and "," in header_line else "VAL-TSV-001"
-        result.findings.append(_manifest_finding(code, None, None if code == "VAL-TSV-008"
-                                                 else "the header has no SAMPLE_ID column"))
+    if "\t" not in header_line and "," in header_line:
+        result.findings.append(_manifest_finding("VAL-TSV-008", None))
         return result
     duplicates = sorted({column for column in header if column and header.count(column) > 1})
     if duplicates:
         result.findings.append(_manifest_finding("VAL-TSV-004", None,
                                                  f"column(s) {', '.join(duplicates)} appear more than once"))
+        return result
+    missing = missing_columns(header)
+    if missing:
+        # Named once for the header, instead of one "no platform" / "no input" finding per row downstream.
+        result.findings.append(_manifest_finding("VAL-TSV-001", None, f"{', '.join(missing)} "
+                                                 f"{'is' if len(missing) == 1 else 'are'} missing from the header"))
         return result
     if len(lines) == 1:
         result.findings.append(_manifest_finding("VAL-TSV-003", None))
@@ -118,6 +122,23 @@ def parse_manifest(data: bytes | str) -> _Manifest:
             result.samples.append(sample)
             result.sample_ids.append(values["SAMPLE_ID"])
     return result
+
+
+def missing_columns(header: list[str]) -> list[str]:
+    """What a manifest's header must have for any row to become a sample: SAMPLE_ID, something that names
+    the platform (SEQ_VENDOR, SEQ_PLATFORM, or a platform's own input column such as ONT_R1_FQ) and at
+    least one input column."""
+    fmt = daylily_format()
+    present = set(header)
+    platform_inputs = {column for info in fmt.platforms.values() if info.fastq_prefix
+                       for column in fmt.fastq_columns(info.fastq_prefix)} | set(fmt.alignment_columns)
+    inputs = platform_inputs | set(fmt.fastq_columns(None))
+    missing = [] if "SAMPLE_ID" in present else ["SAMPLE_ID"]
+    if not present & {"SEQ_VENDOR", "SEQ_PLATFORM"} and not present & platform_inputs:
+        missing.append("SEQ_VENDOR (or SEQ_PLATFORM)")
+    if not present & inputs:
+        missing.append("an input column (R1_FQ/R2_FQ, ILMN_R1_FQ/ILMN_R2_FQ, ONT_R1_FQ, PB_BAM, ULTIMA_CRAM, ...)")
+    return missing
 
 
 def _input(values: Mapping[str, str], column: str) -> str | None:
@@ -217,6 +238,20 @@ def _work_settings(work: Mapping[str, object]) -> tuple[dict[str, str], list[Fin
         elif given:
             settings[canonical] = next(iter(given.values()))
     return settings, findings
+
+
+def check_work_file(work_yaml: bytes | str) -> list[Finding]:
+    """What can be said of a daylily_work.yaml on its own: syntax, keys and their aliases."""
+    work = load_yaml_mapping(work_yaml, source=WORK_FILE)
+    if work.value is None:
+        return work.findings
+    return _work_settings(work.value)[1]
+
+
+def is_work_file(document: Mapping[str, object]) -> bool:
+    """A mapping of daylily_work.yaml keys (and nothing of a workset spec)."""
+    known = {spelling for spellings in daylily_format().work_keys.values() for spelling in spellings}
+    return bool(document) and set(document) <= known
 
 
 def import_daylily(work_yaml: bytes | str, manifest_tsv: bytes | str, info_yaml: bytes | str | None = None,

@@ -66,6 +66,12 @@ CODES: dict[str, CodeInfo] = {
         "The same setting is given twice with different values (for example `dy-r` and its alias `run`).",
         "Keep one spelling of the setting and delete the other.",
     ),
+    "VAL-INPUT-009": CodeInfo(
+        "error",
+        "A key appears twice in the same mapping (YAML) or object (JSON).",
+        "Keep one of the two and delete the other: readers silently keep only the last, so the value you see "
+        "first is not the one that would be used.",
+    ),
     # --- structure (from the model) ---
     "VAL-REQ-001": CodeInfo("error", "A required field is missing.", "Add the field."),
     "VAL-REQ-002": CodeInfo(
@@ -81,10 +87,20 @@ CODES: dict[str, CodeInfo] = {
         "A field has the wrong type.",
         "Give a value of the type named in the message (text, number, list, mapping).",
     ),
+    "VAL-TYPE-002": CodeInfo(
+        "error",
+        "A number is not finite (inf, NaN, or too large to represent, such as 1e999).",
+        "Give an ordinary number; leave the field out to use its default or to have no limit.",
+    ),
     "VAL-RANGE-001": CodeInfo(
         "error",
         "A number is out of its allowed range.",
         "Use a value inside the range named in the message (max_retries: 0-10).",
+    ),
+    "VAL-RANGE-002": CodeInfo(
+        "error",
+        "The workset has more sample units than one workset may hold (10,000).",
+        "Split it into several worksets of at most 10,000 sample units (manifest rows) each.",
     ),
     "VAL-ENUM-001": CodeInfo(
         "error", "A value is not one of the allowed choices.", "Use one of the values listed in the message."
@@ -92,8 +108,9 @@ CODES: dict[str, CodeInfo] = {
     # --- manifest TSV ---
     "VAL-TSV-001": CodeInfo(
         "error",
-        "The manifest lacks a required column.",
-        "Start from Daylily's analysis_samples_template.tsv header; SAMPLE_ID is required.",
+        "The manifest lacks a column every sample needs (the message names them all).",
+        "Start from Daylily's analysis_samples_template.tsv header: SAMPLE_ID, SEQ_VENDOR (or SEQ_PLATFORM) and "
+        "the input columns of your platform (e.g. ILMN_R1_FQ and ILMN_R2_FQ) are required.",
     ),
     "VAL-TSV-002": CodeInfo(
         "error",
@@ -171,6 +188,13 @@ CODES: dict[str, CodeInfo] = {
         "Two samples have the same id.",
         "Give every sample unit its own id (Daylily rows differ by RUN_ID, EXPERIMENTID or LANE).",
     ),
+    "VAL-ID-005": CodeInfo(
+        "error",
+        "An identifier holds '..' or a path separator, so as a file or folder name it could lead outside its "
+        "folder.",
+        "Use letters, digits, '.', '_' or '-' without '..' (sample ids, SAMPLE_ID, RUN_ID, EXPERIMENTID, "
+        "LANE, the workset name, workdir_name).",
+    ),
     "VAL-REF-001": CodeInfo(
         "error",
         "The reference genome is not in the registry.",
@@ -229,6 +253,12 @@ CODES: dict[str, CodeInfo] = {
         "error",
         "The URI contains whitespace.",
         "Remove spaces, tabs or newlines from the URI (rename the object if needed).",
+    ),
+    "VAL-URI-006": CodeInfo(
+        "error",
+        "The S3 key has a '.' or '..' path segment.",
+        "Write the key without '.' and '..' segments (S3 keeps them literally; staged to disk they would "
+        "point elsewhere).",
     ),
     "VAL-LABEL-001": CodeInfo(
         "error",
@@ -317,6 +347,19 @@ CODES: dict[str, CodeInfo] = {
         "The gzip stream is truncated: the object ends mid-stream.",
         "The upload was cut short; upload the complete file.",
     ),
+    "SNF-GZ-005": CodeInfo(
+        "warning",
+        "The BGZF file's blocks are complete but its end-of-file marker is missing: it may have been cut at a "
+        "block boundary.",
+        "Compare the object's size with the source file; re-upload it if they differ (htslib warns the same).",
+    ),
+    "SNF-GZ-006": CodeInfo(
+        "warning",
+        "The end of this plain-gzip object could not be verified (its trailer does not vouch for it and it is "
+        "larger than STAMEN_GZIP_VERIFY_MAX_BYTES).",
+        "Recompress with bgzip (BGZF ends with a marker stamen checks), or compare the object's checksum with the "
+        "source file.",
+    ),
     "SNF-GZ-004": CodeInfo(
         "warning",
         "The sampled bytes were too few to decompress anything.",
@@ -358,6 +401,19 @@ CODES: dict[str, CodeInfo] = {
         "The decompressed content is binary, not FASTQ text.",
         "Check the object is FASTQ and not BAM, CRAM, zip or another format.",
     ),
+    "SNF-FQ-008": CodeInfo(
+        "warning",
+        "The FASTQ has Windows (CRLF) line endings.",
+        "stamen's fastq-qc and bwa-mem2 read them; for other tools convert first: `sed -i 's/\\r$//' reads.fastq` "
+        "(or `dos2unix`), then gzip again.",
+    ),
+    "SNF-FQ-009": CodeInfo(
+        "error",
+        "The qualities are Phred+64 (Illumina 1.3-1.7 / Solexa), not Phred+33: every base would read as far "
+        "better than it is.",
+        "Convert to Phred+33: `seqtk seq -Q64 -V in.fastq.gz | gzip > out.fastq.gz` (or `reformat.sh "
+        "qin=64 qout=33`), then upload the converted file.",
+    ),
     "SNF-PAIR-001": CodeInfo(
         "error",
         "The first read names of R1 and R2 do not pair up.",
@@ -380,6 +436,12 @@ CODES: dict[str, CodeInfo] = {
         "error",
         "The decompressed object does not start with BAM\\1.",
         "Check the object is a BAM file and not another gzip file renamed to .bam.",
+    ),
+    "SNF-FMT-002": CodeInfo(
+        "error",
+        "The object's content is another format than its name says (e.g. BAM or FASTA named .fastq.gz).",
+        "Give the input in the column or field of its real format (BAM/CRAM as alignments), or convert it "
+        "(`samtools fastq` for BAM/CRAM to FASTQ); FASTA has no qualities and cannot stand in for FASTQ.",
     ),
     "SNF-FMT-001": CodeInfo(
         "warning",

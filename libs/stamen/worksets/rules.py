@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, computed_field
 
 from stamen.worksets.cost import CostEstimate
 from stamen.worksets.findings import Finding, escalate, finding, has_errors
+from stamen.worksets.limits import MAX_SAMPLES
 from stamen.worksets.registry import daylily_format, references
 from stamen.worksets.spec import WorksetSpec, input_files
 
@@ -50,7 +51,27 @@ def check_identifiers(spec: WorksetSpec) -> list[Finding]:
     return results
 
 
+def traverses(value: str) -> bool:
+    """Could this identifier, used as a file or folder name, lead outside its folder?"""
+    return ".." in value or "/" in value or "\\" in value
+
+
+def check_no_path_traversal(spec: WorksetSpec) -> list[Finding]:
+    """Identifiers end up in paths (work folders, staged file names, Daylily's day-clone -d): none may hold
+    '..' or a path separator."""
+    named: list[tuple[str, str | None]] = [("name", spec.name), ("daylily.workdir_name", spec.daylily.workdir_name),
+                                           ("daylily.workset_id", spec.daylily.workset_id)]
+    for i, sample in enumerate(spec.samples):
+        named += [(f"samples[{i}].{key}", getattr(sample, key))
+                  for key in ("id", "sample_id", "run_id", "experiment_id", "lane")]
+    return [finding("VAL-ID-005", path, f"{value!r} holds '..' or a path separator") for path, value in named
+            if value is not None and traverses(value)]
+
+
 def check_samples_present(spec: WorksetSpec) -> list[Finding]:
+    if len(spec.samples) > MAX_SAMPLES:
+        return [finding("VAL-RANGE-002", "samples", f"{len(spec.samples)} sample units; a workset holds at most "
+                        f"{MAX_SAMPLES}")]
     return [] if spec.samples else [finding("VAL-REQ-002", "samples")]
 
 
@@ -141,6 +162,8 @@ def check_s3_uri(uri: str, path: str, *, needs_key: bool) -> list[Finding]:
         return [finding("VAL-URI-002", path, f"bucket {bucket!r} in {uri} is not a valid S3 bucket name")]
     if needs_key and (not key or key.endswith("/")):
         return [finding("VAL-URI-003", path, f"{uri} names a bucket or prefix, not an object")]
+    if any(segment in (".", "..") for segment in key.split("/")):
+        return [finding("VAL-URI-006", path, f"{uri} has a '.' or '..' path segment")]
     return []
 
 
@@ -195,7 +218,8 @@ def check_notifications(spec: WorksetSpec) -> list[Finding]:
     return results
 
 
-RULES: tuple[Rule, ...] = (check_samples_present, check_identifiers, check_unique_sample_ids, check_reference,
+RULES: tuple[Rule, ...] = (check_samples_present, check_identifiers, check_no_path_traversal,
+                           check_unique_sample_ids, check_reference,
                            check_inputs_present, check_read_pairing, check_uris, check_labels,
                            check_notifications)
 

@@ -1,15 +1,20 @@
-"""Content sniffing over the first bytes of an input object (the caller does a ranged read).
+"""Content sniffing over the first bytes of an input object (the caller does a ranged read), and checks of
+its end (a second ranged read of the last bytes) so a truncated upload is caught before compute is spent.
 
 A sample usually ends mid-stream, so "the gzip stream stops here" is normal; only when the caller says
-the sample is the whole object (`object_size`) is an unfinished stream a truncated upload. What the
-sample teaches (compression ratio, read length, FASTQ bytes per base) feeds the cost estimate.
+the sample is the whole object (`object_size`) is an unfinished stream a truncated upload. Past the sample,
+`check_gzip_end` reads the object's last bytes: BGZF (bgzip, BAM) ends with a fixed end-of-file block after
+self-contained blocks, so a cut is certain and located; plain gzip ends with a trailer whose ISIZE must fit
+the compression ratio seen at the start, and when it does not (or cannot tell), `GzipStreamCheck`
+decompresses the whole object as it streams by. What the sample teaches (compression ratio, read length,
+FASTQ bytes per base) feeds the cost estimate.
 """
 
 from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -18,6 +23,15 @@ from stamen.worksets.findings import Finding, finding
 GZIP_MAGIC = b"\x1f\x8b"
 CRAM_MAGIC = b"CRAM"
 BAM_MAGIC = b"BAM\x01"
+# htslib's 28-byte empty block that ends every BGZF file (SAM/BAM specification, section 4.1.2).
+BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
+_BGZF_HEADER = b"\x1f\x8b\x08\x04"
+# A BGZF block is at most 64 KiB, so the last 64 KiB + the EOF block always hold the last block whole.
+TAIL_BYTES = 64 * 1024 + len(BGZF_EOF)
+# Phred+64 (Illumina 1.3-1.7, Solexa) qualities run from ';' / '@' up to 'h' (Q40); Phred+33 ones start at '!'
+# and seldom reach past 'K' (Q42) on Illumina, while PacBio HiFi's reach '~' (Q93).
+_PHRED64_MIN, _PHRED64_MAX, _PHRED33_TOP = ord(";"), ord("j"), ord("J")
+_PHRED64_EVIDENCE = 100  # quality characters needed before calling the encoding
 # Bounds the work on a hostile sample: a few MiB of zeros can inflate to gigabytes.
 MAX_INFLATED_BYTES = 32 * 1024 * 1024
 MAX_RECORDS = 20_000
@@ -39,6 +53,7 @@ class SniffResult(BaseModel):
     mean_read_length: float | None = None
     text_bytes_per_base: float | None = None
     read_names: list[str] = []
+    bgzf: bool = False
     findings: list[Finding] = []
 
 
@@ -100,8 +115,15 @@ def _check_fastq(text: bytes, *, complete: bool, path: str) -> tuple[dict[str, f
     if not text:
         return {}, names, [finding("SNF-FQ-006", path, "the object is empty", severity="error" if complete
                                    else "warning")]
+    kind = content_kind(text)
+    if kind not in ("fastq", "unknown"):
+        return {}, names, [finding("SNF-FMT-002", path, f"named as FASTQ, but the content is {kind}")]
     if any(byte not in _PRINTABLE for byte in text[:4096].replace(b"\n", b"").replace(b"\r", b"")):
         return {}, names, [finding("SNF-FQ-007", path)]
+    if b"\r\n" in text[:4096]:
+        findings.append(finding("SNF-FQ-008", path, "the FASTQ has Windows (CRLF) line endings; stamen's fastq-qc "
+                                "and bwa-mem2 (Daylily's aligner) read them, tools that keep the '\\r' in sequence "
+                                "and quality do not"))
     lines = text.split(b"\n")
     if not complete:
         lines = lines[:-1]  # the last line may be cut off by the end of the sample
@@ -118,6 +140,7 @@ def _check_fastq(text: bytes, *, complete: bool, path: str) -> tuple[dict[str, f
         report("SNF-FQ-001", 0, "the first line does not start with '@'")
         return {}, names, findings
     reads = bases = record_bytes = 0
+    lowest, highest, qualities = 255, 0, 0
     for record in range(min(len(lines) // 4, MAX_RECORDS)):
         header, sequence, separator, quality = (line.rstrip(b"\r") for line in lines[4 * record:4 * record + 4])
         if not header.startswith(b"@"):
@@ -132,11 +155,17 @@ def _check_fastq(text: bytes, *, complete: bool, path: str) -> tuple[dict[str, f
             report("SNF-FQ-003", record, f"quality has {len(quality)} characters, sequence {len(sequence)}")
         if quality and (min(quality) < 33 or max(quality) > 126):
             report("SNF-FQ-004", record, "quality characters outside '!'..'~'")
+        if quality:
+            lowest, highest, qualities = min(lowest, min(quality)), max(highest, max(quality)), qualities + len(quality)
         if len(names) < READ_NAMES_KEPT:
             names.append(_read_name(header))
         reads += 1
         bases += len(sequence)
         record_bytes += sum(len(line) + 1 for line in lines[4 * record:4 * record + 4])
+    if qualities >= _PHRED64_EVIDENCE and lowest >= _PHRED64_MIN and _PHRED33_TOP < highest <= _PHRED64_MAX:
+        findings.append(finding("SNF-FQ-009", path, f"qualities range {chr(lowest)!r}..{chr(highest)!r} (ASCII "
+                                f"{lowest}-{highest}) over {reads} reads: Phred+64 (Illumina 1.3-1.7 / Solexa), "
+                                "which would be read as impossibly high Phred+33 qualities"))
     if reads == 0 and not findings:
         report("SNF-FQ-006", 0, "no complete 4-line record in the sampled bytes")
         if not complete:
@@ -159,6 +188,10 @@ def sniff_fastq(data: bytes, *, object_size: int | None = None, field: str = "",
     findings: list[Finding] = []
     is_gzip = data.startswith(GZIP_MAGIC)
     if named_gzip and not is_gzip:
+        kind = content_kind(data)
+        if kind not in ("fastq", "unknown"):
+            return SniffResult(format="fastq", sample_bytes=len(data), findings=[finding(
+                "SNF-FMT-002", field, f"named as gzipped FASTQ, but the content is {kind}")])
         findings.append(finding("SNF-GZ-001", field, "named .gz but the content has no gzip magic"))
     ratio: float | None = None
     text = data
@@ -168,6 +201,10 @@ def sniff_fastq(data: bytes, *, object_size: int | None = None, field: str = "",
         findings.extend(inflated.findings)
         if any(f.code == "SNF-GZ-002" for f in inflated.findings):
             return SniffResult(format="fastq", gzip=True, sample_bytes=len(data), findings=findings)
+        if inflated.payload.startswith(BAM_MAGIC):  # BGZF too: tell it by what it holds
+            return SniffResult(format="fastq", gzip=True, sample_bytes=len(data), bgzf=is_bgzf(data),
+                               findings=[*findings, finding("SNF-FMT-002", field, "named as FASTQ, but the content "
+                                                            "is BAM (aligned reads)")])
         if not inflated.payload:
             findings.append(finding("SNF-GZ-004", field, f"{len(data)} bytes decompressed to nothing"))
             return SniffResult(format="fastq", gzip=True, sample_bytes=len(data), findings=findings)
@@ -179,13 +216,17 @@ def sniff_fastq(data: bytes, *, object_size: int | None = None, field: str = "",
     return SniffResult(
         format="fastq", gzip=is_gzip, sample_bytes=len(data), compression_ratio=ratio,
         reads_sampled=int(stats.get("reads", 0)), mean_read_length=stats.get("mean_read_length"),
-        text_bytes_per_base=stats.get("text_bytes_per_base"), read_names=names, findings=findings)
+        text_bytes_per_base=stats.get("text_bytes_per_base"), read_names=names, bgzf=is_gzip and is_bgzf(data),
+        findings=findings)
 
 
 def sniff_cram(data: bytes, *, field: str = "") -> SniffResult:
     findings: list[Finding] = []
     if not data.startswith(CRAM_MAGIC):
-        findings.append(finding("SNF-CRAM-001", field, f"starts with {data[:4]!r}, not b'CRAM'"))
+        kind = content_kind(data)
+        findings.append(finding("SNF-FMT-002", field, f"named as CRAM, but the content is {kind}")
+                        if kind != "unknown" else
+                        finding("SNF-CRAM-001", field, f"starts with {data[:4]!r}, not b'CRAM'"))
     elif len(data) > 4 and data[4] < 3:
         findings.append(finding("SNF-CRAM-002", field, f"CRAM version {data[4]}.{data[5] if len(data) > 5 else 0}"))
     return SniffResult(format="cram", sample_bytes=len(data), findings=findings)
@@ -193,7 +234,10 @@ def sniff_cram(data: bytes, *, field: str = "") -> SniffResult:
 
 def sniff_bam(data: bytes, *, object_size: int | None = None, field: str = "") -> SniffResult:
     if not data.startswith(GZIP_MAGIC):
-        return SniffResult(format="bam", sample_bytes=len(data), findings=[finding("SNF-BAM-001", field)])
+        kind = content_kind(data)
+        return SniffResult(format="bam", sample_bytes=len(data), findings=[
+            finding("SNF-FMT-002", field, f"named as BAM, but the content is {kind}")
+            if kind not in ("unknown", "BAM (aligned reads)") else finding("SNF-BAM-001", field)])
     whole = object_size is not None and len(data) >= object_size
     inflated = _inflate(data, whole_object=whole, path=field)
     findings = list(inflated.findings)
@@ -202,11 +246,13 @@ def sniff_bam(data: bytes, *, object_size: int | None = None, field: str = "") -
             findings.append(finding("SNF-GZ-004", field, f"{len(data)} bytes decompressed to "
                                     f"{len(inflated.payload)} bytes"))
         elif not inflated.payload.startswith(BAM_MAGIC):
-            findings.append(finding("SNF-BAM-002", field, f"decompressed data starts with "
-                                    f"{inflated.payload[:4]!r}"))
+            kind = content_kind(inflated.payload)
+            findings.append(finding("SNF-FMT-002", field, f"named as BAM, but the content is gzipped {kind}")
+                            if kind != "unknown" else
+                            finding("SNF-BAM-002", field, f"decompressed data starts with {inflated.payload[:4]!r}"))
     ratio = len(inflated.payload) / inflated.consumed if inflated.consumed else None
     return SniffResult(format="bam", gzip=True, sample_bytes=len(data), compression_ratio=ratio,
-                       findings=findings)
+                       bgzf=is_bgzf(data), findings=findings)
 
 
 def sniff_object(uri: str, data: bytes, *, object_size: int | None = None, field: str = "") -> SniffResult:
@@ -229,3 +275,147 @@ def check_read_pairs(r1: SniffResult, r2: SniffResult, *, field: str = "") -> li
         if name1 != name2:
             return [finding("SNF-PAIR-001", field, f"read {index + 1}: R1 {name1!r} vs R2 {name2!r}")]
     return []
+
+
+def content_kind(data: bytes) -> str:
+    """What these first bytes are, in words for a finding; "fastq" or "unknown" when nothing else fits."""
+    if data.startswith(GZIP_MAGIC):
+        return "gzip-compressed data"
+    if data.startswith(BAM_MAGIC):
+        return "BAM (aligned reads)"
+    if data.startswith(CRAM_MAGIC):
+        return "CRAM (aligned reads)"
+    if data.startswith((b"@HD\t", b"@SQ\t", b"@RG\t", b"@PG\t", b"@CO\t")):
+        return "SAM (aligned reads, text)"
+    if data.startswith(b">"):
+        return "FASTA (sequences without qualities)"
+    if data.startswith(b"PK\x03\x04"):
+        return "a zip archive"
+    if data.startswith(b"BZh"):
+        return "bzip2-compressed data"
+    if data.startswith(b"\xfd7zXZ\x00"):
+        return "xz-compressed data"
+    if data.startswith(b"\x28\xb5\x2f\xfd"):
+        return "zstd-compressed data"
+    if data.startswith(b"@"):
+        return "fastq"
+    return "unknown"
+
+
+def is_bgzf(data: bytes) -> bool:
+    """A gzip member with the extra subfield 'BC' (its block size): BGZF, as bgzip and htslib write it."""
+    return data[:4] == _BGZF_HEADER and data[12:14] == b"BC"
+
+
+def _bgzf_block_size(data: bytes, at: int) -> int | None:
+    if data[at:at + 4] != _BGZF_HEADER or data[at + 12:at + 16] != b"BC\x02\x00":
+        return None
+    return int.from_bytes(data[at + 16:at + 18], "little") + 1
+
+
+@dataclass(frozen=True)
+class EndCheck:
+    findings: list[Finding]
+    stream_check_needed: bool = False  # plain gzip whose trailer cannot vouch for the end: read it whole
+
+
+def check_gzip_end(tail: bytes, *, object_size: int, bgzf: bool, ratio: float | None, field: str) -> EndCheck:
+    """Does the object end where its compression says it should? `tail` is its last bytes (TAIL_BYTES, or the
+    whole object if smaller); `ratio` the compression ratio the start of the object showed."""
+    start = object_size - len(tail)  # where `tail` begins in the object
+    if bgzf:
+        return EndCheck(_bgzf_end(tail, start=start, object_size=object_size, field=field))
+    if len(tail) < 18:
+        return EndCheck([finding("SNF-GZ-003", field, f"the object is {object_size} bytes: too short for a gzip "
+                                 "member and its trailer")])
+    isize = int.from_bytes(tail[-4:], "little")  # uncompressed length of the last member, modulo 2**32
+    expected = object_size * ratio if ratio else None
+    if expected is None or expected >= 2**31 or not expected / 4 <= isize <= expected * 4:
+        # A cut stream ends in arbitrary bytes; a file of several gzip members (cat a.gz b.gz) also has a
+        # small ISIZE: only decompressing it all tells them apart.
+        return EndCheck([], stream_check_needed=True)
+    return EndCheck([])
+
+
+def _bgzf_end(tail: bytes, *, start: int, object_size: int, field: str) -> list[Finding]:
+    has_eof = tail.endswith(BGZF_EOF)
+    body_end = len(tail) - (len(BGZF_EOF) if has_eof else 0)
+    at = tail.rfind(_BGZF_HEADER, 0, body_end)
+    while at >= 0:  # the last block: the last block header whose block reaches the end of the data
+        size = _bgzf_block_size(tail, at)
+        if size is not None and at + size >= body_end:
+            break
+        at = tail.rfind(_BGZF_HEADER, 0, at)
+    if at < 0 or size is None:
+        if has_eof:
+            return []
+        return [finding("SNF-GZ-003", field, f"no BGZF block ends within the last {len(tail)} bytes and there is no "
+                        f"BGZF end-of-file marker: the object is cut short (it is {object_size} bytes)")]
+    if at + size > body_end:
+        return [finding("SNF-GZ-003", field, f"the object ends at byte {object_size}, inside the BGZF block that "
+                        f"starts at byte {start + at} and is {size} bytes long: its last {at + size - body_end} bytes "
+                        "are missing, and so is the BGZF end-of-file marker")]
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        inflater.decompress(tail[at:at + size])
+    except zlib.error as exc:
+        return [finding("SNF-GZ-002", field, f"the last BGZF block (byte {start + at}) is corrupt: {exc}")]
+    if not inflater.eof:
+        return [finding("SNF-GZ-002", field, f"the last BGZF block (byte {start + at}) does not end its stream")]
+    if not has_eof:
+        return [finding("SNF-GZ-005", field, f"the last BGZF block ends at byte {object_size} but the BGZF "
+                        "end-of-file marker that bgzip writes is missing")]
+    return []
+
+
+class GzipStreamCheck:
+    """Decompress a whole gzip object as it streams by, output thrown away, to tell whether every member
+    ends with its trailer (the CRC and length checked by zlib). Feed the bytes in order; then `finish`."""
+
+    CHUNK_OUT = 1 << 20  # bounds memory per step however well the data compresses
+
+    def __init__(self, field: str) -> None:
+        self._field = field
+        self._inflater: Any = None
+        self._offset = 0  # bytes of the object consumed so far
+        self._member_start = 0
+        self._produced = 0
+        self.findings: list[Finding] = []
+
+    def feed(self, chunk: bytes) -> None:
+        data = chunk
+        while data and not self.findings:
+            if self._inflater is None:
+                if not data.strip(b"\x00"):
+                    self._offset += len(data)  # zero padding after the last member is harmless
+                    return
+                if data[:2] != GZIP_MAGIC[: len(data[:2])]:
+                    self.findings.append(finding("SNF-GZ-002", self._field, f"bytes at offset {self._offset} are "
+                                                 "not a gzip member"))
+                    return
+                self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                self._member_start = self._offset
+            try:
+                self._produced += len(self._inflater.decompress(data, self.CHUNK_OUT))
+                while self._inflater.unconsumed_tail and not self._inflater.eof:
+                    self._produced += len(self._inflater.decompress(self._inflater.unconsumed_tail,
+                                                                    self.CHUNK_OUT))
+            except zlib.error as exc:
+                self.findings.append(finding("SNF-GZ-002", self._field, f"the gzip member that starts at byte "
+                                             f"{self._member_start} is corrupt: {exc}"))
+                return
+            if self._inflater.eof:
+                rest = self._inflater.unused_data
+                self._offset += len(data) - len(rest)
+                self._inflater = None
+                data = rest
+            else:
+                self._offset += len(data)
+                return
+
+    def finish(self, object_size: int) -> list[Finding]:
+        if not self.findings and self._inflater is not None:
+            self.findings.append(finding("SNF-GZ-003", self._field, f"the object ends at byte {object_size} in the "
+                                         f"middle of the gzip member that starts at byte {self._member_start} "
+                                         f"(no trailer; {self._produced} bytes decompressed before the end)"))
+        return self.findings

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from stamen.worksets.registry import daylily_format, references
@@ -19,17 +19,29 @@ Pipeline = Literal["germline", "somatic", "rna-seq", "wgs", "wes", "fastq-qc"]
 Priority = Literal["urgent", "normal", "low"]
 Platform = Literal["ILMN", "ONT", "PACBIO", "UG", "ROCHE", "CG"]
 NotificationEvent = Literal["submitted", "started", "complete", "error", "cancelled"]
+
+
+def _not_a_boolean(value: object) -> object:
+    # `true` is not 1 here: Python's bool is an int, so without this `max_retries: true` would read as 1.
+    if isinstance(value, bool):
+        raise PydanticCustomError("VAL-TYPE-001", "{value} is a boolean; give a number",
+                                  {"value": str(value).lower()})
+    return value
+
+
+NotBoolean = BeforeValidator(_not_a_boolean)
 # Limits shared with what a requeue may change (stamen.retry.requeue), so the two cannot drift apart.
-MaxRetries = Annotated[int, Field(ge=0, le=10)]
-MaxDurationSeconds = Annotated[int, Field(ge=1, le=30 * 86400)]
+MaxRetries = Annotated[int, Field(ge=0, le=10), NotBoolean]
+MaxDurationSeconds = Annotated[int, Field(ge=1, le=30 * 86400), NotBoolean]
 
 _PIPELINE_ALIASES = {"rnaseq": "rna-seq", "rna_seq": "rna-seq", "fastq_qc": "fastq-qc", "qc": "fastq-qc"}
 _PRIORITY_ALIASES = {"high": "urgent"}
 
 
 class _SpecModel(BaseModel):
-    # extra="forbid": a misspelt field is reported instead of silently dropped.
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    # extra="forbid": a misspelt field is reported instead of silently dropped; allow_inf_nan=False: inf and
+    # NaN (YAML .inf, JSON 1e999) are findings, and could not be stored in PostgreSQL's JSON anyway.
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, allow_inf_nan=False)
 
 
 def _normalise_platform(value: object) -> object:
@@ -71,7 +83,8 @@ class Sample(_SpecModel):
     r2: str | None = None
     alignments: list[AlignedReads] = Field(default_factory=list)
     extra_fastq: list[FastqPair] = Field(default_factory=list)
-    coverage: float | None = Field(default=None, ge=0, le=10000, description="Expected mean coverage (x).")
+    coverage: Annotated[float | None, NotBoolean] = Field(default=None, ge=0, le=10000,
+                                                          description="Expected mean coverage (x).")
     run_id: str | None = None
     experiment_id: str | None = None
     lane: str | None = None
@@ -138,8 +151,8 @@ class WorksetSpec(_SpecModel):
     preferred_cluster: str | None = None
     budget: str | None = Field(default=None, description="Daylily budget name (AWS Budgets), "
                                                          "appended to day-clone.")
-    max_cost_usd: float | None = Field(default=None, gt=0, description="Warn when the median estimate "
-                                                                       "exceeds this.")
+    max_cost_usd: Annotated[float | None, NotBoolean] = Field(default=None, gt=0, description="Warn when the "
+                                                              "median estimate exceeds this.")
     labels: dict[str, str] = Field(default_factory=dict)
     notifications: Notifications = Field(default_factory=Notifications)
     daylily: DaylilySettings = Field(default_factory=DaylilySettings)

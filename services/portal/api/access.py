@@ -8,7 +8,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from services.portal.api.errors import ApiError
-from services.portal.api.requests import TENANT_HEADER
+from services.portal.api.requests import TENANT_HEADER, read_body
 from services.portal.api.text import require_storable
 from stamen.auth import Principal
 from stamen.auth.errors import Forbidden, TokenMissing
@@ -95,7 +95,7 @@ def query(request: web.Request, model: type[M]) -> M:
 
 async def body(request: web.Request, model: type[M], *, optional: bool = False) -> M:
     """The JSON body as `model` (REQUEST_INVALID), holding only storable text (TEXT_NOT_STORABLE)."""
-    raw = await request.read()
+    raw = await read_body(request)
     if optional and not raw.strip():
         return model()
     try:

@@ -25,6 +25,7 @@ API_PREFIX = "/api/"
 _HTTP_CODES = {
     400: "BAD_REQUEST",
     404: "NOT_FOUND",
+    408: "REQUEST_TIMEOUT",
     405: "METHOD_NOT_ALLOWED",
     413: "REQUEST_TOO_LARGE",
     415: "UNSUPPORTED_MEDIA_TYPE",
@@ -46,11 +47,14 @@ _CUSTOMER_STATUS = {
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, details: dict[str, Any] | None = None) -> None:
+    def __init__(self, status: int, code: str, message: str, details: dict[str, Any] | None = None, *,
+                 close_connection: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.details = details or {}
+        # A body left half-read (timed out, malformed) leaves the connection unusable for another request.
+        self.close_connection = close_connection
 
 
 def error_response(
@@ -89,7 +93,10 @@ async def api_errors(request: web.Request, handler: Handler) -> web.StreamRespon
     try:
         return await handler(request)
     except ApiError as exc:
-        return error_response(exc.status, exc.code, str(exc), exc.details)
+        response = error_response(exc.status, exc.code, str(exc), exc.details)
+        if exc.close_connection:
+            response.force_close()
+        return response
     except AuthError as exc:
         return auth_error_response(exc)
     except CustomerError as exc:

@@ -2,21 +2,56 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from services.portal.api.errors import ApiError
 from stamen.inputs.contexts import INTAKE_SETTINGS
 from stamen.inputs.submission import Media, media_of
+
+log = structlog.get_logger(__name__)
 
 TENANT_HEADER = "X-Stamen-Tenant"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 # What is read and thrown away after an oversized body, so the client can read the 413 before the
 # connection closes; beyond this the connection is simply closed.
 _DRAIN_LIMIT = 64 * 1024 * 1024
+_BODY = web.RequestKey("stamen_body", bytes)
 
 
 async def read_body(request: web.Request) -> bytes:
-    limit = request.app[INTAKE_SETTINGS].api_max_body_bytes
+    """The whole body, read once per request: at most STAMEN_API_MAX_BODY_BYTES (413), within
+    STAMEN_API_BODY_TIMEOUT_SECONDS (408: a Content-Length longer than what is sent, a chunked body that
+    stops or breaks mid-way, a client sending a byte a minute), never echoed back."""
+    if _BODY in request:
+        return request[_BODY]
+    settings = request.app[INTAKE_SETTINGS]
+    limit, seconds = settings.api_max_body_bytes, settings.api_body_timeout_seconds
+    try:
+        async with asyncio.timeout(seconds):
+            body = await _read_bounded(request, limit)
+    except TimeoutError:
+        log.info("api.body_timeout", path=request.path, seconds=seconds, remote=request.remote)
+        raise ApiError(408, "REQUEST_TIMEOUT", f"the request body did not arrive in full within {seconds:g} s; "
+                       "send it again (and check its Content-Length)", {"timeout_seconds": seconds},
+                       close_connection=True) from None
+    except (RequestPayloadError, HttpProcessingError):
+        raise ApiError(400, "BAD_REQUEST", "the request body is malformed (its chunked transfer encoding or "
+                       "length does not parse)", close_connection=True) from None
+    except ConnectionError:
+        # The client went away mid-body: nobody will read an answer, and it is not a server fault.
+        log.info("api.client_gone", path=request.path, remote=request.remote)
+        raise ApiError(400, "BAD_REQUEST", "the connection closed before the body ended",
+                       close_connection=True) from None
+    request[_BODY] = body
+    return body
+
+
+async def _read_bounded(request: web.Request, limit: int) -> bytes:
     too_large = ApiError(
         413, "REQUEST_TOO_LARGE", f"the body is larger than {limit} bytes", {"limit_bytes": limit}
     )

@@ -103,7 +103,7 @@ async def submit(request: web.Request) -> web.Response:
             actor=actor_of(request),
         )
     except IntakeRefused as exc:
-        raise ApiError(400, exc.code, str(exc)) from None
+        raise ApiError(exc.status, exc.code, str(exc), dict(exc.details)) from None
     if not outcome.accepted:
         raise _findings_error([f.model_dump() for f in outcome.findings], str(outcome.as_reply()["message"]))
     location = f"/api/v1/worksets/{outcome.workset_id}"

@@ -25,6 +25,7 @@ from stamen.customers.repository import CustomerRepository
 from stamen.inputs import sentinels
 from stamen.intake import submit_workset
 from stamen.stack.servers import NatsServer
+from stamen.worksets.limits import MAX_DOCUMENT_BYTES
 from tests.intake.s3kit import S3Lab, make_intake, make_settings
 from tests.worksets.conftest import fastq_records, gz
 
@@ -284,7 +285,7 @@ async def test_broken_requests_get_precise_replies_and_the_responder_keeps_answe
         [found] = answer["details"]["findings"]
         assert (found["code"], found["severity"]) == (code, "error"), case
         assert found["message"] and found["fix"]
-    # The default nats-server refuses a 10 MB message (max_payload 1 MiB) before the validator sees it.
+    # stamen's nats-server refuses a 10 MB message (max_payload 8 MiB) before the validator sees it.
     with pytest.raises(MaxPayloadError):
         await nc.request("stamen.intake.acme", b"\x00" * 10 * 1024 * 1024, timeout=10)
     assert await states(pool) == {}
@@ -319,7 +320,7 @@ async def test_a_10_mb_request_is_refused_with_its_code(
         answer = await request(client, "acme", garbage)
         [found] = answer["details"]["findings"]
         assert (answer["code"], found["code"]) == ("VALIDATION_FAILED", "VAL-INPUT-002")
-        assert found["message"] == "input is 10485760 bytes; the limit is 1048576 bytes"
+        assert found["message"] == f"input is 10485760 bytes; the limit is {MAX_DOCUMENT_BYTES} bytes"
         answer = await request(client, "acme", json.dumps(s3lab.spec("after-10mb")).encode())
         assert answer["ok"], answer
     finally:
