@@ -254,3 +254,23 @@ def test_watched_buckets_setting() -> None:
     assert settings.watched_buckets() == {"lab-a": "acme", "lab-b": None}
     with pytest.raises(ValueError, match="tenant id"):
         IntakeSettings(drop_buckets="lab=Not A Tenant").watched_buckets()
+
+
+def test_a_ready_sentinel_outside_its_workset_folder_is_ignored() -> None:
+    prefix = "daylily_monitoring/active_worksets/"
+    event = {"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "lab-bucket"},
+                                                                   "object": {"key": key}}}
+                         for key in (prefix + "../daylily.ready", prefix + "a%2F..%2Fb/daylily.ready",
+                                     prefix + "run7/daylily.ready")]}
+    folders, ignored = ready_folders_in_event(event, prefix)
+    assert folders == [("lab-bucket", prefix + "run7/")]
+    assert len(ignored) == 2 and all("without '/' or '..'" in reason for reason in ignored)
+
+
+async def test_a_folder_named_for_its_parent_is_not_picked_up(pool: asyncpg.Pool, s3lab: S3Lab) -> None:
+    intake = make_intake(s3lab)
+    async with open_object_store(settings_for(s3lab), intake) as store:
+        drops = DropIntake(pool, store, region="us-west-2", intake=intake)
+        outcome = await drops.consider(s3lab.bucket, DROP_PREFIX + "../")
+    assert (outcome.action, outcome.reason) == ("skipped", "the folder's name holds '..' or a path separator")
+    assert await worksets(pool) == []
