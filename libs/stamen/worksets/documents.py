@@ -104,12 +104,18 @@ def _plain(value: object) -> object:
     return value
 
 
-def load_yaml_mapping(data: bytes | str, *, source: str | None) -> Parsed:
+def _document_text(data: bytes | str, *, source: str | None) -> tuple[str | None, list[Finding]]:
+    """A document's text within the document limit, or why there is none (too large, not UTF-8, empty)."""
     text, problems = decode_text(data, limit=MAX_YAML_BYTES, source=source)
+    if text is not None and not text.strip():
+        return None, [finding("VAL-INPUT-005", "", source=source)]
+    return text, problems
+
+
+def load_yaml_mapping(data: bytes | str, *, source: str | None) -> Parsed:
+    text, problems = _document_text(data, source=source)
     if text is None:
         return Parsed(findings=problems)
-    if not text.strip():
-        return Parsed(findings=[finding("VAL-INPUT-005", "", source=source)])
     try:
         loaded = yaml.load(text, Loader=_StrictLoader)
     except _AliasRefused:
@@ -141,11 +147,9 @@ def load_yaml_mapping(data: bytes | str, *, source: str | None) -> Parsed:
 def load_json_mapping(data: bytes | str, *, source: str | None) -> Parsed:
     """A JSON document as a mapping; a key given twice in one object is refused with its line (JSON
     readers, Python's included, keep the last value without a word)."""
-    text, problems = decode_text(data, limit=MAX_YAML_BYTES, source=source)
+    text, problems = _document_text(data, source=source)
     if text is None:
         return Parsed(findings=problems)
-    if not text.strip():
-        return Parsed(findings=[finding("VAL-INPUT-005", "", source=source)])
     try:
         loaded = json.loads(text, object_pairs_hook=_unique_pairs)
     except json.JSONDecodeError as exc:

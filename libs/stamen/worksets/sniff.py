@@ -277,29 +277,24 @@ def check_read_pairs(r1: SniffResult, r2: SniffResult, *, field: str = "") -> li
     return []
 
 
+# How content starts -> what it is, in words for a finding. SAM's header lines before FASTQ's '@'.
+_CONTENT_KINDS: tuple[tuple[tuple[bytes, ...], str], ...] = (
+    ((GZIP_MAGIC,), "gzip-compressed data"),
+    ((BAM_MAGIC,), "BAM (aligned reads)"),
+    ((CRAM_MAGIC,), "CRAM (aligned reads)"),
+    ((b"@HD\t", b"@SQ\t", b"@RG\t", b"@PG\t", b"@CO\t"), "SAM (aligned reads, text)"),
+    ((b">",), "FASTA (sequences without qualities)"),
+    ((b"PK\x03\x04",), "a zip archive"),
+    ((b"BZh",), "bzip2-compressed data"),
+    ((b"\xfd7zXZ\x00",), "xz-compressed data"),
+    ((b"\x28\xb5\x2f\xfd",), "zstd-compressed data"),
+    ((b"@",), "fastq"),
+)
+
+
 def content_kind(data: bytes) -> str:
     """What these first bytes are, in words for a finding; "fastq" or "unknown" when nothing else fits."""
-    if data.startswith(GZIP_MAGIC):
-        return "gzip-compressed data"
-    if data.startswith(BAM_MAGIC):
-        return "BAM (aligned reads)"
-    if data.startswith(CRAM_MAGIC):
-        return "CRAM (aligned reads)"
-    if data.startswith((b"@HD\t", b"@SQ\t", b"@RG\t", b"@PG\t", b"@CO\t")):
-        return "SAM (aligned reads, text)"
-    if data.startswith(b">"):
-        return "FASTA (sequences without qualities)"
-    if data.startswith(b"PK\x03\x04"):
-        return "a zip archive"
-    if data.startswith(b"BZh"):
-        return "bzip2-compressed data"
-    if data.startswith(b"\xfd7zXZ\x00"):
-        return "xz-compressed data"
-    if data.startswith(b"\x28\xb5\x2f\xfd"):
-        return "zstd-compressed data"
-    if data.startswith(b"@"):
-        return "fastq"
-    return "unknown"
+    return next((kind for starts, kind in _CONTENT_KINDS if data.startswith(starts)), "unknown")
 
 
 def is_bgzf(data: bytes) -> bool:
