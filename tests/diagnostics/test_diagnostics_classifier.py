@@ -31,7 +31,7 @@ been killed by the cgroup out-of-memory handler.
 """
 
 
-def _entry(code: str, **match: Any) -> CatalogEntry:
+def _entry(code: str, tier: str = "cause", **match: Any) -> CatalogEntry:
     return CatalogEntry.model_validate(
         {
             "code": code,
@@ -40,6 +40,7 @@ def _entry(code: str, **match: Any) -> CatalogEntry:
             "category": "pipeline",
             "severity": "error",
             "retry_class": "permanent",
+            "tier": tier,
             "match": match,
             "remediation": ["n/a"],
             "docs_anchor": code.lower(),
@@ -361,3 +362,37 @@ def test_locale_warnings_and_cleanup_are_not_evidence_of_a_missing_input() -> No
     )
     codes = [c.code for c in classify_error(text).candidates]
     assert codes == ["WS-RES-004"]
+
+
+def test_tiers_rank_cause_then_family_then_wrapper_whatever_the_wording() -> None:
+    # The family and wrapper patterns are long and the cause's is short: the tier still decides.
+    cause = _entry("WS-PIP-903", patterns=["oops"])
+    family = _entry("WS-PIP-902", tier="family", patterns=["widget reported an error while frobnicating"])
+    wrapper = _entry("WS-PIP-901", tier="wrapper", patterns=["the step failed, see the log above for details"])
+    text = "the step failed, see the log above for details\nwidget reported an error while frobnicating: oops\n"
+    for entries in ([cause, family, wrapper], [wrapper, family, cause]):
+        codes = [candidate.code for candidate in classify_error(text, entries=entries).candidates]
+        assert codes == ["WS-PIP-903", "WS-PIP-902", "WS-PIP-901"]
+
+
+def test_a_wrapper_never_hides_the_exit_status_it_reports() -> None:
+    text = "Workflow execution completed unsuccessfully!\nThe exit status of the task that caused the workflow execution to fail was: 137.\n"
+    diagnosis = classify_error(text)
+    assert diagnosis.top.code == "WS-RES-001"
+    assert "WS-PIP-017" in [candidate.code for candidate in diagnosis.candidates]
+
+
+def test_a_family_match_gives_its_category_and_retry_class_instead_of_unknown() -> None:
+    top = classify_error("sbatch: error: --array and --dependency=singleton may not be combined here").top
+    assert (top.code, top.category, top.retry_class) == ("WS-CLU-013", ErrorCategory.CLUSTER, RetryClass.CONFIGURATION)
+    top = classify_error("curl: (65) necessary data rewind wasn't possible").top
+    assert (top.category, top.retry_class.is_retryable) == (ErrorCategory.NETWORK, True)
+
+
+def test_two_wordings_of_one_message_are_one_piece_of_evidence() -> None:
+    both = _entry("WS-PIP-901", patterns=["Could not resolve host", r"curl: \(6\)"])
+    other = _entry("WS-PIP-902", patterns=["The requested URL returned error: 404"])
+    text = "curl: (22) The requested URL returned error: 404\ncurl: (6) Could not resolve host: mirror\n"
+    scores = {candidate.code: candidate.score for candidate in classify_error(text, entries=[both, other]).candidates}
+    assert scores["WS-PIP-901"] == 20 + 0.5 * len("Could not resolve host")  # no bonus for the second wording
+    assert scores["WS-PIP-902"] > scores["WS-PIP-901"]

@@ -19,7 +19,8 @@ def test_text_report_names_code_evidence_remediation_and_docs() -> None:
     for step in get_remediation_for_error("WS-RES-001"):
         assert step in report
     assert "Docs: docs/errors.md#ws-res-001" in report
-    assert "Other candidates:\n  WS-PIP-002" in report
+    others = report.split("Other candidates:\n", 1)[1]
+    assert "  WS-PIP-002 Snakemake rule failed" in others  # the wrapper ranks below the cause
 
 
 def test_text_report_for_unknown_shows_log_tail() -> None:

@@ -15,7 +15,7 @@ from stamen.diagnostics.catalog import (
     is_retryable,
 )
 from stamen.diagnostics.classifier import Candidate, Diagnosis, EvidenceLine, classify_error
-from stamen.diagnostics.codes import ErrorCategory, RetryClass, Severity
+from stamen.diagnostics.codes import EntryTier, ErrorCategory, RetryClass, Severity
 from stamen.diagnostics.report import diagnosis_document, format_diagnostic_report, format_ranked_text
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "Candidate",
     "CatalogEntry",
     "Diagnosis",
+    "EntryTier",
     "ErrorCategory",
     "EvidenceLine",
     "MatchRules",

@@ -13,8 +13,8 @@ from typing import Annotated, Any, Self
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from stamen.diagnostics.codes import ErrorCategory, RetryClass, Severity
-from stamen.diagnostics.specificity import literal_specificity
+from stamen.diagnostics.codes import EntryTier, ErrorCategory, RetryClass, Severity
+from stamen.diagnostics.specificity import literal_specificity, required_literals
 
 CATALOG_RESOURCE = "catalog.yaml"
 UNKNOWN_CODE = "WS-UNK-000"
@@ -44,6 +44,12 @@ class CompiledPattern(BaseModel):
     source: str
     regex: re.Pattern[str]
     specificity: int
+    # Lower-cased strings one of which any match contains (None: unknown); a line or text that has
+    # none of them is not searched with the regex.
+    literals: tuple[str, ...] | None = None
+
+    def may_match(self, lowered: str) -> bool:
+        return self.literals is None or any(literal in lowered for literal in self.literals)
 
 
 class MatchRules(BaseModel):
@@ -57,7 +63,6 @@ class MatchRules(BaseModel):
     slurm_states: tuple[str, ...] = ()
 
     _compiled: tuple[CompiledPattern, ...] = PrivateAttr(default=())
-    _any: re.Pattern[str] | None = PrivateAttr(default=None)
 
     @field_validator("patterns")
     @classmethod
@@ -82,21 +87,14 @@ class MatchRules(BaseModel):
                 source=source,
                 regex=re.compile(source, PATTERN_FLAGS),
                 specificity=literal_specificity(source),
+                literals=required_literals(source),
             )
             for source in self.patterns
         )
-        # One search per line tells whether any pattern matches; only then is each one tried.
-        if self.patterns:
-            self._any = re.compile("|".join(f"(?:{source})" for source in self.patterns), PATTERN_FLAGS)
 
     @property
     def compiled_patterns(self) -> tuple[CompiledPattern, ...]:
         return self._compiled
-
-    @property
-    def any_pattern(self) -> re.Pattern[str] | None:
-        """All patterns as one alternation (None without patterns): a quick test per line."""
-        return self._any
 
     @property
     def is_empty(self) -> bool:
@@ -112,8 +110,8 @@ class CatalogEntry(BaseModel):
     category: ErrorCategory
     severity: Severity
     retry_class: RetryClass
-    # Catch-all entries (e.g. "Error in rule") only win when nothing more specific matched.
-    generic: bool = False
+    # How the entry ranks against others matched by the same log (see EntryTier).
+    tier: EntryTier = EntryTier.CAUSE
     match: MatchRules = MatchRules()
     remediation: tuple[str, ...] = Field(min_length=1)
     docs_anchor: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")

@@ -5,15 +5,20 @@ Scoring, highest first:
 * a job state is what a scheduler itself concluded (Slurm's, or stamen's own MAX_DURATION and
   LOST), so it weighs most;
 * a matched log pattern weighs by its literal specificity (see ``specificity.py``), with a
-  small bonus for each further distinct pattern of the same entry that matched;
+  small bonus for each further pattern of the same entry that matched other lines;
 * a signal, or an exit code other than the generic 1/2/255, is strong corroboration;
   a generic exit code is only a nudge;
-* catch-all (``generic``) entries have their pattern weight scaled down.
+* an entry's tier bounds its pattern weight: a ``family`` match (a tool's or a category's
+  vocabulary, e.g. any ``sbatch: error:`` line or an AWS error envelope) weighs a fixed amount
+  just under the weakest ``cause`` match, a ``wrapper`` match a fixed amount below a specific
+  exit code.
 
 Wrappers and causes.  A workflow engine reports a failed step with a *wrapper* message
 ("Error in rule", "Process `X` terminated with an error exit status (137)", a Python
 ``CalledProcessError``); the tool's own message nearer the failure is the *cause*.  Wrapper
-entries are ``generic``, so any matched cause outranks them.  When the caller knows no exit
+entries are in the ``wrapper`` tier, so any matched cause, or even a family that only tells the
+kind of failure, outranks them; a family match is still a better answer than no diagnosis, and its
+retry class is its category's usual one.  When the caller knows no exit
 code, the exit status a wrapper reports in the log (the last one) stands in for it, so
 "exit status (137)" counts as an exit code 137 — which is how an out-of-memory kill behind a
 Nextflow or Snakemake wrapper is recognised when the tool itself printed nothing.
@@ -29,8 +34,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from stamen.diagnostics.catalog import UNKNOWN_CODE, CatalogEntry, catalog, get_entry
-from stamen.diagnostics.codes import ErrorCategory, RetryClass, Severity
+from stamen.diagnostics.catalog import UNKNOWN_CODE, CatalogEntry, CompiledPattern, catalog, get_entry
+from stamen.diagnostics.codes import EntryTier, ErrorCategory, RetryClass, Severity
 
 # Failures surface at the end of a log; scanning only the tail bounds the cost on huge logs.
 MAX_SCANNED_LINES = 20_000
@@ -48,7 +53,14 @@ SIGNAL_WEIGHT = 15.0
 SPECIFIC_EXIT_WEIGHT = 15.0
 GENERIC_EXIT_WEIGHT = 2.0
 GENERIC_EXIT_CODES = frozenset({1, 2, 255})
-GENERIC_ENTRY_FACTOR = 0.35
+# Family and wrapper matches weigh a fixed amount whatever their wording: a family just under the
+# weakest cause match (PATTERN_BASE_WEIGHT plus specificity) and above a specific exit code, a
+# wrapper below both, so a wrapper never hides the exit status it reports and a family never
+# outranks a cause the log names. Further matched lines only break ties within a tier.
+FAMILY_PATTERN_WEIGHT = 18.0
+WRAPPER_PATTERN_WEIGHT = 10.0
+TIER_EXTRA_WEIGHT = 1.0
+TIER_EXTRA_CAP = 2
 # Below this a candidate rests on nothing but a generic exit code, which identifies nothing.
 MIN_CANDIDATE_SCORE = 5.0
 
@@ -57,6 +69,10 @@ _REPORTED_EXIT_STATUS = (
     re.compile(r"terminated with an error exit status \((\d{1,3})\)"),  # Nextflow
     re.compile(r"returned non-zero exit status (\d{1,3})"),  # Python CalledProcessError (Snakemake)
     re.compile(r"[Ee]xited with exit code (\d{1,3})"),  # srun
+    re.compile(r"caused the workflow execution to fail was: (\d{1,3})"),  # Nextflow's completion summary
+    re.compile(r"exited with return code (\d{1,3})"),  # Cromwell
+    # Snakemake's cluster jobs and "Error submitting jobscript (exit code 1)"
+    re.compile(r"\(exit code (\d{1,3})\)"),
 )
 _EXIT_STATUS_HEADING = re.compile(r"^\s*Command exit status:\s*$")  # Nextflow, value on the next line
 _EXIT_STATUS_VALUE = re.compile(r"^\s*(\d{1,3})\s*$")
@@ -111,6 +127,19 @@ class Diagnosis:
 class _EntryMatch:
     evidence: list[EvidenceLine] = field(default_factory=list)
     matched_patterns: dict[str, int] = field(default_factory=dict)  # source -> specificity
+    matched_lines: dict[str, set[int]] = field(default_factory=dict)  # source -> line indexes
+
+    def corroborating_patterns(self) -> int:
+        """Further patterns that matched lines the more specific ones did not: two wordings of one
+        message (curl's "(6)" and its "Could not resolve host") are one piece of evidence."""
+        covered: set[int] = set()
+        counted = 0
+        for source in sorted(self.matched_patterns, key=lambda s: (-self.matched_patterns[s], s)):
+            lines = self.matched_lines[source]
+            if not lines <= covered:
+                counted += 1
+                covered |= lines
+        return max(counted - 1, 0)
 
 
 def classify_error(
@@ -141,11 +170,14 @@ def classify_error(
     numbered_tail = _numbered_tail(all_lines)
     log_tail = tuple(line for _, line in numbered_tail)
 
+    log = _ScannedLog(scanned, offset)
+    pool = entries if entries is not None else catalog()
+    active = _PatternIndex.of(pool).active(log.lowered_text)
     candidates: list[Candidate] = []
-    for entry in entries if entries is not None else catalog():
+    for position, entry in enumerate(pool):
         if entry.code == UNKNOWN_CODE:
             continue
-        candidate = _score_entry(entry, scanned, offset, exit_code, signal, state, reported)
+        candidate = _score_entry(entry, active.get(position, ()), log, exit_code, signal, state, reported)
         if candidate is not None and candidate.score >= MIN_CANDIDATE_SCORE:
             candidates.append(candidate)
 
@@ -186,10 +218,64 @@ def _ranking_key(candidate: Candidate) -> tuple[float, int, int, str]:
     return (-candidate.score, -candidate.best_specificity, -kinds, candidate.code)
 
 
+class _ScannedLog:
+    """The scanned lines with their lower-cased forms, for the patterns' literal pre-test."""
+
+    __slots__ = ("lines", "lowered", "lowered_text", "offset")
+
+    def __init__(self, lines: Sequence[str], offset: int) -> None:
+        self.lines = lines
+        self.offset = offset
+        self.lowered = [line.lower() for line in lines]
+        self.lowered_text = "\n".join(self.lowered)
+
+
+class _PatternIndex:
+    """Which patterns of a catalog could match a text, from their required literals: most patterns'
+    text is nowhere in a given log, and one substring test per distinct literal rules them out."""
+
+    _cache: dict[int, tuple[Sequence[CatalogEntry], _PatternIndex]] = {}
+
+    def __init__(self, entries: Sequence[CatalogEntry]) -> None:
+        self.by_literal: dict[str, list[tuple[int, int]]] = {}
+        self.always: list[tuple[int, int]] = []
+        for position, entry in enumerate(entries):
+            for number, pattern in enumerate(entry.match.compiled_patterns):
+                if pattern.literals is None:
+                    self.always.append((position, number))
+                for literal in pattern.literals or ():
+                    self.by_literal.setdefault(literal, []).append((position, number))
+        self.entries = entries
+
+    @classmethod
+    def of(cls, entries: Sequence[CatalogEntry]) -> _PatternIndex:
+        cached = cls._cache.get(id(entries))
+        if cached is not None and cached[0] is entries:
+            return cached[1]
+        index = cls(entries)
+        if entries is catalog():  # only the packaged catalog lives long enough to be worth keeping
+            cls._cache[id(entries)] = (entries, index)
+        return index
+
+    def active(self, lowered_text: str) -> dict[int, tuple[CompiledPattern, ...]]:
+        """Entry position -> its patterns (in catalog order) whose required text occurs."""
+        hits = set(self.always)
+        for literal, places in self.by_literal.items():
+            if literal in lowered_text:
+                hits.update(places)
+        numbers: dict[int, list[int]] = {}
+        for position, number in hits:
+            numbers.setdefault(position, []).append(number)
+        return {
+            position: tuple(self.entries[position].match.compiled_patterns[n] for n in sorted(found))
+            for position, found in numbers.items()
+        }
+
+
 def _score_entry(
     entry: CatalogEntry,
-    lines: Sequence[str],
-    offset: int,
+    active: Sequence[CompiledPattern],
+    log: _ScannedLog,
     exit_code: int | None,
     signal: int | None,
     slurm_state: str | None,
@@ -197,29 +283,23 @@ def _score_entry(
 ) -> Candidate | None:
     rules = entry.match
     found = _EntryMatch()
-    any_pattern = rules.any_pattern
-    for index, line in enumerate(lines):
-        if any_pattern is None or any_pattern.search(line) is None:
-            continue
-        for pattern in rules.compiled_patterns:
-            if pattern.regex.search(line):
+    for index, line in enumerate(log.lines if active else ()):
+        lowered = log.lowered[index]
+        for pattern in active:
+            if pattern.may_match(lowered) and pattern.regex.search(line):
                 found.matched_patterns.setdefault(pattern.source, pattern.specificity)
+                found.matched_lines.setdefault(pattern.source, set()).add(index)
+                number = log.offset + index + 1
                 if len(found.evidence) < MAX_EVIDENCE_LINES and (
-                    not found.evidence or found.evidence[-1].line_number != offset + index + 1
+                    not found.evidence or found.evidence[-1].line_number != number
                 ):
-                    found.evidence.append(
-                        EvidenceLine(offset + index + 1, line.strip()[:MAX_LINE_CHARS], pattern.source)
-                    )
+                    found.evidence.append(EvidenceLine(number, line.strip()[:MAX_LINE_CHARS], pattern.source))
 
     score = 0.0
     facts: list[str] = []
     best_specificity = max(found.matched_patterns.values(), default=0)
     if found.matched_patterns:
-        pattern_score = PATTERN_BASE_WEIGHT + PATTERN_SPECIFICITY_WEIGHT * min(
-            best_specificity, PATTERN_SPECIFICITY_CAP
-        )
-        pattern_score += EXTRA_PATTERN_WEIGHT * min(len(found.matched_patterns) - 1, EXTRA_PATTERN_CAP)
-        score += pattern_score * (GENERIC_ENTRY_FACTOR if entry.generic else 1.0)
+        score += _pattern_score(entry.tier, best_specificity, found.corroborating_patterns())
     if slurm_state is not None and slurm_state in rules.slurm_states:
         score += SLURM_STATE_WEIGHT
         facts.append(f"job state {slurm_state}")
@@ -242,6 +322,14 @@ def _score_entry(
         matched_facts=tuple(facts),
         best_specificity=best_specificity,
     )
+
+
+def _pattern_score(tier: EntryTier, best_specificity: int, corroborating: int) -> float:
+    if tier is not EntryTier.CAUSE:
+        weight = FAMILY_PATTERN_WEIGHT if tier is EntryTier.FAMILY else WRAPPER_PATTERN_WEIGHT
+        return weight + TIER_EXTRA_WEIGHT * min(corroborating, TIER_EXTRA_CAP)
+    score = PATTERN_BASE_WEIGHT + PATTERN_SPECIFICITY_WEIGHT * min(best_specificity, PATTERN_SPECIFICITY_CAP)
+    return score + EXTRA_PATTERN_WEIGHT * min(corroborating, EXTRA_PATTERN_CAP)
 
 
 def _numbered_tail(lines: Sequence[str]) -> list[tuple[int, str]]:

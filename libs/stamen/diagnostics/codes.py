@@ -60,3 +60,18 @@ class RetryClass(StrEnum):
     @property
     def is_retryable(self) -> bool:
         return self in (RetryClass.TRANSIENT, RetryClass.RESOURCE)
+
+
+class EntryTier(StrEnum):
+    """How much a catalog entry's match says about the cause, for ranking.
+
+    ``cause`` entries name a failure.  ``family`` entries recognise a tool's or a category's
+    vocabulary (an ``sbatch: error:`` line, an AWS error envelope, a curl exit status) that tells
+    which kind of failure it is but not exactly which: better than no diagnosis, and better than a
+    wrapper.  ``wrapper`` entries recognise a report that a step failed ("Error in rule", a Python
+    traceback, GATK's "A USER ERROR has occurred"), which says least about why.
+    """
+
+    CAUSE = "cause"
+    FAMILY = "family"
+    WRAPPER = "wrapper"

@@ -13,6 +13,7 @@ from functools import cache
 from pathlib import Path
 
 from stamen.diagnostics.catalog import CatalogEntry, catalog
+from stamen.diagnostics.codes import EntryTier
 from stamen.diagnostics.evaluation import (
     DEFAULT_CORPUS,
     SPLITS,
@@ -91,8 +92,13 @@ def _how_diagnosed() -> list[str]:
         "**Wrapper or cause.** A workflow engine reports a failed step with a *wrapper* message",
         "(Snakemake's `Error in rule`, Nextflow's `Process ... terminated with an error exit status`,",
         "a `CalledProcessError`, GATK's `A USER ERROR has occurred` banner, htslib's `[E::...]`",
-        "prefix, STAR's `FATAL ERROR, exiting`). Wrapper entries are marked as catch-alls, so any",
-        "cause the log shows outranks them, and when the caller knows no exit code the exit status",
+        "prefix, STAR's `FATAL ERROR, exiting`). Wrapper entries rank last, so any cause the log",
+        "shows outranks them. Between the two, *family* entries recognise a tool's or a category's",
+        "own vocabulary (any `sbatch: error:` line, an AWS SDK error envelope, a curl exit status, an",
+        "htslib parser's `[E::sam_parse1]`): when no entry names the cause, the family still gives",
+        "the category and that category's usual retry class instead of `WS-UNK-000`. Their",
+        "patterns come from the tools' sources and documentation (cited in catalog.yaml), not from",
+        "individual logs. When the caller knows no exit code the exit status",
         "a wrapper reports (`exit status (137)`, `Command exit status: 137`, `returned non-zero",
         "exit status 137`) counts as the exit code: an out-of-memory kill behind a Nextflow or",
         "Snakemake wrapper is `WS-RES-001` even when the tool printed nothing. A wrapper that",
@@ -177,8 +183,14 @@ def _section(entry: CatalogEntry) -> list[str]:
         lines += [f"- exit code {code}" for code in rules.exit_codes]
         lines += [f"- signal {number}" for number in rules.signals]
         lines += [f"- job state `{state}`" for state in rules.slurm_states]
-        if entry.generic:
-            lines += ["", "This is a catch-all entry: more specific entries take precedence."]
+        if entry.tier is EntryTier.WRAPPER:
+            lines += ["", "This is a wrapper entry: any cause or family entry that matches takes precedence."]
+        elif entry.tier is EntryTier.FAMILY:
+            lines += [
+                "",
+                "This is a family entry: it recognises the kind of failure from the tool's vocabulary; "
+                "an entry naming the cause takes precedence.",
+            ]
     lines += ["", "Remediation:", ""]
     lines += [f"{number}. {step}" for number, step in enumerate(entry.remediation, start=1)]
     return lines

@@ -8,6 +8,8 @@ padding a pattern with optional text does not make it look more specific.
 
 from __future__ import annotations
 
+import re
+
 _METACHARACTERS = frozenset(".^$")
 
 
@@ -106,3 +108,135 @@ def _skip_character_class(pattern: str, index: int) -> int:
     while index < len(pattern) and pattern[index] != "]":
         index += 2 if pattern[index] == "\\" else 1
     return index + 1
+
+
+# ---------------------------------------------------------------- required literals
+# A cheap pre-test for a pattern: texts that contain none of these strings cannot match it, so the
+# regex need not run. Catalog patterns are case-insensitive, so the strings are lower-cased and
+# compared with the lower-cased text (exact for ASCII; the rare non-ASCII case folds that
+# re.IGNORECASE knows and str.lower() does not, like the long s for 's', are not in tool output).
+
+_QUANTIFIER = re.compile(r"[*+?]|\{\d*(,\d*)?\}")
+_UNSUPPORTED_ESCAPES = frozenset("xuUN0123456789")
+
+Requirement = tuple[str, ...]  # any one of these must occur
+
+
+def required_literals(pattern: str) -> Requirement | None:
+    """Lower-cased strings one of which every match of ``pattern`` contains; None if none is known."""
+    try:
+        requirement, _ = _required_alternation(pattern, 0)
+    except _Unsupported:
+        return None
+    return requirement
+
+
+class _Unsupported(Exception):
+    pass
+
+
+def _strength(requirement: Requirement) -> int:
+    return min(len(text) for text in requirement)
+
+
+def _required_alternation(pattern: str, index: int) -> tuple[Requirement | None, int]:
+    branches: list[Requirement | None] = []
+    while True:
+        requirement, index = _required_sequence(pattern, index)
+        branches.append(requirement)
+        if index < len(pattern) and pattern[index] == "|":
+            index += 1
+            continue
+        break
+    if any(branch is None for branch in branches):
+        return None, index
+    merged = tuple(dict.fromkeys(text for branch in branches if branch for text in branch))
+    return merged, index
+
+
+def _quantifier_at(pattern: str, index: int) -> tuple[bool, int]:
+    """(whether the preceding atom may be absent, index after the quantifier) at ``index``."""
+    found = _QUANTIFIER.match(pattern, index)
+    if found is None:
+        return False, index
+    text = found.group()
+    at_least = text[1:].split(",")[0].rstrip("}") if text.startswith("{") else ""
+    optional = text in ("*", "?") or (text.startswith("{") and at_least in ("", "0"))
+    end = found.end()
+    if end < len(pattern) and pattern[end] in "?+":  # lazy or possessive
+        end += 1
+    return optional, end
+
+
+def _required_sequence(pattern: str, index: int) -> tuple[Requirement | None, int]:
+    best: Requirement | None = None
+    run: list[str] = []
+
+    def keep(candidate: Requirement | None) -> None:
+        nonlocal best
+        if candidate and all(candidate) and (best is None or _strength(candidate) > _strength(best)):
+            best = candidate
+
+    def flush() -> None:
+        if run:
+            keep(("".join(run).lower(),))
+            run.clear()
+
+    while index < len(pattern) and pattern[index] not in "|)":
+        char = pattern[index]
+        if char == "\\":
+            escaped = pattern[index + 1] if index + 1 < len(pattern) else ""
+            if escaped in _UNSUPPORTED_ESCAPES:
+                raise _Unsupported(pattern)
+            index += 2
+            if escaped.isalnum():  # a class (\d, \s, \w) or an anchor (\b, \A): no text
+                flush()
+                index = _quantifier_at(pattern, index)[1]
+                continue
+            literal = escaped
+        elif char == "[":
+            flush()
+            index = _quantifier_at(pattern, _skip_character_class(pattern, index))[1]
+            continue
+        elif char == "(":
+            flush()
+            inner, index = _required_group(pattern, index)
+            optional, index = _quantifier_at(pattern, index)
+            if not optional:
+                keep(inner)
+            continue
+        elif char in ".^$":
+            flush()
+            index = _quantifier_at(pattern, index + 1)[1]
+            continue
+        else:
+            literal = char
+            index += 1
+        optional, after = _quantifier_at(pattern, index)
+        if after == index:
+            run.append(literal)
+            continue
+        if not optional:  # "a+" or "a{2}": the character is there, but what follows may not be next
+            run.append(literal)
+        flush()
+        index = after
+    flush()
+    return best, index
+
+
+def _required_group(pattern: str, index: int) -> tuple[Requirement | None, int]:
+    index += 1  # opening parenthesis
+    counts = True
+    if pattern.startswith("?", index):
+        rest = pattern[index + 1 :]
+        if rest.startswith(("!", "<!", "=", "<=")):
+            counts = False
+            index += 2 if rest[0] in "!=" else 3
+        elif rest.startswith("P<"):
+            index = pattern.index(">", index) + 1
+        elif rest.startswith(":"):
+            index += 2
+        else:
+            raise _Unsupported(pattern)  # inline flags: leave such patterns to the regex alone
+    requirement, index = _required_alternation(pattern, index)
+    return (requirement if counts else None), index + 1
