@@ -26,7 +26,7 @@ from stamen.diagnostics.evaluation import (
     split_of,
 )
 
-MIN_EXCERPTS = 400
+MIN_EXCERPTS = 600
 # Tools the issue names; each must be represented.
 REQUIRED_TOOLS = {
     "slurm", "snakemake", "nextflow", "samtools", "bwa", "gatk", "picard", "deepvariant", "fastp",
