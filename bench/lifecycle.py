@@ -120,6 +120,24 @@ class Stack:
             raise RuntimeError(f"stamen up ended before it was ready: {(self.folder / 'up.log').read_text()[-3000:]}")
         self.doc = json.loads((self.state_dir / "stack.json").read_text())
 
+    async def wait_ready(self, timeout: float = 180.0) -> None:
+        """Every service's /readyz says ready (its consumers started): `stamen up` reports the stack up
+        as soon as the services answer, which can be before they consume."""
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as session:
+            for name, info in self.doc["services"].items():
+                while True:
+                    try:
+                        async with session.get(f"{info['url']}/readyz") as r:
+                            if r.status == 200:
+                                break
+                            body = await r.text()
+                    except aiohttp.ClientError as exc:
+                        body = str(exc)
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"service {name} not ready after {timeout:g} s: {body}")
+                    await asyncio.sleep(0.5)
+
     @property
     def database_url(self) -> str:
         return str(self.doc["database_url"])
@@ -337,6 +355,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def measure(stack: Stack, args: argparse.Namespace, flaky_every: int) -> dict[str, Any]:
+    await stack.wait_ready()
     pids = stack.pids()
     ceiling = await measure_ceiling(stack.doc["nats_url"], stack.database_url, args.ceiling_seconds, pids["postgres"])
     reads = upload_reads(stack.doc["aws_endpoint_url"])
