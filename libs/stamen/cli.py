@@ -69,6 +69,22 @@ def _database_url(settings: Settings) -> str:
     )
 
 
+def _nats_url(settings: Settings) -> str:
+    """The configured NATS_URL, else the one the running embedded stack wrote down."""
+    if settings.nats_url:
+        return settings.nats_url
+    from stamen.stack.launcher import read_stack_file
+
+    doc = read_stack_file(settings.state_dir.resolve())
+    if doc and doc.get("launcher_pid"):
+        return str(doc["nats_url"])
+    raise CliError(
+        "NO_NATS",
+        f"no NATS server: set NATS_URL, or start the embedded stack with `stamen up` "
+        f"(looked for {settings.state_dir.resolve() / 'stack.json'})",
+    )
+
+
 def _use_embedded_aws(stack: dict[str, Any]) -> None:
     """Commands that talk to AWS (customers, S3) use the running stack's emulator, as its services do."""
     import os

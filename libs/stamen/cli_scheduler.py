@@ -19,8 +19,8 @@ from stamen.store.unit_of_work import UnitOfWork
 T = TypeVar("T")
 cluster_app = typer.Typer(help="The cluster registry.", no_args_is_help=True)
 dlq_app = typer.Typer(
-    help="The dead-letter queue: worksets stamen will not run again (retries used up, not retryable, "
-    "retries off).",
+    help="The dead-letter queue: parked worksets, which stamen will not run again (retries used up, not "
+    "retryable, retries off; `stamen dlq ls`), and parked messages (`stamen dlq messages`).",
     no_args_is_help=True,
 )
 tenant_app = typer.Typer(help="Tenant limits.", no_args_is_help=True)
@@ -302,6 +302,9 @@ def worksets_retrying(
 
 def register(app: typer.Typer, worksets_app: typer.Typer) -> None:
     app.add_typer(cluster_app, name="cluster")
+    from stamen import cli_dlq_messages
+
+    cli_dlq_messages.register(dlq_app)
     app.add_typer(dlq_app, name="dlq")
     app.add_typer(tenant_app, name="tenant")
     worksets_app.command("cancel")(worksets_cancel)

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     # from PostgreSQL (the event was lost, parked, or is late).
     reconcile_interval_seconds: float = Field(default=15.0, gt=0)
     reconcile_after_seconds: float = Field(default=60.0, ge=0)
+    # Messages parked in STAMEN_DLQ after max_deliver are replayed by the reconciler at most this often.
+    dlq_auto_replay_max: int = Field(default=3, ge=0)
 
     # Outbox relay.
     outbox_batch_size: int = 200

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from nats.js import JetStreamContext
+
+from stamen.bus.publisher import JetStreamPublisher
+from stamen.bus.subjects import dlq_subject
 from stamen.domain.lifecycle import WorksetState
+from stamen.events.envelope import new_envelope
+from stamen.events.types import WorksetFailed
 from stamen.store.unit_of_work import UnitOfWork
 from tests.api.conftest import World, workset_in
 
@@ -286,3 +292,31 @@ async def test_diagnose_ranks_the_catalogs_explanations_of_a_log(world: World) -
     bad = await world.client.post("/api/v1/diagnose", headers=world.key(world.a), json={"text": "x", "top": 0})
     assert bad.status == 400 and (await bad.json())["code"] == "REQUEST_INVALID"
     assert (await world.client.post("/api/v1/diagnose", json={"text": "x"})).status == 401
+
+
+async def test_operators_list_show_and_replay_parked_messages(world: World, js: JetStreamContext) -> None:
+    workset_id = world.a.target.workset_id
+    event = new_envelope(WorksetFailed(attempt=1, reason="exit 1"), tenant_id=world.a.id, region="us-west-2",
+                         workset_id=workset_id)  # fmt: skip
+    headers = {"Nats-Msg-Id": "dlq-diagnostics-failed-STAMEN_EVENTS-7", "Stamen-Dlq-Reason": "max_deliver",
+               "Stamen-Dlq-Consumer": "diagnostics-failed", "Stamen-Dlq-Deliveries": "5",
+               "Stamen-Original-Subject": f"stamen.evt.{world.a.id}.workset.failed"}  # fmt: skip
+    await JetStreamPublisher(js).publish_raw(dlq_subject("max_deliver", "diagnostics-failed"), event.to_json(), headers)
+
+    listed = await (await world.client.get("/api/v1/dlq/messages", headers=world.operator)).json()
+    (item,) = listed["items"]
+    assert (item["event_id"], item["workset_id"], item["reason"], item["replayable"]) == (
+        str(event.id), workset_id, "max_deliver", True)
+    assert listed["next_after"] is None
+    shown = await (await world.client.get(f"/api/v1/dlq/messages/{item['seq']}", headers=world.operator)).json()
+    assert shown["deliveries"] == 5 and shown["workset_state"] == "submitted"
+
+    replayed = await world.client.post(f"/api/v1/dlq/messages/{item['seq']}/replay", headers=world.operator)
+    assert replayed.status == 200 and (await replayed.json())["replayed"] is True
+    back = await js.get_last_msg("STAMEN_EVENTS", f"stamen.evt.{world.a.id}.workset.failed")
+    assert back.data == event.to_json() and back.headers["Stamen-Replay-For"] == "diagnostics-failed"
+    assert (await (await world.client.get("/api/v1/dlq/messages", headers=world.operator)).json())["items"] == []
+    again = await world.client.post(f"/api/v1/dlq/messages/{item['seq']}/replay", headers=world.operator)
+    assert again.status == 404 and (await again.json())["code"] == "DLQ_MESSAGE_NOT_FOUND"
+    bad = await world.client.get("/api/v1/dlq/messages/x1", headers=world.operator)
+    assert bad.status == 400 and (await bad.json())["code"] == "DLQ_MESSAGE_SEQ_INVALID"

@@ -17,6 +17,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from stamen.bus.connections import headers_of
 from stamen.bus.metrics import CONSUMED, HANDLER_SECONDS, IN_FLIGHT
+from stamen.bus.parked import REPLAY_FOR
 from stamen.bus.publisher import RawPublisher
 from stamen.bus.subjects import EVENTS_STREAM, dlq_subject
 from stamen.events.envelope import Envelope, UndecodableMessage, decode_envelope
@@ -149,6 +150,11 @@ class DurableConsumer:
         outcome = "acked"
         event_type = delivery.headers.get("Stamen-Event-Type", "unknown")
         try:
+            replay_for = delivery.headers.get(REPLAY_FOR)
+            if replay_for is not None and replay_for != durable:
+                outcome = "not_for_us"  # a parked message sent back for another consumer
+                await msg.ack()
+                return
             try:
                 envelope = decode_envelope(msg.data)
             except UndecodableMessage as exc:

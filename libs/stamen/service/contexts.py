@@ -21,6 +21,7 @@ from aiohttp import web
 from stamen.bus.connections import BusConnection
 from stamen.bus.consumer import DurableConsumer
 from stamen.bus.deadletter import DeadLetterForwarder
+from stamen.dlq_messages import reconcile_messages
 from stamen.relay import OutboxRelay
 from stamen.service.backoff import FailureBackoff
 from stamen.service.dependencies import open_when_reachable, postgres_dependency
@@ -35,7 +36,7 @@ from stamen.service.keys import (
     SETTINGS,
     STARTUP,
 )
-from stamen.service.reconciler import Reconciler
+from stamen.service.reconciler import ReconcilePass, Reconciler
 from stamen.store.db import create_pool
 from stamen.store.migrate import apply_migrations
 
@@ -159,6 +160,8 @@ async def cancel_start(task: asyncio.Task[None] | None) -> None:
 async def reconciler_ctx(app: web.Application) -> AsyncIterator[None]:
     """The service's reconcile passes (stamen.service.reconciler), every STAMEN_RECONCILE_INTERVAL_SECONDS."""
     passes = app[RECONCILE_PASSES](app)
+    if app[CONSUMER_SPECS]:
+        passes.append(parked_messages_pass(app))
     if not passes:
         yield
         return
@@ -172,3 +175,26 @@ async def reconciler_ctx(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+def parked_messages_pass(app: web.Application) -> ReconcilePass:
+    """This service's consumers' messages parked in STAMEN_DLQ: replayed or resolved when safe
+    (stamen.dlq_messages). Skipped while NATS is not connected."""
+    settings = app[SETTINGS]
+    consumers = [spec.durable for spec in app[CONSUMER_SPECS]]
+
+    async def run() -> int:
+        bus = app[BUS]
+        if not bus.connected.is_set():
+            return 0
+        counts = await reconcile_messages(
+            bus.js,
+            app[POOL],
+            consumers,
+            actor=f"reconciler:{app[SERVICE_NAME]}",
+            after_seconds=settings.reconcile_after_seconds,
+            max_replays=settings.dlq_auto_replay_max,
+        )
+        return counts["replay"] + counts["resolve"]
+
+    return ReconcilePass("dlq:parked_messages", run)

@@ -497,3 +497,55 @@ class NatsCredentialList(BaseModel):
 
 class TenantQuery(Body):
     tenant: str | None = Field(default=None, pattern=TENANT, description="Operators: which tenant.")
+
+
+# --- parked messages (the STAMEN_DLQ stream; parked worksets are /dlq)
+PARK_REASONS = r"^(max_deliver|malformed|unknown_type|undecodable)$"
+
+
+class DlqMessageQuery(Body):
+    consumer: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,100}$",
+                                 description="Only this consumer's, e.g. validator-submitted.")  # fmt: skip
+    reason: str | None = Field(default=None, pattern=PARK_REASONS, description="Why they were parked.")
+    limit: int = Field(default=100, ge=1, le=1000)
+    after: int = Field(default=0, ge=0, le=2**63 - 2, description="Only messages after this sequence (paging: "
+                       "next_after).")
+
+
+class DlqMessageOut(BaseModel):
+    seq: int = Field(description="The message's sequence in STAMEN_DLQ.")
+    reason: str = Field(description="max_deliver (its handler kept failing), malformed, unknown_type, undecodable.")
+    consumer: str
+    parked_at: datetime
+    event_id: str | None
+    event_type: str | None
+    workset_id: str | None
+    tenant_id: str | None
+    original_subject: str
+    deliveries: int | None
+    error: str
+    replayable: bool
+    not_replayable_because: str | None
+    handled_since: bool = Field(description="The consumer has handled the event since (its inbox has it).")
+    replays: int = Field(description="How often the event was replayed to this consumer already.")
+
+
+class DlqMessageList(BaseModel):
+    items: list[DlqMessageOut]
+    next_after: int | None = Field(description="Pass as ?after= for the next page; null at the end.")
+
+
+class DlqMessageDetail(DlqMessageOut):
+    workset_state: str | None
+    action: dict[str, Any] | None = Field(description="What was done with it, if anything (being removed).")
+    headers: dict[str, str]
+    body: str = Field(description="The message body as text (the first 16 KiB).")
+
+
+class DlqMessageReplayed(BaseModel):
+    seq: int
+    consumer: str
+    event_id: str | None
+    subject: str = Field(description="Where it was sent back: its original events subject.")
+    replayed: bool = Field(description="False: it had been replayed or resolved already; nothing was sent.")
+    detail: str
