@@ -1,23 +1,23 @@
-"""Portal wiring, as a table of contents: the shared service parts, security, templates, pages and API.
+"""Portal wiring, as a table of contents: the shared service parts, security, the web pages and the API.
 
-Middlewares, outermost first: JSON errors under /api/, text the database cannot store in path parameters
-and headers (TEXT_NOT_STORABLE), authentication (api/middleware.py; the route table in api/routes.py says
-which routes are public or operator-only), per-principal rate limiting."""
+Middlewares, outermost first: security headers on every response, JSON errors under /api/, text the
+database cannot store in path parameters and headers (TEXT_NOT_STORABLE), the pages' guard (session,
+access level, CSRF, error pages; web/guard.py), API authentication (api/middleware.py; the route table in
+api/routes.py says which routes are public or operator-only), per-principal rate limiting."""
 
 from __future__ import annotations
 
-import aiohttp_jinja2
-import jinja2
 from aiohttp import web
 
 from services.portal.api import protocol
-from services.portal.api.context import SECURITY, add_security
+from services.portal.api.context import add_security
 from services.portal.api.errors import api_errors
 from services.portal.api.middleware import authenticate, rate_limit, storable_text
 from services.portal.api.notifications import add_notifications
 from services.portal.api.routes import setup_api_routes
-from services.portal.routes import setup_routes
 from services.portal.settings import PortalSettings
+from services.portal.web import setup_web
+from services.portal.web.guard import pages, security_headers
 from stamen.auth import AuthSettings
 from stamen.customers.settings import CustomerSettings
 from stamen.inputs.contexts import add_object_store
@@ -36,24 +36,14 @@ def init_app(
 ) -> web.Application:
     protocol.install()  # malformed HTTP answered as API JSON errors, without echo
     app = base_app("portal", settings)
-    app.middlewares.extend([api_errors, storable_text, authenticate, rate_limit])
+    app.middlewares.extend([security_headers, api_errors, storable_text, pages, authenticate, rate_limit])
     # S3 for the validate endpoint's storage checks and for S3 event pick-ups.
     add_object_store(app, intake or IntakeSettings())
     # Auth settings, API keys, rate limiter, Cognito and S3 clients (quotas, usage).
     add_security(app, auth, portal, customers)
     # Notification preferences: the secret store and SNS client they need.
     add_notifications(app)
-    aiohttp_jinja2.setup(
-        app,
-        loader=jinja2.PackageLoader("services.portal", "templates"),
-        autoescape=True,
-        context_processors=[_auth_banner],
-    )
-    setup_routes(app)
+    # Pages: templates, static assets, sessions, live events (web/).
+    setup_web(app)
     setup_api_routes(app)
     return app
-
-
-async def _auth_banner(request: web.Request) -> dict[str, object]:
-    """Pages say when auth is off (local demo), and only then."""
-    return {"local_demo": not request.app[SECURITY].auth.auth_enabled}

@@ -182,6 +182,17 @@ async def ensure_user_pool(
     return UserPool(user_pool_id=pool_id, app_client_id=client_id, region=region)
 
 
+def _tokens(result: dict[str, Any], *, refresh_token: str | None = None) -> Tokens:
+    """Tokens from an AuthenticationResult (a refresh answer carries no new refresh token)."""
+    return Tokens(
+        id_token=result["IdToken"],
+        access_token=result["AccessToken"],
+        refresh_token=result.get("RefreshToken") or refresh_token,
+        expires_in=int(result.get("ExpiresIn", 3600)),
+        token_type=result.get("TokenType", "Bearer"),
+    )
+
+
 # --- self-service flows (public app client, no admin credentials) -----------------------------------
 async def register(client: Any, *, app_client_id: str, email: str, password: str, customer_id: str) -> str:
     """sign_up; returns the new user's `sub`. The user must then be confirmed (code or admin)."""
@@ -220,13 +231,42 @@ async def login(client: Any, *, app_client_id: str, username: str, password: str
         raise LoginFailed(
             "login needs another step", challenge=answer.get("ChallengeName"), session=answer.get("Session")
         )
-    return Tokens(
-        id_token=result["IdToken"],
-        access_token=result["AccessToken"],
-        refresh_token=result.get("RefreshToken"),
-        expires_in=int(result.get("ExpiresIn", 3600)),
-        token_type=result.get("TokenType", "Bearer"),
-    )
+    return _tokens(result)
+
+
+async def refresh(client: Any, *, app_client_id: str, refresh_token: str) -> Tokens:
+    """initiate_auth with REFRESH_TOKEN_AUTH: fresh id and access tokens (the refresh token stays the same;
+    Cognito refuses it once the user was signed out globally or disabled)."""
+    try:
+        answer = await client.initiate_auth(
+            ClientId=app_client_id, AuthFlow="REFRESH_TOKEN_AUTH", AuthParameters={"REFRESH_TOKEN": refresh_token}
+        )
+    except ClientError as exc:
+        raise translate(exc, "session refresh") from None
+    result = answer.get("AuthenticationResult") or {}
+    if "AccessToken" not in result:
+        raise LoginFailed("the session could not be refreshed; sign in again")
+    return _tokens(result, refresh_token=refresh_token)
+
+
+async def answer_new_password(
+    client: Any, *, app_client_id: str, username: str, session: str, new_password: str
+) -> Tokens:
+    """Answer NEW_PASSWORD_REQUIRED (an invited user's first sign-in, `login`'s LoginFailed with
+    details.challenge) with the user's chosen password; returns their tokens."""
+    try:
+        answer = await client.respond_to_auth_challenge(
+            ClientId=app_client_id,
+            ChallengeName="NEW_PASSWORD_REQUIRED",
+            Session=session,
+            ChallengeResponses={"USERNAME": username, "NEW_PASSWORD": new_password},
+        )
+    except ClientError as exc:
+        raise translate(exc, "setting the new password") from None
+    result = answer.get("AuthenticationResult")
+    if not result:
+        raise LoginFailed("sign-in needs another step", challenge=answer.get("ChallengeName"))
+    return _tokens(result)
 
 
 async def logout(client: Any, *, access_token: str) -> None:

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from services.portal.api import models as m
 from services.portal.api.access import body, principal_of, reply, tenant_for
-from services.portal.api.context import SECURITY
+from services.portal.api.context import SECURITY, Security
 from stamen.auth import cognito
 from stamen.auth.errors import (
     AuthError,
@@ -97,9 +97,14 @@ async def logout(request: web.Request) -> web.Response:
     principal = principal_of(request)
     if principal.kind == "api_key" or principal.username is None:
         raise Forbidden("only a signed-in user can sign out; revoke an API key instead")
-    security = request.app[SECURITY]
     token = request.headers.get("Authorization", "").partition(" ")[2].strip()
-    claims = jwt.decode(token, options={"verify_signature": False})  # verified by the middleware
+    await sign_out_everywhere(request.app[SECURITY], token, principal.username)
+    return reply(m.OkResponse(ok=True))
+
+
+async def sign_out_everywhere(security: Security, token: str, username: str) -> None:
+    """Sign the user of a verified `token` out everywhere (the API's logout and the portal's sign-out)."""
+    claims = jwt.decode(token, options={"verify_signature": False})  # verified by the caller
     if claims.get("token_use") == "access":
         # GlobalSignOut with the access token: Cognito stops accepting it at once.
         await cognito.logout(security.cognito, access_token=token)
@@ -107,11 +112,8 @@ async def logout(request: web.Request) -> web.Response:
         # An id token is a signed JWT that Cognito cannot take back: sign the user out by name (refresh and
         # access tokens die), and below this process refuses the id token itself until it expires.
         pool = await security.user_pool()
-        await cognito.admin_logout(
-            security.cognito, user_pool_id=pool.user_pool_id, username=principal.username
-        )
+        await cognito.admin_logout(security.cognito, user_pool_id=pool.user_pool_id, username=username)
     security.sign_out(token, float(claims.get("exp", 0)))
-    return reply(m.OkResponse(ok=True))
 
 
 async def forgot_password(request: web.Request) -> web.Response:

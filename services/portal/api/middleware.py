@@ -1,8 +1,9 @@
 """Authentication and per-principal rate limiting, as aiohttp middlewares.
 
 Credentials: `Authorization: Bearer <Cognito JWT>`, `Authorization: Bearer stm_...` or `X-Api-Key: stm_...`.
-Each route's access level comes from the route table (registry); the portal's pages need a principal;
-/healthz, /readyz, /metrics and unknown paths (their 404/405) need none. With STAMEN_AUTH_ENABLED=false
+Each route's access level comes from the route table (registry); the portal's pages have their own guard
+(web/guard.py: session cookie or these same credentials); /healthz, /readyz, /metrics and unknown paths
+(their 404/405) need none. With STAMEN_AUTH_ENABLED=false
 (local demo) every request is `local_demo_principal()`.
 """
 
@@ -79,6 +80,8 @@ async def storable_text(request: web.Request, handler: Handler) -> web.StreamRes
 
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if not request.path.startswith("/api/"):
+        return await handler(request)  # pages: the web guard (services/portal/web/guard.py)
     access = access_of(request)
     security = request.app[SECURITY]
     if access == "public":

@@ -134,5 +134,5 @@ async def openapi_json(request: web.Request) -> web.Response:
 
 
 async def docs_page(_: web.Request) -> web.Response:
-    page = resources.files("services.portal").joinpath("templates/api_docs.html").read_text()
+    page = resources.files("services.portal.web").joinpath("templates/api_docs.html").read_text()
     return web.Response(text=page, content_type="text/html")

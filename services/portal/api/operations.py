@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 
 from services.portal.api import models as m
@@ -33,7 +34,7 @@ def _bucket_of(location: str) -> str:
     return location.removeprefix("s3://").split("/", 1)[0]
 
 
-async def _cluster_outs(uow: UnitOfWork, viewer: str | None = None) -> list[m.ClusterOut]:
+async def cluster_outs(uow: UnitOfWork, viewer: str | None = None) -> list[m.ClusterOut]:
     """The registry as `viewer` may see it: None = an operator (every tenant's load); a customer sees only
     its own running worksets, and no other customer's bucket among the data locations (either would tell
     it about another tenant)."""
@@ -64,11 +65,11 @@ async def _cluster_outs(uow: UnitOfWork, viewer: str | None = None) -> list[m.Cl
 async def list_clusters(request: web.Request) -> web.Response:
     viewer = principal_of(request).visible_tenant()
     async with UnitOfWork(request.app[POOL]) as uow:
-        return reply(m.ClusterList(items=await _cluster_outs(uow, viewer)))
+        return reply(m.ClusterList(items=await cluster_outs(uow, viewer)))
 
 
 async def _one(uow: UnitOfWork, name: str) -> m.ClusterOut:
-    return next(c for c in await _cluster_outs(uow) if c.name == name)
+    return next(c for c in await cluster_outs(uow) if c.name == name)
 
 
 def _cluster_error(exc: ClusterNotFound | ClusterBusy, name: str) -> ApiError:
@@ -78,6 +79,11 @@ def _cluster_error(exc: ClusterNotFound | ClusterBusy, name: str) -> ApiError:
 async def add_cluster(request: web.Request) -> web.Response:
     require_operator(request)
     new = await body(request, m.ClusterCreate)
+    return reply(await save_cluster(request.app[POOL], new), 201)
+
+
+async def save_cluster(pool: asyncpg.Pool, new: m.ClusterCreate) -> m.ClusterOut:
+    """Add or update a cluster (operators: the API and the portal's Clusters page)."""
     record = ClusterRecord(
         new.name,
         new.region,
@@ -88,11 +94,11 @@ async def add_cluster(request: web.Request) -> web.Response:
         "active",
         new.config,
     )
-    async with UnitOfWork(request.app[POOL]) as uow:
+    async with UnitOfWork(pool) as uow:
         await uow.scheduling.upsert_cluster(record)
         await uow.commit()
-    async with UnitOfWork(request.app[POOL]) as uow:
-        return reply(await _one(uow, new.name), 201)
+    async with UnitOfWork(pool) as uow:
+        return await _one(uow, new.name)
 
 
 async def _set_status(request: web.Request, status: str) -> web.Response:

@@ -36,8 +36,13 @@ def _out(o: RegionOverview | None, region: str, configured: str, operator: bool)
 
 
 async def list_regions(request: web.Request) -> web.Response:
+    return reply(await regions_overview(request))
+
+
+async def regions_overview(request: web.Request) -> m.RegionList:
     """The configured region, the registry's regions, the regions of registered clusters and those with a
-    health report, with the health admission reads from region_health (no row: healthy)."""
+    health report, with the health admission reads from region_health (no row: healthy). Also the portal's
+    Regions page."""
     configured = request.app[SETTINGS].region
     operator = principal_of(request).is_operator
     async with UnitOfWork(request.app[POOL]) as uow:
@@ -46,12 +51,10 @@ async def list_regions(request: web.Request) -> web.Response:
         m.RegionOut.model_validate(_out(known.get(r), r, configured, operator))
         for r in sorted({configured, *known})
     ]
-    return reply(
-        m.RegionList(
-            items=items,
-            note="A region nothing has reported on counts as healthy (health_reported: false); a down region's "
-            "clusters take no new worksets and its running worksets move elsewhere.",
-        )
+    return m.RegionList(
+        items=items,
+        note="A region nothing has reported on counts as healthy (health_reported: false); a down region's "
+        "clusters take no new worksets and its running worksets move elsewhere.",
     )
 
 
@@ -61,7 +64,11 @@ def _not_found(exc: RegionNotFound, region: str) -> ApiError:
 
 async def show_region(request: web.Request) -> web.Response:
     require_operator(request)
-    region = request.match_info["region"]
+    return reply(await region_detail(request, request.match_info["region"]))
+
+
+async def region_detail(request: web.Request, region: str) -> m.RegionDetail:
+    """One region's probes, recent changes and audit trail (operators; also the portal's region page)."""
     async with UnitOfWork(request.app[POOL]) as uow:
         found = next((o for o in await uow.regions.overview() if o.region == region), None)
         if found is None:
@@ -74,10 +81,8 @@ async def show_region(request: web.Request) -> web.Response:
          "detail": p["detail"], "facts": {k: v for k, v in p.items() if k not in m.ProbeOut.model_fields}}
         for p in found.health.probes
     ] if found.health else []  # fmt: skip
-    return reply(
-        m.RegionDetail.model_validate(
-            {**doc, "probes": probes, "history": [asdict(h) for h in history], "operations": [asdict(o) for o in operations]}
-        )
+    return m.RegionDetail.model_validate(
+        {**doc, "probes": probes, "history": [asdict(h) for h in history], "operations": [asdict(o) for o in operations]}
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -38,6 +38,7 @@ from stamen.inputs.storage import StorageChecker
 from stamen.inputs.submission import (
     IntakeRefused,
     Media,
+    SubmissionOutcome,
     check_request,
     import_for_tenant,
     parse_document,
@@ -49,6 +50,7 @@ from stamen.store.errors import ConcurrencyConflict, WorksetNotFound
 from stamen.store.unit_of_work import UnitOfWork
 from stamen.worksets import WorksetSpec, export_daylily
 from stamen.worksets.findings import has_errors
+from stamen.worksets.rules import ValidationReport
 
 log = structlog.get_logger(__name__)
 
@@ -76,34 +78,11 @@ async def submit(request: web.Request) -> web.Response:
     tenant = request_tenant(request)
     idempotency_key = request.headers.get(IDEMPOTENCY_HEADER)
     try:
-        tenant = check_request(tenant, idempotency_key)
+        check_request(tenant, idempotency_key)
     except IntakeRefused as exc:
         raise ApiError(400, exc.code, str(exc)) from None
     document = await _document(request, media)
-    security = request.app[SECURITY]
-    try:  # refuse at once when the tenant's bucket is already over its storage quota
-        await check_customer_storage(request.app[POOL], security.s3, tenant, cache=security.bucket_usage)
-    except CustomerNotFound:
-        if security.auth.auth_enabled:
-            raise
-        # local demo: tenants need not be onboarded customers, so they have no quota
-    except StorageNotMeasured as exc:
-        # Not a reason to refuse: the validator checks the quota again before queueing, and retries a
-        # bucket it cannot list before it rejects the workset (SNF-OBJ-006).
-        log.warning("portal.storage_quota_not_checked", tenant=tenant, error=str(exc))
-    try:
-        outcome = await submit_document(
-            request.app[POOL],
-            document,
-            media=media,
-            tenant=tenant,
-            idempotency_key=idempotency_key,
-            region=request.app[SETTINGS].region,
-            source="api",
-            actor=actor_of(request),
-        )
-    except IntakeRefused as exc:
-        raise ApiError(exc.status, exc.code, str(exc), dict(exc.details)) from None
+    outcome = await submit_for(request, document, media=media, tenant=tenant, idempotency_key=idempotency_key)
     if not outcome.accepted:
         raise _findings_error([f.model_dump() for f in outcome.findings], str(outcome.as_reply()["message"]))
     location = f"/api/v1/worksets/{outcome.workset_id}"
@@ -117,6 +96,47 @@ async def submit(request: web.Request) -> web.Response:
         links=m.Links(self=location),
     )
     return reply(answer, 201 if outcome.created else 200, {"Location": location})
+
+
+async def submit_for(
+    request: web.Request,
+    document: bytes | Mapping[str, object],
+    *,
+    media: Media,
+    tenant: str | None,
+    idempotency_key: str | None,
+    source: str = "api",
+) -> SubmissionOutcome:
+    """Submit a workset document for `tenant` (the API's POST /worksets and the portal's New page): the
+    storage quota first, then the intake every path uses. Refusals are ApiErrors; findings are returned."""
+    try:
+        tenant = check_request(tenant, idempotency_key)
+    except IntakeRefused as exc:
+        raise ApiError(400, exc.code, str(exc)) from None
+    security = request.app[SECURITY]
+    try:  # refuse at once when the tenant's bucket is already over its storage quota
+        await check_customer_storage(request.app[POOL], security.s3, tenant, cache=security.bucket_usage)
+    except CustomerNotFound:
+        if security.auth.auth_enabled:
+            raise
+        # local demo: tenants need not be onboarded customers, so they have no quota
+    except StorageNotMeasured as exc:
+        # Not a reason to refuse: the validator checks the quota again before queueing, and retries a
+        # bucket it cannot list before it rejects the workset (SNF-OBJ-006).
+        log.warning("portal.storage_quota_not_checked", tenant=tenant, error=str(exc))
+    try:
+        return await submit_document(
+            request.app[POOL],
+            document,
+            media=media,
+            tenant=tenant,
+            idempotency_key=idempotency_key,
+            region=request.app[SETTINGS].region,
+            source=source,
+            actor=actor_of(request),
+        )
+    except IntakeRefused as exc:
+        raise ApiError(exc.status, exc.code, str(exc), dict(exc.details)) from None
 
 
 async def _document(request: web.Request, media: Media) -> bytes | dict[str, object]:
@@ -134,16 +154,28 @@ async def _document(request: web.Request, media: Media) -> bytes | dict[str, obj
 async def validate(request: web.Request) -> web.Response:
     q = query(request, m.ValidateQuery)
     media = body_media(request)
-    imported = import_for_tenant(await _document(request, media), tenant=request_tenant(request), media=media)
-    checker = None if q.dry_run else StorageChecker(request.app[OBJECT_STORE], request.app[INTAKE_SETTINGS])
-    report = await validate_imported(
-        imported,
-        checker=checker,
-        cluster_region=request.app[SETTINGS].region,
-        strict=q.strict,
-        dry_run=q.dry_run,
+    document = await _document(request, media)
+    report = await validate_for(
+        request, document, media=media, tenant=request_tenant(request), strict=q.strict, dry_run=q.dry_run
     )
     return web.json_response(report.model_dump(mode="json"))
+
+
+async def validate_for(
+    request: web.Request,
+    document: bytes | Mapping[str, object],
+    *,
+    media: Media,
+    tenant: str | None,
+    strict: bool = False,
+    dry_run: bool = False,
+) -> ValidationReport:
+    """Validate a workset document for `tenant` (the API's validate endpoint and the portal's forms)."""
+    imported = import_for_tenant(document, tenant=tenant, media=media)
+    checker = None if dry_run else StorageChecker(request.app[OBJECT_STORE], request.app[INTAKE_SETTINGS])
+    return await validate_imported(
+        imported, checker=checker, cluster_region=request.app[SETTINGS].region, strict=strict, dry_run=dry_run
+    )
 
 
 async def generate_yaml(request: web.Request) -> web.Response:
