@@ -193,7 +193,7 @@ async def test_tenant_free_routes_show_a_customer_nothing_of_another_tenant(worl
 async def test_pages_show_a_customer_only_its_own_worksets(world: World) -> None:
     a, b = world.a, world.b
     for headers in (world.key(a), world.bearer(a.id_token)):
-        page = await world.client.get("/", headers=headers)
+        page = await world.client.get("/worksets", headers=headers)
         text = await page.text()
         assert page.status == 200 and "text/html" in page.headers["Content-Type"]
         assert a.target.workset_id in text and a.target.dead_letter_id in text
@@ -204,6 +204,6 @@ async def test_pages_show_a_customer_only_its_own_worksets(world: World) -> None
         assert own.status == 200 and a.target.workset_id in await own.text()
     missing = await world.client.get("/worksets/ws-does-not-exist", headers=world.key(a))
     assert missing.status == 404  # the same answer as for B's workset
-    everyone = await (await world.client.get("/", headers=world.operator)).text()
+    everyone = await (await world.client.get("/worksets", headers=world.operator)).text()
     assert a.target.workset_id in everyone and b.target.workset_id in everyone
     assert (await world.client.get(f"/worksets/{b.target.workset_id}", headers=world.operator)).status == 200

@@ -16,7 +16,6 @@ from services.portal.web import formatting, live
 from services.portal.web.assets import ASSETS, Assets
 from services.portal.web.csrf import CSRF_SECRET
 from services.portal.web.guard import CSP, content_security_policy
-from services.portal.web.render import page_context
 from services.portal.web.routes import setup_page_routes
 from services.portal.web.specform import field_id
 from stamen.service.keys import SETTINGS
@@ -32,7 +31,6 @@ def setup_web(app: web.Application) -> None:
         app,
         loader=jinja2.PackageLoader("services.portal.web", "templates"),
         autoescape=True,
-        context_processors=[page_context],
         undefined=jinja2.StrictUndefined,
     )
     env.globals["asset"] = assets.url

@@ -35,8 +35,17 @@ PING_SECONDS = 15.0
 RETRY_MS = 2000
 
 
+LIVE_FROM = web.RequestKey("live_from", int)
+
+
 def setup_live(app: web.Application) -> None:
     """Nothing to open: each connection makes its own ordered consumer, which dies with it."""
+
+
+async def remember_position(request: web.Request) -> None:
+    """Note the stream's position before a page reads what it shows: the page's live stream starts there,
+    so an event that happens while the page is being made or loaded is replayed, never missed."""
+    request[LIVE_FROM] = (await request.app[JETSTREAM].stream_info(EVENTS_STREAM)).state.last_seq
 
 
 def last_event_id(request: web.Request) -> int | None:
@@ -88,6 +97,8 @@ async def events(request: web.Request) -> web.StreamResponse:
                 fact = _fact(msg)
                 if fact is not None and principal.can_access(fact["tenant"]):
                     await resp.send(json.dumps(fact), event="workset", id=str(msg.metadata.sequence.stream))
+        except ConnectionResetError:
+            pass  # the browser went away; it resumes from its last id when it comes back
         finally:
             closed.cancel()
             with contextlib.suppress(Exception):

@@ -12,6 +12,7 @@ from aiohttp import web
 from services.portal.api.access import PRINCIPAL
 from services.portal.api.context import SECURITY
 from services.portal.web import csrf
+from services.portal.web.live import LIVE_FROM
 from stamen.auth import Principal
 
 THEME_COOKIE = "stamen_theme"
@@ -84,6 +85,7 @@ async def page_context(request: web.Request) -> dict[str, Any]:
         "operator_nav": OPERATOR_NAV if principal is not None and principal.is_operator else [],
         "notice": NOTICES.get(request.query.get("notice", "")),
         "path": request.path,
+        "live_from": request.get(LIVE_FROM),
         "user_label": _user_label(principal, not security.auth.auth_enabled),
     }
 
@@ -100,7 +102,9 @@ def _user_label(principal: Principal | None, local_demo: bool) -> str:
 async def render(
     request: web.Request, template: str, context: dict[str, Any], *, status: int = 200
 ) -> web.Response:
-    return aiohttp_jinja2.render_template(template, request, context, status=status)
+    """Every page's context (page_context) with the handler's on top; rendered here rather than by
+    aiohttp-jinja2's context middleware, so error pages made outside the handlers have it too."""
+    return aiohttp_jinja2.render_template(template, request, {**await page_context(request), **context}, status=status)
 
 
 def see_other(path: str, *, notice: str | None = None, **query: str) -> NoReturn:

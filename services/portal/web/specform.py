@@ -21,8 +21,8 @@ from stamen.worksets.spec import NotificationEvent, Pipeline, Platform, Priority
 SAMPLE_COLUMNS = ("id", "sample_id", "platform", "r1", "r2")
 MAX_SAMPLES = 500
 EVENTS = list(get_args(NotificationEvent))
-FORM_FIELDS = ("name", "pipeline", "reference_genome", "priority", "max_retries", "max_duration_seconds",
-               "export_uri", "notifications.emails", "notifications.webhook_url")
+FORM_FIELDS = ("name", "pipeline", "reference_genome", "priority", "max_retries", "export_uri",
+               "notifications.emails", "notifications.webhook_url")
 _ROW_KEY = re.compile(r"^samples-(\d{1,3})-(\w+)$")
 _SHEET_ALIASES = {"sample": "id", "unit": "id", "sample_unit": "id", "read1": "r1", "read2": "r2",
                   "fastq_1": "r1", "fastq_2": "r2", "r1_fq": "r1", "r2_fq": "r2", "vendor": "platform"}
@@ -77,8 +77,8 @@ def field_id(path: str) -> str:
 
 def read_form(form: Any) -> SpecForm:
     values = {k: str(form.get(k, "")).strip() for k in (
-        "name", "tenant", "pipeline", "reference_genome", "priority", "max_retries", "max_duration_seconds",
-        "export_uri", "emails", "webhook_url", "sheet")}
+        "name", "tenant", "pipeline", "reference_genome", "priority", "max_retries", "export_uri", "emails",
+        "webhook_url", "sheet")}
     values["sheet"] = str(form.get("sheet", ""))
     rows: dict[int, dict[str, str]] = {}
     for key in form:
@@ -94,7 +94,7 @@ def read_form(form: Any) -> SpecForm:
 def document(f: SpecForm, tenant: str) -> dict[str, Any]:
     """The WorksetSpec document of the form: empty fields are left out so the model's defaults apply."""
     doc: dict[str, Any] = {"name": f.value("name"), "tenant": tenant}
-    for name in ("pipeline", "reference_genome", "priority", "max_retries", "max_duration_seconds", "export_uri"):
+    for name in ("pipeline", "reference_genome", "priority", "max_retries", "export_uri"):
         if f.value(name):
             doc[name] = f.value(name)
     rows = list(f.samples)

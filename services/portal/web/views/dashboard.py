@@ -10,6 +10,7 @@ from aiohttp import web
 
 from services.portal.api.access import visible_filter
 from services.portal.api.context import SECURITY
+from services.portal.web import live
 from services.portal.web.render import render
 from stamen.customers import StorageNotMeasured
 from stamen.customers.repository import CustomerRepository
@@ -24,6 +25,7 @@ STATE_ORDER = [s.value for s in WorksetState]
 
 
 async def page(request: web.Request) -> web.Response:
+    await live.remember_position(request)
     tenant = visible_filter(request, request.query.get("tenant") or None)
     template = "dashboard_live.html" if request.query.get("fragment") == "live" else "dashboard.html"
     return await render(request, template, await dashboard(request, tenant))

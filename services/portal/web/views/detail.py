@@ -18,6 +18,7 @@ from services.portal.api.access import actor_of
 from services.portal.api.errors import ApiError
 from services.portal.api.worksets import detail as detail_model
 from services.portal.api.worksets import visible_workset
+from services.portal.web import live
 from services.portal.web.buckets import download_link, list_objects, may_use, split_uri
 from services.portal.web.render import render, see_other
 from stamen import commands
@@ -36,6 +37,7 @@ MAX_OUTPUTS = 200
 
 
 async def page(request: web.Request) -> web.Response:
+    await live.remember_position(request)
     context = await _context(request)
     template = "workset/_body.html" if request.query.get("fragment") == "body" else "workset/detail.html"
     return await render(request, template, context)

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from services.portal.api.access import actor_of, can_see, visible_filter
 from services.portal.api.errors import ApiError
+from services.portal.web import live
 from services.portal.web.render import render
 from stamen import commands
 from stamen.domain.lifecycle import WorksetState
@@ -107,6 +108,7 @@ def decode_cursor(text: str, sort: str) -> tuple[Any, str]:
 
 
 async def list_page(request: web.Request) -> web.Response:
+    await live.remember_position(request)
     return await render(request, "worksets/list.html", await _listing(request))
 
 
@@ -116,11 +118,13 @@ async def _listing(request: web.Request, results: list[dict[str, str]] | None = 
         rows = await WorksetQueries(conn).page(query.filter, sort=query.sort, after=query.cursor, limit=PAGE_SIZE + 1)
     more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]
-    next_params = {**query.params, "after": encode_cursor(rows[-1], query.sort), "page": str(query.page + 1)}
+    next_params = None
+    if more and rows:
+        next_params = {**query.params, "after": encode_cursor(rows[-1], query.sort), "page": str(query.page + 1)}
     return {
         "rows": rows,
         "query": query,
-        "next_params": next_params if more and rows else None,
+        "next_params": next_params,
         "states": STATES,
         "pipelines": PIPELINES,
         "priorities": PRIORITIES,

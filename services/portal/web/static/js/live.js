@@ -9,7 +9,8 @@
   if (!url || !("EventSource" in window)) return;
   const dot = document.getElementById("live-dot");
   const text = document.getElementById("live-status");
-  let last = null;
+  // Pages that show live data say from which stream position they were made (data-live-from).
+  let last = document.body.dataset.liveFrom || null;
   let source = null;
   let delay = 1000;
   const show = (state, words) => {
