@@ -224,7 +224,7 @@ async def test_operator_pages_drain_a_cluster_and_requeue_a_dead_letter(world: W
         _, clusters = await b.get("/ops/clusters")
         assert re.search(r'id="cluster-page-cluster">.*?s-draining', clusters, re.S)
         _, item = await b.get(f"/ops/dlq/{dead}")
-        assert "retries used up" in item
+        assert "retries exhausted: the retry budget of 2 is used up" in item
         bad = await b.post(f"/ops/dlq/{dead}/requeue", {"memory_multiplier": "lots"})
         assert bad.status == 400 and "memory_multiplier" in await bad.text()
         requeued = await b.post(f"/ops/dlq/{dead}/requeue", {"priority": "urgent", "max_retries": "1"})

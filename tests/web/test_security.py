@@ -42,7 +42,7 @@ async def test_sign_in_cookie_csrf_and_sign_out(world: World, browser: NewBrowse
         assert signed_in.status == 303 and signed_in.headers["Location"] == "/"
         cookie = signed_in.cookies[SESSION_COOKIE]
         assert cookie["httponly"] and cookie["samesite"] == "Lax" and not cookie["secure"] and cookie["path"] == "/"
-        status, page = await b.get("/worksets")
+        status, page = await b.get("/worksets?q=-ws")
         assert status == 200 and world.a.target.workset_id in page and world.b.target.workset_id not in page
 
         # CSRF: no token, a token of another browser, or another site's Origin: refused, nothing done.

@@ -19,12 +19,14 @@ import structlog
 from aiohttp import web
 from aiohttp_sse import sse_response
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from services.portal.api.access import principal_of
 from stamen.bus.subjects import EVENTS_PREFIX, EVENTS_STREAM
 from stamen.events.envelope import UndecodableMessage, decode_envelope
-from stamen.service.keys import JETSTREAM
+from stamen.bus.connections import BusUnavailable
+from stamen.service.keys import BUS
 
 log = structlog.get_logger(__name__)
 
@@ -44,8 +46,12 @@ def setup_live(app: web.Application) -> None:
 
 async def remember_position(request: web.Request) -> None:
     """Note the stream's position before a page reads what it shows: the page's live stream starts there,
-    so an event that happens while the page is being made or loaded is replayed, never missed."""
-    request[LIVE_FROM] = (await request.app[JETSTREAM].stream_info(EVENTS_STREAM)).state.last_seq
+    so an event that happens while the page is being made or loaded is replayed, never missed. Without
+    NATS the page is made all the same (its live stream starts when NATS is back)."""
+    try:
+        request[LIVE_FROM] = (await request.app[BUS].js.stream_info(EVENTS_STREAM)).state.last_seq
+    except (BusUnavailable, NatsError, TimeoutError):
+        pass
 
 
 def last_event_id(request: web.Request) -> int | None:
@@ -59,8 +65,11 @@ async def events(request: web.Request) -> web.StreamResponse:
     principal = principal_of(request)
     tenant = principal.visible_tenant()
     subject = f"{EVENTS_PREFIX}.{tenant}.>" if tenant is not None else f"{EVENTS_PREFIX}.>"
-    js = request.app[JETSTREAM]
-    head = (await js.stream_info(EVENTS_STREAM)).state.last_seq
+    try:
+        js = request.app[BUS].js
+        head = (await js.stream_info(EVENTS_STREAM)).state.last_seq
+    except (BusUnavailable, NatsError, TimeoutError):  # the browser retries (live.js backs off)
+        return web.Response(status=503, text="live updates are not available right now")
     resume = last_event_id(request)
     queue: asyncio.Queue[Msg | None] = asyncio.Queue(maxsize=QUEUE_SIZE)
 

@@ -29,7 +29,7 @@ from stamen.customers.model import MAX_CONCURRENT_WORKSETS
 from stamen.customers.repository import CustomerRepository
 from stamen.regions.commands import NothingToFailBack, RegionAlreadyForced, RegionNotFound, fail_back, force_failover
 from stamen.retry import RequeueChangesInvalid
-from stamen.service.keys import JETSTREAM, NATS_CLIENT, POOL, SETTINGS
+from stamen.service.keys import BUS, POOL, SETTINGS
 from stamen.stack.launcher import read_stack_file
 from stamen.store.errors import ConcurrencyConflict, WorksetNotFound
 from stamen.store.scheduling import ClusterBusy, ClusterNotFound
@@ -216,15 +216,20 @@ async def system_health(request: web.Request) -> dict[str, Any]:
     """What the portal can see of every part: PostgreSQL and NATS round trips, the outbox backlog, each
     durable consumer's backlog on the event stream, dead letters, and (embedded stack) each service's
     /readyz as `stamen status` reads it."""
-    pool, js = request.app[POOL], request.app[JETSTREAM]
+    pool, bus = request.app[POOL], request.app[BUS]
     started = time.perf_counter()
     async with pool.acquire() as conn:
         outbox = await conn.fetchrow(
             "SELECT count(*) AS n, min(created_at) AS oldest FROM outbox WHERE published_at IS NULL"
         )
     pg_ms = (time.perf_counter() - started) * 1000
+    if not bus.connected.is_set():
+        return {"postgres_ms": pg_ms, "nats_ms": None, "nats_status": bus.status(), **_outbox(outbox),
+                "consumers": [], "dlq_messages": None, "events_messages": None, "events_last_seq": None,
+                "services": await _services(request)}
+    js = bus.js
     started = time.perf_counter()
-    await request.app[NATS_CLIENT].flush(timeout=2)
+    await bus.nc.flush(timeout=2)
     nats_ms = (time.perf_counter() - started) * 1000
     consumers = []
     for info in await js.consumers_info(EVENTS_STREAM):
@@ -238,17 +243,24 @@ async def system_health(request: web.Request) -> dict[str, Any]:
             })
     dlq = (await js.stream_info(DLQ_STREAM)).state.messages
     events = (await js.stream_info(EVENTS_STREAM)).state
-    oldest = outbox["oldest"] if outbox else None
     return {
         "postgres_ms": pg_ms,
         "nats_ms": nats_ms,
-        "outbox_backlog": int(outbox["n"]) if outbox else 0,
-        "outbox_oldest_seconds": (datetime.now(UTC) - oldest).total_seconds() if oldest else None,
+        "nats_status": bus.status(),
+        **_outbox(outbox),
         "consumers": sorted(consumers, key=lambda c: str(c["name"])),
         "dlq_messages": dlq,
         "events_messages": events.messages,
         "events_last_seq": events.last_seq,
         "services": await _services(request),
+    }
+
+
+def _outbox(row: Any) -> dict[str, Any]:
+    oldest = row["oldest"] if row else None
+    return {
+        "outbox_backlog": int(row["n"]) if row else 0,
+        "outbox_oldest_seconds": (datetime.now(UTC) - oldest).total_seconds() if oldest else None,
     }
 
 
