@@ -52,9 +52,14 @@ def duration(seconds: float | None) -> str:
 
 
 def number(value: float | int | None, digits: int = 2) -> str:
+    """Grouped thousands; a figure too small for `digits` decimals says so rather than reading as zero."""
     if value is None:
         return "—"
-    return f"{value:,.{digits}f}" if isinstance(value, float) else f"{value:,}"
+    if isinstance(value, float):
+        if 0 < abs(value) < 10**-digits:
+            return f"< {10**-digits:.{digits}f}" if digits else "< 1"
+        return f"{value:,.{digits}f}"
+    return f"{value:,}"
 
 
 def install(env: jinja2.Environment) -> None:

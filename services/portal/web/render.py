@@ -13,6 +13,7 @@ from services.portal.api.access import PRINCIPAL
 from services.portal.api.context import SECURITY
 from services.portal.web import csrf
 from services.portal.web.live import LIVE_FROM
+from services.portal.web.sessions import SIGNED_IN_KEY
 from stamen.auth import Principal
 
 THEME_COOKIE = "stamen_theme"
@@ -86,16 +87,17 @@ async def page_context(request: web.Request) -> dict[str, Any]:
         "notice": NOTICES.get(request.query.get("notice", "")),
         "path": request.path,
         "live_from": request.get(LIVE_FROM),
-        "user_label": _user_label(principal, not security.auth.auth_enabled),
+        "user_label": _user_label(principal, not security.auth.auth_enabled, request),
     }
 
 
-def _user_label(principal: Principal | None, local_demo: bool) -> str:
+def _user_label(principal: Principal | None, local_demo: bool, request: web.Request) -> str:
     if principal is None:
         return ""
     if local_demo:
         return "local demo (operator)"
-    who = principal.username or principal.subject
+    signed_in = request.get(SIGNED_IN_KEY)
+    who = (signed_in.row.username if signed_in else None) or principal.username or principal.subject
     return f"{who} · operator" if principal.is_operator else f"{who} · {principal.customer_id}"
 
 

@@ -69,14 +69,20 @@ class SignedIn:
     row: SessionRow
 
 
+SIGNED_IN_KEY = web.RequestKey("signed_in", SignedIn)
+
+
 def session_token(security: Security, tokens: cognito.Tokens) -> str:
     """The token a session keeps: the access token (Cognito can revoke it), or the id token where the
     deployment accepts only those (STAMEN_TOKEN_USES=id)."""
     return tokens.access_token if "access" in security.auth.accepted_token_uses() else tokens.id_token
 
 
-async def start(request: web.Request, response: web.StreamResponse, tokens: cognito.Tokens) -> Principal:
-    """Verify fresh tokens, store a session and set its cookie. Raises AuthError (nothing stored)."""
+async def start(
+    request: web.Request, response: web.StreamResponse, tokens: cognito.Tokens, *, email: str
+) -> Principal:
+    """Verify fresh tokens, store a session (with the address signed in with, shown on the pages) and set
+    its cookie. Raises AuthError (nothing stored)."""
     security = request.app[SECURITY]
     token = session_token(security, tokens)
     principal = await (await security.verifier()).verify(token)
@@ -86,7 +92,7 @@ async def start(request: web.Request, response: web.StreamResponse, tokens: cogn
         await SessionRepository(conn).add(
             id_hash=_hash(secret),
             subject=principal.subject,
-            username=principal.username,
+            username=email,
             token=token,
             refresh_token=tokens.refresh_token,
             token_expires_at=_expiry(token),

@@ -88,13 +88,13 @@ async def sign_in(request: web.Request) -> web.Response:
         see_other("/signup/confirm", email=email)
     except IdentityProviderError:
         return await again("The sign-in service is not answering; try again in a minute.", 502)
-    return await _signed_in(request, tokens, target)
+    return await _signed_in(request, tokens, target, email)
 
 
-async def _signed_in(request: web.Request, tokens: cognito.Tokens, target: str) -> web.Response:
+async def _signed_in(request: web.Request, tokens: cognito.Tokens, target: str, email: str) -> web.Response:
     response = web.Response(status=303, headers={"Location": target})
     try:
-        await sessions.start(request, response, tokens)
+        await sessions.start(request, response, tokens, email=email)
     except AuthError as exc:  # e.g. a user with no tenant who is not an operator
         return await render(
             request,
@@ -132,7 +132,7 @@ async def new_password(request: web.Request) -> web.Response:
     except (LoginFailed, CodeInvalid, UserNotFound):
         _count_failure(request)
         see_other("/signin", email=email)
-    return await _signed_in(request, tokens, target)
+    return await _signed_in(request, tokens, target, email)
 
 
 async def sign_out(request: web.Request) -> web.Response:

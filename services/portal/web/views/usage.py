@@ -51,9 +51,10 @@ async def page(request: web.Request) -> web.Response:
                for n in range(HISTORY_MONTHS - 1, 0, -1)] + [report]
     async with request.app[POOL].acquire() as conn:
         per_day = await WorksetQueries(conn).cost_per_day(tenant, month.start)
+    today = datetime.now(UTC).date()
     days = []
     day = month.start
-    while day < min(month.end, datetime.now(UTC) + timedelta(days=1)):
+    while day < month.end and day.date() <= today:
         days.append(day.date())
         day += timedelta(days=1)
     context.update(
