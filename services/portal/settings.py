@@ -27,6 +27,12 @@ class PortalSettings(BaseSettings):
         default=120.0, gt=0, description="A session unused for this long is signed out."
     )
     portal_invitation_days: int = Field(default=7, ge=1, le=90, description="How long a sign-up invitation is valid.")
+    portal_chart_cache_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="How long the dashboard's charts and month totals (aggregates over every workset of a tenant) "
+        "are reused; counts, running, queue and retries are always read fresh. 0: never reused.",
+    )
     portal_trust_forwarded_proto: bool = Field(
         default=False,
         description="Behind a TLS-terminating proxy: take X-Forwarded-Proto=https as https (Secure cookies).",

@@ -5,6 +5,8 @@ tenant to scope to (None = every tenant, for operators)."""
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Literal
@@ -32,7 +34,7 @@ class WorksetFilter:
     pipeline: str | None = None
     created_from: datetime | None = None
     created_before: datetime | None = None
-    search: str | None = None  # part of the name or of a sample id, any case
+    search: str | None = None  # words (or their beginnings) of the name or of sample ids, any case
 
 
 @dataclass(frozen=True)
@@ -75,9 +77,18 @@ def _row(r: Any, **extra: Any) -> WorksetRow:
     )
 
 
-def _like(text: str) -> str:
-    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
+# A search narrower than this is read through the search index and sorted; a broader one is read in the
+# page's order, stopping at a page's worth (PostgreSQL cannot tell the two apart from its statistics).
+NARROW_SEARCH = 1000
+_WORD = re.compile(r"[a-z0-9]+")
+_QUEUE_ORDER = "CASE priority WHEN 'urgent' THEN 0 WHEN 'normal' THEN 1 ELSE 2 END, queued_at, id"
+
+
+def search_query(text: str) -> str | None:
+    """The tsquery of a search box: every word of it, each as a prefix (`hg002 l1` -> `hg002:* & l1:*`);
+    None when it holds no word."""
+    words = _WORD.findall(text.lower())[:8]
+    return " & ".join(f"{w}:*" for w in words) or None
 
 
 class WorksetQueries:
@@ -98,6 +109,11 @@ class WorksetQueries:
         where = []
         if f.tenant_id is not None:
             where.append(f"tenant_id = {arg(f.tenant_id)}")
+        tsquery = search_query(f.search) if f.search else None
+        if f.search and tsquery is None:
+            return []  # nothing searchable in it (only punctuation): nothing matches
+        if tsquery:
+            where.append(f"search_vector @@ to_tsquery('simple', {arg(tsquery)})")
         if f.states:
             where.append(f"state = ANY({arg(list(f.states))}::text[])")
         if f.priority:
@@ -108,25 +124,41 @@ class WorksetQueries:
             where.append(f"created_at >= {arg(f.created_from)}")
         if f.created_before:
             where.append(f"created_at < {arg(f.created_before)}")
-        if f.search:
-            where.append(f"search_text LIKE {arg(_like(f.search))}")
         if after is not None:
             where.append(f"({column}, id) {cmp} ({arg(after[0])}, {arg(after[1])})")
-        sql = (
-            f"SELECT {_LIST_COLUMNS} FROM worksets"
-            + (" WHERE " + " AND ".join(where) if where else "")
-            + f" ORDER BY {column} {direction}, id {direction} LIMIT {arg(limit)}"
-        )
+        order = f"ORDER BY {column} {direction}, id {direction} LIMIT {arg(limit)}"
+        condition = " WHERE " + " AND ".join(where) if where else ""
+        sql = f"SELECT {_LIST_COLUMNS} FROM worksets{condition} {order}"
+        if tsquery and await self._narrow(f.tenant_id, tsquery):
+            # Few matches: take them all from the search index, then sort (MATERIALIZED keeps PostgreSQL
+            # from walking the whole tenant in page order looking for them).
+            sql = f"WITH hits AS MATERIALIZED (SELECT {_LIST_COLUMNS} FROM worksets{condition}) SELECT * FROM hits {order}"
         return [_row(r) for r in await self._conn.fetch(sql, *args)]
+
+    async def _narrow(self, tenant_id: str | None, tsquery: str) -> bool:
+        found = await self._conn.fetchval(
+            """SELECT count(*) FROM (SELECT 1 FROM worksets WHERE ($1::text IS NULL OR tenant_id = $1)
+                   AND search_vector @@ to_tsquery('simple', $2) LIMIT $3) AS m""",
+            tenant_id,
+            tsquery,
+            NARROW_SEARCH + 1,
+        )
+        return int(found) <= NARROW_SEARCH
 
     async def rows(self, workset_ids: list[str]) -> dict[str, WorksetRow]:
         rows = await self._conn.fetch(f"SELECT {_LIST_COLUMNS} FROM worksets WHERE id = ANY($1::text[])", workset_ids)
         return {r["id"]: _row(r) for r in rows}
 
-    async def counts_by_state(self, tenant_id: str | None) -> dict[str, int]:
+    async def counts_by_state(
+        self, tenant_id: str | None, states: Sequence[str] | None = None
+    ) -> dict[str, int]:
+        """Worksets per state (of `states` only, when given: a few index ranges instead of every row)."""
         rows = await self._conn.fetch(
-            "SELECT state, count(*) AS n FROM worksets WHERE ($1::text IS NULL OR tenant_id = $1) GROUP BY state",
+            """SELECT state, count(*) AS n FROM worksets
+               WHERE ($1::text IS NULL OR tenant_id = $1) AND ($2::text[] IS NULL OR state = ANY($2::text[]))
+               GROUP BY state""",
             tenant_id,
+            list(states) if states is not None else None,
         )
         return {r["state"]: int(r["n"]) for r in rows}
 
@@ -183,17 +215,20 @@ class WorksetQueries:
         """The queue in the order admission takes one tenant's worksets (priority, then age); `position`
         (1 = next) is among the worksets of the same tenant: fair share interleaves tenants, and a
         customer is told nothing about other tenants' queues."""
-        rows = await self._conn.fetch(
-            f"""SELECT {_LIST_COLUMNS}, queued_at, row_number() OVER (
-                       PARTITION BY tenant_id
-                       ORDER BY CASE priority WHEN 'urgent' THEN 0 WHEN 'normal' THEN 1 ELSE 2 END, queued_at, id
-                   ) AS position
-                FROM worksets WHERE state = 'queued' AND ($1::text IS NULL OR tenant_id = $1)
-                ORDER BY CASE priority WHEN 'urgent' THEN 0 WHEN 'normal' THEN 1 ELSE 2 END, queued_at, id
-                LIMIT $2""",
-            tenant_id,
-            limit,
-        )
+        if tenant_id is not None:  # the head of one tenant's queue: an index range (worksets_tenant_queue)
+            rows = await self._conn.fetch(
+                f"""SELECT {_LIST_COLUMNS}, queued_at, row_number() OVER (ORDER BY {_QUEUE_ORDER}) AS position
+                    FROM worksets WHERE state = 'queued' AND tenant_id = $1 ORDER BY {_QUEUE_ORDER} LIMIT $2""",
+                tenant_id,
+                limit,
+            )
+        else:
+            rows = await self._conn.fetch(
+                f"""SELECT {_LIST_COLUMNS}, queued_at,
+                           row_number() OVER (PARTITION BY tenant_id ORDER BY {_QUEUE_ORDER}) AS position
+                    FROM worksets WHERE state = 'queued' ORDER BY {_QUEUE_ORDER} LIMIT $1""",
+                limit,
+            )
         return [_row(r, position=int(r["position"]), queued_at=r["queued_at"]) for r in rows]
 
     async def retry_waits(self, tenant_id: str | None, limit: int = 10) -> list[WorksetRow]:

@@ -18,6 +18,7 @@ from services.portal.web.csrf import CSRF_SECRET
 from services.portal.web.guard import CSP, content_security_policy
 from services.portal.web.routes import setup_page_routes
 from services.portal.web.specform import field_id
+from services.portal.web.views.dashboard import AGGREGATES, AggregateCache
 from stamen.service.keys import SETTINGS
 
 
@@ -37,6 +38,7 @@ def setup_web(app: web.Application) -> None:
     env.globals["field_id"] = field_id
     formatting.install(env)
     live.setup_live(app)
+    app[AGGREGATES] = AggregateCache()
     setup_page_routes(app)
 
 

@@ -23,9 +23,9 @@ from nats.errors import Error as NatsError
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from services.portal.api.access import principal_of
+from stamen.bus.connections import BusUnavailable
 from stamen.bus.subjects import EVENTS_PREFIX, EVENTS_STREAM
 from stamen.events.envelope import UndecodableMessage, decode_envelope
-from stamen.bus.connections import BusUnavailable
 from stamen.service.keys import BUS
 
 log = structlog.get_logger(__name__)

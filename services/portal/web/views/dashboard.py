@@ -1,8 +1,15 @@
 """The dashboard: worksets by state, running now, the queue and positions in it, retries waiting, this
-month's metered cost and vCPU-hours against the tenant's quotas, and charts of the last 30 days."""
+month's metered cost and vCPU-hours against the tenant's quotas, and charts of the last 30 days.
+
+What is in flight (active states, running, queue, retries) is read on every view; sums over every workset
+a tenant ever had (finished states, the month's metering, the charts) are reused for
+`portal_chart_cache_seconds`, so the page stays fast at 100,000 worksets (bench/portal.py)."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,13 +22,17 @@ from services.portal.web.render import render
 from stamen.customers import StorageNotMeasured
 from stamen.customers.repository import CustomerRepository
 from stamen.customers.usage import Month
-from stamen.domain.lifecycle import WorksetState
+from stamen.domain.lifecycle import TERMINAL_STATES, WorksetState
 from stamen.service.keys import POOL
 from stamen.store.workset_queries import WorksetQueries
 from stamen.worksets.cost import MeteredStep, metered_cost
 
 CHART_DAYS = 30
 STATE_ORDER = [s.value for s in WorksetState]
+# Read fresh on every view (few rows: bounded by slots, timers and the queue); the finished states, which
+# grow without bound, are counted with the other aggregates.
+ACTIVE_STATES = [s.value for s in WorksetState if s not in TERMINAL_STATES]
+FINISHED_STATES = [s.value for s in TERMINAL_STATES]
 
 
 async def page(request: web.Request) -> web.Response:
@@ -32,21 +43,16 @@ async def page(request: web.Request) -> web.Response:
 
 
 async def dashboard(request: web.Request, tenant: str | None) -> dict[str, Any]:
-    now = datetime.now(UTC)
-    month = Month.of(now)
-    since = datetime.combine((now - timedelta(days=CHART_DAYS - 1)).date(), datetime.min.time(), UTC)
     async with request.app[POOL].acquire() as conn:
         q = WorksetQueries(conn)
-        counts = await q.counts_by_state(tenant)
+        active = await q.counts_by_state(tenant, ACTIVE_STATES)
         running = await q.running(tenant, 8)
         queued = await q.queued(tenant, 8)
         retries = await q.retry_waits(tenant, 8)
-        metered = await q.metered_steps(tenant, month.start, month.end)
-        created = await q.created_per_day(tenant, since)
-        cost = await q.cost_per_day(tenant, since)
         customer = await CustomerRepository(conn).get(tenant) if tenant else None
-    this_month = metered_cost([MeteredStep(cpu_seconds=cpu, region=r, price_factor=f) for r, f, cpu, _ in metered])
-    days = [(since + timedelta(days=i)).date() for i in range(CHART_DAYS)]
+    ttl = request.app[SECURITY].portal.portal_chart_cache_seconds
+    totals = await request.app[AGGREGATES].get(tenant, ttl, lambda: _aggregates(request, tenant))
+    counts = {**totals["finished"], **active}
     return {
         "tenant": tenant,
         "counts": [(s, counts.get(s, 0)) for s in STATE_ORDER if counts.get(s)],
@@ -57,11 +63,32 @@ async def dashboard(request: web.Request, tenant: str | None) -> dict[str, Any]:
         "queue_depth": counts.get("queued", 0),
         "retries": retries,
         "retry_count": counts.get("retry_wait", 0),
+        "customer": customer,
+        "storage": await _storage(request, customer) if customer else None,
+        **totals,
+    }
+
+
+async def _aggregates(request: web.Request, tenant: str | None) -> dict[str, Any]:
+    """This month's metered CPU and cost and the 30-day charts: sums over every workset of the tenant,
+    so they are kept for `portal_chart_cache_seconds` (the rest of the dashboard is read fresh)."""
+    now = datetime.now(UTC)
+    month = Month.of(now)
+    since = datetime.combine((now - timedelta(days=CHART_DAYS - 1)).date(), datetime.min.time(), UTC)
+    async with request.app[POOL].acquire() as conn:
+        q = WorksetQueries(conn)
+        finished = await q.counts_by_state(tenant, FINISHED_STATES)
+        metered = await q.metered_steps(tenant, month.start, month.end)
+        created = await q.created_per_day(tenant, since)
+        cost = await q.cost_per_day(tenant, since)
+    this_month = metered_cost([MeteredStep(cpu_seconds=cpu, region=r, price_factor=f) for r, f, cpu, _ in metered])
+    days = [(since + timedelta(days=i)).date() for i in range(CHART_DAYS)]
+    return {
+        "finished": finished,
         "month": str(month),
         "vcpu_hours": sum(cpu for _, _, cpu, _ in metered) / 3600.0,
         "cost_usd": this_month.cost_usd,
-        "customer": customer,
-        "storage": await _storage(request, customer) if customer else None,
+        "as_of": now,
         "charts": {
             "days": [d.isoformat() for d in days],
             "worksets": [created.get(d, 0) for d in days],
@@ -69,6 +96,30 @@ async def dashboard(request: web.Request, tenant: str | None) -> dict[str, Any]:
             "vcpu_hours": [round(cost.get(d, (0.0, 0.0))[1], 4) for d in days],
         },
     }
+
+
+class AggregateCache:
+    """Results per tenant for a short while; concurrent requests for the same tenant compute it once."""
+
+    def __init__(self) -> None:
+        self._kept: dict[str | None, tuple[float, dict[str, Any]]] = {}
+        self._locks: dict[str | None, asyncio.Lock] = {}
+
+    async def get(
+        self, key: str | None, ttl: float, compute: Callable[[], Awaitable[dict[str, Any]]]
+    ) -> dict[str, Any]:
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            hit = self._kept.get(key)
+            if hit is not None and time.monotonic() - hit[0] < ttl:
+                return hit[1]
+            started = time.monotonic()
+            value = await compute()
+            if ttl > 0:
+                self._kept[key] = (started, value)
+            return value
+
+
+AGGREGATES = web.AppKey("dashboard_aggregates", AggregateCache)
 
 
 async def _storage(request: web.Request, customer: Any) -> dict[str, Any]:
