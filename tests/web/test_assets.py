@@ -52,3 +52,12 @@ def test_pages_load_nothing_from_another_host() -> None:
         found += [f"{template.name}: {m.group(0)}" for m in external.finditer(text)]
         assert "<script>" not in text and " style=" not in text, f"inline script/style in {template.name}"
     assert not found, found
+
+
+def test_every_error_code_of_the_pages_is_documented() -> None:
+    web = REPO_ROOT / "services" / "portal" / "web"
+    source = "".join(p.read_text() for p in web.rglob("*.py"))
+    codes = set(re.findall(r'"([A-Z]+(?:_[A-Z]+)+)"', source)) - {"NEW_PASSWORD_REQUIRED", "RUN_ID"}
+    docs = (REPO_ROOT / "docs" / "portal.md").read_text()
+    assert {"CSRF_TOKEN_INVALID", "BUCKET_NOT_FOUND", "PORTAL_ASSET_MISMATCH"} <= codes
+    assert sorted(c for c in codes if f"`{c}`" not in docs) == []

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Literal
@@ -149,16 +148,10 @@ class WorksetQueries:
         rows = await self._conn.fetch(f"SELECT {_LIST_COLUMNS} FROM worksets WHERE id = ANY($1::text[])", workset_ids)
         return {r["id"]: _row(r) for r in rows}
 
-    async def counts_by_state(
-        self, tenant_id: str | None, states: Sequence[str] | None = None
-    ) -> dict[str, int]:
-        """Worksets per state (of `states` only, when given: a few index ranges instead of every row)."""
+    async def counts_by_state(self, tenant_id: str | None) -> dict[str, int]:
         rows = await self._conn.fetch(
-            """SELECT state, count(*) AS n FROM worksets
-               WHERE ($1::text IS NULL OR tenant_id = $1) AND ($2::text[] IS NULL OR state = ANY($2::text[]))
-               GROUP BY state""",
+            "SELECT state, count(*) AS n FROM worksets WHERE ($1::text IS NULL OR tenant_id = $1) GROUP BY state",
             tenant_id,
-            list(states) if states is not None else None,
         )
         return {r["state"]: int(r["n"]) for r in rows}
 

@@ -1,9 +1,9 @@
 """The dashboard: worksets by state, running now, the queue and positions in it, retries waiting, this
 month's metered cost and vCPU-hours against the tenant's quotas, and charts of the last 30 days.
 
-What is in flight (active states, running, queue, retries) is read on every view; sums over every workset
-a tenant ever had (finished states, the month's metering, the charts) are reused for
-`portal_chart_cache_seconds`, so the page stays fast at 100,000 worksets (bench/portal.py)."""
+Counts, running, queue and retries are read on every view; the sums over a month's step runs and 30 days
+of actuals (this month's metering, the charts) are reused for `portal_chart_cache_seconds` and say when
+they were made, so the page stays fast at 100,000 worksets (bench/portal.py)."""
 
 from __future__ import annotations
 
@@ -22,17 +22,13 @@ from services.portal.web.render import render
 from stamen.customers import StorageNotMeasured
 from stamen.customers.repository import CustomerRepository
 from stamen.customers.usage import Month
-from stamen.domain.lifecycle import TERMINAL_STATES, WorksetState
+from stamen.domain.lifecycle import WorksetState
 from stamen.service.keys import POOL
 from stamen.store.workset_queries import WorksetQueries
 from stamen.worksets.cost import MeteredStep, metered_cost
 
 CHART_DAYS = 30
 STATE_ORDER = [s.value for s in WorksetState]
-# Read fresh on every view (few rows: bounded by slots, timers and the queue); the finished states, which
-# grow without bound, are counted with the other aggregates.
-ACTIVE_STATES = [s.value for s in WorksetState if s not in TERMINAL_STATES]
-FINISHED_STATES = [s.value for s in TERMINAL_STATES]
 
 
 async def page(request: web.Request) -> web.Response:
@@ -43,16 +39,22 @@ async def page(request: web.Request) -> web.Response:
 
 
 async def dashboard(request: web.Request, tenant: str | None) -> dict[str, Any]:
-    async with request.app[POOL].acquire() as conn:
-        q = WorksetQueries(conn)
-        active = await q.counts_by_state(tenant, ACTIVE_STATES)
-        running = await q.running(tenant, 8)
-        queued = await q.queued(tenant, 8)
-        retries = await q.retry_waits(tenant, 8)
-        customer = await CustomerRepository(conn).get(tenant) if tenant else None
+    pool = request.app[POOL]
+
+    async def count() -> dict[str, int]:  # every workset of the tenant: the longest read, so on its own
+        async with pool.acquire() as conn:
+            return await WorksetQueries(conn).counts_by_state(tenant)
+
+    async def in_flight() -> tuple[list[Any], list[Any], list[Any], Any]:
+        async with pool.acquire() as conn:
+            q = WorksetQueries(conn)
+            customer = await CustomerRepository(conn).get(tenant) if tenant else None
+            return await q.running(tenant, 8), await q.queued(tenant, 8), await q.retry_waits(tenant, 8), customer
+
     ttl = request.app[SECURITY].portal.portal_chart_cache_seconds
-    totals = await request.app[AGGREGATES].get(tenant, ttl, lambda: _aggregates(request, tenant))
-    counts = {**totals["finished"], **active}
+    counts, (running, queued, retries, customer), totals = await asyncio.gather(
+        count(), in_flight(), request.app[AGGREGATES].get(tenant, ttl, lambda: _aggregates(request, tenant))
+    )
     return {
         "tenant": tenant,
         "counts": [(s, counts.get(s, 0)) for s in STATE_ORDER if counts.get(s)],
@@ -77,14 +79,12 @@ async def _aggregates(request: web.Request, tenant: str | None) -> dict[str, Any
     since = datetime.combine((now - timedelta(days=CHART_DAYS - 1)).date(), datetime.min.time(), UTC)
     async with request.app[POOL].acquire() as conn:
         q = WorksetQueries(conn)
-        finished = await q.counts_by_state(tenant, FINISHED_STATES)
         metered = await q.metered_steps(tenant, month.start, month.end)
         created = await q.created_per_day(tenant, since)
         cost = await q.cost_per_day(tenant, since)
     this_month = metered_cost([MeteredStep(cpu_seconds=cpu, region=r, price_factor=f) for r, f, cpu, _ in metered])
     days = [(since + timedelta(days=i)).date() for i in range(CHART_DAYS)]
     return {
-        "finished": finished,
         "month": str(month),
         "vcpu_hours": sum(cpu for _, _, cpu, _ in metered) / 3600.0,
         "cost_usd": this_month.cost_usd,
