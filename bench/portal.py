@@ -1,8 +1,9 @@
 """Portal pages at scale: 100,000 worksets in one tenant, measured as that tenant's signed-in user sees them.
 
-    python bench/portal.py [--worksets 100000] [--requests 200]
+    python bench/portal.py [--worksets 100000] [--requests 200] [--json]
 
-Starts PostgreSQL, NATS and moto (S3 and Cognito) from their wheels, onboards one customer, seeds its
+Starts PostgreSQL and NATS from their wheels (or uses DATABASE_URL / NATS_URL) and moto (S3 and Cognito),
+onboards one customer, seeds its
 worksets with history, actuals and step runs (COPY, plus 10% as many for a second tenant), runs the portal
 in this process with authentication on, signs in through the sign-in form, then times each page with
 sequential requests: the dashboard, the worksets list (first page, and the 50th page reached through the
@@ -20,28 +21,29 @@ import json
 import os
 import random
 import re
-import statistics
 import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import asyncpg
+from admission import drop_database, fresh_database
 from aiohttp.test_utils import TestServer
+from measure import bench_process, embedded_servers, emit, latency_summary, machine, transactions
 
 from services.portal.app import init_app
 from services.portal.settings import PortalSettings
-from services.portal.web.views.dashboard import AGGREGATES, AggregateCache
+from services.portal.web.views.dashboard import AGGREGATES
 from stamen.auth import AuthSettings, cognito
 from stamen.customers import AsyncCustomerManager
 from stamen.customers.settings import CustomerSettings
 from stamen.inputs.settings import IntakeSettings
 from stamen.settings import Settings
-from stamen.stack.servers import MotoServer, NatsServer, PostgresServer
-from stamen.store.migrate import apply_migrations
+from stamen.stack.servers import MotoServer
 
 TENANT = "bench-lab"
 OTHER = "other-lab"
@@ -99,111 +101,122 @@ async def seed(pool: asyncpg.Pool, tenant: str, n: int, rng: random.Random) -> l
     return ids
 
 
-async def measure(name: str, n: int, call: Callable[[], Awaitable[int]], conn: asyncpg.Connection) -> None:
-    for _ in range(5):  # warm caches (JWKS, the tenant resolver, plans)
+async def measure(
+    name: str, n: int, call: Callable[[], Awaitable[int]], conn: asyncpg.Connection, figures: dict[str, Any]
+) -> str:
+    for _ in range(min(5, n)):  # warm caches (JWKS, the tenant resolver, plans)
         await call()
-    before = await statements(conn)
+    before = await transactions(conn)
     cpu0 = time.process_time()
     times = []
     for _ in range(n):
         t0 = time.perf_counter()
         status = await call()
-        times.append((time.perf_counter() - t0) * 1000)
+        times.append(time.perf_counter() - t0)
         assert status == 200, f"{name}: HTTP {status}"
     cpu = (time.process_time() - cpu0) * 1000 / n
-    sql = (await statements(conn) - before) / n
-    times.sort()
-    p99 = times[min(len(times) - 1, int(len(times) * 0.99))]
-    print(f"{name:<22} p50 {statistics.median(times):7.1f} ms   p99 {p99:7.1f} ms   "
-          f"{sql:5.1f} xacts/request   {cpu:6.1f} CPU ms/request   {'ok' if p99 < 150 else 'OVER 150 ms'}")
+    xacts = (await transactions(conn) - before) / n
+    summary = latency_summary(times)
+    figures[name] = {**summary, "transactions_per_request": round(xacts, 2), "cpu_ms_per_request": round(cpu, 2)}
+    return (f"{name:<22} p50 {summary['p50_ms']:7.1f} ms   p99 {summary['p99_ms']:7.1f} ms   "
+            f"{xacts:5.1f} xacts/request   {cpu:6.1f} CPU ms/request   "
+            f"{'ok' if summary['p99_ms'] < 150 else 'OVER 150 ms'}")
 
 
-async def statements(conn: asyncpg.Connection) -> int:
-    """Statements PostgreSQL committed or rolled back in the bench database (transactions, as a proxy)."""
-    return int(await conn.fetchval(
-        "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()"))
-
-
-async def run(n: int, requests: int, folder: Path) -> None:
+async def run(n: int, requests: int, folder: Path, as_json: bool) -> None:
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-    pg, nats, moto = (PostgresServer(folder / "pg").start(), NatsServer(folder / "nats").start(),
-                      MotoServer(folder / "moto").start())
+    moto = MotoServer(folder / "moto").start()
     try:
-        conn = await asyncpg.connect(pg.url)
-        await apply_migrations(conn)
-        pool = await asyncpg.create_pool(pg.url, min_size=1, max_size=4)
-        assert pool is not None
-        customers = CustomerSettings(region="us-west-2", aws_endpoint_url=moto.url, database_url=pg.url,
-                                     cognito_user_pool_name="bench", cognito_create_pool=True)
-        manager = AsyncCustomerManager(pool, customers)
-        for tenant in (TENANT, OTHER):
-            await manager.onboard_customer(customer_name=tenant, email=f"admin@{tenant}.example", customer_id=tenant)
-        async with cognito.cognito_client("us-west-2", moto.url) as client:
-            user_pool = await cognito.ensure_user_pool(client, name="bench", create=True)
-            await cognito.register(client, app_client_id=user_pool.app_client_id, email="user@bench.example",
-                                   password=PASSWORD, customer_id=TENANT)
-            await cognito.admin_confirm(client, user_pool_id=user_pool.user_pool_id, username="user@bench.example")
-        await conn.execute("INSERT INTO clusters (name, region, executor, max_concurrent) VALUES ('local', 'us-west-2', 'local', 8)")
-        rng = random.Random(12)
-        t0 = time.perf_counter()
-        ids = await seed(pool, TENANT, n, rng)
-        await seed(pool, OTHER, n // 10, rng)
-        await conn.execute("VACUUM ANALYZE")
-        print(f"seeded {n:,} worksets in {TENANT} (+{n // 10:,} in {OTHER}) in {time.perf_counter() - t0:.1f}s")
-
-        settings = Settings(DATABASE_URL=pg.url, NATS_URL=nats.url, AWS_ENDPOINT_URL=moto.url, region="us-west-2")
-        auth = AuthSettings(region="us-west-2", aws_endpoint_url=moto.url, cognito_user_pool_id=user_pool.user_pool_id,
-                            cognito_app_client_ids=user_pool.app_client_id, api_key_pepper="bench")
-        app = init_app(settings, intake=IntakeSettings(seed_demo_data="false"), auth=auth, customers=customers,
-                       portal=PortalSettings(portal_secret="bench-secret"))
-        server = TestServer(app)
-        await server.start_server()
-        async with aiohttp.ClientSession(base_url=str(server.make_url("")), cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
-            async with s.get("/signin") as r:
-                token = re.search(r'name="csrf_token" value="([^"]+)"', await r.text()).group(1)  # type: ignore[union-attr]
-            async with s.post("/signin", data={"csrf_token": token, "email": "user@bench.example",
-                                               "password": PASSWORD, "next": "/"}, allow_redirects=False) as r:
-                assert r.status == 303, await r.text()
-
-            async def get(path: str) -> int:
-                async with s.get(path) as r:
-                    await r.read()
-                    return r.status
-
-            page = "/worksets"
-            for _ in range(49):  # follow the keyset cursors to page 50
-                async with s.get(page) as r:
-                    found = re.search(r'href="(/worksets\?[^"]+)" rel="next"', await r.text())
-                    assert found, "ran out of pages before page 50"
-                    page = found.group(1).replace("&amp;", "&")
-            assert "page=50" in page
-            await measure("dashboard", requests, lambda: get("/"), conn)
-
-            async def cold() -> int:  # the charts and month totals recomputed on every request
-                app[AGGREGATES] = AggregateCache()
-                return await get("/")
-
-            await measure("dashboard, charts cold", max(20, requests // 5), cold, conn)
-            await measure("worksets, page 1", requests, lambda: get("/worksets"), conn)
-            await measure("worksets, page 50", requests, lambda: get(page), conn)
-            await measure("worksets, search", requests, lambda: get("/worksets?q=na10042"), conn)
-            await measure("workset detail", requests, lambda: get(f"/worksets/{rng.choice(ids)}"), conn)
-        await server.close()
-        await pool.close()
-        await conn.close()
+        with embedded_servers(folder) as servers:
+            url = await fresh_database(servers.database_url)
+            try:
+                assert servers.nats_url is not None
+                await measure_pages(n, requests, url, servers.nats_url, moto.url, as_json)
+            finally:
+                await drop_database(servers.database_url, url)
     finally:
-        for server_ in (moto, nats, pg):
-            server_.stop()
+        moto.stop()
+
+
+async def measure_pages(n: int, requests: int, database_url: str, nats_url: str, aws: str, as_json: bool) -> None:
+    conn = await asyncpg.connect(database_url)
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
+    assert pool is not None
+    customers = CustomerSettings(region="us-west-2", aws_endpoint_url=aws, database_url=database_url,
+                                 cognito_user_pool_name=f"bench-{uuid.uuid4().hex[:6]}", cognito_create_pool=True)
+    manager = AsyncCustomerManager(pool, customers)
+    for tenant in (TENANT, OTHER):
+        await manager.onboard_customer(customer_name=tenant, email=f"admin@{tenant}.example", customer_id=tenant)
+    async with cognito.cognito_client("us-west-2", aws) as client:
+        user_pool = await cognito.ensure_user_pool(client, name=customers.cognito_user_pool_name, create=True)
+        await cognito.register(client, app_client_id=user_pool.app_client_id, email="user@bench.example",
+                               password=PASSWORD, customer_id=TENANT)
+        await cognito.admin_confirm(client, user_pool_id=user_pool.user_pool_id, username="user@bench.example")
+    await conn.execute("INSERT INTO clusters (name, region, executor, max_concurrent) VALUES ('local', 'us-west-2', 'local', 8)")
+    rng = random.Random(12)
+    t0 = time.perf_counter()
+    ids = await seed(pool, TENANT, n, rng)
+    await seed(pool, OTHER, max(n // 10, 50), rng)
+    await conn.execute("VACUUM ANALYZE")
+    seeded = time.perf_counter() - t0
+    lines = [f"seeded {n:,} worksets in {TENANT} (+{max(n // 10, 50):,} in {OTHER}) in {seeded:.1f}s"]
+    figures: dict[str, Any] = {"bench": "portal", "machine": machine(), "worksets": n, "requests": requests,
+                               "seed_seconds": round(seeded, 1), "pages": {}}
+
+    settings = Settings(DATABASE_URL=database_url, NATS_URL=nats_url, AWS_ENDPOINT_URL=aws, region="us-west-2")
+    auth = AuthSettings(region="us-west-2", aws_endpoint_url=aws, cognito_user_pool_id=user_pool.user_pool_id,
+                        cognito_app_client_ids=user_pool.app_client_id, api_key_pepper="bench")
+    app = init_app(settings, intake=IntakeSettings(seed_demo_data="false"), auth=auth, customers=customers,
+                   portal=PortalSettings(portal_secret="bench-secret"))
+    server = TestServer(app)
+    await server.start_server()
+    async with aiohttp.ClientSession(base_url=str(server.make_url("")), cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
+        async with s.get("/signin") as r:
+            token = re.search(r'name="csrf_token" value="([^"]+)"', await r.text()).group(1)  # type: ignore[union-attr]
+        async with s.post("/signin", data={"csrf_token": token, "email": "user@bench.example",
+                                           "password": PASSWORD, "next": "/"}, allow_redirects=False) as r:
+            assert r.status == 303, await r.text()
+
+        async def get(path: str) -> int:
+            async with s.get(path) as r:
+                await r.read()
+                return r.status
+
+        deepest = min(50, max(1, n // 50))  # page 50, or the last full page of a small run
+        page = "/worksets"
+        for _ in range(deepest - 1):  # follow the keyset cursors
+            async with s.get(page) as r:
+                found = re.search(r'href="(/worksets\?[^"]+)" rel="next"', await r.text())
+                assert found, "ran out of pages"
+                page = found.group(1).replace("&amp;", "&")
+
+        async def cold() -> int:  # the charts and month totals recomputed on every request
+            app[AGGREGATES].clear()
+            return await get("/")
+
+        pages = figures["pages"]
+        lines.append(await measure("dashboard", requests, lambda: get("/"), conn, pages))
+        lines.append(await measure("dashboard, charts cold", max(3, requests // 5), cold, conn, pages))
+        lines.append(await measure("worksets, page 1", requests, lambda: get("/worksets"), conn, pages))
+        lines.append(await measure(f"worksets, page {deepest}", requests, lambda: get(page), conn, pages))
+        lines.append(await measure("worksets, search", requests, lambda: get("/worksets?q=na10042"), conn, pages))
+        lines.append(await measure("workset detail", requests, lambda: get(f"/worksets/{rng.choice(ids)}"), conn, pages))
+    await server.close()
+    await pool.close()
+    await conn.close()
+    emit(figures, lines, as_json)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--worksets", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
+    bench_process()
     with tempfile.TemporaryDirectory(prefix="stamen-bench-portal-") as folder:
-        asyncio.run(run(args.worksets, args.requests, Path(folder)))
+        asyncio.run(run(args.worksets, args.requests, Path(folder), args.json))
 
 
 if __name__ == "__main__":

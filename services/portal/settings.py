@@ -30,8 +30,9 @@ class PortalSettings(BaseSettings):
     portal_chart_cache_seconds: float = Field(
         default=60.0,
         ge=0,
-        description="How long the dashboard's charts and month totals (aggregates over every workset of a tenant) "
-        "are reused; counts, running, queue and retries are always read fresh. 0: never reused.",
+        description="How long the dashboard's charts and month totals (sums over a tenant's month of step runs "
+        "and 30 days of actuals) are reused while no workset was created or finished; counts, running, queue "
+        "and retries are always read fresh. 0: never reused.",
     )
     portal_trust_forwarded_proto: bool = Field(
         default=False,

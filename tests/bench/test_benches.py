@@ -81,3 +81,15 @@ def test_bench_readme_names_every_bench() -> None:
     for script in sorted(Path(BENCH).glob("*.py")):
         if script.name != "measure.py":
             assert f"bench/{script.name}" in readme, f"bench/README.md does not say how to run {script.name}"
+
+
+def test_portal(postgres_admin_url: str, nats_url: str) -> None:
+    f = run_bench(
+        "portal", "--worksets", "300", "--requests", "3",
+        env={"DATABASE_URL": postgres_admin_url, "NATS_URL": nats_url},
+    )  # fmt: skip
+    assert f["worksets"] == 300 and {k: v["n"] for k, v in f["pages"].items()} == {
+        "dashboard": 3, "dashboard, charts cold": 3, "worksets, page 1": 3, "worksets, page 6": 3,
+        "worksets, search": 3, "workset detail": 3,
+    }
+    assert f["pages"]["dashboard"]["cpu_ms_per_request"] > 0

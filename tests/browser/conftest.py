@@ -82,7 +82,7 @@ def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in {"NATS_URL", "DATABASE_URL", "AWS_ENDPOINT_URL"}}
     env.update(PYTHONUNBUFFERED="1", STAMEN_AUTH_ENABLED="true", STAMEN_API_KEY_PEPPER="browser-test-pepper",
                STAMEN_PORTAL_SECRET="browser-test-portal-secret", STAMEN_COGNITO_CREATE_POOL="true",
-               STAMEN_LOCAL_CLUSTER_MAX_CONCURRENT="2")
+               STAMEN_LOCAL_CLUSTER_MAX_CONCURRENT="2", STAMEN_DRAIN_TIMEOUT_SECONDS="3")
     return env
 
 

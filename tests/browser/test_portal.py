@@ -49,7 +49,7 @@ async def sign_in(page: Any, stack: Stack, email: str, password: str = PASSWORD)
 
 
 async def shoot(page: Any, stack: Stack, name: str) -> None:
-    await page.wait_for_load_state("networkidle")
+    await page.wait_for_load_state("load")
     await page.screenshot(path=str(stack.shots / f"{name}.png"), full_page=True)
 
 
@@ -129,6 +129,7 @@ async def test_the_portal_end_to_end_in_chromium(stack: Stack, chromium: Any) ->
     await ops.click("#activate-local")
     await ops.wait_for_selector("#cluster-local .s-active")
     parked = await dead_letter(stack, other)
+    still_parked = await dead_letter(stack, other)
     await ops.goto(f"{stack.url}/ops/dlq")
     await ops.click(f"a.dlq-link:has-text('{parked}')")
     await ops.get_by_label("Priority").select_option("urgent")
@@ -231,7 +232,8 @@ async def test_the_portal_end_to_end_in_chromium(stack: Stack, chromium: Any) ->
     }
     operator_pages = {
         "ops-customers": "/ops/customers", "ops-clusters": "/ops/clusters", "ops-regions": "/ops/regions",
-        "ops-dlq": "/ops/dlq", "ops-health": "/ops/health", "ops-dashboard": "/", "ops-worksets": "/worksets",
+        "ops-dlq": "/ops/dlq", "ops-dlq-item": f"/ops/dlq/{still_parked}", "ops-health": "/ops/health",
+        "ops-region": "/ops/regions/us-west-2", "ops-dashboard": "/", "ops-worksets": "/worksets",
     }
     public_pages = {"signin": "/signin", "forgot": "/forgot", "signup-invalid": "/signup?invite=nope"}
     shots = 0

@@ -17,7 +17,7 @@ from tests.web.conftest import Browser, World
 NewBrowser = Callable[[], AbstractAsyncContextManager[Browser]]
 _PARAM = re.compile(r"{(\w+)}")
 # What each path parameter is aimed at: tenant B's resource of that kind (see `aims`).
-AIMED = {"workset_id", "key_id", "credential_id", "invitation_id", "customer_id", "name", "action"}
+AIMED = {"workset_id", "key_id", "credential_id", "invitation_id", "customer_id", "name", "action", "region"}
 
 
 def test_every_page_parameter_has_an_aim() -> None:
@@ -40,6 +40,7 @@ async def aims(world: World) -> dict[str, str]:
         "customer_id": b.id,
         "name": "local",
         "action": "drain",
+        "region": "us-west-2",
     }
 
 

@@ -2,14 +2,15 @@
 month's metered cost and vCPU-hours against the tenant's quotas, and charts of the last 30 days.
 
 Counts, running, queue and retries are read on every view; the sums over a month's step runs and 30 days
-of actuals (this month's metering, the charts) are reused for `portal_chart_cache_seconds` and say when
-they were made, so the page stays fast at 100,000 worksets (bench/portal.py)."""
+of actuals (this month's metering, the charts) are made again when a workset was created or finished since,
+else reused for up to `portal_chart_cache_seconds`, and say when they were made: the page stays fast at
+100,000 worksets (bench/portal.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,7 +23,7 @@ from services.portal.web.render import render
 from stamen.customers import StorageNotMeasured
 from stamen.customers.repository import CustomerRepository
 from stamen.customers.usage import Month
-from stamen.domain.lifecycle import WorksetState
+from stamen.domain.lifecycle import TERMINAL_STATES, WorksetState
 from stamen.service.keys import POOL
 from stamen.store.workset_queries import WorksetQueries
 from stamen.worksets.cost import MeteredStep, metered_cost
@@ -51,10 +52,11 @@ async def dashboard(request: web.Request, tenant: str | None) -> dict[str, Any]:
             customer = await CustomerRepository(conn).get(tenant) if tenant else None
             return await q.running(tenant, 8), await q.queued(tenant, 8), await q.retry_waits(tenant, 8), customer
 
+    counts, (running, queued, retries, customer) = await asyncio.gather(count(), in_flight())
+    # The charts change when a workset is created or finishes: then they are made again at once.
+    basis = (sum(counts.values()), *(counts.get(s.value, 0) for s in sorted(TERMINAL_STATES)))
     ttl = request.app[SECURITY].portal.portal_chart_cache_seconds
-    counts, (running, queued, retries, customer), totals = await asyncio.gather(
-        count(), in_flight(), request.app[AGGREGATES].get(tenant, ttl, lambda: _aggregates(request, tenant))
-    )
+    totals = await request.app[AGGREGATES].get(tenant, basis, ttl, lambda: _aggregates(request, tenant))
     return {
         "tenant": tenant,
         "counts": [(s, counts.get(s, 0)) for s in STATE_ORDER if counts.get(s)],
@@ -99,24 +101,28 @@ async def _aggregates(request: web.Request, tenant: str | None) -> dict[str, Any
 
 
 class AggregateCache:
-    """Results per tenant for a short while; concurrent requests for the same tenant compute it once."""
+    """Results per tenant, reused while their basis (what they were computed from) is unchanged and for at
+    most `ttl` seconds; concurrent requests for the same tenant compute it once."""
 
     def __init__(self) -> None:
-        self._kept: dict[str | None, tuple[float, dict[str, Any]]] = {}
+        self._kept: dict[str | None, tuple[float, Hashable, dict[str, Any]]] = {}
         self._locks: dict[str | None, asyncio.Lock] = {}
 
     async def get(
-        self, key: str | None, ttl: float, compute: Callable[[], Awaitable[dict[str, Any]]]
+        self, key: str | None, basis: Hashable, ttl: float, compute: Callable[[], Awaitable[dict[str, Any]]]
     ) -> dict[str, Any]:
         async with self._locks.setdefault(key, asyncio.Lock()):
             hit = self._kept.get(key)
-            if hit is not None and time.monotonic() - hit[0] < ttl:
-                return hit[1]
+            if hit is not None and hit[1] == basis and time.monotonic() - hit[0] < ttl:
+                return hit[2]
             started = time.monotonic()
             value = await compute()
             if ttl > 0:
-                self._kept[key] = (started, value)
+                self._kept[key] = (started, basis, value)
             return value
+
+    def clear(self) -> None:
+        self._kept.clear()
 
 
 AGGREGATES = web.AppKey("dashboard_aggregates", AggregateCache)

@@ -27,7 +27,13 @@ from stamen.customers import AsyncCustomerManager
 from stamen.customers.limits import set_tenant_limit
 from stamen.customers.model import MAX_CONCURRENT_WORKSETS
 from stamen.customers.repository import CustomerRepository
-from stamen.regions.commands import NothingToFailBack, RegionAlreadyForced, RegionNotFound, fail_back, force_failover
+from stamen.regions.commands import (
+    NothingToFailBack,
+    RegionAlreadyForced,
+    RegionNotFound,
+    fail_back,
+    force_failover,
+)
 from stamen.retry import RequeueChangesInvalid
 from stamen.service.keys import BUS, POOL, SETTINGS
 from stamen.stack.launcher import read_stack_file
