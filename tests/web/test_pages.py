@@ -241,3 +241,26 @@ async def test_operator_pages_drain_a_cluster_and_requeue_a_dead_letter(world: W
 async def _bucket(world: World, tenant: str) -> str:
     async with world.pool.acquire() as conn:
         return str(await conn.fetchval("SELECT s3_bucket FROM customers WHERE customer_id = $1", tenant))
+
+
+async def test_notification_preferences_on_the_settings_page(world: World, browser: NewBrowser) -> None:
+    email, _ = await world.lab.user(world.b.id)
+    base = {"sns_enabled": "on", "sns_emails": "", "sns_sms": "", "email_min_severity": "info",
+            "sms_min_severity": "error", "webhook_format": "json", "digest_minutes": "60", "quiet_start": "22:00",
+            "quiet_end": "07:00", "quiet_timezone": "UTC"}
+    async with browser() as b:
+        await b.sign_in(email)
+        status, page = await b.get("/settings")
+        assert status == 200 and 'id="notification-form"' in page
+        refused = await b.post("/settings/notifications", {**base, "webhook_enabled": "on",
+                                                            "webhook_url": "https://hooks.example.org/x"})
+        assert refused.status == 400 and "webhook.secret" in await refused.text()
+        bad_zone = await b.post("/settings/notifications", {**base, "quiet_enabled": "on", "quiet_timezone": "Mars/Base"})
+        assert bad_zone.status == 400 and "unknown time zone" in await bad_zone.text()
+        saved = await b.post("/settings/notifications", {**base, "only_final_failures": "on", "quiet_enabled": "on",
+                                                          "quiet_timezone": "Europe/Berlin", "digest_enabled": "on"})
+        assert saved.status == 303, await saved.text()
+    async with world.client.get("/api/v1/notification-preferences", headers=world.key(world.b)) as r:
+        prefs = (await r.json())["preferences"]
+    assert prefs["only_final_failures"] and prefs["quiet_hours"]["enabled"] and prefs["digest"]["enabled"]
+    assert prefs["quiet_hours"]["timezone"] == "Europe/Berlin" and prefs["sns"]["enabled"]

@@ -33,6 +33,7 @@ NOTICES = {
     "key-revoked": "API key revoked.",
     "credential-revoked": "NATS credential revoked.",
     "invitation-revoked": "Invitation withdrawn.",
+    "notifications-saved": "Notification preferences saved.",
     "file-deleted": "File deleted.",
     "uploaded": "Upload complete.",
     "cluster-drained": "Cluster draining: running worksets finish, no new ones start there.",

@@ -81,6 +81,7 @@ PAGES: tuple[Page, ...] = (
     Page("POST", "/settings/nats-credentials/{credential_id}/revoke", settings.revoke_nats_credential,
          "settings_nats_revoke"),
     Page("POST", "/settings/invitations", settings.invite, "settings_invite"),
+    Page("POST", "/settings/notifications", settings.save_notifications, "settings_notifications"),
     Page("POST", "/settings/invitations/{invitation_id}/revoke", settings.revoke_invitation,
          "settings_invitation_revoke"),
     # --- operator pages
