@@ -154,7 +154,7 @@ async def test_the_portal_end_to_end_in_chromium(stack: Stack, chromium: Any) ->
 
     # --- a colleague is invited, signs up, confirms and signs in ------------------------------------------
     await page.goto(f"{stack.url}/settings")
-    await page.get_by_label("E-mail address").fill(f"colleague@{lab}.example")
+    await page.get_by_label("E-mail address", exact=True).fill(f"colleague@{lab}.example")
     await page.click("#invite-button")
     link = (await page.text_content("#invitation-link") or "").strip()
     colleague_ctx = await context(chromium)
