@@ -86,7 +86,7 @@ class OutboxRelay:
     async def _listen(self) -> None:
         """LISTEN on a connection of its own; opened again when the database restarted (the old one is
         closed then, and until it is back the poll is the only wake-up)."""
-        if self._listen_conn is not None and not self._listen_conn.is_closed():
+        if self._listen_conn is not None and _open(self._listen_conn):
             return
         if self._listen_conn is not None:
             with contextlib.suppress(Exception):
@@ -206,3 +206,12 @@ def refuses_the_row(exc: Exception) -> bool:
         return True
     code = exc.code if isinstance(exc, APIError) else None
     return code is not None and 400 <= code < 500
+
+
+def _open(conn: asyncpg.pool.PoolConnectionProxy) -> bool:
+    """Whether a held connection still works. When its server goes away for good (a failover), the pool
+    takes the connection back and the proxy refuses every call, is_closed() included."""
+    try:
+        return not conn.is_closed()
+    except asyncpg.InterfaceError:
+        return False

@@ -78,9 +78,11 @@ class DatabaseFailover:
         self._sync_state: dict[str, str] = {}
 
     async def leader(self) -> LeaderEntry | None:
+        # Bounded: while the service's own NATS connection moves to another node (its node may be in the
+        # lost region) a read would wait for the client's request timeout and hold up the round.
         if self._store is None:
-            self._store = await self._open_store()
-        return await self._store.get()
+            self._store = await asyncio.wait_for(self._open_store(), self._timeout)
+        return await asyncio.wait_for(self._store.get(), self._timeout)
 
     async def after_round(
         self,
@@ -98,7 +100,13 @@ class DatabaseFailover:
                     return ops
             self._remember_lag(entry.leader.node, postgres)
             leader = entry.leader
-            if statuses.get(leader.node) is RegionStatus.DOWN:
+            recorded = postgres.get(leader.node)
+            if recorded is not None and recorded.ok and recorded.facts.get("role") == "standby":
+                # The record names it but it was not promoted (a coordinator stopped in between): finish.
+                await self._execute_promotion(self._nodes[leader.node])
+                ops.append(Operation(leader.node, "database_promotion", "finishing a promotion the leader "
+                                     "record already names", {"term": leader.term}))  # fmt: skip
+            elif statuses.get(leader.node) is RegionStatus.DOWN:
                 entry = await self._fail_over(entry, statuses, postgres, forced, ops) or entry
             for request in requests:
                 entry = await self._requested_switchover(request, entry, statuses, postgres, ops) or entry
@@ -118,8 +126,11 @@ class DatabaseFailover:
             return None
         node = self._nodes[primaries[0]]
         assert self._store is not None
-        entry = await self._store.bootstrap(
-            Leader(node.region, node.host, node.port, 1, datetime.now(UTC).isoformat(), "first primary seen")
+        entry = await asyncio.wait_for(
+            self._store.bootstrap(
+                Leader(node.region, node.host, node.port, 1, datetime.now(UTC).isoformat(), "first primary seen")
+            ),
+            self._timeout,
         )
         ops.append(Operation(node.region, "database_promotion", "leader record created for the running primary",
                              {"term": entry.leader.term, "node": entry.leader.node, "bootstrap": True}))  # fmt: skip
@@ -205,20 +216,27 @@ class DatabaseFailover:
             ops.append(Operation(old.node, "database_fencing", f"before switchover to {region}", {"lsn": target_lsn}))
             detail["caught_up"] = await self._catch_up(node, target_lsn)
         assert self._store is not None
-        taken = await self._store.take_over(old.successor(region, node.host, node.port, why), entry.revision)
+        # If this times out after the change was made, the next round finds the record naming a standby
+        # and finishes the promotion.
+        taken = await asyncio.wait_for(
+            self._store.take_over(old.successor(region, node.host, node.port, why), entry.revision), self._timeout
+        )
         if taken is None:
             log.warning("regions.db_leader_changed_meanwhile", candidate=region)
             return None
+        await self._execute_promotion(node)
+        detail.update(term=taken.leader.term, promote_seconds=round(time.monotonic() - started, 3))
+        ops.append(Operation(region, "database_promotion", why, detail))
+        log.warning("regions.db_promoted", **detail)
+        return taken
+
+    async def _execute_promotion(self, node: DatabaseNode) -> None:
         await self._execute(node, "SELECT pg_promote(true, 60)")
         # A fenced or synchronous setting copied from the old primary must not follow the new one.
         await self._execute(node, "ALTER SYSTEM RESET default_transaction_read_only")
         if self._synchronous:
             await self._execute(node, "ALTER SYSTEM SET synchronous_standby_names = ''")
         await self._execute(node, "SELECT pg_reload_conf()")
-        detail.update(term=taken.leader.term, promote_seconds=round(time.monotonic() - started, 3))
-        ops.append(Operation(region, "database_promotion", why, detail))
-        log.warning("regions.db_promoted", **detail)
-        return taken
 
     async def _fence_others(self, leader: Leader, postgres: Mapping[str, ProbeResult], ops: list[Operation]) -> None:
         fenced_now = {op.region for op in ops if op.kind == "database_fencing"}

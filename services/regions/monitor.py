@@ -78,6 +78,11 @@ class ProbeSet:
             if name not in self._clusters:
                 self._clusters[name] = ClusterProbe(record, self._timeout)
                 self._cluster_records[name] = record
+                await self._clusters[name].prepare()
+
+    async def prepare(self) -> None:
+        for probe in (p for ps in self._fixed.values() for p in ps):
+            await probe.prepare()
 
     def for_region(self, region: str) -> list[Probe]:
         clusters = [p for n, p in sorted(self._clusters.items()) if self._cluster_records[n].region == region]
@@ -187,17 +192,21 @@ class HealthMonitor:
         await self._probes.update_clusters(clusters)
 
     async def round(self) -> dict[str, Assessment]:
-        try:
-            await asyncio.wait_for(self._refresh(), self._timeout)
-        except Exception as exc:  # the database may be the thing that is down: judge with what we had
-            log.warning("regions.refresh_failed", error=f"{type(exc).__name__}: {exc}")
+        """One round: refresh from the database and probe every region at the same time (a database that
+        does not answer costs the round no more than a probe timeout), then decide, then write."""
+        await self._probes.prepare()  # once: later calls find everything built
+        if not self._loaded:  # the first round needs the statuses recorded before
+            await self._refreshed()
             if not self._loaded:
                 return {}
         regions = self._probes.regions
-        raw = await asyncio.gather(
-            *(asyncio.gather(*(run_probe(p, self._timeout) for p in self._probes.for_region(r))) for r in regions)
-        )
-        results = attach_replication_lag({r: list(rs) for r, rs in zip(regions, raw, strict=True)})
+        async def probe(region: str) -> list[ProbeResult]:
+            return list(await asyncio.gather(*(run_probe(p, self._timeout) for p in self._probes.for_region(region))))
+
+        refresh = asyncio.ensure_future(self._refreshed())
+        raw = await asyncio.gather(*(probe(r) for r in regions))
+        await refresh
+        results = attach_replication_lag(dict(zip(regions, raw, strict=True)))
         now = datetime.now(UTC)
         assessments = {r: self._trackers[r].observe(results[r], now) for r in regions}
         for region, a in assessments.items():
@@ -211,6 +220,14 @@ class HealthMonitor:
         self.last = assessments
         await self._persist(assessments)
         return assessments
+
+    async def _refreshed(self) -> bool:
+        try:
+            await asyncio.wait_for(self._refresh(), self._timeout)
+        except Exception as exc:  # the database may be the thing that is down: judge with what we had
+            log.warning("regions.refresh_failed", error=f"{type(exc).__name__}: {exc}")
+            return False
+        return True
 
     def _decide(self, region: str, a: Assessment) -> None:
         forced = self._forced.get(region)
@@ -241,7 +258,7 @@ class HealthMonitor:
 
     async def _persist(self, assessments: Mapping[str, Assessment]) -> None:
         try:
-            await asyncio.wait_for(self._write(assessments), max(self._timeout, 5.0))
+            await asyncio.wait_for(self._write(assessments), self._timeout)
         except Exception as exc:
             log.warning(
                 "regions.persist_failed", error=f"{type(exc).__name__}: {exc}",
@@ -279,6 +296,7 @@ class HealthMonitor:
             await uow.commit()
 
     async def run(self) -> None:
+        await self._probes.prepare()
         while not self._stopping.is_set():
             started = time.monotonic()
             try:

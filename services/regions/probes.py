@@ -30,12 +30,20 @@ class Probe(Protocol):
     kind: ProbeKind
     target: str
 
+    async def prepare(self) -> None:
+        """Build what needs no network and may block a while (an AWS client), once, before any round."""
+        ...
+
     async def connect(self) -> None:
         """Open the probe's connection if it has none (not part of the measured latency)."""
         ...
 
     async def check(self) -> dict[str, Any]:
         """Raise if the thing is not usable; return facts worth keeping (role, lag)."""
+        ...
+
+    async def reset(self) -> None:
+        """After a failure: drop a connection that may be broken (the next round opens a new one)."""
         ...
 
     async def close(self) -> None: ...
@@ -50,15 +58,19 @@ async def run_probe(probe: Probe, timeout: float) -> ProbeResult:
         started = time.perf_counter()
         facts = await asyncio.wait_for(probe.check(), max(0.001, deadline - time.monotonic()))
     except TimeoutError:
-        with contextlib.suppress(Exception):
-            await probe.close()  # a half-open connection would time out again
+        await _reset(probe, timeout)  # a half-open connection would time out again
         return ProbeResult(probe.kind, probe.target, False, None, f"no answer within {timeout:g}s")
     except Exception as exc:
-        with contextlib.suppress(Exception):
-            await probe.close()
+        await _reset(probe, timeout)
         return ProbeResult(probe.kind, probe.target, False, None, _short(exc))
     latency = (time.perf_counter() - started) * 1000.0
     return ProbeResult(probe.kind, probe.target, True, round(latency, 3), str(facts.pop("detail", "")), facts)
+
+
+async def _reset(probe: Probe, timeout: float) -> None:
+    """Bounded too: closing a connection to a server that vanished can wait on it (a NATS client flushes)."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(probe.reset(), timeout)
 
 
 def _short(exc: BaseException) -> str:
@@ -82,7 +94,9 @@ class S3Probe:
         self._stack: contextlib.AsyncExitStack | None = None
         self._client: Any = None
 
-    async def connect(self) -> None:
+    async def prepare(self) -> None:
+        # Creating a client loads botocore's service models: slow, and it blocks the event loop, so it
+        # is done once, before the rounds, and kept (its HTTP pool reconnects by itself).
         if self._client is None:
             self._stack = contextlib.AsyncExitStack()
             session = aioboto3.Session()
@@ -90,9 +104,15 @@ class S3Probe:
                 session.client("s3", endpoint_url=self._endpoint_url, region_name=self._region, config=self._config)
             )
 
+    async def connect(self) -> None:
+        await self.prepare()
+
     async def check(self) -> dict[str, Any]:
         await self._client.head_bucket(Bucket=self._bucket)
         return {}
+
+    async def reset(self) -> None:
+        return None
 
     async def close(self) -> None:
         stack, self._stack, self._client = self._stack, None, None
@@ -110,6 +130,12 @@ class NatsProbe:
         self._servers = servers
         self._timeout = timeout
         self._nc: NATS | None = None
+
+    async def prepare(self) -> None:
+        return None
+
+    async def reset(self) -> None:
+        await self.close()
 
     async def connect(self) -> None:
         if self._nc is None or not self._nc.is_connected:
@@ -135,7 +161,7 @@ class NatsProbe:
         nc, self._nc = self._nc, None
         if nc is not None and not nc.is_closed:
             with contextlib.suppress(Exception):
-                await nc.close()
+                await asyncio.wait_for(nc.close(), self._timeout)
 
 
 # One query tells the role, whether writes are refused, and (on a primary) each standby's lag.
@@ -162,6 +188,12 @@ class PostgresProbe:
         self._dsn = dsn
         self._timeout = timeout
         self._conn: asyncpg.Connection | None = None
+
+    async def prepare(self) -> None:
+        return None
+
+    async def reset(self) -> None:
+        await self.close()
 
     async def connect(self) -> None:
         if self._conn is None or self._conn.is_closed():
@@ -202,8 +234,14 @@ class ClusterProbe:
         )
         self._runner = runner_for_cluster(cluster.config or {}) if cluster.executor == "slurm" else None
 
+    async def prepare(self) -> None:
+        return None
+
     async def connect(self) -> None:
         return None  # each check runs its own command
+
+    async def reset(self) -> None:
+        return None
 
     async def check(self) -> dict[str, Any]:
         return await self._check()

@@ -135,3 +135,26 @@ def test_a_list_value_must_be_a_whole_argv_item() -> None:
 def test_step_names_are_unique() -> None:
     with pytest.raises(ValidationError, match="repeated: a"):
         Pipeline(name="p", steps=[PipelineStep(name="a", argv=["x"]), PipelineStep(name="a", argv=["y"])])
+
+
+def test_planned_steps_carry_their_outputs_and_say_which_are_exported() -> None:
+    """A step whose outputs are all in S3 outlives its cluster (reused after a region is lost); one that
+    also writes locally, or declares nothing, is not."""
+    pipeline = Pipeline(
+        name="p",
+        steps=[
+            PipelineStep(name="fetch", argv=["x"], outputs=["{export_uri}fetched/{workset_id}"]),
+            PipelineStep(name="call", argv=["x"], outputs=["{workdir}/calls.vcf"]),
+            PipelineStep(name="mixed", argv=["x"], outputs=["{export_uri}r.json", "{workdir}/receipt.json"]),
+            PipelineStep(name="silent", argv=["x"]),
+            PipelineStep(name="unrenderable", argv=["x"], outputs=["s3://b/{no_such_field}"]),
+        ],
+    )
+    spec = {"name": "w", "samples": [{"id": "S1"}], "export_uri": "s3://out/run1/"}
+    steps = {s.step: s for s in plan_steps(pipeline, spec, 1, "/w", workset_id="ws-1")}
+    assert steps["fetch"].outputs == ["s3://out/run1/fetched/ws-1"] and steps["fetch"].exported
+    assert steps["call"].outputs == ["/w/calls.vcf"] and not steps["call"].exported
+    assert not steps["mixed"].exported and not steps["silent"].exported
+    assert steps["unrenderable"].outputs == [] and not steps["unrenderable"].exported
+    fastq_qc = plan_steps(get_pipeline("fastq-qc"), {**spec, "samples": [{"id": "S1", "r1": "s3://in/S1.fq"}]}, 1, "/w")
+    assert [s.step for s in fastq_qc if s.exported] == []  # its export step also writes a local receipt
