@@ -396,3 +396,48 @@ def test_two_wordings_of_one_message_are_one_piece_of_evidence() -> None:
     scores = {candidate.code: candidate.score for candidate in classify_error(text, entries=[both, other]).candidates}
     assert scores["WS-PIP-901"] == 20 + 0.5 * len("Could not resolve host")  # no bonus for the second wording
     assert scores["WS-PIP-902"] > scores["WS-PIP-901"]
+
+
+def test_a_wording_that_names_only_the_kind_weighs_as_a_family() -> None:
+    # The errno text is a cause entry's family_patterns: alone it still names the entry, at family weight;
+    # next to a message saying what is missing (MUNGE's key file) it yields.
+    alone = classify_error("open('/data/in.bam'): No such file or directory").top
+    assert (alone.code, alone.score) == ("WS-DAT-005", 18.0)
+    text = 'munged: Error: Failed to check keyfile "/etc/munge/munge.key": No such file or directory'
+    assert classify_error(text).top.code == "WS-CLU-010"
+
+
+def test_a_kind_only_wording_still_corroborates_its_cause() -> None:
+    entry = _entry("WS-PIP-901", patterns=["widget exploded"], family_patterns=["Segmentation fault"])
+    text = "widget exploded at 0x0\nSegmentation fault (core dumped)\n"
+    (candidate,) = classify_error(text, entries=[entry]).candidates
+    assert candidate.score == 20 + 0.5 * len("widget exploded") + 4
+
+
+def test_a_crash_yields_to_the_error_the_tool_printed_before_it() -> None:
+    text = "[E::bcf_hdr_parse_line] Could not parse the header line: \"##INFO=<ID=X\"\nSegmentation fault\n"
+    assert classify_error(text).top.category is ErrorCategory.DATA
+    assert classify_error("Segmentation fault (core dumped)\n").top.code == "WS-PIP-013"
+
+
+def test_family_patterns_belong_to_cause_entries() -> None:
+    with pytest.raises(ValueError, match="family_patterns belong to cause entries"):
+        _entry("WS-PIP-901", tier="family", patterns=["x widget"], family_patterns=["y widget"])
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("make: *** [Makefile:12: out.bam] Error 137", 137),
+        ("Execution failed: action 2: unexpected exit status 139 was not ignored", 139),
+    ],
+)
+def test_more_wrappers_report_exit_statuses(line: str, expected: int) -> None:
+    assert reported_exit_status([line]) == expected
+
+
+def test_a_slurm_daemon_that_cannot_start_is_a_configuration_failure() -> None:
+    top = classify_error("slurmd: fatal: Unable to determine this slurmd's NodeName").top
+    assert (top.code, top.category, top.retry_class) == ("WS-CLU-015", ErrorCategory.CLUSTER, RetryClass.CONFIGURATION)
+    stepd = classify_error("slurmstepd: error: *** JOB 12 STEPD TERMINATED ON n1 DUE TO JOB NOT RUNNING ***")
+    assert stepd.top.code != "WS-CLU-015"

@@ -47,6 +47,8 @@ class CompiledPattern(BaseModel):
     # Lower-cased strings one of which any match contains (None: unknown); a line or text that has
     # none of them is not searched with the regex.
     literals: tuple[str, ...] | None = None
+    # From ``family_patterns``: the wording names only the kind of failure, not its cause.
+    kind_only: bool = False
 
     def may_match(self, lowered: str) -> bool:
         return self.literals is None or any(literal in lowered for literal in self.literals)
@@ -58,13 +60,17 @@ class MatchRules(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     patterns: tuple[str, ...] = ()
+    # Wordings that name only the kind of failure (an errno text such as "No such file or
+    # directory", "failed to pull image"): every tool prints them, whatever the cause, so on their
+    # own they weigh as a family match and a message that says why outranks them.
+    family_patterns: tuple[str, ...] = ()
     exit_codes: tuple[int, ...] = ()
     signals: tuple[Annotated[int, Field(ge=1, le=64)], ...] = ()
     slurm_states: tuple[str, ...] = ()
 
     _compiled: tuple[CompiledPattern, ...] = PrivateAttr(default=())
 
-    @field_validator("patterns")
+    @field_validator("patterns", "family_patterns")
     @classmethod
     def _patterns_compile(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
         for source in patterns:
@@ -88,8 +94,10 @@ class MatchRules(BaseModel):
                 regex=re.compile(source, PATTERN_FLAGS),
                 specificity=literal_specificity(source),
                 literals=required_literals(source),
+                kind_only=kind_only,
             )
-            for source in self.patterns
+            for sources, kind_only in ((self.patterns, False), (self.family_patterns, True))
+            for source in sources
         )
 
     @property
@@ -98,7 +106,9 @@ class MatchRules(BaseModel):
 
     @property
     def is_empty(self) -> bool:
-        return not (self.patterns or self.exit_codes or self.signals or self.slurm_states)
+        return not (
+            self.patterns or self.family_patterns or self.exit_codes or self.signals or self.slurm_states
+        )
 
 
 class CatalogEntry(BaseModel):
@@ -128,6 +138,10 @@ class CatalogEntry(BaseModel):
             )
         if self.category is not ErrorCategory.UNKNOWN and self.match.is_empty:
             raise ValueError(f"{self.code}: a catalog entry needs at least one match rule")
+        if self.match.family_patterns and self.tier is not EntryTier.CAUSE:
+            raise ValueError(
+                f"{self.code}: family_patterns belong to cause entries (all of a {self.tier.value}'s weigh so)"
+            )
         return self
 
 

@@ -8,7 +8,9 @@ Scoring, highest first:
   small bonus for each further pattern of the same entry that matched other lines;
 * a signal, or an exit code other than the generic 1/2/255, is strong corroboration;
   a generic exit code is only a nudge;
-* an entry's tier bounds its pattern weight: a ``family`` match (a tool's or a category's
+* an entry's tier bounds its pattern weight (and a cause entry's ``family_patterns``, wordings
+  such as an errno text that name only the kind of failure, weigh as a family when nothing else
+  of the entry matched): a ``family`` match (a tool's or a category's
   vocabulary, e.g. any ``sbatch: error:`` line or an AWS error envelope) weighs a fixed amount
   just under the weakest ``cause`` match, a ``wrapper`` match a fixed amount below a specific
   exit code.
@@ -73,6 +75,8 @@ _REPORTED_EXIT_STATUS = (
     re.compile(r"exited with return code (\d{1,3})"),  # Cromwell
     # Snakemake's cluster jobs and "Error submitting jobscript (exit code 1)"
     re.compile(r"\(exit code (\d{1,3})\)"),
+    re.compile(r"\*\*\* \[[^\]]+\] Error (\d{1,3})"),  # GNU make (src/job.c)
+    re.compile(r"unexpected exit status (\d{1,3}) was not ignored"),  # Google Life Sciences / Batch actions
 )
 _EXIT_STATUS_HEADING = re.compile(r"^\s*Command exit status:\s*$")  # Nextflow, value on the next line
 _EXIT_STATUS_VALUE = re.compile(r"^\s*(\d{1,3})\s*$")
@@ -128,6 +132,7 @@ class _EntryMatch:
     evidence: list[EvidenceLine] = field(default_factory=list)
     matched_patterns: dict[str, int] = field(default_factory=dict)  # source -> specificity
     matched_lines: dict[str, set[int]] = field(default_factory=dict)  # source -> line indexes
+    kind_only: set[str] = field(default_factory=set)  # matched sources that name only the kind
 
     def corroborating_patterns(self) -> int:
         """Further patterns that matched lines the more specific ones did not: two wordings of one
@@ -288,6 +293,8 @@ def _score_entry(
         for pattern in active:
             if pattern.may_match(lowered) and pattern.regex.search(line):
                 found.matched_patterns.setdefault(pattern.source, pattern.specificity)
+                if pattern.kind_only:
+                    found.kind_only.add(pattern.source)
                 found.matched_lines.setdefault(pattern.source, set()).add(index)
                 number = log.offset + index + 1
                 if len(found.evidence) < MAX_EVIDENCE_LINES and (
@@ -299,7 +306,11 @@ def _score_entry(
     facts: list[str] = []
     best_specificity = max(found.matched_patterns.values(), default=0)
     if found.matched_patterns:
-        score += _pattern_score(entry.tier, best_specificity, found.corroborating_patterns())
+        tier = entry.tier
+        naming = [spec for source, spec in found.matched_patterns.items() if source not in found.kind_only]
+        if tier is EntryTier.CAUSE and not naming:
+            tier = EntryTier.FAMILY  # only wordings every cause of this kind prints
+        score += _pattern_score(tier, max(naming, default=best_specificity), found.corroborating_patterns())
     if slurm_state is not None and slurm_state in rules.slurm_states:
         score += SLURM_STATE_WEIGHT
         facts.append(f"job state {slurm_state}")

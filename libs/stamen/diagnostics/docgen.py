@@ -98,7 +98,10 @@ def _how_diagnosed() -> list[str]:
         "htslib parser's `[E::sam_parse1]`): when no entry names the cause, the family still gives",
         "the category and that category's usual retry class instead of `WS-UNK-000`. Their",
         "patterns come from the tools' sources and documentation (cited in catalog.yaml), not from",
-        "individual logs. When the caller knows no exit code the exit status",
+        "individual logs. Wordings every cause of a kind prints (an errno text such as `No such",
+        "file or directory`, `Segmentation fault`, `failed to pull image`, Snakemake's",
+        "`WorkflowError`) weigh like a family too, so a message that says why outranks them.",
+        "When the caller knows no exit code the exit status",
         "a wrapper reports (`exit status (137)`, `Command exit status: 137`, `returned non-zero",
         "exit status 137`) counts as the exit code: an out-of-memory kill behind a Nextflow or",
         "Snakemake wrapper is `WS-RES-001` even when the tool printed nothing. A wrapper that",
@@ -180,6 +183,10 @@ def _section(entry: CatalogEntry) -> list[str]:
     if not rules.is_empty:
         lines += ["", "Recognised by:", ""]
         lines += [f"- log line matching {_code_span(pattern)}" for pattern in rules.patterns]
+        lines += [
+            f"- log line matching {_code_span(pattern)} (names only the kind of failure: weighs as a family)"
+            for pattern in rules.family_patterns
+        ]
         lines += [f"- exit code {code}" for code in rules.exit_codes]
         lines += [f"- signal {number}" for number in rules.signals]
         lines += [f"- job state `{state}`" for state in rules.slurm_states]
