@@ -309,7 +309,10 @@ def _score_entry(
         tier = entry.tier
         naming = [spec for source, spec in found.matched_patterns.items() if source not in found.kind_only]
         if tier is EntryTier.CAUSE and not naming:
-            tier = EntryTier.FAMILY  # only wordings every cause of this kind prints
+            # Only wordings every cause of this kind prints: they weigh as a family, and a family entry
+            # (a tool's own vocabulary) wins the tie, however long the errno text.
+            tier = EntryTier.FAMILY
+            best_specificity = 0
         score += _pattern_score(tier, max(naming, default=best_specificity), found.corroborating_patterns())
     if slurm_state is not None and slurm_state in rules.slurm_states:
         score += SLURM_STATE_WEIGHT
