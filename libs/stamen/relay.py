@@ -5,6 +5,17 @@ after a growing delay (1 s doubling to 30 s, back to 1 s after a success). Rows 
 FOR UPDATE SKIP LOCKED so any number of relays can run. If a relay dies after publishing but
 before marking, the row is published again and the server drops it as a duplicate (Nats-Msg-Id).
 
+Leadership: every service runs a relay, but one per deployment does the work. A relay made with a
+`leader_lock` (every service's, and `stamen relay`) first takes that PostgreSQL session advisory lock
+on its LISTEN connection; only the holder LISTENs for commits and claims rows. The others wait, trying
+the lock every `takeover_seconds`, and at once when a leader steps down (it NOTIFYs `RELAY_LEADER_CHANNEL`
+on a clean stop, or after its passes kept failing for `STEP_DOWN_AFTER_SECONDS`). A leader that dies
+loses its session and with it the lock, so another relay leads within `takeover_seconds`. Two relays
+working at once (during a takeover) are still safe: the claim's row locks keep each row to one of them.
+The leader publishes a batch without waiting for each ack (one round trip per pass), and after a pass
+that published it lets commits gather for `batch_window_seconds` before the next, so a busy system
+costs one claim transaction for many events.
+
 Two kinds of failure: the broker unreachable (timeouts, a closed connection, no stream answering) says
 nothing about the rows, so the pass backs off and no row is blamed; the broker refusing one row (larger
 than its max payload, refused by the stream) is that row's problem: it is set aside, tried again after
@@ -24,7 +35,7 @@ from nats.errors import MaxPayloadError
 from nats.js.errors import APIError
 
 from stamen.bus.metrics import OUTBOX_REFUSED, PUBLISHED
-from stamen.bus.publisher import RawPublisher
+from stamen.bus.publisher import BatchPublisher, RawPublisher
 from stamen.retry.backoff import BackoffPolicy
 from stamen.service.backoff import FailureBackoff
 from stamen.settings import Settings
@@ -33,6 +44,10 @@ from stamen.store.outbox import NOTIFY_CHANNEL, OutboxQueue, OutboxRow
 
 log = structlog.get_logger(__name__)
 
+# The session advisory lock whose holder is the deployment's relay (any constant shared by all of them).
+RELAY_LEADER_LOCK = 0x5354414D4F42  # "STAMOB"
+RELAY_LEADER_CHANNEL = "stamen_outbox_leader"  # a leader stepping down says so here
+
 
 class OutboxRelay:
     # Housekeeping runs at most this often per relay; several relays purging at once is harmless.
@@ -40,6 +55,8 @@ class OutboxRelay:
     ERROR_BACKOFF = (1.0, 30.0)  # after a failed pass (NATS or the database down): first delay, cap
     # Between attempts at a row the broker refused: 1 s, 2 s, 4 s, ... up to 60 s.
     ROW_BACKOFF = BackoffPolicy(initial_seconds=1.0, factor=2.0, cap_seconds=60.0, jitter="none")
+    # A leader whose passes have failed this long steps down, so a relay that can publish may lead.
+    STEP_DOWN_AFTER_SECONDS = 15.0
 
     def __init__(
         self,
@@ -51,7 +68,16 @@ class OutboxRelay:
         outbox_retention_days: float = 7.0,
         inbox_retention_days: float = 31.0,
         max_attempts: int = 5,
+        leader_lock: int | None = None,
+        takeover_seconds: float = 2.0,
+        batch_window_seconds: float = 0.0,
     ) -> None:
+        self._leader_lock = leader_lock
+        self._takeover_seconds = takeover_seconds
+        self._batch_window_seconds = batch_window_seconds
+        self.leading = leader_lock is None  # without a lock every relay works (rows stay safe either way)
+        self._leader_wake = asyncio.Event()
+        self._failing_since: float | None = None
         self._max_attempts = max_attempts
         self._outbox_retention_days = outbox_retention_days
         self._inbox_retention_days = inbox_retention_days
@@ -77,6 +103,9 @@ class OutboxRelay:
             outbox_retention_days=settings.outbox_retention_days,
             inbox_retention_days=settings.inbox_retention_days,
             max_attempts=settings.relay_max_attempts,
+            leader_lock=RELAY_LEADER_LOCK,
+            takeover_seconds=settings.relay_takeover_seconds,
+            batch_window_seconds=settings.outbox_batch_window_seconds,
         )
 
     async def start(self) -> None:
@@ -84,40 +113,114 @@ class OutboxRelay:
         self._task = asyncio.create_task(self._run(), name="outbox-relay")
 
     async def _listen(self) -> None:
-        """LISTEN on a connection of its own; opened again when the database restarted (the old one is
-        closed then, and until it is back the poll is the only wake-up)."""
+        """LISTEN on a connection of its own (which also holds the leader lock); opened again when the
+        database restarted (the old one is closed then, the lock gone with it, and until it is back
+        the poll is the only wake-up)."""
         if self._listen_conn is not None and _open(self._listen_conn):
             return
         if self._listen_conn is not None:
-            with contextlib.suppress(Exception):
-                await self._pool.release(self._listen_conn)
-            self._listen_conn = None
+            await self._release_listen_conn()
+            if self._leader_lock is not None and self.leading:
+                self.leading = False
+                log.warning("outbox.relay_leadership_lost", reason="its database connection closed")
         try:
             conn = await self._pool.acquire()
         except Exception as exc:
             log.warning("outbox.listen_failed", error=str(exc))
             return
+        self._listen_conn = conn
         try:
-            await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
+            # A session that ends (database restart, terminated) wakes the loop, which opens another and,
+            # if this relay led, contends again: the lock went with the session.
+            conn.add_termination_listener(self._on_connection_lost)
+            if self._leader_lock is None:
+                await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
+            else:
+                await conn.add_listener(RELAY_LEADER_CHANNEL, self._on_leader_released)
         except Exception as exc:
             log.warning("outbox.listen_failed", error=str(exc))
-            await self._pool.release(conn)
+            await self._release_listen_conn()
+
+    async def _release_listen_conn(self) -> None:
+        conn, self._listen_conn = self._listen_conn, None
+        if conn is None:
             return
-        self._listen_conn = conn
+        with contextlib.suppress(Exception):
+            conn.remove_termination_listener(self._on_connection_lost)
+        for channel, callback in ((NOTIFY_CHANNEL, self._on_notify), (RELAY_LEADER_CHANNEL, self._on_leader_released)):
+            with contextlib.suppress(Exception):
+                await conn.remove_listener(channel, callback)
+        with contextlib.suppress(Exception):
+            await self._pool.release(conn)
+
+    def _on_connection_lost(self, *_: object) -> None:
+        self._wake.set()
+        self._leader_wake.set()
+
+    async def _lead(self) -> bool:
+        """Whether this relay does the work now: always without a leader lock; with one, if it holds
+        the lock or has just taken it (then it LISTENs for commits)."""
+        if self.leading:
+            return True
+        conn = self._listen_conn
+        if conn is None or self._leader_lock is None:
+            return False
+        try:
+            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", self._leader_lock):
+                return False
+            await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
+        except Exception as exc:
+            log.warning("outbox.relay_lead_failed", error=str(exc))
+            return False
+        self.leading = True
+        self._failing_since = None
+        log.info("outbox.relay_leading")
+        return True
+
+    async def _step_down(self, reason: str) -> None:
+        """Give up the leader lock and tell the others (they try at once)."""
+        conn = self._listen_conn
+        if self._leader_lock is None or not self.leading or conn is None:
+            return
+        self.leading = False
+        try:
+            await conn.remove_listener(NOTIFY_CHANNEL, self._on_notify)
+            await conn.execute(
+                "SELECT pg_advisory_unlock($1), pg_notify($2, '')", self._leader_lock, RELAY_LEADER_CHANNEL
+            )
+        except Exception as exc:  # the session is gone, and the lock with it
+            log.warning("outbox.relay_step_down_failed", error=str(exc))
+        log.info("outbox.relay_stepped_down", reason=reason)
 
     def _on_notify(self, *_: object) -> None:
         self._wake.set()
 
+    def _on_leader_released(self, *_: object) -> None:
+        if not self.leading:
+            self._leader_wake.set()
+
     async def _run(self) -> None:
+        last_pass = 0.0
         while not self._stopping.is_set():
             await self._listen()
+            if not await self._lead():
+                # A follower: nothing to claim. Try the lock again after a while, or when a leader says
+                # it stepped down; no NOTIFY of a commit reaches this relay.
+                self._leader_wake.clear()
+                await self._wait_for(self._leader_wake, self._takeover_seconds)
+                continue
             # Cleared before the pass, so a NOTIFY that arrives during it wakes the next wait at once.
             self._wake.clear()
+            started = time.monotonic()
             try:
                 sent = await self.publish_pending()
             except Exception as exc:
                 delay = self._backoff.failed()
                 log.warning("outbox.relay_failed", error=str(exc), retry_in=delay)
+                self._failing_since = self._failing_since or started
+                if started - self._failing_since >= self.STEP_DOWN_AFTER_SECONDS:
+                    await self._step_down(f"its passes have failed for {started - self._failing_since:.0f}s: {exc}")
+                    delay = max(delay, self._takeover_seconds)  # let another relay take the lock first
                 # The unmarked rows are still there: try again after the backoff, without waiting for
                 # a NOTIFY or the poll. Only stop() cuts the backoff short: commits during an outage
                 # must not turn it into a busy loop of failing publishes.
@@ -125,6 +228,9 @@ class OutboxRelay:
                     await asyncio.wait_for(self._stopping.wait(), timeout=delay)
                 continue
             self._backoff.succeeded()
+            self._failing_since = None
+            if sent:
+                last_pass = started
             if sent + self._set_aside >= self._batch_size:
                 continue  # more are waiting
             if time.monotonic() >= self._next_purge:
@@ -133,8 +239,15 @@ class OutboxRelay:
                     await self.purge_history()
                 except Exception as exc:
                     log.warning("outbox.purge_failed", error=str(exc))
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_seconds)
+            await self._wait_for(self._wake, self._poll_seconds)
+            # Busy (the last pass published): let the commits of this burst gather into one claim.
+            gather = last_pass + self._batch_window_seconds - time.monotonic()
+            if gather > 0 and not self._stopping.is_set():
+                await asyncio.sleep(gather)
+
+    async def _wait_for(self, event: asyncio.Event, timeout: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout=timeout)
 
     async def publish_pending(self) -> int:
         """One batch: claim, publish in order, mark. Returns how many rows were published.
@@ -146,15 +259,13 @@ class OutboxRelay:
             rows = await queue.claim(self._batch_size)
             published: list[int] = []
             refused: list[tuple[OutboxRow, Exception]] = []
-            for row in rows:
-                try:
-                    fresh = await self._publisher.publish_raw(row.subject, row.body, row.headers)
-                except Exception as exc:
-                    if not refuses_the_row(exc):
-                        raise
-                    refused.append((row, exc))
+            for row, outcome in zip(rows, await self._publish(rows), strict=True):
+                if isinstance(outcome, Exception):
+                    if not refuses_the_row(outcome):
+                        raise outcome
+                    refused.append((row, outcome))
                     continue
-                PUBLISHED.labels("stored" if fresh else "duplicate").inc()
+                PUBLISHED.labels("stored" if outcome else "duplicate").inc()
                 published.append(row.id)
             if published:
                 await queue.mark_published(published)
@@ -162,6 +273,22 @@ class OutboxRelay:
                 await self._set_row_aside(queue, row, refusal)
             self._set_aside = len(refused)
             return len(published)
+
+    async def _publish(self, rows: list[OutboxRow]) -> list[bool | Exception]:
+        """Each row's outcome, in order: stored (True), a duplicate (False), or what the broker said."""
+        if not rows:
+            return []
+        if isinstance(self._publisher, BatchPublisher):
+            return await self._publisher.publish_many([(r.subject, r.body, r.headers) for r in rows])
+        outcomes: list[bool | Exception] = []
+        for row in rows:
+            try:
+                outcomes.append(await self._publisher.publish_raw(row.subject, row.body, row.headers))
+            except Exception as exc:
+                if not refuses_the_row(exc):
+                    raise
+                outcomes.append(exc)
+        return outcomes
 
     async def _set_row_aside(self, queue: OutboxQueue, row: OutboxRow, exc: Exception) -> None:
         attempt = row.attempts + 1
@@ -187,14 +314,12 @@ class OutboxRelay:
     async def stop(self) -> None:
         self._stopping.set()
         self._wake.set()
+        self._leader_wake.set()
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self._listen_conn is not None:
-            with contextlib.suppress(Exception):
-                await self._listen_conn.remove_listener(NOTIFY_CHANNEL, self._on_notify)
-            with contextlib.suppress(Exception):
-                await self._pool.release(self._listen_conn)
+        await self._step_down("stopping")  # the next relay leads now, not after its takeover interval
+        await self._release_listen_conn()
 
 
 def refuses_the_row(exc: Exception) -> bool:

@@ -14,7 +14,7 @@ from nats.js import JetStreamContext
 from nats.js.api import Placement, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
-from stamen.bus.publisher import JetStreamPublisher
+from stamen.bus.publisher import JetStreamPublisher, RawMessage
 from stamen.bus.subjects import STREAMS
 from stamen.service.backoff import FailureBackoff
 
@@ -183,11 +183,19 @@ class BusConnection:
         """Like JetStreamPublisher.publish_raw. While the client reconnects it waits (up to
         PUBLISH_WAIT_SECONDS) rather than fail at once, so a relay catches up the moment NATS is back
         instead of after its failure backoff; BusUnavailable if NATS does not come back by then."""
+        await self._wait_up()
+        return await JetStreamPublisher(self.js).publish_raw(subject, body, headers)
+
+    async def publish_many(self, messages: Sequence[RawMessage]) -> list[bool | Exception]:
+        """Like JetStreamPublisher.publish_many, waiting for a reconnecting client as publish_raw does."""
+        await self._wait_up()
+        return await JetStreamPublisher(self.js).publish_many(messages)
+
+    async def _wait_up(self) -> None:
         try:
             await asyncio.wait_for(self._up.wait(), self.PUBLISH_WAIT_SECONDS)
         except TimeoutError:
             raise BusUnavailable(f"NATS has not been reachable for {self.PUBLISH_WAIT_SECONDS:g}s") from None
-        return await JetStreamPublisher(self.js).publish_raw(subject, body, headers)
 
     async def close(self) -> None:
         if self._task is not None and not self._task.done():

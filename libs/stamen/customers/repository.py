@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from stamen.customers.model import Customer, CustomerResource, NewCustomer, ResourceKind
-from stamen.store.db import Connection
+from stamen.store.db import Connection, keeps_session_state
 
 
 def _customer(r: Any) -> Customer:
@@ -37,6 +37,7 @@ class CustomerRepository:
 
     # Onboarding of one customer is serialised across processes by a session advisory lock.
     async def lock(self, customer_id: str) -> None:
+        keeps_session_state(self._conn)  # released by unlock(), or by the pool's reset if that never runs
         await self._conn.execute("SELECT pg_advisory_lock(hashtext('stamen.customer:' || $1))", customer_id)
 
     async def unlock(self, customer_id: str) -> None:

@@ -1,13 +1,64 @@
-"""Connection pools."""
+"""Connection pools.
+
+A connection goes back to its pool clean without a round trip: asyncpg's default reset sends
+`SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL` on every release (one more
+PostgreSQL transaction per use, the largest share of stamen's transactions when measured). stamen's
+code leaves nothing in a session except in the few places that say so: a LISTEN (`add_listener`,
+tracked by the connection itself) and the session advisory locks of migrations and customer
+onboarding (`keeps_session_state`). Only a connection that did one of those gets the full reset; an
+open transaction is rolled back on release either way (asyncpg does that before the reset hook).
+Anything new that changes a session (SET, LISTEN in SQL, session locks, WITH HOLD cursors) must call
+`keeps_session_state` on its connection.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import asyncpg
 import asyncpg.pool
 
 
+class SessionTrackingConnection(asyncpg.Connection):
+    """An asyncpg connection that remembers whether its session holds state beyond a transaction."""
+
+    session_state_kept = False
+
+    def keep_session_state(self) -> None:
+        self.session_state_kept = True
+
+    async def add_listener(self, channel: str, callback: Any) -> None:
+        self.session_state_kept = True
+        await super().add_listener(channel, callback)
+
+
+def keeps_session_state(conn: object) -> None:
+    """Say that `conn` (pooled or not) now holds session state, so its pool resets it on release. A
+    pool's proxy hands attribute reads to its connection; a plain connection has no pool to reset it."""
+    mark = getattr(conn, "keep_session_state", None)
+    if mark is not None:
+        mark()
+
+
+async def _reset_session(conn: asyncpg.Connection) -> None:
+    """The pool's reset hook: asyncpg has already rolled back any open transaction and dropped the
+    connection's listener callbacks; the server-side reset is sent only when the session kept state."""
+    if isinstance(conn, SessionTrackingConnection) and conn.session_state_kept:
+        query = conn.get_reset_query()
+        if query:
+            await conn.execute(query)
+        conn.session_state_kept = False
+
+
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, command_timeout=60)
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        command_timeout=60,
+        connection_class=SessionTrackingConnection,
+        reset=_reset_session,
+    )
     assert pool is not None
     return pool
 

@@ -8,6 +8,8 @@ from importlib import resources
 
 import asyncpg
 
+from stamen.store.db import keeps_session_state
+
 # Any constant works; it only has to be the same for every stamen process on one database.
 MIGRATION_LOCK_ID = 0x5354414D454E  # "STAMEN"
 
@@ -37,7 +39,9 @@ async def apply_migrations(conn: asyncpg.Connection, migrations: list[Migration]
     migrations = packaged_migrations() if migrations is None else migrations
     applied_now: list[str] = []
     # A session-level advisory lock serialises concurrent migrators; the loser waits, then finds
-    # every version recorded and applies nothing.
+    # every version recorded and applies nothing. Migrations are arbitrary SQL: the session is reset
+    # before a pool hands the connection out again.
+    keeps_session_state(conn)
     await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_ID)
     try:
         await conn.execute(

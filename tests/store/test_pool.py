@@ -1,0 +1,50 @@
+"""A pooled connection goes back clean without a reset round trip (real PostgreSQL): a plain use sends
+nothing on release; a session that LISTENed or took a session advisory lock is reset, so the next user of
+the same connection gets neither."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from stamen.customers.repository import CustomerRepository
+from stamen.store.db import create_pool
+
+
+async def last_statement(admin: asyncpg.Connection, pid: int) -> str:
+    return str(await admin.fetchval("SELECT query FROM pg_stat_activity WHERE pid = $1", pid))
+
+
+@pytest.mark.filterwarnings("ignore:.*active notification listener:asyncpg.InterfaceWarning")
+async def test_release_sends_the_reset_only_after_the_session_kept_state(database_url: str) -> None:
+    pool = await create_pool(database_url, min_size=1, max_size=1)  # one connection: every acquire reuses it
+    admin = await asyncpg.connect(database_url)
+    try:
+        async with pool.acquire() as conn:
+            pid = await conn.fetchval("SELECT pg_backend_pid()")
+            async with conn.transaction():
+                await conn.execute("SELECT 'plain work'")
+        # The last statement the server saw from that connection is still the work, not a reset.
+        assert await last_statement(admin, pid) == "COMMIT;"
+
+        async with pool.acquire() as conn:
+            await conn.add_listener("some_channel", lambda *_: None)  # left listening (asyncpg warns)
+            await CustomerRepository(conn).lock("acme")  # and a session lock never unlocked
+        assert "UNLISTEN *" in await last_statement(admin, pid)
+
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT pg_backend_pid()") == pid  # the same session, reset
+            assert await conn.fetchval("SELECT count(*) FROM pg_listening_channels()") == 0
+            assert await conn.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = $1", pid
+            ) == 0
+        assert await last_statement(admin, pid) == "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = $1"
+
+        async with pool.acquire() as conn:  # an open transaction left behind is rolled back on release
+            await conn.execute("BEGIN")
+            await conn.execute("CREATE TABLE left_open (x int)")
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT to_regclass('left_open')") is None
+    finally:
+        await admin.close()
+        await pool.close()
