@@ -34,7 +34,7 @@ from stamen.domain.lifecycle import WorksetState
 from stamen.domain.workset import Workset
 from stamen.events.types import StepStarted, WorksetCancelled, WorksetCompleted, WorksetFailed, WorksetStarted
 from stamen.executors.base import Executor, JobHandle, JobState, JobStatus, StepSpec
-from stamen.executors.slurm import job_name_for
+from stamen.executors.hints import find_and_stop_by_hand
 from stamen.store.scheduling import ClusterRecord, SubmissionClaim, SubmittingStepRun
 from stamen.store.unit_of_work import UnitOfWork
 
@@ -347,12 +347,7 @@ class Dispatcher:
         """The job cannot be looked up: the step is `lost` and the attempt failed (LOST: transient), as
         running it again blind could run it twice. The reason says what to look for by hand."""
         kind = await self._cluster_kind(uow, orphan.cluster)
-        where = (
-            f"look for Slurm job name {job_name_for(orphan.workset_id, orphan.attempt, orphan.step)} "
-            "(squeue/sacct) and scancel it"
-            if kind == "slurm"
-            else f"look for a process of step {orphan.step} running in the workset's workdir and kill it"
-        )
+        where = find_and_stop_by_hand(kind, orphan.workset_id, orphan.attempt, orphan.step)
         reason = (
             f"{head}. If the job was started, it runs unwatched: {where}. The attempt is failed so the "
             "retry policy decides; a retry is a new attempt"

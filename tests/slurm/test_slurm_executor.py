@@ -14,7 +14,8 @@ import pytest
 
 from stamen.executors.base import JobHandle, JobState
 from stamen.executors.remote import LocalCommandRunner
-from stamen.executors.slurm import SlurmCommandError, SlurmExecutor
+from stamen.executors.slurm import SlurmExecutor
+from stamen.executors.slurm_commands import SlurmCommandError
 from tests.slurm.conftest import SlurmTestCluster
 from tests.slurm.helpers import (
     POLL_INTERVAL_SECONDS,

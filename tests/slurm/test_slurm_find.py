@@ -16,7 +16,8 @@ import pytest
 
 from stamen.executors.base import JobHandle, JobState, StepSpec
 from stamen.executors.remote import LocalCommandRunner
-from stamen.executors.slurm import SlurmCommandError, SlurmExecutor
+from stamen.executors.slurm import SlurmExecutor
+from stamen.executors.slurm_commands import SlurmCommandError
 from tests.slurm.conftest import SlurmTestCluster, free_tcp_port
 from tests.slurm.helpers import CountingRunner, finished, make_step, wait_for, wait_until_forgotten
 

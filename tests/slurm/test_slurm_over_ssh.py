@@ -18,7 +18,8 @@ import pytest
 
 from stamen.executors.base import JobState, StepSpec
 from stamen.executors.remote import CommandRunnerError, SshCommandRunner
-from stamen.executors.slurm import SlurmCommandError, SlurmExecutor
+from stamen.executors.slurm import SlurmExecutor
+from stamen.executors.slurm_commands import SlurmCommandError
 from tests.slurm.conftest import SlurmTestCluster
 from tests.slurm.helpers import finished, wait_for
 

@@ -14,19 +14,16 @@ import pytest
 
 from stamen.executors.base import JobState, StepSpec
 from stamen.executors.remote import LocalCommandRunner
-from stamen.executors.slurm import (
-    SlurmCommandError,
-    SlurmExecutor,
+from stamen.executors.slurm import SlurmExecutor
+from stamen.executors.slurm_commands import SlurmCommandError, job_name_for, render_batch_script
+from stamen.executors.slurm_find import latest_submission, parse_submissions
+from stamen.executors.slurm_states import (
     decode_wait_status,
-    job_name_for,
-    latest_submission,
     parse_exit_code,
     parse_sacct_output,
     parse_slurm_duration,
     parse_slurm_memory_mb,
     parse_squeue_output,
-    parse_submissions,
-    render_batch_script,
     slurm_state_to_job_state,
     slurmstepd_verdict,
 )
@@ -102,7 +99,7 @@ async def test_invalid_environment_names_are_refused_before_submitting(tmp_path:
 
 def test_both_wordings_of_slurmstepd_memory_kill_mean_out_of_memory() -> None:
     from stamen.executors.base import JobState
-    from stamen.executors.slurm import slurmstepd_verdict
+    from stamen.executors.slurm_states import slurmstepd_verdict
 
     for line in (
         "slurmstepd: error: Exceeded job memory limit",
