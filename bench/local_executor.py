@@ -28,7 +28,8 @@ from typing import Any
 import psutil
 from measure import ProcessTree, bench_process, emit, latency_summary, machine
 
-from stamen.executors.base import JobHandle, StepSpec
+from stamen.domain.steps import StepSpec
+from stamen.executors.base import JobHandle
 from stamen.executors.local import LocalExecutor
 
 

@@ -31,9 +31,10 @@ import structlog
 
 from services.scheduler.executors import ExecutorRegistry
 from stamen.domain.lifecycle import WorksetState
+from stamen.domain.steps import StepSpec
 from stamen.domain.workset import Workset
 from stamen.events.types import StepStarted, WorksetCancelled, WorksetCompleted, WorksetFailed, WorksetStarted
-from stamen.executors.base import Executor, JobHandle, JobState, JobStatus, StepSpec
+from stamen.executors.base import Executor, JobHandle, JobState, JobStatus
 from stamen.executors.hints import find_and_stop_by_hand
 from stamen.store.scheduling import ClusterRecord, SubmissionClaim, SubmittingStepRun
 from stamen.store.unit_of_work import UnitOfWork

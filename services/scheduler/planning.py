@@ -8,8 +8,9 @@ import yaml
 from pydantic import ValidationError
 
 from services.scheduler.executors import ExecutorFactory
+from stamen.domain.steps import StepSpec
 from stamen.domain.workset import Workset
-from stamen.executors.base import Executor, StepSpec
+from stamen.executors.base import Executor
 from stamen.pipelines import Pipeline, get_pipeline, plan_steps
 from stamen.settings import Settings
 from stamen.store.scheduling import ClusterRecord

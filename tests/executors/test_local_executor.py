@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from stamen.executors.base import JobHandle, JobState, JobStatus, StepSpec
+from stamen.domain.steps import StepSpec
+from stamen.executors.base import JobHandle, JobState, JobStatus
 from stamen.executors.local import LOST_REASON, LocalExecutor, group_is_alive, process_is_alive
 from stamen.executors.local_runner import boot_id
 

@@ -10,7 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from stamen.executors.base import JobHandle, JobState, StepSpec
+from stamen.domain.steps import StepSpec
+from stamen.executors.base import JobHandle, JobState
 from stamen.executors.local import LocalExecutor
 from stamen.executors.local_forkserver import fork_server
 from stamen.executors.local_proc import proc_stat_fields
@@ -61,7 +62,7 @@ async def test_runners_come_from_the_fork_server_and_leave_no_zombies(tmp_path: 
 
 SUBMIT_AND_EXIT = """
 import asyncio, sys
-from stamen.executors.base import StepSpec
+from stamen.domain.steps import StepSpec
 from stamen.executors.local import LocalExecutor
 from stamen.executors.local_forkserver import fork_server
 async def main() -> None:

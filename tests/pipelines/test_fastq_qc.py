@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from stamen.executors.base import JobState, JobStatus, StepSpec
+from stamen.domain.steps import StepSpec
+from stamen.executors.base import JobState, JobStatus
 from stamen.executors.local import LocalExecutor
 from stamen.pipelines import get_pipeline, plan_steps, step_paths
 

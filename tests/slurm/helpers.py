@@ -7,7 +7,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from stamen.executors.base import JobHandle, JobState, JobStatus, StepSpec
+from stamen.domain.steps import StepSpec
+from stamen.executors.base import JobHandle, JobState, JobStatus
 from stamen.executors.remote import CommandResult, LocalCommandRunner
 from stamen.executors.slurm import SlurmExecutor
 from tests.slurm.conftest import SlurmTestCluster

@@ -17,7 +17,8 @@ from services.scheduler.planning import WorksetPlanner
 from services.scheduler.tests.support import enqueue, run_until
 from services.scheduler.tests.test_dispatch_crash import COUNT, GRACE, SimulatedCrash, step_rows
 from services.scheduler.tests.test_scheduler_local import script, settings_for
-from stamen.executors.base import JobHandle, StepSpec
+from stamen.domain.steps import StepSpec
+from stamen.executors.base import JobHandle
 from stamen.executors.remote import LocalCommandRunner
 from stamen.executors.slurm import SlurmExecutor
 from stamen.store.scheduling import ClusterRecord

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from stamen.executors.base import JobHandle, JobState, StepSpec
+from stamen.domain.steps import StepSpec
+from stamen.executors.base import JobHandle, JobState
 from stamen.executors.remote import LocalCommandRunner
 from stamen.executors.slurm import SlurmExecutor
 from stamen.executors.slurm_commands import SlurmCommandError

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from stamen.executors.base import JobState, StepSpec
+from stamen.domain.steps import StepSpec
+from stamen.executors.base import JobState
 from stamen.executors.remote import CommandRunnerError, SshCommandRunner
 from stamen.executors.slurm import SlurmExecutor
 from stamen.executors.slurm_commands import SlurmCommandError

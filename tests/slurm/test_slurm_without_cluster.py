@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from stamen.executors.base import JobState, StepSpec
+from stamen.domain.steps import StepSpec
+from stamen.executors.base import JobState
 from stamen.executors.remote import LocalCommandRunner
 from stamen.executors.slurm import SlurmExecutor
 from stamen.executors.slurm_commands import SlurmCommandError, job_name_for, render_batch_script

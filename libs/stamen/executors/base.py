@@ -14,7 +14,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
+
+# What an executor runs; defined with the domain (the pipeline planner makes it), re-exported here.
+from stamen.domain.steps import StepSpec as StepSpec
 
 
 class JobState(StrEnum):
@@ -32,29 +35,6 @@ class JobState(StrEnum):
     @property
     def finished(self) -> bool:
         return self not in (JobState.PENDING, JobState.RUNNING)
-
-
-class StepSpec(BaseModel):
-    """One step of one attempt of one workset, ready to run."""
-
-    model_config = ConfigDict(frozen=True)
-
-    workset_id: str
-    attempt: int
-    step: str
-    argv: list[str] = Field(min_length=1)
-    env: dict[str, str] = {}
-    workdir: str  # absolute path on the machine/cluster that runs the step; created if missing
-    cpus: int = 1
-    memory_mb: int | None = None
-    time_limit_seconds: int | None = None
-    outputs: list[str] = []  # what the step writes, as the pipeline declares it (paths, s3:// URIs)
-
-    @property
-    def exported(self) -> bool:
-        """Every output is in S3: the step's results outlive the cluster (and region) that made them,
-        so a run elsewhere reuses them instead of running the step again."""
-        return bool(self.outputs) and all(o.startswith("s3://") for o in self.outputs)
 
 
 class JobHandle(BaseModel):

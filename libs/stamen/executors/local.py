@@ -25,7 +25,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from stamen.executors.base import JobHandle, JobResources, JobState, JobStatus, StepSpec
+from stamen.domain.steps import StepSpec
+from stamen.executors.base import JobHandle, JobResources, JobState, JobStatus
 from stamen.executors.local_exits import ExitWatcher
 from stamen.executors.local_files import (
     STOP_CANCEL,

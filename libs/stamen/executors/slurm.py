@@ -25,7 +25,8 @@ import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from stamen.executors.base import JobHandle, JobStatus, StepSpec
+from stamen.domain.steps import StepSpec
+from stamen.executors.base import JobHandle, JobStatus
 from stamen.executors.remote import CommandRunner, CommandRunnerError, LocalCommandRunner
 from stamen.executors.slurm_commands import (
     SBATCH_KILL_MARGIN_SECONDS,

@@ -20,7 +20,8 @@ import re
 import shlex
 from collections.abc import Sequence
 
-from stamen.executors.base import JobHandle, StepSpec
+from stamen.domain.steps import StepSpec
+from stamen.executors.base import JobHandle
 from stamen.executors.remote import CommandResult, CommandRunner, CommandRunnerError
 
 LOG_TAIL_BYTES = 64 * 1024

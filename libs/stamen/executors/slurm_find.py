@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from stamen.executors.base import StepSpec
+from stamen.domain.steps import StepSpec
 from stamen.executors.remote import CommandRunnerError
 from stamen.executors.slurm_commands import (
     LOG_TAIL_BYTES,

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from stamen.executors.base import StepSpec
+from stamen.domain.steps import StepSpec
 
 TemplateValue = str | list[str]
 _SINGLE_FIELD = re.compile(r"^\{(\w+)\}$")

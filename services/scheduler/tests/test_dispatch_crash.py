@@ -25,7 +25,8 @@ from services.scheduler.planning import WorksetPlanner
 from services.scheduler.tests.support import add_cluster, enqueue, in_process_scheduler, run_until, state_of
 from services.scheduler.tests.test_scheduler_local import outbox_types, script, settings_for
 from stamen.commands import request_cancel
-from stamen.executors.base import JobHandle, StepSpec
+from stamen.domain.steps import StepSpec
+from stamen.executors.base import JobHandle
 from stamen.executors.local import LocalExecutor
 from stamen.settings import Settings
 from stamen.store.unit_of_work import UnitOfWork
