@@ -7,14 +7,16 @@ before marking, the row is published again and the server drops it as a duplicat
 
 Leadership: every service runs a relay, but one per deployment does the work. A relay made with a
 `leader_lock` (every service's, and `stamen relay`) first takes that PostgreSQL session advisory lock
-on its LISTEN connection; only the holder LISTENs for commits and claims rows. The others wait, trying
-the lock every `takeover_seconds`, and at once when a leader steps down (it NOTIFYs `RELAY_LEADER_CHANNEL`
-on a clean stop, or after its passes kept failing for `STEP_DOWN_AFTER_SECONDS`). A leader that dies
-loses its session and with it the lock, so another relay leads within `takeover_seconds`. Two relays
-working at once (during a takeover) are still safe: the claim's row locks keep each row to one of them.
-The leader publishes a batch without waiting for each ack (one round trip per pass), and after a pass
-that published it lets commits gather for `batch_window_seconds` before the next, so a busy system
-costs one claim transaction for many events.
+on a connection of its own; only the holder LISTENs for commits and claims rows. The others wait for
+the lock in PostgreSQL (a lock request renewed every `LOCK_WAIT_SECONDS`, so no snapshot is held
+longer), so one takes over the moment the leader's session ends: a leader that stops unlocks, one
+that dies loses its session and the lock with it, and one whose passes kept failing for
+`STEP_DOWN_AFTER_SECONDS` steps down. The waiting relays LISTEN on nothing: PostgreSQL wakes every
+listening session of a database for every NOTIFY (a transaction each), whatever its channel. Two relays
+working at once (a leader that has not noticed its session ended) are still safe: the claim's row locks
+keep each row to one of them. The leader publishes a batch without waiting for each ack (one round trip
+per pass), and after a pass that published it lets commits gather for `batch_window_seconds` before the
+next, so a busy system costs one claim transaction for many events.
 
 Two kinds of failure: the broker unreachable (timeouts, a closed connection, no stream answering) says
 nothing about the rows, so the pass backs off and no row is blamed; the broker refusing one row (larger
@@ -39,6 +41,7 @@ from stamen.bus.publisher import BatchPublisher, RawPublisher
 from stamen.retry.backoff import BackoffPolicy
 from stamen.service.backoff import FailureBackoff
 from stamen.settings import Settings
+from stamen.store.db import keeps_session_state
 from stamen.store.inbox import Inbox
 from stamen.store.outbox import NOTIFY_CHANNEL, OutboxQueue, OutboxRow
 
@@ -46,7 +49,6 @@ log = structlog.get_logger(__name__)
 
 # The session advisory lock whose holder is the deployment's relay (any constant shared by all of them).
 RELAY_LEADER_LOCK = 0x5354414D4F42  # "STAMOB"
-RELAY_LEADER_CHANNEL = "stamen_outbox_leader"  # a leader stepping down says so here
 
 
 class OutboxRelay:
@@ -57,6 +59,8 @@ class OutboxRelay:
     ROW_BACKOFF = BackoffPolicy(initial_seconds=1.0, factor=2.0, cap_seconds=60.0, jitter="none")
     # A leader whose passes have failed this long steps down, so a relay that can publish may lead.
     STEP_DOWN_AFTER_SECONDS = 15.0
+    # A waiting relay's lock request lasts this long and is then made again (PostgreSQL's lock_timeout).
+    LOCK_WAIT_SECONDS = 30.0
 
     def __init__(
         self,
@@ -69,14 +73,11 @@ class OutboxRelay:
         inbox_retention_days: float = 31.0,
         max_attempts: int = 5,
         leader_lock: int | None = None,
-        takeover_seconds: float = 2.0,
         batch_window_seconds: float = 0.0,
     ) -> None:
         self._leader_lock = leader_lock
-        self._takeover_seconds = takeover_seconds
         self._batch_window_seconds = batch_window_seconds
         self.leading = leader_lock is None  # without a lock every relay works (rows stay safe either way)
-        self._leader_wake = asyncio.Event()
         self._failing_since: float | None = None
         self._max_attempts = max_attempts
         self._outbox_retention_days = outbox_retention_days
@@ -104,7 +105,6 @@ class OutboxRelay:
             inbox_retention_days=settings.inbox_retention_days,
             max_attempts=settings.relay_max_attempts,
             leader_lock=RELAY_LEADER_LOCK,
-            takeover_seconds=settings.relay_takeover_seconds,
             batch_window_seconds=settings.outbox_batch_window_seconds,
         )
 
@@ -113,9 +113,9 @@ class OutboxRelay:
         self._task = asyncio.create_task(self._run(), name="outbox-relay")
 
     async def _listen(self) -> None:
-        """LISTEN on a connection of its own (which also holds the leader lock); opened again when the
-        database restarted (the old one is closed then, the lock gone with it, and until it is back
-        the poll is the only wake-up)."""
+        """A connection of its own, for LISTEN and the leader lock; opened again when the database
+        restarted (the old one is closed then, the lock gone with it, and until it is back the poll is
+        the only wake-up)."""
         if self._listen_conn is not None and _open(self._listen_conn):
             return
         if self._listen_conn is not None:
@@ -136,7 +136,8 @@ class OutboxRelay:
             if self._leader_lock is None:
                 await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
             else:
-                await conn.add_listener(RELAY_LEADER_CHANNEL, self._on_leader_released)
+                keeps_session_state(conn)  # the lock, lock_timeout: reset when the pool takes it back
+                await conn.execute(f"SET lock_timeout = '{int(self.LOCK_WAIT_SECONDS * 1000)}ms'")
         except Exception as exc:
             log.warning("outbox.listen_failed", error=str(exc))
             await self._release_listen_conn()
@@ -147,47 +148,50 @@ class OutboxRelay:
             return
         with contextlib.suppress(Exception):
             conn.remove_termination_listener(self._on_connection_lost)
-        for channel, callback in ((NOTIFY_CHANNEL, self._on_notify), (RELAY_LEADER_CHANNEL, self._on_leader_released)):
-            with contextlib.suppress(Exception):
-                await conn.remove_listener(channel, callback)
+        with contextlib.suppress(Exception):
+            await conn.remove_listener(NOTIFY_CHANNEL, self._on_notify)
         with contextlib.suppress(Exception):
             await self._pool.release(conn)
 
     def _on_connection_lost(self, *_: object) -> None:
         self._wake.set()
-        self._leader_wake.set()
 
     async def _lead(self) -> bool:
         """Whether this relay does the work now: always without a leader lock; with one, if it holds
-        the lock or has just taken it (then it LISTENs for commits)."""
+        the lock or has just taken it (then it LISTENs for commits). Waits for the lock up to
+        LOCK_WAIT_SECONDS: a relay that is not leading has nothing else to do."""
         if self.leading:
             return True
         conn = self._listen_conn
         if conn is None or self._leader_lock is None:
             return False
         try:
-            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", self._leader_lock):
-                return False
+            await conn.execute("SELECT pg_advisory_lock($1)", self._leader_lock)
+        except asyncpg.LockNotAvailableError:
+            return False  # still led by another: ask again
+        except Exception as exc:  # the connection went away: opened again by the next _listen()
+            log.warning("outbox.relay_lead_failed", error=str(exc))
+            await self._wait_for(self._stopping, 1.0)
+            return False
+        try:
             await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
         except Exception as exc:
             log.warning("outbox.relay_lead_failed", error=str(exc))
-            return False
+            return False  # the session ends, and the lock with it
         self.leading = True
         self._failing_since = None
         log.info("outbox.relay_leading")
         return True
 
     async def _step_down(self, reason: str) -> None:
-        """Give up the leader lock and tell the others (they try at once)."""
+        """Give up the leader lock: a waiting relay has it at once."""
         conn = self._listen_conn
         if self._leader_lock is None or not self.leading or conn is None:
             return
         self.leading = False
         try:
             await conn.remove_listener(NOTIFY_CHANNEL, self._on_notify)
-            await conn.execute(
-                "SELECT pg_advisory_unlock($1), pg_notify($2, '')", self._leader_lock, RELAY_LEADER_CHANNEL
-            )
+            await conn.execute("SELECT pg_advisory_unlock($1)", self._leader_lock)
         except Exception as exc:  # the session is gone, and the lock with it
             log.warning("outbox.relay_step_down_failed", error=str(exc))
         log.info("outbox.relay_stepped_down", reason=reason)
@@ -195,20 +199,12 @@ class OutboxRelay:
     def _on_notify(self, *_: object) -> None:
         self._wake.set()
 
-    def _on_leader_released(self, *_: object) -> None:
-        if not self.leading:
-            self._leader_wake.set()
-
     async def _run(self) -> None:
         last_pass = 0.0
         while not self._stopping.is_set():
             await self._listen()
             if not await self._lead():
-                # A follower: nothing to claim. Try the lock again after a while, or when a leader says
-                # it stepped down; no NOTIFY of a commit reaches this relay.
-                self._leader_wake.clear()
-                await self._wait_for(self._leader_wake, self._takeover_seconds)
-                continue
+                continue  # not leading: nothing to claim, and no NOTIFY of a commit reaches this relay
             # Cleared before the pass, so a NOTIFY that arrives during it wakes the next wait at once.
             self._wake.clear()
             started = time.monotonic()
@@ -220,7 +216,6 @@ class OutboxRelay:
                 self._failing_since = self._failing_since or started
                 if started - self._failing_since >= self.STEP_DOWN_AFTER_SECONDS:
                     await self._step_down(f"its passes have failed for {started - self._failing_since:.0f}s: {exc}")
-                    delay = max(delay, self._takeover_seconds)  # let another relay take the lock first
                 # The unmarked rows are still there: try again after the backoff, without waiting for
                 # a NOTIFY or the poll. Only stop() cuts the backoff short: commits during an outage
                 # must not turn it into a busy loop of failing publishes.
@@ -314,11 +309,12 @@ class OutboxRelay:
     async def stop(self) -> None:
         self._stopping.set()
         self._wake.set()
-        self._leader_wake.set()
         if self._task is not None:
+            if not self.leading:
+                self._task.cancel()  # it waits for the lock, in PostgreSQL: asyncpg cancels the request
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self._step_down("stopping")  # the next relay leads now, not after its takeover interval
+        await self._step_down("stopping")  # a waiting relay leads now
         await self._release_listen_conn()
 
 
