@@ -5,14 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from stamen.errors import CodedError
 
-class AuthError(Exception):
+
+class AuthError(CodedError):
     code = "AUTH_ERROR"
     http_status = 401
-
-    def __init__(self, message: str, **details: Any) -> None:
-        super().__init__(message)
-        self.details = details
 
 
 # --- bearer tokens (Cognito JWTs) -------------------------------------------------------------------

@@ -29,6 +29,7 @@ class StorageNotMeasured(CustomerError):
     """The bucket could not be listed, so its usage (and any quota depending on it) is unknown."""
 
     code = "STORAGE_NOT_MEASURED"
+    http_status = 503
 
 
 async def measure_bucket(s3: Any, bucket: str) -> int:

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from stamen.customers.settings import CustomerSettings
 from stamen.domain.workset import InvalidTenantId, check_tenant_id
+from stamen.errors import CodedError
 
 CustomerStatus = Literal["onboarding", "active", "suspended"]
 ResourceKind = Literal["s3_bucket", "sns_topic", "cognito_user"]
@@ -37,12 +38,8 @@ def _storable(text: str) -> bool:
     return not any(unicodedata.category(ch) in ("Cc", "Cs") for ch in text)
 
 
-class CustomerError(Exception):
+class CustomerError(CodedError):
     code = "CUSTOMER_ERROR"
-
-    def __init__(self, message: str, **details: Any) -> None:
-        super().__init__(message)
-        self.details = details
 
 
 class InvalidCustomer(CustomerError):
@@ -57,24 +54,28 @@ class NotConfigured(CustomerError):
 
 class CustomerNotFound(CustomerError):
     code = "CUSTOMER_NOT_FOUND"
+    http_status = 404
 
 
 class CustomerConflict(CustomerError):
     """The id is taken by a customer with different details; onboarding never overwrites one."""
 
     code = "CUSTOMER_CONFLICT"
+    http_status = 409
 
 
 class ResourceConflict(CustomerError):
     """A bucket/topic/user with the customer's name exists but onboarding did not create it."""
 
     code = "CUSTOMER_RESOURCE_CONFLICT"
+    http_status = 409
 
 
 class OnboardingFailed(CustomerError):
     """A step failed; everything this onboarding created was deleted again (see `details`)."""
 
     code = "CUSTOMER_ONBOARDING_FAILED"
+    http_status = 502
 
 
 class RollbackIncomplete(OnboardingFailed):

@@ -40,6 +40,7 @@ class InvalidMonth(CustomerError):
 
 class StorageQuotaExceeded(CustomerError):
     code = "STORAGE_QUOTA_EXCEEDED"
+    http_status = 409
 
 
 @dataclass(frozen=True, order=True)

@@ -3,16 +3,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from stamen.errors import CodedError
 
 
-class NotificationError(Exception):
+class NotificationError(CodedError):
     code = "NOTIFY_ERROR"
     http_status = 400
-
-    def __init__(self, message: str, **details: Any) -> None:
-        super().__init__(message)
-        self.details = details
 
 
 class PreferencesInvalid(NotificationError):

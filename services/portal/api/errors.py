@@ -15,8 +15,8 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from stamen.auth.errors import AuthError, RateLimited
-from stamen.customers.model import CustomerError
+from stamen.auth.errors import RateLimited
+from stamen.errors import CodedError
 
 log = structlog.get_logger(__name__)
 
@@ -29,20 +29,6 @@ _HTTP_CODES = {
     405: "METHOD_NOT_ALLOWED",
     413: "REQUEST_TOO_LARGE",
     415: "UNSUPPORTED_MEDIA_TYPE",
-}
-
-
-# Library errors that carry a stable `code`, and the HTTP status each maps to.
-_CUSTOMER_STATUS = {
-    "CUSTOMER_INVALID": 400,
-    "CUSTOMER_NOT_FOUND": 404,
-    "CUSTOMER_CONFLICT": 409,
-    "CUSTOMER_RESOURCE_CONFLICT": 409,
-    "CUSTOMER_ONBOARDING_FAILED": 502,
-    "CUSTOMER_ROLLBACK_INCOMPLETE": 502,
-    "USAGE_MONTH_INVALID": 400,
-    "STORAGE_QUOTA_EXCEEDED": 409,
-    "STORAGE_NOT_MEASURED": 503,
 }
 
 
@@ -69,8 +55,9 @@ def error_response(
     )
 
 
-def auth_error_response(exc: AuthError) -> web.Response:
-    """401s say how to authenticate; 429s say when to come back."""
+def coded_error_response(exc: CodedError) -> web.Response:
+    """A library error (stamen.errors.CodedError) as its own code and status; 401s say how to
+    authenticate, 429s when to come back."""
     headers: dict[str, str] = {}
     if exc.http_status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="stamen"'
@@ -97,10 +84,8 @@ async def api_errors(request: web.Request, handler: Handler) -> web.StreamRespon
         if exc.close_connection:
             response.force_close()
         return response
-    except AuthError as exc:
-        return auth_error_response(exc)
-    except CustomerError as exc:
-        return error_response(_CUSTOMER_STATUS.get(exc.code, 400), exc.code, str(exc), _jsonable(exc.details))
+    except CodedError as exc:
+        return coded_error_response(exc)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -16,7 +16,7 @@ from aiohttp.typedefs import Handler
 
 from services.portal.api.access import PRINCIPAL
 from services.portal.api.context import SECURITY, Security
-from services.portal.api.errors import auth_error_response
+from services.portal.api.errors import coded_error_response
 from services.portal.api.registry import Access
 from services.portal.api.requests import IDEMPOTENCY_HEADER, TENANT_HEADER
 from services.portal.api.text import require_storable
@@ -97,10 +97,10 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         try:  # failed attempts count against the caller's address, so guessing keys is rate limited too
             security.limiter.enforce(f"anonymous:{request.remote}")
         except AuthError as limited:
-            return auth_error_response(limited)
-        return auth_error_response(exc)
+            return coded_error_response(limited)
+        return coded_error_response(exc)
     if access in ("operator", "events") and not principal.is_operator:
-        return auth_error_response(_forbidden(access))
+        return coded_error_response(_forbidden(access))
     request[PRINCIPAL] = principal
     return await handler(request)
 
@@ -120,5 +120,5 @@ async def rate_limit(request: web.Request, handler: Handler) -> web.StreamRespon
     try:
         request.app[SECURITY].limiter.enforce(key)
     except AuthError as exc:
-        return auth_error_response(exc)
+        return coded_error_response(exc)
     return await handler(request)

@@ -21,8 +21,8 @@ from services.portal.web import csrf, sessions
 from services.portal.web.assets import STATIC_PREFIX
 from services.portal.web.render import render
 from stamen.auth import local_demo_principal
-from stamen.auth.errors import AuthError, Forbidden
-from stamen.customers.model import CustomerError
+from stamen.auth.errors import Forbidden
+from stamen.errors import CodedError
 
 log = structlog.get_logger(__name__)
 
@@ -98,11 +98,8 @@ async def pages(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await error_page(request, 403, str(exc), code=exc.code)
     except ApiError as exc:
         response = await error_page(request, exc.status, str(exc), code=exc.code)
-    except AuthError as exc:
+    except CodedError as exc:
         response = await error_page(request, exc.http_status, str(exc), code=exc.code)
-    except CustomerError as exc:
-        status = 404 if exc.code == "CUSTOMER_NOT_FOUND" else 409 if "CONFLICT" in exc.code else 400
-        response = await error_page(request, status, str(exc), code=exc.code)
     except Exception:
         log.exception("portal.page_error", path=request.path, method=request.method)
         response = await error_page(request, 500, "The page could not be shown; the error was logged.")
