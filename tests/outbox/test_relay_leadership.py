@@ -108,11 +108,13 @@ async def test_a_leader_whose_session_dies_is_replaced_at_once(
         for relay in relays:
             await relay.start()
         await until(lambda: sum(r.leading for r in relays) == 1, 10, "no relay took the lead")
-        # The leader's session ends as if its process died: PostgreSQL frees the lock with it.
+        # The leader's session ends as if its process died: PostgreSQL frees the lock with it. Advisory
+        # locks are per database and pg_locks shows the whole cluster: other tests' stacks hold theirs.
         async with pool.acquire() as conn:
             ended = await conn.fetchval(
                 """SELECT count(pg_terminate_backend(l.pid)) FROM pg_locks l
                    WHERE l.locktype = 'advisory' AND l.granted
+                     AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
                      AND (l.classid::bigint << 32 | l.objid::bigint) = $1""",
                 RELAY_LEADER_LOCK,
             )

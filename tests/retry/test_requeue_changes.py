@@ -48,7 +48,7 @@ def test_an_empty_change_set_changes_nothing() -> None:
         ({"pipeline": "somatic"}, "pipeline", "pipeline: cannot be changed on requeue; changeable fields: "
                                               + ", ".join(CHANGEABLE_FIELDS)),
         ({"max_retries": 11}, "max_retries", "max_retries: Input should be less than or equal to 10 (got 11)"),
-        ({"max_retries": True}, "max_retries", "max_retries: Input should be a valid integer (got True)"),
+        ({"max_retries": True}, "max_retries", "max_retries: true is a boolean; give a number (got True)"),
         ({"max_retries": None}, "max_retries", "max_retries: Input should be a valid integer (got None)"),
         ({"max_duration_seconds": 0}, "max_duration_seconds", "greater than or equal to 1 (got 0)"),
         ({"memory_multiplier": 0.5}, "memory_multiplier", "greater than or equal to 1"),
