@@ -157,6 +157,21 @@ async def test_step_env_and_workdir_reach_the_command(executor: LocalExecutor, t
     assert (workdir / "env.stdout.log").read_text().split() == [str(workdir), "NA12878", "2"]
 
 
+async def test_a_step_inherits_the_environment_as_it_is_when_submitted(
+    executor: LocalExecutor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Steps start from a fork server made on first use; what the submitting process's environment gained
+    or lost since then reaches the step all the same, as it would reach a child started now."""
+    monkeypatch.setenv("STAMEN_TEST_GONE", "was here")
+    show = "import os; print(os.environ.get('STAMEN_TEST_NEW', '-'), os.environ.get('STAMEN_TEST_GONE', '-'))"
+    first = await wait_for(executor, await executor.submit(python_step(tmp_path / "a", show, step="before")))
+    assert (tmp_path / "a" / "before.stdout.log").read_text().split() == ["-", "was", "here"], first
+    monkeypatch.setenv("STAMEN_TEST_NEW", "set-later")
+    monkeypatch.delenv("STAMEN_TEST_GONE")
+    second = await wait_for(executor, await executor.submit(python_step(tmp_path / "b", show, step="after")))
+    assert (tmp_path / "b" / "after.stdout.log").read_text().split() == ["set-later", "-"], second
+
+
 async def test_cancel_stops_the_whole_process_group(executor: LocalExecutor, tmp_path: Path) -> None:
     handle = await executor.submit(python_step(tmp_path, SLEEPER_WITH_CHILD))
     running = await wait_until_running(executor, handle, tmp_path / "ready")

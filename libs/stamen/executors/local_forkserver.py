@@ -142,6 +142,7 @@ class ForkServer:
     def __init__(self, python: str = sys.executable) -> None:
         self.python = python
         self._proc: subprocess.Popen[bytes] | None = None
+        self._environ: dict[str, str] = {}  # the server's environment, as it was when it started
         self._lock = threading.Lock()  # submits run in worker threads; one request at a time
 
     @property
@@ -152,17 +153,26 @@ class ForkServer:
     def _server(self) -> subprocess.Popen[bytes]:
         if self._proc is not None and self._proc.poll() is None:
             return self._proc
+        self._environ = dict(os.environ)
         self._proc = subprocess.Popen(
             [self.python, "-m", "stamen.executors.local_forkserver"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, close_fds=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, close_fds=True, env=self._environ,
         )  # fmt: skip
         return self._proc
 
+    def _as_now(self, config: RunnerConfig) -> RunnerConfig:
+        """`config` with this process's environment as it is now, as a child started now would inherit
+        it: the server was started earlier, so what changed since goes with the request."""
+        now = os.environ
+        changed = {k: v for k, v in now.items() if self._environ.get(k) != v}
+        unset = [k for k in self._environ if k not in now]
+        return replace(config, env={**changed, **config.env}, unset_env=unset)
+
     def start_runner(self, config: RunnerConfig, log: Path) -> tuple[int, str]:
         """Fork a runner for `config`; its pid and start time."""
-        request = json.dumps({"config": config.to_json(), "log": str(log)}).encode() + b"\n"
         with self._lock:
             server = self._server()
+            request = json.dumps({"config": self._as_now(config).to_json(), "log": str(log)}).encode() + b"\n"
             assert server.stdin is not None and server.stdout is not None
             error: OSError | None = None
             try:

@@ -96,6 +96,7 @@ class RunnerConfig:
     memory_limit_mb: int | None = None
     grace_seconds: float = 10.0
     env: dict[str, str] = field(default_factory=dict)  # added to the runner's own environment
+    unset_env: list[str] = field(default_factory=list)  # taken out of it (after `env` is added)
 
     def to_json(self) -> dict[str, Any]:
         document = asdict(self)
@@ -330,6 +331,8 @@ def _spawn_command(config: RunnerConfig) -> int:
     process from Python. The executable is looked up on the PATH of the step's environment, as
     subprocess would; the signals the runner handles or Python ignores are reset for the command."""
     env = {**os.environ, **config.env}
+    for name in config.unset_env:
+        env.pop(name, None)
     executable = config.argv[0]
     if os.sep not in executable:
         found = shutil.which(executable, path=os.pathsep.join(os.get_exec_path(env)))
