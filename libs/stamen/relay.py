@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable
 
 import asyncpg
 import asyncpg.pool
@@ -36,6 +37,7 @@ import structlog
 from nats.errors import MaxPayloadError
 from nats.js.errors import APIError
 
+from stamen.bus.consumer import DependencyGate
 from stamen.bus.metrics import OUTBOX_REFUSED, PUBLISHED
 from stamen.bus.publisher import BatchPublisher, RawPublisher
 from stamen.retry.backoff import BackoffPolicy
@@ -57,6 +59,8 @@ class OutboxRelay:
     ERROR_BACKOFF = (1.0, 30.0)  # after a failed pass (NATS or the database down): first delay, cap
     # Between attempts at a row the broker refused: 1 s, 2 s, 4 s, ... up to 60 s.
     ROW_BACKOFF = BackoffPolicy(initial_seconds=1.0, factor=2.0, cap_seconds=60.0, jitter="none")
+    # Longest idle moment inside a pass (a batch's acks come back within the publish timeout, 5 s).
+    HOLD_ROWS_SECONDS = 15.0
     # A leader whose passes have failed this long steps down, so a relay that can publish may lead.
     STEP_DOWN_AFTER_SECONDS = 15.0
     # A waiting relay's lock request lasts this long and is then made again (PostgreSQL's lock_timeout).
@@ -74,7 +78,11 @@ class OutboxRelay:
         max_attempts: int = 5,
         leader_lock: int | None = None,
         batch_window_seconds: float = 0.0,
+        postgres: DependencyGate | None = None,
     ) -> None:
+        # A pass that failed while PostgreSQL is unreachable waits for it to answer, then goes on at once
+        # (rather than sit out a backoff grown during a long outage).
+        self._postgres = postgres
         self._leader_lock = leader_lock
         self._batch_window_seconds = batch_window_seconds
         self.leading = leader_lock is None  # without a lock every relay works (rows stay safe either way)
@@ -95,7 +103,9 @@ class OutboxRelay:
         self._listen_conn: asyncpg.pool.PoolConnectionProxy | None = None
 
     @classmethod
-    def from_settings(cls, pool: asyncpg.Pool, publisher: RawPublisher, settings: Settings) -> OutboxRelay:
+    def from_settings(
+        cls, pool: asyncpg.Pool, publisher: RawPublisher, settings: Settings, postgres: DependencyGate | None = None
+    ) -> OutboxRelay:
         return cls(
             pool,
             publisher,
@@ -106,6 +116,7 @@ class OutboxRelay:
             max_attempts=settings.relay_max_attempts,
             leader_lock=RELAY_LEADER_LOCK,
             batch_window_seconds=settings.outbox_batch_window_seconds,
+            postgres=postgres,
         )
 
     async def start(self) -> None:
@@ -211,6 +222,12 @@ class OutboxRelay:
             try:
                 sent = await self.publish_pending()
             except Exception as exc:
+                if self._postgres is not None and not await self._postgres.check():
+                    # The leader lock went with the database session: contend again once it answers.
+                    log.warning("outbox.waiting_for_postgres", error=str(exc))
+                    await _first(self._postgres.wait_reachable(), self._stopping.wait())
+                    self._backoff.succeeded()
+                    continue
                 delay = self._backoff.failed()
                 log.warning("outbox.relay_failed", error=str(exc), retry_in=delay)
                 self._failing_since = self._failing_since or started
@@ -250,6 +267,10 @@ class OutboxRelay:
         A row the broker refuses is set aside (or parked) in the same transaction; an unreachable broker
         raises, so the whole pass is rolled back and tried again later."""
         async with self._pool.acquire() as conn, conn.transaction():
+            # The claimed rows stay locked while this relay publishes: if this process stalls meanwhile
+            # (its event loop blocked, a publish hanging), PostgreSQL ends the session after this long
+            # idle in the transaction, and the rows are free for whoever leads next.
+            await conn.execute(f"SET LOCAL idle_in_transaction_session_timeout = '{self.HOLD_ROWS_SECONDS * 1000:.0f}'")
             queue = OutboxQueue(conn)
             rows = await queue.claim(self._batch_size)
             published: list[int] = []
@@ -336,3 +357,13 @@ def _open(conn: asyncpg.pool.PoolConnectionProxy) -> bool:
         return not conn.is_closed()
     except asyncpg.InterfaceError:
         return False
+
+
+async def _first(*waits: Awaitable[object]) -> None:
+    """Until the first of `waits` is done; the others are cancelled."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()

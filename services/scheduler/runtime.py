@@ -54,7 +54,7 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
     loop = build_loop(app, registry, WorksetPlanner(settings))
     registry.on_job_exit(loop.wake)  # a local step that ends is noticed now, not at the next poll
     app[LOOP] = loop
-    timers = TimerLoop(app[POOL], {"retry": fire_retry}, on_fired=loop.wake)
+    timers = TimerLoop(app[POOL], {"retry": fire_retry}, on_fired=loop.wake, postgres=app[POSTGRES])
     tasks = [
         asyncio.create_task(loop.run(), name="scheduler-loop"),
         asyncio.create_task(timers.run(), name="timers"),

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import asyncpg
 import structlog
 
+from stamen.bus.consumer import DependencyGate
 from stamen.service.backoff import FailureBackoff
 from stamen.store.scheduling import DueTimer
 from stamen.store.unit_of_work import UnitOfWork
@@ -32,8 +33,13 @@ class TimerLoop:
     HANDLER_RETRY_SECONDS = 5.0  # a timer whose handler raised is due again after this
 
     def __init__(
-        self, pool: asyncpg.Pool, handlers: dict[str, FireTimer], on_fired: Callable[[], None]
+        self,
+        pool: asyncpg.Pool,
+        handlers: dict[str, FireTimer],
+        on_fired: Callable[[], None],
+        postgres: DependencyGate | None = None,
     ) -> None:
+        self._postgres = postgres
         self._pool = pool
         self._handlers = handlers
         self._on_fired = on_fired
@@ -54,6 +60,8 @@ class TimerLoop:
                         if not listen_conn.is_closed():
                             await listen_conn.remove_listener(TIMERS_CHANNEL, self._notified)
             except Exception as exc:  # no connection for LISTEN: the database is unreachable
+                if await self._waited_for_postgres(exc):
+                    continue
                 delay = self._backoff.failed()
                 log.exception("scheduler.timers_listen_failed", error=str(exc), retry_in=delay)
                 await self._back_off(delay)
@@ -66,6 +74,8 @@ class TimerLoop:
             try:
                 delay = await self.run_pass()
             except Exception as exc:
+                if await self._waited_for_postgres(exc):
+                    continue
                 delay = self._backoff.failed()
                 log.exception("scheduler.timers_pass_failed", error=str(exc), retry_in=delay)
                 await self._back_off(delay)
@@ -130,6 +140,21 @@ class TimerLoop:
             error=f"{type(error).__name__}: {error}",
             retry_in=self.HANDLER_RETRY_SECONDS,
         )
+
+    async def _waited_for_postgres(self, exc: Exception) -> bool:
+        """If PostgreSQL is unreachable: wait until it answers (or stop()), then go on at once, rather
+        than sit out a backoff that grew during a long outage."""
+        if self._postgres is None or await self._postgres.check():
+            return False
+        log.warning("scheduler.timers_waiting_for_postgres", error=str(exc))
+        waits = [asyncio.ensure_future(self._postgres.wait_reachable()), asyncio.ensure_future(self._stop.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
+        self._backoff.succeeded()
+        return True
 
     def _notified(self, *_: object) -> None:
         self._wake.set()

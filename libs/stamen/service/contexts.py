@@ -85,8 +85,8 @@ async def nats_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def relay_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    # Publishes nothing (its passes wait, then back off) until NATS is connected.
-    relay = OutboxRelay.from_settings(app[POOL], app[BUS], settings)
+    # While NATS reconnects, its publishes wait for it (up to 30 s), then the backlog goes out at once.
+    relay = OutboxRelay.from_settings(app[POOL], app[BUS], settings, postgres=app[POSTGRES])
     await relay.start()
     yield
     await relay.stop()

@@ -17,6 +17,7 @@ from aiohttp.typedefs import Handler
 
 from stamen.auth.errors import RateLimited
 from stamen.errors import CodedError
+from stamen.service.keys import POSTGRES
 
 log = structlog.get_logger(__name__)
 
@@ -91,6 +92,13 @@ async def api_errors(request: web.Request, handler: Handler) -> web.StreamRespon
             raise
         code = _HTTP_CODES.get(exc.status, f"HTTP_{exc.status}")
         return error_response(exc.status, code, exc.reason)
-    except Exception:
+    except Exception as exc:
+        postgres = request.app.get(POSTGRES)
+        if postgres is not None and not await postgres.check():  # an outage, not a bug: asked of PostgreSQL
+            log.warning("api.database_unavailable", path=request.path, method=request.method, error=str(exc))
+            response = error_response(503, "DATABASE_UNAVAILABLE", "the database cannot be reached right now; "
+                                      "try again (a submission with the same Idempotency-Key is made once)")  # fmt: skip
+            response.headers["Retry-After"] = "2"
+            return response
         log.exception("api.internal_error", path=request.path, method=request.method)
         return error_response(500, "INTERNAL_ERROR", "the request could not be handled; it was logged")
