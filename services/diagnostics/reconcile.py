@@ -11,12 +11,11 @@ import asyncpg
 import structlog
 
 from services.diagnostics.handlers import diagnose_failure
-from stamen.events.envelope import Envelope, UndecodableMessage
+from stamen.events.envelope import Envelope
 from stamen.recovery import failed_event
 from stamen.service.idempotent import idempotent
-from stamen.service.reconciler import RECONCILED, ReconcilePass
+from stamen.service.reconciler import ReconcilePass, hand_over
 from stamen.settings import Settings
-from stamen.store.errors import WorksetNotFound
 from stamen.store.recovery import RecoveryRepository, Unsettled
 from stamen.store.unit_of_work import UnitOfWork
 
@@ -29,21 +28,15 @@ def undiagnosed_failures(consumer: str, pool: asyncpg.Pool, settings: Settings) 
     async def run() -> int:
         async with UnitOfWork(pool) as uow:
             waiting = await RecoveryRepository(uow.connection).undiagnosed_failures(settings.reconcile_after_seconds)
-        moved = 0
-        for item in waiting:
-            try:
-                await handler(await _failed(pool, item), RECONCILED)
-            except (WorksetNotFound, UndecodableMessage):
-                continue
-            async with UnitOfWork(pool) as uow:
-                done = any(d.attempt == item.attempt for d in await uow.diagnoses.for_workset(item.workset_id))
-            if done:
-                log.warning("reconcile.diagnosed", workset_id=item.workset_id, attempt=item.attempt,
-                            waited_seconds=round(item.age_seconds))  # fmt: skip
-                moved += 1
-        return moved
+        return await hand_over(waiting, event_for=lambda item: _failed(pool, item), handler=handler,
+                               moved_on=lambda item: _diagnosed(pool, item), what="diagnosed")  # fmt: skip
 
     return ReconcilePass("diagnostics:failed", run)
+
+
+async def _diagnosed(pool: asyncpg.Pool, item: Unsettled) -> bool:
+    async with UnitOfWork(pool) as uow:
+        return any(d.attempt == item.attempt for d in await uow.diagnoses.for_workset(item.workset_id))
 
 
 async def _failed(pool: asyncpg.Pool, item: Unsettled) -> Envelope:

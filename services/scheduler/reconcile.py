@@ -16,12 +16,11 @@ import structlog
 
 from services.scheduler.handlers import RetryHandler
 from stamen.domain.lifecycle import WorksetState
-from stamen.events.envelope import Envelope, UndecodableMessage
+from stamen.events.envelope import Envelope
 from stamen.recovery import diagnosed_event
 from stamen.service.idempotent import idempotent
-from stamen.service.reconciler import RECONCILED, ReconcilePass
+from stamen.service.reconciler import ReconcilePass, hand_over
 from stamen.settings import Settings
-from stamen.store.errors import WorksetNotFound
 from stamen.store.recovery import RecoveryRepository, Unsettled
 from stamen.store.unit_of_work import UnitOfWork
 
@@ -37,21 +36,15 @@ def pending_retry_decisions(
         async with UnitOfWork(pool) as uow:
             repo = RecoveryRepository(uow.connection)
             waiting = await repo.unhandled_diagnoses(consumer, settings.reconcile_after_seconds)
-        moved = 0
-        for item in waiting:
-            try:
-                await handler(await _diagnosed(pool, item), RECONCILED)
-            except (WorksetNotFound, UndecodableMessage):
-                continue
-            async with UnitOfWork(pool) as uow:
-                state = (await uow.worksets.get(item.workset_id)).state
-            if state is not WorksetState.FAILED:
-                log.warning("reconcile.retry_decided", workset_id=item.workset_id, attempt=item.attempt,
-                            state=state.value, waited_seconds=round(item.age_seconds))  # fmt: skip
-                moved += 1
-        return moved
+        return await hand_over(waiting, event_for=lambda item: _diagnosed(pool, item), handler=handler,
+                               moved_on=lambda item: _decided(pool, item), what="retry_decided")  # fmt: skip
 
     return ReconcilePass("scheduler:diagnosed", run)
+
+
+async def _decided(pool: asyncpg.Pool, item: Unsettled) -> bool:
+    async with UnitOfWork(pool) as uow:
+        return (await uow.worksets.get(item.workset_id)).state is not WorksetState.FAILED
 
 
 async def _diagnosed(pool: asyncpg.Pool, item: Unsettled) -> Envelope:

@@ -10,12 +10,11 @@ import asyncpg
 import structlog
 
 from services.validator.handlers import AWAITING_VALIDATION
-from stamen.bus.consumer import EventHandler, RetryLater
-from stamen.events.envelope import Envelope, UndecodableMessage
+from stamen.bus.consumer import EventHandler
+from stamen.events.envelope import Envelope
 from stamen.recovery import submitted_event
-from stamen.service.reconciler import RECONCILED, ReconcilePass
+from stamen.service.reconciler import ReconcilePass, hand_over
 from stamen.settings import Settings
-from stamen.store.errors import WorksetNotFound
 from stamen.store.recovery import RecoveryRepository, Unsettled
 from stamen.store.unit_of_work import UnitOfWork
 
@@ -26,25 +25,15 @@ def stale_submissions(pool: asyncpg.Pool, handler: EventHandler, settings: Setti
     async def run() -> int:
         async with UnitOfWork(pool) as uow:
             waiting = await RecoveryRepository(uow.connection).stale_submissions(settings.reconcile_after_seconds)
-        moved = 0
-        for item in waiting:
-            try:
-                event = await _submitted(pool, item)
-                await handler(event, RECONCILED)
-            except RetryLater as later:  # storage unreachable: the next pass tries again
-                log.info("reconcile.validation_deferred", workset_id=item.workset_id, reason=str(later))
-                continue
-            except (WorksetNotFound, UndecodableMessage):
-                continue  # purged meanwhile
-            async with UnitOfWork(pool) as uow:
-                state = (await uow.worksets.get(item.workset_id)).state
-            if state not in AWAITING_VALIDATION:
-                log.warning("reconcile.validated", workset_id=item.workset_id, state=state.value,
-                            waited_seconds=round(item.age_seconds))  # fmt: skip
-                moved += 1
-        return moved
+        return await hand_over(waiting, event_for=lambda item: _submitted(pool, item), handler=handler,
+                               moved_on=lambda item: _validated(pool, item), what="validated")  # fmt: skip
 
     return ReconcilePass("validator:submitted", run)
+
+
+async def _validated(pool: asyncpg.Pool, item: Unsettled) -> bool:
+    async with UnitOfWork(pool) as uow:
+        return (await uow.worksets.get(item.workset_id)).state not in AWAITING_VALIDATION
 
 
 async def _submitted(pool: asyncpg.Pool, item: Unsettled) -> Envelope:

@@ -8,8 +8,7 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +31,10 @@ from stamen.stack.servers import NatsServer, PostgresServer
 from stamen.store.db import create_pool
 from stamen.store.migrate import apply_migrations
 from stamen.store.unit_of_work import UnitOfWork
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow
 
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.2)
 
 
 @pytest.fixture

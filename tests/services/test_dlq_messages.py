@@ -9,8 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
@@ -36,16 +34,11 @@ from stamen.events.envelope import new_envelope
 from stamen.events.types import WorksetFailed
 from stamen.intake import submit_workset
 from stamen.service.idempotent import idempotent
+from tests.waiting import eventually
 
 CONSUMER = "diagnostics-failed"
 pytestmark = pytest.mark.slow
 
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.1)
 
 
 async def a_workset(pool: asyncpg.Pool, name: str) -> str:

@@ -3,11 +3,9 @@ who answers, and PostgreSQL and NATS started again on their own port and data af
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,7 @@ from stamen.stack.ports import free_ports, listening_socket
 from stamen.stack.servers import NatsServer, PostgresServer
 from stamen.stack.status import _readiness
 from stamen.stack.supervisor import RestartPolicy, ServerWatch
+from tests.waiting import eventually
 
 
 def test_restart_delay_climbs_for_a_crash_loop_and_decays_with_uptime() -> None:
@@ -68,12 +67,6 @@ async def test_readiness_names_a_wrong_process_on_the_port() -> None:
         await runner.cleanup()
 
 
-async def wait_for(check: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.2)
-
 
 @pytest.mark.slow
 async def test_postgres_and_nats_are_restarted_on_their_port_and_data(tmp_path: Path) -> None:
@@ -109,13 +102,13 @@ async def test_postgres_and_nats_are_restarted_on_their_port_and_data(tmp_path: 
             finally:
                 await conn.close()
 
-        await wait_for(pg_back, 60, "PostgreSQL back on its port with its data")
+        await eventually(pg_back, 60, "PostgreSQL back on its port with its data")
         assert pg.port == pg_port and pg.proc.pid != pg_pid  # type: ignore[union-attr]
 
         async def nats_back() -> bool:
             return bool(nc.is_connected) and nats.proc.pid != nats_pid  # type: ignore[union-attr]
 
-        await wait_for(nats_back, 30, "the client reconnected to the restarted NATS")
+        await eventually(nats_back, 30, "the client reconnected to the restarted NATS")
         info = await nc.jetstream().stream_info(EVENTS_STREAM)
         assert info.state.messages == 1  # JetStream's store survived
         assert [w.restarts for w in watches] == [1, 1]

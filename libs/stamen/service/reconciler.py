@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import structlog
 
-from stamen.bus.consumer import Delivery, DependencyGate
+from stamen.bus.consumer import Delivery, DependencyGate, EventHandler, RetryLater
+from stamen.events.envelope import Envelope, UndecodableMessage
+from stamen.store.errors import WorksetNotFound
+from stamen.store.recovery import Unsettled
 
 log = structlog.get_logger(__name__)
 
@@ -65,3 +68,30 @@ class Reconciler:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+async def hand_over(
+    waiting: Sequence[Unsettled],
+    *,
+    event_for: Callable[[Unsettled], Awaitable[Envelope]],
+    handler: EventHandler,
+    moved_on: Callable[[Unsettled], Awaitable[bool]],
+    what: str,
+) -> int:
+    """Hand each waiting workset's event to the consumer's own handler, as a first delivery; returns how
+    many moved on. A handler that asks to be tried later (RetryLater), or an event whose workset is gone
+    meanwhile, leaves that workset for the next pass."""
+    moved = 0
+    for item in waiting:
+        try:
+            await handler(await event_for(item), RECONCILED)
+        except RetryLater as later:
+            log.info("reconcile.deferred", reconciler=what, workset_id=item.workset_id, reason=str(later))
+            continue
+        except (WorksetNotFound, UndecodableMessage):
+            continue
+        if await moved_on(item):
+            log.warning(f"reconcile.{what}", workset_id=item.workset_id, attempt=item.attempt,
+                        waited_seconds=round(item.age_seconds))  # fmt: skip
+            moved += 1
+    return moved
