@@ -111,6 +111,11 @@ async def test_postgres_and_nats_are_restarted_on_their_port_and_data(tmp_path: 
         await eventually(nats_back, 30, "the client reconnected to the restarted NATS")
         info = await nc.jetstream().stream_info(EVENTS_STREAM)
         assert info.state.messages == 1  # JetStream's store survived
+
+        async def counted() -> bool:  # the watch counts a restart once start() has returned, in its thread
+            return [w.restarts for w in watches] == [1, 1]
+
+        await eventually(counted, 10, "one restart counted for each server")
         assert [w.restarts for w in watches] == [1, 1]
         await nc.close()
     finally:
