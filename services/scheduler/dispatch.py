@@ -31,7 +31,7 @@ import structlog
 
 from services.scheduler.executors import ExecutorRegistry
 from stamen.domain.lifecycle import WorksetState
-from stamen.domain.steps import StepSpec
+from stamen.domain.steps import StepRunState, StepSpec
 from stamen.domain.workset import Workset
 from stamen.events.types import StepStarted, WorksetCancelled, WorksetCompleted, WorksetFailed, WorksetStarted
 from stamen.executors.base import Executor, JobHandle, JobState, JobStatus
@@ -187,7 +187,7 @@ class Dispatcher:
                 handle = await self._executors.for_cluster(sub.cluster).submit(step)
             except Exception as exc:
                 reason = f"{sub.cluster.executor} executor refused the step: {exc}"
-                await uow.scheduling.end_unsubmitted(sub.claim.step_run_id, "failed", reason)
+                await uow.scheduling.end_unsubmitted(sub.claim.step_run_id, StepRunState.FAILED, reason)
                 ws = await uow.worksets.get(sub.workset_id, for_update=True)
                 await self._fail(uow, ws, step.step, reason)
                 await uow.commit()
@@ -264,11 +264,11 @@ class Dispatcher:
             return await self._adopt(uow, ws, orphan, target, handle, current, head)
         if not current:  # the workset has moved on: there is nothing left to submit
             reason = f"{head}; no job was started and the workset is no longer in attempt {orphan.attempt}"
-            await uow.scheduling.end_unsubmitted(orphan.id, "lost", reason)
+            await uow.scheduling.end_unsubmitted(orphan.id, StepRunState.LOST, reason)
             return Settlement(Reconciled.LOST, reason)
         if ws.cancel_requested_by:
             reason = f"{head}; no job was started and the workset was asked to stop"
-            await uow.scheduling.end_unsubmitted(orphan.id, "cancelled", reason)
+            await uow.scheduling.end_unsubmitted(orphan.id, StepRunState.CANCELLED, reason)
             finish_cancelled(ws, self._holder)
             await uow.worksets.save(ws)
             await uow.scheduling.release_lease(ws.id, ws.attempt, "cancelled")
@@ -353,7 +353,7 @@ class Dispatcher:
             f"{head}. If the job was started, it runs unwatched: {where}. The attempt is failed so the "
             "retry policy decides; a retry is a new attempt"
         )
-        await uow.scheduling.end_unsubmitted(orphan.id, "lost", reason)
+        await uow.scheduling.end_unsubmitted(orphan.id, StepRunState.LOST, reason)
         if current:
             if ws.cancel_requested_by:
                 finish_cancelled(ws, self._holder)

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import asyncpg
 
 from stamen.domain.lifecycle import WorksetState
+from stamen.domain.steps import StepRunState
 from stamen.executors.base import JobHandle, JobState, JobStatus
 from stamen.store.unit_of_work import UnitOfWork
 from tests.store.worksetkit import workset_in
@@ -66,7 +67,7 @@ async def test_only_unlocked_submissions_older_than_the_grace_period_are_taken_a
         assert await submitter.scheduling.lock_submitting(ids[alive])  # a live submitter holds its row
         orphan = await reconciler.scheduling.claim_stale_submission(0.1)
         assert orphan is not None and orphan.workset_id == dead and orphan.submitted_by == "s1"
-        await reconciler.scheduling.end_unsubmitted(orphan.id, "lost", "the submitter died")
+        await reconciler.scheduling.end_unsubmitted(orphan.id, StepRunState.LOST, "the submitter died")
         await reconciler.commit()
         assert await reconciler.scheduling.claim_stale_submission(0.1) is None
     async with pool.acquire() as conn:

@@ -6,7 +6,6 @@ import re
 from stamen.worksets import WorksetSpec
 from stamen.worksets.findings import CODES
 from stamen.worksets.registry import daylily_format, prices, references, resource_profiles
-from stamen.worksets.rules import TENANT_PATTERN
 from stamen.worksets.spec import Pipeline
 
 from .conftest import REPO_ROOT
@@ -39,12 +38,6 @@ def test_data_files_load_and_cover_every_pipeline() -> None:
     assert references().canonical("grch38") == "hg38" and references().canonical("GRCh37") == "hg19"
     assert references().expected_objects("b37", "s3://refs/b37")[0] == "s3://refs/b37/human_g1k_v37_decoy.fasta"
     assert daylily_format().platform_for_instrument("PromethION") == "ONT"
-
-
-def test_tenant_pattern_matches_the_domain() -> None:
-    from stamen.domain.workset import TENANT_ID_PATTERN
-
-    assert TENANT_PATTERN.pattern == TENANT_ID_PATTERN.pattern
 
 
 def test_documented_codes_exist() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
@@ -25,6 +25,8 @@ REPLAY_OF = "Stamen-Replay-Of"
 REPLAY_FOR = "Stamen-Replay-For"
 _PARKING_HEADERS = ("Stamen-Dlq-", "Stamen-Original-", "Nats-Msg-Id", REPLAY_OF, REPLAY_FOR)
 BODY_PREVIEW_BYTES = 16_384
+# What an operator (or a reconciler) did with a parked message (dlq_message_actions.action; its CHECK).
+ParkedMessageAction = Literal["replayed", "resolved"]
 
 
 @dataclass(frozen=True)

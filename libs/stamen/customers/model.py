@@ -17,7 +17,10 @@ from stamen.domain.workset import InvalidTenantId, check_tenant_id
 from stamen.errors import CodedError
 
 CustomerStatus = Literal["onboarding", "active", "suspended"]
+# What an operator may set (onboarding is onboarding's own, until the customer's resources exist).
+SETTABLE_STATUSES: tuple[CustomerStatus, ...] = ("active", "suspended")
 ResourceKind = Literal["s3_bucket", "sns_topic", "cognito_user"]
+ResourceState = Literal["pending", "created"]
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 # AWS tag values: letters, digits, spaces and _ . : / = + - @ (at most 256 characters).
@@ -211,7 +214,7 @@ class Customer:
 class CustomerResource:
     kind: ResourceKind
     name: str
-    state: Literal["pending", "created"]
+    state: ResourceState
     arn: str | None = None
 
 

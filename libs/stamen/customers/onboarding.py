@@ -29,6 +29,7 @@ from stamen.auth.errors import IdentityRequestInvalid
 from stamen.customers import cloud
 from stamen.customers.cloud import AwsClients, open_clients
 from stamen.customers.model import (
+    SETTABLE_STATUSES,
     Customer,
     CustomerConflict,
     CustomerNotFound,
@@ -319,8 +320,8 @@ class AsyncCustomerManager:
 
     async def set_status(self, customer_id: str, status: str) -> Customer:
         """Suspend or re-activate a customer (API keys of a suspended customer stop working)."""
-        if status not in ("active", "suspended"):
-            raise ValueError("status must be active or suspended")
+        if status not in SETTABLE_STATUSES:
+            raise ValueError(f"status must be {' or '.join(SETTABLE_STATUSES)}")
         async with self._pool.acquire() as conn:
             customer = await CustomerRepository(conn).set_status(customer_id, status)
         if customer is None:

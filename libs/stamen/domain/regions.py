@@ -14,7 +14,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
+
+# An AWS-style region name (us-west-2, eu-central-1, us-gov-west-1): the regions file's and the
+# clusters' (stamen.domain.clusters) one rule.
+REGION_NAME_REGEX = r"^[a-z]{2}(-[a-z]+)+-\d$"
+# The region_operations audit trail (its CHECKs): operators' forced failovers and fail-backs, and the
+# regions service's database promotions, switchovers, fencing and synchronous-mode changes.
+RegionOperationKind = Literal[
+    "failover", "failback", "database_promotion", "database_switchover", "database_fencing", "database_sync"
+]
+RegionOperationOutcome = Literal["requested", "done", "failed"]  # requested: an operator's, not yet done
 
 
 class RegionStatus(StrEnum):

@@ -22,7 +22,7 @@ import structlog
 from stamen.inputs import sentinels
 from stamen.inputs.folders import folder_name, import_documents, read_s3_folder
 from stamen.inputs.objects import ObjectInfo, ObjectStore, StorageError, gather_bounded
-from stamen.inputs.repository import DropRecord, IntakeRepository
+from stamen.inputs.repository import DropRecord, IntakeRepository, RecordedDropOutcome
 from stamen.inputs.settings import IntakeSettings
 from stamen.intake import IdempotencyKeyReused, submit_workset
 from stamen.worksets.findings import has_errors
@@ -31,7 +31,7 @@ from stamen.worksets.rules import traverses
 log = structlog.get_logger(__name__)
 ACTOR = "s3-drop"
 
-Action = Literal["submitted", "refused", "skipped"]
+Action = RecordedDropOutcome | Literal["skipped"]
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ class DropIntake:
         ready: ObjectInfo,
         tenant: str,
         workset_id: str | None,
-        outcome: str,
+        outcome: RecordedDropOutcome,
         findings: list[dict[str, Any]],
         sentinel: str,
     ) -> None:

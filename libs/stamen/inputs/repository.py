@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from stamen.store.db import Connection
+
+# What became of a drop folder stamen handled (s3_drops.outcome; its CHECK).
+RecordedDropOutcome = Literal["submitted", "refused"]
 
 
 @dataclass(frozen=True)
@@ -18,7 +21,7 @@ class DropRecord:
     ready_modified: datetime
     tenant_id: str
     workset_id: str | None
-    outcome: str  # submitted | refused
+    outcome: RecordedDropOutcome
     sentinel: str
     findings: list[dict[str, Any]]
 

@@ -7,6 +7,7 @@ between them is here and nowhere else. Severities are the diagnostics vocabulary
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Literal
 
 from stamen.diagnostics.codes import Severity
 
@@ -40,6 +41,12 @@ TENANT_KINDS: tuple[Kind, ...] = (
     Kind.REQUEUED,
 )
 OPERATOR_KINDS: tuple[Kind, ...] = (Kind.REGION_HEALTH, Kind.CLUSTER_DRAINED, Kind.DEAD_LETTERS_PILING_UP)
+
+# A delivery's state (notification_deliveries.state), and an SNS subscription's protocol and status
+# (notification_subscriptions): the tables' CHECKs, the API's and the CLI's filters.
+DeliveryState = Literal["pending", "sending", "delivered", "failed", "skipped"]
+SubscriptionProtocol = Literal["email", "sms"]
+SubscriptionStatus = Literal["pending_confirmation", "confirmed"]
 
 # The owner of the operators' preferences and deliveries. Customer ids start with [a-z0-9], so no
 # tenant can ever be called this.

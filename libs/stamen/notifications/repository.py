@@ -8,14 +8,15 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, get_args
 
+from stamen.notifications.kinds import DeliveryState
 from stamen.notifications.preferences import NotificationPreferences
 from stamen.notifications.ratelimits import RateLimit
 from stamen.store.db import Connection
 
 NOTIFY_CHANNEL = "stamen_notifications"
-DELIVERY_STATES = ("pending", "sending", "delivered", "failed", "skipped")
+DELIVERY_STATES: tuple[DeliveryState, ...] = get_args(DeliveryState)
 
 
 @dataclass(frozen=True)

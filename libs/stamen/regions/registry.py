@@ -22,10 +22,9 @@ from urllib.parse import parse_qsl, urlencode
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from stamen.domain.regions import REGION_NAME_REGEX
 from stamen.settings import Settings
 from stamen.store.regions import RegionRecord
-
-REGION_NAME = r"^[a-z]{2}(-[a-z]+)+-\d$"
 
 
 class RegionsFileError(ValueError):
@@ -55,7 +54,7 @@ class PostgresEndpoint(BaseModel):
 
 class RegionSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    name: str = Field(pattern=REGION_NAME)
+    name: str = Field(pattern=REGION_NAME_REGEX)
     primary: bool = False
     s3: S3Endpoint | None = None
     nats: NatsEndpoint | None = None

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from stamen.bus.parked import ParkedMessage
+from stamen.bus.parked import ParkedMessage, ParkedMessageAction
 from stamen.store.db import Connection
 
 
@@ -14,7 +14,7 @@ class DlqMessageLog:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
-    async def record(self, message: ParkedMessage, *, action: str, detail: str, actor: str) -> bool:
+    async def record(self, message: ParkedMessage, *, action: ParkedMessageAction, detail: str, actor: str) -> bool:
         """Claim the parked message for `action`: False if it was acted on already (by anyone)."""
         status = await self._conn.execute(
             """INSERT INTO dlq_message_actions (dlq_msg_id, dlq_seq, consumer, reason, event_id, workset_id,

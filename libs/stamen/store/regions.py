@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from stamen.domain.regions import RegionStatus
+from stamen.domain.regions import RegionOperationKind, RegionOperationOutcome, RegionStatus
 from stamen.store.db import Connection
 
 
@@ -279,11 +279,11 @@ class RegionRepository:
     async def add_operation(
         self,
         region: str,
-        kind: str,
+        kind: RegionOperationKind,
         *,
         actor: str,
         reason: str = "",
-        outcome: str = "done",
+        outcome: RegionOperationOutcome = "done",
         detail: dict[str, Any] | None = None,
         at: datetime | None = None,
     ) -> int:
@@ -300,7 +300,7 @@ class RegionRepository:
         )
         return op_id
 
-    async def finish_operation(self, op_id: int, outcome: str, detail: dict[str, Any]) -> None:
+    async def finish_operation(self, op_id: int, outcome: RegionOperationOutcome, detail: dict[str, Any]) -> None:
         await self._conn.execute(
             "UPDATE region_operations SET outcome = $2, detail = detail || $3::jsonb WHERE id = $1",
             op_id,
@@ -308,7 +308,7 @@ class RegionRepository:
             json.dumps(detail, default=str),
         )
 
-    async def requested_operations(self, kind: str) -> list[RegionOperationRow]:
+    async def requested_operations(self, kind: RegionOperationKind) -> list[RegionOperationRow]:
         rows = await self._conn.fetch(
             "SELECT * FROM region_operations WHERE outcome = 'requested' AND kind = $1 ORDER BY id FOR UPDATE SKIP LOCKED",
             kind,

@@ -11,6 +11,7 @@ from typing import Any
 from stamen.diagnostics.codes import RetryClass
 from stamen.domain.admission import ClusterView, QueueHead
 from stamen.domain.lifecycle import WorksetState
+from stamen.domain.steps import StepRunState
 from stamen.domain.workset import Workset
 from stamen.events.envelope import Envelope
 from stamen.events.types import RetryScheduled, WorksetDeadLettered, WorksetQueued
@@ -44,7 +45,7 @@ class StepRunRow:
     step: str
     step_index: int
     cluster: str
-    state: str
+    state: StepRunState
     handle: JobHandle
     started_at: datetime
 
@@ -91,7 +92,7 @@ class StrandedWorkset:
 class ActiveStep:
     id: int
     step: str
-    state: str
+    state: StepRunState
     handle: JobHandle | None  # None while 'submitting'
 
 
@@ -133,7 +134,7 @@ def _step_run(r: Any) -> StepRunRow:
         step=r["step"],
         step_index=r["step_index"],
         cluster=r["cluster"],
-        state=r["state"],
+        state=StepRunState(r["state"]),
         handle=JobHandle.model_validate_json(r["handle"]),
         started_at=r["started_at"],
     )
@@ -408,7 +409,7 @@ class SchedulerRepository:
         if total != len(rows):
             return None
         return [
-            ActiveStep(r["id"], r["step"], r["state"], JobHandle.model_validate_json(r["handle"]) if r["handle"] else None)
+            ActiveStep(r["id"], r["step"], StepRunState(r["state"]), JobHandle.model_validate_json(r["handle"]) if r["handle"] else None)
             for r in rows
         ]
 
@@ -470,7 +471,7 @@ class SchedulerRepository:
             handle.model_dump_json(),
         )
 
-    async def end_unsubmitted(self, step_run_id: int, state: str, reason: str) -> None:
+    async def end_unsubmitted(self, step_run_id: int, state: StepRunState, reason: str) -> None:
         """A step run that never got a job handle: refused by the executor (failed) or orphaned (lost)."""
         await self._conn.execute(
             """UPDATE step_runs SET state = $2, reason = $3, log_tail = $3, ended_at = clock_timestamp()

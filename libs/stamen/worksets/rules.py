@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from pydantic import BaseModel, ConfigDict, computed_field
 
+from stamen.domain.workset import TENANT_ID_PATTERN
 from stamen.worksets.cost import CostEstimate
 from stamen.worksets.findings import Finding, escalate, finding, has_errors
 from stamen.worksets.limits import MAX_SAMPLES
@@ -21,9 +22,6 @@ from stamen.worksets.registry import daylily_format, references
 from stamen.worksets.spec import WorksetSpec, input_files
 
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-# Same alphabet as stamen.domain.workset.TENANT_ID_PATTERN: tenant ids become NATS subjects and S3
-# prefixes (a test keeps the two in step).
-TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _BUCKET_PATTERN = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _PLACEHOLDER_PATTERN = re.compile(r"<[^>]*>|\{[^}]*\}")
 _LABEL_KEY_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9._/-]{0,61}[a-z0-9])?$")
@@ -43,7 +41,7 @@ def check_identifiers(spec: WorksetSpec) -> list[Finding]:
     results: list[Finding] = []
     if not _NAME_PATTERN.fullmatch(spec.name):
         results.append(finding("VAL-ID-001", "name", f"workset name {spec.name!r} is not allowed"))
-    if not TENANT_PATTERN.fullmatch(spec.tenant):
+    if not TENANT_ID_PATTERN.fullmatch(spec.tenant):
         results.append(finding("VAL-ID-002", "tenant", f"tenant {spec.tenant!r} is not allowed"))
     for i, sample in enumerate(spec.samples):
         if not _NAME_PATTERN.fullmatch(sample.id):

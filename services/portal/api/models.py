@@ -3,32 +3,30 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel
+from pydantic import BaseModel, ConfigDict, Field, RootModel, WithJsonSchema
 
-from stamen.customers.model import MAX_CONCURRENT_WORKSETS
+from stamen.customers.model import MAX_CONCURRENT_WORKSETS, CustomerStatus
+from stamen.domain.lifecycle import WorksetState
+from stamen.domain.workset import TENANT_ID_REGEX
 from stamen.retry import RequeueChanges
 from stamen.worksets.findings import Finding
 
 EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
-TENANT = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+TENANT = TENANT_ID_REGEX
 CLUSTER_NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 DataLocation = Annotated[str, Field(min_length=1, max_length=1024, pattern=r"^[^\x00-\x1f\x7f]+$")]
-WorksetStateName = Literal[
-    "submitted",
-    "validating",
-    "rejected",
-    "queued",
-    "scheduled",
-    "running",
-    "retry_wait",
-    "completed",
-    "failed",
-    "dead_lettered",
-    "cancelled",
-    "archived",
-]
+
+
+def inline_enum(enum: type[StrEnum]) -> WithJsonSchema:
+    """A domain enum's values in place in the JSON Schema (as a Literal's are), not a $ref: query
+    parameters have no components to point into."""
+    return WithJsonSchema({"type": "string", "enum": [member.value for member in enum]})
+
+
+WorksetStateName = Annotated[WorksetState, inline_enum(WorksetState)]
 
 
 class Body(BaseModel):
@@ -130,7 +128,7 @@ class CustomerList(BaseModel):
 
 
 class CustomerListQuery(Body):
-    status: Literal["onboarding", "active", "suspended"] | None = None
+    status: CustomerStatus | None = None
     cursor: str | None = Field(default=None, pattern=TENANT, description="next_cursor of the previous page")
     limit: int = Field(default=100, ge=1, le=500)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Literal
+from typing import Annotated
 
 from aiohttp import web
 from pydantic import BaseModel, Field
@@ -27,8 +27,8 @@ from services.portal.api.errors import ApiError
 from services.portal.api.registry import Aim, Route
 from stamen.notifications.channels.base import redact_url
 from stamen.notifications.errors import DeliveryNotFound, NotificationError, PreferencesInvalid
-from stamen.notifications.kinds import OPERATORS
-from stamen.notifications.preferences import NotificationPreferences, PreferencesInput
+from stamen.notifications.kinds import OPERATORS, DeliveryState, SubscriptionProtocol, SubscriptionStatus
+from stamen.notifications.preferences import Channel, NotificationPreferences, PreferencesInput
 from stamen.notifications.repository import DeliveryRow
 from stamen.notifications.service import NotificationAdmin, PreferencesView, open_admin
 from stamen.notifications.settings import NotifySettings
@@ -49,9 +49,9 @@ class PreferencesQuery(m.Body):
 
 
 class SubscriptionOut(BaseModel):
-    protocol: Literal["email", "sms"]
+    protocol: SubscriptionProtocol
     endpoint: str
-    status: Literal["pending_confirmation", "confirmed"]
+    status: SubscriptionStatus
     filter_policy: dict[str, list[str]]
 
 
@@ -72,8 +72,7 @@ class PreferencesOut(BaseModel):
     updated_by: str | None
 
 
-DeliveryState = Literal["pending", "sending", "delivered", "failed", "skipped"]
-ChannelName = Literal["sns", "linear", "webhook"]
+ChannelName = Annotated[Channel, m.inline_enum(Channel)]
 
 
 class DeliveryQuery(m.Body):

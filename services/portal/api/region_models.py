@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
-from services.portal.api.models import Body
+from services.portal.api.models import Body, inline_enum
+from stamen.domain.regions import RegionStatus
 
-RegionHealth = Literal["healthy", "degraded", "down"]
+RegionHealth = Annotated[RegionStatus, inline_enum(RegionStatus)]
 
 
 class Latency(BaseModel):

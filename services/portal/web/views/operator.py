@@ -25,7 +25,7 @@ from stamen import commands
 from stamen.bus.subjects import DLQ_STREAM, EVENTS_STREAM
 from stamen.customers import AsyncCustomerManager
 from stamen.customers.limits import set_tenant_limit
-from stamen.customers.model import MAX_CONCURRENT_WORKSETS
+from stamen.customers.model import MAX_CONCURRENT_WORKSETS, SETTABLE_STATUSES
 from stamen.customers.repository import CustomerRepository
 from stamen.regions.commands import (
     NothingToFailBack,
@@ -76,7 +76,7 @@ async def update_customer(request: web.Request) -> web.Response:
     form = await request.post()
     manager = AsyncCustomerManager(request.app[POOL], request.app[SECURITY].customers)
     status = str(form.get("status", ""))
-    if status in ("active", "suspended"):
+    if status in SETTABLE_STATUSES:
         await manager.set_status(customer_id, status)
     limit = str(form.get("max_concurrent_worksets", "")).strip()
     if limit:
