@@ -9,8 +9,10 @@ from typing import Annotated, Any, TypeVar
 
 import asyncpg
 import typer
+from pydantic import ValidationError
 
 from stamen.cli import CliError, JsonOpt, StateDirOpt, _database_url, _emit, _run, _settings
+from stamen.domain.clusters import ClusterSpec, ClusterStatus
 from stamen.retry import CHANGEABLE_FIELDS
 from stamen.store.db import create_pool
 from stamen.store.scheduling import ClusterBusy, ClusterNotFound, ClusterRecord
@@ -61,15 +63,14 @@ def cluster_add(
     as_json: JsonOpt = False,
 ) -> None:
     """Add or update a cluster."""
-    if executor not in ("local", "slurm"):
-        raise CliError("CLUSTER_EXECUTOR_INVALID", f"--executor must be local or slurm, not {executor!r}")
     try:
         cfg = json.loads(config)
     except json.JSONDecodeError as exc:
         raise CliError("CLUSTER_CONFIG_INVALID", f"--config is not JSON: {exc}") from None
-    record = ClusterRecord(
-        name, region, executor, max_concurrent, price_factor, tuple(data_location or ()), "active", cfg
-    )
+    spec = _cluster_spec(name=name, region=region, executor=executor, max_concurrent=max_concurrent,
+                         price_factor=price_factor, data_locations=data_location or [], config=cfg)  # fmt: skip
+    record = ClusterRecord(spec.name, spec.region, spec.executor, spec.max_concurrent, spec.price_factor,
+                           tuple(spec.data_locations), "active", spec.config)  # fmt: skip
 
     async def add(pool: asyncpg.Pool) -> None:
         async with UnitOfWork(pool) as uow:
@@ -78,6 +79,25 @@ def cluster_add(
 
     _run(as_json, _with_pool(state_dir, add))
     _emit(as_json, {"cluster": name, "status": "active"}, f"cluster {name} saved")
+
+
+def _cluster_spec(**fields: Any) -> ClusterSpec:
+    """The one cluster model (stamen.domain.clusters), its refusals as CLI errors naming the option."""
+    try:
+        return ClusterSpec.model_validate(fields)
+    except ValidationError as exc:
+        problems = [(str(e["loc"][0]) if e["loc"] else "", e["msg"]) for e in exc.errors()]
+    if any(field == "executor" for field, _ in problems):
+        code, given = "CLUSTER_EXECUTOR_INVALID", f" (given {fields['executor']!r})"
+    else:
+        code, given = "CLUSTER_INVALID", ""
+    raise CliError(code, "; ".join(f"{_option(field)}: {msg}" for field, msg in problems) + given)
+
+
+def _option(field: str) -> str:
+    if field == "name":
+        return "NAME"
+    return "--data-location" if field == "data_locations" else "--" + field.replace("_", "-")
 
 
 @cluster_app.command("ls")
@@ -100,7 +120,7 @@ def cluster_ls(state_dir: StateDirOpt = None, as_json: JsonOpt = False) -> None:
     _emit(as_json, rows, text or "no clusters")
 
 
-def _set_status(name: str, status: str, state_dir: Path | None, as_json: bool) -> None:
+def _set_status(name: str, status: ClusterStatus, state_dir: Path | None, as_json: bool) -> None:
     from stamen.commands import set_cluster_status
 
     async def change(pool: asyncpg.Pool) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import asyncpg
 
 from stamen.bus.subjects import PLATFORM_TENANT
+from stamen.domain.clusters import ClusterStatus
 from stamen.domain.lifecycle import WorksetState, can_transition
 from stamen.events.envelope import new_envelope
 from stamen.events.types import ClusterDrained, WorksetArchived, WorksetCancelled
@@ -107,7 +108,7 @@ async def purge_dead_letter(pool: asyncpg.Pool, workset_id: str, *, actor: str) 
     await archive(pool, workset_id, actor=actor)
 
 
-async def set_cluster_status(pool: asyncpg.Pool, name: str, status: str, *, actor: str) -> None:
+async def set_cluster_status(pool: asyncpg.Pool, name: str, status: ClusterStatus, *, actor: str) -> None:
     """Drain or activate a cluster (ClusterNotFound, CLUSTER_NOT_FOUND, when there is none). Draining
     one that was not draining publishes `cluster.drained` with the change, for the operators' alerts."""
     async with UnitOfWork(pool) as uow:

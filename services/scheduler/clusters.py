@@ -3,27 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
+from stamen.domain.clusters import ClusterSpec, ClusterStatus
 from stamen.settings import Settings
 from stamen.store.scheduling import ClusterRecord
 from stamen.store.unit_of_work import UnitOfWork
 
 
-class ClusterFileEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ClusterFileEntry(ClusterSpec):
+    """One entry of the clusters file: a ClusterSpec (as the API and `stamen cluster add` take it), and
+    the status to register it in."""
 
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
-    region: str
-    executor: str = Field(pattern=r"^(local|slurm)$")
-    max_concurrent: int = Field(ge=0)
-    price_factor: float = Field(default=1.0, gt=0)
-    data_locations: list[str] = []
-    status: str = Field(default="active", pattern=r"^(active|draining|down)$")
-    config: dict[str, Any] = {}
+    status: ClusterStatus = "active"
 
     def record(self) -> ClusterRecord:
         return ClusterRecord(

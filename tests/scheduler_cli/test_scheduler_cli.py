@@ -56,6 +56,10 @@ async def test_cluster_add_ls_drain_activate_and_rm(pool: asyncpg.Pool, database
         db, "cluster", "add", "x", "--region", "us-west-2", "--config", "{partition", ok=False
     )
     assert bad_config["code"] == "CLUSTER_CONFIG_INVALID" and "--config is not JSON" in bad_config["message"]
+    # The same model as the API and the clusters file: each bad option named, with why.
+    bad_fields = stamen(db, "cluster", "add", "Bad Name", "--region", "mars", "--max-concurrent=-1", ok=False)
+    assert bad_fields["code"] == "CLUSTER_INVALID"
+    assert [part.split(":")[0] for part in bad_fields["message"].split("; ")] == ["NAME", "--region", "--max-concurrent"]
 
     # A cluster that runs something cannot be removed.
     ws_id = await workset_in(pool, S.VALIDATING, S.QUEUED, S.SCHEDULED, attempt=1)

@@ -10,6 +10,7 @@ from typing import Any
 
 from stamen.diagnostics.codes import RetryClass
 from stamen.domain.admission import ClusterView, QueueHead
+from stamen.domain.clusters import ClusterStatus, ExecutorKind
 from stamen.domain.lifecycle import WorksetState
 from stamen.domain.steps import StepRunState
 from stamen.domain.workset import Workset
@@ -29,11 +30,11 @@ ADMISSION_LOCK_ID = 0x5354414D01
 class ClusterRecord:
     name: str
     region: str
-    executor: str
+    executor: ExecutorKind
     max_concurrent: int
     price_factor: float = 1.0
     data_locations: tuple[str, ...] = ()
-    status: str = "active"
+    status: ClusterStatus = "active"
     config: dict[str, Any] | None = None
 
 
@@ -171,7 +172,7 @@ class SchedulerRepository:
             raise ClusterNotFound(f"no cluster named {name!r}; see `stamen cluster ls`")
         return _cluster(row)
 
-    async def set_cluster_status(self, name: str, status: str) -> None:
+    async def set_cluster_status(self, name: str, status: ClusterStatus) -> None:
         done = await self._conn.execute(
             "UPDATE clusters SET status = $2, updated_at = now() WHERE name = $1", name, status
         )

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, RootModel, WithJsonSchema
 
 from stamen.customers.model import MAX_CONCURRENT_WORKSETS, CustomerStatus
+from stamen.domain.clusters import ClusterSpec
 from stamen.domain.lifecycle import WorksetState
 from stamen.domain.workset import TENANT_ID_REGEX
 from stamen.retry import RequeueChanges
@@ -16,8 +17,6 @@ from stamen.worksets.findings import Finding
 
 EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 TENANT = TENANT_ID_REGEX
-CLUSTER_NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
-DataLocation = Annotated[str, Field(min_length=1, max_length=1024, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
 
 def inline_enum(enum: type[StrEnum]) -> WithJsonSchema:
@@ -355,18 +354,9 @@ class DiagnoseResponse(BaseModel):
 
 
 # --- clusters, regions, dead letters --------------------------------------------------------------
-class ClusterCreate(Body):
-    name: str = Field(pattern=CLUSTER_NAME)
-    region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
-    executor: Literal["local", "slurm"] = "local"
-    max_concurrent: int = Field(default=2, ge=0, le=100_000)
-    price_factor: float = Field(default=1.0, gt=0, le=100)
-    data_locations: list[DataLocation] = Field(
-        default_factory=list,
-        max_length=100,
-        description="Buckets (name or s3:// URI) and regions its data is close to.",
-    )
-    config: dict[str, Any] = Field(default_factory=dict)
+# stamen.domain.clusters.ClusterSpec: the clusters file and `stamen cluster add` take the same.
+class ClusterCreate(ClusterSpec):
+    pass
 
 
 class ClusterOut(BaseModel):

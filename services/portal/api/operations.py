@@ -22,6 +22,7 @@ from services.portal.api.errors import ApiError
 from services.portal.api.worksets import dead_letter_out, detail, requeue, requeue_changes
 from stamen import commands
 from stamen.customers.repository import CustomerRepository, UsageRepository
+from stamen.domain.clusters import ClusterStatus
 from stamen.service.keys import POOL
 from stamen.store.errors import ConcurrencyConflict, WorksetNotFound
 from stamen.store.outbox import OutboxQueue
@@ -101,7 +102,7 @@ async def save_cluster(pool: asyncpg.Pool, new: m.ClusterCreate) -> m.ClusterOut
         return await _one(uow, new.name)
 
 
-async def _set_status(request: web.Request, status: str) -> web.Response:
+async def _set_status(request: web.Request, status: ClusterStatus) -> web.Response:
     require_operator(request)
     name = request.match_info["name"]
     try:

@@ -30,7 +30,7 @@ clusters:
         ("- name: x\n", "expected a mapping with a `clusters:` list"),
         (
             GOOD + "  - {name: cpu, region: us-west-2, executor: kubernetes, max_concurrent: -1}\n",
-            "clusters[1]: executor: String should match pattern '^(local|slurm)$'; "
+            "clusters[1]: executor: Input should be 'local' or 'slurm'; "
             "max_concurrent: Input should be greater than or equal to 0",
         ),
         (
@@ -43,7 +43,7 @@ clusters:
         ),
         (
             GOOD + "  - {name: cpu, region: us-west-2, executor: local, max_concurrent: 1, status: paused}\n",
-            "clusters[1]: status: String should match pattern '^(active|draining|down)$'",
+            "clusters[1]: status: Input should be 'active', 'draining' or 'down'",
         ),
     ],
     ids=[
