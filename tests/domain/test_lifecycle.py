@@ -18,18 +18,38 @@ from stamen.domain.workset import InvalidTenantId, Workset
 
 states = st.sampled_from(list(WorksetState))
 
+# The workset lifecycle written out here rather than read from ALLOWED_TRANSITIONS: a change to the
+# table must be a deliberate change to this list too.
+EXPECTED_TRANSITIONS: set[tuple[str, str]] = {
+    ("submitted", "validating"), ("submitted", "cancelled"),
+    ("validating", "queued"), ("validating", "rejected"), ("validating", "cancelled"),
+    ("rejected", "archived"),
+    ("queued", "scheduled"), ("queued", "cancelled"),
+    # scheduled -> queued: the cluster refused the dispatch, or its region went down before a step ran
+    ("scheduled", "running"), ("scheduled", "queued"), ("scheduled", "failed"), ("scheduled", "cancelled"),
+    # running -> queued: its region went down; the attempt moves elsewhere
+    ("running", "completed"), ("running", "failed"), ("running", "cancelled"), ("running", "queued"),
+    # failed -> queued: an operator's requeue; a retry goes through retry_wait
+    ("failed", "retry_wait"), ("failed", "dead_lettered"), ("failed", "queued"), ("failed", "archived"),
+    ("retry_wait", "queued"), ("retry_wait", "cancelled"),
+    ("dead_lettered", "queued"), ("dead_lettered", "archived"),
+    ("completed", "archived"),
+    ("cancelled", "archived"),
+}  # fmt: skip
+EXPECTED_TERMINAL = {"rejected", "completed", "cancelled", "archived", "dead_lettered"}
+
 
 def new_workset() -> Workset:
     return Workset.submit(tenant_id="acme", name="w", region="us-west-2", spec={}, source="cli", actor="t")
 
 
 @given(states, states)
-def test_every_pair_is_allowed_exactly_when_the_table_says(
+def test_every_pair_is_allowed_exactly_when_the_lifecycle_says(
     current: WorksetState, requested: WorksetState
 ) -> None:
     ws = new_workset()
     ws.state = current
-    if requested in ALLOWED_TRANSITIONS[current]:
+    if (current.value, requested.value) in EXPECTED_TRANSITIONS:
         ws.transition(requested, actor="t")
         assert ws.state is requested
     else:
@@ -41,16 +61,15 @@ def test_every_pair_is_allowed_exactly_when_the_table_says(
 
 
 def test_all_pairs_enumerated() -> None:
-    refused = 0
     for a in WorksetState:
         for b in WorksetState:
-            if b in ALLOWED_TRANSITIONS[a]:
+            if (a.value, b.value) in EXPECTED_TRANSITIONS:
                 check_transition(a, b)
             else:
-                refused += 1
                 with pytest.raises(IllegalTransition):
                     check_transition(a, b)
-    assert refused > 100  # most pairs are illegal; the table is small on purpose
+    assert {s.value for s in TERMINAL_STATES} == EXPECTED_TERMINAL
+    assert INITIAL_STATE is WorksetState.SUBMITTED
 
 
 def test_every_state_is_reachable_and_only_archived_is_a_dead_end() -> None:
