@@ -105,10 +105,10 @@ async def start_portal(database_url: str, nats_url: str, folder: Path) -> tuple[
             if proc.poll() is not None:
                 raise RuntimeError(f"the portal exited: {(folder / 'portal.log').read_text()[-2000:]}")
             try:
-                async with session.get(f"{base}/readyz") as r:
+                async with session.get(f"{base}/readyz", timeout=aiohttp.ClientTimeout(total=5)) as r:
                     if r.status == 200:
                         return proc, base
-            except aiohttp.ClientError:
+            except (aiohttp.ClientError, TimeoutError):
                 pass
             await asyncio.sleep(0.2)
     proc.kill()
@@ -187,7 +187,9 @@ async def run(args: argparse.Namespace) -> None:
                 roots = {"portal": portal.pid, **servers.pids}
                 meter = ProcessMeter({k: v for k, v in roots.items() if k != "nats"})
                 figures: dict[str, Any] = {"idle": {}, "under_load": {}}
-                async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session:
+                async with aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(limit=64), timeout=aiohttp.ClientTimeout(total=60)
+                ) as session:
                     await timed(session, kinds["list"][:5], 1)  # warm up
                     meter.start()
                     for name, requests in kinds.items():

@@ -27,6 +27,18 @@ warnings.filterwarnings("ignore", category=UserWarning, module="platformdirs")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True)
+def environment_as_it_was() -> Iterator[None]:
+    """What code under test sets in os.environ does not reach later tests: a CLI command run in-process
+    points AWS_ENDPOINT_URL at its stack's emulator, long gone (its port perhaps another server's) by the
+    time a later test starts a service that inherits the environment."""
+    saved = dict(os.environ)
+    yield
+    if os.environ != saved:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 @pytest.fixture(scope="session")
 def postgres_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     external = os.environ.get("DATABASE_URL")

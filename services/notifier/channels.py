@@ -10,6 +10,7 @@ import aiohttp
 from aiohttp import web
 
 from services.notifier.worker import DeliveryWorker
+from stamen.aws_clients import client_config
 from stamen.notifications.channels.base import ChannelAdapter
 from stamen.notifications.channels.linear import LinearChannel
 from stamen.notifications.channels.sns import SnsChannel
@@ -29,7 +30,7 @@ async def open_channels(settings: NotifySettings) -> AsyncIterator[dict[Channel,
         secrets = await stack.enter_async_context(open_secret_store(settings))
         sns_client = await stack.enter_async_context(
             aioboto3.Session().client(
-                "sns", region_name=settings.aws_region, endpoint_url=settings.aws_endpoint_url
+                "sns", region_name=settings.aws_region, endpoint_url=settings.aws_endpoint_url, config=client_config()
             )
         )
         linear_http = await stack.enter_async_context(

@@ -23,7 +23,8 @@ from stamen.stack.supervisor import SERVICES
 
 
 async def get(session: aiohttp.ClientSession, url: str) -> tuple[int, str]:
-    async with session.get(url) as resp:
+    # A service answers these at once; a hang is a failure to report, not to wait out for minutes.
+    async with session.get(url, timeout=aiohttp.ClientTimeout(total=10)) as resp:
         return resp.status, await resp.text()
 
 

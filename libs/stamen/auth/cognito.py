@@ -28,6 +28,7 @@ from stamen.auth.errors import (
     UserNotFound,
 )
 from stamen.auth.tokens import TENANT_CLAIM
+from stamen.aws_clients import client_config
 
 TENANT_ATTRIBUTE = "customer_id"  # declared in the pool schema; appears as custom:customer_id
 APP_CLIENT_NAME = "stamen-portal"
@@ -66,7 +67,7 @@ def translate(error: ClientError, action: str) -> AuthError:
 @asynccontextmanager
 async def cognito_client(region: str, endpoint_url: str | None = None) -> AsyncIterator[Any]:
     async with aioboto3.Session().client(
-        "cognito-idp", region_name=region, endpoint_url=endpoint_url
+        "cognito-idp", region_name=region, endpoint_url=endpoint_url, config=client_config()
     ) as client:
         yield client
 

@@ -15,6 +15,7 @@ import aioboto3  # type: ignore[import-untyped]
 from botocore.exceptions import ClientError
 
 from stamen.auth import cognito
+from stamen.aws_clients import client_config
 from stamen.customers.settings import CustomerSettings
 
 
@@ -39,14 +40,17 @@ async def open_clients(settings: CustomerSettings) -> AsyncIterator[AwsClients]:
     endpoint = settings.aws_endpoint_url
     async with AsyncExitStack() as stack:
         s3 = await stack.enter_async_context(
-            session.client("s3", region_name=settings.region, endpoint_url=endpoint)
+            session.client("s3", region_name=settings.region, endpoint_url=endpoint, config=client_config())
         )
         sns = await stack.enter_async_context(
-            session.client("sns", region_name=settings.region, endpoint_url=endpoint)
+            session.client("sns", region_name=settings.region, endpoint_url=endpoint, config=client_config())
         )
         idp = await stack.enter_async_context(
             session.client(
-                "cognito-idp", region_name=settings.resolved_cognito_region(), endpoint_url=endpoint
+                "cognito-idp",
+                region_name=settings.resolved_cognito_region(),
+                endpoint_url=endpoint,
+                config=client_config(),
             )
         )
         yield AwsClients(s3=s3, sns=sns, cognito=idp)

@@ -16,9 +16,9 @@ from typing import Any, Protocol
 from urllib.parse import urlparse
 
 import aioboto3  # type: ignore[import-untyped]
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from stamen.aws_clients import client_config
 from stamen.inputs.settings import IntakeSettings
 from stamen.settings import Settings
 
@@ -277,11 +277,8 @@ async def open_object_store(
     Opening makes no network call, so a service starts even when S3 is unreachable. `emulator` sends
     dummy credentials (for the embedded moto), so real ones are never sent to it."""
     intake = intake or IntakeSettings()
-    config = Config(
-        connect_timeout=intake.storage_timeout_seconds,
-        read_timeout=intake.storage_timeout_seconds,
-        retries={"max_attempts": 3, "mode": "standard"},
-        max_pool_connections=max(10, intake.storage_concurrency),
+    config = client_config(
+        intake.storage_timeout_seconds, max_pool_connections=max(10, intake.storage_concurrency)
     )
     session = aioboto3.Session(
         **({"aws_access_key_id": "testing", "aws_secret_access_key": "testing"} if emulator else {})

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import aioboto3  # type: ignore[import-untyped]
 from botocore.exceptions import BotoCoreError, ClientError
 
+from stamen.aws_clients import client_config
 from stamen.notifications.errors import SecretStoreReadOnly, SecretStoreUnavailable
 from stamen.notifications.settings import NotifySettings
 
@@ -113,6 +114,9 @@ async def open_secret_store(settings: NotifySettings) -> AsyncIterator[SecretSto
         return
     session = aioboto3.Session()
     async with session.client(
-        "secretsmanager", region_name=settings.aws_region, endpoint_url=settings.aws_endpoint_url
+        "secretsmanager",
+        region_name=settings.aws_region,
+        endpoint_url=settings.aws_endpoint_url,
+        config=client_config(),
     ) as client:
         yield CachedSecrets(AwsSecrets(client), settings.secret_cache_seconds)

@@ -13,6 +13,7 @@ import aioboto3  # type: ignore[import-untyped]
 import asyncpg
 from botocore.exceptions import BotoCoreError, ClientError
 
+from stamen.aws_clients import client_config
 from stamen.domain.workset import InvalidTenantId, check_tenant_id
 from stamen.notifications.channels import sns
 from stamen.notifications.channels.webhook import url_refused
@@ -257,7 +258,7 @@ async def open_admin(
         secrets = await stack.enter_async_context(open_secret_store(settings))
         client = await stack.enter_async_context(
             aioboto3.Session().client(
-                "sns", region_name=settings.aws_region, endpoint_url=settings.aws_endpoint_url
+                "sns", region_name=settings.aws_region, endpoint_url=settings.aws_endpoint_url, config=client_config()
             )
         )
         yield NotificationAdmin(pool, settings, secrets, client)

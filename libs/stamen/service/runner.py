@@ -1,8 +1,8 @@
 """Run one service's aiohttp application until SIGTERM/SIGINT, then shut down in order.
 
 The port answers from the first moment: while the service waits for its dependencies at start, a
-placeholder says it is alive and what it waits for (/readyz 503); then the service itself takes over
-the same listening socket. Under `stamen up` the socket is the launcher's (STAMEN_HTTP_FD), so the
+placeholder says it is alive and what it waits for (/readyz 503, closing each connection); then the
+service itself answers every new connection on the same listening server. Under `stamen up` the socket is the launcher's (STAMEN_HTTP_FD), so the
 port is this service's alone and stays the same across restarts.
 """
 
@@ -15,7 +15,7 @@ import socket
 from collections.abc import Callable
 
 import structlog
-from aiohttp import web
+from aiohttp import web, web_server
 
 from stamen.bus.consumer import ConsumerSpec
 from stamen.logs import configure_logging
@@ -73,12 +73,14 @@ async def serve(app: web.Application, settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     sock = listening_socket(settings)
     log.info("service.listening", port=sock.getsockname()[1])
-    # The placeholder serves a duplicate of the socket: closing it leaves the listening socket open.
-    placeholder: web.AppRunner | None = web.AppRunner(health.starting_app(name, app), access_log=None)
-    assert placeholder is not None
+    placeholder = web.AppRunner(health.starting_app(name, app), access_log=None)
     await placeholder.setup()
-    await web.SockSite(placeholder, sock.dup()).start()
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.drain_timeout_seconds)
+    # One listening server for the whole life, whose new connections go to the placeholder until the
+    # service has started, then to the service. (Closing one server and opening another on the socket
+    # loses a connection accepted in between: asyncio leaves it open and unread.)
+    handled_by: list[web_server.Server] = [_server_of(placeholder)]
+    listener = await loop.create_server(lambda: handled_by[0](), sock=sock, backlog=128)
     setup = asyncio.create_task(runner.setup(), name="startup")
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({setup, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -90,16 +92,20 @@ async def serve(app: web.Application, settings: Settings) -> None:
             log.info("service.stopped_while_starting", waiting=app[STARTUP].waiting)
             return
         setup.result()  # a start-up that failed for good (not a dependency to wait for) ends here
-        await placeholder.cleanup()
-        placeholder = None
-        await web.SockSite(runner, sock, shutdown_timeout=settings.drain_timeout_seconds).start()
+        handled_by[0] = _server_of(runner)
         log.info("service.started")
         await stopping
     finally:
         stopping.cancel()
-        if placeholder is not None:
-            await placeholder.cleanup()
+        listener.close()  # no new connections; those open are drained by the runners' shutdown
+        await placeholder.cleanup()
         await runner.cleanup()
+
+
+def _server_of(runner: web.AppRunner) -> web_server.Server:
+    server = runner.server
+    assert isinstance(server, web_server.Server), "the runner is set up"
+    return server
 
 
 def run(name: str, init_app: Callable[[Settings], web.Application]) -> None:

@@ -18,6 +18,7 @@ from services.portal.settings import PortalSettings
 from stamen.auth import ApiKeyService, AuthSettings, CognitoTokenVerifier, RateLimiter
 from stamen.auth import cognito as idp
 from stamen.auth.errors import IdentityProviderError
+from stamen.aws_clients import client_config
 from stamen.customers.bucket_usage import BucketUsageCache
 from stamen.customers.settings import CustomerSettings
 from stamen.service.keys import POOL, SETTINGS
@@ -112,10 +113,13 @@ async def _security_ctx(app: web.Application) -> AsyncIterator[None]:
                 "cognito-idp",
                 region_name=security.auth.resolved_cognito_region(),
                 endpoint_url=security.auth.aws_endpoint_url or settings.aws_endpoint_url,
+                config=client_config(),
             )
         )
         security.s3 = await stack.enter_async_context(
-            session.client("s3", region_name=settings.region, endpoint_url=settings.aws_endpoint_url)
+            session.client(
+                "s3", region_name=settings.region, endpoint_url=settings.aws_endpoint_url, config=client_config()
+            )
         )
         security.keys = ApiKeyService(app[POOL], security.auth)
         yield
