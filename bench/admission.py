@@ -175,7 +175,7 @@ async def queue_heads_plan(pool: asyncpg.Pool, n: int) -> tuple[list[float], dic
     for _ in range(n):
         async with UnitOfWork(pool) as uow:
             t0 = time.perf_counter()
-            heads = len(await uow.scheduling.queue_heads())
+            heads = len(await uow.slots.queue_heads())
             times.append(time.perf_counter() - t0)
     # The plan of the query the repository runs, as PostgreSQL executes it now.
     async with pool.acquire() as conn:
@@ -202,9 +202,9 @@ async def _queue_heads_sql(conn: asyncpg.Connection) -> str:
             sent.append(sql)
             return []
 
-    from stamen.store.scheduling import SchedulerRepository
+    from stamen.store.slots import SlotLedger
 
-    await SchedulerRepository(Recorder()).queue_heads()  # type: ignore[arg-type]
+    await SlotLedger(Recorder()).queue_heads()  # type: ignore[arg-type]
     return sent[0]
 
 

@@ -14,8 +14,8 @@ from pydantic import ValidationError
 from stamen.cli import CliError, JsonOpt, StateDirOpt, _database_url, _emit, _run, _settings
 from stamen.domain.clusters import ClusterSpec, ClusterStatus
 from stamen.retry import CHANGEABLE_FIELDS
+from stamen.store.clusters import ClusterBusy, ClusterNotFound, ClusterRecord
 from stamen.store.db import create_pool
-from stamen.store.scheduling import ClusterBusy, ClusterNotFound, ClusterRecord
 from stamen.store.unit_of_work import UnitOfWork
 
 T = TypeVar("T")
@@ -74,7 +74,7 @@ def cluster_add(
 
     async def add(pool: asyncpg.Pool) -> None:
         async with UnitOfWork(pool) as uow:
-            await uow.scheduling.upsert_cluster(record)
+            await uow.clusters.upsert_cluster(record)
             await uow.commit()
 
     _run(as_json, _with_pool(state_dir, add))
@@ -106,10 +106,10 @@ def cluster_ls(state_dir: StateDirOpt = None, as_json: JsonOpt = False) -> None:
 
     async def ls(pool: asyncpg.Pool) -> list[dict[str, Any]]:
         async with UnitOfWork(pool) as uow:
-            views = {v.name: v for v in await uow.scheduling.cluster_views()}
+            views = {v.name: v for v in await uow.slots.cluster_views()}
             return [
                 {**c.__dict__, "data_locations": list(c.data_locations), "running": views[c.name].running}
-                for c in await uow.scheduling.clusters()
+                for c in await uow.clusters.clusters()
             ]
 
     rows = _run(as_json, _with_pool(state_dir, ls))
@@ -148,7 +148,7 @@ def cluster_rm(name: str, state_dir: StateDirOpt = None, as_json: JsonOpt = Fals
 
     async def rm(pool: asyncpg.Pool) -> None:
         async with UnitOfWork(pool) as uow:
-            await uow.scheduling.remove_cluster(name)
+            await uow.clusters.remove_cluster(name)
             await uow.commit()
 
     _run(as_json, _with_pool(state_dir, rm))
@@ -222,7 +222,7 @@ def dlq_show(workset_id: str, state_dir: StateDirOpt = None, as_json: JsonOpt = 
         async with UnitOfWork(pool) as uow:
             ws = await uow.worksets.get(workset_id)
             diagnoses = await uow.diagnoses.for_workset(workset_id)
-            runs = await uow.scheduling.runs(workset_id)
+            runs = await uow.slots.runs(workset_id)
             parked = await uow.dead_letters.get(workset_id)
         return {
             "id": ws.id,
@@ -306,7 +306,7 @@ def worksets_retrying(
 
     async def ls(pool: asyncpg.Pool) -> list[dict[str, Any]]:
         async with UnitOfWork(pool) as uow:
-            rows = await uow.retries.get_retryable_worksets(
+            rows = await uow.timers.get_retryable_worksets(
                 tenant_id=tenant, due_by=datetime.now(UTC) if due else None
             )
         return [r.__dict__ for r in rows]

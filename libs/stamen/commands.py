@@ -14,7 +14,8 @@ from stamen.events.envelope import new_envelope
 from stamen.events.types import ClusterDrained, WorksetArchived, WorksetCancelled
 from stamen.retry import RequeueChanges
 from stamen.retry import RequeueChangesInvalid as RequeueChangesInvalid  # the API and CLI catch it here
-from stamen.store.scheduling import WorksetNotRequeueable as WorksetNotRequeueable
+from stamen.retry_commands import WorksetNotRequeueable as WorksetNotRequeueable
+from stamen.retry_commands import requeue_with_fresh_budget
 from stamen.store.unit_of_work import UnitOfWork
 
 S = WorksetState
@@ -92,7 +93,8 @@ async def requeue(
     parsed = RequeueChanges.parse(changes) if changes else None
     async with UnitOfWork(pool) as uow:
         reason = "requeued by an operator" + (f" with {parsed.describe()}" if parsed else "")
-        ws = await uow.retries.requeue_with_fresh_budget(
+        ws = await requeue_with_fresh_budget(
+            uow,
             workset_id, actor=actor, reason=reason, changes=parsed
         )
         await uow.commit()
@@ -112,8 +114,8 @@ async def set_cluster_status(pool: asyncpg.Pool, name: str, status: ClusterStatu
     """Drain or activate a cluster (ClusterNotFound, CLUSTER_NOT_FOUND, when there is none). Draining
     one that was not draining publishes `cluster.drained` with the change, for the operators' alerts."""
     async with UnitOfWork(pool) as uow:
-        before = await uow.scheduling.cluster(name)
-        await uow.scheduling.set_cluster_status(name, status)
+        before = await uow.clusters.cluster(name)
+        await uow.clusters.set_cluster_status(name, status)
         if status == "draining" and before.status != "draining":
             uow.publish(
                 new_envelope(

@@ -32,7 +32,7 @@ async def diagnose_failure(uow: UnitOfWork, event: Envelope) -> None:
     failed = payload_of(event, WorksetFailed)
     workset_id = workset_id_of(event)
     # The log tail is in PostgreSQL (claim check); a failure without a step run has only its reason.
-    log_tail = await uow.scheduling.log_tail(workset_id, failed.step_run_id) if failed.step_run_id else None
+    log_tail = await uow.step_runs.log_tail(workset_id, failed.step_run_id) if failed.step_run_id else None
     diagnosis = classify_error(
         log_tail if log_tail is not None else failed.reason,
         exit_code=failed.exit_code,

@@ -35,8 +35,8 @@ from stamen.events.envelope import Envelope, new_envelope
 from stamen.events.types import RegionHealthChanged
 from stamen.regions.registry import PostgresUrl, RegionRegistry, nats_url_for, strip_credentials
 from stamen.settings import Settings
+from stamen.store.clusters import ClusterRecord
 from stamen.store.regions import RegionOperationRow
-from stamen.store.scheduling import ClusterRecord
 from stamen.store.unit_of_work import UnitOfWork
 
 log = structlog.get_logger(__name__)
@@ -174,7 +174,7 @@ class HealthMonitor:
         """What the database says: statuses (first time), overrides, clusters, requested switchovers."""
         async with UnitOfWork(self._pool) as uow:
             health = await uow.regions.health()
-            clusters = await uow.scheduling.clusters()
+            clusters = await uow.clusters.clusters()
             requests = await uow.regions.requested_operations("database_switchover")
         if not self._loaded:
             for region in self._probes.regions:

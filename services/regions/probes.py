@@ -23,7 +23,7 @@ from nats.aio.client import Client as NATS
 
 from stamen.domain.regions import ProbeKind, ProbeResult
 from stamen.executors.remote import runner_for_cluster
-from stamen.store.scheduling import ClusterRecord
+from stamen.store.clusters import ClusterRecord
 
 
 class Probe(Protocol):

@@ -28,7 +28,7 @@ class Admitter:
 
     async def admit_next(self) -> Placement | None:
         async with UnitOfWork(self._pool) as uow:
-            repo = uow.scheduling
+            repo = uow.slots
             await repo.lock_admission()
             heads = await repo.queue_heads()
             if not heads:

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from stamen.domain.clusters import ClusterSpec, ClusterStatus
 from stamen.settings import Settings
-from stamen.store.scheduling import ClusterRecord
+from stamen.store.clusters import ClusterRecord
 from stamen.store.unit_of_work import UnitOfWork
 
 
@@ -57,9 +57,9 @@ def read_clusters_file(path: Path) -> list[ClusterRecord]:
 async def bootstrap_clusters(uow: UnitOfWork, settings: Settings) -> list[ClusterRecord]:
     if settings.clusters_file is not None:
         for record in read_clusters_file(settings.clusters_file):
-            await uow.scheduling.upsert_cluster(record)
-    elif not await uow.scheduling.clusters():
-        await uow.scheduling.upsert_cluster(
+            await uow.clusters.upsert_cluster(record)
+    elif not await uow.clusters.clusters():
+        await uow.clusters.upsert_cluster(
             ClusterRecord(
                 name="local",
                 region=settings.region,
@@ -68,4 +68,4 @@ async def bootstrap_clusters(uow: UnitOfWork, settings: Settings) -> list[Cluste
                 config={"workdir_root": str(settings.resolved_work_dir())},
             )
         )
-    return await uow.scheduling.clusters()
+    return await uow.clusters.clusters()

@@ -36,7 +36,8 @@ from stamen.domain.workset import Workset
 from stamen.events.types import StepStarted, WorksetCancelled, WorksetCompleted, WorksetFailed, WorksetStarted
 from stamen.executors.base import Executor, JobHandle, JobState, JobStatus
 from stamen.executors.hints import find_and_stop_by_hand
-from stamen.store.scheduling import ClusterRecord, SubmissionClaim, SubmittingStepRun
+from stamen.store.clusters import ClusterRecord
+from stamen.store.step_runs import SubmissionClaim, SubmittingStepRun
 from stamen.store.unit_of_work import UnitOfWork
 
 log = structlog.get_logger(__name__)
@@ -115,7 +116,7 @@ class Dispatcher:
         dispatched = await self.reconcile_submitting()
         while True:
             async with UnitOfWork(self._pool) as uow:
-                claimed = await uow.scheduling.claim_undispatched(limit=1)
+                claimed = await uow.step_runs.claim_undispatched(limit=1)
                 if not claimed:
                     return dispatched
                 ws = await uow.worksets.get(claimed[0], for_update=True)
@@ -131,18 +132,18 @@ class Dispatcher:
         if ws.cancel_requested_by:
             finish_cancelled(ws, self._holder)
             await uow.worksets.save(ws)
-            await uow.scheduling.release_lease(ws.id, ws.attempt, "cancelled")
+            await uow.slots.release_lease(ws.id, ws.attempt, "cancelled")
             return None
-        cluster = await uow.scheduling.cluster(ws.cluster)
+        cluster = await uow.clusters.cluster(ws.cluster)
         try:
             plan = self._planner(ws, cluster)
         except Exception as exc:  # an unknown pipeline or a spec the planner cannot use
             await self._fail(uow, ws, None, f"cannot plan the pipeline: {exc}")
             return None
-        done = await uow.scheduling.completed_steps(ws.id, cluster.name)
+        done = await uow.step_runs.completed_steps(ws.id, cluster.name)
         # Steps done on another cluster count too when their outputs were exported to S3 (a workset
         # moved out of a lost region resumes after them); others' local outputs are not here.
-        elsewhere = await uow.scheduling.succeeded_anywhere(ws.id)
+        elsewhere = await uow.step_runs.succeeded_anywhere(ws.id)
         reused = {s.step: elsewhere[s.step] for s in plan if s.exported and s.step in elsewhere and s.step not in done}
         done |= set(reused)
         remaining = [(i, s) for i, s in enumerate(plan) if s.step not in done]
@@ -156,7 +157,7 @@ class Dispatcher:
                 event=WorksetCompleted(attempt=ws.attempt),
             )
             await uow.worksets.save(ws)
-            await uow.scheduling.release_lease(ws.id, ws.attempt, "completed")
+            await uow.slots.release_lease(ws.id, ws.attempt, "completed")
             await uow.actuals.record_from_steps(ws.id)
             log.info("scheduler.completed", workset_id=ws.id, attempt=ws.attempt)
             return None
@@ -165,7 +166,7 @@ class Dispatcher:
             "; reused exported outputs of " + ", ".join(f"{n} (from {c})" for n, c in sorted(reused.items()))
             if reused else ""
         )  # fmt: skip
-        claim = await uow.scheduling.record_submitting(
+        claim = await uow.step_runs.record_submitting(
             workset_id=ws.id,
             attempt=ws.attempt,
             step=step.step,
@@ -177,7 +178,7 @@ class Dispatcher:
 
     async def _submit(self, sub: Submission) -> None:
         async with UnitOfWork(self._pool) as uow:
-            if not await uow.scheduling.lock_submitting(sub.claim):
+            if not await uow.step_runs.lock_submitting(sub.claim):
                 # Another replica took the row as orphaned (this process stalled past the grace
                 # period) and settled or took it over: submitting now would run the step twice.
                 log.warning("scheduler.submission_reconciled_meanwhile", workset_id=sub.workset_id)
@@ -187,12 +188,12 @@ class Dispatcher:
                 handle = await self._executors.for_cluster(sub.cluster).submit(step)
             except Exception as exc:
                 reason = f"{sub.cluster.executor} executor refused the step: {exc}"
-                await uow.scheduling.end_unsubmitted(sub.claim.step_run_id, StepRunState.FAILED, reason)
+                await uow.step_runs.end_unsubmitted(sub.claim.step_run_id, StepRunState.FAILED, reason)
                 ws = await uow.worksets.get(sub.workset_id, for_update=True)
                 await self._fail(uow, ws, step.step, reason)
                 await uow.commit()
                 return
-            await uow.scheduling.record_submitted(sub.claim.step_run_id, handle)
+            await uow.step_runs.record_submitted(sub.claim.step_run_id, handle)
             ws = await uow.worksets.get(sub.workset_id, for_update=True)
             self._started(ws, sub.cluster.name, step.step, sub.how)
             await uow.worksets.save(ws)
@@ -220,7 +221,7 @@ class Dispatcher:
         deferred: list[int] = []
         while True:
             async with UnitOfWork(self._pool) as uow:
-                orphan = await uow.scheduling.claim_stale_submission(self._submit_grace_seconds, skip=deferred)
+                orphan = await uow.step_runs.claim_stale_submission(self._submit_grace_seconds, skip=deferred)
                 if orphan is None:
                     return reconciled
                 settled = await self._reconcile(uow, orphan)
@@ -264,14 +265,14 @@ class Dispatcher:
             return await self._adopt(uow, ws, orphan, target, handle, current, head)
         if not current:  # the workset has moved on: there is nothing left to submit
             reason = f"{head}; no job was started and the workset is no longer in attempt {orphan.attempt}"
-            await uow.scheduling.end_unsubmitted(orphan.id, StepRunState.LOST, reason)
+            await uow.step_runs.end_unsubmitted(orphan.id, StepRunState.LOST, reason)
             return Settlement(Reconciled.LOST, reason)
         if ws.cancel_requested_by:
             reason = f"{head}; no job was started and the workset was asked to stop"
-            await uow.scheduling.end_unsubmitted(orphan.id, StepRunState.CANCELLED, reason)
+            await uow.step_runs.end_unsubmitted(orphan.id, StepRunState.CANCELLED, reason)
             finish_cancelled(ws, self._holder)
             await uow.worksets.save(ws)
-            await uow.scheduling.release_lease(ws.id, ws.attempt, "cancelled")
+            await uow.slots.release_lease(ws.id, ws.attempt, "cancelled")
             return Settlement(Reconciled.CANCELLED, reason)
         return await self._resubmit(uow, ws, orphan, target, head)
 
@@ -280,7 +281,7 @@ class Dispatcher:
     ) -> OrphanTarget | str:
         """The orphan's cluster, executor and step as it was planned; or why they cannot be had."""
         try:
-            cluster = await uow.scheduling.cluster(orphan.cluster)
+            cluster = await uow.clusters.cluster(orphan.cluster)
             executor = self._executors.for_cluster(cluster)
             step = next(s for s in self._planner(ws, cluster) if s.step == orphan.step)
         except StopIteration:
@@ -294,7 +295,7 @@ class Dispatcher:
         self, uow: UnitOfWork, ws: Workset, orphan: SubmittingStepRun, target: OrphanTarget,
         handle: JobHandle, current: bool, head: str,
     ) -> Settlement:  # fmt: skip
-        await uow.scheduling.record_submitted(orphan.id, handle)
+        await uow.step_runs.record_submitted(orphan.id, handle)
         detail = f"{head}; job {handle.job_id} was found on cluster {target.cluster.name} and adopted"
         if current:
             # The submitter's StepStarted/WorksetStarted were rolled back with it: they go out now.
@@ -309,7 +310,7 @@ class Dispatcher:
         except Exception as exc:
             return Settlement(Reconciled.DEFERRED, f"job {handle.job_id} runs for nothing but cannot be cancelled: {exc}")
         reason = f"{detail}, then cancelled: the workset is no longer in attempt {orphan.attempt}"
-        await uow.scheduling.finish_step_run(
+        await uow.step_runs.finish_step_run(
             orphan.id,
             JobStatus(handle=handle, state=JobState.CANCELLED, native_state="CANCELLED", reason=reason),
         )
@@ -336,7 +337,7 @@ class Dispatcher:
                 f"no job found yet; a submission in flight could still create one, so the step is "
                 f"submitted again only {self._resubmit_after_seconds:g}s after it was recorded ({age:.0f}s ago)"
             ))  # fmt: skip
-        claim = await uow.scheduling.restart_submitting(orphan.id, self._holder)
+        claim = await uow.step_runs.restart_submitting(orphan.id, self._holder)
         submission = Submission(
             claim, ws.id, target.cluster, target.step, how="submitted again after its submitter stopped"
         )
@@ -353,12 +354,12 @@ class Dispatcher:
             f"{head}. If the job was started, it runs unwatched: {where}. The attempt is failed so the "
             "retry policy decides; a retry is a new attempt"
         )
-        await uow.scheduling.end_unsubmitted(orphan.id, StepRunState.LOST, reason)
+        await uow.step_runs.end_unsubmitted(orphan.id, StepRunState.LOST, reason)
         if current:
             if ws.cancel_requested_by:
                 finish_cancelled(ws, self._holder)
                 await uow.worksets.save(ws)
-                await uow.scheduling.release_lease(ws.id, ws.attempt, "cancelled")
+                await uow.slots.release_lease(ws.id, ws.attempt, "cancelled")
             else:
                 await self._fail(uow, ws, orphan.step, reason, native_state=LOST_STATE)
         return Settlement(Reconciled.LOST, reason)
@@ -366,7 +367,7 @@ class Dispatcher:
     @staticmethod
     async def _cluster_kind(uow: UnitOfWork, name: str) -> str:
         try:
-            return (await uow.scheduling.cluster(name)).executor
+            return (await uow.clusters.cluster(name)).executor
         except Exception:  # the cluster was removed: the hint stays generic
             return ""
 
@@ -382,7 +383,7 @@ class Dispatcher:
             ),
         )
         await uow.worksets.save(ws)
-        await uow.scheduling.release_lease(ws.id, ws.attempt, "failed")
+        await uow.slots.release_lease(ws.id, ws.attempt, "failed")
 
 
 def finish_cancelled(ws: Workset, holder: str) -> None:

@@ -26,7 +26,8 @@ from services.scheduler.executors import ExecutorRegistry
 from stamen.domain.lifecycle import WorksetState
 from stamen.events.types import StepCompleted, WorksetQueued
 from stamen.executors.base import JobState, JobStatus
-from stamen.store.scheduling import ActiveStep, ClusterRecord, StrandedWorkset
+from stamen.store.clusters import ClusterRecord
+from stamen.store.step_runs import ActiveStep, StrandedWorkset
 from stamen.store.unit_of_work import UnitOfWork
 
 log = structlog.get_logger(__name__)
@@ -44,7 +45,7 @@ class RegionEvacuation:
     async def run_once(self) -> int:
         """Returns how many worksets were sent back to the queue."""
         async with UnitOfWork(self._pool) as uow:
-            stranded = await uow.scheduling.worksets_in_down_regions()
+            stranded = await uow.step_runs.worksets_in_down_regions()
         moved = 0
         for s in stranded:
             if s.active and s.down_seconds < self._lost_after:
@@ -60,22 +61,22 @@ class RegionEvacuation:
             ws = await uow.worksets.get(s.workset_id, for_update=True)
             if ws.state not in (S.SCHEDULED, S.RUNNING) or ws.attempt != s.attempt or ws.cluster != s.cluster:
                 return 0  # it moved on meanwhile
-            steps = await uow.scheduling.lock_active_steps(ws.id, ws.attempt)
+            steps = await uow.step_runs.lock_active_steps(ws.id, ws.attempt)
             if steps is None:
                 return 0  # a submitter or the monitor holds one of its steps: next pass
             where = f"region {s.region} is down ({s.region_reason})"
             if steps:
                 if s.down_seconds < self._lost_after:
                     return 0  # a job appeared since the listing: wait for the threshold
-                cluster = await uow.scheduling.cluster(s.cluster)
+                cluster = await uow.clusters.cluster(s.cluster)
                 outcomes = [await self._stop_and_look(cluster, step) for step in steps]
                 for step, status in zip(steps, outcomes, strict=True):
                     if status is not None and status.state is JobState.SUCCEEDED:
                         # It finished just before it was stopped: keep the result like the monitor would.
-                        await uow.scheduling.finish_step_run(step.id, status)
+                        await uow.step_runs.finish_step_run(step.id, status)
                         ws.event(StepCompleted(step=step.step, attempt=ws.attempt))
                         continue
-                    await uow.scheduling.mark_step_lost(
+                    await uow.step_runs.mark_step_lost(
                         step.id,
                         f"{where} for {s.down_seconds:.0f}s (over {self._lost_after:g}s): the job is marked lost "
                         f"and the workset retried elsewhere"
@@ -99,7 +100,7 @@ class RegionEvacuation:
                 event=WorksetQueued(priority=ws.priority, attempt=ws.attempt + 1),
             )
             await uow.worksets.save(ws)
-            await uow.scheduling.release_lease(ws.id, ws.attempt, outcome)
+            await uow.slots.release_lease(ws.id, ws.attempt, outcome)
             await uow.commit()
         log.warning("scheduler.evacuated", workset_id=ws.id, region=s.region, cluster=s.cluster, reason=reason)
         return 1

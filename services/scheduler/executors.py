@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from stamen.executors.base import Executor, ReportsJobExits
-from stamen.store.scheduling import ClusterRecord
+from stamen.store.clusters import ClusterRecord
 
 ExecutorFactory = Callable[[ClusterRecord], Executor]
 

@@ -1,4 +1,4 @@
-"""Event handlers and timer handlers of the scheduler: thin adapters over the store's retry operations."""
+"""Event handlers and timer handlers of the scheduler: thin adapters over the retry commands."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from stamen.diagnostics import RetryClass
 from stamen.events.envelope import Envelope
 from stamen.events.types import WorksetDiagnosed
 from stamen.retry import RetryPolicy
+from stamen.retry_commands import record_failure, reset_for_retry
 from stamen.service.poison import payload_of, workset_id_of
 from stamen.settings import Settings
-from stamen.store.scheduling import DueTimer
+from stamen.store.timers import DueTimer
 from stamen.store.unit_of_work import UnitOfWork
 
 log = structlog.get_logger(__name__)
@@ -25,7 +26,8 @@ class RetryHandler:
 
     async def on_diagnosed(self, uow: UnitOfWork, event: Envelope) -> None:
         diagnosed = payload_of(event, WorksetDiagnosed)
-        outcome = await uow.retries.record_failure(
+        outcome = await record_failure(
+            uow,
             workset_id_of(event),
             attempt=diagnosed.attempt,
             code=diagnosed.code,
@@ -45,8 +47,8 @@ class RetryHandler:
 
 
 async def fire_retry(uow: UnitOfWork, timer: DueTimer) -> None:
-    ws = await uow.retries.reset_for_retry(
-        timer.workset_id, actor=ACTOR, reason=f"retry timer due at {timer.due_at:%H:%M:%S}"
+    ws = await reset_for_retry(
+        uow, timer.workset_id, actor=ACTOR, reason=f"retry timer due at {timer.due_at:%H:%M:%S}"
     )
     if ws is None:
         log.info("scheduler.retry_skipped", workset_id=timer.workset_id, reason="no longer waiting to retry")

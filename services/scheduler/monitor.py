@@ -14,7 +14,7 @@ from services.scheduler.executors import ExecutorRegistry
 from stamen.domain.lifecycle import WorksetState
 from stamen.events.types import StepCompleted, WorksetFailed
 from stamen.executors.base import JobState, JobStatus
-from stamen.store.scheduling import StepRunRow
+from stamen.store.step_runs import StepRunRow
 from stamen.store.unit_of_work import UnitOfWork
 
 log = structlog.get_logger(__name__)
@@ -31,8 +31,8 @@ class JobMonitor:
         """Returns how many steps finished."""
         finished = 0
         async with UnitOfWork(self._pool) as uow:
-            clusters = await uow.scheduling.clusters()
-            active = {c.name: await uow.scheduling.active_step_runs(c.name) for c in clusters}
+            clusters = await uow.clusters.clusters()
+            active = {c.name: await uow.step_runs.active_step_runs(c.name) for c in clusters}
         for cluster in clusters:
             rows = active[cluster.name]
             if not rows:
@@ -51,17 +51,17 @@ class JobMonitor:
 
     async def _record(self, row: StepRunRow, status: JobStatus) -> int:
         async with UnitOfWork(self._pool) as uow:
-            if await uow.scheduling.lock_active_step_run(row.id) is None:
+            if await uow.step_runs.lock_active_step_run(row.id) is None:
                 return 0  # another replica recorded it
             ws = await uow.worksets.get(row.workset_id, for_update=True)
-            await uow.scheduling.finish_step_run(row.id, status)
+            await uow.step_runs.finish_step_run(row.id, status)
             if status.state is JobState.SUCCEEDED:
                 resources = {k: v for k, v in status.resources.model_dump().items() if v is not None}
                 ws.event(StepCompleted(step=row.step, attempt=row.attempt, resources=resources))
                 # The dispatcher starts the next step (or completes the workset) on its next pass.
             elif ws.cancel_requested_by and status.state is JobState.CANCELLED:
                 finish_cancelled(ws, self._holder)
-                await uow.scheduling.release_lease(ws.id, ws.attempt, "cancelled")
+                await uow.slots.release_lease(ws.id, ws.attempt, "cancelled")
             elif ws.state in (S.SCHEDULED, S.RUNNING):
                 reason = status.reason or f"step {row.step} ended {status.state.value}"
                 ws.transition(
@@ -78,7 +78,7 @@ class JobMonitor:
                         reason=reason,
                     ),
                 )
-                await uow.scheduling.release_lease(ws.id, ws.attempt, "failed")
+                await uow.slots.release_lease(ws.id, ws.attempt, "failed")
             await uow.worksets.save(ws)
             await uow.commit()
         log.info(
@@ -89,15 +89,15 @@ class JobMonitor:
     async def stop_requested(self) -> None:
         """Carry out cancel requests and the max-duration guard on running jobs."""
         async with UnitOfWork(self._pool) as uow:
-            for ws_id in await uow.scheduling.overdue():
+            for ws_id in await uow.step_runs.overdue():
                 ws = await uow.worksets.get(ws_id, for_update=True)
                 ws.cancel_requested_by = MAX_DURATION_ACTOR
                 await uow.worksets.save(ws)
             await uow.commit()
         async with UnitOfWork(self._pool) as uow:
-            requests = await uow.scheduling.cancel_requested()
-            targets = [(ws_id, await uow.scheduling.active_step_run_for(ws_id)) for ws_id, _ in requests]
-            clusters = {c.name: c for c in await uow.scheduling.clusters()}
+            requests = await uow.step_runs.cancel_requested()
+            targets = [(ws_id, await uow.step_runs.active_step_run_for(ws_id)) for ws_id, _ in requests]
+            clusters = {c.name: c for c in await uow.clusters.clusters()}
         for ws_id, active in targets:
             if active is None:
                 continue  # not started yet: the dispatcher finishes the cancel

@@ -13,7 +13,7 @@ from stamen.domain.workset import Workset
 from stamen.executors.base import Executor
 from stamen.pipelines import Pipeline, get_pipeline, plan_steps
 from stamen.settings import Settings
-from stamen.store.scheduling import ClusterRecord
+from stamen.store.clusters import ClusterRecord
 
 
 class PipelinesFileError(ValueError):

@@ -64,7 +64,7 @@ def lost_retry_timers(pool: asyncpg.Pool, settings: Settings) -> ReconcilePass:
         async with UnitOfWork(pool) as uow:
             waiting = await RecoveryRepository(uow.connection).waiting_without_timer(settings.reconcile_after_seconds)
             for item in waiting:
-                await uow.scheduling.add_timer(
+                await uow.timers.add_timer(
                     item.workset_id, "retry", datetime.now(UTC), {"attempt": item.attempt + 1}
                 )
                 log.warning("reconcile.retry_timer_added", workset_id=item.workset_id)

@@ -12,7 +12,7 @@ import structlog
 
 from stamen.bus.consumer import DependencyGate
 from stamen.service.backoff import FailureBackoff
-from stamen.store.scheduling import DueTimer
+from stamen.store.timers import DueTimer
 from stamen.store.unit_of_work import UnitOfWork
 
 log = structlog.get_logger(__name__)
@@ -94,14 +94,14 @@ class TimerLoop:
 
     async def next_due(self) -> datetime | None:
         async with UnitOfWork(self._pool) as uow:
-            return await uow.scheduling.next_timer_due()
+            return await uow.timers.next_timer_due()
 
     async def fire_due(self) -> int:
         fired = 0
         while True:
             try:
                 async with UnitOfWork(self._pool) as uow:
-                    due = await uow.scheduling.claim_due_timers(limit=1)
+                    due = await uow.timers.claim_due_timers(limit=1)
                     if not due:
                         return fired
                     timer = due[0]
@@ -113,7 +113,7 @@ class TimerLoop:
                             await handler(uow, timer)
                         except Exception as exc:
                             raise HandlerFailed(timer, exc) from exc
-                    await uow.scheduling.mark_timer_fired(timer.id)
+                    await uow.timers.mark_timer_fired(timer.id)
                     await uow.commit()
             except HandlerFailed as failure:
                 await self._postpone(failure.timer, failure.error)
@@ -130,7 +130,7 @@ class TimerLoop:
         """One timer's failing handler must not hold back the timers due after it: it is tried again
         later (its transaction was rolled back, so nothing of the failed try remains)."""
         async with UnitOfWork(self._pool) as uow:
-            await uow.scheduling.postpone_timer(timer.id, self.HANDLER_RETRY_SECONDS)
+            await uow.timers.postpone_timer(timer.id, self.HANDLER_RETRY_SECONDS)
             await uow.commit()
         log.error(
             "scheduler.timer_failed",

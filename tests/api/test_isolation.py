@@ -153,7 +153,7 @@ async def _shared_cluster(world: World) -> str:
     assert added.status == 201, await added.text()
     async with UnitOfWork(world.pool) as uow:
         for tenant in (world.a, world.b):
-            await uow.scheduling.acquire_lease(
+            await uow.slots.acquire_lease(
                 workset_id=tenant.target.workset_id,
                 tenant_id=tenant.id,
                 cluster="shared-1",

@@ -68,7 +68,7 @@ async def test_operators_drain_activate_and_remove_clusters(world: World) -> Non
     active = await world.client.post("/api/v1/clusters/west-9/activate", headers=world.operator)
     assert active.status == 200 and (await active.json())["status"] == "active"
     async with UnitOfWork(world.pool) as uow:  # a workset holds a slot there
-        await uow.scheduling.acquire_lease(
+        await uow.slots.acquire_lease(
             workset_id=world.a.target.workset_id,
             tenant_id=world.a.id,
             cluster="west-9",
@@ -81,7 +81,7 @@ async def test_operators_drain_activate_and_remove_clusters(world: World) -> Non
     assert busy.status == 409 and body["code"] == "CLUSTER_BUSY" and body["details"] == {"cluster": "west-9"}
     assert "drain it" in body["message"]
     async with UnitOfWork(world.pool) as uow:
-        await uow.scheduling.release_lease(world.a.target.workset_id, 1, "completed")
+        await uow.slots.release_lease(world.a.target.workset_id, 1, "completed")
         await uow.commit()
     removed = await world.client.delete("/api/v1/clusters/west-9", headers=world.operator)
     assert removed.status == 200 and await removed.json() == {"name": "west-9", "removed": True}
@@ -102,14 +102,14 @@ async def test_a_dead_letter_shows_every_attempt(world: World) -> None:
     await _cluster(world, "west-2")
     async with UnitOfWork(world.pool) as uow:
         for attempt, cluster in ((1, "west-1"), (2, "west-2")):
-            await uow.scheduling.acquire_lease(
+            await uow.slots.acquire_lease(
                 workset_id=dead,
                 tenant_id=world.a.id,
                 cluster=cluster,
                 holder=f"scheduler-{attempt}",
                 attempt=attempt,
             )
-            await uow.scheduling.release_lease(dead, attempt, "failed")
+            await uow.slots.release_lease(dead, attempt, "failed")
         await uow.commit()
     shown = await (await world.client.get(f"/api/v1/dlq/{dead}", headers=world.operator)).json()
     assert shown["dead_letter"]["workset_id"] == dead and shown["workset"]["id"] == dead
@@ -234,8 +234,8 @@ async def test_regions_report_the_health_admission_uses(world: World) -> None:
         "us-west-2": ("healthy", False, ["west-1"]),
     }
     async with UnitOfWork(world.pool) as uow:
-        await uow.scheduling.set_region_health("us-east-1", "down", "AZ outage")
-        await uow.scheduling.set_region_health("eu-west-1", "degraded", "slow")
+        await uow.slots.set_region_health("us-east-1", "down", "AZ outage")
+        await uow.slots.set_region_health("eu-west-1", "degraded", "slow")
         await uow.commit()
     assert await regions() == {
         "eu-west-1": ("degraded", True, []),

@@ -32,7 +32,7 @@ async def test_a_customer_gets_both_and_another_tenant_its_limit_only(pool: asyn
         customer = await CustomerRepository(conn).get("lab-a")
         assert await CustomerRepository(conn).get("no-customer") is None
     async with UnitOfWork(pool) as uow:
-        assert await uow.scheduling.tenant_limits() == {"lab-a": MAX_CONCURRENT_WORKSETS, "no-customer": 3}
+        assert await uow.slots.tenant_limits() == {"lab-a": MAX_CONCURRENT_WORKSETS, "no-customer": 3}
     assert customer is not None and customer.max_concurrent_worksets == MAX_CONCURRENT_WORKSETS
 
 
@@ -51,7 +51,7 @@ async def test_a_bad_limit_is_refused_before_anything_is_written(
         await set_tenant_limit(pool, tenant, value)
     assert refused.value.code == "TENANT_LIMIT_INVALID" and refused.value.details == {"field": field}
     async with UnitOfWork(pool) as uow:
-        assert await uow.scheduling.tenant_limits() == {}
+        assert await uow.slots.tenant_limits() == {}
 
 
 def test_onboarding_has_the_same_range() -> None:

@@ -27,7 +27,7 @@ from stamen.customers.model import bucket_name
 from stamen.customers.repository import CustomerRepository
 from stamen.events.envelope import decode_envelope
 from stamen.events.types import CustomerCreated
-from stamen.store.scheduling import SchedulerRepository
+from stamen.store.slots import SlotLedger
 from tests.customers.awskit import customer_settings, unique
 
 
@@ -131,7 +131,7 @@ async def test_onboarding_creates_bucket_topic_user_row_limit_and_event(
     )
 
     async with pool.acquire() as conn:
-        limits = await SchedulerRepository(conn).tenant_limits()  # what scheduler admission reads
+        limits = await SlotLedger(conn).tenant_limits()  # what scheduler admission reads
     assert limits[cid] == 3
     [(subject, event)] = await outbox_events(pool)
     assert subject == f"stamen.evt.{cid}.customer.created"

@@ -28,7 +28,8 @@ from stamen.customers.usage import GB, InvalidMonth, check_customer_storage, mon
 from stamen.executors.base import JobHandle, JobResources, JobState, JobStatus
 from stamen.inputs.repository import IntakeRepository
 from stamen.intake import submit_workset
-from stamen.store.scheduling import ClusterRecord, SchedulerRepository
+from stamen.store.clusters import ClusterRecord, ClusterRepository
+from stamen.store.step_runs import StepRunRepository
 from stamen.worksets.registry import prices
 from tests.customers.awskit import customer_settings, unique
 
@@ -90,7 +91,7 @@ def test_quota_refuses_exactly_when_over(used: int, incoming: int, quota: float)
 
 
 async def _step(
-    repo: SchedulerRepository, workset_id: str, step: str, cluster: str, cpu: float | None, ended: datetime
+    repo: StepRunRepository, workset_id: str, step: str, cluster: str, cpu: float | None, ended: datetime
 ) -> None:
     handle = JobHandle(
         executor="local",
@@ -149,8 +150,8 @@ async def test_monthly_usage_from_the_store_and_the_bucket(
     )
     now = datetime.now(UTC)
     async with pool.acquire() as conn:
-        sched = SchedulerRepository(conn)
-        await sched.upsert_cluster(ClusterRecord("east", "us-east-1", "local", 4, price_factor=1.5))
+        sched = StepRunRepository(conn)
+        await ClusterRepository(conn).upsert_cluster(ClusterRecord("east", "us-east-1", "local", 4, price_factor=1.5))
         await _step(sched, ids[0], "qc", "east", 3600.0, now)
         await _step(sched, ids[1], "qc", "east", 1800.0, now)
         await _step(sched, ids[1], "align", "east", None, now)

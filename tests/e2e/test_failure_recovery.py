@@ -219,7 +219,7 @@ async def failure_scenarios(pool: asyncpg.Pool, services: Services, work: Path) 
 
         async with UnitOfWork(pool) as uow:
             flaky_ws = await uow.worksets.get(flaky)
-            flaky_steps = await uow.scheduling.step_run_counts(flaky)
+            flaky_steps = await uow.step_runs.step_run_counts(flaky)
             flaky_diag = await uow.diagnoses.for_workset(flaky)
             bad_diag = await uow.diagnoses.for_workset(bad)
             oom_ws = await uow.worksets.get(oom)

@@ -64,7 +64,7 @@ async def test_cluster_add_ls_drain_activate_and_rm(pool: asyncpg.Pool, database
     # A cluster that runs something cannot be removed.
     ws_id = await workset_in(pool, S.VALIDATING, S.QUEUED, S.SCHEDULED, attempt=1)
     async with UnitOfWork(pool) as uow:
-        await uow.scheduling.acquire_lease(
+        await uow.slots.acquire_lease(
             workset_id=ws_id, tenant_id="acme", cluster="hpc-west", holder="test", attempt=1
         )
         await uow.commit()
@@ -75,7 +75,7 @@ async def test_cluster_add_ls_drain_activate_and_rm(pool: asyncpg.Pool, database
         "message": "cluster 'hpc-west' runs 1 worksets; drain it and wait for them to finish",
     }
     async with UnitOfWork(pool) as uow:
-        await uow.scheduling.release_lease(ws_id, 1, "completed")
+        await uow.slots.release_lease(ws_id, 1, "completed")
         await uow.commit()
     assert stamen(db, "cluster", "rm", "hpc-west") == {"cluster": "hpc-west", "removed": True}
     assert stamen(db, "cluster", "ls") == []
@@ -168,10 +168,10 @@ async def test_tenant_limit_keeps_the_customer_quota_and_retrying_lists_waiting_
     waiting = await workset_in(pool, *TO_FAILED, S.RETRY_WAIT, tenant="lab-a", attempt=1, retry_count=1)
     later = await workset_in(pool, *TO_FAILED, S.RETRY_WAIT, tenant="lab-b", attempt=1, retry_count=1)
     async with UnitOfWork(pool) as uow:
-        await uow.scheduling.add_timer(
+        await uow.timers.add_timer(
             waiting, "retry", datetime.now(UTC) - timedelta(seconds=1), {"attempt": 2}
         )
-        await uow.scheduling.add_timer(later, "retry", datetime.now(UTC) + timedelta(hours=1), {"attempt": 2})
+        await uow.timers.add_timer(later, "retry", datetime.now(UTC) + timedelta(hours=1), {"attempt": 2})
         await uow.commit()
     rows = stamen(db, "worksets", "retrying")
     assert [(r["workset_id"], r["retry_count"], r["max_retries"]) for r in rows] == [

@@ -128,7 +128,7 @@ async def test_a_failure_whose_events_were_lost_is_diagnosed_and_retried(pool: a
     timers = lost_retry_timers(pool, settings)
     assert await timers.run() == 1
     async with UnitOfWork(pool) as uow:
-        (due,) = await uow.retries.get_retryable_worksets(tenant_id="acme", limit=1)
+        (due,) = await uow.timers.get_retryable_worksets(tenant_id="acme", limit=1)
     assert due.workset_id == kept
     assert await timers.run() == 0
 

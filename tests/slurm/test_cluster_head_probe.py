@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from services.regions.probes import ClusterProbe, run_probe
-from stamen.store.scheduling import ClusterRecord
+from stamen.store.clusters import ClusterRecord
 from tests.slurm.conftest import SlurmTestCluster
 
 

@@ -21,7 +21,7 @@ from stamen.domain.steps import StepSpec
 from stamen.executors.base import JobHandle
 from stamen.executors.remote import LocalCommandRunner
 from stamen.executors.slurm import SlurmExecutor
-from stamen.store.scheduling import ClusterRecord
+from stamen.store.clusters import ClusterRecord
 from stamen.store.unit_of_work import UnitOfWork
 from tests.slurm.conftest import SlurmTestCluster
 
@@ -69,7 +69,7 @@ async def test_a_scheduler_crash_around_sbatch_never_runs_the_step_twice(
     # Jobs run as the Slurm daemons' user; the fixture's folder is readable by them, pytest's is not.
     work = slurm_cluster.root / f"work-{tmp_path.name}"
     async with UnitOfWork(pool) as uow:
-        await uow.scheduling.upsert_cluster(ClusterRecord("hpc", "us-west-2", "slurm", 2,
+        await uow.clusters.upsert_cluster(ClusterRecord("hpc", "us-west-2", "slurm", 2,
                                                           config={"workdir_root": str(work)}))  # fmt: skip
         await uow.commit()
     ws_id = await enqueue(pool, "acme")

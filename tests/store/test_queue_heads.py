@@ -72,8 +72,8 @@ async def test_queue_heads_and_last_admissions_match_a_plain_reading_of_the_queu
     for r in queued:
         heads.setdefault((r[1], r[2]), r)
     async with UnitOfWork(pool) as uow:
-        got = await uow.scheduling.queue_heads()
-        last = await uow.scheduling.last_admitted()
+        got = await uow.slots.queue_heads()
+        last = await uow.slots.last_admitted()
 
     assert [(h.tenant_id, h.priority, h.workset_id) for h in got] == [(k[0], k[1], r[0]) for k, r in heads.items()]
     for head in got:
@@ -87,5 +87,5 @@ async def test_queue_heads_and_last_admissions_match_a_plain_reading_of_the_queu
 
 async def test_an_empty_queue_has_no_heads(pool: asyncpg.Pool) -> None:
     async with UnitOfWork(pool) as uow:
-        assert await uow.scheduling.queue_heads() == []
-        assert await uow.scheduling.last_admitted() == {}
+        assert await uow.slots.queue_heads() == []
+        assert await uow.slots.last_admitted() == {}

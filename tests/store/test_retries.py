@@ -1,4 +1,4 @@
-"""The store's retry operations on a real PostgreSQL: record_failure, get_retryable_worksets,
+"""The retry commands and the store's retry queries on a real PostgreSQL: record_failure, get_retryable_worksets,
 reset_for_retry (a retry timer) and requeue_with_fresh_budget (an operator's requeue)."""
 
 from __future__ import annotations
@@ -11,7 +11,12 @@ import pytest
 from stamen.diagnostics import RetryClass
 from stamen.domain.lifecycle import WorksetState
 from stamen.retry import BackoffPolicy, MemoryEscalation, RequeueChanges, RetryPolicy
-from stamen.store.scheduling import WorksetNotRequeueable
+from stamen.retry_commands import (
+    WorksetNotRequeueable,
+    record_failure,
+    requeue_with_fresh_budget,
+    reset_for_retry,
+)
 from stamen.store.unit_of_work import UnitOfWork
 from tests.store.worksetkit import TO_DEAD_LETTERED, TO_FAILED, events_of, workset_in
 
@@ -31,7 +36,8 @@ async def record(
     policy: RetryPolicy | None = POLICY,
 ) -> str:
     async with UnitOfWork(pool) as uow:
-        outcome = await uow.retries.record_failure(
+        outcome = await record_failure(
+            uow,
             ws_id, attempt=attempt, code="WS-TST-001", retry_class=retry_class, policy=policy, actor="tester"
         )
         await uow.commit()
@@ -44,7 +50,7 @@ async def test_a_transient_failure_waits_for_a_durable_timer_within_the_backoff(
     assert await record(pool, ws_id, RetryClass.TRANSIENT) == "retry"
     async with UnitOfWork(pool) as uow:
         ws = await uow.worksets.get(ws_id)
-        timers = await uow.scheduling.timers_for(ws_id)
+        timers = await uow.timers.timers_for(ws_id)
         history = await uow.worksets.history(ws_id)
     assert ws.state is S.RETRY_WAIT and ws.retry_count == 1 and ws.memory_multiplier == 1.0
     assert [(t["kind"], t["payload"], t["fired_at"]) for t in timers] == [("retry", '{"attempt": 2}', None)]
@@ -88,7 +94,7 @@ async def test_a_failure_that_cannot_change_ends_in_the_dead_letter_queue_at_onc
         ws = await uow.worksets.get(ws_id)
         parked = await uow.dead_letters.get(ws_id)
         assert ws.state is S.DEAD_LETTERED and ws.retry_count == 0
-        assert await uow.scheduling.timers_for(ws_id) == []
+        assert await uow.timers.timers_for(ws_id) == []
     assert parked is not None and (parked["reason"], parked["attempts"]) == ("not_retryable", 1)
     assert retry_class.value in parked["detail"]
     # The one "failed for good" event: small facts, the diagnosis stays in PostgreSQL.
@@ -143,7 +149,7 @@ async def test_a_stale_or_repeated_diagnosis_changes_nothing(pool: asyncpg.Pool)
     async with UnitOfWork(pool) as uow:
         assert (await uow.worksets.get(ws_id)).state is S.FAILED
         assert (await uow.worksets.get(running)).state is S.RUNNING
-        assert await uow.scheduling.timers_for(ws_id) == []
+        assert await uow.timers.timers_for(ws_id) == []
     # Dead-lettered once; the same diagnosis again (a redelivery) emits nothing more.
     assert await record(pool, ws_id, RetryClass.DATA, attempt=2) == "dead_lettered"
     assert await record(pool, ws_id, RetryClass.DATA, attempt=2) == "stale"
@@ -160,14 +166,14 @@ async def test_retryable_worksets_are_listed_soonest_first_by_tenant_and_due_tim
     ):
         ws_id = await workset_in(pool, *TO_FAILED, S.RETRY_WAIT, tenant=tenant, attempt=1, retry_count=1)
         async with UnitOfWork(pool) as uow:
-            await uow.scheduling.add_timer(ws_id, "retry", due, {"attempt": 2})
+            await uow.timers.add_timer(ws_id, "retry", due, {"attempt": 2})
             await uow.commit()
         waiting[ws_id] = due
     await workset_in(pool, *TO_FAILED, attempt=1)  # failed, not waiting: never listed
     async with UnitOfWork(pool) as uow:
-        listed = await uow.retries.get_retryable_worksets()
-        acme = await uow.retries.get_retryable_worksets(tenant_id="acme")
-        due_now = await uow.retries.get_retryable_worksets(due_by=now + timedelta(seconds=5))
+        listed = await uow.timers.get_retryable_worksets()
+        acme = await uow.timers.get_retryable_worksets(tenant_id="acme")
+        due_now = await uow.timers.get_retryable_worksets(due_by=now + timedelta(seconds=5))
     assert [r.workset_id for r in listed] == sorted(waiting, key=lambda w: waiting[w])
     assert [r.tenant_id for r in acme] == ["acme", "acme"] and acme[0].due_at < acme[1].due_at
     assert len(due_now) == 2 and all(r.due_at <= now + timedelta(seconds=5) for r in due_now)
@@ -180,8 +186,8 @@ async def test_reset_for_retry_from_a_timer_queues_the_next_attempt_unless_cance
     ws_id = await workset_in(pool, *TO_FAILED, S.RETRY_WAIT, attempt=1, retry_count=1)
     cancelled = await workset_in(pool, *TO_FAILED, S.RETRY_WAIT, S.CANCELLED, attempt=1, retry_count=1)
     async with UnitOfWork(pool) as uow:
-        queued = await uow.retries.reset_for_retry(ws_id, actor="scheduler", reason="timer due")
-        skipped = await uow.retries.reset_for_retry(cancelled, actor="scheduler", reason="timer due")
+        queued = await reset_for_retry(uow, ws_id, actor="scheduler", reason="timer due")
+        skipped = await reset_for_retry(uow, cancelled, actor="scheduler", reason="timer due")
         await uow.commit()
     assert queued is not None and queued.state is S.QUEUED and queued.retry_count == 1  # budget kept
     assert skipped is None
@@ -204,7 +210,8 @@ async def test_requeue_with_fresh_budget_applies_changes_and_starts_the_budget_a
     )
     changes = RequeueChanges.parse({"max_retries": 5, "priority": "urgent", "preferred_cluster": "hpc"})
     async with UnitOfWork(pool) as uow:
-        ws = await uow.retries.requeue_with_fresh_budget(
+        ws = await requeue_with_fresh_budget(
+            uow,
             ws_id, actor="alice", reason="requeued", changes=changes
         )
         await uow.commit()
@@ -227,7 +234,7 @@ async def test_an_operator_cannot_requeue_a_workset_that_has_not_failed(pool: as
     running = await workset_in(pool, S.VALIDATING, S.QUEUED, S.SCHEDULED, S.RUNNING, attempt=1)
     async with UnitOfWork(pool) as uow:
         with pytest.raises(WorksetNotRequeueable, match="is running; only dead-lettered or failed"):
-            await uow.retries.requeue_with_fresh_budget(running, actor="alice", reason="x")
+            await requeue_with_fresh_budget(uow, running, actor="alice", reason="x")
 
 
 async def test_each_way_back_to_the_queue_leaves_the_other_ones_worksets_alone(pool: asyncpg.Pool) -> None:
@@ -236,10 +243,10 @@ async def test_each_way_back_to_the_queue_leaves_the_other_ones_worksets_alone(p
     parked = await workset_in(pool, *TO_DEAD_LETTERED, attempt=2, retry_count=1, max_retries=1)
     waiting = await workset_in(pool, *TO_FAILED, S.RETRY_WAIT, attempt=1, retry_count=1)
     async with UnitOfWork(pool) as uow:
-        assert await uow.retries.reset_for_retry(failed, actor="scheduler", reason="timer due") is None
-        assert await uow.retries.reset_for_retry(parked, actor="scheduler", reason="timer due") is None
+        assert await reset_for_retry(uow, failed, actor="scheduler", reason="timer due") is None
+        assert await reset_for_retry(uow, parked, actor="scheduler", reason="timer due") is None
         with pytest.raises(WorksetNotRequeueable, match="is retry_wait; only dead-lettered or failed"):
-            await uow.retries.requeue_with_fresh_budget(waiting, actor="alice", reason="x")
+            await requeue_with_fresh_budget(uow, waiting, actor="alice", reason="x")
         await uow.commit()
     async with UnitOfWork(pool) as uow:
         assert (await uow.worksets.get(failed)).state is S.FAILED
@@ -251,7 +258,7 @@ async def test_each_way_back_to_the_queue_leaves_the_other_ones_worksets_alone(p
 async def test_an_operator_can_requeue_a_failed_workset_that_was_never_parked(pool: asyncpg.Pool) -> None:
     ws_id = await workset_in(pool, *TO_FAILED, attempt=1, retry_count=2)
     async with UnitOfWork(pool) as uow:
-        ws = await uow.retries.requeue_with_fresh_budget(ws_id, actor="alice", reason="fixed the input")
+        ws = await requeue_with_fresh_budget(uow, ws_id, actor="alice", reason="fixed the input")
         await uow.commit()
     assert ws.state is S.QUEUED and ws.retry_count == 0 and ws.attempt == 1
     events = await events_of(pool, ws_id)

@@ -1,4 +1,4 @@
-"""SchedulerRepository on a real PostgreSQL: step runs before submission, completed steps per cluster,
+"""The scheduler's repositories (step runs, slots, clusters) on a real PostgreSQL: step runs before submission, completed steps per cluster,
 region health, tenant limits kept equal to the customer's quota."""
 
 from __future__ import annotations
@@ -30,22 +30,22 @@ async def test_a_step_is_recorded_before_submission_and_keeps_the_workset_from_b
 ) -> None:
     ws_id = await workset_in(pool, *RUNNING, attempt=1)
     async with UnitOfWork(pool) as uow:
-        assert await uow.scheduling.claim_undispatched() == [ws_id]
-        claim = await uow.scheduling.record_submitting(
+        assert await uow.step_runs.claim_undispatched() == [ws_id]
+        claim = await uow.step_runs.record_submitting(
             workset_id=ws_id, attempt=1, step="one", step_index=0, cluster="a", holder="s1"
         )
         await uow.commit()
     run_id = claim.step_run_id
     async with UnitOfWork(pool) as uow:
-        assert await uow.scheduling.claim_undispatched() == []  # being submitted: not dispatched again
-        assert await uow.scheduling.active_step_runs("a") == []  # no handle to poll yet
-        assert await uow.scheduling.lock_submitting(claim)
-        await uow.scheduling.record_submitted(run_id, handle(ws_id, "one"))
+        assert await uow.step_runs.claim_undispatched() == []  # being submitted: not dispatched again
+        assert await uow.step_runs.active_step_runs("a") == []  # no handle to poll yet
+        assert await uow.step_runs.lock_submitting(claim)
+        await uow.step_runs.record_submitted(run_id, handle(ws_id, "one"))
         await uow.commit()
     async with UnitOfWork(pool) as uow:
-        active = await uow.scheduling.active_step_runs("a")
+        active = await uow.step_runs.active_step_runs("a")
         assert [(r.id, r.state, r.handle.job_id) for r in active] == [(run_id, "running", "123")]
-        assert not await uow.scheduling.lock_submitting(claim)  # no longer 'submitting'
+        assert not await uow.step_runs.lock_submitting(claim)  # no longer 'submitting'
 
 
 async def test_only_unlocked_submissions_older_than_the_grace_period_are_taken_as_orphaned(
@@ -56,20 +56,20 @@ async def test_only_unlocked_submissions_older_than_the_grace_period_are_taken_a
     ids = {}
     async with UnitOfWork(pool) as uow:
         for ws_id in (alive, dead):
-            ids[ws_id] = await uow.scheduling.record_submitting(
+            ids[ws_id] = await uow.step_runs.record_submitting(
                 workset_id=ws_id, attempt=1, step="one", step_index=0, cluster="a", holder="s1"
             )
         await uow.commit()
     async with UnitOfWork(pool) as uow:
-        assert await uow.scheduling.claim_stale_submission(60) is None  # too recent
+        assert await uow.step_runs.claim_stale_submission(60) is None  # too recent
     await asyncio.sleep(0.2)
     async with UnitOfWork(pool) as submitter, UnitOfWork(pool) as reconciler:
-        assert await submitter.scheduling.lock_submitting(ids[alive])  # a live submitter holds its row
-        orphan = await reconciler.scheduling.claim_stale_submission(0.1)
+        assert await submitter.step_runs.lock_submitting(ids[alive])  # a live submitter holds its row
+        orphan = await reconciler.step_runs.claim_stale_submission(0.1)
         assert orphan is not None and orphan.workset_id == dead and orphan.submitted_by == "s1"
-        await reconciler.scheduling.end_unsubmitted(orphan.id, StepRunState.LOST, "the submitter died")
+        await reconciler.step_runs.end_unsubmitted(orphan.id, StepRunState.LOST, "the submitter died")
         await reconciler.commit()
-        assert await reconciler.scheduling.claim_stale_submission(0.1) is None
+        assert await reconciler.step_runs.claim_stale_submission(0.1) is None
     async with pool.acquire() as conn:
         rows = await conn.fetch("SELECT workset_id, state, reason, ended_at FROM step_runs ORDER BY id")
     assert [(r["workset_id"], r["state"]) for r in rows] == [(alive, "submitting"), (dead, "lost")]
@@ -83,40 +83,40 @@ async def test_completed_steps_are_those_of_the_same_cluster(pool: asyncpg.Pool)
         for attempt, step, cluster in ((1, "one", "a"), (1, "two", "a"), (2, "one", "b")):
             job = handle(ws_id, step, attempt)
             run_id = (
-                await uow.scheduling.record_submitting(
+                await uow.step_runs.record_submitting(
                     workset_id=ws_id, attempt=attempt, step=step, step_index=0, cluster=cluster, holder="s1"
                 )
             ).step_run_id
-            await uow.scheduling.record_submitted(run_id, job)
-            await uow.scheduling.finish_step_run(run_id, JobStatus(handle=job, state=JobState.SUCCEEDED))
+            await uow.step_runs.record_submitted(run_id, job)
+            await uow.step_runs.finish_step_run(run_id, JobStatus(handle=job, state=JobState.SUCCEEDED))
         await uow.commit()
     async with UnitOfWork(pool) as uow:
-        assert await uow.scheduling.completed_steps(ws_id, "a") == {"one", "two"}
-        assert await uow.scheduling.completed_steps(ws_id, "b") == {"one"}
-        assert await uow.scheduling.completed_steps(ws_id, "c") == set()
+        assert await uow.step_runs.completed_steps(ws_id, "a") == {"one", "two"}
+        assert await uow.step_runs.completed_steps(ws_id, "b") == {"one"}
+        assert await uow.step_runs.completed_steps(ws_id, "c") == set()
 
 
 async def test_region_health_is_read_back_and_unknown_regions_have_no_entry(pool: asyncpg.Pool) -> None:
     async with UnitOfWork(pool) as uow:
-        assert await uow.scheduling.region_health() == {}
-        await uow.scheduling.set_region_health("us-east-1", "down", "AZ outage")
-        await uow.scheduling.set_region_health("us-east-1", "degraded", "recovering")
+        assert await uow.slots.region_health() == {}
+        await uow.slots.set_region_health("us-east-1", "down", "AZ outage")
+        await uow.slots.set_region_health("us-east-1", "degraded", "recovering")
         await uow.commit()
     async with UnitOfWork(pool) as uow:
-        assert await uow.scheduling.region_health() == {"us-east-1": "degraded"}
+        assert await uow.slots.region_health() == {"us-east-1": "degraded"}
 
 
 async def test_a_takeover_voids_the_stalled_submitters_claim(pool: asyncpg.Pool) -> None:
     ws_id = await workset_in(pool, *RUNNING, attempt=1)
     async with UnitOfWork(pool) as uow:
-        stalled = await uow.scheduling.record_submitting(
+        stalled = await uow.step_runs.record_submitting(
             workset_id=ws_id, attempt=1, step="one", step_index=0, cluster="a", holder="s1"
         )
         await uow.commit()
     async with UnitOfWork(pool) as uow:
-        taken = await uow.scheduling.restart_submitting(stalled.step_run_id, "s2")
+        taken = await uow.step_runs.restart_submitting(stalled.step_run_id, "s2")
         await uow.commit()
     assert taken.holder == "s2" and taken.since > stalled.since
     async with UnitOfWork(pool) as uow:
-        assert not await uow.scheduling.lock_submitting(stalled)  # the row is s2's now: s1 submits nothing
-        assert await uow.scheduling.lock_submitting(taken)
+        assert not await uow.step_runs.lock_submitting(stalled)  # the row is s2's now: s1 submits nothing
+        assert await uow.step_runs.lock_submitting(taken)

@@ -2,7 +2,7 @@
 
 Writers: the regions service (registry, health, history, database operations) and the operator
 commands in `stamen.regions.commands` (forced failover, fail-back). Readers: scheduler admission (through
-SchedulerRepository), the CLI and the portal API (`overview`, `history`, `operations`).
+SlotLedger), the CLI and the portal API (`overview`, `history`, `operations`).
 """
 
 from __future__ import annotations

@@ -11,12 +11,16 @@ from asyncpg.pool import PoolConnectionProxy
 from stamen.domain.workset import Workset
 from stamen.events.envelope import Envelope
 from stamen.store.actuals import ActualsRepository
+from stamen.store.clusters import ClusterRepository
 from stamen.store.db import Connection
+from stamen.store.dead_letters import DeadLetterRepository
 from stamen.store.diagnoses import DiagnosisRepository
 from stamen.store.inbox import Inbox
 from stamen.store.outbox import OutboxWriter
 from stamen.store.regions import RegionRepository
-from stamen.store.scheduling import DeadLetterRepository, RetryRepository, SchedulerRepository
+from stamen.store.slots import SlotLedger
+from stamen.store.step_runs import StepRunRepository
+from stamen.store.timers import TimerRepository
 from stamen.store.worksets import WorksetRepository
 
 
@@ -42,11 +46,13 @@ class UnitOfWork:
         self.worksets = WorksetRepository(conn, self._seen)
         self.inbox = Inbox(conn)
         self.diagnoses = DiagnosisRepository(conn)
-        self.scheduling = SchedulerRepository(conn)
+        self.clusters = ClusterRepository(conn)
+        self.slots = SlotLedger(conn)
+        self.step_runs = StepRunRepository(conn)
+        self.timers = TimerRepository(conn)
         self.dead_letters = DeadLetterRepository(conn)
         self.actuals = ActualsRepository(conn)
         self.regions = RegionRepository(conn)
-        self.retries = RetryRepository(conn, self.worksets, self.scheduling, self.dead_letters)
         self._outbox = OutboxWriter(conn)
         return self
 

@@ -27,7 +27,7 @@ async def failed_event(pool: asyncpg.Pool, log_tail: str, exit_code: int | None,
     )
     # The step's log tail is where the scheduler's monitor keeps it; the event points at the step run.
     async with UnitOfWork(pool) as uow:
-        claim = await uow.scheduling.record_submitting(
+        claim = await uow.step_runs.record_submitting(
             workset_id=result.workset_id, attempt=1, step="align", step_index=0, cluster="local", holder="t"
         )
         await uow.connection.execute(

@@ -25,8 +25,9 @@ from stamen.notifications.kinds import OPERATORS
 from stamen.notifications.settings import NotifySettings
 from stamen.retry import RetryPolicy
 from stamen.retry.backoff import BackoffPolicy
+from stamen.retry_commands import record_failure
 from stamen.service.idempotent import idempotent
-from stamen.store.scheduling import ClusterRecord
+from stamen.store.clusters import ClusterRecord
 from stamen.store.unit_of_work import UnitOfWork
 
 S = WorksetState
@@ -82,7 +83,8 @@ async def fail_attempt(
             retry_class=retry_class.value, retryable=retry_class.is_retryable, step="align",
             candidates=[{"code": code, "name": code, "evidence": [OOM_LOG]}], report="",
         )  # fmt: skip
-        outcome = await uow.retries.record_failure(
+        outcome = await record_failure(
+            uow,
             ws.id,
             attempt=attempt,
             code=code,
@@ -205,7 +207,7 @@ async def test_operators_hear_of_drained_clusters_region_health_and_piling_dead_
         {"webhook": {"enabled": True, "url": "http://127.0.0.1:9/ops", "secret": WEBHOOK_SECRET}},
     )
     async with UnitOfWork(pool) as uow:
-        await uow.scheduling.upsert_cluster(ClusterRecord("hpc-west", "us-west-2", "local", 2))
+        await uow.clusters.upsert_cluster(ClusterRecord("hpc-west", "us-west-2", "local", 2))
         await uow.commit()
     await commands.set_cluster_status(pool, "hpc-west", "draining", actor="ops@lab")
     await commands.set_cluster_status(

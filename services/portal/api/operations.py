@@ -24,9 +24,9 @@ from stamen import commands
 from stamen.customers.repository import CustomerRepository, UsageRepository
 from stamen.domain.clusters import ClusterStatus
 from stamen.service.keys import POOL
+from stamen.store.clusters import ClusterBusy, ClusterNotFound, ClusterRecord
 from stamen.store.errors import ConcurrencyConflict, WorksetNotFound
 from stamen.store.outbox import OutboxQueue
-from stamen.store.scheduling import ClusterBusy, ClusterNotFound, ClusterRecord
 from stamen.store.unit_of_work import UnitOfWork
 
 
@@ -39,10 +39,10 @@ async def cluster_outs(uow: UnitOfWork, viewer: str | None = None) -> list[m.Clu
     """The registry as `viewer` may see it: None = an operator (every tenant's load); a customer sees only
     its own running worksets, and no other customer's bucket among the data locations (either would tell
     it about another tenant)."""
-    clusters = await uow.scheduling.clusters()
+    clusters = await uow.clusters.clusters()
     hidden: set[str] = set()
     if viewer is None:
-        running = {v.name: v.running for v in await uow.scheduling.cluster_views()}
+        running = {v.name: v.running for v in await uow.slots.cluster_views()}
     else:
         running = await UsageRepository(uow.connection).running_by_cluster(viewer)
         buckets = {_bucket_of(loc) for c in clusters for loc in c.data_locations}
@@ -96,7 +96,7 @@ async def save_cluster(pool: asyncpg.Pool, new: m.ClusterCreate) -> m.ClusterOut
         new.config,
     )
     async with UnitOfWork(pool) as uow:
-        await uow.scheduling.upsert_cluster(record)
+        await uow.clusters.upsert_cluster(record)
         await uow.commit()
     async with UnitOfWork(pool) as uow:
         return await _one(uow, new.name)
@@ -129,7 +129,7 @@ async def remove_cluster(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     async with UnitOfWork(request.app[POOL]) as uow:
         try:
-            await uow.scheduling.remove_cluster(name)
+            await uow.clusters.remove_cluster(name)
         except (ClusterNotFound, ClusterBusy) as exc:
             raise _cluster_error(exc, name) from None
         await uow.commit()
@@ -161,7 +161,7 @@ async def inspect_dead_letter(request: web.Request) -> web.Response:
         if row is None:
             raise _not_parked(workset_id)
         ws = await uow.worksets.get(workset_id)
-        runs = await uow.scheduling.runs(workset_id)
+        runs = await uow.slots.runs(workset_id)
         return reply(
             m.DeadLetterDetail(
                 dead_letter=dead_letter_out(row), workset=await detail(uow, ws), runs=[_run_out(r) for r in runs]

@@ -23,7 +23,7 @@ from stamen.regions.commands import (
 from stamen.regions.registry import PostgresUrl, RegionRegistry, RegionSpec
 from stamen.settings import Settings
 from stamen.stack.servers import NatsServer
-from stamen.store.scheduling import ClusterRecord
+from stamen.store.clusters import ClusterRecord
 from stamen.store.unit_of_work import UnitOfWork
 from tests.intake.s3kit import S3Lab
 
@@ -54,7 +54,7 @@ async def test_real_outages_move_the_status_with_hysteresis_and_are_recorded(
     pool: asyncpg.Pool, database_url: str, nats_url: str, east_nats: NatsServer, s3lab: S3Lab, tmp_path: Path
 ) -> None:
     async with UnitOfWork(pool) as uow:
-        await uow.scheduling.upsert_cluster(
+        await uow.clusters.upsert_cluster(
             ClusterRecord("west-local", "us-west-2", "local", 2, config={"workdir_root": str(tmp_path / "w")})
         )
         await uow.commit()
@@ -114,7 +114,7 @@ async def test_failing_probes_say_why(
 ) -> None:
     (tmp_path / "a-file").write_text("not a folder")
     async with UnitOfWork(pool) as uow:
-        await uow.scheduling.upsert_cluster(
+        await uow.clusters.upsert_cluster(
             ClusterRecord("west-local", "us-west-2", "local", 2, config={"workdir_root": str(tmp_path / "a-file" / "w")})
         )
         await uow.commit()

@@ -21,7 +21,7 @@ from stamen.domain.lifecycle import WorksetState
 from stamen.events.types import WorksetQueued
 from stamen.intake import submit_workset
 from stamen.settings import Settings
-from stamen.store.scheduling import ClusterRecord
+from stamen.store.clusters import ClusterRecord
 from stamen.store.unit_of_work import UnitOfWork
 
 
@@ -38,7 +38,7 @@ async def add_cluster(
     region: str = "us-west-2",
 ) -> None:
     async with UnitOfWork(pool) as uow:
-        await uow.scheduling.upsert_cluster(
+        await uow.clusters.upsert_cluster(
             ClusterRecord(
                 name, region, "local", max_concurrent, config={"workdir_root": str(workdir or "/tmp")}
             )

@@ -80,7 +80,7 @@ async def test_a_bad_entry_registers_none_of_the_file(pool: asyncpg.Pool, tmp_pa
             ClusterFileError, match=r"clusters\[1\]: max_concurrent: Input should be a valid integer"
         ):
             await bootstrap_clusters(uow, Settings(clusters_file=path))
-        assert await uow.scheduling.clusters() == []
+        assert await uow.clusters.clusters() == []
     path.write_text(GOOD)
     async with UnitOfWork(pool) as uow:
         [cluster] = await bootstrap_clusters(uow, Settings(clusters_file=path))

@@ -315,7 +315,7 @@ async def test_a_cancel_requested_while_nothing_was_submitted_cancels_without_su
     assert await state_of(pool, ws_id) == "cancelled"
     assert await step_rows(pool, ws_id) == [("align", "cancelled", None)]
     async with UnitOfWork(pool) as uow:
-        assert await uow.scheduling.running_by_tenant() == {}
+        assert await uow.slots.running_by_tenant() == {}
 
 
 async def test_a_step_that_cannot_be_looked_up_fails_the_attempt_as_lost(
@@ -367,7 +367,7 @@ async def test_a_live_submitter_is_left_alone_however_long_it_takes(
     loop = in_process_scheduler(pool, settings, holder="second")
     assert await run_until(loop, pool, ws_id, {"completed", "failed"}) == "completed"
     async with UnitOfWork(pool) as uow:
-        assert await uow.scheduling.step_run_counts(ws_id) == {"quick": 1}
+        assert await uow.step_runs.step_run_counts(ws_id) == {"quick": 1}
 
 
 async def test_an_unreachable_cluster_does_not_hold_up_the_orphans_of_the_others(

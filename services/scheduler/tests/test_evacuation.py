@@ -108,7 +108,7 @@ async def test_admitted_work_is_rerouted_at_once_and_running_work_moves_after_th
 
     async with UnitOfWork(pool) as uow:
         history = await uow.worksets.history(running)
-        runs = await uow.scheduling.runs(running)
+        runs = await uow.slots.runs(running)
     async with pool.acquire() as conn:
         steps = [tuple(r) for r in await conn.fetch(
             "SELECT attempt, step, cluster, state FROM step_runs WHERE workset_id = $1 ORDER BY id", running)]  # fmt: skip

@@ -33,7 +33,7 @@ async def test_a_cluster_in_a_region_that_is_down_is_not_chosen(pool: asyncpg.Po
     assert placed is not None and placed.workset_id == first and placed.cluster == "west"
 
     async with UnitOfWork(pool) as uow:
-        await uow.scheduling.set_region_health("us-west-2", "down", "AZ outage")
+        await uow.slots.set_region_health("us-west-2", "down", "AZ outage")
         await uow.commit()
     second = await enqueue(pool, "beta", preferred_cluster="west")
     placed = await admitter.admit_next()
@@ -41,7 +41,7 @@ async def test_a_cluster_in_a_region_that_is_down_is_not_chosen(pool: asyncpg.Po
     assert "west" not in placed.scores  # ineligible: not scored as a candidate
 
     async with UnitOfWork(pool) as uow:
-        await uow.scheduling.set_region_health("us-east-1", "down", "also out")
+        await uow.slots.set_region_health("us-east-1", "down", "also out")
         await uow.commit()
     third = await enqueue(pool, "gamma")
     assert await admitter.admit_next() is None  # nowhere healthy to go: it waits in the queue
@@ -99,7 +99,7 @@ async def test_a_retry_on_another_cluster_runs_the_steps_whose_outputs_are_not_t
 ) -> None:
     settings, ws_id, loop = await first_attempt_fails_on_a(pool, tmp_path)
     async with UnitOfWork(pool) as uow:
-        await uow.scheduling.set_cluster_status("a", "draining")  # the retry has to go elsewhere
+        await uow.clusters.set_cluster_status("a", "draining")  # the retry has to go elsewhere
         await uow.commit()
     assert await diagnose(pool, settings, ws_id) == "retry_wait"
     await fire_retry_timer(pool, loop)
@@ -124,7 +124,7 @@ async def test_a_retry_on_the_same_cluster_resumes_at_the_failed_step(
     await fire_retry_timer(pool, loop)
     assert await run_until(loop, pool, ws_id, {"failed", "completed"}) == "completed"
     async with UnitOfWork(pool) as uow:
-        assert await uow.scheduling.step_run_counts(ws_id) == {"stage": 1, "align": 2}
+        assert await uow.step_runs.step_run_counts(ws_id) == {"stage": 1, "align": 2}
 
 
 async def test_a_requeued_workset_gets_a_fresh_budget_and_the_budget_it_was_given(
@@ -150,6 +150,6 @@ async def test_a_requeued_workset_gets_a_fresh_budget_and_the_budget_it_was_give
     assert await fail_once() == "retry_wait"  # attempt 4
     async with UnitOfWork(pool) as uow:
         ws = await uow.worksets.get(ws_id)
-        runs = await uow.scheduling.runs(ws_id)
+        runs = await uow.slots.runs(ws_id)
     assert (ws.attempt, ws.max_retries, ws.retry_count) == (4, 1, 1)
     assert [r["outcome"] for r in runs] == ["failed"] * 4

@@ -65,8 +65,8 @@ async def test_three_steps_run_in_order_and_complete(pool: asyncpg.Pool, tmp_pat
     assert await run_until(loop, pool, ws_id, {"completed", "failed"}) == "completed"
     async with UnitOfWork(pool) as uow:
         history = [h.to_state for h in await uow.worksets.history(ws_id)]
-        counts = await uow.scheduling.step_run_counts(ws_id)
-        leases = await uow.scheduling.running_by_tenant()
+        counts = await uow.step_runs.step_run_counts(ws_id)
+        leases = await uow.slots.running_by_tenant()
         ws = await uow.worksets.get(ws_id)
     assert history[-4:] == ["queued", "scheduled", "running", "completed"]
     assert counts == {"one": 1, "two": 1, "three": 1}
@@ -109,7 +109,7 @@ async def test_failing_step_reports_exit_code_and_stderr(pool: asyncpg.Pool, tmp
     assert failed["exit_code"] == 3 and failed["step"] == "boom"
     # Claim check: the event points at the step run, whose log tail diagnostics reads from PostgreSQL.
     async with UnitOfWork(pool) as uow:
-        log_tail = await uow.scheduling.log_tail(ws_id, failed["step_run_id"])
+        log_tail = await uow.step_runs.log_tail(ws_id, failed["step_run_id"])
     assert log_tail is not None and "bwa: index not found" in log_tail
     assert leases == 0
 
@@ -149,7 +149,7 @@ async def test_partial_retry_resumes_at_the_failed_step(pool: asyncpg.Pool, tmp_
             pass
     assert await run_until(loop, pool, ws_id, {"completed", "failed"}) == "completed"
     async with UnitOfWork(pool) as uow:
-        counts = await uow.scheduling.step_run_counts(ws_id)
+        counts = await uow.step_runs.step_run_counts(ws_id)
         ws = await uow.worksets.get(ws_id)
     assert counts == {"stage": 1, "flaky": 3, "report": 1}  # earlier steps ran once
     assert ws.retry_count == 2 and ws.attempt == 3
@@ -166,7 +166,7 @@ async def test_cancel_stops_the_running_step_and_frees_the_slot(pool: asyncpg.Po
     assert await run_until(loop, pool, ws_id, {"cancelled", "failed"}) == "cancelled"
     async with UnitOfWork(pool) as uow:
         history = await uow.worksets.history(ws_id)
-        assert await uow.scheduling.running_by_tenant() == {}
+        assert await uow.slots.running_by_tenant() == {}
     assert history[-1].actor == "alice"
 
 
@@ -192,7 +192,7 @@ async def test_a_vanished_job_is_reported_as_a_failure_with_its_cause(
     loop = in_process_scheduler(pool, settings_for(tmp_path, steps))
     await run_until(loop, pool, ws_id, {"running"})
     async with UnitOfWork(pool) as uow:
-        active = await uow.scheduling.active_step_run_for(ws_id)
+        active = await uow.step_runs.active_step_run_for(ws_id)
     assert active is not None
     os.killpg(int(active.handle.job_id), signal.SIGKILL)  # the runner and its command vanish together
     assert await run_until(loop, pool, ws_id, {"failed"}) == "failed"
@@ -218,7 +218,7 @@ async def test_a_new_scheduler_reattaches_to_running_jobs_instead_of_rerunning(
     second = in_process_scheduler(pool, settings, holder="second")
     assert await run_until(second, pool, ws_id, {"completed", "failed"}) == "completed"
     async with UnitOfWork(pool) as uow:
-        assert await uow.scheduling.step_run_counts(ws_id) == {"slow": 1, "fast": 1}
+        assert await uow.step_runs.step_run_counts(ws_id) == {"slow": 1, "fast": 1}
 
 
 @pytest.mark.parametrize(

@@ -111,7 +111,7 @@ async def test_two_schedulers_200_worksets_never_exceed_limits_and_share_fairly(
         for p in procs:
             assert p.wait(30) == 0
     async with UnitOfWork(pool) as uow:
-        runs = await uow.scheduling.runs()
+        runs = await uow.slots.runs()
         states = Counter(await uow.worksets.count_by_state())
     assert states == Counter({"completed": 200}), states
     assert len(runs) == 200 and len({r["workset_id"] for r in runs}) == 200  # nobody dispatched twice
@@ -162,7 +162,7 @@ async def test_killed_scheduler_reattaches_and_timers_fire_on_time(
         )
         ws.attempt = 1
         await uow.worksets.save(ws)
-        await uow.scheduling.add_timer(ws.id, "retry", due, {})
+        await uow.timers.add_timer(ws.id, "retry", due, {})
         await uow.commit()
     first = start_scheduler(tmp_path, database_url, nats_url, "first")
     try:
@@ -185,9 +185,9 @@ async def test_killed_scheduler_reattaches_and_timers_fire_on_time(
         assert second.wait(30) == 0
     async with UnitOfWork(pool) as uow:
         for ws_id in running:
-            assert await uow.scheduling.step_run_counts(ws_id) == {"slow": 1}  # re-attached, not re-run
+            assert await uow.step_runs.step_run_counts(ws_id) == {"slow": 1}  # re-attached, not re-run
             assert (await uow.worksets.get(ws_id)).state is WorksetState.COMPLETED
-        [timer] = await uow.scheduling.timers_for(waiting)
+        [timer] = await uow.timers.timers_for(waiting)
         history = await uow.worksets.history(waiting)
     assert timer["fired_at"] is not None
     lateness = (timer["fired_at"] - timer["due_at"]).total_seconds()

@@ -14,7 +14,7 @@ import structlog
 
 from services.scheduler.handlers import fire_retry
 from services.scheduler.timers import FireTimer, TimerLoop
-from stamen.store.scheduling import DueTimer
+from stamen.store.timers import DueTimer
 from stamen.store.unit_of_work import UnitOfWork
 from tests.store.worksetkit import TO_FAILED, S, workset_in
 
@@ -25,7 +25,7 @@ async def waiting_for_retry(pool: asyncpg.Pool, tenant: str = "acme") -> str:
 
 async def add_timer(pool: asyncpg.Pool, ws_id: str, due: datetime) -> None:
     async with UnitOfWork(pool) as uow:
-        await uow.scheduling.add_timer(ws_id, "retry", due, {"attempt": 2})
+        await uow.timers.add_timer(ws_id, "retry", due, {"attempt": 2})
         await uow.commit()
 
 
@@ -164,7 +164,7 @@ async def test_a_timer_whose_handler_fails_is_postponed_and_does_not_hold_back_t
     with structlog.testing.capture_logs() as logs:
         assert await loop.fire_due() == 1
     async with UnitOfWork(pool) as uow:
-        poison_timer = (await uow.scheduling.timers_for(poison))[0]
+        poison_timer = (await uow.timers.timers_for(poison))[0]
         assert (await uow.worksets.get(healthy)).state is S.QUEUED
         assert (await uow.worksets.get(poison)).state is S.RETRY_WAIT
     assert poison_timer["fired_at"] is None

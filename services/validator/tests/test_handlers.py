@@ -280,7 +280,7 @@ async def test_a_non_retryable_failure_of_a_dropped_workset_ends_with_daylily_er
             ws.transition(state, actor="t")
         ws.attempt = 1
         # The step's log tail is in step_runs; the event points at it (claim check).
-        claim = await uow.scheduling.record_submitting(workset_id=ws_id, attempt=1, step="qc", step_index=0,
+        claim = await uow.step_runs.record_submitting(workset_id=ws_id, attempt=1, step="qc", step_index=0,
                                                        cluster="local", holder="t")
         await uow.connection.execute("UPDATE step_runs SET state = 'failed', log_tail = $2 WHERE id = $1",
                                      claim.step_run_id, log)

@@ -37,8 +37,8 @@ from stamen.regions.commands import (
 from stamen.retry import RequeueChangesInvalid
 from stamen.service.keys import BUS, POOL, SETTINGS
 from stamen.stack.launcher import read_stack_file
+from stamen.store.clusters import ClusterBusy, ClusterNotFound
 from stamen.store.errors import ConcurrencyConflict, WorksetNotFound
-from stamen.store.scheduling import ClusterBusy, ClusterNotFound
 from stamen.store.unit_of_work import UnitOfWork
 
 
@@ -50,7 +50,7 @@ def _form_errors(exc: ValidationError) -> list[str]:
 async def _customers_context(request: web.Request, **extra: Any) -> dict[str, Any]:
     async with UnitOfWork(request.app[POOL]) as uow:
         customers = await CustomerRepository(uow.connection).page(limit=500)
-        running = await uow.scheduling.running_by_tenant()
+        running = await uow.slots.running_by_tenant()
     return {"customers": customers, "running": running, "errors": [], "values": {}, **extra}
 
 
@@ -118,11 +118,11 @@ async def cluster_action(request: web.Request) -> web.Response:
     async with UnitOfWork(request.app[POOL]) as uow:
         try:
             if action == "drain":
-                await uow.scheduling.set_cluster_status(name, "draining")
+                await uow.clusters.set_cluster_status(name, "draining")
             elif action == "activate":
-                await uow.scheduling.set_cluster_status(name, "active")
+                await uow.clusters.set_cluster_status(name, "active")
             elif action == "remove":
-                await uow.scheduling.remove_cluster(name)
+                await uow.clusters.remove_cluster(name)
             else:
                 raise ApiError(404, "NOT_FOUND", f"no cluster action {action!r}")
         except (ClusterNotFound, ClusterBusy) as exc:
@@ -186,7 +186,7 @@ async def dead_letter(request: web.Request, requeue_error: str | None = None, st
         row = await uow.dead_letters.get(workset_id)
         ws = await uow.worksets.get(workset_id)
         d = await detail_model(uow, ws)
-        runs = await uow.scheduling.runs(workset_id)
+        runs = await uow.slots.runs(workset_id)
     context = {"row": row, "ws": d, "runs": runs, "requeue_error": requeue_error,
                "priorities": ["urgent", "normal", "low"]}
     return await render(request, "ops/dlq_item.html", context, status=status)

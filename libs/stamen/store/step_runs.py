@@ -1,0 +1,348 @@
+"""Step runs (the `step_runs` table): recorded before submission, then the job's handle and end; and
+the dispatcher's and the monitor's questions about them (what to dispatch, what is active, what is
+stranded in a region that is down, what was asked to stop)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from stamen.domain.steps import StepRunState
+from stamen.executors.base import JobHandle, JobStatus
+from stamen.store.db import Connection
+
+
+@dataclass(frozen=True)
+class StepRunRow:
+    id: int
+    workset_id: str
+    attempt: int
+    step: str
+    step_index: int
+    cluster: str
+    state: StepRunState
+    handle: JobHandle
+    started_at: datetime
+
+
+@dataclass(frozen=True)
+class SubmittingStepRun:
+    """A step run recorded before its submission; no job handle yet."""
+
+    id: int
+    workset_id: str
+    attempt: int
+    step: str
+    step_index: int
+    cluster: str
+    submitted_by: str | None
+    started_at: datetime
+    age_seconds: float  # by the database's clock, as every other age here
+
+
+@dataclass(frozen=True)
+class SubmissionClaim:
+    """Who may submit a 'submitting' row: its holder, as of when it became theirs. A takeover changes
+    both, so a submitter that stalled past a takeover finds its claim gone and submits nothing."""
+
+    step_run_id: int
+    holder: str
+    since: datetime
+
+
+@dataclass(frozen=True)
+class StrandedWorkset:
+    """An admitted workset whose cluster's region is down."""
+
+    workset_id: str
+    attempt: int
+    cluster: str
+    region: str
+    region_reason: str
+    down_seconds: float
+    active: bool  # a step of this attempt is submitting or running there
+
+
+@dataclass(frozen=True)
+class ActiveStep:
+    id: int
+    step: str
+    state: StepRunState
+    handle: JobHandle | None  # None while 'submitting'
+
+
+def _step_run(r: Any) -> StepRunRow:
+    return StepRunRow(
+        id=r["id"],
+        workset_id=r["workset_id"],
+        attempt=r["attempt"],
+        step=r["step"],
+        step_index=r["step_index"],
+        cluster=r["cluster"],
+        state=StepRunState(r["state"]),
+        handle=JobHandle.model_validate_json(r["handle"]),
+        started_at=r["started_at"],
+    )
+
+
+class StepRunRepository:
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    # -- what to dispatch, what is stranded -----------------------------------------------------
+
+    async def claim_undispatched(self, limit: int = 20) -> list[str]:
+        """Scheduled worksets with no step running or being submitted: newly admitted, or whose last
+        step has ended."""
+        rows = await self._conn.fetch(
+            """SELECT w.id FROM worksets w
+               WHERE w.state IN ('scheduled', 'running') AND NOT EXISTS (
+                   SELECT 1 FROM step_runs s WHERE s.workset_id = w.id AND s.attempt = w.attempt
+                   AND s.state IN ('submitting', 'pending', 'running'))
+               -- nothing new starts in a region that is down: the evacuation moves these worksets
+               AND NOT EXISTS (SELECT 1 FROM clusters c JOIN region_health h ON h.region = c.region
+                               WHERE c.name = w.cluster AND h.status = 'down')
+               ORDER BY w.updated_at LIMIT $1 FOR UPDATE OF w SKIP LOCKED""",
+            limit,
+        )
+        return [r["id"] for r in rows]
+
+    async def completed_steps(self, workset_id: str, cluster: str) -> set[str]:
+        """Steps that succeeded on `cluster` in any attempt. Only those: each cluster has its own
+        workdir_root, so another cluster's outputs are not where this one's steps look for them."""
+        rows = await self._conn.fetch(
+            """SELECT DISTINCT step FROM step_runs
+               WHERE workset_id = $1 AND cluster = $2 AND state = 'succeeded'""",
+            workset_id,
+            cluster,
+        )
+        return {r["step"] for r in rows}
+
+    async def succeeded_anywhere(self, workset_id: str) -> dict[str, str]:
+        """Steps that succeeded on any cluster, with the cluster: with outputs exported to S3, they
+        count as done wherever the workset runs next (the dispatcher checks which steps export)."""
+        rows = await self._conn.fetch(
+            """SELECT DISTINCT ON (step) step, cluster FROM step_runs
+               WHERE workset_id = $1 AND state = 'succeeded' ORDER BY step, id""",
+            workset_id,
+        )
+        return {r["step"]: r["cluster"] for r in rows}
+
+    async def worksets_in_down_regions(self) -> list[StrandedWorkset]:
+        """Admitted worksets whose cluster is in a region that is down, with how long it has been down
+        and whether a job of the current attempt is (or may be) running there."""
+        rows = await self._conn.fetch(
+            """SELECT w.id, w.attempt, w.cluster, c.region, h.reason,
+                      extract(epoch FROM clock_timestamp() - h.changed_at) AS down_seconds,
+                      EXISTS (SELECT 1 FROM step_runs s WHERE s.workset_id = w.id AND s.attempt = w.attempt
+                              AND s.state IN ('submitting', 'pending', 'running')) AS active
+               FROM worksets w JOIN clusters c ON c.name = w.cluster
+               JOIN region_health h ON h.region = c.region AND h.status = 'down'
+               WHERE w.state IN ('scheduled', 'running') ORDER BY w.id"""
+        )
+        return [
+            StrandedWorkset(
+                r["id"], r["attempt"], r["cluster"], r["region"], r["reason"], float(r["down_seconds"]), r["active"]
+            )
+            for r in rows
+        ]
+
+    async def cancel_requested(self) -> list[tuple[str, str]]:
+        rows = await self._conn.fetch(
+            """SELECT id, cancel_requested_by FROM worksets
+               WHERE cancel_requested_by IS NOT NULL AND state IN ('scheduled', 'running')"""
+        )
+        return [(r["id"], r["cancel_requested_by"]) for r in rows]
+
+    async def overdue(self) -> list[str]:
+        """Running worksets past their max duration that have not been asked to stop yet."""
+        rows = await self._conn.fetch(
+            """SELECT w.id FROM worksets w JOIN workset_runs r ON r.workset_id = w.id AND r.attempt = w.attempt
+               WHERE w.state IN ('scheduled', 'running') AND w.cancel_requested_by IS NULL
+                 AND w.max_duration_seconds IS NOT NULL
+                 AND r.admitted_at + make_interval(secs => w.max_duration_seconds) < now()"""
+        )
+        return [r["id"] for r in rows]
+
+    # -- submission -----------------------------------------------------------------------------
+
+    async def record_submitting(
+        self, *, workset_id: str, attempt: int, step: str, step_index: int, cluster: str, holder: str
+    ) -> SubmissionClaim:
+        """The step run, committed before the executor is called (its handle follows)."""
+        row = await self._conn.fetchrow(
+            """INSERT INTO step_runs (workset_id, attempt, step, step_index, cluster, state, submitted_by,
+                                      started_at)
+               VALUES ($1, $2, $3, $4, $5, 'submitting', $6, clock_timestamp()) RETURNING id, started_at""",
+            workset_id,
+            attempt,
+            step,
+            step_index,
+            cluster,
+            holder,
+        )
+        assert row is not None  # INSERT ... RETURNING always returns the row
+        return SubmissionClaim(int(row["id"]), holder, row["started_at"])
+
+    async def lock_submitting(self, claim: SubmissionClaim) -> bool:
+        """Held by the submitter while it submits: a replica reconciling stale rows skips a locked one.
+        False if the claim no longer holds (the row was reconciled, or taken over, meanwhile): then
+        nothing may be submitted."""
+        row = await self._conn.fetchrow(
+            """SELECT id FROM step_runs
+               WHERE id = $1 AND state = 'submitting' AND submitted_by = $2 AND started_at = $3
+               FOR UPDATE""",
+            claim.step_run_id,
+            claim.holder,
+            claim.since,
+        )
+        return row is not None
+
+    async def restart_submitting(self, step_run_id: int, holder: str) -> SubmissionClaim:
+        """An orphaned 'submitting' row taken over to be submitted again: it becomes `holder`'s, and its
+        clock restarts, so that a later reconciler waits from now before it decides no job exists."""
+        since = await self._conn.fetchval(
+            """UPDATE step_runs SET submitted_by = $2, started_at = clock_timestamp()
+               WHERE id = $1 AND state = 'submitting' RETURNING started_at""",
+            step_run_id,
+            holder,
+        )
+        return SubmissionClaim(step_run_id, holder, since)
+
+    async def record_submitted(self, step_run_id: int, handle: JobHandle) -> None:
+        await self._conn.execute(
+            "UPDATE step_runs SET state = 'running', handle = $2::jsonb WHERE id = $1 AND state = 'submitting'",
+            step_run_id,
+            handle.model_dump_json(),
+        )
+
+    async def end_unsubmitted(self, step_run_id: int, state: StepRunState, reason: str) -> None:
+        """A step run that never got a job handle: refused by the executor (failed) or orphaned (lost)."""
+        await self._conn.execute(
+            """UPDATE step_runs SET state = $2, reason = $3, log_tail = $3, ended_at = clock_timestamp()
+               WHERE id = $1 AND state = 'submitting'""",
+            step_run_id,
+            state,
+            reason,
+        )
+
+    async def claim_stale_submission(
+        self, older_than_seconds: float, *, skip: Sequence[int] = ()
+    ) -> SubmittingStepRun | None:
+        """A 'submitting' row whose submitter is gone: not locked (a live submitter holds its row's lock
+        while it submits) and older than the grace period (which covers the moment between the commit
+        of the row and the submitter taking its lock). `skip`: rows already looked at in this pass
+        (deferred), so one that cannot be settled does not hide the others."""
+        row = await self._conn.fetchrow(
+            """SELECT *, extract(epoch FROM clock_timestamp() - started_at)::float8 AS age_seconds
+               FROM step_runs
+               WHERE state = 'submitting' AND started_at < clock_timestamp() - make_interval(secs => $1)
+                 AND id <> ALL($2::bigint[])
+               ORDER BY started_at LIMIT 1 FOR UPDATE SKIP LOCKED""",
+            older_than_seconds,
+            list(skip),
+        )
+        if row is None:
+            return None
+        return SubmittingStepRun(
+            id=row["id"],
+            workset_id=row["workset_id"],
+            attempt=row["attempt"],
+            step=row["step"],
+            step_index=row["step_index"],
+            cluster=row["cluster"],
+            submitted_by=row["submitted_by"],
+            started_at=row["started_at"],
+            age_seconds=row["age_seconds"],
+        )
+
+    # -- running and ended ----------------------------------------------------------------------
+
+    async def lock_active_steps(self, workset_id: str, attempt: int) -> list[ActiveStep] | None:
+        """The current attempt's steps that are submitting or running, locked; None if another
+        process holds one of them (a submitter mid-call, or the monitor recording its end)."""
+        rows = await self._conn.fetch(
+            """SELECT id, step, state, handle FROM step_runs
+               WHERE workset_id = $1 AND attempt = $2 AND state IN ('submitting', 'pending', 'running')
+               ORDER BY id FOR UPDATE SKIP LOCKED""",
+            workset_id,
+            attempt,
+        )
+        total = await self._conn.fetchval(
+            """SELECT count(*) FROM step_runs WHERE workset_id = $1 AND attempt = $2
+               AND state IN ('submitting', 'pending', 'running')""",
+            workset_id,
+            attempt,
+        )
+        if total != len(rows):
+            return None
+        return [
+            ActiveStep(r["id"], r["step"], StepRunState(r["state"]), JobHandle.model_validate_json(r["handle"]) if r["handle"] else None)
+            for r in rows
+        ]
+
+    async def mark_step_lost(self, step_run_id: int, reason: str) -> None:
+        await self._conn.execute(
+            """UPDATE step_runs SET state = 'lost', reason = $2, log_tail = $2, ended_at = clock_timestamp()
+               WHERE id = $1 AND state IN ('submitting', 'pending', 'running')""",
+            step_run_id,
+            reason,
+        )
+
+    async def active_step_runs(self, cluster: str) -> list[StepRunRow]:
+        rows = await self._conn.fetch(
+            "SELECT * FROM step_runs WHERE cluster = $1 AND state IN ('pending', 'running') ORDER BY id",
+            cluster,
+        )
+        return [_step_run(r) for r in rows]
+
+    async def lock_active_step_run(self, step_run_id: int) -> StepRunRow | None:
+        row = await self._conn.fetchrow(
+            """SELECT * FROM step_runs WHERE id = $1 AND state IN ('pending', 'running')
+               FOR UPDATE SKIP LOCKED""",
+            step_run_id,
+        )
+        return _step_run(row) if row else None
+
+    async def finish_step_run(self, step_run_id: int, status: JobStatus) -> None:
+        await self._conn.execute(
+            """UPDATE step_runs SET state = $2, exit_code = $3, signal = $4, reason = $5, log_tail = $6,
+                      resources = $7::jsonb, ended_at = coalesce($8, now())
+               WHERE id = $1""",
+            step_run_id,
+            status.state.value,
+            status.exit_code,
+            status.signal,
+            status.reason,
+            status.log_tail[-8000:],
+            status.resources.model_dump_json(),
+            status.ended_at,
+        )
+
+    async def log_tail(self, workset_id: str, step_run_id: int) -> str | None:
+        """A finished step's log tail (what workset.failed points at), None when there is no such run."""
+        value = await self._conn.fetchval(
+            "SELECT log_tail FROM step_runs WHERE id = $1 AND workset_id = $2", step_run_id, workset_id
+        )
+        return None if value is None else str(value)
+
+    async def mark_step_running(self, step_run_id: int) -> None:
+        await self._conn.execute(
+            "UPDATE step_runs SET state = 'running' WHERE id = $1 AND state = 'pending'", step_run_id
+        )
+
+    async def step_run_counts(self, workset_id: str) -> dict[str, int]:
+        rows = await self._conn.fetch(
+            "SELECT step, count(*) AS n FROM step_runs WHERE workset_id = $1 GROUP BY step", workset_id
+        )
+        return {r["step"]: r["n"] for r in rows}
+
+    async def active_step_run_for(self, workset_id: str) -> StepRunRow | None:
+        row = await self._conn.fetchrow(
+            """SELECT * FROM step_runs WHERE workset_id = $1 AND state IN ('pending', 'running')
+               ORDER BY id DESC LIMIT 1""",
+            workset_id,
+        )
+        return _step_run(row) if row else None
