@@ -105,6 +105,7 @@ def test_both_wordings_of_slurmstepd_memory_kill_mean_out_of_memory() -> None:
     for line in (
         "slurmstepd: error: Exceeded job memory limit",
         "slurmstepd: error: Step 19.0 exceeded memory limit (409600 > 102400), being killed",
+        "slurmstepd: error: StepId=24.batch exceeded memory limit (419516 > 102400), being killed",
     ):
         assert slurmstepd_verdict(f"loading\n{line}\n") == (JobState.OUT_OF_MEMORY, line)
 

@@ -192,10 +192,12 @@ _SLURMSTEPD_MESSAGES: tuple[tuple[re.Pattern[str], JobState], ...] = (
     (re.compile(r"slurmstepd\S*: error: \*\*\* JOB \d+ ON \S+ CANCELLED AT \S+ \*\*\*"), JobState.CANCELLED),
     # jobacct_gather's OverMemoryKill, and the cgroup plugin's OOM notice
     # ("Exceeded job memory limit" at the job level; "Step 19.0 exceeded memory limit (...), being killed"
-    # when the step is sampled first, which happens under load)
+    # when the step is sampled first, which happens under load; Slurm 20.11 and later print the step as
+    # "StepId=24.batch")
     (
         re.compile(
-            r"slurmstepd\S*: error: (?:Exceeded (?:job|step) memory limit|(?:Step|Job) \S+ exceeded memory limit)"
+            r"slurmstepd\S*: error: (?:Exceeded (?:job|step) memory limit"
+            r"|(?:(?:Step|Job) |StepId=|JobId=)\S+ exceeded memory limit)"
         ),
         JobState.OUT_OF_MEMORY,
     ),
