@@ -5,6 +5,7 @@ Set DATABASE_URL / NATS_URL to run the same suite against external servers inste
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 import warnings
@@ -52,16 +53,43 @@ def postgres_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def migrated_template(postgres_admin_url: str) -> Iterator[str]:
+    """A database migrated once per session, which each test's database is copied from (CREATE DATABASE
+    ... TEMPLATE copies files: a tenth of the time the migrations take)."""
+    name = f"t_template_{uuid.uuid4().hex[:12]}"
+
+    async def create() -> None:
+        admin = await asyncpg.connect(postgres_admin_url)
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
+        conn = await asyncpg.connect(postgres_admin_url.rsplit("/", 1)[0] + f"/{name}")
+        try:
+            await apply_migrations(conn)
+        finally:
+            await conn.close()
+
+    async def drop() -> None:
+        admin = await asyncpg.connect(postgres_admin_url)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+    asyncio.run(create())
+    yield name
+    asyncio.run(drop())
+
+
 @pytest.fixture
-async def database_url(postgres_admin_url: str) -> AsyncIterator[str]:
-    """A new, migrated database per test, dropped afterwards."""
+async def database_url(postgres_admin_url: str, migrated_template: str) -> AsyncIterator[str]:
+    """A new, migrated database per test (a copy of the session's migrated template), dropped afterwards."""
     name = f"t_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(postgres_admin_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{migrated_template}"')
     url = postgres_admin_url.rsplit("/", 1)[0] + f"/{name}"
-    conn = await asyncpg.connect(url)
-    await apply_migrations(conn)
-    await conn.close()
     try:
         yield url
     finally:
