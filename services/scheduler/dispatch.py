@@ -2,12 +2,17 @@
 
 A step is recorded before it is submitted, so no job can run without a record:
 
-1. one transaction claims the workset, plans it and commits a `step_runs` row in state `submitting`;
-2. a second transaction locks that row, calls the executor, stores the job handle (`running`) and
-   moves the workset on. The lock is held while the executor runs, so other replicas leave the row
-   alone while its submitter is alive.
+1. one short transaction claims the workset, plans it and commits a `step_runs` row in state
+   `submitting`;
+2. the executor is called outside any transaction, while the submitter holds the row's submission
+   lock (a session advisory lock, `stamen.store.step_runs.submission_lock`): other replicas leave the
+   row alone for as long as its submitter is alive, however long the cluster takes, and no row lock
+   or open transaction waits on the network;
+3. a second short transaction stores the job handle (`running`) and moves the workset on, or records
+   the executor's refusal.
 
-A crash between 1 and the commit of 2 leaves a `submitting` row that nobody holds. The next pass of
+A crash between 1 and the commit of 3 leaves a `submitting` row whose lock went with its submitter's
+connection. The next pass of
 any replica reconciles it (`reconcile_submitting`) without ever running the step twice: it asks the
 executor to `find` the job of exactly this submission (the Slurm job name, the local runner's job
 file: both name the workset, the attempt and the step). A job found is adopted: its handle is
@@ -37,7 +42,7 @@ from stamen.events.types import StepStarted, WorksetCancelled, WorksetCompleted,
 from stamen.executors.base import Executor, JobHandle, JobState, JobStatus
 from stamen.executors.hints import find_and_stop_by_hand
 from stamen.store.clusters import ClusterRecord
-from stamen.store.step_runs import SubmissionClaim, SubmittingStepRun
+from stamen.store.step_runs import SubmissionClaim, SubmittingStepRun, submission_lock
 from stamen.store.unit_of_work import UnitOfWork
 
 log = structlog.get_logger(__name__)
@@ -45,7 +50,7 @@ S = WorksetState
 
 StepPlanner = Callable[[Workset, ClusterRecord], list[StepSpec]]
 MAX_DURATION_ACTOR = "scheduler:max-duration"
-# Between the commit of a `submitting` row and its submitter taking the row's lock there is an
+# Between the commit of a `submitting` row and its submitter taking its submission lock there is an
 # instant in which the row is unlocked; only rows older than this are taken as orphaned.
 SUBMIT_GRACE_SECONDS = 10.0
 # A submitter that died may have left its submission in flight: an sbatch it started keeps running
@@ -177,28 +182,46 @@ class Dispatcher:
         return Submission(claim, ws.id, cluster, step, how)
 
     async def _submit(self, sub: Submission) -> None:
-        async with UnitOfWork(self._pool) as uow:
-            if not await uow.step_runs.lock_submitting(sub.claim):
+        step = sub.step
+        async with submission_lock(self._pool, sub.claim) as held:
+            if not held:
                 # Another replica took the row as orphaned (this process stalled past the grace
                 # period) and settled or took it over: submitting now would run the step twice.
                 log.warning("scheduler.submission_reconciled_meanwhile", workset_id=sub.workset_id)
                 return
-            step = sub.step
             try:
                 handle = await self._executors.for_cluster(sub.cluster).submit(step)
             except Exception as exc:
-                reason = f"{sub.cluster.executor} executor refused the step: {exc}"
-                await uow.step_runs.end_unsubmitted(sub.claim.step_run_id, StepRunState.FAILED, reason)
-                ws = await uow.worksets.get(sub.workset_id, for_update=True)
-                await self._fail(uow, ws, step.step, reason)
-                await uow.commit()
+                await self._record_refusal(sub, f"{sub.cluster.executor} executor refused the step: {exc}")
+                return
+            await self._record_submitted(sub, handle)
+
+    async def _record_submitted(self, sub: Submission, handle: JobHandle) -> None:
+        async with UnitOfWork(self._pool) as uow:
+            if not await uow.step_runs.lock_submitting(sub.claim):
+                # Only if the submission lock went with a broken connection and another replica adopted
+                # the job it found by name meanwhile (or, past resubmit_after_seconds, took the row over).
+                log.warning(
+                    "scheduler.submission_recorded_meanwhile",
+                    workset_id=sub.workset_id, step=sub.step.step, job_id=handle.job_id,
+                )  # fmt: skip
                 return
             await uow.step_runs.record_submitted(sub.claim.step_run_id, handle)
             ws = await uow.worksets.get(sub.workset_id, for_update=True)
-            self._started(ws, sub.cluster.name, step.step, sub.how)
+            self._started(ws, sub.cluster.name, sub.step.step, sub.how)
             await uow.worksets.save(ws)
             await uow.commit()
-        log.info("scheduler.step_submitted", workset_id=ws.id, step=step.step, job_id=handle.job_id)
+        log.info("scheduler.step_submitted", workset_id=ws.id, step=sub.step.step, job_id=handle.job_id)
+
+    async def _record_refusal(self, sub: Submission, reason: str) -> None:
+        async with UnitOfWork(self._pool) as uow:
+            if not await uow.step_runs.lock_submitting(sub.claim):
+                log.warning("scheduler.submission_recorded_meanwhile", workset_id=sub.workset_id, reason=reason)
+                return
+            await uow.step_runs.end_unsubmitted(sub.claim.step_run_id, StepRunState.FAILED, reason)
+            ws = await uow.worksets.get(sub.workset_id, for_update=True)
+            await self._fail(uow, ws, sub.step.step, reason)
+            await uow.commit()
 
     def _started(self, ws: Workset, cluster: str, step: str, how: str) -> None:
         """The step's job exists and is stored: the workset runs (if this is its first step)."""
@@ -321,8 +344,8 @@ class Dispatcher:
     ) -> Settlement:
         """Submit the step again, in the same row and attempt: nothing ran, so nothing is retried.
 
-        Safe because (1) this transaction holds the row's lock, and a live submitter holds it for as
-        long as it submits, so nobody else is submitting this step, and a submitter that has not
+        Safe because (1) this transaction holds the row's submission lock, and a live submitter holds
+        it for as long as it submits, so nobody else is submitting this step, and a submitter that has not
         taken the lock yet finds the row no longer its own and submits nothing; (2) the executor said
         no job of this attempt of this step exists, and (3) the row is older than
         `resubmit_after_seconds`, so no submission the dead submitter left in flight can still

@@ -11,6 +11,7 @@ import asyncpg
 from stamen.domain.lifecycle import WorksetState
 from stamen.domain.steps import StepRunState
 from stamen.executors.base import JobHandle, JobState, JobStatus
+from stamen.store.step_runs import submission_lock
 from stamen.store.unit_of_work import UnitOfWork
 from tests.store.worksetkit import workset_in
 
@@ -76,6 +77,35 @@ async def test_only_unlocked_submissions_older_than_the_grace_period_are_taken_a
     assert rows[1]["reason"] == "the submitter died" and rows[1]["ended_at"] is not None
 
 
+async def test_a_live_submitters_submission_lock_keeps_others_away_without_locking_the_row(
+    pool: asyncpg.Pool,
+) -> None:
+    """While the executor submits, only the session lock is held: no row lock, no open transaction."""
+    ws_id = await workset_in(pool, *RUNNING, attempt=1)
+    async with UnitOfWork(pool) as uow:
+        claim = await uow.step_runs.record_submitting(
+            workset_id=ws_id, attempt=1, step="one", step_index=0, cluster="a", holder="s1"
+        )
+        await uow.commit()
+    await asyncio.sleep(0.2)
+    async with submission_lock(pool, claim) as held:
+        assert held
+        async with UnitOfWork(pool) as reconciler:
+            assert await reconciler.step_runs.claim_stale_submission(0.1) is None
+            assert await reconciler.step_runs.lock_active_steps(ws_id, 1) is None  # evacuation waits too
+        async with pool.acquire() as conn:
+            locked = "SELECT s.id FROM step_runs s JOIN worksets w ON w.id = s.workset_id WHERE s.id = $1 FOR UPDATE NOWAIT"
+            assert await conn.fetchval(locked, claim.step_run_id) == claim.step_run_id
+            in_transaction = await conn.fetchval(
+                """SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+                   AND state LIKE 'idle in transaction%'"""
+            )
+            assert in_transaction == 0
+    async with UnitOfWork(pool) as reconciler:  # released with its body: an orphan now, if still submitting
+        orphan = await reconciler.step_runs.claim_stale_submission(0.1)
+        assert orphan is not None and orphan.id == claim.step_run_id
+
+
 async def test_completed_steps_are_those_of_the_same_cluster(pool: asyncpg.Pool) -> None:
     ws_id = await workset_in(pool, *RUNNING, attempt=1)
     async with UnitOfWork(pool) as uow:
@@ -119,4 +149,7 @@ async def test_a_takeover_voids_the_stalled_submitters_claim(pool: asyncpg.Pool)
     assert taken.holder == "s2" and taken.since > stalled.since
     async with UnitOfWork(pool) as uow:
         assert not await uow.step_runs.lock_submitting(stalled)  # the row is s2's now: s1 submits nothing
+    async with submission_lock(pool, stalled) as held:
+        assert not held
+    async with UnitOfWork(pool) as uow:
         assert await uow.step_runs.lock_submitting(taken)

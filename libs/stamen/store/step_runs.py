@@ -4,14 +4,27 @@ stranded in a region that is down, what was asked to stop)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import asyncpg
+import structlog
+
 from stamen.domain.steps import StepRunState
 from stamen.executors.base import JobHandle, JobStatus
-from stamen.store.db import Connection
+from stamen.store.db import Connection, keeps_session_state
+
+log = structlog.get_logger(__name__)
+# The advisory lock (class, step run id) of a submission in progress. Its submitter holds it at session
+# level, with no transaction open, while the executor submits (a network call); reconcilers and
+# evacuation take it at transaction level before they touch a 'submitting' row, so they leave a live
+# submitter's row alone however long the cluster takes. It goes with its connection: a submitter that
+# dies releases it, and its row is then an orphan to reconcile by job name.
+SUBMISSION_LOCK_CLASS = 0x53544D53
+_SUBMISSION_KEY = "($2::bigint % 2147483647)::int"
 
 
 @dataclass(frozen=True)
@@ -187,9 +200,8 @@ class StepRunRepository:
         return SubmissionClaim(int(row["id"]), holder, row["started_at"])
 
     async def lock_submitting(self, claim: SubmissionClaim) -> bool:
-        """Held by the submitter while it submits: a replica reconciling stale rows skips a locked one.
-        False if the claim no longer holds (the row was reconciled, or taken over, meanwhile): then
-        nothing may be submitted."""
+        """Lock the row to record its submission's outcome. False if the claim no longer holds (the row
+        was reconciled, or taken over, meanwhile): then nothing may be recorded."""
         row = await self._conn.fetchrow(
             """SELECT id FROM step_runs
                WHERE id = $1 AND state = 'submitting' AND submitted_by = $2 AND started_at = $3
@@ -231,19 +243,31 @@ class StepRunRepository:
     async def claim_stale_submission(
         self, older_than_seconds: float, *, skip: Sequence[int] = ()
     ) -> SubmittingStepRun | None:
-        """A 'submitting' row whose submitter is gone: not locked (a live submitter holds its row's lock
-        while it submits) and older than the grace period (which covers the moment between the commit
-        of the row and the submitter taking its lock). `skip`: rows already looked at in this pass
-        (deferred), so one that cannot be settled does not hide the others."""
-        row = await self._conn.fetchrow(
-            """SELECT *, extract(epoch FROM clock_timestamp() - started_at)::float8 AS age_seconds
-               FROM step_runs
+        """A 'submitting' row whose submitter is gone, locked for this transaction: its submission lock
+        is free (a live submitter holds it while it submits), the row is not locked, and it is older
+        than the grace period (which covers the moment between the commit of the row and the submitter
+        taking its lock). `skip`: rows already looked at in this pass (deferred), so one that cannot be
+        settled does not hide the others."""
+        candidates = await self._conn.fetch(
+            """SELECT id FROM step_runs
                WHERE state = 'submitting' AND started_at < clock_timestamp() - make_interval(secs => $1)
                  AND id <> ALL($2::bigint[])
-               ORDER BY started_at LIMIT 1 FOR UPDATE SKIP LOCKED""",
+               ORDER BY started_at""",
             older_than_seconds,
             list(skip),
         )
+        row = None
+        for candidate in candidates:
+            # The submission lock first: a live submitter's row is passed over without locking the row.
+            if not await self._try_submission_lock(candidate["id"]):
+                continue
+            row = await self._conn.fetchrow(
+                """SELECT *, extract(epoch FROM clock_timestamp() - started_at)::float8 AS age_seconds
+                   FROM step_runs WHERE id = $1 AND state = 'submitting' FOR UPDATE SKIP LOCKED""",
+                candidate["id"],
+            )
+            if row is not None:
+                break
         if row is None:
             return None
         return SubmittingStepRun(
@@ -257,6 +281,13 @@ class StepRunRepository:
             started_at=row["started_at"],
             age_seconds=row["age_seconds"],
         )
+
+    async def _try_submission_lock(self, step_run_id: int) -> bool:
+        """The submission lock for the rest of this transaction, if no submitter holds it."""
+        taken: bool = await self._conn.fetchval(
+            f"SELECT pg_try_advisory_xact_lock($1, {_SUBMISSION_KEY})", SUBMISSION_LOCK_CLASS, step_run_id
+        )
+        return taken
 
     # -- running and ended ----------------------------------------------------------------------
 
@@ -278,6 +309,9 @@ class StepRunRepository:
         )
         if total != len(rows):
             return None
+        for r in rows:
+            if r["state"] == StepRunState.SUBMITTING and not await self._try_submission_lock(r["id"]):
+                return None  # its submitter is at work on it
         return [
             ActiveStep(r["id"], r["step"], StepRunState(r["state"]), JobHandle.model_validate_json(r["handle"]) if r["handle"] else None)
             for r in rows
@@ -346,3 +380,31 @@ class StepRunRepository:
             workset_id,
         )
         return _step_run(row) if row else None
+
+
+@asynccontextmanager
+async def submission_lock(pool: asyncpg.Pool, claim: SubmissionClaim) -> AsyncIterator[bool]:
+    """Hold the step run's submission lock while the body submits: a connection of `pool`, outside
+    any transaction, that holds the session advisory lock (waiting for a reconciler that has the row).
+    Yields False, holding nothing, when the claim no longer holds (the row was reconciled or taken
+    over meanwhile): then nothing may be submitted."""
+    async with pool.acquire() as conn:
+        keeps_session_state(conn)  # its pool unlocks the session on release, whatever happens here
+        await conn.execute(f"SELECT pg_advisory_lock($1, {_SUBMISSION_KEY})", SUBMISSION_LOCK_CLASS, claim.step_run_id)
+        try:
+            holds = await conn.fetchval(
+                """SELECT EXISTS (SELECT 1 FROM step_runs
+                   WHERE id = $1 AND state = 'submitting' AND submitted_by = $2 AND started_at = $3)""",
+                claim.step_run_id,
+                claim.holder,
+                claim.since,
+            )
+            yield bool(holds)
+        finally:
+            try:
+                await conn.execute(
+                    f"SELECT pg_advisory_unlock($1, {_SUBMISSION_KEY})", SUBMISSION_LOCK_CLASS, claim.step_run_id
+                )
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                # The connection is broken (and the lock with it), or the pool's reset will unlock it.
+                log.warning("scheduler.submission_unlock_failed", step_run_id=claim.step_run_id, error=str(exc))

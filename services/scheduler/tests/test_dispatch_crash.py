@@ -360,9 +360,17 @@ async def test_a_live_submitter_is_left_alone_however_long_it_takes(
     await asyncio.wait_for(slow.entered.wait(), 10)
     await asyncio.sleep(1.0)  # well past the other replica's grace period and resubmission delay
     other = dispatcher(pool, settings, LocalExecutor(grace_seconds=1), "second")
-    assert await other.reconcile_submitting() == 0  # the row is locked by its live submitter
-    assert await other.dispatch_pending() == 0  # and the workset is not dispatched a second time
-    slow.release.set()
+    try:
+        assert await other.reconcile_submitting() == 0  # its live submitter holds the submission lock
+        async with pool.acquire() as conn:  # and nothing else: the slow cluster holds up no row, no transaction
+            rows = "SELECT s.id FROM step_runs s JOIN worksets w ON w.id = s.workset_id WHERE w.id = $1 FOR UPDATE NOWAIT"
+            assert len(await conn.fetch(rows, ws_id)) == 1
+            assert not await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state LIKE 'idle in transaction%'"
+            )
+        assert await other.dispatch_pending() == 0  # and the workset is not dispatched a second time
+    finally:
+        slow.release.set()  # a failure above must not leave the submitter (and the pool's teardown) waiting
     assert await asyncio.wait_for(submitting, 20) == 1
     loop = in_process_scheduler(pool, settings, holder="second")
     assert await run_until(loop, pool, ws_id, {"completed", "failed"}) == "completed"
