@@ -39,7 +39,7 @@ from stamen.executors.local_files import (
 )
 from stamen.executors.local_forkserver import fork_server
 from stamen.executors.local_proc import boot_id, group_is_alive, proc_stat_fields, process_is_alive
-from stamen.executors.local_runner import RunnerConfig, Submission
+from stamen.executors.local_runner_config import RunnerConfig, Submission
 
 __all__ = ["LOST_REASON", "LocalExecutor", "group_is_alive", "process_is_alive"]
 

@@ -30,7 +30,8 @@ from typing import IO, Any, NoReturn
 
 from stamen.executors.local_files import job_document, write_json_atomically
 from stamen.executors.local_proc import boot_id, process_start_time
-from stamen.executors.local_runner import RunnerConfig, record_runner_failure, run_runner
+from stamen.executors.local_runner import record_runner_failure, run_runner
+from stamen.executors.local_runner_config import RunnerConfig
 
 
 class ForkServerError(RuntimeError):

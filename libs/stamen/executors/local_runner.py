@@ -38,7 +38,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -50,10 +50,10 @@ from stamen.executors.local_files import (
     STOP_MEMORY_LIMIT,
     STOP_TIME_LIMIT,
     job_document,
-    step_file_stem,
     write_json_atomically,
 )
 from stamen.executors.local_proc import boot_id, group_resident_bytes, proc_stat_fields
+from stamen.executors.local_runner_config import RunnerConfig, parse_runner_args
 
 MEMORY_SAMPLE_INTERVAL_SECONDS = 0.2
 LEFTOVER_REAP_SECONDS = 5.0
@@ -62,56 +62,11 @@ EXIT_COMMAND_NOT_FOUND = 127
 EXIT_COMMAND_NOT_EXECUTABLE = 126
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
-__all__ = ["RunnerConfig", "Submission", "boot_id", "main", "run_runner"]
+__all__ = ["boot_id", "main", "run_runner"]
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat()
-
-
-@dataclass(frozen=True)
-class Submission:
-    """Which submission a runner runs: what its job file says, so `find` can tell it apart."""
-
-    workset_id: str
-    attempt: int
-    step: str
-    submitted_at: str  # ISO 8601
-
-
-@dataclass(frozen=True)
-class RunnerConfig:
-    """Everything a runner needs: the command, its limits, its files. JSON-able, for the fork server."""
-
-    argv: list[str]
-    workdir: Path
-    status_file: Path
-    running_file: Path
-    stdout_file: Path
-    stderr_file: Path
-    cancel_marker: Path
-    job_file: Path | None = None
-    submission: Submission | None = None
-    time_limit_seconds: float | None = None
-    memory_limit_mb: int | None = None
-    grace_seconds: float = 10.0
-    env: dict[str, str] = field(default_factory=dict)  # added to the runner's own environment
-    unset_env: list[str] = field(default_factory=list)  # taken out of it (after `env` is added)
-
-    def to_json(self) -> dict[str, Any]:
-        document = asdict(self)
-        for name, value in document.items():
-            if isinstance(value, Path):
-                document[name] = str(value)
-        return document
-
-    @classmethod
-    def from_json(cls, document: dict[str, Any]) -> RunnerConfig:
-        paths = {"workdir", "status_file", "running_file", "stdout_file", "stderr_file", "cancel_marker", "job_file"}
-        values: dict[str, Any] = {k: (Path(v) if k in paths and v is not None else v) for k, v in document.items()}
-        if values.get("submission") is not None:
-            values["submission"] = Submission(**values["submission"])
-        return cls(**values)
 
 
 _LIBC = ctypes.CDLL(None, use_errno=True)  # loaded once: the fork server's runners inherit it
@@ -150,56 +105,6 @@ class RunnerState:
             self.kill_deadline = None
         else:
             self.kill_deadline = time.monotonic() + self.grace_seconds
-
-
-def _parse_args(argv: Sequence[str]) -> RunnerConfig:
-    import argparse  # only the standalone runner parses arguments; forked runners get a RunnerConfig
-
-    parser = argparse.ArgumentParser(prog="python -m stamen.executors.local_runner", description=__doc__)
-    parser.add_argument("--workdir", required=True, type=Path)
-    parser.add_argument("--status-file", required=True, type=Path)
-    parser.add_argument("--running-file", type=Path, help="default: <status file stem>.running.json")
-    parser.add_argument("--stdout-file", type=Path, help="default: <step>.stdout.log in the workdir")
-    parser.add_argument("--stderr-file", type=Path, help="default: <step>.stderr.log in the workdir")
-    parser.add_argument("--cancel-marker", type=Path, help="written by the executor before it cancels")
-    parser.add_argument("--time-limit-seconds", type=float)
-    parser.add_argument("--memory-limit-mb", type=int)
-    parser.add_argument("--grace-seconds", type=float, default=10.0)
-    parser.add_argument("--job-file", type=Path, help="written first: which submission this runner runs")
-    parser.add_argument("--workset-id", help="with --job-file: the submission's workset")
-    parser.add_argument("--attempt", type=int, help="with --job-file: the submission's attempt")
-    parser.add_argument("--step", help="with --job-file: the submission's step")
-    parser.add_argument("--submitted-at", help="with --job-file: the submission's time (ISO 8601)")
-    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- argv...")
-    args = parser.parse_args(argv)
-    if args.command and args.command[0] == "--":
-        args.command = args.command[1:]
-    if not args.command:
-        parser.error("no command given after --")
-    submission = None
-    if args.job_file is not None:
-        missing = [f"--{name.replace('_', '-')}" for name in ("workset_id", "attempt", "step", "submitted_at")
-                   if getattr(args, name) is None]  # fmt: skip
-        if missing:
-            parser.error(f"--job-file also needs {', '.join(missing)}: they say which submission this is")
-        submission = Submission(args.workset_id, args.attempt, args.step, args.submitted_at)
-    workdir: Path = args.workdir
-    status_file: Path = args.status_file
-    stem = step_file_stem(status_file)
-    return RunnerConfig(
-        argv=list(args.command),
-        workdir=workdir,
-        status_file=status_file,
-        running_file=args.running_file or status_file.with_name(f"{stem}.running.json"),
-        stdout_file=args.stdout_file or workdir / f"{stem}.stdout.log",
-        stderr_file=args.stderr_file or workdir / f"{stem}.stderr.log",
-        cancel_marker=args.cancel_marker or status_file.with_name(f"{stem}.cancel"),
-        job_file=args.job_file,
-        submission=submission,
-        time_limit_seconds=args.time_limit_seconds,
-        memory_limit_mb=args.memory_limit_mb,
-        grace_seconds=args.grace_seconds,
-    )
 
 
 def _write_job_file(config: RunnerConfig) -> None:
@@ -473,7 +378,7 @@ def record_runner_failure(config: RunnerConfig) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    config = _parse_args(list(sys.argv[1:] if argv is None else argv))
+    config = parse_runner_args(list(sys.argv[1:] if argv is None else argv), description=__doc__)
     try:
         config.workdir.mkdir(parents=True, exist_ok=True)
         return run_runner(config)

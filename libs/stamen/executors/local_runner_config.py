@@ -1,0 +1,108 @@
+"""What a local step's runner is told: the command, its limits and its files (RunnerConfig, JSON-able for
+the fork server), which submission it runs (Submission, for `find`), and the standalone runner's
+command line that says the same. The runner itself is local_runner.py."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stamen.executors.local_files import step_file_stem
+
+
+@dataclass(frozen=True)
+class Submission:
+    """Which submission a runner runs: what its job file says, so `find` can tell it apart."""
+
+    workset_id: str
+    attempt: int
+    step: str
+    submitted_at: str  # ISO 8601
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    """Everything a runner needs: the command, its limits, its files. JSON-able, for the fork server."""
+
+    argv: list[str]
+    workdir: Path
+    status_file: Path
+    running_file: Path
+    stdout_file: Path
+    stderr_file: Path
+    cancel_marker: Path
+    job_file: Path | None = None
+    submission: Submission | None = None
+    time_limit_seconds: float | None = None
+    memory_limit_mb: int | None = None
+    grace_seconds: float = 10.0
+    env: dict[str, str] = field(default_factory=dict)  # added to the runner's own environment
+    unset_env: list[str] = field(default_factory=list)  # taken out of it (after `env` is added)
+
+    def to_json(self) -> dict[str, Any]:
+        document = asdict(self)
+        for name, value in document.items():
+            if isinstance(value, Path):
+                document[name] = str(value)
+        return document
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> RunnerConfig:
+        paths = {"workdir", "status_file", "running_file", "stdout_file", "stderr_file", "cancel_marker", "job_file"}
+        values: dict[str, Any] = {k: (Path(v) if k in paths and v is not None else v) for k, v in document.items()}
+        if values.get("submission") is not None:
+            values["submission"] = Submission(**values["submission"])
+        return cls(**values)
+
+
+def parse_runner_args(argv: Sequence[str], *, description: str | None = None) -> RunnerConfig:
+    """The standalone runner's command line (`python -m stamen.executors.local_runner ...`)."""
+    import argparse  # only the standalone runner parses arguments; forked runners get a RunnerConfig
+
+    parser = argparse.ArgumentParser(prog="python -m stamen.executors.local_runner", description=description)
+    parser.add_argument("--workdir", required=True, type=Path)
+    parser.add_argument("--status-file", required=True, type=Path)
+    parser.add_argument("--running-file", type=Path, help="default: <status file stem>.running.json")
+    parser.add_argument("--stdout-file", type=Path, help="default: <step>.stdout.log in the workdir")
+    parser.add_argument("--stderr-file", type=Path, help="default: <step>.stderr.log in the workdir")
+    parser.add_argument("--cancel-marker", type=Path, help="written by the executor before it cancels")
+    parser.add_argument("--time-limit-seconds", type=float)
+    parser.add_argument("--memory-limit-mb", type=int)
+    parser.add_argument("--grace-seconds", type=float, default=10.0)
+    parser.add_argument("--job-file", type=Path, help="written first: which submission this runner runs")
+    parser.add_argument("--workset-id", help="with --job-file: the submission's workset")
+    parser.add_argument("--attempt", type=int, help="with --job-file: the submission's attempt")
+    parser.add_argument("--step", help="with --job-file: the submission's step")
+    parser.add_argument("--submitted-at", help="with --job-file: the submission's time (ISO 8601)")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- argv...")
+    args = parser.parse_args(argv)
+    if args.command and args.command[0] == "--":
+        args.command = args.command[1:]
+    if not args.command:
+        parser.error("no command given after --")
+    submission = None
+    if args.job_file is not None:
+        missing = [f"--{name.replace('_', '-')}" for name in ("workset_id", "attempt", "step", "submitted_at")
+                   if getattr(args, name) is None]  # fmt: skip
+        if missing:
+            parser.error(f"--job-file also needs {', '.join(missing)}: they say which submission this is")
+        submission = Submission(args.workset_id, args.attempt, args.step, args.submitted_at)
+    workdir: Path = args.workdir
+    status_file: Path = args.status_file
+    stem = step_file_stem(status_file)
+    return RunnerConfig(
+        argv=list(args.command),
+        workdir=workdir,
+        status_file=status_file,
+        running_file=args.running_file or status_file.with_name(f"{stem}.running.json"),
+        stdout_file=args.stdout_file or workdir / f"{stem}.stdout.log",
+        stderr_file=args.stderr_file or workdir / f"{stem}.stderr.log",
+        cancel_marker=args.cancel_marker or status_file.with_name(f"{stem}.cancel"),
+        job_file=args.job_file,
+        submission=submission,
+        time_limit_seconds=args.time_limit_seconds,
+        memory_limit_mb=args.memory_limit_mb,
+        grace_seconds=args.grace_seconds,
+    )
