@@ -160,15 +160,20 @@ def up(
 
 
 async def _submit_demo(database_url: str, region: str) -> str:
+    from stamen.inputs.demo import DEMO_BUCKET, DEMO_TENANT
     from stamen.intake import submit_workset
     from stamen.store.db import create_pool
+    from stamen.tenancy import BucketGrantRepository
 
     spec = yaml.safe_load((resources.files("stamen.demo") / "demo_workset.yaml").read_text())
     pool = await create_pool(database_url, max_size=2)
     try:
+        async with pool.acquire() as conn:  # the demo tenant's inputs and report live in the demo bucket
+            await BucketGrantRepository(conn).grant(DEMO_TENANT, DEMO_BUCKET, "read-write", granted_by="stamen-up",
+                                                    note="the demo workset's inputs and report")
         result = await submit_workset(
             pool,
-            tenant_id="demo",
+            tenant_id=DEMO_TENANT,
             name=spec["name"],
             spec=spec,
             region=region,
@@ -385,6 +390,7 @@ def worksets_show(workset_id: str, state_dir: StateDirOpt = None, as_json: JsonO
 
 def main() -> None:
     from stamen import (
+        cli_buckets,
         cli_customers,
         cli_diagnose,
         cli_intake,
@@ -398,6 +404,7 @@ def main() -> None:
 
     cli_intake.register(app)
     cli_outbox.register(app)
+    cli_buckets.register(app)
     cli_diagnose.register(app)
     cli_regions.register(app)
     cli_scheduler.register(app, worksets_app)

@@ -107,11 +107,12 @@ async def _validate(target: str, imported: Any, *, tenant: str | None, dry_run: 
         return await validator.validate_workset_async(bucket=bucket, prefix=prefix, dry_run=dry_run, tenant=tenant,
                                                       emulator=emulator)
     if dry_run:
-        return await validate_imported(imported, checker=None, cluster_region=settings.region, strict=strict,
-                                       dry_run=True)
+        return await validate_imported(imported, checker=None, cluster_region=settings.region, rights=None,
+                                       strict=strict, dry_run=True)
     async with open_object_store(settings, intake, emulator=emulator) as store:
+        # An operator's tool with the operator's own AWS credentials: no tenant's bucket rights apply.
         return await validate_imported(imported, checker=StorageChecker(store, intake),
-                                       cluster_region=settings.region, strict=strict)
+                                       cluster_region=settings.region, rights=None, strict=strict)
 
 
 def register(app: typer.Typer) -> None:

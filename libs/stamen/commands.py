@@ -17,6 +17,8 @@ from stamen.retry import RequeueChangesInvalid as RequeueChangesInvalid  # the A
 from stamen.retry_commands import WorksetNotRequeueable as WorksetNotRequeueable
 from stamen.retry_commands import requeue_with_fresh_budget
 from stamen.store.unit_of_work import UnitOfWork
+from stamen.tenancy import BucketGrantRepository, access_findings
+from stamen.worksets.findings import Finding
 
 S = WorksetState
 # Before admission a cancel is immediate; after it, the scheduler stops the job and frees the slot.
@@ -80,6 +82,29 @@ async def archive(pool: asyncpg.Pool, workset_id: str, *, actor: str) -> str:
     return ws.state.value
 
 
+class BucketAccessDenied(RuntimeError):
+    """The workset names S3 locations its tenant may no longer use (a grant was revoked since it was
+    validated): it is not sent back to the queue. `findings` are the S3-ACCESS findings."""
+
+    code = "S3_ACCESS_DENIED"
+
+    def __init__(self, message: str, findings: list[Finding]) -> None:
+        super().__init__(message)
+        self.findings = findings
+
+
+async def refuse_foreign_buckets(uow: UnitOfWork, workset_id: str) -> None:
+    """Raise BucketAccessDenied when the workset's spec names a bucket its tenant may not use now."""
+    ws = await uow.worksets.get(workset_id)
+    refused = access_findings(ws.spec, await BucketGrantRepository(uow.connection).tenant_buckets(ws.tenant_id))
+    if refused:
+        raise BucketAccessDenied(
+            f"workset {workset_id} uses S3 locations tenant {ws.tenant_id} may not use (any more): "
+            + "; ".join(f.message for f in refused[:3]),
+            refused,
+        )
+
+
 async def requeue(
     pool: asyncpg.Pool, workset_id: str, *, actor: str, changes: dict[str, Any] | None = None
 ) -> str:
@@ -89,9 +114,11 @@ async def requeue(
     memory_multiplier (RequeueChanges); they are written to the workset and its spec before it is
     queued. Completed steps stay completed, so it resumes where it stopped. Returns the new state
     ("queued"). Raises RequeueChangesInvalid (REQUEUE_CHANGE_INVALID) for a bad change, before
-    anything is written, and WorksetNotRequeueable (WORKSET_NOT_REQUEUEABLE) for any other state."""
+    anything is written, WorksetNotRequeueable (WORKSET_NOT_REQUEUEABLE) for any other state, and
+    BucketAccessDenied (S3_ACCESS_DENIED) when its spec names a bucket its tenant may not use."""
     parsed = RequeueChanges.parse(changes) if changes else None
     async with UnitOfWork(pool) as uow:
+        await refuse_foreign_buckets(uow, workset_id)
         reason = "requeued by an operator" + (f" with {parsed.describe()}" if parsed else "")
         ws = await requeue_with_fresh_budget(
             uow,

@@ -44,6 +44,7 @@ from stamen.executors.hints import find_and_stop_by_hand
 from stamen.store.clusters import ClusterRecord
 from stamen.store.step_runs import SubmissionClaim, SubmittingStepRun, submission_lock
 from stamen.store.unit_of_work import UnitOfWork
+from stamen.tenancy import BucketGrantRepository, access_findings
 
 log = structlog.get_logger(__name__)
 S = WorksetState
@@ -59,6 +60,8 @@ SUBMIT_GRACE_SECONDS = 10.0
 # is submitted again only once it is older than this; a job found is adopted at once.
 RESUBMIT_AFTER_SECONDS = 120.0
 LOST_STATE = "LOST"
+# workset.failed's native_state when the tenant may not use a bucket its spec names (diagnosed WS-CFG-014).
+S3_ACCESS_STATE = "S3_ACCESS"
 
 
 class Reconciled(StrEnum):
@@ -138,6 +141,15 @@ class Dispatcher:
             finish_cancelled(ws, self._holder)
             await uow.worksets.save(ws)
             await uow.slots.release_lease(ws.id, ws.attempt, "cancelled")
+            return None
+        # Defence in depth: the spec was checked at intake, but a grant may have been revoked since, or the
+        # row changed after validation. A step never starts on a bucket its tenant may not use.
+        rights = await BucketGrantRepository(uow.connection).tenant_buckets(ws.tenant_id)
+        refused = access_findings(ws.spec, rights)
+        if refused:
+            reason = f"{S3_ACCESS_STATE}: " + "; ".join(f"{f.code} {f.message}" for f in refused[:5])
+            await self._fail(uow, ws, None, reason, native_state=S3_ACCESS_STATE)
+            log.warning("scheduler.bucket_access_refused", workset_id=ws.id, fields=[f.field for f in refused])
             return None
         cluster = await uow.clusters.cluster(ws.cluster)
         try:

@@ -14,6 +14,7 @@ from typing import Any
 
 from stamen.inputs.storage import StorageChecker
 from stamen.inputs.validation import validate_imported
+from stamen.tenancy import TenantBuckets, access_findings
 from stamen.worksets import Finding, import_form
 
 VALIDATION_DISABLED_NOTE = (
@@ -46,15 +47,20 @@ async def check_submission(
     tenant_id: str,
     checker: StorageChecker | None,
     cluster_region: str,
+    rights: TenantBuckets,
     enable_validation: bool = True,
     strict: bool = False,
     quota: QuotaCheck | None = None,
 ) -> CheckResult:
+    """`rights`: the buckets the tenant may use; every S3 location outside them is an S3-ACCESS error,
+    whatever path the workset came by and even unvalidated (it is the tenant boundary, not a check)."""
     # The tenant is who submitted it (authenticated), never what the document claims.
     # A 10,000-sample spec takes a CPU second to import and check: in a thread, so the loop keeps serving.
     imported = await asyncio.to_thread(import_form, {**spec, "tenant": tenant_id}, source="submission")
     # The quota is a limit of the customer, not a check of the workset: it applies even unvalidated.
     tenant_findings = await quota(tenant_id) if quota is not None else []
+    if imported.spec is not None and not enable_validation:
+        tenant_findings += access_findings(imported.spec, rights)
     if not enable_validation:
         # Even unvalidated, a workset must be a WorksetSpec: nothing downstream can run anything else.
         found = [f.model_dump() for f in [*imported.findings, *tenant_findings]]
@@ -65,7 +71,8 @@ async def check_submission(
             validated=False,
             storage_unavailable=any(f["code"] == "SNF-OBJ-006" for f in found),
         )
-    report = await validate_imported(imported, checker=checker, cluster_region=cluster_region, strict=strict)
+    report = await validate_imported(imported, checker=checker, cluster_region=cluster_region, rights=rights,
+                                     strict=strict)
     findings = [f.model_dump() for f in [*report.findings, *tenant_findings]]
     return CheckResult(
         errors=[f for f in findings if f["severity"] == "error"],

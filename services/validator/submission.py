@@ -15,13 +15,14 @@ from stamen.inputs.quota import storage_quota_findings
 from stamen.inputs.storage import StorageChecker
 from stamen.service.keys import POOL
 from stamen.settings import Settings
+from stamen.tenancy import tenant_buckets
 from stamen.worksets import Finding
 
 CONSUMER = "validator-submitted"
 
 
 def submission_check(app: web.Application, settings: Settings) -> handlers.Check:
-    """Validation of a spec as the validator runs it: storage, the tenant's quota, the rules."""
+    """Validation of a spec as the validator runs it: the tenant's buckets and quota, storage, the rules."""
 
     async def quota(tenant_id: str) -> list[Finding]:
         return await storage_quota_findings(app[POOL], app[OBJECT_STORE].client, tenant_id)
@@ -33,6 +34,7 @@ def submission_check(app: web.Application, settings: Settings) -> handlers.Check
             tenant_id=tenant_id,
             checker=checker,
             cluster_region=settings.region,
+            rights=await tenant_buckets(app[POOL], tenant_id),
             enable_validation=settings.enable_validation,
             quota=quota,
         )

@@ -8,6 +8,7 @@ from typing import Any
 import boto3
 
 from tests.api.conftest import World
+from tests.intake.s3kit import grant
 
 SPEC = {
     "name": "quota-probe",
@@ -49,5 +50,6 @@ async def test_over_quota_is_refused_and_a_missing_bucket_holds_nothing(
         "bucket": bucket,
     }
 
+    await grant(world.pool, world.b.id, "lab-inputs", "read-only")  # where its reads are
     empty = await world.client.post("/api/v1/worksets", json=SPEC, headers=world.key(world.b))
     assert empty.status == 201, await empty.text()  # 0 bytes is not over a 0 GB quota

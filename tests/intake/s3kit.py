@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import boto3
 import pytest
 import yaml
@@ -21,6 +22,7 @@ import yaml
 from stamen.inputs.settings import IntakeSettings
 from stamen.settings import Settings
 from stamen.stack.servers import MotoServer
+from stamen.tenancy import BucketGrantRepository, GrantAccess
 from tests.worksets.conftest import fastq_records, gz
 
 DROP_PREFIX = "daylily_monitoring/active_worksets/"
@@ -162,6 +164,12 @@ def guarded_s3(tmp_path: Path, moto_url: str) -> Iterator[GuardedS3]:
         yield GuardedS3(server.url, key["AccessKeyId"], key["SecretAccessKey"])
     finally:
         server.stop()
+
+
+async def grant(pool: asyncpg.Pool, tenant: str, bucket: str, access: GrantAccess = "read-write") -> None:
+    """Let `tenant` use `bucket` (stamen.tenancy): what an operator's `stamen bucket grant` does."""
+    async with pool.acquire() as conn:
+        await BucketGrantRepository(conn).grant(tenant, bucket, access, granted_by="test")
 
 
 def make_settings(database_url: str, nats_url: str, moto_url: str, **extra: Any) -> Settings:

@@ -9,16 +9,18 @@ from pathlib import Path
 
 from services.validator.tests import test_service
 from stamen.worksets.findings import CODES
+from tests.api import test_isolation_s3
 from tests.intake import test_cli_and_api, test_sniff_files, test_storage
 from tests.intake.test_storage import STORAGE_CORPUS
 from tests.worksets.test_corpus import CORPUS
 
 REPO = Path(__file__).resolve().parents[2]
-CODE = re.compile(r"\b(?:VAL|SNF|QUOTA)-[A-Z]+-\d{3}\b")
+CODE = re.compile(r"\b(?:VAL|SNF|QUOTA|S3)-[A-Z]+-\d{3}\b")
 SOURCES = [
     *(REPO / "libs" / "stamen" / "inputs").glob("*.py"),
     *(REPO / "services" / "validator").glob("*.py"),
     *(REPO / "services" / "portal" / "api").glob("*.py"),
+    *(REPO / "libs" / "stamen" / "tenancy").glob("*.py"),
     REPO / "libs" / "stamen" / "cli_intake.py",
 ]
 
@@ -51,6 +53,9 @@ PRODUCED_BY: dict[str, Callable[..., object]] = {
     "VAL-DAY-005": test_cli_and_api.test_python_api_reports_the_folder_layout,
     "QUOTA-STORAGE-001": test_service.test_storage_quota_is_checked_for_every_intake_path,
     "SNF-GZ-006": test_sniff_files.test_a_plain_gzip_too_large_to_verify_is_said_so,
+    "S3-ACCESS-001": test_isolation_s3.test_a_spec_naming_b_s_bucket_is_refused_on_every_intake_path_whatever_b_holds,
+    "S3-ACCESS-002": test_isolation_s3.test_a_granted_shared_bucket_works_read_only_where_granted_so,
+    "S3-ACCESS-003": test_isolation_s3.test_a_spec_naming_b_s_bucket_is_refused_on_every_intake_path_whatever_b_holds,
 }
 
 

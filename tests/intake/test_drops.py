@@ -17,7 +17,7 @@ from stamen.inputs.settings import IntakeSettings
 from stamen.settings import Settings
 from stamen.store.unit_of_work import UnitOfWork
 from stamen.worksets.limits import MAX_DOCUMENT_BYTES
-from tests.intake.s3kit import DROP_PREFIX, S3Lab, make_intake
+from tests.intake.s3kit import DROP_PREFIX, S3Lab, grant, make_intake
 
 
 async def worksets(pool: asyncpg.Pool) -> list[asyncpg.Record]:
@@ -33,6 +33,7 @@ async def test_same_folder_seen_again_and_again_makes_one_workset(pool: asyncpg.
     folder = s3lab.drop_folder("run7")
     s3lab.drop_folder("not-ready-yet", ready=False)
     intake = make_intake(s3lab)
+    await grant(pool, "acme", s3lab.bucket)  # the drop bucket is acme's
     async with open_object_store(settings_for(s3lab), intake) as store:
         drops = DropIntake(pool, store, region="us-west-2", intake=intake)
         first = await DropWatcher(drops, store, pool, intake).scan_once()
@@ -55,6 +56,7 @@ async def test_lost_memory_still_makes_one_workset(pool: asyncpg.Pool, s3lab: S3
     """Even if the s3_drops rows and the in_progress sentinel were lost, the idempotency key holds."""
     folder = s3lab.drop_folder("run8")
     intake = make_intake(s3lab)
+    await grant(pool, "acme", s3lab.bucket)  # the drop bucket is acme's
     async with open_object_store(settings_for(s3lab), intake) as store:
         drops = DropIntake(pool, store, region="us-west-2", intake=intake)
         assert (await drops.consider(s3lab.bucket, folder)).action == "submitted"
@@ -89,6 +91,7 @@ async def test_a_folder_that_cannot_be_read_is_refused_with_daylily_error(
     folder = s3lab.drop_folder("broken")
     s3lab.put(folder + "daylily_work.yaml", work)
     intake = make_intake(s3lab)
+    await grant(pool, "acme", s3lab.bucket)  # the drop bucket is acme's
     async with open_object_store(settings_for(s3lab), intake) as store:
         outcome = await DropIntake(pool, store, region="us-west-2", intake=intake).consider(
             s3lab.bucket, folder
@@ -110,6 +113,7 @@ async def test_the_watcher_loop_picks_a_new_folder_up_within_5_seconds(
     pool: asyncpg.Pool, s3lab: S3Lab
 ) -> None:
     intake = make_intake(s3lab, drop_poll_seconds=2.0)
+    await grant(pool, "acme", s3lab.bucket)  # the drop bucket is acme's
     async with open_object_store(settings_for(s3lab), intake) as store:
         watcher = DropWatcher(DropIntake(pool, store, region="us-west-2", intake=intake), store, pool, intake)
         task = asyncio.create_task(watcher.run())
@@ -171,6 +175,7 @@ async def test_the_watcher_lists_efficiently(pool: asyncpg.Pool, s3lab: S3Lab) -
     done_a, done_b = s3lab.drop_folder("eff-a"), s3lab.drop_folder("eff-b")
     waiting = s3lab.drop_folder("eff-wait", ready=False)
     intake = make_intake(s3lab, drop_rescan_every=3)
+    await grant(pool, "acme", s3lab.bucket)  # the drop bucket is acme's
     async with open_object_store(settings_for(s3lab), intake) as real:
         store = CountingStore(real)
         watcher = DropWatcher(DropIntake(pool, store, region="us-west-2", intake=intake), store, pool, intake)

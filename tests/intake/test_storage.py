@@ -32,6 +32,7 @@ async def check(
             import_for_tenant(spec, tenant="acme"),
             checker=StorageChecker(store, intake),
             cluster_region="us-west-2",
+            rights=None,
             dry_run=dry_run,
         )
 

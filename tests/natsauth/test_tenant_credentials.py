@@ -28,7 +28,7 @@ from stamen.natsauth import (
 )
 from stamen.natsauth.sync import NatsAuthSync, render_to_file
 from stamen.stack.servers import NatsServer
-from tests.intake.s3kit import S3Lab, make_intake, make_settings
+from tests.intake.s3kit import S3Lab, grant, make_intake, make_settings
 
 PASSWORD = "service-secret"
 
@@ -118,7 +118,10 @@ async def connect_when_allowed(url: str, seed: str, tenant: str) -> LabClient:
 
 
 @pytest.fixture
-async def validator(secured: SecuredNats, database_url: str, s3lab: S3Lab) -> AsyncIterator[TestServer]:
+async def validator(
+    secured: SecuredNats, database_url: str, s3lab: S3Lab, pool: asyncpg.Pool
+) -> AsyncIterator[TestServer]:
+    await grant(pool, "lab-a", s3lab.bucket)  # lab-a's worksets read and write the lab bucket
     app = init_app(make_settings(database_url, secured.service_url, s3lab.url), intake=make_intake(s3lab))
     server = TestServer(app)
     await server.start_server()

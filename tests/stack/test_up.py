@@ -149,6 +149,7 @@ def test_stamen_up_supervises_and_keeps_state_across_restarts(tmp_path: Path) ->
         wait_until(lambda: http_ok(f"{after['url']}/readyz"), 30, "validator ready again")
         spec = tmp_path / "ws.yaml"
         spec.write_text(Path(__file__).parents[2].joinpath("libs/stamen/demo/demo_workset.yaml").read_text())
+        stamen(state, "bucket", "grant", "acme", "stamen-demo", "--read-write")  # the demo's data is there
         submitted = stamen(state, "submit", str(spec), "--tenant", "acme")
         wait_until(
             lambda: stamen(state, "worksets", "show", submitted["workset_id"])["state"] == "completed",

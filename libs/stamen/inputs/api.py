@@ -91,7 +91,8 @@ class WorksetValidator:
                 imported = import_documents(docs, tenant=owner, default_name=folder_name(prefix))
             checker = StorageChecker(store, self.intake)
             return await validate_imported(
-                imported, checker=checker, cluster_region=self.region, strict=strict, dry_run=dry_run
+                imported, checker=checker, cluster_region=self.region, rights=None, strict=strict,
+                dry_run=dry_run,
             )
 
     async def validate_document_async(
@@ -107,12 +108,13 @@ class WorksetValidator:
         imported = import_for_tenant(document, tenant=tenant)
         if dry_run:
             return await validate_imported(
-                imported, checker=None, cluster_region=self.region, strict=strict, dry_run=True
+                imported, checker=None, cluster_region=self.region, rights=None, strict=strict, dry_run=True
             )
         async with open_object_store(self.settings, self.intake, region=self.region) as store:
             return await validate_imported(
                 imported,
                 checker=StorageChecker(store, self.intake),
                 cluster_region=self.region,
+                rights=None,
                 strict=strict,
             )

@@ -13,6 +13,9 @@ from stamen.inputs.objects import ObjectMissing, ObjectStore
 from stamen.inputs.storage import split_s3_uri
 
 log = structlog.get_logger(__name__)
+# Whose the demo workset is, and the bucket its inputs and report live in (granted to that tenant).
+DEMO_TENANT = "demo"
+DEMO_BUCKET = "stamen-demo"
 DEMO_READS = 2000
 DEMO_READ_LENGTH = 100
 

@@ -25,6 +25,7 @@ from stamen.inputs.objects import ObjectInfo, ObjectStore, StorageError, gather_
 from stamen.inputs.repository import DropRecord, IntakeRepository, RecordedDropOutcome
 from stamen.inputs.settings import IntakeSettings
 from stamen.intake import IdempotencyKeyReused, submit_workset
+from stamen.tenancy import S3Location, access_findings, refusal, tenant_buckets
 from stamen.worksets.findings import has_errors
 from stamen.worksets.rules import traverses
 
@@ -90,9 +91,16 @@ class DropIntake:
         imported = import_documents(docs, tenant=tenant, default_name=folder_name(folder))
         now = datetime.now(UTC)
         uri = f"s3://{bucket}/{folder}"
-        if imported.spec is None or has_errors(imported.findings):
+        found = list(imported.findings)
+        if imported.spec is not None:
+            # The folder itself (stamen writes its sentinels there) and every location the spec names must
+            # be in buckets the tenant may use: a customer_id in daylily_info.yaml claims nothing more.
+            rights = await tenant_buckets(self._pool, tenant)
+            folder_refused = refusal(rights, S3Location("", uri, "write"), code="S3-ACCESS-003")
+            found += [*([folder_refused] if folder_refused else []), *access_findings(imported.spec, rights)]
+        if imported.spec is None or has_errors(found):
             # Nothing to store as a workset: the folder's own error sentinel and the s3_drops row say why.
-            findings = [f.model_dump() for f in imported.findings]
+            findings = [f.model_dump() for f in found]
             message = "refused: " + sentinels.summarise_findings(findings)
             await self._store.put(bucket, folder + sentinels.ERROR, sentinels.error_body(now, message))
             await self._record(bucket, folder, ready, tenant, None, "refused", findings, sentinels.ERROR)

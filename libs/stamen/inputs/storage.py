@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from stamen.inputs.objects import ARCHIVE_CLASSES, ObjectMissing, ObjectStore, StorageError, gather_bounded
 from stamen.inputs.settings import IntakeSettings
+from stamen.tenancy.buckets import TenantBuckets, may_access
 from stamen.worksets import Finding, SniffResult, WorksetSpec, check_read_pairs, sniff_object
 from stamen.worksets.findings import finding, has_errors
 from stamen.worksets.registry import references
@@ -54,13 +55,17 @@ class StorageChecker:
         self._store = store
         self._settings = settings or IntakeSettings()
 
-    async def check(self, spec: WorksetSpec) -> StorageReport:
+    async def check(self, spec: WorksetSpec, rights: TenantBuckets | None) -> StorageReport:
+        """`rights`: the submitting tenant's buckets; an input it may not read is never fetched (so the report
+        says nothing about whether it exists). None only for an operator's own tools (CLI, Python API)."""
         report = StorageReport()
         limit = asyncio.Semaphore(self._settings.storage_concurrency)
         # Each distinct object once (the hybrid manifest lists one Illumina pair for several units);
         # malformed URIs are the rules' business and are not fetched.
         first_path: dict[str, str] = {}
         for path, uri, _fmt in input_files(spec):
+            if rights is not None and not may_access(rights, uri, "read"):
+                continue  # S3-ACCESS-001 says so; asking S3 would tell whether another tenant's object exists
             if uri not in first_path and not check_s3_uri(uri, path, needs_key=True):
                 first_path[uri] = path
         results = await gather_bounded(limit, *(self._check_object(uri, path) for uri, path in first_path.items()))

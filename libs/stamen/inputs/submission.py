@@ -13,6 +13,7 @@ import asyncpg
 
 from stamen.domain.workset import check_tenant_id
 from stamen.intake import IdempotencyKeyReused, submit_workset
+from stamen.tenancy import TenantBuckets, access_findings, tenant_buckets
 from stamen.worksets import Finding, ImportResult, ValidationReport, import_form, validate_spec
 from stamen.worksets.documents import Parsed, as_mapping, load_json_mapping, load_yaml_mapping
 
@@ -92,10 +93,13 @@ class SubmissionOutcome:
                 "warnings": [f.model_dump() for f in self.findings]}
 
 
-def _checked(document: bytes | str | Mapping[str, object], tenant: str, media: Media,
-             source: str) -> tuple[ImportResult, ValidationReport]:
+def _checked(document: bytes | str | Mapping[str, object], tenant: str, media: Media, source: str,
+             rights: TenantBuckets) -> tuple[ImportResult, ValidationReport]:
     imported = import_for_tenant(document, tenant=tenant, media=media, source=source)
-    return imported, validate_spec(imported.spec, dry_run=True, prior_findings=imported.findings)
+    prior = list(imported.findings)
+    if imported.spec is not None:  # every S3 location must be in a bucket the tenant may use
+        prior += access_findings(imported.spec, rights)
+    return imported, validate_spec(imported.spec, dry_run=True, prior_findings=prior)
 
 
 async def submit_document(pool: asyncpg.Pool, document: bytes | str | Mapping[str, object], *, media: Media,
@@ -105,7 +109,8 @@ async def submit_document(pool: asyncpg.Pool, document: bytes | str | Mapping[st
     estimate follow in the validator service, which turns the workset into queued or rejected."""
     tenant = check_request(tenant, idempotency_key)
     # Parsing and checking grow with the document (a CPU second at 10,000 samples): off the event loop.
-    imported, report = await asyncio.to_thread(_checked, document, tenant, media, source)
+    rights = await tenant_buckets(pool, tenant)
+    imported, report = await asyncio.to_thread(_checked, document, tenant, media, source, rights)
     if imported.spec is None or not report.ok:
         return SubmissionOutcome(accepted=False, findings=report.findings)
     spec = imported.spec

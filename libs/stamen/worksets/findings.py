@@ -448,6 +448,27 @@ CODES: dict[str, CodeInfo] = {
         "The input's format cannot be told from its name; it was not sniffed.",
         "Name inputs .fastq.gz/.fq.gz, .cram or .bam.",
     ),
+    # --- the tenant's buckets (stamen.tenancy: every intake path and the scheduler) ---
+    "S3-ACCESS-001": CodeInfo(
+        "error",
+        "The workset reads from a bucket its tenant may not use (not its own bucket, not granted to it).",
+        "Put the data in the tenant's own bucket, or have an operator grant the bucket to the tenant "
+        "(`stamen bucket grant <tenant> <bucket> --read-only`).",
+    ),
+    "S3-ACCESS-002": CodeInfo(
+        "error",
+        "The workset writes to a bucket its tenant may not write to (not its own, not granted, or "
+        "granted read-only).",
+        "Point the field at the tenant's own bucket, or have an operator grant the bucket read-write "
+        "(`stamen bucket grant <tenant> <bucket> --read-write`).",
+    ),
+    "S3-ACCESS-003": CodeInfo(
+        "error",
+        "A dropped workset folder is in a bucket its tenant may not use.",
+        "Drop the folder into the tenant's own bucket, map the drop bucket to the right tenant "
+        "(STAMEN_DROP_BUCKETS bucket=tenant), or have an operator grant it "
+        "(`stamen bucket grant <tenant> <bucket> --read-write`).",
+    ),
     # --- the submitting tenant (checked by the validator service, whatever the intake path) ---
     "QUOTA-STORAGE-001": CodeInfo(
         "error",

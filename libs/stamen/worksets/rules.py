@@ -156,13 +156,18 @@ def check_s3_uri(uri: str, path: str, *, needs_key: bool) -> list[Finding]:
     if not uri.startswith("s3://"):
         return [finding("VAL-URI-001", path, f"{uri} is not an s3:// URI")]
     bucket, _, key = uri[len("s3://"):].partition("/")
-    if not _BUCKET_PATTERN.fullmatch(bucket) or ".." in bucket or _is_ip_address(bucket):
+    if not valid_bucket_name(bucket):
         return [finding("VAL-URI-002", path, f"bucket {bucket!r} in {uri} is not a valid S3 bucket name")]
     if needs_key and (not key or key.endswith("/")):
         return [finding("VAL-URI-003", path, f"{uri} names a bucket or prefix, not an object")]
     if any(segment in (".", "..") for segment in key.split("/")):
         return [finding("VAL-URI-006", path, f"{uri} has a '.' or '..' path segment")]
     return []
+
+
+def valid_bucket_name(bucket: str) -> bool:
+    """S3's bucket naming rule (lower case, 3-63 characters, no "..", not an IP address)."""
+    return bool(_BUCKET_PATTERN.fullmatch(bucket)) and ".." not in bucket and not _is_ip_address(bucket)
 
 
 def _is_ip_address(text: str) -> bool:

@@ -537,3 +537,42 @@ class DlqMessageReplayed(BaseModel):
     subject: str = Field(description="Where it was sent back: its original events subject.")
     replayed: bool = Field(description="False: it had been replayed or resolved already; nothing was sent.")
     detail: str
+
+
+# --- buckets a tenant may use (stamen.tenancy) ---------------------------------------------------------
+BucketAccess = Literal["read-only", "read-write"]
+BUCKET = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+
+
+class BucketOut(BaseModel):
+    bucket: str
+    access: BucketAccess
+    source: Literal["own", "grant"] = Field(description="own: the customer's bucket from onboarding; "
+                                                        "grant: granted by an operator.")
+    granted_by: str | None
+    note: str
+
+
+class BucketList(BaseModel):
+    tenant: str
+    items: list[BucketOut]
+
+
+class BucketGrantCreate(Body):
+    tenant: str = Field(pattern=TENANT)
+    bucket: str = Field(pattern=BUCKET, description="An S3 bucket name (no s3://).")
+    access: BucketAccess
+    note: str = Field(default="", max_length=500, pattern=r"^[^\x00-\x1f\x7f]*$")
+
+
+class BucketGrantOut(BaseModel):
+    tenant: str
+    bucket: str
+    access: BucketAccess
+    granted_by: str
+    granted_at: datetime
+    note: str
+
+
+class BucketGrantCreated(BucketGrantOut):
+    created: bool = Field(description="False when an existing grant was changed.")

@@ -48,6 +48,7 @@ from stamen.inputs.validation import validate_imported
 from stamen.service.keys import POOL, SETTINGS
 from stamen.store.errors import ConcurrencyConflict, WorksetNotFound
 from stamen.store.unit_of_work import UnitOfWork
+from stamen.tenancy import TenantBuckets, tenant_buckets
 from stamen.worksets import WorksetSpec, export_daylily
 from stamen.worksets.findings import has_errors
 from stamen.worksets.rules import ValidationReport
@@ -173,8 +174,13 @@ async def validate_for(
     """Validate a workset document for `tenant` (the API's validate endpoint and the portal's forms)."""
     imported = import_for_tenant(document, tenant=tenant, media=media)
     checker = None if dry_run else StorageChecker(request.app[OBJECT_STORE], request.app[INTAKE_SETTINGS])
+    # The tenant's bucket rights, so a location outside them is a finding and is never fetched: what S3
+    # would say about another tenant's object (exists, its size) must not reach the caller.
+    owner = imported.spec.tenant if imported.spec is not None else None
+    rights = await tenant_buckets(request.app[POOL], owner) if owner else TenantBuckets("")
     return await validate_imported(
-        imported, checker=checker, cluster_region=request.app[SETTINGS].region, strict=strict, dry_run=dry_run
+        imported, checker=checker, cluster_region=request.app[SETTINGS].region, rights=rights, strict=strict,
+        dry_run=dry_run,
     )
 
 
@@ -363,6 +369,8 @@ async def requeue(
         raise missing(workset_id) from None
     except commands.WorksetNotRequeueable as exc:
         raise ApiError(409, exc.code, str(exc)) from None
+    except commands.BucketAccessDenied as exc:
+        raise ApiError(422, exc.code, str(exc), {"findings": [f.model_dump() for f in exc.findings]}) from None
     except ConcurrencyConflict as exc:
         raise ApiError(409, "WORKSET_CONCURRENT_UPDATE", str(exc)) from None
     return reply(m.WorksetStateResponse(workset_id=workset_id, state=state))

@@ -10,7 +10,7 @@ from nats.aio.client import Client as NATS
 
 from services.portal.app import init_app
 from stamen.auth import AuthSettings
-from tests.intake.s3kit import S3Lab, make_intake, make_settings, moto_url, s3lab
+from tests.intake.s3kit import S3Lab, grant, make_intake, make_settings, moto_url, s3lab
 
 __all__ = ["ACME", "client", "count", "moto_url", "s3lab"]
 
@@ -19,9 +19,11 @@ ACME = {"X-Stamen-Tenant": "acme"}
 
 @pytest.fixture
 async def client(
-    database_url: str, nats_url: str, s3lab: S3Lab, nc: NATS
+    database_url: str, nats_url: str, s3lab: S3Lab, nc: NATS, pool: asyncpg.Pool
 ) -> AsyncIterator[TestClient[Any, Any]]:
-    """The portal in local-demo mode (auth off: every request is an operator naming its tenant)."""
+    """The portal in local-demo mode (auth off: every request is an operator naming its tenant). The lab
+    bucket is acme's (granted read-write), as it is its drop bucket."""
+    await grant(pool, "acme", s3lab.bucket)
     app = init_app(
         make_settings(database_url, nats_url, s3lab.url),
         intake=make_intake(s3lab),

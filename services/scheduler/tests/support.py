@@ -23,6 +23,7 @@ from stamen.intake import submit_workset
 from stamen.settings import Settings
 from stamen.store.clusters import ClusterRecord
 from stamen.store.unit_of_work import UnitOfWork
+from tests.intake.s3kit import grant
 
 
 def write_pipelines(path: Path, steps: list[dict[str, Any]], name: str = "test-pipe") -> Path:
@@ -49,7 +50,9 @@ async def add_cluster(
 async def enqueue(
     pool: asyncpg.Pool, tenant: str, *, pipeline: str = "test-pipe", priority: str = "normal", **spec: Any
 ) -> str:
-    """A workset straight to `queued` (the validator's part is tested elsewhere)."""
+    """A workset straight to `queued` (the validator's part is tested elsewhere); its tenant may read the
+    lab bucket its sample names (the scheduler checks before every dispatch)."""
+    await grant(pool, tenant, "lab", "read-only")
     result = await submit_workset(
         pool,
         tenant_id=tenant,

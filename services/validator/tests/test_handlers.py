@@ -33,6 +33,7 @@ from stamen.intake import submit_workset
 from stamen.service.idempotent import idempotent
 from stamen.settings import Settings
 from stamen.store.unit_of_work import UnitOfWork
+from stamen.tenancy import BucketRight, TenantBuckets
 from tests.intake.s3kit import S3Lab
 
 DELIVERY = Delivery(subject="stamen.evt.acme.workset.submitted", stream_seq=1, num_delivered=1, headers={})
@@ -44,13 +45,16 @@ async def store(s3lab: S3Lab) -> AsyncIterator[S3ObjectStore]:
         yield opened
 
 
-def checker_for(store: S3ObjectStore, *, enable_validation: bool = True):  # type: ignore[no-untyped-def]
+def checker_for(store: S3ObjectStore, bucket: str, *, enable_validation: bool = True):  # type: ignore[no-untyped-def]
+    """The validator's check, with the tenant allowed to use `bucket` (the lab's) and nothing else."""
+
     async def check(spec: dict[str, Any], tenant_id: str) -> CheckResult:
         return await check_submission(
             spec,
             tenant_id=tenant_id,
             checker=StorageChecker(store, IntakeSettings()),
             cluster_region="us-west-2",
+            rights=TenantBuckets(tenant_id, (BucketRight(bucket, "read-write", "grant"),)),
             enable_validation=enable_validation,
         )
 
@@ -84,7 +88,7 @@ async def test_valid_spec_is_queued_with_the_estimate(
     pool: asyncpg.Pool, s3lab: S3Lab, store: S3ObjectStore
 ) -> None:
     ws_id, event = await submit_and_get_event(pool, s3lab.spec())
-    await validate_submitted(CONSUMER, lambda: pool, checker_for(store), max_deliver=5)(event, DELIVERY)
+    await validate_submitted(CONSUMER, lambda: pool, checker_for(store, s3lab.bucket), max_deliver=5)(event, DELIVERY)
     async with UnitOfWork(pool) as uow:
         ws = await uow.worksets.get(ws_id)
         history = await uow.worksets.history(ws_id)
@@ -105,7 +109,7 @@ async def test_redelivered_event_has_no_second_effect(
     pool: asyncpg.Pool, s3lab: S3Lab, store: S3ObjectStore
 ) -> None:
     ws_id, event = await submit_and_get_event(pool, s3lab.spec())
-    handler = validate_submitted(CONSUMER, lambda: pool, checker_for(store), max_deliver=5)
+    handler = validate_submitted(CONSUMER, lambda: pool, checker_for(store, s3lab.bucket), max_deliver=5)
     await handler(event, DELIVERY)
     await handler(event, DELIVERY)
     async with UnitOfWork(pool) as uow:
@@ -119,7 +123,7 @@ async def test_storage_findings_reject_the_workset(
     spec = s3lab.spec(reference_genome="GRCh99")
     s3lab.put("reads/S1_R2.fastq.gz", b"")
     ws_id, event = await submit_and_get_event(pool, spec)
-    await validate_submitted(CONSUMER, lambda: pool, checker_for(store), max_deliver=5)(event, DELIVERY)
+    await validate_submitted(CONSUMER, lambda: pool, checker_for(store, s3lab.bucket), max_deliver=5)(event, DELIVERY)
     bodies = await outbox(pool)
     assert bodies[-1]["type"] == "workset.rejected"
     payload = bodies[-1]["payload"]
@@ -136,7 +140,7 @@ async def test_storage_outage_is_retried_then_rejected_on_the_last_delivery(
     ws_id, event = await submit_and_get_event(pool, s3lab.spec())
     intake = IntakeSettings(storage_timeout_seconds=0.5)
     async with open_object_store(Settings(AWS_ENDPOINT_URL="http://127.0.0.1:9"), intake) as dead:
-        handler = validate_submitted(CONSUMER, lambda: pool, checker_for(dead), max_deliver=3)
+        handler = validate_submitted(CONSUMER, lambda: pool, checker_for(dead, s3lab.bucket), max_deliver=3)
         with pytest.raises(RetryLater):
             await handler(event, DELIVERY)
         async with UnitOfWork(pool) as uow:
@@ -157,7 +161,7 @@ async def test_with_validation_disabled_a_readable_spec_is_queued_unchecked(
     }
     ws_id, event = await submit_and_get_event(pool, spec)
     await validate_submitted(
-        CONSUMER, lambda: pool, checker_for(store, enable_validation=False), max_deliver=5
+        CONSUMER, lambda: pool, checker_for(store, "nowhere-bucket", enable_validation=False), max_deliver=5
     )(event, DELIVERY)
     async with UnitOfWork(pool) as uow:
         history = await uow.worksets.history(ws_id)
@@ -166,10 +170,19 @@ async def test_with_validation_disabled_a_readable_spec_is_queued_unchecked(
     # Even unvalidated, what is not a WorksetSpec is rejected: nothing downstream could run it.
     broken_id, broken = await submit_and_get_event(pool, {"name": "x", "samples": "not a list"})
     await validate_submitted(
-        CONSUMER, lambda: pool, checker_for(store, enable_validation=False), max_deliver=5
+        CONSUMER, lambda: pool, checker_for(store, "nowhere-bucket", enable_validation=False), max_deliver=5
     )(broken, DELIVERY)
     async with UnitOfWork(pool) as uow:
         assert (await uow.worksets.get(broken_id)).state.value == "rejected"
+    # Nor does it skip the tenant boundary: a bucket the tenant may not use is refused all the same.
+    foreign_id, foreign = await submit_and_get_event(pool, spec)
+    await validate_submitted(
+        CONSUMER, lambda: pool, checker_for(store, "another-bucket", enable_validation=False), max_deliver=5
+    )(foreign, DELIVERY)
+    async with UnitOfWork(pool) as uow:
+        assert (await uow.worksets.get(foreign_id)).state.value == "rejected"
+    [refused] = await stored_findings(pool, foreign_id)
+    assert (refused["code"], refused["field"]) == ("S3-ACCESS-001", "samples[0].r1")
 
 
 REJECTION = {

@@ -26,12 +26,15 @@ from stamen.inputs import sentinels
 from stamen.intake import submit_workset
 from stamen.stack.servers import NatsServer
 from stamen.worksets.limits import MAX_DOCUMENT_BYTES
-from tests.intake.s3kit import S3Lab, make_intake, make_settings
+from tests.intake.s3kit import S3Lab, grant, make_intake, make_settings
 from tests.worksets.conftest import fastq_records, gz
 
 
 @pytest.fixture
-async def validator(database_url: str, nats_url: str, s3lab: S3Lab, nc: NATS) -> AsyncIterator[TestServer]:
+async def validator(
+    database_url: str, nats_url: str, s3lab: S3Lab, nc: NATS, pool: asyncpg.Pool
+) -> AsyncIterator[TestServer]:
+    await grant(pool, "acme", s3lab.bucket)  # the lab bucket is acme's (it is also acme's drop bucket)
     app = init_app(make_settings(database_url, nats_url, s3lab.url), intake=make_intake(s3lab))
     server = TestServer(app)
     await server.start_server()
@@ -218,6 +221,8 @@ async def test_storage_quota_is_checked_for_every_intake_path(
     s3lab.put("results/old.bam", b"x" * 1500, bucket=spacious)
     await _customer(pool, "acme", bucket=full, max_storage_gb=0)
     await _customer(pool, "roomy", bucket=spacious, max_storage_gb=100)
+    for tenant in ("roomy", "ghost"):  # their inputs are in the lab's bucket
+        await grant(pool, tenant, s3lab.bucket)
     # NATS: the document is fine, so the request is accepted; the validator then rejects the workset.
     answer = await request(nc, "acme", json.dumps(s3lab.spec("quota-nats")).encode())
     assert answer["ok"], answer
@@ -310,6 +315,7 @@ async def roomy_nats_url(tmp_path: Path) -> AsyncIterator[str]:
 async def test_a_10_mb_request_is_refused_with_its_code(
     roomy_nats_url: str, database_url: str, s3lab: S3Lab, pool: asyncpg.Pool
 ) -> None:
+    await grant(pool, "acme", s3lab.bucket)
     server = TestServer(
         init_app(make_settings(database_url, roomy_nats_url, s3lab.url), intake=make_intake())
     )
