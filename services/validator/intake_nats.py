@@ -1,8 +1,9 @@
 """Lab systems' intake: NATS request/reply on stamen.intake.<tenant>.
 
-Several validators share the subject through a queue group, so each request is answered once. The
-request body is the workset document (JSON or YAML; header Content-Type optional), with an optional
-Idempotency-Key header; the reply is JSON: {"ok": true, "workset_id", ...} or
+Several validators share the subject through a queue group, so each request is answered once, and only
+on a reply subject under the sender's own inbox prefix (`_INBOX.<tenant>.`): any other request is dropped
+unanswered and counted (stamen_nats_intake_replies_refused_total). The request body is the workset
+document (JSON or YAML; header Content-Type optional), with an optional Idempotency-Key header; the reply is JSON: {"ok": true, "workset_id", ...} or
 {"ok": false, "code", "message", "details"}.
 """
 
@@ -20,10 +21,13 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from stamen.bus.metrics import INTAKE_REPLIES_REFUSED
 from stamen.bus.subjects import INTAKE_PREFIX
+from stamen.domain.workset import TENANT_ID_PATTERN
 from stamen.inputs.contexts import INTAKE_SETTINGS
 from stamen.inputs.settings import IntakeSettings
 from stamen.inputs.submission import IntakeRefused, media_of, submit_document
+from stamen.natsauth import inbox_prefix, reply_subject_allowed
 from stamen.service.contexts import cancel_start, start_with_bus
 from stamen.service.keys import BUS, POOL, SETTINGS
 from stamen.worksets.limits import MAX_DOCUMENT_BYTES, NATS_MAX_PAYLOAD
@@ -54,6 +58,14 @@ class IntakeResponder:
                                              cb=self._on_message)
 
     async def _on_message(self, msg: Msg) -> None:
+        tenant = msg.subject[len(INTAKE_PREFIX) + 1 :]
+        if msg.reply and not reply_subject_allowed(tenant, msg.reply):
+            # We answer with the services' unrestricted connection: a reply subject outside the sender's
+            # own inbox could be another tenant's inbox or a stream's subject. Not handled, not answered.
+            INTAKE_REPLIES_REFUSED.labels(tenant=tenant if TENANT_ID_PATTERN.fullmatch(tenant) else "(invalid)").inc()
+            log.warning("nats_intake.reply_subject_refused", subject=msg.subject[:200], reply=msg.reply[:200],
+                        expected=f"{inbox_prefix(tenant)}.>"[:200])
+            return
         # nats-py runs callbacks one at a time; hand each request to a task so a slow one (a database
         # round trip) does not hold up the rest, with at most intake_concurrency in flight.
         await self._slots.acquire()

@@ -35,6 +35,7 @@ from stamen.store.unit_of_work import UnitOfWork
 from stamen.tenancy import BucketGrantRepository
 from tests.api.conftest import World
 from tests.intake.s3kit import DROP_PREFIX, grant, make_settings
+from tests.natskit import tenant_request
 from tests.worksets.conftest import fastq_records, gz
 
 SHARED = "shared-refs-s3iso"
@@ -99,7 +100,7 @@ async def answers(
     key = world.key(world.a)
     create = await world.client.post("/api/v1/worksets", json=foreign, headers=key)
     validate = await world.client.post("/api/v1/worksets/validate?dry_run=false", json=foreign, headers=key)
-    reply = await nc.request(f"stamen.intake.{world.a.id}", json.dumps(foreign).encode(), timeout=15)
+    reply = await tenant_request(nc, world.a.id, json.dumps(foreign).encode(), timeout=15)
     # An S3 drop in A's own bucket (mapped to A) whose manifest reads B's objects.
     folder = f"{DROP_PREFIX}foreign-{round_}/"
     sample = foreign["samples"][0]
@@ -191,8 +192,8 @@ async def test_a_granted_shared_bucket_works_read_only_where_granted_so(
     assert report["ok"] and report["findings"] == [] and report["estimate"]["unsized_inputs"] == []
     created = await world.client.post("/api/v1/worksets", json=ok, headers=world.key(world.a))
     assert created.status == 201, await created.text()
-    reply = json.loads((await nc.request(f"stamen.intake.{world.a.id}",
-                                         json.dumps({**ok, "name": "shared-nats"}).encode(), timeout=15)).data)
+    reply = json.loads((await tenant_request(nc, world.a.id, json.dumps({**ok, "name": "shared-nats"}).encode(),
+                                             timeout=15)).data)
     assert reply["ok"], reply
     # Read-only: its report may not be written there; and B, not granted, may not even read it.
     write = await world.client.post("/api/v1/worksets", json=spec("shared-w", r1, r2, f"s3://{SHARED}/out/"),

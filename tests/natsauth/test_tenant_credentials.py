@@ -10,14 +10,17 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestServer
 from nats.aio.client import Client as NATS
+from nats.errors import TimeoutError as NatsTimeout
 
 from services.validator.app import init_app
 from stamen.bus.connections import connect_nats, ensure_streams
+from stamen.bus.metrics import INTAKE_REPLIES_REFUSED
 from stamen.natsauth import (
     NatsCredentialService,
     ServiceUser,
@@ -25,6 +28,7 @@ from stamen.natsauth import (
     inbox_prefix,
     public_key_of,
     render_authorization,
+    reply_subject_allowed,
 )
 from stamen.natsauth.sync import NatsAuthSync, render_to_file
 from stamen.stack.servers import NatsServer
@@ -237,3 +241,69 @@ def test_the_rendered_block_grants_each_tenant_only_its_subjects() -> None:
     assert '"publish": {"allow": ["stamen.intake.lab-a"]}' in text
     assert '"subscribe": {"allow": ["_INBOX.lab-a.>"]}' in text
     assert '{"password": "$2b$11$hash", "user": "stamen"}' in text
+
+
+async def stream_counts(js: Any) -> dict[str, int]:
+    return {name: (await js.stream_info(name)).state.messages for name in ("STAMEN_EVENTS", "STAMEN_DLQ")}
+
+
+async def test_a_foreign_reply_subject_delivers_nothing_anywhere(
+    secured: SecuredNats, validator: TestServer, pool: asyncpg.Pool, s3lab: S3Lab
+) -> None:
+    """With A's seed, a request whose reply subject is B's inbox or an event subject is dropped unanswered:
+    nothing reaches B, nothing is published anywhere (a subscriber on `>` with the services' credentials
+    sees no such subject), no stream grows, no workset is made; it is counted. A's own inbox still works."""
+    a = await secured.credentials.create("lab-a", "lims")
+    b = await secured.credentials.create("lab-b", "lims")
+    lab_a = await connect_when_allowed(secured.bare_url, a.seed, "lab-a")
+    lab_b = await connect_when_allowed(secured.bare_url, b.seed, "lab-b")
+    b_inbox = await lab_b.nc.subscribe("_INBOX.lab-b.>")
+    spy = await connect_nats(secured.service_url, name="test-spy")
+    seen: list[tuple[str, bytes]] = []
+
+    async def record(msg: Any) -> None:
+        seen.append((msg.subject, msg.data))
+
+    await spy.subscribe(">", cb=record)
+    await spy.flush()
+    js = spy.jetstream()
+    await ensure_streams(js, dedup_window_seconds=60)
+    before = await stream_counts(js)
+    refused = INTAKE_REPLIES_REFUSED.labels(tenant="lab-a")
+    counted = refused._value.get()
+    injected = ["_INBOX.lab-b.stolen", "stamen.evt.lab-b.workset.completed", "stamen.dlq.undecodable.x",
+                "_INBOX.lab-a.*", "_INBOX.lab-a"]
+    for i, reply in enumerate(injected):
+        await lab_a.nc.publish("stamen.intake.lab-a", json.dumps(s3lab.spec(f"injected-{i}")).encode(),
+                               reply=reply)
+    await lab_a.nc.flush()
+    await eventually(lambda: asyncio.sleep(0, refused._value.get() == counted + len(injected)),
+                     "every injected request to be counted as refused")
+    await spy.flush()
+    assert await stream_counts(js) == before
+    leaked = [(s, d[:80]) for s, d in seen if s in injected or s.startswith(("_INBOX.lab-b", "stamen.evt", "stamen.dlq"))]
+    assert leaked == []
+    with pytest.raises(NatsTimeout):
+        await b_inbox.next_msg(timeout=0.5)
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM worksets") == 0
+    assert lab_a.errors == []  # publishing with a reply subject is not a permissions violation
+
+    # The control: A's own inbox gets its answer, which the spy sees, and a workset is made.
+    reply = await lab_a.nc.request("stamen.intake.lab-a", json.dumps(s3lab.spec("own-inbox")).encode(),
+                                   timeout=15)
+    assert json.loads(reply.data)["ok"]
+    assert reply.subject.startswith("_INBOX.lab-a.")
+    await eventually(lambda: asyncio.sleep(0, any(s == reply.subject for s, _ in seen)), "the spy to see the reply")
+    for client in (lab_a, lab_b):
+        await client.nc.close()
+    await spy.close()
+
+
+def test_the_reply_rule() -> None:
+    assert reply_subject_allowed("acme", "_INBOX.acme.Kq3x9")
+    assert reply_subject_allowed("acme", "_INBOX.acme.Kq3x9.1")
+    for reply in ("_INBOX.acme", "_INBOX.acme.", "_INBOX.acme.*", "_INBOX.acme.>", "_INBOX.acme..x",
+                  "_INBOX.acme-b.x", "_INBOX.acmex.y", "stamen.evt.acme.workset.completed", "_INBOX.ACME.x",
+                  "_INBOX.acme.a b", "_INBOX.acme." + "x" * 300):
+        assert not reply_subject_allowed("acme", reply), reply

@@ -12,3 +12,8 @@ OUTBOX_REFUSED = Counter(
     "stamen_outbox_refused_total", "Outbox rows the broker refused: set aside to retry, or parked", ["outcome"]
 )
 DEAD_LETTERED = Counter("stamen_dead_letters_total", "Messages moved to the dead-letter stream", ["consumer"])
+INTAKE_REPLIES_REFUSED = Counter(
+    "stamen_nats_intake_replies_refused_total",
+    "NATS intake requests dropped unanswered because their reply subject is not under the sender's inbox prefix",
+    ["tenant"],
+)

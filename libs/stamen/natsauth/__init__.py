@@ -12,6 +12,7 @@ from stamen.natsauth.authorization import (
     inbox_prefix,
     intake_subject,
     render_authorization,
+    reply_subject_allowed,
     tenant_permissions,
 )
 from stamen.natsauth.errors import NatsCredentialNotFound, NatsCredentialRequestInvalid
@@ -33,5 +34,6 @@ __all__ = [
     "intake_subject",
     "public_key_of",
     "render_authorization",
+    "reply_subject_allowed",
     "tenant_permissions",
 ]

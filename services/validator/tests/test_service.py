@@ -27,6 +27,7 @@ from stamen.intake import submit_workset
 from stamen.stack.servers import NatsServer
 from stamen.worksets.limits import MAX_DOCUMENT_BYTES
 from tests.intake.s3kit import S3Lab, grant, make_intake, make_settings
+from tests.natskit import tenant_request
 from tests.worksets.conftest import fastq_records, gz
 
 
@@ -58,7 +59,7 @@ async def states(pool: asyncpg.Pool) -> dict[str, str]:
 async def request(
     nc: NATS, tenant: str, body: bytes, headers: dict[str, str] | None = None
 ) -> dict[str, Any]:
-    reply = await nc.request(f"stamen.intake.{tenant}", body, timeout=10, headers=headers)
+    reply = await tenant_request(nc, tenant, body, headers=headers)
     answer: dict[str, Any] = json.loads(reply.data)
     return answer
 
