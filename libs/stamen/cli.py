@@ -61,6 +61,8 @@ def _database_url(settings: Settings) -> str:
     doc = read_stack_file(settings.state_dir.resolve())
     if doc and doc.get("launcher_pid"):
         _use_embedded_aws(doc)
+        _use_embedded_pepper(settings.state_dir.resolve())
+        _use_embedded_auth(doc)
         return str(doc["database_url"])
     raise CliError(
         "NO_DATABASE",
@@ -97,6 +99,27 @@ def _use_embedded_aws(stack: dict[str, Any]) -> None:
         os.environ.setdefault("STAMEN_COGNITO_CREATE_POOL", "true")
 
 
+def _use_embedded_auth(stack: dict[str, Any]) -> None:
+    """User commands find the user pool `stamen up --auth` made (unless the environment names one)."""
+    import os
+
+    auth = stack.get("auth") or {}
+    if auth.get("user_pool_id") and not os.environ.get("STAMEN_COGNITO_USER_POOL_ID"):
+        os.environ["STAMEN_COGNITO_USER_POOL_ID"] = str(auth["user_pool_id"])
+        os.environ["STAMEN_COGNITO_REGION"] = str(auth["region"])
+
+
+def _use_embedded_pepper(state_dir: Path) -> None:
+    """API-key commands hash keys as the running stack's portal does: with its pepper."""
+    import os
+
+    from stamen.stack.secrets import API_KEY_PEPPER, SECRETS_DIR
+
+    path = state_dir / SECRETS_DIR / API_KEY_PEPPER
+    if not os.environ.get("STAMEN_API_KEY_PEPPER") and path.exists():
+        os.environ["STAMEN_API_KEY_PEPPER"] = path.read_text().strip()
+
+
 def _run(as_json: bool, fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run an async command body; known errors become `error [CODE]: message` and exit 1."""
     try:
@@ -112,6 +135,8 @@ def _run(as_json: bool, fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
 def up(
     state_dir: StateDirOpt = None,
     demo: Annotated[bool, typer.Option(help="Submit the demo workset once everything is up.")] = True,
+    auth: Annotated[bool, typer.Option("--auth", help="Sign-in required (Cognito on the embedded moto), as in "
+                                                      "production; add users with `stamen user add`.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Start the whole system on this machine and keep it running until Ctrl-C."""
@@ -121,7 +146,10 @@ def up(
 
     settings = _settings(state_dir)
     configure_logging(settings.log_level, "console", service="launcher")
-    stack = EmbeddedStack(settings, settings.state_dir)
+    import os
+
+    auth = auth or os.environ.get("STAMEN_AUTH_ENABLED", "").lower() in ("1", "true", "yes")
+    stack = EmbeddedStack(settings, settings.state_dir, auth=auth)
 
     def progress(msg: str) -> None:
         if as_json:
@@ -148,15 +176,29 @@ def up(
         raise
     # Before telling anyone it is up, so a Ctrl-C right after the status screen stops it in order.
     stack.install_stop_handlers()
+    sign_in = _sign_in_help(stack.portal_url(), stack.state_dir) if stack.auth_pool else None
     if as_json:  # one line per record, so a program can read the stream as it comes
-        typer.echo(json.dumps({"portal_url": stack.portal_url(), **status}, default=str))
+        typer.echo(json.dumps({"portal_url": stack.portal_url(), **status, "sign_in": sign_in}, default=str))
     else:
         typer.echo(render_status(status, stack.portal_url()))
+        if sign_in:
+            typer.echo("\n".join(sign_in))
         typer.echo("Press Ctrl-C to stop everything.")
     sys.stdout.flush()
     stack.supervise_forever()
     if not as_json:
         typer.echo("stopped.")
+
+
+def _sign_in_help(portal_url: str | None, state_dir: Path) -> list[str]:
+    """What a new operator of an auth-on stack does next (docs/api.md, "Auth on, locally")."""
+    lines = ["Sign-in is required, and nobody has an account yet. Make yourself an operator, then sign in:",
+             f"  export STAMEN_URL={(portal_url or '').rstrip('/')}"]
+    if state_dir != Path(".stamen").resolve():
+        lines.append(f"  export STAMEN_STATE_DIR={state_dir}")
+    return [*lines,
+            "  stamen user add you@example.org --operator   # prints a temporary password (the emulator mails nothing)",
+            "  stamen login --email you@example.org         # asks for it, then for a password of your own"]
 
 
 async def _submit_demo(database_url: str, region: str) -> str:
@@ -400,6 +442,7 @@ def main() -> None:
         cli_regions,
         cli_remote,
         cli_scheduler,
+        cli_users,
     )
 
     cli_intake.register(app)
@@ -407,6 +450,7 @@ def main() -> None:
     cli_buckets.register(app)
     cli_diagnose.register(app)
     cli_regions.register(app)
+    cli_users.register(app)
     cli_scheduler.register(app, worksets_app)
     cli_customers.register(app)
     cli_nats.register(app)

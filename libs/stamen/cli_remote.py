@@ -34,11 +34,11 @@ def _claims(token: str) -> dict[str, Any]:
     return claims
 
 
-def _read_password(from_stdin: bool) -> str:
+def _read_password(from_stdin: bool, *, prompt: str = "Password", confirm: bool = False) -> str:
     if from_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
-        password = typer.prompt("Password", hide_input=True)
+        password = typer.prompt(prompt, hide_input=True, confirmation_prompt=confirm)
     if not password:
         raise RemoteError(
             "PASSWORD_MISSING", "no password given: type it at the prompt, or pipe it with --password-stdin"
@@ -50,7 +50,8 @@ def login(
     email: Annotated[str, typer.Option("--email", help="Your user name (e-mail) in the user pool.")],
     url: UrlOpt = None,
     password_stdin: Annotated[
-        bool, typer.Option("--password-stdin", help="Read the password from standard input (one line).")
+        bool, typer.Option("--password-stdin", help="Read the password from standard input (one line; an invited "
+                                                    "user's first sign-in reads the new password from the next).")
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -69,7 +70,17 @@ def login(
         password = _read_password(password_stdin)
         client = RemoteClient(Connection(normalize_url(base), None, "none"))
         started = time.time()
-        answer = client.call("auth_login", body=json_body({"email": email, "password": password}))
+        try:
+            answer = client.call("auth_login", body=json_body({"email": email, "password": password}))
+        except RemoteError as exc:
+            if exc.code != "AUTH_NEW_PASSWORD_REQUIRED":
+                raise
+            # An invited user's temporary password: choose the real one now (the next stdin line, or prompted).
+            if not password_stdin:
+                typer.echo("Your password is a temporary one: choose a new password.", err=True)
+            new = _read_password(password_stdin, prompt="New password", confirm=not password_stdin)
+            answer = client.call("auth_new_password", body=json_body(
+                {"email": email, "session": str(exc.details.get("session") or ""), "new_password": new}))
         tokens = json_of(answer)
         session = Session(
             url=client.connection.url,

@@ -62,7 +62,7 @@ async def test_nats_credentials_seed_shown_once_scoped_and_revocable(world: Worl
     assert seed not in json.dumps(listed) and "seed" not in json.dumps(listed)
     assert record["id"] in {c["id"] for c in listed["items"]}
     duplicate = await world.client.post(
-        "/api/v1/nats-credentials", json={"name": "novaseq-01"}, headers=world.key(a)
+        "/api/v1/nats-credentials", json={"name": "novaseq-01"}, headers=world.bearer(a.id_token)
     )
     assert duplicate.status == 400 and (await duplicate.json())["code"] == "NATS_CREDENTIAL_REQUEST_INVALID"
     # Another tenant's credential id is not found, whether named by id alone or with its tenant.

@@ -114,6 +114,23 @@ def assert_nats_requires_credentials(service_url: str) -> None:
         assert outcome.startswith("refused") and "uthorization" in outcome, outcome
 
 
+def assert_postgres_requires_the_password(url: str) -> None:
+    import asyncpg
+
+    parts = urllib.parse.urlsplit(url)
+    assert parts.password
+    bare = urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}@{parts.hostname}:{parts.port}"))
+
+    async def attempt() -> str:
+        try:
+            await (await asyncpg.connect(bare, timeout=10)).close()
+        except asyncpg.InvalidPasswordError as exc:
+            return f"refused: {exc}"
+        return "connected"
+
+    assert asyncio.run(attempt()).startswith("refused")
+
+
 def test_stamen_up_supervises_and_keeps_state_across_restarts(tmp_path: Path) -> None:
     state = tmp_path / "state"
     log = tmp_path / "launcher.log"
@@ -136,8 +153,13 @@ def test_stamen_up_supervises_and_keeps_state_across_restarts(tmp_path: Path) ->
         ports = [s["port"] for s in stack_file(state)["services"].values()]
         assert len(set(ports)) == len(ports)  # each service's port is its own
         assert_nats_requires_credentials(stack_file(state)["nats_url"])
-        for secret in (state / "stack.json", state / "nats" / "service.password", state / "nats" / "auth.conf"):
+        for secret in (state / "stack.json", state / "nats" / "service.password", state / "nats" / "auth.conf",
+                       state / "secrets" / "postgres.password", state / "secrets" / "api_key_pepper"):
             assert stat.S_IMODE(secret.stat().st_mode) == 0o600, secret
+        # The embedded PostgreSQL wants its generated password (scram-sha-256), not local trust.
+        db = stack_file(state)["database_url"]
+        assert (state / "secrets" / "postgres.password").read_text().strip() in db
+        assert_postgres_requires_the_password(db)
         assert "***" in stamen(state, "status")["nats_url"]
 
         # kill -9 one service: the supervisor starts a new one, which consumes again.

@@ -24,6 +24,7 @@ from stamen.auth.errors import (
     ApiKeyExpired,
     ApiKeyInvalid,
     ApiKeyNotFound,
+    ApiKeyPepperMissing,
     ApiKeyRequestInvalid,
     ApiKeyRevoked,
 )
@@ -75,6 +76,17 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def require_pepper(settings: AuthSettings) -> bytes:
+    """The pepper, or ApiKeyPepperMissing: an empty one would make every stored hash testable offline."""
+    pepper = settings.api_key_pepper.get_secret_value()
+    if not pepper.strip():
+        raise ApiKeyPepperMissing(
+            "STAMEN_API_KEY_PEPPER is empty: set it to a long random secret (e.g. `openssl rand -base64 32`) and "
+            "keep it with the database credentials; `stamen up` makes one for the embedded stack"
+        )
+    return pepper.encode()
+
+
 class ApiKeyService:
     """Create, list, revoke and authenticate API keys. Every management call names the tenant."""
 
@@ -88,7 +100,7 @@ class ApiKeyService:
     ) -> None:
         self._pool = pool
         self._settings = settings or AuthSettings()
-        self._pepper = self._settings.api_key_pepper.get_secret_value().encode()
+        self._pepper = require_pepper(self._settings)
         self._clock = clock
         self._touch_granularity = touch_granularity_seconds
 

@@ -21,8 +21,10 @@ from stamen.auth.errors import (
     IdentityProviderError,
     IdentityRequestInvalid,
     LoginFailed,
+    NewPasswordRequired,
     PasswordPolicy,
     TokenRevoked,
+    UserDisabled,
     UserExists,
     UserNotConfirmed,
     UserNotFound,
@@ -31,6 +33,7 @@ from stamen.auth.tokens import TENANT_CLAIM
 from stamen.aws_clients import client_config
 
 TENANT_ATTRIBUTE = "customer_id"  # declared in the pool schema; appears as custom:customer_id
+NEW_PASSWORD_CHALLENGE = "NEW_PASSWORD_REQUIRED"
 APP_CLIENT_NAME = "stamen-portal"
 
 _ERRORS: dict[str, type[AuthError]] = {
@@ -65,8 +68,13 @@ def translate(error: ClientError, action: str) -> AuthError:
 
 
 @asynccontextmanager
-async def cognito_client(region: str, endpoint_url: str | None = None) -> AsyncIterator[Any]:
-    async with aioboto3.Session().client(
+async def cognito_client(
+    region: str, endpoint_url: str | None = None, *, emulator: bool = False
+) -> AsyncIterator[Any]:
+    """`emulator`: sign with dummy credentials (moto accepts any; real ones are never sent to it)."""
+    session = aioboto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing") if emulator \
+        else aioboto3.Session()
+    async with session.client(
         "cognito-idp", region_name=region, endpoint_url=endpoint_url, config=client_config()
     ) as client:
         yield client
@@ -228,6 +236,13 @@ async def login(client: Any, *, app_client_id: str, username: str, password: str
     except ClientError as exc:
         raise translate(exc, "login") from None
     result = answer.get("AuthenticationResult")
+    if not result and answer.get("ChallengeName") == NEW_PASSWORD_CHALLENGE:
+        raise NewPasswordRequired(
+            "the password is a temporary one: choose a new password (POST /api/v1/auth/new-password with this "
+            "session, or `stamen login`)",
+            challenge=NEW_PASSWORD_CHALLENGE,
+            session=answer.get("Session"),
+        )
     if not result:
         raise LoginFailed(
             "login needs another step", challenge=answer.get("ChallengeName"), session=answer.get("Session")
@@ -250,23 +265,31 @@ async def refresh(client: Any, *, app_client_id: str, refresh_token: str) -> Tok
     return _tokens(result, refresh_token=refresh_token)
 
 
+
+
 async def answer_new_password(
     client: Any, *, app_client_id: str, username: str, session: str, new_password: str
 ) -> Tokens:
-    """Answer NEW_PASSWORD_REQUIRED (an invited user's first sign-in, `login`'s LoginFailed with
-    details.challenge) with the user's chosen password; returns their tokens."""
+    """RespondToAuthChallenge NEW_PASSWORD_REQUIRED: the invited user's first sign-in, with the session
+    `login` handed out; returns the user's tokens."""
     try:
         answer = await client.respond_to_auth_challenge(
             ClientId=app_client_id,
-            ChallengeName="NEW_PASSWORD_REQUIRED",
+            ChallengeName=NEW_PASSWORD_CHALLENGE,
             Session=session,
             ChallengeResponses={"USERNAME": username, "NEW_PASSWORD": new_password},
         )
     except ClientError as exc:
+        # An expired, foreign or made-up session (Cognito: NotAuthorized; moto: ResourceNotFound), or no such
+        # user: the caller signs in again with the temporary password.
+        if aws_code(exc) in ("NotAuthorizedException", "ResourceNotFoundException", "UserNotFoundException",
+                             "ExpiredCodeException", "CodeMismatchException"):
+            raise LoginFailed("the sign-in session is not valid or has expired: sign in again with the "
+                              "temporary password") from None
         raise translate(exc, "setting the new password") from None
     result = answer.get("AuthenticationResult")
     if not result:
-        raise LoginFailed("sign-in needs another step", challenge=answer.get("ChallengeName"))
+        raise LoginFailed("setting the new password needs another step", challenge=answer.get("ChallengeName"))
     return _tokens(result)
 
 
@@ -343,14 +366,22 @@ async def create_customer_admin(
 ) -> str:
     """admin_create_user with custom:customer_id; Cognito mails an invitation with a temporary password
     (unless one is given here, then the invitation is suppressed). Returns the username."""
+    return await admin_create_user(client, user_pool_id=user_pool_id, email=email, customer_id=customer_id,
+                                   temporary_password=temporary_password)
+
+
+async def admin_create_user(
+    client: Any, *, user_pool_id: str, email: str, customer_id: str | None, temporary_password: str | None = None
+) -> str:
+    """A user of `customer_id` (None: no tenant, e.g. an operator), e-mail verified. Cognito mails an
+    invitation with a temporary password unless one is given (then nothing is mailed). Returns the username."""
+    attributes = [{"Name": "email", "Value": email}, {"Name": "email_verified", "Value": "true"}]
+    if customer_id is not None:
+        attributes.append({"Name": TENANT_CLAIM, "Value": customer_id})
     kwargs: dict[str, Any] = {
         "UserPoolId": user_pool_id,
         "Username": email,
-        "UserAttributes": [
-            {"Name": "email", "Value": email},
-            {"Name": "email_verified", "Value": "true"},
-            {"Name": TENANT_CLAIM, "Value": customer_id},
-        ],
+        "UserAttributes": attributes,
         "DesiredDeliveryMediums": ["EMAIL"],
     }
     if temporary_password is not None:
@@ -359,8 +390,18 @@ async def create_customer_admin(
     try:
         await client.admin_create_user(**kwargs)
     except ClientError as exc:
-        raise translate(exc, "creating the customer's admin user") from None
+        raise translate(exc, "creating the user") from None
     return email
+
+
+async def admin_set_password(client: Any, *, user_pool_id: str, username: str, password: str) -> None:
+    """A permanent password: the user signs in with it, no challenge."""
+    try:
+        await client.admin_set_user_password(
+            UserPoolId=user_pool_id, Username=username, Password=password, Permanent=True
+        )
+    except ClientError as exc:
+        raise translate(exc, "setting the password") from None
 
 
 async def delete_user(client: Any, *, user_pool_id: str, username: str) -> None:
@@ -392,8 +433,10 @@ class CognitoTenantResolver:
         try:
             user = await self._client.get_user(AccessToken=token)
         except ClientError as exc:
-            if aws_code(exc) == "NotAuthorizedException":
+            if aws_code(exc) == "NotAuthorizedException":  # signed out, or the user is disabled
                 raise TokenRevoked("Cognito no longer accepts this access token") from None
+            if aws_code(exc) == "UserNotFoundException":  # the user was deleted: the caller's fault, not ours
+                raise UserDisabled("the user of this token no longer exists") from None
             raise IdentityProviderError("Cognito GetUser failed", aws_code=aws_code(exc)) from None
         attributes = {a["Name"]: a["Value"] for a in user.get("UserAttributes", [])}
         tenant = attributes.get(TENANT_CLAIM)
@@ -402,3 +445,38 @@ class CognitoTenantResolver:
         while len(self._cache) > self._max:
             self._cache.popitem(last=False)
         return tenant
+
+
+class CognitoUserCheck:
+    """Is the user of a verified token still there and enabled? A Cognito JWT verifies offline until its
+    `exp` (an hour), so without this a disabled or deleted user's id token would keep working that long.
+    AdminGetUser answers, cached per user for `ttl_seconds` (default 60): a user disabled or deleted is
+    refused (AUTH_USER_DISABLED) by every replica within that time."""
+
+    def __init__(self, client: Any, user_pool_id: str, *, ttl_seconds: float = 60.0,
+                 max_entries: int = 10_000) -> None:
+        self._client = client
+        self._pool = user_pool_id
+        self._ttl = ttl_seconds
+        self._max = max_entries
+        self._cache: OrderedDict[str, tuple[float, bool]] = OrderedDict()
+
+    async def __call__(self, username: str) -> None:
+        now = time.monotonic()
+        hit = self._cache.get(username)
+        if hit is None or now - hit[0] >= self._ttl:
+            try:
+                user = await self._client.admin_get_user(UserPoolId=self._pool, Username=username)
+                usable = bool(user.get("Enabled", True))
+            except ClientError as exc:
+                if aws_code(exc) != "UserNotFoundException":
+                    raise IdentityProviderError("Cognito AdminGetUser failed", aws_code=aws_code(exc)) from None
+                usable = False
+            hit = (now, usable)
+            self._cache[username] = hit
+            self._cache.move_to_end(username)
+            while len(self._cache) > self._max:
+                self._cache.popitem(last=False)
+        if not hit[1]:
+            raise UserDisabled("the user of this token has been disabled or deleted; sign in again as an "
+                               "active user")

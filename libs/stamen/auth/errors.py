@@ -66,6 +66,12 @@ class TokenRevoked(AuthError):
     code = "AUTH_TOKEN_REVOKED"
 
 
+class UserDisabled(AuthError):
+    """The token verifies, but its user has been disabled or deleted in the user pool since it was issued."""
+
+    code = "AUTH_USER_DISABLED"
+
+
 class TenantClaimMissing(AuthError):
     """A non-operator token without `custom:customer_id`: it cannot be scoped to a tenant."""
 
@@ -98,6 +104,14 @@ class ApiKeyExpired(AuthError):
     code = "API_KEY_EXPIRED"
 
 
+class ApiKeyPepperMissing(AuthError):
+    """STAMEN_API_KEY_PEPPER is empty: keys would be hashed with a key everyone knows, so none are made or
+    checked (and a portal with auth on refuses to start)."""
+
+    code = "API_KEY_PEPPER_MISSING"
+    http_status = 503
+
+
 class ApiKeyNotFound(AuthError):
     """Management call on a key that does not exist *for this tenant* (other tenants' keys look absent)."""
 
@@ -115,6 +129,14 @@ class LoginFailed(AuthError):
     """Wrong username or password (Cognito does not say which; neither do we)."""
 
     code = "AUTH_LOGIN_FAILED"
+
+
+class NewPasswordRequired(LoginFailed):
+    """The password was right, but it is a temporary one (an invited user): answer the challenge with a new
+    password and `details.session` (POST /api/v1/auth/new-password, `stamen login`, the portal's sign-in page).
+    A LoginFailed with `details.challenge`, as every other challenge, so callers that handle those still do."""
+
+    code = "AUTH_NEW_PASSWORD_REQUIRED"
 
 
 class UserNotConfirmed(AuthError):

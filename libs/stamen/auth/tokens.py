@@ -144,6 +144,13 @@ class TenantResolver(Protocol):
     async def __call__(self, token: str, claims: Mapping[str, Any]) -> str | None: ...
 
 
+class UserCheck(Protocol):
+    """Raises an AuthError when the user named in a verified token may no longer act (disabled, deleted).
+    See `stamen.auth.cognito.CognitoUserCheck`."""
+
+    async def __call__(self, username: str) -> None: ...
+
+
 class CognitoTokenVerifier:
     def __init__(
         self,
@@ -156,6 +163,7 @@ class CognitoTokenVerifier:
         leeway_seconds: float = 30.0,
         clock: Callable[[], float] = time.time,
         tenant_resolver: TenantResolver | None = None,
+        user_check: UserCheck | None = None,
     ) -> None:
         if not client_ids:
             raise ValueError("at least one Cognito app client id is required")
@@ -167,6 +175,7 @@ class CognitoTokenVerifier:
         self.leeway = leeway_seconds
         self._clock = clock
         self._tenant_resolver = tenant_resolver
+        self._user_check = user_check
 
     @classmethod
     def from_settings(
@@ -176,6 +185,7 @@ class CognitoTokenVerifier:
         user_pool_id: str | None = None,
         client_ids: set[str] | None = None,
         tenant_resolver: TenantResolver | None = None,
+        user_check: UserCheck | None = None,
         fetch: FetchJson | None = None,
     ) -> CognitoTokenVerifier:
         pool = user_pool_id or settings.cognito_user_pool_id
@@ -196,11 +206,17 @@ class CognitoTokenVerifier:
             operator_group=settings.cognito_operator_group,
             leeway_seconds=settings.token_leeway_seconds,
             tenant_resolver=tenant_resolver,
+            user_check=user_check,
         )
 
     async def verify(self, token: str) -> Principal:
         claims = await self.verified_claims(token)
-        return await self.principal(token, claims)
+        principal = await self.principal(token, claims)
+        if self._user_check is not None:  # id and access tokens alike, operators included
+            if not principal.username:
+                raise TokenMalformed("the token names no user (cognito:username / username)")
+            await self._user_check(principal.username)
+        return principal
 
     async def verified_claims(self, token: str) -> dict[str, Any]:
         token = token.strip() if token else ""

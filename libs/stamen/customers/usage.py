@@ -53,7 +53,10 @@ class Month:
         match = _MONTH.fullmatch(text.strip())
         if not match or not (1 <= int(match.group(2)) <= 12) or int(match.group(1)) < 1970:
             raise InvalidMonth(f"month {text!r} is not YYYY-MM", month=text)
-        return cls(int(match.group(1)), int(match.group(2)))
+        month = cls(int(match.group(1)), int(match.group(2)))
+        if month.year > 9998:  # its end (the next month's first day) must be a date too: 9999-12 has none
+            raise InvalidMonth(f"month {text!r} is not a month stamen reports on (1970-01 to 9998-12)", month=text)
+        return month
 
     @classmethod
     def of(cls, moment: datetime) -> Month:

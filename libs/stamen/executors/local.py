@@ -89,7 +89,8 @@ class LocalExecutor:
 
     def _submit(self, step: StepSpec) -> JobHandle:
         workdir = Path(step.workdir)
-        workdir.mkdir(parents=True, exist_ok=True)
+        workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(workdir, 0o700)  # one tenant's workset: no other user of the machine reads it
         files = self._step_files(workdir, step.step)
         for stale in ("status_file", "running_file", "cancel_marker", "job_file"):  # an earlier run's
             files[stale].unlink(missing_ok=True)

@@ -68,7 +68,7 @@ def write_json_atomically(path: Path, document: dict[str, Any], *, durable: bool
     fsyncs it, so it survives the machine, not only the processes (for outcomes)."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     data = json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         view = memoryview(data)
         while view:

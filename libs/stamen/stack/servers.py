@@ -198,20 +198,35 @@ class NatsServer(ManagedServer):
         raise ServerStartError(f"nats-server JetStream not healthy in time; see {self.log_path}")
 
 
-class PostgresServer(ManagedServer):
-    """PostgreSQL from the pgserver wheel's binaries, listening on loopback TCP only."""
+# With a password, PostgreSQL asks every connection for it: no local user is trusted as the superuser.
+_SCRAM_HBA = (
+    "# Written by stamen: loopback TCP only, every connection needs the password (scram-sha-256).\n"
+    "local all all scram-sha-256\nhost all all 127.0.0.1/32 scram-sha-256\nhost all all ::1/128 scram-sha-256\n"
+)
 
-    def __init__(self, data_dir: Path, port: int | None = None, database: str = "stamen") -> None:
+
+class PostgresServer(ManagedServer):
+    """PostgreSQL from the pgserver wheel's binaries, listening on loopback TCP only. With `password`, the
+    superuser `postgres` needs it (scram-sha-256); a data folder made without one is switched over."""
+
+    def __init__(
+        self, data_dir: Path, port: int | None = None, database: str = "stamen", password: str | None = None
+    ) -> None:
         super().__init__("postgres", data_dir)
         self.stop_signal = signal.SIGINT  # "fast" shutdown: roll back, checkpoint, exit
         self.preferred_port = port
         self.database = database
         self.pgdata = data_dir / "pgdata"
         self.extra_settings: dict[str, str] = {}  # more `-c name=value` (e.g. replication settings)
+        self.password = password
 
     @property
     def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{self.database}"
+        user = f"postgres:{self.password}" if self.password else "postgres"  # URL-safe (stack secrets are)
+        return f"postgresql://{user}@127.0.0.1:{self.port}/{self.database}"
+
+    def _psql_env(self) -> dict[str, str]:
+        return {**os.environ, "PGPASSWORD": self.password} if self.password else dict(os.environ)
 
     def _run_as(self) -> dict[str, object]:
         if os.geteuid() != 0:
@@ -238,23 +253,25 @@ class PostgresServer(ManagedServer):
             if self.pgdata.exists():
                 shutil.rmtree(self.pgdata)  # a half-made folder from an interrupted initdb
             self.pgdata.mkdir(parents=True)
-        as_user = self._run_as()
-        if not (self.pgdata / "PG_VERSION").exists():
-            result = subprocess.run(
-                [
-                    str(bin_dir / "initdb"),
-                    "-D",
-                    str(self.pgdata),
-                    "-U",
-                    "postgres",
-                    "--auth=trust",
-                    "--encoding=UTF8",
-                    "--no-instructions",
-                ],
-                capture_output=True,
-                check=False,
-                **as_user,  # type: ignore[call-overload]
-            )
+        fresh = not (self.pgdata / "PG_VERSION").exists()
+        pwfile = self.data_dir / ".initdb-password"
+        if fresh and self.password:
+            fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(self.password)
+        as_user = self._run_as()  # (owns pwfile too, so initdb can read it)
+        if fresh:
+            auth = ["--auth=scram-sha-256", f"--pwfile={pwfile}"] if self.password else ["--auth=trust"]
+            try:
+                result = subprocess.run(
+                    [str(bin_dir / "initdb"), "-D", str(self.pgdata), "-U", "postgres", *auth, "--encoding=UTF8",
+                     "--no-instructions"],
+                    capture_output=True,
+                    check=False,
+                    **as_user,  # type: ignore[call-overload]
+                )
+            finally:
+                pwfile.unlink(missing_ok=True)
             if result.returncode != 0:
                 raise ServerStartError(f"initdb failed: {result.stderr.decode(errors='replace')}")
         self.port = self._choose_port(self.preferred_port)
@@ -278,6 +295,8 @@ class PostgresServer(ManagedServer):
         self.proc = self._spawn(argv, **as_user)
         deadline = time.monotonic() + timeout
         _wait_tcp("127.0.0.1", self.port, deadline, self.proc, "postgres", self.log_path)
+        if self.password and "trust" in self._hba_rules():
+            self._require_password(bin_dir, deadline)
         self._ensure_database(bin_dir, deadline)
         return self
 
@@ -298,35 +317,35 @@ class PostgresServer(ManagedServer):
             )
         pid_file.unlink(missing_ok=True)
 
-    def _ensure_database(self, bin_dir: Path, deadline: float) -> None:
-        psql = str(bin_dir / "psql")
-        base = ["-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-v", "ON_ERROR_STOP=1", "-tA"]
+    def _hba_rules(self) -> str:
+        lines = (self.pgdata / "pg_hba.conf").read_text().splitlines()
+        return "\n".join(line for line in lines if line.strip() and not line.lstrip().startswith("#"))
+
+    def _require_password(self, bin_dir: Path, deadline: float) -> None:
+        """A data folder made before passwords (trust): set the password, then require it from now on."""
+        assert self.password is not None
+        hba = self.pgdata / "pg_hba.conf"
+        literal = self.password.replace("'", "''")
+        self._psql(bin_dir, deadline, f"ALTER ROLE postgres PASSWORD '{literal}'", env=dict(os.environ))
+        hba.write_text(_SCRAM_HBA)
+        self._psql(bin_dir, deadline, "SELECT pg_reload_conf()", env=dict(os.environ))
+
+    def _psql(self, bin_dir: Path, deadline: float, sql: str, *, env: dict[str, str] | None = None) -> str:
+        """Run one statement as postgres, retrying while the server is still starting."""
+        argv = [str(bin_dir / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-v",
+                "ON_ERROR_STOP=1", "-tA", "-d", "postgres", "-c", sql]
         while True:
-            probe = subprocess.run(
-                [
-                    psql,
-                    *base,
-                    "-d",
-                    "postgres",
-                    "-c",
-                    f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'",
-                ],
-                capture_output=True,
-                check=False,
-            )
+            probe = subprocess.run(argv, capture_output=True, check=False, env=env or self._psql_env())
             if probe.returncode == 0:
-                break
+                return probe.stdout.decode().strip()
             if time.monotonic() > deadline:
-                raise ServerStartError(
-                    f"postgres not accepting queries: {probe.stderr.decode(errors='replace')}"
-                )
+                raise ServerStartError(f"postgres not accepting queries: {probe.stderr.decode(errors='replace')}")
             time.sleep(0.2)
-        if probe.stdout.strip() != b"1":
-            subprocess.run(
-                [psql, *base, "-d", "postgres", "-c", f'CREATE DATABASE "{self.database}"'],
-                check=True,
-                capture_output=True,
-            )
+
+    def _ensure_database(self, bin_dir: Path, deadline: float) -> None:
+        exists = self._psql(bin_dir, deadline, f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'")
+        if exists != "1":
+            self._psql(bin_dir, deadline, f'CREATE DATABASE "{self.database}"')
 
 
 class MotoServer(ManagedServer):

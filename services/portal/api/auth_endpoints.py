@@ -1,4 +1,5 @@
-"""Cognito user flows over HTTP: register, confirm, login, logout, forgot/reset password.
+"""Cognito user flows over HTTP: register, confirm, login (and an invited user's new password), logout,
+forgot/reset password.
 
 Login, confirm and the password reset are public. Registering needs a caller who may act for the tenant
 (an operator, or a signed-in user of that tenant): otherwise anyone could give themselves any tenant, since
@@ -82,14 +83,29 @@ async def login(request: web.Request) -> web.Response:
         )
     except UserNotFound:  # say no more than for a wrong password (the emulator does not hide it itself)
         raise LoginFailed("login failed") from None
-    return reply(
-        m.TokensResponse(
-            id_token=tokens.id_token,
-            access_token=tokens.access_token,
-            refresh_token=tokens.refresh_token,
-            expires_in=tokens.expires_in,
-            token_type=tokens.token_type,
-        )
+    return reply(_tokens_out(tokens))
+
+
+async def new_password(request: web.Request) -> web.Response:
+    """An invited user's first sign-in: the temporary password got AUTH_NEW_PASSWORD_REQUIRED and a session;
+    this sets the new password and signs the user in."""
+    req = await body(request, m.NewPasswordRequest)
+    security = request.app[SECURITY]
+    pool = await security.user_pool()
+    tokens = await cognito.answer_new_password(
+        security.cognito, app_client_id=pool.app_client_id, username=req.email, session=req.session,
+        new_password=req.new_password,
+    )  # fmt: skip
+    return reply(_tokens_out(tokens))
+
+
+def _tokens_out(tokens: cognito.Tokens) -> m.TokensResponse:
+    return m.TokensResponse(
+        id_token=tokens.id_token,
+        access_token=tokens.access_token,
+        refresh_token=tokens.refresh_token,
+        expires_in=tokens.expires_in,
+        token_type=tokens.token_type,
     )
 
 

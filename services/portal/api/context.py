@@ -17,6 +17,7 @@ from aiohttp import web
 from services.portal.settings import PortalSettings
 from stamen.auth import ApiKeyService, AuthSettings, CognitoTokenVerifier, RateLimiter
 from stamen.auth import cognito as idp
+from stamen.auth.api_keys import require_pepper
 from stamen.auth.errors import IdentityProviderError
 from stamen.aws_clients import client_config
 from stamen.customers.bucket_usage import BucketUsageCache
@@ -80,6 +81,9 @@ class Security:
                 user_pool_id=pool.user_pool_id,
                 client_ids=set(self.auth.app_client_ids() or {pool.app_client_id}),
                 tenant_resolver=idp.CognitoTenantResolver(self.cognito),
+                user_check=idp.CognitoUserCheck(
+                    self.cognito, pool.user_pool_id, ttl_seconds=self.auth.user_status_cache_seconds
+                ),
             )
         return self._verifier
 
@@ -94,6 +98,8 @@ def add_security(
     customers: CustomerSettings | None = None,
 ) -> None:
     auth = auth or AuthSettings()
+    if auth.auth_enabled:
+        require_pepper(auth)  # refuse to start: API keys would be hashed with an empty key
     app[SECURITY] = Security(
         auth=auth,
         portal=portal or PortalSettings(),
@@ -121,5 +127,6 @@ async def _security_ctx(app: web.Application) -> AsyncIterator[None]:
                 "s3", region_name=settings.region, endpoint_url=settings.aws_endpoint_url, config=client_config()
             )
         )
-        security.keys = ApiKeyService(app[POOL], security.auth)
+        if security.auth.api_key_pepper.get_secret_value().strip():  # local demo without one: no API keys
+            security.keys = ApiKeyService(app[POOL], security.auth)
         yield

@@ -66,6 +66,13 @@ class LoginRequest(Body):
     password: str = Field(min_length=1, max_length=256)
 
 
+class NewPasswordRequest(Body):
+    email: str = Field(pattern=EMAIL, max_length=254)
+    session: str = Field(min_length=20, max_length=4096, description="`details.session` of the login's "
+                                                                      "AUTH_NEW_PASSWORD_REQUIRED answer.")
+    new_password: str = Field(min_length=1, max_length=256)
+
+
 class TokensResponse(BaseModel):
     id_token: str
     access_token: str

@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from services.portal.api import models as m
-from services.portal.api.access import body, query, reply, tenant_for
+from services.portal.api.access import body, query, refuse_api_keys, reply, tenant_for
 from stamen.natsauth import NatsCredentialRecord, NatsCredentialService, inbox_prefix, intake_subject
 from stamen.service.keys import POOL
 
@@ -30,7 +30,8 @@ def _credentials(request: web.Request) -> NatsCredentialService:
 
 async def create(request: web.Request) -> web.Response:
     req = await body(request, m.NatsCredentialCreate)
-    tenant = tenant_for(request, req.customer_id)
+    tenant = tenant_for(request, req.customer_id)  # another tenant's: 404, whoever asks
+    refuse_api_keys(request, "NATS credentials")
     created = await _credentials(request).create(tenant, req.name)
     return reply(m.NatsCredentialCreated(seed=created.seed, record=credential_out(created.record)), 201)
 

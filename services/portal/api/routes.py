@@ -86,6 +86,17 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route(
         "POST",
+        "/auth/new-password",
+        auth_endpoints.new_password,
+        "auth_new_password",
+        "An invited user's first sign-in: set a new password, get tokens",
+        "auth",
+        "public",
+        {200: m.TokensResponse},
+        request=m.NewPasswordRequest,
+    ),
+    Route(
+        "POST",
         "/auth/logout",
         auth_endpoints.logout,
         "auth_logout",
