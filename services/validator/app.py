@@ -1,6 +1,5 @@
-"""Validator wiring: consumes workset.submitted (validated+queued or rejected, the tenant's storage quota
-included), keeps the Daylily sentinels of S3-dropped worksets true, answers NATS intake requests and
-watches the drop buckets."""
+"""Validator wiring: consumes workset.submitted (validated+queued or rejected; the tenant's buckets and storage
+quota included), keeps S3-dropped worksets' Daylily sentinels true, answers NATS intake, watches drop buckets."""
 
 from __future__ import annotations
 

@@ -14,7 +14,14 @@ from tests.auth.cognito_lab import PASSWORD
 from tests.intake.s3kit import make_settings
 
 
-async def test_tokens_of_disabled_and_deleted_users_are_refused_with_401(world: World) -> None:
+async def test_the_smaller_holes_are_closed(world: World) -> None:
+    """One world for all three (each world costs seconds of onboarding)."""
+    await tokens_of_disabled_and_deleted_users_are_refused_with_401(world)
+    await odd_requests_get_json_answers_with_stable_codes(world)
+    await an_invited_user_sets_a_new_password_at_first_sign_in(world)
+
+
+async def tokens_of_disabled_and_deleted_users_are_refused_with_401(world: World) -> None:
     path = f"/api/v1/worksets/{world.a.target.workset_id}"
     pool_id = world.lab.pool.user_pool_id
     disabled_email, disabled = await world.lab.user(world.a.id)
@@ -35,7 +42,7 @@ async def test_tokens_of_disabled_and_deleted_users_are_refused_with_401(world: 
     assert (await world.client.get(path, headers=world.bearer(world.a.id_token))).status == 200
 
 
-async def test_odd_requests_get_json_answers_with_stable_codes(world: World) -> None:
+async def odd_requests_get_json_answers_with_stable_codes(world: World) -> None:
     usage = await world.client.get(f"/api/v1/customers/{world.a.id}/usage", params={"month": "9999-12"},
                                    headers=world.key(world.a))
     assert (usage.status, (await usage.json())["code"]) == (400, "USAGE_MONTH_INVALID")
@@ -51,7 +58,7 @@ async def test_odd_requests_get_json_answers_with_stable_codes(world: World) -> 
         assert (await world.client.post(route, json=body, headers=world.bearer(world.a.id_token))).status == 201
 
 
-async def test_an_invited_user_sets_a_new_password_at_first_sign_in(world: World) -> None:
+async def an_invited_user_sets_a_new_password_at_first_sign_in(world: World) -> None:
     pool_id, email = world.lab.pool.user_pool_id, f"invited-{world.a.id}@lab.example"
     world.lab.boto.admin_create_user(
         UserPoolId=pool_id, Username=email, TemporaryPassword="Temp-Pass-12345", MessageAction="SUPPRESS",

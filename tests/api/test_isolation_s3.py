@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -37,8 +38,6 @@ from tests.api.conftest import World
 from tests.intake.s3kit import DROP_PREFIX, grant, make_settings
 from tests.natskit import tenant_request
 from tests.worksets.conftest import fastq_records, gz
-
-SHARED = "shared-refs-s3iso"
 
 
 class Buckets:
@@ -125,6 +124,12 @@ async def answers(
 async def test_a_spec_naming_b_s_bucket_is_refused_on_every_intake_path_whatever_b_holds(
     world: World, buckets: Buckets, validator: TestServer, nc: NATS, moto_endpoint: str
 ) -> None:
+    await refused_on_every_intake_path(world, buckets, nc, moto_endpoint)
+    # One world for both halves (each world costs seconds of onboarding).
+    await a_granted_shared_bucket_works_read_only_where_granted_so(world, buckets, nc)
+
+
+async def refused_on_every_intake_path(world: World, buckets: Buckets, nc: NATS, moto_endpoint: str) -> None:
     b = buckets
     r1, r2 = b.reads(b.b, "private")  # B's own reads, which A must learn nothing about
     foreign = spec("foreign", r1, r2, f"s3://{b.a}/results/foreign/")
@@ -169,20 +174,18 @@ async def test_a_spec_naming_b_s_bucket_is_refused_on_every_intake_path_whatever
     assert access((await into_b.json())["details"]["findings"]) == [("S3-ACCESS-002", "export_uri")]
 
 
-async def test_a_granted_shared_bucket_works_read_only_where_granted_so(
-    world: World, buckets: Buckets, validator: TestServer, nc: NATS
-) -> None:
-    b = buckets
-    b.s3.create_bucket(Bucket=SHARED, CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
-    r1, r2 = b.reads(SHARED, "refs")
+async def a_granted_shared_bucket_works_read_only_where_granted_so(world: World, buckets: Buckets, nc: NATS) -> None:
+    b, shared = buckets, f"shared-refs-{uuid.uuid4().hex[:8]}"
+    b.s3.create_bucket(Bucket=shared, CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+    r1, r2 = b.reads(shared, "refs")
     granted = await world.client.post(
         "/api/v1/bucket-grants", headers=world.operator,
-        json={"tenant": world.a.id, "bucket": SHARED, "access": "read-only", "note": "shared references"},
+        json={"tenant": world.a.id, "bucket": shared, "access": "read-only", "note": "shared references"},
     )  # fmt: skip
     assert granted.status == 201, await granted.text()
     listed = await (await world.client.get("/api/v1/buckets", headers=world.key(world.a))).json()
     assert [(i["bucket"], i["access"], i["source"]) for i in listed["items"]] == [
-        (b.a, "read-write", "own"), (SHARED, "read-only", "grant")]
+        (b.a, "read-write", "own"), (shared, "read-only", "grant")]
     other = await (await world.client.get("/api/v1/buckets", headers=world.key(world.b))).json()
     assert [i["bucket"] for i in other["items"]] == [b.b]  # A's grant is not B's business
 
@@ -196,7 +199,7 @@ async def test_a_granted_shared_bucket_works_read_only_where_granted_so(
                                              timeout=15)).data)
     assert reply["ok"], reply
     # Read-only: its report may not be written there; and B, not granted, may not even read it.
-    write = await world.client.post("/api/v1/worksets", json=spec("shared-w", r1, r2, f"s3://{SHARED}/out/"),
+    write = await world.client.post("/api/v1/worksets", json=spec("shared-w", r1, r2, f"s3://{shared}/out/"),
                                     headers=world.key(world.a))
     findings = (await write.json())["details"]["findings"]
     assert access(findings) == [("S3-ACCESS-002", "export_uri")] and "read-only" in findings[0]["message"]
@@ -207,7 +210,7 @@ async def test_a_granted_shared_bucket_works_read_only_where_granted_so(
     # Revoked: the requeue of A's workset is refused now (a customer cannot grant; only operators).
     assert (await world.client.post("/api/v1/bucket-grants", headers=world.key(world.a),
                                     json={"tenant": world.a.id, "bucket": b.b, "access": "read-write"})).status == 403
-    revoked = await world.client.delete(f"/api/v1/bucket-grants/{world.a.id}/{SHARED}", headers=world.operator)
+    revoked = await world.client.delete(f"/api/v1/bucket-grants/{world.a.id}/{shared}", headers=world.operator)
     assert revoked.status == 200
     ws_id = (await created.json())["workset_id"]
     deadline = time.monotonic() + 20

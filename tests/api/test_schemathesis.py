@@ -7,6 +7,7 @@ too (random names almost never hit an existing cluster or dead letter)."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +20,8 @@ from schemathesis.checks import CHECKS
 from services.portal.api.routes import ROUTES
 from tests.api.conftest import World
 
-EXAMPLES_PER_OPERATION = 20
+# A longer run by hand: STAMEN_FUZZ_EXAMPLES=200 python -m pytest tests/api/test_schemathesis.py
+EXAMPLES_PER_OPERATION = int(os.environ.get("STAMEN_FUZZ_EXAMPLES", "20"))
 WANTED = (
     "not_a_server_error",
     "status_code_conformance",
@@ -39,6 +41,7 @@ OPERATOR_FUZZED = {r.name for r in ROUTES if r.access in ("operator", "events")}
     "api_keys_list",
     "nats_credentials_list",
     "auth_register",
+    "buckets_list",
 }
 BY_LABEL = {f"{r.method} {r.full_path}": r.name for r in ROUTES}
 
@@ -128,6 +131,9 @@ def operator_successes(base_url: str, headers: dict[str, str], world: World) -> 
         ("api_keys_create", {"body": {"name": "fuzz", "ttl_days": 1, "customer_id": b.tenant}}),
         ("api_keys_list", {"query": {"tenant": b.tenant}}),
         ("s3_events", {"body": {"Records": []}}),
+        ("bucket_grants_create", {"body": {"tenant": b.tenant, "bucket": "fuzz-shared", "access": "read-only"}}),
+        ("buckets_list", {"query": {"tenant": b.tenant}}),
+        ("bucket_grants_revoke", {"path_parameters": {"tenant": b.tenant, "bucket": "fuzz-shared"}}),
     ]
     failures = []
     for name, parts in cases:

@@ -124,7 +124,10 @@ async def test_bodies_from_json_and_yaml_files(world: World, tmp_path: Path) -> 
     assert json.loads(checked.out)["ok"] is True
     key_request = tmp_path / "key.json"
     key_request.write_text(json.dumps({"name": "from-cli", "customer_id": world.a.id}))
-    created = await stamen(env, "api", "call", "api_keys_create", "--body", f"@{key_request}", "--json")
+    refused = await stamen(env, "api", "call", "api_keys_create", "--body", f"@{key_request}", "--json")
+    assert refused.rc != 0 and "AUTH_FORBIDDEN" in refused.out  # an API key does not mint API keys
+    as_user = cli_env(tmp_path / "config-user", STAMEN_URL=url_of(world), STAMEN_TOKEN=world.a.id_token)
+    created = await stamen(as_user, "api", "call", "api_keys_create", "--body", f"@{key_request}", "--json")
     assert created.rc == 0, created
     assert created.json()["key"].startswith("stm_") and created.json()["record"]["name"] == "from-cli"
     listed = await stamen(env, "api", "call", "api_keys_list")

@@ -24,6 +24,7 @@ def _env(database_url: str, moto: str, pool_name: str) -> dict[str, str]:
         "AWS_SECRET_ACCESS_KEY": "testing",
         "STAMEN_COGNITO_CREATE_POOL": "true",
         "STAMEN_COGNITO_USER_POOL_NAME": pool_name,
+        "STAMEN_API_KEY_PEPPER": "pepper-for-the-cli-tests",  # API keys are hashed with it
     }
 
 

@@ -53,9 +53,9 @@ PRODUCED_BY: dict[str, Callable[..., object]] = {
     "VAL-DAY-005": test_cli_and_api.test_python_api_reports_the_folder_layout,
     "QUOTA-STORAGE-001": test_service.test_storage_quota_is_checked_for_every_intake_path,
     "SNF-GZ-006": test_sniff_files.test_a_plain_gzip_too_large_to_verify_is_said_so,
-    "S3-ACCESS-001": test_isolation_s3.test_a_spec_naming_b_s_bucket_is_refused_on_every_intake_path_whatever_b_holds,
-    "S3-ACCESS-002": test_isolation_s3.test_a_granted_shared_bucket_works_read_only_where_granted_so,
-    "S3-ACCESS-003": test_isolation_s3.test_a_spec_naming_b_s_bucket_is_refused_on_every_intake_path_whatever_b_holds,
+    "S3-ACCESS-001": test_isolation_s3.refused_on_every_intake_path,
+    "S3-ACCESS-002": test_isolation_s3.a_granted_shared_bucket_works_read_only_where_granted_so,
+    "S3-ACCESS-003": test_isolation_s3.refused_on_every_intake_path,
 }
 
 

@@ -47,6 +47,7 @@ async def test_service_runs_alone_and_stops_cleanly(
         "NATS_URL": nats_url,
         "STAMEN_HTTP_PORT": str(port),
         "STAMEN_LOG_FORMAT": "json",
+        "STAMEN_API_KEY_PEPPER": "pepper-for-tests",  # the portal (auth on) does not start without one
     }
     proc = subprocess.Popen(
         service_argv(launch, name), env=env, stdout=log.open("w"), stderr=subprocess.STDOUT

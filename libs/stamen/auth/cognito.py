@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aioboto3  # type: ignore[import-untyped]
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ParamValidationError
 
 from stamen.auth.errors import (
     AuthError,
@@ -287,6 +287,8 @@ async def answer_new_password(
             raise LoginFailed("the sign-in session is not valid or has expired: sign in again with the "
                               "temporary password") from None
         raise translate(exc, "setting the new password") from None
+    except ParamValidationError as exc:  # botocore's own checks (lengths, characters) of what was sent
+        raise IdentityRequestInvalid(f"setting the new password refused: {exc}") from None
     result = answer.get("AuthenticationResult")
     if not result:
         raise LoginFailed("setting the new password needs another step", challenge=answer.get("ChallengeName"))

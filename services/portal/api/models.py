@@ -68,7 +68,7 @@ class LoginRequest(Body):
 
 class NewPasswordRequest(Body):
     email: str = Field(pattern=EMAIL, max_length=254)
-    session: str = Field(min_length=20, max_length=4096, description="`details.session` of the login's "
+    session: str = Field(min_length=20, max_length=2048, description="`details.session` of the login's "
                                                                       "AUTH_NEW_PASSWORD_REQUIRED answer.")
     new_password: str = Field(min_length=1, max_length=256)
 
