@@ -50,6 +50,7 @@ from ceiling import ceiling_lines, measure_ceiling
 from measure import ProcessMeter, bench_process, emit, latency_summary, machine, settled_transactions
 
 from stamen.inputs.demo import demo_fastq
+from stamen.tenancy import BucketGrantRepository
 
 BUCKET = "bench-reads"
 TENANTS = ("lab-a", "lab-b", "lab-c", "lab-d")
@@ -361,6 +362,8 @@ async def measure(stack: Stack, args: argparse.Namespace, flaky_every: int) -> d
     reads = upload_reads(stack.doc["aws_endpoint_url"])
     worksets = [workset(i, flaky_every, reads) for i in range(args.worksets)]
     conn = await asyncpg.connect(stack.database_url)
+    for tenant in TENANTS:  # what an operator does first: the tenants may use the bucket their reads are in
+        await BucketGrantRepository(conn).grant(tenant, BUCKET, "read-write", granted_by="bench")
     db = CountingConnection(conn)
     try:
         log_offset = 0

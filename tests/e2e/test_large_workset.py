@@ -25,7 +25,8 @@ from services.validator.app import init_app as validator_app
 from stamen.auth import AuthSettings
 from stamen.events.types import EVENT_MAX_BYTES
 from stamen.worksets.limits import MAX_SAMPLES
-from tests.intake.s3kit import S3Lab, make_intake, make_settings, moto_url, s3lab
+from tests.intake.s3kit import S3Lab, grant, make_intake, make_settings, moto_url, s3lab
+from tests.natskit import tenant_request
 
 __all__ = ["moto_url", "s3lab"]  # fixtures
 
@@ -34,7 +35,11 @@ PAIRS = 20
 
 
 @pytest.fixture
-async def stack(database_url: str, nats_url: str, s3lab: S3Lab, nc: NATS) -> AsyncIterator[TestClient[Any, Any]]:
+async def stack(
+    database_url: str, nats_url: str, s3lab: S3Lab, nc: NATS, pool: asyncpg.Pool
+) -> AsyncIterator[TestClient[Any, Any]]:
+    for tenant in ("acme", "big-lab", "lab-0", "lab-1"):  # every tenant here reads and writes the lab bucket
+        await grant(pool, tenant, s3lab.bucket)
     settings = make_settings(database_url, nats_url, s3lab.url)
     validator = TestServer(validator_app(settings, intake=make_intake(s3lab)))
     await validator.start_server()
@@ -97,7 +102,7 @@ async def test_the_largest_workset_reaches_queued_on_every_path_while_others_flo
                                                                        "Content-Type": "application/json"})
     assert answer.status == 201, await answer.text()
     big_ids = [(await answer.json())["workset_id"]]
-    reply = json.loads((await nc.request("stamen.intake.big-lab", json.dumps(spec(s3lab, "big-nats", samples(
+    reply = json.loads((await tenant_request(nc, "big-lab", json.dumps(spec(s3lab, "big-nats", samples(
         s3lab, MAX_SAMPLES, "N"))).encode(), timeout=60, headers={"Content-Type": "application/json"})).data)
     assert reply["ok"], reply
     big_ids.append(reply["workset_id"])

@@ -12,9 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import asyncpg
 import pytest
 import yaml
 
+from tests.intake.s3kit import grant
 from tests.intake.test_cli_and_api import stamen
 
 FIXTURES = Path(__file__).resolve().parents[1] / "worksets" / "fixtures" / "daylily"
@@ -68,7 +70,10 @@ def submit(database_url: str, *args: str, ok: bool) -> dict[str, object]:
     return doc
 
 
-async def test_cli_submit_and_validate_refuse_values_that_would_be_misread(tmp_path: Path, database_url: str) -> None:
+async def test_cli_submit_and_validate_refuse_values_that_would_be_misread(
+    tmp_path: Path, database_url: str, pool: asyncpg.Pool
+) -> None:
+    await grant(pool, "acme", "lab-bucket", "read-only")  # where its reads are
     spec = {"name": "w1", "samples": [{"id": "S1", "platform": "ILMN", "r1": "s3://lab-bucket/S1_R1.fastq.gz",
                                        "r2": "s3://lab-bucket/S1_R2.fastq.gz"}]}
     path = tmp_path / "w1.yaml"

@@ -25,11 +25,13 @@ from services.validator import handlers as validator
 from services.validator.checks import check_submission
 from services.validator.reconcile import stale_submissions
 from stamen.bus.consumer import Delivery
+from stamen.inputs.demo import DEMO_BUCKET
 from stamen.intake import submit_workset
 from stamen.service.idempotent import idempotent
 from stamen.settings import Settings
 from stamen.store.recovery import RecoveryRepository
 from stamen.store.unit_of_work import UnitOfWork
+from stamen.tenancy import BucketRight, TenantBuckets
 
 NET_ERROR = (
     "botocore.exceptions.EndpointConnectionError: Could not connect to the endpoint URL: "
@@ -59,6 +61,7 @@ async def test_a_submission_whose_event_never_came_is_validated_once(pool: async
 
     async def check(spec: dict[str, Any], tenant_id: str) -> Any:
         return await check_submission(spec, tenant_id=tenant_id, checker=None, cluster_region="us-west-2",
+                                      rights=TenantBuckets(tenant_id, (BucketRight(DEMO_BUCKET, "read-write", "grant"),)),
                                       enable_validation=False)  # fmt: skip
 
     handler = validator.validate_submitted("validator-submitted", lambda: pool, check, max_deliver=5)

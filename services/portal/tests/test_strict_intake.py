@@ -22,13 +22,16 @@ from nats.aio.client import Client as NATS
 from services.portal.app import init_app
 from services.portal.tests.conftest import ACME, count
 from stamen.auth import AuthSettings
-from tests.intake.s3kit import S3Lab, make_intake, make_settings
+from tests.intake.s3kit import S3Lab, grant, make_intake, make_settings
 
 BODY_TIMEOUT = 1.0
 
 
 @pytest.fixture
-async def portal(database_url: str, nats_url: str, s3lab: S3Lab, nc: NATS) -> AsyncIterator[TestClient[Any, Any]]:
+async def portal(
+    database_url: str, nats_url: str, s3lab: S3Lab, nc: NATS, pool: asyncpg.Pool
+) -> AsyncIterator[TestClient[Any, Any]]:
+    await grant(pool, "acme", s3lab.bucket)  # the lab bucket is acme's
     app = init_app(make_settings(database_url, nats_url, s3lab.url),
                    intake=make_intake(s3lab, api_body_timeout_seconds=BODY_TIMEOUT),
                    auth=AuthSettings(auth_enabled=False))

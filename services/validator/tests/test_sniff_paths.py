@@ -22,14 +22,18 @@ from services.validator.app import init_app as validator_app
 from stamen.auth import AuthSettings
 from stamen.inputs import sentinels
 from stamen.inputs.repository import IntakeRepository
-from tests.intake.s3kit import S3Lab, make_intake, make_settings
+from tests.intake.s3kit import S3Lab, grant, make_intake, make_settings
 from tests.intake.test_sniff_files import BGZ, fixture
+from tests.natskit import tenant_request
 
 EXPECTED = {("SNF-GZ-003", "samples[0].r1"), ("SNF-FQ-009", "samples[0].r2")}
 
 
 @pytest.fixture
-async def portal(database_url: str, nats_url: str, s3lab: S3Lab, nc: NATS) -> AsyncIterator[TestClient[Any, Any]]:
+async def portal(
+    database_url: str, nats_url: str, s3lab: S3Lab, nc: NATS, pool: asyncpg.Pool
+) -> AsyncIterator[TestClient[Any, Any]]:
+    await grant(pool, "acme", s3lab.bucket)  # the lab bucket is acme's (also its drop bucket)
     settings = make_settings(database_url, nats_url, s3lab.url)
     intake = make_intake(s3lab, sniff_bytes=1024)
     validator = TestServer(validator_app(settings, intake=intake))
@@ -76,8 +80,7 @@ async def test_broken_fastqs_are_caught_on_every_path(
 
     submitted = await portal.post("/api/v1/worksets", json=spec("over-http"), headers={"X-Stamen-Tenant": "acme"})
     assert submitted.status == 201
-    reply = json.loads((await nc.request("stamen.intake.acme", json.dumps(spec("over-nats")).encode(),
-                                         timeout=10)).data)
+    reply = json.loads((await tenant_request(nc, "acme", json.dumps(spec("over-nats")).encode())).data)
     assert reply["ok"], reply
     folder = s3lab.drop_folder("over-s3", ready=False)
     s3lab.put(folder + "stage_samples.tsv", "RUN_ID\tSAMPLE_ID\tEXPERIMENTID\tLANE\tSEQ_VENDOR\tILMN_R1_FQ\t"

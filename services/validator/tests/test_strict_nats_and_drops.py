@@ -18,11 +18,15 @@ from nats.aio.client import Client as NATS
 
 from services.validator.app import init_app
 from stamen.inputs import sentinels
-from tests.intake.s3kit import S3Lab, make_intake, make_settings
+from tests.intake.s3kit import S3Lab, grant, make_intake, make_settings
+from tests.natskit import tenant_request
 
 
 @pytest.fixture
-async def validator(database_url: str, nats_url: str, s3lab: S3Lab, nc: NATS) -> AsyncIterator[TestServer]:
+async def validator(
+    database_url: str, nats_url: str, s3lab: S3Lab, nc: NATS, pool: asyncpg.Pool
+) -> AsyncIterator[TestServer]:
+    await grant(pool, "acme", s3lab.bucket)  # the lab bucket is acme's (also its drop bucket)
     server = TestServer(init_app(make_settings(database_url, nats_url, s3lab.url), intake=make_intake(s3lab)))
     await server.start_server()
     yield server
@@ -31,7 +35,7 @@ async def validator(database_url: str, nats_url: str, s3lab: S3Lab, nc: NATS) ->
 
 async def ask(nc: NATS, body: str | bytes, **headers: str) -> dict[str, Any]:
     data = body.encode() if isinstance(body, str) else body
-    reply = await nc.request("stamen.intake.acme", data, timeout=10, headers=headers or None)
+    reply = await tenant_request(nc, "acme", data, headers=headers or None)
     answer: dict[str, Any] = json.loads(reply.data)
     return answer
 
