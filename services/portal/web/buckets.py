@@ -1,8 +1,8 @@
 """Which S3 buckets a page may show or write for its caller, and presigned links into them.
 
 One question, asked by the Files page and by the outputs of a workset: may this caller read (or write)
-`s3://bucket/...`? A customer may use its own bucket (customers.s3_bucket, from onboarding); an operator
-any bucket. Nothing here asks S3 whether an object exists before that answer is yes."""
+`s3://bucket/...`? A customer may use its own bucket (customers.s3_bucket, from onboarding) and the buckets
+an operator granted it (stamen.tenancy, the rule the intake paths use too); an operator any bucket. Nothing here asks S3 whether an object exists before that answer is yes."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from aiohttp import web
 
 from services.portal.api.access import principal_of
 from services.portal.api.context import SECURITY
-from stamen.customers.repository import CustomerRepository
 from stamen.service.keys import POOL
+from stamen.tenancy import may_access, tenant_buckets
 
 Mode = Literal["read", "write"]
 LINK_SECONDS = 900  # presigned links live 15 minutes
@@ -28,21 +28,20 @@ class BucketChoice:
 
 
 async def buckets_for(request: web.Request, tenant: str | None) -> list[BucketChoice]:
-    """The buckets `tenant` may use (its own bucket). An operator browsing no tenant gets none listed."""
+    """The buckets `tenant` may use: its own and those granted to it (stamen.tenancy). An operator browsing
+    no tenant gets none listed."""
     if tenant is None:
         return []
-    async with request.app[POOL].acquire() as conn:
-        customer = await CustomerRepository(conn).get(tenant)
-    return [BucketChoice(customer.s3_bucket, "read-write", "own")] if customer else []
+    rights = await tenant_buckets(request.app[POOL], tenant)
+    return [BucketChoice(r.bucket, r.access, "own" if r.source == "own" else r.granted_by or "an operator")
+            for r in rights.rights]
 
 
 async def may_use(request: web.Request, tenant: str | None, bucket: str, mode: Mode) -> bool:
+    """stamen.tenancy.may_access, the rule every intake path and the scheduler ask; operators may use any."""
     if principal_of(request).is_operator:
         return True
-    return any(
-        c.bucket == bucket and (mode == "read" or c.access == "read-write")
-        for c in await buckets_for(request, tenant)
-    )
+    return tenant is not None and may_access(await tenant_buckets(request.app[POOL], tenant), f"s3://{bucket}/", mode)
 
 
 def split_uri(uri: str) -> tuple[str, str] | None:
