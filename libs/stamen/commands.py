@@ -10,6 +10,7 @@ import asyncpg
 from stamen.bus.subjects import PLATFORM_TENANT
 from stamen.domain.clusters import ClusterStatus
 from stamen.domain.lifecycle import WorksetState, can_transition
+from stamen.errors import CodedError
 from stamen.events.envelope import new_envelope
 from stamen.events.types import ClusterDrained, WorksetArchived, WorksetCancelled
 from stamen.retry import RequeueChanges
@@ -82,14 +83,15 @@ async def archive(pool: asyncpg.Pool, workset_id: str, *, actor: str) -> str:
     return ws.state.value
 
 
-class BucketAccessDenied(RuntimeError):
+class BucketAccessDenied(CodedError):
     """The workset names S3 locations its tenant may no longer use (a grant was revoked since it was
     validated): it is not sent back to the queue. `findings` are the S3-ACCESS findings."""
 
     code = "S3_ACCESS_DENIED"
+    http_status = 422
 
     def __init__(self, message: str, findings: list[Finding]) -> None:
-        super().__init__(message)
+        super().__init__(message, findings=[f.model_dump(mode="json") for f in findings])
         self.findings = findings
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import shlex
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -38,6 +40,8 @@ from tests.api.conftest import World
 from tests.intake.s3kit import DROP_PREFIX, grant, make_settings
 from tests.natskit import tenant_request
 from tests.worksets.conftest import fastq_records, gz
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 class Buckets:
@@ -127,6 +131,7 @@ async def test_a_spec_naming_b_s_bucket_is_refused_on_every_intake_path_whatever
     await refused_on_every_intake_path(world, buckets, nc, moto_endpoint)
     # One world for both halves (each world costs seconds of onboarding).
     await a_granted_shared_bucket_works_read_only_where_granted_so(world, buckets, nc)
+    await the_documented_bucket_grant_recipe_works_as_written(world, buckets)
 
 
 async def refused_on_every_intake_path(world: World, buckets: Buckets, nc: NATS, moto_endpoint: str) -> None:
@@ -259,3 +264,78 @@ async def test_the_scheduler_refuses_to_dispatch_a_spec_naming_a_foreign_bucket(
         [failed] = [e for e in bodies if e["workset_id"] == ws_id]
         assert failed["payload"]["native_state"] == "S3_ACCESS"
     assert not marker.exists()
+
+
+def recipe_calls(names: dict[str, str]) -> tuple[list[list[str]], dict[str, Any]]:
+    """The curl commands of docs/api.md's bucket-grant recipe as shlex tokens (in order), with the doc's names
+    replaced by the test world's, and the refused finding the doc shows after it."""
+    text = (REPO / "docs" / "api.md").read_text()
+    block = re.search(r"<!-- bucket-grant recipe[^>]*-->\n```bash\n(.*?)```\n<!-- end of bucket-grant recipe -->"
+                      r".*?```json\n(.*?)```", text, re.S)
+    assert block, "docs/api.md lost its bucket-grant recipe block"
+    block_text, example_text = block.group(1), block.group(2)
+    for doc_name, ours in names.items():  # in the order given
+        block_text, example_text = block_text.replace(doc_name, ours), example_text.replace(doc_name, ours)
+    commands, pending = [], ""
+    for line in block_text.splitlines():
+        if not pending and (not line.strip() or line.startswith("#")):
+            continue
+        pending += line.removesuffix("\\") + "\n"
+        if line.endswith("\\"):
+            continue
+        try:
+            tokens = shlex.split(pending)
+        except ValueError:  # an open quote: the -d body goes on
+            continue
+        pending = ""
+        if tokens[0] == "curl":
+            commands.append(tokens)
+    return commands, json.loads(example_text)
+
+
+def curl_request(tokens: list[str], variables: dict[str, str]) -> tuple[str, str, dict[str, str], Any]:
+    """(method, path, headers, JSON body) of one `curl -sS [-X M] URL [-H h]... [-d body]` from the docs."""
+
+    def expand(arg: str) -> str:
+        for name, value in variables.items():
+            arg = arg.replace(f"${name}", value)
+        return arg
+
+    method, url, headers, data = "GET", "", {}, None
+    args = iter(map(expand, tokens[1:]))
+    for arg in args:
+        if arg == "-X":
+            method = next(args)
+        elif arg == "-H":
+            name, _, value = next(args).partition(": ")
+            headers[name] = value
+        elif arg == "-d":
+            data = json.loads(next(args))
+        elif arg != "-sS":
+            assert not url, f"an option this test does not know: {arg}"
+            url = arg
+    assert url.startswith("/api/v1/"), tokens
+    return method, url, headers, data
+
+
+async def the_documented_bucket_grant_recipe_works_as_written(world: World, buckets: Buckets) -> None:
+    shared = f"shared-doc-{uuid.uuid4().hex[:8]}"
+    # Longest first: the doc's own bucket name contains its tenant's.
+    calls, refused_example = recipe_calls({"stamen-acme-us-west-2": buckets.a, "shared-references": shared,
+                                           "acme": world.a.id})
+    variables = {"STAMEN_URL": "", "OPERATOR_TOKEN": world.operator_token, "LAB_KEY": world.a.api_key}
+    answers = []
+    for tokens in calls:
+        method, path, headers, data = curl_request(tokens, variables)
+        response = await world.client.request(method, path, headers=headers, json=data)
+        answers.append((response.status, await response.json()))
+    assert [status for status, _ in answers] == [201, 200, 200, 200, 200, 200], answers
+    granted, listed, ok, write, revoked, refused = (body for _, body in answers)
+    assert (granted["tenant"], granted["bucket"], granted["access"]) == (world.a.id, shared, "read-only")
+    assert [(i["bucket"], i["access"], i["source"]) for i in listed["items"]] == [
+        (buckets.a, "read-write", "own"), (shared, "read-only", "grant")]
+    assert ok["ok"] and ok["findings"] == [], ok
+    assert not write["ok"] and access(write["findings"]) == [("S3-ACCESS-002", "export_uri")]
+    assert revoked["bucket"] == shared
+    assert access(refused["findings"]) == [("S3-ACCESS-001", "samples[0].r1"), ("S3-ACCESS-001", "samples[0].r2")]
+    assert refused["findings"][0] == refused_example  # the doc shows the very answer

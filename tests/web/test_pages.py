@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import re
+import uuid
 import zipfile
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -18,7 +19,9 @@ from services.portal.web.views.worksets import PAGE_SIZE
 from stamen.inputs.demo import demo_fastq
 from stamen.intake import submit_workset
 from stamen.store.unit_of_work import UnitOfWork
+from stamen.tenancy import BucketGrantRepository
 from tests.api.conftest import workset_in
+from tests.intake.s3kit import grant
 from tests.web.conftest import Browser, World
 
 NewBrowser = Callable[[], AbstractAsyncContextManager[Browser]]
@@ -86,6 +89,18 @@ async def test_new_workset_page_checks_as_you_type_and_submits(world: World, bro
         assert refused.status == 422
         async with world.pool.acquire() as conn:
             assert await conn.fetchval("SELECT count(*) FROM worksets WHERE name = 'from-the-page'") == 0
+        # B's reads, named on A's form: refused at the field by stamen.tenancy (as the API does), never
+        # fetched, so the page says the same whether B's object exists or not.
+        other = await _bucket(world, world.b.id)
+        foreign = {**form, "samples-0-r1": f"s3://{other}/private/S1_R1.fastq.gz",
+                   "samples-0-r2": f"s3://{other}/private/S1_R2.fastq.gz"}
+        put_object(world, other, "private/S1_R1.fastq.gz", demo_fastq("S1", 1, reads=50))
+        present = await (await b.post("/worksets/new/check", foreign, headers={"HX-Request": "true"})).text()
+        _delete_object(world, other, "private/S1_R1.fastq.gz")
+        absent = await (await b.post("/worksets/new/check", foreign, headers={"HX-Request": "true"})).text()
+        assert present == absent and "SNF-" not in present
+        assert re.search(r'id="f-samples-0-r1" hx-swap-oob="true">S3-ACCESS-001: [^<]*' + re.escape(other), present)
+        assert (await b.post("/worksets/new", {**foreign, "action": "submit"})).status == 422
         # Pasting a sample sheet fills the table; a blank row at the end is not a sample.
         sheet = await b.post("/worksets/new", {**form, "action": "use_sheet",
                                                 "sheet": "id\tplatform\tr1\tr2\nP1\tILMN\ts3://x/1.fq.gz\ts3://x/2.fq.gz\n"})
@@ -106,6 +121,10 @@ async def test_new_workset_page_checks_as_you_type_and_submits(world: World, bro
 def put_object(world: World, bucket: str, key: str, body: bytes) -> None:
     s3 = boto3.client("s3", endpoint_url=world.lab.endpoint, region_name="us-west-2")
     s3.put_object(Bucket=bucket, Key=key, Body=body)
+
+
+def _delete_object(world: World, bucket: str, key: str) -> None:
+    boto3.client("s3", endpoint_url=world.lab.endpoint, region_name="us-west-2").delete_object(Bucket=bucket, Key=key)
 
 
 async def test_yaml_generator_makes_the_three_files_and_a_zip(world: World, browser: NewBrowser) -> None:
@@ -164,6 +183,34 @@ async def test_files_presigned_upload_download_and_delete(world: World, browser:
         assert deleted.status == 303
         _, gone = await b.get(f"/files?bucket={bucket}&prefix=runs/r1/")
         assert "S1_R1.fastq.gz" not in gone
+        await _a_read_only_grant_is_browsed_not_written(world, b)
+
+
+async def _a_read_only_grant_is_browsed_not_written(world: World, b: Browser) -> None:
+    """A bucket an operator granted read-only (stamen.tenancy, as the intake paths see it): listed, browsable and
+    downloadable, no upload or delete; once revoked, gone from the page like any other bucket."""
+    shared = f"shared-refs-{uuid.uuid4().hex[:8]}"
+    s3 = boto3.client("s3", endpoint_url=world.lab.endpoint, region_name="us-west-2")
+    s3.create_bucket(Bucket=shared, CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+    s3.put_object(Bucket=shared, Key="hg38/genome.fa", Body=b">chr1\nACGT\n")
+    await grant(world.pool, world.a.id, shared, "read-only")
+    status, page = await b.get("/files")
+    assert status == 200 and f'<option value="{shared}">{shared} (read-only)</option>' in page
+    status, folder = await b.get(f"/files?bucket={shared}&prefix=hg38/")
+    assert status == 200 and "genome.fa" in folder and "Granted read-only by test" in folder
+    assert 'class="upload-form"' not in folder and "/files/delete" not in folder
+    async with b.session.get(f"/files/download?bucket={shared}&key=hg38/genome.fa", allow_redirects=False) as r:
+        assert r.status == 302
+    presign = await b.session.post("/uploads/presign", json={"bucket": shared, "key": "x.fq.gz", "size": 3},
+                                   headers={"X-CSRF-Token": b.csrf})
+    assert presign.status == 404 and "BUCKET_NOT_FOUND" in await presign.text()
+    refused = await b.post("/files/delete", {"bucket": shared, "key": "hg38/genome.fa", "confirm": "yes"})
+    assert refused.status == 403 and "BUCKET_READ_ONLY" in await refused.text()
+    async with world.pool.acquire() as conn:
+        await BucketGrantRepository(conn).revoke(world.a.id, shared)
+    status, revoked = await b.get(f"/files?bucket={shared}")
+    assert status == 404 and "genome.fa" not in revoked
+    assert s3.get_object(Bucket=shared, Key="hg38/genome.fa")["Body"].read() == b">chr1\nACGT\n"
 
 
 async def test_settings_keys_shown_once_invitation_sign_up_and_usage(world: World, browser: NewBrowser) -> None:

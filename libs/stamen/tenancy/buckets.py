@@ -130,7 +130,7 @@ def _how_to_get(rights: TenantBuckets, bucket: str, mode: Mode) -> str:
     own = ", ".join(f"s3://{b}/" for b in rights.own)
     use_own = f"use the tenant's own bucket ({own})" if own else "use a bucket granted to the tenant"
     access = "--read-write" if mode == "write" else "--read-only"
-    return f"{use_own.capitalize()}, or have an operator grant it: `stamen bucket grant {tenant} {bucket} {access}`."
+    return f"{use_own[0].upper()}{use_own[1:]}, or have an operator grant it: `stamen bucket grant {tenant} {bucket} {access}`."
 
 
 def refusal(rights: TenantBuckets, location: S3Location, *, code: str | None = None) -> Finding | None:

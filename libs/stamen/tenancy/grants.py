@@ -10,6 +10,7 @@ from typing import Any, cast
 import asyncpg
 
 from stamen.domain.workset import InvalidTenantId, check_tenant_id
+from stamen.errors import CodedError
 from stamen.store.db import Connection
 from stamen.tenancy.buckets import GRANT_ACCESS, BucketRight, GrantAccess, TenantBuckets
 from stamen.worksets.rules import valid_bucket_name
@@ -17,12 +18,11 @@ from stamen.worksets.rules import valid_bucket_name
 MAX_NOTE = 500
 
 
-class BucketGrantError(ValueError):
+class BucketGrantError(CodedError):
     code = "BUCKET_GRANT_INVALID"
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
-        super().__init__(message)
-        self.details: dict[str, Any] = {"field": field} if field else {}
+        super().__init__(message, **({"field": field} if field else {}))
 
 
 class BucketGrantInvalid(BucketGrantError):
@@ -31,6 +31,7 @@ class BucketGrantInvalid(BucketGrantError):
 
 class BucketGrantNotFound(BucketGrantError):
     code = "BUCKET_GRANT_NOT_FOUND"
+    http_status = 404
 
 
 @dataclass(frozen=True)

@@ -369,8 +369,6 @@ async def requeue(
         raise missing(workset_id) from None
     except commands.WorksetNotRequeueable as exc:
         raise ApiError(409, exc.code, str(exc)) from None
-    except commands.BucketAccessDenied as exc:
-        raise ApiError(422, exc.code, str(exc), {"findings": [f.model_dump() for f in exc.findings]}) from None
     except ConcurrencyConflict as exc:
         raise ApiError(409, "WORKSET_CONCURRENT_UPDATE", str(exc)) from None
     return reply(m.WorksetStateResponse(workset_id=workset_id, state=state))

@@ -2,7 +2,8 @@
 
 One question, asked by the Files page and by the outputs of a workset: may this caller read (or write)
 `s3://bucket/...`? A customer may use its own bucket (customers.s3_bucket, from onboarding) and the buckets
-an operator granted it (stamen.tenancy, the rule the intake paths use too); an operator any bucket. Nothing here asks S3 whether an object exists before that answer is yes."""
+an operator granted it (stamen.tenancy.may_access, the rule the intake paths and the scheduler ask too); an
+operator any bucket. Nothing here asks S3 whether an object exists before that answer is yes."""
 
 from __future__ import annotations
 
@@ -41,7 +42,9 @@ async def may_use(request: web.Request, tenant: str | None, bucket: str, mode: M
     """stamen.tenancy.may_access, the rule every intake path and the scheduler ask; operators may use any."""
     if principal_of(request).is_operator:
         return True
-    return tenant is not None and may_access(await tenant_buckets(request.app[POOL], tenant), f"s3://{bucket}/", mode)
+    if tenant is None:
+        return False
+    return may_access(await tenant_buckets(request.app[POOL], tenant), f"s3://{bucket}/", mode)
 
 
 def split_uri(uri: str) -> tuple[str, str] | None:

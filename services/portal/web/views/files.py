@@ -73,8 +73,11 @@ async def browse(request: web.Request) -> web.Response:
     parts = [p for p in prefix.split("/") if p]
     for i, part in enumerate(parts):
         crumbs.append((part, "/".join(parts[: i + 1]) + "/"))
+    # A read-only grant (e.g. a shared reference bucket) is browsed without the upload and delete controls.
+    writable = bool(bucket) and await may_use(request, tenant, str(bucket), "write")
+    granted = next((c for c in choices if c.bucket == bucket and c.source != "own"), None)
     context = {"tenant": tenant, "bucket": bucket, "choices": choices, "prefix": prefix, "crumbs": crumbs,
-               **listing, "link_minutes": LINK_SECONDS // 60}
+               **listing, "link_minutes": LINK_SECONDS // 60, "writable": writable, "granted": granted}
     return await render(request, "files/browse.html", context)
 
 
