@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import boto3
 import pytest
 from playwright.async_api import expect
 
@@ -25,6 +26,7 @@ from stamen.inputs.demo import demo_fastq
 from stamen.intake import submit_workset
 from stamen.retry import GiveUpReason
 from stamen.store.unit_of_work import UnitOfWork
+from stamen.tenancy import BucketGrantRepository
 from tests.browser.conftest import PASSWORD, Stack
 
 pytestmark = pytest.mark.slow
@@ -109,6 +111,22 @@ async def dead_letter(stack: Stack, tenant: str) -> str:
         return result.workset_id
     finally:
         await pool.close()
+
+
+async def shared_bucket(stack: Stack, tenant: str) -> str:
+    """A reference bucket an operator granted the lab read-only (what `stamen bucket grant` does)."""
+    bucket = f"shared-refs-{uuid.uuid4().hex[:6]}"
+    s3 = boto3.client("s3", region_name="us-west-2", endpoint_url=stack.aws_endpoint_url,
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+    s3.put_object(Bucket=bucket, Key="refs/GRCh38/genome.fa", Body=b">chr1\nACGT\n")
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        await BucketGrantRepository(conn).grant(tenant, bucket, "read-only", granted_by="ops@stamen.example",
+                                                note="shared references")
+    finally:
+        await conn.close()
+    return bucket
 
 
 async def test_the_portal_end_to_end_in_chromium(stack: Stack, chromium: Any) -> None:
@@ -224,11 +242,19 @@ async def test_the_portal_end_to_end_in_chromium(stack: Stack, chromium: Any) ->
     assert response.status == 404 and "trio-live" not in await out_page.content()
     await out_ctx.close()
 
+    # --- a read-only grant on the Files page: browsable, no upload, no delete -----------------------------
+    shared = await shared_bucket(stack, lab)
+    await page.goto(f"{stack.url}/files?bucket={shared}&prefix=refs/GRCh38/")
+    await page.wait_for_selector("text=Granted read-only by ops@stamen.example")
+    assert await page.locator("a.download-link:has-text('genome.fa')").count() == 1
+    assert await page.locator(".upload-form").count() == 0 and await page.locator("text=Delete…").count() == 0
+
     # --- every page, light and dark (and a phone) ---------------------------------------------------------
     customer_pages = {
         "dashboard": "/", "worksets": "/worksets", "workset": f"/worksets/{workset}",
         "workset-cancelled": f"/worksets/{second}", "new-workset": "/worksets/new", "generator": "/generator",
-        "files": "/files", "usage": "/usage", "settings": "/settings", "not-found": "/worksets/ws-nope",
+        "files": "/files", "files-shared": f"/files?bucket={shared}&prefix=refs/GRCh38/", "usage": "/usage",
+        "settings": "/settings", "not-found": "/worksets/ws-nope",
     }
     operator_pages = {
         "ops-customers": "/ops/customers", "ops-clusters": "/ops/clusters", "ops-regions": "/ops/regions",
