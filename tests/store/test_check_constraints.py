@@ -23,6 +23,8 @@ from stamen.executors.base import JobState
 from stamen.inputs.repository import RecordedDropOutcome
 from stamen.notifications.kinds import DeliveryState, SubscriptionProtocol, SubscriptionStatus
 from stamen.notifications.preferences import Channel
+from stamen.tenancy import GrantAccess
+from stamen.worksets.rules import BUCKET_NAME_REGEX
 
 
 def values_of(definition: Any) -> set[str]:
@@ -52,9 +54,12 @@ ENUMERATED: dict[tuple[str, str], Any] = {
     ("notification_subscriptions", "status"): SubscriptionStatus,
     ("worksets", "state"): WorksetState,
     ("step_runs", "state"): StepRunState,
+    ("bucket_grants", "access"): GrantAccess,
 }
 PATTERNS: dict[tuple[str, str], str] = {
     ("customers", "customer_id"): TENANT_ID_REGEX,
+    ("bucket_grants", "tenant_id"): TENANT_ID_REGEX,
+    ("bucket_grants", "bucket"): BUCKET_NAME_REGEX,
 }
 
 CHECKS = """

@@ -22,7 +22,8 @@ from stamen.worksets.registry import daylily_format, references
 from stamen.worksets.spec import WorksetSpec, input_files
 
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_BUCKET_PATTERN = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+BUCKET_NAME_REGEX = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"  # also the CHECK of bucket_grants.bucket
+_BUCKET_PATTERN = re.compile(BUCKET_NAME_REGEX)
 _PLACEHOLDER_PATTERN = re.compile(r"<[^>]*>|\{[^}]*\}")
 _LABEL_KEY_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9._/-]{0,61}[a-z0-9])?$")
 _EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")

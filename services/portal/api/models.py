@@ -13,7 +13,10 @@ from stamen.domain.clusters import ClusterSpec
 from stamen.domain.lifecycle import WorksetState
 from stamen.domain.workset import TENANT_ID_REGEX
 from stamen.retry import RequeueChanges
+from stamen.tenancy.buckets import GrantAccess
+from stamen.tenancy.buckets import Source as BucketSource
 from stamen.worksets.findings import Finding
+from stamen.worksets.rules import BUCKET_NAME_REGEX
 
 EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 TENANT = TENANT_ID_REGEX
@@ -547,14 +550,12 @@ class DlqMessageReplayed(BaseModel):
 
 
 # --- buckets a tenant may use (stamen.tenancy) ---------------------------------------------------------
-BucketAccess = Literal["read-only", "read-write"]
-BUCKET = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
 
 
 class BucketOut(BaseModel):
     bucket: str
-    access: BucketAccess
-    source: Literal["own", "grant"] = Field(description="own: the customer's bucket from onboarding; "
+    access: GrantAccess
+    source: BucketSource = Field(description="own: the customer's bucket from onboarding; "
                                                         "grant: granted by an operator.")
     granted_by: str | None
     note: str
@@ -567,15 +568,15 @@ class BucketList(BaseModel):
 
 class BucketGrantCreate(Body):
     tenant: str = Field(pattern=TENANT)
-    bucket: str = Field(pattern=BUCKET, description="An S3 bucket name (no s3://).")
-    access: BucketAccess
+    bucket: str = Field(pattern=BUCKET_NAME_REGEX, description="An S3 bucket name (no s3://).")
+    access: GrantAccess
     note: str = Field(default="", max_length=500, pattern=r"^[^\x00-\x1f\x7f]*$")
 
 
 class BucketGrantOut(BaseModel):
     tenant: str
     bucket: str
-    access: BucketAccess
+    access: GrantAccess
     granted_by: str
     granted_at: datetime
     note: str

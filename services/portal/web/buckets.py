@@ -15,7 +15,7 @@ from aiohttp import web
 from services.portal.api.access import principal_of
 from services.portal.api.context import SECURITY
 from stamen.service.keys import POOL
-from stamen.tenancy import may_access, tenant_buckets
+from stamen.tenancy import GrantAccess, may_access, tenant_buckets
 
 Mode = Literal["read", "write"]
 LINK_SECONDS = 900  # presigned links live 15 minutes
@@ -24,7 +24,7 @@ LINK_SECONDS = 900  # presigned links live 15 minutes
 @dataclass(frozen=True)
 class BucketChoice:
     bucket: str
-    access: Literal["read-only", "read-write"]
+    access: GrantAccess
     source: str  # "own" or who granted it
 
 
