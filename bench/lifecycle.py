@@ -174,6 +174,12 @@ def upload_reads(endpoint: str) -> dict[str, str]:
     return uris
 
 
+async def grant_reads(conn: asyncpg.Connection, tenants: tuple[str, ...]) -> None:
+    """What an operator does first: the tenants may use the bucket their reads are in (stamen.tenancy)."""
+    for tenant in tenants:
+        await BucketGrantRepository(conn).grant(tenant, BUCKET, "read-write", granted_by="bench")
+
+
 def workset(i: int, flaky_every: int, reads: dict[str, str]) -> tuple[str, dict[str, Any]]:
     name = f"{'flaky' if flaky_every and i % flaky_every == 0 else 'noop'}-{i:06d}"
     spec = {
@@ -362,8 +368,7 @@ async def measure(stack: Stack, args: argparse.Namespace, flaky_every: int) -> d
     reads = upload_reads(stack.doc["aws_endpoint_url"])
     worksets = [workset(i, flaky_every, reads) for i in range(args.worksets)]
     conn = await asyncpg.connect(stack.database_url)
-    for tenant in TENANTS:  # what an operator does first: the tenants may use the bucket their reads are in
-        await BucketGrantRepository(conn).grant(tenant, BUCKET, "read-write", granted_by="bench")
+    await grant_reads(conn, TENANTS)
     db = CountingConnection(conn)
     try:
         log_offset = 0

@@ -51,7 +51,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import yaml
-from lifecycle import upload_reads
+from lifecycle import grant_reads, upload_reads
 from measure import bench_process, machine, percentile
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
@@ -243,9 +243,16 @@ class Soak:
 
     # --- load -----------------------------------------------------------------------------------
 
-    def upload_reads(self) -> dict[str, str]:
+    async def upload_reads(self) -> dict[str, str]:
+        """The reads, in a bucket the tenants were granted (as an operator would before they submit)."""
         assert self.stack is not None and self.stack.endpoints is not None and self.stack.endpoints.aws_endpoint_url
-        return upload_reads(self.stack.endpoints.aws_endpoint_url)
+        reads = upload_reads(self.stack.endpoints.aws_endpoint_url)
+        conn = await asyncpg.connect(self.database_url)
+        try:
+            await grant_reads(conn, TENANTS)
+        finally:
+            await conn.close()
+        return reads
 
     async def submit_all(self, reads: dict[str, str]) -> None:
         """`--worksets` at `--rate` per second; each retried (same Idempotency-Key) until accepted."""
@@ -574,7 +581,7 @@ async def run(args: argparse.Namespace, folder: Path) -> tuple[dict[str, Any], s
     # EmbeddedStack is synchronous (it runs event loops of its own): from a thread.
     await asyncio.to_thread(soak.start_stack)
     try:
-        reads = soak.upload_reads()
+        reads = await soak.upload_reads()
         stop = asyncio.Event()
         readiness = asyncio.create_task(soak.watch_readiness(stop))
         window = args.worksets / args.rate
