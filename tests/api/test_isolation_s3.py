@@ -256,7 +256,7 @@ async def test_the_scheduler_refuses_to_dispatch_a_spec_naming_a_foreign_bucket(
         assert await run_until(loop, pool, ws_id, {"failed", "completed", "dead_lettered"}) == "failed"
         async with UnitOfWork(pool) as uow:
             history = await uow.worksets.history(ws_id)
-            assert await uow.scheduling.step_run_counts(ws_id) == {}
+            assert await uow.step_runs.step_run_counts(ws_id) == {}
         assert "S3-ACCESS-001" in history[-1].reason and bucket in history[-1].reason
         async with pool.acquire() as conn:
             bodies = [json.loads(bytes(r["body"])) for r in await conn.fetch(
