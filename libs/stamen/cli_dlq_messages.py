@@ -13,12 +13,11 @@ from nats.js import JetStreamContext
 
 from stamen.cli import CliError, JsonOpt, StateDirOpt, _database_url, _emit, _nats_url, _run, _settings
 from stamen.dlq_messages import (
-    DlqMessageNotFound,
-    DlqMessageNotReplayable,
     list_messages,
     replay_message,
     show_message,
 )
+from stamen.errors import CodedError
 from stamen.store.db import create_pool
 
 T = TypeVar("T")
@@ -44,7 +43,7 @@ def _with_bus(
         pool = await create_pool(database_url, max_size=2)
         try:
             return await fn(nc.jetstream(), pool)
-        except (DlqMessageNotFound, DlqMessageNotReplayable) as exc:
+        except CodedError as exc:
             raise CliError(exc.code, str(exc)) from None
         finally:
             await pool.close()

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from stamen.cli import CliError, JsonOpt, StateDirOpt, _database_url, _emit, _run, _settings
 from stamen.domain.clusters import ClusterSpec, ClusterStatus
 from stamen.retry import CHANGEABLE_FIELDS
-from stamen.store.clusters import ClusterBusy, ClusterNotFound, ClusterRecord
+from stamen.store.clusters import ClusterRecord
 from stamen.store.db import create_pool
 from stamen.store.unit_of_work import UnitOfWork
 
@@ -33,8 +33,6 @@ def _with_pool(state_dir: Path | None, fn: Callable[[asyncpg.Pool], Awaitable[T]
         pool = await create_pool(_database_url(_settings(state_dir)), max_size=2)
         try:
             return await fn(pool)
-        except (ClusterNotFound, ClusterBusy) as exc:
-            raise CliError(exc.code, str(exc)) from None
         except Exception as exc:
             code = getattr(exc, "code", None)
             if isinstance(code, str):

@@ -27,8 +27,9 @@ CANCEL_NOW = frozenset({S.SUBMITTED, S.VALIDATING, S.QUEUED, S.RETRY_WAIT})
 CANCEL_VIA_SCHEDULER = frozenset({S.SCHEDULED, S.RUNNING})
 
 
-class WorksetNotCancellable(RuntimeError):
+class WorksetNotCancellable(CodedError, RuntimeError):
     code = "WORKSET_NOT_CANCELLABLE"
+    http_status = 409
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,9 @@ async def request_cancel(
     return CancelResult(workset_id, ws.state.value, pending)
 
 
-class WorksetNotArchivable(RuntimeError):
+class WorksetNotArchivable(CodedError, RuntimeError):
     code = "WORKSET_NOT_ARCHIVABLE"
+    http_status = 409
 
 
 async def archive(pool: asyncpg.Pool, workset_id: str, *, actor: str) -> str:
@@ -74,7 +76,7 @@ async def archive(pool: asyncpg.Pool, workset_id: str, *, actor: str) -> str:
         ws = await uow.worksets.get(workset_id, for_update=True)
         if not can_transition(ws.state, S.ARCHIVED):
             raise WorksetNotArchivable(
-                f"workset {workset_id} is {ws.state}; only finished worksets can be archived"
+                f"workset {workset_id} is {ws.state}; only finished worksets can be archived", state=ws.state.value
             )
         ws.transition(S.ARCHIVED, actor=actor, reason="archived", event=WorksetArchived(archived_by=actor))
         await uow.worksets.save(ws)

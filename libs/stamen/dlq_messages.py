@@ -16,6 +16,7 @@ import structlog
 from nats.js import JetStreamContext
 
 from stamen.bus.parked import ParkedMessage, ParkedMessages
+from stamen.errors import CodedError
 from stamen.events.envelope import UndecodableMessage, decode_envelope
 from stamen.recovery.parked import MessageFacts, Verdict, decide, replay_refusal
 from stamen.store.parked import DlqMessageLog
@@ -23,12 +24,14 @@ from stamen.store.parked import DlqMessageLog
 log = structlog.get_logger(__name__)
 
 
-class DlqMessageNotFound(LookupError):
+class DlqMessageNotFound(CodedError, LookupError):
     code = "DLQ_MESSAGE_NOT_FOUND"
+    http_status = 404
 
 
-class DlqMessageNotReplayable(RuntimeError):
+class DlqMessageNotReplayable(CodedError, RuntimeError):
     code = "DLQ_MESSAGE_NOT_REPLAYABLE"
+    http_status = 409
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,8 @@ async def _get(js: JetStreamContext, seq: int) -> ParkedMessage:
     if message is None:
         raise DlqMessageNotFound(
             f"no parked message {seq} in STAMEN_DLQ (replayed, resolved or never there); "
-            "see `stamen dlq messages ls`"
+            "see `stamen dlq messages ls`",
+            seq=seq,
         )
     return message
 
@@ -124,7 +128,7 @@ async def replay_message(js: JetStreamContext, pool: asyncpg.Pool, seq: int, *, 
     message = await _get(js, seq)
     refusal = replay_refusal(await facts_of(pool, message))
     if refusal is not None:
-        raise DlqMessageNotReplayable(f"parked message {seq} cannot be replayed: {refusal}")
+        raise DlqMessageNotReplayable(f"parked message {seq} cannot be replayed: {refusal}", seq=seq)
     return await _replay(js, pool, message, actor=actor, detail=f"replayed by {actor}")
 
 

@@ -8,18 +8,21 @@ from typing import Any
 import asyncpg
 
 from stamen.domain.workset import Workset, spec_fingerprint
+from stamen.errors import CodedError
 from stamen.store.unit_of_work import UnitOfWork
 
 
-class IdempotencyKeyReused(ValueError):
+class IdempotencyKeyReused(CodedError, ValueError):
     """The key was used for a workset with a different spec: the caller means another workset (and needs a
     new key), or sent a changed document by mistake. Never answered with the first workset."""
 
     code = "IDEMPOTENCY_KEY_REUSED"
+    http_status = 422
 
     def __init__(self, key: str, workset_id: str) -> None:
         super().__init__(f"Idempotency-Key {key!r} was used for workset {workset_id} with a different document; "
-                         "send the same document to get that workset back, or use a new key for a new workset")
+                         "send the same document to get that workset back, or use a new key for a new workset",
+                         workset_id=workset_id)
         self.workset_id = workset_id
 
 

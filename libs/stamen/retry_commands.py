@@ -13,14 +13,16 @@ from typing import Literal
 from stamen.diagnostics.codes import RetryClass
 from stamen.domain.lifecycle import WorksetState
 from stamen.domain.workset import Workset
+from stamen.errors import CodedError
 from stamen.events.envelope import Envelope
 from stamen.events.types import RetryScheduled, WorksetDeadLettered, WorksetQueued
 from stamen.retry import GiveUp, GiveUpReason, RequeueChanges, RetryPolicy, decide_after_failure
 from stamen.store.unit_of_work import UnitOfWork
 
 
-class WorksetNotRequeueable(RuntimeError):
+class WorksetNotRequeueable(CodedError, RuntimeError):
     code = "WORKSET_NOT_REQUEUEABLE"
+    http_status = 409
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from stamen.domain.lifecycle import INITIAL_STATE, WorksetState, check_transition
+from stamen.errors import CodedError
 from stamen.events.envelope import Envelope, new_envelope
 from stamen.events.types import EventPayload, WorksetSubmitted
 
@@ -20,7 +21,7 @@ TENANT_ID_REGEX = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 TENANT_ID_PATTERN = re.compile(TENANT_ID_REGEX)
 
 
-class InvalidTenantId(ValueError):
+class InvalidTenantId(CodedError, ValueError):
     code = "TENANT_ID_INVALID"
 
 

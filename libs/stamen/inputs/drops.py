@@ -19,6 +19,7 @@ from urllib.parse import unquote_plus
 import asyncpg
 import structlog
 
+from stamen.errors import CodedError
 from stamen.inputs import sentinels
 from stamen.inputs.folders import folder_name, import_documents, read_s3_folder
 from stamen.inputs.objects import ObjectInfo, ObjectStore, StorageError, gather_bounded
@@ -198,7 +199,7 @@ class DropWatcher:
             await asyncio.sleep(self._settings.drop_poll_seconds)
 
 
-class S3EventInvalid(ValueError):
+class S3EventInvalid(CodedError, ValueError):
     code = "S3_EVENT_INVALID"
 
 

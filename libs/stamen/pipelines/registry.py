@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from stamen.errors import CodedError
 from stamen.pipelines.daylily import DAYLILY
 from stamen.pipelines.fastq_qc import FASTQ_QC
 from stamen.pipelines.model import Pipeline
@@ -12,7 +13,7 @@ DAYLILY_ANALYSES = ("germline", "somatic", "rna-seq", "wgs", "wes")
 _ALIASES: dict[str, str] = dict.fromkeys(DAYLILY_ANALYSES, DAYLILY.name)
 
 
-class UnknownPipeline(KeyError):
+class UnknownPipeline(CodedError, KeyError):
     code = "PIPELINE_UNKNOWN"
 
     def __str__(self) -> str:

@@ -20,21 +20,25 @@ import asyncpg
 
 from stamen.bus.subjects import PLATFORM_TENANT
 from stamen.domain.regions import RegionStatus
+from stamen.errors import CodedError
 from stamen.events.envelope import new_envelope
 from stamen.events.types import RegionHealthChanged
 from stamen.store.unit_of_work import UnitOfWork
 
 
-class RegionNotFound(LookupError):
+class RegionNotFound(CodedError, LookupError):
     code = "REGION_NOT_FOUND"
+    http_status = 404
 
 
-class RegionAlreadyForced(RuntimeError):
+class RegionAlreadyForced(CodedError, RuntimeError):
     code = "REGION_ALREADY_FAILED_OVER"
+    http_status = 409
 
 
-class NothingToFailBack(RuntimeError):
+class NothingToFailBack(CodedError, RuntimeError):
     code = "REGION_NOTHING_TO_FAIL_BACK"
+    http_status = 409
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,7 @@ async def _known(uow: UnitOfWork, region: str) -> None:
     names = [o.region for o in await uow.regions.overview()]
     if region not in names:
         known = ", ".join(names) or "none yet"
-        raise RegionNotFound(f"no region named {region!r}; known regions: {known} (see `stamen region ls`)")
+        raise RegionNotFound(f"no region named {region!r}; known regions: {known} (see `stamen region ls`)", region=region)
 
 
 async def force_failover(pool: asyncpg.Pool, region: str, *, actor: str, reason: str) -> RegionCommandResult:
@@ -61,7 +65,8 @@ async def force_failover(pool: asyncpg.Pool, region: str, *, actor: str, reason:
         if row is not None and row.forced_by:
             raise RegionAlreadyForced(
                 f"region {region} was already failed over by {row.forced_by} ({row.forced_reason}); "
-                f"fail it back first with `stamen region failback {region}`"
+                f"fail it back first with `stamen region failback {region}`",
+                region=region,
             )
         previous = row.status if row else RegionStatus.HEALTHY
         await uow.regions.set_forced(region, actor, reason)
@@ -100,7 +105,8 @@ async def fail_back(
         if not forced and not database:
             raise NothingToFailBack(
                 f"region {region} was not failed over by an operator (its status follows the probes); "
-                "pass --database to move the database primary back to it"
+                "pass --database to move the database primary back to it",
+                region=region,
             )
         status = row.status if row else RegionStatus.HEALTHY
         if forced:

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from pydantic import MISSING, BaseModel, ConfigDict, Field, Strict, ValidationError
 
 from stamen.domain.workset import Workset
+from stamen.errors import CodedError
 from stamen.worksets.spec import MaxDurationSeconds, MaxRetries, Priority
 
 CHANGEABLE_FIELDS = (
@@ -28,11 +29,11 @@ _StrictMaxDuration = Annotated[MaxDurationSeconds, Strict()]
 _MemoryMultiplier = Annotated[float, Strict(), Field(ge=1.0, le=16.0, allow_inf_nan=False)]
 
 
-class RequeueChangesInvalid(ValueError):
+class RequeueChangesInvalid(CodedError, ValueError):
     code = "REQUEUE_CHANGE_INVALID"
 
     def __init__(self, message: str, *, field: str) -> None:
-        super().__init__(message)
+        super().__init__(message, field=field)
         self.field = field
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from stamen.domain.clusters import ClusterStatus, ExecutorKind
 from stamen.store.db import Connection
+from stamen.store.errors import StoreError
 
 
 @dataclass(frozen=True)
@@ -22,12 +23,14 @@ class ClusterRecord:
     config: dict[str, Any] | None = None
 
 
-class ClusterNotFound(LookupError):
+class ClusterNotFound(StoreError, LookupError):
     code = "CLUSTER_NOT_FOUND"
+    http_status = 404
 
 
-class ClusterBusy(RuntimeError):
+class ClusterBusy(StoreError, RuntimeError):
     code = "CLUSTER_BUSY"
+    http_status = 409
 
 
 def _cluster(r: Any) -> ClusterRecord:
@@ -69,7 +72,7 @@ class ClusterRepository:
     async def cluster(self, name: str) -> ClusterRecord:
         row = await self._conn.fetchrow("SELECT * FROM clusters WHERE name = $1", name)
         if row is None:
-            raise ClusterNotFound(f"no cluster named {name!r}; see `stamen cluster ls`")
+            raise ClusterNotFound(f"no cluster named {name!r}; see `stamen cluster ls`", cluster=name)
         return _cluster(row)
 
     async def set_cluster_status(self, name: str, status: ClusterStatus) -> None:
@@ -77,12 +80,12 @@ class ClusterRepository:
             "UPDATE clusters SET status = $2, updated_at = now() WHERE name = $1", name, status
         )
         if done != "UPDATE 1":
-            raise ClusterNotFound(f"no cluster named {name!r}; see `stamen cluster ls`")
+            raise ClusterNotFound(f"no cluster named {name!r}; see `stamen cluster ls`", cluster=name)
 
     async def remove_cluster(self, name: str) -> None:
         busy = await self._conn.fetchval("SELECT count(*) FROM slot_leases WHERE cluster = $1", name)
         if busy:
-            raise ClusterBusy(f"cluster {name!r} runs {busy} worksets; drain it and wait for them to finish")
+            raise ClusterBusy(f"cluster {name!r} runs {busy} worksets; drain it and wait for them to finish", cluster=name)
         done = await self._conn.execute("DELETE FROM clusters WHERE name = $1", name)
         if done != "DELETE 1":
-            raise ClusterNotFound(f"no cluster named {name!r}; see `stamen cluster ls`")
+            raise ClusterNotFound(f"no cluster named {name!r}; see `stamen cluster ls`", cluster=name)

@@ -17,5 +17,5 @@ class WorksetNotFound(StoreError):
 class ConcurrencyConflict(StoreError):
     """Another writer changed the row since it was read; reload and decide again."""
 
-    code = "WORKSET_VERSION_CONFLICT"
+    code = "WORKSET_CONCURRENT_UPDATE"
     http_status = 409

@@ -40,20 +40,12 @@ async def list_messages(request: web.Request) -> web.Response:
 async def show_message(request: web.Request) -> web.Response:
     require_operator(request)
     seq = _seq(request)
-    try:
-        shown = await dlq_messages.show_message(_js(request), request.app[POOL], seq)
-    except dlq_messages.DlqMessageNotFound as exc:
-        raise ApiError(404, exc.code, str(exc), {"seq": seq}) from None
+    shown = await dlq_messages.show_message(_js(request), request.app[POOL], seq)
     return reply(m.DlqMessageDetail.model_validate(shown))
 
 
 async def replay_message(request: web.Request) -> web.Response:
     require_operator(request)
     seq = _seq(request)
-    try:
-        result = await dlq_messages.replay_message(_js(request), request.app[POOL], seq, actor=actor_of(request))
-    except dlq_messages.DlqMessageNotFound as exc:
-        raise ApiError(404, exc.code, str(exc), {"seq": seq}) from None
-    except dlq_messages.DlqMessageNotReplayable as exc:
-        raise ApiError(409, exc.code, str(exc), {"seq": seq}) from None
+    result = await dlq_messages.replay_message(_js(request), request.app[POOL], seq, actor=actor_of(request))
     return reply(m.DlqMessageReplayed.model_validate(result.__dict__))

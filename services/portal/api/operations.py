@@ -24,8 +24,8 @@ from stamen import commands
 from stamen.customers.repository import CustomerRepository, UsageRepository
 from stamen.domain.clusters import ClusterStatus
 from stamen.service.keys import POOL
-from stamen.store.clusters import ClusterBusy, ClusterNotFound, ClusterRecord
-from stamen.store.errors import ConcurrencyConflict, WorksetNotFound
+from stamen.store.clusters import ClusterRecord
+from stamen.store.errors import WorksetNotFound
 from stamen.store.outbox import OutboxQueue
 from stamen.store.unit_of_work import UnitOfWork
 
@@ -73,10 +73,6 @@ async def _one(uow: UnitOfWork, name: str) -> m.ClusterOut:
     return next(c for c in await cluster_outs(uow) if c.name == name)
 
 
-def _cluster_error(exc: ClusterNotFound | ClusterBusy, name: str) -> ApiError:
-    return ApiError(404 if isinstance(exc, ClusterNotFound) else 409, exc.code, str(exc), {"cluster": name})
-
-
 async def add_cluster(request: web.Request) -> web.Response:
     require_operator(request)
     new = await body(request, m.ClusterCreate)
@@ -105,10 +101,7 @@ async def save_cluster(pool: asyncpg.Pool, new: m.ClusterCreate) -> m.ClusterOut
 async def _set_status(request: web.Request, status: ClusterStatus) -> web.Response:
     require_operator(request)
     name = request.match_info["name"]
-    try:
-        await commands.set_cluster_status(request.app[POOL], name, status, actor=actor_of(request))
-    except ClusterNotFound as exc:
-        raise _cluster_error(exc, name) from None
+    await commands.set_cluster_status(request.app[POOL], name, status, actor=actor_of(request))
     async with UnitOfWork(request.app[POOL]) as uow:
         return reply(await _one(uow, name))
 
@@ -128,10 +121,7 @@ async def remove_cluster(request: web.Request) -> web.Response:
     require_operator(request)
     name = request.match_info["name"]
     async with UnitOfWork(request.app[POOL]) as uow:
-        try:
-            await uow.clusters.remove_cluster(name)
-        except (ClusterNotFound, ClusterBusy) as exc:
-            raise _cluster_error(exc, name) from None
+        await uow.clusters.remove_cluster(name)
         await uow.commit()
     return reply(m.ClusterRemoved(name=name, removed=True))
 
@@ -191,10 +181,6 @@ async def purge_dead_letter(request: web.Request) -> web.Response:
         await commands.purge_dead_letter(request.app[POOL], workset_id, actor=actor_of(request))
     except WorksetNotFound:
         raise _not_parked(workset_id) from None
-    except commands.WorksetNotRequeueable as exc:
-        raise ApiError(409, exc.code, str(exc)) from None
-    except ConcurrencyConflict as exc:
-        raise ApiError(409, "WORKSET_CONCURRENT_UPDATE", str(exc)) from None
     return reply(m.WorksetStateResponse(workset_id=workset_id, state="archived"))
 
 

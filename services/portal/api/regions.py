@@ -9,10 +9,7 @@ from aiohttp import web
 
 from services.portal.api import region_models as m
 from services.portal.api.access import actor_of, body, principal_of, query, reply, require_operator
-from services.portal.api.errors import ApiError
 from stamen.regions.commands import (
-    NothingToFailBack,
-    RegionAlreadyForced,
     RegionNotFound,
     fail_back,
     force_failover,
@@ -58,10 +55,6 @@ async def regions_overview(request: web.Request) -> m.RegionList:
     )
 
 
-def _not_found(exc: RegionNotFound, region: str) -> ApiError:
-    return ApiError(404, exc.code, str(exc), {"region": region})
-
-
 async def show_region(request: web.Request) -> web.Response:
     require_operator(request)
     return reply(await region_detail(request, request.match_info["region"]))
@@ -72,7 +65,7 @@ async def region_detail(request: web.Request, region: str) -> m.RegionDetail:
     async with UnitOfWork(request.app[POOL]) as uow:
         found = next((o for o in await uow.regions.overview() if o.region == region), None)
         if found is None:
-            raise _not_found(RegionNotFound(f"no region named {region!r}; see GET /api/v1/regions"), region)
+            raise RegionNotFound(f"no region named {region!r}; see GET /api/v1/regions", region=region)
         history = await uow.regions.history(region, limit=20)
         operations = await uow.regions.operations(region, limit=20)
     doc = _out(found, region, request.app[SETTINGS].region, True)
@@ -92,7 +85,7 @@ async def region_history(request: web.Request) -> web.Response:
     limit = query(request, m.RegionHistoryQuery).limit
     async with UnitOfWork(request.app[POOL]) as uow:
         if region not in {o.region for o in await uow.regions.overview()}:
-            raise _not_found(RegionNotFound(f"no region named {region!r}; see GET /api/v1/regions"), region)
+            raise RegionNotFound(f"no region named {region!r}; see GET /api/v1/regions", region=region)
         changes = await uow.regions.history(region, limit=limit)
         operations = await uow.regions.operations(region, limit=limit)
     return reply(
@@ -106,12 +99,7 @@ async def failover(request: web.Request) -> web.Response:
     require_operator(request)
     region = request.match_info["region"]
     req = await body(request, m.FailoverRequest)
-    try:
-        result = await force_failover(request.app[POOL], region, actor=actor_of(request), reason=req.reason)
-    except RegionNotFound as exc:
-        raise _not_found(exc, region) from None
-    except RegionAlreadyForced as exc:
-        raise ApiError(409, exc.code, str(exc), {"region": region}) from None
+    result = await force_failover(request.app[POOL], region, actor=actor_of(request), reason=req.reason)
     return reply(m.RegionCommandOut.model_validate(asdict(result)))
 
 
@@ -119,12 +107,7 @@ async def failback(request: web.Request) -> web.Response:
     require_operator(request)
     region = request.match_info["region"]
     req = await body(request, m.FailbackRequest)
-    try:
-        result = await fail_back(
-            request.app[POOL], region, actor=actor_of(request), reason=req.reason, database=req.database
-        )
-    except RegionNotFound as exc:
-        raise _not_found(exc, region) from None
-    except NothingToFailBack as exc:
-        raise ApiError(409, exc.code, str(exc), {"region": region}) from None
+    result = await fail_back(
+        request.app[POOL], region, actor=actor_of(request), reason=req.reason, database=req.database
+    )
     return reply(m.RegionCommandOut.model_validate(asdict(result)))

@@ -28,8 +28,6 @@ async def s3_events(request: web.Request) -> web.Response:
         folders, ignored = ready_folders_in_event(json.loads(body), intake.prefix)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         raise ApiError(400, S3EventInvalid.code, "the body is not JSON") from None
-    except S3EventInvalid as exc:
-        raise ApiError(400, exc.code, str(exc)) from None
     # What is stored (s3_drops) is the bucket and the URL-decoded key, so those are checked, not the body.
     for bucket, folder in folders:
         require_storable(bucket, "body.Records[].s3.bucket.name")

@@ -46,7 +46,7 @@ from stamen.inputs.submission import (
 )
 from stamen.inputs.validation import validate_imported
 from stamen.service.keys import POOL, SETTINGS
-from stamen.store.errors import ConcurrencyConflict, WorksetNotFound
+from stamen.store.errors import WorksetNotFound
 from stamen.store.unit_of_work import UnitOfWork
 from stamen.tenancy import TenantBuckets, tenant_buckets
 from stamen.worksets import WorksetSpec, export_daylily
@@ -333,14 +333,7 @@ async def _check_visible(request: web.Request) -> str:
 async def cancel(request: web.Request) -> web.Response:
     workset_id = await _check_visible(request)
     reason = (await body(request, m.CancelRequest, optional=True)).reason
-    try:
-        result = await commands.request_cancel(
-            request.app[POOL], workset_id, actor=actor_of(request), reason=reason
-        )
-    except commands.WorksetNotCancellable as exc:
-        raise ApiError(409, exc.code, str(exc)) from None
-    except ConcurrencyConflict as exc:
-        raise ApiError(409, "WORKSET_CONCURRENT_UPDATE", str(exc)) from None
+    result = await commands.request_cancel(request.app[POOL], workset_id, actor=actor_of(request), reason=reason)
     return reply(m.CancelResponse(workset_id=result.workset_id, state=result.state, pending=result.pending))
 
 
@@ -367,10 +360,6 @@ async def requeue(
         )
     except WorksetNotFound:
         raise missing(workset_id) from None
-    except commands.WorksetNotRequeueable as exc:
-        raise ApiError(409, exc.code, str(exc)) from None
-    except ConcurrencyConflict as exc:
-        raise ApiError(409, "WORKSET_CONCURRENT_UPDATE", str(exc)) from None
     return reply(m.WorksetStateResponse(workset_id=workset_id, state=state))
 
 
@@ -383,10 +372,5 @@ async def archive(request: web.Request) -> web.Response:
     """Finished worksets (completed, failed, rejected, cancelled, dead-lettered) move to archived."""
     async with UnitOfWork(request.app[POOL]) as uow:
         ws = await visible_workset(request, uow)  # 404 for another tenant's workset
-    try:
-        state = await commands.archive(request.app[POOL], ws.id, actor=actor_of(request))
-    except commands.WorksetNotArchivable as exc:
-        raise ApiError(409, exc.code, str(exc), {"state": ws.state.value}) from None
-    except ConcurrencyConflict as exc:
-        raise ApiError(409, "WORKSET_CONCURRENT_UPDATE", str(exc)) from None
+    state = await commands.archive(request.app[POOL], ws.id, actor=actor_of(request))
     return reply(m.WorksetStateResponse(workset_id=ws.id, state=state))

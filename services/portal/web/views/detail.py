@@ -26,7 +26,6 @@ from stamen.diagnostics.catalog import UnknownErrorCodeError, get_entry
 from stamen.domain.lifecycle import ALLOWED_TRANSITIONS, WorksetState
 from stamen.retry import RequeueChanges, RequeueChangesInvalid
 from stamen.service.keys import POOL
-from stamen.store.errors import ConcurrencyConflict
 from stamen.store.unit_of_work import UnitOfWork
 from stamen.store.workset_queries import WorksetQueries
 from stamen.worksets import WorksetSpec, export_daylily
@@ -144,23 +143,15 @@ async def _visible_id(request: web.Request) -> str:
 async def cancel(request: web.Request) -> web.Response:
     workset_id = await _visible_id(request)
     form = await request.post()
-    try:
-        result = await commands.request_cancel(
-            request.app[POOL], workset_id, actor=actor_of(request), reason=str(form.get("reason", ""))[:500]
-        )
-    except commands.WorksetNotCancellable as exc:
-        raise ApiError(409, exc.code, str(exc)) from None
-    except ConcurrencyConflict as exc:
-        raise ApiError(409, "WORKSET_CONCURRENT_UPDATE", str(exc)) from None
+    result = await commands.request_cancel(
+        request.app[POOL], workset_id, actor=actor_of(request), reason=str(form.get("reason", ""))[:500]
+    )
     see_other(f"/worksets/{workset_id}", notice="cancel-requested" if result.pending else "cancelled")
 
 
 async def archive(request: web.Request) -> web.Response:
     workset_id = await _visible_id(request)
-    try:
-        await commands.archive(request.app[POOL], workset_id, actor=actor_of(request))
-    except commands.WorksetNotArchivable as exc:
-        raise ApiError(409, exc.code, str(exc)) from None
+    await commands.archive(request.app[POOL], workset_id, actor=actor_of(request))
     see_other(f"/worksets/{workset_id}", notice="archived")
 
 
@@ -192,8 +183,4 @@ async def retry(request: web.Request) -> web.Response:
     except RequeueChangesInvalid as exc:
         context = await _context(request, requeue_error=str(exc))
         return await render(request, "workset/detail.html", context, status=400)
-    except commands.WorksetNotRequeueable as exc:
-        raise ApiError(409, exc.code, str(exc)) from None
-    except ConcurrencyConflict as exc:
-        raise ApiError(409, "WORKSET_CONCURRENT_UPDATE", str(exc)) from None
     see_other(f"/worksets/{workset_id}", notice="retried")

@@ -30,15 +30,12 @@ from stamen.customers.repository import CustomerRepository
 from stamen.regions.commands import (
     NothingToFailBack,
     RegionAlreadyForced,
-    RegionNotFound,
     fail_back,
     force_failover,
 )
 from stamen.retry import RequeueChangesInvalid
 from stamen.service.keys import BUS, POOL, SETTINGS
 from stamen.stack.launcher import read_stack_file
-from stamen.store.clusters import ClusterBusy, ClusterNotFound
-from stamen.store.errors import ConcurrencyConflict, WorksetNotFound
 from stamen.store.unit_of_work import UnitOfWork
 
 
@@ -116,17 +113,14 @@ async def save_cluster_form(request: web.Request) -> web.Response:
 async def cluster_action(request: web.Request) -> web.Response:
     name, action = request.match_info["name"], request.match_info["action"]
     async with UnitOfWork(request.app[POOL]) as uow:
-        try:
-            if action == "drain":
-                await uow.clusters.set_cluster_status(name, "draining")
-            elif action == "activate":
-                await uow.clusters.set_cluster_status(name, "active")
-            elif action == "remove":
-                await uow.clusters.remove_cluster(name)
-            else:
-                raise ApiError(404, "NOT_FOUND", f"no cluster action {action!r}")
-        except (ClusterNotFound, ClusterBusy) as exc:
-            raise ApiError(404 if isinstance(exc, ClusterNotFound) else 409, exc.code, str(exc)) from None
+        if action == "drain":
+            await uow.clusters.set_cluster_status(name, "draining")
+        elif action == "activate":
+            await uow.clusters.set_cluster_status(name, "active")
+        elif action == "remove":
+            await uow.clusters.remove_cluster(name)
+        else:
+            raise ApiError(404, "NOT_FOUND", f"no cluster action {action!r}")
         await uow.commit()
     notice = {"drain": "cluster-drained", "activate": "cluster-activated", "remove": "cluster-saved"}[action]
     see_other("/ops/clusters", notice=notice)
@@ -157,8 +151,6 @@ async def region_command(request: web.Request) -> web.Response:
             await fail_back(request.app[POOL], name, actor=actor_of(request), reason=reason, database=False)
         else:
             raise ApiError(404, "NOT_FOUND", f"no region action {action!r}")
-    except RegionNotFound as exc:
-        raise ApiError(404, exc.code, str(exc)) from None
     except (RegionAlreadyForced, NothingToFailBack) as exc:
         return await region(request, error=str(exc), status=409)
     see_other(f"/ops/regions/{name}", notice="region-" + action)
@@ -199,17 +191,12 @@ async def requeue_dead_letter(request: web.Request) -> web.Response:
         await commands.requeue(request.app[POOL], workset_id, actor=actor_of(request), changes=requeue_changes(form))
     except RequeueChangesInvalid as exc:
         return await dead_letter(request, requeue_error=str(exc), status=400)
-    except (commands.WorksetNotRequeueable, ConcurrencyConflict) as exc:
-        raise ApiError(409, getattr(exc, "code", "WORKSET_CONCURRENT_UPDATE"), str(exc)) from None
     see_other(f"/worksets/{workset_id}", notice="dlq-requeued")
 
 
 async def purge_dead_letter(request: web.Request) -> web.Response:
     workset_id = await _parked(request)
-    try:
-        await commands.purge_dead_letter(request.app[POOL], workset_id, actor=actor_of(request))
-    except (WorksetNotFound, commands.WorksetNotRequeueable) as exc:
-        raise ApiError(409, getattr(exc, "code", "DEAD_LETTER_NOT_FOUND"), str(exc)) from None
+    await commands.purge_dead_letter(request.app[POOL], workset_id, actor=actor_of(request))
     see_other("/ops/dlq", notice="dlq-purged")
 
 
