@@ -49,6 +49,8 @@ class CompiledPattern(BaseModel):
     literals: tuple[str, ...] | None = None
     # From ``family_patterns``: the wording names only the kind of failure, not its cause.
     kind_only: bool = False
+    # From ``hint_patterns``: a generic wording that only leans towards the entry (see MatchRules).
+    hint: bool = False
 
     def may_match(self, lowered: str) -> bool:
         return self.literals is None or any(literal in lowered for literal in self.literals)
@@ -64,13 +66,17 @@ class MatchRules(BaseModel):
     # directory", "failed to pull image"): every tool prints them, whatever the cause, so on their
     # own they weigh as a family match and a message that says why outranks them.
     family_patterns: tuple[str, ...] = ()
+    # Generic wordings with no tool vocabulary behind them ("failed to open", "unknown option",
+    # "only 3 usable sites"): they count only when nothing else in the catalog matched, so a log
+    # every entry misses gets its most likely category instead of WS-UNK-000, with low confidence.
+    hint_patterns: tuple[str, ...] = ()
     exit_codes: tuple[int, ...] = ()
     signals: tuple[Annotated[int, Field(ge=1, le=64)], ...] = ()
     slurm_states: tuple[str, ...] = ()
 
     _compiled: tuple[CompiledPattern, ...] = PrivateAttr(default=())
 
-    @field_validator("patterns", "family_patterns")
+    @field_validator("patterns", "family_patterns", "hint_patterns")
     @classmethod
     def _patterns_compile(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
         for source in patterns:
@@ -95,8 +101,13 @@ class MatchRules(BaseModel):
                 specificity=literal_specificity(source),
                 literals=required_literals(source),
                 kind_only=kind_only,
+                hint=hint,
             )
-            for sources, kind_only in ((self.patterns, False), (self.family_patterns, True))
+            for sources, kind_only, hint in (
+                (self.patterns, False, False),
+                (self.family_patterns, True, False),
+                (self.hint_patterns, False, True),
+            )
             for source in sources
         )
 
@@ -107,7 +118,12 @@ class MatchRules(BaseModel):
     @property
     def is_empty(self) -> bool:
         return not (
-            self.patterns or self.family_patterns or self.exit_codes or self.signals or self.slurm_states
+            self.patterns
+            or self.family_patterns
+            or self.hint_patterns
+            or self.exit_codes
+            or self.signals
+            or self.slurm_states
         )
 
 

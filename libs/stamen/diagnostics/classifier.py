@@ -8,6 +8,9 @@ Scoring, highest first:
   small bonus for each further pattern of the same entry that matched other lines;
 * a signal, or an exit code other than the generic 1/2/255, is strong corroboration;
   a generic exit code is only a nudge;
+* a ``hint_patterns`` wording (generic, no tool's vocabulary behind it) counts only when no
+  other evidence gave a candidate: a log the catalog does not know gets its most likely
+  category, marked ``from_hints`` (low confidence), instead of WS-UNK-000;
 * an entry's tier bounds its pattern weight (and a cause entry's ``family_patterns``, wordings
   such as an errno text that name only the kind of failure, weigh as a family when nothing else
   of the entry matched): a ``family`` match (a tool's or a category's
@@ -63,6 +66,10 @@ FAMILY_PATTERN_WEIGHT = 18.0
 WRAPPER_PATTERN_WEIGHT = 10.0
 TIER_EXTRA_WEIGHT = 1.0
 TIER_EXTRA_CAP = 2
+# A generic hint weighs just above the floor and below every other kind of evidence (a wrapper, a
+# specific exit code), so it only ever replaces WS-UNK-000; between hints the most specific wins.
+HINT_PATTERN_WEIGHT = 6.0
+HINT_FACT = "generic wording only: no catalog entry names this failure (low confidence)"
 # Below this a candidate rests on nothing but a generic exit code, which identifies nothing.
 MIN_CANDIDATE_SCORE = 5.0
 
@@ -107,6 +114,8 @@ class Candidate:
     # Non-log evidence, e.g. "exit code 137" or "job state OUT_OF_MEMORY".
     matched_facts: tuple[str, ...] = ()
     best_specificity: int = 0
+    # Rests on generic hint wordings only: the catalog does not know the failure (low confidence).
+    from_hints: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,13 +142,14 @@ class _EntryMatch:
     matched_patterns: dict[str, int] = field(default_factory=dict)  # source -> specificity
     matched_lines: dict[str, set[int]] = field(default_factory=dict)  # source -> line indexes
     kind_only: set[str] = field(default_factory=set)  # matched sources that name only the kind
+    hints: set[str] = field(default_factory=set)  # matched generic hint sources
 
-    def corroborating_patterns(self) -> int:
+    def corroborating_patterns(self, patterns: dict[str, int]) -> int:
         """Further patterns that matched lines the more specific ones did not: two wordings of one
         message (curl's "(6)" and its "Could not resolve host") are one piece of evidence."""
         covered: set[int] = set()
         counted = 0
-        for source in sorted(self.matched_patterns, key=lambda s: (-self.matched_patterns[s], s)):
+        for source in sorted(patterns, key=lambda s: (-patterns[s], s)):
             lines = self.matched_lines[source]
             if not lines <= covered:
                 counted += 1
@@ -186,6 +196,8 @@ def classify_error(
         if candidate is not None and candidate.score >= MIN_CANDIDATE_SCORE:
             candidates.append(candidate)
 
+    if any(not candidate.from_hints for candidate in candidates):
+        candidates = [candidate for candidate in candidates if not candidate.from_hints]
     candidates.sort(key=_ranking_key)
     if not candidates:
         candidates.append(_unknown_candidate(numbered_tail, entries))
@@ -295,6 +307,8 @@ def _score_entry(
                 found.matched_patterns.setdefault(pattern.source, pattern.specificity)
                 if pattern.kind_only:
                     found.kind_only.add(pattern.source)
+                if pattern.hint:
+                    found.hints.add(pattern.source)
                 found.matched_lines.setdefault(pattern.source, set()).add(index)
                 number = log.offset + index + 1
                 if len(found.evidence) < MAX_EVIDENCE_LINES and (
@@ -304,16 +318,22 @@ def _score_entry(
 
     score = 0.0
     facts: list[str] = []
-    best_specificity = max(found.matched_patterns.values(), default=0)
-    if found.matched_patterns:
+    strong = {source: spec for source, spec in found.matched_patterns.items() if source not in found.hints}
+    best_specificity = max(strong.values(), default=0)
+    if strong:
         tier = entry.tier
-        naming = [spec for source, spec in found.matched_patterns.items() if source not in found.kind_only]
+        naming = [spec for source, spec in strong.items() if source not in found.kind_only]
         if tier is EntryTier.CAUSE and not naming:
             # Only wordings every cause of this kind prints: they weigh as a family, and a family entry
             # (a tool's own vocabulary) wins the tie, however long the errno text.
             tier = EntryTier.FAMILY
             best_specificity = 0
-        score += _pattern_score(tier, max(naming, default=best_specificity), found.corroborating_patterns())
+        score += _pattern_score(tier, max(naming, default=best_specificity), found.corroborating_patterns(strong))
+    elif found.hints:
+        hinted = {source: found.matched_patterns[source] for source in found.hints}
+        best_specificity = max(hinted.values())
+        score += HINT_PATTERN_WEIGHT + TIER_EXTRA_WEIGHT * min(found.corroborating_patterns(hinted), TIER_EXTRA_CAP)
+        facts.append(HINT_FACT)
     if slurm_state is not None and slurm_state in rules.slurm_states:
         score += SLURM_STATE_WEIGHT
         facts.append(f"job state {slurm_state}")
@@ -335,6 +355,7 @@ def _score_entry(
         evidence_lines=tuple(found.evidence),
         matched_facts=tuple(facts),
         best_specificity=best_specificity,
+        from_hints=facts == [HINT_FACT],
     )
 
 
