@@ -441,3 +441,33 @@ def test_a_slurm_daemon_that_cannot_start_is_a_configuration_failure() -> None:
     assert (top.code, top.category, top.retry_class) == ("WS-CLU-015", ErrorCategory.CLUSTER, RetryClass.CONFIGURATION)
     stepd = classify_error("slurmstepd: error: *** JOB 12 STEPD TERMINATED ON n1 DUE TO JOB NOT RUNNING ***")
     assert stepd.top.code != "WS-CLU-015"
+
+
+def test_a_hint_decides_only_when_nothing_else_matched() -> None:
+    hint = _entry("WS-PIP-901", hint_patterns=["failed to open"])
+    wrapper = _entry("WS-PIP-902", tier="wrapper", patterns=["Error in rule"])
+    (alone,) = classify_error("ERROR: failed to open sample.tsv\n", entries=[hint, wrapper]).candidates
+    assert (alone.code, alone.from_hints, alone.score) == ("WS-PIP-901", True, 6.0)
+    assert "low confidence" in alone.matched_facts[0]
+    # Any other evidence, even a wrapper, drops the hint-only candidate entirely.
+    text = "Error in rule align:\nERROR: failed to open sample.tsv\n"
+    assert [c.code for c in classify_error(text, entries=[hint, wrapper]).candidates] == ["WS-PIP-902"]
+    # A hint line next to the entry's own pattern is no evidence of its own.
+    both = _entry("WS-PIP-903", patterns=["widget exploded"], hint_patterns=["failed to open"])
+    (candidate,) = classify_error("widget exploded\nfailed to open x\n", entries=[both]).candidates
+    assert candidate.score == 20 + 0.5 * len("widget exploded") and not candidate.from_hints
+
+
+def test_a_tool_name_hint_outranks_a_generic_wording() -> None:
+    wording = _entry("WS-PIP-901", hint_patterns=["failed to open"])
+    tool = _entry("WS-PIP-902", tool_hint_patterns=[r"\bwget\b"])
+    ranked = classify_error("wget: failed to open output.fa\n", entries=[wording, tool]).candidates
+    assert [(c.code, c.score) for c in ranked] == [("WS-PIP-902", 7.0), ("WS-PIP-901", 6.0)]
+
+
+def test_the_packaged_hints_give_unknown_logs_a_category_but_not_noise() -> None:
+    top = classify_error("ERROR: Only 14 usable sites after depth filters; need at least 20").top
+    assert (top.category, top.from_hints) == (ErrorCategory.DATA, True)
+    top = classify_error("[2024-01-01] prefetch: connection unexpected while executing query").top
+    assert top.category is ErrorCategory.NETWORK
+    assert classify_error("Processed 120000 transcripts\nsomething went sideways at stage 4\n").is_unknown

@@ -49,8 +49,10 @@ class CompiledPattern(BaseModel):
     literals: tuple[str, ...] | None = None
     # From ``family_patterns``: the wording names only the kind of failure, not its cause.
     kind_only: bool = False
-    # From ``hint_patterns``: a generic wording that only leans towards the entry (see MatchRules).
+    # From ``hint_patterns`` or ``tool_hint_patterns``: only leans towards the entry (see MatchRules).
     hint: bool = False
+    # From ``tool_hint_patterns``: names a tool or service, which says more than a generic wording.
+    tool_hint: bool = False
 
     def may_match(self, lowered: str) -> bool:
         return self.literals is None or any(literal in lowered for literal in self.literals)
@@ -70,13 +72,16 @@ class MatchRules(BaseModel):
     # "only 3 usable sites"): they count only when nothing else in the catalog matched, so a log
     # every entry misses gets its most likely category instead of WS-UNK-000, with low confidence.
     hint_patterns: tuple[str, ...] = ()
+    # A tool's or service's name (botocore, slurmctld, wget, conda): the category of its domain, as a
+    # hint that outranks generic wordings (most of what such a tool reports is of that category).
+    tool_hint_patterns: tuple[str, ...] = ()
     exit_codes: tuple[int, ...] = ()
     signals: tuple[Annotated[int, Field(ge=1, le=64)], ...] = ()
     slurm_states: tuple[str, ...] = ()
 
     _compiled: tuple[CompiledPattern, ...] = PrivateAttr(default=())
 
-    @field_validator("patterns", "family_patterns", "hint_patterns")
+    @field_validator("patterns", "family_patterns", "hint_patterns", "tool_hint_patterns")
     @classmethod
     def _patterns_compile(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
         for source in patterns:
@@ -101,12 +106,14 @@ class MatchRules(BaseModel):
                 specificity=literal_specificity(source),
                 literals=required_literals(source),
                 kind_only=kind_only,
-                hint=hint,
+                hint=hint or tool_hint,
+                tool_hint=tool_hint,
             )
-            for sources, kind_only, hint in (
-                (self.patterns, False, False),
-                (self.family_patterns, True, False),
-                (self.hint_patterns, False, True),
+            for sources, kind_only, hint, tool_hint in (
+                (self.patterns, False, False, False),
+                (self.family_patterns, True, False, False),
+                (self.hint_patterns, False, True, False),
+                (self.tool_hint_patterns, False, False, True),
             )
             for source in sources
         )
@@ -121,6 +128,7 @@ class MatchRules(BaseModel):
             self.patterns
             or self.family_patterns
             or self.hint_patterns
+            or self.tool_hint_patterns
             or self.exit_codes
             or self.signals
             or self.slurm_states

@@ -69,6 +69,7 @@ TIER_EXTRA_CAP = 2
 # A generic hint weighs just above the floor and below every other kind of evidence (a wrapper, a
 # specific exit code), so it only ever replaces WS-UNK-000; between hints the most specific wins.
 HINT_PATTERN_WEIGHT = 6.0
+TOOL_HINT_WEIGHT = 7.0  # a tool's name says more about the category than a generic wording
 HINT_FACT = "generic wording only: no catalog entry names this failure (low confidence)"
 # Below this a candidate rests on nothing but a generic exit code, which identifies nothing.
 MIN_CANDIDATE_SCORE = 5.0
@@ -143,6 +144,7 @@ class _EntryMatch:
     matched_lines: dict[str, set[int]] = field(default_factory=dict)  # source -> line indexes
     kind_only: set[str] = field(default_factory=set)  # matched sources that name only the kind
     hints: set[str] = field(default_factory=set)  # matched generic hint sources
+    tool_hints: set[str] = field(default_factory=set)  # of which naming a tool or service
 
     def corroborating_patterns(self, patterns: dict[str, int]) -> int:
         """Further patterns that matched lines the more specific ones did not: two wordings of one
@@ -309,6 +311,8 @@ def _score_entry(
                     found.kind_only.add(pattern.source)
                 if pattern.hint:
                     found.hints.add(pattern.source)
+                if pattern.tool_hint:
+                    found.tool_hints.add(pattern.source)
                 found.matched_lines.setdefault(pattern.source, set()).add(index)
                 number = log.offset + index + 1
                 if len(found.evidence) < MAX_EVIDENCE_LINES and (
@@ -332,7 +336,9 @@ def _score_entry(
     elif found.hints:
         hinted = {source: found.matched_patterns[source] for source in found.hints}
         best_specificity = max(hinted.values())
-        score += HINT_PATTERN_WEIGHT + TIER_EXTRA_WEIGHT * min(found.corroborating_patterns(hinted), TIER_EXTRA_CAP)
+        score += (TOOL_HINT_WEIGHT if found.tool_hints else HINT_PATTERN_WEIGHT) + TIER_EXTRA_WEIGHT * min(
+            found.corroborating_patterns(hinted), TIER_EXTRA_CAP
+        )
         facts.append(HINT_FACT)
     if slurm_state is not None and slurm_state in rules.slurm_states:
         score += SLURM_STATE_WEIGHT

@@ -101,6 +101,12 @@ def _how_diagnosed() -> list[str]:
         "individual logs. Wordings every cause of a kind prints (an errno text such as `No such",
         "file or directory`, `Segmentation fault`, `failed to pull image`, Snakemake's",
         "`WorkflowError`) weigh like a family too, so a message that says why outranks them.",
+        "*Hints* count only when nothing else gave a candidate: the name of the tool or service",
+        "the log comes from (`botocore`, `slurmctld`, `wget`, `conda`) and, below it, a generic",
+        "wording (`failed to open`, `unknown option`, `only 3 usable sites`) give an unknown log its",
+        "most likely category; such a candidate says so (\"generic wording only ... low confidence\").",
+        "Each hint was kept only where, on the tuning split, most excerpts it matches are of its",
+        "category.",
         "When the caller knows no exit code the exit status",
         "a wrapper reports (`exit status (137)`, `Command exit status: 137`, `returned non-zero",
         "exit status 137`) counts as the exit code: an out-of-memory kill behind a Nextflow or",
@@ -186,6 +192,15 @@ def _section(entry: CatalogEntry) -> list[str]:
         lines += [
             f"- log line matching {_code_span(pattern)} (names only the kind of failure: weighs as a family)"
             for pattern in rules.family_patterns
+        ]
+        lines += [
+            f"- log line matching {_code_span(pattern)} (hint: names the tool or service; counts only when "
+            "nothing else matched)"
+            for pattern in rules.tool_hint_patterns
+        ]
+        lines += [
+            f"- log line matching {_code_span(pattern)} (hint: generic wording; counts only when nothing else matched)"
+            for pattern in rules.hint_patterns
         ]
         lines += [f"- exit code {code}" for code in rules.exit_codes]
         lines += [f"- signal {number}" for number in rules.signals]
