@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -176,7 +177,10 @@ def up(
         raise
     # Before telling anyone it is up, so a Ctrl-C right after the status screen stops it in order.
     stack.install_stop_handlers()
-    sign_in = _sign_in_help(stack.portal_url(), stack.state_dir) if stack.auth_pool else None
+    sign_in = None
+    if stack.auth_pool is not None:
+        ready = _ready_sign_in(stack) if "moto" in endpoints.embedded else None
+        sign_in = _sign_in_help(stack.portal_url(), stack.state_dir, ready)
     if as_json:  # one line per record, so a program can read the stream as it comes
         typer.echo(json.dumps({"portal_url": stack.portal_url(), **status, "sign_in": sign_in}, default=str))
     else:
@@ -190,10 +194,48 @@ def up(
         typer.echo("stopped.")
 
 
-def _sign_in_help(portal_url: str | None, state_dir: Path) -> list[str]:
+DEMO_OPERATOR_EMAIL = "operator@stamen.localhost"
+DEMO_SIGN_IN_FILE = "demo-sign-in.json"
+
+
+def _ready_sign_in(stack: Any) -> tuple[str, str]:
+    """The embedded emulator's ready operator account (e-mail, password), made at the first `stamen up
+    --auth` and kept, with its password, in the state folder (0600): this machine's emulator only, never
+    on a real Cognito pool."""
+    from stamen.auth import AuthSettings, cognito
+    from stamen.auth.errors import UserExists
+    from stamen.cli_users import temporary_password
+
+    pool = stack.auth_pool
+    file = stack.state_dir / DEMO_SIGN_IN_FILE
+    saved = json.loads(file.read_text()) if file.exists() else {}
+    password = str(saved.get("password") or temporary_password())
+
+    async def make() -> None:
+        async with cognito.cognito_client(pool.region, stack.endpoints.aws_endpoint_url, emulator=True) as client:
+            with contextlib.suppress(UserExists):  # already there (a restart): same password
+                await cognito.admin_create_user(client, user_pool_id=pool.user_pool_id, email=DEMO_OPERATOR_EMAIL,
+                                                customer_id=None, temporary_password=temporary_password())
+            await cognito.admin_set_password(client, user_pool_id=pool.user_pool_id, username=DEMO_OPERATOR_EMAIL,
+                                             password=password)
+            await cognito.add_operator(client, user_pool_id=pool.user_pool_id, username=DEMO_OPERATOR_EMAIL,
+                                       group=AuthSettings().cognito_operator_group)
+
+    asyncio.run(make())
+    file.touch(mode=0o600)
+    file.write_text(json.dumps({"email": DEMO_OPERATOR_EMAIL, "password": password}))
+    return DEMO_OPERATOR_EMAIL, password
+
+
+def _sign_in_help(portal_url: str | None, state_dir: Path, ready: tuple[str, str] | None = None) -> list[str]:
     """What a new operator of an auth-on stack does next (docs/api.md, "Auth on, locally")."""
-    lines = ["Sign-in is required, and nobody has an account yet. Make yourself an operator, then sign in:",
-             f"  export STAMEN_URL={(portal_url or '').rstrip('/')}"]
+    url = (portal_url or "").rstrip("/")
+    lines = []
+    if ready is not None:
+        lines += [f"Ready sign-in (this machine's emulator only; kept in {state_dir / DEMO_SIGN_IN_FILE}):",
+                  f"  {url}/  e-mail {ready[0]}  password {ready[1]}  (an operator)"]
+    lines += ["Sign-in is required. Make yourself an account (an operator here), then sign in:",
+              f"  export STAMEN_URL={url}"]
     if state_dir != Path(".stamen").resolve():
         lines.append(f"  export STAMEN_STATE_DIR={state_dir}")
     return [*lines,

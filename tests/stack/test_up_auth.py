@@ -62,6 +62,20 @@ def test_the_documented_auth_on_recipe_works_as_written(tmp_path: Path) -> None:
     try:
         portal = status["portal_url"].rstrip("/")
         assert any("stamen user add" in line for line in status["sign_in"]), status["sign_in"]
+        # The emulator's ready operator account: printed, kept owner-only, and it signs in as an operator.
+        ready = json.loads((state / "demo-sign-in.json").read_text())
+        assert (state / "demo-sign-in.json").stat().st_mode & 0o077 == 0
+        assert any(ready["email"] in line and ready["password"] in line for line in status["sign_in"])
+        login = urllib.request.Request(
+            f"{status['portal_url'].rstrip('/')}/api/v1/auth/login", method="POST",
+            data=json.dumps({"email": ready["email"], "password": ready["password"]}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(login, timeout=30) as answer:
+            tokens = json.loads(answer.read())
+        code, _, body = get(f"{status['portal_url'].rstrip('/')}/api/v1/customers",
+                            {"Authorization": f"Bearer {tokens['id_token']}"})
+        assert code == 200, body  # an operator-only route
         auth = stack_file(state)["auth"]
         assert auth["enabled"] and auth["user_pool_id"] and auth["app_client_id"]
 
