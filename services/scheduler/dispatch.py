@@ -4,8 +4,8 @@ A step is recorded before it is submitted, so no job can run without a record:
 
 1. one short transaction claims the workset, plans it and commits a `step_runs` row in state
    `submitting`;
-2. the executor is called outside any transaction, while the submitter holds the row's submission
-   lock (a session advisory lock, `stamen.store.step_runs.submission_lock`): other replicas leave the
+2. the executor is called outside any transaction, while the submitter holds the step run's lock
+   (a session advisory lock, `stamen.store.step_runs.submission_lock`): other replicas leave the
    row alone for as long as its submitter is alive, however long the cluster takes, and no row lock
    or open transaction waits on the network;
 3. a second short transaction stores the job handle (`running`) and moves the workset on, or records
@@ -17,7 +17,9 @@ any replica reconciles it (`reconcile_submitting`) without ever running the step
 executor to `find` the job of exactly this submission (the Slurm job name, the local runner's job
 file: both name the workset, the attempt and the step). A job found is adopted: its handle is
 stored, the row becomes `running` and the monitor follows the job to its end as if nothing had
-happened. When the executor says no job exists, the step is submitted again in the same row and
+happened. The reconciler works the same way: it holds the step run's lock while it asks the
+cluster (no row lock, no transaction open) and records what it found in a short transaction that
+checks the row did not change meanwhile. When the executor says no job exists, the step is submitted again in the same row and
 attempt (see `_resubmit` for why that is safe). When the executor cannot be asked (cluster
 unreachable), the row is left for a later pass: "cannot tell" is never taken for "not found".
 
@@ -42,7 +44,7 @@ from stamen.events.types import StepStarted, WorksetCancelled, WorksetCompleted,
 from stamen.executors.base import Executor, JobHandle, JobState, JobStatus
 from stamen.executors.hints import find_and_stop_by_hand
 from stamen.store.clusters import ClusterRecord
-from stamen.store.step_runs import SubmissionClaim, SubmittingStepRun, submission_lock
+from stamen.store.step_runs import SubmissionClaim, SubmittingStepRun, step_run_locks, submission_lock
 from stamen.store.unit_of_work import UnitOfWork
 from stamen.tenancy import BucketGrantRepository, access_findings
 
@@ -99,6 +101,21 @@ class Settlement:
     outcome: Reconciled
     detail: str
     resubmit: Submission | None = None
+
+
+@dataclass(frozen=True)
+class Found:
+    """What a reconciler learnt of an orphan before recording it: where its job would be (None: it cannot
+    be looked up), the job found (None: no job), and whether that job was stopped."""
+
+    target: OrphanTarget | None
+    head: str  # what happened, for the reasons recorded
+    handle: JobHandle | None = None
+    cancelled: bool = False
+
+
+def _current(ws: Workset, orphan: SubmittingStepRun) -> bool:
+    return ws.attempt == orphan.attempt and ws.state in (S.SCHEDULED, S.RUNNING)
 
 
 class Dispatcher:
@@ -250,66 +267,92 @@ class Dispatcher:
         """Settle the steps whose submitter died between recording them and storing their job handle.
 
         Returns how many were settled. Rows are taken oldest first; one that cannot be settled yet
-        (DEFERRED) is left as it was (its transaction rolled back) and skipped for the rest of the
-        pass, so one unreachable cluster does not hold up the others' orphans."""
+        (DEFERRED), or that someone else holds, is left as it was and skipped for the rest of the pass,
+        so one unreachable cluster does not hold up the others' orphans."""
         reconciled = 0
-        deferred: list[int] = []
+        looked_at: list[int] = []
         while True:
             async with UnitOfWork(self._pool) as uow:
-                orphan = await uow.step_runs.claim_stale_submission(self._submit_grace_seconds, skip=deferred)
-                if orphan is None:
-                    return reconciled
-                settled = await self._reconcile(uow, orphan)
-                if settled.outcome is Reconciled.DEFERRED:
-                    log.info(
-                        "scheduler.submission_reconcile_deferred",
-                        workset_id=orphan.workset_id, step=orphan.step, reason=settled.detail,
-                    )  # fmt: skip
-                    deferred.append(orphan.id)
-                    continue
-                await uow.commit()
+                stale = await uow.step_runs.stale_submissions(self._submit_grace_seconds, skip=looked_at)
+            if not stale:
+                return reconciled
+            looked_at.append(stale[0])
+            settled = await self._reconcile(stale[0])
+            if settled is None:
+                continue  # its submitter (or another replica) holds it, or it was settled meanwhile
+            if settled.outcome is Reconciled.DEFERRED:
+                log.info("scheduler.submission_reconcile_deferred", step_run_id=stale[0], reason=settled.detail)
+                continue
             reconciled += 1
-            log.warning(
-                f"scheduler.submission_{settled.outcome.value}",
-                workset_id=orphan.workset_id, step=orphan.step, attempt=orphan.attempt, detail=settled.detail,
-            )  # fmt: skip
-            if settled.resubmit is not None:
+            log.warning(f"scheduler.submission_{settled.outcome.value}", step_run_id=stale[0], detail=settled.detail)
+            if settled.resubmit is not None:  # after the step run's lock is released: _submit takes it
                 await self._submit(settled.resubmit)
 
-    async def _reconcile(self, uow: UnitOfWork, orphan: SubmittingStepRun) -> Settlement:
-        who = orphan.submitted_by or "a scheduler"
-        head = (
-            f"step {orphan.step} of attempt {orphan.attempt}: {who} stopped after recording the step and "
-            f"before storing its job handle"
-        )
-        # The lookup may take a while (squeue over SSH): only the step run's row is held meanwhile; the
-        # workset is locked after it, so a cancel through the API is not kept waiting on the cluster.
-        target = await self._orphan_target(uow, await uow.worksets.get(orphan.workset_id), orphan)
-        if isinstance(target, str):
+    async def _reconcile(self, step_run_id: int) -> Settlement | None:
+        """Like a submission, in three steps: under the step run's lock (no transaction open) the orphan
+        is read, the cluster asked for its job (and, for a job of an attempt that has moved on, told to
+        stop it), then what was found is recorded in a short transaction that checks the row has not
+        changed meanwhile. None when the row is someone else's or already settled."""
+        async with step_run_locks(self._pool, [step_run_id]) as held:
+            if not held:
+                return None
+            async with UnitOfWork(self._pool) as uow:
+                orphan = await uow.step_runs.stale_submission(step_run_id, self._submit_grace_seconds)
+                if orphan is None:
+                    return None
+                ws = await uow.worksets.get(orphan.workset_id)
+                target = await self._orphan_target(uow, ws, orphan)
+            who = orphan.submitted_by or "a scheduler"
+            head = (
+                f"step {orphan.step} of attempt {orphan.attempt}: {who} stopped after recording the step and "
+                f"before storing its job handle"
+            )
+            if isinstance(target, str):
+                found = Found(None, f"{head}, and stamen cannot look the job up: {target}")
+            else:
+                try:
+                    found = Found(target, head, await target.executor.find(target.step))
+                except Exception as exc:  # the cluster did not answer: ask again at the next pass
+                    return Settlement(Reconciled.DEFERRED, f"cannot ask cluster {target.cluster.name} for the job: {exc}")
+                if found.handle is not None and not _current(ws, orphan):
+                    # The workset has moved on without this job (it never comes back to this attempt):
+                    # stop it, since the monitor would take its end for the current attempt's outcome.
+                    try:
+                        await target.executor.cancel(found.handle)
+                    except Exception as exc:
+                        return Settlement(Reconciled.DEFERRED,
+                                          f"job {found.handle.job_id} runs for nothing but cannot be cancelled: {exc}")  # fmt: skip
+                    found = Found(target, head, found.handle, cancelled=True)
+            return await self._record_found(orphan, found)
+
+    async def _record_found(self, orphan: SubmittingStepRun, found: Found) -> Settlement | None:
+        async with UnitOfWork(self._pool) as uow:
+            if not await uow.step_runs.lock_orphan(orphan):
+                return None  # settled or taken over meanwhile
             ws = await uow.worksets.get(orphan.workset_id, for_update=True)
-            current = ws.attempt == orphan.attempt and ws.state in (S.SCHEDULED, S.RUNNING)
-            return await self._give_up(uow, ws, orphan, current, f"{head}, and stamen cannot look the job up: "
-                                       f"{target}")  # fmt: skip
-        try:
-            handle = await target.executor.find(target.step)
-        except Exception as exc:  # the cluster did not answer: ask again at the next pass
-            return Settlement(Reconciled.DEFERRED, f"cannot ask cluster {target.cluster.name} for the job: {exc}")
-        ws = await uow.worksets.get(orphan.workset_id, for_update=True)
-        current = ws.attempt == orphan.attempt and ws.state in (S.SCHEDULED, S.RUNNING)
-        if handle is not None:
-            return await self._adopt(uow, ws, orphan, target, handle, current, head)
-        if not current:  # the workset has moved on: there is nothing left to submit
-            reason = f"{head}; no job was started and the workset is no longer in attempt {orphan.attempt}"
-            await uow.step_runs.end_unsubmitted(orphan.id, StepRunState.LOST, reason)
-            return Settlement(Reconciled.LOST, reason)
-        if ws.cancel_requested_by:
-            reason = f"{head}; no job was started and the workset was asked to stop"
-            await uow.step_runs.end_unsubmitted(orphan.id, StepRunState.CANCELLED, reason)
-            finish_cancelled(ws, self._holder)
-            await uow.worksets.save(ws)
-            await uow.slots.release_lease(ws.id, ws.attempt, "cancelled")
-            return Settlement(Reconciled.CANCELLED, reason)
-        return await self._resubmit(uow, ws, orphan, target, head)
+            current = _current(ws, orphan)
+            if found.target is None:
+                settled = await self._give_up(uow, ws, orphan, current, found.head)
+            elif found.handle is not None:
+                if not current and not found.cancelled:  # it moved on while the cluster was asked
+                    return Settlement(Reconciled.DEFERRED, "the workset moved on while its job was looked up")
+                settled = await self._adopt(uow, ws, orphan, found.target, found.handle, current, found.head)
+            elif not current:  # the workset has moved on: there is nothing left to submit
+                reason = f"{found.head}; no job was started and the workset is no longer in attempt {orphan.attempt}"
+                await uow.step_runs.end_unsubmitted(orphan.id, StepRunState.LOST, reason)
+                settled = Settlement(Reconciled.LOST, reason)
+            elif ws.cancel_requested_by:
+                reason = f"{found.head}; no job was started and the workset was asked to stop"
+                await uow.step_runs.end_unsubmitted(orphan.id, StepRunState.CANCELLED, reason)
+                finish_cancelled(ws, self._holder)
+                await uow.worksets.save(ws)
+                await uow.slots.release_lease(ws.id, ws.attempt, "cancelled")
+                settled = Settlement(Reconciled.CANCELLED, reason)
+            else:
+                settled = await self._resubmit(uow, ws, orphan, found.target, found.head)
+            if settled.outcome is not Reconciled.DEFERRED:
+                await uow.commit()
+            return settled
 
     async def _orphan_target(
         self, uow: UnitOfWork, ws: Workset, orphan: SubmittingStepRun
@@ -338,12 +381,8 @@ class Dispatcher:
             self._started(ws, target.cluster.name, orphan.step, "found after its submitter stopped")
             await uow.worksets.save(ws)
             return Settlement(Reconciled.ADOPTED, detail)
-        # The workset has moved on without this job: stop it and record it as ended here, since
-        # the monitor would take its end for the outcome of the workset's current attempt.
-        try:
-            await target.executor.cancel(handle)
-        except Exception as exc:
-            return Settlement(Reconciled.DEFERRED, f"job {handle.job_id} runs for nothing but cannot be cancelled: {exc}")
+        # The workset moved on without this job, which was stopped (it would be taken for the current
+        # attempt's outcome): recorded as ended here.
         reason = f"{detail}, then cancelled: the workset is no longer in attempt {orphan.attempt}"
         await uow.step_runs.finish_step_run(
             orphan.id,
@@ -356,8 +395,8 @@ class Dispatcher:
     ) -> Settlement:
         """Submit the step again, in the same row and attempt: nothing ran, so nothing is retried.
 
-        Safe because (1) this transaction holds the row's submission lock, and a live submitter holds
-        it for as long as it submits, so nobody else is submitting this step, and a submitter that has not
+        Safe because (1) this reconciler holds the step run's lock, and a live submitter holds it for
+        as long as it submits, so nobody else is submitting this step, and a submitter that has not
         taken the lock yet finds the row no longer its own and submits nothing; (2) the executor said
         no job of this attempt of this step exists, and (3) the row is older than
         `resubmit_after_seconds`, so no submission the dead submitter left in flight can still

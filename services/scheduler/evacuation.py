@@ -10,8 +10,11 @@ Each pass (before dispatch) looks at admitted worksets whose cluster's region is
   the dispatcher resumes after the steps whose outputs were exported to S3 (local outputs stayed in
   the lost region, so those steps run again). A short outage does not throw away long jobs.
 
-The step runs are locked while this happens, so the monitor cannot record the same job's end in
-between, and a job is never both lost and carried on: no attempt runs in two regions at once.
+Stopping jobs is done like a submission: under the step runs' locks (`step_run_locks`: the monitor
+does not record the same job's end in between, no submitter or reconciler touches them) and with no
+transaction open, then recorded in a short transaction that checks the workset and its steps are
+still as they were read. A job is never both lost and carried on: no attempt runs in two regions at
+once.
 """
 
 from __future__ import annotations
@@ -24,15 +27,21 @@ import structlog
 
 from services.scheduler.executors import ExecutorRegistry
 from stamen.domain.lifecycle import WorksetState
+from stamen.domain.workset import Workset
 from stamen.events.types import StepCompleted, WorksetQueued
 from stamen.executors.base import JobState, JobStatus
 from stamen.store.clusters import ClusterRecord
-from stamen.store.step_runs import ActiveStep, StrandedWorkset
+from stamen.store.step_runs import ActiveStep, StrandedWorkset, step_run_locks
 from stamen.store.unit_of_work import UnitOfWork
 
 log = structlog.get_logger(__name__)
 S = WorksetState
 STOP_TIMEOUT_SECONDS = 20.0  # stopping and looking at one job in a region that may not answer
+
+
+def _unmoved(ws: Workset, s: StrandedWorkset) -> bool:
+    """Still in the attempt, and on the cluster, it was found stranded in."""
+    return ws.state in (S.SCHEDULED, S.RUNNING) and ws.attempt == s.attempt and ws.cluster == s.cluster
 
 
 class RegionEvacuation:
@@ -58,18 +67,27 @@ class RegionEvacuation:
 
     async def _evacuate(self, s: StrandedWorkset) -> int:
         async with UnitOfWork(self._pool) as uow:
-            ws = await uow.worksets.get(s.workset_id, for_update=True)
-            if ws.state not in (S.SCHEDULED, S.RUNNING) or ws.attempt != s.attempt or ws.cluster != s.cluster:
+            ws = await uow.worksets.get(s.workset_id)
+            if not _unmoved(ws, s):
                 return 0  # it moved on meanwhile
-            steps = await uow.step_runs.lock_active_steps(ws.id, ws.attempt)
-            if steps is None:
-                return 0  # a submitter or the monitor holds one of its steps: next pass
-            where = f"region {s.region} is down ({s.region_reason})"
+            steps = await uow.step_runs.active_steps(ws.id, ws.attempt)
+            cluster = await uow.clusters.cluster(s.cluster) if steps else None
+        async with step_run_locks(self._pool, [step.id for step in steps]) as held:
+            if not held:
+                return 0  # a submitter, a reconciler or another replica is at one of its steps: next pass
+            if steps and s.down_seconds < self._lost_after:
+                return 0  # a job appeared since the listing: wait for the threshold
+            # The cluster is asked with no transaction open; its answers are recorded below.
+            outcomes = [await self._stop_and_look(cluster, step) for step in steps] if cluster else []
+            return await self._record(s, steps, outcomes)
+
+    async def _record(self, s: StrandedWorkset, steps: list[ActiveStep], outcomes: list[JobStatus | None]) -> int:
+        where = f"region {s.region} is down ({s.region_reason})"
+        async with UnitOfWork(self._pool) as uow:
+            ws = await uow.worksets.get(s.workset_id, for_update=True)
+            if not _unmoved(ws, s) or not await uow.step_runs.lock_steps_unchanged(ws.id, ws.attempt, steps):
+                return 0  # it moved on, or a step ended or started, while its jobs were stopped: next pass
             if steps:
-                if s.down_seconds < self._lost_after:
-                    return 0  # a job appeared since the listing: wait for the threshold
-                cluster = await uow.clusters.cluster(s.cluster)
-                outcomes = [await self._stop_and_look(cluster, step) for step in steps]
                 for step, status in zip(steps, outcomes, strict=True):
                     if status is not None and status.state is JobState.SUCCEEDED:
                         # It finished just before it was stopped: keep the result like the monitor would.

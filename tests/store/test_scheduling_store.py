@@ -11,7 +11,7 @@ import asyncpg
 from stamen.domain.lifecycle import WorksetState
 from stamen.domain.steps import StepRunState
 from stamen.executors.base import JobHandle, JobState, JobStatus
-from stamen.store.step_runs import submission_lock
+from stamen.store.step_runs import step_run_locks, submission_lock
 from stamen.store.unit_of_work import UnitOfWork
 from tests.store.worksetkit import workset_in
 
@@ -49,7 +49,7 @@ async def test_a_step_is_recorded_before_submission_and_keeps_the_workset_from_b
         assert not await uow.step_runs.lock_submitting(claim)  # no longer 'submitting'
 
 
-async def test_only_unlocked_submissions_older_than_the_grace_period_are_taken_as_orphaned(
+async def test_only_submissions_nobody_holds_older_than_the_grace_period_are_taken_as_orphaned(
     pool: asyncpg.Pool,
 ) -> None:
     alive = await workset_in(pool, *RUNNING, attempt=1)
@@ -62,15 +62,28 @@ async def test_only_unlocked_submissions_older_than_the_grace_period_are_taken_a
             )
         await uow.commit()
     async with UnitOfWork(pool) as uow:
-        assert await uow.step_runs.claim_stale_submission(60) is None  # too recent
+        assert await uow.step_runs.stale_submissions(60) == []  # too recent
+        assert await uow.step_runs.stale_submission(ids[dead].step_run_id, 60) is None
     await asyncio.sleep(0.2)
-    async with UnitOfWork(pool) as submitter, UnitOfWork(pool) as reconciler:
-        assert await submitter.step_runs.lock_submitting(ids[alive])  # a live submitter holds its row
-        orphan = await reconciler.step_runs.claim_stale_submission(0.1)
-        assert orphan is not None and orphan.workset_id == dead and orphan.submitted_by == "s1"
-        await reconciler.step_runs.end_unsubmitted(orphan.id, StepRunState.LOST, "the submitter died")
-        await reconciler.commit()
-        assert await reconciler.step_runs.claim_stale_submission(0.1) is None
+    async with submission_lock(pool, ids[alive]) as submitting:  # a live submitter holds its step run
+        assert submitting
+        async with UnitOfWork(pool) as uow:
+            stale = await uow.step_runs.stale_submissions(0.1)
+        assert stale == [ids[alive].step_run_id, ids[dead].step_run_id]  # oldest first, nothing locked
+        async with step_run_locks(pool, [ids[alive].step_run_id]) as held:
+            assert not held  # the reconciler leaves it alone
+        async with step_run_locks(pool, [ids[dead].step_run_id]) as held:
+            assert held
+            async with UnitOfWork(pool) as uow:
+                orphan = await uow.step_runs.stale_submission(ids[dead].step_run_id, 0.1)
+            assert orphan is not None and orphan.workset_id == dead and orphan.submitted_by == "s1"
+            async with UnitOfWork(pool) as uow:
+                assert await uow.step_runs.lock_orphan(orphan)
+                await uow.step_runs.end_unsubmitted(orphan.id, StepRunState.LOST, "the submitter died")
+                await uow.commit()
+            async with UnitOfWork(pool) as uow:
+                assert not await uow.step_runs.lock_orphan(orphan)  # settled: nothing more is recorded
+                assert await uow.step_runs.stale_submissions(0.1, skip=[ids[alive].step_run_id]) == []
     async with pool.acquire() as conn:
         rows = await conn.fetch("SELECT workset_id, state, reason, ended_at FROM step_runs ORDER BY id")
     assert [(r["workset_id"], r["state"]) for r in rows] == [(alive, "submitting"), (dead, "lost")]
@@ -90,9 +103,10 @@ async def test_a_live_submitters_submission_lock_keeps_others_away_without_locki
     await asyncio.sleep(0.2)
     async with submission_lock(pool, claim) as held:
         assert held
-        async with UnitOfWork(pool) as reconciler:
-            assert await reconciler.step_runs.claim_stale_submission(0.1) is None
-            assert await reconciler.step_runs.lock_active_steps(ws_id, 1) is None  # evacuation waits too
+        async with step_run_locks(pool, [claim.step_run_id]) as taken:
+            assert not taken  # reconcilers and evacuation wait
+        async with UnitOfWork(pool) as monitor:
+            assert await monitor.step_runs.lock_active_step_run(claim.step_run_id) is None
         async with pool.acquire() as conn:
             locked = "SELECT s.id FROM step_runs s JOIN worksets w ON w.id = s.workset_id WHERE s.id = $1 FOR UPDATE NOWAIT"
             assert await conn.fetchval(locked, claim.step_run_id) == claim.step_run_id
@@ -101,9 +115,33 @@ async def test_a_live_submitters_submission_lock_keeps_others_away_without_locki
                    AND state LIKE 'idle in transaction%'"""
             )
             assert in_transaction == 0
-    async with UnitOfWork(pool) as reconciler:  # released with its body: an orphan now, if still submitting
-        orphan = await reconciler.step_runs.claim_stale_submission(0.1)
-        assert orphan is not None and orphan.id == claim.step_run_id
+    async with step_run_locks(pool, [claim.step_run_id]) as taken:  # released with its body
+        assert taken
+
+
+async def test_the_monitor_leaves_a_job_alone_while_its_step_run_lock_is_held(pool: asyncpg.Pool) -> None:
+    """Evacuation holds the lock while it stops the job: the monitor does not record that job's end."""
+    ws_id = await workset_in(pool, *RUNNING, attempt=1)
+    async with UnitOfWork(pool) as uow:
+        claim = await uow.step_runs.record_submitting(
+            workset_id=ws_id, attempt=1, step="one", step_index=0, cluster="a", holder="s1"
+        )
+        await uow.step_runs.record_submitted(claim.step_run_id, handle(ws_id, "one"))
+        await uow.commit()
+    async with UnitOfWork(pool) as uow:
+        [step] = await uow.step_runs.active_steps(ws_id, 1)
+    async with step_run_locks(pool, [step.id]) as held:
+        assert held
+        async with UnitOfWork(pool) as monitor:
+            assert await monitor.step_runs.lock_active_step_run(step.id) is None
+        async with UnitOfWork(pool) as uow:
+            assert await uow.step_runs.lock_steps_unchanged(ws_id, 1, [step])
+    async with UnitOfWork(pool) as uow:
+        assert await uow.step_runs.lock_active_step_run(step.id) is not None
+        await uow.step_runs.finish_step_run(step.id, JobStatus(handle=handle(ws_id, "one"), state=JobState.SUCCEEDED))
+        await uow.commit()
+    async with UnitOfWork(pool) as uow:
+        assert not await uow.step_runs.lock_steps_unchanged(ws_id, 1, [step])  # it ended meanwhile
 
 
 async def test_completed_steps_are_those_of_the_same_cluster(pool: asyncpg.Pool) -> None:

@@ -18,13 +18,14 @@ from stamen.executors.base import JobHandle, JobStatus
 from stamen.store.db import Connection, keeps_session_state
 
 log = structlog.get_logger(__name__)
-# The advisory lock (class, step run id) of a submission in progress. Its submitter holds it at session
-# level, with no transaction open, while the executor submits (a network call); reconcilers and
-# evacuation take it at transaction level before they touch a 'submitting' row, so they leave a live
-# submitter's row alone however long the cluster takes. It goes with its connection: a submitter that
-# dies releases it, and its row is then an orphan to reconcile by job name.
-SUBMISSION_LOCK_CLASS = 0x53544D53
-_SUBMISSION_KEY = "($2::bigint % 2147483647)::int"
+# The step run's advisory lock (class, step run id): whoever talks to the cluster about a step run
+# holds it at session level, with no transaction open, for as long as the network call takes: its
+# submitter (the executor submits), a reconciler (it looks the job up by name, may cancel it) and
+# evacuation (it cancels the job and polls how it ended). Each of them, and the monitor recording a
+# job's end, leaves a step run whose lock someone else holds alone. It goes with its connection: a
+# submitter that dies releases it, and its row is then an orphan to reconcile by job name.
+STEP_RUN_LOCK_CLASS = 0x53544D53
+_STEP_RUN_KEY = "($2::bigint % 2147483647)::int"
 
 
 @dataclass(frozen=True)
@@ -240,15 +241,11 @@ class StepRunRepository:
             reason,
         )
 
-    async def claim_stale_submission(
-        self, older_than_seconds: float, *, skip: Sequence[int] = ()
-    ) -> SubmittingStepRun | None:
-        """A 'submitting' row whose submitter is gone, locked for this transaction: its submission lock
-        is free (a live submitter holds it while it submits), the row is not locked, and it is older
-        than the grace period (which covers the moment between the commit of the row and the submitter
-        taking its lock). `skip`: rows already looked at in this pass (deferred), so one that cannot be
-        settled does not hide the others."""
-        candidates = await self._conn.fetch(
+    async def stale_submissions(self, older_than_seconds: float, *, skip: Sequence[int] = ()) -> list[int]:
+        """The 'submitting' rows older than the grace period (which covers the moment between the commit
+        of the row and its submitter taking the step run's lock), oldest first; nothing is locked. `skip`:
+        rows already looked at in this pass, so one that cannot be settled does not hide the others."""
+        rows = await self._conn.fetch(
             """SELECT id FROM step_runs
                WHERE state = 'submitting' AND started_at < clock_timestamp() - make_interval(secs => $1)
                  AND id <> ALL($2::bigint[])
@@ -256,18 +253,18 @@ class StepRunRepository:
             older_than_seconds,
             list(skip),
         )
-        row = None
-        for candidate in candidates:
-            # The submission lock first: a live submitter's row is passed over without locking the row.
-            if not await self._try_submission_lock(candidate["id"]):
-                continue
-            row = await self._conn.fetchrow(
-                """SELECT *, extract(epoch FROM clock_timestamp() - started_at)::float8 AS age_seconds
-                   FROM step_runs WHERE id = $1 AND state = 'submitting' FOR UPDATE SKIP LOCKED""",
-                candidate["id"],
-            )
-            if row is not None:
-                break
+        return [r["id"] for r in rows]
+
+    async def stale_submission(self, step_run_id: int, older_than_seconds: float) -> SubmittingStepRun | None:
+        """The row, if it is still 'submitting' and older than the grace period: read (not locked) by a
+        reconciler that holds the step run's lock, so nobody is submitting it meanwhile."""
+        row = await self._conn.fetchrow(
+            """SELECT *, extract(epoch FROM clock_timestamp() - started_at)::float8 AS age_seconds
+               FROM step_runs WHERE id = $1 AND state = 'submitting'
+                 AND started_at < clock_timestamp() - make_interval(secs => $2)""",
+            step_run_id,
+            older_than_seconds,
+        )
         if row is None:
             return None
         return SubmittingStepRun(
@@ -282,40 +279,53 @@ class StepRunRepository:
             age_seconds=row["age_seconds"],
         )
 
-    async def _try_submission_lock(self, step_run_id: int) -> bool:
-        """The submission lock for the rest of this transaction, if no submitter holds it."""
+    async def lock_orphan(self, orphan: SubmittingStepRun) -> bool:
+        """Lock the orphan's row to record what its reconciler found. False if it changed since it was
+        read (settled, or taken over): then nothing may be recorded."""
+        row = await self._conn.fetchrow(
+            """SELECT id FROM step_runs WHERE id = $1 AND state = 'submitting'
+                 AND submitted_by IS NOT DISTINCT FROM $2 AND started_at = $3 FOR UPDATE""",
+            orphan.id,
+            orphan.submitted_by,
+            orphan.started_at,
+        )
+        return row is not None
+
+    async def _try_step_run_lock(self, step_run_id: int) -> bool:
+        """The step run's lock for the rest of this transaction, if nobody holds it."""
         taken: bool = await self._conn.fetchval(
-            f"SELECT pg_try_advisory_xact_lock($1, {_SUBMISSION_KEY})", SUBMISSION_LOCK_CLASS, step_run_id
+            f"SELECT pg_try_advisory_xact_lock($1, {_STEP_RUN_KEY})", STEP_RUN_LOCK_CLASS, step_run_id
         )
         return taken
 
     # -- running and ended ----------------------------------------------------------------------
 
-    async def lock_active_steps(self, workset_id: str, attempt: int) -> list[ActiveStep] | None:
-        """The current attempt's steps that are submitting or running, locked; None if another
-        process holds one of them (a submitter mid-call, or the monitor recording its end)."""
+    async def active_steps(self, workset_id: str, attempt: int) -> list[ActiveStep]:
+        """The attempt's steps that are submitting or running; nothing is locked (evacuation reads them
+        holding their step run locks, and checks them again with `lock_steps_unchanged`)."""
         rows = await self._conn.fetch(
             """SELECT id, step, state, handle FROM step_runs
                WHERE workset_id = $1 AND attempt = $2 AND state IN ('submitting', 'pending', 'running')
-               ORDER BY id FOR UPDATE SKIP LOCKED""",
+               ORDER BY id""",
             workset_id,
             attempt,
         )
-        total = await self._conn.fetchval(
-            """SELECT count(*) FROM step_runs WHERE workset_id = $1 AND attempt = $2
-               AND state IN ('submitting', 'pending', 'running')""",
-            workset_id,
-            attempt,
-        )
-        if total != len(rows):
-            return None
-        for r in rows:
-            if r["state"] == StepRunState.SUBMITTING and not await self._try_submission_lock(r["id"]):
-                return None  # its submitter is at work on it
         return [
             ActiveStep(r["id"], r["step"], StepRunState(r["state"]), JobHandle.model_validate_json(r["handle"]) if r["handle"] else None)
             for r in rows
-        ]
+        ]  # fmt: skip
+
+    async def lock_steps_unchanged(self, workset_id: str, attempt: int, steps: Sequence[ActiveStep]) -> bool:
+        """Lock the attempt's active steps to record what became of them: False if they are no longer
+        exactly `steps` in the same states (one ended, or a new one was submitted, meanwhile)."""
+        rows = await self._conn.fetch(
+            """SELECT id, state FROM step_runs
+               WHERE workset_id = $1 AND attempt = $2 AND state IN ('submitting', 'pending', 'running')
+               ORDER BY id FOR UPDATE""",
+            workset_id,
+            attempt,
+        )
+        return [(r["id"], r["state"]) for r in rows] == [(st.id, st.state) for st in steps]
 
     async def mark_step_lost(self, step_run_id: int, reason: str) -> None:
         await self._conn.execute(
@@ -333,6 +343,10 @@ class StepRunRepository:
         return [_step_run(r) for r in rows]
 
     async def lock_active_step_run(self, step_run_id: int) -> StepRunRow | None:
+        """The running step, locked to record its end; None if another replica has it, or someone holds
+        its step run lock (evacuation stopping its job, which records how it ended itself)."""
+        if not await self._try_step_run_lock(step_run_id):
+            return None
         row = await self._conn.fetchrow(
             """SELECT * FROM step_runs WHERE id = $1 AND state IN ('pending', 'running')
                FOR UPDATE SKIP LOCKED""",
@@ -384,13 +398,12 @@ class StepRunRepository:
 
 @asynccontextmanager
 async def submission_lock(pool: asyncpg.Pool, claim: SubmissionClaim) -> AsyncIterator[bool]:
-    """Hold the step run's submission lock while the body submits: a connection of `pool`, outside
-    any transaction, that holds the session advisory lock (waiting for a reconciler that has the row).
+    """Hold the step run's lock while the body submits: a connection of `pool`, outside any
+    transaction, that holds the session advisory lock (waiting for a reconciler that has the row).
     Yields False, holding nothing, when the claim no longer holds (the row was reconciled or taken
     over meanwhile): then nothing may be submitted."""
-    async with pool.acquire() as conn:
-        keeps_session_state(conn)  # its pool unlocks the session on release, whatever happens here
-        await conn.execute(f"SELECT pg_advisory_lock($1, {_SUBMISSION_KEY})", SUBMISSION_LOCK_CLASS, claim.step_run_id)
+    async with _session(pool) as conn:
+        await conn.execute(f"SELECT pg_advisory_lock($1, {_STEP_RUN_KEY})", STEP_RUN_LOCK_CLASS, claim.step_run_id)
         try:
             holds = await conn.fetchval(
                 """SELECT EXISTS (SELECT 1 FROM step_runs
@@ -401,10 +414,40 @@ async def submission_lock(pool: asyncpg.Pool, claim: SubmissionClaim) -> AsyncIt
             )
             yield bool(holds)
         finally:
-            try:
-                await conn.execute(
-                    f"SELECT pg_advisory_unlock($1, {_SUBMISSION_KEY})", SUBMISSION_LOCK_CLASS, claim.step_run_id
-                )
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-                # The connection is broken (and the lock with it), or the pool's reset will unlock it.
-                log.warning("scheduler.submission_unlock_failed", step_run_id=claim.step_run_id, error=str(exc))
+            await _unlock(conn, [claim.step_run_id])
+
+
+@asynccontextmanager
+async def step_run_locks(pool: asyncpg.Pool, step_run_ids: Sequence[int]) -> AsyncIterator[bool]:
+    """Hold these step runs' locks while the body talks to their cluster (a reconciler looking a job
+    up, evacuation stopping jobs), outside any transaction. Yields False, holding nothing, when someone
+    holds one of them (a live submitter, another replica): then the body leaves them alone."""
+    async with _session(pool) as conn:
+        taken: list[int] = []
+        try:
+            for step_run_id in step_run_ids:
+                if not await conn.fetchval(
+                    f"SELECT pg_try_advisory_lock($1, {_STEP_RUN_KEY})", STEP_RUN_LOCK_CLASS, step_run_id
+                ):
+                    break
+                taken.append(step_run_id)
+            yield len(taken) == len(step_run_ids)
+        finally:
+            await _unlock(conn, taken)
+
+
+@asynccontextmanager
+async def _session(pool: asyncpg.Pool) -> AsyncIterator[Connection]:
+    async with pool.acquire() as conn:
+        keeps_session_state(conn)  # its pool unlocks the session on release, whatever happens here
+        yield conn
+
+
+async def _unlock(conn: Connection, step_run_ids: Sequence[int]) -> None:
+    for step_run_id in step_run_ids:
+        try:
+            await conn.execute(f"SELECT pg_advisory_unlock($1, {_STEP_RUN_KEY})", STEP_RUN_LOCK_CLASS, step_run_id)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            # The connection is broken (and the lock with it), or the pool's reset will unlock it.
+            log.warning("scheduler.step_run_unlock_failed", step_run_id=step_run_id, error=str(exc))
+            return

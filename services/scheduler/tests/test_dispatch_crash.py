@@ -102,6 +102,30 @@ class SlowExecutor(LocalExecutor):
         return await super().submit(step)
 
 
+class SlowFindExecutor(CountingExecutor):
+    """Answers `find` only when released: a reconciler asking a slow cluster (squeue over a slow link)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def find(self, step: StepSpec) -> JobHandle | None:
+        self.entered.set()
+        await self.release.wait()
+        return await super().find(step)
+
+
+async def assert_nothing_held(pool: asyncpg.Pool, ws_id: str) -> None:
+    """No row of the workset or its step runs is locked, and no transaction is open (in this test's database)."""
+    async with pool.acquire() as conn:
+        rows = "SELECT s.id FROM step_runs s JOIN worksets w ON w.id = s.workset_id WHERE w.id = $1 FOR UPDATE NOWAIT"
+        assert len(await conn.fetch(rows, ws_id)) >= 1
+        assert not await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state LIKE 'idle in transaction%'"
+        )
+
+
 def dispatcher(
     pool: asyncpg.Pool,
     settings: Settings,
@@ -362,12 +386,7 @@ async def test_a_live_submitter_is_left_alone_however_long_it_takes(
     other = dispatcher(pool, settings, LocalExecutor(grace_seconds=1), "second")
     try:
         assert await other.reconcile_submitting() == 0  # its live submitter holds the submission lock
-        async with pool.acquire() as conn:  # and nothing else: the slow cluster holds up no row, no transaction
-            rows = "SELECT s.id FROM step_runs s JOIN worksets w ON w.id = s.workset_id WHERE w.id = $1 FOR UPDATE NOWAIT"
-            assert len(await conn.fetch(rows, ws_id)) == 1
-            assert not await conn.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state LIKE 'idle in transaction%'"
-            )
+        await assert_nothing_held(pool, ws_id)  # and nothing else: the slow cluster holds up no row, no transaction
         assert await other.dispatch_pending() == 0  # and the workset is not dispatched a second time
     finally:
         slow.release.set()  # a failure above must not leave the submitter (and the pool's teardown) waiting
@@ -407,6 +426,33 @@ async def test_an_unreachable_cluster_does_not_hold_up_the_orphans_of_the_others
         assert unreachable.found == [("align", 1, False)] and counting.found == [("align", 1, True)]
         assert [state for _, state, _ in await step_rows(pool, healthy)] == ["running"]
         assert await step_rows(pool, stuck) == [("align", "submitting", None)]  # asked again next pass
+    finally:
+        for handle in crashing.started:
+            await LocalExecutor(grace_seconds=1).cancel(handle)
+
+
+async def test_a_reconciler_holds_no_row_and_no_transaction_while_it_asks_the_cluster(
+    pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """Like a submitter, the reconciler asks the cluster for the orphan's job under the step run's lock
+    only: a cancel through the API is not kept waiting on squeue, and a second reconciler stays away."""
+    settings = two_steps(tmp_path, align_seconds=0.5)
+    ws_id, crashing = await crash_while_dispatching(pool, settings, tmp_path, after_start=True)
+    slow = SlowFindExecutor()
+    reconciling = asyncio.create_task(dispatcher(pool, settings, slow, "second", resubmit_after=3600).reconcile_submitting())
+    try:
+        await asyncio.wait_for(slow.entered.wait(), 10)
+        await assert_nothing_held(pool, ws_id)
+        other = CountingExecutor()
+        assert await dispatcher(pool, settings, other, "third").reconcile_submitting() == 0
+        assert other.found == [] and other.submitted == []  # the orphan is the first reconciler's
+    finally:
+        slow.release.set()
+    try:
+        assert await asyncio.wait_for(reconciling, 20) == 1
+        assert slow.found == [("align", 1, True)]
+        [(step, state, job_id)] = await step_rows(pool, ws_id)
+        assert (step, state, job_id) == ("align", "running", crashing.started[0].job_id)  # adopted
     finally:
         for handle in crashing.started:
             await LocalExecutor(grace_seconds=1).cancel(handle)

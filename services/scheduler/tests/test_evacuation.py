@@ -5,6 +5,7 @@ S3 (recomputing only what stayed on the lost cluster's disk)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,9 +14,14 @@ import asyncpg
 import pytest
 
 from services.scheduler.admission import Admitter
+from services.scheduler.evacuation import RegionEvacuation
+from services.scheduler.executors import ExecutorRegistry
 from services.scheduler.tests.support import add_cluster, enqueue, in_process_scheduler, run_until, state_of
+from services.scheduler.tests.test_dispatch_crash import assert_nothing_held, step_rows
 from services.scheduler.tests.test_scheduler_local import script, settings_for
 from stamen.domain.regions import RegionStatus
+from stamen.executors.base import JobHandle
+from stamen.executors.local import LocalExecutor
 from stamen.store.unit_of_work import UnitOfWork
 from tests.intake.s3kit import S3Lab, moto_url, s3lab
 
@@ -126,3 +132,41 @@ async def test_admitted_work_is_rerouted_at_once_and_running_work_moves_after_th
     assert [Path(m).parts[-3] for m in marks(tmp_path, "fetch") if running in m] == ["west"]
     assert sorted(Path(m).parts[-3] for m in marks(tmp_path, "analyse") if running in m) == ["east", "west"]
     assert s3lab.client.get_object(Bucket=s3lab.bucket, Key=f"{running}/result")["Body"].read() == b"done"
+
+
+class SlowCancelExecutor(LocalExecutor):
+    """Stops a job only when released: a region whose cluster answers slowly (scancel over a slow link)."""
+
+    def __init__(self) -> None:
+        super().__init__(cluster="west", grace_seconds=1)
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def cancel(self, handle: JobHandle) -> None:
+        self.entered.set()
+        await self.release.wait()
+        await super().cancel(handle)
+
+
+async def test_evacuation_holds_no_row_and_no_transaction_while_it_stops_a_job(
+    pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """Like a submission: the job is stopped under its step run's lock only (a cancel through the API
+    is not kept waiting on the lost region), then recorded in a short transaction."""
+    settings = settings_for(tmp_path, [{"name": "long", "argv": script("import time; time.sleep(60)")}])
+    await add_cluster(pool, "west", workdir=tmp_path / "west", region="us-west-2")
+    ws_id = await enqueue(pool, "acme", preferred_cluster="west")
+    assert await run_until(in_process_scheduler(pool, settings), pool, ws_id, {"running"}) == "running"
+    await region_down(pool, "us-west-2", seconds_ago=10)
+    slow = SlowCancelExecutor()
+    evacuation = RegionEvacuation(pool, ExecutorRegistry({"local": lambda _: slow}), "second", lost_after_seconds=5.0)
+    evacuating = asyncio.create_task(evacuation.run_once())
+    try:
+        await asyncio.wait_for(slow.entered.wait(), 10)
+        await assert_nothing_held(pool, ws_id)
+        assert await RegionEvacuation(pool, ExecutorRegistry({"local": lambda _: slow}), "third", 5.0).run_once() == 0
+    finally:
+        slow.release.set()  # a failure above must not leave the evacuation (and the job) running
+        assert await asyncio.wait_for(evacuating, 30) == 1
+    assert await state_of(pool, ws_id) == "queued"
+    assert [(step, state) for step, state, _ in await step_rows(pool, ws_id)] == [("long", "lost")]
