@@ -3,10 +3,12 @@ deliveries in their inbox transaction; the delivery worker sends them, one loop 
 
 from __future__ import annotations
 
+from functools import partial
+
 from aiohttp import web
 
+from services.notifier import handlers
 from services.notifier.channels import NOTIFY_SETTINGS, delivery_ctx
-from services.notifier.handlers import Planner
 from stamen.bus.consumer import ConsumerSpec
 from stamen.bus.subjects import event_filter
 from stamen.notifications.settings import NotifySettings
@@ -27,7 +29,6 @@ FAMILIES = {
 
 def init_app(settings: Settings, notify: NotifySettings | None = None) -> web.Application:
     notify = notify or NotifySettings()
-    planner = Planner(notify, enabled=settings.enable_notifications)
 
     def specs(app: web.Application) -> list[ConsumerSpec]:
         return [
@@ -37,9 +38,13 @@ def init_app(settings: Settings, notify: NotifySettings | None = None) -> web.Ap
                 handler=idempotent(
                     durable,
                     lambda: app[POOL],
-                    planner.on_operations_event
-                    if durable == "notifier-operations"
-                    else planner.on_workset_event,
+                    partial(
+                        handlers.plan_operations_event
+                        if durable == "notifier-operations"
+                        else handlers.plan_workset_event,
+                        settings=notify,
+                        enabled=settings.enable_notifications,
+                    ),
                 ),
                 ack_wait_seconds=settings.ack_wait_seconds,
                 max_deliver=settings.max_deliver,

@@ -1,6 +1,7 @@
 """Events -> planned deliveries. Runs inside the inbox claim's transaction (stamen.service.idempotent),
 so an event is planned exactly once: one row per (event, channel, recipient), with its message
-rendered from PostgreSQL. Nothing is sent here: a channel that is down never holds up a consumer."""
+rendered from PostgreSQL. Nothing is sent here: a channel that is down never holds up a consumer. Each
+handler is a function of (unit of work, event) and keyword-only dependencies the wiring binds."""
 
 from __future__ import annotations
 
@@ -38,92 +39,93 @@ def channel_options(prefs: NotificationPreferences, channel: Channel) -> dict[st
     return {}
 
 
-class Planner:
-    def __init__(self, settings: NotifySettings, *, enabled: bool) -> None:
-        self._settings = settings
-        self._enabled = enabled
+def _announced(event: Envelope, settings: NotifySettings, enabled: bool) -> bool:
+    if not enabled:
+        log.info("notifier.disabled", reason="STAMEN_ENABLE_NOTIFICATIONS=false")
+        return False
+    age = datetime.now(UTC) - event.occurred_at
+    if age > timedelta(hours=settings.max_event_age_hours):
+        log.info("notifier.event_too_old", age_hours=round(age.total_seconds() / 3600, 1))
+        return False
+    return True
 
-    def _announced(self, event: Envelope) -> bool:
-        if not self._enabled:
-            log.info("notifier.disabled", reason="STAMEN_ENABLE_NOTIFICATIONS=false")
-            return False
-        age = datetime.now(UTC) - event.occurred_at
-        if age > timedelta(hours=self._settings.max_event_age_hours):
-            log.info("notifier.event_too_old", age_hours=round(age.total_seconds() / 3600, 1))
-            return False
-        return True
 
-    async def on_workset_event(self, uow: UnitOfWork, event: Envelope) -> None:
-        if not self._announced(event):
-            return
-        found = await facts.workset_facts(FactsRepository(uow.connection), event)
-        if found is not None:
-            await self.record(uow.connection, found)
+async def plan_workset_event(uow: UnitOfWork, event: Envelope, *, settings: NotifySettings, enabled: bool) -> None:
+    """A workset's own news (submitted, validated, started, completed, failed for good, ...) for its tenant."""
+    if not _announced(event, settings, enabled):
+        return
+    found = await facts.workset_facts(FactsRepository(uow.connection), event)
+    if found is not None:
+        await record(uow.connection, found, settings=settings)
 
-    async def on_operations_event(self, uow: UnitOfWork, event: Envelope) -> None:
-        if not self._announced(event):
-            return
-        repo = FactsRepository(uow.connection)
-        found: Facts | None
-        if event.type == "region.health_changed":
-            found = facts.region_facts(event)
-        elif event.type == "cluster.drained":
-            found = await facts.drained_facts(repo, event)
-        else:  # workset.dead_lettered: are they piling up?
-            found = await facts.pile_up_facts(
-                repo,
-                event,
-                threshold=self._settings.dlq_alert_threshold,
-                window_minutes=self._settings.dlq_alert_window_minutes,
-                now=datetime.now(UTC),
-            )
-        if found is not None:
-            await self.record(uow.connection, found)
 
-    async def record(self, conn: Connection, found: Facts) -> int:
-        repo = NotificationRepository(conn)
-        owner = found.owner
-        prefs, _, _ = await repo.preferences(owner)
-        topic = (
-            self._settings.operator_topic_arn if owner == OPERATORS else (await repo.customer_topic(owner))[1]
-        )
-        planned = plan(
-            prefs,
-            owner=owner,
-            kind=found.kind,
-            severity=found.severity,
-            targets=Targets(topic),
+async def plan_operations_event(uow: UnitOfWork, event: Envelope, *, settings: NotifySettings, enabled: bool) -> None:
+    """What the operators hear: region health, a drained cluster, dead letters piling up."""
+    if not _announced(event, settings, enabled):
+        return
+    repo = FactsRepository(uow.connection)
+    found: Facts | None
+    if event.type == "region.health_changed":
+        found = facts.region_facts(event)
+    elif event.type == "cluster.drained":
+        found = await facts.drained_facts(repo, event)
+    else:  # workset.dead_lettered: are they piling up?
+        found = await facts.pile_up_facts(
+            repo,
+            event,
+            threshold=settings.dlq_alert_threshold,
+            window_minutes=settings.dlq_alert_window_minutes,
             now=datetime.now(UTC),
         )
-        if not planned:
-            return 0
-        message = render(found, self._settings.portal_url).model_dump(mode="json")
-        added = await repo.add(
-            [
-                NewDelivery(
-                    event_id=uuid.UUID(found.event_id),
-                    event_type=found.event_type,
-                    kind=found.kind.value,
-                    owner=owner,
-                    workset_id=found.workset.id if found.workset else None,
-                    occurred_at=found.occurred_at,
-                    thread=found.thread,
-                    channel=p.channel.value,
-                    recipient=p.recipient,
-                    idempotency_key=delivery_key(found.event_id, p.channel, p.recipient),
-                    severity=found.severity.value,
-                    message={"message": message, "options": channel_options(prefs, p.channel)},
-                    next_attempt_at=p.not_before,
-                    digest=p.digest,
-                )
-                for p in planned
-            ]
-        )
-        log.info(
-            "notifier.planned",
-            kind=found.kind.value,
-            owner=owner,
-            channels=[p.channel.value for p in planned],
-            added=added,
-        )
-        return added
+    if found is not None:
+        await record(uow.connection, found, settings=settings)
+
+
+async def record(conn: Connection, found: Facts, *, settings: NotifySettings) -> int:
+    """The deliveries `found` calls for under its owner's preferences; how many were added."""
+    repo = NotificationRepository(conn)
+    owner = found.owner
+    prefs, _, _ = await repo.preferences(owner)
+    topic = (
+        settings.operator_topic_arn if owner == OPERATORS else (await repo.customer_topic(owner))[1]
+    )
+    planned = plan(
+        prefs,
+        owner=owner,
+        kind=found.kind,
+        severity=found.severity,
+        targets=Targets(topic),
+        now=datetime.now(UTC),
+    )
+    if not planned:
+        return 0
+    message = render(found, settings.portal_url).model_dump(mode="json")
+    added = await repo.add(
+        [
+            NewDelivery(
+                event_id=uuid.UUID(found.event_id),
+                event_type=found.event_type,
+                kind=found.kind.value,
+                owner=owner,
+                workset_id=found.workset.id if found.workset else None,
+                occurred_at=found.occurred_at,
+                thread=found.thread,
+                channel=p.channel.value,
+                recipient=p.recipient,
+                idempotency_key=delivery_key(found.event_id, p.channel, p.recipient),
+                severity=found.severity.value,
+                message={"message": message, "options": channel_options(prefs, p.channel)},
+                next_attempt_at=p.not_before,
+                digest=p.digest,
+            )
+            for p in planned
+        ]
+    )
+    log.info(
+        "notifier.planned",
+        kind=found.kind.value,
+        owner=owner,
+        channels=[p.channel.value for p in planned],
+        added=added,
+    )
+    return added

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from aiohttp import web
 
-from services.scheduler import reconcile
-from services.scheduler.handlers import RetryHandler
+from services.scheduler import handlers, reconcile
 from services.scheduler.runtime import LOOP, scheduler_ctx
 from stamen.bus.consumer import ConsumerSpec, Delivery
 from stamen.bus.subjects import event_filter
@@ -18,7 +19,7 @@ from stamen.settings import Settings
 
 
 def init_app(settings: Settings) -> web.Application:
-    retry = RetryHandler(settings)
+    decide_retry = partial(handlers.decide_retry, policy=handlers.retry_policy(settings))
 
     def specs(app: web.Application) -> list[ConsumerSpec]:
         async def wake(_: Envelope, __: Delivery) -> None:
@@ -43,7 +44,7 @@ def init_app(settings: Settings) -> web.Application:
             ConsumerSpec(
                 "scheduler-diagnosed",
                 [event_filter("workset.diagnosed")],
-                idempotent("scheduler-diagnosed", lambda: app[POOL], retry.on_diagnosed),
+                idempotent("scheduler-diagnosed", lambda: app[POOL], decide_retry),
                 ack_wait_seconds=settings.ack_wait_seconds,
                 max_deliver=settings.max_deliver,
             ),
@@ -51,7 +52,7 @@ def init_app(settings: Settings) -> web.Application:
 
     def passes(app: web.Application) -> list[ReconcilePass]:
         return [
-            reconcile.pending_retry_decisions("scheduler-diagnosed", app[POOL], retry, settings),
+            reconcile.pending_retry_decisions("scheduler-diagnosed", app[POOL], decide_retry, settings),
             reconcile.lost_retry_timers(app[POOL], settings),
         ]
 

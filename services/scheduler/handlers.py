@@ -1,4 +1,6 @@
-"""Event handlers and timer handlers of the scheduler: thin adapters over the retry commands."""
+"""Event handlers and timer handlers of the scheduler: thin adapters over the retry commands. Like every
+service's handlers, each is a function of (unit of work, message) and keyword-only dependencies, which
+the wiring binds (functools.partial)."""
 
 from __future__ import annotations
 
@@ -18,32 +20,32 @@ log = structlog.get_logger(__name__)
 ACTOR = "scheduler"
 
 
-class RetryHandler:
-    """Turns a diagnosis into retry_wait (with a durable timer) or dead_lettered (stamen will not retry it)."""
+def retry_policy(settings: Settings) -> RetryPolicy | None:
+    """The policy decide_retry applies; None when retries are off (STAMEN_ENABLE_RETRY=false)."""
+    return RetryPolicy.from_settings(settings) if settings.enable_retry else None
 
-    def __init__(self, settings: Settings) -> None:
-        self.policy = RetryPolicy.from_settings(settings) if settings.enable_retry else None
 
-    async def on_diagnosed(self, uow: UnitOfWork, event: Envelope) -> None:
-        diagnosed = payload_of(event, WorksetDiagnosed)
-        outcome = await record_failure(
-            uow,
-            workset_id_of(event),
-            attempt=diagnosed.attempt,
-            code=diagnosed.code,
-            retry_class=RetryClass(diagnosed.retry_class),
-            policy=self.policy,
-            actor=ACTOR,
-            cause=event,
-        )
-        log.info(
-            "scheduler.failure_recorded",
-            workset_id=outcome.workset_id,
-            attempt=diagnosed.attempt,
-            code=diagnosed.code,
-            action=outcome.action,
-            detail=outcome.detail,
-        )
+async def decide_retry(uow: UnitOfWork, event: Envelope, *, policy: RetryPolicy | None) -> None:
+    """workset.diagnosed -> retry_wait (with a durable timer) or dead_lettered (stamen will not retry it)."""
+    diagnosed = payload_of(event, WorksetDiagnosed)
+    outcome = await record_failure(
+        uow,
+        workset_id_of(event),
+        attempt=diagnosed.attempt,
+        code=diagnosed.code,
+        retry_class=RetryClass(diagnosed.retry_class),
+        policy=policy,
+        actor=ACTOR,
+        cause=event,
+    )
+    log.info(
+        "scheduler.failure_recorded",
+        workset_id=outcome.workset_id,
+        attempt=diagnosed.attempt,
+        code=diagnosed.code,
+        action=outcome.action,
+        detail=outcome.detail,
+    )
 
 
 async def fire_retry(uow: UnitOfWork, timer: DueTimer) -> None:

@@ -9,12 +9,12 @@ alone (queued, scheduled and running worksets need no event); what waits for an 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import asyncpg
 import structlog
 
-from services.scheduler.handlers import RetryHandler
 from stamen.domain.lifecycle import WorksetState
 from stamen.events.envelope import Envelope
 from stamen.recovery import diagnosed_event
@@ -28,9 +28,9 @@ log = structlog.get_logger(__name__)
 
 
 def pending_retry_decisions(
-    consumer: str, pool: asyncpg.Pool, retry: RetryHandler, settings: Settings
+    consumer: str, pool: asyncpg.Pool, decide_retry: Callable[[UnitOfWork, Envelope], Awaitable[None]], settings: Settings
 ) -> ReconcilePass:
-    handler = idempotent(consumer, lambda: pool, retry.on_diagnosed)
+    handler = idempotent(consumer, lambda: pool, decide_retry)
 
     async def run() -> int:
         async with UnitOfWork(pool) as uow:

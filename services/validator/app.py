@@ -3,6 +3,8 @@ quota included), keeps S3-dropped worksets' Daylily sentinels true, answers NATS
 
 from __future__ import annotations
 
+from functools import partial
+
 from aiohttp import web
 
 from services.validator import handlers, reconcile
@@ -41,7 +43,7 @@ def init_app(settings: Settings, *, intake: IntakeSettings | None = None) -> web
                 SENTINEL_CONSUMER,
                 list(SENTINEL_EVENTS),
                 idempotent(
-                    SENTINEL_CONSUMER, lambda: app[POOL], handlers.write_sentinel(lambda: app[OBJECT_STORE])
+                    SENTINEL_CONSUMER, lambda: app[POOL], partial(handlers.write_sentinel, store=lambda: app[OBJECT_STORE])
                 ),
             ),
         ]

@@ -1,5 +1,6 @@
 """workset.submitted -> validating -> queued (validated, with the estimate) or rejected (with findings);
-and the Daylily sentinels of S3-dropped worksets kept true as their state changes."""
+and the Daylily sentinels of S3-dropped worksets kept true as their state changes. Each handler is a
+function of the message and keyword-only dependencies the wiring binds (functools.partial)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import asyncpg
 import structlog
 
 from services.validator.checks import CheckResult
-from stamen.bus.consumer import Delivery, EventHandler, RetryLater
+from stamen.bus.consumer import Delivery, RetryLater
 from stamen.diagnostics import CatalogEntry, UnknownErrorCodeError, get_entry
 from stamen.domain.lifecycle import WorksetState
 from stamen.events.envelope import Envelope
@@ -42,22 +43,19 @@ AWAITING_VALIDATION = frozenset({WorksetState.SUBMITTED, WorksetState.VALIDATING
 Check = Callable[[dict[str, Any], str], Awaitable[CheckResult]]
 
 
-def validate_submitted(consumer: str, pool: Callable[[], asyncpg.Pool], check: Check, *,
-                       max_deliver: int) -> EventHandler:
-    """The checks (S3 calls, seconds) run outside the transaction; the decision is applied inside it,
-    with the inbox claim, only if the workset is still `submitted`."""
-
-    async def handle(envelope: Envelope, delivery: Delivery) -> None:
-        # The spec is read from PostgreSQL (claim check): the event carries only the workset's identity.
-        async with UnitOfWork(pool()) as uow, known_workset(envelope):
-            ws = await uow.worksets.get(workset_id_of(envelope))
-        result = await check(ws.spec, ws.tenant_id) if ws.state in AWAITING_VALIDATION else None
-        if result is not None and result.storage_unavailable and delivery.num_delivered < max_deliver:
-            # On the last delivery the workset is rejected with SNF-OBJ-006 instead: nothing stays stuck.
-            raise RetryLater(STORAGE_RETRY_SECONDS, "storage unavailable")
-        await idempotent(consumer, pool, functools.partial(apply_decision, result=result))(envelope, delivery)
-
-    return handle
+async def validate_submitted(envelope: Envelope, delivery: Delivery, *, consumer: str,
+                             pool: Callable[[], asyncpg.Pool], check: Check, max_deliver: int) -> None:
+    """The checks (S3 calls, seconds) run outside the transaction, so this handler takes the delivery
+    rather than a unit of work; the decision is applied inside one, with the inbox claim, only if the
+    workset is still `submitted`."""
+    # The spec is read from PostgreSQL (claim check): the event carries only the workset's identity.
+    async with UnitOfWork(pool()) as uow, known_workset(envelope):
+        ws = await uow.worksets.get(workset_id_of(envelope))
+    result = await check(ws.spec, ws.tenant_id) if ws.state in AWAITING_VALIDATION else None
+    if result is not None and result.storage_unavailable and delivery.num_delivered < max_deliver:
+        # On the last delivery the workset is rejected with SNF-OBJ-006 instead: nothing stays stuck.
+        raise RetryLater(STORAGE_RETRY_SECONDS, "storage unavailable")
+    await idempotent(consumer, pool, functools.partial(apply_decision, result=result))(envelope, delivery)
 
 
 async def apply_decision(uow: UnitOfWork, event: Envelope, *, result: CheckResult | None) -> None:
@@ -141,28 +139,27 @@ def _first_evidence(diagnosis: DiagnosisRow | None) -> str:
     return f'evidence: "{lines[0]}"' if lines else ""
 
 
-def write_sentinel(store: Callable[[], ObjectStore]) -> Callable[[UnitOfWork, Envelope], Awaitable[None]]:
-    async def handle(uow: UnitOfWork, event: Envelope) -> None:
-        workset_id = workset_id_of(event)
-        repository = IntakeRepository(uow.connection)
-        drop = await repository.drop_for_workset(workset_id)
-        if drop is None:
-            return  # not an S3-dropped workset: no folder to keep in step
-        diagnosis, findings = None, None
-        if isinstance(event.payload, WorksetDeadLettered) and event.payload.attempt is not None:
-            diagnosis = await uow.diagnoses.get(workset_id, event.payload.attempt)
-        if isinstance(event.payload, WorksetRejected):
-            validation = await repository.validation_for(workset_id)
-            findings = validation["findings"] if validation else None
-        written = sentinel_for(event, diagnosis, findings)
-        if written is None:
-            return
-        name, body = written
-        try:
-            await store().put(drop.bucket, drop.folder + name, body)
-        except StorageError as exc:
-            raise RetryLater(STORAGE_RETRY_SECONDS, str(exc)) from None
-        await repository.mark_sentinel(workset_id, name)
-        log.info("validator.sentinel_written", folder=f"s3://{drop.bucket}/{drop.folder}", sentinel=name)
+async def write_sentinel(uow: UnitOfWork, event: Envelope, *, store: Callable[[], ObjectStore]) -> None:
+    """Keep an S3-dropped workset's Daylily sentinel true as its state changes."""
+    workset_id = workset_id_of(event)
+    repository = IntakeRepository(uow.connection)
+    drop = await repository.drop_for_workset(workset_id)
+    if drop is None:
+        return  # not an S3-dropped workset: no folder to keep in step
+    diagnosis, findings = None, None
+    if isinstance(event.payload, WorksetDeadLettered) and event.payload.attempt is not None:
+        diagnosis = await uow.diagnoses.get(workset_id, event.payload.attempt)
+    if isinstance(event.payload, WorksetRejected):
+        validation = await repository.validation_for(workset_id)
+        findings = validation["findings"] if validation else None
+    written = sentinel_for(event, diagnosis, findings)
+    if written is None:
+        return
+    name, body = written
+    try:
+        await store().put(drop.bucket, drop.folder + name, body)
+    except StorageError as exc:
+        raise RetryLater(STORAGE_RETRY_SECONDS, str(exc)) from None
+    await repository.mark_sentinel(workset_id, name)
+    log.info("validator.sentinel_written", folder=f"s3://{drop.bucket}/{drop.folder}", sentinel=name)
 
-    return handle

@@ -3,6 +3,7 @@ checks, the tenant's storage quota and the rules. The consumer and the reconcile
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from aiohttp import web
@@ -45,4 +46,7 @@ def submission_check(app: web.Application, settings: Settings) -> handlers.Check
 def validate_handler(app: web.Application, settings: Settings) -> EventHandler:
     """workset.submitted's handler, for the consumer and for the reconciler alike."""
     check = submission_check(app, settings)
-    return handlers.validate_submitted(CONSUMER, lambda: app[POOL], check, max_deliver=settings.max_deliver)
+    return functools.partial(
+        handlers.validate_submitted, consumer=CONSUMER, pool=lambda: app[POOL], check=check,
+        max_deliver=settings.max_deliver,
+    )  # fmt: skip

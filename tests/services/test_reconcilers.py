@@ -12,7 +12,7 @@ import asyncpg
 import yaml
 
 from services.diagnostics.reconcile import undiagnosed_failures
-from services.scheduler.handlers import RetryHandler
+from services.scheduler.handlers import decide_retry, retry_policy
 from services.scheduler.reconcile import lost_retry_timers, pending_retry_decisions
 from services.scheduler.tests.support import (
     add_cluster,
@@ -64,7 +64,7 @@ async def test_a_submission_whose_event_never_came_is_validated_once(pool: async
                                       rights=TenantBuckets(tenant_id, (BucketRight(DEMO_BUCKET, "read-write", "grant"),)),
                                       enable_validation=False)  # fmt: skip
 
-    handler = validator.validate_submitted("validator-submitted", lambda: pool, check, max_deliver=5)
+    handler = functools.partial(validator.validate_submitted, consumer="validator-submitted", pool=lambda: pool, check=check, max_deliver=5)
     spec = yaml.safe_load((REPO / "libs/stamen/demo/demo_workset.yaml").read_text())
     submitted = await submit_workset(pool, tenant_id="acme", name="lost", spec=spec, region="us-west-2",
                                      source="api", actor="test")  # fmt: skip
@@ -109,7 +109,7 @@ async def test_a_failure_whose_events_were_lost_is_diagnosed_and_retried(pool: a
             assert diagnosis.retry_class == "transient"  # the log tail was read from the step run, both ways
     assert await diagnose.run() == 0
 
-    retry = RetryHandler(settings)
+    retry = functools.partial(decide_retry, policy=retry_policy(settings))
     decide = pending_retry_decisions("scheduler-diagnosed", pool, retry, settings)
     assert await decide.run() == 2
     for ws in (kept, purged):
@@ -122,7 +122,7 @@ async def test_a_failure_whose_events_were_lost_is_diagnosed_and_retried(pool: a
             await uow.connection.fetchval("SELECT event_id FROM diagnoses WHERE workset_id = $1", kept)
         )
     assert late is not None
-    await idempotent("scheduler-diagnosed", lambda: pool, retry.on_diagnosed)(late, FIRST)
+    await idempotent("scheduler-diagnosed", lambda: pool, retry)(late, FIRST)
     assert (await history(pool, kept)).count("retry_wait") == 1
 
     # A retry_wait whose timer is gone gets one due now.

@@ -15,7 +15,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from services.notifier.handlers import Planner
+from services.notifier import handlers
 from services.notifier.tests.conftest import LINEAR_KEY, WEBHOOK_SECRET, WorkerFactory
 from services.notifier.tests.support import FakeLinear, WebhookReceiver, wait_for
 from stamen.diagnostics.codes import Severity
@@ -60,7 +60,7 @@ OOM = DiagnosisFacts(
 async def record(pool: asyncpg.Pool, settings: NotifySettings, *found: Facts) -> None:
     async with pool.acquire() as conn:
         for f in found:
-            await Planner(settings, enabled=True).record(conn, f)
+            await handlers.record(conn, f, settings=settings)
 
 
 async def states(pool: asyncpg.Pool) -> list[str]:

@@ -5,13 +5,14 @@ clusters, region health and dead letters piling up (once per window)."""
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
 import asyncpg
 
 from services.notifier.app import FAMILIES
-from services.notifier.handlers import Planner
+from services.notifier.handlers import plan_operations_event, plan_workset_event
 from services.notifier.tests.conftest import WEBHOOK_SECRET, fast_settings
 from services.notifier.tests.test_channels import set_prefs
 from stamen import commands
@@ -41,18 +42,17 @@ async def outbox_events(pool: asyncpg.Pool) -> list[Envelope]:
     ]
 
 
-async def deliver_all(pool: asyncpg.Pool, planner: Planner, events: list[Envelope]) -> None:
+async def deliver_all(
+    pool: asyncpg.Pool, settings: NotifySettings, events: list[Envelope], *, enabled: bool = True
+) -> None:
     """What the four durable consumers do: each event to the families that hear it, twice over (a
     redelivery), through the same inbox-claiming wrapper the service uses."""
     for _ in range(2):
         for event in events:
             for durable, types in FAMILIES.items():
                 if event.type in types:
-                    handle = (
-                        planner.on_operations_event
-                        if durable == "notifier-operations"
-                        else planner.on_workset_event
-                    )
+                    plan = plan_operations_event if durable == "notifier-operations" else plan_workset_event
+                    handle = functools.partial(plan, settings=settings, enabled=enabled)
                     await idempotent(durable, lambda: pool, handle)(event, DELIVERY)
 
 
@@ -128,8 +128,7 @@ async def test_a_workset_life_is_planned_once_per_event_and_channel_with_its_fac
     assert await fail_attempt(pool, ws_id, 1, policy) == "retry"
     assert await fail_attempt(pool, ws_id, 2, policy) == "dead_lettered"
     await commands.requeue(pool, ws_id, actor="ops@lab")
-    planner = Planner(notify_settings, enabled=True)
-    await deliver_all(pool, planner, await outbox_events(pool))
+    await deliver_all(pool, notify_settings, await outbox_events(pool))
 
     rows = await planned(pool)
     by = {(r["kind"], r["channel"]) for r in rows}
@@ -184,10 +183,10 @@ async def test_only_final_failures_and_disabled_notifications_plan_nothing_extra
         == "dead_lettered"
     )
     events = await outbox_events(pool)
-    await deliver_all(pool, Planner(notify_settings, enabled=False), events)
+    await deliver_all(pool, notify_settings, events, enabled=False)
     assert await planned(pool) == []
     await pool.execute("DELETE FROM inbox")
-    await deliver_all(pool, Planner(notify_settings, enabled=True), events)
+    await deliver_all(pool, notify_settings, events)
     rows = await planned(pool)
     assert [r["kind"] for r in rows] == ["submitted", "submitted", "failed"]  # no "retrying"
     failed = rows[-1]["message"]
@@ -234,7 +233,7 @@ async def test_operators_hear_of_drained_clusters_region_health_and_piling_dead_
             region="eu-central-1",
         )
     )
-    await deliver_all(pool, Planner(settings, enabled=True), events)
+    await deliver_all(pool, settings, events)
     ops = [r for r in await planned(pool) if r["owner"] == OPERATORS]
     titles = sorted(r["message"]["title"] for r in ops)
     # Three dead letters, over the threshold of 2 from the first event on, in one window: one alert
@@ -253,11 +252,10 @@ async def test_operators_hear_of_drained_clusters_region_health_and_piling_dead_
 async def test_events_of_a_gone_workset_or_too_old_are_not_announced(
     pool: asyncpg.Pool, tenant: str, notify_settings: NotifySettings
 ) -> None:
-    planner = Planner(notify_settings, enabled=True)
     ghost = new_envelope(
         WorksetStarted(cluster="local"), tenant_id=tenant, region="us-west-2", workset_id="ws-gone"
     )
     old = new_envelope(WorksetCompleted(), tenant_id=tenant, region="us-west-2", workset_id="ws-gone")
     old = old.model_copy(update={"occurred_at": old.occurred_at.replace(year=2020)})
-    await deliver_all(pool, planner, [ghost, old])
+    await deliver_all(pool, notify_settings, [ghost, old])
     assert await planned(pool) == []

@@ -10,7 +10,7 @@ from pathlib import Path
 import asyncpg
 
 from services.scheduler.admission import Admitter
-from services.scheduler.handlers import RetryHandler, fire_retry
+from services.scheduler.handlers import decide_retry, fire_retry, retry_policy
 from services.scheduler.loop import SchedulerLoop
 from services.scheduler.tests.support import add_cluster, enqueue, in_process_scheduler, run_until, state_of
 from services.scheduler.tests.test_scheduler_local import script, settings_for
@@ -61,7 +61,7 @@ async def diagnose(pool: asyncpg.Pool, settings: Settings, ws_id: str, retry_cla
         workset_id=ws_id,
     )
     async with UnitOfWork(pool) as uow:
-        await RetryHandler(settings).on_diagnosed(uow, diagnosed)
+        await decide_retry(uow, diagnosed, policy=retry_policy(settings))
         await uow.commit()
     return await state_of(pool, ws_id)
 

@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from services.scheduler.handlers import RetryHandler, fire_retry
+from services.scheduler.handlers import decide_retry, fire_retry, retry_policy
 from services.scheduler.tests.support import (
     add_cluster,
     enqueue,
@@ -125,7 +125,7 @@ async def test_partial_retry_resumes_at_the_failed_step(pool: asyncpg.Pool, tmp_
     await add_cluster(pool, workdir=tmp_path / "work")
     ws_id = await enqueue(pool, "acme")
     loop = in_process_scheduler(pool, settings)
-    retry = RetryHandler(settings)
+    policy = retry_policy(settings)
     timers = TimerLoop(
         pool,
         {"retry": fire_retry},
@@ -142,7 +142,7 @@ async def test_partial_retry_resumes_at_the_failed_step(pool: asyncpg.Pool, tmp_
             workset_id=ws_id,
         )
         async with UnitOfWork(pool) as uow:
-            await retry.on_diagnosed(uow, diagnosed)
+            await decide_retry(uow, diagnosed, policy=policy)
             await uow.commit()
         assert await state_of(pool, ws_id) == "retry_wait"
         while await timers.fire_due() == 0:
@@ -245,7 +245,7 @@ async def test_no_retry_for_data_errors_and_dead_letter_after_exhaustion(
         workset_id=ws_id,
     )
     async with UnitOfWork(pool) as uow:
-        await RetryHandler(settings).on_diagnosed(uow, diagnosed)
+        await decide_retry(uow, diagnosed, policy=retry_policy(settings))
         await uow.commit()
     # Either way it ends in the dead-letter queue, saying why.
     assert await state_of(pool, ws_id) == "dead_lettered"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -88,7 +89,7 @@ async def test_valid_spec_is_queued_with_the_estimate(
     pool: asyncpg.Pool, s3lab: S3Lab, store: S3ObjectStore
 ) -> None:
     ws_id, event = await submit_and_get_event(pool, s3lab.spec())
-    await validate_submitted(CONSUMER, lambda: pool, checker_for(store, s3lab.bucket), max_deliver=5)(event, DELIVERY)
+    await partial(validate_submitted, consumer=CONSUMER, pool=lambda: pool, check=checker_for(store, s3lab.bucket), max_deliver=5)(event, DELIVERY)
     async with UnitOfWork(pool) as uow:
         ws = await uow.worksets.get(ws_id)
         history = await uow.worksets.history(ws_id)
@@ -109,7 +110,7 @@ async def test_redelivered_event_has_no_second_effect(
     pool: asyncpg.Pool, s3lab: S3Lab, store: S3ObjectStore
 ) -> None:
     ws_id, event = await submit_and_get_event(pool, s3lab.spec())
-    handler = validate_submitted(CONSUMER, lambda: pool, checker_for(store, s3lab.bucket), max_deliver=5)
+    handler = partial(validate_submitted, consumer=CONSUMER, pool=lambda: pool, check=checker_for(store, s3lab.bucket), max_deliver=5)
     await handler(event, DELIVERY)
     await handler(event, DELIVERY)
     async with UnitOfWork(pool) as uow:
@@ -123,7 +124,7 @@ async def test_storage_findings_reject_the_workset(
     spec = s3lab.spec(reference_genome="GRCh99")
     s3lab.put("reads/S1_R2.fastq.gz", b"")
     ws_id, event = await submit_and_get_event(pool, spec)
-    await validate_submitted(CONSUMER, lambda: pool, checker_for(store, s3lab.bucket), max_deliver=5)(event, DELIVERY)
+    await partial(validate_submitted, consumer=CONSUMER, pool=lambda: pool, check=checker_for(store, s3lab.bucket), max_deliver=5)(event, DELIVERY)
     bodies = await outbox(pool)
     assert bodies[-1]["type"] == "workset.rejected"
     payload = bodies[-1]["payload"]
@@ -140,7 +141,7 @@ async def test_storage_outage_is_retried_then_rejected_on_the_last_delivery(
     ws_id, event = await submit_and_get_event(pool, s3lab.spec())
     intake = IntakeSettings(storage_timeout_seconds=0.5)
     async with open_object_store(Settings(AWS_ENDPOINT_URL="http://127.0.0.1:9"), intake) as dead:
-        handler = validate_submitted(CONSUMER, lambda: pool, checker_for(dead, s3lab.bucket), max_deliver=3)
+        handler = partial(validate_submitted, consumer=CONSUMER, pool=lambda: pool, check=checker_for(dead, s3lab.bucket), max_deliver=3)
         with pytest.raises(RetryLater):
             await handler(event, DELIVERY)
         async with UnitOfWork(pool) as uow:
@@ -160,25 +161,19 @@ async def test_with_validation_disabled_a_readable_spec_is_queued_unchecked(
         "samples": [{"id": "S1", "platform": "ILMN", "r1": "s3://nowhere-bucket/a_R1.fastq.gz"}],
     }
     ws_id, event = await submit_and_get_event(pool, spec)
-    await validate_submitted(
-        CONSUMER, lambda: pool, checker_for(store, "nowhere-bucket", enable_validation=False), max_deliver=5
-    )(event, DELIVERY)
+    await partial(validate_submitted, consumer=CONSUMER, pool=lambda: pool, check=checker_for(store, "nowhere-bucket", enable_validation=False), max_deliver=5)(event, DELIVERY)
     async with UnitOfWork(pool) as uow:
         history = await uow.worksets.history(ws_id)
     assert history[-1].to_state == "queued" and "without validation" in history[-1].reason
     assert (await outbox(pool))[1]["payload"] == {"warning_count": 0, "cost_usd_median": None}
     # Even unvalidated, what is not a WorksetSpec is rejected: nothing downstream could run it.
     broken_id, broken = await submit_and_get_event(pool, {"name": "x", "samples": "not a list"})
-    await validate_submitted(
-        CONSUMER, lambda: pool, checker_for(store, "nowhere-bucket", enable_validation=False), max_deliver=5
-    )(broken, DELIVERY)
+    await partial(validate_submitted, consumer=CONSUMER, pool=lambda: pool, check=checker_for(store, "nowhere-bucket", enable_validation=False), max_deliver=5)(broken, DELIVERY)
     async with UnitOfWork(pool) as uow:
         assert (await uow.worksets.get(broken_id)).state.value == "rejected"
     # Nor does it skip the tenant boundary: a bucket the tenant may not use is refused all the same.
     foreign_id, foreign = await submit_and_get_event(pool, spec)
-    await validate_submitted(
-        CONSUMER, lambda: pool, checker_for(store, "another-bucket", enable_validation=False), max_deliver=5
-    )(foreign, DELIVERY)
+    await partial(validate_submitted, consumer=CONSUMER, pool=lambda: pool, check=checker_for(store, "another-bucket", enable_validation=False), max_deliver=5)(foreign, DELIVERY)
     async with UnitOfWork(pool) as uow:
         assert (await uow.worksets.get(foreign_id)).state.value == "rejected"
     [refused] = await stored_findings(pool, foreign_id)
@@ -243,7 +238,7 @@ async def test_sentinels_follow_the_workset_of_a_dropped_folder(
     payload, sentinel, message = SENTINEL_CASES[case]
     ws_id, _ = await submit_and_get_event(pool, s3lab.spec())
     folder = await dropped_from_folder(pool, s3lab, ws_id, "run1")
-    handler = idempotent(SENTINEL_CONSUMER, lambda: pool, write_sentinel(lambda: store))
+    handler = idempotent(SENTINEL_CONSUMER, lambda: pool, partial(write_sentinel, store=lambda: store))
     event = new_envelope(payload, tenant_id="acme", region="us-west-2", workset_id=ws_id)
     await handler(event, DELIVERY)
     stamp = event.occurred_at.isoformat()
@@ -276,7 +271,7 @@ async def test_a_non_retryable_failure_of_a_dropped_workset_ends_with_daylily_er
     """The real handlers in turn, each on the event the one before committed: diagnostics classifies the
     failure, the scheduler dead-letters it (not_retryable), the validator writes Daylily's daylily.error."""
     from services.diagnostics.handlers import diagnose_failure
-    from services.scheduler.handlers import RetryHandler
+    from services.scheduler.handlers import decide_retry, retry_policy
     from stamen.domain.lifecycle import WorksetState as S
     from stamen.events.types import WorksetFailed
 
@@ -305,13 +300,13 @@ async def test_a_non_retryable_failure_of_a_dropped_workset_ends_with_daylily_er
         await _last_event(pool, ws_id, "workset.failed"), DELIVERY
     )
     diagnosed = await _last_event(pool, ws_id, "workset.diagnosed")
-    await idempotent("scheduler-diagnosed", lambda: pool, RetryHandler(Settings()).on_diagnosed)(diagnosed, DELIVERY)
+    await idempotent("scheduler-diagnosed", lambda: pool, partial(decide_retry, policy=retry_policy(Settings())))(diagnosed, DELIVERY)
     dead = await _last_event(pool, ws_id, "workset.dead_lettered")
     assert isinstance(dead.payload, WorksetDeadLettered)
     code = dead.payload.code
     assert (dead.payload.reason, dead.payload.retryable, code) == ("not_retryable", False, "WS-DAT-002")
 
-    await idempotent(SENTINEL_CONSUMER, lambda: pool, write_sentinel(lambda: store))(dead, DELIVERY)
+    await idempotent(SENTINEL_CONSUMER, lambda: pool, partial(write_sentinel, store=lambda: store))(dead, DELIVERY)
     stamp, message = s3lab.get(folder + sentinels.ERROR).decode().split("\t")
     assert stamp == dead.occurred_at.isoformat()
     assert message.startswith(
