@@ -77,6 +77,23 @@ def test_draining_down_and_unhealthy_clusters_are_not_chosen() -> None:
     }
 
 
+def test_a_down_region_still_takes_work_when_no_other_region_can() -> None:
+    """A one-region stack through a NATS or PostgreSQL outage: avoiding its only region stalls everything."""
+    only = [ClusterView("west", "us-west-2", 4, 0), ClusterView("west-2", "us-west-2", 4, 0)]
+    scores = score_clusters(head("w", "t"), only, {"us-west-2": "down"})
+    assert all(s.eligible for s in scores)
+    # A draining cluster elsewhere takes no work, so it is not somewhere else to go either.
+    with_draining = [*only, ClusterView("east", "us-east-1", 4, 0, status="draining")]
+    assert [s.cluster for s in score_clusters(head("w", "t"), with_draining, {"us-west-2": "down"}) if s.eligible] == [
+        "west", "west-2",
+    ]  # fmt: skip
+    # Once another region is up, the down one is avoided.
+    with_east = [*only, ClusterView("east", "us-east-1", 4, 0)]
+    assert [s.cluster for s in score_clusters(head("w", "t"), with_east, {"us-west-2": "down"}) if s.eligible] == [
+        "east"
+    ]
+
+
 def test_a_degraded_region_ranks_below_a_healthy_one_and_an_unknown_region_counts_as_healthy() -> None:
     clusters = [ClusterView("a", "us-west-2", 4, 0), ClusterView("b", "us-east-1", 4, 0)]
     assert [s.cluster for s in score_clusters(head("w", "t"), clusters, {})] == [

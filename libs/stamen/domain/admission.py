@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from stamen.domain.regions import RegionStatus
+from stamen.domain.regions import RegionStatus, regions_to_avoid
 
 PRIORITY_RANK: dict[str, int] = {"urgent": 0, "normal": 1, "low": 2}
 
@@ -105,6 +105,7 @@ def score_clusters(
     health = region_health or {}
     latency = region_latency or {}
     views = list(clusters)
+    avoided = regions_to_avoid(health, (c.region for c in views if c.status == "active"))
     cheapest = min((c.price_factor for c in views), default=1.0)
     scores = []
     for c in views:
@@ -113,7 +114,7 @@ def score_clusters(
             why_not = f"cluster is {c.status}"
         elif c.free <= 0:
             why_not = "cluster is full"
-        elif health.get(c.region) == RegionStatus.DOWN:
+        elif c.region in avoided:
             why_not = f"region {c.region} is down"
         wanted = set(head.data_locations)
         local = wanted & (set(c.data_locations) | {c.region})

@@ -30,7 +30,7 @@ RegionOperationOutcome = Literal["requested", "done", "failed"]  # requested: an
 class RegionStatus(StrEnum):
     HEALTHY = "healthy"
     DEGRADED = "degraded"  # slow, lagging, or some non-critical probes failing: scored lower
-    DOWN = "down"  # unhealthy: critical probes failing; its clusters take no work, its running work moves
+    DOWN = "down"  # critical probes failing; its clusters take no work, its running work moves (regions_to_avoid)
 
     @property
     def severity(self) -> int:
@@ -38,6 +38,16 @@ class RegionStatus(StrEnum):
 
 
 _SEVERITY = {RegionStatus.HEALTHY: 0, RegionStatus.DEGRADED: 1, RegionStatus.DOWN: 2}
+
+
+def regions_to_avoid(health: Mapping[str, str], active_cluster_regions: Iterable[str]) -> set[str]:
+    """The down regions whose clusters take no new work and whose running work moves: all of them while an
+    active cluster in a region that is not down can take the work, none when there is nowhere else to go
+    (a one-region stack through a NATS or PostgreSQL outage keeps working where it is). The scheduler's
+    claims of undispatched and stranded worksets apply the same rule in SQL (store/step_runs.py)."""
+    down = {region for region, status in health.items() if status == RegionStatus.DOWN}
+    elsewhere = any(region not in down for region in active_cluster_regions)
+    return down if elsewhere else set()
 _BY_SEVERITY = {v: k for k, v in _SEVERITY.items()}
 
 

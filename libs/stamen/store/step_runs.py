@@ -115,9 +115,12 @@ class StepRunRepository:
                WHERE w.state IN ('scheduled', 'running') AND NOT EXISTS (
                    SELECT 1 FROM step_runs s WHERE s.workset_id = w.id AND s.attempt = w.attempt
                    AND s.state IN ('submitting', 'pending', 'running'))
-               -- nothing new starts in a region that is down: the evacuation moves these worksets
-               AND NOT EXISTS (SELECT 1 FROM clusters c JOIN region_health h ON h.region = c.region
-                               WHERE c.name = w.cluster AND h.status = 'down')
+               -- nothing new starts in a region that is down while another can take the work: the
+               -- evacuation moves these worksets (stamen.domain.regions.regions_to_avoid)
+               AND NOT (EXISTS (SELECT 1 FROM clusters c JOIN region_health h ON h.region = c.region
+                                WHERE c.name = w.cluster AND h.status = 'down')
+                        AND EXISTS (SELECT 1 FROM clusters o LEFT JOIN region_health oh ON oh.region = o.region
+                                    WHERE o.status = 'active' AND oh.status IS DISTINCT FROM 'down'))
                ORDER BY w.updated_at LIMIT $1 FOR UPDATE OF w SKIP LOCKED""",
             limit,
         )
@@ -145,8 +148,9 @@ class StepRunRepository:
         return {r["step"]: r["cluster"] for r in rows}
 
     async def worksets_in_down_regions(self) -> list[StrandedWorkset]:
-        """Admitted worksets whose cluster is in a region that is down, with how long it has been down
-        and whether a job of the current attempt is (or may be) running there."""
+        """Admitted worksets whose cluster is in a region that is down (while another region can take the
+        work), with how long it has been down and whether a job of the current attempt is (or may be)
+        running there."""
         rows = await self._conn.fetch(
             """SELECT w.id, w.attempt, w.cluster, c.region, h.reason,
                       extract(epoch FROM clock_timestamp() - h.changed_at) AS down_seconds,
@@ -154,7 +158,11 @@ class StepRunRepository:
                               AND s.state IN ('submitting', 'pending', 'running')) AS active
                FROM worksets w JOIN clusters c ON c.name = w.cluster
                JOIN region_health h ON h.region = c.region AND h.status = 'down'
-               WHERE w.state IN ('scheduled', 'running') ORDER BY w.id"""
+               WHERE w.state IN ('scheduled', 'running')
+                 -- only while another region can take the work (stamen.domain.regions.regions_to_avoid)
+                 AND EXISTS (SELECT 1 FROM clusters o LEFT JOIN region_health oh ON oh.region = o.region
+                             WHERE o.status = 'active' AND oh.status IS DISTINCT FROM 'down')
+               ORDER BY w.id"""
         )
         return [
             StrandedWorkset(

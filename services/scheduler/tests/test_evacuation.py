@@ -155,6 +155,7 @@ async def test_evacuation_holds_no_row_and_no_transaction_while_it_stops_a_job(
     is not kept waiting on the lost region), then recorded in a short transaction."""
     settings = settings_for(tmp_path, [{"name": "long", "argv": script("import time; time.sleep(60)")}])
     await add_cluster(pool, "west", workdir=tmp_path / "west", region="us-west-2")
+    await add_cluster(pool, "east", workdir=tmp_path / "east", region="us-east-1")  # somewhere to move to
     ws_id = await enqueue(pool, "acme", preferred_cluster="west")
     assert await run_until(in_process_scheduler(pool, settings), pool, ws_id, {"running"}) == "running"
     await region_down(pool, "us-west-2", seconds_ago=10)
@@ -170,3 +171,20 @@ async def test_evacuation_holds_no_row_and_no_transaction_while_it_stops_a_job(
         assert await asyncio.wait_for(evacuating, 30) == 1
     assert await state_of(pool, ws_id) == "queued"
     assert [(step, state) for step, state, _ in await step_rows(pool, ws_id)] == [("long", "lost")]
+
+
+async def test_a_region_that_is_down_keeps_its_work_when_no_other_region_can_take_it(
+    pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """One region (the embedded stack) through a NATS or PostgreSQL outage its probes saw: there is nowhere
+    to move the work, so nothing is re-routed or marked lost, and new work still starts there."""
+    steps = [{"name": "one", "argv": script("open('one.txt', 'w').write('1')")},
+             {"name": "two", "argv": script("assert open('one.txt').read() == '1'")}]  # fmt: skip
+    await add_cluster(pool, "west", max_concurrent=4, workdir=tmp_path / "west", region="us-west-2")
+    loop = in_process_scheduler(pool, settings_for(tmp_path, steps), lost_after_seconds=1.0)
+    await region_down(pool, "us-west-2", seconds_ago=60)  # long past the threshold
+    ws = await enqueue(pool, "acme")
+    assert await run_until(loop, pool, ws, {"completed", "failed"}) == "completed"
+    async with UnitOfWork(pool) as uow:
+        history = await uow.worksets.history(ws)
+    assert [(h.from_state, h.to_state) for h in history if h.to_state == "queued" and h.from_state != "validating"] == []
