@@ -22,8 +22,8 @@ import pytest
 from playwright.async_api import expect
 
 from stamen.domain.lifecycle import WorksetState
+from stamen.domain.workset import Workset
 from stamen.inputs.demo import demo_fastq
-from stamen.intake import submit_workset
 from stamen.retry import GiveUpReason
 from stamen.store.unit_of_work import UnitOfWork
 from stamen.tenancy import BucketGrantRepository
@@ -97,18 +97,19 @@ async def dead_letter(stack: Stack, tenant: str) -> str:
     the e2e tests' job)."""
     pool = await asyncpg.create_pool(stack.database_url, min_size=1, max_size=2)
     try:
-        result = await submit_workset(pool, tenant_id=tenant, name="stuck-run", region="us-west-2", source="api",
-                                      actor="test", spec={"name": "stuck-run", "tenant": tenant})
+        # Submitted and arranged in one transaction: the stack's validator must never see it `submitted`
+        # (it would reject the bare spec before the arrangement, as it once did).
+        ws = Workset.submit(tenant_id=tenant, name="stuck-run", region="us-west-2", source="api", actor="test",
+                            spec={"name": "stuck-run", "tenant": tenant})
         s = WorksetState
+        for state in (s.VALIDATING, s.QUEUED, s.SCHEDULED, s.RUNNING, s.FAILED, s.DEAD_LETTERED):
+            ws.transition(state, actor="test", reason="arranged for the browser test")
         async with UnitOfWork(pool) as uow:
-            ws = await uow.worksets.get(result.workset_id, for_update=True)
-            for state in (s.VALIDATING, s.QUEUED, s.SCHEDULED, s.RUNNING, s.FAILED, s.DEAD_LETTERED):
-                ws.transition(state, actor="test", reason="arranged for the browser test")
-            await uow.worksets.save(ws)
+            await uow.worksets.add(ws)
             await uow.dead_letters.park(ws.id, tenant, GiveUpReason.RETRIES_EXHAUSTED, 3, "WS-CLU-009",
                                         "the retry budget of 2 is used up")
             await uow.commit()
-        return result.workset_id
+        return ws.id
     finally:
         await pool.close()
 
