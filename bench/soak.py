@@ -422,7 +422,9 @@ def read_steps(path: Path) -> dict[str, Any]:
 
 async def _every_message(js: JetStreamContext, stream: str) -> AsyncIterator[RawStreamMsg]:
     info = await js.stream_info(stream)
-    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+    if not info.state.messages:
+        return  # empty (the control run parks nothing): first_seq is 0, which no message has
+    for seq in range(max(info.state.first_seq, 1), info.state.last_seq + 1):
         try:
             yield await js.get_msg(stream, seq)
         except NotFoundError:
