@@ -10,12 +10,15 @@ import time
 from collections.abc import Callable, Coroutine
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 import yaml
 
 from stamen.settings import Settings
+
+if TYPE_CHECKING:
+    from stamen.stack.launcher import EmbeddedStack
 
 app = typer.Typer(help="stamen: event-driven orchestration of genomics worksets.", no_args_is_help=True)
 worksets_app = typer.Typer(help="Inspect worksets.", no_args_is_help=True)
@@ -198,7 +201,7 @@ DEMO_OPERATOR_EMAIL = "operator@stamen.localhost"
 DEMO_SIGN_IN_FILE = "demo-sign-in.json"
 
 
-def _ready_sign_in(stack: Any) -> tuple[str, str]:
+def _ready_sign_in(stack: EmbeddedStack) -> tuple[str, str]:
     """The embedded emulator's ready operator account (e-mail, password), made at the first `stamen up
     --auth` and kept, with its password, in the state folder (0600): this machine's emulator only, never
     on a real Cognito pool."""
@@ -206,13 +209,14 @@ def _ready_sign_in(stack: Any) -> tuple[str, str]:
     from stamen.auth.errors import UserExists
     from stamen.cli_users import temporary_password
 
-    pool = stack.auth_pool
+    pool, endpoints = stack.auth_pool, stack.endpoints
+    assert pool is not None and endpoints is not None, "called once the stack's servers and pool are up"
     file = stack.state_dir / DEMO_SIGN_IN_FILE
     saved = json.loads(file.read_text()) if file.exists() else {}
     password = str(saved.get("password") or temporary_password())
 
     async def make() -> None:
-        async with cognito.cognito_client(pool.region, stack.endpoints.aws_endpoint_url, emulator=True) as client:
+        async with cognito.cognito_client(pool.region, endpoints.aws_endpoint_url, emulator=True) as client:
             with contextlib.suppress(UserExists):  # already there (a restart): same password
                 await cognito.admin_create_user(client, user_pool_id=pool.user_pool_id, email=DEMO_OPERATOR_EMAIL,
                                                 customer_id=None, temporary_password=temporary_password())

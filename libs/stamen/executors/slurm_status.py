@@ -120,35 +120,19 @@ class SlurmStatusReader:
     ) -> JobStatus:
         files = handle_files(handle)
         exit_document = await self._read_exit_file(handle, files)
-        logs = await self._read_logs(files)
         exit_code, signal_number = record.exit_code, record.signal
         if signal_number is not None:
             exit_code = None
-        state, note = refine_with_slurmstepd(state, logs.slurmstepd_verdict)
-        return JobStatus(
-            handle=handle,
-            state=state,
-            exit_code=exit_code,
-            signal=signal_number,
-            native_state=record.state,
-            started_at=record.started_at,
-            ended_at=record.ended_at,
-            resources=JobResources(
-                elapsed_seconds=record.elapsed_seconds,
-                cpu_seconds=record.cpu_seconds,
-                max_rss_mb=record.max_rss_mb,
-            ),
-            log_tail=logs.tail,
-            reason=await self._reason(handle, state, record.state, exit_code, signal_number, exit_document)
-            + note,
+        resources = JobResources(
+            elapsed_seconds=record.elapsed_seconds, cpu_seconds=record.cpu_seconds, max_rss_mb=record.max_rss_mb
         )
+        return await self._ended(handle, files, state, record, exit_code, signal_number, resources, exit_document)
 
     async def _finished_from_queue(
         self, handle: JobHandle, record: QueueRecord, state: JobState
     ) -> JobStatus:
         files = handle_files(handle)
         exit_document = await self._read_exit_file(handle, files)
-        logs = await self._read_logs(files)
         if exit_document is not None:
             exit_code, signal_number, resources = outcome_from_exit_file(exit_document)
         else:
@@ -162,6 +146,22 @@ class SlurmStatusReader:
             resources = resources.model_copy(
                 update={"elapsed_seconds": (record.ended_at - record.started_at).total_seconds()}
             )
+        return await self._ended(handle, files, state, record, exit_code, signal_number, resources, exit_document)
+
+    async def _ended(
+        self,
+        handle: JobHandle,
+        files: dict[str, str],
+        state: JobState,
+        record: AccountingRecord | QueueRecord,
+        exit_code: int | None,
+        signal_number: int | None,
+        resources: JobResources,
+        exit_document: dict[str, Any] | None,
+    ) -> JobStatus:
+        """An ended job's status, whichever of Slurm's records said it ended: its logs' tail, and
+        slurmstepd's own verdict (an out-of-memory kill) over Slurm's state."""
+        logs = await self._read_logs(files)
         state, note = refine_with_slurmstepd(state, logs.slurmstepd_verdict)
         return JobStatus(
             handle=handle,
