@@ -165,7 +165,9 @@ async def time_decisions(admit: Admitter, n: int, *, expect_admission: bool) -> 
         placement = await admit.admit_next()
         times.append(time.perf_counter() - t0)
         if (placement is not None) != expect_admission:
-            raise RuntimeError(f"decision {'admitted nothing' if expect_admission else 'admitted'} unexpectedly")
+            raise RuntimeError(
+                f"decision {'admitted nothing' if expect_admission else 'admitted'} unexpectedly"
+            )
     return times
 
 
@@ -209,18 +211,27 @@ async def _queue_heads_sql(conn: asyncpg.Connection) -> str:
 
 
 async def run(args: argparse.Namespace) -> None:
-    with tempfile.TemporaryDirectory(prefix="stamen-bench-") as folder, embedded_servers(
-        Path(folder), nats=False
-    ) as servers:
+    with (
+        tempfile.TemporaryDirectory(prefix="stamen-bench-") as folder,
+        embedded_servers(Path(folder), nats=False) as servers,
+    ):
         url = await fresh_database(servers.database_url)
         try:
             t0 = time.perf_counter()
-            await seed(url, queued=args.queued, history=args.history, clusters=args.clusters, tenants=args.tenants,
-                       decisions=args.decisions)
+            await seed(
+                url,
+                queued=args.queued,
+                history=args.history,
+                clusters=args.clusters,
+                tenants=args.tenants,
+                decisions=args.decisions,
+            )
             seeded_seconds = time.perf_counter() - t0
             pool = await create_pool(url, max_size=4)
             try:
-                admitting = await time_decisions(admitter(pool, global_max=10**9), args.decisions, expect_admission=True)
+                admitting = await time_decisions(
+                    admitter(pool, global_max=10**9), args.decisions, expect_admission=True
+                )
                 async with pool.acquire() as conn:
                     running = int(await conn.fetchval("SELECT count(*) FROM slot_leases"))
                 blocked = await time_decisions(
@@ -262,7 +273,9 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--queued", type=int, default=100_000)
     parser.add_argument("--history", type=int, default=100_000, help="finished worksets (with their runs)")
     parser.add_argument("--clusters", type=int, default=50)

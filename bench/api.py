@@ -96,7 +96,11 @@ async def start_portal(database_url: str, nats_url: str, folder: Path) -> tuple[
     }
     log = (folder / "portal.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "services.portal"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT
+        [sys.executable, "-m", "services.portal"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=REPO_ROOT,
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -181,7 +185,9 @@ async def run(args: argparse.Namespace) -> None:
                         get(base, f"/api/v1/worksets?tenant=t{rng.randrange(TENANTS):03d}")
                         for _ in range(args.requests)
                     ],
-                    "list_running": [get(base, "/api/v1/worksets?state=running") for _ in range(args.requests)],
+                    "list_running": [
+                        get(base, "/api/v1/worksets?state=running") for _ in range(args.requests)
+                    ],
                     "detail": [get(base, f"/api/v1/worksets/{i}") for i in ids],
                 }
                 roots = {"portal": portal.pid, **servers.pids}
@@ -220,7 +226,9 @@ async def run(args: argparse.Namespace) -> None:
             "idle": {k: v["cpu_ms_per_unit"] for k, v in idle_cpu.items()},
             "under_load": {k: v["cpu_ms_per_unit"] for k, v in load_cpu.items()},
         },
-        "ratio_list_p50_to_repository": round(figures["idle"]["list"]["p50_ms"] / direct["list"]["p50_ms"], 1),
+        "ratio_list_p50_to_repository": round(
+            figures["idle"]["list"]["p50_ms"] / direct["list"]["p50_ms"], 1
+        ),
         "ratio_detail_p50_to_repository": round(
             figures["idle"]["detail"]["p50_ms"] / direct["detail"]["p50_ms"], 1
         ),
@@ -243,7 +251,9 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--worksets", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=300, help="timed requests of each kind and mode")
     parser.add_argument("--concurrency", type=int, default=8, help="clients at once under load")

@@ -64,7 +64,9 @@ async def postgres_ceiling(
     assert pool is not None
     try:
         async with pool.acquire() as conn:
-            await conn.execute("CREATE TABLE IF NOT EXISTS bench_ceiling_rows (id BIGSERIAL PRIMARY KEY, v TEXT)")
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS bench_ceiling_rows (id BIGSERIAL PRIMARY KEY, v TEXT)"
+            )
         payload = "x" * 200
         latencies: list[float] = []
         single_deadline = time.perf_counter() + min(1.0, seconds / 4)
@@ -110,14 +112,18 @@ async def postgres_ceiling(
                 await conn.close()
 
 
-async def jetstream_ceiling(nats_url: str, seconds: float, *, in_flight: int = JS_IN_FLIGHT) -> dict[str, Any]:
+async def jetstream_ceiling(
+    nats_url: str, seconds: float, *, in_flight: int = JS_IN_FLIGHT
+) -> dict[str, Any]:
     """Publishes of event-sized messages to a file-backed stream, each awaited until JetStream acked it
     (as the outbox relay does), `in_flight` at a time, for `seconds`."""
     nc = await connect_nats(nats_url, name="bench-ceiling")
     js = nc.jetstream()
     with contextlib.suppress(Exception):
         await js.delete_stream(CEILING_STREAM)
-    await js.add_stream(StreamConfig(name=CEILING_STREAM, subjects=["bench.ceiling.>"], storage=StorageType.FILE))
+    await js.add_stream(
+        StreamConfig(name=CEILING_STREAM, subjects=["bench.ceiling.>"], storage=StorageType.FILE)
+    )
     try:
         payload = b"x" * EVENT_BYTES
         count = 0
@@ -134,7 +140,11 @@ async def jetstream_ceiling(nats_url: str, seconds: float, *, in_flight: int = J
         t0 = time.perf_counter()
         await asyncio.gather(*(publisher(i) for i in range(in_flight)))
         elapsed = time.perf_counter() - t0
-        return {"publish_ack_per_second": round(count / elapsed, 1), "in_flight": in_flight, "messages": count}
+        return {
+            "publish_ack_per_second": round(count / elapsed, 1),
+            "in_flight": in_flight,
+            "messages": count,
+        }
     finally:
         with contextlib.suppress(Exception):
             await js.delete_stream(CEILING_STREAM)
@@ -144,7 +154,9 @@ async def jetstream_ceiling(nats_url: str, seconds: float, *, in_flight: int = J
 async def measure_ceiling(
     nats_url: str | None, database_url: str, seconds: float, postgres_pid: int | None = None
 ) -> dict[str, Any]:
-    figures: dict[str, Any] = {"postgres": await postgres_ceiling(database_url, seconds, postgres_pid=postgres_pid)}
+    figures: dict[str, Any] = {
+        "postgres": await postgres_ceiling(database_url, seconds, postgres_pid=postgres_pid)
+    }
     if nats_url:
         figures["jetstream"] = await jetstream_ceiling(nats_url, seconds)
     return figures
@@ -158,7 +170,9 @@ def ceiling_lines(figures: dict[str, Any]) -> list[str]:
         f"{pg['single_connection_latency']['p99_ms']:.2f} ms",
     ]
     if "postgres_cpu_ms_per_tx" in pg:
-        lines.append(f"PostgreSQL CPU per tx:                            {pg['postgres_cpu_ms_per_tx']:.3f} ms")
+        lines.append(
+            f"PostgreSQL CPU per tx:                            {pg['postgres_cpu_ms_per_tx']:.3f} ms"
+        )
     if "jetstream" in figures:
         js = figures["jetstream"]
         lines.append(
@@ -168,7 +182,10 @@ def ceiling_lines(figures: dict[str, Any]) -> list[str]:
 
 
 async def run(seconds: float, as_json: bool) -> None:
-    with tempfile.TemporaryDirectory(prefix="stamen-bench-") as folder, embedded_servers(Path(folder)) as servers:
+    with (
+        tempfile.TemporaryDirectory(prefix="stamen-bench-") as folder,
+        embedded_servers(Path(folder)) as servers,
+    ):
         figures = await measure_ceiling(
             servers.nats_url, servers.database_url, seconds, servers.pids.get("postgres")
         )
@@ -177,7 +194,9 @@ async def run(seconds: float, as_json: bool) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=5.0, help="per measurement (default 5)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()

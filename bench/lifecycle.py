@@ -118,7 +118,9 @@ class Stack:
             if time.monotonic() > deadline:
                 break
         else:
-            raise RuntimeError(f"stamen up ended before it was ready: {(self.folder / 'up.log').read_text()[-3000:]}")
+            raise RuntimeError(
+                f"stamen up ended before it was ready: {(self.folder / 'up.log').read_text()[-3000:]}"
+            )
         self.doc = json.loads((self.state_dir / "stack.json").read_text())
 
     async def wait_ready(self, timeout: float = 180.0) -> None:
@@ -234,7 +236,9 @@ async def submit_all(portal: str, worksets: list[tuple[str, dict[str, Any]]]) ->
         await asyncio.gather(*(client(session) for _ in range(SUBMIT_IN_FLIGHT)))
 
 
-async def wait_all_done(db: CountingConnection, n: int, meter: ProcessMeter, timeout: float) -> dict[str, int]:
+async def wait_all_done(
+    db: CountingConnection, n: int, meter: ProcessMeter, timeout: float
+) -> dict[str, int]:
     deadline = time.monotonic() + timeout
     while True:
         meter.sample_memory()
@@ -307,12 +311,18 @@ async def backend_owners(conn: asyncpg.Connection, pids: dict[str, int]) -> dict
 
 
 def _label(statements: list[str]) -> str:
-    significant = [s for s in statements if not re.match(r"(?is)^\s*(BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE)", s)]
+    significant = [
+        s for s in statements if not re.match(r"(?is)^\s*(BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE)", s)
+    ]
     if not significant:
         return "(empty: BEGIN/COMMIT only)"
     first = re.sub(r"\s+", " ", significant[0]).strip()
     first = re.sub(r"'[^']*'", "'…'", first)
-    return (first[:90] + "…") if len(first) > 90 else first + (f"  (+{len(significant) - 1} more)" if len(significant) > 1 else "")
+    return (
+        (first[:90] + "…")
+        if len(first) > 90
+        else first + (f"  (+{len(significant) - 1} more)" if len(significant) > 1 else "")
+    )
 
 
 def transaction_breakdown(log_file: Path, offset: int, owners: dict[int, str], n: int) -> dict[str, Any]:
@@ -342,7 +352,9 @@ def transaction_breakdown(log_file: Path, offset: int, owners: dict[int, str], n
         total = sum(counter.values())
         out[service] = {
             "per_workset": round(total / n, 2),
-            "top": [{"per_workset": round(c / n, 2), "transaction": label} for label, c in counter.most_common(12)],
+            "top": [
+                {"per_workset": round(c / n, 2), "transaction": label} for label, c in counter.most_common(12)
+            ],
         }
     return out
 
@@ -364,7 +376,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 async def measure(stack: Stack, args: argparse.Namespace, flaky_every: int) -> dict[str, Any]:
     await stack.wait_ready()
     pids = stack.pids()
-    ceiling = await measure_ceiling(stack.doc["nats_url"], stack.database_url, args.ceiling_seconds, pids["postgres"])
+    ceiling = await measure_ceiling(
+        stack.doc["nats_url"], stack.database_url, args.ceiling_seconds, pids["postgres"]
+    )
     reads = upload_reads(stack.doc["aws_endpoint_url"])
     worksets = [workset(i, flaky_every, reads) for i in range(args.worksets)]
     conn = await asyncpg.connect(stack.database_url)
@@ -420,7 +434,9 @@ async def measure(stack: Stack, args: argparse.Namespace, flaky_every: int) -> d
         "cpu_ms_per_workset": {
             "stamen_services": round(stamen_cpu, 1),
             "stamen_services_and_postgres": round(stamen_cpu + cpu["postgres"]["cpu_ms_per_unit"], 1),
-            "with_nats": round(stamen_cpu + cpu["postgres"]["cpu_ms_per_unit"] + cpu["nats"]["cpu_ms_per_unit"], 1),
+            "with_nats": round(
+                stamen_cpu + cpu["postgres"]["cpu_ms_per_unit"] + cpu["nats"]["cpu_ms_per_unit"], 1
+            ),
         },
         "processes": cpu,
         "ceiling": ceiling,
@@ -445,8 +461,10 @@ def lines_for(f: dict[str, Any]) -> list[str]:
         f"CPU ms per workset:          {f['cpu_ms_per_workset']['stamen_services_and_postgres']:8.1f} "
         f"(services {f['cpu_ms_per_workset']['stamen_services']}, with NATS {f['cpu_ms_per_workset']['with_nats']})",
         "per process: CPU ms/workset, peak RSS MB (its own) / peak PSS MB (with its children):",
-        *(f"  {k:12s} {v['cpu_ms_per_unit']:8.1f} {v['peak_rss_mb']:8.0f} {v['tree_peak_pss_mb']:8.0f}"
-          for k, v in f["processes"].items()),
+        *(
+            f"  {k:12s} {v['cpu_ms_per_unit']:8.1f} {v['peak_rss_mb']:8.0f} {v['tree_peak_pss_mb']:8.0f}"
+            for k, v in f["processes"].items()
+        ),
         *ceiling_lines(f["ceiling"]),
         f"PostgreSQL-bound ceiling: {f['postgres_bound_worksets_per_second']} worksets/s -> ratio {f['ratio_to_postgres_bound']}; "
         f"JetStream-bound: {f['jetstream_bound_worksets_per_second']} -> ratio {f['ratio_to_jetstream_bound']}",
@@ -455,7 +473,9 @@ def lines_for(f: dict[str, Any]) -> list[str]:
     for name, s in f["latencies"].items():
         lines.append(f"  {name:38s} {s['p50_ms']:10.1f} {s['p99_ms']:10.1f}  {s['n']}")
     if "breakdown" in f:
-        lines.append("transactions per workset by service (statement log on: throughput and CPU of this run are not comparable):")
+        lines.append(
+            "transactions per workset by service (statement log on: throughput and CPU of this run are not comparable):"
+        )
         for service, b in f["breakdown"].items():
             lines.append(f"  {service}: {b['per_workset']}")
             lines += [f"      {t['per_workset']:7.2f}  {t['transaction']}" for t in b["top"]]
@@ -463,10 +483,14 @@ def lines_for(f: dict[str, Any]) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--worksets", type=int, default=300)
     parser.add_argument("--slots", type=int, default=10, help="worksets at once (global, tenant and cluster)")
-    parser.add_argument("--flaky", type=float, default=0.1, help="share of worksets that fail once (transient)")
+    parser.add_argument(
+        "--flaky", type=float, default=0.1, help="share of worksets that fail once (transient)"
+    )
     parser.add_argument("--ceiling-seconds", type=float, default=3.0)
     parser.add_argument("--timeout", type=float, default=900.0, help="give up waiting after this long")
     parser.add_argument("--breakdown", action="store_true", help="log statements: transactions by service")

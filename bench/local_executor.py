@@ -131,7 +131,9 @@ def lines_for(f: dict[str, Any]) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--in-flight", type=int, default=10)
     parser.add_argument("--poll-seconds", type=float, default=1.0, help="poll interval without notifications")

@@ -224,7 +224,9 @@ async def transactions(conn: asyncpg.Connection, database: str | None = None) ->
     return int(value or 0)
 
 
-async def settled_transactions(conn: asyncpg.Connection, database: str | None = None, wait: float = 2.5) -> int:
+async def settled_transactions(
+    conn: asyncpg.Connection, database: str | None = None, wait: float = 2.5
+) -> int:
     """`transactions` once the backends have flushed their counters (they do so at least every second
     while busy, and when idle); this query's own transactions are not counted by the caller."""
     await asyncio.sleep(wait)

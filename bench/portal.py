@@ -49,8 +49,15 @@ TENANT = "bench-lab"
 OTHER = "other-lab"
 PASSWORD = "Bench-Pass-12345!"
 # Finished worksets pile up; the active ones are bounded by the clusters' slots and the retry timers.
-STATES = [("completed", 75), ("failed", 4), ("cancelled", 7), ("archived", 10), ("dead_lettered", 1),
-          ("rejected", 1), ("queued", 2)]
+STATES = [
+    ("completed", 75),
+    ("failed", 4),
+    ("cancelled", 7),
+    ("archived", 10),
+    ("dead_lettered", 1),
+    ("rejected", 1),
+    ("queued", 2),
+]
 ACTIVE = {"running": 20, "scheduled": 5, "retry_wait": 10}
 PATHS = {"completed": ["submitted", "validating", "queued", "scheduled", "running", "completed"]}
 
@@ -70,34 +77,122 @@ async def seed(pool: asyncpg.Pool, tenant: str, n: int, rng: random.Random) -> l
         ids.append(workset_id)
         created = now - timedelta(seconds=rng.uniform(0, 60 * 86400))
         name = f"{tenant}-run-{i:06d}"
-        spec = {"name": name, "tenant": tenant, "pipeline": rng.choice(["germline", "wes", "rna-seq", "fastq-qc"]),
-                "samples": [{"id": f"U{i}-L{j}", "sample_id": f"NA{10000 + i}", "platform": "ILMN"} for j in (1, 2)]}
+        spec = {
+            "name": name,
+            "tenant": tenant,
+            "pipeline": rng.choice(["germline", "wes", "rna-seq", "fastq-qc"]),
+            "samples": [
+                {"id": f"U{i}-L{j}", "sample_id": f"NA{10000 + i}", "platform": "ILMN"} for j in (1, 2)
+            ],
+        }
         path = PATHS.get(state, ["submitted", "validating", "queued", state])
-        worksets.append((workset_id, tenant, name, state, len(path), "us-west-2", rng.choice(["normal", "urgent", "low"]),
-                         json.dumps(spec), uuid.uuid4(), created, created + timedelta(minutes=30),
-                         created if state == "queued" else None, "local" if state in ("running", "completed") else None))
+        worksets.append(
+            (
+                workset_id,
+                tenant,
+                name,
+                state,
+                len(path),
+                "us-west-2",
+                rng.choice(["normal", "urgent", "low"]),
+                json.dumps(spec),
+                uuid.uuid4(),
+                created,
+                created + timedelta(minutes=30),
+                created if state == "queued" else None,
+                "local" if state in ("running", "completed") else None,
+            )
+        )
         previous = None
         for v, to in enumerate(path, start=1):
-            history.append((workset_id, v, previous, to, "bench", f"{previous or 'new'} to {to}", created + timedelta(minutes=v)))
+            history.append(
+                (
+                    workset_id,
+                    v,
+                    previous,
+                    to,
+                    "bench",
+                    f"{previous or 'new'} to {to}",
+                    created + timedelta(minutes=v),
+                )
+            )
             previous = to
         if state == "completed":
             cpu = rng.uniform(100, 20000)
             ended = created + timedelta(minutes=30)
-            actuals.append((workset_id, 1, 4, cpu, cpu / 3600, cpu * 1.1, 2048.0, cpu / 3600 * 0.04, 1800.0, ended))
+            actuals.append(
+                (workset_id, 1, 4, cpu, cpu / 3600, cpu * 1.1, 2048.0, cpu / 3600 * 0.04, 1800.0, ended)
+            )
             for k, step in enumerate(("stage", "align", "call", "export")):
-                steps.append((workset_id, 1, step, k, "local", "succeeded", json.dumps({"cpu_seconds": cpu / 4}),
-                              created + timedelta(minutes=5 * k), created + timedelta(minutes=5 * k + 4)))
+                steps.append(
+                    (
+                        workset_id,
+                        1,
+                        step,
+                        k,
+                        "local",
+                        "succeeded",
+                        json.dumps({"cpu_seconds": cpu / 4}),
+                        created + timedelta(minutes=5 * k),
+                        created + timedelta(minutes=5 * k + 4),
+                    )
+                )
     async with pool.acquire() as conn:
-        await conn.copy_records_to_table("worksets", records=worksets, columns=[
-            "id", "tenant_id", "name", "state", "version", "region", "priority", "spec", "correlation_id",
-            "created_at", "updated_at", "queued_at", "cluster"])
-        await conn.copy_records_to_table("workset_history", records=history, columns=[
-            "workset_id", "version", "from_state", "to_state", "actor", "reason", "at"])
-        await conn.copy_records_to_table("workset_actuals", records=actuals, columns=[
-            "workset_id", "attempts", "step_runs", "cpu_seconds", "vcpu_hours", "elapsed_seconds", "max_rss_mb",
-            "cost_usd", "wall_seconds", "recorded_at"])
-        await conn.copy_records_to_table("step_runs", records=steps, columns=[
-            "workset_id", "attempt", "step", "step_index", "cluster", "state", "resources", "started_at", "ended_at"])
+        await conn.copy_records_to_table(
+            "worksets",
+            records=worksets,
+            columns=[
+                "id",
+                "tenant_id",
+                "name",
+                "state",
+                "version",
+                "region",
+                "priority",
+                "spec",
+                "correlation_id",
+                "created_at",
+                "updated_at",
+                "queued_at",
+                "cluster",
+            ],
+        )
+        await conn.copy_records_to_table(
+            "workset_history",
+            records=history,
+            columns=["workset_id", "version", "from_state", "to_state", "actor", "reason", "at"],
+        )
+        await conn.copy_records_to_table(
+            "workset_actuals",
+            records=actuals,
+            columns=[
+                "workset_id",
+                "attempts",
+                "step_runs",
+                "cpu_seconds",
+                "vcpu_hours",
+                "elapsed_seconds",
+                "max_rss_mb",
+                "cost_usd",
+                "wall_seconds",
+                "recorded_at",
+            ],
+        )
+        await conn.copy_records_to_table(
+            "step_runs",
+            records=steps,
+            columns=[
+                "workset_id",
+                "attempt",
+                "step",
+                "step_index",
+                "cluster",
+                "state",
+                "resources",
+                "started_at",
+                "ended_at",
+            ],
+        )
     return ids
 
 
@@ -117,10 +212,16 @@ async def measure(
     cpu = (time.process_time() - cpu0) * 1000 / n
     xacts = (await transactions(conn) - before) / n
     summary = latency_summary(times)
-    figures[name] = {**summary, "transactions_per_request": round(xacts, 2), "cpu_ms_per_request": round(cpu, 2)}
-    return (f"{name:<22} p50 {summary['p50_ms']:7.1f} ms   p99 {summary['p99_ms']:7.1f} ms   "
-            f"{xacts:5.1f} xacts/request   {cpu:6.1f} CPU ms/request   "
-            f"{'ok' if summary['p99_ms'] < 150 else 'OVER 150 ms'}")
+    figures[name] = {
+        **summary,
+        "transactions_per_request": round(xacts, 2),
+        "cpu_ms_per_request": round(cpu, 2),
+    }
+    return (
+        f"{name:<22} p50 {summary['p50_ms']:7.1f} ms   p99 {summary['p99_ms']:7.1f} ms   "
+        f"{xacts:5.1f} xacts/request   {cpu:6.1f} CPU ms/request   "
+        f"{'ok' if summary['p99_ms'] < 150 else 'OVER 150 ms'}"
+    )
 
 
 async def run(n: int, requests: int, folder: Path, as_json: bool) -> None:
@@ -139,21 +240,37 @@ async def run(n: int, requests: int, folder: Path, as_json: bool) -> None:
         moto.stop()
 
 
-async def measure_pages(n: int, requests: int, database_url: str, nats_url: str, aws: str, as_json: bool) -> None:
+async def measure_pages(
+    n: int, requests: int, database_url: str, nats_url: str, aws: str, as_json: bool
+) -> None:
     conn = await asyncpg.connect(database_url)
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
     assert pool is not None
-    customers = CustomerSettings(region="us-west-2", aws_endpoint_url=aws, database_url=database_url,
-                                 cognito_user_pool_name=f"bench-{uuid.uuid4().hex[:6]}", cognito_create_pool=True)
+    customers = CustomerSettings(
+        region="us-west-2",
+        aws_endpoint_url=aws,
+        database_url=database_url,
+        cognito_user_pool_name=f"bench-{uuid.uuid4().hex[:6]}",
+        cognito_create_pool=True,
+    )
     manager = AsyncCustomerManager(pool, customers)
     # The other tenant's worksets only need to be there (rows to skip); it needs no AWS resources.
     await manager.onboard_customer(customer_name=TENANT, email=f"admin@{TENANT}.example", customer_id=TENANT)
     async with cognito.cognito_client("us-west-2", aws) as client:
         user_pool = await cognito.ensure_user_pool(client, name=customers.cognito_user_pool_name, create=True)
-        await cognito.register(client, app_client_id=user_pool.app_client_id, email="user@bench.example",
-                               password=PASSWORD, customer_id=TENANT)
-        await cognito.admin_confirm(client, user_pool_id=user_pool.user_pool_id, username="user@bench.example")
-    await conn.execute("INSERT INTO clusters (name, region, executor, max_concurrent) VALUES ('local', 'us-west-2', 'local', 8)")
+        await cognito.register(
+            client,
+            app_client_id=user_pool.app_client_id,
+            email="user@bench.example",
+            password=PASSWORD,
+            customer_id=TENANT,
+        )
+        await cognito.admin_confirm(
+            client, user_pool_id=user_pool.user_pool_id, username="user@bench.example"
+        )
+    await conn.execute(
+        "INSERT INTO clusters (name, region, executor, max_concurrent) VALUES ('local', 'us-west-2', 'local', 8)"
+    )
     rng = random.Random(12)
     t0 = time.perf_counter()
     ids = await seed(pool, TENANT, n, rng)
@@ -161,21 +278,44 @@ async def measure_pages(n: int, requests: int, database_url: str, nats_url: str,
     await conn.execute("VACUUM ANALYZE")
     seeded = time.perf_counter() - t0
     lines = [f"seeded {n:,} worksets in {TENANT} (+{max(n // 10, 50):,} in {OTHER}) in {seeded:.1f}s"]
-    figures: dict[str, Any] = {"bench": "portal", "machine": machine(), "worksets": n, "requests": requests,
-                               "seed_seconds": round(seeded, 1), "pages": {}}
+    figures: dict[str, Any] = {
+        "bench": "portal",
+        "machine": machine(),
+        "worksets": n,
+        "requests": requests,
+        "seed_seconds": round(seeded, 1),
+        "pages": {},
+    }
 
-    settings = Settings(DATABASE_URL=database_url, NATS_URL=nats_url, AWS_ENDPOINT_URL=aws, region="us-west-2")
-    auth = AuthSettings(region="us-west-2", aws_endpoint_url=aws, cognito_user_pool_id=user_pool.user_pool_id,
-                        cognito_app_client_ids=user_pool.app_client_id, api_key_pepper="bench")
-    app = init_app(settings, intake=IntakeSettings(seed_demo_data="false"), auth=auth, customers=customers,
-                   portal=PortalSettings(portal_secret="bench-secret"))
+    settings = Settings(
+        DATABASE_URL=database_url, NATS_URL=nats_url, AWS_ENDPOINT_URL=aws, region="us-west-2"
+    )
+    auth = AuthSettings(
+        region="us-west-2",
+        aws_endpoint_url=aws,
+        cognito_user_pool_id=user_pool.user_pool_id,
+        cognito_app_client_ids=user_pool.app_client_id,
+        api_key_pepper="bench",
+    )
+    app = init_app(
+        settings,
+        intake=IntakeSettings(seed_demo_data="false"),
+        auth=auth,
+        customers=customers,
+        portal=PortalSettings(portal_secret="bench-secret"),
+    )
     server = TestServer(app)
     await server.start_server()
-    async with aiohttp.ClientSession(base_url=str(server.make_url("")), cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
+    async with aiohttp.ClientSession(
+        base_url=str(server.make_url("")), cookie_jar=aiohttp.CookieJar(unsafe=True)
+    ) as s:
         async with s.get("/signin") as r:
             token = re.search(r'name="csrf_token" value="([^"]+)"', await r.text()).group(1)  # type: ignore[union-attr]
-        async with s.post("/signin", data={"csrf_token": token, "email": "user@bench.example",
-                                           "password": PASSWORD, "next": "/"}, allow_redirects=False) as r:
+        async with s.post(
+            "/signin",
+            data={"csrf_token": token, "email": "user@bench.example", "password": PASSWORD, "next": "/"},
+            allow_redirects=False,
+        ) as r:
             assert r.status == 303, await r.text()
 
         async def get(path: str) -> int:
@@ -200,8 +340,14 @@ async def measure_pages(n: int, requests: int, database_url: str, nats_url: str,
         lines.append(await measure("dashboard, charts cold", max(3, requests // 5), cold, conn, pages))
         lines.append(await measure("worksets, page 1", requests, lambda: get("/worksets"), conn, pages))
         lines.append(await measure(f"worksets, page {deepest}", requests, lambda: get(page), conn, pages))
-        lines.append(await measure("worksets, search", requests, lambda: get("/worksets?q=na10042"), conn, pages))
-        lines.append(await measure("workset detail", requests, lambda: get(f"/worksets/{rng.choice(ids)}"), conn, pages))
+        lines.append(
+            await measure("worksets, search", requests, lambda: get("/worksets?q=na10042"), conn, pages)
+        )
+        lines.append(
+            await measure(
+                "workset detail", requests, lambda: get(f"/worksets/{rng.choice(ids)}"), conn, pages
+            )
+        )
     await server.close()
     await pool.close()
     await conn.close()
@@ -209,7 +355,9 @@ async def measure_pages(n: int, requests: int, database_url: str, nats_url: str,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--worksets", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")

@@ -63,7 +63,9 @@ def lines_for(f: dict[str, Any]) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--worksets", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=12, help="worksets at once (a third per region)")
     parser.add_argument("--lost-after", type=float, default=2.0, help="STAMEN_REGION_LOST_AFTER_SECONDS")

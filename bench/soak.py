@@ -214,7 +214,9 @@ class Soak:
 
         async def ready(port: int, pid: int | None) -> bool:
             try:
-                async with session.get(f"http://127.0.0.1:{port}/readyz", timeout=aiohttp.ClientTimeout(total=2)) as r:
+                async with session.get(
+                    f"http://127.0.0.1:{port}/readyz", timeout=aiohttp.ClientTimeout(total=2)
+                ) as r:
                     body = await r.json()
             except (aiohttp.ClientError, TimeoutError, ValueError):
                 return False
@@ -245,7 +247,11 @@ class Soak:
 
     async def upload_reads(self) -> dict[str, str]:
         """The reads, in a bucket the tenants were granted (as an operator would before they submit)."""
-        assert self.stack is not None and self.stack.endpoints is not None and self.stack.endpoints.aws_endpoint_url
+        assert (
+            self.stack is not None
+            and self.stack.endpoints is not None
+            and self.stack.endpoints.aws_endpoint_url
+        )
         reads = upload_reads(self.stack.endpoints.aws_endpoint_url)
         conn = await asyncpg.connect(self.database_url)
         try:
@@ -357,7 +363,9 @@ class Soak:
                 conn = await asyncpg.connect(self.database_url, timeout=5)
                 try:
                     rows = await conn.fetch("SELECT state, count(*) AS n FROM worksets GROUP BY state")
-                    unpublished = await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+                    unpublished = await conn.fetchval(
+                        "SELECT count(*) FROM outbox WHERE published_at IS NULL"
+                    )
                 finally:
                     await conn.close()
             except (OSError, asyncpg.PostgresError, TimeoutError):
@@ -381,7 +389,9 @@ def malformed_message(i: int) -> tuple[str, bytes]:
     if kind == 0:
         return event_subject("soak", "workset.submitted"), b"this is not JSON {"
     if kind == 1:
-        return event_subject("soak", "workset.submitted"), json.dumps({**envelope, "type": "workset.teleported"}).encode()
+        return event_subject("soak", "workset.submitted"), json.dumps(
+            {**envelope, "type": "workset.teleported"}
+        ).encode()
     if kind == 2:
         return event_subject("soak", "workset.submitted"), json.dumps(envelope).encode()  # workset_id null
     failed = {**envelope, "type": "workset.failed", "workset_id": f"ws-missing-{i}",
@@ -453,7 +463,12 @@ async def read_stream(nats_url: str) -> dict[str, Any]:
                 parked_malformed.add(tag)
     finally:
         await nc.close()
-    return {"ids": counts, "injected": injected, "replays": replays, "parked_malformed": len(parked_malformed)}
+    return {
+        "ids": counts,
+        "injected": injected,
+        "replays": replays,
+        "parked_malformed": len(parked_malformed),
+    }
 
 
 async def read_database(database_url: str) -> dict[str, Any]:
@@ -535,7 +550,9 @@ def summarise(args: argparse.Namespace, soak: Soak, plan: Plan, states: dict[str
         if not values:
             return f"{kind} -"
         if len(values) == 1:
-            again = f" (admitting again after {admitting_again[kind]:.1f}s)" if kind in admitting_again else ""
+            again = (
+                f" (admitting again after {admitting_again[kind]:.1f}s)" if kind in admitting_again else ""
+            )
             return f"{kind} {values[0]:.1f}s{again}"
         return f"{kind} p50 {percentile(values, 50):.1f}s max {max(values):.1f}s (n={len(values)})"
 
@@ -557,22 +574,39 @@ def summarise(args: argparse.Namespace, soak: Soak, plan: Plan, states: dict[str
         "elapsed_seconds": round(elapsed, 1),
         "states": states,
         "steps": steps,
-        "events": {"outbox": len(db["outbox"]), "lost": lost, "doubled": doubled, "unknown_in_stream": strangers,
-                   "unpublished": db["unpublished"], "injected_copies": stream["injected"],
-                   "replays": stream["replays"]},
+        "events": {
+            "outbox": len(db["outbox"]),
+            "lost": lost,
+            "doubled": doubled,
+            "unknown_in_stream": strangers,
+            "unpublished": db["unpublished"],
+            "injected_copies": stream["injected"],
+            "replays": stream["replays"],
+        },
         "duplicates": {"injected": duplicates, "double_effects": db["double_effects"]},
         "malformed": {"injected": malformed, "parked": stream["parked_malformed"]},
         "dlq_replays_recorded": db["replayed"],
         "parked_worksets": db["parked_worksets"],
         "submit_retries": soak.submit_failures,
-        "faults": [asdict(f) | {"recovery_seconds": f.recovery_seconds} for f in plan.faults
-                   if f.kind in ("kill", "nats", "postgres")],
+        "faults": [
+            asdict(f) | {"recovery_seconds": f.recovery_seconds}
+            for f in plan.faults
+            if f.kind in ("kill", "nats", "postgres")
+        ],
         "recovery_seconds": dict(recovery),
         "admitting_again_after_seconds": admitting_again,
-        "latency_seconds": {"n": len(lat), "p50": round(percentile(lat, 50), 2), "p95": round(percentile(lat, 95), 2),
-                            "max": round(max(lat), 2) if lat else None},
-        "client_latency_seconds": {"n": len(seen), "p50": round(percentile(seen, 50), 2),
-                                   "p95": round(percentile(seen, 95), 2), "max": round(max(seen), 2) if seen else None},
+        "latency_seconds": {
+            "n": len(lat),
+            "p50": round(percentile(lat, 50), 2),
+            "p95": round(percentile(lat, 95), 2),
+            "max": round(max(lat), 2) if lat else None,
+        },
+        "client_latency_seconds": {
+            "n": len(seen),
+            "p50": round(percentile(seen, 50), 2),
+            "p95": round(percentile(seen, 95), 2),
+            "max": round(max(seen), 2) if seen else None,
+        },
     }
     return figures, verdict
 
@@ -588,7 +622,10 @@ async def run(args: argparse.Namespace, folder: Path) -> tuple[dict[str, Any], s
         readiness = asyncio.create_task(soak.watch_readiness(stop))
         window = args.worksets / args.rate
         plan = plan_faults(args, window) if not args.control else Plan()
-        print(f"-> submitting {args.worksets} worksets over {window:.0f}s; {len(plan.faults)} faults", file=sys.stderr)
+        print(
+            f"-> submitting {args.worksets} worksets over {window:.0f}s; {len(plan.faults)} faults",
+            file=sys.stderr,
+        )
         soak.t0 = time.monotonic()
         await asyncio.gather(soak.submit_all(reads), soak.inject(plan))
         states = await soak.wait_settled(args.timeout)

@@ -139,8 +139,14 @@ def _run(as_json: bool, fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
 def up(
     state_dir: StateDirOpt = None,
     demo: Annotated[bool, typer.Option(help="Submit the demo workset once everything is up.")] = True,
-    auth: Annotated[bool, typer.Option("--auth", help="Sign-in required (Cognito on the embedded moto), as in "
-                                                      "production; add users with `stamen user add`.")] = False,
+    auth: Annotated[
+        bool,
+        typer.Option(
+            "--auth",
+            help="Sign-in required (Cognito on the embedded moto), as in "
+            "production; add users with `stamen user add`.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Start the whole system on this machine and keep it running until Ctrl-C."""
@@ -218,12 +224,22 @@ def _ready_sign_in(stack: EmbeddedStack) -> tuple[str, str]:
     async def make() -> None:
         async with cognito.cognito_client(pool.region, endpoints.aws_endpoint_url, emulator=True) as client:
             with contextlib.suppress(UserExists):  # already there (a restart): same password
-                await cognito.admin_create_user(client, user_pool_id=pool.user_pool_id, email=DEMO_OPERATOR_EMAIL,
-                                                customer_id=None, temporary_password=temporary_password())
-            await cognito.admin_set_password(client, user_pool_id=pool.user_pool_id, username=DEMO_OPERATOR_EMAIL,
-                                             password=password)
-            await cognito.add_operator(client, user_pool_id=pool.user_pool_id, username=DEMO_OPERATOR_EMAIL,
-                                       group=AuthSettings().cognito_operator_group)
+                await cognito.admin_create_user(
+                    client,
+                    user_pool_id=pool.user_pool_id,
+                    email=DEMO_OPERATOR_EMAIL,
+                    customer_id=None,
+                    temporary_password=temporary_password(),
+                )
+            await cognito.admin_set_password(
+                client, user_pool_id=pool.user_pool_id, username=DEMO_OPERATOR_EMAIL, password=password
+            )
+            await cognito.add_operator(
+                client,
+                user_pool_id=pool.user_pool_id,
+                username=DEMO_OPERATOR_EMAIL,
+                group=AuthSettings().cognito_operator_group,
+            )
 
     asyncio.run(make())
     file.touch(mode=0o600)
@@ -236,15 +252,21 @@ def _sign_in_help(portal_url: str | None, state_dir: Path, ready: tuple[str, str
     url = (portal_url or "").rstrip("/")
     lines = []
     if ready is not None:
-        lines += [f"Ready sign-in (this machine's emulator only; kept in {state_dir / DEMO_SIGN_IN_FILE}):",
-                  f"  {url}/  e-mail {ready[0]}  password {ready[1]}  (an operator)"]
-    lines += ["Sign-in is required. Make yourself an account (an operator here), then sign in:",
-              f"  export STAMEN_URL={url}"]
+        lines += [
+            f"Ready sign-in (this machine's emulator only; kept in {state_dir / DEMO_SIGN_IN_FILE}):",
+            f"  {url}/  e-mail {ready[0]}  password {ready[1]}  (an operator)",
+        ]
+    lines += [
+        "Sign-in is required. Make yourself an account (an operator here), then sign in:",
+        f"  export STAMEN_URL={url}",
+    ]
     if state_dir != Path(".stamen").resolve():
         lines.append(f"  export STAMEN_STATE_DIR={state_dir}")
-    return [*lines,
-            "  stamen user add you@example.org --operator   # prints a temporary password (the emulator mails nothing)",
-            "  stamen login --email you@example.org         # asks for it, then for a password of your own"]
+    return [
+        *lines,
+        "  stamen user add you@example.org --operator   # prints a temporary password (the emulator mails nothing)",
+        "  stamen login --email you@example.org         # asks for it, then for a password of your own",
+    ]
 
 
 async def _submit_demo(database_url: str, region: str) -> str:
@@ -257,8 +279,13 @@ async def _submit_demo(database_url: str, region: str) -> str:
     pool = await create_pool(database_url, max_size=2)
     try:
         async with pool.acquire() as conn:  # the demo tenant's inputs and report live in the demo bucket
-            await BucketGrantRepository(conn).grant(DEMO_TENANT, DEMO_BUCKET, "read-write", granted_by="stamen-up",
-                                                    note="the demo workset's inputs and report")
+            await BucketGrantRepository(conn).grant(
+                DEMO_TENANT,
+                DEMO_BUCKET,
+                "read-write",
+                granted_by="stamen-up",
+                note="the demo workset's inputs and report",
+            )
         result = await submit_workset(
             pool,
             tenant_id=DEMO_TENANT,
@@ -354,8 +381,10 @@ def submit(
         else:
             typer.echo(f"error [VALIDATION_FAILED]: {file}: {reply['message']}", err=True)
             for f in outcome.findings:
-                typer.echo(f"  {f.severity:<7} {f.code:<14} {f.field or '-'}: {f.message}\n"
-                           f"          fix: {f.fix}", err=True)
+                typer.echo(
+                    f"  {f.severity:<7} {f.code:<14} {f.field or '-'}: {f.message}\n          fix: {f.fix}",
+                    err=True,
+                )
         raise typer.Exit(1)
     verb = "submitted" if outcome.created else "already submitted (same idempotency key)"
     data = {"workset_id": outcome.workset_id, "created": outcome.created, "state": outcome.state}

@@ -11,21 +11,30 @@ import typer
 from stamen.cli import JsonOpt, StateDirOpt, _emit, _run
 from stamen.cli_scheduler import _with_pool
 
-bucket_app = typer.Typer(help="S3 buckets tenants may use: their own, and read-only / read-write grants.",
-                         no_args_is_help=True)
+bucket_app = typer.Typer(
+    help="S3 buckets tenants may use: their own, and read-only / read-write grants.", no_args_is_help=True
+)
 
 
 def _doc(grant: Any) -> dict[str, Any]:
-    return {"tenant": grant.tenant_id, "bucket": grant.bucket, "access": grant.access,
-            "granted_by": grant.granted_by, "granted_at": grant.granted_at, "note": grant.note}
+    return {
+        "tenant": grant.tenant_id,
+        "bucket": grant.bucket,
+        "access": grant.access,
+        "granted_by": grant.granted_by,
+        "granted_at": grant.granted_at,
+        "note": grant.note,
+    }
 
 
 @bucket_app.command("grant")
 def bucket_grant(
     tenant: Annotated[str, typer.Argument(help="The tenant (customer id) to grant.")],
     bucket: Annotated[str, typer.Argument(help="The S3 bucket name (no s3://).")],
-    read_write: Annotated[bool, typer.Option("--read-write/--read-only",
-                                             help="May the tenant's worksets write there (export_uri)?")] = False,
+    read_write: Annotated[
+        bool,
+        typer.Option("--read-write/--read-only", help="May the tenant's worksets write there (export_uri)?"),
+    ] = False,
     note: Annotated[str, typer.Option(help="Why, for whoever reads the grant later.")] = "",
     state_dir: StateDirOpt = None,
     as_json: JsonOpt = False,
@@ -36,13 +45,21 @@ def bucket_grant(
     async def grant(pool: asyncpg.Pool) -> dict[str, Any]:
         async with pool.acquire() as conn:
             granted, created = await BucketGrantRepository(conn).grant(
-                tenant, bucket, "read-write" if read_write else "read-only",
-                granted_by=f"cli:{getpass.getuser()}", note=note)
+                tenant,
+                bucket,
+                "read-write" if read_write else "read-only",
+                granted_by=f"cli:{getpass.getuser()}",
+                note=note,
+            )
         return {**_doc(granted), "created": created}
 
     doc = _run(as_json, _with_pool(state_dir, grant))
-    _emit(as_json, doc, f"{'granted' if doc['created'] else 'changed'}: {doc['tenant']} may use "
-                        f"s3://{doc['bucket']}/ {doc['access']}")
+    _emit(
+        as_json,
+        doc,
+        f"{'granted' if doc['created'] else 'changed'}: {doc['tenant']} may use "
+        f"s3://{doc['bucket']}/ {doc['access']}",
+    )
 
 
 @bucket_app.command("revoke")
@@ -73,12 +90,22 @@ def bucket_ls(
             if tenant is None:
                 return [{**_doc(g), "source": "grant"} for g in await repo.grants()]
             rights = await repo.tenant_buckets(tenant)
-            return [{"tenant": tenant, "bucket": r.bucket, "access": r.access, "source": r.source,
-                     "granted_by": r.granted_by, "note": r.note} for r in rights.rights]
+            return [
+                {
+                    "tenant": tenant,
+                    "bucket": r.bucket,
+                    "access": r.access,
+                    "source": r.source,
+                    "granted_by": r.granted_by,
+                    "note": r.note,
+                }
+                for r in rights.rights
+            ]
 
     rows = _run(as_json, _with_pool(state_dir, ls))
-    text = "\n".join(f"{r['tenant']:<20} s3://{r['bucket']}/  {r['access']:<10} {r['source']:<5} {r['note']}"
-                     for r in rows)
+    text = "\n".join(
+        f"{r['tenant']:<20} s3://{r['bucket']}/  {r['access']:<10} {r['source']:<5} {r['note']}" for r in rows
+    )
     _emit(as_json, rows, text or "no buckets")
 
 

@@ -39,7 +39,9 @@ def _with_bus(
         try:
             nc = await nats.connect(nats_url, allow_reconnect=False, connect_timeout=5, name="stamen-cli")
         except Exception as exc:
-            raise CliError("NATS_UNREACHABLE", f"could not connect to NATS ({type(exc).__name__}: {exc})") from None
+            raise CliError(
+                "NATS_UNREACHABLE", f"could not connect to NATS ({type(exc).__name__}: {exc})"
+            ) from None
         pool = await create_pool(database_url, max_size=2)
         try:
             return await fn(nc.jetstream(), pool)
@@ -54,10 +56,16 @@ def _with_bus(
 
 @messages_app.command("ls")
 def messages_ls(
-    consumer: Annotated[str | None, typer.Option(help="Only this consumer's, e.g. validator-submitted.")] = None,
-    reason: Annotated[str | None, typer.Option(help="max_deliver, malformed, unknown_type or undecodable.")] = None,
+    consumer: Annotated[
+        str | None, typer.Option(help="Only this consumer's, e.g. validator-submitted.")
+    ] = None,
+    reason: Annotated[
+        str | None, typer.Option(help="max_deliver, malformed, unknown_type or undecodable.")
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
-    after: Annotated[int, typer.Option(help="Only messages after this sequence (paging).", min=0, max=2**63 - 2)] = 0,
+    after: Annotated[
+        int, typer.Option(help="Only messages after this sequence (paging).", min=0, max=2**63 - 2)
+    ] = 0,
     state_dir: StateDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:

@@ -15,7 +15,9 @@ import typer
 from stamen.settings import Settings
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
-TenantOpt = Annotated[str | None, typer.Option(help="Tenant submitting the workset (replaces the document's).")]
+TenantOpt = Annotated[
+    str | None, typer.Option(help="Tenant submitting the workset (replaces the document's).")
+]
 EXIT_INVALID = 1
 EXIT_UNREADABLE = 2
 
@@ -43,8 +45,10 @@ def _s3_endpoint(settings: Settings) -> tuple[str | None, bool]:
 def render_report(target: str, report: Any) -> str:
     findings = report.findings
     errors = sum(f.severity == "error" for f in findings)
-    lines = [f"{target}: {'valid' if report.ok else 'INVALID'} - {errors} error(s), {len(findings) - errors} "
-             f"warning(s){' (strict)' if report.strict else ''}{' (dry run)' if report.dry_run else ''}"]
+    lines = [
+        f"{target}: {'valid' if report.ok else 'INVALID'} - {errors} error(s), {len(findings) - errors} "
+        f"warning(s){' (strict)' if report.strict else ''}{' (dry run)' if report.dry_run else ''}"
+    ]
     for f in sorted(findings, key=lambda f: (f.severity != "error", f.field)):
         where = f" [{f.source}]" if f.source else ""
         lines.append(f"  {f.severity:<7} {f.code:<14} {f.field or '-'}{where}: {f.message}")
@@ -53,11 +57,16 @@ def render_report(target: str, report: Any) -> str:
         lines.append(f"note: {report.note}")
     cost = report.estimate
     if cost is not None:
-        lines.append(f"estimate ({cost.pipeline}, {cost.region}): ${cost.cost_usd_median:.2f} median "
-                     f"(${cost.cost_usd_low:.2f}-${cost.cost_usd_high:.2f}), {cost.duration_minutes:.0f} min, "
-                     f"{cost.vcpu_hours:.1f} vCPU-h, {cost.gbases:.2f} Gbases, {cost.storage_gb:.1f} GB storage"
-                     + (f", {cost.transfer_gb:.1f} GB cross-region (${cost.transfer_usd:.2f})"
-                        if cost.transfer_gb else ""))
+        lines.append(
+            f"estimate ({cost.pipeline}, {cost.region}): ${cost.cost_usd_median:.2f} median "
+            f"(${cost.cost_usd_low:.2f}-${cost.cost_usd_high:.2f}), {cost.duration_minutes:.0f} min, "
+            f"{cost.vcpu_hours:.1f} vCPU-h, {cost.gbases:.2f} Gbases, {cost.storage_gb:.1f} GB storage"
+            + (
+                f", {cost.transfer_gb:.1f} GB cross-region (${cost.transfer_usd:.2f})"
+                if cost.transfer_gb
+                else ""
+            )
+        )
         lines += [f"  caveat: {c}" for c in cost.caveats]
     return "\n".join(lines)
 
@@ -86,9 +95,14 @@ def _import_local(path: Path, tenant: str | None) -> Any:
     kind = daylily_file_kind(path)
     if kind is not None:
         return import_local_daylily_file(path, kind, tenant=tenant, default_tenant=default_tenant)
-    return LocalImport(import_for_tenant(path.read_bytes(), tenant=tenant,
-                                         media="json" if path.suffix.lower() == ".json" else "yaml",
-                                         source=path.name))
+    return LocalImport(
+        import_for_tenant(
+            path.read_bytes(),
+            tenant=tenant,
+            media="json" if path.suffix.lower() == ".json" else "yaml",
+            source=path.name,
+        )
+    )
 
 
 async def _validate(target: str, imported: Any, *, tenant: str | None, dry_run: bool, strict: bool) -> Any:
@@ -104,15 +118,22 @@ async def _validate(target: str, imported: Any, *, tenant: str | None, dry_run: 
     if imported is None:
         bucket, _, prefix = target.removeprefix("s3://").partition("/")
         validator = WorksetValidator(settings=settings, intake=intake, strict=strict)
-        return await validator.validate_workset_async(bucket=bucket, prefix=prefix, dry_run=dry_run, tenant=tenant,
-                                                      emulator=emulator)
+        return await validator.validate_workset_async(
+            bucket=bucket, prefix=prefix, dry_run=dry_run, tenant=tenant, emulator=emulator
+        )
     if dry_run:
-        return await validate_imported(imported, checker=None, cluster_region=settings.region, rights=None,
-                                       strict=strict, dry_run=True)
+        return await validate_imported(
+            imported, checker=None, cluster_region=settings.region, rights=None, strict=strict, dry_run=True
+        )
     async with open_object_store(settings, intake, emulator=emulator) as store:
         # An operator's tool with the operator's own AWS credentials: no tenant's bucket rights apply.
-        return await validate_imported(imported, checker=StorageChecker(store, intake),
-                                       cluster_region=settings.region, rights=None, strict=strict)
+        return await validate_imported(
+            imported,
+            checker=StorageChecker(store, intake),
+            cluster_region=settings.region,
+            rights=None,
+            strict=strict,
+        )
 
 
 def register(app: typer.Typer) -> None:
@@ -120,8 +141,13 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def validate(
-        target: Annotated[str, typer.Argument(help="A spec FILE (YAML/JSON), a Daylily FOLDER, or s3://bucket/prefix "
-                                                   "of a Daylily workset folder.")],
+        target: Annotated[
+            str,
+            typer.Argument(
+                help="A spec FILE (YAML/JSON), a Daylily FOLDER, or s3://bucket/prefix "
+                "of a Daylily workset folder."
+            ),
+        ],
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Touch no storage: documents only.")] = False,
         strict: Annotated[bool, typer.Option("--strict", help="Warnings count as errors.")] = False,
         tenant: TenantOpt = None,
@@ -137,12 +163,16 @@ def register(app: typer.Typer) -> None:
             imported = local.imported if local is not None else None
             report = asyncio.run(_validate(target, imported, tenant=tenant, dry_run=dry_run, strict=strict))
             if local is not None and local.note:
-                report = report.model_copy(update={"note": " ".join(n for n in (local.note, report.note) if n)})
+                report = report.model_copy(
+                    update={"note": " ".join(n for n in (local.note, report.note) if n)}
+                )
         except OSError as exc:
             _fail(as_json, "FILE_UNREADABLE", f"{target}: {exc.strerror or exc}")
         except StorageError as exc:
             _fail(as_json, exc.code, str(exc))
-        typer.echo(json.dumps(report.model_dump(mode="json"), indent=2) if as_json else render_report(target, report))
+        typer.echo(
+            json.dumps(report.model_dump(mode="json"), indent=2) if as_json else render_report(target, report)
+        )
         if not report.ok:
             raise typer.Exit(EXIT_INVALID)
 
@@ -158,12 +188,19 @@ def register(app: typer.Typer) -> None:
         required = set(document.get("required", []))
         lines = ["WorksetSpec fields (`stamen schema --json` prints the full JSON Schema):"]
         for name, prop in document["properties"].items():
-            kind = prop.get("type") or "/".join(str(o.get("type", o.get("$ref", "?")).rsplit("/", 1)[-1])
-                                                for o in prop.get("anyOf", [])) or prop.get("$ref", "?").rsplit("/", 1)[-1]
+            kind = (
+                prop.get("type")
+                or "/".join(
+                    str(o.get("type", o.get("$ref", "?")).rsplit("/", 1)[-1]) for o in prop.get("anyOf", [])
+                )
+                or prop.get("$ref", "?").rsplit("/", 1)[-1]
+            )
             enum = f" one of {', '.join(prop['enum'])}" if "enum" in prop else ""
             default = f" (default {json.dumps(prop['default'])})" if "default" in prop else ""
-            lines.append(f"  {name:<18} {kind:<14} {'required' if name in required else 'optional'}{enum}{default}"
-                         + (f" - {prop['description']}" if prop.get("description") else ""))
+            lines.append(
+                f"  {name:<18} {kind:<14} {'required' if name in required else 'optional'}{enum}{default}"
+                + (f" - {prop['description']}" if prop.get("description") else "")
+            )
         typer.echo("\n".join(lines))
 
     @app.command("generate-yaml")
@@ -182,8 +219,9 @@ def register(app: typer.Typer) -> None:
             data = file.read_bytes()
         except OSError as exc:
             _fail(as_json, "FILE_UNREADABLE", f"{file}: {exc.strerror or exc}")
-        imported = import_for_tenant(data, tenant=tenant, media="json" if file.suffix.lower() == ".json" else "yaml",
-                                     source=file.name)
+        imported = import_for_tenant(
+            data, tenant=tenant, media="json" if file.suffix.lower() == ".json" else "yaml", source=file.name
+        )
         exported = export_daylily(imported.spec) if imported.spec is not None else None
         findings = [*imported.findings, *(exported.findings if exported else [])]
         written: dict[str, str] = {}
@@ -194,8 +232,11 @@ def register(app: typer.Typer) -> None:
                 written[name] = str(out / name)
         ok = bool(written)
         if as_json:
-            typer.echo(json.dumps({"ok": ok, "files": written, "findings": [f.model_dump() for f in findings]},
-                                  indent=2))
+            typer.echo(
+                json.dumps(
+                    {"ok": ok, "files": written, "findings": [f.model_dump() for f in findings]}, indent=2
+                )
+            )
         else:
             lines = [f"wrote {path}" for path in written.values()] or [f"{file}: nothing written"]
             lines += [f"  {f.severity:<7} {f.code:<14} {f.field or '-'}: {f.message}" for f in findings]

@@ -39,7 +39,9 @@ def outbox_parked(
 
 @outbox_app.command("retry")
 def outbox_retry(
-    ids: Annotated[list[int] | None, typer.Argument(help="Outbox row ids (from `stamen outbox parked`).")] = None,
+    ids: Annotated[
+        list[int] | None, typer.Argument(help="Outbox row ids (from `stamen outbox parked`).")
+    ] = None,
     all_: Annotated[bool, typer.Option("--all", help="Every parked event.")] = False,
     state_dir: StateDirOpt = None,
     as_json: JsonOpt = False,
@@ -54,9 +56,12 @@ def outbox_retry(
 
     retried = _run(as_json, _with_pool(state_dir, retry))
     missing = sorted(set(ids or []) - set(retried))
-    _emit(as_json, {"retried": retried, "not_parked": missing},
-          f"handed back to the relay: {', '.join(map(str, retried)) or 'none'}"
-          + (f"; not parked: {', '.join(map(str, missing))}" if missing else ""))
+    _emit(
+        as_json,
+        {"retried": retried, "not_parked": missing},
+        f"handed back to the relay: {', '.join(map(str, retried)) or 'none'}"
+        + (f"; not parked: {', '.join(map(str, missing))}" if missing else ""),
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -44,7 +44,9 @@ def region_ls(state_dir: StateDirOpt = None, as_json: JsonOpt = False) -> None:
             f"{r['region'] + mark:<14} {r['status']:<9} {_ms(r['latency_ms']['average']):>7} "
             f"{_ms(r['latency_ms']['p95']):>7}  {', '.join(r['clusters']) or '-'}{forced}  ({r['reason']})"
         )
-    _emit(as_json, rows, "\n".join(lines) if rows else "no regions known yet (is the regions service running?)")
+    _emit(
+        as_json, rows, "\n".join(lines) if rows else "no regions known yet (is the regions service running?)"
+    )
 
 
 @region_app.command("show")
@@ -83,9 +85,13 @@ def region_show(region: str, state_dir: StateDirOpt = None, as_json: JsonOpt = F
         lines.append(f"    {ok} {p['kind']:<8} {p['target']:<40} {_ms(p['latency_ms']):>7} ms  {p['detail']}")
     lines.append(f"  clusters: {', '.join(data['clusters']) or '-'}")
     for h in data["history"][:5]:
-        lines.append(f"  {h['at']:%Y-%m-%d %H:%M:%S}  {h['from_status'] or '-'} -> {h['to_status']} by {h['actor']}: {h['reason']}")
+        lines.append(
+            f"  {h['at']:%Y-%m-%d %H:%M:%S}  {h['from_status'] or '-'} -> {h['to_status']} by {h['actor']}: {h['reason']}"
+        )
     for o in data["operations"][:5]:
-        lines.append(f"  {o['at']:%Y-%m-%d %H:%M:%S}  {o['kind']} ({o['outcome']}) by {o['actor']}: {o['reason']}")
+        lines.append(
+            f"  {o['at']:%Y-%m-%d %H:%M:%S}  {o['kind']} ({o['outcome']}) by {o['actor']}: {o['reason']}"
+        )
     _emit(as_json, data, "\n".join(lines))
 
 
@@ -119,7 +125,11 @@ def region_history(
 
 @region_app.command("failover")
 def region_failover(
-    region: str, reason: ReasonOpt, actor: ActorOpt = None, state_dir: StateDirOpt = None, as_json: JsonOpt = False
+    region: str,
+    reason: ReasonOpt,
+    actor: ActorOpt = None,
+    state_dir: StateDirOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Force a region down: its queued work goes elsewhere, its running work moves after
     STAMEN_REGION_LOST_AFTER_SECONDS, and a database primary there is switched over."""
@@ -129,15 +139,23 @@ def region_failover(
         return asdict(await force_failover(pool, region, actor=who, reason=reason))
 
     data = _run(as_json, _with_pool(state_dir, run))
-    _emit(as_json, data, f"region {region}: {data['previous']} -> down (forced by {who}); audit #{data['operation_id']}")
+    _emit(
+        as_json,
+        data,
+        f"region {region}: {data['previous']} -> down (forced by {who}); audit #{data['operation_id']}",
+    )
 
 
 @region_app.command("failback")
 def region_failback(
     region: str,
     reason: ReasonOpt,
-    database: Annotated[bool, typer.Option("--database", help="Also move the database primary back here.")] = False,
-    wait: Annotated[float, typer.Option("--wait", help="Seconds to wait for the region to be healthy (0: don't).")] = 0.0,
+    database: Annotated[
+        bool, typer.Option("--database", help="Also move the database primary back here.")
+    ] = False,
+    wait: Annotated[
+        float, typer.Option("--wait", help="Seconds to wait for the region to be healthy (0: don't).")
+    ] = 0.0,
     actor: ActorOpt = None,
     state_dir: StateDirOpt = None,
     as_json: JsonOpt = False,
@@ -150,19 +168,27 @@ def region_failback(
         deadline = time.monotonic() + wait
         while wait and time.monotonic() < deadline:
             async with UnitOfWork(pool) as uow:
-                status = next((o.status.value for o in await uow.regions.overview() if o.region == region), None)
+                status = next(
+                    (o.status.value for o in await uow.regions.overview() if o.region == region), None
+                )
             if not as_json:
                 typer.echo(f"-> {region}: {status}", err=True)
             if status == "healthy":
                 break
             await asyncio.sleep(1.0)
         async with UnitOfWork(pool) as uow:
-            result["status"] = next(o.status.value for o in await uow.regions.overview() if o.region == region)
+            result["status"] = next(
+                o.status.value for o in await uow.regions.overview() if o.region == region
+            )
         return result
 
     data = _run(as_json, _with_pool(state_dir, run))
     extra = "; database switchover requested" if data["switchover_requested"] else ""
-    _emit(as_json, data, f"region {region}: override lifted, now {data['status']}{extra}; audit #{data['operation_id']}")
+    _emit(
+        as_json,
+        data,
+        f"region {region}: override lifted, now {data['status']}{extra}; audit #{data['operation_id']}",
+    )
 
 
 def register(app: typer.Typer) -> None:

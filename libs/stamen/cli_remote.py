@@ -50,8 +50,12 @@ def login(
     email: Annotated[str, typer.Option("--email", help="Your user name (e-mail) in the user pool.")],
     url: UrlOpt = None,
     password_stdin: Annotated[
-        bool, typer.Option("--password-stdin", help="Read the password from standard input (one line; an invited "
-                                                    "user's first sign-in reads the new password from the next).")
+        bool,
+        typer.Option(
+            "--password-stdin",
+            help="Read the password from standard input (one line; an invited "
+            "user's first sign-in reads the new password from the next).",
+        ),
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -79,8 +83,12 @@ def login(
             if not password_stdin:
                 typer.echo("Your password is a temporary one: choose a new password.", err=True)
             new = _read_password(password_stdin, prompt="New password", confirm=not password_stdin)
-            answer = client.call("auth_new_password", body=json_body(
-                {"email": email, "session": str(exc.details.get("session") or ""), "new_password": new}))
+            answer = client.call(
+                "auth_new_password",
+                body=json_body(
+                    {"email": email, "session": str(exc.details.get("session") or ""), "new_password": new}
+                ),
+            )
         tokens = json_of(answer)
         session = Session(
             url=client.connection.url,

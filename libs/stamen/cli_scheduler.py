@@ -237,7 +237,9 @@ def dlq_show(workset_id: str, state_dir: StateDirOpt = None, as_json: JsonOpt = 
     lines = [f"{data['id']}  {data['state']}"]
     if data["dead_letter"]:
         parked = data["dead_letter"]
-        lines.append(f"dead-lettered ({parked['reason']}) after {parked['attempts']} attempts: {parked['detail']}")
+        lines.append(
+            f"dead-lettered ({parked['reason']}) after {parked['attempts']} attempts: {parked['detail']}"
+        )
     for d in data["diagnoses"]:
         lines += [f"--- attempt {d['attempt']}: {d['code']} ({d['retry_class']})", d["report"]]
     _emit(as_json, data, "\n".join(lines))

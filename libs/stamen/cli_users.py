@@ -19,7 +19,9 @@ import typer
 from stamen.cli import CliError, JsonOpt, StateDirOpt, _emit, _run
 from stamen.cli_scheduler import _with_pool
 
-user_app = typer.Typer(help="Users who sign in (Cognito): operators and tenants' users.", no_args_is_help=True)
+user_app = typer.Typer(
+    help="Users who sign in (Cognito): operators and tenants' users.", no_args_is_help=True
+)
 
 
 def temporary_password() -> str:
@@ -30,11 +32,19 @@ def temporary_password() -> str:
 @user_app.command("add")
 def user_add(
     email: Annotated[str, typer.Argument(help="The user's e-mail address (their user name).")],
-    operator: Annotated[bool, typer.Option("--operator", help="An operator: sees and manages every tenant.")] = False,
-    tenant: Annotated[str | None, typer.Option("--tenant", help="The onboarded tenant the user belongs to.")] = None,
+    operator: Annotated[
+        bool, typer.Option("--operator", help="An operator: sees and manages every tenant.")
+    ] = False,
+    tenant: Annotated[
+        str | None, typer.Option("--tenant", help="The onboarded tenant the user belongs to.")
+    ] = None,
     password_stdin: Annotated[
-        bool, typer.Option("--password-stdin", help="Read a permanent password from standard input (one line); "
-                                                    "without it the user is invited with a temporary one.")
+        bool,
+        typer.Option(
+            "--password-stdin",
+            help="Read a permanent password from standard input (one line); "
+            "without it the user is invited with a temporary one.",
+        ),
     ] = False,
     state_dir: StateDirOpt = None,
     as_json: JsonOpt = False,
@@ -72,11 +82,21 @@ def user_add(
                     aws.cognito, user_pool_id=found.user_pool_id, username=email, password=password
                 )
             if operator:
-                await cognito.add_operator(aws.cognito, user_pool_id=found.user_pool_id, username=email,
-                                           group=settings.cognito_operator_group)
-        return {"email": email, "operator": operator, "tenant": tenant, "user_pool_id": found.user_pool_id,
-                "invited": password is None, "temporary_password": temporary,
-                "mailed": password is None and temporary is None}
+                await cognito.add_operator(
+                    aws.cognito,
+                    user_pool_id=found.user_pool_id,
+                    username=email,
+                    group=settings.cognito_operator_group,
+                )
+        return {
+            "email": email,
+            "operator": operator,
+            "tenant": tenant,
+            "user_pool_id": found.user_pool_id,
+            "invited": password is None,
+            "temporary_password": temporary,
+            "mailed": password is None and temporary is None,
+        }
 
     doc = _run(as_json, _with_pool(state_dir, add))
     who = "operator" if operator else f"user of tenant {tenant}"
@@ -85,8 +105,10 @@ def user_add(
     elif doc["mailed"]:
         text = f"invited {email} ({who}): Cognito mailed a temporary password; the first `stamen login` asks for a new one"
     else:
-        text = (f"invited {email} ({who}). The emulator mails nothing, so here is the temporary password: "
-                f"{doc['temporary_password']}\nThe first `stamen login --email {email}` asks for it, then for a new one.")
+        text = (
+            f"invited {email} ({who}). The emulator mails nothing, so here is the temporary password: "
+            f"{doc['temporary_password']}\nThe first `stamen login --email {email}` asks for it, then for a new one."
+        )
     _emit(as_json, doc, text)
 
 

@@ -76,7 +76,8 @@ async def archive(pool: asyncpg.Pool, workset_id: str, *, actor: str) -> str:
         ws = await uow.worksets.get(workset_id, for_update=True)
         if not can_transition(ws.state, S.ARCHIVED):
             raise WorksetNotArchivable(
-                f"workset {workset_id} is {ws.state}; only finished worksets can be archived", state=ws.state.value
+                f"workset {workset_id} is {ws.state}; only finished worksets can be archived",
+                state=ws.state.value,
             )
         ws.transition(S.ARCHIVED, actor=actor, reason="archived", event=WorksetArchived(archived_by=actor))
         await uow.worksets.save(ws)
@@ -100,7 +101,9 @@ class BucketAccessDenied(CodedError):
 async def refuse_foreign_buckets(uow: UnitOfWork, workset_id: str) -> None:
     """Raise BucketAccessDenied when the workset's spec names a bucket its tenant may not use now."""
     ws = await uow.worksets.get(workset_id)
-    refused = access_findings(ws.spec, await BucketGrantRepository(uow.connection).tenant_buckets(ws.tenant_id))
+    refused = access_findings(
+        ws.spec, await BucketGrantRepository(uow.connection).tenant_buckets(ws.tenant_id)
+    )
     if refused:
         raise BucketAccessDenied(
             f"workset {workset_id} uses S3 locations tenant {ws.tenant_id} may not use (any more): "
@@ -124,10 +127,7 @@ async def requeue(
     async with UnitOfWork(pool) as uow:
         await refuse_foreign_buckets(uow, workset_id)
         reason = "requeued by an operator" + (f" with {parsed.describe()}" if parsed else "")
-        ws = await requeue_with_fresh_budget(
-            uow,
-            workset_id, actor=actor, reason=reason, changes=parsed
-        )
+        ws = await requeue_with_fresh_budget(uow, workset_id, actor=actor, reason=reason, changes=parsed)
         await uow.commit()
     return ws.state.value
 
@@ -150,7 +150,9 @@ async def set_cluster_status(pool: asyncpg.Pool, name: str, status: ClusterStatu
         if status == "draining" and before.status != "draining":
             uow.publish(
                 new_envelope(
-                    ClusterDrained(cluster=name, drained_by=actor), tenant_id=PLATFORM_TENANT, region=before.region
+                    ClusterDrained(cluster=name, drained_by=actor),
+                    tenant_id=PLATFORM_TENANT,
+                    region=before.region,
                 )
             )
         await uow.commit()

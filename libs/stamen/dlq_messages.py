@@ -156,7 +156,9 @@ async def _replay(
     )
 
 
-async def _resolve(js: JetStreamContext, pool: asyncpg.Pool, message: ParkedMessage, *, actor: str, why: str) -> bool:
+async def _resolve(
+    js: JetStreamContext, pool: asyncpg.Pool, message: ParkedMessage, *, actor: str, why: str
+) -> bool:
     async with pool.acquire() as conn:
         claimed = await DlqMessageLog(conn).record(message, action="resolved", detail=why, actor=actor)
     if claimed:
@@ -190,9 +192,13 @@ async def reconcile_messages(
             if message.msg_id in done_before:  # acted on, but its copy was not deleted (a crash between)
                 await parked.delete(message.seq)
                 continue
-            decision = decide(await facts_of(pool, message), after_seconds=after_seconds, max_replays=max_replays)
+            decision = decide(
+                await facts_of(pool, message), after_seconds=after_seconds, max_replays=max_replays
+            )
             if decision.verdict is Verdict.REPLAY:
-                done = (await _replay(js, pool, message, actor=actor, detail=f"automatic: {decision.why}")).replayed
+                done = (
+                    await _replay(js, pool, message, actor=actor, detail=f"automatic: {decision.why}")
+                ).replayed
             elif decision.verdict is Verdict.RESOLVE:
                 done = await _resolve(js, pool, message, actor=actor, why=decision.why)
             else:

@@ -20,9 +20,11 @@ class IdempotencyKeyReused(CodedError, ValueError):
     http_status = 422
 
     def __init__(self, key: str, workset_id: str) -> None:
-        super().__init__(f"Idempotency-Key {key!r} was used for workset {workset_id} with a different document; "
-                         "send the same document to get that workset back, or use a new key for a new workset",
-                         workset_id=workset_id)
+        super().__init__(
+            f"Idempotency-Key {key!r} was used for workset {workset_id} with a different document; "
+            "send the same document to get that workset back, or use a new key for a new workset",
+            workset_id=workset_id,
+        )
         self.workset_id = workset_id
 
 

@@ -104,7 +104,11 @@ class OutboxRelay:
 
     @classmethod
     def from_settings(
-        cls, pool: asyncpg.Pool, publisher: RawPublisher, settings: Settings, postgres: DependencyGate | None = None
+        cls,
+        pool: asyncpg.Pool,
+        publisher: RawPublisher,
+        settings: Settings,
+        postgres: DependencyGate | None = None,
     ) -> OutboxRelay:
         return cls(
             pool,
@@ -232,7 +236,9 @@ class OutboxRelay:
                 log.warning("outbox.relay_failed", error=str(exc), retry_in=delay)
                 self._failing_since = self._failing_since or started
                 if started - self._failing_since >= self.STEP_DOWN_AFTER_SECONDS:
-                    await self._step_down(f"its passes have failed for {started - self._failing_since:.0f}s: {exc}")
+                    await self._step_down(
+                        f"its passes have failed for {started - self._failing_since:.0f}s: {exc}"
+                    )
                 # The unmarked rows are still there: try again after the backoff, without waiting for
                 # a NOTIFY or the poll. Only stop() cuts the backoff short: commits during an outage
                 # must not turn it into a busy loop of failing publishes.
@@ -270,7 +276,9 @@ class OutboxRelay:
             # The claimed rows stay locked while this relay publishes: if this process stalls meanwhile
             # (its event loop blocked, a publish hanging), PostgreSQL ends the session after this long
             # idle in the transaction, and the rows are free for whoever leads next.
-            await conn.execute(f"SET LOCAL idle_in_transaction_session_timeout = '{self.HOLD_ROWS_SECONDS * 1000:.0f}'")
+            await conn.execute(
+                f"SET LOCAL idle_in_transaction_session_timeout = '{self.HOLD_ROWS_SECONDS * 1000:.0f}'"
+            )
             queue = OutboxQueue(conn)
             rows = await queue.claim(self._batch_size)
             published: list[int] = []
@@ -314,9 +322,16 @@ class OutboxRelay:
         await queue.record_failure(row.id, error, retry_in=retry_in, park=park)
         OUTBOX_REFUSED.labels("parked" if park else "retry").inc()
         (log.error if park else log.warning)(
-            "outbox.row_parked" if park else "outbox.row_refused", outbox_id=row.id, event_id=row.event_id,
-            subject=row.subject, size_bytes=len(row.body), attempt=attempt, max_attempts=self._max_attempts,
-            error=error, **({} if park else {"retry_in": retry_in}))
+            "outbox.row_parked" if park else "outbox.row_refused",
+            outbox_id=row.id,
+            event_id=row.event_id,
+            subject=row.subject,
+            size_bytes=len(row.body),
+            attempt=attempt,
+            max_attempts=self._max_attempts,
+            error=error,
+            **({} if park else {"retry_in": retry_in}),
+        )
 
     async def purge_history(self) -> tuple[int, int]:
         """Drop published outbox rows and inbox claims past their retention; returns both counts."""

@@ -27,7 +27,9 @@ def undiagnosed_failures(consumer: str, pool: asyncpg.Pool, settings: Settings) 
 
     async def run() -> int:
         async with UnitOfWork(pool) as uow:
-            waiting = await RecoveryRepository(uow.connection).undiagnosed_failures(settings.reconcile_after_seconds)
+            waiting = await RecoveryRepository(uow.connection).undiagnosed_failures(
+                settings.reconcile_after_seconds
+            )
         return await hand_over(waiting, event_for=lambda item: _failed(pool, item), handler=handler,
                                moved_on=lambda item: _diagnosed(pool, item), what="diagnosed")  # fmt: skip
 

@@ -30,7 +30,10 @@ async def open_channels(settings: NotifySettings) -> AsyncIterator[dict[Channel,
         secrets = await stack.enter_async_context(open_secret_store(settings))
         sns_client = await stack.enter_async_context(
             aioboto3.Session().client(
-                "sns", region_name=settings.aws_region, endpoint_url=settings.aws_endpoint_url, config=client_config()
+                "sns",
+                region_name=settings.aws_region,
+                endpoint_url=settings.aws_endpoint_url,
+                config=client_config(),
             )
         )
         linear_http = await stack.enter_async_context(

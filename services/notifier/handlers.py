@@ -50,7 +50,9 @@ def _announced(event: Envelope, settings: NotifySettings, enabled: bool) -> bool
     return True
 
 
-async def plan_workset_event(uow: UnitOfWork, event: Envelope, *, settings: NotifySettings, enabled: bool) -> None:
+async def plan_workset_event(
+    uow: UnitOfWork, event: Envelope, *, settings: NotifySettings, enabled: bool
+) -> None:
     """A workset's own news (submitted, validated, started, completed, failed for good, ...) for its tenant."""
     if not _announced(event, settings, enabled):
         return
@@ -59,7 +61,9 @@ async def plan_workset_event(uow: UnitOfWork, event: Envelope, *, settings: Noti
         await record(uow.connection, found, settings=settings)
 
 
-async def plan_operations_event(uow: UnitOfWork, event: Envelope, *, settings: NotifySettings, enabled: bool) -> None:
+async def plan_operations_event(
+    uow: UnitOfWork, event: Envelope, *, settings: NotifySettings, enabled: bool
+) -> None:
     """What the operators hear: region health, a drained cluster, dead letters piling up."""
     if not _announced(event, settings, enabled):
         return
@@ -86,9 +90,7 @@ async def record(conn: Connection, found: Facts, *, settings: NotifySettings) ->
     repo = NotificationRepository(conn)
     owner = found.owner
     prefs, _, _ = await repo.preferences(owner)
-    topic = (
-        settings.operator_topic_arn if owner == OPERATORS else (await repo.customer_topic(owner))[1]
-    )
+    topic = settings.operator_topic_arn if owner == OPERATORS else (await repo.customer_topic(owner))[1]
     planned = plan(
         prefs,
         owner=owner,

@@ -26,7 +26,9 @@ class PortalSettings(BaseSettings):
     portal_session_idle_minutes: float = Field(
         default=120.0, gt=0, description="A session unused for this long is signed out."
     )
-    portal_invitation_days: int = Field(default=7, ge=1, le=90, description="How long a sign-up invitation is valid.")
+    portal_invitation_days: int = Field(
+        default=7, ge=1, le=90, description="How long a sign-up invitation is valid."
+    )
     portal_chart_cache_seconds: float = Field(
         default=60.0,
         ge=0,

@@ -28,11 +28,15 @@ def init_app(settings: Settings) -> web.Application:
     return app
 
 
-def database_failover(app: web.Application, registry: RegionRegistry, config: RegionSettings) -> DatabaseFailover:
+def database_failover(
+    app: web.Application, registry: RegionRegistry, config: RegionSettings
+) -> DatabaseFailover:
     settings = app[SETTINGS]
     url = PostgresUrl.parse(settings.require_database_url())
     nodes = {
-        r.name: DatabaseNode(r.name, r.postgres.host, r.postgres.port, url.for_host(r.postgres.host, r.postgres.port))
+        r.name: DatabaseNode(
+            r.name, r.postgres.host, r.postgres.port, url.for_host(r.postgres.host, r.postgres.port)
+        )
         for r in registry.regions
         if r.postgres
     }

@@ -119,8 +119,14 @@ class DatabaseFailover:
 
     # -- decisions -----------------------------------------------------------------------------
 
-    async def _bootstrap(self, postgres: Mapping[str, ProbeResult], ops: list[Operation]) -> LeaderEntry | None:
-        primaries = [r for r, p in postgres.items() if p.ok and p.facts.get("role") == "primary" and not p.facts.get("read_only")]
+    async def _bootstrap(
+        self, postgres: Mapping[str, ProbeResult], ops: list[Operation]
+    ) -> LeaderEntry | None:
+        primaries = [
+            r
+            for r, p in postgres.items()
+            if p.ok and p.facts.get("role") == "primary" and not p.facts.get("read_only")
+        ]
         if len(primaries) != 1:
             log.warning("regions.db_leader_unknown", writable_primaries=primaries)
             return None
@@ -128,7 +134,9 @@ class DatabaseFailover:
         assert self._store is not None
         entry = await asyncio.wait_for(
             self._store.bootstrap(
-                Leader(node.region, node.host, node.port, 1, datetime.now(UTC).isoformat(), "first primary seen")
+                Leader(
+                    node.region, node.host, node.port, 1, datetime.now(UTC).isoformat(), "first primary seen"
+                )
             ),
             self._timeout,
         )
@@ -154,7 +162,9 @@ class DatabaseFailover:
             and statuses.get(r) is not RegionStatus.DOWN
         ]  # fmt: skip
         # A synchronous standby has every acknowledged commit; then the least lag.
-        return sorted(usable, key=lambda r: (self._sync_state.get(r) != "sync", self._lag_bytes.get(r, float("inf")), r))
+        return sorted(
+            usable, key=lambda r: (self._sync_state.get(r) != "sync", self._lag_bytes.get(r, float("inf")), r)
+        )
 
     async def _fail_over(
         self,
@@ -199,8 +209,14 @@ class DatabaseFailover:
             ops.append(settle("failed", f"{target} is not a streaming standby in a region that is up; "
                                         f"see `stamen region show {target}`"))  # fmt: skip
             return None
-        promoted = await self._promote(entry, target, f"requested by {request.actor}: {request.reason}", planned=True, ops=ops)
-        ops.append(settle("done", f"{target} promoted") if promoted else settle("failed", "switchover did not complete"))
+        promoted = await self._promote(
+            entry, target, f"requested by {request.actor}: {request.reason}", planned=True, ops=ops
+        )
+        ops.append(
+            settle("done", f"{target} promoted")
+            if promoted
+            else settle("failed", "switchover did not complete")
+        )
         return promoted
 
     async def _promote(
@@ -213,13 +229,16 @@ class DatabaseFailover:
         if planned and old.node in self._nodes:
             # Stop writes on the old primary, then let the candidate replay all of them: nothing is lost.
             target_lsn = await self._fence(self._nodes[old.node])
-            ops.append(Operation(old.node, "database_fencing", f"before switchover to {region}", {"lsn": target_lsn}))
+            ops.append(
+                Operation(old.node, "database_fencing", f"before switchover to {region}", {"lsn": target_lsn})
+            )
             detail["caught_up"] = await self._catch_up(node, target_lsn)
         assert self._store is not None
         # If this times out after the change was made, the next round finds the record naming a standby
         # and finishes the promotion.
         taken = await asyncio.wait_for(
-            self._store.take_over(old.successor(region, node.host, node.port, why), entry.revision), self._timeout
+            self._store.take_over(old.successor(region, node.host, node.port, why), entry.revision),
+            self._timeout,
         )
         if taken is None:
             log.warning("regions.db_leader_changed_meanwhile", candidate=region)
@@ -238,7 +257,9 @@ class DatabaseFailover:
             await self._execute(node, "ALTER SYSTEM SET synchronous_standby_names = ''")
         await self._execute(node, "SELECT pg_reload_conf()")
 
-    async def _fence_others(self, leader: Leader, postgres: Mapping[str, ProbeResult], ops: list[Operation]) -> None:
+    async def _fence_others(
+        self, leader: Leader, postgres: Mapping[str, ProbeResult], ops: list[Operation]
+    ) -> None:
         fenced_now = {op.region for op in ops if op.kind == "database_fencing"}
         for region, probe in postgres.items():
             if region == leader.node or region not in self._nodes or not probe.ok or region in fenced_now:
@@ -250,7 +271,9 @@ class DatabaseFailover:
                                      {"lsn": lsn, "leader": leader.node}))  # fmt: skip
                 log.warning("regions.db_fenced", region=region, leader=leader.node)
 
-    async def _keep_synchronous(self, leader: Leader, postgres: Mapping[str, ProbeResult], ops: list[Operation]) -> None:
+    async def _keep_synchronous(
+        self, leader: Leader, postgres: Mapping[str, ProbeResult], ops: list[Operation]
+    ) -> None:
         probe = postgres.get(leader.node)
         if probe is None or not probe.ok or probe.facts.get("role") != "primary":
             return
@@ -259,7 +282,9 @@ class DatabaseFailover:
         wanted = "*" if streaming else ""
         if current == wanted:
             return
-        await self._execute(self._nodes[leader.node], f"ALTER SYSTEM SET synchronous_standby_names = '{wanted}'")
+        await self._execute(
+            self._nodes[leader.node], f"ALTER SYSTEM SET synchronous_standby_names = '{wanted}'"
+        )
         await self._execute(self._nodes[leader.node], "SELECT pg_reload_conf()")
         why = (f"standby {', '.join(streaming)} streams: commits wait for it (RPO 0)" if streaming
                else "no standby streams: commits no longer wait for one (asynchronous until one is back)")  # fmt: skip

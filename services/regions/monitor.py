@@ -57,7 +57,9 @@ class ProbeSet:
                 servers = [nats_url_for(s, settings.nats_url) for s in spec.nats.servers]
                 probes.append(NatsProbe(servers, timeout, ",".join(strip_credentials(s) for s in servers)))
             if spec.postgres and settings.database_url:
-                dsn = PostgresUrl.parse(settings.database_url).for_host(spec.postgres.host, spec.postgres.port)
+                dsn = PostgresUrl.parse(settings.database_url).for_host(
+                    spec.postgres.host, spec.postgres.port
+                )
                 probes.append(PostgresProbe(dsn, spec.postgres.address, timeout))
             self._fixed[spec.name] = probes
         self._clusters: dict[str, ClusterProbe] = {}
@@ -188,7 +190,9 @@ class HealthMonitor:
             if region in self._announced and region not in unwritten:
                 self._announced[region] = row.status
         self._forced = {r: (h.forced_by, h.forced_reason or "") for r, h in health.items() if h.forced_by}
-        self._requests = [q for q in requests if q.region in self._trackers or q.detail.get("to_region") in self._trackers]
+        self._requests = [
+            q for q in requests if q.region in self._trackers or q.detail.get("to_region") in self._trackers
+        ]
         await self._probes.update_clusters(clusters)
 
     async def round(self) -> dict[str, Assessment]:
@@ -200,8 +204,11 @@ class HealthMonitor:
             if not self._loaded:
                 return {}
         regions = self._probes.regions
+
         async def probe(region: str) -> list[ProbeResult]:
-            return list(await asyncio.gather(*(run_probe(p, self._timeout) for p in self._probes.for_region(region))))
+            return list(
+                await asyncio.gather(*(run_probe(p, self._timeout) for p in self._probes.for_region(region)))
+            )
 
         refresh = asyncio.ensure_future(self._refreshed())
         raw = await asyncio.gather(*(probe(r) for r in regions))
@@ -251,7 +258,17 @@ class HealthMonitor:
             region=region,
         )  # fmt: skip
         self._pending.append(
-            PendingChange(region, previous, status, reason, actor, a.at, a.latency.average_ms, probe_summary(a.results), event)
+            PendingChange(
+                region,
+                previous,
+                status,
+                reason,
+                actor,
+                a.at,
+                a.latency.average_ms,
+                probe_summary(a.results),
+                event,
+            )
         )
         self._announced[region] = status
         log.warning("regions.health_changed", region=region, previous=previous, status=status, reason=reason)

@@ -101,7 +101,9 @@ class S3Probe:
             self._stack = contextlib.AsyncExitStack()
             session = aioboto3.Session()
             self._client = await self._stack.enter_async_context(
-                session.client("s3", endpoint_url=self._endpoint_url, region_name=self._region, config=self._config)
+                session.client(
+                    "s3", endpoint_url=self._endpoint_url, region_name=self._region, config=self._config
+                )
             )
 
     async def connect(self) -> None:
@@ -155,7 +157,9 @@ class NatsProbe:
     async def check(self) -> dict[str, Any]:
         assert self._nc is not None
         await self._nc.flush(timeout=self._timeout)  # type: ignore[arg-type]  # as above
-        return {"server": str(self._nc.connected_url.netloc.rsplit("@", 1)[-1]) if self._nc.connected_url else ""}
+        return {
+            "server": str(self._nc.connected_url.netloc.rsplit("@", 1)[-1]) if self._nc.connected_url else ""
+        }
 
     async def close(self) -> None:
         nc, self._nc = self._nc, None
@@ -250,7 +254,9 @@ class ClusterProbe:
         assert self._runner is not None
         result = await self._runner.run(["scontrol", "ping"], timeout=self._timeout)
         if not result.succeeded or "UP" not in result.stdout:
-            raise RuntimeError((result.stdout + result.stderr).strip() or f"scontrol ping exited {result.returncode}")
+            raise RuntimeError(
+                (result.stdout + result.stderr).strip() or f"scontrol ping exited {result.returncode}"
+            )
         return {"detail": result.stdout.strip().splitlines()[0]}
 
     async def _local(self) -> dict[str, Any]:

@@ -166,7 +166,9 @@ class Dispatcher:
         if refused:
             reason = f"{S3_ACCESS_STATE}: " + "; ".join(f"{f.code} {f.message}" for f in refused[:5])
             await self._fail(uow, ws, None, reason, native_state=S3_ACCESS_STATE)
-            log.warning("scheduler.bucket_access_refused", workset_id=ws.id, fields=[f.field for f in refused])
+            log.warning(
+                "scheduler.bucket_access_refused", workset_id=ws.id, fields=[f.field for f in refused]
+            )
             return None
         cluster = await uow.clusters.cluster(ws.cluster)
         try:
@@ -178,7 +180,11 @@ class Dispatcher:
         # Steps done on another cluster count too when their outputs were exported to S3 (a workset
         # moved out of a lost region resumes after them); others' local outputs are not here.
         elsewhere = await uow.step_runs.succeeded_anywhere(ws.id)
-        reused = {s.step: elsewhere[s.step] for s in plan if s.exported and s.step in elsewhere and s.step not in done}
+        reused = {
+            s.step: elsewhere[s.step]
+            for s in plan
+            if s.exported and s.step in elsewhere and s.step not in done
+        }
         done |= set(reused)
         remaining = [(i, s) for i, s in enumerate(plan) if s.step not in done]
         if not remaining:
@@ -245,7 +251,9 @@ class Dispatcher:
     async def _record_refusal(self, sub: Submission, reason: str) -> None:
         async with UnitOfWork(self._pool) as uow:
             if not await uow.step_runs.lock_submitting(sub.claim):
-                log.warning("scheduler.submission_recorded_meanwhile", workset_id=sub.workset_id, reason=reason)
+                log.warning(
+                    "scheduler.submission_recorded_meanwhile", workset_id=sub.workset_id, reason=reason
+                )
                 return
             await uow.step_runs.end_unsubmitted(sub.claim.step_run_id, StepRunState.FAILED, reason)
             ws = await uow.worksets.get(sub.workset_id, for_update=True)
@@ -281,10 +289,14 @@ class Dispatcher:
             if settled is None:
                 continue  # its submitter (or another replica) holds it, or it was settled meanwhile
             if settled.outcome is Reconciled.DEFERRED:
-                log.info("scheduler.submission_reconcile_deferred", step_run_id=stale[0], reason=settled.detail)
+                log.info(
+                    "scheduler.submission_reconcile_deferred", step_run_id=stale[0], reason=settled.detail
+                )
                 continue
             reconciled += 1
-            log.warning(f"scheduler.submission_{settled.outcome.value}", step_run_id=stale[0], detail=settled.detail)
+            log.warning(
+                f"scheduler.submission_{settled.outcome.value}", step_run_id=stale[0], detail=settled.detail
+            )
             if settled.resubmit is not None:  # after the step run's lock is released: _submit takes it
                 await self._submit(settled.resubmit)
 
@@ -313,7 +325,9 @@ class Dispatcher:
                 try:
                     found = Found(target, head, await target.executor.find(target.step))
                 except Exception as exc:  # the cluster did not answer: ask again at the next pass
-                    return Settlement(Reconciled.DEFERRED, f"cannot ask cluster {target.cluster.name} for the job: {exc}")
+                    return Settlement(
+                        Reconciled.DEFERRED, f"cannot ask cluster {target.cluster.name} for the job: {exc}"
+                    )
                 if found.handle is not None and not _current(ws, orphan):
                     # The workset has moved on without this job (it never comes back to this attempt):
                     # stop it, since the monitor would take its end for the current attempt's outcome.
@@ -415,7 +429,9 @@ class Dispatcher:
         submission = Submission(
             claim, ws.id, target.cluster, target.step, how="submitted again after its submitter stopped"
         )
-        return Settlement(Reconciled.RESUBMITTED, f"{head}; no job was found, so it is submitted again", submission)
+        return Settlement(
+            Reconciled.RESUBMITTED, f"{head}; no job was found, so it is submitted again", submission
+        )
 
     async def _give_up(
         self, uow: UnitOfWork, ws: Workset, orphan: SubmittingStepRun, current: bool, head: str
@@ -452,9 +468,7 @@ class Dispatcher:
             S.FAILED,
             actor=self._holder,
             reason=reason,
-            event=WorksetFailed(
-                attempt=ws.attempt, step=step, reason=reason, native_state=native_state
-            ),
+            event=WorksetFailed(attempt=ws.attempt, step=step, reason=reason, native_state=native_state),
         )
         await uow.worksets.save(ws)
         await uow.slots.release_lease(ws.id, ws.attempt, "failed")

@@ -45,7 +45,9 @@ def _unmoved(ws: Workset, s: StrandedWorkset) -> bool:
 
 
 class RegionEvacuation:
-    def __init__(self, pool: asyncpg.Pool, executors: ExecutorRegistry, holder: str, lost_after_seconds: float) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, executors: ExecutorRegistry, holder: str, lost_after_seconds: float
+    ) -> None:
         self._pool = pool
         self._executors = executors
         self._holder = holder
@@ -81,7 +83,9 @@ class RegionEvacuation:
             outcomes = [await self._stop_and_look(cluster, step) for step in steps] if cluster else []
             return await self._record(s, steps, outcomes)
 
-    async def _record(self, s: StrandedWorkset, steps: list[ActiveStep], outcomes: list[JobStatus | None]) -> int:
+    async def _record(
+        self, s: StrandedWorkset, steps: list[ActiveStep], outcomes: list[JobStatus | None]
+    ) -> int:
         where = f"region {s.region} is down ({s.region_reason})"
         async with UnitOfWork(self._pool) as uow:
             ws = await uow.worksets.get(s.workset_id, for_update=True)
@@ -120,7 +124,9 @@ class RegionEvacuation:
             await uow.worksets.save(ws)
             await uow.slots.release_lease(ws.id, ws.attempt, outcome)
             await uow.commit()
-        log.warning("scheduler.evacuated", workset_id=ws.id, region=s.region, cluster=s.cluster, reason=reason)
+        log.warning(
+            "scheduler.evacuated", workset_id=ws.id, region=s.region, cluster=s.cluster, reason=reason
+        )
         return 1
 
     async def _stop_and_look(self, cluster: ClusterRecord, step: ActiveStep) -> JobStatus | None:
@@ -139,5 +145,7 @@ class RegionEvacuation:
                     return status
                 await asyncio.sleep(0.2)
         except Exception as exc:
-            log.warning("scheduler.evacuation_stop_failed", cluster=cluster.name, step=step.step, error=str(exc))
+            log.warning(
+                "scheduler.evacuation_stop_failed", cluster=cluster.name, step=step.step, error=str(exc)
+            )
         return None

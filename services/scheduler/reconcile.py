@@ -28,7 +28,10 @@ log = structlog.get_logger(__name__)
 
 
 def pending_retry_decisions(
-    consumer: str, pool: asyncpg.Pool, decide_retry: Callable[[UnitOfWork, Envelope], Awaitable[None]], settings: Settings
+    consumer: str,
+    pool: asyncpg.Pool,
+    decide_retry: Callable[[UnitOfWork, Envelope], Awaitable[None]],
+    settings: Settings,
 ) -> ReconcilePass:
     handler = idempotent(consumer, lambda: pool, decide_retry)
 
@@ -62,7 +65,9 @@ async def _diagnosed(pool: asyncpg.Pool, item: Unsettled) -> Envelope:
 def lost_retry_timers(pool: asyncpg.Pool, settings: Settings) -> ReconcilePass:
     async def run() -> int:
         async with UnitOfWork(pool) as uow:
-            waiting = await RecoveryRepository(uow.connection).waiting_without_timer(settings.reconcile_after_seconds)
+            waiting = await RecoveryRepository(uow.connection).waiting_without_timer(
+                settings.reconcile_after_seconds
+            )
             for item in waiting:
                 await uow.timers.add_timer(
                     item.workset_id, "retry", datetime.now(UTC), {"attempt": item.attempt + 1}

@@ -147,7 +147,10 @@ class TimerLoop:
         if self._postgres is None or await self._postgres.check():
             return False
         log.warning("scheduler.timers_waiting_for_postgres", error=str(exc))
-        waits = [asyncio.ensure_future(self._postgres.wait_reachable()), asyncio.ensure_future(self._stop.wait())]
+        waits = [
+            asyncio.ensure_future(self._postgres.wait_reachable()),
+            asyncio.ensure_future(self._stop.wait()),
+        ]
         try:
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:

@@ -43,7 +43,9 @@ def init_app(settings: Settings, *, intake: IntakeSettings | None = None) -> web
                 SENTINEL_CONSUMER,
                 list(SENTINEL_EVENTS),
                 idempotent(
-                    SENTINEL_CONSUMER, lambda: app[POOL], partial(handlers.write_sentinel, store=lambda: app[OBJECT_STORE])
+                    SENTINEL_CONSUMER,
+                    lambda: app[POOL],
+                    partial(handlers.write_sentinel, store=lambda: app[OBJECT_STORE]),
                 ),
             ),
         ]

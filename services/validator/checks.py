@@ -71,8 +71,9 @@ async def check_submission(
             validated=False,
             storage_unavailable=any(f["code"] == "SNF-OBJ-006" for f in found),
         )
-    report = await validate_imported(imported, checker=checker, cluster_region=cluster_region, rights=rights,
-                                     strict=strict)
+    report = await validate_imported(
+        imported, checker=checker, cluster_region=cluster_region, rights=rights, strict=strict
+    )
     findings = [f.model_dump() for f in [*report.findings, *tenant_findings]]
     return CheckResult(
         errors=[f for f in findings if f["severity"] == "error"],

@@ -43,8 +43,15 @@ AWAITING_VALIDATION = frozenset({WorksetState.SUBMITTED, WorksetState.VALIDATING
 Check = Callable[[dict[str, Any], str], Awaitable[CheckResult]]
 
 
-async def validate_submitted(envelope: Envelope, delivery: Delivery, *, consumer: str,
-                             pool: Callable[[], asyncpg.Pool], check: Check, max_deliver: int) -> None:
+async def validate_submitted(
+    envelope: Envelope,
+    delivery: Delivery,
+    *,
+    consumer: str,
+    pool: Callable[[], asyncpg.Pool],
+    check: Check,
+    max_deliver: int,
+) -> None:
     """The checks (S3 calls, seconds) run outside the transaction, so this handler takes the delivery
     rather than a unit of work; the decision is applied inside one, with the inbox claim, only if the
     workset is still `submitted`."""
@@ -67,31 +74,48 @@ async def apply_decision(uow: UnitOfWork, event: Envelope, *, result: CheckResul
     if ws.state is WorksetState.SUBMITTED:
         ws.transition(WorksetState.VALIDATING, actor=ACTOR, reason="validation started", cause=event)
     if result.ok:
-        reason = f"valid ({len(result.warnings)} warnings)" if result.validated else \
-            "queued without validation (STAMEN_ENABLE_VALIDATION=false)"
+        reason = (
+            f"valid ({len(result.warnings)} warnings)"
+            if result.validated
+            else "queued without validation (STAMEN_ENABLE_VALIDATION=false)"
+        )
         median = result.estimate.get("cost_usd_median") if result.estimate else None
-        ws.transition(WorksetState.QUEUED, actor=ACTOR, reason=reason,
-                      event=WorksetValidated(warning_count=len(result.warnings), cost_usd_median=median),
-                      cause=event)
+        ws.transition(
+            WorksetState.QUEUED,
+            actor=ACTOR,
+            reason=reason,
+            event=WorksetValidated(warning_count=len(result.warnings), cost_usd_median=median),
+            cause=event,
+        )
         ws.event(WorksetQueued(priority=ws.priority), cause=event)
     else:
         ws.transition(
             WorksetState.REJECTED,
             actor=ACTOR,
-            reason=f"{len(result.errors)} validation errors: " + "; ".join(e["code"] for e in result.errors[:5]),
+            reason=f"{len(result.errors)} validation errors: "
+            + "; ".join(e["code"] for e in result.errors[:5]),
             # The findings themselves are saved below (workset_validations); the event names their codes.
-            event=WorksetRejected(error_count=len(result.errors), warning_count=len(result.warnings),
-                                  codes=list(dict.fromkeys(e["code"] for e in result.errors))[:MAX_CODES]),
+            event=WorksetRejected(
+                error_count=len(result.errors),
+                warning_count=len(result.warnings),
+                codes=list(dict.fromkeys(e["code"] for e in result.errors))[:MAX_CODES],
+            ),
             cause=event,
         )
     await IntakeRepository(uow.connection).save_validation(
-        ws.id, ok=result.ok, findings=result.errors + result.warnings, estimate=result.estimate, note=result.note)
+        ws.id,
+        ok=result.ok,
+        findings=result.errors + result.warnings,
+        estimate=result.estimate,
+        note=result.note,
+    )
     await uow.worksets.save(ws)
     log.info("validator.done", outcome=ws.state.value, errors=len(result.errors))
 
 
-def sentinel_for(event: Envelope, diagnosis: DiagnosisRow | None = None,
-                 findings: list[dict[str, Any]] | None = None) -> tuple[str, bytes] | None:
+def sentinel_for(
+    event: Envelope, diagnosis: DiagnosisRow | None = None, findings: list[dict[str, Any]] | None = None
+) -> tuple[str, bytes] | None:
     """Which Daylily sentinel an event makes true, and its content (`diagnosis`: a dead letter's; `findings`:
     a rejection's, read from workset_validations: the event only names their codes)."""
     payload, at = event.payload, event.occurred_at
@@ -103,7 +127,9 @@ def sentinel_for(event: Envelope, diagnosis: DiagnosisRow | None = None,
     if isinstance(payload, WorksetDeadLettered):
         return sentinels.ERROR, sentinels.error_body(at, dead_letter_message(payload, diagnosis))
     if isinstance(payload, WorksetCancelled):
-        return sentinels.ERROR, sentinels.error_body(at, f"cancelled by {payload.cancelled_by}: {payload.reason}")
+        return sentinels.ERROR, sentinels.error_body(
+            at, f"cancelled by {payload.cancelled_by}: {payload.reason}"
+        )
     return None
 
 
@@ -162,4 +188,3 @@ async def write_sentinel(uow: UnitOfWork, event: Envelope, *, store: Callable[[]
         raise RetryLater(STORAGE_RETRY_SECONDS, str(exc)) from None
     await repository.mark_sentinel(workset_id, name)
     log.info("validator.sentinel_written", folder=f"s3://{drop.bucket}/{drop.folder}", sentinel=name)
-

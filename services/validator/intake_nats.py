@@ -54,17 +54,24 @@ class IntakeResponder:
         self._sub: Subscription | None = None
 
     async def start(self) -> None:
-        self._sub = await self._nc.subscribe(f"{INTAKE_PREFIX}.*", queue=self._intake.intake_queue_group,
-                                             cb=self._on_message)
+        self._sub = await self._nc.subscribe(
+            f"{INTAKE_PREFIX}.*", queue=self._intake.intake_queue_group, cb=self._on_message
+        )
 
     async def _on_message(self, msg: Msg) -> None:
         tenant = msg.subject[len(INTAKE_PREFIX) + 1 :]
         if msg.reply and not reply_subject_allowed(tenant, msg.reply):
             # We answer with the services' unrestricted connection: a reply subject outside the sender's
             # own inbox could be another tenant's inbox or a stream's subject. Not handled, not answered.
-            INTAKE_REPLIES_REFUSED.labels(tenant=tenant if TENANT_ID_PATTERN.fullmatch(tenant) else "(invalid)").inc()
-            log.warning("nats_intake.reply_subject_refused", subject=msg.subject[:200], reply=msg.reply[:200],
-                        expected=f"{inbox_prefix(tenant)}.>"[:200])
+            INTAKE_REPLIES_REFUSED.labels(
+                tenant=tenant if TENANT_ID_PATTERN.fullmatch(tenant) else "(invalid)"
+            ).inc()
+            log.warning(
+                "nats_intake.reply_subject_refused",
+                subject=msg.subject[:200],
+                reply=msg.reply[:200],
+                expected=f"{inbox_prefix(tenant)}.>"[:200],
+            )
             return
         # nats-py runs callbacks one at a time; hand each request to a task so a slow one (a database
         # round trip) does not hold up the rest, with at most intake_concurrency in flight.
@@ -78,29 +85,47 @@ class IntakeResponder:
         self._slots.release()
 
     async def _answer(self, msg: Msg) -> None:
-        reply = await self.reply_for(msg.subject, msg.data, content_type=_header(msg, "Content-Type"),
-                                     idempotency_key=_header(msg, "Idempotency-Key"))
+        reply = await self.reply_for(
+            msg.subject,
+            msg.data,
+            content_type=_header(msg, "Content-Type"),
+            idempotency_key=_header(msg, "Idempotency-Key"),
+        )
         if msg.reply:
             try:
                 await msg.respond(json.dumps(reply, default=str).encode())
             except Exception:
                 log.exception("nats_intake.reply_failed", subject=msg.subject)
 
-    async def reply_for(self, subject: str, data: bytes, *, content_type: str | None,
-                        idempotency_key: str | None) -> dict[str, Any]:
-        tenant = subject[len(INTAKE_PREFIX) + 1:]
+    async def reply_for(
+        self, subject: str, data: bytes, *, content_type: str | None, idempotency_key: str | None
+    ) -> dict[str, Any]:
+        tenant = subject[len(INTAKE_PREFIX) + 1 :]
         try:
             outcome = await submit_document(
-                self._pool, data, media=media_of(content_type) or "yaml", tenant=tenant,
-                idempotency_key=idempotency_key, region=self._region, source="nats", actor=ACTOR)
+                self._pool,
+                data,
+                media=media_of(content_type) or "yaml",
+                tenant=tenant,
+                idempotency_key=idempotency_key,
+                region=self._region,
+                source="nats",
+                actor=ACTOR,
+            )
         except IntakeRefused as exc:
             return {"ok": False, "code": exc.code, "message": str(exc), "details": exc.details}
         except Exception:
             # The requester gets an answer even for a bug or an outage; the log has the traceback.
             log.exception("nats_intake.failed", subject=subject)
-            return {"ok": False, "code": "INTERNAL_ERROR", "message": "the request could not be handled; "
-                    "retry with the same Idempotency-Key", "details": {}}
-        log.info("nats_intake.answered", tenant=tenant, accepted=outcome.accepted, workset_id=outcome.workset_id)
+            return {
+                "ok": False,
+                "code": "INTERNAL_ERROR",
+                "message": "the request could not be handled; retry with the same Idempotency-Key",
+                "details": {},
+            }
+        log.info(
+            "nats_intake.answered", tenant=tenant, accepted=outcome.accepted, workset_id=outcome.workset_id
+        )
         return outcome.as_reply()
 
     async def stop(self) -> None:
@@ -117,15 +142,22 @@ async def nats_intake_ctx(app: web.Application) -> AsyncIterator[None]:
         limit = app[BUS].nc.max_payload
         if limit < MAX_DOCUMENT_BYTES + 64 * 1024:
             # The largest workset document cannot reach us over NATS: the lab's client refuses to send it.
-            log.warning("nats_intake.max_payload_below_document_limit", max_payload=limit,
-                        document_limit=MAX_DOCUMENT_BYTES, fix=f"set max_payload: {NATS_MAX_PAYLOAD} in "
-                        "nats-server's configuration (deploy/nats.conf)")
-        responder = IntakeResponder(app[BUS].nc, app[POOL], region=app[SETTINGS].region,
-                                    intake=app[INTAKE_SETTINGS])
+            log.warning(
+                "nats_intake.max_payload_below_document_limit",
+                max_payload=limit,
+                document_limit=MAX_DOCUMENT_BYTES,
+                fix=f"set max_payload: {NATS_MAX_PAYLOAD} in nats-server's configuration (deploy/nats.conf)",
+            )
+        responder = IntakeResponder(
+            app[BUS].nc, app[POOL], region=app[SETTINGS].region, intake=app[INTAKE_SETTINGS]
+        )
         await responder.start()
         responders.append(responder)
-        log.info("nats_intake.listening", subject=f"{INTAKE_PREFIX}.*",
-                 queue=app[INTAKE_SETTINGS].intake_queue_group)
+        log.info(
+            "nats_intake.listening",
+            subject=f"{INTAKE_PREFIX}.*",
+            queue=app[INTAKE_SETTINGS].intake_queue_group,
+        )
 
     starting = await start_with_bus(app, listen, "nats-intake")
     yield

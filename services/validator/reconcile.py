@@ -24,7 +24,9 @@ log = structlog.get_logger(__name__)
 def stale_submissions(pool: asyncpg.Pool, handler: EventHandler, settings: Settings) -> ReconcilePass:
     async def run() -> int:
         async with UnitOfWork(pool) as uow:
-            waiting = await RecoveryRepository(uow.connection).stale_submissions(settings.reconcile_after_seconds)
+            waiting = await RecoveryRepository(uow.connection).stale_submissions(
+                settings.reconcile_after_seconds
+            )
         return await hand_over(waiting, event_for=lambda item: _submitted(pool, item), handler=handler,
                                moved_on=lambda item: _validated(pool, item), what="validated")  # fmt: skip
 
@@ -38,7 +40,9 @@ async def _validated(pool: asyncpg.Pool, item: Unsettled) -> bool:
 
 async def _submitted(pool: asyncpg.Pool, item: Unsettled) -> Envelope:
     async with UnitOfWork(pool) as uow:
-        stored = await RecoveryRepository(uow.connection).stored_event(item.event_id) if item.event_id else None
+        stored = (
+            await RecoveryRepository(uow.connection).stored_event(item.event_id) if item.event_id else None
+        )
         if stored is not None:
             return stored
         ws = await uow.worksets.get(item.workset_id)

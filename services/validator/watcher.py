@@ -25,8 +25,12 @@ async def drop_watcher_ctx(app: web.Application) -> AsyncIterator[None]:
     intake = DropIntake(app[POOL], app[OBJECT_STORE], region=app[SETTINGS].region, intake=intake_settings)
     watcher = DropWatcher(intake, app[OBJECT_STORE], app[POOL], intake_settings)
     task = asyncio.create_task(watcher.run(), name="drop-watcher")
-    log.info("drop_watcher.on", buckets=list(intake.buckets), prefix=intake.prefix,
-             poll_seconds=intake_settings.drop_poll_seconds)
+    log.info(
+        "drop_watcher.on",
+        buckets=list(intake.buckets),
+        prefix=intake.prefix,
+        poll_seconds=intake_settings.drop_poll_seconds,
+    )
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):

@@ -32,12 +32,20 @@ print(json.dumps(sorted({c.code for c in walk(CodedError) if not c.__subclasses_
 
 
 def test_every_code_the_api_can_answer_is_documented() -> None:
-    listed = subprocess.run([sys.executable, "-c", _LIST], cwd=REPO, capture_output=True, text=True, timeout=120)
+    listed = subprocess.run(
+        [sys.executable, "-c", _LIST], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert listed.returncode == 0, listed.stderr
     codes = set(json.loads(listed.stdout.splitlines()[-1]))
     assert {"S3_ACCESS_DENIED", "BUCKET_GRANT_NOT_FOUND", "AUTH_USER_DISABLED"} <= codes
     # Once answered one by one by the API's handlers, now CodedErrors the middleware answers.
-    assert {"CLUSTER_NOT_FOUND", "CLUSTER_BUSY", "WORKSET_NOT_REQUEUEABLE", "DLQ_MESSAGE_NOT_FOUND", "REGION_NOT_FOUND"} <= codes
+    assert {
+        "CLUSTER_NOT_FOUND",
+        "CLUSTER_BUSY",
+        "WORKSET_NOT_REQUEUEABLE",
+        "DLQ_MESSAGE_NOT_FOUND",
+        "REGION_NOT_FOUND",
+    } <= codes
     assert set(NOT_ANSWERED) <= codes, "a code in NOT_ANSWERED no longer exists: remove it there"
     docs = (REPO / "docs" / "api.md").read_text()
     assert sorted(c for c in codes - set(NOT_ANSWERED) if f"`{c}`" not in docs) == []

@@ -113,8 +113,12 @@ async def answers(
     )
     work = yaml.safe_dump({"dy-r": "-p help", "export_uri": foreign["export_uri"]})
     info = yaml.safe_dump({"pipeline_type": "fastq-qc", "reference_genome": "GRCh38"})
-    for name, body in (("daylily_work.yaml", work), ("stage_samples.tsv", manifest),
-                       ("daylily_info.yaml", info), ("daylily.ready", "2025-01-01T00:00:00Z")):
+    for name, body in (
+        ("daylily_work.yaml", work),
+        ("stage_samples.tsv", manifest),
+        ("daylily_info.yaml", info),
+        ("daylily.ready", "2025-01-01T00:00:00Z"),
+    ):
         b.s3.put_object(Bucket=b.a, Key=folder + name, Body=body.encode())
     dropped = await drops.consider(b.a, folder)
     return {
@@ -147,11 +151,16 @@ async def refused_on_every_intake_path(world: World, buckets: Buckets, nc: NATS,
         absent = await answers(world, nc, drops, b, foreign, "absent")
         # B's bucket is watched but not mapped: a folder there claiming to be A's is refused too.
         claim = f"{DROP_PREFIX}claims-a/"
-        for name, body in (("daylily_work.yaml", yaml.safe_dump({"export_uri": f"s3://{b.a}/r/"})),
-                           ("stage_samples.tsv", "SAMPLE_ID\tSEQ_VENDOR\tILMN_R1_FQ\tILMN_R2_FQ\n"
-                                                 f"S1\tILMN\ts3://{b.a}/x_R1.fastq.gz\ts3://{b.a}/x_R2.fastq.gz\n"),
-                           ("daylily_info.yaml", yaml.safe_dump({"customer_id": world.a.id})),
-                           ("daylily.ready", "now")):
+        for name, body in (
+            ("daylily_work.yaml", yaml.safe_dump({"export_uri": f"s3://{b.a}/r/"})),
+            (
+                "stage_samples.tsv",
+                "SAMPLE_ID\tSEQ_VENDOR\tILMN_R1_FQ\tILMN_R2_FQ\n"
+                f"S1\tILMN\ts3://{b.a}/x_R1.fastq.gz\ts3://{b.a}/x_R2.fastq.gz\n",
+            ),
+            ("daylily_info.yaml", yaml.safe_dump({"customer_id": world.a.id})),
+            ("daylily.ready", "now"),
+        ):
             b.s3.put_object(Bucket=b.b, Key=claim + name, Body=body.encode())
         claimed = await drops.consider(b.b, claim)
 
@@ -163,23 +172,30 @@ async def refused_on_every_intake_path(world: World, buckets: Buckets, nc: NATS,
     assert status == 200 and not report["ok"] and access(report["findings"]) == refused
     assert not [f for f in report["findings"] if f["code"].startswith("SNF-")], report["findings"]
     assert b.b in report["findings"][0]["message"] and "stamen bucket grant" in report["findings"][0]["fix"]
-    assert (present["nats"]["code"], access(present["nats"]["details"]["findings"])) == ("VALIDATION_FAILED",
-                                                                                       refused)
+    assert (present["nats"]["code"], access(present["nats"]["details"]["findings"])) == (
+        "VALIDATION_FAILED",
+        refused,
+    )
     action, findings = present["drop"]
     assert action == "refused" and access(findings) == refused
     assert (claimed.action, access(claimed.findings)) == ("refused", [("S3-ACCESS-003", "")])
-    assert b.s3.get_object(Bucket=b.b, Key=claim + "daylily.error")["Body"].read().count(b"S3-ACCESS-003") == 1
+    assert (
+        b.s3.get_object(Bucket=b.b, Key=claim + "daylily.error")["Body"].read().count(b"S3-ACCESS-003") == 1
+    )
     async with world.pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM worksets WHERE name LIKE 'foreign%'") == 0
 
     # Writing into B's bucket is refused the same way (the report would have landed there).
     a1, a2 = b.reads(b.a, "mine")
-    into_b = await world.client.post("/api/v1/worksets", json=spec("into-b", a1, a2, f"s3://{b.b}/loot/"),
-                                     headers=world.key(world.a))
+    into_b = await world.client.post(
+        "/api/v1/worksets", json=spec("into-b", a1, a2, f"s3://{b.b}/loot/"), headers=world.key(world.a)
+    )
     assert access((await into_b.json())["details"]["findings"]) == [("S3-ACCESS-002", "export_uri")]
 
 
-async def a_granted_shared_bucket_works_read_only_where_granted_so(world: World, buckets: Buckets, nc: NATS) -> None:
+async def a_granted_shared_bucket_works_read_only_where_granted_so(
+    world: World, buckets: Buckets, nc: NATS
+) -> None:
     b, shared = buckets, f"shared-refs-{uuid.uuid4().hex[:8]}"
     b.s3.create_bucket(Bucket=shared, CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
     r1, r2 = b.reads(shared, "refs")
@@ -190,32 +206,53 @@ async def a_granted_shared_bucket_works_read_only_where_granted_so(world: World,
     assert granted.status == 201, await granted.text()
     listed = await (await world.client.get("/api/v1/buckets", headers=world.key(world.a))).json()
     assert [(i["bucket"], i["access"], i["source"]) for i in listed["items"]] == [
-        (b.a, "read-write", "own"), (shared, "read-only", "grant")]
+        (b.a, "read-write", "own"),
+        (shared, "read-only", "grant"),
+    ]
     other = await (await world.client.get("/api/v1/buckets", headers=world.key(world.b))).json()
     assert [i["bucket"] for i in other["items"]] == [b.b]  # A's grant is not B's business
 
     ok = spec("shared-ok", r1, r2, f"s3://{b.a}/results/shared-ok/")
-    report = await (await world.client.post("/api/v1/worksets/validate?dry_run=false", json=ok,
-                                            headers=world.key(world.a))).json()
+    report = await (
+        await world.client.post(
+            "/api/v1/worksets/validate?dry_run=false", json=ok, headers=world.key(world.a)
+        )
+    ).json()
     assert report["ok"] and report["findings"] == [] and report["estimate"]["unsized_inputs"] == []
     created = await world.client.post("/api/v1/worksets", json=ok, headers=world.key(world.a))
     assert created.status == 201, await created.text()
-    reply = json.loads((await tenant_request(nc, world.a.id, json.dumps({**ok, "name": "shared-nats"}).encode(),
-                                             timeout=15)).data)
+    reply = json.loads(
+        (
+            await tenant_request(
+                nc, world.a.id, json.dumps({**ok, "name": "shared-nats"}).encode(), timeout=15
+            )
+        ).data
+    )
     assert reply["ok"], reply
     # Read-only: its report may not be written there; and B, not granted, may not even read it.
-    write = await world.client.post("/api/v1/worksets", json=spec("shared-w", r1, r2, f"s3://{shared}/out/"),
-                                    headers=world.key(world.a))
+    write = await world.client.post(
+        "/api/v1/worksets", json=spec("shared-w", r1, r2, f"s3://{shared}/out/"), headers=world.key(world.a)
+    )
     findings = (await write.json())["details"]["findings"]
     assert access(findings) == [("S3-ACCESS-002", "export_uri")] and "read-only" in findings[0]["message"]
-    as_b = await world.client.post("/api/v1/worksets", json=spec("b-shared", r1, r2, f"s3://{b.b}/r/"),
-                                   headers=world.key(world.b))
-    assert access((await as_b.json())["details"]["findings"]) == [("S3-ACCESS-001", "samples[0].r1"),
-                                                                   ("S3-ACCESS-001", "samples[0].r2")]
+    as_b = await world.client.post(
+        "/api/v1/worksets", json=spec("b-shared", r1, r2, f"s3://{b.b}/r/"), headers=world.key(world.b)
+    )
+    assert access((await as_b.json())["details"]["findings"]) == [
+        ("S3-ACCESS-001", "samples[0].r1"),
+        ("S3-ACCESS-001", "samples[0].r2"),
+    ]
     # Revoked: the requeue of A's workset is refused now (a customer cannot grant; only operators).
-    assert (await world.client.post("/api/v1/bucket-grants", headers=world.key(world.a),
-                                    json={"tenant": world.a.id, "bucket": b.b, "access": "read-write"})).status == 403
-    revoked = await world.client.delete(f"/api/v1/bucket-grants/{world.a.id}/{shared}", headers=world.operator)
+    assert (
+        await world.client.post(
+            "/api/v1/bucket-grants",
+            headers=world.key(world.a),
+            json={"tenant": world.a.id, "bucket": b.b, "access": "read-write"},
+        )
+    ).status == 403
+    revoked = await world.client.delete(
+        f"/api/v1/bucket-grants/{world.a.id}/{shared}", headers=world.operator
+    )
     assert revoked.status == 200
     ws_id = (await created.json())["workset_id"]
     deadline = time.monotonic() + 20
@@ -228,15 +265,20 @@ async def a_granted_shared_bucket_works_read_only_where_granted_so(world: World,
             ws.transition(state, actor="test", reason="test fixture")
         await uow.worksets.save(ws)
         await uow.commit()
-    retry = await world.client.post(f"/api/v1/worksets/{ws_id}/retry", json={"changes": {"max_retries": 2}},
-                                    headers=world.key(world.a))
+    retry = await world.client.post(
+        f"/api/v1/worksets/{ws_id}/retry", json={"changes": {"max_retries": 2}}, headers=world.key(world.a)
+    )
     body = await retry.json()
     assert (retry.status, body["code"]) == (422, "S3_ACCESS_DENIED")
-    assert access(body["details"]["findings"]) == [("S3-ACCESS-001", "samples[0].r1"),
-                                                   ("S3-ACCESS-001", "samples[0].r2")]
+    assert access(body["details"]["findings"]) == [
+        ("S3-ACCESS-001", "samples[0].r1"),
+        ("S3-ACCESS-001", "samples[0].r2"),
+    ]
 
 
-async def test_the_scheduler_refuses_to_dispatch_a_spec_naming_a_foreign_bucket(pool: Any, tmp_path: Path) -> None:
+async def test_the_scheduler_refuses_to_dispatch_a_spec_naming_a_foreign_bucket(
+    pool: Any, tmp_path: Path
+) -> None:
     """Defence in depth: a workset whose row names a bucket its tenant may not use (changed after validation,
     or a grant revoked since) fails before any step is recorded or started, and is not retried."""
     marker = tmp_path / "ran"
@@ -259,8 +301,10 @@ async def test_the_scheduler_refuses_to_dispatch_a_spec_naming_a_foreign_bucket(
             assert await uow.step_runs.step_run_counts(ws_id) == {}
         assert "S3-ACCESS-001" in history[-1].reason and bucket in history[-1].reason
         async with pool.acquire() as conn:
-            bodies = [json.loads(bytes(r["body"])) for r in await conn.fetch(
-                "SELECT body FROM outbox WHERE subject LIKE '%.workset.failed'")]
+            bodies = [
+                json.loads(bytes(r["body"]))
+                for r in await conn.fetch("SELECT body FROM outbox WHERE subject LIKE '%.workset.failed'")
+            ]
         [failed] = [e for e in bodies if e["workset_id"] == ws_id]
         assert failed["payload"]["native_state"] == "S3_ACCESS"
     assert not marker.exists()
@@ -270,8 +314,12 @@ def recipe_calls(names: dict[str, str]) -> tuple[list[list[str]], dict[str, Any]
     """The curl commands of docs/api.md's bucket-grant recipe as shlex tokens (in order), with the doc's names
     replaced by the test world's, and the refused finding the doc shows after it."""
     text = (REPO / "docs" / "api.md").read_text()
-    block = re.search(r"<!-- bucket-grant recipe[^>]*-->\n```bash\n(.*?)```\n<!-- end of bucket-grant recipe -->"
-                      r".*?```json\n(.*?)```", text, re.S)
+    block = re.search(
+        r"<!-- bucket-grant recipe[^>]*-->\n```bash\n(.*?)```\n<!-- end of bucket-grant recipe -->"
+        r".*?```json\n(.*?)```",
+        text,
+        re.S,
+    )
     assert block, "docs/api.md lost its bucket-grant recipe block"
     block_text, example_text = block.group(1), block.group(2)
     for doc_name, ours in names.items():  # in the order given
@@ -321,8 +369,9 @@ def curl_request(tokens: list[str], variables: dict[str, str]) -> tuple[str, str
 async def the_documented_bucket_grant_recipe_works_as_written(world: World, buckets: Buckets) -> None:
     shared = f"shared-doc-{uuid.uuid4().hex[:8]}"
     # Longest first: the doc's own bucket name contains its tenant's.
-    calls, refused_example = recipe_calls({"stamen-acme-us-west-2": buckets.a, "shared-references": shared,
-                                           "acme": world.a.id})
+    calls, refused_example = recipe_calls(
+        {"stamen-acme-us-west-2": buckets.a, "shared-references": shared, "acme": world.a.id}
+    )
     variables = {"STAMEN_URL": "", "OPERATOR_TOKEN": world.operator_token, "LAB_KEY": world.a.api_key}
     answers = []
     for tokens in calls:
@@ -333,9 +382,14 @@ async def the_documented_bucket_grant_recipe_works_as_written(world: World, buck
     granted, listed, ok, write, revoked, refused = (body for _, body in answers)
     assert (granted["tenant"], granted["bucket"], granted["access"]) == (world.a.id, shared, "read-only")
     assert [(i["bucket"], i["access"], i["source"]) for i in listed["items"]] == [
-        (buckets.a, "read-write", "own"), (shared, "read-only", "grant")]
+        (buckets.a, "read-write", "own"),
+        (shared, "read-only", "grant"),
+    ]
     assert ok["ok"] and ok["findings"] == [], ok
     assert not write["ok"] and access(write["findings"]) == [("S3-ACCESS-002", "export_uri")]
     assert revoked["bucket"] == shared
-    assert access(refused["findings"]) == [("S3-ACCESS-001", "samples[0].r1"), ("S3-ACCESS-001", "samples[0].r2")]
+    assert access(refused["findings"]) == [
+        ("S3-ACCESS-001", "samples[0].r1"),
+        ("S3-ACCESS-001", "samples[0].r2"),
+    ]
     assert refused["findings"][0] == refused_example  # the doc shows the very answer

@@ -289,7 +289,9 @@ async def test_diagnose_ranks_the_catalogs_explanations_of_a_log(world: World) -
     ).json()
     assert unknown["unknown"] is True and unknown["candidates"][0]["code"] == "WS-UNK-000"
 
-    bad = await world.client.post("/api/v1/diagnose", headers=world.key(world.a), json={"text": "x", "top": 0})
+    bad = await world.client.post(
+        "/api/v1/diagnose", headers=world.key(world.a), json={"text": "x", "top": 0}
+    )
     assert bad.status == 400 and (await bad.json())["code"] == "REQUEST_INVALID"
     assert (await world.client.post("/api/v1/diagnose", json={"text": "x"})).status == 401
 
@@ -301,21 +303,31 @@ async def test_operators_list_show_and_replay_parked_messages(world: World, js: 
     headers = {"Nats-Msg-Id": "dlq-diagnostics-failed-STAMEN_EVENTS-7", "Stamen-Dlq-Reason": "max_deliver",
                "Stamen-Dlq-Consumer": "diagnostics-failed", "Stamen-Dlq-Deliveries": "5",
                "Stamen-Original-Subject": f"stamen.evt.{world.a.id}.workset.failed"}  # fmt: skip
-    await JetStreamPublisher(js).publish_raw(dlq_subject("max_deliver", "diagnostics-failed"), event.to_json(), headers)
+    await JetStreamPublisher(js).publish_raw(
+        dlq_subject("max_deliver", "diagnostics-failed"), event.to_json(), headers
+    )
 
     listed = await (await world.client.get("/api/v1/dlq/messages", headers=world.operator)).json()
     (item,) = listed["items"]
     assert (item["event_id"], item["workset_id"], item["reason"], item["replayable"]) == (
-        str(event.id), workset_id, "max_deliver", True)
+        str(event.id),
+        workset_id,
+        "max_deliver",
+        True,
+    )
     assert listed["next_after"] is None
-    shown = await (await world.client.get(f"/api/v1/dlq/messages/{item['seq']}", headers=world.operator)).json()
+    shown = await (
+        await world.client.get(f"/api/v1/dlq/messages/{item['seq']}", headers=world.operator)
+    ).json()
     assert shown["deliveries"] == 5 and shown["workset_state"] == "submitted"
 
     replayed = await world.client.post(f"/api/v1/dlq/messages/{item['seq']}/replay", headers=world.operator)
     assert replayed.status == 200 and (await replayed.json())["replayed"] is True
     back = await js.get_last_msg("STAMEN_EVENTS", f"stamen.evt.{world.a.id}.workset.failed")
     assert back.data == event.to_json() and back.headers["Stamen-Replay-For"] == "diagnostics-failed"
-    assert (await (await world.client.get("/api/v1/dlq/messages", headers=world.operator)).json())["items"] == []
+    assert (await (await world.client.get("/api/v1/dlq/messages", headers=world.operator)).json())[
+        "items"
+    ] == []
     again = await world.client.post(f"/api/v1/dlq/messages/{item['seq']}/replay", headers=world.operator)
     assert again.status == 404 and (await again.json())["code"] == "DLQ_MESSAGE_NOT_FOUND"
     bad = await world.client.get("/api/v1/dlq/messages/x1", headers=world.operator)

@@ -18,8 +18,9 @@ async def park_one(pool: asyncpg.Pool) -> int:
             "INSERT INTO outbox (event_id, subject, headers, body) VALUES ($1, $2, '{}', $3) RETURNING id",
             uuid.uuid4(), "stamen.evt.tenant-a.workset.submitted", b"x" * 2048,
         )  # fmt: skip
-        await OutboxQueue(conn).record_failure(row_id, "MaxPayloadError: nats: maximum payload exceeded",
-                                               retry_in=1, park=True)
+        await OutboxQueue(conn).record_failure(
+            row_id, "MaxPayloadError: nats: maximum payload exceeded", retry_in=1, park=True
+        )
     return int(row_id)
 
 
@@ -36,8 +37,9 @@ async def test_operators_see_and_retry_parked_events(world: World, database_url:
 
     nothing = await world.client.post("/api/v1/outbox/retry", headers=world.operator, json={})
     assert nothing.status == 400 and (await nothing.json())["code"] == "OUTBOX_RETRY_NOTHING"
-    retried = await world.client.post("/api/v1/outbox/retry", headers=world.operator,
-                                      json={"ids": [first, 424242]})
+    retried = await world.client.post(
+        "/api/v1/outbox/retry", headers=world.operator, json={"ids": [first, 424242]}
+    )
     assert await retried.json() == {"retried": [first], "not_parked": [424242]}
 
     [row] = stamen(database_url, "outbox", "parked")

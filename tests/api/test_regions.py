@@ -38,9 +38,17 @@ async def test_every_caller_sees_health_and_latency_but_only_operators_see_why(w
     assert (east["health"], east["health_reported"], east["reason"]) == ("down", True, None)
     assert east["latency_ms"] == {"average": 12.5, "p50": 11.0, "p95": 20.0, "p99": 20.0}
     west = next(r for r in customer["items"] if r["region"] == "us-west-2")
-    assert (west["primary"], west["configured"], west["health"], west["health_reported"]) == (True, True, "healthy", False)
+    assert (west["primary"], west["configured"], west["health"], west["health_reported"]) == (
+        True,
+        True,
+        "healthy",
+        False,
+    )
     operator = await (await world.client.get("/api/v1/regions", headers=world.operator)).json()
-    assert next(r for r in operator["items"] if r["region"] == "us-east-1")["reason"] == "3 consecutive rounds down"
+    assert (
+        next(r for r in operator["items"] if r["region"] == "us-east-1")["reason"]
+        == "3 consecutive rounds down"
+    )
 
     detail = await world.client.get("/api/v1/regions/us-east-1", headers=world.operator)
     assert detail.status == 200
@@ -70,13 +78,17 @@ async def test_forced_failover_and_fail_back_are_audited(world: World) -> None:
     }  # fmt: skip
     again = await world.client.post(f"{url}/failover", json={"reason": "drill"}, headers=world.operator)
     assert (again.status, (await again.json())["code"]) == (409, "REGION_ALREADY_FAILED_OVER")
-    back = await world.client.post(f"{url}/failback", json={"reason": "drill over", "database": True}, headers=world.operator)
+    back = await world.client.post(
+        f"{url}/failback", json={"reason": "drill over", "database": True}, headers=world.operator
+    )
     assert back.status == 200 and (await back.json())["switchover_requested"] is True
     nothing = await world.client.post(f"{url}/failback", json={"reason": "again"}, headers=world.operator)
     assert (nothing.status, (await nothing.json())["code"]) == (409, "REGION_NOTHING_TO_FAIL_BACK")
     history = await (await world.client.get(f"{url}/history?limit=10", headers=world.operator)).json()
     assert [c["to_status"] for c in history["changes"]] == ["down"]
     assert [(o["kind"], o["outcome"]) for o in history["operations"]] == [
-        ("database_switchover", "requested"), ("failback", "done"), ("failover", "done")
+        ("database_switchover", "requested"),
+        ("failback", "done"),
+        ("failover", "done"),
     ]
     assert all(o["actor"].startswith("cognito") or ":" in o["actor"] for o in history["operations"])

@@ -131,7 +131,10 @@ def operator_successes(base_url: str, headers: dict[str, str], world: World) -> 
         ("api_keys_create", {"body": {"name": "fuzz", "ttl_days": 1, "customer_id": b.tenant}}),
         ("api_keys_list", {"query": {"tenant": b.tenant}}),
         ("s3_events", {"body": {"Records": []}}),
-        ("bucket_grants_create", {"body": {"tenant": b.tenant, "bucket": "fuzz-shared", "access": "read-only"}}),
+        (
+            "bucket_grants_create",
+            {"body": {"tenant": b.tenant, "bucket": "fuzz-shared", "access": "read-only"}},
+        ),
         ("buckets_list", {"query": {"tenant": b.tenant}}),
         ("bucket_grants_revoke", {"path_parameters": {"tenant": b.tenant, "bucket": "fuzz-shared"}}),
     ]

@@ -19,7 +19,9 @@ from tests.fixtures import REPO_ROOT
 BENCH = REPO_ROOT / "bench"
 
 
-def run_bench(name: str, *args: str, env: dict[str, str] | None = None, timeout: float = 240) -> dict[str, Any]:
+def run_bench(
+    name: str, *args: str, env: dict[str, str] | None = None, timeout: float = 240
+) -> dict[str, Any]:
     result = subprocess.run(
         [sys.executable, str(BENCH / f"{name}.py"), *args, "--json"],
         capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT,
@@ -32,7 +34,9 @@ def run_bench(name: str, *args: str, env: dict[str, str] | None = None, timeout:
 
 
 def test_ceiling(postgres_admin_url: str, nats_url: str) -> None:
-    f = run_bench("ceiling", "--seconds", "0.3", env={"DATABASE_URL": postgres_admin_url, "NATS_URL": nats_url})
+    f = run_bench(
+        "ceiling", "--seconds", "0.3", env={"DATABASE_URL": postgres_admin_url, "NATS_URL": nats_url}
+    )
     assert f["postgres"]["transactions"] > 0 and f["postgres"]["tx_per_second"] > 0
     assert f["jetstream"]["messages"] > 0 and f["jetstream"]["publish_ack_per_second"] > 0
 
@@ -89,7 +93,11 @@ def test_portal(postgres_admin_url: str, nats_url: str) -> None:
         env={"DATABASE_URL": postgres_admin_url, "NATS_URL": nats_url},
     )  # fmt: skip
     assert f["worksets"] == 300 and {k: v["n"] for k, v in f["pages"].items()} == {
-        "dashboard": 3, "dashboard, charts cold": 3, "worksets, page 1": 3, "worksets, page 6": 3,
-        "worksets, search": 3, "workset detail": 3,
+        "dashboard": 3,
+        "dashboard, charts cold": 3,
+        "worksets, page 1": 3,
+        "worksets, page 6": 3,
+        "worksets, search": 3,
+        "workset detail": 3,
     }
     assert f["pages"]["dashboard"]["cpu_ms_per_request"] > 0

@@ -27,8 +27,13 @@ from tests.fixtures import REPO_ROOT
 CHROMIUM = Path("/usr/bin/chromium")
 # Flags that work on a machine with no display, no GPU and no outside network (see docs/portal.md).
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 POOL_REGION = "us-west-2"
 PASSWORD = "Browser-Pass-1234!"
@@ -36,8 +41,10 @@ PASSWORD = "Browser-Pass-1234!"
 
 def why_no_browser() -> str | None:
     if not CHROMIUM.exists():
-        return (f"{CHROMIUM} is missing: scripts/test installs Debian's chromium package when it runs as root "
-                "(scripts/install-chromium.sh); as root run: apt-get install chromium")
+        return (
+            f"{CHROMIUM} is missing: scripts/test installs Debian's chromium package when it runs as root "
+            "(scripts/install-chromium.sh); as root run: apt-get install chromium"
+        )
     try:
         import playwright.async_api  # noqa: F401
     except ImportError:
@@ -63,26 +70,41 @@ class Stack:
     cognito: Any
     pool_id: str
 
-    def user(self, email: str, *, password: str = PASSWORD, operator: bool = False,
-             tenant: str | None = None) -> str:
+    def user(
+        self, email: str, *, password: str = PASSWORD, operator: bool = False, tenant: str | None = None
+    ) -> str:
         """A confirmed user with a permanent password (what an operator does with `stamen user add`)."""
         attributes = [{"Name": "email", "Value": email}, {"Name": "email_verified", "Value": "true"}]
         if tenant:
             attributes.append({"Name": "custom:customer_id", "Value": tenant})
-        self.cognito.admin_create_user(UserPoolId=self.pool_id, Username=email, UserAttributes=attributes,
-                                       MessageAction="SUPPRESS", TemporaryPassword="Temp-Pass-12345!")
-        self.cognito.admin_set_user_password(UserPoolId=self.pool_id, Username=email, Password=password,
-                                             Permanent=True)
+        self.cognito.admin_create_user(
+            UserPoolId=self.pool_id,
+            Username=email,
+            UserAttributes=attributes,
+            MessageAction="SUPPRESS",
+            TemporaryPassword="Temp-Pass-12345!",
+        )
+        self.cognito.admin_set_user_password(
+            UserPoolId=self.pool_id, Username=email, Password=password, Permanent=True
+        )
         if operator:
-            self.cognito.admin_add_user_to_group(UserPoolId=self.pool_id, Username=email, GroupName="operators")
+            self.cognito.admin_add_user_to_group(
+                UserPoolId=self.pool_id, Username=email, GroupName="operators"
+            )
         return email
 
 
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in {"NATS_URL", "DATABASE_URL", "AWS_ENDPOINT_URL"}}
-    env.update(PYTHONUNBUFFERED="1", STAMEN_AUTH_ENABLED="true", STAMEN_API_KEY_PEPPER="browser-test-pepper",
-               STAMEN_PORTAL_SECRET="browser-test-portal-secret", STAMEN_COGNITO_CREATE_POOL="true",
-               STAMEN_LOCAL_CLUSTER_MAX_CONCURRENT="2", STAMEN_DRAIN_TIMEOUT_SECONDS="3")
+    env.update(
+        PYTHONUNBUFFERED="1",
+        STAMEN_AUTH_ENABLED="true",
+        STAMEN_API_KEY_PEPPER="browser-test-pepper",
+        STAMEN_PORTAL_SECRET="browser-test-portal-secret",
+        STAMEN_COGNITO_CREATE_POOL="true",
+        STAMEN_LOCAL_CLUSTER_MAX_CONCURRENT="2",
+        STAMEN_DRAIN_TIMEOUT_SECONDS="3",
+    )
     return env
 
 
@@ -95,7 +117,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     log = state / "launcher.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "stamen", "up", "--state-dir", str(state / "s"), "--json", "--no-demo"],
-        stdout=subprocess.PIPE, stderr=log.open("a"), text=True, env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=log.open("a"),
+        text=True,
+        env=_env(),
     )
     assert proc.stdout is not None
     record: dict[str, Any] = {}
@@ -111,15 +136,27 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         raise AssertionError(f"stamen up did not start; see {log}:\n{log.read_text()[-3000:]}")
     stack_file = json.loads((state / "s" / "stack.json").read_text())
     endpoint = stack_file["aws_endpoint_url"]
-    cognito = boto3.client("cognito-idp", region_name=POOL_REGION, endpoint_url=endpoint,
-                           aws_access_key_id="testing", aws_secret_access_key="testing")
+    cognito = boto3.client(
+        "cognito-idp",
+        region_name=POOL_REGION,
+        endpoint_url=endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
     pool_id = _user_pool(cognito)
     shots = Path(os.environ.get("STAMEN_ARTIFACTS_DIR", REPO_ROOT / ".artifacts")) / "portal-screenshots"
     shutil.rmtree(shots, ignore_errors=True)
     shots.mkdir(parents=True)
     try:
-        yield Stack(record["portal_url"].rstrip("/"), stack_file["database_url"], endpoint, state / "s", shots,
-                    cognito, pool_id)
+        yield Stack(
+            record["portal_url"].rstrip("/"),
+            stack_file["database_url"],
+            endpoint,
+            state / "s",
+            shots,
+            cognito,
+            pool_id,
+        )
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -152,7 +189,9 @@ async def chromium(stack: Stack) -> AsyncIterator[Any]:
 
     async with async_playwright() as playwright:
         # Playwright gives each launch a new, empty --user-data-dir of its own.
-        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        browser = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
         try:
             yield browser
         finally:

@@ -79,7 +79,13 @@ async def new_workset(page: Any, stack: Stack, name: str, sample: str) -> str:
     for mate in (1, 2):
         await page.set_input_files(
             f"#samples-0-r{mate}-file",
-            files=[{"name": f"{sample}_R{mate}.fastq.gz", "mimeType": "application/gzip", "buffer": fastq(sample, mate)}],
+            files=[
+                {
+                    "name": f"{sample}_R{mate}.fastq.gz",
+                    "mimeType": "application/gzip",
+                    "buffer": fastq(sample, mate),
+                }
+            ],
         )
         # (the page's CSP forbids eval, so Playwright's expect, not wait_for_function)
         await expect(page.locator(f"#samples-0-r{mate}")).to_have_value(re.compile(r"^s3://"), timeout=30000)
@@ -99,15 +105,27 @@ async def dead_letter(stack: Stack, tenant: str) -> str:
     try:
         # Submitted and arranged in one transaction: the stack's validator must never see it `submitted`
         # (it would reject the bare spec before the arrangement, as it once did).
-        ws = Workset.submit(tenant_id=tenant, name="stuck-run", region="us-west-2", source="api", actor="test",
-                            spec={"name": "stuck-run", "tenant": tenant})
+        ws = Workset.submit(
+            tenant_id=tenant,
+            name="stuck-run",
+            region="us-west-2",
+            source="api",
+            actor="test",
+            spec={"name": "stuck-run", "tenant": tenant},
+        )
         s = WorksetState
         for state in (s.VALIDATING, s.QUEUED, s.SCHEDULED, s.RUNNING, s.FAILED, s.DEAD_LETTERED):
             ws.transition(state, actor="test", reason="arranged for the browser test")
         async with UnitOfWork(pool) as uow:
             await uow.worksets.add(ws)
-            await uow.dead_letters.park(ws.id, tenant, GiveUpReason.RETRIES_EXHAUSTED, 3, "WS-CLU-009",
-                                        "the retry budget of 2 is used up")
+            await uow.dead_letters.park(
+                ws.id,
+                tenant,
+                GiveUpReason.RETRIES_EXHAUSTED,
+                3,
+                "WS-CLU-009",
+                "the retry budget of 2 is used up",
+            )
             await uow.commit()
         return ws.id
     finally:
@@ -117,14 +135,20 @@ async def dead_letter(stack: Stack, tenant: str) -> str:
 async def shared_bucket(stack: Stack, tenant: str) -> str:
     """A reference bucket an operator granted the lab read-only (what `stamen bucket grant` does)."""
     bucket = f"shared-refs-{uuid.uuid4().hex[:6]}"
-    s3 = boto3.client("s3", region_name="us-west-2", endpoint_url=stack.aws_endpoint_url,
-                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    s3 = boto3.client(
+        "s3",
+        region_name="us-west-2",
+        endpoint_url=stack.aws_endpoint_url,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
     s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
     s3.put_object(Bucket=bucket, Key="refs/GRCh38/genome.fa", Body=b">chr1\nACGT\n")
     conn = await asyncpg.connect(stack.database_url)
     try:
-        await BucketGrantRepository(conn).grant(tenant, bucket, "read-only", granted_by="ops@stamen.example",
-                                                note="shared references")
+        await BucketGrantRepository(conn).grant(
+            tenant, bucket, "read-only", granted_by="ops@stamen.example", note="shared references"
+        )
     finally:
         await conn.close()
     return bucket
@@ -158,8 +182,9 @@ async def test_the_portal_end_to_end_in_chromium(stack: Stack, chromium: Any) ->
 
     # --- the lab's admin: first sign-in with the temporary password, then the new-password challenge ----
     admin_email = f"admin@{lab}.example"
-    stack.cognito.admin_set_user_password(UserPoolId=stack.pool_id, Username=admin_email,
-                                          Password="Temp-Pass-12345!", Permanent=False)
+    stack.cognito.admin_set_user_password(
+        UserPoolId=stack.pool_id, Username=admin_email, Password="Temp-Pass-12345!", Permanent=False
+    )
     lab_ctx = await context(chromium)
     page = await lab_ctx.new_page()
     await sign_in(page, stack, admin_email, "Temp-Pass-12345!")
@@ -252,27 +277,47 @@ async def test_the_portal_end_to_end_in_chromium(stack: Stack, chromium: Any) ->
 
     # --- every page, light and dark (and a phone) ---------------------------------------------------------
     customer_pages = {
-        "dashboard": "/", "worksets": "/worksets", "workset": f"/worksets/{workset}",
-        "workset-cancelled": f"/worksets/{second}", "new-workset": "/worksets/new", "generator": "/generator",
-        "files": "/files", "files-shared": f"/files?bucket={shared}&prefix=refs/GRCh38/", "usage": "/usage",
-        "settings": "/settings", "not-found": "/worksets/ws-nope",
+        "dashboard": "/",
+        "worksets": "/worksets",
+        "workset": f"/worksets/{workset}",
+        "workset-cancelled": f"/worksets/{second}",
+        "new-workset": "/worksets/new",
+        "generator": "/generator",
+        "files": "/files",
+        "files-shared": f"/files?bucket={shared}&prefix=refs/GRCh38/",
+        "usage": "/usage",
+        "settings": "/settings",
+        "not-found": "/worksets/ws-nope",
     }
     operator_pages = {
-        "ops-customers": "/ops/customers", "ops-clusters": "/ops/clusters", "ops-regions": "/ops/regions",
-        "ops-dlq": "/ops/dlq", "ops-dlq-item": f"/ops/dlq/{still_parked}", "ops-health": "/ops/health",
-        "ops-region": "/ops/regions/us-west-2", "ops-dashboard": "/", "ops-worksets": "/worksets",
+        "ops-customers": "/ops/customers",
+        "ops-clusters": "/ops/clusters",
+        "ops-regions": "/ops/regions",
+        "ops-dlq": "/ops/dlq",
+        "ops-dlq-item": f"/ops/dlq/{still_parked}",
+        "ops-health": "/ops/health",
+        "ops-region": "/ops/regions/us-west-2",
+        "ops-dashboard": "/",
+        "ops-worksets": "/worksets",
     }
     public_pages = {"signin": "/signin", "forgot": "/forgot", "signup-invalid": "/signup?invite=nope"}
     shots = 0
     for theme in ("light", "dark"):
-        for who, pages_of, email in (("customer", customer_pages, admin_email), ("operator", operator_pages, operator_email),
-                                     ("public", public_pages, None)):
+        for who, pages_of, email in (
+            ("customer", customer_pages, admin_email),
+            ("operator", operator_pages, operator_email),
+            ("public", public_pages, None),
+        ):
             ctx = await context(chromium, theme=theme)
             shot = await ctx.new_page()
             errors: list[str] = []
             shot.on("pageerror", lambda e, errors=errors: errors.append(str(e)))
-            shot.on("console", lambda m, errors=errors: errors.append(m.text) if m.type == "error" and
-                    "404" not in m.text else None)
+            shot.on(
+                "console",
+                lambda m, errors=errors: (
+                    errors.append(m.text) if m.type == "error" and "404" not in m.text else None
+                ),
+            )
             if email:
                 await sign_in(shot, stack, email)
             for name, path in pages_of.items():
@@ -284,7 +329,11 @@ async def test_the_portal_end_to_end_in_chromium(stack: Stack, chromium: Any) ->
     phone = await context(chromium, width=390)
     small = await phone.new_page()
     await sign_in(small, stack, admin_email)
-    for name, path in (("dashboard", "/"), ("workset", f"/worksets/{workset}"), ("new-workset", "/worksets/new")):
+    for name, path in (
+        ("dashboard", "/"),
+        ("workset", f"/worksets/{workset}"),
+        ("new-workset", "/worksets/new"),
+    ):
         await small.goto(f"{stack.url}{path}")
         await shoot(small, stack, f"{name}-phone")
         width = await small.evaluate("document.documentElement.scrollWidth")

@@ -76,7 +76,11 @@ FULL: dict[str, dict[str, Any]] = {
     "workset.cancelled": {"cancelled_by": "ops@example.com", "reason": "wrong reference"},
     "workset.archived": {"archived_by": "retention"},
     "region.health_changed": {
-        "status": "degraded", "latency_ms": 812.25, "detail": "slow squeue", "previous": "healthy", "actor": "regions"
+        "status": "degraded",
+        "latency_ms": 812.25,
+        "detail": "slow squeue",
+        "previous": "healthy",
+        "actor": "regions",
     },
     "cluster.drained": {"cluster": "hpc-west", "drained_by": "operator:ops@example.com"},
     "customer.created": {"customer_id": "acme", "customer_name": "Acme Labs", "email": "lab@acme.example"},
@@ -208,18 +212,36 @@ V1_PAYLOADS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {"warning_count": 1, "cost_usd_median": 3.5},
     ),
     "workset.rejected": (
-        {"findings": [{"code": "VAL-REF-001", "severity": "error"}, {"code": "VAL-REF-001", "severity": "error"},
-                      {"code": "VAL-PAIR-004", "severity": "warning"}]},
+        {
+            "findings": [
+                {"code": "VAL-REF-001", "severity": "error"},
+                {"code": "VAL-REF-001", "severity": "error"},
+                {"code": "VAL-PAIR-004", "severity": "warning"},
+            ]
+        },
         {"error_count": 2, "warning_count": 1, "codes": ["VAL-REF-001"]},
     ),
     "workset.failed": (
         {"attempt": 1, "step": "align", "reason": "exit 3", "log_tail": "x" * 8000},
-        {"attempt": 1, "step": "align", "reason": "exit 3", "step_run_id": None, "exit_code": None,
-         "signal": None, "native_state": ""},
+        {
+            "attempt": 1,
+            "step": "align",
+            "reason": "exit 3",
+            "step_run_id": None,
+            "exit_code": None,
+            "signal": None,
+            "native_state": "",
+        },
     ),
     "workset.diagnosed": (
-        {"attempt": 1, "code": "WS-UNK-000", "retry_class": "unknown", "retryable": False,
-         "candidates": [{"code": "WS-UNK-000"}], "report": "long text"},
+        {
+            "attempt": 1,
+            "code": "WS-UNK-000",
+            "retry_class": "unknown",
+            "retryable": False,
+            "candidates": [{"code": "WS-UNK-000"}],
+            "report": "long text",
+        },
         {"attempt": 1, "code": "WS-UNK-000", "retry_class": "unknown", "retryable": False},
     ),
 }

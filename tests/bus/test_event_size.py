@@ -25,19 +25,29 @@ def big_spec() -> dict[str, Any]:
     return {
         "name": "huge",
         "samples": [
-            {"id": f"S{i}", "platform": "ILMN", "r1": f"s3://lab/reads/S{i}_R1.fastq.gz",
-             "r2": f"s3://lab/reads/S{i}_R2.fastq.gz"}
+            {
+                "id": f"S{i}",
+                "platform": "ILMN",
+                "r1": f"s3://lab/reads/S{i}_R1.fastq.gz",
+                "r2": f"s3://lab/reads/S{i}_R2.fastq.gz",
+            }
             for i in range(SAMPLES)
         ],
     }
 
 
 def test_events_of_a_10000_sample_workset_stay_small() -> None:
-    ws = Workset.submit(tenant_id="acme", name="huge", region="us-west-2", spec=big_spec(), source="api",
-                        actor="test")
+    ws = Workset.submit(
+        tenant_id="acme", name="huge", region="us-west-2", spec=big_spec(), source="api", actor="test"
+    )
     ws.transition(WorksetState.VALIDATING, actor="validator")
-    ws.transition(WorksetState.REJECTED, actor="validator", event=WorksetRejected(
-        error_count=SAMPLES, warning_count=SAMPLES, codes=["SNF-OBJ-001", "VAL-PAIR-004"]))
+    ws.transition(
+        WorksetState.REJECTED,
+        actor="validator",
+        event=WorksetRejected(
+            error_count=SAMPLES, warning_count=SAMPLES, codes=["SNF-OBJ-001", "VAL-PAIR-004"]
+        ),
+    )
     sizes = {e.type: len(e.to_json()) for e in ws.pending_events}
     assert set(sizes) == {"workset.submitted", "workset.rejected"}
     assert max(sizes.values()) < EVENT_MAX_BYTES, sizes

@@ -29,7 +29,9 @@ def queued(workset_id: str | None) -> Envelope:
     return new_envelope(WorksetQueued(), tenant_id="acme", region="us-west-2", workset_id=workset_id)
 
 
-async def test_an_unusable_payload_is_parked_on_its_first_delivery_with_the_reason(js: JetStreamContext) -> None:
+async def test_an_unusable_payload_is_parked_on_its_first_delivery_with_the_reason(
+    js: JetStreamContext,
+) -> None:
     deliveries: list[tuple[str | None, int]] = []
 
     async def handler(env: Envelope, d: Delivery) -> None:
@@ -65,8 +67,9 @@ async def test_a_failing_message_does_not_hold_back_the_ones_behind_it(js: JetSt
         handled[env.workset_id or ""] = time.monotonic()
 
     pub = JetStreamPublisher(js)
-    spec = ConsumerSpec("t-hol", [event_filter("workset.queued")], handler, concurrency=1,
-                        error_delays=(30.0,))
+    spec = ConsumerSpec(
+        "t-hol", [event_filter("workset.queued")], handler, concurrency=1, error_delays=(30.0,)
+    )
     consumer = DurableConsumer(js, spec, pub)
     await consumer.start()
     started = time.monotonic()

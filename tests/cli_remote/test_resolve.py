@@ -134,8 +134,11 @@ def test_a_redirect_is_not_followed_so_credentials_stay_with_their_server() -> N
     server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        answer = send("GET", f"http://127.0.0.1:{server.server_address[1]}/api/v1/worksets",
-                      headers={"Authorization": "Bearer secret"})
+        answer = send(
+            "GET",
+            f"http://127.0.0.1:{server.server_address[1]}/api/v1/worksets",
+            headers={"Authorization": "Bearer secret"},
+        )
     finally:
         server.shutdown()
     assert answer.status == 302 and seen == ["Bearer secret"]  # asked once, the Location never followed

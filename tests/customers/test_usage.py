@@ -151,7 +151,9 @@ async def test_monthly_usage_from_the_store_and_the_bucket(
     now = datetime.now(UTC)
     async with pool.acquire() as conn:
         sched = StepRunRepository(conn)
-        await ClusterRepository(conn).upsert_cluster(ClusterRecord("east", "us-east-1", "local", 4, price_factor=1.5))
+        await ClusterRepository(conn).upsert_cluster(
+            ClusterRecord("east", "us-east-1", "local", 4, price_factor=1.5)
+        )
         await _step(sched, ids[0], "qc", "east", 3600.0, now)
         await _step(sched, ids[1], "qc", "east", 1800.0, now)
         await _step(sched, ids[1], "align", "east", None, now)

@@ -54,8 +54,12 @@ def test_the_nats_config_is_valid_with_a_rendered_authorization_block(tmp_path: 
     (tmp_path / "auth" / "stamen-auth.conf").write_text(text)
     conf = (ROOT / "deploy" / "nats.conf").read_text().replace('"/data"', json.dumps(str(tmp_path / "js")))
     (tmp_path / "nats.conf").write_text(conf)
-    checked = subprocess.run([_which("nats-server"), "-c", str(tmp_path / "nats.conf"), "-t"],
-                             capture_output=True, text=True, timeout=30)
+    checked = subprocess.run(
+        [_which("nats-server"), "-c", str(tmp_path / "nats.conf"), "-t"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 

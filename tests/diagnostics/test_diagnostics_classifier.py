@@ -315,9 +315,7 @@ Command output:
 """
 
 
-@pytest.mark.parametrize(
-    ("status", "code"), [(137, "WS-RES-001"), (127, "WS-CFG-004"), (139, "WS-PIP-013")]
-)
+@pytest.mark.parametrize(("status", "code"), [(137, "WS-RES-001"), (127, "WS-CFG-004"), (139, "WS-PIP-013")])
 def test_the_exit_status_a_wrapper_reports_stands_in_for_an_unknown_exit_code(status: int, code: str) -> None:
     top = classify_error(NEXTFLOW_WRAPPER.format(status=status)).top
     assert top.code == code
@@ -348,9 +346,9 @@ def test_reported_exit_status_is_the_last_one_in_the_log(lines: list[str], expec
 def test_a_cause_behind_a_container_wrapper_outranks_the_wrapper() -> None:
     text = "Task failed to start - CannotPullContainerError: write /var/lib/docker/tmp/x: no space left on device"
     assert classify_error(text).top.code == "WS-RES-004"
-    assert classify_error("CannotPullContainerError: pull image manifest has been retried 5 time(s)").top.code == (
-        "WS-CFG-006"
-    )
+    assert classify_error(
+        "CannotPullContainerError: pull image manifest has been retried 5 time(s)"
+    ).top.code == ("WS-CFG-006")
 
 
 def test_locale_warnings_and_cleanup_are_not_evidence_of_a_missing_input() -> None:
@@ -368,8 +366,12 @@ def test_tiers_rank_cause_then_family_then_wrapper_whatever_the_wording() -> Non
     # The family and wrapper patterns are long and the cause's is short: the tier still decides.
     cause = _entry("WS-PIP-903", patterns=["oops"])
     family = _entry("WS-PIP-902", tier="family", patterns=["widget reported an error while frobnicating"])
-    wrapper = _entry("WS-PIP-901", tier="wrapper", patterns=["the step failed, see the log above for details"])
-    text = "the step failed, see the log above for details\nwidget reported an error while frobnicating: oops\n"
+    wrapper = _entry(
+        "WS-PIP-901", tier="wrapper", patterns=["the step failed, see the log above for details"]
+    )
+    text = (
+        "the step failed, see the log above for details\nwidget reported an error while frobnicating: oops\n"
+    )
     for entries in ([cause, family, wrapper], [wrapper, family, cause]):
         codes = [candidate.code for candidate in classify_error(text, entries=entries).candidates]
         assert codes == ["WS-PIP-903", "WS-PIP-902", "WS-PIP-901"]
@@ -384,7 +386,11 @@ def test_a_wrapper_never_hides_the_exit_status_it_reports() -> None:
 
 def test_a_family_match_gives_its_category_and_retry_class_instead_of_unknown() -> None:
     top = classify_error("sbatch: error: --array and --dependency=singleton may not be combined here").top
-    assert (top.code, top.category, top.retry_class) == ("WS-CLU-013", ErrorCategory.CLUSTER, RetryClass.CONFIGURATION)
+    assert (top.code, top.category, top.retry_class) == (
+        "WS-CLU-013",
+        ErrorCategory.CLUSTER,
+        RetryClass.CONFIGURATION,
+    )
     top = classify_error("curl: (65) necessary data rewind wasn't possible").top
     assert (top.category, top.retry_class.is_retryable) == (ErrorCategory.NETWORK, True)
 
@@ -393,7 +399,10 @@ def test_two_wordings_of_one_message_are_one_piece_of_evidence() -> None:
     both = _entry("WS-PIP-901", patterns=["Could not resolve host", r"curl: \(6\)"])
     other = _entry("WS-PIP-902", patterns=["The requested URL returned error: 404"])
     text = "curl: (22) The requested URL returned error: 404\ncurl: (6) Could not resolve host: mirror\n"
-    scores = {candidate.code: candidate.score for candidate in classify_error(text, entries=[both, other]).candidates}
+    scores = {
+        candidate.code: candidate.score
+        for candidate in classify_error(text, entries=[both, other]).candidates
+    }
     assert scores["WS-PIP-901"] == 20 + 0.5 * len("Could not resolve host")  # no bonus for the second wording
     assert scores["WS-PIP-902"] > scores["WS-PIP-901"]
 
@@ -415,7 +424,7 @@ def test_a_kind_only_wording_still_corroborates_its_cause() -> None:
 
 
 def test_a_crash_yields_to_the_error_the_tool_printed_before_it() -> None:
-    text = "[E::bcf_hdr_parse_line] Could not parse the header line: \"##INFO=<ID=X\"\nSegmentation fault\n"
+    text = '[E::bcf_hdr_parse_line] Could not parse the header line: "##INFO=<ID=X"\nSegmentation fault\n'
     assert classify_error(text).top.category is ErrorCategory.DATA
     assert classify_error("Segmentation fault (core dumped)\n").top.code == "WS-PIP-013"
 
@@ -438,7 +447,11 @@ def test_more_wrappers_report_exit_statuses(line: str, expected: int) -> None:
 
 def test_a_slurm_daemon_that_cannot_start_is_a_configuration_failure() -> None:
     top = classify_error("slurmd: fatal: Unable to determine this slurmd's NodeName").top
-    assert (top.code, top.category, top.retry_class) == ("WS-CLU-015", ErrorCategory.CLUSTER, RetryClass.CONFIGURATION)
+    assert (top.code, top.category, top.retry_class) == (
+        "WS-CLU-015",
+        ErrorCategory.CLUSTER,
+        RetryClass.CONFIGURATION,
+    )
     stepd = classify_error("slurmstepd: error: *** JOB 12 STEPD TERMINATED ON n1 DUE TO JOB NOT RUNNING ***")
     assert stepd.top.code != "WS-CLU-015"
 

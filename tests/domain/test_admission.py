@@ -89,9 +89,9 @@ def test_a_down_region_still_takes_work_when_no_other_region_can() -> None:
     ]  # fmt: skip
     # Once another region is up, the down one is avoided.
     with_east = [*only, ClusterView("east", "us-east-1", 4, 0)]
-    assert [s.cluster for s in score_clusters(head("w", "t"), with_east, {"us-west-2": "down"}) if s.eligible] == [
-        "east"
-    ]
+    assert [
+        s.cluster for s in score_clusters(head("w", "t"), with_east, {"us-west-2": "down"}) if s.eligible
+    ] == ["east"]
 
 
 def test_a_degraded_region_ranks_below_a_healthy_one_and_an_unknown_region_counts_as_healthy() -> None:

@@ -131,7 +131,9 @@ def test_admission_prefers_the_lowest_latency_healthy_region_after_data_locality
     scores = score_clusters(head(("lab-eu",)), clusters, {"eu-west-1": "down"}, latency)
     assert [s.cluster for s in scores if s.eligible] == ["east", "west"]
     # Latencies under the floor (loopback) count as equal: price and capacity decide.
-    assert score_clusters(head(), clusters, {}, {"us-west-2": 0.4, "us-east-1": 0.9})[0].parts["latency"] == 1.0
+    assert (
+        score_clusters(head(), clusters, {}, {"us-west-2": 0.4, "us-east-1": 0.9})[0].parts["latency"] == 1.0
+    )
 
 
 def test_a_workset_bound_for_a_down_region_is_rerouted_with_the_reason() -> None:

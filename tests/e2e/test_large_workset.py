@@ -43,7 +43,9 @@ async def stack(
     settings = make_settings(database_url, nats_url, s3lab.url)
     validator = TestServer(validator_app(settings, intake=make_intake(s3lab)))
     await validator.start_server()
-    portal = TestClient(TestServer(portal_app(settings, intake=make_intake(s3lab), auth=AuthSettings(auth_enabled=False))))
+    portal = TestClient(
+        TestServer(portal_app(settings, intake=make_intake(s3lab), auth=AuthSettings(auth_enabled=False)))
+    )
     await portal.start_server()
     try:
         yield portal
@@ -54,17 +56,27 @@ async def stack(
 
 def samples(s3lab: S3Lab, count: int, prefix: str) -> list[dict[str, Any]]:
     pairs = [s3lab.reads(f"P{i}", count=20) for i in range(PAIRS)]
-    return [{"id": f"{prefix}{i:05d}", "platform": "ILMN", "r1": pairs[i % PAIRS][0], "r2": pairs[i % PAIRS][1]}
-            for i in range(count)]
+    return [
+        {"id": f"{prefix}{i:05d}", "platform": "ILMN", "r1": pairs[i % PAIRS][0], "r2": pairs[i % PAIRS][1]}
+        for i in range(count)
+    ]
 
 
 def spec(s3lab: S3Lab, name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"name": name, "pipeline": "fastq-qc", "samples": rows, "export_uri": f"s3://{s3lab.bucket}/out/{name}/"}
+    return {
+        "name": name,
+        "pipeline": "fastq-qc",
+        "samples": rows,
+        "export_uri": f"s3://{s3lab.bucket}/out/{name}/",
+    }
 
 
 async def submit_small(portal: TestClient[Any, Any], s3lab: S3Lab, tenant: str, name: str) -> str:
-    answer = await portal.post("/api/v1/worksets", json=spec(s3lab, name, samples(s3lab, 2, "s")),
-                               headers={"X-Stamen-Tenant": tenant})
+    answer = await portal.post(
+        "/api/v1/worksets",
+        json=spec(s3lab, name, samples(s3lab, 2, "s")),
+        headers={"X-Stamen-Tenant": tenant},
+    )
     assert answer.status == 201, await answer.text()
     return str((await answer.json())["workset_id"])
 
@@ -77,7 +89,9 @@ async def latencies(pool: asyncpg.Pool, ids: list[str], timeout: float) -> list[
             rows = await conn.fetch(
                 """SELECT w.id, w.state, (SELECT max(at) FROM workset_history h WHERE h.workset_id = w.id
                           AND h.to_state = 'queued') - w.created_at AS waited
-                   FROM worksets w WHERE w.id = ANY($1::text[])""", ids)
+                   FROM worksets w WHERE w.id = ANY($1::text[])""",
+                ids,
+            )
         if len(rows) == len(ids) and all(r["state"] == "queued" for r in rows):
             return sorted(r["waited"].total_seconds() for r in rows)
         assert time.monotonic() < deadline, {r["id"]: r["state"] for r in rows}
@@ -98,17 +112,32 @@ async def test_the_largest_workset_reaches_queued_on_every_path_while_others_flo
     started = time.monotonic()
     big_http = spec(s3lab, "big-http", samples(s3lab, MAX_SAMPLES, "H"))
     body = json.dumps(big_http).encode()
-    answer = await portal.post("/api/v1/worksets", data=body, headers={"X-Stamen-Tenant": "acme",
-                                                                       "Content-Type": "application/json"})
+    answer = await portal.post(
+        "/api/v1/worksets", data=body, headers={"X-Stamen-Tenant": "acme", "Content-Type": "application/json"}
+    )
     assert answer.status == 201, await answer.text()
     big_ids = [(await answer.json())["workset_id"]]
-    reply = json.loads((await tenant_request(nc, "big-lab", json.dumps(spec(s3lab, "big-nats", samples(
-        s3lab, MAX_SAMPLES, "N"))).encode(), timeout=60, headers={"Content-Type": "application/json"})).data)
+    reply = json.loads(
+        (
+            await tenant_request(
+                nc,
+                "big-lab",
+                json.dumps(spec(s3lab, "big-nats", samples(s3lab, MAX_SAMPLES, "N"))).encode(),
+                timeout=60,
+                headers={"Content-Type": "application/json"},
+            )
+        ).data
+    )
     assert reply["ok"], reply
     big_ids.append(reply["workset_id"])
     pairs = [s3lab.reads(f"P{i}", count=20) for i in range(PAIRS)]
-    manifest = "RUN_ID\tSAMPLE_ID\tEXPERIMENTID\tLANE\tSEQ_VENDOR\tSEQ_PLATFORM\tILMN_R1_FQ\tILMN_R2_FQ\n" + "".join(
-        f"R1\tD{i:05d}\tEX1\t1\tILMN\tNOVASEQX\t{pairs[i % PAIRS][0]}\t{pairs[i % PAIRS][1]}\n" for i in range(MAX_SAMPLES))
+    manifest = (
+        "RUN_ID\tSAMPLE_ID\tEXPERIMENTID\tLANE\tSEQ_VENDOR\tSEQ_PLATFORM\tILMN_R1_FQ\tILMN_R2_FQ\n"
+        + "".join(
+            f"R1\tD{i:05d}\tEX1\t1\tILMN\tNOVASEQX\t{pairs[i % PAIRS][0]}\t{pairs[i % PAIRS][1]}\n"
+            for i in range(MAX_SAMPLES)
+        )
+    )
     folder = s3lab.drop_folder("big-drop", ready=False)
     s3lab.put(folder + "stage_samples.tsv", manifest)
     s3lab.put(folder + "daylily.ready", "2025-01-01T00:00:00Z")
@@ -126,17 +155,22 @@ async def test_the_largest_workset_reaches_queued_on_every_path_while_others_flo
     took = time.monotonic() - started
 
     async with pool.acquire() as conn:
-        counts = [await conn.fetchval("SELECT jsonb_array_length(spec->'samples') FROM worksets WHERE id = $1", i)
-                  for i in big_ids]
+        counts = [
+            await conn.fetchval("SELECT jsonb_array_length(spec->'samples') FROM worksets WHERE id = $1", i)
+            for i in big_ids
+        ]
         largest = await conn.fetchval(
             "SELECT max(octet_length(body)) FROM outbox WHERE convert_from(body, 'UTF8')::jsonb->>'workset_id' = ANY($1::text[])",
-            big_ids)
+            big_ids,
+        )
         pending = await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-    print(f"\nsmall worksets, quiet: submit->queued {describe(quiet)}"
-          f"\nsmall worksets, during three {MAX_SAMPLES}-sample worksets: submit->queued {describe(busy)}"
-          f"\n{MAX_SAMPLES}-sample worksets (HTTP {len(body) / 1e6:.1f} MB JSON, NATS, S3 drop): submit->queued "
-          f"{', '.join(f'{v:.1f} s' for v in big)}; all three queued {took:.1f} s after the first was sent"
-          f"\nlargest event of those worksets: {largest} bytes (bound {EVENT_MAX_BYTES})")
+    print(
+        f"\nsmall worksets, quiet: submit->queued {describe(quiet)}"
+        f"\nsmall worksets, during three {MAX_SAMPLES}-sample worksets: submit->queued {describe(busy)}"
+        f"\n{MAX_SAMPLES}-sample worksets (HTTP {len(body) / 1e6:.1f} MB JSON, NATS, S3 drop): submit->queued "
+        f"{', '.join(f'{v:.1f} s' for v in big)}; all three queued {took:.1f} s after the first was sent"
+        f"\nlargest event of those worksets: {largest} bytes (bound {EVENT_MAX_BYTES})"
+    )
     assert counts == [MAX_SAMPLES] * 3
     assert largest < EVENT_MAX_BYTES
     assert pending == 0 or await _drained(pool)

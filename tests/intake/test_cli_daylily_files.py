@@ -45,8 +45,13 @@ def test_a_manifest_or_work_file_beside_the_rest_validates_the_folder(tmp_path: 
     # Alone: its own findings (none: every key is one Daylily reads), and the missing manifest named.
     code, out = stamen("validate", str(work), "--dry-run", "--json")
     report = json.loads(out)
-    assert code == 1 and [(f["code"], f["source"]) for f in report["findings"]] == [("VAL-DAY-004", "daylily_work.yaml")]
-    assert "stage_samples.tsv (or *analysis_samples_manifest.tsv) is not beside it" in report["findings"][0]["message"]
+    assert code == 1 and [(f["code"], f["source"]) for f in report["findings"]] == [
+        ("VAL-DAY-004", "daylily_work.yaml")
+    ]
+    assert (
+        "stage_samples.tsv (or *analysis_samples_manifest.tsv) is not beside it"
+        in report["findings"][0]["message"]
+    )
     assert f"run `stamen validate {folder}/`" in report["note"]
     # With a real manifest beside it: the folder, whichever of the two files is named.
     shutil.copy(FIXTURES / "manifests" / "ilmn_solo.analysis_samples_manifest.tsv", folder)
@@ -62,9 +67,13 @@ def test_a_manifest_or_work_file_beside_the_rest_validates_the_folder(tmp_path: 
 
 
 def submit(database_url: str, *args: str, ok: bool) -> dict[str, object]:
-    out = subprocess.run([sys.executable, "-m", "stamen", "submit", *args, "--tenant", "acme", "--json"],
-                         env={**os.environ, "DATABASE_URL": database_url}, capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "stamen", "submit", *args, "--tenant", "acme", "--json"],
+        env={**os.environ, "DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert (out.returncode == 0) is ok, out.stdout + out.stderr
     doc: dict[str, object] = json.loads(out.stdout)
     return doc
@@ -74,12 +83,25 @@ async def test_cli_submit_and_validate_refuse_values_that_would_be_misread(
     tmp_path: Path, database_url: str, pool: asyncpg.Pool
 ) -> None:
     await grant(pool, "acme", "lab-bucket", "read-only")  # where its reads are
-    spec = {"name": "w1", "samples": [{"id": "S1", "platform": "ILMN", "r1": "s3://lab-bucket/S1_R1.fastq.gz",
-                                       "r2": "s3://lab-bucket/S1_R2.fastq.gz"}]}
+    spec = {
+        "name": "w1",
+        "samples": [
+            {
+                "id": "S1",
+                "platform": "ILMN",
+                "r1": "s3://lab-bucket/S1_R1.fastq.gz",
+                "r2": "s3://lab-bucket/S1_R2.fastq.gz",
+            }
+        ],
+    }
     path = tmp_path / "w1.yaml"
     path.write_text(yaml.safe_dump(spec) + "max_retries: 1\nmax_retries: 3\n")
-    validated = subprocess.run([sys.executable, "-m", "stamen", "validate", str(path), "--dry-run"],
-                               capture_output=True, text=True, timeout=120)
+    validated = subprocess.run(
+        [sys.executable, "-m", "stamen", "validate", str(path), "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert validated.returncode == 1 and "VAL-INPUT-009" in validated.stdout
     assert "key 'max_retries' appears twice" in validated.stdout
     refused = submit(database_url, str(path), ok=False)["error"]
@@ -90,7 +112,10 @@ async def test_cli_submit_and_validate_refuse_values_that_would_be_misread(
     # Idempotency: the same document again is the same workset; another document under the key is refused.
     path.write_text(yaml.safe_dump(spec))
     first = submit(database_url, str(path), "--idempotency-key", "k1", ok=True)
-    assert submit(database_url, str(path), "--idempotency-key", "k1", ok=True)["workset_id"] == first["workset_id"]
+    assert (
+        submit(database_url, str(path), "--idempotency-key", "k1", ok=True)["workset_id"]
+        == first["workset_id"]
+    )
     path.write_text(yaml.safe_dump({**spec, "priority": "urgent"}))
     reused = submit(database_url, str(path), "--idempotency-key", "k1", ok=False)["error"]
     assert isinstance(reused, dict) and reused["code"] == "IDEMPOTENCY_KEY_REUSED"

@@ -263,10 +263,19 @@ def test_watched_buckets_setting() -> None:
 
 def test_a_ready_sentinel_outside_its_workset_folder_is_ignored() -> None:
     prefix = "daylily_monitoring/active_worksets/"
-    event = {"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "lab-bucket"},
-                                                                   "object": {"key": key}}}
-                         for key in (prefix + "../daylily.ready", prefix + "a%2F..%2Fb/daylily.ready",
-                                     prefix + "run7/daylily.ready")]}
+    event = {
+        "Records": [
+            {
+                "eventName": "ObjectCreated:Put",
+                "s3": {"bucket": {"name": "lab-bucket"}, "object": {"key": key}},
+            }
+            for key in (
+                prefix + "../daylily.ready",
+                prefix + "a%2F..%2Fb/daylily.ready",
+                prefix + "run7/daylily.ready",
+            )
+        ]
+    }
     folders, ignored = ready_folders_in_event(event, prefix)
     assert folders == [("lab-bucket", prefix + "run7/")]
     assert len(ignored) == 2 and all("without '/' or '..'" in reason for reason in ignored)

@@ -47,15 +47,45 @@ BAM = fixture("bulk.bam")
 # case -> (R1's object name, its bytes, the code expected on samples[0].r1 (None: clean), text in the message)
 CASES: dict[str, tuple[str, bytes, str | None, str]] = {
     "BGZF, whole": ("a_R1.fastq.gz", BGZ, None, ""),
-    "BGZF, cut in a block": ("a_R1.fastq.gz", BGZ[: len(BGZ) * 2 // 3], "SNF-GZ-003", "inside the BGZF block that starts at byte"),
-    "BGZF, cut at the EOF block": ("a_R1.fastq.gz", BGZ[: -len(BGZF_EOF)], "SNF-GZ-005", "end-of-file marker"),
+    "BGZF, cut in a block": (
+        "a_R1.fastq.gz",
+        BGZ[: len(BGZ) * 2 // 3],
+        "SNF-GZ-003",
+        "inside the BGZF block that starts at byte",
+    ),
+    "BGZF, cut at the EOF block": (
+        "a_R1.fastq.gz",
+        BGZ[: -len(BGZF_EOF)],
+        "SNF-GZ-005",
+        "end-of-file marker",
+    ),
     "gzip, whole": ("a_R1.fastq.gz", GZ, None, ""),
-    "gzip, two members (cat a.gz b.gz)": ("a_R1.fastq.gz", GZ + gzip.compress(fixture("example.fastq")), None, ""),
-    "gzip, cut": ("a_R1.fastq.gz", GZ[: len(GZ) * 7 // 10], "SNF-GZ-003", "in the middle of the gzip member that starts at byte 0"),
-    "CRLF": ("a_R1.fastq.gz", gzip.compress(fixture("example_dos.fastq")), "SNF-FQ-008", "Windows (CRLF) line endings"),
+    "gzip, two members (cat a.gz b.gz)": (
+        "a_R1.fastq.gz",
+        GZ + gzip.compress(fixture("example.fastq")),
+        None,
+        "",
+    ),
+    "gzip, cut": (
+        "a_R1.fastq.gz",
+        GZ[: len(GZ) * 7 // 10],
+        "SNF-GZ-003",
+        "in the middle of the gzip member that starts at byte 0",
+    ),
+    "CRLF": (
+        "a_R1.fastq.gz",
+        gzip.compress(fixture("example_dos.fastq")),
+        "SNF-FQ-008",
+        "Windows (CRLF) line endings",
+    ),
     "Phred+64": ("a_R1.fastq.gz", gzip.compress(fixture("solexa_example.fastq")), "SNF-FQ-009", "Phred+64"),
     "BAM named .fastq.gz": ("a_R1.fastq.gz", BAM, "SNF-FMT-002", "the content is BAM"),
-    "FASTA named .fastq.gz": ("a_R1.fastq.gz", gzip.compress(fixture("example.fasta")), "SNF-FMT-002", "the content is FASTA"),
+    "FASTA named .fastq.gz": (
+        "a_R1.fastq.gz",
+        gzip.compress(fixture("example.fasta")),
+        "SNF-FMT-002",
+        "the content is FASTA",
+    ),
     "FASTQ named .bam": ("a.bam", GZ, "SNF-FMT-002", "named as BAM, but the content is gzipped fastq"),
     "BAM, cut": ("a.bam", BAM[: len(BAM) // 2], "SNF-GZ-003", "inside the BGZF block"),
 }
@@ -71,8 +101,12 @@ async def test_real_files_broken_past_the_window(s3lab: S3Lab, case: str) -> Non
         field = "samples[0].alignments[0].uri"
     else:
         sample["r1"], field = uri, "samples[0].r1"
-    spec = {"name": "sniff", "pipeline": "germline", "samples": [sample],
-            "export_uri": f"s3://{s3lab.bucket}/out/"}
+    spec = {
+        "name": "sniff",
+        "pipeline": "germline",
+        "samples": [sample],
+        "export_uri": f"s3://{s3lab.bucket}/out/",
+    }
     report = await check(s3lab, spec, intake=WINDOW)
     found = [f for f in report.findings if f.field == field]
     if code is None:
@@ -87,8 +121,11 @@ async def test_a_plain_gzip_too_large_to_verify_is_said_so(s3lab: S3Lab) -> None
     """The trailer of a cut plain-gzip object does not vouch for its end, and with the whole-object check
     limited below its size the report says it could not verify it (SNF-GZ-006) instead of passing it."""
     uri = s3lab.put("reads/a_R1.fastq.gz", GZ[: len(GZ) * 7 // 10])
-    spec = {"name": "sniff", "samples": [{"id": "S1", "platform": "ONT", "r1": uri}],
-            "export_uri": f"s3://{s3lab.bucket}/out/"}
+    spec = {
+        "name": "sniff",
+        "samples": [{"id": "S1", "platform": "ONT", "r1": uri}],
+        "export_uri": f"s3://{s3lab.bucket}/out/",
+    }
     limited = WINDOW.model_copy(update={"gzip_verify_max_bytes": 4096})
     report = await check(s3lab, spec, intake=limited)
     [found] = [f for f in report.findings if f.field == "samples[0].r1"]
@@ -99,13 +136,35 @@ def test_stamen_validate_names_the_cut_and_the_encoding(s3lab: S3Lab, tmp_path: 
     r1 = s3lab.put("reads/b_R1.fastq.gz", BGZ[: len(BGZ) // 2])
     r2 = s3lab.put("reads/b_R2.fastq.gz", gzip.compress(fixture("solexa_example.fastq")))
     spec = tmp_path / "b.json"
-    spec.write_text(json.dumps({"name": "b", "samples": [{"id": "S1", "platform": "ILMN", "r1": r1, "r2": r2}],
-                                "export_uri": f"s3://{s3lab.bucket}/out/"}))
-    env = {**os.environ, "AWS_ENDPOINT_URL": s3lab.url, "STAMEN_SNIFF_BYTES": "1024",
-           "STAMEN_STATE_DIR": str(tmp_path / "no-stack")}
-    out = subprocess.run([sys.executable, "-m", "stamen", "validate", str(spec), "--tenant", "acme", "--json"],
-                         env=env, capture_output=True, text=True, timeout=120)
+    spec.write_text(
+        json.dumps(
+            {
+                "name": "b",
+                "samples": [{"id": "S1", "platform": "ILMN", "r1": r1, "r2": r2}],
+                "export_uri": f"s3://{s3lab.bucket}/out/",
+            }
+        )
+    )
+    env = {
+        **os.environ,
+        "AWS_ENDPOINT_URL": s3lab.url,
+        "STAMEN_SNIFF_BYTES": "1024",
+        "STAMEN_STATE_DIR": str(tmp_path / "no-stack"),
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "stamen", "validate", str(spec), "--tenant", "acme", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 1, out.stderr
     found = {f["field"]: f for f in json.loads(out.stdout)["findings"]}
-    assert found["samples[0].r1"]["code"] == "SNF-GZ-003" and "inside the BGZF block" in found["samples[0].r1"]["message"]
-    assert found["samples[0].r2"]["code"] == "SNF-FQ-009" and "seqtk seq -Q64 -V" in found["samples[0].r2"]["fix"]
+    assert (
+        found["samples[0].r1"]["code"] == "SNF-GZ-003"
+        and "inside the BGZF block" in found["samples[0].r1"]["message"]
+    )
+    assert (
+        found["samples[0].r2"]["code"] == "SNF-FQ-009"
+        and "seqtk seq -Q64 -V" in found["samples[0].r2"]["fix"]
+    )

@@ -45,11 +45,19 @@ async def test_create_list_revoke_and_render(database_url: str, pool: asyncpg.Po
     assert rc == 1 and again["error"]["code"] == "FILE_EXISTS"  # a seed is never overwritten
     # The seed file is claimed first: no credential is created without a place for its seed, and a
     # refused credential leaves no empty seed file behind.
-    nowhere, rc = stamen(database_url, "nats-credential", "create", "lab-a", "orphan", "--seed-file",
-                         str(tmp_path / "missing-dir" / "x.nk"))
+    nowhere, rc = stamen(
+        database_url,
+        "nats-credential",
+        "create",
+        "lab-a",
+        "orphan",
+        "--seed-file",
+        str(tmp_path / "missing-dir" / "x.nk"),
+    )
     assert rc == 1 and nowhere["error"]["code"] == "FILE_UNWRITABLE"
-    refused, rc = stamen(database_url, "nats-credential", "create", "lab-z", "lims", "--seed-file",
-                         str(tmp_path / "lab-z.nk"))
+    refused, rc = stamen(
+        database_url, "nats-credential", "create", "lab-z", "lims", "--seed-file", str(tmp_path / "lab-z.nk")
+    )
     assert rc == 1 and refused["error"]["code"] == "NATS_CREDENTIAL_REQUEST_INVALID"
     assert not (tmp_path / "lab-z.nk").exists()
     printed, rc = stamen(database_url, "nats-credential", "create", "lab-a", "sequencer")

@@ -271,17 +271,29 @@ async def test_a_foreign_reply_subject_delivers_nothing_anywhere(
     before = await stream_counts(js)
     refused = INTAKE_REPLIES_REFUSED.labels(tenant="lab-a")
     counted = refused._value.get()
-    injected = ["_INBOX.lab-b.stolen", "stamen.evt.lab-b.workset.completed", "stamen.dlq.undecodable.x",
-                "_INBOX.lab-a.*", "_INBOX.lab-a"]
+    injected = [
+        "_INBOX.lab-b.stolen",
+        "stamen.evt.lab-b.workset.completed",
+        "stamen.dlq.undecodable.x",
+        "_INBOX.lab-a.*",
+        "_INBOX.lab-a",
+    ]
     for i, reply in enumerate(injected):
-        await lab_a.nc.publish("stamen.intake.lab-a", json.dumps(s3lab.spec(f"injected-{i}")).encode(),
-                               reply=reply)
+        await lab_a.nc.publish(
+            "stamen.intake.lab-a", json.dumps(s3lab.spec(f"injected-{i}")).encode(), reply=reply
+        )
     await lab_a.nc.flush()
-    await eventually(lambda: asyncio.sleep(0, refused._value.get() == counted + len(injected)),
-                     "every injected request to be counted as refused")
+    await eventually(
+        lambda: asyncio.sleep(0, refused._value.get() == counted + len(injected)),
+        "every injected request to be counted as refused",
+    )
     await spy.flush()
     assert await stream_counts(js) == before
-    leaked = [(s, d[:80]) for s, d in seen if s in injected or s.startswith(("_INBOX.lab-b", "stamen.evt", "stamen.dlq"))]
+    leaked = [
+        (s, d[:80])
+        for s, d in seen
+        if s in injected or s.startswith(("_INBOX.lab-b", "stamen.evt", "stamen.dlq"))
+    ]
     assert leaked == []
     with pytest.raises(NatsTimeout):
         await b_inbox.next_msg(timeout=0.5)
@@ -290,11 +302,14 @@ async def test_a_foreign_reply_subject_delivers_nothing_anywhere(
     assert lab_a.errors == []  # publishing with a reply subject is not a permissions violation
 
     # The control: A's own inbox gets its answer, which the spy sees, and a workset is made.
-    reply = await lab_a.nc.request("stamen.intake.lab-a", json.dumps(s3lab.spec("own-inbox")).encode(),
-                                   timeout=15)
+    reply = await lab_a.nc.request(
+        "stamen.intake.lab-a", json.dumps(s3lab.spec("own-inbox")).encode(), timeout=15
+    )
     assert json.loads(reply.data)["ok"]
     assert reply.subject.startswith("_INBOX.lab-a.")
-    await eventually(lambda: asyncio.sleep(0, any(s == reply.subject for s, _ in seen)), "the spy to see the reply")
+    await eventually(
+        lambda: asyncio.sleep(0, any(s == reply.subject for s, _ in seen)), "the spy to see the reply"
+    )
     for client in (lab_a, lab_b):
         await client.nc.close()
     await spy.close()
@@ -303,7 +318,17 @@ async def test_a_foreign_reply_subject_delivers_nothing_anywhere(
 def test_the_reply_rule() -> None:
     assert reply_subject_allowed("acme", "_INBOX.acme.Kq3x9")
     assert reply_subject_allowed("acme", "_INBOX.acme.Kq3x9.1")
-    for reply in ("_INBOX.acme", "_INBOX.acme.", "_INBOX.acme.*", "_INBOX.acme.>", "_INBOX.acme..x",
-                  "_INBOX.acme-b.x", "_INBOX.acmex.y", "stamen.evt.acme.workset.completed", "_INBOX.ACME.x",
-                  "_INBOX.acme.a b", "_INBOX.acme." + "x" * 300):
+    for reply in (
+        "_INBOX.acme",
+        "_INBOX.acme.",
+        "_INBOX.acme.*",
+        "_INBOX.acme.>",
+        "_INBOX.acme..x",
+        "_INBOX.acme-b.x",
+        "_INBOX.acmex.y",
+        "stamen.evt.acme.workset.completed",
+        "_INBOX.ACME.x",
+        "_INBOX.acme.a b",
+        "_INBOX.acme." + "x" * 300,
+    ):
         assert not reply_subject_allowed("acme", reply), reply

@@ -33,8 +33,11 @@ class CountingRecorder(RecordingPublisher):
     async def publish_many(self, messages: list[tuple[str, bytes, dict[str, str]]]) -> list[bool | Exception]:
         outcomes = await self._inner.publish_many(messages)
         self.batches.append(len(messages))
-        self.results += [(h["Nats-Msg-Id"], o) for (_, _, h), o in zip(messages, outcomes, strict=True)
-                         if isinstance(o, bool)]
+        self.results += [
+            (h["Nats-Msg-Id"], o)
+            for (_, _, h), o in zip(messages, outcomes, strict=True)
+            if isinstance(o, bool)
+        ]
         return outcomes
 
 
@@ -78,7 +81,9 @@ async def test_one_relay_leads_the_others_wait_and_a_stopping_leader_hands_over_
 
         started = time.monotonic()
         await relays[leader].stop()
-        await until(lambda: sum(r.leading for r in relays) == 1, 5, "nobody took over from the stopped leader")
+        await until(
+            lambda: sum(r.leading for r in relays) == 1, 5, "nobody took over from the stopped leader"
+        )
         took_over = time.monotonic() - started
         successor = next(i for i, r in enumerate(relays) if r.leading)
         assert successor != leader
@@ -101,8 +106,7 @@ async def test_a_leader_whose_session_dies_is_replaced_at_once(
 ) -> None:
     pools = [await create_pool(database_url, max_size=3) for _ in range(2)]
     relays = [
-        OutboxRelay(p, JetStreamPublisher(js), poll_seconds=60, leader_lock=RELAY_LEADER_LOCK)
-        for p in pools
+        OutboxRelay(p, JetStreamPublisher(js), poll_seconds=60, leader_lock=RELAY_LEADER_LOCK) for p in pools
     ]
     try:
         for relay in relays:
@@ -134,7 +138,9 @@ async def test_a_busy_leader_publishes_in_batches_in_outbox_order(
     pool: asyncpg.Pool, js: JetStreamContext
 ) -> None:
     publisher = CountingRecorder(JetStreamPublisher(js))
-    relay = OutboxRelay(pool, publisher, poll_seconds=60, leader_lock=RELAY_LEADER_LOCK, batch_window_seconds=0.05)
+    relay = OutboxRelay(
+        pool, publisher, poll_seconds=60, leader_lock=RELAY_LEADER_LOCK, batch_window_seconds=0.05
+    )
     events = [queued_event(i) for i in range(200)]
     await relay.start()
     try:

@@ -29,22 +29,43 @@ FAST = BackoffPolicy(initial_seconds=0.05, factor=1.0, cap_seconds=0.05, jitter=
 def old_style_submitted(samples: int) -> tuple[str, bytes, dict[str, str]]:
     """What the outbox held before the claim check: the spec inside the event."""
     event_id = str(uuid.uuid4())
-    spec = {"name": "huge", "samples": [{"id": f"S{i}", "platform": "ILMN",
-                                         "r1": f"s3://lab/reads/sample-{i:05d}_R1.fastq.gz",
-                                         "r2": f"s3://lab/reads/sample-{i:05d}_R2.fastq.gz"}
-                                        for i in range(samples)]}
-    body = json.dumps({"id": event_id, "type": "workset.submitted", "occurred_at": "2026-01-01T00:00:00Z",
-                       "workset_id": "ws-huge", "tenant_id": "acme", "region": "us-west-2",
-                       "correlation_id": event_id, "schema_version": 1,
-                       "payload": {"name": "huge", "source": "api", "spec": spec}}).encode()
+    spec = {
+        "name": "huge",
+        "samples": [
+            {
+                "id": f"S{i}",
+                "platform": "ILMN",
+                "r1": f"s3://lab/reads/sample-{i:05d}_R1.fastq.gz",
+                "r2": f"s3://lab/reads/sample-{i:05d}_R2.fastq.gz",
+            }
+            for i in range(samples)
+        ],
+    }
+    body = json.dumps(
+        {
+            "id": event_id,
+            "type": "workset.submitted",
+            "occurred_at": "2026-01-01T00:00:00Z",
+            "workset_id": "ws-huge",
+            "tenant_id": "acme",
+            "region": "us-west-2",
+            "correlation_id": event_id,
+            "schema_version": 1,
+            "payload": {"name": "huge", "source": "api", "spec": spec},
+        }
+    ).encode()
     headers = {"Nats-Msg-Id": event_id, "Stamen-Event-Type": "workset.submitted", "Stamen-Tenant": "acme"}
     return event_id, body, headers
 
 
 async def add_events(pool: asyncpg.Pool, count: int, tenant: str = "other") -> None:
     async with pool.acquire() as conn:
-        await OutboxWriter(conn).add([new_envelope(WorksetQueued(), tenant_id=tenant, region="us-west-2",
-                                                   workset_id=f"ws-{i}") for i in range(count)])
+        await OutboxWriter(conn).add(
+            [
+                new_envelope(WorksetQueued(), tenant_id=tenant, region="us-west-2", workset_id=f"ws-{i}")
+                for i in range(count)
+            ]
+        )
 
 
 async def test_a_row_the_broker_refuses_is_parked_and_the_rest_flow(
@@ -54,8 +75,13 @@ async def test_a_row_the_broker_refuses_is_parked_and_the_rest_flow(
     assert len(body) > NATS_MAX_PAYLOAD  # what stamen's nats-server accepts at most
     await add_events(pool, 3)
     async with pool.acquire() as conn:
-        await conn.execute("INSERT INTO outbox (event_id, subject, headers, body) VALUES ($1, $2, $3, $4)",
-                           uuid.UUID(event_id), "stamen.evt.acme.workset.submitted", json.dumps(headers), body)
+        await conn.execute(
+            "INSERT INTO outbox (event_id, subject, headers, body) VALUES ($1, $2, $3, $4)",
+            uuid.UUID(event_id),
+            "stamen.evt.acme.workset.submitted",
+            json.dumps(headers),
+            body,
+        )
     await add_events(pool, 3)
     relay = OutboxRelay(pool, JetStreamPublisher(js), poll_seconds=0.05, max_attempts=3)
     relay.ROW_BACKOFF = FAST

@@ -121,7 +121,11 @@ async def test_fastq_qc_end_to_end(workset_spec: dict[str, Any], s3_env: dict[st
         assert status.state is JobState.SUCCEEDED, f"{name}: {status.reason}\n{status.log_tail}"
     assert list(results) == ["stage", "qc", "report", "export"]
     # The tenant's staged reads, results and logs are owner-only: 0600 files, 0700 folders.
-    exposed = [f"{oct(p.stat().st_mode & 0o777)} {p}" for p in [workdir, *workdir.rglob("*")] if p.stat().st_mode & 0o077]
+    exposed = [
+        f"{oct(p.stat().st_mode & 0o777)} {p}"
+        for p in [workdir, *workdir.rglob("*")]
+        if p.stat().st_mode & 0o077
+    ]
     assert exposed == []
     assert any(p.name.endswith(".fastq.gz") for p in workdir.rglob("*"))
     for name, (_, outputs) in step_paths(pipeline, workset_spec, 1, str(workdir)).items():

@@ -156,5 +156,7 @@ def test_planned_steps_carry_their_outputs_and_say_which_are_exported() -> None:
     assert steps["call"].outputs == ["/w/calls.vcf"] and not steps["call"].exported
     assert not steps["mixed"].exported and not steps["silent"].exported
     assert steps["unrenderable"].outputs == [] and not steps["unrenderable"].exported
-    fastq_qc = plan_steps(get_pipeline("fastq-qc"), {**spec, "samples": [{"id": "S1", "r1": "s3://in/S1.fq"}]}, 1, "/w")
+    fastq_qc = plan_steps(
+        get_pipeline("fastq-qc"), {**spec, "samples": [{"id": "S1", "r1": "s3://in/S1.fq"}]}, 1, "/w"
+    )
     assert [s.step for s in fastq_qc if s.exported] == []  # its export step also writes a local receipt

@@ -105,7 +105,9 @@ class Loopback:
     def database_url(self) -> str:
         """What the services use: both PostgreSQL servers, only the writable one taken."""
         first = self.postgres[PRIMARY].dsn()
-        return multi_host_dsn(first, [PostgresEndpoint(host="127.0.0.1", port=n.port) for n in self.postgres.values()])
+        return multi_host_dsn(
+            first, [PostgresEndpoint(host="127.0.0.1", port=n.port) for n in self.postgres.values()]
+        )
 
     def start_servers(self) -> None:
         os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
@@ -233,7 +235,9 @@ class Loopback:
         for name in names:
             path = self.root / f"{name}.log"
             if path.exists():
-                out.append(f"--- {name}.log\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:]))
+                out.append(
+                    f"--- {name}.log\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+                )
         return "\n".join(out)
 
 
@@ -254,6 +258,7 @@ async def wait_for(check: Any, what: str, timeout: float, every: float = 0.2) ->
 
 
 # --- the scenario (tests/regions/test_failover.py and bench/region_failover.py) -------------------
+
 
 async def fetch(dsn: str, sql: str, *args: Any) -> list[asyncpg.Record]:
     conn = await asyncpg.connect(dsn, timeout=2)
@@ -283,7 +288,9 @@ async def run_failover(lab: Loopback, n: int, report: dict[str, Any]) -> None:
         # A few long ones first: admitted first, to the cheapest region (the primary), still running there
         # when it is lost; then the short ones.
         long = [await enqueue(pool, tenants[i], pipeline="failover-long") for i in range(LONG)]
-        ids = long + [await enqueue(pool, tenants[i % len(tenants)], pipeline="failover-demo") for i in range(n - LONG)]
+        ids = long + [
+            await enqueue(pool, tenants[i % len(tenants)], pipeline="failover-demo") for i in range(n - LONG)
+        ]
         report["worksets"] = n
 
         async def completed() -> int:
@@ -297,13 +304,17 @@ async def run_failover(lab: Loopback, n: int, report: dict[str, Any]) -> None:
         async def mid_run() -> bool:  # a quarter has flowed, and a long job is running in the primary region
             return await completed() >= max(1, n // 4) and await long_work_running_in_primary()
 
-        await wait_for(mid_run, "worksets completed while a long one works in the primary region", 300, every=0.1)
+        await wait_for(
+            mid_run, "worksets completed while a long one works in the primary region", 300, every=0.1
+        )
         report["completed_before_kill"] = await completed()
         killed_at = lab.kill_region(PRIMARY)
         report["killed_after_seconds"] = round(time.monotonic() - started, 1)
 
         # The standby is promoted (by the regions service: nothing here touches it).
-        await wait_for(lambda: _not(fetch(standby.dsn(), "SELECT pg_is_in_recovery() AS r"), "r"), "standby promoted", 60)
+        await wait_for(
+            lambda: _not(fetch(standby.dsn(), "SELECT pg_is_in_recovery() AS r"), "r"), "standby promoted", 60
+        )
         # The long jobs still running in the lost region are marked lost once it has been down long enough;
         # then they may finish (wherever they run now).
         await wait_for(lambda: pool.fetchval("SELECT count(*) FROM workset_runs WHERE outcome = 'lost'"),
@@ -335,7 +346,9 @@ async def run_failover(lab: Loopback, n: int, report: dict[str, Any]) -> None:
     conn = await asyncpg.connect(primary.dsn())
     try:
         with pytest.raises(asyncpg.ReadOnlySQLTransactionError):
-            await conn.execute("INSERT INTO region_operations (region, kind, actor) VALUES ('x', 'failover', 'x')")
+            await conn.execute(
+                "INSERT INTO region_operations (region, kind, actor) VALUES ('x', 'failover', 'x')"
+            )
     finally:
         await conn.close()
     await wait_for(lambda: fetch(standby.dsn(), "SELECT 1 FROM pg_stat_replication WHERE application_name = $1 "
@@ -353,7 +366,9 @@ async def _not(rows: Any, column: str) -> bool:
     return not (await rows)[0][column]
 
 
-async def measure(lab: Loopback, pool: asyncpg.Pool, ids: list[str], killed_at: float, report: dict[str, Any]) -> None:
+async def measure(
+    lab: Loopback, pool: asyncpg.Pool, ids: list[str], killed_at: float, report: dict[str, Any]
+) -> None:
     kill = datetime.fromtimestamp(killed_at, UTC)
     down = await pool.fetchrow(
         "SELECT at, reason FROM region_health_history WHERE region = $1 AND to_status = 'down' ORDER BY at LIMIT 1",
@@ -370,12 +385,16 @@ async def measure(lab: Loopback, pool: asyncpg.Pool, ids: list[str], killed_at: 
     report["rto_seconds"] = round((first_after - kill).total_seconds(), 2)
     report["down_reason"] = down["reason"]
 
-    states = Counter(r["state"] for r in await pool.fetch("SELECT state FROM worksets WHERE id = ANY($1)", ids))
+    states = Counter(
+        r["state"] for r in await pool.fetch("SELECT state FROM worksets WHERE id = ANY($1)", ids)
+    )
     assert states == {"completed": len(ids)}, states
     completions = await pool.fetch(
         "SELECT workset_id, count(*) AS n FROM workset_history WHERE to_state = 'completed' AND workset_id = ANY($1) "
         "GROUP BY workset_id", ids)  # fmt: skip
-    assert len(completions) == len(ids) and {r["n"] for r in completions} == {1}, "each workset completed once"
+    assert len(completions) == len(ids) and {r["n"] for r in completions} == {1}, (
+        "each workset completed once"
+    )
     overlaps = await pool.fetchval(
         """SELECT count(*) FROM workset_runs a JOIN workset_runs b ON a.workset_id = b.workset_id AND a.attempt < b.attempt
            WHERE a.released_at IS NULL OR a.released_at > b.admitted_at""")  # fmt: skip
@@ -385,10 +404,15 @@ async def measure(lab: Loopback, pool: asyncpg.Pool, ids: list[str], killed_at: 
         f"{PRIMARY}-local",
     )
     report["moved_out"] = dict(Counter(r["outcome"] for r in moved))
-    assert report["moved_out"].get("lost"), "a job running in the lost region was marked lost after the threshold"
+    assert report["moved_out"].get("lost"), (
+        "a job running in the lost region was marked lost after the threshold"
+    )
     lost_reason = await pool.fetchval(
         "SELECT reason FROM workset_history WHERE from_state = 'running' AND to_state = 'queued' AND reason LIKE '%marked lost%' LIMIT 1")  # fmt: skip
-    assert f"region {PRIMARY} is down" in lost_reason and "retried elsewhere from its last completed step" in lost_reason
+    assert (
+        f"region {PRIMARY} is down" in lost_reason
+        and "retried elsewhere from its last completed step" in lost_reason
+    )
     reused = await pool.fetchval(
         "SELECT count(*) FROM workset_history WHERE reason LIKE '%reused exported outputs of fetch%' AND workset_id = ANY($1)", ids)  # fmt: skip
     report["resumed_after_exported_step"] = reused
@@ -398,12 +422,20 @@ async def measure(lab: Loopback, pool: asyncpg.Pool, ids: list[str], killed_at: 
     runs = Counter((p.name.split("-", 1)[0], Path(p.read_text()).name) for p in lab.marks.iterdir())
     fetch_states: dict[str, list[str]] = {ws: [] for ws in ids}
     for row in await pool.fetch(
-        "SELECT workset_id, state FROM step_runs WHERE step = 'fetch' AND workset_id = ANY($1) ORDER BY id", ids
+        "SELECT workset_id, state FROM step_runs WHERE step = 'fetch' AND workset_id = ANY($1) ORDER BY id",
+        ids,
     ):
         fetch_states[row["workset_id"]].append(row["state"])
     for ws, states_of_fetch in fetch_states.items():
-        assert states_of_fetch.count("succeeded") == 1 and states_of_fetch[-1] == "succeeded", (ws, states_of_fetch)
-        assert runs[("fetch", ws)] == len(states_of_fetch), ("every run of fetch recorded", ws, states_of_fetch)
+        assert states_of_fetch.count("succeeded") == 1 and states_of_fetch[-1] == "succeeded", (
+            ws,
+            states_of_fetch,
+        )
+        assert runs[("fetch", ws)] == len(states_of_fetch), (
+            "every run of fetch recorded",
+            ws,
+            states_of_fetch,
+        )
         assert set(states_of_fetch[:-1]) <= {"lost"}, ("only a run lost with its region is run again", ws)
     report["fetch_rerun_after_loss"] = sum(1 for ws in ids if runs[("fetch", ws)] > 1)
     assert {runs[("publish", ws)] for ws in ids} == {1}
@@ -414,14 +446,21 @@ async def measure(lab: Loopback, pool: asyncpg.Pool, ids: list[str], killed_at: 
     # No acknowledged event lost, none published twice: one workset.completed per workset in the R3 stream.
     nc = await nats.connect(lab.nats.url.split(","))
     try:
+
         async def completed_events() -> int:
-            info = await nc.jetstream().stream_info(EVENTS_STREAM, subjects_filter="stamen.evt.*.workset.completed")
+            info = await nc.jetstream().stream_info(
+                EVENTS_STREAM, subjects_filter="stamen.evt.*.workset.completed"
+            )
             assert info.config.num_replicas == 3 and info.cluster is not None
-            report["events_stream_peers"] = sorted([info.cluster.leader or "", *(p.name for p in info.cluster.replicas or [])])
+            report["events_stream_peers"] = sorted(
+                [info.cluster.leader or "", *(p.name for p in info.cluster.replicas or [])]
+            )
             return sum((info.state.subjects or {}).values())
 
         # The relays publish what the new primary holds; JetStream's dedup drops what was published twice.
-        await wait_for(lambda: _at_least(completed_events, len(ids)), "a workset.completed event per workset", 60)
+        await wait_for(
+            lambda: _at_least(completed_events, len(ids)), "a workset.completed event per workset", 60
+        )
         assert await completed_events() == len(ids), "one event per workset, none twice"
     finally:
         await nc.close()

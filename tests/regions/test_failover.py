@@ -46,4 +46,6 @@ async def test_the_primary_region_is_lost_mid_run_and_nothing_is_lost(tmp_path: 
     # ...each at most an interval plus a probe timeout; on a machine shared by many (these are), the
     # process itself may wait for a CPU: up to as long again.
     assert 0 < report["detected_seconds"] <= 2 * threshold, report
-    assert report["detected_seconds"] <= report["promoted_seconds"] <= report["detected_seconds"] + 5.0, report
+    assert report["detected_seconds"] <= report["promoted_seconds"] <= report["detected_seconds"] + 5.0, (
+        report
+    )

@@ -56,7 +56,8 @@ async def test_region_commands(pool: asyncpg.Pool, database_url: str) -> None:
         await uow.commit()
     rows = stamen_process(db, "region", "ls")
     assert [(r["region"], r["status"], r["primary"], r["health_reported"]) for r in rows] == [
-        ("eu-west-1", "healthy", False, True), ("us-west-2", "healthy", True, False)
+        ("eu-west-1", "healthy", False, True),
+        ("us-west-2", "healthy", True, False),
     ]
     assert rows[0]["latency_ms"] == {"average": 80.0, "p50": 70.0, "p95": 140.0, "p99": 190.0}
     listing = await text(db, "region", "ls")
@@ -68,15 +69,26 @@ async def test_region_commands(pool: asyncpg.Pool, database_url: str) -> None:
     assert shown["last_round"]["verdict"] == "degraded" and shown["probes"][0]["detail"] == "403"
     assert "FAIL s3" in await text(db, "region", "show", "eu-west-1")
 
-    failed = await stamen(db, "region", "failover", "us-west-2", "--reason", "drill", "--actor", "operator:ann")
+    failed = await stamen(
+        db, "region", "failover", "us-west-2", "--reason", "drill", "--actor", "operator:ann"
+    )
     assert (failed["previous"], failed["status"], failed["forced_by"]) == ("healthy", "down", "operator:ann")
-    assert (await stamen(db, "region", "failover", "us-west-2", "--reason", "x", ok=False))["code"] == "REGION_ALREADY_FAILED_OVER"
+    assert (await stamen(db, "region", "failover", "us-west-2", "--reason", "x", ok=False))[
+        "code"
+    ] == "REGION_ALREADY_FAILED_OVER"
     assert [r["status"] for r in await stamen(db, "region", "ls")] == ["healthy", "down"]
-    back = await stamen(db, "region", "failback", "us-west-2", "--reason", "drill over", "--actor", "operator:ann")
+    back = await stamen(
+        db, "region", "failback", "us-west-2", "--reason", "drill over", "--actor", "operator:ann"
+    )
     assert back["status"] == "down" and back["switchover_requested"] is False  # the probes bring it back
-    assert (await stamen(db, "region", "failback", "us-west-2", "--reason", "x", ok=False))["code"] == "REGION_NOTHING_TO_FAIL_BACK"
+    assert (await stamen(db, "region", "failback", "us-west-2", "--reason", "x", ok=False))[
+        "code"
+    ] == "REGION_NOTHING_TO_FAIL_BACK"
 
     history = await stamen(db, "region", "history", "us-west-2")
     assert [(c["to_status"], c["actor"]) for c in history["changes"]] == [("down", "operator:ann")]
-    assert [(o["kind"], o["reason"]) for o in history["operations"]] == [("failback", "drill over"), ("failover", "drill")]
+    assert [(o["kind"], o["reason"]) for o in history["operations"]] == [
+        ("failback", "drill over"),
+        ("failover", "drill"),
+    ]
     assert "failover (done) by operator:ann: drill" in await text(db, "region", "history")

@@ -59,7 +59,11 @@ async def test_cluster_add_ls_drain_activate_and_rm(pool: asyncpg.Pool, database
     # The same model as the API and the clusters file: each bad option named, with why.
     bad_fields = stamen(db, "cluster", "add", "Bad Name", "--region", "mars", "--max-concurrent=-1", ok=False)
     assert bad_fields["code"] == "CLUSTER_INVALID"
-    assert [part.split(":")[0] for part in bad_fields["message"].split("; ")] == ["NAME", "--region", "--max-concurrent"]
+    assert [part.split(":")[0] for part in bad_fields["message"].split("; ")] == [
+        "NAME",
+        "--region",
+        "--max-concurrent",
+    ]
 
     # A cluster that runs something cannot be removed.
     ws_id = await workset_in(pool, S.VALIDATING, S.QUEUED, S.SCHEDULED, attempt=1)
@@ -168,9 +172,7 @@ async def test_tenant_limit_keeps_the_customer_quota_and_retrying_lists_waiting_
     waiting = await workset_in(pool, *TO_FAILED, S.RETRY_WAIT, tenant="lab-a", attempt=1, retry_count=1)
     later = await workset_in(pool, *TO_FAILED, S.RETRY_WAIT, tenant="lab-b", attempt=1, retry_count=1)
     async with UnitOfWork(pool) as uow:
-        await uow.timers.add_timer(
-            waiting, "retry", datetime.now(UTC) - timedelta(seconds=1), {"attempt": 2}
-        )
+        await uow.timers.add_timer(waiting, "retry", datetime.now(UTC) - timedelta(seconds=1), {"attempt": 2})
         await uow.timers.add_timer(later, "retry", datetime.now(UTC) + timedelta(hours=1), {"attempt": 2})
         await uow.commit()
     rows = stamen(db, "worksets", "retrying")

@@ -36,7 +36,6 @@ from tests.waiting import eventually
 pytestmark = pytest.mark.slow
 
 
-
 @pytest.fixture
 async def own_postgres(tmp_path: Path) -> AsyncIterator[PostgresServer]:
     """A PostgreSQL of this test's own, to stop and start again (the shared one must stay up)."""
@@ -75,7 +74,9 @@ async def test_handlers_wait_out_a_postgres_outage_without_spending_deliveries(
     try:
         own_postgres.stop()
         for i in range(3):
-            await publisher.publish(new_envelope(WorksetQueued(), tenant_id="acme", region="r", workset_id=f"w{i}"))
+            await publisher.publish(
+                new_envelope(WorksetQueued(), tenant_id="acme", region="r", workset_id=f"w{i}")
+            )
         await eventually(lambda: asyncio.sleep(0, not postgres.reachable), 10, "the gate to close")
         await asyncio.sleep(4)  # longer than ack_wait and every redelivery delay: the budget would be gone
         assert seen == []
@@ -129,7 +130,9 @@ async def test_a_service_started_before_postgres_waits_for_it(tmp_path: Path, na
         async def ready() -> bool:
             return (await readiness(http_port))[0] == 200
 
-        await eventually(ready, 60, f"the validator ready once PostgreSQL is there\n{log.read_text()[-3000:]}")
+        await eventually(
+            ready, 60, f"the validator ready once PostgreSQL is there\n{log.read_text()[-3000:]}"
+        )
         _, body = await readiness(http_port)
         assert body["service"] == "validator" and body["pid"] == proc.pid
     finally:

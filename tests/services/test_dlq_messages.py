@@ -40,7 +40,6 @@ CONSUMER = "diagnostics-failed"
 pytestmark = pytest.mark.slow
 
 
-
 async def a_workset(pool: asyncpg.Pool, name: str) -> str:
     result = await submit_workset(pool, tenant_id="acme", name=name, spec={"samples": []}, region="us-west-2",
                                   source="api", actor="test")  # fmt: skip

@@ -55,7 +55,9 @@ async def test_every_connection_is_answered_across_the_hand_over() -> None:
                 unanswered.append("a request accepted but never answered")
 
     try:
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True, limit=0)) as session:
+        async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(force_close=True, limit=0)
+        ) as session:
             until = time.monotonic() + 4
             clients = [asyncio.create_task(client(session, until)) for _ in range(16)]
             await asyncio.sleep(1.5)

@@ -42,8 +42,17 @@ FIRST = Delivery(subject="test", stream_seq=1, num_delivered=1, headers={})
 
 
 def settings_for(tmp_path: Path, **extra: Any) -> Settings:
-    steps = [{"name": "fetch", "argv": ["{python}", "-c", f"import sys; print({NET_ERROR!r}, file=sys.stderr); sys.exit(1)"]}]
-    defaults: dict[str, Any] = {"reconcile_after_seconds": 0, "enable_validation": False, "retry_initial_seconds": 60}
+    steps = [
+        {
+            "name": "fetch",
+            "argv": ["{python}", "-c", f"import sys; print({NET_ERROR!r}, file=sys.stderr); sys.exit(1)"],
+        }
+    ]
+    defaults: dict[str, Any] = {
+        "reconcile_after_seconds": 0,
+        "enable_validation": False,
+        "retry_initial_seconds": 60,
+    }
     return Settings(
         pipelines_file=write_pipelines(tmp_path / "pipelines.yaml", steps),
         work_dir=tmp_path / "work",
@@ -56,7 +65,9 @@ async def history(pool: asyncpg.Pool, workset_id: str) -> list[str]:
         return [h.to_state for h in await uow.worksets.history(workset_id)]
 
 
-async def test_a_submission_whose_event_never_came_is_validated_once(pool: asyncpg.Pool, tmp_path: Path) -> None:
+async def test_a_submission_whose_event_never_came_is_validated_once(
+    pool: asyncpg.Pool, tmp_path: Path
+) -> None:
     settings = settings_for(tmp_path)
 
     async def check(spec: dict[str, Any], tenant_id: str) -> Any:
@@ -64,7 +75,13 @@ async def test_a_submission_whose_event_never_came_is_validated_once(pool: async
                                       rights=TenantBuckets(tenant_id, (BucketRight(DEMO_BUCKET, "read-write", "grant"),)),
                                       enable_validation=False)  # fmt: skip
 
-    handler = functools.partial(validator.validate_submitted, consumer="validator-submitted", pool=lambda: pool, check=check, max_deliver=5)
+    handler = functools.partial(
+        validator.validate_submitted,
+        consumer="validator-submitted",
+        pool=lambda: pool,
+        check=check,
+        max_deliver=5,
+    )
     spec = yaml.safe_load((REPO / "libs/stamen/demo/demo_workset.yaml").read_text())
     submitted = await submit_workset(pool, tenant_id="acme", name="lost", spec=spec, region="us-west-2",
                                      source="api", actor="test")  # fmt: skip
@@ -78,7 +95,8 @@ async def test_a_submission_whose_event_never_came_is_validated_once(pool: async
     async with UnitOfWork(pool) as uow:
         waiting = await RecoveryRepository(uow.connection).stale_submissions(0)
         event_id = await uow.connection.fetchval(
-            "SELECT event_id FROM workset_history WHERE workset_id = $1 AND from_state IS NULL", submitted.workset_id
+            "SELECT event_id FROM workset_history WHERE workset_id = $1 AND from_state IS NULL",
+            submitted.workset_id,
         )
         event = await RecoveryRepository(uow.connection).stored_event(event_id)
     assert waiting == [] and event is not None
@@ -86,7 +104,9 @@ async def test_a_submission_whose_event_never_came_is_validated_once(pool: async
     assert await history(pool, submitted.workset_id) == ["submitted", "validating", "queued"]
 
 
-async def test_a_failure_whose_events_were_lost_is_diagnosed_and_retried(pool: asyncpg.Pool, tmp_path: Path) -> None:
+async def test_a_failure_whose_events_were_lost_is_diagnosed_and_retried(
+    pool: asyncpg.Pool, tmp_path: Path
+) -> None:
     settings = settings_for(tmp_path)
     await add_cluster(pool, workdir=tmp_path / "work")
     kept, purged = await enqueue(pool, "acme"), await enqueue(pool, "acme")
@@ -136,7 +156,9 @@ async def test_a_failure_whose_events_were_lost_is_diagnosed_and_retried(pool: a
     assert await timers.run() == 0
 
 
-async def test_worksets_younger_than_the_threshold_are_left_to_their_events(pool: asyncpg.Pool, tmp_path: Path) -> None:
+async def test_worksets_younger_than_the_threshold_are_left_to_their_events(
+    pool: asyncpg.Pool, tmp_path: Path
+) -> None:
     settings = settings_for(tmp_path, reconcile_after_seconds=3600)
     await submit_workset(pool, tenant_id="acme", name="fresh", spec={"pipeline": "test-pipe", "samples": []},
                          region="us-west-2", source="api", actor="test")  # fmt: skip

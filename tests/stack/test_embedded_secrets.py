@@ -43,8 +43,9 @@ async def test_postgres_needs_the_generated_password_also_after_an_upgrade(tmp_p
         conn = await asyncpg.connect(server.url)
         try:
             assert await conn.fetchval("SHOW password_encryption") == "scram-sha-256"
-            assert (await conn.fetchval("SELECT rolpassword FROM pg_authid WHERE rolname = 'postgres'")).startswith(
-                "SCRAM-SHA-256$")
+            assert (
+                await conn.fetchval("SELECT rolpassword FROM pg_authid WHERE rolname = 'postgres'")
+            ).startswith("SCRAM-SHA-256$")
         finally:
             await conn.close()
     finally:

@@ -67,7 +67,6 @@ async def test_readiness_names_a_wrong_process_on_the_port() -> None:
         await runner.cleanup()
 
 
-
 @pytest.mark.slow
 async def test_postgres_and_nats_are_restarted_on_their_port_and_data(tmp_path: Path) -> None:
     pg = PostgresServer(tmp_path / "pg").start()

@@ -145,7 +145,9 @@ def test_stamen_up_supervises_and_keeps_state_across_restarts(tmp_path: Path) ->
             "regions",
             "portal",
         }
-        assert all(s["status"] == "ready" for s in status["services"].values()), {k: s["status"] for k, s in status["services"].items()}
+        assert all(s["status"] == "ready" for s in status["services"].values()), {
+            k: s["status"] for k, s in status["services"].items()
+        }
         assert set(status["embedded"]) == {"nats", "postgres", "moto"}
         assert status["demo"]["state"] == "completed", status["demo"]
         first_demo = status["demo"]["id"]
@@ -153,8 +155,13 @@ def test_stamen_up_supervises_and_keeps_state_across_restarts(tmp_path: Path) ->
         ports = [s["port"] for s in stack_file(state)["services"].values()]
         assert len(set(ports)) == len(ports)  # each service's port is its own
         assert_nats_requires_credentials(stack_file(state)["nats_url"])
-        for secret in (state / "stack.json", state / "nats" / "service.password", state / "nats" / "auth.conf",
-                       state / "secrets" / "postgres.password", state / "secrets" / "api_key_pepper"):
+        for secret in (
+            state / "stack.json",
+            state / "nats" / "service.password",
+            state / "nats" / "auth.conf",
+            state / "secrets" / "postgres.password",
+            state / "secrets" / "api_key_pepper",
+        ):
             assert stat.S_IMODE(secret.stat().st_mode) == 0o600, secret
         # The embedded PostgreSQL wants its generated password (scram-sha-256), not local trust.
         db = stack_file(state)["database_url"]

@@ -26,7 +26,9 @@ REPO = Path(__file__).resolve().parents[2]
 def recipe() -> list[str]:
     """The lines of the recipe block in docs/api.md, as a user would paste them into the second terminal."""
     text = (REPO / "docs" / "api.md").read_text()
-    block = re.search(r"<!-- auth-on recipe[^>]*-->\n```bash\n(.*?)```\n<!-- end of auth-on recipe -->", text, re.S)
+    block = re.search(
+        r"<!-- auth-on recipe[^>]*-->\n```bash\n(.*?)```\n<!-- end of auth-on recipe -->", text, re.S
+    )
     assert block, "docs/api.md lost its auth-on recipe block"
     lines = [line for line in block.group(1).splitlines() if line.strip() and not line.startswith("#")]
     assert lines[0].startswith("stamen up --auth") and lines[1].startswith("export STAMEN_URL=")
@@ -67,14 +69,17 @@ def test_the_documented_auth_on_recipe_works_as_written(tmp_path: Path) -> None:
         assert (state / "demo-sign-in.json").stat().st_mode & 0o077 == 0
         assert any(ready["email"] in line and ready["password"] in line for line in status["sign_in"])
         login = urllib.request.Request(
-            f"{status['portal_url'].rstrip('/')}/api/v1/auth/login", method="POST",
+            f"{status['portal_url'].rstrip('/')}/api/v1/auth/login",
+            method="POST",
             data=json.dumps({"email": ready["email"], "password": ready["password"]}).encode(),
             headers={"Content-Type": "application/json"},
         )
         with urllib.request.urlopen(login, timeout=30) as answer:
             tokens = json.loads(answer.read())
-        code, _, body = get(f"{status['portal_url'].rstrip('/')}/api/v1/customers",
-                            {"Authorization": f"Bearer {tokens['id_token']}"})
+        code, _, body = get(
+            f"{status['portal_url'].rstrip('/')}/api/v1/customers",
+            {"Authorization": f"Bearer {tokens['id_token']}"},
+        )
         assert code == 200, body  # an operator-only route
         auth = stack_file(state)["auth"]
         assert auth["enabled"] and auth["user_pool_id"] and auth["app_client_id"]
@@ -85,7 +90,7 @@ def test_the_documented_auth_on_recipe_works_as_written(tmp_path: Path) -> None:
         script = "set -euo pipefail\n" + "\n".join(recipe()) + "\n"
         ran = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=300)
         assert ran.returncode == 0, f"{ran.stdout}\n{ran.stderr}"
-        listed = json.loads(ran.stdout[ran.stdout.index("{"):])  # the last command's answer
+        listed = json.loads(ran.stdout[ran.stdout.index("{") :])  # the last command's answer
         assert [c["customer_id"] for c in listed["items"]] == ["acme"]
         session = json.loads((tmp_path / "config" / "session.json").read_text())
         assert session["email"] == "lab@acme.example"
@@ -93,7 +98,9 @@ def test_the_documented_auth_on_recipe_works_as_written(tmp_path: Path) -> None:
         # Sign-in is really required, and a monstrous Authorization header is answered as JSON, not echoed.
         assert get(f"{portal}/api/v1/worksets", {})[0] == 401
         for size in (9 * 1024, 1024 * 1024):
-            code, kind, text = get(f"{portal}/api/v1/worksets", {"Authorization": "Bearer " + "s3cr3t" * (size // 6)})
+            code, kind, text = get(
+                f"{portal}/api/v1/worksets", {"Authorization": "Bearer " + "s3cr3t" * (size // 6)}
+            )
             assert (code, kind) == (431, "application/json") and "s3cr3t" not in text, (code, text[:200])
             assert json.loads(text)["code"] == "REQUEST_HEADER_TOO_LARGE"
         portal_log = (state / "logs" / "portal.log").read_text()

@@ -74,7 +74,9 @@ _MATCHES = re.compile(r"^CHECK \(\((\w+) ~ '(.*)'::text\)\)$")
 _LITERAL = re.compile(r"'((?:[^']|'')*)'::text")
 
 
-async def database_checks(pool: asyncpg.Pool) -> tuple[dict[tuple[str, str], set[str]], dict[tuple[str, str], str]]:
+async def database_checks(
+    pool: asyncpg.Pool,
+) -> tuple[dict[tuple[str, str], set[str]], dict[tuple[str, str], str]]:
     listed: dict[tuple[str, str], set[str]] = {}
     patterns: dict[tuple[str, str], str] = {}
     async with pool.acquire() as conn:
@@ -88,7 +90,9 @@ async def database_checks(pool: asyncpg.Pool) -> tuple[dict[tuple[str, str], set
     return listed, patterns
 
 
-async def test_every_enumerated_check_has_one_python_definition_with_the_same_values(pool: asyncpg.Pool) -> None:
+async def test_every_enumerated_check_has_one_python_definition_with_the_same_values(
+    pool: asyncpg.Pool,
+) -> None:
     listed, _ = await database_checks(pool)
     assert listed, "no CHECK (col IN (...)) found: did the query or PostgreSQL's formatting change?"
     unmapped = sorted(set(listed) - set(ENUMERATED))

@@ -35,10 +35,16 @@ async def test_release_sends_the_reset_only_after_the_session_kept_state(databas
         async with pool.acquire() as conn:
             assert await conn.fetchval("SELECT pg_backend_pid()") == pid  # the same session, reset
             assert await conn.fetchval("SELECT count(*) FROM pg_listening_channels()") == 0
-            assert await conn.fetchval(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = $1", pid
-            ) == 0
-        assert await last_statement(admin, pid) == "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = $1"
+            assert (
+                await conn.fetchval(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = $1", pid
+                )
+                == 0
+            )
+        assert (
+            await last_statement(admin, pid)
+            == "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = $1"
+        )
 
         async with pool.acquire() as conn:  # an open transaction left behind is rolled back on release
             await conn.execute("BEGIN")

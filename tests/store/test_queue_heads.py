@@ -65,7 +65,9 @@ async def test_queue_heads_and_last_admissions_match_a_plain_reading_of_the_queu
                VALUES ($1, $2, $3, 'c', 'h', $4)""",
             [(r[0], 1, r[1], T0 - timedelta(minutes=rng.randrange(600))) for r in rows if r[1] < "t06"],
         )
-        runs = await conn.fetch("SELECT tenant_id, max(admitted_at) AS at FROM workset_runs GROUP BY tenant_id")
+        runs = await conn.fetch(
+            "SELECT tenant_id, max(admitted_at) AS at FROM workset_runs GROUP BY tenant_id"
+        )
 
     queued = sorted((r for r in rows if r[3] == "queued"), key=lambda r: (r[1], r[2], r[4], r[0]))
     heads: dict[tuple[str, str], tuple[Any, ...]] = {}
@@ -75,7 +77,9 @@ async def test_queue_heads_and_last_admissions_match_a_plain_reading_of_the_queu
         got = await uow.slots.queue_heads()
         last = await uow.slots.last_admitted()
 
-    assert [(h.tenant_id, h.priority, h.workset_id) for h in got] == [(k[0], k[1], r[0]) for k, r in heads.items()]
+    assert [(h.tenant_id, h.priority, h.workset_id) for h in got] == [
+        (k[0], k[1], r[0]) for k, r in heads.items()
+    ]
     for head in got:
         spec = heads[(head.tenant_id, head.priority)][5]
         assert head.data_locations == expected_buckets(spec), spec

@@ -38,7 +38,12 @@ async def record(
     async with UnitOfWork(pool) as uow:
         outcome = await record_failure(
             uow,
-            ws_id, attempt=attempt, code="WS-TST-001", retry_class=retry_class, policy=policy, actor="tester"
+            ws_id,
+            attempt=attempt,
+            code="WS-TST-001",
+            retry_class=retry_class,
+            policy=policy,
+            actor="tester",
         )
         await uow.commit()
     return outcome.action
@@ -210,10 +215,7 @@ async def test_requeue_with_fresh_budget_applies_changes_and_starts_the_budget_a
     )
     changes = RequeueChanges.parse({"max_retries": 5, "priority": "urgent", "preferred_cluster": "hpc"})
     async with UnitOfWork(pool) as uow:
-        ws = await requeue_with_fresh_budget(
-            uow,
-            ws_id, actor="alice", reason="requeued", changes=changes
-        )
+        ws = await requeue_with_fresh_budget(uow, ws_id, actor="alice", reason="requeued", changes=changes)
         await uow.commit()
     assert ws.state is S.QUEUED
     async with UnitOfWork(pool) as uow:

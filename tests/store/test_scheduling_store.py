@@ -138,7 +138,9 @@ async def test_the_monitor_leaves_a_job_alone_while_its_step_run_lock_is_held(po
             assert await uow.step_runs.lock_steps_unchanged(ws_id, 1, [step])
     async with UnitOfWork(pool) as uow:
         assert await uow.step_runs.lock_active_step_run(step.id) is not None
-        await uow.step_runs.finish_step_run(step.id, JobStatus(handle=handle(ws_id, "one"), state=JobState.SUCCEEDED))
+        await uow.step_runs.finish_step_run(
+            step.id, JobStatus(handle=handle(ws_id, "one"), state=JobState.SUCCEEDED)
+        )
         await uow.commit()
     async with UnitOfWork(pool) as uow:
         assert not await uow.step_runs.lock_steps_unchanged(ws_id, 1, [step])  # it ended meanwhile

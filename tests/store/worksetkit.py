@@ -36,7 +36,9 @@ async def workset_in(
         ws.attempt, ws.retry_count, ws.max_retries = attempt, retry_count, max_retries
         await uow.worksets.save(ws)
         if ws.state is S.DEAD_LETTERED:
-            await uow.dead_letters.park(ws.id, ws.tenant_id, GiveUpReason.RETRIES_EXHAUSTED, attempt, "WS-NET-001")
+            await uow.dead_letters.park(
+                ws.id, ws.tenant_id, GiveUpReason.RETRIES_EXHAUSTED, attempt, "WS-NET-001"
+            )
         await uow.commit()
     return result.workset_id
 

@@ -22,7 +22,9 @@ async def test_grant_list_change_and_revoke(pool: asyncpg.Pool, database_url: st
     changed = stamen(db, "bucket", "grant", "acme", "shared-refs", "--read-write")
     assert (changed["access"], changed["created"]) == ("read-write", False)
     assert [(r["bucket"], r["access"], r["source"]) for r in stamen(db, "bucket", "ls", "acme")] == [
-        ("stamen-acme-us-west-2", "read-write", "own"), ("shared-refs", "read-write", "grant")]
+        ("stamen-acme-us-west-2", "read-write", "own"),
+        ("shared-refs", "read-write", "grant"),
+    ]
     assert [r["tenant"] for r in stamen(db, "bucket", "ls")] == ["acme"]
     bad = stamen(db, "bucket", "grant", "acme", "Not_A_Bucket", ok=False)
     assert bad["code"] == "BUCKET_GRANT_INVALID" and "bucket name" in bad["message"]
@@ -33,16 +35,32 @@ async def test_grant_list_change_and_revoke(pool: asyncpg.Pool, database_url: st
 
 
 def test_the_rule() -> None:
-    rights = TenantBuckets("acme", (BucketRight("acme-data", "read-write", "own"),
-                                    BucketRight("refs", "read-only", "grant")))
+    rights = TenantBuckets(
+        "acme", (BucketRight("acme-data", "read-write", "own"), BucketRight("refs", "read-only", "grant"))
+    )
     assert may_access(rights, "s3://acme-data/x/y.fq.gz", "write")
     assert may_access(rights, "s3://refs/hg38/", "read") and not may_access(rights, "s3://refs/out/", "write")
-    for uri in ("s3://acme-data-b/x", "s3://other/x", "s3://", "acme-data/x", "s3://ACME-DATA/x", "https://x"):
+    for uri in (
+        "s3://acme-data-b/x",
+        "s3://other/x",
+        "s3://",
+        "acme-data/x",
+        "s3://ACME-DATA/x",
+        "https://x",
+    ):
         assert not may_access(rights, uri, "read"), uri
     # URIs are found wherever a spec names them (a field added later included); labels are only text.
-    found = spec_locations({"samples": [{"r1": "s3://a/1.fq", "new_field": ["x s3://b/2 y"]}],
-                            "export_uri": "s3://c/out/", "labels": {"origin": "s3://d/"},
-                            "daylily": {"s3_bucket": "e", "s3_prefix": "/w/"}})
+    found = spec_locations(
+        {
+            "samples": [{"r1": "s3://a/1.fq", "new_field": ["x s3://b/2 y"]}],
+            "export_uri": "s3://c/out/",
+            "labels": {"origin": "s3://d/"},
+            "daylily": {"s3_bucket": "e", "s3_prefix": "/w/"},
+        }
+    )
     assert [(loc.field, loc.uri, loc.mode) for loc in found] == [
-        ("samples[0].r1", "s3://a/1.fq", "read"), ("samples[0].new_field[0]", "s3://b/2", "read"),
-        ("export_uri", "s3://c/out/", "write"), ("daylily.s3_bucket", "s3://e/w/", "write")]
+        ("samples[0].r1", "s3://a/1.fq", "read"),
+        ("samples[0].new_field[0]", "s3://b/2", "read"),
+        ("export_uri", "s3://c/out/", "write"),
+        ("daylily.s3_bucket", "s3://e/w/", "write"),
+    ]

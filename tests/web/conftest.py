@@ -55,6 +55,8 @@ async def world(
         nats.stop()
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
@@ -72,8 +74,9 @@ class Browser:
                 self.csrf = found.group(1)
             return r.status, text
 
-    async def post(self, path: str, data: dict[str, object] | list[tuple[str, str]] | None = None,
-                   **kwargs: object) -> aiohttp.ClientResponse:
+    async def post(
+        self, path: str, data: dict[str, object] | list[tuple[str, str]] | None = None, **kwargs: object
+    ) -> aiohttp.ClientResponse:
         if not self.csrf:
             await self.get("/signin")
         fields = list(data.items()) if isinstance(data, dict) else list(data or [])

@@ -18,8 +18,12 @@ from tests.fixtures import REPO_ROOT
 
 
 def test_the_committed_vendor_files_are_the_locked_registry_files() -> None:
-    out = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "fetch-assets"), "--check"],
-                         capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "fetch-assets"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     lock = json.loads((REPO_ROOT / "services/portal/web/static/vendor/assets.lock.json").read_text())
     names = {p["name"] for p in lock["packages"]}

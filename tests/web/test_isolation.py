@@ -29,7 +29,10 @@ async def aims(world: World) -> dict[str, str]:
     b = world.b
     async with world.pool.acquire() as conn:
         invitation = await InvitationRepository(conn).add(
-            customer_id=b.id, email="b-colleague@lab.example", token_hash=f"h-{b.id}", invited_by="test",
+            customer_id=b.id,
+            email="b-colleague@lab.example",
+            token_hash=f"h-{b.id}",
+            invited_by="test",
             expires_at=datetime(2099, 1, 1, tzinfo=UTC),
         )
     return {
@@ -47,7 +50,11 @@ async def aims(world: World) -> dict[str, str]:
 def secrets_of_b(world: World, bucket: str, asked: str) -> list[str]:
     """What of tenant B a page must never show to A: B's ids and bucket, except the one A typed in."""
     b = world.b.target
-    return [x for x in (b.workset_id, b.dead_letter_id, bucket, b.api_key_id, b.nats_credential_id) if x not in asked]
+    return [
+        x
+        for x in (b.workset_id, b.dead_letter_id, bucket, b.api_key_id, b.nats_credential_id)
+        if x not in asked
+    ]
 
 
 async def test_a_customer_reaches_nothing_of_another_tenant(world: World, browser: NewBrowser) -> None:
@@ -73,21 +80,30 @@ async def test_a_customer_reaches_nothing_of_another_tenant(world: World, browse
             checked += 1
         assert checked >= 14
         # Pages without a path parameter, pointed at tenant B by their query or form.
-        for path in (f"/?tenant={b.id}", f"/worksets?tenant={b.id}", f"/usage?tenant={b.id}",
-                     f"/settings?tenant={b.id}", f"/usage.csv?tenant={b.id}", f"/files?bucket={bucket}",
-                     f"/files/download?bucket={bucket}&key=x"):
+        for path in (
+            f"/?tenant={b.id}",
+            f"/worksets?tenant={b.id}",
+            f"/usage?tenant={b.id}",
+            f"/settings?tenant={b.id}",
+            f"/usage.csv?tenant={b.id}",
+            f"/files?bucket={bucket}",
+            f"/files/download?bucket={bucket}&key=x",
+        ):
             status, body = await browser_a.get(path)
             assert status == 404 and not [x for x in secrets_of_b(world, bucket, path) if x in body], path
-        for path, form in (("/settings/api-keys", {"tenant": b.id, "name": "sneaky"}),
-                           ("/settings/invitations", {"tenant": b.id, "email": "x@lab.example"}),
-                           ("/files/delete", {"bucket": bucket, "key": "x"})):
+        for path, form in (
+            ("/settings/api-keys", {"tenant": b.id, "name": "sneaky"}),
+            ("/settings/invitations", {"tenant": b.id, "email": "x@lab.example"}),
+            ("/files/delete", {"bucket": bucket, "key": "x"}),
+        ):
             response = await browser_a.post(path, form)
             assert response.status == 404, path
         bulk = await browser_a.post("/worksets/bulk", {"action": "cancel", "ids": b.target.workset_id})
         text = await bulk.text()
         assert bulk.status == 200 and "not found" in text and b.target.dead_letter_id not in text
         presign = await browser_a.session.post(
-            "/uploads/presign", json={"bucket": bucket, "key": "x/y.fastq.gz", "size": 10},
+            "/uploads/presign",
+            json={"bucket": bucket, "key": "x/y.fastq.gz", "size": 10},
             headers={"X-CSRF-Token": browser_a.csrf},
         )
         assert presign.status == 404 and "BUCKET_NOT_FOUND" in await presign.text()

@@ -34,8 +34,15 @@ async def next_event(stream: aiohttp.StreamReader, timeout: float = 15.0) -> dic
 
 
 async def submit(world: World, tenant: str, name: str) -> str:
-    result = await submit_workset(world.pool, tenant_id=tenant, name=name, spec={"name": name, "tenant": tenant},
-                                  region="us-west-2", source="api", actor="test")
+    result = await submit_workset(
+        world.pool,
+        tenant_id=tenant,
+        name=name,
+        spec={"name": name, "tenant": tenant},
+        region="us-west-2",
+        source="api",
+        actor="test",
+    )
     return result.workset_id
 
 

@@ -33,9 +33,18 @@ async def test_worksets_list_keyset_pages_filters_search_and_bulk(world: World, 
     made = []
     for i in range(PAGE_SIZE + 12):
         result = await submit_workset(
-            world.pool, tenant_id=a, name=f"bulkpage-{i:03d}", region="us-west-2", source="api", actor="test",
-            spec={"name": f"bulkpage-{i:03d}", "tenant": a, "pipeline": "wes",
-                  "samples": [{"id": f"UNIT{i}", "sample_id": f"NA{12878 + i}", "platform": "ILMN"}]},
+            world.pool,
+            tenant_id=a,
+            name=f"bulkpage-{i:03d}",
+            region="us-west-2",
+            source="api",
+            actor="test",
+            spec={
+                "name": f"bulkpage-{i:03d}",
+                "tenant": a,
+                "pipeline": "wes",
+                "samples": [{"id": f"UNIT{i}", "sample_id": f"NA{12878 + i}", "platform": "ILMN"}],
+            },
         )
         made.append(result.workset_id)
     email, _ = await world.lab.user(a)
@@ -61,7 +70,9 @@ async def test_worksets_list_keyset_pages_filters_search_and_bulk(world: World, 
         status, bad = await b.get("/worksets?state=sleeping")
         assert status == 400 and "state" in bad
         # Bulk cancel two, and try to archive one that is not finished: each gets its own answer.
-        response = await b.post("/worksets/bulk?q=bulkpage", [("action", "cancel"), ("ids", made[0]), ("ids", made[1])])
+        response = await b.post(
+            "/worksets/bulk?q=bulkpage", [("action", "cancel"), ("ids", made[0]), ("ids", made[1])]
+        )
         assert response.status == 200 and (await response.text()).count("now cancelled") == 2
         response = await b.post("/worksets/bulk", [("action", "archive"), ("ids", made[2])])
         assert "only finished worksets can be archived" in await response.text()
@@ -72,10 +83,20 @@ async def test_worksets_list_keyset_pages_filters_search_and_bulk(world: World, 
 async def test_new_workset_page_checks_as_you_type_and_submits(world: World, browser: NewBrowser) -> None:
     email, _ = await world.lab.user(world.a.id)
     bucket = await _bucket(world, world.a.id)
-    form = {"name": "from-the-page", "pipeline": "fastq-qc", "reference_genome": "hg38", "priority": "urgent",
-            "max_retries": "2", "samples-0-id": "S1", "samples-0-platform": "ILMN",
-            "samples-0-r1": f"s3://{bucket}/reads/S1_R1.fastq.gz", "samples-0-r2": "not-a-uri",
-            "export_uri": f"s3://{bucket}/results/from-the-page/", "emails": "lab@lab.example", "events": "error"}
+    form = {
+        "name": "from-the-page",
+        "pipeline": "fastq-qc",
+        "reference_genome": "hg38",
+        "priority": "urgent",
+        "max_retries": "2",
+        "samples-0-id": "S1",
+        "samples-0-platform": "ILMN",
+        "samples-0-r1": f"s3://{bucket}/reads/S1_R1.fastq.gz",
+        "samples-0-r2": "not-a-uri",
+        "export_uri": f"s3://{bucket}/results/from-the-page/",
+        "emails": "lab@lab.example",
+        "events": "error",
+    }
     async with browser() as b:
         await b.sign_in(email)
         status, page = await b.get("/worksets/new")
@@ -83,7 +104,10 @@ async def test_new_workset_page_checks_as_you_type_and_submits(world: World, bro
         check = await b.post("/worksets/new/check", form, headers={"HX-Request": "true"})
         text = await check.text()
         # The finding is placed at its field (an out-of-band swap into that field's slot).
-        assert re.search(r'id="f-samples-0-r2" hx-swap-oob="true">[^<]*samples\[0\]\.r2|id="f-samples-0-r2" hx-swap-oob="true">\w', text)
+        assert re.search(
+            r'id="f-samples-0-r2" hx-swap-oob="true">[^<]*samples\[0\]\.r2|id="f-samples-0-r2" hx-swap-oob="true">\w',
+            text,
+        )
         assert "problem" in text and "to fix before this can be submitted" in text
         refused = await b.post("/worksets/new", {**form, "action": "submit"})
         assert refused.status == 422
@@ -92,30 +116,50 @@ async def test_new_workset_page_checks_as_you_type_and_submits(world: World, bro
         # B's reads, named on A's form: refused at the field by stamen.tenancy (as the API does), never
         # fetched, so the page says the same whether B's object exists or not.
         other = await _bucket(world, world.b.id)
-        foreign = {**form, "samples-0-r1": f"s3://{other}/private/S1_R1.fastq.gz",
-                   "samples-0-r2": f"s3://{other}/private/S1_R2.fastq.gz"}
+        foreign = {
+            **form,
+            "samples-0-r1": f"s3://{other}/private/S1_R1.fastq.gz",
+            "samples-0-r2": f"s3://{other}/private/S1_R2.fastq.gz",
+        }
         put_object(world, other, "private/S1_R1.fastq.gz", demo_fastq("S1", 1, reads=50))
         present = await (await b.post("/worksets/new/check", foreign, headers={"HX-Request": "true"})).text()
         _delete_object(world, other, "private/S1_R1.fastq.gz")
         absent = await (await b.post("/worksets/new/check", foreign, headers={"HX-Request": "true"})).text()
         assert present == absent and "SNF-" not in present
-        assert re.search(r'id="f-samples-0-r1" hx-swap-oob="true">S3-ACCESS-001: [^<]*' + re.escape(other), present)
+        assert re.search(
+            r'id="f-samples-0-r1" hx-swap-oob="true">S3-ACCESS-001: [^<]*' + re.escape(other), present
+        )
         assert (await b.post("/worksets/new", {**foreign, "action": "submit"})).status == 422
         # Pasting a sample sheet fills the table; a blank row at the end is not a sample.
-        sheet = await b.post("/worksets/new", {**form, "action": "use_sheet",
-                                                "sheet": "id\tplatform\tr1\tr2\nP1\tILMN\ts3://x/1.fq.gz\ts3://x/2.fq.gz\n"})
+        sheet = await b.post(
+            "/worksets/new",
+            {
+                **form,
+                "action": "use_sheet",
+                "sheet": "id\tplatform\tr1\tr2\nP1\tILMN\ts3://x/1.fq.gz\ts3://x/2.fq.gz\n",
+            },
+        )
         assert 'value="P1"' in await sheet.text()
         # With real FASTQs in the bucket, the same form is valid and submits.
         for mate in (1, 2):
             put_object(world, bucket, f"reads/S1_R{mate}.fastq.gz", demo_fastq("S1", mate, reads=50))
-        ok = {**form, "samples-0-r2": f"s3://{bucket}/reads/S1_R2.fastq.gz", "samples-1-id": "", "action": "submit"}
+        ok = {
+            **form,
+            "samples-0-r2": f"s3://{bucket}/reads/S1_R2.fastq.gz",
+            "samples-1-id": "",
+            "action": "submit",
+        }
         submitted = await b.post("/worksets/new", ok)
         assert submitted.status == 303, (await submitted.text())[:3000]
         assert submitted.headers["Location"].endswith("?notice=submitted")
         workset_id = submitted.headers["Location"].split("/")[2].split("?")[0]
         async with UnitOfWork(world.pool) as uow:
             ws = await uow.worksets.get(workset_id)
-        assert ws.tenant_id == world.a.id and ws.priority == "urgent" and ws.spec["notifications"]["events"] == ["error"]
+        assert (
+            ws.tenant_id == world.a.id
+            and ws.priority == "urgent"
+            and ws.spec["notifications"]["events"] == ["error"]
+        )
 
 
 def put_object(world: World, bucket: str, key: str, body: bytes) -> None:
@@ -124,15 +168,24 @@ def put_object(world: World, bucket: str, key: str, body: bytes) -> None:
 
 
 def _delete_object(world: World, bucket: str, key: str) -> None:
-    boto3.client("s3", endpoint_url=world.lab.endpoint, region_name="us-west-2").delete_object(Bucket=bucket, Key=key)
+    boto3.client("s3", endpoint_url=world.lab.endpoint, region_name="us-west-2").delete_object(
+        Bucket=bucket, Key=key
+    )
 
 
 async def test_yaml_generator_makes_the_three_files_and_a_zip(world: World, browser: NewBrowser) -> None:
     email, _ = await world.lab.user(world.a.id)
-    form = {"name": "gen-1", "pipeline": "germline", "reference_genome": "hg38", "samples-0-id": "HG002-L1",
-            "samples-0-sample_id": "HG002", "samples-0-platform": "ILMN",
-            "samples-0-r1": "s3://lab/reads/HG002_R1.fastq.gz", "samples-0-r2": "s3://lab/reads/HG002_R2.fastq.gz",
-            "export_uri": "s3://lab/results/gen-1/"}
+    form = {
+        "name": "gen-1",
+        "pipeline": "germline",
+        "reference_genome": "hg38",
+        "samples-0-id": "HG002-L1",
+        "samples-0-sample_id": "HG002",
+        "samples-0-platform": "ILMN",
+        "samples-0-r1": "s3://lab/reads/HG002_R1.fastq.gz",
+        "samples-0-r2": "s3://lab/reads/HG002_R2.fastq.gz",
+        "export_uri": "s3://lab/results/gen-1/",
+    }
     async with browser() as b:
         await b.sign_in(email)
         result = await b.post("/generator", {**form, "action": "generate"}, headers={"HX-Request": "true"})
@@ -144,9 +197,10 @@ async def test_yaml_generator_makes_the_three_files_and_a_zip(world: World, brow
         with zipfile.ZipFile(io.BytesIO(await archive.read())) as z:
             assert sorted(z.namelist()) == sorted(names)
             assert "HG002" in "".join(z.read(n).decode() for n in z.namelist())
-        bad = await b.post("/generator", {**form, "samples-0-r1": "", "action": "generate"},
-                           headers={"HX-Request": "true"})
-        assert 'data-file=' not in await bad.text()
+        bad = await b.post(
+            "/generator", {**form, "samples-0-r1": "", "action": "generate"}, headers={"HX-Request": "true"}
+        )
+        assert "data-file=" not in await bad.text()
 
 
 async def test_files_presigned_upload_download_and_delete(world: World, browser: NewBrowser) -> None:
@@ -157,11 +211,15 @@ async def test_files_presigned_upload_download_and_delete(world: World, browser:
         status, page = await b.get("/files")
         assert status == 200 and f"s3://{bucket}/" in page
         for key in ("../etc/passwd", "/abs", "a//b"):
-            refused = await b.session.post("/uploads/presign", json={"key": key, "size": 5},
-                                           headers={"X-CSRF-Token": b.csrf})
+            refused = await b.session.post(
+                "/uploads/presign", json={"key": key, "size": 5}, headers={"X-CSRF-Token": b.csrf}
+            )
             assert refused.status == 400 and "INVALID_PARAMETER" in await refused.text(), key
-        presigned = await b.session.post("/uploads/presign", json={"key": "runs/r1/S1_R1.fastq.gz", "size": 11},
-                                         headers={"X-CSRF-Token": b.csrf})
+        presigned = await b.session.post(
+            "/uploads/presign",
+            json={"key": "runs/r1/S1_R1.fastq.gz", "size": 11},
+            headers={"X-CSRF-Token": b.csrf},
+        )
         post: dict[str, Any] = await presigned.json()
         assert post["uri"] == f"s3://{bucket}/runs/r1/S1_R1.fastq.gz"
         form = aiohttp.FormData(post["fields"])
@@ -170,8 +228,9 @@ async def test_files_presigned_upload_download_and_delete(world: World, browser:
             assert r.status < 300, await r.text()
         _, folder = await b.get(f"/files?bucket={bucket}&prefix=runs/r1/")
         assert "S1_R1.fastq.gz" in folder and "11 B" in folder
-        async with b.session.get(f"/files/download?bucket={bucket}&key=runs/r1/S1_R1.fastq.gz",
-                                 allow_redirects=False) as r:
+        async with b.session.get(
+            f"/files/download?bucket={bucket}&key=runs/r1/S1_R1.fastq.gz", allow_redirects=False
+        ) as r:
             link = r.headers["Location"]
         async with aiohttp.ClientSession() as s3, s3.get(link) as r:
             assert await r.read() == b"hello reads"
@@ -179,7 +238,9 @@ async def test_files_presigned_upload_download_and_delete(world: World, browser:
         assert confirm.status == 200 and "Delete this file?" in await confirm.text()
         _, still = await b.get(f"/files?bucket={bucket}&prefix=runs/r1/")
         assert "S1_R1.fastq.gz" in still
-        deleted = await b.post("/files/delete", {"bucket": bucket, "key": "runs/r1/S1_R1.fastq.gz", "confirm": "yes"})
+        deleted = await b.post(
+            "/files/delete", {"bucket": bucket, "key": "runs/r1/S1_R1.fastq.gz", "confirm": "yes"}
+        )
         assert deleted.status == 303
         _, gone = await b.get(f"/files?bucket={bucket}&prefix=runs/r1/")
         assert "S1_R1.fastq.gz" not in gone
@@ -199,10 +260,15 @@ async def _a_read_only_grant_is_browsed_not_written(world: World, b: Browser) ->
     status, folder = await b.get(f"/files?bucket={shared}&prefix=hg38/")
     assert status == 200 and "genome.fa" in folder and "Granted read-only by test" in folder
     assert 'class="upload-form"' not in folder and "/files/delete" not in folder
-    async with b.session.get(f"/files/download?bucket={shared}&key=hg38/genome.fa", allow_redirects=False) as r:
+    async with b.session.get(
+        f"/files/download?bucket={shared}&key=hg38/genome.fa", allow_redirects=False
+    ) as r:
         assert r.status == 302
-    presign = await b.session.post("/uploads/presign", json={"bucket": shared, "key": "x.fq.gz", "size": 3},
-                                   headers={"X-CSRF-Token": b.csrf})
+    presign = await b.session.post(
+        "/uploads/presign",
+        json={"bucket": shared, "key": "x.fq.gz", "size": 3},
+        headers={"X-CSRF-Token": b.csrf},
+    )
     assert presign.status == 404 and "BUCKET_NOT_FOUND" in await presign.text()
     refused = await b.post("/files/delete", {"bucket": shared, "key": "hg38/genome.fa", "confirm": "yes"})
     assert refused.status == 403 and "BUCKET_READ_ONLY" in await refused.text()
@@ -213,7 +279,9 @@ async def _a_read_only_grant_is_browsed_not_written(world: World, b: Browser) ->
     assert s3.get_object(Bucket=shared, Key="hg38/genome.fa")["Body"].read() == b">chr1\nACGT\n"
 
 
-async def test_settings_keys_shown_once_invitation_sign_up_and_usage(world: World, browser: NewBrowser) -> None:
+async def test_settings_keys_shown_once_invitation_sign_up_and_usage(
+    world: World, browser: NewBrowser
+) -> None:
     a = world.a.id
     email, _ = await world.lab.user(a)
     async with browser() as b:
@@ -237,32 +305,56 @@ async def test_settings_keys_shown_once_invitation_sign_up_and_usage(world: Worl
         status, form = await newcomer.get(path)
         assert status == 200 and "new-colleague@lab.example" in form and a in form
         invite = path.split("invite=")[1]
-        differ = await newcomer.post("/signup", {"invite": invite, "password": "Pass-Word-123", "password_again": "x"})
+        differ = await newcomer.post(
+            "/signup", {"invite": invite, "password": "Pass-Word-123", "password_again": "x"}
+        )
         assert differ.status == 400
-        signed_up = await newcomer.post("/signup", {"invite": invite, "password": "Pass-Word-123",
-                                                   "password_again": "Pass-Word-123"})
+        signed_up = await newcomer.post(
+            "/signup", {"invite": invite, "password": "Pass-Word-123", "password_again": "Pass-Word-123"}
+        )
         assert signed_up.status == 303 and signed_up.headers["Location"].startswith("/signup/confirm")
-        again = await newcomer.post("/signup", {"invite": invite, "password": "Pass-Word-123",
-                                               "password_again": "Pass-Word-123"})
+        again = await newcomer.post(
+            "/signup", {"invite": invite, "password": "Pass-Word-123", "password_again": "Pass-Word-123"}
+        )
         assert again.status == 404  # an invitation works once
-        confirmed = await newcomer.post("/signup/confirm", {"email": "new-colleague@lab.example", "code": "123456"})
+        confirmed = await newcomer.post(
+            "/signup/confirm", {"email": "new-colleague@lab.example", "code": "123456"}
+        )
         assert confirmed.status == 303
         await newcomer.sign_in("new-colleague@lab.example", "Pass-Word-123")
         status, dashboard = await newcomer.get("/")
         assert status == 200 and a in dashboard
 
 
-async def test_operator_pages_drain_a_cluster_and_requeue_a_dead_letter(world: World, browser: NewBrowser) -> None:
+async def test_operator_pages_drain_a_cluster_and_requeue_a_dead_letter(
+    world: World, browser: NewBrowser
+) -> None:
     email, _ = await world.lab.user(None, operator=True)
     dead = await workset_in(world.pool, world.a.id, "op-dead", dead_letter=True)
     async with browser() as b:
         await b.sign_in(email)
-        for path in ("/ops/customers", "/ops/clusters", "/ops/regions", "/ops/dlq", "/ops/health", "/usage",
-                     f"/usage?tenant={world.b.id}", f"/settings?tenant={world.b.id}"):
+        for path in (
+            "/ops/customers",
+            "/ops/clusters",
+            "/ops/regions",
+            "/ops/dlq",
+            "/ops/health",
+            "/usage",
+            f"/usage?tenant={world.b.id}",
+            f"/settings?tenant={world.b.id}",
+        ):
             status, _page = await b.get(path)
             assert status == 200, path
-        saved = await b.post("/ops/clusters", {"name": "page-cluster", "region": "us-west-2", "executor": "slurm",
-                                                "max_concurrent": "3", "data_locations": "us-west-2"})
+        saved = await b.post(
+            "/ops/clusters",
+            {
+                "name": "page-cluster",
+                "region": "us-west-2",
+                "executor": "slurm",
+                "max_concurrent": "3",
+                "data_locations": "us-west-2",
+            },
+        )
         assert saved.status == 303
         bad = await b.post("/ops/clusters", {"name": "Bad Name!", "region": "nowhere", "executor": "slurm"})
         assert bad.status == 400 and "name" in await bad.text()
@@ -292,20 +384,41 @@ async def _bucket(world: World, tenant: str) -> str:
 
 async def test_notification_preferences_on_the_settings_page(world: World, browser: NewBrowser) -> None:
     email, _ = await world.lab.user(world.b.id)
-    base = {"sns_enabled": "on", "sns_emails": "", "sns_sms": "", "email_min_severity": "info",
-            "sms_min_severity": "error", "webhook_format": "json", "digest_minutes": "60", "quiet_start": "22:00",
-            "quiet_end": "07:00", "quiet_timezone": "UTC"}
+    base = {
+        "sns_enabled": "on",
+        "sns_emails": "",
+        "sns_sms": "",
+        "email_min_severity": "info",
+        "sms_min_severity": "error",
+        "webhook_format": "json",
+        "digest_minutes": "60",
+        "quiet_start": "22:00",
+        "quiet_end": "07:00",
+        "quiet_timezone": "UTC",
+    }
     async with browser() as b:
         await b.sign_in(email)
         status, page = await b.get("/settings")
         assert status == 200 and 'id="notification-form"' in page
-        refused = await b.post("/settings/notifications", {**base, "webhook_enabled": "on",
-                                                            "webhook_url": "https://hooks.example.org/x"})
+        refused = await b.post(
+            "/settings/notifications",
+            {**base, "webhook_enabled": "on", "webhook_url": "https://hooks.example.org/x"},
+        )
         assert refused.status == 400 and "webhook.secret" in await refused.text()
-        bad_zone = await b.post("/settings/notifications", {**base, "quiet_enabled": "on", "quiet_timezone": "Mars/Base"})
+        bad_zone = await b.post(
+            "/settings/notifications", {**base, "quiet_enabled": "on", "quiet_timezone": "Mars/Base"}
+        )
         assert bad_zone.status == 400 and "unknown time zone" in await bad_zone.text()
-        saved = await b.post("/settings/notifications", {**base, "only_final_failures": "on", "quiet_enabled": "on",
-                                                          "quiet_timezone": "Europe/Berlin", "digest_enabled": "on"})
+        saved = await b.post(
+            "/settings/notifications",
+            {
+                **base,
+                "only_final_failures": "on",
+                "quiet_enabled": "on",
+                "quiet_timezone": "Europe/Berlin",
+                "digest_enabled": "on",
+            },
+        )
         assert saved.status == 303, await saved.text()
     async with world.client.get("/api/v1/notification-preferences", headers=world.key(world.b)) as r:
         prefs = (await r.json())["preferences"]

@@ -41,7 +41,12 @@ async def test_sign_in_cookie_csrf_and_sign_out(world: World, browser: NewBrowse
         signed_in = await b.sign_in(email)
         assert signed_in.status == 303 and signed_in.headers["Location"] == "/"
         cookie = signed_in.cookies[SESSION_COOKIE]
-        assert cookie["httponly"] and cookie["samesite"] == "Lax" and not cookie["secure"] and cookie["path"] == "/"
+        assert (
+            cookie["httponly"]
+            and cookie["samesite"] == "Lax"
+            and not cookie["secure"]
+            and cookie["path"] == "/"
+        )
         status, page = await b.get("/worksets?q=-ws")
         assert status == 200 and world.a.target.workset_id in page and world.b.target.workset_id not in page
 
@@ -53,8 +58,9 @@ async def test_sign_in_cookie_csrf_and_sign_out(world: World, browser: NewBrowse
             "/worksets/bulk", data={"action": "cancel", "ids": target, "csrf_token": "x" * 43}
         )
         assert forged.status == 403
-        cross = await b.post("/worksets/bulk", {"action": "cancel", "ids": target},
-                             headers={"Origin": "https://evil.example"})
+        cross = await b.post(
+            "/worksets/bulk", {"action": "cancel", "ids": target}, headers={"Origin": "https://evil.example"}
+        )
         assert cross.status == 403
         _, page = await b.get(f"/worksets/{target}")
         assert 'data-state="submitted"' in page  # still not cancelled
@@ -81,15 +87,24 @@ def test_the_session_cookie_is_secure_behind_https() -> None:
         response = web.Response()
         set_cookie(response, request, SESSION_COOKIE, "v", max_age=60)
         assert bool(response.cookies[SESSION_COOKIE]["secure"]) is secure
-        assert response.cookies[SESSION_COOKIE]["httponly"] and response.cookies[SESSION_COOKIE]["samesite"] == "Lax"
+        assert (
+            response.cookies[SESSION_COOKIE]["httponly"]
+            and response.cookies[SESSION_COOKIE]["samesite"] == "Lax"
+        )
 
 
 async def test_operator_pages_are_refused_to_customers(world: World, browser: NewBrowser) -> None:
     email, _ = await world.lab.user(world.a.id)
     async with browser() as b:
         await b.sign_in(email)
-        for path in ("/ops/customers", "/ops/clusters", "/ops/dlq", "/ops/regions", "/ops/health",
-                     f"/ops/dlq/{world.a.target.dead_letter_id}"):
+        for path in (
+            "/ops/customers",
+            "/ops/clusters",
+            "/ops/dlq",
+            "/ops/regions",
+            "/ops/health",
+            f"/ops/dlq/{world.a.target.dead_letter_id}",
+        ):
             status, page = await b.get(path)
             assert status == 403 and "AUTH_FORBIDDEN" in page, path
         refused = await b.post("/ops/clusters/local/drain")

@@ -36,7 +36,9 @@ def test_data_files_load_and_cover_every_pipeline() -> None:
     assert set(resource_profiles().pipelines) == set(Pipeline.__args__)
     assert {"us-west-2", "us-east-1", "eu-west-1"} <= set(prices().regions)
     assert references().canonical("grch38") == "hg38" and references().canonical("GRCh37") == "hg19"
-    assert references().expected_objects("b37", "s3://refs/b37")[0] == "s3://refs/b37/human_g1k_v37_decoy.fasta"
+    assert (
+        references().expected_objects("b37", "s3://refs/b37")[0] == "s3://refs/b37/human_g1k_v37_decoy.fasta"
+    )
     assert daylily_format().platform_for_instrument("PromethION") == "ONT"
 
 

@@ -147,7 +147,11 @@ CORPUS: dict[str, tuple[str, str, Callable[[], list[Finding]]]] = {
         lambda: _validated({"name": "ws1", "tenant": "lsmc", "samples": [GOOD_SAMPLE]}),
     ),
     "number given as text": ("VAL-TYPE-001", "max_retries", lambda: _validated(_form(max_retries="many"))),
-    "infinite cost limit": ("VAL-TYPE-002", "max_cost_usd", lambda: _validated(_form(max_cost_usd=float("inf")))),
+    "infinite cost limit": (
+        "VAL-TYPE-002",
+        "max_cost_usd",
+        lambda: _validated(_form(max_cost_usd=float("inf"))),
+    ),
     "more than 10,000 samples": (
         "VAL-RANGE-002",
         "samples",

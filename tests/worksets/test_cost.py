@@ -10,18 +10,34 @@ R2 = "s3://reads-a/S1_R2.fastq.gz"
 
 
 def _spec(**changes: object) -> WorksetSpec:
-    fields: dict[str, object] = {"name": "ws1", "tenant": "lsmc", "pipeline": "germline",
-                                 "export_uri": "s3://results-bucket/ws1/",
-                                 "samples": [{"id": "S1", "platform": "ILMN", "r1": R1, "r2": R2}]}
+    fields: dict[str, object] = {
+        "name": "ws1",
+        "tenant": "lsmc",
+        "pipeline": "germline",
+        "export_uri": "s3://results-bucket/ws1/",
+        "samples": [{"id": "S1", "platform": "ILMN", "r1": R1, "r2": R2}],
+    }
     fields.update(changes)
     return WorksetSpec.model_validate(fields)
 
 
 def test_estimate_matches_the_hand_computed_value() -> None:
-    sniffed = SniffResult(format="fastq", gzip=True, sample_bytes=65536, compression_ratio=4.0,
-                          text_bytes_per_base=2.5, reads_sampled=100, mean_read_length=150)
-    result = estimate(_spec(), object_sizes={R1: 2_000_000_000, R2: 2_000_000_000}, sniffs={R1: sniffed, R2: sniffed},
-                      cluster_region="us-west-2", bucket_regions={"reads-a": "eu-west-1"})
+    sniffed = SniffResult(
+        format="fastq",
+        gzip=True,
+        sample_bytes=65536,
+        compression_ratio=4.0,
+        text_bytes_per_base=2.5,
+        reads_sampled=100,
+        mean_read_length=150,
+    )
+    result = estimate(
+        _spec(),
+        object_sizes={R1: 2_000_000_000, R2: 2_000_000_000},
+        sniffs={R1: sniffed, R2: sniffed},
+        cluster_region="us-west-2",
+        bucket_regions={"reads-a": "eu-west-1"},
+    )
     # Bases: each file 2e9 bytes x 4.0 (compression ratio) / 2.5 (FASTQ bytes per base) = 3.2e9 bases.
     assert result.gbases == pytest.approx(6.4)
     # germline profile: 4.0 fixed vCPU-h + 6.4 Gbases x 1.2 vCPU-h/Gbase = 11.68 vCPU-h
@@ -45,10 +61,19 @@ def test_estimate_matches_the_hand_computed_value() -> None:
 def test_defaults_region_from_bucket_name_and_unsized_inputs() -> None:
     assert bucket_region_from_name("lsmc-dayoa-omics-analysis-us-west-2") == "us-west-2"
     assert bucket_region_from_name("reads-a") is None
-    spec = _spec(samples=[{"id": "S1", "platform": "ILMN", "r1": "s3://data-us-east-1/a_R1.fastq.gz",
-                           "r2": "s3://data-us-east-1/a_R2.fastq.gz"}])
-    result = estimate(spec, object_sizes={"s3://data-us-east-1/a_R1.fastq.gz": 1_000_000_000},
-                      cluster_region="us-east-1")
+    spec = _spec(
+        samples=[
+            {
+                "id": "S1",
+                "platform": "ILMN",
+                "r1": "s3://data-us-east-1/a_R1.fastq.gz",
+                "r2": "s3://data-us-east-1/a_R2.fastq.gz",
+            }
+        ]
+    )
+    result = estimate(
+        spec, object_sizes={"s3://data-us-east-1/a_R1.fastq.gz": 1_000_000_000}, cluster_region="us-east-1"
+    )
     # Unsniffed gzip FASTQ: defaults 3.5 compression ratio, 2.3 bytes per base -> 1e9 x 3.5 / 2.3 bases.
     assert result.gbases == pytest.approx(3.5 / 2.3)
     assert result.transfer_gb == 0

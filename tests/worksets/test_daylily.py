@@ -9,15 +9,23 @@ from stamen.worksets.daylily_import import derive_unit_id
 
 from .conftest import FIXTURES
 
-MANIFESTS = ["analysis_samples_template.tsv", "hybrid_ilmn_ont.analysis_samples_manifest.tsv",
-             "ilmn_solo.analysis_samples_manifest.tsv", "ont_solo.analysis_samples_manifest.tsv",
-             "pacbio_solo.analysis_samples_manifest.tsv", "ultima_solo.analysis_samples_manifest.tsv"]
+MANIFESTS = [
+    "analysis_samples_template.tsv",
+    "hybrid_ilmn_ont.analysis_samples_manifest.tsv",
+    "ilmn_solo.analysis_samples_manifest.tsv",
+    "ont_solo.analysis_samples_manifest.tsv",
+    "pacbio_solo.analysis_samples_manifest.tsv",
+    "ultima_solo.analysis_samples_manifest.tsv",
+]
 
 
 def _import(daylily_dir: Path, manifest: str):  # type: ignore[no-untyped-def]
-    return import_daylily((daylily_dir / "daylily_work.yaml").read_bytes(),
-                          (daylily_dir / "manifests" / manifest).read_bytes(),
-                          tenant="lsmc", default_name="runme14")
+    return import_daylily(
+        (daylily_dir / "daylily_work.yaml").read_bytes(),
+        (daylily_dir / "manifests" / manifest).read_bytes(),
+        tenant="lsmc",
+        default_name="runme14",
+    )
 
 
 def test_every_manifest_in_the_fixture_folder_is_covered(daylily_dir: Path) -> None:
@@ -36,8 +44,9 @@ def test_daylily_fixture_imports(daylily_dir: Path, manifest: str) -> None:
     assert all(s.r1 or s.alignments for s in result.spec.samples)
     assert result.spec.daylily.dy_r_args == "-p help"
     assert result.spec.daylily.day_clone_args == "-d {workdir_name} -t main"
-    assert result.spec.export_uri == ("s3://lsmc-dayoa-omics-analysis-us-west-2/daylily_monitoring/"
-                                      "active_worksets/runme14/results/")
+    assert result.spec.export_uri == (
+        "s3://lsmc-dayoa-omics-analysis-us-west-2/daylily_monitoring/active_worksets/runme14/results/"
+    )
     assert result.spec.reference_genome == "hg38"  # Daylily's default GRCh38, normalised
 
 
@@ -105,8 +114,10 @@ export: s3://bucket-a/out/
 cluster_name: newcluex
 budget: my-budget
 """
-MANIFEST = (b"RUN_ID\tSAMPLE_ID\tEXPERIMENTID\tSEQ_VENDOR\tSEQ_PLATFORM\tLANE\tILMN_R1_FQ\tILMN_R2_FQ\n"
-            b"R1\tS1\tE1\tILMN\tNOVASEQ\t1\ts3://bucket-a/S1_R1.fastq.gz\ts3://bucket-a/S1_R2.fastq.gz\n")
+MANIFEST = (
+    b"RUN_ID\tSAMPLE_ID\tEXPERIMENTID\tSEQ_VENDOR\tSEQ_PLATFORM\tLANE\tILMN_R1_FQ\tILMN_R2_FQ\n"
+    b"R1\tS1\tE1\tILMN\tNOVASEQ\t1\ts3://bucket-a/S1_R1.fastq.gz\ts3://bucket-a/S1_R2.fastq.gz\n"
+)
 
 
 def test_work_key_aliases() -> None:
@@ -145,7 +156,12 @@ enable_qc: true
     spec = result.spec
     assert spec is not None
     assert (spec.name, spec.tenant, spec.pipeline, spec.reference_genome, spec.priority) == (
-        "my-workset", "lsmc", "somatic", "hg19", "low")
+        "my-workset",
+        "lsmc",
+        "somatic",
+        "hg19",
+        "low",
+    )
     assert spec.daylily.workset_id == "ws-42" and spec.daylily.created_at == "2025-01-02T03:04:05"
     assert spec.notifications.emails == ["ops@example.org"] and spec.daylily.enable_qc is True
     assert [f.code for f in result.findings] == ["VAL-DAY-001"]  # S9 is not in the manifest
@@ -158,4 +174,7 @@ enable_qc: true
 def test_missing_name_and_tenant_are_reported() -> None:
     result = import_daylily(b"dy-r: -p help\n", MANIFEST)
     assert result.spec is None
-    assert {(f.code, f.field) for f in result.findings} >= {("VAL-REQ-001", "name"), ("VAL-REQ-001", "tenant")}
+    assert {(f.code, f.field) for f in result.findings} >= {
+        ("VAL-REQ-001", "name"),
+        ("VAL-REQ-001", "tenant"),
+    }

@@ -12,11 +12,25 @@ from .conftest import fastq_records, gz
 payloads = st.one_of(st.binary(max_size=2048), st.text(max_size=2048))
 yaml_like = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(max_size=30)),
-    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=12), inner,
-                                                                          max_size=4)),
-    max_leaves=20)
-FIELDS = ["name", "tenant", "pipeline", "reference_genome", "priority", "max_retries", "samples", "labels",
-          "export_uri", "notifications", "daylily", "max_cost_usd"]
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+FIELDS = [
+    "name",
+    "tenant",
+    "pipeline",
+    "reference_genome",
+    "priority",
+    "max_retries",
+    "samples",
+    "labels",
+    "export_uri",
+    "notifications",
+    "daylily",
+    "max_cost_usd",
+]
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
@@ -36,7 +50,9 @@ def test_form_mapping_never_raises(document: dict[str, object]) -> None:
 
 @settings(max_examples=300)
 @given(payloads, payloads, st.one_of(st.none(), payloads))
-def test_daylily_importer_never_raises(work: bytes | str, manifest: bytes | str, info: bytes | str | None) -> None:
+def test_daylily_importer_never_raises(
+    work: bytes | str, manifest: bytes | str, info: bytes | str | None
+) -> None:
     result = import_daylily(work, manifest, info, tenant="lsmc", default_name="ws")
     assert result.spec is not None or result.findings
 
@@ -58,8 +74,11 @@ def test_sniffers_never_raise(data: bytes, size: int | None) -> None:
 
 
 @settings(max_examples=200)
-@given(st.integers(min_value=0, max_value=2000), st.integers(min_value=0, max_value=255),
-       st.integers(min_value=1, max_value=50))
+@given(
+    st.integers(min_value=0, max_value=2000),
+    st.integers(min_value=0, max_value=255),
+    st.integers(min_value=1, max_value=50),
+)
 def test_damaged_gzip_never_raises(position: int, value: int, cut: int) -> None:
     data = bytearray(gz(fastq_records(50)))
     data[position % len(data)] = value

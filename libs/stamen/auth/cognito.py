@@ -72,8 +72,11 @@ async def cognito_client(
     region: str, endpoint_url: str | None = None, *, emulator: bool = False
 ) -> AsyncIterator[Any]:
     """`emulator`: sign with dummy credentials (moto accepts any; real ones are never sent to it)."""
-    session = aioboto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing") if emulator \
+    session = (
+        aioboto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing")
+        if emulator
         else aioboto3.Session()
+    )
     async with session.client(
         "cognito-idp", region_name=region, endpoint_url=endpoint_url, config=client_config()
     ) as client:
@@ -255,7 +258,9 @@ async def refresh(client: Any, *, app_client_id: str, refresh_token: str) -> Tok
     Cognito refuses it once the user was signed out globally or disabled)."""
     try:
         answer = await client.initiate_auth(
-            ClientId=app_client_id, AuthFlow="REFRESH_TOKEN_AUTH", AuthParameters={"REFRESH_TOKEN": refresh_token}
+            ClientId=app_client_id,
+            AuthFlow="REFRESH_TOKEN_AUTH",
+            AuthParameters={"REFRESH_TOKEN": refresh_token},
         )
     except ClientError as exc:
         raise translate(exc, "session refresh") from None
@@ -263,8 +268,6 @@ async def refresh(client: Any, *, app_client_id: str, refresh_token: str) -> Tok
     if "AccessToken" not in result:
         raise LoginFailed("the session could not be refreshed; sign in again")
     return _tokens(result, refresh_token=refresh_token)
-
-
 
 
 async def answer_new_password(
@@ -282,16 +285,24 @@ async def answer_new_password(
     except ClientError as exc:
         # An expired, foreign or made-up session (Cognito: NotAuthorized; moto: ResourceNotFound), or no such
         # user: the caller signs in again with the temporary password.
-        if aws_code(exc) in ("NotAuthorizedException", "ResourceNotFoundException", "UserNotFoundException",
-                             "ExpiredCodeException", "CodeMismatchException"):
-            raise LoginFailed("the sign-in session is not valid or has expired: sign in again with the "
-                              "temporary password") from None
+        if aws_code(exc) in (
+            "NotAuthorizedException",
+            "ResourceNotFoundException",
+            "UserNotFoundException",
+            "ExpiredCodeException",
+            "CodeMismatchException",
+        ):
+            raise LoginFailed(
+                "the sign-in session is not valid or has expired: sign in again with the temporary password"
+            ) from None
         raise translate(exc, "setting the new password") from None
     except ParamValidationError as exc:  # botocore's own checks (lengths, characters) of what was sent
         raise IdentityRequestInvalid(f"setting the new password refused: {exc}") from None
     result = answer.get("AuthenticationResult")
     if not result:
-        raise LoginFailed("setting the new password needs another step", challenge=answer.get("ChallengeName"))
+        raise LoginFailed(
+            "setting the new password needs another step", challenge=answer.get("ChallengeName")
+        )
     return _tokens(result)
 
 
@@ -368,12 +379,22 @@ async def create_customer_admin(
 ) -> str:
     """admin_create_user with custom:customer_id; Cognito mails an invitation with a temporary password
     (unless one is given here, then the invitation is suppressed). Returns the username."""
-    return await admin_create_user(client, user_pool_id=user_pool_id, email=email, customer_id=customer_id,
-                                   temporary_password=temporary_password)
+    return await admin_create_user(
+        client,
+        user_pool_id=user_pool_id,
+        email=email,
+        customer_id=customer_id,
+        temporary_password=temporary_password,
+    )
 
 
 async def admin_create_user(
-    client: Any, *, user_pool_id: str, email: str, customer_id: str | None, temporary_password: str | None = None
+    client: Any,
+    *,
+    user_pool_id: str,
+    email: str,
+    customer_id: str | None,
+    temporary_password: str | None = None,
 ) -> str:
     """A user of `customer_id` (None: no tenant, e.g. an operator), e-mail verified. Cognito mails an
     invitation with a temporary password unless one is given (then nothing is mailed). Returns the username."""
@@ -455,8 +476,9 @@ class CognitoUserCheck:
     AdminGetUser answers, cached per user for `ttl_seconds` (default 60): a user disabled or deleted is
     refused (AUTH_USER_DISABLED) by every replica within that time."""
 
-    def __init__(self, client: Any, user_pool_id: str, *, ttl_seconds: float = 60.0,
-                 max_entries: int = 10_000) -> None:
+    def __init__(
+        self, client: Any, user_pool_id: str, *, ttl_seconds: float = 60.0, max_entries: int = 10_000
+    ) -> None:
         self._client = client
         self._pool = user_pool_id
         self._ttl = ttl_seconds
@@ -472,7 +494,9 @@ class CognitoUserCheck:
                 usable = bool(user.get("Enabled", True))
             except ClientError as exc:
                 if aws_code(exc) != "UserNotFoundException":
-                    raise IdentityProviderError("Cognito AdminGetUser failed", aws_code=aws_code(exc)) from None
+                    raise IdentityProviderError(
+                        "Cognito AdminGetUser failed", aws_code=aws_code(exc)
+                    ) from None
                 usable = False
             hit = (now, usable)
             self._cache[username] = hit
@@ -480,5 +504,6 @@ class CognitoUserCheck:
             while len(self._cache) > self._max:
                 self._cache.popitem(last=False)
         if not hit[1]:
-            raise UserDisabled("the user of this token has been disabled or deleted; sign in again as an "
-                               "active user")
+            raise UserDisabled(
+                "the user of this token has been disabled or deleted; sign in again as an active user"
+            )

@@ -42,8 +42,11 @@ class AuthSettings(BaseSettings):
     jwks_min_refresh_seconds: float = Field(default=60.0, ge=0)
     jwks_timeout_seconds: float = Field(default=5.0, gt=0)
     user_status_cache_seconds: float = Field(
-        default=60.0, ge=0, description="How long a user's enabled/exists answer from Cognito is reused: a "
-        "disabled or deleted user's tokens are refused within this time.")
+        default=60.0,
+        ge=0,
+        description="How long a user's enabled/exists answer from Cognito is reused: a "
+        "disabled or deleted user's tokens are refused within this time.",
+    )
 
     # API keys.
     api_key_pepper: SecretStr = Field(

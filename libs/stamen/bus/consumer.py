@@ -74,7 +74,11 @@ class ConsumerSpec:
 
 class DurableConsumer:
     def __init__(
-        self, js: JetStreamContext, spec: ConsumerSpec, parking: RawPublisher, gate: DependencyGate | None = None
+        self,
+        js: JetStreamContext,
+        spec: ConsumerSpec,
+        parking: RawPublisher,
+        gate: DependencyGate | None = None,
     ) -> None:
         self._js = js
         self.spec = spec

@@ -9,7 +9,9 @@ HANDLER_SECONDS = Histogram("stamen_handler_seconds", "Handler duration", ["cons
 IN_FLIGHT = Gauge("stamen_handlers_in_flight", "Messages being handled now", ["consumer"])
 PUBLISHED = Counter("stamen_outbox_published_total", "Outbox rows published to JetStream", ["result"])
 OUTBOX_REFUSED = Counter(
-    "stamen_outbox_refused_total", "Outbox rows the broker refused: set aside to retry, or parked", ["outcome"]
+    "stamen_outbox_refused_total",
+    "Outbox rows the broker refused: set aside to retry, or parked",
+    ["outcome"],
 )
 DEAD_LETTERED = Counter("stamen_dead_letters_total", "Messages moved to the dead-letter stream", ["consumer"])
 INTAKE_REPLIES_REFUSED = Counter(

@@ -47,7 +47,9 @@ class JetStreamPublisher:
         outcomes: list[asyncio.Future[PubAck] | Exception] = []
         for subject, body, headers in messages:
             if len(body) > limit:
-                outcomes.append(MaxPayloadError(f"nats: message is {len(body)} bytes, over max_payload {limit}"))
+                outcomes.append(
+                    MaxPayloadError(f"nats: message is {len(body)} bytes, over max_payload {limit}")
+                )
                 continue
             try:
                 outcomes.append(await self._js.publish_async(subject, body, headers=dict(headers)))
@@ -59,7 +61,9 @@ class JetStreamPublisher:
             for future in late:
                 future.cancel()
             if late:
-                raise TimeoutError(f"nats: {len(late)} of {len(pending)} publish acks not received in {self._timeout:g}s")
+                raise TimeoutError(
+                    f"nats: {len(late)} of {len(pending)} publish acks not received in {self._timeout:g}s"
+                )
         results: list[bool | Exception] = []
         for outcome in outcomes:
             if isinstance(outcome, Exception):

@@ -55,7 +55,9 @@ class Month:
             raise InvalidMonth(f"month {text!r} is not YYYY-MM", month=text)
         month = cls(int(match.group(1)), int(match.group(2)))
         if month.year > 9998:  # its end (the next month's first day) must be a date too: 9999-12 has none
-            raise InvalidMonth(f"month {text!r} is not a month stamen reports on (1970-01 to 9998-12)", month=text)
+            raise InvalidMonth(
+                f"month {text!r} is not a month stamen reports on (1970-01 to 9998-12)", month=text
+            )
         return month
 
     @classmethod

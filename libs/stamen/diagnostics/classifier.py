@@ -332,7 +332,9 @@ def _score_entry(
             # (a tool's own vocabulary) wins the tie, however long the errno text.
             tier = EntryTier.FAMILY
             best_specificity = 0
-        score += _pattern_score(tier, max(naming, default=best_specificity), found.corroborating_patterns(strong))
+        score += _pattern_score(
+            tier, max(naming, default=best_specificity), found.corroborating_patterns(strong)
+        )
     elif found.hints:
         hinted = {source: found.matched_patterns[source] for source in found.hints}
         best_specificity = max(hinted.values())

@@ -104,7 +104,7 @@ def _how_diagnosed() -> list[str]:
         "*Hints* count only when nothing else gave a candidate: the name of the tool or service",
         "the log comes from (`botocore`, `slurmctld`, `wget`, `conda`) and, below it, a generic",
         "wording (`failed to open`, `unknown option`, `only 3 usable sites`) give an unknown log its",
-        "most likely category; such a candidate says so (\"generic wording only ... low confidence\").",
+        'most likely category; such a candidate says so ("generic wording only ... low confidence").',
         "Each hint was kept only where, on the tuning split, most excerpts it matches are of its",
         "category.",
         "When the caller knows no exit code the exit status",
@@ -116,7 +116,7 @@ def _how_diagnosed() -> list[str]:
         "are not evidence.",
         "",
         "Try it on a log: `stamen diagnose job.err` (or `-` for standard input, `--json` for",
-        "scripts), or `POST /api/v1/diagnose` with `{\"text\": ...}` (docs/api.md).",
+        'scripts), or `POST /api/v1/diagnose` with `{"text": ...}` (docs/api.md).',
         "",
     ]
 
@@ -158,7 +158,7 @@ def _accuracy(corpus_path: str, mtime_ns: int, size: int) -> tuple[str, ...]:
         f"Targets (issue #14, held-out split): category top-1 ≥ {TARGET_CATEGORY_ACCURACY:.0%}, retryable "
         f"right ≥ {TARGET_RETRYABLE_ACCURACY:.0%}, unknown < {TARGET_MAX_UNKNOWN_RATE:.0%}. {verdict}",
         "",
-        "\"Retryable right\" compares whether the top candidate's retry class is retried with whether",
+        '"Retryable right" compares whether the top candidate\'s retry class is retried with whether',
         "the labelled one is; an unknown failure counts as not retryable.",
         "",
         "| Tool | Tuning | Held-out | Total |",

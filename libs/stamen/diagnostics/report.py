@@ -110,7 +110,9 @@ def diagnosis_document(
     }
 
 
-def format_ranked_text(diagnosis: Diagnosis, *, top: int = DEFAULT_RANKED, docs_url: str = DEFAULT_DOCS_URL) -> str:
+def format_ranked_text(
+    diagnosis: Diagnosis, *, top: int = DEFAULT_RANKED, docs_url: str = DEFAULT_DOCS_URL
+) -> str:
     """Every one of the best ``top`` candidates with its evidence and remediation, best first."""
     shown = diagnosis.candidates[: max(top, 1)]
     blocks: list[str] = []

@@ -78,7 +78,11 @@ class Placement:
 
 # Weights of the affinity score; locality dominates because egress is the largest avoidable cost.
 WEIGHTS = {"locality": 4.0, "price": 2.0, "capacity": 1.0, "health": 3.0, "preference": 5.0, "latency": 2.0}
-HEALTH_SCORE: dict[str, float] = {RegionStatus.HEALTHY: 1.0, RegionStatus.DEGRADED: 0.3, RegionStatus.DOWN: 0.0}
+HEALTH_SCORE: dict[str, float] = {
+    RegionStatus.HEALTHY: 1.0,
+    RegionStatus.DEGRADED: 0.3,
+    RegionStatus.DOWN: 0.0,
+}
 # Below this, latencies count as equal (loopback, one data centre): no preference for noise.
 LATENCY_FLOOR_MS = 5.0
 

@@ -48,6 +48,8 @@ def regions_to_avoid(health: Mapping[str, str], active_cluster_regions: Iterable
     down = {region for region, status in health.items() if status == RegionStatus.DOWN}
     elsewhere = any(region not in down for region in active_cluster_regions)
     return down if elsewhere else set()
+
+
 _BY_SEVERITY = {v: k for k, v in _SEVERITY.items()}
 
 
@@ -108,9 +110,7 @@ def judge_round(results: Sequence[ProbeResult], policy: HealthPolicy, average_ms
     if failed:
         return Verdict(RegionStatus.DEGRADED, "; ".join(r.describe() for r in failed), latency)
     lagging = [
-        r
-        for r in results
-        if float(r.facts.get("lag_seconds") or 0.0) > policy.max_replication_lag_seconds
+        r for r in results if float(r.facts.get("lag_seconds") or 0.0) > policy.max_replication_lag_seconds
     ]
     if lagging:
         worst = max(float(r.facts["lag_seconds"]) for r in lagging)

@@ -35,7 +35,9 @@ class StepRunState(StrEnum):
     """A step run's state (`step_runs.state`): recorded before its job is submitted, then the job's own
     state as its executor reports it (`stamen.executors.base.JobState`, whose every value is one of these)."""
 
-    SUBMITTING = "submitting"  # recorded; its job is being submitted (no handle yet), see scheduler/dispatch.py
+    SUBMITTING = (
+        "submitting"  # recorded; its job is being submitted (no handle yet), see scheduler/dispatch.py
+    )
     PENDING = "pending"
     RUNNING = "running"
     SUCCEEDED = "succeeded"

@@ -150,7 +150,9 @@ class WorksetDeadLettered(EventPayload):
     """
 
     event_type = "workset.dead_lettered"
-    reason: str = Field(description="retries_exhausted | not_retryable | retries_disabled (stamen.retry.GiveUpReason)")
+    reason: str = Field(
+        description="retries_exhausted | not_retryable | retries_disabled (stamen.retry.GiveUpReason)"
+    )
     attempts: int = Field(description="runs so far, all attempts (requeues included)")
     attempt: int | None = Field(default=None, description="the attempt whose diagnosis ended it")
     code: str | None = Field(default=None, description="that diagnosis' error code, e.g. WS-DAT-002")
@@ -252,15 +254,23 @@ def _validated_v1(payload: dict[str, Any]) -> dict[str, Any]:
     warnings = _findings_counts(payload, "warnings")
     estimate = payload.pop("estimate", None)
     median = estimate.get("cost_usd_median") if isinstance(estimate, dict) else None
-    return {**payload, "warning_count": len(warnings),
-            "cost_usd_median": median if isinstance(median, int | float) else None}
+    return {
+        **payload,
+        "warning_count": len(warnings),
+        "cost_usd_median": median if isinstance(median, int | float) else None,
+    }
 
 
 def _rejected_v1(payload: dict[str, Any]) -> dict[str, Any]:
     findings = _findings_counts(payload, "findings")
     errors = [f for f in findings if f.get("severity", "error") == "error"]
     codes = list(dict.fromkeys(str(f.get("code")) for f in errors))[:MAX_CODES]
-    return {**payload, "error_count": len(errors), "warning_count": len(findings) - len(errors), "codes": codes}
+    return {
+        **payload,
+        "error_count": len(errors),
+        "warning_count": len(findings) - len(errors),
+        "codes": codes,
+    }
 
 
 def _without(*keys: str) -> Callable[[dict[str, Any]], dict[str, Any]]:

@@ -11,5 +11,7 @@ from stamen.executors.slurm_commands import job_name_for
 def find_and_stop_by_hand(kind: str, workset_id: str, attempt: int, step: str) -> str:
     """How to find the job of one step submission on a cluster of `kind`, and stop it."""
     if kind == "slurm":
-        return f"look for Slurm job name {job_name_for(workset_id, attempt, step)} (squeue/sacct) and scancel it"
+        return (
+            f"look for Slurm job name {job_name_for(workset_id, attempt, step)} (squeue/sacct) and scancel it"
+        )
     return f"look for a process of step {step} running in the workset's workdir and kill it"

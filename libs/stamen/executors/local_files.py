@@ -1,14 +1,14 @@
 """The files of one local step in its workdir: the only record of a local job that outlives a process.
 
-    <step>.job.json      which submission runs here (workset, attempt, step) and its runner (pid, start
-                         time, boot id): written before the command may start and before `submit`
-                         returns (by the fork server; by the runner itself when run standalone)
-    <step>.status.json   written atomically by the runner when the step has ended (the outcome)
-    <step>.running.json  the command's pid / process group while it runs
-    <step>.cancel        written by `cancel` before it signals, so the runner knows who stopped it
-    <step>.stdout.log    the command's stdout
-    <step>.stderr.log    the command's stderr
-    <step>.runner.log    the runner's own output (only non-empty if the runner itself fails)
+<step>.job.json      which submission runs here (workset, attempt, step) and its runner (pid, start
+                     time, boot id): written before the command may start and before `submit`
+                     returns (by the fork server; by the runner itself when run standalone)
+<step>.status.json   written atomically by the runner when the step has ended (the outcome)
+<step>.running.json  the command's pid / process group while it runs
+<step>.cancel        written by `cancel` before it signals, so the runner knows who stopped it
+<step>.stdout.log    the command's stdout
+<step>.stderr.log    the command's stderr
+<step>.runner.log    the runner's own output (only non-empty if the runner itself fails)
 """
 
 from __future__ import annotations

@@ -186,7 +186,9 @@ class ForkServer:
             if not line:
                 # It died with our request: whether it forked a runner is unknown, so this is an error
                 # (the step's job file says, if a runner started), never a silent second attempt.
-                raise ForkServerError(f"the local fork server stopped answering (exit {server.poll()}): {error}")
+                raise ForkServerError(
+                    f"the local fork server stopped answering (exit {server.poll()}): {error}"
+                )
         reply = json.loads(line)
         if "error" in reply:
             raise ForkServerError(f"the local fork server could not start the runner: {reply['error']}")

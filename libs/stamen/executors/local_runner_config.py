@@ -50,8 +50,18 @@ class RunnerConfig:
 
     @classmethod
     def from_json(cls, document: dict[str, Any]) -> RunnerConfig:
-        paths = {"workdir", "status_file", "running_file", "stdout_file", "stderr_file", "cancel_marker", "job_file"}
-        values: dict[str, Any] = {k: (Path(v) if k in paths and v is not None else v) for k, v in document.items()}
+        paths = {
+            "workdir",
+            "status_file",
+            "running_file",
+            "stdout_file",
+            "stderr_file",
+            "cancel_marker",
+            "job_file",
+        }
+        values: dict[str, Any] = {
+            k: (Path(v) if k in paths and v is not None else v) for k, v in document.items()
+        }
         if values.get("submission") is not None:
             values["submission"] = Submission(**values["submission"])
         return cls(**values)

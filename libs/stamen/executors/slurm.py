@@ -198,4 +198,3 @@ class SlurmExecutor:
 
 def _already_gone(stderr: str) -> bool:
     return "already completing or completed" in stderr or "Invalid job id" in stderr
-

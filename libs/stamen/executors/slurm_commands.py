@@ -59,7 +59,6 @@ def job_name_for(workset_id: str, attempt: int, step: str) -> str:
     return _JOB_NAME_UNSAFE.sub("_", f"stamen:{workset_id}:a{attempt}:{step}")
 
 
-
 def exit_file_identity(step: StepSpec) -> dict[str, str | int]:
     """What the exit file says about the submission it belongs to (the workdir outlives attempts)."""
     return {"workset_id": step.workset_id, "attempt": step.attempt, "step": step.step}
@@ -102,7 +101,6 @@ printf '{{"job_id": "%s", "exit_code": %d, "received_signal": %s, "started_at": 
   && mv -f "$stamen_exit_file.tmp" "$stamen_exit_file"
 exit "$stamen_exit_code"
 """
-
 
 
 def step_files(workdir: str, step: str) -> dict[str, str]:

@@ -45,7 +45,6 @@ SLURM_STATE_MAP: dict[str, JobState] = {
 }
 
 
-
 def slurm_state_to_job_state(native_state: str) -> JobState | None:
     """`"CANCELLED by 1000"` -> CANCELLED; None for a state this module does not know."""
     words = native_state.split()
@@ -212,8 +211,6 @@ def slurmstepd_verdict(stderr_text: str) -> tuple[JobState, str] | None:
             if pattern.search(line):
                 return state, line.strip()
     return None
-
-
 
 
 def refine_with_slurmstepd(state: JobState, verdict: tuple[JobState, str] | None) -> tuple[JobState, str]:

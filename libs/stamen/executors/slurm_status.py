@@ -45,7 +45,6 @@ class JobLogs:
     slurmstepd_verdict: tuple[JobState, str] | None
 
 
-
 class SlurmStatusReader:
     """Polls Slurm for many jobs at once and reads each job's files for what Slurm does not say."""
 
@@ -124,9 +123,13 @@ class SlurmStatusReader:
         if signal_number is not None:
             exit_code = None
         resources = JobResources(
-            elapsed_seconds=record.elapsed_seconds, cpu_seconds=record.cpu_seconds, max_rss_mb=record.max_rss_mb
+            elapsed_seconds=record.elapsed_seconds,
+            cpu_seconds=record.cpu_seconds,
+            max_rss_mb=record.max_rss_mb,
         )
-        return await self._ended(handle, files, state, record, exit_code, signal_number, resources, exit_document)
+        return await self._ended(
+            handle, files, state, record, exit_code, signal_number, resources, exit_document
+        )
 
     async def _finished_from_queue(
         self, handle: JobHandle, record: QueueRecord, state: JobState
@@ -146,7 +149,9 @@ class SlurmStatusReader:
             resources = resources.model_copy(
                 update={"elapsed_seconds": (record.ended_at - record.started_at).total_seconds()}
             )
-        return await self._ended(handle, files, state, record, exit_code, signal_number, resources, exit_document)
+        return await self._ended(
+            handle, files, state, record, exit_code, signal_number, resources, exit_document
+        )
 
     async def _ended(
         self,
@@ -310,4 +315,3 @@ def _reached_time_limit(handle: JobHandle, resources: JobResources) -> bool:
     if not limit or not limit.isdigit() or resources.elapsed_seconds is None:
         return False
     return resources.elapsed_seconds >= int(limit) * 60 - 1
-

@@ -91,7 +91,11 @@ class WorksetValidator:
                 imported = import_documents(docs, tenant=owner, default_name=folder_name(prefix))
             checker = StorageChecker(store, self.intake)
             return await validate_imported(
-                imported, checker=checker, cluster_region=self.region, rights=None, strict=strict,
+                imported,
+                checker=checker,
+                cluster_region=self.region,
+                rights=None,
+                strict=strict,
                 dry_run=dry_run,
             )
 

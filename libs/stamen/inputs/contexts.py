@@ -41,6 +41,7 @@ async def object_store_ctx(app: web.Application) -> AsyncIterator[None]:
 def add_object_store(app: web.Application, intake: IntakeSettings) -> None:
     """Register the store before the consumers' context (cleanup contexts start in order)."""
     app[INTAKE_SETTINGS] = intake
-    position = next((i for i, ctx in enumerate(app.cleanup_ctx) if ctx is contexts.consumers_ctx),
-                    len(app.cleanup_ctx))
+    position = next(
+        (i for i, ctx in enumerate(app.cleanup_ctx) if ctx is contexts.consumers_ctx), len(app.cleanup_ctx)
+    )
     app.cleanup_ctx.insert(position, object_store_ctx)

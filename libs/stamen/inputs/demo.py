@@ -26,8 +26,12 @@ def demo_fastq(sample: str, mate: int, *, reads: int = DEMO_READS, length: int =
     quality = "".join(chr(33 + (i * 7) % 41) for i in range(length))
     lines: list[str] = []
     for i in range(reads):
-        lines += [f"@DEMO:{sample}:1:1101:{1000 + i}:2000 {mate}:N:0:ATCACG", bases[i % 4:i % 4 + length], "+",
-                  quality]
+        lines += [
+            f"@DEMO:{sample}:1:1101:{1000 + i}:2000 {mate}:N:0:ATCACG",
+            bases[i % 4 : i % 4 + length],
+            "+",
+            quality,
+        ]
     return gzip.compress(("\n".join(lines) + "\n").encode(), mtime=0)
 
 

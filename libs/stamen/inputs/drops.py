@@ -117,8 +117,14 @@ class DropIntake:
         except IdempotencyKeyReused as exc:
             # The files changed under the same daylily.ready: its workset exists; a new daylily.ready resubmits.
             log.warning("drop.changed_under_same_ready", folder=uri, workset_id=exc.workset_id)
-            return DropOutcome(bucket, folder, "skipped", f"already picked up as {exc.workset_id}; the files "
-                               "changed since: write daylily.ready again to submit them", exc.workset_id)
+            return DropOutcome(
+                bucket,
+                folder,
+                "skipped",
+                f"already picked up as {exc.workset_id}; the files "
+                "changed since: write daylily.ready again to submit them",
+                exc.workset_id,
+            )
         await self._store.put(bucket, folder + sentinels.IN_PROGRESS, sentinels.timestamp_body(now))
         warnings = [f.model_dump() for f in imported.findings]
         await self._record(
@@ -235,8 +241,10 @@ def ready_folders_in_event(body: object, prefix: str) -> tuple[list[tuple[str, s
         if not name.startswith("ObjectCreated"):
             ignored.append(f"s3://{bucket}/{key}: {name or 'no eventName'} is not an object creation")
         elif leaf != sentinels.READY or not rest or traverses(rest):
-            ignored.append(f"s3://{bucket}/{key}: not a {prefix}<workset>/{sentinels.READY} key (a workset "
-                           "folder name without '/' or '..')")
+            ignored.append(
+                f"s3://{bucket}/{key}: not a {prefix}<workset>/{sentinels.READY} key (a workset "
+                "folder name without '/' or '..')"
+            )
         elif (bucket, folder + "/") not in folders:
             folders.append((bucket, folder + "/"))
     return folders, ignored

@@ -167,8 +167,9 @@ class LocalImport:
     note: str | None = None
 
 
-def import_local_daylily_file(path: Path, kind: DaylilyFileKind, *, tenant: str | None,
-                              default_tenant: str) -> LocalImport:
+def import_local_daylily_file(
+    path: Path, kind: DaylilyFileKind, *, tenant: str | None, default_tenant: str
+) -> LocalImport:
     """One Daylily file given on its own: with the rest of its folder when the folder has it, else as what it
     is (a manifest alone, with default settings; a work or info file, whose own findings are all there is),
     saying which in the note and what to run for the whole workset."""
@@ -180,30 +181,51 @@ def import_local_daylily_file(path: Path, kind: DaylilyFileKind, *, tenant: str 
         if WORK_FILE in names:
             docs = read_local_folder(folder, manifest=path.name)
             owner = tenant or folder_tenant(docs.info, default=default_tenant)
-            return LocalImport(import_documents(docs, tenant=owner, default_name=folder_name(str(folder))),
-                               f"Validated the Daylily folder {folder}/ with {path.name} as its manifest.")
-        imported = import_daylily(b"{}", path.read_bytes(), None, tenant=tenant or default_tenant,
-                                  default_name=_UNSAFE_NAME.sub("-", name) or "manifest")
-        return LocalImport(imported, f"Validated {path.name} alone, with default workset settings (no {WORK_FILE} "
-                                     f"beside it). For the whole workset put {WORK_FILE} (and {INFO_FILE}) next to "
-                                     f"it and run {whole}.")
+            return LocalImport(
+                import_documents(docs, tenant=owner, default_name=folder_name(str(folder))),
+                f"Validated the Daylily folder {folder}/ with {path.name} as its manifest.",
+            )
+        imported = import_daylily(
+            b"{}",
+            path.read_bytes(),
+            None,
+            tenant=tenant or default_tenant,
+            default_name=_UNSAFE_NAME.sub("-", name) or "manifest",
+        )
+        return LocalImport(
+            imported,
+            f"Validated {path.name} alone, with default workset settings (no {WORK_FILE} "
+            f"beside it). For the whole workset put {WORK_FILE} (and {INFO_FILE}) next to "
+            f"it and run {whole}.",
+        )
     manifest_name, _ = choose_manifest(sorted(names))
     if path.name in (WORK_FILE, INFO_FILE) and WORK_FILE in names and manifest_name is not None:
         docs = read_local_folder(folder)
         owner = tenant or folder_tenant(docs.info, default=default_tenant)
-        return LocalImport(import_documents(docs, tenant=owner, default_name=folder_name(str(folder))),
-                           f"{path.name} is a Daylily {kind} file: validated its folder {folder}/ "
-                           f"({WORK_FILE}, {manifest_name}{', ' + INFO_FILE if INFO_FILE in names else ''}).")
+        return LocalImport(
+            import_documents(docs, tenant=owner, default_name=folder_name(str(folder))),
+            f"{path.name} is a Daylily {kind} file: validated its folder {folder}/ "
+            f"({WORK_FILE}, {manifest_name}{', ' + INFO_FILE if INFO_FILE in names else ''}).",
+        )
     data = path.read_bytes()
     findings = check_work_file(data) if kind == "work" else load_yaml_mapping(data, source=INFO_FILE).findings
     missing = [] if WORK_FILE in names else [WORK_FILE]
     if manifest_name is None:
         missing.append(f"{MANIFEST_FILE} (or *{MANIFEST_SUFFIX})")
-    findings.append(finding("VAL-DAY-004", "", f"{path.name} is one file of a Daylily workset; {' and '.join(missing)} "
-                            f"{'is' if len(missing) == 1 else 'are'} not beside it", source=path.name,
-                            fix=f"Put the workset's files in one folder and run {whole}."))
-    return LocalImport(ImportResult(spec=None, findings=findings),
-                       f"{path.name} was checked on its own; a workset needs its folder: run {whole}.")
+    findings.append(
+        finding(
+            "VAL-DAY-004",
+            "",
+            f"{path.name} is one file of a Daylily workset; {' and '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not beside it",
+            source=path.name,
+            fix=f"Put the workset's files in one folder and run {whole}.",
+        )
+    )
+    return LocalImport(
+        ImportResult(spec=None, findings=findings),
+        f"{path.name} was checked on its own; a workset needs its folder: run {whole}.",
+    )
 
 
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")

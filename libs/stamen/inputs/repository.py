@@ -59,18 +59,34 @@ class IntakeRepository:
         )
         if row is None:
             return None
-        return DropRecord(bucket=row["bucket"], folder=row["folder"], ready_etag=row["ready_etag"],
-                          ready_modified=row["ready_modified"], tenant_id=row["tenant_id"],
-                          workset_id=row["workset_id"], outcome=row["outcome"], sentinel=row["sentinel"],
-                          findings=json.loads(row["findings"]))
+        return DropRecord(
+            bucket=row["bucket"],
+            folder=row["folder"],
+            ready_etag=row["ready_etag"],
+            ready_modified=row["ready_modified"],
+            tenant_id=row["tenant_id"],
+            workset_id=row["workset_id"],
+            outcome=row["outcome"],
+            sentinel=row["sentinel"],
+            findings=json.loads(row["findings"]),
+        )
 
     async def mark_sentinel(self, workset_id: str, sentinel: str) -> None:
         await self._conn.execute(
-            "UPDATE s3_drops SET sentinel = $2, updated_at = now() WHERE workset_id = $1", workset_id, sentinel
+            "UPDATE s3_drops SET sentinel = $2, updated_at = now() WHERE workset_id = $1",
+            workset_id,
+            sentinel,
         )
 
-    async def save_validation(self, workset_id: str, *, ok: bool, findings: list[dict[str, Any]],
-                              estimate: dict[str, Any] | None, note: str | None) -> None:
+    async def save_validation(
+        self,
+        workset_id: str,
+        *,
+        ok: bool,
+        findings: list[dict[str, Any]],
+        estimate: dict[str, Any] | None,
+        note: str | None,
+    ) -> None:
         await self._conn.execute(
             """INSERT INTO workset_validations (workset_id, ok, findings, estimate, note)
                VALUES ($1, $2, $3::jsonb, $4::jsonb, $5)
@@ -83,6 +99,10 @@ class IntakeRepository:
         row = await self._conn.fetchrow("SELECT * FROM workset_validations WHERE workset_id = $1", workset_id)
         if row is None:
             return None
-        return {"ok": row["ok"], "findings": json.loads(row["findings"]),
-                "estimate": json.loads(row["estimate"]) if row["estimate"] is not None else None,
-                "note": row["note"], "validated_at": row["validated_at"].isoformat()}
+        return {
+            "ok": row["ok"],
+            "findings": json.loads(row["findings"]),
+            "estimate": json.loads(row["estimate"]) if row["estimate"] is not None else None,
+            "note": row["note"],
+            "validated_at": row["validated_at"].isoformat(),
+        }

@@ -44,8 +44,11 @@ def decide(sentinels: Mapping[str, ObjectInfo], seen_etags: set[str]) -> Decisio
         return Decision(False, "this daylily.ready was already picked up", ready)
     # A state written at or after the ready sentinel means someone handled this ready; a ready written
     # again later (a resubmission after an error) is picked up.
-    handled = [name for name in _AFTER_READY if name in sentinels
-               and sentinels[name].last_modified >= ready.last_modified]
+    handled = [
+        name
+        for name in _AFTER_READY
+        if name in sentinels and sentinels[name].last_modified >= ready.last_modified
+    ]
     if handled:
         return Decision(False, f"{handled[0]} is newer than daylily.ready", ready)
     return Decision(True, "ready", ready)

@@ -68,7 +68,9 @@ class StorageChecker:
                 continue  # S3-ACCESS-001 says so; asking S3 would tell whether another tenant's object exists
             if uri not in first_path and not check_s3_uri(uri, path, needs_key=True):
                 first_path[uri] = path
-        results = await gather_bounded(limit, *(self._check_object(uri, path) for uri, path in first_path.items()))
+        results = await gather_bounded(
+            limit, *(self._check_object(uri, path) for uri, path in first_path.items())
+        )
         for uri, (findings, size, sniff) in zip(first_path, results, strict=True):
             report.findings.extend(findings)
             if size is not None:
@@ -82,15 +84,20 @@ class StorageChecker:
         report.bucket_regions = {b: r for b, r in zip(buckets, regions, strict=True) if r}
         return report
 
-    async def _check_object(self, uri: str, path: str) -> tuple[list[Finding], int | None, SniffResult | None]:
+    async def _check_object(
+        self, uri: str, path: str
+    ) -> tuple[list[Finding], int | None, SniffResult | None]:
         bucket, key = split_s3_uri(uri)
         try:
             head = await self._store.head(bucket, key)
             if head.size == 0:
                 return [finding("SNF-OBJ-002", path, f"{uri} is empty (0 bytes)")], 0, None
             if (head.storage_class or "").upper() in ARCHIVE_CLASSES:
-                return [finding("SNF-OBJ-005", path, f"{uri} is in storage class {head.storage_class}")], \
-                    head.size, None
+                return (
+                    [finding("SNF-OBJ-005", path, f"{uri} is in storage class {head.storage_class}")],
+                    head.size,
+                    None,
+                )
             data = await self._store.read(bucket, key, length=self._settings.sniff_bytes)
             sniff = sniff_object(uri, data, object_size=head.size, field=path)
             findings = list(sniff.findings)
@@ -100,18 +107,28 @@ class StorageChecker:
             return [finding(exc.code, path, str(exc))], None, None
         return findings, head.size, sniff
 
-    async def _check_end(self, bucket: str, key: str, size: int, sniff: SniffResult, path: str) -> list[Finding]:
+    async def _check_end(
+        self, bucket: str, key: str, size: int, sniff: SniffResult, path: str
+    ) -> list[Finding]:
         """A cut past the sniffed start: one ranged read of the end; for plain gzip whose trailer cannot vouch
         for it, the whole object decompressed as it streams (bounded by gzip_verify_max_bytes)."""
         length = min(TAIL_BYTES, size)
         tail = await self._store.read(bucket, key, offset=size - length, length=length)
-        end = check_gzip_end(tail, object_size=size, bgzf=sniff.bgzf, ratio=sniff.compression_ratio, field=path)
+        end = check_gzip_end(
+            tail, object_size=size, bgzf=sniff.bgzf, ratio=sniff.compression_ratio, field=path
+        )
         if not end.stream_check_needed:
             return end.findings
         if size > self._settings.gzip_verify_max_bytes:
-            return [finding("SNF-GZ-006", path, f"s3://{bucket}/{key} is plain gzip of {size} bytes whose trailer "
-                            f"does not vouch for its end; only objects up to {self._settings.gzip_verify_max_bytes} "
-                            "bytes are decompressed whole to check it")]
+            return [
+                finding(
+                    "SNF-GZ-006",
+                    path,
+                    f"s3://{bucket}/{key} is plain gzip of {size} bytes whose trailer "
+                    f"does not vouch for its end; only objects up to {self._settings.gzip_verify_max_bytes} "
+                    "bytes are decompressed whole to check it",
+                )
+            ]
         check = GzipStreamCheck(path)
         async for chunk in self._store.stream(bucket, key):
             await asyncio.to_thread(check.feed, chunk)  # zlib releases the GIL: the loop keeps serving
@@ -124,14 +141,18 @@ class StorageChecker:
         findings: list[Finding] = []
         for i, sample in enumerate(spec.samples):
             pairs = [(f"samples[{i}]", sample.r1, sample.r2)]
-            pairs += [(f"samples[{i}].extra_fastq[{j}]", p.r1, p.r2) for j, p in enumerate(sample.extra_fastq)]
+            pairs += [
+                (f"samples[{i}].extra_fastq[{j}]", p.r1, p.r2) for j, p in enumerate(sample.extra_fastq)
+            ]
             for path, r1, r2 in pairs:
                 s1, s2 = sniffs.get(r1 or ""), sniffs.get(r2 or "")
                 if s1 is not None and s2 is not None and s1.format == s2.format == "fastq":
                     findings.extend(check_read_pairs(s1, s2, field=path))
         return findings
 
-    async def _reference(self, spec: WorksetSpec, limit: asyncio.Semaphore, notes: list[str]) -> list[Finding]:
+    async def _reference(
+        self, spec: WorksetSpec, limit: asyncio.Semaphore, notes: list[str]
+    ) -> list[Finding]:
         location = self._settings.reference_location
         genome = spec.reference_genome
         if genome not in references().genomes:
@@ -140,8 +161,10 @@ class StorageChecker:
             notes.append("Reference files were not checked: STAMEN_REFERENCE_LOCATION is not set.")
             return []
         if not location.startswith("s3://"):
-            notes.append(f"Reference files were not checked: STAMEN_REFERENCE_LOCATION {location!r} is not "
-                         "an s3:// location.")
+            notes.append(
+                f"Reference files were not checked: STAMEN_REFERENCE_LOCATION {location!r} is not "
+                "an s3:// location."
+            )
             return []
         expected = references().expected_objects(genome, reference_prefix(location, genome))
 
@@ -153,13 +176,21 @@ class StorageChecker:
             return None
 
         outcomes = await gather_bounded(limit, *(probe(uri) for uri in expected))
-        missing = [uri for uri, error in zip(expected, outcomes, strict=True) if isinstance(error, ObjectMissing)]
+        missing = [
+            uri for uri, error in zip(expected, outcomes, strict=True) if isinstance(error, ObjectMissing)
+        ]
         findings: list[Finding] = []
         if missing:
             names = ", ".join(uri.rsplit("/", 1)[-1] for uri in missing)
-            findings.append(finding("VAL-REF-002", "reference_genome", f"{genome}: {len(missing)} of "
-                                    f"{len(expected)} files missing under "
-                                    f"{reference_prefix(location, genome)}: {names}"))
+            findings.append(
+                finding(
+                    "VAL-REF-002",
+                    "reference_genome",
+                    f"{genome}: {len(missing)} of "
+                    f"{len(expected)} files missing under "
+                    f"{reference_prefix(location, genome)}: {names}",
+                )
+            )
         others = [error for error in outcomes if error is not None and not isinstance(error, ObjectMissing)]
         if others:  # bucket missing, no access, unreachable: one finding, the first reason
             findings.append(finding(others[0].code, "reference_genome", f"reference files: {others[0]}"))

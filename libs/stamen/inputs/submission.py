@@ -25,8 +25,9 @@ _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
 class IntakeRefused(ValueError):
     """The request itself is unusable (bad tenant or idempotency key): a stable code, no findings."""
 
-    def __init__(self, code: str, message: str, *, status: int = 400,
-                 details: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, code: str, message: str, *, status: int = 400, details: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.status = status  # for HTTP
@@ -49,11 +50,19 @@ def parse_document(data: bytes | str, media: Media, *, source: str = "form") -> 
     return load_json_mapping(data, source=source)
 
 
-def import_for_tenant(document: bytes | str | Mapping[str, object], *, tenant: str | None,
-                      media: Media = "yaml", source: str = "form") -> ImportResult:
+def import_for_tenant(
+    document: bytes | str | Mapping[str, object],
+    *,
+    tenant: str | None,
+    media: Media = "yaml",
+    source: str = "form",
+) -> ImportResult:
     """Import a form document; `tenant` (who submits) replaces whatever tenant the document names."""
-    parsed = as_mapping(document, source=source) if isinstance(document, Mapping) else parse_document(
-        document, media, source=source)
+    parsed = (
+        as_mapping(document, source=source)
+        if isinstance(document, Mapping)
+        else parse_document(document, media, source=source)
+    )
     if parsed.value is None:
         return ImportResult(spec=None, findings=parsed.findings)
     value = parsed.value if tenant is None else {**parsed.value, "tenant": tenant}
@@ -62,15 +71,20 @@ def import_for_tenant(document: bytes | str | Mapping[str, object], *, tenant: s
 
 def check_request(tenant: str | None, idempotency_key: str | None) -> str:
     if not tenant:
-        raise IntakeRefused("TENANT_REQUIRED", "say which tenant submits the workset (X-Stamen-Tenant header, or "
-                                               "the subject stamen.intake.<tenant>)")
+        raise IntakeRefused(
+            "TENANT_REQUIRED",
+            "say which tenant submits the workset (X-Stamen-Tenant header, or "
+            "the subject stamen.intake.<tenant>)",
+        )
     try:
         check_tenant_id(tenant)
     except ValueError as exc:
         raise IntakeRefused("TENANT_INVALID", str(exc)) from None
     if idempotency_key is not None and not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
-        raise IntakeRefused("IDEMPOTENCY_KEY_INVALID", "Idempotency-Key must be 1-200 printable ASCII characters "
-                                                       "without spaces")
+        raise IntakeRefused(
+            "IDEMPOTENCY_KEY_INVALID",
+            "Idempotency-Key must be 1-200 printable ASCII characters without spaces",
+        )
     return tenant
 
 
@@ -85,16 +99,29 @@ class SubmissionOutcome:
     def as_reply(self) -> dict[str, object]:
         """The JSON answer both the HTTP API and the NATS subject give."""
         if not self.accepted:
-            return {"ok": False, "code": "VALIDATION_FAILED",
-                    "message": f"the workset has {sum(f.severity == 'error' for f in self.findings)} error(s); "
-                               "nothing was submitted",
-                    "details": {"findings": [f.model_dump() for f in self.findings]}}
-        return {"ok": True, "workset_id": self.workset_id, "state": self.state, "created": self.created,
-                "warnings": [f.model_dump() for f in self.findings]}
+            return {
+                "ok": False,
+                "code": "VALIDATION_FAILED",
+                "message": f"the workset has {sum(f.severity == 'error' for f in self.findings)} error(s); "
+                "nothing was submitted",
+                "details": {"findings": [f.model_dump() for f in self.findings]},
+            }
+        return {
+            "ok": True,
+            "workset_id": self.workset_id,
+            "state": self.state,
+            "created": self.created,
+            "warnings": [f.model_dump() for f in self.findings],
+        }
 
 
-def _checked(document: bytes | str | Mapping[str, object], tenant: str, media: Media, source: str,
-             rights: TenantBuckets) -> tuple[ImportResult, ValidationReport]:
+def _checked(
+    document: bytes | str | Mapping[str, object],
+    tenant: str,
+    media: Media,
+    source: str,
+    rights: TenantBuckets,
+) -> tuple[ImportResult, ValidationReport]:
     imported = import_for_tenant(document, tenant=tenant, media=media, source=source)
     prior = list(imported.findings)
     if imported.spec is not None:  # every S3 location must be in a bucket the tenant may use
@@ -102,9 +129,17 @@ def _checked(document: bytes | str | Mapping[str, object], tenant: str, media: M
     return imported, validate_spec(imported.spec, dry_run=True, prior_findings=prior)
 
 
-async def submit_document(pool: asyncpg.Pool, document: bytes | str | Mapping[str, object], *, media: Media,
-                          tenant: str | None, idempotency_key: str | None, region: str, source: str,
-                          actor: str) -> SubmissionOutcome:
+async def submit_document(
+    pool: asyncpg.Pool,
+    document: bytes | str | Mapping[str, object],
+    *,
+    media: Media,
+    tenant: str | None,
+    idempotency_key: str | None,
+    region: str,
+    source: str,
+    actor: str,
+) -> SubmissionOutcome:
     """Structural validation now (the caller hears of document errors at once); storage checks and the
     estimate follow in the validator service, which turns the workset into queued or rejected."""
     tenant = check_request(tenant, idempotency_key)
@@ -115,11 +150,23 @@ async def submit_document(pool: asyncpg.Pool, document: bytes | str | Mapping[st
         return SubmissionOutcome(accepted=False, findings=report.findings)
     spec = imported.spec
     try:
-        result = await submit_workset(pool, tenant_id=tenant, name=spec.name,
-                                      spec=spec.model_dump(mode="json", exclude_none=True), region=region,
-                                      source=source, actor=actor, priority=spec.priority,
-                                      idempotency_key=idempotency_key)
+        result = await submit_workset(
+            pool,
+            tenant_id=tenant,
+            name=spec.name,
+            spec=spec.model_dump(mode="json", exclude_none=True),
+            region=region,
+            source=source,
+            actor=actor,
+            priority=spec.priority,
+            idempotency_key=idempotency_key,
+        )
     except IdempotencyKeyReused as exc:
         raise IntakeRefused(exc.code, str(exc), status=422, details={"workset_id": exc.workset_id}) from None
-    return SubmissionOutcome(accepted=True, findings=report.findings, workset_id=result.workset_id,
-                             state=result.state, created=result.created)
+    return SubmissionOutcome(
+        accepted=True,
+        findings=report.findings,
+        workset_id=result.workset_id,
+        state=result.state,
+        created=result.created,
+    )

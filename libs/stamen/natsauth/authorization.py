@@ -62,7 +62,9 @@ def reply_subject_allowed(tenant_id: str, reply: str) -> bool:
     if not reply.startswith(prefix) or len(reply) > MAX_REPLY_SUBJECT:
         return False
     tokens = reply[len(prefix) :].split(".")
-    return all(t and t not in ("*", ">") and t.isprintable() and not any(c.isspace() for c in t) for t in tokens)
+    return all(
+        t and t not in ("*", ">") and t.isprintable() and not any(c.isspace() for c in t) for t in tokens
+    )
 
 
 def tenant_permissions(tenant_id: str) -> dict[str, Any]:

@@ -258,7 +258,10 @@ async def open_admin(
         secrets = await stack.enter_async_context(open_secret_store(settings))
         client = await stack.enter_async_context(
             aioboto3.Session().client(
-                "sns", region_name=settings.aws_region, endpoint_url=settings.aws_endpoint_url, config=client_config()
+                "sns",
+                region_name=settings.aws_region,
+                endpoint_url=settings.aws_endpoint_url,
+                config=client_config(),
             )
         )
         yield NotificationAdmin(pool, settings, secrets, client)

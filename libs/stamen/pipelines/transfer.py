@@ -72,7 +72,9 @@ def _fetch(uri: str, destination: Path, client: Any) -> None:
         raise TransferError(f"cannot download {uri}: {why} (S3 error {code})") from exc
     except (BotoCoreError, OSError) as exc:
         raise TransferError(f"cannot fetch {uri}: {exc}") from exc
-    os.chmod(temporary, PRIVATE_FILE)  # a tenant's reads: not for other users of the machine, whatever the umask
+    os.chmod(
+        temporary, PRIVATE_FILE
+    )  # a tenant's reads: not for other users of the machine, whatever the umask
     os.replace(temporary, destination)
 
 

@@ -52,7 +52,9 @@ def decide(facts: MessageFacts, *, after_seconds: float, max_replays: int) -> De
     if facts.handled:
         return Decision(Verdict.RESOLVE, "handled since it was parked (the consumer's inbox has it)")
     if facts.age_seconds < after_seconds:
-        return Decision(Verdict.LEAVE, f"parked {facts.age_seconds:.0f}s ago; replayed after {after_seconds:g}s")
+        return Decision(
+            Verdict.LEAVE, f"parked {facts.age_seconds:.0f}s ago; replayed after {after_seconds:g}s"
+        )
     if facts.replays >= max_replays:
         return Decision(Verdict.LEAVE, f"replayed {facts.replays} times already; left for an operator")
     return Decision(Verdict.REPLAY, f"replay {facts.replays + 1} of at most {max_replays}")

@@ -55,7 +55,9 @@ async def _known(uow: UnitOfWork, region: str) -> None:
     names = [o.region for o in await uow.regions.overview()]
     if region not in names:
         known = ", ".join(names) or "none yet"
-        raise RegionNotFound(f"no region named {region!r}; known regions: {known} (see `stamen region ls`)", region=region)
+        raise RegionNotFound(
+            f"no region named {region!r}; known regions: {known} (see `stamen region ls`)", region=region
+        )
 
 
 async def force_failover(pool: asyncpg.Pool, region: str, *, actor: str, reason: str) -> RegionCommandResult:

@@ -98,4 +98,3 @@ def decide_retry(
         memory_multiplier=multiplier,
         next_attempt=attempt + 1,
     )
-

@@ -90,7 +90,11 @@ class Dependency:
                 self._last_error = f"{type(exc).__name__}: {exc}"[:300]
                 continue
             break
-        log.info("dependency.reachable", dependency=self.name, after_seconds=round(time.monotonic() - self._since, 1))
+        log.info(
+            "dependency.reachable",
+            dependency=self.name,
+            after_seconds=round(time.monotonic() - self._since, 1),
+        )
         self._reachable.set()
 
     async def close(self) -> None:

@@ -61,15 +61,20 @@ async def _postgres(app: web.Application) -> str:
 def starting_app(name: str, app: web.Application) -> web.Application:
     """What answers on the service's port while it waits for its dependencies at start: alive, not
     ready, and what it is waiting for."""
+
     @web.middleware
     async def closing(request: web.Request, handler: Handler) -> web.StreamResponse:
         # Each answer ends its connection: a client's next request reaches the service once it has started.
         try:
             response = await handler(request)
         except web.HTTPException:
-            message = "the service is starting (waiting for its dependencies); only /healthz and /readyz answer yet"
+            message = (
+                "the service is starting (waiting for its dependencies); only /healthz and /readyz answer yet"
+            )
             response = web.json_response(
-                {"code": "SERVICE_STARTING", "message": message, "details": {}}, status=503, headers={"Retry-After": "1"}
+                {"code": "SERVICE_STARTING", "message": message, "details": {}},
+                status=503,
+                headers={"Retry-After": "1"},
             )
         response.force_close()
         return response

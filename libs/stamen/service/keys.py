@@ -24,4 +24,6 @@ STARTUP = web.AppKey("startup", StartupWaits)
 CONSUMER_SPECS = web.AppKey("consumer_specs", list[ConsumerSpec])
 CONSUMERS = web.AppKey("consumers", list[DurableConsumer])
 # How a service builds its reconcile passes (stamen.service.reconciler), given the started app.
-RECONCILE_PASSES: web.AppKey[Callable[[web.Application], list[ReconcilePass]]] = web.AppKey("reconcile_passes")
+RECONCILE_PASSES: web.AppKey[Callable[[web.Application], list[ReconcilePass]]] = web.AppKey(
+    "reconcile_passes"
+)

@@ -39,5 +39,7 @@ async def known_workset(envelope: Envelope) -> AsyncIterator[None]:
     try:
         yield
     except WorksetNotFound as exc:
-        raise MalformedEvent(f"{envelope.type} {envelope.id} names workset {envelope.workset_id!r}, "
-                             f"which does not exist: {exc}") from None
+        raise MalformedEvent(
+            f"{envelope.type} {envelope.id} names workset {envelope.workset_id!r}, "
+            f"which does not exist: {exc}"
+        ) from None

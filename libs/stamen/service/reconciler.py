@@ -37,7 +37,9 @@ class ReconcilePass:
 
 
 class Reconciler:
-    def __init__(self, passes: list[ReconcilePass], *, interval_seconds: float, postgres: DependencyGate | None) -> None:
+    def __init__(
+        self, passes: list[ReconcilePass], *, interval_seconds: float, postgres: DependencyGate | None
+    ) -> None:
         self._passes = passes
         self._interval = interval_seconds
         self._postgres = postgres

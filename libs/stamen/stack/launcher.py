@@ -135,8 +135,11 @@ class EmbeddedStack:
         database_url = s.database_url
         if not database_url:
             progress("starting PostgreSQL from the pgserver wheel")
-            pg = PostgresServer(self.state_dir / "postgres", port=self._previous_port("postgres"),
-                                password=stack_secret(self.state_dir, POSTGRES_PASSWORD)).start()
+            pg = PostgresServer(
+                self.state_dir / "postgres",
+                port=self._previous_port("postgres"),
+                password=stack_secret(self.state_dir, POSTGRES_PASSWORD),
+            ).start()
             self.servers.append(pg)
             database_url, embedded = pg.url, [*embedded, "postgres"]
         aws = s.aws_endpoint_url
@@ -217,9 +220,13 @@ class EmbeddedStack:
         if self.endpoints.aws_endpoint_url:
             env["AWS_ENDPOINT_URL"] = self.endpoints.aws_endpoint_url
         if self.auth_pool is not None:
-            env.update({"STAMEN_COGNITO_USER_POOL_ID": self.auth_pool.user_pool_id,
-                        "STAMEN_COGNITO_APP_CLIENT_IDS": self.auth_pool.app_client_id,
-                        "STAMEN_COGNITO_REGION": self.auth_pool.region})
+            env.update(
+                {
+                    "STAMEN_COGNITO_USER_POOL_ID": self.auth_pool.user_pool_id,
+                    "STAMEN_COGNITO_APP_CLIENT_IDS": self.auth_pool.app_client_id,
+                    "STAMEN_COGNITO_REGION": self.auth_pool.region,
+                }
+            )
         if "moto" in self.endpoints.embedded:
             # moto accepts any credentials; real ones must never be sent to it.
             env.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"})
@@ -337,7 +344,9 @@ class EmbeddedStack:
         """Ask `supervise_forever` to stop everything in order (from another thread)."""
         self._stop_requested = True
 
-    def supervise_forever(self, on_tick: Callable[[], None] | None = None, *, handle_signals: bool = True) -> None:
+    def supervise_forever(
+        self, on_tick: Callable[[], None] | None = None, *, handle_signals: bool = True
+    ) -> None:
         """Block, restarting dead services, until SIGINT/SIGTERM (or request_stop); then stop everything
         in order. `handle_signals=False` when not run in the main thread."""
         if handle_signals:

@@ -85,7 +85,9 @@ class NatsClusterNode(ManagedServer):
             "}",
         ]
         if self.user:
-            lines.append(f"authorization {{ user: {json.dumps(self.user)}, password: {json.dumps(self.password)} }}")
+            lines.append(
+                f"authorization {{ user: {json.dumps(self.user)}, password: {json.dumps(self.password)} }}"
+            )
         config = self.data_dir / "nats.conf"
         config.write_text("\n".join(lines) + "\n")
         return config
@@ -99,11 +101,16 @@ class NatsClusterNode(ManagedServer):
         # Full health: JetStream enabled, the meta group has a leader and this server is current.
         url = f"http://127.0.0.1:{self.monitor_port}/healthz"
         while time.monotonic() < deadline:
-            with contextlib.suppress(urllib.error.URLError, OSError), urllib.request.urlopen(url, timeout=1) as r:
+            with (
+                contextlib.suppress(urllib.error.URLError, OSError),
+                urllib.request.urlopen(url, timeout=1) as r,
+            ):
                 if r.status == 200:
                     return
             time.sleep(0.1)
-        raise ServerStartError(f"nats-server {self.region} not healthy in time; see {self.log_path}:\n{_tail(self.log_path)}")
+        raise ServerStartError(
+            f"nats-server {self.region} not healthy in time; see {self.log_path}:\n{_tail(self.log_path)}"
+        )
 
     def start(self, timeout: float = 30.0) -> NatsClusterNode:
         self.spawn()
@@ -158,7 +165,9 @@ class NatsCluster:
 class PostgresNode(PostgresServer):
     """A PostgreSQL server in a primary/standby pair; `name` is its region (and application_name)."""
 
-    def __init__(self, data_dir: Path, *, name: str, port: int | None = None, database: str = "stamen") -> None:
+    def __init__(
+        self, data_dir: Path, *, name: str, port: int | None = None, database: str = "stamen"
+    ) -> None:
         super().__init__(data_dir, port=port or free_port(), database=database)
         self.name = name
         self.extra_settings = {
@@ -183,7 +192,9 @@ class PostgresNode(PostgresServer):
         text = conf.read_text()
         if REPLICATION_MARK in text:
             return
-        static = {k: v for k, v in self.extra_settings.items() if k != "cluster_name"}  # per node: a flag only
+        static = {
+            k: v for k, v in self.extra_settings.items() if k != "cluster_name"
+        }  # per node: a flag only
         lines = [f"{k} = '{v}'" for k, v in static.items()]
         conf.write_text(text + f"\n{REPLICATION_MARK}\n" + "\n".join(lines) + "\n")
 
@@ -207,7 +218,9 @@ class PostgresNode(PostgresServer):
     def clone_from(self, host: str, port: int, timeout: float = 120.0) -> PostgresNode:
         """A new standby: a base backup of the primary, streaming from it (-R writes primary_conninfo)."""
         if (self.pgdata / "PG_VERSION").exists():
-            raise ServerStartError(f"{self.pgdata} already holds a database; a standby starts from an empty folder")
+            raise ServerStartError(
+                f"{self.pgdata} already holds a database; a standby starts from an empty folder"
+            )
         self._run_as()  # the data folder belongs to the server's user before pg_basebackup writes into it
         self._tool(
             [self._bin("pg_basebackup"), "-D", str(self.pgdata), "-d", self._conninfo(host, port),
@@ -222,7 +235,14 @@ class PostgresNode(PostgresServer):
         self.stop()
         self._clear_stale_pid_file()  # a SIGKILLed postmaster leaves it; pg_rewind's crash recovery would refuse
         output = self._tool(
-            [self._bin("pg_rewind"), "-D", str(self.pgdata), "--source-server", self._conninfo(host, port), "-R"],
+            [
+                self._bin("pg_rewind"),
+                "-D",
+                str(self.pgdata),
+                "--source-server",
+                self._conninfo(host, port),
+                "-R",
+            ],
             "pg_rewind",
         )
         # -R writes standby.signal and primary_conninfo when a rewind was done; make sure of both when

@@ -107,7 +107,9 @@ class ManagedServer:
         deadline = time.monotonic() + 15
         while not port_is_free(self.port):
             if time.monotonic() > deadline:
-                raise ServerStartError(f"{self.name}: port {self.port} is still taken; cannot start again on it")
+                raise ServerStartError(
+                    f"{self.name}: port {self.port} is still taken; cannot start again on it"
+                )
             time.sleep(0.2)
         return self.port
 
@@ -178,7 +180,9 @@ class NatsServer(ManagedServer):
         lines = [f"{key}: {json.dumps(value)}" for key, value in settings.items()]
         if self.auth_file is not None:
             # nats-server resolves includes relative to the including file.
-            assert self.auth_file.parent.resolve() == self.data_dir.resolve(), "auth file must sit in data_dir"
+            assert self.auth_file.parent.resolve() == self.data_dir.resolve(), (
+                "auth file must sit in data_dir"
+            )
             lines.append(f"include {json.dumps(self.auth_file.name)}")
         config.write_text("\n".join(lines) + "\n")
         argv = [_which("nats-server"), "--config", str(config)]
@@ -264,8 +268,16 @@ class PostgresServer(ManagedServer):
             auth = ["--auth=scram-sha-256", f"--pwfile={pwfile}"] if self.password else ["--auth=trust"]
             try:
                 result = subprocess.run(
-                    [str(bin_dir / "initdb"), "-D", str(self.pgdata), "-U", "postgres", *auth, "--encoding=UTF8",
-                     "--no-instructions"],
+                    [
+                        str(bin_dir / "initdb"),
+                        "-D",
+                        str(self.pgdata),
+                        "-U",
+                        "postgres",
+                        *auth,
+                        "--encoding=UTF8",
+                        "--no-instructions",
+                    ],
                     capture_output=True,
                     check=False,
                     **as_user,  # type: ignore[call-overload]
@@ -332,14 +344,30 @@ class PostgresServer(ManagedServer):
 
     def _psql(self, bin_dir: Path, deadline: float, sql: str, *, env: dict[str, str] | None = None) -> str:
         """Run one statement as postgres, retrying while the server is still starting."""
-        argv = [str(bin_dir / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-v",
-                "ON_ERROR_STOP=1", "-tA", "-d", "postgres", "-c", sql]
+        argv = [
+            str(bin_dir / "psql"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            "postgres",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-tA",
+            "-d",
+            "postgres",
+            "-c",
+            sql,
+        ]
         while True:
             probe = subprocess.run(argv, capture_output=True, check=False, env=env or self._psql_env())
             if probe.returncode == 0:
                 return probe.stdout.decode().strip()
             if time.monotonic() > deadline:
-                raise ServerStartError(f"postgres not accepting queries: {probe.stderr.decode(errors='replace')}")
+                raise ServerStartError(
+                    f"postgres not accepting queries: {probe.stderr.decode(errors='replace')}"
+                )
             time.sleep(0.2)
 
     def _ensure_database(self, bin_dir: Path, deadline: float) -> None:

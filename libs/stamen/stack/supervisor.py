@@ -111,7 +111,9 @@ class Supervisor:
                 delay = p.policy.died(ran_for)
                 p.next_start_at = now + delay
                 p.history.append(f"exited with {code} after {ran_for:.1f}s; restarting in {delay:.1f}s")
-                log.warning("supervisor.service_died", service=p.name, exit_code=code, restart_in=round(delay, 2))
+                log.warning(
+                    "supervisor.service_died", service=p.name, exit_code=code, restart_in=round(delay, 2)
+                )
             elif now >= p.next_start_at:
                 p.next_start_at = 0.0
                 p.restarts += 1
@@ -174,7 +176,9 @@ class ServerWatch:
             code = self.server.proc.returncode if self.server.proc else None  # poll() reaped it
             delay = self.policy.died(time.monotonic() - self._up_since)
             delay = max(delay, self._held_until - time.monotonic())
-            log.warning("supervisor.server_died", server=self.server.name, exit_code=code, restart_in=round(delay, 2))
+            log.warning(
+                "supervisor.server_died", server=self.server.name, exit_code=code, restart_in=round(delay, 2)
+            )
             while not self._stop.wait(delay):
                 try:
                     self.server.start()

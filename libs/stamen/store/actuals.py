@@ -31,8 +31,10 @@ class ActualsRepository:
         cpu = _sum([r["cpu_seconds"] for r in steps])
         rss = [r["max_rss_mb"] for r in steps if r["max_rss_mb"] is not None]
         cost = metered_cost(
-            [MeteredStep(cpu_seconds=r["cpu_seconds"], region=r["region"], price_factor=r["price_factor"])
-             for r in steps]
+            [
+                MeteredStep(cpu_seconds=r["cpu_seconds"], region=r["region"], price_factor=r["price_factor"])
+                for r in steps
+            ]
         )
         await self._conn.execute(
             """INSERT INTO workset_actuals (workset_id, attempts, step_runs, cpu_seconds, vcpu_hours,

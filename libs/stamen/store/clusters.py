@@ -85,7 +85,9 @@ class ClusterRepository:
     async def remove_cluster(self, name: str) -> None:
         busy = await self._conn.fetchval("SELECT count(*) FROM slot_leases WHERE cluster = $1", name)
         if busy:
-            raise ClusterBusy(f"cluster {name!r} runs {busy} worksets; drain it and wait for them to finish", cluster=name)
+            raise ClusterBusy(
+                f"cluster {name!r} runs {busy} worksets; drain it and wait for them to finish", cluster=name
+            )
         done = await self._conn.execute("DELETE FROM clusters WHERE name = $1", name)
         if done != "DELETE 1":
             raise ClusterNotFound(f"no cluster named {name!r}; see `stamen cluster ls`", cluster=name)

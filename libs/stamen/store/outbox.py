@@ -39,9 +39,16 @@ class ParkedRow:
     parked_at: datetime
 
     def as_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "event_id": self.event_id, "subject": self.subject,
-                "size_bytes": self.size_bytes, "attempts": self.attempts, "last_error": self.last_error,
-                "created_at": self.created_at.isoformat(), "parked_at": self.parked_at.isoformat()}
+        return {
+            "id": self.id,
+            "event_id": self.event_id,
+            "subject": self.subject,
+            "size_bytes": self.size_bytes,
+            "attempts": self.attempts,
+            "last_error": self.last_error,
+            "created_at": self.created_at.isoformat(),
+            "parked_at": self.parked_at.isoformat(),
+        }
 
 
 class OutboxWriter:
@@ -76,8 +83,14 @@ class OutboxQueue:
             limit,
         )
         return [
-            OutboxRow(r["id"], str(r["event_id"]), r["subject"], json.loads(r["headers"]), bytes(r["body"]),
-                      r["attempts"])
+            OutboxRow(
+                r["id"],
+                str(r["event_id"]),
+                r["subject"],
+                json.loads(r["headers"]),
+                bytes(r["body"]),
+                r["attempts"],
+            )
             for r in rows
         ]
 
@@ -103,8 +116,19 @@ class OutboxQueue:
                FROM outbox WHERE parked_at IS NOT NULL AND published_at IS NULL ORDER BY id LIMIT $1""",
             limit,
         )
-        return [ParkedRow(r["id"], str(r["event_id"]), r["subject"], r["size"], r["attempts"],
-                          r["last_error"] or "", r["created_at"], r["parked_at"]) for r in rows]
+        return [
+            ParkedRow(
+                r["id"],
+                str(r["event_id"]),
+                r["subject"],
+                r["size"],
+                r["attempts"],
+                r["last_error"] or "",
+                r["created_at"],
+                r["parked_at"],
+            )
+            for r in rows
+        ]
 
     async def unpark(self, row_ids: Sequence[int] | None) -> list[int]:
         """Hand parked rows (all of them when None) back to the relays, with a fresh attempt budget."""

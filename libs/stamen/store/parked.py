@@ -14,7 +14,9 @@ class DlqMessageLog:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
-    async def record(self, message: ParkedMessage, *, action: ParkedMessageAction, detail: str, actor: str) -> bool:
+    async def record(
+        self, message: ParkedMessage, *, action: ParkedMessageAction, detail: str, actor: str
+    ) -> bool:
         """Claim the parked message for `action`: False if it was acted on already (by anyone)."""
         status = await self._conn.execute(
             """INSERT INTO dlq_message_actions (dlq_msg_id, dlq_seq, consumer, reason, event_id, workset_id,
@@ -34,7 +36,9 @@ class DlqMessageLog:
 
     async def acted_on(self, msg_ids: list[str]) -> dict[str, dict[str, Any]]:
         """The actions recorded for these parked copies (their stream copy may not be deleted yet)."""
-        rows = await self._conn.fetch("SELECT * FROM dlq_message_actions WHERE dlq_msg_id = ANY($1::text[])", msg_ids)
+        rows = await self._conn.fetch(
+            "SELECT * FROM dlq_message_actions WHERE dlq_msg_id = ANY($1::text[])", msg_ids
+        )
         return {r["dlq_msg_id"]: dict(r) for r in rows}
 
     async def replays(self, event_id: str, consumer: str) -> int:

@@ -300,7 +300,9 @@ class RegionRepository:
         )
         return op_id
 
-    async def finish_operation(self, op_id: int, outcome: RegionOperationOutcome, detail: dict[str, Any]) -> None:
+    async def finish_operation(
+        self, op_id: int, outcome: RegionOperationOutcome, detail: dict[str, Any]
+    ) -> None:
         await self._conn.execute(
             "UPDATE region_operations SET outcome = $2, detail = detail || $3::jsonb WHERE id = $1",
             op_id,
@@ -339,7 +341,9 @@ class RegionRepository:
                 region=name,
                 registered=name in records,
                 is_primary=bool(records.get(name) and records[name].is_primary),
-                clusters=tuple(sorted({*clusters.get(name, []), *(records[name].clusters if name in records else ())})),
+                clusters=tuple(
+                    sorted({*clusters.get(name, []), *(records[name].clusters if name in records else ())})
+                ),
                 health=health.get(name),
                 record=records.get(name),
             )

@@ -109,7 +109,9 @@ class SlotLedger:
 
     async def region_latency(self) -> dict[str, float]:
         """The regions service's moving-average probe latency per region, in ms (regions it measured)."""
-        rows = await self._conn.fetch("SELECT region, latency_ms FROM region_health WHERE latency_ms IS NOT NULL")
+        rows = await self._conn.fetch(
+            "SELECT region, latency_ms FROM region_health WHERE latency_ms IS NOT NULL"
+        )
         return {r["region"]: r["latency_ms"] for r in rows}
 
     async def set_region_health(self, region: str, status: str, reason: str = "") -> None:

@@ -166,7 +166,13 @@ class StepRunRepository:
         )
         return [
             StrandedWorkset(
-                r["id"], r["attempt"], r["cluster"], r["region"], r["reason"], float(r["down_seconds"]), r["active"]
+                r["id"],
+                r["attempt"],
+                r["cluster"],
+                r["region"],
+                r["reason"],
+                float(r["down_seconds"]),
+                r["active"],
             )
             for r in rows
         ]
@@ -411,7 +417,9 @@ async def submission_lock(pool: asyncpg.Pool, claim: SubmissionClaim) -> AsyncIt
     Yields False, holding nothing, when the claim no longer holds (the row was reconciled or taken
     over meanwhile): then nothing may be submitted."""
     async with _session(pool) as conn:
-        await conn.execute(f"SELECT pg_advisory_lock($1, {_STEP_RUN_KEY})", STEP_RUN_LOCK_CLASS, claim.step_run_id)
+        await conn.execute(
+            f"SELECT pg_advisory_lock($1, {_STEP_RUN_KEY})", STEP_RUN_LOCK_CLASS, claim.step_run_id
+        )
         try:
             holds = await conn.fetchval(
                 """SELECT EXISTS (SELECT 1 FROM step_runs
@@ -454,7 +462,9 @@ async def _session(pool: asyncpg.Pool) -> AsyncIterator[Connection]:
 async def _unlock(conn: Connection, step_run_ids: Sequence[int]) -> None:
     for step_run_id in step_run_ids:
         try:
-            await conn.execute(f"SELECT pg_advisory_unlock($1, {_STEP_RUN_KEY})", STEP_RUN_LOCK_CLASS, step_run_id)
+            await conn.execute(
+                f"SELECT pg_advisory_unlock($1, {_STEP_RUN_KEY})", STEP_RUN_LOCK_CLASS, step_run_id
+            )
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             # The connection is broken (and the lock with it), or the pool's reset will unlock it.
             log.warning("scheduler.step_run_unlock_failed", step_run_id=step_run_id, error=str(exc))

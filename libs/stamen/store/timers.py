@@ -39,7 +39,9 @@ class TimerRepository:
 
     async def due_in(self, seconds: float) -> datetime:
         """Now + `seconds` by the database's clock (the clock every due time and age here is read by)."""
-        due: datetime = await self._conn.fetchval("SELECT clock_timestamp() + make_interval(secs => $1)", seconds)
+        due: datetime = await self._conn.fetchval(
+            "SELECT clock_timestamp() + make_interval(secs => $1)", seconds
+        )
         return due
 
     async def add_timer(self, workset_id: str, kind: str, due_at: datetime, payload: dict[str, Any]) -> None:

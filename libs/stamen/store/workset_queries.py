@@ -145,7 +145,9 @@ class WorksetQueries:
         return int(found) <= NARROW_SEARCH
 
     async def rows(self, workset_ids: list[str]) -> dict[str, WorksetRow]:
-        rows = await self._conn.fetch(f"SELECT {_LIST_COLUMNS} FROM worksets WHERE id = ANY($1::text[])", workset_ids)
+        rows = await self._conn.fetch(
+            f"SELECT {_LIST_COLUMNS} FROM worksets WHERE id = ANY($1::text[])", workset_ids
+        )
         return {r["id"]: _row(r) for r in rows}
 
     async def counts_by_state(self, tenant_id: str | None) -> dict[str, int]:
@@ -248,6 +250,8 @@ class WorksetQueries:
         out = []
         for r in rows:
             doc = dict(r)
-            doc["resources"] = json.loads(r["resources"]) if isinstance(r["resources"], str) else r["resources"]
+            doc["resources"] = (
+                json.loads(r["resources"]) if isinstance(r["resources"], str) else r["resources"]
+            )
             out.append(doc)
         return out

@@ -99,8 +99,9 @@ def spec_locations(spec: WorksetSpec | Mapping[str, Any]) -> list[S3Location]:
 
     Works on the stored spec as a plain mapping too (the scheduler's check does not depend on the spec still
     parsing), and finds URIs wherever they are, so a field added later is covered without a change here."""
-    data: Mapping[str, Any] = spec.model_dump(mode="json", exclude_none=True) if isinstance(
-        spec, WorksetSpec) else spec
+    data: Mapping[str, Any] = (
+        spec.model_dump(mode="json", exclude_none=True) if isinstance(spec, WorksetSpec) else spec
+    )
     found: list[S3Location] = []
 
     def walk(value: object, path: str, top: str) -> None:
@@ -115,13 +116,15 @@ def spec_locations(spec: WorksetSpec | Mapping[str, Any]) -> list[S3Location]:
         elif isinstance(value, str):
             mode: Mode = "write" if top in _WRITTEN else "read"
             for match in _EMBEDDED_URI.finditer(value):
-                found.append(S3Location(path, "s3://" + match.group(0)[len("s3://"):], mode))
+                found.append(S3Location(path, "s3://" + match.group(0)[len("s3://") :], mode))
 
     walk(data, "", "")
     daylily = data.get("daylily")
     if isinstance(daylily, Mapping) and isinstance(daylily.get("s3_bucket"), str) and daylily["s3_bucket"]:
         prefix = str(daylily.get("s3_prefix") or "").lstrip("/")
-        found.append(S3Location("daylily.s3_bucket", f"s3://{daylily['s3_bucket'].strip()}/{prefix}", "write"))
+        found.append(
+            S3Location("daylily.s3_bucket", f"s3://{daylily['s3_bucket'].strip()}/{prefix}", "write")
+        )
     return found
 
 

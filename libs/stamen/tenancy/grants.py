@@ -45,8 +45,14 @@ class BucketGrant:
 
 
 def _grant(row: Any) -> BucketGrant:
-    return BucketGrant(row["tenant_id"], row["bucket"], cast(GrantAccess, row["access"]), row["granted_by"],
-                       row["note"], row["granted_at"])
+    return BucketGrant(
+        row["tenant_id"],
+        row["bucket"],
+        cast(GrantAccess, row["access"]),
+        row["granted_by"],
+        row["note"],
+        row["granted_at"],
+    )
 
 
 def check_grant(tenant_id: str, bucket: str, access: str, note: str = "") -> None:
@@ -56,11 +62,14 @@ def check_grant(tenant_id: str, bucket: str, access: str, note: str = "") -> Non
     except InvalidTenantId as exc:
         raise BucketGrantInvalid(str(exc), field="tenant") from None
     if not valid_bucket_name(bucket):
-        raise BucketGrantInvalid(f"{bucket!r} is not an S3 bucket name (3-63 lower-case letters, digits, dots "
-                                 "and hyphens)", field="bucket")
+        raise BucketGrantInvalid(
+            f"{bucket!r} is not an S3 bucket name (3-63 lower-case letters, digits, dots and hyphens)",
+            field="bucket",
+        )
     if access not in GRANT_ACCESS:
-        raise BucketGrantInvalid(f"access must be one of {', '.join(GRANT_ACCESS)}, got {access!r}",
-                                 field="access")
+        raise BucketGrantInvalid(
+            f"access must be one of {', '.join(GRANT_ACCESS)}, got {access!r}", field="access"
+        )
     if len(note) > MAX_NOTE or any(ch in note for ch in "\x00\r\n"):
         raise BucketGrantInvalid(f"note must be one line of at most {MAX_NOTE} characters", field="note")
 
@@ -80,11 +89,16 @@ class BucketGrantRepository:
                ORDER BY ord, bucket""",
             tenant_id,
         )
-        return TenantBuckets(tenant_id, tuple(
-            BucketRight(r["bucket"], r["access"], r["source"], r["granted_by"], r["note"]) for r in rows))
+        return TenantBuckets(
+            tenant_id,
+            tuple(
+                BucketRight(r["bucket"], r["access"], r["source"], r["granted_by"], r["note"]) for r in rows
+            ),
+        )
 
-    async def grant(self, tenant_id: str, bucket: str, access: GrantAccess, *, granted_by: str,
-                    note: str = "") -> tuple[BucketGrant, bool]:
+    async def grant(
+        self, tenant_id: str, bucket: str, access: GrantAccess, *, granted_by: str, note: str = ""
+    ) -> tuple[BucketGrant, bool]:
         """Grant (or change) a tenant's access to a bucket; (the grant, whether it is new)."""
         check_grant(tenant_id, bucket, access, note)
         row = await self._conn.fetchrow(

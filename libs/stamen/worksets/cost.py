@@ -62,9 +62,14 @@ def _bases(uri: str, fmt: str, size: int, sniff: SniffResult | None) -> float:
     return size * ratio / per_base
 
 
-def estimate(spec: WorksetSpec, *, object_sizes: Mapping[str, int],
-             sniffs: Mapping[str, SniffResult] | None = None, cluster_region: str | None = None,
-             bucket_regions: Mapping[str, str] | None = None) -> CostEstimate:
+def estimate(
+    spec: WorksetSpec,
+    *,
+    object_sizes: Mapping[str, int],
+    sniffs: Mapping[str, SniffResult] | None = None,
+    cluster_region: str | None = None,
+    bucket_regions: Mapping[str, str] | None = None,
+) -> CostEstimate:
     """Estimate cost and duration of running `spec` on a cluster in `cluster_region`.
 
     `object_sizes` maps input URI -> bytes; `sniffs` maps input URI -> what sniffing its first block
@@ -95,8 +100,11 @@ def estimate(spec: WorksetSpec, *, object_sizes: Mapping[str, int],
         caveats.append("bases in CRAM/BAM inputs are estimated from typical bytes per base")
 
     # Storage and transfer are per distinct object: each is staged once.
-    distinct = {uri: size for uri in dict.fromkeys(u for _, u, _ in input_files(spec))
-                if (size := object_sizes.get(uri)) is not None}
+    distinct = {
+        uri: size
+        for uri in dict.fromkeys(u for _, u, _ in input_files(spec))
+        if (size := object_sizes.get(uri)) is not None
+    }
     input_gb = sum(distinct.values()) / GB
     transfer_gb = transfer_usd = 0.0
     for uri, size in distinct.items():
@@ -120,11 +128,23 @@ def estimate(spec: WorksetSpec, *, object_sizes: Mapping[str, int],
     compute_high = vcpu_hours * region_prices.vcpu_hour_on_demand * profiles.band.high_factor
     fixed = storage_usd + transfer_usd
     return CostEstimate(
-        pipeline=spec.pipeline, region=region, gbases=gbases, input_gb=input_gb, vcpu_hours=vcpu_hours,
-        duration_minutes=duration_minutes, storage_gb=storage_gb, peak_memory_gib=profile.peak_memory_gib,
-        transfer_gb=transfer_gb, transfer_usd=transfer_usd, storage_usd=storage_usd,
-        cost_usd_low=compute_low + fixed, cost_usd_median=compute_median + fixed,
-        cost_usd_high=compute_high + fixed, unsized_inputs=unsized, caveats=list(dict.fromkeys(caveats)))
+        pipeline=spec.pipeline,
+        region=region,
+        gbases=gbases,
+        input_gb=input_gb,
+        vcpu_hours=vcpu_hours,
+        duration_minutes=duration_minutes,
+        storage_gb=storage_gb,
+        peak_memory_gib=profile.peak_memory_gib,
+        transfer_gb=transfer_gb,
+        transfer_usd=transfer_usd,
+        storage_usd=storage_usd,
+        cost_usd_low=compute_low + fixed,
+        cost_usd_median=compute_median + fixed,
+        cost_usd_high=compute_high + fixed,
+        unsized_inputs=unsized,
+        caveats=list(dict.fromkeys(caveats)),
+    )
 
 
 class MeteredStep(BaseModel):
@@ -168,5 +188,11 @@ def metered_cost(steps: list[MeteredStep]) -> MeteredCost:
             unknown.add(region)
         rate = table.regions.get(region, table.regions[table.default_region]).vcpu_hour_spot
         cost += step.cpu_seconds / 3600 * rate * (step.price_factor or 1.0)
-    return MeteredCost(cost_usd=cost, cpu_seconds=cpu, steps_measured=measured, steps_unmeasured=unmeasured,
-                       unknown_regions=tuple(sorted(unknown)), prices_as_of=str(table.as_of))
+    return MeteredCost(
+        cost_usd=cost,
+        cpu_seconds=cpu,
+        steps_measured=measured,
+        steps_unmeasured=unmeasured,
+        unknown_regions=tuple(sorted(unknown)),
+        prices_as_of=str(table.as_of),
+    )

@@ -42,9 +42,13 @@ def _dump(document: dict[str, object]) -> str:
 def _work_document(spec: WorksetSpec) -> dict[str, object]:
     settings = spec.daylily
     pairs: list[tuple[str, str | None]] = [
-        ("cluster_name", spec.preferred_cluster), ("day-clone", settings.day_clone_args),
-        ("budget", spec.budget), ("dy-r", settings.dy_r_args), ("export_uri", spec.export_uri),
-        ("notes", settings.notes), ("workdir_name", settings.workdir_name),
+        ("cluster_name", spec.preferred_cluster),
+        ("day-clone", settings.day_clone_args),
+        ("budget", spec.budget),
+        ("dy-r", settings.dy_r_args),
+        ("export_uri", spec.export_uri),
+        ("notes", settings.notes),
+        ("workdir_name", settings.workdir_name),
     ]
     return {key: value for key, value in pairs if value is not None}
 
@@ -53,17 +57,25 @@ def _sample_cells(sample: Sample, index: int) -> tuple[dict[str, str], list[Find
     fmt = daylily_format()
     findings: list[Finding] = []
     cells: dict[str, str] = dict(sample.manifest_fields)
-    cells.update({"RUN_ID": sample.run_id or "", "SAMPLE_ID": sample.biological_id,
-                  "EXPERIMENTID": sample.experiment_id or "", "LANE": sample.lane or "",
-                  "SEQ_VENDOR": sample.platform, "SEQ_PLATFORM": sample.instrument or ""})
+    cells.update(
+        {
+            "RUN_ID": sample.run_id or "",
+            "SAMPLE_ID": sample.biological_id,
+            "EXPERIMENTID": sample.experiment_id or "",
+            "LANE": sample.lane or "",
+            "SEQ_VENDOR": sample.platform,
+            "SEQ_PLATFORM": sample.instrument or "",
+        }
+    )
 
     def place(column: str | None, value: str | None, path: str) -> None:
         if value is None:
             return
         if column is None or cells.get(column):
             why = "no Daylily column holds it" if column is None else f"column {column} is already used"
-            findings.append(finding("VAL-EXPORT-001", path, f"{value} cannot be exported: {why}",
-                                    source=MANIFEST_FILE))
+            findings.append(
+                finding("VAL-EXPORT-001", path, f"{value} cannot be exported: {why}", source=MANIFEST_FILE)
+            )
             return
         cells[column] = value
 
@@ -99,8 +111,14 @@ def _manifest_text(spec: WorksetSpec) -> tuple[str, list[Finding]]:
         for column in header:
             value = row.get(column, "")
             if _TSV_UNSAFE.search(value):
-                findings.append(finding("VAL-EXPORT-002", f"samples[{index}]", f"{column}: tab or line break "
-                                        "replaced by a space", source=MANIFEST_FILE))
+                findings.append(
+                    finding(
+                        "VAL-EXPORT-002",
+                        f"samples[{index}]",
+                        f"{column}: tab or line break replaced by a space",
+                        source=MANIFEST_FILE,
+                    )
+                )
                 value = _TSV_UNSAFE.sub(" ", value)
             values.append(value)
         lines.append("\t".join(values))
@@ -144,5 +162,9 @@ def _info_document(spec: WorksetSpec) -> dict[str, object]:
 def export_daylily(spec: WorksetSpec) -> DaylilyFiles:
     """Write `spec` as daylily_work.yaml, stage_samples.tsv and daylily_info.yaml."""
     manifest, findings = _manifest_text(spec)
-    return DaylilyFiles(work_yaml=_dump(_work_document(spec)), stage_samples_tsv=manifest,
-                        info_yaml=_dump(_info_document(spec)), findings=findings)
+    return DaylilyFiles(
+        work_yaml=_dump(_work_document(spec)),
+        stage_samples_tsv=manifest,
+        info_yaml=_dump(_info_document(spec)),
+        findings=findings,
+    )

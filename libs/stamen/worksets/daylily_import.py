@@ -34,19 +34,41 @@ _IDENTITY_COLUMNS = ("RUN_ID", "SAMPLE_ID", "EXPERIMENTID", "LANE", "SEQ_VENDOR"
 _EMPTY_INPUT_MARKERS = frozenset({"", "na", "n/a", "none", "null", "-"})
 _UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 
-_INFO_STRING_KEYS = ("workset_id", "workset_name", "customer_id", "created_at", "submitted_at",
-                     "pipeline_type", "reference_genome", "priority", "notification_email", "s3_bucket",
-                     "s3_prefix", "export_uri")
-_INFO_KNOWN_KEYS = frozenset((*_INFO_STRING_KEYS, "sample_count", "sample_ids", "enable_qc",
-                              "archive_results", "stamen"))
+_INFO_STRING_KEYS = (
+    "workset_id",
+    "workset_name",
+    "customer_id",
+    "created_at",
+    "submitted_at",
+    "pipeline_type",
+    "reference_genome",
+    "priority",
+    "notification_email",
+    "s3_bucket",
+    "s3_prefix",
+    "export_uri",
+)
+_INFO_KNOWN_KEYS = frozenset(
+    (*_INFO_STRING_KEYS, "sample_count", "sample_ids", "enable_qc", "archive_results", "stamen")
+)
 _STAMEN_KEYS = frozenset({"max_retries", "labels", "notifications", "max_cost_usd", "unit_ids", "coverage"})
 
 # Which file a top-level spec field comes from, so model findings can name it.
 _FIELD_SOURCES = {
-    "samples": MANIFEST_FILE, "export_uri": WORK_FILE, "preferred_cluster": WORK_FILE, "budget": WORK_FILE,
-    "daylily": WORK_FILE, "name": INFO_FILE, "tenant": INFO_FILE, "pipeline": INFO_FILE,
-    "reference_genome": INFO_FILE, "priority": INFO_FILE, "max_retries": INFO_FILE, "labels": INFO_FILE,
-    "notifications": INFO_FILE, "max_cost_usd": INFO_FILE,
+    "samples": MANIFEST_FILE,
+    "export_uri": WORK_FILE,
+    "preferred_cluster": WORK_FILE,
+    "budget": WORK_FILE,
+    "daylily": WORK_FILE,
+    "name": INFO_FILE,
+    "tenant": INFO_FILE,
+    "pipeline": INFO_FILE,
+    "reference_genome": INFO_FILE,
+    "priority": INFO_FILE,
+    "max_retries": INFO_FILE,
+    "labels": INFO_FILE,
+    "notifications": INFO_FILE,
+    "max_cost_usd": INFO_FILE,
 }
 
 
@@ -83,8 +105,9 @@ def parse_manifest(data: bytes | str) -> _Manifest:
     if text is None:
         result.findings = problems
         return result
-    lines = [(number, line.rstrip("\r")) for number, line in enumerate(text.split("\n"), start=1)
-             if line.strip()]
+    lines = [
+        (number, line.rstrip("\r")) for number, line in enumerate(text.split("\n"), start=1) if line.strip()
+    ]
     if not lines:
         result.findings.append(finding("VAL-INPUT-005", "", source=MANIFEST_FILE))
         return result
@@ -95,14 +118,20 @@ def parse_manifest(data: bytes | str) -> _Manifest:
         return result
     duplicates = sorted({column for column in header if column and header.count(column) > 1})
     if duplicates:
-        result.findings.append(_manifest_finding("VAL-TSV-004", None,
-                                                 f"column(s) {', '.join(duplicates)} appear more than once"))
+        result.findings.append(
+            _manifest_finding("VAL-TSV-004", None, f"column(s) {', '.join(duplicates)} appear more than once")
+        )
         return result
     missing = missing_columns(header)
     if missing:
         # Named once for the header, instead of one "no platform" / "no input" finding per row downstream.
-        result.findings.append(_manifest_finding("VAL-TSV-001", None, f"{', '.join(missing)} "
-                                                 f"{'is' if len(missing) == 1 else 'are'} missing from the header"))
+        result.findings.append(
+            _manifest_finding(
+                "VAL-TSV-001",
+                None,
+                f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing from the header",
+            )
+        )
         return result
     if len(lines) == 1:
         result.findings.append(_manifest_finding("VAL-TSV-003", None))
@@ -110,12 +139,16 @@ def parse_manifest(data: bytes | str) -> _Manifest:
     for row, (number, line) in enumerate(lines[1:]):
         cells = line.split("\t")
         # Editors drop trailing empty cells, so short rows are padded; extra non-empty cells are not.
-        if len(cells) > len(header) and any(cell.strip() for cell in cells[len(header):]):
-            result.findings.append(_manifest_finding(
-                "VAL-TSV-002", row, f"line {number} has {len(cells)} fields; the header has {len(header)}"))
+        if len(cells) > len(header) and any(cell.strip() for cell in cells[len(header) :]):
+            result.findings.append(
+                _manifest_finding(
+                    "VAL-TSV-002", row, f"line {number} has {len(cells)} fields; the header has {len(header)}"
+                )
+            )
             continue
-        values = {column: (cells[i].strip() if i < len(cells) else "") for i, column in enumerate(header)
-                  if column}
+        values = {
+            column: (cells[i].strip() if i < len(cells) else "") for i, column in enumerate(header) if column
+        }
         sample, row_findings = _sample_from_row(values, row, number)
         result.findings.extend(row_findings)
         if sample is not None:
@@ -130,14 +163,20 @@ def missing_columns(header: list[str]) -> list[str]:
     least one input column."""
     fmt = daylily_format()
     present = set(header)
-    platform_inputs = {column for info in fmt.platforms.values() if info.fastq_prefix
-                       for column in fmt.fastq_columns(info.fastq_prefix)} | set(fmt.alignment_columns)
+    platform_inputs = {
+        column
+        for info in fmt.platforms.values()
+        if info.fastq_prefix
+        for column in fmt.fastq_columns(info.fastq_prefix)
+    } | set(fmt.alignment_columns)
     inputs = platform_inputs | set(fmt.fastq_columns(None))
     missing = [] if "SAMPLE_ID" in present else ["SAMPLE_ID"]
     if not present & {"SEQ_VENDOR", "SEQ_PLATFORM"} and not present & platform_inputs:
         missing.append("SEQ_VENDOR (or SEQ_PLATFORM)")
     if not present & inputs:
-        missing.append("an input column (R1_FQ/R2_FQ, ILMN_R1_FQ/ILMN_R2_FQ, ONT_R1_FQ, PB_BAM, ULTIMA_CRAM, ...)")
+        missing.append(
+            "an input column (R1_FQ/R2_FQ, ILMN_R1_FQ/ILMN_R2_FQ, ONT_R1_FQ, PB_BAM, ULTIMA_CRAM, ...)"
+        )
     return missing
 
 
@@ -146,8 +185,9 @@ def _input(values: Mapping[str, str], column: str) -> str | None:
     return None if value.lower() in _EMPTY_INPUT_MARKERS else value
 
 
-def _sample_from_row(values: Mapping[str, str], row: int,
-                     line: int) -> tuple[dict[str, object] | None, list[Finding]]:
+def _sample_from_row(
+    values: Mapping[str, str], row: int, line: int
+) -> tuple[dict[str, object] | None, list[Finding]]:
     fmt = daylily_format()
     sample_id = values.get("SAMPLE_ID", "")
     if not sample_id:
@@ -173,22 +213,31 @@ def _sample_from_row(values: Mapping[str, str], row: int,
 
     vendor, instrument = values.get("SEQ_VENDOR", ""), values.get("SEQ_PLATFORM", "")
     platform = (fmt.platform_for_vendor(vendor) if vendor else None) or (
-        fmt.platform_for_instrument(instrument) if instrument else None)
+        fmt.platform_for_instrument(instrument) if instrument else None
+    )
     if platform is None:
         # No usable vendor/instrument: a platform-specific input column still says what the data is.
         inferred = [p for p, _, _ in groups if p] + [str(a["platform"]) for a in alignments]
         platform = inferred[0] if inferred else None
     if platform is None:
-        return None, [_manifest_finding(
-            "VAL-TSV-005", row, f"line {line}: SEQ_VENDOR {vendor!r} / SEQ_PLATFORM {instrument!r} "
-                                "name no known platform and no platform-specific input column is filled")]
+        return None, [
+            _manifest_finding(
+                "VAL-TSV-005",
+                row,
+                f"line {line}: SEQ_VENDOR {vendor!r} / SEQ_PLATFORM {instrument!r} "
+                "name no known platform and no platform-specific input column is filled",
+            )
+        ]
 
     generic = next(((r1, r2) for p, r1, r2 in groups if p is None), None)
     specific = [(p, r1, r2) for p, r1, r2 in groups if p is not None]
     own = next(((r1, r2) for p, r1, r2 in specific if p == platform), None)
     if generic is not None and own is not None and generic != own:
-        return None, [_manifest_finding(
-            "VAL-TSV-007", row, f"line {line}: R1_FQ/R2_FQ and the {platform} FASTQ columns disagree")]
+        return None, [
+            _manifest_finding(
+                "VAL-TSV-007", row, f"line {line}: R1_FQ/R2_FQ and the {platform} FASTQ columns disagree"
+            )
+        ]
     primary = own or generic or (None, None)
     extra = [{"platform": p, "r1": r1, "r2": r2} for p, r1, r2 in specific if p != platform]
 
@@ -218,8 +267,15 @@ def _work_settings(work: Mapping[str, object]) -> tuple[dict[str, str], list[Fin
     known = {spelling for spellings in fmt.work_keys.values() for spelling in spellings}
     for key in work:
         if key not in known:
-            findings.append(finding("VAL-INPUT-007", key, f"unknown key {key!r} is ignored",
-                                    severity="warning", source=WORK_FILE))
+            findings.append(
+                finding(
+                    "VAL-INPUT-007",
+                    key,
+                    f"unknown key {key!r} is ignored",
+                    severity="warning",
+                    source=WORK_FILE,
+                )
+            )
     for canonical, spellings in fmt.work_keys.items():
         given: dict[str, str] = {}
         for spelling in spellings:
@@ -227,14 +283,25 @@ def _work_settings(work: Mapping[str, object]) -> tuple[dict[str, str], list[Fin
                 continue
             text = _scalar_text(work[spelling])
             if text is None:
-                findings.append(finding("VAL-TYPE-001", spelling, f"{spelling!r} must be text, not "
-                                        f"{type(work[spelling]).__name__}", source=WORK_FILE))
+                findings.append(
+                    finding(
+                        "VAL-TYPE-001",
+                        spelling,
+                        f"{spelling!r} must be text, not {type(work[spelling]).__name__}",
+                        source=WORK_FILE,
+                    )
+                )
             elif text:
                 given[spelling] = text
         if len(set(given.values())) > 1:
-            findings.append(finding("VAL-INPUT-008", canonical,
-                                    f"{' and '.join(given)} are the same setting with different values",
-                                    source=WORK_FILE))
+            findings.append(
+                finding(
+                    "VAL-INPUT-008",
+                    canonical,
+                    f"{' and '.join(given)} are the same setting with different values",
+                    source=WORK_FILE,
+                )
+            )
         elif given:
             settings[canonical] = next(iter(given.values()))
     return settings, findings
@@ -254,8 +321,14 @@ def is_work_file(document: Mapping[str, object]) -> bool:
     return bool(document) and set(document) <= known
 
 
-def import_daylily(work_yaml: bytes | str, manifest_tsv: bytes | str, info_yaml: bytes | str | None = None,
-                   *, tenant: str | None = None, default_name: str | None = None) -> ImportResult:
+def import_daylily(
+    work_yaml: bytes | str,
+    manifest_tsv: bytes | str,
+    info_yaml: bytes | str | None = None,
+    *,
+    tenant: str | None = None,
+    default_name: str | None = None,
+) -> ImportResult:
     """Import a Daylily workset from the contents of its files.
 
     `tenant` is the tenant the workset was submitted under (authoritative: a customer_id in
@@ -275,59 +348,102 @@ def import_daylily(work_yaml: bytes | str, manifest_tsv: bytes | str, info_yaml:
 
     info_export = raw.pop("export_uri", None)
     if info_export is not None and settings.get("export_uri") not in (None, info_export):
-        findings.append(finding("VAL-INPUT-008", "export_uri", "export_uri differs between daylily_work.yaml "
-                                "and daylily_info.yaml", source=INFO_FILE))
+        findings.append(
+            finding(
+                "VAL-INPUT-008",
+                "export_uri",
+                "export_uri differs between daylily_work.yaml and daylily_info.yaml",
+                source=INFO_FILE,
+            )
+        )
     raw["export_uri"] = settings.get("export_uri", info_export)
     raw.setdefault("name", default_name or settings.get("workdir_name"))
     raw["preferred_cluster"] = settings.get("cluster_name")
     raw["budget"] = settings.get("budget")
     daylily = raw.setdefault("daylily", {})
     assert isinstance(daylily, dict)
-    daylily.update({"day_clone_args": settings.get("day-clone"), "dy_r_args": settings.get("dy-r"),
-                    "workdir_name": settings.get("workdir_name"), "notes": settings.get("notes")})
+    daylily.update(
+        {
+            "day_clone_args": settings.get("day-clone"),
+            "dy_r_args": settings.get("dy-r"),
+            "workdir_name": settings.get("workdir_name"),
+            "notes": settings.get("notes"),
+        }
+    )
     if has_errors(findings):
         return ImportResult(spec=None, findings=findings)
     try:
         spec = WorksetSpec.model_validate({k: v for k, v in raw.items() if v is not None})
     except ValidationError as exc:
-        return ImportResult(spec=None, findings=[*findings, *findings_from_validation_error(
-            exc, sources=_FIELD_SOURCES)])
+        return ImportResult(
+            spec=None, findings=[*findings, *findings_from_validation_error(exc, sources=_FIELD_SOURCES)]
+        )
     return ImportResult(spec=spec, findings=findings)
 
 
-def _spec_fields_from_info(info: Mapping[str, object], manifest: _Manifest, *,
-                           tenant: str | None) -> tuple[dict[str, object], list[Finding]]:
+def _spec_fields_from_info(
+    info: Mapping[str, object], manifest: _Manifest, *, tenant: str | None
+) -> tuple[dict[str, object], list[Finding]]:
     findings: list[Finding] = []
     text: dict[str, str] = {}
     for key in info:
         if key not in _INFO_KNOWN_KEYS:
-            findings.append(finding("VAL-INPUT-007", key, f"unknown key {key!r} is ignored",
-                                    severity="warning", source=INFO_FILE))
+            findings.append(
+                finding(
+                    "VAL-INPUT-007",
+                    key,
+                    f"unknown key {key!r} is ignored",
+                    severity="warning",
+                    source=INFO_FILE,
+                )
+            )
     for key in _INFO_STRING_KEYS:
         value = info.get(key)
         if value is None:
             continue
         converted = _scalar_text(value)
         if converted is None:
-            findings.append(finding("VAL-TYPE-001", key, f"{key!r} must be text, not {type(value).__name__}",
-                                    source=INFO_FILE))
+            findings.append(
+                finding(
+                    "VAL-TYPE-001", key, f"{key!r} must be text, not {type(value).__name__}", source=INFO_FILE
+                )
+            )
         elif converted:
             text[key] = converted
 
     customer = text.get("customer_id")
     if tenant is not None and customer is not None and customer != tenant:
-        findings.append(finding("VAL-DAY-002", "tenant", f"customer_id {customer!r} does not match tenant "
-                                f"{tenant!r}", source=INFO_FILE))
+        findings.append(
+            finding(
+                "VAL-DAY-002",
+                "tenant",
+                f"customer_id {customer!r} does not match tenant {tenant!r}",
+                source=INFO_FILE,
+            )
+        )
     listed = info.get("sample_ids")
     if listed is not None:
         if not isinstance(listed, list):
-            findings.append(finding("VAL-TYPE-001", "sample_ids", "sample_ids must be a list",
-                                    severity="warning", source=INFO_FILE))
+            findings.append(
+                finding(
+                    "VAL-TYPE-001",
+                    "sample_ids",
+                    "sample_ids must be a list",
+                    severity="warning",
+                    source=INFO_FILE,
+                )
+            )
         else:
             missing = [str(s) for s in listed if str(s) not in manifest.sample_ids]
             if missing:
-                findings.append(finding("VAL-DAY-001", "sample_ids", "not in the manifest: "
-                                        + ", ".join(missing[:10]), source=INFO_FILE))
+                findings.append(
+                    finding(
+                        "VAL-DAY-001",
+                        "sample_ids",
+                        "not in the manifest: " + ", ".join(missing[:10]),
+                        source=INFO_FILE,
+                    )
+                )
 
     raw: dict[str, object] = {
         "tenant": tenant or customer,
@@ -335,8 +451,10 @@ def _spec_fields_from_info(info: Mapping[str, object], manifest: _Manifest, *,
         "reference_genome": text.get("reference_genome", "GRCh38"),
         "priority": text.get("priority"),
         "export_uri": text.get("export_uri"),
-        "daylily": {key: text.get(key) for key in ("workset_id", "s3_bucket", "s3_prefix", "created_at",
-                                                   "submitted_at")}
+        "daylily": {
+            key: text.get(key)
+            for key in ("workset_id", "s3_bucket", "s3_prefix", "created_at", "submitted_at")
+        }
         | {key: info.get(key) for key in ("enable_qc", "archive_results")},
     }
     if "workset_name" in text:
@@ -348,13 +466,21 @@ def _spec_fields_from_info(info: Mapping[str, object], manifest: _Manifest, *,
     stamen = info.get("stamen")
     if stamen is not None:
         if not isinstance(stamen, dict):
-            findings.append(finding("VAL-TYPE-001", "stamen", "the stamen section must be a mapping",
-                                    source=INFO_FILE))
+            findings.append(
+                finding("VAL-TYPE-001", "stamen", "the stamen section must be a mapping", source=INFO_FILE)
+            )
             stamen = {}
         for key in stamen:
             if key not in _STAMEN_KEYS:
-                findings.append(finding("VAL-INPUT-007", f"stamen.{key}", f"unknown key {key!r} is ignored",
-                                        severity="warning", source=INFO_FILE))
+                findings.append(
+                    finding(
+                        "VAL-INPUT-007",
+                        f"stamen.{key}",
+                        f"unknown key {key!r} is ignored",
+                        severity="warning",
+                        source=INFO_FILE,
+                    )
+                )
         for key in ("max_retries", "labels", "notifications", "max_cost_usd"):
             if stamen.get(key) is not None:
                 raw[key] = stamen[key]
@@ -364,15 +490,19 @@ def _spec_fields_from_info(info: Mapping[str, object], manifest: _Manifest, *,
     return raw, findings
 
 
-def _apply_stamen_samples(samples: list[dict[str, object]],
-                          stamen: Mapping[str, object]) -> tuple[list[dict[str, object]], list[Finding]]:
+def _apply_stamen_samples(
+    samples: list[dict[str, object]], stamen: Mapping[str, object]
+) -> tuple[list[dict[str, object]], list[Finding]]:
     """Unit ids and coverage written by `export_daylily` for specs whose ids were not derived."""
     findings: list[Finding] = []
     unit_ids = stamen.get("unit_ids")
     updated = [dict(sample) for sample in samples]
     if unit_ids is not None:
-        if isinstance(unit_ids, list) and len(unit_ids) == len(updated) and all(
-                isinstance(u, str) for u in unit_ids):
+        if (
+            isinstance(unit_ids, list)
+            and len(unit_ids) == len(updated)
+            and all(isinstance(u, str) for u in unit_ids)
+        ):
             for sample, unit_id in zip(updated, unit_ids, strict=True):
                 sample["id"] = unit_id
         else:
@@ -383,6 +513,12 @@ def _apply_stamen_samples(samples: list[dict[str, object]],
             if sample["id"] in coverage:
                 sample["coverage"] = coverage[sample["id"]]
     elif coverage is not None:
-        findings.append(finding("VAL-TYPE-001", "stamen.coverage", "stamen.coverage must map unit id to "
-                                "coverage", source=INFO_FILE))
+        findings.append(
+            finding(
+                "VAL-TYPE-001",
+                "stamen.coverage",
+                "stamen.coverage must map unit id to coverage",
+                source=INFO_FILE,
+            )
+        )
     return updated, findings

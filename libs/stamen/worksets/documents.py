@@ -38,15 +38,17 @@ def decode_text(data: bytes | str, *, limit: int, source: str | None) -> tuple[s
     """Bytes -> text, enforcing the size limit before decoding and accepting a UTF-8 byte order mark."""
     size = len(data.encode("utf-8", errors="surrogatepass")) if isinstance(data, str) else len(data)
     if size > limit:
-        return None, [finding("VAL-INPUT-002", "", f"input is {size} bytes; the limit is {limit} bytes",
-                              source=source)]
+        return None, [
+            finding("VAL-INPUT-002", "", f"input is {size} bytes; the limit is {limit} bytes", source=source)
+        ]
     if isinstance(data, str):
         return data, []
     try:
         return data.decode("utf-8-sig"), []
     except UnicodeDecodeError as exc:
-        return None, [finding("VAL-INPUT-001", "", f"input is not UTF-8 (byte {exc.start} is invalid)",
-                              source=source)]
+        return None, [
+            finding("VAL-INPUT-001", "", f"input is not UTF-8 (byte {exc.start} is invalid)", source=source)
+        ]
 
 
 # libyaml's parser when the wheel has it (5x faster on a 10,000-sample document); the constructor, where
@@ -88,9 +90,13 @@ class _DuplicateKey(Exception):
         self.key, self.line, self.first_line = key, line, first_line
 
     def finding(self, kind: str, source: str | None) -> Finding:
-        return finding("VAL-INPUT-009", self.key, f"line {self.line}: key {self.key!r} appears twice in the same "
-                       f"{kind} (first at line {self.first_line}); only one of the values can be meant",
-                       source=source)
+        return finding(
+            "VAL-INPUT-009",
+            self.key,
+            f"line {self.line}: key {self.key!r} appears twice in the same "
+            f"{kind} (first at line {self.first_line}); only one of the values can be meant",
+            source=source,
+        )
 
 
 def _plain(value: object) -> object:
@@ -124,21 +130,31 @@ def load_yaml_mapping(data: bytes | str, *, source: str | None) -> Parsed:
         return Parsed(findings=[duplicate.finding("mapping", source)])
     except yaml.MarkedYAMLError as exc:
         where = f" at line {exc.problem_mark.line + 1}" if exc.problem_mark is not None else ""
-        return Parsed(findings=[finding("VAL-INPUT-003", "", f"invalid YAML{where}: {exc.problem}",
-                                        source=source)])
+        return Parsed(
+            findings=[finding("VAL-INPUT-003", "", f"invalid YAML{where}: {exc.problem}", source=source)]
+        )
     except (yaml.YAMLError, ValueError, OverflowError) as exc:
         # ValueError/OverflowError: PyYAML's timestamp/int constructors on values like 2024-13-45.
-        return Parsed(findings=[finding("VAL-INPUT-003", "", f"invalid YAML: {str(exc)[:200]}",
-                                        source=source)])
+        return Parsed(
+            findings=[finding("VAL-INPUT-003", "", f"invalid YAML: {str(exc)[:200]}", source=source)]
+        )
     except RecursionError:
-        return Parsed(findings=[finding("VAL-INPUT-003", "", "invalid YAML: nested too deeply",
-                                        source=source)])
+        return Parsed(
+            findings=[finding("VAL-INPUT-003", "", "invalid YAML: nested too deeply", source=source)]
+        )
     if loaded is None:
         return Parsed(findings=[finding("VAL-INPUT-005", "", source=source)])
     if not isinstance(loaded, dict):
-        return Parsed(findings=[finding(
-            "VAL-INPUT-004", "", f"the top level is a {type(loaded).__name__}, not a mapping",
-            source=source)])
+        return Parsed(
+            findings=[
+                finding(
+                    "VAL-INPUT-004",
+                    "",
+                    f"the top level is a {type(loaded).__name__}, not a mapping",
+                    source=source,
+                )
+            ]
+        )
     plain = _plain(loaded)
     assert isinstance(plain, dict)
     return Parsed(value={str(k): v for k, v in plain.items()})
@@ -153,11 +169,21 @@ def load_json_mapping(data: bytes | str, *, source: str | None) -> Parsed:
     try:
         loaded = json.loads(text, object_pairs_hook=_unique_pairs)
     except json.JSONDecodeError as exc:
-        return Parsed(findings=[finding("VAL-INPUT-003", "", f"invalid JSON at line {exc.lineno}, column "
-                                        f"{exc.colno}: {exc.msg}", source=source,
-                                        fix="Fix the JSON syntax at the reported line and column.")])
+        return Parsed(
+            findings=[
+                finding(
+                    "VAL-INPUT-003",
+                    "",
+                    f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}",
+                    source=source,
+                    fix="Fix the JSON syntax at the reported line and column.",
+                )
+            ]
+        )
     except RecursionError:
-        return Parsed(findings=[finding("VAL-INPUT-003", "", "invalid JSON: nested too deeply", source=source)])
+        return Parsed(
+            findings=[finding("VAL-INPUT-003", "", "invalid JSON: nested too deeply", source=source)]
+        )
     except _DuplicateKey:
         return Parsed(findings=[_json_duplicate(text).finding("object", source)])
     return as_mapping(loaded, source=source)
@@ -199,8 +225,16 @@ def _json_duplicate(text: str) -> _DuplicateKey:
 def as_mapping(value: object, *, source: str | None) -> Parsed:
     """An already-parsed document (e.g. a JSON body) checked to be a string-keyed mapping."""
     if not isinstance(value, Mapping):
-        return Parsed(findings=[finding(
-            "VAL-INPUT-004", "", f"the top level is a {type(value).__name__}, not a mapping", source=source)])
+        return Parsed(
+            findings=[
+                finding(
+                    "VAL-INPUT-004",
+                    "",
+                    f"the top level is a {type(value).__name__}, not a mapping",
+                    source=source,
+                )
+            ]
+        )
     return Parsed(value={str(k): _plain(v) for k, v in value.items()})
 
 
@@ -218,8 +252,9 @@ _ERROR_CODES = {
 }
 
 
-def findings_from_validation_error(error: ValidationError, *,
-                                   sources: Mapping[str, str] | None = None) -> list[Finding]:
+def findings_from_validation_error(
+    error: ValidationError, *, sources: Mapping[str, str] | None = None
+) -> list[Finding]:
     """Required-field, type, range and allowed-value findings from the model's validation errors.
 
     `sources` maps a top-level spec field to the file it came from (for Daylily imports)."""

@@ -28,8 +28,11 @@ def import_form(data: bytes | str | Mapping[str, object], *, source: str | None 
     """Import a form submission: raw JSON/YAML text or bytes, or an already-decoded mapping.
 
     JSON is read with the YAML loader (JSON documents are YAML) so both arrive through one path."""
-    parsed = as_mapping(data, source=source) if isinstance(data, Mapping) else load_yaml_mapping(
-        data, source=source)
+    parsed = (
+        as_mapping(data, source=source)
+        if isinstance(data, Mapping)
+        else load_yaml_mapping(data, source=source)
+    )
     if parsed.value is None:
         return ImportResult(spec=None, findings=parsed.findings)
     try:

@@ -32,8 +32,10 @@ _MATE_TOKEN = re.compile(r"(?<=[._-])(R?)([12])(?=[._-])")
 _FASTQ_SUFFIXES = (".fastq", ".fq", ".fastq.gz", ".fq.gz", ".fastq.bz2", ".fq.bz2", ".fastq.zst", ".fq.zst")
 MAX_LABEL_VALUE = 256
 
-STORAGE_SKIPPED_NOTE = ("Storage checks were skipped (object existence, sizes, reference index files and "
-                        "content sniffing of the inputs): this report covers the submitted documents only.")
+STORAGE_SKIPPED_NOTE = (
+    "Storage checks were skipped (object existence, sizes, reference index files and "
+    "content sniffing of the inputs): this report covers the submitted documents only."
+)
 
 Rule = Callable[[WorksetSpec], list[Finding]]
 
@@ -46,7 +48,9 @@ def check_identifiers(spec: WorksetSpec) -> list[Finding]:
         results.append(finding("VAL-ID-002", "tenant", f"tenant {spec.tenant!r} is not allowed"))
     for i, sample in enumerate(spec.samples):
         if not _NAME_PATTERN.fullmatch(sample.id):
-            results.append(finding("VAL-ID-003", f"samples[{i}].id", f"sample id {sample.id!r} is not allowed"))
+            results.append(
+                finding("VAL-ID-003", f"samples[{i}].id", f"sample id {sample.id!r} is not allowed")
+            )
     return results
 
 
@@ -58,19 +62,32 @@ def traverses(value: str) -> bool:
 def check_no_path_traversal(spec: WorksetSpec) -> list[Finding]:
     """Identifiers end up in paths (work folders, staged file names, Daylily's day-clone -d): none may hold
     '..' or a path separator."""
-    named: list[tuple[str, str | None]] = [("name", spec.name), ("daylily.workdir_name", spec.daylily.workdir_name),
-                                           ("daylily.workset_id", spec.daylily.workset_id)]
+    named: list[tuple[str, str | None]] = [
+        ("name", spec.name),
+        ("daylily.workdir_name", spec.daylily.workdir_name),
+        ("daylily.workset_id", spec.daylily.workset_id),
+    ]
     for i, sample in enumerate(spec.samples):
-        named += [(f"samples[{i}].{key}", getattr(sample, key))
-                  for key in ("id", "sample_id", "run_id", "experiment_id", "lane")]
-    return [finding("VAL-ID-005", path, f"{value!r} holds '..' or a path separator") for path, value in named
-            if value is not None and traverses(value)]
+        named += [
+            (f"samples[{i}].{key}", getattr(sample, key))
+            for key in ("id", "sample_id", "run_id", "experiment_id", "lane")
+        ]
+    return [
+        finding("VAL-ID-005", path, f"{value!r} holds '..' or a path separator")
+        for path, value in named
+        if value is not None and traverses(value)
+    ]
 
 
 def check_samples_present(spec: WorksetSpec) -> list[Finding]:
     if len(spec.samples) > MAX_SAMPLES:
-        return [finding("VAL-RANGE-002", "samples", f"{len(spec.samples)} sample units; a workset holds at most "
-                        f"{MAX_SAMPLES}")]
+        return [
+            finding(
+                "VAL-RANGE-002",
+                "samples",
+                f"{len(spec.samples)} sample units; a workset holds at most {MAX_SAMPLES}",
+            )
+        ]
     return [] if spec.samples else [finding("VAL-REQ-002", "samples")]
 
 
@@ -79,8 +96,13 @@ def check_unique_sample_ids(spec: WorksetSpec) -> list[Finding]:
     results: list[Finding] = []
     for i, sample in enumerate(spec.samples):
         if sample.id in first_seen:
-            results.append(finding("VAL-ID-004", f"samples[{i}].id",
-                                   f"sample id {sample.id!r} is also used by samples[{first_seen[sample.id]}]"))
+            results.append(
+                finding(
+                    "VAL-ID-004",
+                    f"samples[{i}].id",
+                    f"sample id {sample.id!r} is also used by samples[{first_seen[sample.id]}]",
+                )
+            )
         else:
             first_seen[sample.id] = i
     return results
@@ -91,8 +113,13 @@ def check_reference(spec: WorksetSpec) -> list[Finding]:
     if spec.reference_genome in registry.genomes:
         return []
     known = ", ".join(f"{key} ({'/'.join(g.aliases[:2])})" for key, g in registry.genomes.items())
-    return [finding("VAL-REF-001", "reference_genome",
-                    f"reference genome {spec.reference_genome!r} is unknown; known: {known}")]
+    return [
+        finding(
+            "VAL-REF-001",
+            "reference_genome",
+            f"reference genome {spec.reference_genome!r} is unknown; known: {known}",
+        )
+    ]
 
 
 def _mate_key(uri: str) -> tuple[str, str] | None:
@@ -102,7 +129,7 @@ def _mate_key(uri: str) -> tuple[str, str] | None:
     if not matches:
         return None
     last = matches[-1]
-    return name[: last.start()] + last.group(1) + "#" + name[last.end():], last.group(2)
+    return name[: last.start()] + last.group(1) + "#" + name[last.end() :], last.group(2)
 
 
 def _pair_findings(r1: str | None, r2: str | None, platform: str, path: str) -> list[Finding]:
@@ -110,7 +137,9 @@ def _pair_findings(r1: str | None, r2: str | None, platform: str, path: str) -> 
         return [finding("VAL-PAIR-001", f"{path}.r1", f"{path}.r2 is set but {path}.r1 is missing")]
     if r1 and not r2:
         if daylily_format().platforms[platform].paired:
-            return [finding("VAL-PAIR-002", f"{path}.r2", f"{platform} is paired-end but {path}.r2 is missing")]
+            return [
+                finding("VAL-PAIR-002", f"{path}.r2", f"{platform} is paired-end but {path}.r2 is missing")
+            ]
         return []
     if not (r1 and r2):
         return []
@@ -122,8 +151,13 @@ def _pair_findings(r1: str | None, r2: str | None, platform: str, path: str) -> 
     if key1[1] == "2" and key2[1] == "1":
         return [finding("VAL-PAIR-004", f"{path}.r1", "r1 looks like an R2 file and r2 like an R1 file")]
     if key1[0] != key2[0]:
-        return [finding("VAL-PAIR-004", f"{path}.r2", f"{posixpath.basename(r2)} does not look like the "
-                        f"mate of {posixpath.basename(r1)}")]
+        return [
+            finding(
+                "VAL-PAIR-004",
+                f"{path}.r2",
+                f"{posixpath.basename(r2)} does not look like the mate of {posixpath.basename(r1)}",
+            )
+        ]
     return []
 
 
@@ -141,10 +175,17 @@ def check_inputs_present(spec: WorksetSpec) -> list[Finding]:
     for i, sample in enumerate(spec.samples):
         has_fastq = bool(sample.r1 or sample.r2 or any(p.r1 or p.r2 for p in sample.extra_fastq))
         if not has_fastq and not sample.alignments:
-            results.append(finding("VAL-SAMPLE-001", f"samples[{i}]", f"sample {sample.id!r} has no input files"))
+            results.append(
+                finding("VAL-SAMPLE-001", f"samples[{i}]", f"sample {sample.id!r} has no input files")
+            )
         elif spec.pipeline == "fastq-qc" and not has_fastq:
-            results.append(finding("VAL-PIPE-001", f"samples[{i}]",
-                                   f"sample {sample.id!r} has only CRAM/BAM input; fastq-qc needs FASTQ"))
+            results.append(
+                finding(
+                    "VAL-PIPE-001",
+                    f"samples[{i}]",
+                    f"sample {sample.id!r} has only CRAM/BAM input; fastq-qc needs FASTQ",
+                )
+            )
     return results
 
 
@@ -156,7 +197,7 @@ def check_s3_uri(uri: str, path: str, *, needs_key: bool) -> list[Finding]:
         return [finding("VAL-URI-005", path, f"{uri!r} contains whitespace")]
     if not uri.startswith("s3://"):
         return [finding("VAL-URI-001", path, f"{uri} is not an s3:// URI")]
-    bucket, _, key = uri[len("s3://"):].partition("/")
+    bucket, _, key = uri[len("s3://") :].partition("/")
     if not valid_bucket_name(bucket):
         return [finding("VAL-URI-002", path, f"bucket {bucket!r} in {uri} is not a valid S3 bucket name")]
     if needs_key and (not key or key.endswith("/")):
@@ -185,8 +226,13 @@ def check_uris(spec: WorksetSpec) -> list[Finding]:
         problems = check_s3_uri(uri, path, needs_key=True)
         results.extend(problems)
         if not problems and not _has_format_suffix(uri, fmt):
-            results.append(finding("VAL-SAMPLE-002", path, f"{posixpath.basename(uri)} does not look like a "
-                                   f"{fmt.upper()} file name"))
+            results.append(
+                finding(
+                    "VAL-SAMPLE-002",
+                    path,
+                    f"{posixpath.basename(uri)} does not look like a {fmt.upper()} file name",
+                )
+            )
     if spec.export_uri is None:
         results.append(finding("VAL-REQ-003", "export_uri"))
     else:
@@ -205,8 +251,13 @@ def check_labels(spec: WorksetSpec) -> list[Finding]:
         if not _LABEL_KEY_PATTERN.fullmatch(key):
             results.append(finding("VAL-LABEL-001", f"labels.{key}", f"label key {key!r} is not allowed"))
         if len(value) > MAX_LABEL_VALUE or "\n" in value or "\r" in value:
-            results.append(finding("VAL-LABEL-002", f"labels.{key}", f"label {key!r} has a value that is too "
-                                   f"long or spans lines"))
+            results.append(
+                finding(
+                    "VAL-LABEL-002",
+                    f"labels.{key}",
+                    f"label {key!r} has a value that is too long or spans lines",
+                )
+            )
     return results
 
 
@@ -214,18 +265,27 @@ def check_notifications(spec: WorksetSpec) -> list[Finding]:
     results: list[Finding] = []
     for i, email in enumerate(spec.notifications.emails):
         if not _EMAIL_PATTERN.fullmatch(email):
-            results.append(finding("VAL-NOTIFY-001", f"notifications.emails[{i}]", f"{email!r} is not an "
-                                   "e-mail address"))
+            results.append(
+                finding("VAL-NOTIFY-001", f"notifications.emails[{i}]", f"{email!r} is not an e-mail address")
+            )
     webhook = spec.notifications.webhook_url
     if webhook is not None and not re.fullmatch(r"https://[^\s/]+(/\S*)?", webhook):
         results.append(finding("VAL-NOTIFY-002", "notifications.webhook_url", f"{webhook!r} is not https://"))
     return results
 
 
-RULES: tuple[Rule, ...] = (check_samples_present, check_identifiers, check_no_path_traversal,
-                           check_unique_sample_ids, check_reference,
-                           check_inputs_present, check_read_pairing, check_uris, check_labels,
-                           check_notifications)
+RULES: tuple[Rule, ...] = (
+    check_samples_present,
+    check_identifiers,
+    check_no_path_traversal,
+    check_unique_sample_ids,
+    check_reference,
+    check_inputs_present,
+    check_read_pairing,
+    check_uris,
+    check_labels,
+    check_notifications,
+)
 
 
 class ValidationReport(BaseModel):
@@ -243,9 +303,15 @@ class ValidationReport(BaseModel):
         return not has_errors(self.findings)
 
 
-def validate_spec(spec: WorksetSpec | None, *, strict: bool = False, dry_run: bool = True,
-                  prior_findings: Iterable[Finding] = (), storage_findings: Sequence[Finding] | None = None,
-                  estimate: CostEstimate | None = None) -> ValidationReport:
+def validate_spec(
+    spec: WorksetSpec | None,
+    *,
+    strict: bool = False,
+    dry_run: bool = True,
+    prior_findings: Iterable[Finding] = (),
+    storage_findings: Sequence[Finding] | None = None,
+    estimate: CostEstimate | None = None,
+) -> ValidationReport:
     """Run every rule over `spec` and assemble the report.
 
     `prior_findings` are the importer's; `storage_findings` come from the (impure) storage checks, and
@@ -255,11 +321,25 @@ def validate_spec(spec: WorksetSpec | None, *, strict: bool = False, dry_run: bo
     if spec is not None:
         for rule in RULES:
             findings.extend(rule(spec))
-        if estimate is not None and spec.max_cost_usd is not None and estimate.cost_usd_median > spec.max_cost_usd:
-            findings.append(finding("VAL-COST-001", "max_cost_usd", f"median estimate "
-                                    f"${estimate.cost_usd_median:.2f} exceeds max_cost_usd "
-                                    f"${spec.max_cost_usd:.2f}"))
+        if (
+            estimate is not None
+            and spec.max_cost_usd is not None
+            and estimate.cost_usd_median > spec.max_cost_usd
+        ):
+            findings.append(
+                finding(
+                    "VAL-COST-001",
+                    "max_cost_usd",
+                    f"median estimate "
+                    f"${estimate.cost_usd_median:.2f} exceeds max_cost_usd "
+                    f"${spec.max_cost_usd:.2f}",
+                )
+            )
     findings.extend(storage_findings or ())
-    return ValidationReport(findings=escalate(findings) if strict else findings, strict=strict,
-                            dry_run=dry_run, note=STORAGE_SKIPPED_NOTE if storage_findings is None else None,
-                            estimate=estimate)
+    return ValidationReport(
+        findings=escalate(findings) if strict else findings,
+        strict=strict,
+        dry_run=dry_run,
+        note=STORAGE_SKIPPED_NOTE if storage_findings is None else None,
+        estimate=estimate,
+    )

@@ -75,17 +75,19 @@ def _inflate(data: bytes, *, whole_object: bool, path: str) -> _Inflated:
         if not data[position:].strip(b"\x00"):
             result.complete = True  # every member ended; zero padding after the last one is harmless
             break
-        if data[position:position + 2] != GZIP_MAGIC:
-            result.findings.append(finding("SNF-GZ-002", path, f"bytes at offset {position} are not a "
-                                           "gzip member"))
+        if data[position : position + 2] != GZIP_MAGIC:
+            result.findings.append(
+                finding("SNF-GZ-002", path, f"bytes at offset {position} are not a gzip member")
+            )
             break
         inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
         member = data[position:]
         try:
             chunk = inflater.decompress(member, MAX_INFLATED_BYTES - produced)
         except zlib.error as exc:
-            result.findings.append(finding("SNF-GZ-002", path, f"gzip data at offset {position} is corrupt: "
-                                           f"{exc}"))
+            result.findings.append(
+                finding("SNF-GZ-002", path, f"gzip data at offset {position} is corrupt: {exc}")
+            )
             break
         chunks.append(chunk)
         produced += len(chunk)
@@ -94,8 +96,9 @@ def _inflate(data: bytes, *, whole_object: bool, path: str) -> _Inflated:
         if not inflater.eof:
             # Input used up mid-stream: the normal end of a sample, a truncated upload for a whole object.
             if whole_object and not inflater.unconsumed_tail:
-                result.findings.append(finding("SNF-GZ-003", path, "the object ends in the middle of a gzip "
-                                               "stream"))
+                result.findings.append(
+                    finding("SNF-GZ-003", path, "the object ends in the middle of a gzip stream")
+                )
             break
         position += used
     result.payload = b"".join(chunks)
@@ -108,22 +111,32 @@ def _read_name(header: bytes) -> str:
     return name[:-2] if name.endswith(("/1", "/2")) else name
 
 
-def _check_fastq(text: bytes, *, complete: bool, path: str) -> tuple[dict[str, float | int], list[str],
-                                                                     list[Finding]]:
+def _check_fastq(
+    text: bytes, *, complete: bool, path: str
+) -> tuple[dict[str, float | int], list[str], list[Finding]]:
     findings: list[Finding] = []
     names: list[str] = []
     if not text:
-        return {}, names, [finding("SNF-FQ-006", path, "the object is empty", severity="error" if complete
-                                   else "warning")]
+        return (
+            {},
+            names,
+            [finding("SNF-FQ-006", path, "the object is empty", severity="error" if complete else "warning")],
+        )
     kind = content_kind(text)
     if kind not in ("fastq", "unknown"):
         return {}, names, [finding("SNF-FMT-002", path, f"named as FASTQ, but the content is {kind}")]
     if any(byte not in _PRINTABLE for byte in text[:4096].replace(b"\n", b"").replace(b"\r", b"")):
         return {}, names, [finding("SNF-FQ-007", path)]
     if b"\r\n" in text[:4096]:
-        findings.append(finding("SNF-FQ-008", path, "the FASTQ has Windows (CRLF) line endings; stamen's fastq-qc "
-                                "and bwa-mem2 (Daylily's aligner) read them, tools that keep the '\\r' in sequence "
-                                "and quality do not"))
+        findings.append(
+            finding(
+                "SNF-FQ-008",
+                path,
+                "the FASTQ has Windows (CRLF) line endings; stamen's fastq-qc "
+                "and bwa-mem2 (Daylily's aligner) read them, tools that keep the '\\r' in sequence "
+                "and quality do not",
+            )
+        )
     lines = text.split(b"\n")
     if not complete:
         lines = lines[:-1]  # the last line may be cut off by the end of the sample
@@ -142,7 +155,9 @@ def _check_fastq(text: bytes, *, complete: bool, path: str) -> tuple[dict[str, f
     reads = bases = record_bytes = 0
     lowest, highest, qualities = 255, 0, 0
     for record in range(min(len(lines) // 4, MAX_RECORDS)):
-        header, sequence, separator, quality = (line.rstrip(b"\r") for line in lines[4 * record:4 * record + 4])
+        header, sequence, separator, quality = (
+            line.rstrip(b"\r") for line in lines[4 * record : 4 * record + 4]
+        )
         if not header.startswith(b"@"):
             report("SNF-FQ-001", record, "header line does not start with '@'")
             break
@@ -156,16 +171,26 @@ def _check_fastq(text: bytes, *, complete: bool, path: str) -> tuple[dict[str, f
         if quality and (min(quality) < 33 or max(quality) > 126):
             report("SNF-FQ-004", record, "quality characters outside '!'..'~'")
         if quality:
-            lowest, highest, qualities = min(lowest, min(quality)), max(highest, max(quality)), qualities + len(quality)
+            lowest, highest, qualities = (
+                min(lowest, min(quality)),
+                max(highest, max(quality)),
+                qualities + len(quality),
+            )
         if len(names) < READ_NAMES_KEPT:
             names.append(_read_name(header))
         reads += 1
         bases += len(sequence)
-        record_bytes += sum(len(line) + 1 for line in lines[4 * record:4 * record + 4])
+        record_bytes += sum(len(line) + 1 for line in lines[4 * record : 4 * record + 4])
     if qualities >= _PHRED64_EVIDENCE and lowest >= _PHRED64_MIN and _PHRED33_TOP < highest <= _PHRED64_MAX:
-        findings.append(finding("SNF-FQ-009", path, f"qualities range {chr(lowest)!r}..{chr(highest)!r} (ASCII "
-                                f"{lowest}-{highest}) over {reads} reads: Phred+64 (Illumina 1.3-1.7 / Solexa), "
-                                "which would be read as impossibly high Phred+33 qualities"))
+        findings.append(
+            finding(
+                "SNF-FQ-009",
+                path,
+                f"qualities range {chr(lowest)!r}..{chr(highest)!r} (ASCII "
+                f"{lowest}-{highest}) over {reads} reads: Phred+64 (Illumina 1.3-1.7 / Solexa), "
+                "which would be read as impossibly high Phred+33 qualities",
+            )
+        )
     if reads == 0 and not findings:
         report("SNF-FQ-006", 0, "no complete 4-line record in the sampled bytes")
         if not complete:
@@ -178,8 +203,9 @@ def _check_fastq(text: bytes, *, complete: bool, path: str) -> tuple[dict[str, f
     return stats, names, findings
 
 
-def sniff_fastq(data: bytes, *, object_size: int | None = None, field: str = "",
-                named_gzip: bool | None = None) -> SniffResult:
+def sniff_fastq(
+    data: bytes, *, object_size: int | None = None, field: str = "", named_gzip: bool | None = None
+) -> SniffResult:
     """Sniff the first bytes of a FASTQ object (gzip/BGZF or plain).
 
     `object_size` (when known) tells whether `data` is the whole object; `named_gzip` whether the
@@ -190,8 +216,13 @@ def sniff_fastq(data: bytes, *, object_size: int | None = None, field: str = "",
     if named_gzip and not is_gzip:
         kind = content_kind(data)
         if kind not in ("fastq", "unknown"):
-            return SniffResult(format="fastq", sample_bytes=len(data), findings=[finding(
-                "SNF-FMT-002", field, f"named as gzipped FASTQ, but the content is {kind}")])
+            return SniffResult(
+                format="fastq",
+                sample_bytes=len(data),
+                findings=[
+                    finding("SNF-FMT-002", field, f"named as gzipped FASTQ, but the content is {kind}")
+                ],
+            )
         findings.append(finding("SNF-GZ-001", field, "named .gz but the content has no gzip magic"))
     ratio: float | None = None
     text = data
@@ -202,9 +233,16 @@ def sniff_fastq(data: bytes, *, object_size: int | None = None, field: str = "",
         if any(f.code == "SNF-GZ-002" for f in inflated.findings):
             return SniffResult(format="fastq", gzip=True, sample_bytes=len(data), findings=findings)
         if inflated.payload.startswith(BAM_MAGIC):  # BGZF too: tell it by what it holds
-            return SniffResult(format="fastq", gzip=True, sample_bytes=len(data), bgzf=is_bgzf(data),
-                               findings=[*findings, finding("SNF-FMT-002", field, "named as FASTQ, but the content "
-                                                            "is BAM (aligned reads)")])
+            return SniffResult(
+                format="fastq",
+                gzip=True,
+                sample_bytes=len(data),
+                bgzf=is_bgzf(data),
+                findings=[
+                    *findings,
+                    finding("SNF-FMT-002", field, "named as FASTQ, but the content is BAM (aligned reads)"),
+                ],
+            )
         if not inflated.payload:
             findings.append(finding("SNF-GZ-004", field, f"{len(data)} bytes decompressed to nothing"))
             return SniffResult(format="fastq", gzip=True, sample_bytes=len(data), findings=findings)
@@ -214,45 +252,73 @@ def sniff_fastq(data: bytes, *, object_size: int | None = None, field: str = "",
     stats, names, fastq_findings = _check_fastq(text, complete=complete, path=field)
     findings.extend(fastq_findings)
     return SniffResult(
-        format="fastq", gzip=is_gzip, sample_bytes=len(data), compression_ratio=ratio,
-        reads_sampled=int(stats.get("reads", 0)), mean_read_length=stats.get("mean_read_length"),
-        text_bytes_per_base=stats.get("text_bytes_per_base"), read_names=names, bgzf=is_gzip and is_bgzf(data),
-        findings=findings)
+        format="fastq",
+        gzip=is_gzip,
+        sample_bytes=len(data),
+        compression_ratio=ratio,
+        reads_sampled=int(stats.get("reads", 0)),
+        mean_read_length=stats.get("mean_read_length"),
+        text_bytes_per_base=stats.get("text_bytes_per_base"),
+        read_names=names,
+        bgzf=is_gzip and is_bgzf(data),
+        findings=findings,
+    )
 
 
 def sniff_cram(data: bytes, *, field: str = "") -> SniffResult:
     findings: list[Finding] = []
     if not data.startswith(CRAM_MAGIC):
         kind = content_kind(data)
-        findings.append(finding("SNF-FMT-002", field, f"named as CRAM, but the content is {kind}")
-                        if kind != "unknown" else
-                        finding("SNF-CRAM-001", field, f"starts with {data[:4]!r}, not b'CRAM'"))
+        findings.append(
+            finding("SNF-FMT-002", field, f"named as CRAM, but the content is {kind}")
+            if kind != "unknown"
+            else finding("SNF-CRAM-001", field, f"starts with {data[:4]!r}, not b'CRAM'")
+        )
     elif len(data) > 4 and data[4] < 3:
-        findings.append(finding("SNF-CRAM-002", field, f"CRAM version {data[4]}.{data[5] if len(data) > 5 else 0}"))
+        findings.append(
+            finding("SNF-CRAM-002", field, f"CRAM version {data[4]}.{data[5] if len(data) > 5 else 0}")
+        )
     return SniffResult(format="cram", sample_bytes=len(data), findings=findings)
 
 
 def sniff_bam(data: bytes, *, object_size: int | None = None, field: str = "") -> SniffResult:
     if not data.startswith(GZIP_MAGIC):
         kind = content_kind(data)
-        return SniffResult(format="bam", sample_bytes=len(data), findings=[
-            finding("SNF-FMT-002", field, f"named as BAM, but the content is {kind}")
-            if kind not in ("unknown", "BAM (aligned reads)") else finding("SNF-BAM-001", field)])
+        return SniffResult(
+            format="bam",
+            sample_bytes=len(data),
+            findings=[
+                finding("SNF-FMT-002", field, f"named as BAM, but the content is {kind}")
+                if kind not in ("unknown", "BAM (aligned reads)")
+                else finding("SNF-BAM-001", field)
+            ],
+        )
     whole = object_size is not None and len(data) >= object_size
     inflated = _inflate(data, whole_object=whole, path=field)
     findings = list(inflated.findings)
     if not findings:
         if len(inflated.payload) < len(BAM_MAGIC):
-            findings.append(finding("SNF-GZ-004", field, f"{len(data)} bytes decompressed to "
-                                    f"{len(inflated.payload)} bytes"))
+            findings.append(
+                finding(
+                    "SNF-GZ-004", field, f"{len(data)} bytes decompressed to {len(inflated.payload)} bytes"
+                )
+            )
         elif not inflated.payload.startswith(BAM_MAGIC):
             kind = content_kind(inflated.payload)
-            findings.append(finding("SNF-FMT-002", field, f"named as BAM, but the content is gzipped {kind}")
-                            if kind != "unknown" else
-                            finding("SNF-BAM-002", field, f"decompressed data starts with {inflated.payload[:4]!r}"))
+            findings.append(
+                finding("SNF-FMT-002", field, f"named as BAM, but the content is gzipped {kind}")
+                if kind != "unknown"
+                else finding("SNF-BAM-002", field, f"decompressed data starts with {inflated.payload[:4]!r}")
+            )
     ratio = len(inflated.payload) / inflated.consumed if inflated.consumed else None
-    return SniffResult(format="bam", gzip=True, sample_bytes=len(data), compression_ratio=ratio,
-                       bgzf=is_bgzf(data), findings=findings)
+    return SniffResult(
+        format="bam",
+        gzip=True,
+        sample_bytes=len(data),
+        compression_ratio=ratio,
+        bgzf=is_bgzf(data),
+        findings=findings,
+    )
 
 
 def sniff_object(uri: str, data: bytes, *, object_size: int | None = None, field: str = "") -> SniffResult:
@@ -265,8 +331,11 @@ def sniff_object(uri: str, data: bytes, *, object_size: int | None = None, field
     stem = name.removesuffix(".gz")
     if stem.endswith((".fastq", ".fq")):
         return sniff_fastq(data, object_size=object_size, field=field, named_gzip=name.endswith(".gz"))
-    return SniffResult(format="unknown", sample_bytes=len(data), findings=[finding(
-        "SNF-FMT-001", field, f"cannot tell the format of {uri.rsplit('/', 1)[-1]}")])
+    return SniffResult(
+        format="unknown",
+        sample_bytes=len(data),
+        findings=[finding("SNF-FMT-001", field, f"cannot tell the format of {uri.rsplit('/', 1)[-1]}")],
+    )
 
 
 def check_read_pairs(r1: SniffResult, r2: SniffResult, *, field: str = "") -> list[Finding]:
@@ -303,9 +372,9 @@ def is_bgzf(data: bytes) -> bool:
 
 
 def _bgzf_block_size(data: bytes, at: int) -> int | None:
-    if data[at:at + 4] != _BGZF_HEADER or data[at + 12:at + 16] != b"BC\x02\x00":
+    if data[at : at + 4] != _BGZF_HEADER or data[at + 12 : at + 16] != b"BC\x02\x00":
         return None
-    return int.from_bytes(data[at + 16:at + 18], "little") + 1
+    return int.from_bytes(data[at + 16 : at + 18], "little") + 1
 
 
 @dataclass(frozen=True)
@@ -321,8 +390,15 @@ def check_gzip_end(tail: bytes, *, object_size: int, bgzf: bool, ratio: float | 
     if bgzf:
         return EndCheck(_bgzf_end(tail, start=start, object_size=object_size, field=field))
     if len(tail) < 18:
-        return EndCheck([finding("SNF-GZ-003", field, f"the object is {object_size} bytes: too short for a gzip "
-                                 "member and its trailer")])
+        return EndCheck(
+            [
+                finding(
+                    "SNF-GZ-003",
+                    field,
+                    f"the object is {object_size} bytes: too short for a gzip member and its trailer",
+                )
+            ]
+        )
     isize = int.from_bytes(tail[-4:], "little")  # uncompressed length of the last member, modulo 2**32
     expected = object_size * ratio if ratio else None
     if expected is None or expected >= 2**31 or not expected / 4 <= isize <= expected * 4:
@@ -344,22 +420,42 @@ def _bgzf_end(tail: bytes, *, start: int, object_size: int, field: str) -> list[
     if at < 0 or size is None:
         if has_eof:
             return []
-        return [finding("SNF-GZ-003", field, f"no BGZF block ends within the last {len(tail)} bytes and there is no "
-                        f"BGZF end-of-file marker: the object is cut short (it is {object_size} bytes)")]
+        return [
+            finding(
+                "SNF-GZ-003",
+                field,
+                f"no BGZF block ends within the last {len(tail)} bytes and there is no "
+                f"BGZF end-of-file marker: the object is cut short (it is {object_size} bytes)",
+            )
+        ]
     if at + size > body_end:
-        return [finding("SNF-GZ-003", field, f"the object ends at byte {object_size}, inside the BGZF block that "
-                        f"starts at byte {start + at} and is {size} bytes long: its last {at + size - body_end} bytes "
-                        "are missing, and so is the BGZF end-of-file marker")]
+        return [
+            finding(
+                "SNF-GZ-003",
+                field,
+                f"the object ends at byte {object_size}, inside the BGZF block that "
+                f"starts at byte {start + at} and is {size} bytes long: its last {at + size - body_end} bytes "
+                "are missing, and so is the BGZF end-of-file marker",
+            )
+        ]
     inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
     try:
-        inflater.decompress(tail[at:at + size])
+        inflater.decompress(tail[at : at + size])
     except zlib.error as exc:
         return [finding("SNF-GZ-002", field, f"the last BGZF block (byte {start + at}) is corrupt: {exc}")]
     if not inflater.eof:
-        return [finding("SNF-GZ-002", field, f"the last BGZF block (byte {start + at}) does not end its stream")]
+        return [
+            finding("SNF-GZ-002", field, f"the last BGZF block (byte {start + at}) does not end its stream")
+        ]
     if not has_eof:
-        return [finding("SNF-GZ-005", field, f"the last BGZF block ends at byte {object_size} but the BGZF "
-                        "end-of-file marker that bgzip writes is missing")]
+        return [
+            finding(
+                "SNF-GZ-005",
+                field,
+                f"the last BGZF block ends at byte {object_size} but the BGZF "
+                "end-of-file marker that bgzip writes is missing",
+            )
+        ]
     return []
 
 
@@ -385,19 +481,28 @@ class GzipStreamCheck:
                     self._offset += len(data)  # zero padding after the last member is harmless
                     return
                 if data[:2] != GZIP_MAGIC[: len(data[:2])]:
-                    self.findings.append(finding("SNF-GZ-002", self._field, f"bytes at offset {self._offset} are "
-                                                 "not a gzip member"))
+                    self.findings.append(
+                        finding(
+                            "SNF-GZ-002", self._field, f"bytes at offset {self._offset} are not a gzip member"
+                        )
+                    )
                     return
                 self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
                 self._member_start = self._offset
             try:
                 self._produced += len(self._inflater.decompress(data, self.CHUNK_OUT))
                 while self._inflater.unconsumed_tail and not self._inflater.eof:
-                    self._produced += len(self._inflater.decompress(self._inflater.unconsumed_tail,
-                                                                    self.CHUNK_OUT))
+                    self._produced += len(
+                        self._inflater.decompress(self._inflater.unconsumed_tail, self.CHUNK_OUT)
+                    )
             except zlib.error as exc:
-                self.findings.append(finding("SNF-GZ-002", self._field, f"the gzip member that starts at byte "
-                                             f"{self._member_start} is corrupt: {exc}"))
+                self.findings.append(
+                    finding(
+                        "SNF-GZ-002",
+                        self._field,
+                        f"the gzip member that starts at byte {self._member_start} is corrupt: {exc}",
+                    )
+                )
                 return
             if self._inflater.eof:
                 rest = self._inflater.unused_data
@@ -410,7 +515,13 @@ class GzipStreamCheck:
 
     def finish(self, object_size: int) -> list[Finding]:
         if not self.findings and self._inflater is not None:
-            self.findings.append(finding("SNF-GZ-003", self._field, f"the object ends at byte {object_size} in the "
-                                         f"middle of the gzip member that starts at byte {self._member_start} "
-                                         f"(no trailer; {self._produced} bytes decompressed before the end)"))
+            self.findings.append(
+                finding(
+                    "SNF-GZ-003",
+                    self._field,
+                    f"the object ends at byte {object_size} in the "
+                    f"middle of the gzip member that starts at byte {self._member_start} "
+                    f"(no trailer; {self._produced} bytes decompressed before the end)",
+                )
+            )
         return self.findings

@@ -24,8 +24,9 @@ NotificationEvent = Literal["submitted", "started", "complete", "error", "cancel
 def _not_a_boolean(value: object) -> object:
     # `true` is not 1 here: Python's bool is an int, so without this `max_retries: true` would read as 1.
     if isinstance(value, bool):
-        raise PydanticCustomError("VAL-TYPE-001", "{value} is a boolean; give a number",
-                                  {"value": str(value).lower()})
+        raise PydanticCustomError(
+            "VAL-TYPE-001", "{value} is a boolean; give a number", {"value": str(value).lower()}
+        )
     return value
 
 
@@ -73,24 +74,28 @@ class FastqPair(_SpecModel):
 class Sample(_SpecModel):
     """One sample unit: one library on one run/lane. Several units may share a biological sample_id."""
 
-    id: str = Field(description="Unique within the workset; for Daylily manifests "
-                                "RUN_ID_SAMPLE_ID_EXPERIMENTID_LANE.")
-    sample_id: str | None = Field(default=None, description="Biological sample id (Daylily SAMPLE_ID); "
-                                                            "defaults to id.")
+    id: str = Field(
+        description="Unique within the workset; for Daylily manifests RUN_ID_SAMPLE_ID_EXPERIMENTID_LANE."
+    )
+    sample_id: str | None = Field(
+        default=None, description="Biological sample id (Daylily SAMPLE_ID); defaults to id."
+    )
     platform: Platform
     instrument: str | None = Field(default=None, description="Daylily SEQ_PLATFORM, e.g. NOVASEQX.")
     r1: str | None = None
     r2: str | None = None
     alignments: list[AlignedReads] = Field(default_factory=list)
     extra_fastq: list[FastqPair] = Field(default_factory=list)
-    coverage: Annotated[float | None, NotBoolean] = Field(default=None, ge=0, le=10000,
-                                                          description="Expected mean coverage (x).")
+    coverage: Annotated[float | None, NotBoolean] = Field(
+        default=None, ge=0, le=10000, description="Expected mean coverage (x)."
+    )
     run_id: str | None = None
     experiment_id: str | None = None
     lane: str | None = None
     manifest_fields: dict[str, str] = Field(
         default_factory=dict,
-        description="Other Daylily manifest columns (SAMPLE_TYPE, STAGE_DIRECTIVE, ...), kept for export.")
+        description="Other Daylily manifest columns (SAMPLE_TYPE, STAGE_DIRECTIVE, ...), kept for export.",
+    )
 
     _platform = field_validator("platform", mode="before")(_normalise_platform)
 
@@ -120,8 +125,9 @@ class Notifications(_SpecModel):
 class DaylilySettings(_SpecModel):
     """Daylily run arguments and bookkeeping, kept so the workset can be exported back to Daylily."""
 
-    day_clone_args: str | None = Field(default=None, description="`day-clone` arguments; "
-                                                                 "{workdir_name} is substituted.")
+    day_clone_args: str | None = Field(
+        default=None, description="`day-clone` arguments; {workdir_name} is substituted."
+    )
     dy_r_args: str | None = Field(default=None, description="`dy-r` pipeline run arguments.")
     workdir_name: str | None = None
     notes: str | None = None
@@ -140,19 +146,24 @@ class WorksetSpec(_SpecModel):
     name: str
     tenant: str
     pipeline: Pipeline = "germline"
-    reference_genome: str = Field(default="hg38", description="A genome key or alias from "
-                                                              "stamen/worksets/references.yaml.")
+    reference_genome: str = Field(
+        default="hg38", description="A genome key or alias from stamen/worksets/references.yaml."
+    )
     priority: Priority = "normal"
     max_retries: MaxRetries = 3
-    max_duration_seconds: MaxDurationSeconds | None = Field(default=None, description="Stop the run (and fail "
-                                                            "it with a timeout) after this long; none by default.")
+    max_duration_seconds: MaxDurationSeconds | None = Field(
+        default=None,
+        description="Stop the run (and fail it with a timeout) after this long; none by default.",
+    )
     samples: list[Sample]
     export_uri: str | None = None
     preferred_cluster: str | None = None
-    budget: str | None = Field(default=None, description="Daylily budget name (AWS Budgets), "
-                                                         "appended to day-clone.")
-    max_cost_usd: Annotated[float | None, NotBoolean] = Field(default=None, gt=0, description="Warn when the "
-                                                              "median estimate exceeds this.")
+    budget: str | None = Field(
+        default=None, description="Daylily budget name (AWS Budgets), appended to day-clone."
+    )
+    max_cost_usd: Annotated[float | None, NotBoolean] = Field(
+        default=None, gt=0, description="Warn when the median estimate exceeds this."
+    )
     labels: dict[str, str] = Field(default_factory=dict)
     notifications: Notifications = Field(default_factory=Notifications)
     daylily: DaylilySettings = Field(default_factory=DaylilySettings)
@@ -197,8 +208,9 @@ class WorksetSpec(_SpecModel):
         labels: dict[str, str] = {}
         for item in value:
             if not isinstance(item, str) or "=" not in item:
-                raise PydanticCustomError("VAL-LABEL-001", "label {item} is not key=value",
-                                          {"item": repr(item)[:80]})
+                raise PydanticCustomError(
+                    "VAL-LABEL-001", "label {item} is not key=value", {"item": repr(item)[:80]}
+                )
             key, _, val = item.partition("=")
             labels[key.strip()] = val.strip()
         return labels

@@ -75,8 +75,12 @@ async def test_run_stopped_at_max_duration_is_not_retryable(pool: asyncpg.Pool) 
     )
     # The max-duration guard stops the workset, not one step run: the event's reason is all there is.
     ws_id, _ = await failed_event(pool, "", None)
-    event = new_envelope(WorksetFailed(attempt=1, reason=log_tail, native_state="MAX_DURATION"),
-                         tenant_id="acme", region="us-west-2", workset_id=ws_id)
+    event = new_envelope(
+        WorksetFailed(attempt=1, reason=log_tail, native_state="MAX_DURATION"),
+        tenant_id="acme",
+        region="us-west-2",
+        workset_id=ws_id,
+    )
     await idempotent(CONSUMER, lambda: pool, diagnose_failure)(event, DELIVERY)
     async with UnitOfWork(pool) as uow:
         [diag] = await uow.diagnoses.for_workset(ws_id)

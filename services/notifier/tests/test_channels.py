@@ -157,7 +157,9 @@ async def test_email_and_sms_subscriptions_follow_the_preferences(
     await pool.execute("UPDATE notification_subscriptions SET status = 'pending_confirmation'")
     async with open_admin(pool, notify_settings) as admin:
         assert {s.status for s in (await admin.preferences(tenant)).subscriptions} == {"confirmed"}
-    assert {r["status"] for r in await pool.fetch("SELECT status FROM notification_subscriptions")} == {"confirmed"}
+    assert {r["status"] for r in await pool.fetch("SELECT status FROM notification_subscriptions")} == {
+        "confirmed"
+    }
     session = aioboto3.Session()
     async with session.client("sns", region_name="us-west-2", endpoint_url=moto_endpoint) as sns:
         topic = view.sns_topic_arn

@@ -40,8 +40,10 @@ def refuse_api_keys(request: web.Request, what: str) -> None:
     """Credentials are made by people: an API key may not create API keys or NATS credentials. Otherwise a
     key could outlive its own revocation through the credentials it minted (NATS credentials never expire)."""
     if principal_of(request).kind == "api_key":
-        raise Forbidden(f"an API key cannot create {what}; a user of the tenant (or an operator) creates them, "
-                        "e.g. in the portal or with `stamen login` then `stamen api call`")
+        raise Forbidden(
+            f"an API key cannot create {what}; a user of the tenant (or an operator) creates them, "
+            "e.g. in the portal or with `stamen login` then `stamen api call`"
+        )
 
 
 def acting_tenant(request: web.Request) -> str | None:

@@ -12,16 +12,24 @@ from stamen.tenancy import BucketGrant, BucketGrantRepository
 
 
 def grant_out(g: BucketGrant) -> m.BucketGrantOut:
-    return m.BucketGrantOut(tenant=g.tenant_id, bucket=g.bucket, access=g.access, granted_by=g.granted_by,
-                            granted_at=g.granted_at, note=g.note)
+    return m.BucketGrantOut(
+        tenant=g.tenant_id,
+        bucket=g.bucket,
+        access=g.access,
+        granted_by=g.granted_by,
+        granted_at=g.granted_at,
+        note=g.note,
+    )
 
 
 async def list_buckets(request: web.Request) -> web.Response:
     tenant = tenant_for(request, query(request, m.TenantQuery).tenant)
     async with request.app[POOL].acquire() as conn:
         rights = await BucketGrantRepository(conn).tenant_buckets(tenant)
-    items = [m.BucketOut(bucket=r.bucket, access=r.access, source=r.source, granted_by=r.granted_by, note=r.note)
-             for r in rights.rights]
+    items = [
+        m.BucketOut(bucket=r.bucket, access=r.access, source=r.source, granted_by=r.granted_by, note=r.note)
+        for r in rights.rights
+    ]
     return reply(m.BucketList(tenant=tenant, items=items))
 
 
@@ -29,12 +37,15 @@ async def grant(request: web.Request) -> web.Response:
     req = await body(request, m.BucketGrantCreate)
     async with request.app[POOL].acquire() as conn:
         granted, created = await BucketGrantRepository(conn).grant(
-            req.tenant, req.bucket, req.access, granted_by=actor_of(request), note=req.note)
+            req.tenant, req.bucket, req.access, granted_by=actor_of(request), note=req.note
+        )
     out = m.BucketGrantCreated(**grant_out(granted).model_dump(), created=created)
     return reply(out, 201 if created else 200)
 
 
 async def revoke(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as conn:
-        revoked = await BucketGrantRepository(conn).revoke(request.match_info["tenant"], request.match_info["bucket"])
+        revoked = await BucketGrantRepository(conn).revoke(
+            request.match_info["tenant"], request.match_info["bucket"]
+        )
     return reply(grant_out(revoked))

@@ -124,7 +124,10 @@ async def _security_ctx(app: web.Application) -> AsyncIterator[None]:
         )
         security.s3 = await stack.enter_async_context(
             session.client(
-                "s3", region_name=settings.region, endpoint_url=settings.aws_endpoint_url, config=client_config()
+                "s3",
+                region_name=settings.region,
+                endpoint_url=settings.aws_endpoint_url,
+                config=client_config(),
             )
         )
         if security.auth.api_key_pepper.get_secret_value().strip():  # local demo without one: no API keys

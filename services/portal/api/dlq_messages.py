@@ -34,7 +34,9 @@ async def list_messages(request: web.Request) -> web.Response:
     rows = await dlq_messages.list_messages(_js(request), request.app[POOL], consumer=wanted.consumer,
                                             reason=wanted.reason, limit=wanted.limit, after_seq=wanted.after)  # fmt: skip
     items = [m.DlqMessageOut.model_validate(r) for r in rows]
-    return reply(m.DlqMessageList(items=items, next_after=items[-1].seq if len(rows) >= wanted.limit else None))
+    return reply(
+        m.DlqMessageList(items=items, next_after=items[-1].seq if len(rows) >= wanted.limit else None)
+    )
 
 
 async def show_message(request: web.Request) -> web.Response:

@@ -34,8 +34,15 @@ _HTTP_CODES = {
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, details: dict[str, Any] | None = None, *,
-                 close_connection: bool = False) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: dict[str, Any] | None = None,
+        *,
+        close_connection: bool = False,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code

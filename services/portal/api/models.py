@@ -71,8 +71,11 @@ class LoginRequest(Body):
 
 class NewPasswordRequest(Body):
     email: str = Field(pattern=EMAIL, max_length=254)
-    session: str = Field(min_length=20, max_length=2048, description="`details.session` of the login's "
-                                                                      "AUTH_NEW_PASSWORD_REQUIRED answer.")
+    session: str = Field(
+        min_length=20,
+        max_length=2048,
+        description="`details.session` of the login's AUTH_NEW_PASSWORD_REQUIRED answer.",
+    )
     new_password: str = Field(min_length=1, max_length=256)
 
 
@@ -197,7 +200,8 @@ class WorksetSummary(BaseModel):
     region: str
     created_at: datetime
     dead_letter_reason: str | None = Field(
-        default=None, description="Set when dead-lettered: retries_exhausted, not_retryable or retries_disabled."
+        default=None,
+        description="Set when dead-lettered: retries_exhausted, not_retryable or retries_disabled.",
     )
 
 
@@ -246,7 +250,9 @@ class ActualOut(BaseModel):
 class DeadLetterOut(BaseModel):
     workset_id: str
     tenant_id: str
-    reason: str = Field(description="Why stamen stopped: retries_exhausted, not_retryable or retries_disabled.")
+    reason: str = Field(
+        description="Why stamen stopped: retries_exhausted, not_retryable or retries_disabled."
+    )
     detail: str = Field(description="The same in one sentence.")
     attempts: int
     last_code: str | None = Field(description="The error code of the last diagnosis.")
@@ -437,7 +443,9 @@ class OutboxRetryRequest(Body):
 
 class OutboxRetryResponse(BaseModel):
     retried: list[int]
-    not_parked: list[int] = Field(description="Ids that were not parked (published, retried already, unknown).")
+    not_parked: list[int] = Field(
+        description="Ids that were not parked (published, retried already, unknown)."
+    )
 
 
 # --- API keys -------------------------------------------------------------------------------------
@@ -506,13 +514,16 @@ class DlqMessageQuery(Body):
                                  description="Only this consumer's, e.g. validator-submitted.")  # fmt: skip
     reason: str | None = Field(default=None, pattern=PARK_REASONS, description="Why they were parked.")
     limit: int = Field(default=100, ge=1, le=1000)
-    after: int = Field(default=0, ge=0, le=2**63 - 2, description="Only messages after this sequence (paging: "
-                       "next_after).")
+    after: int = Field(
+        default=0, ge=0, le=2**63 - 2, description="Only messages after this sequence (paging: next_after)."
+    )
 
 
 class DlqMessageOut(BaseModel):
     seq: int = Field(description="The message's sequence in STAMEN_DLQ.")
-    reason: str = Field(description="max_deliver (its handler kept failing), malformed, unknown_type, undecodable.")
+    reason: str = Field(
+        description="max_deliver (its handler kept failing), malformed, unknown_type, undecodable."
+    )
     consumer: str
     parked_at: datetime
     event_id: str | None
@@ -555,8 +566,9 @@ class DlqMessageReplayed(BaseModel):
 class BucketOut(BaseModel):
     bucket: str
     access: GrantAccess
-    source: BucketSource = Field(description="own: the customer's bucket from onboarding; "
-                                                        "grant: granted by an operator.")
+    source: BucketSource = Field(
+        description="own: the customer's bucket from onboarding; grant: granted by an operator."
+    )
     granted_by: str | None
     note: str
 

@@ -154,7 +154,9 @@ async def inspect_dead_letter(request: web.Request) -> web.Response:
         runs = await uow.slots.runs(workset_id)
         return reply(
             m.DeadLetterDetail(
-                dead_letter=dead_letter_out(row), workset=await detail(uow, ws), runs=[_run_out(r) for r in runs]
+                dead_letter=dead_letter_out(row),
+                workset=await detail(uow, ws),
+                runs=[_run_out(r) for r in runs],
             )
         )
 
@@ -196,7 +198,9 @@ async def retry_parked_events(request: web.Request) -> web.Response:
     require_operator(request)
     wanted = await body(request, m.OutboxRetryRequest)
     if not wanted.ids and not wanted.all:
-        raise ApiError(400, "OUTBOX_RETRY_NOTHING", 'name the parked rows to retry ("ids") or send "all": true')
+        raise ApiError(
+            400, "OUTBOX_RETRY_NOTHING", 'name the parked rows to retry ("ids") or send "all": true'
+        )
     async with request.app[POOL].acquire() as conn:
         retried = await OutboxQueue(conn).unpark(None if wanted.all else wanted.ids)
     return reply(m.OutboxRetryResponse(retried=retried, not_parked=sorted(set(wanted.ids) - set(retried))))

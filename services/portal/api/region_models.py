@@ -69,8 +69,10 @@ class RegionChangeOut(BaseModel):
 class RegionOperationOut(BaseModel):
     id: int
     region: str
-    kind: str = Field(description="failover | failback | database_promotion | database_switchover | "
-                                  "database_fencing | database_sync")
+    kind: str = Field(
+        description="failover | failback | database_promotion | database_switchover | "
+        "database_fencing | database_sync"
+    )
     actor: str
     reason: str
     outcome: str = Field(description="requested | done | failed")

@@ -75,7 +75,12 @@ async def region_detail(request: web.Request, region: str) -> m.RegionDetail:
         for p in found.health.probes
     ] if found.health else []  # fmt: skip
     return m.RegionDetail.model_validate(
-        {**doc, "probes": probes, "history": [asdict(h) for h in history], "operations": [asdict(o) for o in operations]}
+        {
+            **doc,
+            "probes": probes,
+            "history": [asdict(h) for h in history],
+            "operations": [asdict(o) for o in operations],
+        }
     )
 
 

@@ -36,17 +36,27 @@ async def read_body(request: web.Request) -> bytes:
             body = await _read_bounded(request, limit)
     except TimeoutError:
         log.info("api.body_timeout", path=request.path, seconds=seconds, remote=request.remote)
-        raise ApiError(408, "REQUEST_TIMEOUT", f"the request body did not arrive in full within {seconds:g} s; "
-                       "send it again (and check its Content-Length)", {"timeout_seconds": seconds},
-                       close_connection=True) from None
+        raise ApiError(
+            408,
+            "REQUEST_TIMEOUT",
+            f"the request body did not arrive in full within {seconds:g} s; "
+            "send it again (and check its Content-Length)",
+            {"timeout_seconds": seconds},
+            close_connection=True,
+        ) from None
     except (RequestPayloadError, HttpProcessingError):
-        raise ApiError(400, "BAD_REQUEST", "the request body is malformed (its chunked transfer encoding or "
-                       "length does not parse)", close_connection=True) from None
+        raise ApiError(
+            400,
+            "BAD_REQUEST",
+            "the request body is malformed (its chunked transfer encoding or length does not parse)",
+            close_connection=True,
+        ) from None
     except ConnectionError:
         # The client went away mid-body: nobody will read an answer, and it is not a server fault.
         log.info("api.client_gone", path=request.path, remote=request.remote)
-        raise ApiError(400, "BAD_REQUEST", "the connection closed before the body ended",
-                       close_connection=True) from None
+        raise ApiError(
+            400, "BAD_REQUEST", "the connection closed before the body ended", close_connection=True
+        ) from None
     request[_BODY] = body
     return body
 

@@ -179,7 +179,11 @@ async def validate_for(
     owner = imported.spec.tenant if imported.spec is not None else None
     rights = await tenant_buckets(request.app[POOL], owner) if owner else TenantBuckets("")
     return await validate_imported(
-        imported, checker=checker, cluster_region=request.app[SETTINGS].region, rights=rights, strict=strict,
+        imported,
+        checker=checker,
+        cluster_region=request.app[SETTINGS].region,
+        rights=rights,
+        strict=strict,
         dry_run=dry_run,
     )
 
@@ -333,7 +337,9 @@ async def _check_visible(request: web.Request) -> str:
 async def cancel(request: web.Request) -> web.Response:
     workset_id = await _check_visible(request)
     reason = (await body(request, m.CancelRequest, optional=True)).reason
-    result = await commands.request_cancel(request.app[POOL], workset_id, actor=actor_of(request), reason=reason)
+    result = await commands.request_cancel(
+        request.app[POOL], workset_id, actor=actor_of(request), reason=reason
+    )
     return reply(m.CancelResponse(workset_id=result.workset_id, state=result.state, pending=result.pending))
 
 

@@ -32,9 +32,11 @@ async def portal(
     database_url: str, nats_url: str, s3lab: S3Lab, nc: NATS, pool: asyncpg.Pool
 ) -> AsyncIterator[TestClient[Any, Any]]:
     await grant(pool, "acme", s3lab.bucket)  # the lab bucket is acme's
-    app = init_app(make_settings(database_url, nats_url, s3lab.url),
-                   intake=make_intake(s3lab, api_body_timeout_seconds=BODY_TIMEOUT),
-                   auth=AuthSettings(auth_enabled=False))
+    app = init_app(
+        make_settings(database_url, nats_url, s3lab.url),
+        intake=make_intake(s3lab, api_body_timeout_seconds=BODY_TIMEOUT),
+        auth=AuthSettings(auth_enabled=False),
+    )
     async with TestClient(TestServer(app)) as client:
         yield client
 
@@ -44,8 +46,9 @@ def spec_yaml(s3lab: S3Lab, **extra: str) -> str:
     return "\n".join([*lines, *(f"{k}: {v}" for k, v in extra.items())]) + "\n"
 
 
-async def refused_findings(client: TestClient[Any, Any], body: str | bytes, media: str,
-                           path: str = "/api/v1/worksets") -> list[tuple[str, str, str]]:
+async def refused_findings(
+    client: TestClient[Any, Any], body: str | bytes, media: str, path: str = "/api/v1/worksets"
+) -> list[tuple[str, str, str]]:
     answer = await client.post(path, data=body, headers={**ACME, "Content-Type": media})
     doc = await answer.json()
     if "/validate" in path:
@@ -66,19 +69,30 @@ async def test_values_that_would_be_misread_are_findings(
     [(code, field, message)] = await refused_findings(portal, twice, "application/yaml", path)
     line = twice.split("\n").index("max_retries: 5") + 1
     assert (code, field) == ("VAL-INPUT-009", "max_retries")
-    assert message.startswith(f"line {line}: key 'max_retries' appears twice") and f"first at line {line - 1}" in message
-    assert await refused_findings(portal, spec_yaml(s3lab, max_cost_usd=".inf"), "application/yaml", path) == [
-        ("VAL-TYPE-002", "max_cost_usd", "Input should be a finite number")]
+    assert (
+        message.startswith(f"line {line}: key 'max_retries' appears twice")
+        and f"first at line {line - 1}" in message
+    )
+    assert await refused_findings(
+        portal, spec_yaml(s3lab, max_cost_usd=".inf"), "application/yaml", path
+    ) == [("VAL-TYPE-002", "max_cost_usd", "Input should be a finite number")]
     assert await refused_findings(portal, spec_yaml(s3lab, max_retries="true"), "application/yaml", path) == [
-        ("VAL-TYPE-001", "max_retries", "true is a boolean; give a number")]
+        ("VAL-TYPE-001", "max_retries", "true is a boolean; give a number")
+    ]
     # JSON: the same three, 1e999 being JSON's way to write infinity.
     spec = json.dumps(s3lab.spec("strict"))
     doubled = spec[:-1] + ',\n "name": "other"}'
     [(code, field, message)] = await refused_findings(portal, doubled, "application/json", path)
-    assert (code, field) == ("VAL-INPUT-009", "name") and message.startswith("line 2: key 'name' appears twice")
-    for raw, expected in (('"max_cost_usd": 1e999', ("VAL-TYPE-002", "max_cost_usd", "Input should be a finite number")),
-                          ('"max_retries": true', ("VAL-TYPE-001", "max_retries", "true is a boolean; give a number"))):
-        assert await refused_findings(portal, spec[:-1] + f", {raw}}}", "application/json", path) == [expected]
+    assert (code, field) == ("VAL-INPUT-009", "name") and message.startswith(
+        "line 2: key 'name' appears twice"
+    )
+    for raw, expected in (
+        ('"max_cost_usd": 1e999', ("VAL-TYPE-002", "max_cost_usd", "Input should be a finite number")),
+        ('"max_retries": true', ("VAL-TYPE-001", "max_retries", "true is a boolean; give a number")),
+    ):
+        assert await refused_findings(portal, spec[:-1] + f", {raw}}}", "application/json", path) == [
+            expected
+        ]
     assert await count(pool) == 0
 
 
@@ -91,8 +105,11 @@ async def test_an_idempotency_key_reused_with_another_document_is_refused(
     assert first.status == 201
     workset_id = (await first.json())["workset_id"]
     # The same document, keys in another order and as YAML: the same request, the same workset.
-    again = await portal.post("/api/v1/worksets", data=yaml.safe_dump(dict(reversed(spec.items()))),
-                              headers={**headers, "Content-Type": "application/yaml"})
+    again = await portal.post(
+        "/api/v1/worksets",
+        data=yaml.safe_dump(dict(reversed(spec.items()))),
+        headers={**headers, "Content-Type": "application/yaml"},
+    )
     assert again.status == 200 and (await again.json())["workset_id"] == workset_id
     changed = await portal.post("/api/v1/worksets", json={**spec, "max_retries": 1}, headers=headers)
     doc = await changed.json()
@@ -101,8 +118,9 @@ async def test_an_idempotency_key_reused_with_another_document_is_refused(
     assert await count(pool) == 1
 
 
-async def raw_request(client: TestClient[Any, Any], data: bytes, *, then: bytes = b"",
-                      wait: float = 10.0) -> tuple[bytes, float]:
+async def raw_request(
+    client: TestClient[Any, Any], data: bytes, *, then: bytes = b"", wait: float = 10.0
+) -> tuple[bytes, float]:
     """Send bytes straight to the portal's socket; returns what it answered and how long that took."""
     assert client.server.host is not None and client.server.port is not None
     reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
@@ -115,8 +133,11 @@ async def raw_request(client: TestClient[Any, Any], data: bytes, *, then: bytes 
         await writer.drain()
     try:
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), wait)
-        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                      if line.lower().startswith(b"content-length:"))
+        length = next(
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
         answer = head + await asyncio.wait_for(reader.readexactly(length), wait)
     finally:
         writer.close()
@@ -139,15 +160,18 @@ async def test_bodies_that_never_finish_or_do_not_parse_get_json_errors_in_bound
     garbage = b"Q" * 100_000
     with structlog.testing.capture_logs() as logs:
         # Content-Length longer than what is sent: answered when the body deadline passes, not held.
-        answer, took = await raw_request(portal, POST + b"Content-Length: 1000\r\n\r\n{\"name\": ")
+        answer, took = await raw_request(portal, POST + b'Content-Length: 1000\r\n\r\n{"name": ')
         status, doc = json_error(answer)
         assert (status, doc["code"]) == (408, "REQUEST_TIMEOUT") and BODY_TIMEOUT <= took < BODY_TIMEOUT + 5
         # A chunked body that stops being valid after it started: the same deadline.
-        answer, took = await raw_request(portal, POST + b"Transfer-Encoding: chunked\r\n\r\n5\r\n{\"a\":\r\n",
-                                         then=b"ZZ" + garbage + b"\r\n")
+        answer, took = await raw_request(
+            portal, POST + b'Transfer-Encoding: chunked\r\n\r\n5\r\n{"a":\r\n', then=b"ZZ" + garbage + b"\r\n"
+        )
         assert json_error(answer)[0] == 408 and took < BODY_TIMEOUT + 5
         # Malformed chunked encoding seen by the HTTP parser: JSON, and none of the 100 KB echoed.
-        answer, _ = await raw_request(portal, POST + b"Transfer-Encoding: chunked\r\n\r\nZZ" + garbage + b"\r\n")
+        answer, _ = await raw_request(
+            portal, POST + b"Transfer-Encoding: chunked\r\n\r\nZZ" + garbage + b"\r\n"
+        )
         status, doc = json_error(answer)
         assert (status, doc["code"]) == (400, "BAD_REQUEST") and "chunked" in doc["message"]
         assert b"QQQQ" not in answer and len(answer) < 1000

@@ -52,7 +52,11 @@ class Assets:
                 elif entry.name != LOCK_NAME and not entry.name.startswith("."):
                     body = entry.read_bytes()
                     suffix = PurePosixPath(entry.name).suffix
-                    kind = _TYPES.get(suffix) or mimetypes.guess_type(entry.name)[0] or "application/octet-stream"
+                    kind = (
+                        _TYPES.get(suffix)
+                        or mimetypes.guess_type(entry.name)[0]
+                        or "application/octet-stream"
+                    )
                     files[rel] = Asset(body, kind, hashlib.sha256(body).hexdigest()[:12])
 
         walk(root, "")
@@ -78,7 +82,9 @@ def verify_vendor(files: dict[str, Asset], lock: dict[str, object]) -> None:
             listed.add(path)
             asset = files.get(path)
             expected = meta["sha512"]
-            actual = "sha512-" + base64.b64encode(hashlib.sha512(asset.body).digest()).decode() if asset else None
+            actual = (
+                "sha512-" + base64.b64encode(hashlib.sha512(asset.body).digest()).decode() if asset else None
+            )
             if actual != expected:
                 raise AssetMismatch(
                     f"static/{path} is {'missing' if asset is None else 'not the file'} {pkg['name']}@"
@@ -86,7 +92,9 @@ def verify_vendor(files: dict[str, Asset], lock: dict[str, object]) -> None:
                 )
     extra = sorted(p for p in files if p.startswith("vendor/") and p not in listed)
     if extra:
-        raise AssetMismatch(f"static/{extra[0]} is not in {LOCK_NAME}; vendor files come only from scripts/fetch-assets")
+        raise AssetMismatch(
+            f"static/{extra[0]} is not in {LOCK_NAME}; vendor files come only from scripts/fetch-assets"
+        )
 
 
 ASSETS = web.AppKey("assets", Assets)

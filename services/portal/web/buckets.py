@@ -34,8 +34,10 @@ async def buckets_for(request: web.Request, tenant: str | None) -> list[BucketCh
     if tenant is None:
         return []
     rights = await tenant_buckets(request.app[POOL], tenant)
-    return [BucketChoice(r.bucket, r.access, "own" if r.source == "own" else r.granted_by or "an operator")
-            for r in rights.rights]
+    return [
+        BucketChoice(r.bucket, r.access, "own" if r.source == "own" else r.granted_by or "an operator")
+        for r in rights.rights
+    ]
 
 
 async def may_use(request: web.Request, tenant: str | None, bucket: str, mode: Mode) -> bool:
@@ -65,8 +67,9 @@ async def download_link(request: web.Request, bucket: str, key: str) -> str:
     return url
 
 
-async def list_objects(request: web.Request, bucket: str, prefix: str, *, delimiter: str = "/",
-                       limit: int = 500) -> tuple[list[str], list[dict[str, Any]], bool]:
+async def list_objects(
+    request: web.Request, bucket: str, prefix: str, *, delimiter: str = "/", limit: int = 500
+) -> tuple[list[str], list[dict[str, Any]], bool]:
     """(sub-prefixes, objects, truncated) under `prefix`; the caller has checked `may_use` first."""
     s3: Any = request.app[SECURITY].s3
     answer = await s3.list_objects_v2(Bucket=bucket, Prefix=prefix, Delimiter=delimiter, MaxKeys=limit)

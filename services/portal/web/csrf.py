@@ -66,9 +66,17 @@ async def check(request: web.Request, *, https: bool) -> None:
         raise CsrfRefused(f"a form from {origin} cannot change anything here")
     value = request.cookies.get(CSRF_COOKIE)
     presented = request.headers.get(CSRF_HEADER)
-    if presented is None and request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+    if presented is None and request.content_type in (
+        "application/x-www-form-urlencoded",
+        "multipart/form-data",
+    ):
         field = (await request.post()).get(CSRF_FIELD)
         presented = field if isinstance(field, str) else None
-    if not value or not presented or not hmac.compare_digest(presented, _sign(request.app[CSRF_SECRET], value)):
-        raise CsrfRefused("this form has expired or did not come from this portal; reload the page and try again")
-
+    if (
+        not value
+        or not presented
+        or not hmac.compare_digest(presented, _sign(request.app[CSRF_SECRET], value))
+    ):
+        raise CsrfRefused(
+            "this form has expired or did not come from this portal; reload the page and try again"
+        )

@@ -79,7 +79,11 @@ def _harden(request: web.Request, response: web.StreamResponse) -> None:
 
 @web.middleware
 async def pages(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path.startswith(API_PREFIX) or request.path in _OPEN_PATHS or request.path.startswith(STATIC_PREFIX):
+    if (
+        request.path.startswith(API_PREFIX)
+        or request.path in _OPEN_PATHS
+        or request.path.startswith(STATIC_PREFIX)
+    ):
         return await handler(request)
     https = sessions.is_https(request, request.app[SECURITY].portal)
     try:
@@ -144,7 +148,9 @@ def _to_sign_in(request: web.Request) -> web.Response:
     return web.Response(status=303, headers={"Location": target})
 
 
-async def error_page(request: web.Request, status: int, message: str, *, code: str | None = None) -> web.Response:
+async def error_page(
+    request: web.Request, status: int, message: str, *, code: str | None = None
+) -> web.Response:
     if request.headers.get("HX-Request"):  # a fragment request: the message goes into the page's notice area
         return web.Response(status=status, text=message or _ERROR_TITLES.get(status, "Error"))
     return await render(

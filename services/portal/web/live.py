@@ -83,7 +83,9 @@ async def events(request: web.Request) -> web.StreamResponse:
     start = head + 1 if resume is None or resume > head else resume + 1
     async with sse_response(request, ping_interval=PING_SECONDS) as resp:
         if resume is not None and head - resume > MAX_REPLAY:
-            await resp.send(json.dumps({"missed": head - resume}), event="reload", id=str(head), retry=RETRY_MS)
+            await resp.send(
+                json.dumps({"missed": head - resume}), event="reload", id=str(head), retry=RETRY_MS
+            )
             return resp
         await resp.send(json.dumps({"seq": head}), event="hello", id=str(max(start - 1, 0)), retry=RETRY_MS)
         sub = await js.subscribe(

@@ -107,7 +107,9 @@ async def render(
 ) -> web.Response:
     """Every page's context (page_context) with the handler's on top; rendered here rather than by
     aiohttp-jinja2's context middleware, so error pages made outside the handlers have it too."""
-    return aiohttp_jinja2.render_template(template, request, {**await page_context(request), **context}, status=status)
+    return aiohttp_jinja2.render_template(
+        template, request, {**await page_context(request), **context}, status=status
+    )
 
 
 def see_other(path: str, *, notice: str | None = None, **query: str) -> NoReturn:

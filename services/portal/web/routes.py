@@ -78,12 +78,20 @@ PAGES: tuple[Page, ...] = (
     Page("POST", "/settings/api-keys", settings.create_api_key, "settings_api_key_create"),
     Page("POST", "/settings/api-keys/{key_id}/revoke", settings.revoke_api_key, "settings_api_key_revoke"),
     Page("POST", "/settings/nats-credentials", settings.create_nats_credential, "settings_nats_create"),
-    Page("POST", "/settings/nats-credentials/{credential_id}/revoke", settings.revoke_nats_credential,
-         "settings_nats_revoke"),
+    Page(
+        "POST",
+        "/settings/nats-credentials/{credential_id}/revoke",
+        settings.revoke_nats_credential,
+        "settings_nats_revoke",
+    ),
     Page("POST", "/settings/invitations", settings.invite, "settings_invite"),
     Page("POST", "/settings/notifications", settings.save_notifications, "settings_notifications"),
-    Page("POST", "/settings/invitations/{invitation_id}/revoke", settings.revoke_invitation,
-         "settings_invitation_revoke"),
+    Page(
+        "POST",
+        "/settings/invitations/{invitation_id}/revoke",
+        settings.revoke_invitation,
+        "settings_invitation_revoke",
+    ),
     # --- operator pages
     Page("GET", "/ops/customers", operator.customers, "ops_customers", "operator"),
     Page("POST", "/ops/customers", operator.onboard, "ops_customers_onboard", "operator"),
@@ -96,7 +104,9 @@ PAGES: tuple[Page, ...] = (
     Page("POST", "/ops/regions/{region}/{action}", operator.region_command, "ops_region_command", "operator"),
     Page("GET", "/ops/dlq", operator.dead_letters, "ops_dlq", "operator"),
     Page("GET", "/ops/dlq/{workset_id}", operator.dead_letter, "ops_dlq_inspect", "operator"),
-    Page("POST", "/ops/dlq/{workset_id}/requeue", operator.requeue_dead_letter, "ops_dlq_requeue", "operator"),
+    Page(
+        "POST", "/ops/dlq/{workset_id}/requeue", operator.requeue_dead_letter, "ops_dlq_requeue", "operator"
+    ),
     Page("POST", "/ops/dlq/{workset_id}/purge", operator.purge_dead_letter, "ops_dlq_purge", "operator"),
     Page("GET", "/ops/health", operator.health, "ops_health", "operator"),
 )

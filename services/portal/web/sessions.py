@@ -50,7 +50,13 @@ def set_cookie(
 ) -> None:
     settings = request.app[SECURITY].portal
     response.set_cookie(
-        name, value, max_age=max_age, path="/", httponly=True, secure=is_https(request, settings), samesite=samesite
+        name,
+        value,
+        max_age=max_age,
+        path="/",
+        httponly=True,
+        secure=is_https(request, settings),
+        samesite=samesite,
     )
 
 
@@ -137,7 +143,9 @@ async def _renew(request: web.Request, row: SessionRow) -> SessionRow:
         raise TokenExpired("the session's token expired and it has no refresh token")
     security = request.app[SECURITY]
     pool = await security.user_pool()
-    tokens = await cognito.refresh(security.cognito, app_client_id=pool.app_client_id, refresh_token=row.refresh_token)
+    tokens = await cognito.refresh(
+        security.cognito, app_client_id=pool.app_client_id, refresh_token=row.refresh_token
+    )
     token = session_token(security, tokens)
     expires = _expiry(token)
     async with request.app[POOL].acquire() as conn:
@@ -156,6 +164,8 @@ async def end(request: web.Request, response: web.StreamResponse, signed_in: Sig
         await SessionRepository(conn).delete(signed_in.row.id_hash)
     if signed_in.principal.username:
         try:
-            await sign_out_everywhere(request.app[SECURITY], signed_in.row.token, signed_in.principal.username)
+            await sign_out_everywhere(
+                request.app[SECURITY], signed_in.row.token, signed_in.principal.username
+            )
         except AuthError as exc:  # the session is gone here whatever Cognito says
             log.warning("portal.sign_out_incomplete", error=str(exc))

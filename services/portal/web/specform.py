@@ -21,11 +21,29 @@ from stamen.worksets.spec import NotificationEvent, Pipeline, Platform, Priority
 SAMPLE_COLUMNS = ("id", "sample_id", "platform", "r1", "r2")
 MAX_SAMPLES = 500
 EVENTS = list(get_args(NotificationEvent))
-FORM_FIELDS = ("name", "pipeline", "reference_genome", "priority", "max_retries", "export_uri",
-               "notifications.emails", "notifications.webhook_url")
+FORM_FIELDS = (
+    "name",
+    "pipeline",
+    "reference_genome",
+    "priority",
+    "max_retries",
+    "export_uri",
+    "notifications.emails",
+    "notifications.webhook_url",
+)
 _ROW_KEY = re.compile(r"^samples-(\d{1,3})-(\w+)$")
-_SHEET_ALIASES = {"sample": "id", "unit": "id", "sample_unit": "id", "read1": "r1", "read2": "r2",
-                  "fastq_1": "r1", "fastq_2": "r2", "r1_fq": "r1", "r2_fq": "r2", "vendor": "platform"}
+_SHEET_ALIASES = {
+    "sample": "id",
+    "unit": "id",
+    "sample_unit": "id",
+    "read1": "r1",
+    "read2": "r2",
+    "fastq_1": "r1",
+    "fastq_2": "r2",
+    "r1_fq": "r1",
+    "r2_fq": "r2",
+    "vendor": "platform",
+}
 
 
 @dataclass
@@ -76,16 +94,30 @@ def field_id(path: str) -> str:
 
 
 def read_form(form: Any) -> SpecForm:
-    values = {k: str(form.get(k, "")).strip() for k in (
-        "name", "tenant", "pipeline", "reference_genome", "priority", "max_retries", "export_uri", "emails",
-        "webhook_url", "sheet")}
+    values = {
+        k: str(form.get(k, "")).strip()
+        for k in (
+            "name",
+            "tenant",
+            "pipeline",
+            "reference_genome",
+            "priority",
+            "max_retries",
+            "export_uri",
+            "emails",
+            "webhook_url",
+            "sheet",
+        )
+    }
     values["sheet"] = str(form.get("sheet", ""))
     rows: dict[int, dict[str, str]] = {}
     for key in form:
         if match := _ROW_KEY.match(key):
             index, column = int(match.group(1)), match.group(2)
             if column in (*SAMPLE_COLUMNS, "extra"):
-                rows.setdefault(index, dict.fromkeys(SAMPLE_COLUMNS, ""))[column] = str(form.get(key, "")).strip()
+                rows.setdefault(index, dict.fromkeys(SAMPLE_COLUMNS, ""))[column] = str(
+                    form.get(key, "")
+                ).strip()
     samples = [rows[i] for i in sorted(rows)][:MAX_SAMPLES] or [dict.fromkeys(SAMPLE_COLUMNS, "")]
     events = [e for e in form.getall("events", []) if e in EVENTS] if hasattr(form, "getall") else []
     return SpecForm(values=values, events=events, samples=samples)
@@ -145,7 +177,9 @@ def rows_from_manifest(data: bytes) -> tuple[list[dict[str, str]], list[str]]:
     Columns the table does not show (CRAMs, extra platforms, manifest fields) travel in a hidden field."""
     imported = import_daylily("{}", data, default_name="manifest")
     if imported.spec is None:
-        problems = [f"{f.field or 'manifest'}: {f.message}" for f in imported.findings if f.severity == "error"]
+        problems = [
+            f"{f.field or 'manifest'}: {f.message}" for f in imported.findings if f.severity == "error"
+        ]
         return [], ["The manifest could not be read: " + "; ".join(problems[:5])]
     rows = []
     for sample in imported.spec.samples:

@@ -61,7 +61,9 @@ class SessionRepository:
         return SessionRow(**dict(row)) if row else None
 
     async def touch(self, id_hash: str) -> None:
-        await self._conn.execute("UPDATE portal_sessions SET last_seen_at = now() WHERE id_hash = $1", id_hash)
+        await self._conn.execute(
+            "UPDATE portal_sessions SET last_seen_at = now() WHERE id_hash = $1", id_hash
+        )
 
     async def renew_tokens(
         self, id_hash: str, *, token: str, refresh_token: str | None, token_expires_at: datetime

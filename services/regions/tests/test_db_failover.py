@@ -56,7 +56,9 @@ def kinds(ops: list[Operation]) -> list[tuple[str, str]]:
     return [(o.kind, o.region) for o in ops]
 
 
-async def test_switchover_fencing_rejoin_and_switch_back(pair: dict[str, PostgresNode], nats_url: str) -> None:
+async def test_switchover_fencing_rejoin_and_switch_back(
+    pair: dict[str, PostgresNode], nats_url: str
+) -> None:
     west, east = pair[WEST], pair[EAST]
     nc = await nats.connect(nats_url)
     store = await LeaderStore.open(nc.jetstream())
@@ -75,9 +77,15 @@ async def test_switchover_fencing_rejoin_and_switch_back(pair: dict[str, Postgre
         await sql(west, "CREATE TABLE acknowledged AS SELECT 1 AS x")  # committed only once east has it
 
         # An operator fails the primary's region over: planned switchover, fenced first, nothing lost.
-        ops = await coordinator.after_round({WEST: RegionStatus.DOWN, EAST: RegionStatus.HEALTHY}, await probe(pair), {WEST})
+        ops = await coordinator.after_round(
+            {WEST: RegionStatus.DOWN, EAST: RegionStatus.HEALTHY}, await probe(pair), {WEST}
+        )
         assert kinds(ops) == [("database_fencing", WEST), ("database_promotion", EAST)]
-        assert ops[1].detail["planned"] is True and ops[1].detail["caught_up"] is True and ops[1].detail["term"] == 2
+        assert (
+            ops[1].detail["planned"] is True
+            and ops[1].detail["caught_up"] is True
+            and ops[1].detail["term"] == 2
+        )
         assert await sql(east, "SELECT pg_is_in_recovery()") is False
         assert await sql(east, "SELECT count(*) FROM acknowledged") == 1
         assert await sql(east, "SHOW synchronous_standby_names") == ""  # no standby yet: asynchronous
@@ -90,7 +98,10 @@ async def test_switchover_fencing_rejoin_and_switch_back(pair: dict[str, Postgre
         await sql(west, "ALTER SYSTEM RESET default_transaction_read_only")
         await sql(west, "SELECT pg_reload_conf()")
         ops = await coordinator.after_round(UP, await probe(pair), set())
-        assert kinds(ops) == [("database_fencing", WEST)] and "the primary is us-east-1 (term 2)" in ops[0].reason
+        assert (
+            kinds(ops) == [("database_fencing", WEST)]
+            and "the primary is us-east-1 (term 2)" in ops[0].reason
+        )
         with pytest.raises(asyncpg.ReadOnlySQLTransactionError):
             await sql(west, "INSERT INTO acknowledged VALUES (3)")
 
@@ -111,10 +122,16 @@ async def test_switchover_fencing_rejoin_and_switch_back(pair: dict[str, Postgre
         request = RegionOperationRow(7, WEST, "database_switchover", "operator:ann", "failback", "requested",
                                      {"to_region": WEST}, datetime.now(UTC))  # fmt: skip
         ops = await coordinator.after_round(UP, await probe(pair), set(), [request])
-        assert kinds(ops) == [("database_fencing", EAST), ("database_promotion", WEST), ("database_switchover", WEST)]
+        assert kinds(ops) == [
+            ("database_fencing", EAST),
+            ("database_promotion", WEST),
+            ("database_switchover", WEST),
+        ]
         assert (ops[2].request_id, ops[2].outcome) == (7, "done")
         assert await sql(west, "SELECT pg_is_in_recovery()") is False
-        assert await sql(west, "SHOW default_transaction_read_only") == "off"  # its old fence did not follow it
+        assert (
+            await sql(west, "SHOW default_transaction_read_only") == "off"
+        )  # its old fence did not follow it
         leader = await store.get()
         assert leader is not None and (leader.leader.node, leader.leader.term) == (WEST, 3)
     finally:

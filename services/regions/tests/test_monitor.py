@@ -65,7 +65,10 @@ async def test_real_outages_move_the_status_with_hysteresis_and_are_recorded(
         first = await monitor.round()
         west = first["us-west-2"]
         assert [(p.kind.value, p.ok) for p in west.results] == [
-            ("s3", True), ("nats", True), ("postgres", True), ("cluster", True)
+            ("s3", True),
+            ("nats", True),
+            ("postgres", True),
+            ("cluster", True),
         ]
         assert west.results[2].facts["role"] == "primary" and west.latency.average_ms is not None
 
@@ -94,7 +97,11 @@ async def test_real_outages_move_the_status_with_hysteresis_and_are_recorded(
             row = await conn.fetchrow("SELECT subject, body FROM outbox WHERE event_id = $1", change.event_id)
         assert row is not None and row["subject"] == "stamen.evt._platform.region.health_changed"
         event = json.loads(bytes(row["body"]))
-        assert (event["region"], event["payload"]["status"], event["payload"]["previous"]) == ("us-east-1", "down", "healthy")
+        assert (event["region"], event["payload"]["status"], event["payload"]["previous"]) == (
+            "us-east-1",
+            "down",
+            "healthy",
+        )
 
         # Back after two good rounds.
         east_nats.start()
@@ -115,7 +122,9 @@ async def test_failing_probes_say_why(
     (tmp_path / "a-file").write_text("not a folder")
     async with UnitOfWork(pool) as uow:
         await uow.clusters.upsert_cluster(
-            ClusterRecord("west-local", "us-west-2", "local", 2, config={"workdir_root": str(tmp_path / "a-file" / "w")})
+            ClusterRecord(
+                "west-local", "us-west-2", "local", 2, config={"workdir_root": str(tmp_path / "a-file" / "w")}
+            )
         )
         await uow.commit()
     settings = Settings(nats_url=nats_url, database_url=database_url.replace("/t_", "/missing_"))
@@ -162,7 +171,8 @@ async def test_forced_failover_holds_until_fail_back(
         assert [(c.to_status, c.actor) for c in changes] == [("healthy", "regions"), ("down", "operator:ann")]
         assert changes[0].reason.startswith("fail-back: the probes say healthy")
         assert [(o.kind, o.actor, o.reason) for o in ops] == [
-            ("failback", "operator:ann", "maintenance over"), ("failover", "operator:ann", "network maintenance")
+            ("failback", "operator:ann", "maintenance over"),
+            ("failover", "operator:ann", "network maintenance"),
         ]
     finally:
         await probes.close()

@@ -277,7 +277,8 @@ async def test_a_reconciler_that_dies_while_resubmitting_is_itself_adopted_never
     async def align_row() -> tuple[str, object]:
         async with pool.acquire() as conn:
             row = await conn.fetchrow(
-                "SELECT submitted_by, started_at FROM step_runs WHERE workset_id = $1 AND step = 'align'", ws_id
+                "SELECT submitted_by, started_at FROM step_runs WHERE workset_id = $1 AND step = 'align'",
+                ws_id,
             )
         return row["submitted_by"], row["started_at"]
 
@@ -386,7 +387,9 @@ async def test_a_live_submitter_is_left_alone_however_long_it_takes(
     other = dispatcher(pool, settings, LocalExecutor(grace_seconds=1), "second")
     try:
         assert await other.reconcile_submitting() == 0  # its live submitter holds the submission lock
-        await assert_nothing_held(pool, ws_id)  # and nothing else: the slow cluster holds up no row, no transaction
+        await assert_nothing_held(
+            pool, ws_id
+        )  # and nothing else: the slow cluster holds up no row, no transaction
         assert await other.dispatch_pending() == 0  # and the workset is not dispatched a second time
     finally:
         slow.release.set()  # a failure above must not leave the submitter (and the pool's teardown) waiting
@@ -439,7 +442,9 @@ async def test_a_reconciler_holds_no_row_and_no_transaction_while_it_asks_the_cl
     settings = two_steps(tmp_path, align_seconds=0.5)
     ws_id, crashing = await crash_while_dispatching(pool, settings, tmp_path, after_start=True)
     slow = SlowFindExecutor()
-    reconciling = asyncio.create_task(dispatcher(pool, settings, slow, "second", resubmit_after=3600).reconcile_submitting())
+    reconciling = asyncio.create_task(
+        dispatcher(pool, settings, slow, "second", resubmit_after=3600).reconcile_submitting()
+    )
     try:
         await asyncio.wait_for(slow.entered.wait(), 10)
         await assert_nothing_held(pool, ws_id)

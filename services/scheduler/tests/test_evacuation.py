@@ -27,6 +27,7 @@ from tests.intake.s3kit import S3Lab, moto_url, s3lab
 
 __all__ = ["moto_url", "s3lab"]
 
+
 # Each execution of a step leaves a marker (holding its work folder) in a folder shared by both regions,
 # so the test counts real runs. No braces but template fields: argv items are pipeline templates.
 def mark(step: str) -> str:
@@ -126,7 +127,10 @@ async def test_admitted_work_is_rerouted_at_once_and_running_work_moves_after_th
         (1, "fetch", "west", "succeeded"), (1, "analyse", "west", "lost"),
         (2, "analyse", "east", "succeeded"), (2, "publish", "east", "succeeded"),
     ]  # fmt: skip
-    assert [(r["attempt"], r["cluster"], r["outcome"]) for r in runs] == [(1, "west", "lost"), (2, "east", "completed")]
+    assert [(r["attempt"], r["cluster"], r["outcome"]) for r in runs] == [
+        (1, "west", "lost"),
+        (2, "east", "completed"),
+    ]
     assert runs[0]["released_at"] <= runs[1]["admitted_at"], "never running in two regions at once"
     # Real executions: fetch ran once (kept in S3); analyse ran in both regions (its output stayed in the lost one).
     assert [Path(m).parts[-3] for m in marks(tmp_path, "fetch") if running in m] == ["west"]
@@ -160,12 +164,17 @@ async def test_evacuation_holds_no_row_and_no_transaction_while_it_stops_a_job(
     assert await run_until(in_process_scheduler(pool, settings), pool, ws_id, {"running"}) == "running"
     await region_down(pool, "us-west-2", seconds_ago=10)
     slow = SlowCancelExecutor()
-    evacuation = RegionEvacuation(pool, ExecutorRegistry({"local": lambda _: slow}), "second", lost_after_seconds=5.0)
+    evacuation = RegionEvacuation(
+        pool, ExecutorRegistry({"local": lambda _: slow}), "second", lost_after_seconds=5.0
+    )
     evacuating = asyncio.create_task(evacuation.run_once())
     try:
         await asyncio.wait_for(slow.entered.wait(), 10)
         await assert_nothing_held(pool, ws_id)
-        assert await RegionEvacuation(pool, ExecutorRegistry({"local": lambda _: slow}), "third", 5.0).run_once() == 0
+        assert (
+            await RegionEvacuation(pool, ExecutorRegistry({"local": lambda _: slow}), "third", 5.0).run_once()
+            == 0
+        )
     finally:
         slow.release.set()  # a failure above must not leave the evacuation (and the job) running
         assert await asyncio.wait_for(evacuating, 30) == 1
@@ -187,4 +196,6 @@ async def test_a_region_that_is_down_keeps_its_work_when_no_other_region_can_tak
     assert await run_until(loop, pool, ws, {"completed", "failed"}) == "completed"
     async with UnitOfWork(pool) as uow:
         history = await uow.worksets.history(ws)
-    assert [(h.from_state, h.to_state) for h in history if h.to_state == "queued" and h.from_state != "validating"] == []
+    assert [
+        (h.from_state, h.to_state) for h in history if h.to_state == "queued" and h.from_state != "validating"
+    ] == []

@@ -22,7 +22,9 @@ POLL_SECONDS = 60.0  # far longer than the test may take: only exit notices can 
 
 
 async def test_three_steps_complete_long_before_one_poll_interval(pool: asyncpg.Pool, tmp_path: Path) -> None:
-    settings = settings_for(tmp_path, [{"name": n, "argv": ["sleep", "0.2"]} for n in ("one", "two", "three")])
+    settings = settings_for(
+        tmp_path, [{"name": n, "argv": ["sleep", "0.2"]} for n in ("one", "two", "three")]
+    )
     await add_cluster(pool, workdir=tmp_path / "work")
     ws_id = await enqueue(pool, "acme")
     registry = ExecutorRegistry(default_executor_factories(settings))

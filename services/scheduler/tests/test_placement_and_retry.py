@@ -55,9 +55,7 @@ async def diagnose(pool: asyncpg.Pool, settings: Settings, ws_id: str, retry_cla
     async with UnitOfWork(pool) as uow:
         attempt = (await uow.worksets.get(ws_id)).attempt
     diagnosed = new_envelope(
-        WorksetDiagnosed(
-            attempt=attempt, code="WS-NET-001", retry_class=retry_class, retryable=True
-        ),
+        WorksetDiagnosed(attempt=attempt, code="WS-NET-001", retry_class=retry_class, retryable=True),
         tenant_id="acme",
         region="us-west-2",
         workset_id=ws_id,

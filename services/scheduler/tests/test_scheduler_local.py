@@ -134,9 +134,7 @@ async def test_partial_retry_resumes_at_the_failed_step(pool: asyncpg.Pool, tmp_
     for attempt in (1, 2):
         assert await run_until(loop, pool, ws_id, {"failed"}) == "failed"
         diagnosed = new_envelope(
-            WorksetDiagnosed(
-                attempt=attempt, code="WS-NET-001", retry_class="transient", retryable=True
-            ),
+            WorksetDiagnosed(attempt=attempt, code="WS-NET-001", retry_class="transient", retryable=True),
             tenant_id="acme",
             region="us-west-2",
             workset_id=ws_id,

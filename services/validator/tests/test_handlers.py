@@ -89,7 +89,13 @@ async def test_valid_spec_is_queued_with_the_estimate(
     pool: asyncpg.Pool, s3lab: S3Lab, store: S3ObjectStore
 ) -> None:
     ws_id, event = await submit_and_get_event(pool, s3lab.spec())
-    await partial(validate_submitted, consumer=CONSUMER, pool=lambda: pool, check=checker_for(store, s3lab.bucket), max_deliver=5)(event, DELIVERY)
+    await partial(
+        validate_submitted,
+        consumer=CONSUMER,
+        pool=lambda: pool,
+        check=checker_for(store, s3lab.bucket),
+        max_deliver=5,
+    )(event, DELIVERY)
     async with UnitOfWork(pool) as uow:
         ws = await uow.worksets.get(ws_id)
         history = await uow.worksets.history(ws_id)
@@ -110,7 +116,13 @@ async def test_redelivered_event_has_no_second_effect(
     pool: asyncpg.Pool, s3lab: S3Lab, store: S3ObjectStore
 ) -> None:
     ws_id, event = await submit_and_get_event(pool, s3lab.spec())
-    handler = partial(validate_submitted, consumer=CONSUMER, pool=lambda: pool, check=checker_for(store, s3lab.bucket), max_deliver=5)
+    handler = partial(
+        validate_submitted,
+        consumer=CONSUMER,
+        pool=lambda: pool,
+        check=checker_for(store, s3lab.bucket),
+        max_deliver=5,
+    )
     await handler(event, DELIVERY)
     await handler(event, DELIVERY)
     async with UnitOfWork(pool) as uow:
@@ -124,7 +136,13 @@ async def test_storage_findings_reject_the_workset(
     spec = s3lab.spec(reference_genome="GRCh99")
     s3lab.put("reads/S1_R2.fastq.gz", b"")
     ws_id, event = await submit_and_get_event(pool, spec)
-    await partial(validate_submitted, consumer=CONSUMER, pool=lambda: pool, check=checker_for(store, s3lab.bucket), max_deliver=5)(event, DELIVERY)
+    await partial(
+        validate_submitted,
+        consumer=CONSUMER,
+        pool=lambda: pool,
+        check=checker_for(store, s3lab.bucket),
+        max_deliver=5,
+    )(event, DELIVERY)
     bodies = await outbox(pool)
     assert bodies[-1]["type"] == "workset.rejected"
     payload = bodies[-1]["payload"]
@@ -141,7 +159,13 @@ async def test_storage_outage_is_retried_then_rejected_on_the_last_delivery(
     ws_id, event = await submit_and_get_event(pool, s3lab.spec())
     intake = IntakeSettings(storage_timeout_seconds=0.5)
     async with open_object_store(Settings(AWS_ENDPOINT_URL="http://127.0.0.1:9"), intake) as dead:
-        handler = partial(validate_submitted, consumer=CONSUMER, pool=lambda: pool, check=checker_for(dead, s3lab.bucket), max_deliver=3)
+        handler = partial(
+            validate_submitted,
+            consumer=CONSUMER,
+            pool=lambda: pool,
+            check=checker_for(dead, s3lab.bucket),
+            max_deliver=3,
+        )
         with pytest.raises(RetryLater):
             await handler(event, DELIVERY)
         async with UnitOfWork(pool) as uow:
@@ -161,19 +185,37 @@ async def test_with_validation_disabled_a_readable_spec_is_queued_unchecked(
         "samples": [{"id": "S1", "platform": "ILMN", "r1": "s3://nowhere-bucket/a_R1.fastq.gz"}],
     }
     ws_id, event = await submit_and_get_event(pool, spec)
-    await partial(validate_submitted, consumer=CONSUMER, pool=lambda: pool, check=checker_for(store, "nowhere-bucket", enable_validation=False), max_deliver=5)(event, DELIVERY)
+    await partial(
+        validate_submitted,
+        consumer=CONSUMER,
+        pool=lambda: pool,
+        check=checker_for(store, "nowhere-bucket", enable_validation=False),
+        max_deliver=5,
+    )(event, DELIVERY)
     async with UnitOfWork(pool) as uow:
         history = await uow.worksets.history(ws_id)
     assert history[-1].to_state == "queued" and "without validation" in history[-1].reason
     assert (await outbox(pool))[1]["payload"] == {"warning_count": 0, "cost_usd_median": None}
     # Even unvalidated, what is not a WorksetSpec is rejected: nothing downstream could run it.
     broken_id, broken = await submit_and_get_event(pool, {"name": "x", "samples": "not a list"})
-    await partial(validate_submitted, consumer=CONSUMER, pool=lambda: pool, check=checker_for(store, "nowhere-bucket", enable_validation=False), max_deliver=5)(broken, DELIVERY)
+    await partial(
+        validate_submitted,
+        consumer=CONSUMER,
+        pool=lambda: pool,
+        check=checker_for(store, "nowhere-bucket", enable_validation=False),
+        max_deliver=5,
+    )(broken, DELIVERY)
     async with UnitOfWork(pool) as uow:
         assert (await uow.worksets.get(broken_id)).state.value == "rejected"
     # Nor does it skip the tenant boundary: a bucket the tenant may not use is refused all the same.
     foreign_id, foreign = await submit_and_get_event(pool, spec)
-    await partial(validate_submitted, consumer=CONSUMER, pool=lambda: pool, check=checker_for(store, "another-bucket", enable_validation=False), max_deliver=5)(foreign, DELIVERY)
+    await partial(
+        validate_submitted,
+        consumer=CONSUMER,
+        pool=lambda: pool,
+        check=checker_for(store, "another-bucket", enable_validation=False),
+        max_deliver=5,
+    )(foreign, DELIVERY)
     async with UnitOfWork(pool) as uow:
         assert (await uow.worksets.get(foreign_id)).state.value == "rejected"
     [refused] = await stored_findings(pool, foreign_id)
@@ -213,8 +255,9 @@ async def dropped_from_folder(pool: asyncpg.Pool, s3lab: S3Lab, ws_id: str, run:
     folder = f"daylily_monitoring/active_worksets/{run}/"
     async with pool.acquire() as conn:
         # What the validator saved when it rejected: the sentinel reads the findings here, not in the event.
-        await IntakeRepository(conn).save_validation(ws_id, ok=False, findings=[REJECTION], estimate=None,
-                                                     note=None)
+        await IntakeRepository(conn).save_validation(
+            ws_id, ok=False, findings=[REJECTION], estimate=None, note=None
+        )
         await IntakeRepository(conn).record_drop(
             DropRecord(
                 bucket=s3lab.bucket,
@@ -288,10 +331,12 @@ async def test_a_non_retryable_failure_of_a_dropped_workset_ends_with_daylily_er
             ws.transition(state, actor="t")
         ws.attempt = 1
         # The step's log tail is in step_runs; the event points at it (claim check).
-        claim = await uow.step_runs.record_submitting(workset_id=ws_id, attempt=1, step="qc", step_index=0,
-                                                       cluster="local", holder="t")
-        await uow.connection.execute("UPDATE step_runs SET state = 'failed', log_tail = $2 WHERE id = $1",
-                                     claim.step_run_id, log)
+        claim = await uow.step_runs.record_submitting(
+            workset_id=ws_id, attempt=1, step="qc", step_index=0, cluster="local", holder="t"
+        )
+        await uow.connection.execute(
+            "UPDATE step_runs SET state = 'failed', log_tail = $2 WHERE id = $1", claim.step_run_id, log
+        )
         failed = WorksetFailed(attempt=1, step="qc", step_run_id=claim.step_run_id, exit_code=255)
         ws.transition(S.FAILED, actor="scheduler", reason="step qc failed", event=failed)
         await uow.worksets.save(ws)
@@ -300,18 +345,22 @@ async def test_a_non_retryable_failure_of_a_dropped_workset_ends_with_daylily_er
         await _last_event(pool, ws_id, "workset.failed"), DELIVERY
     )
     diagnosed = await _last_event(pool, ws_id, "workset.diagnosed")
-    await idempotent("scheduler-diagnosed", lambda: pool, partial(decide_retry, policy=retry_policy(Settings())))(diagnosed, DELIVERY)
+    await idempotent(
+        "scheduler-diagnosed", lambda: pool, partial(decide_retry, policy=retry_policy(Settings()))
+    )(diagnosed, DELIVERY)
     dead = await _last_event(pool, ws_id, "workset.dead_lettered")
     assert isinstance(dead.payload, WorksetDeadLettered)
     code = dead.payload.code
     assert (dead.payload.reason, dead.payload.retryable, code) == ("not_retryable", False, "WS-DAT-002")
 
-    await idempotent(SENTINEL_CONSUMER, lambda: pool, partial(write_sentinel, store=lambda: store))(dead, DELIVERY)
+    await idempotent(SENTINEL_CONSUMER, lambda: pool, partial(write_sentinel, store=lambda: store))(
+        dead, DELIVERY
+    )
     stamp, message = s3lab.get(folder + sentinels.ERROR).decode().split("\t")
     assert stamp == dead.occurred_at.isoformat()
     assert message.startswith(
         "failed for good (not_retryable) after 1 attempt: WS-DAT-002 FASTQ sequence/quality length mismatch "
-        "in step qc; evidence: \"ERROR: sequence and quality have different length:\""
+        'in step qc; evidence: "ERROR: sequence and quality have different length:"'
     ), message
     assert "fix: Locate the bad record" in message  # the catalog's first remediation step
     async with pool.acquire() as conn:

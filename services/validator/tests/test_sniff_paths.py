@@ -38,7 +38,9 @@ async def portal(
     intake = make_intake(s3lab, sniff_bytes=1024)
     validator = TestServer(validator_app(settings, intake=intake))
     await validator.start_server()
-    client = TestClient(TestServer(portal_app(settings, intake=intake, auth=AuthSettings(auth_enabled=False))))
+    client = TestClient(
+        TestServer(portal_app(settings, intake=intake, auth=AuthSettings(auth_enabled=False)))
+    )
     await client.start_server()
     try:
         yield client
@@ -48,8 +50,10 @@ async def portal(
 
 
 def broken_reads(s3lab: S3Lab) -> tuple[str, str]:
-    return (s3lab.put("reads/cut_R1.fastq.gz", BGZ[: len(BGZ) // 2]),
-            s3lab.put("reads/cut_R2.fastq.gz", gzip.compress(fixture("solexa_example.fastq"))))
+    return (
+        s3lab.put("reads/cut_R1.fastq.gz", BGZ[: len(BGZ) // 2]),
+        s3lab.put("reads/cut_R2.fastq.gz", gzip.compress(fixture("solexa_example.fastq"))),
+    )
 
 
 async def rejected_with(pool: asyncpg.Pool, name: str) -> set[tuple[str, str]]:
@@ -71,20 +75,31 @@ async def test_broken_fastqs_are_caught_on_every_path(
     r1, r2 = broken_reads(s3lab)
 
     def spec(name: str) -> dict[str, Any]:
-        return {"name": name, "pipeline": "fastq-qc", "export_uri": f"s3://{s3lab.bucket}/out/",
-                "samples": [{"id": "S1", "platform": "ILMN", "r1": r1, "r2": r2}]}
+        return {
+            "name": name,
+            "pipeline": "fastq-qc",
+            "export_uri": f"s3://{s3lab.bucket}/out/",
+            "samples": [{"id": "S1", "platform": "ILMN", "r1": r1, "r2": r2}],
+        }
 
-    checked = await portal.post("/api/v1/worksets/validate", json=spec("check"), headers={"X-Stamen-Tenant": "acme"})
+    checked = await portal.post(
+        "/api/v1/worksets/validate", json=spec("check"), headers={"X-Stamen-Tenant": "acme"}
+    )
     report = await checked.json()
     assert not report["ok"] and {(f["code"], f["field"]) for f in report["findings"]} >= EXPECTED
 
-    submitted = await portal.post("/api/v1/worksets", json=spec("over-http"), headers={"X-Stamen-Tenant": "acme"})
+    submitted = await portal.post(
+        "/api/v1/worksets", json=spec("over-http"), headers={"X-Stamen-Tenant": "acme"}
+    )
     assert submitted.status == 201
     reply = json.loads((await tenant_request(nc, "acme", json.dumps(spec("over-nats")).encode())).data)
     assert reply["ok"], reply
     folder = s3lab.drop_folder("over-s3", ready=False)
-    s3lab.put(folder + "stage_samples.tsv", "RUN_ID\tSAMPLE_ID\tEXPERIMENTID\tLANE\tSEQ_VENDOR\tILMN_R1_FQ\t"
-              f"ILMN_R2_FQ\nR1\tS1\tEX1\t1\tILMN\t{r1}\t{r2}\n")
+    s3lab.put(
+        folder + "stage_samples.tsv",
+        "RUN_ID\tSAMPLE_ID\tEXPERIMENTID\tLANE\tSEQ_VENDOR\tILMN_R1_FQ\t"
+        f"ILMN_R2_FQ\nR1\tS1\tEX1\t1\tILMN\t{r1}\t{r2}\n",
+    )
     s3lab.put(folder + "daylily.ready", "2025-01-01T00:00:00Z")
 
     for name in ("over-http", "over-nats"):

@@ -54,14 +54,22 @@ async def test_strict_values_and_idempotency_over_nats(
         answer = await ask(nc, body)
         assert answer["code"] == "VALIDATION_FAILED", answer
         assert [(f["code"], f["field"]) for f in answer["details"]["findings"]] == [expected]
-    json_inf = await ask(nc, json.dumps(spec)[:-1] + ', "max_cost_usd": 1e999}', **{"Content-Type": "application/json"})
+    json_inf = await ask(
+        nc, json.dumps(spec)[:-1] + ', "max_cost_usd": 1e999}', **{"Content-Type": "application/json"}
+    )
     assert [f["code"] for f in json_inf["details"]["findings"]] == ["VAL-TYPE-002"]
 
     first = await ask(nc, text, **{"Idempotency-Key": "lims-7"})
-    repeat = await ask(nc, json.dumps(spec), **{"Idempotency-Key": "lims-7", "Content-Type": "application/json"})
-    assert first["ok"] and repeat["ok"] and not repeat["created"] and repeat["workset_id"] == first["workset_id"]
+    repeat = await ask(
+        nc, json.dumps(spec), **{"Idempotency-Key": "lims-7", "Content-Type": "application/json"}
+    )
+    assert (
+        first["ok"] and repeat["ok"] and not repeat["created"] and repeat["workset_id"] == first["workset_id"]
+    )
     reused = await ask(nc, yaml.safe_dump({**spec, "priority": "urgent"}), **{"Idempotency-Key": "lims-7"})
-    assert reused["code"] == "IDEMPOTENCY_KEY_REUSED" and reused["details"] == {"workset_id": first["workset_id"]}
+    assert reused["code"] == "IDEMPOTENCY_KEY_REUSED" and reused["details"] == {
+        "workset_id": first["workset_id"]
+    }
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM worksets") == 1
 
@@ -83,18 +91,27 @@ async def test_s3_drops_name_the_defect(validator: TestServer, s3lab: S3Lab, poo
     columns = s3lab.drop_folder("no-vendor", ready=False)
     manifest = s3lab.get(columns + "stage_samples.tsv").decode().split("\n")
     header = manifest[0].split("\t")
-    keep = [i for i, c in enumerate(header) if c not in ("SEQ_VENDOR", "SEQ_PLATFORM", "ILMN_R1_FQ", "ILMN_R2_FQ")]
+    keep = [
+        i for i, c in enumerate(header) if c not in ("SEQ_VENDOR", "SEQ_PLATFORM", "ILMN_R1_FQ", "ILMN_R2_FQ")
+    ]
     rows = [[cells[i] for i in keep] for cells in (line.split("\t") for line in manifest if line)]
     rows[0] += ["R1_FQ"]
     rows[1] += ["s3://x-bucket/a_R1.fastq.gz"]
     s3lab.put(columns + "stage_samples.tsv", "\n".join("\t".join(r) for r in rows) + "\n")
     s3lab.put(columns + "daylily.ready", "2025-01-01T00:00:00Z")
     parent = s3lab.drop_folder("parent", ready=False)
-    s3lab.put(parent + "stage_samples.tsv", s3lab.get(parent + "stage_samples.tsv").decode()
-              .replace("\tparent-S1\t", "\t../parent-S1\t"))
+    s3lab.put(
+        parent + "stage_samples.tsv",
+        s3lab.get(parent + "stage_samples.tsv").decode().replace("\tparent-S1\t", "\t../parent-S1\t"),
+    )
     s3lab.put(parent + "daylily.ready", "2025-01-01T00:00:00Z")
 
-    expected = {twice: "VAL-INPUT-009", infinite: "VAL-TYPE-002", columns: "VAL-TSV-001", parent: "VAL-ID-005"}
+    expected = {
+        twice: "VAL-INPUT-009",
+        infinite: "VAL-TYPE-002",
+        columns: "VAL-TSV-001",
+        parent: "VAL-ID-005",
+    }
 
     async def all_errors() -> bool:
         return all(s3lab.exists(folder + sentinels.ERROR) for folder in expected)

@@ -42,7 +42,9 @@ def _field(form: Any, name: str) -> str:
 
 def emulator(request: web.Request) -> bool:
     """The AWS APIs are the embedded emulator (moto), which sends no mail."""
-    return endpoint_is_loopback(request.app[SECURITY].auth.aws_endpoint_url or request.app[SETTINGS].aws_endpoint_url)
+    return endpoint_is_loopback(
+        request.app[SECURITY].auth.aws_endpoint_url or request.app[SETTINGS].aws_endpoint_url
+    )
 
 
 def _count_failure(request: web.Request) -> None:
@@ -56,7 +58,11 @@ async def sign_in_form(request: web.Request) -> web.Response:
     return await render(
         request,
         "auth/signin.html",
-        {"next": safe_next(request.query.get("next")), "email": request.query.get("email", ""), "error": None},
+        {
+            "next": safe_next(request.query.get("next")),
+            "email": request.query.get("email", ""),
+            "error": None,
+        },
     )
 
 
@@ -69,13 +75,17 @@ async def sign_in(request: web.Request) -> web.Response:
         see_other("/")
 
     async def again(error: str, status: int = 400) -> web.Response:
-        return await render(request, "auth/signin.html", {"next": target, "email": email, "error": error}, status=status)
+        return await render(
+            request, "auth/signin.html", {"next": target, "email": email, "error": error}, status=status
+        )
 
     if not email or not password:
         return await again("Enter your e-mail address and password.")
     pool = await security.user_pool()
     try:
-        tokens = await cognito.login(security.cognito, app_client_id=pool.app_client_id, username=email, password=password)
+        tokens = await cognito.login(
+            security.cognito, app_client_id=pool.app_client_id, username=email, password=password
+        )
     except LoginFailed as exc:
         if exc.details.get("challenge") == "NEW_PASSWORD_REQUIRED" and exc.details.get("session"):
             return await _challenge_page(request, email, str(exc.details["session"]), target, None)
@@ -125,7 +135,11 @@ async def new_password(request: web.Request) -> web.Response:
     pool = await security.user_pool()
     try:
         tokens = await cognito.answer_new_password(
-            security.cognito, app_client_id=pool.app_client_id, username=email, session=challenge, new_password=password
+            security.cognito,
+            app_client_id=pool.app_client_id,
+            username=email,
+            session=challenge,
+            new_password=password,
         )
     except (PasswordPolicy, IdentityRequestInvalid) as exc:
         return await _challenge_page(request, email, challenge, target, str(exc), 400)
@@ -164,7 +178,9 @@ async def sign_up(request: web.Request) -> web.Response:
         invitation = await repo.open_by_token(invitation_hash(token)) if token else None
         if invitation is None:
             _count_failure(request)
-            return await render(request, "auth/signup.html", {"invitation": None, "invite": "", "error": None}, status=404)
+            return await render(
+                request, "auth/signup.html", {"invitation": None, "invite": "", "error": None}, status=404
+            )
         error = "The two passwords differ." if password != repeat else None
         if error is None:
             try:
@@ -198,10 +214,16 @@ async def confirm(request: web.Request) -> web.Response:
     security = request.app[SECURITY]
     pool = await security.user_pool()
     try:
-        await cognito.confirm_with_code(security.cognito, app_client_id=pool.app_client_id, username=email, code=code)
+        await cognito.confirm_with_code(
+            security.cognito, app_client_id=pool.app_client_id, username=email, code=code
+        )
     except (UserNotFound, IdentityProviderError, CodeInvalid, IdentityRequestInvalid):
         _count_failure(request)
-        context = {"email": email, "error": "The code is wrong or has expired.", "emulator": emulator(request)}
+        context = {
+            "email": email,
+            "error": "The code is wrong or has expired.",
+            "emulator": emulator(request),
+        }
         return await render(request, "auth/confirm.html", context, status=400)
     see_other("/signin", email=email, notice="signed-up")
 
@@ -220,12 +242,19 @@ async def forgot(request: web.Request) -> web.Response:
     pool = await security.user_pool()
     code = None
     try:
-        sent = await cognito.forgot_password(security.cognito, app_client_id=pool.app_client_id, username=email)
+        sent = await cognito.forgot_password(
+            security.cognito, app_client_id=pool.app_client_id, username=email
+        )
         code = sent.emulator_code
     except (UserNotFound, IdentityRequestInvalid):
         pass
-    context = {"email": email, "destination": mask_email(email), "emulator_code": code, "error": None,
-               "emulator": emulator(request)}
+    context = {
+        "email": email,
+        "destination": mask_email(email),
+        "emulator_code": code,
+        "error": None,
+        "emulator": emulator(request),
+    }
     return await render(request, "auth/reset.html", context)
 
 
@@ -236,8 +265,13 @@ async def reset(request: web.Request) -> web.Response:
     security = request.app[SECURITY]
 
     async def again(error: str) -> web.Response:
-        context = {"email": email, "destination": mask_email(email), "emulator_code": None, "error": error,
-                   "emulator": emulator(request)}
+        context = {
+            "email": email,
+            "destination": mask_email(email),
+            "emulator_code": None,
+            "error": error,
+            "emulator": emulator(request),
+        }
         return await render(request, "auth/reset.html", context, status=400)
 
     if password != repeat:
@@ -245,7 +279,11 @@ async def reset(request: web.Request) -> web.Response:
     pool = await security.user_pool()
     try:
         await cognito.reset_password(
-            security.cognito, app_client_id=pool.app_client_id, username=email, code=code, new_password=password
+            security.cognito,
+            app_client_id=pool.app_client_id,
+            username=email,
+            code=code,
+            new_password=password,
         )
     except (PasswordPolicy, IdentityRequestInvalid) as exc:
         return await again(str(exc))
@@ -253,4 +291,3 @@ async def reset(request: web.Request) -> web.Response:
         _count_failure(request)
         return await again("The code is wrong or has expired.")
     see_other("/signin", email=email, notice="password-reset")
-

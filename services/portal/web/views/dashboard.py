@@ -50,7 +50,12 @@ async def dashboard(request: web.Request, tenant: str | None) -> dict[str, Any]:
         async with pool.acquire() as conn:
             q = WorksetQueries(conn)
             customer = await CustomerRepository(conn).get(tenant) if tenant else None
-            return await q.running(tenant, 8), await q.queued(tenant, 8), await q.retry_waits(tenant, 8), customer
+            return (
+                await q.running(tenant, 8),
+                await q.queued(tenant, 8),
+                await q.retry_waits(tenant, 8),
+                customer,
+            )
 
     counts, (running, queued, retries, customer) = await asyncio.gather(count(), in_flight())
     # The charts change when a workset is created or finishes: then they are made again at once.
@@ -84,7 +89,9 @@ async def _aggregates(request: web.Request, tenant: str | None) -> dict[str, Any
         metered = await q.metered_steps(tenant, month.start, month.end)
         created = await q.created_per_day(tenant, since)
         cost = await q.cost_per_day(tenant, since)
-    this_month = metered_cost([MeteredStep(cpu_seconds=cpu, region=r, price_factor=f) for r, f, cpu, _ in metered])
+    this_month = metered_cost(
+        [MeteredStep(cpu_seconds=cpu, region=r, price_factor=f) for r, f, cpu, _ in metered]
+    )
     days = [(since + timedelta(days=i)).date() for i in range(CHART_DAYS)]
     return {
         "month": str(month),

@@ -58,7 +58,9 @@ async def _context(request: web.Request, requeue_error: str | None = None) -> di
         "estimate": (d.validation or {}).get("estimate"),
         "findings": (d.validation or {}).get("findings") or [],
         "scores": sorted((d.placement_scores or {}).items(), key=lambda kv: -kv[1]),
-        "outputs": await _outputs(request, d.tenant, d.spec.get("export_uri")) if state is S.COMPLETED else None,
+        "outputs": await _outputs(request, d.tenant, d.spec.get("export_uri"))
+        if state is S.COMPLETED
+        else None,
         "daylily": _daylily(d.spec),
         "can_cancel": state in commands.CANCEL_NOW or state in commands.CANCEL_VIA_SCHEDULER,
         "cancel_pending": d.cancel_requested_by is not None,
@@ -72,7 +74,11 @@ async def _context(request: web.Request, requeue_error: str | None = None) -> di
 def _diagnosis(doc: dict[str, Any]) -> dict[str, Any]:
     try:
         entry = get_entry(doc["code"])
-        doc["name"], doc["remediation"], doc["docs_anchor"] = entry.name, list(entry.remediation), entry.docs_anchor
+        doc["name"], doc["remediation"], doc["docs_anchor"] = (
+            entry.name,
+            list(entry.remediation),
+            entry.docs_anchor,
+        )
     except UnknownErrorCodeError:  # a code from a newer catalog than this portal's: no remediation shown
         doc["name"], doc["remediation"], doc["docs_anchor"] = doc["code"], [], None
     return doc
@@ -92,7 +98,11 @@ async def _outputs(request: web.Request, tenant: str, export_uri: object) -> dic
         log.warning("portal.outputs_not_listed", bucket=bucket, error=str(exc))
         return {"uri": export_uri, "files": [], "error": "the outputs could not be listed right now"}
     files = [
-        {**o, "name": o["key"][len(prefix):].lstrip("/") or o["key"], "url": await download_link(request, bucket, o["key"])}
+        {
+            **o,
+            "name": o["key"][len(prefix) :].lstrip("/") or o["key"],
+            "url": await download_link(request, bucket, o["key"]),
+        }
         for o in objects
     ]
     return {"uri": export_uri, "files": files, "error": None, "truncated": truncated}
@@ -114,7 +124,9 @@ async def daylily_file(request: web.Request) -> web.Response:
     if name == "daylily.zip":
         return zip_response(files, f"{ws.name}-daylily.zip")
     if name not in files:
-        raise ApiError(404, "NOT_FOUND", f"no generated file {name!r}; there are {', '.join(files) or 'none'}")
+        raise ApiError(
+            404, "NOT_FOUND", f"no generated file {name!r}; there are {', '.join(files) or 'none'}"
+        )
     return web.Response(
         text=files[name],
         content_type="text/plain",

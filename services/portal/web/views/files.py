@@ -67,8 +67,11 @@ async def browse(request: web.Request) -> web.Response:
             listing = {"folders": folders, "files": objects, "truncated": truncated, "error": None}
         except (ClientError, BotoCoreError) as exc:
             code = exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else ""
-            listing["error"] = "This bucket does not exist yet." if code == "NoSuchBucket" else (
-                "The bucket could not be listed right now; try again shortly.")
+            listing["error"] = (
+                "This bucket does not exist yet."
+                if code == "NoSuchBucket"
+                else ("The bucket could not be listed right now; try again shortly.")
+            )
     crumbs = []
     parts = [p for p in prefix.split("/") if p]
     for i, part in enumerate(parts):
@@ -76,8 +79,17 @@ async def browse(request: web.Request) -> web.Response:
     # A read-only grant (e.g. a shared reference bucket) is browsed without the upload and delete controls.
     writable = bool(bucket) and await may_use(request, tenant, str(bucket), "write")
     granted = next((c for c in choices if c.bucket == bucket and c.source != "own"), None)
-    context = {"tenant": tenant, "bucket": bucket, "choices": choices, "prefix": prefix, "crumbs": crumbs,
-               **listing, "link_minutes": LINK_SECONDS // 60, "writable": writable, "granted": granted}
+    context = {
+        "tenant": tenant,
+        "bucket": bucket,
+        "choices": choices,
+        "prefix": prefix,
+        "crumbs": crumbs,
+        **listing,
+        "link_minutes": LINK_SECONDS // 60,
+        "writable": writable,
+        "granted": granted,
+    }
     return await render(request, "files/browse.html", context)
 
 
@@ -111,8 +123,9 @@ async def presign(request: web.Request) -> web.Response:
     if tenant:
         security = request.app[SECURITY]
         try:
-            await check_customer_storage(request.app[POOL], security.s3, tenant, incoming_bytes=size,
-                                         cache=security.bucket_usage)
+            await check_customer_storage(
+                request.app[POOL], security.s3, tenant, incoming_bytes=size, cache=security.bucket_usage
+            )
         except (CustomerNotFound, StorageNotMeasured):
             pass  # not a customer (operators' local demo), or unmeasured: the validator checks again later
     s3: Any = request.app[SECURITY].s3
@@ -132,7 +145,9 @@ async def delete(request: web.Request) -> web.Response:
         raise ApiError(403, "BUCKET_READ_ONLY", f"s3://{bucket} is read-only for you")
     parent = key.rsplit("/", 1)[0] + "/" if "/" in key else ""
     if form.get("confirm") != "yes":
-        return await render(request, "files/confirm_delete.html", {"bucket": bucket, "key": key, "parent": parent})
+        return await render(
+            request, "files/confirm_delete.html", {"bucket": bucket, "key": key, "parent": parent}
+        )
     s3: Any = request.app[SECURITY].s3
     await s3.delete_object(Bucket=bucket, Key=key)
     see_other("/files", bucket=bucket, prefix=parent, notice="file-deleted")

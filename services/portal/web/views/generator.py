@@ -49,8 +49,15 @@ def generated(request: web.Request, f: SpecForm) -> dict[str, str]:
 
 
 def _context(f: SpecForm, files: dict[str, str]) -> dict[str, Any]:
-    return {"form": f, "files": files, "tenant": None, "tenants": [], "report": None, "upload_bucket": None,
-            **choices()}
+    return {
+        "form": f,
+        "files": files,
+        "tenant": None,
+        "tenants": [],
+        "report": None,
+        "upload_bucket": None,
+        **choices(),
+    }
 
 
 async def form(request: web.Request) -> web.Response:
@@ -86,5 +93,8 @@ async def download(request: web.Request) -> web.Response:
         return zip_response(files, f"{f.value('name') or 'workset'}-daylily.zip")
     if wanted not in files:
         raise ApiError(404, "NOT_FOUND", f"no generated file {wanted!r}")
-    return web.Response(text=files[wanted], content_type="text/plain",
-                        headers={"Content-Disposition": f'attachment; filename="{wanted}"'})
+    return web.Response(
+        text=files[wanted],
+        content_type="text/plain",
+        headers={"Content-Disposition": f'attachment; filename="{wanted}"'},
+    )

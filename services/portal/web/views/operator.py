@@ -78,7 +78,9 @@ async def update_customer(request: web.Request) -> web.Response:
     limit = str(form.get("max_concurrent_worksets", "")).strip()
     if limit:
         if not limit.isdigit() or int(limit) > MAX_CONCURRENT_WORKSETS:
-            raise ApiError(400, "CUSTOMER_INVALID", f"max_concurrent_worksets: 0 to {MAX_CONCURRENT_WORKSETS}")
+            raise ApiError(
+                400, "CUSTOMER_INVALID", f"max_concurrent_worksets: 0 to {MAX_CONCURRENT_WORKSETS}"
+            )
         await manager.get_customer(customer_id)  # CUSTOMER_NOT_FOUND for an unknown id
         await set_tenant_limit(request.app[POOL], customer_id, int(limit))
     see_other("/ops/customers", notice="customer-saved")
@@ -107,7 +109,6 @@ async def save_cluster_form(request: web.Request) -> web.Response:
         return await render(request, "ops/clusters.html", context, status=400)
     await save_cluster(request.app[POOL], new)
     see_other("/ops/clusters", notice="cluster-saved")
-
 
 
 async def cluster_action(request: web.Request) -> web.Response:
@@ -142,8 +143,11 @@ async def region_command(request: web.Request) -> web.Response:
     form = await request.post()
     reason = str(form.get("reason", "")).strip()
     if not reason or len(reason) > 2000:
-        return await region(request, error="reason: say why (1 to 2,000 characters); it is kept in the audit trail",
-                            status=400)
+        return await region(
+            request,
+            error="reason: say why (1 to 2,000 characters); it is kept in the audit trail",
+            status=400,
+        )
     try:
         if action == "failover":
             await force_failover(request.app[POOL], name, actor=actor_of(request), reason=reason)
@@ -168,19 +172,28 @@ async def _parked(request: web.Request) -> str:
     workset_id = request.match_info["workset_id"]
     async with UnitOfWork(request.app[POOL]) as uow:
         if await uow.dead_letters.get(workset_id) is None:
-            raise ApiError(404, "DEAD_LETTER_NOT_FOUND", f"workset {workset_id!r} is not in the dead-letter queue")
+            raise ApiError(
+                404, "DEAD_LETTER_NOT_FOUND", f"workset {workset_id!r} is not in the dead-letter queue"
+            )
     return workset_id
 
 
-async def dead_letter(request: web.Request, requeue_error: str | None = None, status: int = 200) -> web.Response:
+async def dead_letter(
+    request: web.Request, requeue_error: str | None = None, status: int = 200
+) -> web.Response:
     workset_id = await _parked(request)
     async with UnitOfWork(request.app[POOL]) as uow:
         row = await uow.dead_letters.get(workset_id)
         ws = await uow.worksets.get(workset_id)
         d = await detail_model(uow, ws)
         runs = await uow.slots.runs(workset_id)
-    context = {"row": row, "ws": d, "runs": runs, "requeue_error": requeue_error,
-               "priorities": ["urgent", "normal", "low"]}
+    context = {
+        "row": row,
+        "ws": d,
+        "runs": runs,
+        "requeue_error": requeue_error,
+        "priorities": ["urgent", "normal", "low"],
+    }
     return await render(request, "ops/dlq_item.html", context, status=status)
 
 
@@ -188,7 +201,9 @@ async def requeue_dead_letter(request: web.Request) -> web.Response:
     workset_id = await _parked(request)
     form = await request.post()
     try:
-        await commands.requeue(request.app[POOL], workset_id, actor=actor_of(request), changes=requeue_changes(form))
+        await commands.requeue(
+            request.app[POOL], workset_id, actor=actor_of(request), changes=requeue_changes(form)
+        )
     except RequeueChangesInvalid as exc:
         return await dead_letter(request, requeue_error=str(exc), status=400)
     see_other(f"/worksets/{workset_id}", notice="dlq-requeued")
@@ -217,9 +232,17 @@ async def system_health(request: web.Request) -> dict[str, Any]:
         )
     pg_ms = (time.perf_counter() - started) * 1000
     if not bus.connected.is_set():
-        return {"postgres_ms": pg_ms, "nats_ms": None, "nats_status": bus.status(), **_outbox(outbox),
-                "consumers": [], "dlq_messages": None, "events_messages": None, "events_last_seq": None,
-                "services": await _services(request)}
+        return {
+            "postgres_ms": pg_ms,
+            "nats_ms": None,
+            "nats_status": bus.status(),
+            **_outbox(outbox),
+            "consumers": [],
+            "dlq_messages": None,
+            "events_messages": None,
+            "events_last_seq": None,
+            "services": await _services(request),
+        }
     js = bus.js
     started = time.perf_counter()
     await bus.nc.flush(timeout=2)
@@ -227,13 +250,15 @@ async def system_health(request: web.Request) -> dict[str, Any]:
     consumers = []
     for info in await js.consumers_info(EVENTS_STREAM):
         if info.config.durable_name:
-            consumers.append({
-                "name": info.name,
-                "pending": info.num_pending or 0,
-                "unacked": info.num_ack_pending or 0,
-                "redelivered": info.num_redelivered or 0,
-                "last_active": info.delivered.last_active if info.delivered else None,
-            })
+            consumers.append(
+                {
+                    "name": info.name,
+                    "pending": info.num_pending or 0,
+                    "unacked": info.num_ack_pending or 0,
+                    "redelivered": info.num_redelivered or 0,
+                    "last_active": info.delivered.last_active if info.delivered else None,
+                }
+            )
     dlq = (await js.stream_info(DLQ_STREAM)).state.messages
     events = (await js.stream_info(EVENTS_STREAM)).state
     return {
@@ -273,6 +298,13 @@ async def _services(request: web.Request) -> list[dict[str, Any]] | None:
                     checks = body.get("checks", {})
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 status, checks = f"down ({type(exc).__name__})", {}
-            out.append({"name": name, "status": status, "checks": checks, "url": info.get("url"),
-                        "restarts": info.get("restarts", 0)})
+            out.append(
+                {
+                    "name": name,
+                    "status": status,
+                    "checks": checks,
+                    "url": info.get("url"),
+                    "restarts": info.get("restarts", 0),
+                }
+            )
     return out

@@ -65,7 +65,9 @@ async def _context(request: web.Request, tenant: str | None, **shown: Any) -> di
     }
     async with request.app[POOL].acquire() as conn:
         if tenant is None:
-            context["customers"] = await CustomerRepository(conn).page(limit=500) if principal.is_operator else []
+            context["customers"] = (
+                await CustomerRepository(conn).page(limit=500) if principal.is_operator else []
+            )
         else:
             context["invitations"] = await InvitationRepository(conn).for_customer(tenant)
     if tenant is not None:
@@ -112,7 +114,9 @@ async def create_api_key(request: web.Request) -> web.Response:
             raise ApiError(400, "API_KEY_REQUEST_INVALID", "name: give the key a name of 1 to 100 characters")
         created = await keys.create(tenant, name, ttl_days=int(ttl) if ttl.isdigit() else None)
     except (AuthError, ApiError) as exc:
-        return await render(request, "settings.html", await _context(request, tenant, error=str(exc)), status=400)
+        return await render(
+            request, "settings.html", await _context(request, tenant, error=str(exc)), status=400
+        )
     return await render(request, "settings.html", await _context(request, tenant, created_key=created))
 
 
@@ -132,7 +136,9 @@ async def create_nats_credential(request: web.Request) -> web.Response:
             raise ApiError(400, "NATS_CREDENTIAL_REQUEST_INVALID", "name: 1 to 100 characters")
         created = await NatsCredentialService(request.app[POOL]).create(tenant, name)
     except (AuthError, ApiError) as exc:
-        return await render(request, "settings.html", await _context(request, tenant, error=str(exc)), status=400)
+        return await render(
+            request, "settings.html", await _context(request, tenant, error=str(exc)), status=400
+        )
     return await render(request, "settings.html", await _context(request, tenant, created_seed=created))
 
 
@@ -162,7 +168,9 @@ async def invite(request: web.Request) -> web.Response:
             expires_at=datetime.now(UTC) + timedelta(days=days),
         )
     link = f"{request.scheme}://{request.host}/signup?invite={token}"
-    return await render(request, "settings.html", await _context(request, tenant, invitation_link=(email, link)))
+    return await render(
+        request, "settings.html", await _context(request, tenant, invitation_link=(email, link))
+    )
 
 
 async def revoke_invitation(request: web.Request) -> web.Response:
@@ -190,15 +198,28 @@ def preferences_from_form(form: Any, current: NotificationPreferences) -> Prefer
         return bool(form.get(name) == "on")
 
     doc["only_final_failures"] = on("only_final_failures")
-    doc["sns"].update(enabled=on("sns_enabled"), emails=_words(form.get("sns_emails")),
-                      sms=_words(form.get("sns_sms")), email_min_severity=form.get("email_min_severity", "info"),
-                      sms_min_severity=form.get("sms_min_severity", "error"))
-    doc["linear"].update(enabled=on("linear_enabled"), team_id=str(form.get("linear_team_id", "")).strip() or None)
-    doc["webhook"].update(enabled=on("webhook_enabled"), url=str(form.get("webhook_url", "")).strip() or None,
-                          format=form.get("webhook_format", "json"))
+    doc["sns"].update(
+        enabled=on("sns_enabled"),
+        emails=_words(form.get("sns_emails")),
+        sms=_words(form.get("sns_sms")),
+        email_min_severity=form.get("email_min_severity", "info"),
+        sms_min_severity=form.get("sms_min_severity", "error"),
+    )
+    doc["linear"].update(
+        enabled=on("linear_enabled"), team_id=str(form.get("linear_team_id", "")).strip() or None
+    )
+    doc["webhook"].update(
+        enabled=on("webhook_enabled"),
+        url=str(form.get("webhook_url", "")).strip() or None,
+        format=form.get("webhook_format", "json"),
+    )
     doc["digest"].update(enabled=on("digest_enabled"), interval_minutes=form.get("digest_minutes") or 60)
-    doc["quiet_hours"].update(enabled=on("quiet_enabled"), start=form.get("quiet_start") or "22:00",
-                              end=form.get("quiet_end") or "07:00", timezone=form.get("quiet_timezone") or "UTC")
+    doc["quiet_hours"].update(
+        enabled=on("quiet_enabled"),
+        start=form.get("quiet_start") or "22:00",
+        end=form.get("quiet_end") or "07:00",
+        timezone=form.get("quiet_timezone") or "UTC",
+    )
     if api_key := str(form.get("linear_api_key", "")).strip():
         doc["linear"]["api_key"] = api_key
     if secret := str(form.get("webhook_secret", "")).strip():

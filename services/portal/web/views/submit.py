@@ -39,13 +39,16 @@ async def _tenant(request: web.Request, form: SpecForm) -> str | None:
     return tenant_for(request, chosen) if chosen else None
 
 
-async def _context(request: web.Request, form: SpecForm, tenant: str | None,
-                   report: ValidationReport | None = None) -> dict[str, Any]:
+async def _context(
+    request: web.Request, form: SpecForm, tenant: str | None, report: ValidationReport | None = None
+) -> dict[str, Any]:
     buckets = await buckets_for(request, tenant)
     tenants: list[str] = []
     if principal_of(request).is_operator:
         async with request.app[POOL].acquire() as conn:
-            tenants = [c.customer_id for c in await CustomerRepository(conn).page(status=None, after=None, limit=500)]
+            tenants = [
+                c.customer_id for c in await CustomerRepository(conn).page(status=None, after=None, limit=500)
+            ]
     return {
         "form": form,
         "tenant": tenant,
@@ -57,8 +60,9 @@ async def _context(request: web.Request, form: SpecForm, tenant: str | None,
 
 
 async def form(request: web.Request) -> web.Response:
-    blank = SpecForm(values={"pipeline": "fastq-qc", "reference_genome": "hg38", "priority": "normal",
-                             "max_retries": "3"})
+    blank = SpecForm(
+        values={"pipeline": "fastq-qc", "reference_genome": "hg38", "priority": "normal", "max_retries": "3"}
+    )
     tenant = await _tenant(request, blank)
     if tenant:
         blank.values["tenant"] = tenant
@@ -99,13 +103,16 @@ async def submit(request: web.Request) -> web.Response:
         report = await _validated(request, f, tenant, storage=True)
         if action == "submit" and report.ok:
             doc = document(f, tenant)
-            outcome = await submit_for(request, doc, media="json", tenant=tenant, idempotency_key=None,
-                                       source="portal")
+            outcome = await submit_for(
+                request, doc, media="json", tenant=tenant, idempotency_key=None, source="portal"
+            )
             if outcome.accepted:
                 see_other(f"/worksets/{outcome.workset_id}", notice="submitted")
             f.findings = list(outcome.findings)
         status = 200 if report.ok else 422
-        return await render(request, "new/page.html", await _context(request, f, tenant, report), status=status)
+        return await render(
+            request, "new/page.html", await _context(request, f, tenant, report), status=status
+        )
     elif action in ("submit", "validate"):
         raise ApiError(400, "TENANT_REQUIRED", "choose the tenant the workset is for")
     return await render(request, "new/page.html", await _context(request, f, tenant))

@@ -12,6 +12,7 @@ async def set_theme(request: web.Request) -> web.Response:
     theme = str(form.get("theme", "auto"))
     response = web.Response(status=303, headers={"Location": safe_next(str(form.get("next", "/")))})
     # Not HttpOnly: stamen.js reads and writes it to switch without a reload. It holds only the choice.
-    response.set_cookie(THEME_COOKIE, theme if theme in THEMES else "auto", max_age=365 * 86400, path="/",
-                        samesite="Lax")
+    response.set_cookie(
+        THEME_COOKIE, theme if theme in THEMES else "auto", max_age=365 * 86400, path="/", samesite="Lax"
+    )
     return response

@@ -47,8 +47,10 @@ async def page(request: web.Request) -> web.Response:
         return await render(request, "usage.html", context)
     s3 = request.app[SECURITY].s3
     report = await monthly_usage(request.app[POOL], s3, tenant, month)
-    history = [await monthly_usage(request.app[POOL], s3, tenant, _previous(month, n))
-               for n in range(HISTORY_MONTHS - 1, 0, -1)] + [report]
+    history = [
+        await monthly_usage(request.app[POOL], s3, tenant, _previous(month, n))
+        for n in range(HISTORY_MONTHS - 1, 0, -1)
+    ] + [report]
     async with request.app[POOL].acquire() as conn:
         per_day = await WorksetQueries(conn).cost_per_day(tenant, month.start)
     today = datetime.now(UTC).date()

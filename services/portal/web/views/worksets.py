@@ -59,7 +59,9 @@ def _date(value: str, parameter: str) -> date | None:
 def parse_query(request: web.Request) -> ListQuery:
     q = request.query
     tenant = visible_filter(request, q.get("tenant") or None)
-    params = {k: q[k] for k in ("q", "state", "priority", "pipeline", "from", "to", "sort", "tenant") if q.get(k)}
+    params = {
+        k: q[k] for k in ("q", "state", "priority", "pipeline", "from", "to", "sort", "tenant") if q.get(k)
+    }
     state, priority, pipeline = q.get("state", ""), q.get("priority", ""), q.get("pipeline", "")
     sort = q.get("sort") or "newest"
     if state and state not in STATES:
@@ -80,7 +82,9 @@ def parse_query(request: web.Request) -> ListQuery:
             priority=priority or None,
             pipeline=pipeline or None,
             created_from=datetime.combine(start, datetime.min.time(), UTC) if start else None,
-            created_before=datetime.combine(end + timedelta(days=1), datetime.min.time(), UTC) if end else None,
+            created_before=datetime.combine(end + timedelta(days=1), datetime.min.time(), UTC)
+            if end
+            else None,
             search=search,
         ),
         sort=sort,
@@ -115,12 +119,18 @@ async def list_page(request: web.Request) -> web.Response:
 async def _listing(request: web.Request, results: list[dict[str, str]] | None = None) -> dict[str, Any]:
     query = parse_query(request)
     async with request.app[POOL].acquire() as conn:
-        rows = await WorksetQueries(conn).page(query.filter, sort=query.sort, after=query.cursor, limit=PAGE_SIZE + 1)
+        rows = await WorksetQueries(conn).page(
+            query.filter, sort=query.sort, after=query.cursor, limit=PAGE_SIZE + 1
+        )
     more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]
     next_params = None
     if more and rows:
-        next_params = {**query.params, "after": encode_cursor(rows[-1], query.sort), "page": str(query.page + 1)}
+        next_params = {
+            **query.params,
+            "after": encode_cursor(rows[-1], query.sort),
+            "page": str(query.page + 1),
+        }
     return {
         "rows": rows,
         "query": query,
@@ -128,7 +138,12 @@ async def _listing(request: web.Request, results: list[dict[str, str]] | None = 
         "states": STATES,
         "pipelines": PIPELINES,
         "priorities": PRIORITIES,
-        "sorts": {"newest": "Newest first", "oldest": "Oldest first", "name": "Name A to Z", "name_desc": "Name Z to A"},
+        "sorts": {
+            "newest": "Newest first",
+            "oldest": "Oldest first",
+            "name": "Name A to Z",
+            "name_desc": "Name Z to A",
+        },
         "bulk_actions": BULK_ACTIONS,
         "results": results,
         "show_tenant": query.filter.tenant_id is None,
@@ -165,13 +180,19 @@ async def _apply(request: web.Request, action: str, workset_id: str) -> dict[str
         return {"ok": "", "outcome": "not found"}
     try:
         if action == "cancel":
-            result = await commands.request_cancel(pool, workset_id, actor=actor, reason="bulk cancel in the portal")
+            result = await commands.request_cancel(
+                pool, workset_id, actor=actor, reason="bulk cancel in the portal"
+            )
             state = result.state + (" (stopping)" if result.pending else "")
         elif action == "retry":
             state = await commands.requeue(pool, workset_id, actor=actor, changes=None)
         else:
             state = await commands.archive(pool, workset_id, actor=actor)
-    except (commands.WorksetNotCancellable, commands.WorksetNotRequeueable, commands.WorksetNotArchivable) as exc:
+    except (
+        commands.WorksetNotCancellable,
+        commands.WorksetNotRequeueable,
+        commands.WorksetNotArchivable,
+    ) as exc:
         return {"ok": "", "outcome": str(exc)}
     except (ConcurrencyConflict, WorksetNotFound) as exc:
         return {"ok": "", "outcome": str(exc)}
