@@ -1,8 +1,11 @@
 """The classifier on real logs: verbatim excerpts of public tool output (tests/diagnostics/real/).
 
 One source in four is held out by hashing the source (evaluation.split_of); catalog patterns are written
-from the tuning split's failures only. Both splits are reported; the held-out split must meet the targets
-of issue #14. docs/errors.md carries the same figures (docgen computes them from this corpus).
+from the tuning split's failures only. The held-out excerpts of collection rounds 1-3 (held_out) were
+measured while the catalog was tuned; those of later rounds (held_out_2) are measured once, and are the
+split that must meet the targets of issue #14. Each test prints only its own split's figures, so running
+the tuning test measures nothing held out. docs/errors.md carries the same figures (docgen computes them
+from this corpus).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import pytest
 
 from stamen.diagnostics import catalog, get_entry
 from stamen.diagnostics.evaluation import (
-    SPLITS,
+    LAST_SEEN_ROUND,
     TARGET_CATEGORY_ACCURACY,
     TARGET_MAX_UNKNOWN_RATE,
     TARGET_RETRYABLE_ACCURACY,
@@ -64,32 +67,53 @@ def test_the_split_is_a_fixed_function_of_the_source(excerpts: list[LabelledExce
     assert [split_of(f"owner/repo#{n}") for n in range(8)] == [
         "held_out", "tuning", "held_out", "held_out", "held_out", "tuning", "tuning", "tuning",
     ]  # fmt: skip
-    per_split = Counter(e.split for e in excerpts)
-    assert per_split["held_out"] >= len(excerpts) // 5  # about a quarter
+    held_out = [e for e in excerpts if e.split != "tuning"]
+    assert len(held_out) >= len(excerpts) // 5  # about a quarter
+    # Only excerpts of a round after the seen ones carry a round, and only they can be in held_out_2.
+    assert all(e.collection_round > LAST_SEEN_ROUND for e in excerpts if e.collection_round is not None)
+    assert all(e.collection_round is not None for e in excerpts if e.split == "held_out_2")
 
 
-def _report(scores: dict[str, SplitScore], report_corpus_accuracy: Any) -> str:
-    summary = "real logs: " + " | ".join(scores[split].summary() for split in SPLITS)
+def _report(score: SplitScore, report_corpus_accuracy: Any) -> str:
+    summary = f"real logs: {score.summary()}"
     print(summary)
     report_corpus_accuracy(summary)
     return summary
 
 
 def test_tuning_split_meets_the_targets(scores: dict[str, SplitScore], report_corpus_accuracy: Any) -> None:
-    summary = _report(scores, report_corpus_accuracy)
     tuning = scores["tuning"]
+    summary = _report(tuning, report_corpus_accuracy)
     assert tuning.meets_targets, (
         summary + "\nfailures:\n  " + "\n  ".join(o.describe() for o in tuning.failures())
     )
 
 
-# Measured after tuning on the tuning split only (docs/errors.md, "Accuracy on real logs"): the held-out
-# split is below target. Strict: once it meets the targets this test passes, xfail turns that into a
-# failure, and the marker has to go.
-@pytest.mark.xfail(strict=True, reason="held-out split below the issue #14 targets; see docs/errors.md")
-def test_held_out_split_meets_the_targets(scores: dict[str, SplitScore]) -> None:
-    held_out = scores["held_out"]
+def _assert_meets_targets(held_out: SplitScore) -> None:
     # Only aggregate figures: listing the held-out failures would invite tuning on them.
+    assert held_out.size > 0
     assert held_out.category_accuracy >= TARGET_CATEGORY_ACCURACY, held_out.summary()
     assert held_out.retryable_accuracy >= TARGET_RETRYABLE_ACCURACY, held_out.summary()
     assert held_out.unknown_rate < TARGET_MAX_UNKNOWN_RATE, held_out.summary()
+
+
+# The held-out excerpts of rounds 1-3: measured several times while the catalog was tuned (never their
+# failures), so they are reported but no longer the test of the targets. Strict: if they come to meet
+# the targets, the marker has to go.
+@pytest.mark.xfail(
+    strict=True, reason="rounds 1-3 held-out split below the issue #14 targets; see docs/errors.md"
+)
+def test_seen_held_out_split_meets_the_targets(
+    scores: dict[str, SplitScore], report_corpus_accuracy: Any
+) -> None:
+    _report(scores["held_out"], report_corpus_accuracy)
+    _assert_meets_targets(scores["held_out"])
+
+
+# The held-out excerpts of later rounds, measured once after the tuning on their round.
+@pytest.mark.xfail(strict=True, reason="held-out-2 split not yet measured; see docs/errors.md")
+def test_held_out_2_split_meets_the_targets(
+    scores: dict[str, SplitScore], report_corpus_accuracy: Any
+) -> None:
+    _report(scores["held_out_2"], report_corpus_accuracy)
+    _assert_meets_targets(scores["held_out_2"])

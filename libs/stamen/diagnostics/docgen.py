@@ -126,7 +126,7 @@ def _accuracy(corpus_path: str, mtime_ns: int, size: int) -> tuple[str, ...]:
     excerpts = load_corpus(Path(corpus_path))
     scores = evaluate(excerpts)
     sources = len({e.source for e in excerpts})
-    held_out = scores["held_out"]
+    fresh = scores["held_out_2"]
     lines = [
         "## Accuracy on real logs",
         "",
@@ -134,8 +134,10 @@ def _accuracy(corpus_path: str, mtime_ns: int, size: int) -> tuple[str, ...]:
         "GitHub issue threads and the Daylily-Informatics repositories), copied verbatim into",
         "`tests/diagnostics/real/corpus.yaml` and labelled by the rules in that folder's README. One",
         "source in four is held out (by a hash of the source, fixed before collection); the",
-        "catalog's patterns were written from the tuning split's failures only. Each excerpt is",
-        "classified on its text alone (no exit code or job state).",
+        "catalog's patterns were written from the tuning split's failures only. The held-out",
+        "excerpts of collection rounds 1-3 (held-out) had their figures printed several times while",
+        "the catalog was tuned; those of later rounds (held-out-2) were measured once, at the end.",
+        "Each excerpt is classified on its text alone (no exit code or job state).",
         "",
         "| Split | Excerpts | Category top-1 | Retryable right | Unknown | Code top-1 |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -147,25 +149,27 @@ def _accuracy(corpus_path: str, mtime_ns: int, size: int) -> tuple[str, ...]:
         for split in SPLITS
     ]
     verdict = (
-        "The held-out split meets the targets."
-        if held_out.meets_targets
-        else "**The held-out split is below the targets**: these are the measured figures, not tuned "
-        "on the held-out excerpts. The test marks the held-out check as an expected failure until it "
+        "The held-out-2 split meets the targets."
+        if fresh.meets_targets
+        else "**The held-out-2 split is below the targets**: these are the measured figures, not tuned "
+        "on the held-out excerpts. The test marks the held-out-2 check as an expected failure until it "
         "passes."
     )
     lines += [
         "",
-        f"Targets (issue #14, held-out split): category top-1 ≥ {TARGET_CATEGORY_ACCURACY:.0%}, retryable "
-        f"right ≥ {TARGET_RETRYABLE_ACCURACY:.0%}, unknown < {TARGET_MAX_UNKNOWN_RATE:.0%}. {verdict}",
+        f"Targets (issue #14, held-out-2 split): category top-1 ≥ {TARGET_CATEGORY_ACCURACY:.0%}, "
+        f"retryable right ≥ {TARGET_RETRYABLE_ACCURACY:.0%}, unknown < {TARGET_MAX_UNKNOWN_RATE:.0%}. "
+        f"{verdict}",
         "",
         '"Retryable right" compares whether the top candidate\'s retry class is retried with whether',
         "the labelled one is; an unknown failure counts as not retryable.",
         "",
-        "| Tool | Tuning | Held-out | Total |",
-        "| --- | --- | --- | --- |",
+        "| Tool | Tuning | Held-out | Held-out-2 | Total |",
+        "| --- | --- | --- | --- | --- |",
     ]
     lines += [
-        f"| {tool} | {counts['tuning']} | {counts['held_out']} | {counts['tuning'] + counts['held_out']} |"
+        f"| {tool} | {counts['tuning']} | {counts['held_out']} | {counts['held_out_2']} "
+        f"| {sum(counts.values())} |"
         for tool, counts in sources_per_tool(excerpts).items()
     ]
     return (*lines, "")
