@@ -29,7 +29,7 @@ from typing import Any
 import asyncpg
 import structlog
 
-from stamen.domain.regions import ProbeResult, RegionStatus
+from stamen.domain.regions import ProbeResult, RegionOperationKind, RegionOperationOutcome, RegionStatus
 from stamen.regions.leader import Leader, LeaderEntry, LeaderStore
 from stamen.store.regions import RegionOperationRow
 
@@ -50,10 +50,10 @@ class Operation:
     """An audit row to write: a database promotion, switchover, fencing or synchronous-mode change."""
 
     region: str
-    kind: str
+    kind: RegionOperationKind
     reason: str
     detail: dict[str, Any]
-    outcome: str = "done"
+    outcome: RegionOperationOutcome = "done"
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
     request_id: int | None = None  # an operator's requested switchover this settles
 
@@ -198,7 +198,7 @@ class DatabaseFailover:
     ) -> LeaderEntry | None:
         target = str(request.detail.get("to_region") or request.region)
 
-        def settle(outcome: str, result: str) -> Operation:
+        def settle(outcome: RegionOperationOutcome, result: str) -> Operation:
             return Operation(target, "database_switchover", request.reason, {"result": result}, outcome,
                              request_id=request.id)  # fmt: skip
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
-import aioboto3
+import aioboto3  # type: ignore[import-untyped]  # aioboto3 ships no type information
 import asyncpg
 import pytest
 

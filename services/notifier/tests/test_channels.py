@@ -10,7 +10,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-import aioboto3
+import aioboto3  # type: ignore[import-untyped]  # aioboto3 ships no type information
 import aiohttp
 import asyncpg
 import pytest
@@ -279,6 +279,7 @@ async def test_linear_without_a_key_or_with_a_wrong_one_fails_without_retrying(
     async with running_worker(settings, {Channel.LINEAR}):
         await wait_for(lambda: settled(pool, 1), what="the refusal")
     row = await pool.fetchrow("SELECT state, attempts, last_error FROM notification_deliveries")
+    assert row is not None
     assert (row["state"], row["attempts"]) == ("failed", 1)
     assert "authentication error" in row["last_error"] and "lin_api_wrong" not in row["last_error"]
 

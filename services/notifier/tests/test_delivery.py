@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 
-import aioboto3
+import aioboto3  # type: ignore[import-untyped]  # aioboto3 ships no type information
 import asyncpg
 
 from services.notifier.tests.conftest import WEBHOOK_SECRET, WorkerFactory, fast_settings

@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from services.notifier.tests.support import start_site
 from stamen.diagnostics.codes import Severity
@@ -49,7 +50,7 @@ async def test_the_documented_receiver_accepts_the_notifier_and_refuses_replays(
     arrived: list[tuple[bytes, dict[str, str]]] = []
 
     @web.middleware
-    async def record(request: web.Request, handler: Any) -> web.StreamResponse:
+    async def record(request: web.Request, handler: Handler) -> web.StreamResponse:
         arrived.append((await request.read(), dict(request.headers)))
         return await handler(request)
 

@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import aioboto3
+import aioboto3  # type: ignore[import-untyped]  # aioboto3 ships no type information
 import aiohttp
 import asyncpg
 

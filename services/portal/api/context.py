@@ -11,7 +11,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
-import aioboto3
+import aioboto3  # type: ignore[import-untyped]  # aioboto3 ships no type information
 from aiohttp import web
 
 from services.portal.settings import PortalSettings

@@ -27,7 +27,7 @@ def _components(routes: Sequence[Route]) -> tuple[dict[tuple[type[BaseModel], Mo
         wanted += [(model, "serialization") for model in r.responses.values() if model is not None]
     unique = list(dict.fromkeys(wanted))
     refs, doc = models_json_schema(unique, ref_template=REF)
-    return dict(refs), doc.get("$defs", {})
+    return {key: refs[key] for key in unique}, doc.get("$defs", {})
 
 
 def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
@@ -130,7 +130,8 @@ def build_document(
 
 
 async def openapi_json(request: web.Request) -> web.Response:
-    return web.json_response(build_document(request.app[ROUTE_TABLE]))
+    routes = request.app[ROUTE_TABLE]
+    return web.json_response(build_document(routes))
 
 
 async def docs_page(_: web.Request) -> web.Response:

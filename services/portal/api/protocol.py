@@ -52,4 +52,5 @@ class JsonErrorRequestHandler(web_protocol.RequestHandler):
 
 def install() -> None:
     """Every aiohttp server this process starts from now on answers protocol errors as JSON."""
-    web_server.RequestHandler = JsonErrorRequestHandler  # type: ignore[misc]
+    # aiohttp does not re-export RequestHandler from web_server, where Server builds it; we replace that name.
+    web_server.RequestHandler = JsonErrorRequestHandler  # type: ignore[attr-defined]

@@ -647,7 +647,7 @@ DOC_ROUTES = (
 
 
 def setup_api_routes(app: web.Application) -> None:
-    access = dict(app.get(ACCESS, {}))
+    access = app.get(ACCESS, {}).copy()
     for route in ROUTES:
         app.router.add_route(route.method, route.full_path, route.handler, name=route.name)
         access[route.name] = route.access

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import datetime
 from pathlib import Path
 
 import asyncpg
@@ -274,12 +275,13 @@ async def test_a_reconciler_that_dies_while_resubmitting_is_itself_adopted_never
     settings = two_steps(tmp_path, align_seconds=0.5)
     ws_id, _ = await crash_while_dispatching(pool, settings, tmp_path, after_start=False)
 
-    async def align_row() -> tuple[str, object]:
+    async def align_row() -> tuple[str, datetime]:
         async with pool.acquire() as conn:
             row = await conn.fetchrow(
                 "SELECT submitted_by, started_at FROM step_runs WHERE workset_id = $1 AND step = 'align'",
                 ws_id,
             )
+        assert row is not None
         return row["submitted_by"], row["started_at"]
 
     _, recorded_at = await align_row()
@@ -290,7 +292,7 @@ async def test_a_reconciler_that_dies_while_resubmitting_is_itself_adopted_never
     assert len(dying.started) == 1
     taken_over_by, restarted_at = await align_row()
     # Taken over, clock restarted: a later reconciler counts its delay from the takeover.
-    assert taken_over_by == "reconciler-1" and restarted_at > recorded_at  # type: ignore[operator]
+    assert taken_over_by == "reconciler-1" and restarted_at > recorded_at
     assert await step_rows(pool, ws_id) == [("align", "submitting", None)]
     try:
         restarted = CountingExecutor()

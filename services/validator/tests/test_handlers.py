@@ -12,9 +12,10 @@ from typing import Any
 import asyncpg
 import pytest
 
-from services.validator.app import CONSUMER, SENTINEL_CONSUMER
+from services.validator.app import SENTINEL_CONSUMER
 from services.validator.checks import CheckResult, check_submission
 from services.validator.handlers import validate_submitted, write_sentinel
+from services.validator.submission import CONSUMER
 from stamen.bus.consumer import Delivery, RetryLater
 from stamen.events import decode_envelope
 from stamen.events.envelope import Envelope, new_envelope
