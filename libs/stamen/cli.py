@@ -352,7 +352,8 @@ def submit(
     as_json: JsonOpt = False,
 ) -> None:
     """Submit a workset spec file (YAML, or JSON for *.json): read and checked as the API does."""
-    from stamen.inputs.submission import IntakeRefused, SubmissionOutcome, submit_document
+    from stamen.inputs.submission import SubmissionOutcome, submit_document
+    from stamen.intake import IntakeRefused
     from stamen.store.db import create_pool
 
     try:

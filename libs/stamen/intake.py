@@ -12,7 +12,12 @@ from stamen.errors import CodedError
 from stamen.store.unit_of_work import UnitOfWork
 
 
-class IdempotencyKeyReused(CodedError, ValueError):
+class IntakeRefused(CodedError, ValueError):
+    """The submission request itself is unusable (no or a bad tenant, a bad or reused idempotency key):
+    each refusal is a subclass with its own stable code and HTTP status; no findings."""
+
+
+class IdempotencyKeyReused(IntakeRefused):
     """The key was used for a workset with a different spec: the caller means another workset (and needs a
     new key), or sent a changed document by mistake. Never answered with the first workset."""
 

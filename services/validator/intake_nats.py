@@ -26,7 +26,8 @@ from stamen.bus.subjects import INTAKE_PREFIX
 from stamen.domain.workset import TENANT_ID_PATTERN
 from stamen.inputs.contexts import INTAKE_SETTINGS
 from stamen.inputs.settings import IntakeSettings
-from stamen.inputs.submission import IntakeRefused, media_of, submit_document
+from stamen.inputs.submission import media_of, submit_document
+from stamen.intake import IntakeRefused
 from stamen.natsauth import inbox_prefix, reply_subject_allowed
 from stamen.service.contexts import cancel_start, start_with_bus
 from stamen.service.keys import BUS, POOL, SETTINGS

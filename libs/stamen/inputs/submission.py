@@ -12,7 +12,7 @@ from typing import Literal
 import asyncpg
 
 from stamen.domain.workset import check_tenant_id
-from stamen.intake import IdempotencyKeyReused, submit_workset
+from stamen.intake import IntakeRefused, submit_workset
 from stamen.tenancy import TenantBuckets, access_findings, tenant_buckets
 from stamen.worksets import Finding, ImportResult, ValidationReport, import_form, validate_spec
 from stamen.worksets.documents import Parsed, as_mapping, load_json_mapping, load_yaml_mapping
@@ -22,16 +22,16 @@ Media = Literal["json", "yaml"]
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
 
 
-class IntakeRefused(ValueError):
-    """The request itself is unusable (bad tenant or idempotency key): a stable code, no findings."""
+class TenantRequired(IntakeRefused):
+    code = "TENANT_REQUIRED"
 
-    def __init__(
-        self, code: str, message: str, *, status: int = 400, details: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.status = status  # for HTTP
-        self.details = details or {}
+
+class TenantInvalid(IntakeRefused):
+    code = "TENANT_INVALID"
+
+
+class IdempotencyKeyInvalid(IntakeRefused):
+    code = "IDEMPOTENCY_KEY_INVALID"
 
 
 def media_of(content_type: str | None) -> Media | None:
@@ -71,18 +71,16 @@ def import_for_tenant(
 
 def check_request(tenant: str | None, idempotency_key: str | None) -> str:
     if not tenant:
-        raise IntakeRefused(
-            "TENANT_REQUIRED",
+        raise TenantRequired(
             "say which tenant submits the workset (X-Stamen-Tenant header, or "
             "the subject stamen.intake.<tenant>)",
         )
     try:
         check_tenant_id(tenant)
     except ValueError as exc:
-        raise IntakeRefused("TENANT_INVALID", str(exc)) from None
+        raise TenantInvalid(str(exc)) from None
     if idempotency_key is not None and not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
-        raise IntakeRefused(
-            "IDEMPOTENCY_KEY_INVALID",
+        raise IdempotencyKeyInvalid(
             "Idempotency-Key must be 1-200 printable ASCII characters without spaces",
         )
     return tenant
@@ -141,7 +139,8 @@ async def submit_document(
     actor: str,
 ) -> SubmissionOutcome:
     """Structural validation now (the caller hears of document errors at once); storage checks and the
-    estimate follow in the validator service, which turns the workset into queued or rejected."""
+    estimate follow in the validator service, which turns the workset into queued or rejected. An unusable
+    request (tenant, idempotency key) raises IntakeRefused."""
     tenant = check_request(tenant, idempotency_key)
     # Parsing and checking grow with the document (a CPU second at 10,000 samples): off the event loop.
     rights = await tenant_buckets(pool, tenant)
@@ -149,20 +148,17 @@ async def submit_document(
     if imported.spec is None or not report.ok:
         return SubmissionOutcome(accepted=False, findings=report.findings)
     spec = imported.spec
-    try:
-        result = await submit_workset(
-            pool,
-            tenant_id=tenant,
-            name=spec.name,
-            spec=spec.model_dump(mode="json", exclude_none=True),
-            region=region,
-            source=source,
-            actor=actor,
-            priority=spec.priority,
-            idempotency_key=idempotency_key,
-        )
-    except IdempotencyKeyReused as exc:
-        raise IntakeRefused(exc.code, str(exc), status=422, details={"workset_id": exc.workset_id}) from None
+    result = await submit_workset(
+        pool,
+        tenant_id=tenant,
+        name=spec.name,
+        spec=spec.model_dump(mode="json", exclude_none=True),
+        region=region,
+        source=source,
+        actor=actor,
+        priority=spec.priority,
+        idempotency_key=idempotency_key,
+    )
     return SubmissionOutcome(
         accepted=True,
         findings=report.findings,

@@ -36,7 +36,6 @@ from stamen.inputs.contexts import INTAKE_SETTINGS, OBJECT_STORE
 from stamen.inputs.repository import IntakeRepository
 from stamen.inputs.storage import StorageChecker
 from stamen.inputs.submission import (
-    IntakeRefused,
     Media,
     SubmissionOutcome,
     check_request,
@@ -78,10 +77,7 @@ async def submit(request: web.Request) -> web.Response:
     media = body_media(request)
     tenant = request_tenant(request)
     idempotency_key = request.headers.get(IDEMPOTENCY_HEADER)
-    try:
-        check_request(tenant, idempotency_key)
-    except IntakeRefused as exc:
-        raise ApiError(400, exc.code, str(exc)) from None
+    check_request(tenant, idempotency_key)  # IntakeRefused is a CodedError: the middleware answers it
     document = await _document(request, media)
     outcome = await submit_for(request, document, media=media, tenant=tenant, idempotency_key=idempotency_key)
     if not outcome.accepted:
@@ -109,11 +105,9 @@ async def submit_for(
     source: str = "api",
 ) -> SubmissionOutcome:
     """Submit a workset document for `tenant` (the API's POST /worksets and the portal's New page): the
-    storage quota first, then the intake every path uses. Refusals are ApiErrors; findings are returned."""
-    try:
-        tenant = check_request(tenant, idempotency_key)
-    except IntakeRefused as exc:
-        raise ApiError(400, exc.code, str(exc)) from None
+    storage quota first, then the intake every path uses. Refusals are CodedErrors (IntakeRefused, the
+    quota's); findings are returned."""
+    tenant = check_request(tenant, idempotency_key)
     security = request.app[SECURITY]
     try:  # refuse at once when the tenant's bucket is already over its storage quota
         await check_customer_storage(request.app[POOL], security.s3, tenant, cache=security.bucket_usage)
@@ -125,19 +119,16 @@ async def submit_for(
         # Not a reason to refuse: the validator checks the quota again before queueing, and retries a
         # bucket it cannot list before it rejects the workset (SNF-OBJ-006).
         log.warning("portal.storage_quota_not_checked", tenant=tenant, error=str(exc))
-    try:
-        return await submit_document(
-            request.app[POOL],
-            document,
-            media=media,
-            tenant=tenant,
-            idempotency_key=idempotency_key,
-            region=request.app[SETTINGS].region,
-            source=source,
-            actor=actor_of(request),
-        )
-    except IntakeRefused as exc:
-        raise ApiError(exc.status, exc.code, str(exc), dict(exc.details)) from None
+    return await submit_document(
+        request.app[POOL],
+        document,
+        media=media,
+        tenant=tenant,
+        idempotency_key=idempotency_key,
+        region=request.app[SETTINGS].region,
+        source=source,
+        actor=actor_of(request),
+    )
 
 
 async def _document(request: web.Request, media: Media) -> bytes | dict[str, object]:
