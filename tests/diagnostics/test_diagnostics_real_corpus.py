@@ -29,7 +29,7 @@ from stamen.diagnostics.evaluation import (
     split_of,
 )
 
-MIN_EXCERPTS = 600
+MIN_EXCERPTS = 750
 # Tools the issue names; each must be represented.
 REQUIRED_TOOLS = {
     "slurm", "snakemake", "nextflow", "samtools", "bwa", "gatk", "picard", "deepvariant", "fastp",
@@ -110,8 +110,9 @@ def test_seen_held_out_split_meets_the_targets(
     _assert_meets_targets(scores["held_out"])
 
 
-# The held-out excerpts of later rounds, measured once after the tuning on their round.
-@pytest.mark.xfail(strict=True, reason="held-out-2 split not yet measured; see docs/errors.md")
+# The held-out excerpts of later rounds (collection round 4), never tuned on: measured once after the
+# tuning on round 4's tuning excerpts, at 90.0% / 96.7% / 3.3% (n=30, README's measurement log), so this is
+# an assertion. Only its aggregate figures are printed; its failures are never listed.
 def test_held_out_2_split_meets_the_targets(
     scores: dict[str, SplitScore], report_corpus_accuracy: Any
 ) -> None:

@@ -20,6 +20,7 @@ from stamen.diagnostics.evaluation import (
     TARGET_CATEGORY_ACCURACY,
     TARGET_MAX_UNKNOWN_RATE,
     TARGET_RETRYABLE_ACCURACY,
+    SplitScore,
     evaluate,
     load_corpus,
     sources_per_tool,
@@ -127,7 +128,7 @@ def _accuracy(corpus_path: str, mtime_ns: int, size: int) -> tuple[str, ...]:
     scores = evaluate(excerpts)
     sources = len({e.source for e in excerpts})
     fresh = scores["held_out_2"]
-    lines = [
+    lines: list[str] = [
         "## Accuracy on real logs",
         "",
         f"Measured on {len(excerpts)} excerpts of real tool output from {sources} sources (public",
@@ -142,18 +143,32 @@ def _accuracy(corpus_path: str, mtime_ns: int, size: int) -> tuple[str, ...]:
         "| Split | Excerpts | Category top-1 | Retryable right | Unknown | Code top-1 |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
-    lines += [
-        f"| {split.replace('_', '-')} | {scores[split].size} | {scores[split].category_accuracy:.1%} "
-        f"| {scores[split].retryable_accuracy:.1%} | {scores[split].unknown_rate:.1%} "
-        f"| {scores[split].code_accuracy:.1%} |"
-        for split in SPLITS
+    both_held_out = SplitScore("held-out + held-out-2", scores["held_out"].outcomes + fresh.outcomes)
+    rows = [(split.replace("_", "-"), scores[split]) for split in SPLITS] + [
+        (both_held_out.split, both_held_out)
     ]
+    lines += [
+        f"| {name} | {score.size} | {score.category_accuracy:.1%} | {score.retryable_accuracy:.1%} "
+        f"| {score.unknown_rate:.1%} | {score.code_accuracy:.1%} |"
+        for name, score in rows
+    ]
+    seen = scores["held_out"]
     verdict = (
-        "The held-out-2 split meets the targets."
+        "The held-out-2 split meets the targets"
         if fresh.meets_targets
         else "**The held-out-2 split is below the targets**: these are the measured figures, not tuned "
         "on the held-out excerpts. The test marks the held-out-2 check as an expected failure until it "
-        "passes."
+        "passes"
+    )
+    step = f"{1 / fresh.size:.1%}" if fresh.size else "n/a"
+    verdict += (
+        f" (n={fresh.size}: one excerpt moves its category top-1 by {step}). The rounds 1-3 held-out split "
+        + (
+            "also meets them."
+            if seen.meets_targets
+            else "does not: it is below the targets (its figures were "
+            "seen while the catalog was tuned, so it is reported, not asserted)."
+        )
     )
     lines += [
         "",
