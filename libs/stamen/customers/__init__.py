@@ -14,7 +14,7 @@ from stamen.customers.model import (
     ResourceConflict,
     RollbackIncomplete,
 )
-from stamen.customers.onboarding import AsyncCustomerManager, CustomerManager
+from stamen.customers.onboarding import AsyncCustomerManager
 from stamen.customers.settings import CustomerSettings
 from stamen.customers.usage import (
     Month,
@@ -25,6 +25,11 @@ from stamen.customers.usage import (
     monthly_usage,
     to_csv,
 )
+
+# The product brief's synchronous facade, exported here under its documented name. It is wiring (it reads
+# the running stack's file to find the database), so it lives in the stack layer; nothing in this package
+# uses it.
+from stamen.stack.customers import CustomerManager
 
 __all__ = [
     "AsyncCustomerManager",
