@@ -1,5 +1,6 @@
 """`stamen dlq messages ls|show|replay`: parked messages, the STAMEN_DLQ stream (bus messages no consumer
-could handle). Not to be confused with `stamen dlq ls`: parked worksets, the `dead_letters` table."""
+could handle). Not to be confused with `stamen dlq ls`: dead letters, the dead-lettered worksets of the
+`dead_letters` table."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from stamen.store.db import create_pool
 T = TypeVar("T")
 messages_app = typer.Typer(
     help="Parked messages (the STAMEN_DLQ stream): bus messages a consumer could not handle. "
-    "Parked worksets are `stamen dlq ls`.",
+    "Dead letters (dead-lettered worksets) are `stamen dlq ls`.",
     no_args_is_help=True,
 )
 

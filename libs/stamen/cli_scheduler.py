@@ -21,8 +21,9 @@ from stamen.store.unit_of_work import UnitOfWork
 T = TypeVar("T")
 cluster_app = typer.Typer(help="The cluster registry.", no_args_is_help=True)
 dlq_app = typer.Typer(
-    help="The dead-letter queue: parked worksets, which stamen will not run again (retries used up, not "
-    "retryable, retries off; `stamen dlq ls`), and parked messages (`stamen dlq messages`).",
+    help="The dead-letter queue: dead letters, the worksets stamen will not run again (retries used up, not "
+    "retryable, retries off; `stamen dlq ls|show|requeue|purge`). Parked messages, bus messages no consumer "
+    "could handle (the STAMEN_DLQ stream), are `stamen dlq messages`.",
     no_args_is_help=True,
 )
 tenant_app = typer.Typer(help="Tenant limits.", no_args_is_help=True)

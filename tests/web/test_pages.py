@@ -375,6 +375,8 @@ async def test_operator_pages_drain_a_cluster_and_requeue_a_dead_letter(
         assert limit.status == 303
         _, health = await b.get("/ops/health")
         assert "Consumers on the event stream" in health and "PostgreSQL" in health
+        # The STAMEN_DLQ stream holds parked messages; "Dead letters" are worksets (/ops/dlq), a word apart.
+        assert '<div class="label">Parked messages</div>' in health
 
 
 async def _bucket(world: World, tenant: str) -> str:

@@ -1,4 +1,5 @@
-"""Dead letters: a message that exhausted max_deliver is copied, with its headers, to the DLQ stream.
+"""Parked messages: a message that exhausted max_deliver is copied, with its headers, to the STAMEN_DLQ
+stream. (Dead letters are worksets, the `dead_letters` table; see docs/retry-recovery.md.)
 
 The server announces exhaustion with a max-deliveries advisory (captured in STAMEN_ADVISORIES so none
 is lost while this forwarder is down); the forwarder fetches the original by stream sequence.

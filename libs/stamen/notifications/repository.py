@@ -493,7 +493,7 @@ class FactsRepository:
         return int(await self._conn.fetchval("SELECT count(*) FROM slot_leases WHERE cluster = $1", cluster))
 
     async def dead_letter_pressure(self, window_minutes: int) -> dict[str, Any]:
-        """Dead letters parked in the window, those still waiting, and who and what they are."""
+        """Worksets dead-lettered in the window, those still waiting, and who and what they are."""
         row = await self._conn.fetchrow(
             """SELECT count(*) FILTER (WHERE parked_at > now() - make_interval(mins => $1)) AS recent,
                       count(*) AS waiting

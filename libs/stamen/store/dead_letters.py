@@ -1,4 +1,4 @@
-"""Parked worksets (the `dead_letters` table). Not the STAMEN_DLQ stream's parked messages
+"""Dead letters: dead-lettered worksets (the `dead_letters` table). Not the STAMEN_DLQ stream's parked messages
 (stamen.bus.parked, stamen.store.parked): those are events no consumer could handle."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from stamen.store.db import Connection
 
 
 class DeadLetterRepository:
-    """Worksets stamen will not retry (budget used up, not retryable, retries off): parked for an operator
-    to inspect, requeue or purge. `reason` is a stamen.retry.GiveUpReason value, `detail` its sentence."""
+    """Worksets stamen will not retry (budget used up, not retryable, retries off): dead-lettered, for an
+    operator to inspect, requeue or purge. `reason` is a stamen.retry.GiveUpReason value, `detail` its sentence."""
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
@@ -40,7 +40,7 @@ class DeadLetterRepository:
         )
 
     async def reasons_for(self, workset_ids: Sequence[str]) -> dict[str, str]:
-        """workset id -> reason, for those of `workset_ids` that are parked now (listings)."""
+        """workset id -> reason, for those of `workset_ids` that are dead-lettered now (listings)."""
         rows = await self._conn.fetch(
             "SELECT workset_id, reason FROM dead_letters WHERE workset_id = ANY($1::text[]) AND requeued_at IS NULL",
             list(workset_ids),

@@ -1,5 +1,5 @@
 """Parked messages (operators): the STAMEN_DLQ stream listed, one message shown, a message replayed.
-Parked worksets (the dead_letters table) are /dlq; these are bus messages no consumer could handle."""
+Dead letters (dead-lettered worksets, the dead_letters table) are /dlq; these are bus messages no consumer could handle."""
 
 from __future__ import annotations
 

@@ -505,7 +505,7 @@ class TenantQuery(Body):
     tenant: str | None = Field(default=None, pattern=TENANT, description="Operators: which tenant.")
 
 
-# --- parked messages (the STAMEN_DLQ stream; parked worksets are /dlq)
+# --- parked messages (the STAMEN_DLQ stream; dead letters, the dead-lettered worksets, are /dlq)
 PARK_REASONS = r"^(max_deliver|malformed|unknown_type|undecodable)$"
 
 

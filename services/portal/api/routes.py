@@ -429,7 +429,7 @@ ROUTES: tuple[Route, ...] = (
         "/dlq",
         operations.list_dead_letters,
         "dlq_list",
-        "The dead-letter queue (operators)",
+        "The dead-letter queue: dead-lettered worksets (operators)",
         "operations",
         "operator",
         {200: m.DeadLetterList},
