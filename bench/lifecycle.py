@@ -318,10 +318,10 @@ def _label(statements: list[str]) -> str:
         return "(empty: BEGIN/COMMIT only)"
     first = re.sub(r"\s+", " ", significant[0]).strip()
     first = re.sub(r"'[^']*'", "'…'", first)
-    return (
-        (first[:90] + "…")
-        if len(first) > 90
-        else first + (f"  (+{len(significant) - 1} more)" if len(significant) > 1 else "")
+    # The statement count stays visible when the first statement is cut: a claim that found nothing
+    # (one statement) and one that went on to do the work read the same up to there.
+    return (first[:90] + "…" if len(first) > 90 else first) + (
+        f"  (+{len(significant) - 1} more)" if len(significant) > 1 else ""
     )
 
 
@@ -353,7 +353,7 @@ def transaction_breakdown(log_file: Path, offset: int, owners: dict[int, str], n
         out[service] = {
             "per_workset": round(total / n, 2),
             "top": [
-                {"per_workset": round(c / n, 2), "transaction": label} for label, c in counter.most_common(12)
+                {"per_workset": round(c / n, 2), "transaction": label} for label, c in counter.most_common(20)
             ],
         }
     return out

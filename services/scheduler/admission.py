@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 import structlog
 
-from stamen.domain.admission import Limits, Occupancy, Placement, choose_admission
+from stamen.domain.admission import Limits, Occupancy, Placement, choose_admission, room_after
 from stamen.domain.lifecycle import WorksetState
 from stamen.events.types import WorksetScheduled
 from stamen.settings import Settings
@@ -19,11 +19,20 @@ class Admitter:
         self._pool = pool
         self._settings = settings
         self._holder = holder
+        self._room_left = True  # after the last admission: a free slot may remain
+
+    @property
+    def global_max(self) -> int:
+        return self._settings.max_concurrent_worksets
 
     async def admit_all(self) -> list[Placement]:
+        """Admit until nothing more may start; stops without asking again once the last admission
+        took the last free slot (globally or on every active cluster)."""
         admitted = []
         while (placement := await self.admit_next()) is not None:
             admitted.append(placement)
+            if not self._room_left:
+                break
         return admitted
 
     async def admit_next(self) -> Placement | None:
@@ -39,10 +48,12 @@ class Admitter:
                 tenant_max=await repo.tenant_limits(),
                 default_tenant_max=self._settings.default_tenant_max_concurrent,
             )
+            views = await repo.cluster_views()
+            occupancy = Occupancy(sum(running.values()), running)
             placement = choose_admission(
                 heads,
-                await repo.cluster_views(),
-                Occupancy(sum(running.values()), running),
+                views,
+                occupancy,
                 limits,
                 await repo.last_admitted(),
                 # Read every pass: the regions service owns the table; a region without a row is healthy.
@@ -51,6 +62,7 @@ class Admitter:
             )
             if placement is None:
                 return None
+            self._room_left = room_after(placement, views, occupancy, limits)
             ws = await uow.worksets.get(placement.workset_id, for_update=True)
             if ws.attempt == 0:  # first admission: the spec's limits, else the deployment's defaults
                 ws.max_retries = int(ws.spec.get("max_retries", self._settings.default_max_retries))

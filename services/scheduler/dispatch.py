@@ -3,13 +3,15 @@
 A step is recorded before it is submitted, so no job can run without a record:
 
 1. one short transaction claims the workset, plans it and commits a `step_runs` row in state
-   `submitting`;
-2. the executor is called outside any transaction, while the submitter holds the step run's lock
-   (a session advisory lock, `stamen.store.step_runs.submission_lock`): other replicas leave the
-   row alone for as long as its submitter is alive, however long the cluster takes, and no row lock
-   or open transaction waits on the network;
-3. a second short transaction stores the job handle (`running`) and moves the workset on, or records
-   the executor's refusal.
+   `submitting`, taking the step run's lock (a session advisory lock) before it commits, so the row
+   is never visible unlocked;
+2. the executor is called outside any transaction, on the same connection, which keeps the lock:
+   other replicas leave the row alone for as long as its submitter is alive, however long the
+   cluster takes, and no row lock or open transaction waits on the network;
+3. a second short transaction on that connection stores the job handle (`running`) and moves the
+   workset on, or records the executor's refusal, and gives the lock back.
+
+Two transactions per step, no more: the lock costs none of its own.
 
 A crash between 1 and the commit of 3 leaves a `submitting` row whose lock went with its submitter's
 connection. The next pass of
@@ -44,6 +46,7 @@ from stamen.events.types import StepStarted, WorksetCancelled, WorksetCompleted,
 from stamen.executors.base import Executor, JobHandle, JobState, JobStatus
 from stamen.executors.hints import find_and_stop_by_hand
 from stamen.store.clusters import ClusterRecord
+from stamen.store.db import Connection, released_session_state
 from stamen.store.step_runs import SubmissionClaim, SubmittingStepRun, step_run_locks, submission_lock
 from stamen.store.unit_of_work import UnitOfWork
 from stamen.tenancy import BucketGrantRepository, access_findings
@@ -53,8 +56,8 @@ S = WorksetState
 
 StepPlanner = Callable[[Workset, ClusterRecord], list[StepSpec]]
 MAX_DURATION_ACTOR = "scheduler:max-duration"
-# Between the commit of a `submitting` row and its submitter taking its submission lock there is an
-# instant in which the row is unlocked; only rows older than this are taken as orphaned.
+# A row taken over from a dead submitter is committed before its new submitter locks it
+# (`submission_lock`): an instant in which it is unlocked; only rows older than this are taken as orphaned.
 SUBMIT_GRACE_SECONDS = 10.0
 # A submitter that died may have left its submission in flight: an sbatch it started keeps running
 # (over SSH too) and may still create the job after the submitter is gone, for up to the Slurm
@@ -136,19 +139,29 @@ class Dispatcher:
         self._submit_grace_seconds = submit_grace_seconds
         self._resubmit_after_seconds = max(resubmit_after_seconds, submit_grace_seconds)
 
-    async def dispatch_pending(self) -> int:
-        """Returns how many worksets moved on (a step submitted, or completed/failed/cancelled)."""
-        dispatched = await self.reconcile_submitting()
+    @property
+    def submit_grace_seconds(self) -> float:
+        return self._submit_grace_seconds
+
+    async def dispatch_pending(self, *, reconcile: bool = True) -> int:
+        """Returns how many worksets moved on (a step submitted, or completed/failed/cancelled).
+        `reconcile`: look for orphaned submissions first (the pass's survey says whether there are any)."""
+        dispatched = await self.reconcile_submitting() if reconcile else 0
         while True:
-            async with UnitOfWork(self._pool) as uow:
-                claimed = await uow.step_runs.claim_undispatched(limit=1)
-                if not claimed:
-                    return dispatched
-                ws = await uow.worksets.get(claimed[0], for_update=True)
-                submission = await self._prepare(uow, ws)
-                await uow.commit()
-            if submission is not None:
-                await self._submit(submission)
+            # One connection for the claim and the submission: the step run's lock is taken in the claim's
+            # transaction and held across the executor's call, the outcome recorded on the same session.
+            async with self._pool.acquire() as conn:
+                async with UnitOfWork.on(conn) as uow:
+                    claimed = await uow.step_runs.claim_undispatched(limit=1)
+                    if not claimed:
+                        return dispatched
+                    ws = await uow.worksets.get(claimed[0], for_update=True)
+                    submission = await self._prepare(uow, ws)
+                    if submission is not None:
+                        await uow.step_runs.hold_submission_lock(submission.claim)
+                    await uow.commit()
+                if submission is not None:
+                    await self._submit_holding(conn, submission)
             dispatched += 1
 
     async def _prepare(self, uow: UnitOfWork, ws: Workset) -> Submission | None:
@@ -217,22 +230,30 @@ class Dispatcher:
         return Submission(claim, ws.id, cluster, step, how)
 
     async def _submit(self, sub: Submission) -> None:
-        step = sub.step
+        """Submit a row taken over from a dead submitter (its lock taken here, after the takeover's commit)."""
         async with submission_lock(self._pool, sub.claim) as held:
             if not held:
                 # Another replica took the row as orphaned (this process stalled past the grace
                 # period) and settled or took it over: submitting now would run the step twice.
                 log.warning("scheduler.submission_reconciled_meanwhile", workset_id=sub.workset_id)
                 return
-            try:
-                handle = await self._executors.for_cluster(sub.cluster).submit(step)
-            except Exception as exc:
-                await self._record_refusal(sub, f"{sub.cluster.executor} executor refused the step: {exc}")
-                return
-            await self._record_submitted(sub, handle)
+            await self._submit_holding(None, sub)
 
-    async def _record_submitted(self, sub: Submission, handle: JobHandle) -> None:
-        async with UnitOfWork(self._pool) as uow:
+    async def _submit_holding(self, conn: Connection | None, sub: Submission) -> None:
+        """Call the executor while the step run's lock is held, and record what it said: on `conn`, the
+        session that holds the lock (which the recording transaction gives back), else on a pooled one."""
+        try:
+            handle = await self._executors.for_cluster(sub.cluster).submit(sub.step)
+        except Exception as exc:
+            await self._record_refusal(sub, f"{sub.cluster.executor} executor refused the step: {exc}", conn)
+            return
+        await self._record_submitted(sub, handle, conn)
+
+    def _unit_of_work(self, conn: Connection | None) -> UnitOfWork:
+        return UnitOfWork(self._pool) if conn is None else UnitOfWork.on(conn)
+
+    async def _record_submitted(self, sub: Submission, handle: JobHandle, conn: Connection | None) -> None:
+        async with self._unit_of_work(conn) as uow:
             if not await uow.step_runs.lock_submitting(sub.claim):
                 # Only if the submission lock went with a broken connection and another replica adopted
                 # the job it found by name meanwhile (or, past resubmit_after_seconds, took the row over).
@@ -245,11 +266,11 @@ class Dispatcher:
             ws = await uow.worksets.get(sub.workset_id, for_update=True)
             self._started(ws, sub.cluster.name, sub.step.step, sub.how)
             await uow.worksets.save(ws)
-            await uow.commit()
+            await self._commit_releasing(uow, sub, conn)
         log.info("scheduler.step_submitted", workset_id=ws.id, step=sub.step.step, job_id=handle.job_id)
 
-    async def _record_refusal(self, sub: Submission, reason: str) -> None:
-        async with UnitOfWork(self._pool) as uow:
+    async def _record_refusal(self, sub: Submission, reason: str, conn: Connection | None) -> None:
+        async with self._unit_of_work(conn) as uow:
             if not await uow.step_runs.lock_submitting(sub.claim):
                 log.warning(
                     "scheduler.submission_recorded_meanwhile", workset_id=sub.workset_id, reason=reason
@@ -258,7 +279,17 @@ class Dispatcher:
             await uow.step_runs.end_unsubmitted(sub.claim.step_run_id, StepRunState.FAILED, reason)
             ws = await uow.worksets.get(sub.workset_id, for_update=True)
             await self._fail(uow, ws, sub.step.step, reason)
-            await uow.commit()
+            await self._commit_releasing(uow, sub, conn)
+
+    @staticmethod
+    async def _commit_releasing(uow: UnitOfWork, sub: Submission, conn: Connection | None) -> None:
+        """Commit the outcome; on the submitting session, give the step run's lock back in the same
+        transaction (the row lock taken by lock_submitting covers the moment before the commit)."""
+        if conn is not None:
+            await uow.step_runs.release_submission_lock(sub.claim)
+        await uow.commit()
+        if conn is not None:
+            released_session_state(conn)  # nothing left in the session: no reset on release
 
     def _started(self, ws: Workset, cluster: str, step: str, how: str) -> None:
         """The step's job exists and is stored: the workset runs (if this is its first step)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+import asyncpg
 import structlog
 
 from services.scheduler.admission import Admitter
@@ -12,6 +13,7 @@ from services.scheduler.dispatch import Dispatcher
 from services.scheduler.evacuation import RegionEvacuation
 from services.scheduler.monitor import JobMonitor
 from stamen.bus.consumer import DependencyGate
+from stamen.store.survey import survey
 
 log = structlog.get_logger(__name__)
 
@@ -19,6 +21,7 @@ log = structlog.get_logger(__name__)
 class SchedulerLoop:
     def __init__(
         self,
+        pool: asyncpg.Pool,
         admitter: Admitter,
         dispatcher: Dispatcher,
         monitor: JobMonitor,
@@ -26,6 +29,7 @@ class SchedulerLoop:
         postgres: DependencyGate | None = None,
         evacuation: RegionEvacuation | None = None,
     ) -> None:
+        self._pool = pool
         self._postgres = postgres
         self._admitter = admitter
         self._dispatcher = dispatcher
@@ -56,11 +60,26 @@ class SchedulerLoop:
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll_seconds)
 
     async def tick(self) -> bool:
-        evacuated = await self._evacuation.run_once() if self._evacuation else 0
-        admitted = await self._admitter.admit_all()
-        dispatched = await self._dispatcher.dispatch_pending()
-        await self._monitor.stop_requested()
-        finished = await self._monitor.poll_once()
+        """One pass. The survey (one read-only transaction) says which parts have work; the others
+        are skipped rather than each spend a transaction finding nothing."""
+        async with self._pool.acquire() as conn:
+            todo = await survey(
+                conn,
+                global_max=self._admitter.global_max,
+                submit_grace_seconds=self._dispatcher.submit_grace_seconds,
+            )
+        evacuated = await self._evacuation.run_once() if self._evacuation and todo.stranded else 0
+        # Worksets the evacuation queued again are placed elsewhere in the same pass.
+        admitted = await self._admitter.admit_all() if todo.admissible or evacuated else []
+        dispatched = 0
+        if todo.undispatched or todo.stale_submissions or admitted:
+            dispatched = await self._dispatcher.dispatch_pending(reconcile=todo.stale_submissions)
+        if todo.stop_requested:
+            await self._monitor.stop_requested()
+        # Steps submitted in this pass may have ended already (a local no-op takes milliseconds): the
+        # monitor reads the running steps again then, else it polls what the survey read.
+        active = None if dispatched or evacuated else (todo.clusters, todo.active)
+        finished = await self._monitor.poll_once(active)
         return bool(evacuated or admitted or dispatched or finished)
 
     def stop(self) -> None:

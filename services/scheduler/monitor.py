@@ -14,6 +14,7 @@ from services.scheduler.executors import ExecutorRegistry
 from stamen.domain.lifecycle import WorksetState
 from stamen.events.types import StepCompleted, WorksetFailed
 from stamen.executors.base import JobState, JobStatus
+from stamen.store.clusters import ClusterRecord
 from stamen.store.step_runs import StepRunRow
 from stamen.store.unit_of_work import UnitOfWork
 
@@ -27,14 +28,20 @@ class JobMonitor:
         self._executors = executors
         self._holder = holder
 
-    async def poll_once(self) -> int:
-        """Returns how many steps finished."""
+    async def poll_once(
+        self, active_steps: tuple[list[ClusterRecord], dict[str, list[StepRunRow]]] | None = None
+    ) -> int:
+        """Returns how many steps finished. `active_steps`: the clusters and their pending/running steps
+        as the pass's survey read them; read here when not given."""
         finished = 0
-        async with UnitOfWork(self._pool) as uow:
-            clusters = await uow.clusters.clusters()
-            active = {c.name: await uow.step_runs.active_step_runs(c.name) for c in clusters}
+        if active_steps is None:
+            async with UnitOfWork(self._pool) as uow:
+                clusters = await uow.clusters.clusters()
+                active = {c.name: await uow.step_runs.active_step_runs(c.name) for c in clusters}
+        else:
+            clusters, active = active_steps
         for cluster in clusters:
-            rows = active[cluster.name]
+            rows = active.get(cluster.name, [])
             if not rows:
                 continue
             executor = self._executors.for_cluster(cluster)

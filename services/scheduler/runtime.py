@@ -35,6 +35,7 @@ def holder_name() -> str:
 def build_loop(app: web.Application, registry: ExecutorRegistry, planner: StepPlanner) -> SchedulerLoop:
     pool, settings, holder = app[POOL], app[SETTINGS], holder_name()
     return SchedulerLoop(
+        pool,
         Admitter(pool, settings, holder),
         Dispatcher(pool, registry, planner, holder),
         JobMonitor(pool, registry, holder),

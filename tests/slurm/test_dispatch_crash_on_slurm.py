@@ -88,7 +88,7 @@ async def test_a_scheduler_crash_around_sbatch_never_runs_the_step_twice(
     dispatcher, registry = scheduler_parts(
         pool, tmp_path, restarted, "second", resubmit_after=3600 if sbatch_ran else 0.5
     )
-    loop = SchedulerLoop(Admitter(pool, settings, "second"), dispatcher, JobMonitor(pool, registry, "second"),
+    loop = SchedulerLoop(pool, Admitter(pool, settings, "second"), dispatcher, JobMonitor(pool, registry, "second"),
                          poll_seconds=0.1)  # fmt: skip
     assert await run_until(loop, pool, ws_id, {"completed", "failed"}, timeout=90) == "completed"
 

@@ -197,3 +197,13 @@ def _rerouted(head: QueueHead, scores: Sequence[ClusterScore]) -> str:
     if wanted is None or wanted.eligible or "region" not in wanted.why_not:
         return ""
     return f"; re-routed: preferred cluster {wanted.cluster} is not eligible ({wanted.why_not})"
+
+
+def room_after(
+    placement: Placement, clusters: Sequence[ClusterView], occupancy: Occupancy, limits: Limits
+) -> bool:
+    """Whether a slot may still be free once `placement` holds one: under the global limit, and some
+    active cluster with room. When not, admission need not ask again until a slot is given back."""
+    if occupancy.total + 1 >= limits.global_max:
+        return False
+    return any(c.status == "active" and c.free > (1 if c.name == placement.cluster else 0) for c in clusters)

@@ -13,6 +13,7 @@ Anything new that changes a session (SET, LISTEN in SQL, session locks, WITH HOL
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import asyncpg
@@ -27,6 +28,9 @@ class SessionTrackingConnection(asyncpg.Connection):
     def keep_session_state(self) -> None:
         self.session_state_kept = True
 
+    def forget_session_state(self) -> None:
+        self.session_state_kept = False
+
     async def add_listener(self, channel: str, callback: Any) -> None:
         self.session_state_kept = True
         await super().add_listener(channel, callback)
@@ -36,6 +40,14 @@ def keeps_session_state(conn: object) -> None:
     """Say that `conn` (pooled or not) now holds session state, so its pool resets it on release. A
     pool's proxy hands attribute reads to its connection; a plain connection has no pool to reset it."""
     mark = getattr(conn, "keep_session_state", None)
+    if mark is not None:
+        mark()
+
+
+def released_session_state(conn: object) -> None:
+    """Say that `conn`'s session holds nothing any more (its one session lock was given back): its pool
+    need not reset it. Only for a connection whose sole session state its caller knows and released."""
+    mark = getattr(conn, "forget_session_state", None)
     if mark is not None:
         mark()
 
@@ -50,7 +62,14 @@ async def _reset_session(conn: asyncpg.Connection) -> None:
         conn.session_state_kept = False
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+async def create_pool(
+    dsn: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    init: Callable[[asyncpg.Connection], Coroutine[Any, Any, None]] | None = None,
+) -> asyncpg.Pool:
+    """`init` runs on every new connection (e.g. a test's query logger)."""
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
@@ -58,6 +77,7 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asy
         command_timeout=60,
         connection_class=SessionTrackingConnection,
         reset=_reset_session,
+        init=init,
     )
     assert pool is not None
     return pool

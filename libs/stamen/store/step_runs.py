@@ -87,7 +87,7 @@ class ActiveStep:
     handle: JobHandle | None  # None while 'submitting'
 
 
-def _step_run(r: Any) -> StepRunRow:
+def step_run_from_row(r: Any) -> StepRunRow:
     return StepRunRow(
         id=r["id"],
         workset_id=r["workset_id"],
@@ -101,6 +101,36 @@ def _step_run(r: Any) -> StepRunRow:
     )
 
 
+# The scheduler's questions, as FROM … WHERE clauses: asked one at a time by the parts that act on the
+# answers, and all at once (whether each has any answer) by the tick's survey (stamen.store.survey).
+# Scheduled or running worksets with no step submitting or running: newly admitted, or whose last step
+# has ended. Nothing new starts in a region that is down while another can take the work: the
+# evacuation moves those worksets (stamen.domain.regions.regions_to_avoid).
+UNDISPATCHED_FROM = """FROM worksets w
+    WHERE w.state IN ('scheduled', 'running') AND NOT EXISTS (
+        SELECT 1 FROM step_runs s WHERE s.workset_id = w.id AND s.attempt = w.attempt
+        AND s.state IN ('submitting', 'pending', 'running'))
+    AND NOT (EXISTS (SELECT 1 FROM clusters c JOIN region_health h ON h.region = c.region
+                     WHERE c.name = w.cluster AND h.status = 'down')
+             AND EXISTS (SELECT 1 FROM clusters o LEFT JOIN region_health oh ON oh.region = o.region
+                         WHERE o.status = 'active' AND oh.status IS DISTINCT FROM 'down'))"""
+# Admitted worksets whose cluster's region is down, only while another region can take the work.
+STRANDED_FROM = """FROM worksets w JOIN clusters c ON c.name = w.cluster
+    JOIN region_health h ON h.region = c.region AND h.status = 'down'
+    WHERE w.state IN ('scheduled', 'running')
+      AND EXISTS (SELECT 1 FROM clusters o LEFT JOIN region_health oh ON oh.region = o.region
+                  WHERE o.status = 'active' AND oh.status IS DISTINCT FROM 'down')"""
+CANCEL_REQUESTED_FROM = """FROM worksets
+    WHERE cancel_requested_by IS NOT NULL AND state IN ('scheduled', 'running')"""
+OVERDUE_FROM = """FROM worksets w JOIN workset_runs r ON r.workset_id = w.id AND r.attempt = w.attempt
+    WHERE w.state IN ('scheduled', 'running') AND w.cancel_requested_by IS NULL
+      AND w.max_duration_seconds IS NOT NULL
+      AND r.admitted_at + make_interval(secs => w.max_duration_seconds) < now()"""
+# $1: the grace period in seconds.
+STALE_SUBMITTING_FROM = """FROM step_runs
+    WHERE state = 'submitting' AND started_at < clock_timestamp() - make_interval(secs => $1)"""
+
+
 class StepRunRepository:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
@@ -111,17 +141,7 @@ class StepRunRepository:
         """Scheduled worksets with no step running or being submitted: newly admitted, or whose last
         step has ended."""
         rows = await self._conn.fetch(
-            """SELECT w.id FROM worksets w
-               WHERE w.state IN ('scheduled', 'running') AND NOT EXISTS (
-                   SELECT 1 FROM step_runs s WHERE s.workset_id = w.id AND s.attempt = w.attempt
-                   AND s.state IN ('submitting', 'pending', 'running'))
-               -- nothing new starts in a region that is down while another can take the work: the
-               -- evacuation moves these worksets (stamen.domain.regions.regions_to_avoid)
-               AND NOT (EXISTS (SELECT 1 FROM clusters c JOIN region_health h ON h.region = c.region
-                                WHERE c.name = w.cluster AND h.status = 'down')
-                        AND EXISTS (SELECT 1 FROM clusters o LEFT JOIN region_health oh ON oh.region = o.region
-                                    WHERE o.status = 'active' AND oh.status IS DISTINCT FROM 'down'))
-               ORDER BY w.updated_at LIMIT $1 FOR UPDATE OF w SKIP LOCKED""",
+            f"SELECT w.id {UNDISPATCHED_FROM} ORDER BY w.updated_at LIMIT $1 FOR UPDATE OF w SKIP LOCKED",
             limit,
         )
         return [r["id"] for r in rows]
@@ -152,17 +172,11 @@ class StepRunRepository:
         work), with how long it has been down and whether a job of the current attempt is (or may be)
         running there."""
         rows = await self._conn.fetch(
-            """SELECT w.id, w.attempt, w.cluster, c.region, h.reason,
+            f"""SELECT w.id, w.attempt, w.cluster, c.region, h.reason,
                       extract(epoch FROM clock_timestamp() - h.changed_at) AS down_seconds,
                       EXISTS (SELECT 1 FROM step_runs s WHERE s.workset_id = w.id AND s.attempt = w.attempt
                               AND s.state IN ('submitting', 'pending', 'running')) AS active
-               FROM worksets w JOIN clusters c ON c.name = w.cluster
-               JOIN region_health h ON h.region = c.region AND h.status = 'down'
-               WHERE w.state IN ('scheduled', 'running')
-                 -- only while another region can take the work (stamen.domain.regions.regions_to_avoid)
-                 AND EXISTS (SELECT 1 FROM clusters o LEFT JOIN region_health oh ON oh.region = o.region
-                             WHERE o.status = 'active' AND oh.status IS DISTINCT FROM 'down')
-               ORDER BY w.id"""
+               {STRANDED_FROM} ORDER BY w.id"""
         )
         return [
             StrandedWorkset(
@@ -178,20 +192,12 @@ class StepRunRepository:
         ]
 
     async def cancel_requested(self) -> list[tuple[str, str]]:
-        rows = await self._conn.fetch(
-            """SELECT id, cancel_requested_by FROM worksets
-               WHERE cancel_requested_by IS NOT NULL AND state IN ('scheduled', 'running')"""
-        )
+        rows = await self._conn.fetch(f"SELECT id, cancel_requested_by {CANCEL_REQUESTED_FROM}")
         return [(r["id"], r["cancel_requested_by"]) for r in rows]
 
     async def overdue(self) -> list[str]:
         """Running worksets past their max duration that have not been asked to stop yet."""
-        rows = await self._conn.fetch(
-            """SELECT w.id FROM worksets w JOIN workset_runs r ON r.workset_id = w.id AND r.attempt = w.attempt
-               WHERE w.state IN ('scheduled', 'running') AND w.cancel_requested_by IS NULL
-                 AND w.max_duration_seconds IS NOT NULL
-                 AND r.admitted_at + make_interval(secs => w.max_duration_seconds) < now()"""
-        )
+        rows = await self._conn.fetch(f"SELECT w.id {OVERDUE_FROM}")
         return [r["id"] for r in rows]
 
     # -- submission -----------------------------------------------------------------------------
@@ -213,6 +219,26 @@ class StepRunRepository:
         )
         assert row is not None  # INSERT ... RETURNING always returns the row
         return SubmissionClaim(int(row["id"]), holder, row["started_at"])
+
+    async def hold_submission_lock(self, claim: SubmissionClaim) -> None:
+        """The step run's lock, taken at session level in the transaction that records the row: held
+        from the moment anyone can see the row, so no reconciler can take it for an orphan, and kept
+        after the commit while the caller, on this same connection, submits. Released by
+        `release_submission_lock` (or, if the caller fails first, by the pool's reset on release, or
+        with the session if the process dies)."""
+        keeps_session_state(self._conn)
+        await self._conn.execute(
+            f"SELECT pg_advisory_lock($1, {_STEP_RUN_KEY})", STEP_RUN_LOCK_CLASS, claim.step_run_id
+        )
+
+    async def release_submission_lock(self, claim: SubmissionClaim) -> None:
+        """Give the lock back in the transaction that records the submission's outcome, after
+        `lock_submitting`: the row lock then keeps a reconciler or evacuation that takes the step run's
+        lock before this commit from acting on it (theirs re-read the row under FOR UPDATE and find it
+        no longer 'submitting'), so the unlock costs no transaction of its own."""
+        await self._conn.execute(
+            f"SELECT pg_advisory_unlock($1, {_STEP_RUN_KEY})", STEP_RUN_LOCK_CLASS, claim.step_run_id
+        )
 
     async def lock_submitting(self, claim: SubmissionClaim) -> bool:
         """Lock the row to record its submission's outcome. False if the claim no longer holds (the row
@@ -260,10 +286,7 @@ class StepRunRepository:
         of the row and its submitter taking the step run's lock), oldest first; nothing is locked. `skip`:
         rows already looked at in this pass, so one that cannot be settled does not hide the others."""
         rows = await self._conn.fetch(
-            """SELECT id FROM step_runs
-               WHERE state = 'submitting' AND started_at < clock_timestamp() - make_interval(secs => $1)
-                 AND id <> ALL($2::bigint[])
-               ORDER BY started_at""",
+            f"SELECT id {STALE_SUBMITTING_FROM} AND id <> ALL($2::bigint[]) ORDER BY started_at",
             older_than_seconds,
             list(skip),
         )
@@ -354,7 +377,7 @@ class StepRunRepository:
             "SELECT * FROM step_runs WHERE cluster = $1 AND state IN ('pending', 'running') ORDER BY id",
             cluster,
         )
-        return [_step_run(r) for r in rows]
+        return [step_run_from_row(r) for r in rows]
 
     async def lock_active_step_run(self, step_run_id: int) -> StepRunRow | None:
         """The running step, locked to record its end; None if another replica has it, or someone holds
@@ -366,7 +389,7 @@ class StepRunRepository:
                FOR UPDATE SKIP LOCKED""",
             step_run_id,
         )
-        return _step_run(row) if row else None
+        return step_run_from_row(row) if row else None
 
     async def finish_step_run(self, step_run_id: int, status: JobStatus) -> None:
         await self._conn.execute(
@@ -407,7 +430,7 @@ class StepRunRepository:
                ORDER BY id DESC LIMIT 1""",
             workset_id,
         )
-        return _step_run(row) if row else None
+        return step_run_from_row(row) if row else None
 
 
 @asynccontextmanager

@@ -25,13 +25,24 @@ from stamen.store.worksets import WorksetRepository
 
 
 class UnitOfWork:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool | None = None, *, connection: Connection | None = None) -> None:
+        if (pool is None) == (connection is None):
+            raise TypeError("UnitOfWork needs a pool, or a connection its caller holds (UnitOfWork.on)")
         self._pool = pool
-        self._conn: PoolConnectionProxy | None = None
+        self._borrowed = connection
+        self._conn: Connection | None = None
+        self._acquired: PoolConnectionProxy | None = None  # from the pool, given back on exit
         self._tx: asyncpg.transaction.Transaction | None = None
         self._seen: list[Workset] = []
         self._extra_events: list[Envelope] = []
         self._done = False
+
+    @classmethod
+    def on(cls, conn: Connection) -> UnitOfWork:
+        """A unit of work on a connection the caller holds (and keeps after it): for work that goes on
+        in the same session, like a submission that holds its step run's session lock across two
+        transactions."""
+        return cls(connection=conn)
 
     @property
     def connection(self) -> Connection:
@@ -39,7 +50,12 @@ class UnitOfWork:
         return self._conn
 
     async def __aenter__(self) -> Self:
-        self._conn = await self._pool.acquire()
+        if self._borrowed is not None:
+            self._conn = self._borrowed
+        else:
+            assert self._pool is not None
+            self._acquired = await self._pool.acquire()
+            self._conn = self._acquired
         self._tx = self._conn.transaction()
         await self._tx.start()
         conn = self.connection
@@ -82,6 +98,6 @@ class UnitOfWork:
             if not self._done and self._tx is not None:
                 await self._tx.rollback()
         finally:
-            if self._conn is not None:
-                await self._pool.release(self._conn)
-                self._conn = None
+            acquired, self._acquired, self._conn = self._acquired, None, None
+            if acquired is not None and self._pool is not None:
+                await self._pool.release(acquired)

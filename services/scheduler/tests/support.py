@@ -84,6 +84,7 @@ def in_process_scheduler(
 ) -> SchedulerLoop:
     registry = registry or ExecutorRegistry(default_executor_factories(settings))
     return SchedulerLoop(
+        pool,
         Admitter(pool, settings, holder),
         Dispatcher(
             pool, registry, WorksetPlanner(settings), holder, submit_grace_seconds=submit_grace_seconds

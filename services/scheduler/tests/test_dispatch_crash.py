@@ -147,6 +147,7 @@ def restarted_scheduler(
 ) -> SchedulerLoop:
     registry = ExecutorRegistry({"local": lambda _: executor})
     return SchedulerLoop(
+        pool,
         Admitter(pool, settings, "second"),
         dispatcher(pool, settings, executor, "second", resubmit_after=resubmit_after),
         JobMonitor(pool, registry, "second"),

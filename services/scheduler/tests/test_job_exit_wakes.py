@@ -30,6 +30,7 @@ async def test_three_steps_complete_long_before_one_poll_interval(pool: asyncpg.
     registry = ExecutorRegistry(default_executor_factories(settings))
     holder = "wakes"
     loop = SchedulerLoop(
+        pool,
         Admitter(pool, settings, holder),
         Dispatcher(pool, registry, WorksetPlanner(settings), holder),
         JobMonitor(pool, registry, holder),

@@ -1,0 +1,72 @@
+"""The scheduler's survey: one read-only transaction at the start of each pass that says which of its
+parts have anything to do, and reads what the job monitor polls.
+
+A pass used to ask each question in a transaction of its own (worksets in a down region, queued work
+with room for it, orphaned submissions, work to dispatch, overdue worksets, cancel requests, the
+clusters and their running jobs): seven transactions a pass, most of them finding nothing, the largest
+share of an idle or busy scheduler's database work. The parts still ask their own questions (and lock
+what they change) when the survey says there is an answer; it only spares the ones that would find
+nothing. Its answers are as of its snapshot: work that appears later in the pass is found by the next
+one (the loop passes again at once after a pass that did anything)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from stamen.store.clusters import ClusterRecord, ClusterRepository
+from stamen.store.db import Connection
+from stamen.store.step_runs import (
+    CANCEL_REQUESTED_FROM,
+    OVERDUE_FROM,
+    STALE_SUBMITTING_FROM,
+    STRANDED_FROM,
+    UNDISPATCHED_FROM,
+    StepRunRow,
+    step_run_from_row,
+)
+
+
+@dataclass(frozen=True)
+class SchedulerSurvey:
+    admissible: bool  # something is queued and there is room: under the global limit, on an active cluster
+    undispatched: bool  # an admitted workset has no step submitting or running
+    stale_submissions: bool  # a step has been 'submitting' longer than the grace period
+    stranded: bool  # an admitted workset's region is down (and another can take it)
+    stop_requested: bool  # a cancel to carry out, or a workset past its max duration
+    clusters: list[ClusterRecord] = field(default_factory=list)
+    active: dict[str, list[StepRunRow]] = field(default_factory=dict)  # pending/running steps per cluster
+
+
+async def survey(conn: Connection, *, global_max: int, submit_grace_seconds: float) -> SchedulerSurvey:
+    """One transaction: the questions at once (one statement), then the clusters and running steps."""
+    async with conn.transaction(readonly=True):
+        flags = await conn.fetchrow(
+            f"""SELECT
+                  EXISTS (SELECT 1 FROM worksets WHERE state = 'queued')
+                  AND (SELECT count(*) FROM slot_leases) < $2
+                  AND EXISTS (SELECT 1 FROM clusters c WHERE c.status = 'active'
+                              AND c.max_concurrent > (SELECT count(*) FROM slot_leases l WHERE l.cluster = c.name))
+                    AS admissible,
+                  EXISTS (SELECT 1 {UNDISPATCHED_FROM}) AS undispatched,
+                  EXISTS (SELECT 1 {STALE_SUBMITTING_FROM}) AS stale_submissions,
+                  EXISTS (SELECT 1 {STRANDED_FROM}) AS stranded,
+                  EXISTS (SELECT 1 {CANCEL_REQUESTED_FROM}) OR EXISTS (SELECT 1 {OVERDUE_FROM}) AS stop_requested""",
+            submit_grace_seconds,
+            global_max,
+        )
+        rows = await conn.fetch("SELECT * FROM step_runs WHERE state IN ('pending', 'running') ORDER BY id")
+        clusters = await ClusterRepository(conn).clusters() if rows else []
+    assert flags is not None
+    active: dict[str, list[StepRunRow]] = defaultdict(list)
+    for r in rows:
+        active[r["cluster"]].append(step_run_from_row(r))
+    return SchedulerSurvey(
+        admissible=flags["admissible"],
+        undispatched=flags["undispatched"],
+        stale_submissions=flags["stale_submissions"],
+        stranded=flags["stranded"],
+        stop_requested=flags["stop_requested"],
+        clusters=clusters,
+        active=dict(active),
+    )

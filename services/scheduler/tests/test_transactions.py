@@ -1,0 +1,139 @@
+"""What the scheduler's work costs in PostgreSQL transactions, counted from the client side (every
+statement asyncpg sends, through its query logger): a statement outside BEGIN … COMMIT is a
+transaction of its own, as PostgreSQL counts it."""
+
+from __future__ import annotations
+
+import asyncio
+from functools import partial
+from pathlib import Path
+
+import asyncpg
+from asyncpg.connection import LoggedQuery
+
+from services.scheduler.admission import Admitter
+from services.scheduler.dispatch import Dispatcher
+from services.scheduler.executors import ExecutorRegistry
+from services.scheduler.planning import WorksetPlanner
+from services.scheduler.tests.support import add_cluster, enqueue, in_process_scheduler, state_of
+from services.scheduler.tests.test_scheduler_local import script, settings_for
+from stamen.executors.local import LocalExecutor
+from stamen.store.db import create_pool
+
+
+class TransactionCounter:
+    """Transactions (and their statements) run on the connections of a pool made with `init`."""
+
+    def __init__(self) -> None:
+        self.transactions: list[list[str]] = []
+        self._open: dict[int, list[str]] = {}
+
+    async def init(self, conn: asyncpg.Connection) -> None:
+        conn.add_query_logger(partial(self._logged, id(conn)))
+
+    def _logged(self, key: int, record: LoggedQuery) -> None:
+        text = " ".join(record.query.split())
+        word = text.split(" ", 1)[0].rstrip(";").upper()
+        if word == "BEGIN":
+            self._open[key] = []
+        elif word in ("COMMIT", "ROLLBACK"):
+            self.transactions.append(self._open.pop(key, []))
+        elif key in self._open:
+            self._open[key].append(text)
+        else:
+            self.transactions.append([text])
+
+    async def count(self) -> int:
+        for _ in range(3):  # the loggers are called soon after each statement, not during it
+            await asyncio.sleep(0)
+        return len(self.transactions)
+
+
+async def test_a_dispatched_step_costs_two_transactions_its_claim_and_its_outcome(
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path
+) -> None:
+    """The step run's lock is taken in the transaction that records the step and given back in the one
+    that stores its job handle: no transaction of its own to lock, check the claim, unlock or reset the
+    session (there were four more per step, the largest share of the scheduler's transactions)."""
+    settings = settings_for(tmp_path, [{"name": "one", "argv": script("pass")}])
+    await add_cluster(pool, workdir=tmp_path / "work")
+    ws_id = await enqueue(pool, "acme")
+    assert await Admitter(pool, settings, "test-scheduler").admit_next() is not None
+    counter = TransactionCounter()
+    counting = await create_pool(database_url, init=counter.init)
+    try:
+        executor = LocalExecutor(cluster="local", grace_seconds=1)
+        dispatcher = Dispatcher(
+            counting,
+            ExecutorRegistry({"local": lambda _: executor}),
+            WorksetPlanner(settings),
+            "test-scheduler",
+        )
+        # What a pass costs with nothing to dispatch, then the same pass dispatching one step.
+        idle_before = await counter.count()
+        assert (
+            await Dispatcher(
+                counting, ExecutorRegistry({"local": lambda _: executor}), WorksetPlanner(settings), "other"
+            ).reconcile_submitting()
+            == 0
+        )
+        reconcile_only = await counter.count() - idle_before
+        start = await counter.count()
+        assert await dispatcher.dispatch_pending() == 1
+        spent = await counter.count() - start
+    finally:
+        await counting.close()
+    assert await state_of(pool, ws_id) == "running"
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT state FROM step_runs WHERE workset_id = $1", ws_id) == "running"
+        held = await conn.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted")
+    assert held == 0, "the step run's lock was given back"
+    # reconcile's look for orphans + the step's two + the claim that found nothing more.
+    statements = counter.transactions[-spent:]
+    assert spent == reconcile_only + 2 + 1, statements
+    assert not any("pg_advisory_unlock_all" in s for t in statements for s in t), statements
+
+
+async def test_a_pass_with_nothing_to_do_costs_one_transaction(
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path
+) -> None:
+    """The survey asks every question of a pass at once: no transaction per part to find nothing (there
+    were seven), also when worksets are queued but every slot is taken."""
+    settings = settings_for(tmp_path, [{"name": "one", "argv": script("import time; time.sleep(30)")}])
+    await add_cluster(pool, workdir=tmp_path / "work", max_concurrent=1)
+    counter = TransactionCounter()
+    counting = await create_pool(database_url, init=counter.init)
+    try:
+        loop = in_process_scheduler(counting, settings)
+        start = await counter.count()
+        assert await loop.tick() is False
+        assert await counter.count() - start == 1, counter.transactions[start:]
+        # One workset runs (a long step) and another waits for its slot.
+        running, waiting = await enqueue(pool, "acme"), await enqueue(pool, "acme")
+        assert await loop.tick() is True
+        assert {await state_of(pool, running), await state_of(pool, waiting)} == {"running", "queued"}
+        start = await counter.count()
+        assert await loop.tick() is False
+        idle = counter.transactions[start:]
+    finally:
+        await counting.close()
+    assert len(idle) == 1, idle
+
+
+async def test_admission_does_not_ask_again_once_it_took_the_last_slot(
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path
+) -> None:
+    settings = settings_for(tmp_path, [{"name": "one", "argv": script("import time; time.sleep(30)")}])
+    await add_cluster(pool, workdir=tmp_path / "work", max_concurrent=1)
+    await enqueue(pool, "acme")
+    await enqueue(pool, "acme")
+    counter = TransactionCounter()
+    counting = await create_pool(database_url, init=counter.init)
+    try:
+        admitter = Admitter(counting, settings, "test-scheduler")
+        start = await counter.count()
+        assert len(await admitter.admit_all()) == 1
+        spent = counter.transactions[start:]
+    finally:
+        await counting.close()
+    assert len(spent) == 1, spent  # the admission; not a second decision that finds every slot taken
