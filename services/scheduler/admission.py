@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 import structlog
 
-from stamen.domain.admission import Limits, Occupancy, Placement, choose_admission, room_after
+from stamen.domain.admission import Limits, Occupancy, Placement, next_head, place, room_after
 from stamen.domain.lifecycle import WorksetState
 from stamen.events.types import WorksetScheduled
 from stamen.settings import Settings
@@ -39,27 +39,25 @@ class Admitter:
         async with UnitOfWork(self._pool) as uow:
             repo = uow.slots
             await repo.lock_admission()
+            running = await repo.running_by_tenant()
+            occupancy = Occupancy(sum(running.values()), running)
+            if occupancy.total >= self._settings.max_concurrent_worksets:
+                return None  # every slot taken: the queue need not be read
             heads = await repo.queue_heads()
             if not heads:
                 return None
-            running = await repo.running_by_tenant()
             limits = Limits(
                 global_max=self._settings.max_concurrent_worksets,
                 tenant_max=await repo.tenant_limits(),
                 default_tenant_max=self._settings.default_tenant_max_concurrent,
             )
+            head = next_head(heads, occupancy, limits, await repo.last_admitted())
+            if head is None:
+                return None
             views = await repo.cluster_views()
-            occupancy = Occupancy(sum(running.values()), running)
-            placement = choose_admission(
-                heads,
-                views,
-                occupancy,
-                limits,
-                await repo.last_admitted(),
-                # Read every pass: the regions service owns the table; a region without a row is healthy.
-                await repo.region_health(),
-                await repo.region_latency(),
-            )
+            # Read every pass: the regions service owns the table; a region without a row is healthy.
+            health, latency = await repo.region_states()
+            placement = place(await repo.head_facts(head), views, health, latency)
             if placement is None:
                 return None
             self._room_left = room_after(placement, views, occupancy, limits)

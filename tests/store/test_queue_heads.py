@@ -80,6 +80,8 @@ async def test_queue_heads_and_last_admissions_match_a_plain_reading_of_the_queu
     assert [(h.tenant_id, h.priority, h.workset_id) for h in got] == [
         (k[0], k[1], r[0]) for k, r in heads.items()
     ]
+    async with UnitOfWork(pool) as uow:
+        got = [await uow.slots.head_facts(head) for head in got]
     for head in got:
         spec = heads[(head.tenant_id, head.priority)][5]
         assert head.data_locations == expected_buckets(spec), spec

@@ -165,30 +165,51 @@ def choose_admission(
     region_latency: Mapping[str, float] | None = None,
 ) -> Placement | None:
     """The next workset to admit and its cluster, or None if nothing may start now."""
+    head = next_head(heads, occupancy, limits, last_admitted)
+    return None if head is None else place(head, clusters, region_health, region_latency)
+
+
+def next_head(
+    heads: Sequence[QueueHead], occupancy: Occupancy, limits: Limits, last_admitted: Mapping[str, datetime]
+) -> QueueHead | None:
+    """The head admission takes next, if anything may start: the first in order whose tenant is under
+    its quota. Where it goes does not change which head that is (a cluster's eligibility depends on the
+    cluster and the regions, never on the workset), so only this head's facts (preferred cluster, input
+    buckets) need to be read to place it."""
     if occupancy.total >= limits.global_max:
         return None
     for head in order_heads(heads, occupancy.by_tenant, last_admitted):
-        if occupancy.by_tenant.get(head.tenant_id, 0) >= limits.for_tenant(head.tenant_id):
-            continue
-        scores = score_clusters(head, clusters, region_health, region_latency)
-        best = scores[0] if scores else None
-        if best is None or not best.eligible:
-            continue
-        runner_up = next((s for s in scores[1:] if s.eligible), None)
-        reason = (
-            f"highest affinity {best.total:.2f}"
-            + (f" vs {runner_up.cluster} {runner_up.total:.2f}" if runner_up else " (only eligible cluster)")
-            + "; " + ", ".join(f"{k}={v:.2f}" for k, v in best.parts.items())
-            + _rerouted(head, scores)
-        )  # fmt: skip
-        return Placement(
-            head.workset_id,
-            head.tenant_id,
-            best.cluster,
-            reason,
-            {s.cluster: s.total for s in scores if s.eligible},
-        )
+        if occupancy.by_tenant.get(head.tenant_id, 0) < limits.for_tenant(head.tenant_id):
+            return head
     return None
+
+
+def place(
+    head: QueueHead,
+    clusters: Sequence[ClusterView],
+    region_health: Mapping[str, str] | None = None,
+    region_latency: Mapping[str, float] | None = None,
+) -> Placement | None:
+    """The best eligible cluster for `head`, with the reason and every eligible cluster's score; None
+    when no cluster is eligible (then none is for any other head either)."""
+    scores = score_clusters(head, clusters, region_health, region_latency)
+    best = scores[0] if scores else None
+    if best is None or not best.eligible:
+        return None
+    runner_up = next((s for s in scores[1:] if s.eligible), None)
+    reason = (
+        f"highest affinity {best.total:.2f}"
+        + (f" vs {runner_up.cluster} {runner_up.total:.2f}" if runner_up else " (only eligible cluster)")
+        + "; " + ", ".join(f"{k}={v:.2f}" for k, v in best.parts.items())
+        + _rerouted(head, scores)
+    )  # fmt: skip
+    return Placement(
+        head.workset_id,
+        head.tenant_id,
+        best.cluster,
+        reason,
+        {s.cluster: s.total for s in scores if s.eligible},
+    )
 
 
 def _rerouted(head: QueueHead, scores: Sequence[ClusterScore]) -> str:

@@ -4,6 +4,7 @@ region health as admission sees them; the slot leases (`slot_leases`) and the ru
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -27,10 +28,10 @@ class SlotLedger:
 
         A skip scan over the worksets_queue_heads index: each step of the recursion descends the
         index once to the first row of the next (tenant, priority), so the cost grows with the number
-        of queues, not with the number of queued worksets. Only the facts admission scores are read
-        (the preferred cluster, the input buckets), not whole specs."""
+        of queues, not with the number of queued worksets. Index-only: what admission places by (the
+        preferred cluster, the input buckets) is read for the one head it takes (`head_facts`)."""
         rows = await self._conn.fetch(
-            f"""WITH RECURSIVE heads AS (
+            """WITH RECURSIVE heads AS (
                    (SELECT tenant_id, priority, queued_at, id FROM worksets WHERE state = 'queued'
                     ORDER BY tenant_id, priority, queued_at, id LIMIT 1)
                    UNION ALL
@@ -39,22 +40,25 @@ class SlotLedger:
                        WHERE state = 'queued' AND (tenant_id, priority) > (h.tenant_id, h.priority)
                        ORDER BY tenant_id, priority, queued_at, id LIMIT 1) next
                )
-               SELECT w.id, w.tenant_id, w.priority, w.queued_at,
-                      w.spec ->> 'preferred_cluster' AS preferred_cluster, {_INPUT_BUCKETS_SQL} AS buckets
-               FROM heads h JOIN worksets w ON w.id = h.id
-               ORDER BY h.tenant_id, h.priority"""
+               SELECT id, tenant_id, priority, queued_at FROM heads ORDER BY tenant_id, priority"""
         )
         return [
             QueueHead(
-                workset_id=r["id"],
-                tenant_id=r["tenant_id"],
-                priority=r["priority"],
-                queued_at=r["queued_at"],
-                preferred_cluster=r["preferred_cluster"],
-                data_locations=tuple(r["buckets"]),
+                workset_id=r["id"], tenant_id=r["tenant_id"], priority=r["priority"], queued_at=r["queued_at"]
             )
             for r in rows
         ]
+
+    async def head_facts(self, head: QueueHead) -> QueueHead:
+        """`head` with what placement scores: its preferred cluster and input buckets (from its spec)."""
+        row = await self._conn.fetchrow(
+            f"""SELECT w.spec ->> 'preferred_cluster' AS preferred_cluster, {_INPUT_BUCKETS_SQL} AS buckets
+                FROM worksets w WHERE w.id = $1""",
+            head.workset_id,
+        )
+        if row is None:
+            return head
+        return replace(head, preferred_cluster=row["preferred_cluster"], data_locations=tuple(row["buckets"]))
 
     async def cluster_views(self) -> list[ClusterView]:
         rows = await self._conn.fetch(
@@ -106,6 +110,14 @@ class SlotLedger:
         """Status per region (healthy, degraded, down); a region without a row is unknown (healthy)."""
         rows = await self._conn.fetch("SELECT region, status FROM region_health")
         return {r["region"]: r["status"] for r in rows}
+
+    async def region_states(self) -> tuple[dict[str, str], dict[str, float]]:
+        """`region_health` and `region_latency` in one read."""
+        rows = await self._conn.fetch("SELECT region, status, latency_ms FROM region_health")
+        return (
+            {r["region"]: r["status"] for r in rows},
+            {r["region"]: r["latency_ms"] for r in rows if r["latency_ms"] is not None},
+        )
 
     async def region_latency(self) -> dict[str, float]:
         """The regions service's moving-average probe latency per region, in ms (regions it measured)."""
