@@ -137,3 +137,32 @@ async def test_admission_does_not_ask_again_once_it_took_the_last_slot(
     finally:
         await counting.close()
     assert len(spent) == 1, spent  # the admission; not a second decision that finds every slot taken
+
+
+async def test_a_decision_with_every_slot_taken_reads_no_queue_and_one_head_s_spec(
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path
+) -> None:
+    """Admission reads the queue heads from the index alone and the spec facts (preferred cluster,
+    input buckets) of the one head it places; with every slot taken it does not read the queue at all."""
+    settings = settings_for(
+        tmp_path,
+        [{"name": "one", "argv": script("pass")}],
+        max_concurrent_worksets=1,
+        default_tenant_max_concurrent=5,
+    )
+    await add_cluster(pool, workdir=tmp_path / "work", max_concurrent=5)
+    for tenant in ("acme", "beta", "gamma"):
+        await enqueue(pool, tenant)
+    counter = TransactionCounter()
+    counting = await create_pool(database_url, init=counter.init)
+    try:
+        admitter = Admitter(counting, settings, "test-scheduler")
+        start = await counter.count()
+        assert await admitter.admit_next() is not None
+        assert await admitter.admit_next() is None  # the one global slot is taken now
+        admitted, blocked = counter.transactions[start:]
+    finally:
+        await counting.close()
+    reads_specs = [s for s in admitted if "spec" in s and s.startswith(("SELECT", "WITH"))]
+    assert len(reads_specs) == 1 and "WHERE w.id = $1" in reads_specs[0], admitted
+    assert not any("heads" in s for s in blocked), blocked
