@@ -16,9 +16,11 @@ from typing import Any
 
 import pytest
 
-from stamen.diagnostics import catalog, get_entry
+from stamen.diagnostics import catalog, evaluation, get_entry
 from stamen.diagnostics.evaluation import (
     LAST_SEEN_ROUND,
+    PENDING_ROUND,
+    SPLITS,
     TARGET_CATEGORY_ACCURACY,
     TARGET_MAX_UNKNOWN_RATE,
     TARGET_RETRYABLE_ACCURACY,
@@ -26,6 +28,7 @@ from stamen.diagnostics.evaluation import (
     SplitScore,
     evaluate,
     load_corpus,
+    parse_corpus,
     split_of,
 )
 
@@ -72,6 +75,12 @@ def test_the_split_is_a_fixed_function_of_the_source(excerpts: list[LabelledExce
     # Only excerpts of a round after the seen ones carry a round, and only they can be in held_out_2.
     assert all(e.collection_round > LAST_SEEN_ROUND for e in excerpts if e.collection_round is not None)
     assert all(e.collection_round is not None for e in excerpts if e.split == "held_out_2")
+    # A round still being tuned on keeps its held-out excerpts out of every score until its measurement.
+    pending = [e for e in excerpts if e.split == "held_out_pending"]
+    assert all(e.collection_round == PENDING_ROUND for e in pending)
+    assert len(pending) == sum(
+        e.collection_round == PENDING_ROUND and split_of(e.source) == "held_out" for e in excerpts
+    )
 
 
 def _report(score: SplitScore, report_corpus_accuracy: Any) -> str:
@@ -118,3 +127,20 @@ def test_held_out_2_split_meets_the_targets(
 ) -> None:
     _report(scores["held_out_2"], report_corpus_accuracy)
     _assert_meets_targets(scores["held_out_2"])
+
+
+def test_a_pending_rounds_held_out_excerpts_are_scored_nowhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    item = (
+        "  - source: owner/repo#{n}\n    round: 5\n    tool: slurm\n    category: cluster\n"
+        "    retry_class: transient\n    code: WS-CLU-007\n    text: 'slurm_load_jobs error: {n}'\n"
+    )
+    document = "items:\n" + item.format(n=0) + item.format(n=1)  # owner/repo#0 is held out, #1 not
+    monkeypatch.setattr(evaluation, "PENDING_ROUND", 5)
+    excerpts = parse_corpus(document)
+    assert [e.split for e in excerpts] == ["held_out_pending", "tuning"]
+    scores = evaluate(excerpts)
+    assert set(scores) == set(SPLITS)
+    assert [scores[split].size for split in SPLITS] == [1, 0, 0]
+    # Once the round is measured its held-out excerpts are held_out_2.
+    monkeypatch.setattr(evaluation, "PENDING_ROUND", None)
+    assert [e.split for e in parse_corpus(document)] == ["held_out_2", "tuning"]

@@ -25,11 +25,16 @@ from stamen.diagnostics.catalog import UNKNOWN_CODE
 from stamen.diagnostics.classifier import Diagnosis, classify_error
 from stamen.diagnostics.codes import ErrorCategory, RetryClass
 
-Split = Literal["tuning", "held_out", "held_out_2"]
+Split = Literal["tuning", "held_out", "held_out_2", "held_out_pending"]
+# The splits that are scored and reported; ``held_out_pending`` is neither.
 SPLITS: tuple[Split, ...] = ("tuning", "held_out", "held_out_2")
 HELD_OUT_BUCKETS = 4  # one source in four is held out
 # The last collection round whose held-out excerpts were measured while the catalog was being tuned.
 LAST_SEEN_ROUND = 3
+# A collection round still being collected and tuned on: its held-out excerpts are in the corpus but
+# classified by no test and no report until the round's one measurement, when this becomes None and
+# they join held_out_2. Without it, landing a batch would measure held_out_2 (the suite, docs/errors.md).
+PENDING_ROUND: int | None = 5
 
 # What the held-out split must reach (issue #14).
 TARGET_CATEGORY_ACCURACY = 0.90
@@ -61,6 +66,12 @@ class LabelledExcerpt:
     @property
     def split(self) -> Split:
         split = split_of(self.source)
+        if (
+            split == "held_out"
+            and self.collection_round is not None
+            and self.collection_round == PENDING_ROUND
+        ):
+            return "held_out_pending"
         if split == "held_out" and (self.collection_round or 0) > LAST_SEEN_ROUND:
             return "held_out_2"
         return split
@@ -181,10 +192,12 @@ class SplitScore:
 
 
 def evaluate(excerpts: Sequence[LabelledExcerpt]) -> dict[str, SplitScore]:
-    """Classify every excerpt on its text alone; scores per split."""
+    """Classify every excerpt on its text alone; scores per reported split (pending excerpts are not
+    classified at all)."""
     scores: dict[str, SplitScore] = {split: SplitScore(split) for split in SPLITS}
     for excerpt in excerpts:
-        scores[excerpt.split].outcomes.append(Outcome(excerpt, classify_error(excerpt.text)))
+        if excerpt.split in scores:
+            scores[excerpt.split].outcomes.append(Outcome(excerpt, classify_error(excerpt.text)))
     return scores
 
 
