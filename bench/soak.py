@@ -5,6 +5,7 @@ independent log that the steps themselves write.
     python bench/soak.py [--worksets 300] [--rate 1.5] [--slots 20] [--kills 12] [--nats-outage 30]
                          [--pg-outage 120] [--duplicates 20] [--malformed 16] [--seed 1] [--json]
     python bench/soak.py --control ...        # the same load without any fault
+    python bench/soak.py --pair ...           # both, one after the other, and the ratio of their p50s
 
 The bench runs the embedded stack itself (as `stamen up` does: PostgreSQL, moto, NATS, every service
 with two scheduler replicas, all supervised) in a temporary folder, so it can hold a server down for a
@@ -24,13 +25,23 @@ The verdict line (`SOAK PASS` or `SOAK FAIL`) says: worksets terminal/completed,
 overlapping (steps.log), peak concurrent steps against the limit, events lost/doubled (every outbox
 event id exactly once in STAMEN_EVENTS, injected and replayed copies aside), double effects of the
 duplicates (more admissions than failures explain), malformed messages parked, the recovery time after
-each fault (until every service answers ready again), and latency p50/p95 (submitted -> completed).
+each fault (until every service answers ready again), and latency p50/p95.
+
+Latency, precisely: from a workset's first `workset_history` row (written in the transaction that recorded
+the submission: the moment PostgreSQL had it and the API answered 201) to its `completed` row, both
+PostgreSQL's clock; over completed worksets. The client view starts instead at the client's first POST,
+so it includes the retries while the portal was down or answered 503 DATABASE_UNAVAILABLE (PostgreSQL
+down: nothing is recorded then). With --json, `latency_by_fault` splits completed worksets by the fault
+whose window their first POST fell in (an outage and the 60 s after it, a SIGKILL and the 15 s after
+it, or none) and gives each group's median seconds in each state, and its time queued while a slot was
+free (the scheduler's lag; the rest of `queued` is waiting for the limit).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import collections
 import contextlib
 import itertools
@@ -43,7 +54,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,7 +127,8 @@ def plan_faults(args: argparse.Namespace, window: float) -> Plan:
             faults.append(Fault(kind, t, kind, seconds))
             busy.append((t - 5, t + seconds + args.fault_gap))
             t += seconds + args.fault_gap
-    services = ["validator", "scheduler", "scheduler-2", "diagnostics", "notifier", "regions", "portal"]
+    services = ["validator", "validator-2", "scheduler", "scheduler-2", "diagnostics", "notifier", "regions",
+                "portal"]  # fmt: skip
     busy.append((-1e9, window * 0.05))
 
     def free_moment(spacing: float) -> float:
@@ -500,9 +512,110 @@ async def read_database(database_url: str) -> dict[str, Any]:
         if states and states[-1] == "completed":
             latencies.append((rows[-1]["at"] - rows[0]["at"]).total_seconds())
             completed_at[rows[0]["workset_id"]] = rows[-1]["at"].timestamp()
+    timelines = {ws: [(r["to_state"], r["at"].timestamp()) for r in rows] for ws, rows in by_ws.items()}
     return {"outbox": outbox, "unpublished": unpublished, "latencies": latencies, "double_effects": double_effects,
-            "completed_at": completed_at, "admissions": admissions,
+            "completed_at": completed_at, "admissions": admissions, "timelines": timelines,
             "parked_worksets": parked_worksets, "replayed": replayed}  # fmt: skip
+
+
+def time_in_states(timeline: list[tuple[str, float]]) -> dict[str, float]:
+    """Seconds a workset spent in each state it passed through (visits added up), from its history."""
+    spent: dict[str, float] = collections.defaultdict(float)
+    for (state, at), (_, then) in itertools.pairwise(timeline):
+        spent[state] += then - at
+    return dict(spent)
+
+
+HOLDING = ("scheduled", "running")  # the states in which a workset holds one of the slots
+
+
+def free_slot_seconds(
+    timelines: dict[str, list[tuple[str, float]]], slots: int
+) -> Callable[[float, float], float]:
+    """A function of (from, to): the seconds of that span in which fewer than `slots` worksets held a
+    slot. Time queued while a slot was free is the scheduler's lag; the rest is waiting for the limit."""
+    changes: list[tuple[float, int]] = []
+    for timeline in timelines.values():
+        for (state, at), (_, then) in itertools.pairwise(timeline):
+            if state in HOLDING:
+                changes += [(at, 1), (then, -1)]
+    changes.sort()
+    moments, held, now = [], [], 0
+    for at, delta in changes:
+        now += delta
+        moments.append(at)
+        held.append(now)
+
+    def seconds(start: float, end: float) -> float:
+        # held[i] is the count from moments[i] until moments[i + 1]; before moments[0] it is 0.
+        free, at = 0.0, start
+        i = bisect.bisect_right(moments, start) - 1
+        while at < end:
+            until = min(moments[i + 1], end) if i + 1 < len(moments) else end
+            if i < 0 or held[i] < slots:
+                free += until - at
+            at, i = until, i + 1
+        return free
+
+    return seconds
+
+
+def where_latency_goes(
+    soak: Soak, plan: Plan, timelines: dict[str, list[tuple[str, float]]]
+) -> dict[str, Any]:
+    """Latency of completed worksets by what was happening when their client first tried to submit: a
+    PostgreSQL or NATS outage (or the 60 s after it), a SIGKILL of a service (the 15 s after it), or
+    nothing; with the median seconds spent in each state (workset_history), so a slow group shows where
+    it waited."""
+    offset = time.time() - time.monotonic()  # monotonic -> epoch
+    windows: list[tuple[str, float, float]] = []
+    for f in plan.faults:
+        if f.started is None or f.ended is None:
+            continue
+        if f.kind in ("nats", "postgres"):
+            windows.append((f.kind, f.started + offset, f.ended + offset + 60))
+        elif f.kind == "kill":
+            windows.append((f"kill {f.target}", f.started + offset, f.ended + offset + 15))
+    groups: dict[str, list[str]] = collections.defaultdict(list)
+    for ws, first_try in soak.first_try.items():
+        timeline = timelines.get(ws)
+        if not timeline or timeline[-1][0] != "completed":
+            continue
+        # The latest fault that began before the first try and whose window it falls in.
+        around = [(a, name) for name, a, b in windows if a <= first_try <= b]
+        context = max(around)[1] if around else "no fault"
+        groups[context.split(" ")[0] if context.startswith("kill") else context].append(ws)
+        if context.startswith("kill"):
+            groups[context].append(ws)
+    free = free_slot_seconds(timelines, soak.args.slots)
+
+    def queued_with_a_free_slot(timeline: list[tuple[str, float]]) -> float:
+        return sum(
+            free(at, then) for (state, at), (_, then) in itertools.pairwise(timeline) if state == "queued"
+        )
+
+    report: dict[str, Any] = {}
+    for context, members in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        spent = [time_in_states(timelines[ws]) for ws in members]
+        states = sorted({s for d in spent for s in d})
+        latency = [timelines[ws][-1][1] - timelines[ws][0][1] for ws in members]
+        report[context] = {
+            "n": len(members),
+            "latency_p50": round(percentile(latency, 50), 2),
+            "latency_p95": round(percentile(latency, 95), 2),
+            "client_p50": round(
+                percentile([timelines[ws][-1][1] - soak.first_try[ws] for ws in members], 50), 2
+            ),
+            "state_p50": {s: round(percentile([d.get(s, 0.0) for d in spent], 50), 2) for s in states},
+            "state_p95": {s: round(percentile([d.get(s, 0.0) for d in spent], 95), 2) for s in states},
+            "queued_with_a_free_slot_p50": round(
+                percentile([queued_with_a_free_slot(timelines[ws]) for ws in members], 50), 2
+            ),
+            "queued_with_a_free_slot_p95": round(
+                percentile([queued_with_a_free_slot(timelines[ws]) for ws in members], 95), 2
+            ),
+        }
+    return report
 
 
 def summarise(args: argparse.Namespace, soak: Soak, plan: Plan, states: dict[str, int], steps: dict[str, Any],
@@ -595,6 +708,7 @@ def summarise(args: argparse.Namespace, soak: Soak, plan: Plan, states: dict[str
         ],
         "recovery_seconds": dict(recovery),
         "admitting_again_after_seconds": admitting_again,
+        "latency_by_fault": where_latency_goes(soak, plan, db["timelines"]),
         "latency_seconds": {
             "n": len(lat),
             "p50": round(percentile(lat, 50), 2),
@@ -657,24 +771,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=900.0, help="longest wait for every workset to end")
     parser.add_argument("--control", action="store_true", help="the same load, no faults")
+    parser.add_argument(
+        "--pair",
+        action="store_true",
+        help="the faults run, then its control right after (a fresh stack each)",
+    )
     parser.add_argument("--keep", type=Path, default=None, help="run in this folder and keep it (logs)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    bench_process()
+    if not args.pair:
+        figures, verdict = run_one(args)
+        print(json.dumps(figures, indent=2, default=str) if args.json else verdict)
+        return 0 if figures["ok"] else 1
+    faults, faults_verdict = run_one(argparse.Namespace(**{**vars(args), "control": False}))
+    control, control_verdict = run_one(argparse.Namespace(**{**vars(args), "control": True}))
+    ratio = {
+        key: round(faults[key]["p50"] / control[key]["p50"], 2) if control[key]["p50"] else None
+        for key in ("latency_seconds", "client_latency_seconds")
+    }
+    if args.json:
+        print(json.dumps({"faults": faults, "control": control, "p50_ratio": ratio}, indent=2, default=str))
+    else:
+        print(f"faults:  {faults_verdict}\ncontrol: {control_verdict}")
+        print(
+            f"p50 faults/control: {ratio['latency_seconds']} (client view {ratio['client_latency_seconds']})"
+        )
+    return 0 if faults["ok"] and control["ok"] else 1
+
+
+def run_one(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     if args.control:
         args.kills = args.duplicates = args.malformed = 0
         args.nats_outage = args.pg_outage = 0.0
-    bench_process()
     if args.keep:
-        args.keep.mkdir(parents=True, exist_ok=True)
-        figures, verdict = asyncio.run(run(args, args.keep.resolve()))
-    else:
-        with tempfile.TemporaryDirectory(prefix="stamen-soak-") as tmp:
-            figures, verdict = asyncio.run(run(args, Path(tmp)))
-    if args.json:
-        print(json.dumps(figures, indent=2, default=str))
-    else:
-        print(verdict)
-    return 0 if figures["ok"] else 1
+        folder = args.keep / ("control" if args.control else "faults") if args.pair else args.keep
+        folder.mkdir(parents=True, exist_ok=True)
+        return asyncio.run(run(args, folder.resolve()))
+    with tempfile.TemporaryDirectory(prefix="stamen-soak-") as tmp:
+        return asyncio.run(run(args, Path(tmp)))
 
 
 if __name__ == "__main__":
