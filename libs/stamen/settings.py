@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     ack_wait_seconds: float = 30.0
     max_deliver: int = 5
     consumer_concurrency: int = 8
+    # workset.submitted handled at once by one validator: a validation mostly waits on S3 and PostgreSQL,
+    # so the burst that arrives after an outage is worked off this many at a time (per replica).
+    validation_concurrency: int = Field(default=16, ge=1, le=256)
     drain_timeout_seconds: float = 20.0
 
     # Reconcilers: every interval, worksets that have waited longer than `after` for an event are moved on
@@ -71,6 +74,9 @@ class Settings(BaseSettings):
     scheduler_poll_seconds: float = 1.0
     # Scheduler processes `stamen up` runs side by side (they share the work through PostgreSQL locks).
     scheduler_replicas: int = Field(default=2, ge=1, le=8)
+    # Validator processes `stamen up` runs side by side (they share workset.submitted's durable consumer
+    # and the NATS intake queue group): a killed validator leaves the other validating.
+    validator_replicas: int = Field(default=2, ge=1, le=8)
     default_tenant_max_concurrent: int = 2
     clusters_file: Path | None = None
     pipelines_file: Path | None = None  # extra pipelines for the scheduler, besides the built-in ones

@@ -27,18 +27,25 @@ SENTINEL_EVENTS = ("workset.rejected", "workset.completed", "workset.dead_letter
 
 def init_app(settings: Settings, *, intake: IntakeSettings | None = None) -> web.Application:
     def specs(app: web.Application) -> list[ConsumerSpec]:
-        def spec(durable: str, events: list[str], handler: EventHandler) -> ConsumerSpec:
+        def spec(
+            durable: str, events: list[str], handler: EventHandler, concurrency: int | None = None
+        ) -> ConsumerSpec:
             return ConsumerSpec(
                 durable=durable,
                 filter_subjects=[event_filter(e) for e in events],
                 handler=handler,
                 ack_wait_seconds=settings.ack_wait_seconds,
                 max_deliver=settings.max_deliver,
-                concurrency=settings.consumer_concurrency,
+                concurrency=concurrency or settings.consumer_concurrency,
             )
 
         return [
-            spec(CONSUMER, ["workset.submitted"], validate_handler(app, settings)),
+            spec(
+                CONSUMER,
+                ["workset.submitted"],
+                validate_handler(app, settings),
+                concurrency=settings.validation_concurrency,
+            ),
             spec(
                 SENTINEL_CONSUMER,
                 list(SENTINEL_EVENTS),

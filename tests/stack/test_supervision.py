@@ -103,6 +103,10 @@ async def test_postgres_and_nats_are_restarted_on_their_port_and_data(tmp_path: 
 
         await eventually(pg_back, 60, "PostgreSQL back on its port with its data")
         assert pg.port == pg_port and pg.proc.pid != pg_pid  # type: ignore[union-attr]
+        # It checkpoints every 30 s, so the WAL it replays after a crash before it answers stays short.
+        conn = await asyncpg.connect(pg.url)
+        assert await conn.fetchval("SHOW checkpoint_timeout") == "30s"
+        await conn.close()
 
         async def nats_back() -> bool:
             return bool(nc.is_connected) and nats.proc.pid != nats_pid  # type: ignore[union-attr]

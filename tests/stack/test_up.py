@@ -138,6 +138,7 @@ def test_stamen_up_supervises_and_keeps_state_across_restarts(tmp_path: Path) ->
     try:
         assert set(status["services"]) == {
             "validator",
+            "validator-2",  # two validator replicas by default (STAMEN_VALIDATOR_REPLICAS)
             "scheduler",
             "scheduler-2",  # two scheduler replicas by default (STAMEN_SCHEDULER_REPLICAS)
             "diagnostics",

@@ -259,7 +259,10 @@ class EmbeddedStack:
         """(instance, service) for each process: `scheduler`, `scheduler-2`, ... for the replicas."""
         out: list[tuple[str, str]] = []
         for service in self.services:
-            replicas = self.settings.scheduler_replicas if service == "scheduler" else 1
+            replicas = {
+                "scheduler": self.settings.scheduler_replicas,
+                "validator": self.settings.validator_replicas,
+            }.get(service, 1)
             out += [(service if i == 1 else f"{service}-{i}", service) for i in range(1, replicas + 1)]
         return out
 
