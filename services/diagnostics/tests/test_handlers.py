@@ -9,7 +9,7 @@ import asyncpg
 from services.diagnostics.app import CONSUMER
 from services.diagnostics.handlers import diagnose_failure
 from stamen.bus.consumer import Delivery
-from stamen.events.envelope import new_envelope
+from stamen.events.envelope import Envelope, new_envelope
 from stamen.events.types import WorksetFailed
 from stamen.intake import submit_workset
 from stamen.service.idempotent import idempotent
@@ -21,7 +21,9 @@ slurmstepd: error: Detected 1 oom-kill event(s) in StepId=4211.batch. Some of yo
 """
 
 
-async def failed_event(pool: asyncpg.Pool, log_tail: str, exit_code: int | None, native: str = ""):  # type: ignore[no-untyped-def]
+async def failed_event(
+    pool: asyncpg.Pool, log_tail: str, exit_code: int | None, native: str = ""
+) -> tuple[str, Envelope]:
     result = await submit_workset(
         pool, tenant_id="acme", name="w", spec={}, region="us-west-2", source="api", actor="test"
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -192,19 +193,22 @@ OOM = DiagnosisFacts(
 )
 
 
-def facts(kind: Kind, **kw: object) -> Facts:
-    base: dict[str, object] = {
-        "kind": kind,
-        "severity": Severity.ERROR,
-        "event_id": str(uuid.UUID(int=1)),
-        "event_type": "workset.dead_lettered",
-        "occurred_at": NOW,
-        "owner": "acme",
-        "region": "us-west-2",
-        "workset": WS,
-        "thread": "ws-1",
-    }
-    return Facts(**(base | kw))  # type: ignore[arg-type]
+def facts(
+    kind: Kind, *, diagnosis: DiagnosisFacts | None = None, detail: dict[str, Any] | None = None
+) -> Facts:
+    return Facts(
+        kind=kind,
+        severity=Severity.ERROR,
+        event_id=str(uuid.UUID(int=1)),
+        event_type="workset.dead_lettered",
+        occurred_at=NOW,
+        owner="acme",
+        region="us-west-2",
+        workset=WS,
+        diagnosis=diagnosis,
+        detail=detail or {},
+        thread="ws-1",
+    )
 
 
 def test_a_final_failure_says_why_with_diagnosis_evidence_and_remediation() -> None:
@@ -228,7 +232,7 @@ def test_a_final_failure_says_why_with_diagnosis_evidence_and_remediation() -> N
 
 
 def test_every_kind_renders_and_a_digest_lists_its_messages() -> None:
-    details = {
+    details: dict[Kind, dict[str, Any]] = {
         Kind.RETRYING: {"retry": 1, "max_retries": 3, "due_at": "2025-03-04 12:05:00 UTC", "next_attempt": 2},
         Kind.REJECTED: {
             "findings": [{"code": "VAL-REF-001", "field": "reference_genome", "message": "unknown"}]

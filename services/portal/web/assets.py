@@ -14,6 +14,7 @@ import json
 import mimetypes
 from dataclasses import dataclass
 from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import PurePosixPath
 
 from aiohttp import web
@@ -44,8 +45,8 @@ class Assets:
         root = resources.files("services.portal.web") / "static"
         files: dict[str, Asset] = {}
 
-        def walk(folder: object, prefix: str) -> None:
-            for entry in folder.iterdir():  # type: ignore[attr-defined]
+        def walk(folder: Traversable, prefix: str) -> None:
+            for entry in folder.iterdir():
                 rel = f"{prefix}{entry.name}"
                 if entry.is_dir():
                     walk(entry, rel + "/")

@@ -4,7 +4,7 @@ rejected, once per event; storage outages retried; Daylily sentinels written for
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -47,7 +47,9 @@ async def store(s3lab: S3Lab) -> AsyncIterator[S3ObjectStore]:
         yield opened
 
 
-def checker_for(store: S3ObjectStore, bucket: str, *, enable_validation: bool = True):  # type: ignore[no-untyped-def]
+def checker_for(
+    store: S3ObjectStore, bucket: str, *, enable_validation: bool = True
+) -> Callable[[dict[str, Any], str], Awaitable[CheckResult]]:
     """The validator's check, with the tenant allowed to use `bucket` (the lab's) and nothing else."""
 
     async def check(spec: dict[str, Any], tenant_id: str) -> CheckResult:

@@ -4,6 +4,7 @@ the S3 drop watcher, and a consumer that survives every broken input."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -172,7 +173,9 @@ async def test_an_s3_drop_goes_ready_in_progress_then_error_when_rejected(
     elapsed = await wait_for(lambda: _names(pool, {"drop-ok", "drop-bad"}), 5, "the watcher")
     assert elapsed < 5
     for picked in (folder, bad):  # daylily.ready -> daylily.in_progress, written right after the submission
-        await wait_for(lambda p=picked: _exists(s3lab, p + sentinels.IN_PROGRESS), 2, "daylily.in_progress")  # type: ignore[misc]
+        await wait_for(
+            functools.partial(_exists, s3lab, picked + sentinels.IN_PROGRESS), 2, "daylily.in_progress"
+        )
     await wait_for(lambda: _state_is(pool, "drop-bad", "rejected"), 10, "rejection")
     await wait_for(lambda: _exists(s3lab, bad + sentinels.ERROR), 10, "daylily.error")
     stamp, message = s3lab.get(bad + sentinels.ERROR).decode().split("\t")

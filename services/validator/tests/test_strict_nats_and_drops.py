@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -74,7 +74,7 @@ async def test_strict_values_and_idempotency_over_nats(
         assert await conn.fetchval("SELECT count(*) FROM worksets") == 1
 
 
-async def wait_for(check, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+async def wait_for(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
     started = time.monotonic()
     while not await check():
         assert time.monotonic() - started < timeout, f"timed out waiting for {what}"
