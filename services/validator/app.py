@@ -1,5 +1,6 @@
 """Validator wiring: consumes workset.submitted (validated+queued or rejected; the tenant's buckets and storage
-quota included), keeps S3-dropped worksets' Daylily sentinels true, answers NATS intake, watches drop buckets."""
+quota included), keeps S3-dropped worksets' Daylily sentinels true, answers NATS intake, watches drop buckets,
+validates from PostgreSQL while NATS is away."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from functools import partial
 from aiohttp import web
 
 from services.validator import handlers, reconcile
+from services.validator.bus_away import bus_away_ctx
 from services.validator.intake_nats import nats_intake_ctx
 from services.validator.submission import CONSUMER, validate_handler
 from services.validator.watcher import drop_watcher_ctx
@@ -64,4 +66,5 @@ def init_app(settings: Settings, *, intake: IntakeSettings | None = None) -> web
     add_object_store(app, intake or IntakeSettings())
     app.cleanup_ctx.append(nats_intake_ctx)
     app.cleanup_ctx.append(drop_watcher_ctx)
+    app.cleanup_ctx.append(bus_away_ctx)
     return app

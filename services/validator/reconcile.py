@@ -27,18 +27,21 @@ def stale_submissions(pool: asyncpg.Pool, handler: EventHandler, settings: Setti
             waiting = await RecoveryRepository(uow.connection).stale_submissions(
                 settings.reconcile_after_seconds
             )
-        return await hand_over(waiting, event_for=lambda item: _submitted(pool, item), handler=handler,
-                               moved_on=lambda item: _validated(pool, item), what="validated")  # fmt: skip
+        return await hand_over(waiting, event_for=lambda item: event_of(pool, item), handler=handler,
+                               moved_on=lambda item: validated(pool, item), what="validated")  # fmt: skip
 
     return ReconcilePass("validator:submitted", run)
 
 
-async def _validated(pool: asyncpg.Pool, item: Unsettled) -> bool:
+# Shared with validation while NATS is away (bus_away.py): whether a workset moved on, and its event.
+
+
+async def validated(pool: asyncpg.Pool, item: Unsettled) -> bool:
     async with UnitOfWork(pool) as uow:
         return (await uow.worksets.get(item.workset_id)).state not in AWAITING_VALIDATION
 
 
-async def _submitted(pool: asyncpg.Pool, item: Unsettled) -> Envelope:
+async def event_of(pool: asyncpg.Pool, item: Unsettled) -> Envelope:
     async with UnitOfWork(pool) as uow:
         stored = (
             await RecoveryRepository(uow.connection).stored_event(item.event_id) if item.event_id else None

@@ -162,6 +162,11 @@ class BusConnection:
         await self.connected.wait()
 
     @property
+    def up(self) -> bool:
+        """Connected right now (False before the first connection and while the client reconnects)."""
+        return self._up.is_set()
+
+    @property
     def nc(self) -> NATS:
         if self._nc is None or not self.connected.is_set():
             raise BusUnavailable("not connected to NATS yet")
