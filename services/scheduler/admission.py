@@ -51,7 +51,7 @@ class Admitter:
                 tenant_max=await repo.tenant_limits(),
                 default_tenant_max=self._settings.default_tenant_max_concurrent,
             )
-            head = next_head(heads, occupancy, limits, await repo.last_admitted())
+            head = next_head(heads, occupancy, limits, await repo.last_admitted([h.tenant_id for h in heads]))
             if head is None:
                 return None
             views = await repo.cluster_views()

@@ -156,15 +156,15 @@ class Dispatcher:
                     if not claimed:
                         return dispatched
                     ws = await uow.worksets.get(claimed[0], for_update=True)
-                    submission = await self._prepare(uow, ws)
+                    submission = await self.prepare(uow, ws)
                     if submission is not None:
                         await uow.step_runs.hold_submission_lock(submission.claim)
                     await uow.commit()
                 if submission is not None:
-                    await self._submit_holding(conn, submission)
+                    await self.submit_holding(conn, submission)
             dispatched += 1
 
-    async def _prepare(self, uow: UnitOfWork, ws: Workset) -> Submission | None:
+    async def prepare(self, uow: UnitOfWork, ws: Workset) -> Submission | None:
         """Finish the workset, or record its next step as `submitting` and return what to submit."""
         assert ws.cluster is not None
         if ws.cancel_requested_by:
@@ -237,9 +237,9 @@ class Dispatcher:
                 # period) and settled or took it over: submitting now would run the step twice.
                 log.warning("scheduler.submission_reconciled_meanwhile", workset_id=sub.workset_id)
                 return
-            await self._submit_holding(None, sub)
+            await self.submit_holding(None, sub)
 
-    async def _submit_holding(self, conn: Connection | None, sub: Submission) -> None:
+    async def submit_holding(self, conn: Connection | None, sub: Submission) -> None:
         """Call the executor while the step run's lock is held, and record what it said: on `conn`, the
         session that holds the lock (which the recording transaction gives back), else on a pooled one."""
         try:

@@ -9,9 +9,16 @@ from __future__ import annotations
 import asyncpg
 import structlog
 
-from services.scheduler.dispatch import LOST_STATE, MAX_DURATION_ACTOR, finish_cancelled
+from services.scheduler.dispatch import (
+    LOST_STATE,
+    MAX_DURATION_ACTOR,
+    Dispatcher,
+    Submission,
+    finish_cancelled,
+)
 from services.scheduler.executors import ExecutorRegistry
 from stamen.domain.lifecycle import WorksetState
+from stamen.domain.workset import Workset
 from stamen.events.types import StepCompleted, WorksetFailed
 from stamen.executors.base import JobState, JobStatus
 from stamen.store.clusters import ClusterRecord
@@ -23,10 +30,19 @@ S = WorksetState
 
 
 class JobMonitor:
-    def __init__(self, pool: asyncpg.Pool, executors: ExecutorRegistry, holder: str) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        executors: ExecutorRegistry,
+        holder: str,
+        dispatcher: Dispatcher | None = None,
+    ) -> None:
+        """`dispatcher`: starts a workset's next step in the transaction that records the last one's
+        success (without it, the dispatcher's next pass does)."""
         self._pool = pool
         self._executors = executors
         self._holder = holder
+        self._dispatcher = dispatcher
 
     async def poll_once(
         self, active_steps: tuple[list[ClusterRecord], dict[str, list[StepRunRow]]] | None = None
@@ -57,41 +73,56 @@ class JobMonitor:
         return finished
 
     async def _record(self, row: StepRunRow, status: JobStatus) -> int:
-        async with UnitOfWork(self._pool) as uow:
-            if await uow.step_runs.lock_active_step_run(row.id) is None:
-                return 0  # another replica recorded it
-            ws = await uow.worksets.get(row.workset_id, for_update=True)
-            await uow.step_runs.finish_step_run(row.id, status)
-            if status.state is JobState.SUCCEEDED:
-                resources = {k: v for k, v in status.resources.model_dump().items() if v is not None}
-                ws.event(StepCompleted(step=row.step, attempt=row.attempt, resources=resources))
-                # The dispatcher starts the next step (or completes the workset) on its next pass.
-            elif ws.cancel_requested_by and status.state is JobState.CANCELLED:
-                finish_cancelled(ws, self._holder)
-                await uow.slots.release_lease(ws.id, ws.attempt, "cancelled")
-            elif ws.state in (S.SCHEDULED, S.RUNNING):
-                reason = status.reason or f"step {row.step} ended {status.state.value}"
-                ws.transition(
-                    S.FAILED,
-                    actor=self._holder,
-                    reason=f"step {row.step}: {reason}",
-                    event=WorksetFailed(
-                        attempt=row.attempt,
-                        step=row.step,
-                        exit_code=status.exit_code,
-                        signal=status.signal,
-                        native_state=native_state(status),
-                        step_run_id=row.id,
-                        reason=reason,
-                    ),
-                )
-                await uow.slots.release_lease(ws.id, ws.attempt, "failed")
-            await uow.worksets.save(ws)
-            await uow.commit()
+        async with self._pool.acquire() as conn:
+            async with UnitOfWork.on(conn) as uow:
+                if await uow.step_runs.lock_active_step_run(row.id) is None:
+                    return 0  # another replica recorded it
+                ws = await uow.worksets.get(row.workset_id, for_update=True)
+                await uow.step_runs.finish_step_run(row.id, status)
+                submission = await self._outcome(uow, ws, row, status)
+                await uow.worksets.save(ws)
+                if submission is not None:
+                    await uow.step_runs.hold_submission_lock(submission.claim)
+                await uow.commit()
+            if submission is not None and self._dispatcher is not None:
+                await self._dispatcher.submit_holding(conn, submission)
         log.info(
             "scheduler.step_finished", workset_id=row.workset_id, step=row.step, state=status.state.value
         )
         return 1
+
+    async def _outcome(
+        self, uow: UnitOfWork, ws: Workset, row: StepRunRow, status: JobStatus
+    ) -> Submission | None:
+        """What the job's end does to the workset. A step that succeeded is followed, in the same
+        transaction, by what the dispatcher would do at its next pass (the next step recorded for
+        submission, or the workset completed), when the dispatcher's own claim would take it."""
+        if status.state is JobState.SUCCEEDED:
+            resources = {k: v for k, v in status.resources.model_dump().items() if v is not None}
+            ws.event(StepCompleted(step=row.step, attempt=row.attempt, resources=resources))
+            if self._dispatcher is not None and await uow.step_runs.dispatchable(ws.id):
+                return await self._dispatcher.prepare(uow, ws)
+        elif ws.cancel_requested_by and status.state is JobState.CANCELLED:
+            finish_cancelled(ws, self._holder)
+            await uow.slots.release_lease(ws.id, ws.attempt, "cancelled")
+        elif ws.state in (S.SCHEDULED, S.RUNNING):
+            reason = status.reason or f"step {row.step} ended {status.state.value}"
+            ws.transition(
+                S.FAILED,
+                actor=self._holder,
+                reason=f"step {row.step}: {reason}",
+                event=WorksetFailed(
+                    attempt=row.attempt,
+                    step=row.step,
+                    exit_code=status.exit_code,
+                    signal=status.signal,
+                    native_state=native_state(status),
+                    step_run_id=row.id,
+                    reason=reason,
+                ),
+            )
+            await uow.slots.release_lease(ws.id, ws.attempt, "failed")
+        return None
 
     async def stop_requested(self) -> None:
         """Carry out cancel requests and the max-duration guard on running jobs."""

@@ -34,11 +34,12 @@ def holder_name() -> str:
 
 def build_loop(app: web.Application, registry: ExecutorRegistry, planner: StepPlanner) -> SchedulerLoop:
     pool, settings, holder = app[POOL], app[SETTINGS], holder_name()
+    dispatcher = Dispatcher(pool, registry, planner, holder)
     return SchedulerLoop(
         pool,
         Admitter(pool, settings, holder),
-        Dispatcher(pool, registry, planner, holder),
-        JobMonitor(pool, registry, holder),
+        dispatcher,
+        JobMonitor(pool, registry, holder, dispatcher),
         settings.scheduler_poll_seconds,
         app[POSTGRES],
         RegionEvacuation(pool, registry, holder, RegionSettings().region_lost_after_seconds),

@@ -76,6 +76,7 @@ async def test_queue_heads_and_last_admissions_match_a_plain_reading_of_the_queu
     async with UnitOfWork(pool) as uow:
         got = await uow.slots.queue_heads()
         last = await uow.slots.last_admitted()
+        last_of_heads = await uow.slots.last_admitted([h.tenant_id for h in got])
 
     assert [(h.tenant_id, h.priority, h.workset_id) for h in got] == [
         (k[0], k[1], r[0]) for k, r in heads.items()
@@ -89,6 +90,7 @@ async def test_queue_heads_and_last_admissions_match_a_plain_reading_of_the_queu
         assert head.queued_at == heads[(head.tenant_id, head.priority)][4]
     queued_tenants = {r[1] for r in queued}
     assert last == {r["tenant_id"]: r["at"] for r in runs if r["tenant_id"] in queued_tenants}
+    assert last_of_heads == last  # the heads' tenants are the queued tenants
 
 
 async def test_an_empty_queue_has_no_heads(pool: asyncpg.Pool) -> None:

@@ -4,6 +4,7 @@ region health as admission sees them; the slot leases (`slot_leases`) and the ru
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -82,10 +83,19 @@ class SlotLedger:
         rows = await self._conn.fetch("SELECT tenant_id, count(*) AS n FROM slot_leases GROUP BY tenant_id")
         return {r["tenant_id"]: r["n"] for r in rows}
 
-    async def last_admitted(self) -> dict[str, datetime]:
-        """When each tenant with queued worksets was last admitted (the others do not compete now).
-        The queued tenants by a skip scan (worksets_queue_heads), each one's latest run by one
-        descent of workset_runs_tenant: neither the queue nor the history is read whole."""
+    async def last_admitted(self, tenants: Sequence[str] | None = None) -> dict[str, datetime]:
+        """When each tenant with queued worksets (or each of `tenants`: admission passes those of the
+        heads it read, which are the same) was last admitted; the others do not compete now. The queued
+        tenants by a skip scan (worksets_queue_heads), each one's latest run by one descent of
+        workset_runs_tenant: neither the queue nor the history is read whole."""
+        if tenants is not None:
+            rows = await self._conn.fetch(
+                """SELECT t.tenant_id, last.at FROM unnest($1::text[]) AS t (tenant_id), LATERAL (
+                       SELECT admitted_at AS at FROM workset_runs r WHERE r.tenant_id = t.tenant_id
+                       ORDER BY admitted_at DESC LIMIT 1) last""",
+                sorted(set(tenants)),
+            )
+            return {r["tenant_id"]: r["at"] for r in rows}
         rows = await self._conn.fetch(
             """WITH RECURSIVE tenants AS (
                    (SELECT tenant_id FROM worksets WHERE state = 'queued' ORDER BY tenant_id LIMIT 1)

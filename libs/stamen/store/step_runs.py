@@ -146,6 +146,15 @@ class StepRunRepository:
         )
         return [r["id"] for r in rows]
 
+    async def dispatchable(self, workset_id: str) -> bool:
+        """Whether the dispatcher's claim would take this workset now (no step active, its region not to
+        be avoided): asked by the monitor, which holds its row, before it starts the next step itself."""
+        return bool(
+            await self._conn.fetchval(
+                f"SELECT EXISTS (SELECT 1 {UNDISPATCHED_FROM} AND w.id = $1)", workset_id
+            )
+        )
+
     async def completed_steps(self, workset_id: str, cluster: str) -> set[str]:
         """Steps that succeeded on `cluster` in any attempt. Only those: each cluster has its own
         workdir_root, so another cluster's outputs are not where this one's steps look for them."""

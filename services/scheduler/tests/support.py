@@ -83,13 +83,14 @@ def in_process_scheduler(
     lost_after_seconds: float = 300.0,
 ) -> SchedulerLoop:
     registry = registry or ExecutorRegistry(default_executor_factories(settings))
+    dispatcher = Dispatcher(
+        pool, registry, WorksetPlanner(settings), holder, submit_grace_seconds=submit_grace_seconds
+    )
     return SchedulerLoop(
         pool,
         Admitter(pool, settings, holder),
-        Dispatcher(
-            pool, registry, WorksetPlanner(settings), holder, submit_grace_seconds=submit_grace_seconds
-        ),
-        JobMonitor(pool, registry, holder),
+        dispatcher,
+        JobMonitor(pool, registry, holder, dispatcher),
         poll_seconds=0.1,
         evacuation=RegionEvacuation(pool, registry, holder, lost_after_seconds),
     )

@@ -102,8 +102,9 @@ async def test_two_schedulers_200_worksets_never_exceed_limits_and_share_fairly(
     procs = [start_scheduler(tmp_path, database_url, nats_url, f"s{n}", **limits) for n in (1, 2)]
     try:
         await asyncio.sleep(2.0)
-        small = [await enqueue(pool, "small") for _ in range(4)]  # ... and one with 4, arriving late
+        # ... and one with 4, arriving late (the first may be admitted before the last is queued)
         small_queued_at = datetime.now(UTC)
+        small = [await enqueue(pool, "small") for _ in range(4)]
         await wait_all_final(pool, 200, 300, procs, tmp_path)
     finally:
         for p in procs:

@@ -14,6 +14,7 @@ from asyncpg.connection import LoggedQuery
 from services.scheduler.admission import Admitter
 from services.scheduler.dispatch import Dispatcher
 from services.scheduler.executors import ExecutorRegistry
+from services.scheduler.monitor import JobMonitor
 from services.scheduler.planning import WorksetPlanner
 from services.scheduler.tests.support import add_cluster, enqueue, in_process_scheduler, state_of
 from services.scheduler.tests.test_scheduler_local import script, settings_for
@@ -166,3 +167,53 @@ async def test_a_decision_with_every_slot_taken_reads_no_queue_and_one_head_s_sp
     reads_specs = [s for s in admitted if "spec" in s and s.startswith(("SELECT", "WITH"))]
     assert len(reads_specs) == 1 and "WHERE w.id = $1" in reads_specs[0], admitted
     assert not any("heads" in s for s in blocked), blocked
+
+
+async def test_a_step_that_succeeds_is_followed_by_the_next_in_the_same_transaction(
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path
+) -> None:
+    """The monitor records a step's success and records the next step for submission (or completes the
+    workset) in one transaction, then submits it: no dispatcher pass, no claim of its own."""
+    settings = settings_for(
+        tmp_path, [{"name": "one", "argv": script("pass")}, {"name": "two", "argv": script("pass")}]
+    )
+    await add_cluster(pool, workdir=tmp_path / "work")
+    ws_id = await enqueue(pool, "acme")
+    executor = LocalExecutor(cluster="local", grace_seconds=1)
+    registry = ExecutorRegistry({"local": lambda _: executor})
+    dispatcher = Dispatcher(pool, registry, WorksetPlanner(settings), "test-scheduler")
+    assert await Admitter(pool, settings, "test-scheduler").admit_next() is not None
+    assert await dispatcher.dispatch_pending() == 1  # step one submitted
+
+    async def steps() -> list[tuple[str, str]]:
+        async with pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT step, state FROM step_runs WHERE workset_id = $1 ORDER BY id", ws_id
+            )
+        return [(r["step"], r["state"]) for r in rows]
+
+    counter = TransactionCounter()
+    counting = await create_pool(database_url, init=counter.init)
+    try:
+        monitor = JobMonitor(
+            counting,
+            registry,
+            "test-scheduler",
+            Dispatcher(counting, registry, WorksetPlanner(settings), "test-scheduler"),
+        )
+        deadline = asyncio.get_running_loop().time() + 30
+        while (await steps())[0][1] != "succeeded":
+            await monitor.poll_once()
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.05)
+        assert (await steps())[1] == ("two", "running")  # started by the monitor, in the same pass
+        recorded = [t for t in counter.transactions if any("step_runs" in s for s in t) and len(t) > 3]
+        while await state_of(pool, ws_id) != "completed":
+            await monitor.poll_once()
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.05)
+    finally:
+        await counting.close()
+    assert await steps() == [("one", "succeeded"), ("two", "succeeded")]
+    # step one's end + step two recorded: one transaction; step two's handle: one more.
+    assert len(recorded) == 2, recorded
