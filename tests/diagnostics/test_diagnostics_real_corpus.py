@@ -30,6 +30,7 @@ from stamen.diagnostics.evaluation import (
     load_corpus,
     parse_corpus,
     split_of,
+    wilson_interval,
 )
 
 MIN_EXCERPTS = 750
@@ -79,7 +80,8 @@ def test_the_split_is_a_fixed_function_of_the_source(excerpts: list[LabelledExce
     pending = [e for e in excerpts if e.split == "held_out_pending"]
     assert all(e.collection_round == PENDING_ROUND for e in pending)
     assert len(pending) == sum(
-        e.collection_round == PENDING_ROUND and split_of(e.source) == "held_out" for e in excerpts
+        PENDING_ROUND is not None and e.collection_round == PENDING_ROUND and split_of(e.source) == "held_out"
+        for e in excerpts
     )
 
 
@@ -119,9 +121,10 @@ def test_seen_held_out_split_meets_the_targets(
     _assert_meets_targets(scores["held_out"])
 
 
-# The held-out excerpts of later rounds (collection round 4), never tuned on: measured once after the
-# tuning on round 4's tuning excerpts, at 90.0% / 96.7% / 3.3% (n=30, README's measurement log), so this is
-# an assertion. Only its aggregate figures are printed; its failures are never listed.
+# The held-out excerpts of later rounds (collection rounds 4 and 5), never tuned on: each round's were
+# measured once, after the tuning on that round's tuning excerpts; with round 5 the split was 90.1% / 95.6% /
+# 2.2% (n=91, README's measurement log), at the targets by one excerpt, so this is an assertion. Only its
+# aggregate figures are printed; its failures are never listed.
 def test_held_out_2_split_meets_the_targets(
     scores: dict[str, SplitScore], report_corpus_accuracy: Any
 ) -> None:
@@ -144,3 +147,12 @@ def test_a_pending_rounds_held_out_excerpts_are_scored_nowhere(monkeypatch: pyte
     # Once the round is measured its held-out excerpts are held_out_2.
     monkeypatch.setattr(evaluation, "PENDING_ROUND", None)
     assert [e.split for e in parse_corpus(document)] == ["held_out_2", "tuning"]
+
+
+def test_the_interval_says_how_little_a_small_split_pins_down() -> None:
+    # Round 4's 27/30: "roughly 74% to 97%" (README); ten times the excerpts narrow it about threefold.
+    low, high = wilson_interval(27, 30)
+    assert (round(low, 2), round(high, 2)) == (0.74, 0.97)
+    narrow_low, narrow_high = wilson_interval(270, 300)
+    assert narrow_high - narrow_low < (high - low) / 2.5
+    assert wilson_interval(0, 0) == (0.0, 1.0)

@@ -25,6 +25,7 @@ from stamen.diagnostics.evaluation import (
     evaluate,
     load_corpus,
     sources_per_tool,
+    wilson_interval,
 )
 
 DEFAULT_OUTPUT = Path("docs/errors.md")
@@ -141,7 +142,8 @@ def _accuracy(corpus_path: str, mtime_ns: int, size: int) -> tuple[str, ...]:
         "source in four is held out (by a hash of the source, fixed before collection); the",
         "catalog's patterns were written from the tuning split's failures only. The held-out",
         "excerpts of collection rounds 1-3 (held-out) had their figures printed several times while",
-        "the catalog was tuned; those of later rounds (held-out-2) were measured once, at the end.",
+        "the catalog was tuned; those of later rounds (held-out-2) were never tuned on, and each round's",
+        "were measured once, after that round's tuning on its tuning excerpts.",
         "Each excerpt is classified on its text alone (no exit code or job state).",
         *(
             [
@@ -173,8 +175,11 @@ def _accuracy(corpus_path: str, mtime_ns: int, size: int) -> tuple[str, ...]:
         "passes"
     )
     step = f"{1 / fresh.size:.1%}" if fresh.size else "n/a"
+    low, high = wilson_interval(sum(o.category_correct for o in fresh.outcomes), fresh.size)
     verdict += (
-        f" (n={fresh.size}: one excerpt moves its category top-1 by {step}). The rounds 1-3 held-out split "
+        f" (n={fresh.size}: one excerpt moves its category top-1 by {step}, and the 95% interval of its "
+        f"category top-1 is {low:.0%} to {high:.0%}, so the sample cannot tell a catalog at the target from "
+        "one a few points either side of it). The rounds 1-3 held-out split "
         + (
             "also meets them."
             if seen.meets_targets

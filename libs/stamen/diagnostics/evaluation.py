@@ -13,6 +13,7 @@ which no figure had been printed for before its one measurement (tests/diagnosti
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +35,8 @@ LAST_SEEN_ROUND = 3
 # A collection round still being collected and tuned on: its held-out excerpts are in the corpus but
 # classified by no test and no report until the round's one measurement, when this becomes None and
 # they join held_out_2. Without it, landing a batch would measure held_out_2 (the suite, docs/errors.md).
-PENDING_ROUND: int | None = 5
+# Round 5 was measured (tests/diagnostics/real/README.md); the next round sets its number here first.
+PENDING_ROUND: int | None = None
 
 # What the held-out split must reach (issue #14).
 TARGET_CATEGORY_ACCURACY = 0.90
@@ -189,6 +191,18 @@ class SplitScore:
             f"retryable {self.retryable_accuracy:.1%}, unknown {self.unknown_rate:.1%}, "
             f"code top-1 {self.code_accuracy:.1%}"
         )
+
+
+def wilson_interval(hits: int, size: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval (95% for the default ``z``) of a proportion ``hits / size``: how far a
+    split's figure could be from the catalog's accuracy on logs like it, given how few excerpts it has."""
+    if size <= 0:
+        return (0.0, 1.0)
+    rate = hits / size
+    denominator = 1 + z * z / size
+    centre = (rate + z * z / (2 * size)) / denominator
+    half_width = z * math.sqrt(rate * (1 - rate) / size + z * z / (4 * size * size)) / denominator
+    return (max(0.0, centre - half_width), min(1.0, centre + half_width))
 
 
 def evaluate(excerpts: Sequence[LabelledExcerpt]) -> dict[str, SplitScore]:
