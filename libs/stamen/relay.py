@@ -218,6 +218,11 @@ class OutboxRelay:
         last_pass = 0.0
         while not self._stopping.is_set():
             await self._listen()
+            if self._listen_conn is None:
+                # No connection of its own: the database is away. Wait for it instead of asking again at
+                # once (that spun on refused connections, hundreds a second, for the whole outage).
+                await self._wait_for_database()
+                continue
             if not await self._lead():
                 continue  # not leading: nothing to claim, and no NOTIFY of a commit reaches this relay
             # Cleared before the pass, so a NOTIFY that arrives during it wakes the next wait at once.
@@ -262,6 +267,12 @@ class OutboxRelay:
             gather = last_pass + self._batch_window_seconds - time.monotonic()
             if gather > 0 and not self._stopping.is_set():
                 await asyncio.sleep(gather)
+
+    async def _wait_for_database(self) -> None:
+        if self._postgres is not None and not await self._postgres.check():
+            await _first(self._postgres.wait_reachable(), self._stopping.wait())
+        else:
+            await self._wait_for(self._stopping, 1.0)
 
     async def _wait_for(self, event: asyncio.Event, timeout: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
