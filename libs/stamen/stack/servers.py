@@ -310,6 +310,9 @@ class PostgresServer(ManagedServer):
             # replay, the time every service waits after the server itself is back.
             "-c",
             f"checkpoint_timeout={CHECKPOINT_SECONDS}s",
+            # Before that replay it makes the data folder durable: file by file by default (seconds for
+            # a folder of a thousand files on a busy disk, measured in the soak), one syncfs() on Linux.
+            *(("-c", "recovery_init_sync_method=syncfs") if sys.platform == "linux" else ()),
             *(arg for name, value in self.extra_settings.items() for arg in ("-c", f"{name}={value}")),
         ]
         self.proc = self._spawn(argv, **as_user)
