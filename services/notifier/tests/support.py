@@ -74,6 +74,7 @@ class WebhookReceiver:
             if fault == "timeout":  # longer than the notifier waits
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopped.wait(), timeout=30)
+                return web.Response(status=504)
             return web.Response(status=int(fault))
         try:
             verify(self.secret, header, body, now=time.time(), tolerance=self.tolerance)

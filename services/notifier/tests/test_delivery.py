@@ -69,7 +69,11 @@ async def test_a_failing_webhook_recovers_and_delivers_once_while_sns_is_not_hel
     assert {r["state"] for r in rows} == {"delivered"}
     # SNS was done before the webhook's first success: the webhook's trouble did not hold it up.
     assert max(r["delivered_at"] for r in sns_rows) < min(r["delivered_at"] for r in hook_rows)
-    assert sorted(received) == sorted(r["idempotency_key"] for r in sns_rows)
+    # SNS is at least once: a publish that timed out here may still have reached the topic, so a key may
+    # arrive twice, but only for a delivery that was retried, and every key arrives.
+    assert set(received) == {r["idempotency_key"] for r in sns_rows}
+    first_try = [r["idempotency_key"] for r in sns_rows if r["attempts"] == 1]
+    assert all(received.count(key) == 1 for key in first_try), received
     # Five faults spread over the webhook's deliveries; each delivery's effect happened exactly once.
     assert sum(r["attempts"] for r in hook_rows) == 3 + 5 and receiver.faults == []
     assert receiver.effects == {r["idempotency_key"]: 1 for r in hook_rows}
