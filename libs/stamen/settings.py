@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     outbox_retention_days: float = 7.0
     relay_max_attempts: int = Field(default=5, ge=1)  # a row the broker refuses this often is parked
     # After a pass that published, the leader lets commits gather this long before the next claim.
-    outbox_batch_window_seconds: float = Field(default=0.02, ge=0)
+    outbox_batch_window_seconds: float = Field(default=0.05, ge=0)
     inbox_retention_days: float = 31.0  # longer than the events stream keeps messages (30 days)
 
     # Scheduler.

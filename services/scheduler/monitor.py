@@ -1,10 +1,14 @@
 """Monitor: one poll per cluster per interval; finished steps are recorded, failures reported.
 
-Any replica may poll; the row lock (SKIP LOCKED) makes exactly one of them record each outcome.
+Any replica may poll; the row lock (SKIP LOCKED) makes exactly one of them record each outcome. A
+replica records its own jobs at once and others' only a few seconds after they ended, so replicas do
+not all try (and all but one fail) to record the same end.
 Jobs are found from the store, so a restarted scheduler re-attaches to running jobs, never re-runs them.
 """
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 import asyncpg
 import structlog
@@ -27,6 +31,9 @@ from stamen.store.unit_of_work import UnitOfWork
 
 log = structlog.get_logger(__name__)
 S = WorksetState
+# A job another scheduler submitted is left to it this long after it ended (then any replica records
+# it: the submitter may have died).
+OTHERS_JOBS_AFTER_SECONDS = 5.0
 
 
 class JobMonitor:
@@ -68,9 +75,18 @@ class JobMonitor:
                 continue
             for row in rows:
                 status = statuses.get(row.handle.job_id)
-                if status is not None and status.state.finished:
+                if status is not None and status.state.finished and self._records(row, status):
                     finished += await self._record(row, status)
         return finished
+
+    def _records(self, row: StepRunRow, status: JobStatus) -> bool:
+        """Whether this replica records the end of this job now: its own jobs at once; another
+        scheduler's once they ended OTHERS_JOBS_AFTER_SECONDS ago (that scheduler, woken by the exit,
+        records them first; replicas that all tried spent a transaction each failing to)."""
+        if row.submitted_by in (None, self._holder) or status.ended_at is None:
+            return True
+        ended = status.ended_at if status.ended_at.tzinfo else status.ended_at.replace(tzinfo=UTC)
+        return (datetime.now(UTC) - ended).total_seconds() >= OTHERS_JOBS_AFTER_SECONDS
 
     async def _record(self, row: StepRunRow, status: JobStatus) -> int:
         async with self._pool.acquire() as conn:

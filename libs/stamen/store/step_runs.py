@@ -39,6 +39,7 @@ class StepRunRow:
     state: StepRunState
     handle: JobHandle
     started_at: datetime
+    submitted_by: str | None = None  # the scheduler that submitted (or took over) the job
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,7 @@ def step_run_from_row(r: Any) -> StepRunRow:
         state=StepRunState(r["state"]),
         handle=JobHandle.model_validate_json(r["handle"]),
         started_at=r["started_at"],
+        submitted_by=r["submitted_by"],
     )
 
 

@@ -9,8 +9,10 @@ from functools import partial
 from pathlib import Path
 
 import asyncpg
+import pytest
 from asyncpg.connection import LoggedQuery
 
+from services.scheduler import monitor as monitor_module
 from services.scheduler.admission import Admitter
 from services.scheduler.dispatch import Dispatcher
 from services.scheduler.executors import ExecutorRegistry
@@ -18,6 +20,7 @@ from services.scheduler.monitor import JobMonitor
 from services.scheduler.planning import WorksetPlanner
 from services.scheduler.tests.support import add_cluster, enqueue, in_process_scheduler, state_of
 from services.scheduler.tests.test_scheduler_local import script, settings_for
+from stamen.executors.base import JobHandle
 from stamen.executors.local import LocalExecutor
 from stamen.store.db import create_pool
 
@@ -217,3 +220,34 @@ async def test_a_step_that_succeeds_is_followed_by_the_next_in_the_same_transact
     assert await steps() == [("one", "succeeded"), ("two", "succeeded")]
     # step one's end + step two recorded: one transaction; step two's handle: one more.
     assert len(recorded) == 2, recorded
+
+
+async def test_a_replica_leaves_the_end_of_another_s_job_to_it_for_a_few_seconds(
+    pool: asyncpg.Pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both replicas see a local job end; its submitter (woken by the exit) records it, the other does
+    not try at once (it used to: a transaction each, all but one finding the end recorded or locked).
+    Past OTHERS_JOBS_AFTER_SECONDS any replica records it: the submitter may have died."""
+    settings = settings_for(tmp_path, [{"name": "one", "argv": script("pass")}])
+    await add_cluster(pool, workdir=tmp_path / "work")
+    ws_id = await enqueue(pool, "acme")
+    executor = LocalExecutor(cluster="local", grace_seconds=1)
+    registry = ExecutorRegistry({"local": lambda _: executor})
+    assert await Admitter(pool, settings, "a").admit_next() is not None
+    assert await Dispatcher(pool, registry, WorksetPlanner(settings), "a").dispatch_pending() == 1
+    other = JobMonitor(pool, registry, "b")
+    deadline = asyncio.get_running_loop().time() + 30
+    while not (tmp_path / "work").exists() or not await _ended(executor, pool, ws_id):
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.05)
+    assert await other.poll_once() == 0
+    assert await state_of(pool, ws_id) == "running"
+    monkeypatch.setattr(monitor_module, "OTHERS_JOBS_AFTER_SECONDS", 0.0)  # as if it ended long ago
+    assert await other.poll_once() == 1
+
+
+async def _ended(executor: LocalExecutor, pool: asyncpg.Pool, ws_id: str) -> bool:
+    async with pool.acquire() as conn:
+        handle = await conn.fetchval("SELECT handle FROM step_runs WHERE workset_id = $1", ws_id)
+    status = (await executor.poll([JobHandle.model_validate_json(handle)])) if handle else {}
+    return any(s.state.finished for s in status.values())
