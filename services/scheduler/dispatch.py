@@ -143,11 +143,14 @@ class Dispatcher:
     def submit_grace_seconds(self) -> float:
         return self._submit_grace_seconds
 
-    async def dispatch_pending(self, *, reconcile: bool = True) -> int:
+    async def dispatch_pending(self, *, reconcile: bool = True, limit: int | None = None) -> int:
         """Returns how many worksets moved on (a step submitted, or completed/failed/cancelled).
-        `reconcile`: look for orphaned submissions first (the pass's survey says whether there are any)."""
+        `reconcile`: look for orphaned submissions first (the pass's survey says whether there are any);
+        `limit`: claim at most this many worksets (else until a claim finds none)."""
         dispatched = await self.reconcile_submitting() if reconcile else 0
-        while True:
+        claims = 0
+        while limit is None or claims < limit:
+            claims += 1
             # One connection for the claim and the submission: the step run's lock is taken in the claim's
             # transaction and held across the executor's call, the outcome recorded on the same session.
             async with self._pool.acquire() as conn:
@@ -163,6 +166,7 @@ class Dispatcher:
                 if submission is not None:
                     await self.submit_holding(conn, submission)
             dispatched += 1
+        return dispatched
 
     async def prepare(self, uow: UnitOfWork, ws: Workset) -> Submission | None:
         """Finish the workset, or record its next step as `submitting` and return what to submit."""

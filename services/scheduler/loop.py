@@ -73,13 +73,16 @@ class SchedulerLoop:
         admitted = await self._admitter.admit_all() if todo.admissible or evacuated else []
         dispatched = 0
         if todo.undispatched or todo.stale_submissions or admitted:
-            dispatched = await self._dispatcher.dispatch_pending(reconcile=todo.stale_submissions)
+            # As many claims as there is work known now: no last claim that finds nothing (what
+            # appears meanwhile is found by the next pass, which follows at once).
+            dispatched = await self._dispatcher.dispatch_pending(
+                reconcile=todo.stale_submissions, limit=todo.undispatched + len(admitted)
+            )
         if todo.stop_requested:
             await self._monitor.stop_requested()
-        # Steps submitted in this pass may have ended already (a local no-op takes milliseconds): the
-        # monitor reads the running steps again then, else it polls what the survey read.
-        active = None if dispatched or evacuated else (todo.clusters, todo.active)
-        finished = await self._monitor.poll_once(active)
+        # The running steps as the survey read them: a step submitted in this pass is polled by the
+        # next one (its exit wakes the loop anyway).
+        finished = await self._monitor.poll_once((todo.clusters, todo.active))
         return bool(evacuated or admitted or dispatched or finished)
 
     def stop(self) -> None:

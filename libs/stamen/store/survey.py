@@ -30,7 +30,7 @@ from stamen.store.step_runs import (
 @dataclass(frozen=True)
 class SchedulerSurvey:
     admissible: bool  # something is queued and there is room: under the global limit, on an active cluster
-    undispatched: bool  # an admitted workset has no step submitting or running
+    undispatched: int  # admitted worksets with no step submitting or running
     stale_submissions: bool  # a step has been 'submitting' longer than the grace period
     stranded: bool  # an admitted workset's region is down (and another can take it)
     stop_requested: bool  # a cancel to carry out, or a workset past its max duration
@@ -48,7 +48,7 @@ async def survey(conn: Connection, *, global_max: int, submit_grace_seconds: flo
                   AND EXISTS (SELECT 1 FROM clusters c WHERE c.status = 'active'
                               AND c.max_concurrent > (SELECT count(*) FROM slot_leases l WHERE l.cluster = c.name))
                     AS admissible,
-                  EXISTS (SELECT 1 {UNDISPATCHED_FROM}) AS undispatched,
+                  (SELECT count(*) {UNDISPATCHED_FROM}) AS undispatched,
                   EXISTS (SELECT 1 {STALE_SUBMITTING_FROM}) AS stale_submissions,
                   EXISTS (SELECT 1 {STRANDED_FROM}) AS stranded,
                   EXISTS (SELECT 1 {CANCEL_REQUESTED_FROM}) OR EXISTS (SELECT 1 {OVERDUE_FROM}) AS stop_requested""",
