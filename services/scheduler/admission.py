@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncpg
 import structlog
 
+from services.scheduler.dispatch import Dispatcher
 from stamen.domain.admission import Limits, Occupancy, Placement, next_head, place, room_after
 from stamen.domain.lifecycle import WorksetState
 from stamen.events.types import WorksetScheduled
@@ -15,11 +16,21 @@ log = structlog.get_logger(__name__)
 
 
 class Admitter:
-    def __init__(self, pool: asyncpg.Pool, settings: Settings, holder: str) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, settings: Settings, holder: str, dispatcher: Dispatcher | None = None
+    ) -> None:
+        """`dispatcher`: records the admitted workset's first step in the admission's transaction and
+        submits it (without it, the dispatcher's next pass does)."""
+        self._dispatcher = dispatcher
         self._pool = pool
         self._settings = settings
         self._holder = holder
         self._room_left = True  # after the last admission: a free slot may remain
+
+    @property
+    def dispatches(self) -> bool:
+        """Whether an admission also records and submits the workset's first step."""
+        return self._dispatcher is not None
 
     @property
     def global_max(self) -> int:
@@ -36,56 +47,68 @@ class Admitter:
         return admitted
 
     async def admit_next(self) -> Placement | None:
-        async with UnitOfWork(self._pool) as uow:
-            repo = uow.slots
-            await repo.lock_admission()
-            running = await repo.running_by_tenant()
-            occupancy = Occupancy(sum(running.values()), running)
-            if occupancy.total >= self._settings.max_concurrent_worksets:
-                return None  # every slot taken: the queue need not be read
-            heads = await repo.queue_heads()
-            if not heads:
-                return None
-            limits = Limits(
-                global_max=self._settings.max_concurrent_worksets,
-                tenant_max=await repo.tenant_limits(),
-                default_tenant_max=self._settings.default_tenant_max_concurrent,
-            )
-            head = next_head(heads, occupancy, limits, await repo.last_admitted([h.tenant_id for h in heads]))
-            if head is None:
-                return None
-            views = await repo.cluster_views()
-            # Read every pass: the regions service owns the table; a region without a row is healthy.
-            health, latency = await repo.region_states()
-            placement = place(await repo.head_facts(head), views, health, latency)
-            if placement is None:
-                return None
-            self._room_left = room_after(placement, views, occupancy, limits)
-            ws = await uow.worksets.get(placement.workset_id, for_update=True)
-            if ws.attempt == 0:  # first admission: the spec's limits, else the deployment's defaults
-                ws.max_retries = int(ws.spec.get("max_retries", self._settings.default_max_retries))
-                duration = ws.spec.get("max_duration_seconds", self._settings.default_max_duration_seconds)
-                ws.max_duration_seconds = ws.max_duration_seconds or (int(duration) if duration else None)
-            ws.attempt += 1
-            ws.cluster = placement.cluster
-            ws.placement_reason = placement.reason
-            ws.placement_scores = placement.scores
-            ws.transition(
-                WorksetState.SCHEDULED,
-                actor=self._holder,
-                reason=f"placed on {placement.cluster}: {placement.reason}",
-                event=WorksetScheduled(
-                    cluster=placement.cluster, reason=placement.reason, scores=placement.scores
-                ),
-            )
-            await uow.worksets.save(ws)
-            await repo.acquire_lease(
-                workset_id=ws.id,
-                tenant_id=ws.tenant_id,
-                cluster=placement.cluster,
-                holder=self._holder,
-                attempt=ws.attempt,
-            )
-            await uow.commit()
-        log.info("scheduler.admitted", workset_id=ws.id, cluster=placement.cluster, attempt=ws.attempt)
+        async with self._pool.acquire() as conn:
+            async with UnitOfWork.on(conn) as uow:
+                repo = uow.slots
+                await repo.lock_admission()
+                running = await repo.running_by_tenant()
+                occupancy = Occupancy(sum(running.values()), running)
+                if occupancy.total >= self._settings.max_concurrent_worksets:
+                    return None  # every slot taken: the queue need not be read
+                heads = await repo.queue_heads()
+                if not heads:
+                    return None
+                limits = Limits(
+                    global_max=self._settings.max_concurrent_worksets,
+                    tenant_max=await repo.tenant_limits(),
+                    default_tenant_max=self._settings.default_tenant_max_concurrent,
+                )
+                head = next_head(
+                    heads, occupancy, limits, await repo.last_admitted([h.tenant_id for h in heads])
+                )
+                if head is None:
+                    return None
+                views = await repo.cluster_views()
+                # Read every pass: the regions service owns the table; a region without a row is healthy.
+                health, latency = await repo.region_states()
+                placement = place(await repo.head_facts(head), views, health, latency)
+                if placement is None:
+                    return None
+                self._room_left = room_after(placement, views, occupancy, limits)
+                ws = await uow.worksets.get(placement.workset_id, for_update=True)
+                if ws.attempt == 0:  # first admission: the spec's limits, else the deployment's defaults
+                    ws.max_retries = int(ws.spec.get("max_retries", self._settings.default_max_retries))
+                    duration = ws.spec.get(
+                        "max_duration_seconds", self._settings.default_max_duration_seconds
+                    )
+                    ws.max_duration_seconds = ws.max_duration_seconds or (int(duration) if duration else None)
+                ws.attempt += 1
+                ws.cluster = placement.cluster
+                ws.placement_reason = placement.reason
+                ws.placement_scores = placement.scores
+                ws.transition(
+                    WorksetState.SCHEDULED,
+                    actor=self._holder,
+                    reason=f"placed on {placement.cluster}: {placement.reason}",
+                    event=WorksetScheduled(
+                        cluster=placement.cluster, reason=placement.reason, scores=placement.scores
+                    ),
+                )
+                await uow.worksets.save(ws)
+                await repo.acquire_lease(
+                    workset_id=ws.id,
+                    tenant_id=ws.tenant_id,
+                    cluster=placement.cluster,
+                    holder=self._holder,
+                    attempt=ws.attempt,
+                )
+                # Its first step is recorded for submission in the same transaction, as the dispatcher's
+                # claim would do next: one transaction fewer per attempt.
+                submission = await self._dispatcher.prepare(uow, ws) if self._dispatcher else None
+                if submission is not None:
+                    await uow.step_runs.hold_submission_lock(submission.claim)
+                await uow.commit()
+            log.info("scheduler.admitted", workset_id=ws.id, cluster=placement.cluster, attempt=ws.attempt)
+            if submission is not None and self._dispatcher is not None:
+                await self._dispatcher.submit_holding(conn, submission)
         return placement

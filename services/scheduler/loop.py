@@ -72,11 +72,14 @@ class SchedulerLoop:
         # Worksets the evacuation queued again are placed elsewhere in the same pass.
         admitted = await self._admitter.admit_all() if todo.admissible or evacuated else []
         dispatched = 0
-        if todo.undispatched or todo.stale_submissions or admitted:
+        # Worksets admitted in this pass are the dispatcher's too, unless admission submitted their
+        # first step itself (as the scheduler's wiring has it).
+        to_dispatch = todo.undispatched + (0 if self._admitter.dispatches else len(admitted))
+        if to_dispatch or todo.stale_submissions:
             # As many claims as there is work known now: no last claim that finds nothing (what
             # appears meanwhile is found by the next pass, which follows at once).
             dispatched = await self._dispatcher.dispatch_pending(
-                reconcile=todo.stale_submissions, limit=todo.undispatched + len(admitted)
+                reconcile=todo.stale_submissions, limit=to_dispatch
             )
         if todo.stop_requested:
             await self._monitor.stop_requested()

@@ -37,7 +37,7 @@ def build_loop(app: web.Application, registry: ExecutorRegistry, planner: StepPl
     dispatcher = Dispatcher(pool, registry, planner, holder)
     return SchedulerLoop(
         pool,
-        Admitter(pool, settings, holder),
+        Admitter(pool, settings, holder, dispatcher),
         dispatcher,
         JobMonitor(pool, registry, holder, dispatcher),
         settings.scheduler_poll_seconds,

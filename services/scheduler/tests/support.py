@@ -88,7 +88,7 @@ def in_process_scheduler(
     )
     return SchedulerLoop(
         pool,
-        Admitter(pool, settings, holder),
+        Admitter(pool, settings, holder, dispatcher),
         dispatcher,
         JobMonitor(pool, registry, holder, dispatcher),
         poll_seconds=0.1,

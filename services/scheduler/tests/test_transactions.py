@@ -251,3 +251,27 @@ async def _ended(executor: LocalExecutor, pool: asyncpg.Pool, ws_id: str) -> boo
         handle = await conn.fetchval("SELECT handle FROM step_runs WHERE workset_id = $1", ws_id)
     status = (await executor.poll([JobHandle.model_validate_json(handle)])) if handle else {}
     return any(s.state.finished for s in status.values())
+
+
+async def test_an_admission_records_and_submits_the_first_step(
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path
+) -> None:
+    """The transaction that admits a workset also records its first step for submission (what the
+    dispatcher's claim would do next), and the step is submitted on the same connection: no claim."""
+    settings = settings_for(tmp_path, [{"name": "one", "argv": script("pass")}])
+    await add_cluster(pool, workdir=tmp_path / "work")
+    ws_id = await enqueue(pool, "acme")
+    counter = TransactionCounter()
+    counting = await create_pool(database_url, init=counter.init)
+    try:
+        registry = ExecutorRegistry({"local": lambda _: LocalExecutor(cluster="local", grace_seconds=1)})
+        dispatcher = Dispatcher(counting, registry, WorksetPlanner(settings), "test-scheduler")
+        start = await counter.count()
+        assert await Admitter(counting, settings, "test-scheduler", dispatcher).admit_next() is not None
+        spent = counter.transactions[start:]
+    finally:
+        await counting.close()
+    assert await state_of(pool, ws_id) == "running"
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT state FROM step_runs WHERE workset_id = $1", ws_id) == "running"
+    assert len(spent) == 2, spent  # the admission with the step, then its job handle
