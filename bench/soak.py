@@ -116,7 +116,7 @@ class Plan:
     faults: list[Fault] = field(default_factory=list)
 
 
-def plan_faults(args: argparse.Namespace, window: float) -> Plan:
+def plan_faults(args: argparse.Namespace, window: float, services: list[str]) -> Plan:
     """Outages first (apart), kills and injections in what is left of the window, away from outages."""
     rng = random.Random(args.seed)
     faults: list[Fault] = []
@@ -127,8 +127,6 @@ def plan_faults(args: argparse.Namespace, window: float) -> Plan:
             faults.append(Fault(kind, t, kind, seconds))
             busy.append((t - 5, t + seconds + args.fault_gap))
             t += seconds + args.fault_gap
-    services = ["validator", "validator-2", "scheduler", "scheduler-2", "diagnostics", "notifier", "regions",
-                "portal"]  # fmt: skip
     busy.append((-1e9, window * 0.05))
 
     def free_moment(spacing: float) -> float:
@@ -204,6 +202,11 @@ class Soak:
             self.supervision.join(180)
         else:
             self.stack.stop()
+
+    def instances(self) -> list[str]:
+        """The service processes (one per replica: scheduler, scheduler-2, ...), in start order."""
+        assert self.stack is not None and self.stack.supervisor is not None
+        return list(self.stack.supervisor.processes)
 
     @property
     def portal(self) -> str:
@@ -735,7 +738,7 @@ async def run(args: argparse.Namespace, folder: Path) -> tuple[dict[str, Any], s
         stop = asyncio.Event()
         readiness = asyncio.create_task(soak.watch_readiness(stop))
         window = args.worksets / args.rate
-        plan = plan_faults(args, window) if not args.control else Plan()
+        plan = plan_faults(args, window, soak.instances()) if not args.control else Plan()
         print(
             f"-> submitting {args.worksets} worksets over {window:.0f}s; {len(plan.faults)} faults",
             file=sys.stderr,
