@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import aiohttp
 import asyncpg
 import pytest
 import yaml
@@ -43,6 +45,20 @@ def start_scheduler(
     return subprocess.Popen(
         [sys.executable, "-m", "services.scheduler"], env=full_env, stdout=log, stderr=subprocess.STDOUT
     )
+
+
+async def ready(port: int, process: subprocess.Popen[bytes]) -> datetime:
+    """When the scheduler on `port` first answered /readyz with 200."""
+    deadline = time.monotonic() + 60
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+        while time.monotonic() < deadline:
+            assert process.poll() is None, "the scheduler exited"
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
+                    if response.status == 200:
+                        return datetime.now(UTC)
+            await asyncio.sleep(0.1)
+    raise AssertionError("the scheduler was not ready within 60 s")
 
 
 def write_clusters(tmp_path: Path, clusters: list[tuple[str, int]]) -> None:
@@ -178,8 +194,10 @@ async def test_killed_scheduler_reattaches_and_timers_fire_on_time(
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait(10)
-    second = start_scheduler(tmp_path, database_url, nats_url, "second")
+    port = free_port()
+    second = start_scheduler(tmp_path, database_url, nats_url, "second", STAMEN_HTTP_PORT=str(port))
     try:
+        ready_at = await ready(port, second)
         await wait_all_final(pool, 3, 60, [second], tmp_path)
     finally:
         second.send_signal(signal.SIGTERM)
@@ -191,6 +209,9 @@ async def test_killed_scheduler_reattaches_and_timers_fire_on_time(
         [timer] = await uow.timers.timers_for(waiting)
         history = await uow.worksets.history(waiting)
     assert timer["fired_at"] is not None
-    lateness = (timer["fired_at"] - timer["due_at"]).total_seconds()
-    assert 0 <= lateness < 3, f"fired {lateness:.2f}s after its due time"
+    # On time: within 3 s of its due time, or of the second scheduler being ready if it fell due before
+    # (on a loaded machine the start of a Python process alone can outlast the 5 s).
+    assert timer["fired_at"] >= timer["due_at"]
+    lateness = (timer["fired_at"] - max(timer["due_at"], ready_at)).total_seconds()
+    assert lateness < 3, f"fired {lateness:.2f}s after its due time or the scheduler's start"
     assert [h.to_state for h in history][-5:] == ["retry_wait", "queued", "scheduled", "running", "completed"]
