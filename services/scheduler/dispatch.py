@@ -159,6 +159,11 @@ class Dispatcher:
                     if not claimed:
                         return dispatched
                     ws = await uow.worksets.get(claimed[0], for_update=True)
+                    # The claim's NOT EXISTS saw its statement's snapshot: a step another replica's monitor
+                    # or admission committed between that snapshot and the row lock is visible only now.
+                    if not await uow.step_runs.dispatchable(ws.id):
+                        await uow.commit()
+                        continue
                     submission = await self.prepare(uow, ws)
                     if submission is not None:
                         await uow.step_runs.hold_submission_lock(submission.claim)
