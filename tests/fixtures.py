@@ -149,3 +149,16 @@ async def nc(nats_url: str) -> AsyncIterator[NATS]:
 @pytest.fixture
 def js(nc: NATS) -> JetStreamContext:
     return nc.jetstream()
+
+
+@pytest.fixture
+async def own_postgres(tmp_path: Path) -> AsyncIterator[PostgresServer]:
+    """A migrated PostgreSQL of the test's own, to stop, kill and start again (the shared one must stay up)."""
+    server = PostgresServer(tmp_path / "pg").start()
+    conn = await asyncpg.connect(server.url)
+    await apply_migrations(conn)
+    await conn.close()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
-import asyncpg
 import pytest
 import structlog
 from nats.js import JetStreamContext
@@ -20,22 +17,8 @@ from stamen.relay import RELAY_LEADER_LOCK, OutboxRelay
 from stamen.service.dependencies import postgres_dependency
 from stamen.stack.servers import PostgresServer
 from stamen.store.db import create_pool
-from stamen.store.migrate import apply_migrations
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-async def own_postgres(tmp_path: Path) -> AsyncIterator[PostgresServer]:
-    """A PostgreSQL of this test's own, to kill and start again (the shared one must stay up)."""
-    server = PostgresServer(tmp_path / "pg").start()
-    conn = await asyncpg.connect(server.url)
-    await apply_migrations(conn)
-    await conn.close()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def test_a_relay_waits_out_a_database_outage_without_spinning(

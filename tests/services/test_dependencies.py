@@ -8,7 +8,6 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -29,24 +28,10 @@ from stamen.service.idempotent import idempotent
 from stamen.stack.ports import free_port
 from stamen.stack.servers import NatsServer, PostgresServer
 from stamen.store.db import create_pool
-from stamen.store.migrate import apply_migrations
 from stamen.store.unit_of_work import UnitOfWork
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-async def own_postgres(tmp_path: Path) -> AsyncIterator[PostgresServer]:
-    """A PostgreSQL of this test's own, to stop and start again (the shared one must stay up)."""
-    server = PostgresServer(tmp_path / "pg").start()
-    conn = await asyncpg.connect(server.url)
-    await apply_migrations(conn)
-    await conn.close()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def test_handlers_wait_out_a_postgres_outage_without_spending_deliveries(
