@@ -43,7 +43,7 @@ from stamen.bus.publisher import BatchPublisher, RawPublisher
 from stamen.retry.backoff import BackoffPolicy
 from stamen.service.backoff import FailureBackoff
 from stamen.settings import Settings
-from stamen.store.db import keeps_session_state
+from stamen.store.db import keeps_session_state, still_open
 from stamen.store.inbox import Inbox
 from stamen.store.outbox import NOTIFY_CHANNEL, OutboxQueue, OutboxRow
 
@@ -131,7 +131,7 @@ class OutboxRelay:
         """A connection of its own, for LISTEN and the leader lock; opened again when the database
         restarted (the old one is closed then, the lock gone with it, and until it is back the poll is
         the only wake-up)."""
-        if self._listen_conn is not None and _open(self._listen_conn):
+        if self._listen_conn is not None and still_open(self._listen_conn):
             return
         if self._listen_conn is not None:
             await self._release_listen_conn()
@@ -374,15 +374,6 @@ def refuses_the_row(exc: Exception) -> bool:
         return True
     code = exc.code if isinstance(exc, APIError) else None
     return code is not None and 400 <= code < 500
-
-
-def _open(conn: asyncpg.pool.PoolConnectionProxy) -> bool:
-    """Whether a held connection still works. When its server goes away for good (a failover), the pool
-    takes the connection back and the proxy refuses every call, is_closed() included."""
-    try:
-        return not conn.is_closed()
-    except asyncpg.InterfaceError:
-        return False
 
 
 async def _first(*waits: Awaitable[object]) -> None:

@@ -12,6 +12,7 @@ import structlog
 
 from stamen.bus.consumer import DependencyGate
 from stamen.service.backoff import FailureBackoff
+from stamen.store.db import still_open
 from stamen.store.timers import DueTimer
 from stamen.store.unit_of_work import UnitOfWork
 
@@ -57,7 +58,7 @@ class TimerLoop:
                     try:
                         await self._serve(listen_conn)
                     finally:
-                        if not listen_conn.is_closed():
+                        if still_open(listen_conn):
                             await listen_conn.remove_listener(TIMERS_CHANNEL, self._notified)
             except Exception as exc:  # no connection for LISTEN: the database is unreachable
                 if await self._waited_for_postgres(exc):
@@ -67,7 +68,7 @@ class TimerLoop:
                 await self._back_off(delay)
 
     async def _serve(self, listen_conn: asyncpg.pool.PoolConnectionProxy) -> None:
-        while not self._stop.is_set() and not listen_conn.is_closed():
+        while not self._stop.is_set() and still_open(listen_conn):
             # Cleared before the pass reads anything: a NOTIFY that arrives during the pass sets it
             # again, and the wait below returns at once instead of sleeping past the new timer.
             self._wake.clear()

@@ -4,11 +4,13 @@ the same connection gets neither."""
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 import pytest
 
 from stamen.customers.repository import CustomerRepository
-from stamen.store.db import create_pool
+from stamen.store.db import create_pool, still_open
 
 
 async def last_statement(admin: asyncpg.Connection, pid: int) -> str:
@@ -51,6 +53,31 @@ async def test_release_sends_the_reset_only_after_the_session_kept_state(databas
             await conn.execute("CREATE TABLE left_open (x int)")
         async with pool.acquire() as conn:
             assert await conn.fetchval("SELECT to_regclass('left_open')") is None
+    finally:
+        await admin.close()
+        await pool.close()
+
+
+async def test_a_held_connection_whose_server_went_away_reads_as_not_open(database_url: str) -> None:
+    """The pool takes back a connection that was lost while held, and the proxy then refuses every call,
+    is_closed() included: the timer loop and the relay ask still_open() instead, so an outage reads as an
+    outage (the timer loop used to log "connection has been released back to the pool")."""
+    pool = await create_pool(database_url, min_size=1, max_size=1)
+    admin = await asyncpg.connect(database_url)
+    try:
+        async with pool.acquire() as conn:
+            assert still_open(conn)
+            pid = await conn.fetchval("SELECT pg_backend_pid()")
+            await admin.execute("SELECT pg_terminate_backend($1)", pid)
+            with pytest.raises((asyncpg.PostgresConnectionError, asyncpg.InterfaceError, ConnectionError)):
+                await conn.execute("SELECT 1")
+            for _ in range(100):  # the pool notices the lost connection on its own event
+                if not still_open(conn):
+                    break
+                await asyncio.sleep(0.01)
+            assert not still_open(conn)
+            with pytest.raises(asyncpg.InterfaceError, match="released back to the pool"):
+                conn.is_closed()  # what the timer loop asked, and why it logged that
     finally:
         await admin.close()
         await pool.close()

@@ -114,3 +114,12 @@ def is_unreachable(exc: BaseException) -> bool:
             return True  # "connection is closed", "pool is closed" after the server went away
         current = current.__cause__ or current.__context__
     return False
+
+
+def still_open(conn: asyncpg.pool.PoolConnectionProxy) -> bool:
+    """Whether a held pool connection still works. When its server goes away (an outage, a failover), the pool
+    takes the connection back and the proxy refuses every call, is_closed() included."""
+    try:
+        return not conn.is_closed()
+    except asyncpg.InterfaceError:
+        return False
