@@ -12,6 +12,7 @@ import asyncpg
 import structlog
 
 from services.validator.checks import CheckResult
+from services.validator.tenant import TenantFacts, read_tenant
 from stamen.bus.consumer import Delivery, RetryLater
 from stamen.diagnostics import CatalogEntry, UnknownErrorCodeError, get_entry
 from stamen.domain.lifecycle import WorksetState
@@ -40,7 +41,8 @@ STORAGE_RETRY_SECONDS = 15.0
 # (a validator that commits it on its own one day, or a crash) is validated like a submitted one.
 AWAITING_VALIDATION = frozenset({WorksetState.SUBMITTED, WorksetState.VALIDATING})
 
-Check = Callable[[dict[str, Any], str], Awaitable[CheckResult]]
+# (spec, its tenant's facts as read with the workset) -> the decision
+Check = Callable[[dict[str, Any], TenantFacts], Awaitable[CheckResult]]
 
 
 async def validate_submitted(
@@ -55,10 +57,14 @@ async def validate_submitted(
     """The checks (S3 calls, seconds) run outside the transaction, so this handler takes the delivery
     rather than a unit of work; the decision is applied inside one, with the inbox claim, only if the
     workset is still `submitted`."""
-    # The spec is read from PostgreSQL (claim check): the event carries only the workset's identity.
+    # The spec is read from PostgreSQL (claim check): the event carries only the workset's identity. The
+    # tenant's buckets and customer row are read in the same transaction (one, not three).
+    tenant: TenantFacts | None = None
     async with UnitOfWork(pool()) as uow, known_workset(envelope):
         ws = await uow.worksets.get(workset_id_of(envelope))
-    result = await check(ws.spec, ws.tenant_id) if ws.state in AWAITING_VALIDATION else None
+        if ws.state in AWAITING_VALIDATION:
+            tenant = await read_tenant(uow.connection, ws.tenant_id)
+    result = await check(ws.spec, tenant) if tenant is not None else None
     if result is not None and result.storage_unavailable and delivery.num_delivered < max_deliver:
         # On the last delivery the workset is rejected with SNF-OBJ-006 instead: nothing stays stuck.
         raise RetryLater(STORAGE_RETRY_SECONDS, "storage unavailable")

@@ -10,13 +10,13 @@ from aiohttp import web
 
 from services.validator import handlers
 from services.validator.checks import CheckResult, check_submission
+from services.validator.tenant import TenantFacts
 from stamen.bus.consumer import EventHandler
 from stamen.inputs.contexts import INTAKE_SETTINGS, OBJECT_STORE
-from stamen.inputs.quota import storage_quota_findings
+from stamen.inputs.quota import customer_quota_findings
 from stamen.inputs.storage import StorageChecker
 from stamen.service.keys import POOL
 from stamen.settings import Settings
-from stamen.tenancy import tenant_buckets
 from stamen.worksets import Finding
 
 CONSUMER = "validator-submitted"
@@ -25,17 +25,17 @@ CONSUMER = "validator-submitted"
 def submission_check(app: web.Application, settings: Settings) -> handlers.Check:
     """Validation of a spec as the validator runs it: the tenant's buckets and quota, storage, the rules."""
 
-    async def quota(tenant_id: str) -> list[Finding]:
-        return await storage_quota_findings(app[POOL], app[OBJECT_STORE].client, tenant_id)
+    async def check(spec: dict[str, Any], tenant: TenantFacts) -> CheckResult:
+        async def quota(tenant_id: str) -> list[Finding]:
+            return await customer_quota_findings(tenant.customer, app[OBJECT_STORE].client, tenant_id)
 
-    async def check(spec: dict[str, Any], tenant_id: str) -> CheckResult:
         checker = StorageChecker(app[OBJECT_STORE], app[INTAKE_SETTINGS])
         return await check_submission(
             spec,
-            tenant_id=tenant_id,
+            tenant_id=tenant.tenant_id,
             checker=checker,
             cluster_region=settings.region,
-            rights=await tenant_buckets(app[POOL], tenant_id),
+            rights=tenant.rights,
             enable_validation=settings.enable_validation,
             quota=quota,
         )

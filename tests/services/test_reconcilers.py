@@ -24,6 +24,7 @@ from services.scheduler.tests.support import (
 from services.validator import handlers as validator
 from services.validator.checks import check_submission
 from services.validator.reconcile import stale_submissions
+from services.validator.tenant import TenantFacts
 from stamen.bus.consumer import Delivery
 from stamen.inputs.demo import DEMO_BUCKET
 from stamen.intake import submit_workset
@@ -70,9 +71,9 @@ async def test_a_submission_whose_event_never_came_is_validated_once(
 ) -> None:
     settings = settings_for(tmp_path)
 
-    async def check(spec: dict[str, Any], tenant_id: str) -> Any:
-        return await check_submission(spec, tenant_id=tenant_id, checker=None, cluster_region="us-west-2",
-                                      rights=TenantBuckets(tenant_id, (BucketRight(DEMO_BUCKET, "read-write", "grant"),)),
+    async def check(spec: dict[str, Any], tenant: TenantFacts) -> Any:
+        return await check_submission(spec, tenant_id=tenant.tenant_id, checker=None, cluster_region="us-west-2",
+                                      rights=TenantBuckets(tenant.tenant_id, (BucketRight(DEMO_BUCKET, "read-write", "grant"),)),
                                       enable_validation=False)  # fmt: skip
 
     handler = functools.partial(

@@ -275,7 +275,16 @@ async def check_customer_storage(
     Raises CustomerNotFound (not a customer: no quota applies), StorageQuotaExceeded (details: used_bytes,
     max_storage_gb, bucket) or StorageNotMeasured (the bucket could not be listed). A bucket that does not
     exist holds 0 bytes."""
-    customer = await _customer(pool, customer_id)
+    return await check_storage_of(
+        await _customer(pool, customer_id), s3, incoming_bytes=incoming_bytes, cache=cache
+    )
+
+
+async def check_storage_of(
+    customer: Customer, s3: Any, *, incoming_bytes: int = 0, cache: BucketUsageCache | None = None
+) -> int:
+    """check_customer_storage for a customer the caller has read already (the validator reads it with the
+    workset, in one transaction)."""
     used = await (cache or SHARED_BUCKET_USAGE).bytes_used(s3, customer.customer_id, customer.s3_bucket)
     check_storage_quota(
         used_bytes=used,

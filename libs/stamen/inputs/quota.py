@@ -16,8 +16,9 @@ from typing import Any
 import asyncpg
 
 from stamen.customers.bucket_usage import BucketUsageCache, StorageNotMeasured
-from stamen.customers.model import CustomerNotFound
-from stamen.customers.usage import GB, StorageQuotaExceeded, check_customer_storage
+from stamen.customers.model import Customer
+from stamen.customers.repository import CustomerRepository
+from stamen.customers.usage import GB, StorageQuotaExceeded, check_storage_of
 from stamen.worksets import Finding
 from stamen.worksets.findings import finding
 
@@ -28,10 +29,19 @@ async def storage_quota_findings(
     """[] when within quota or not a customer; QUOTA-STORAGE-001 when over it; SNF-OBJ-006 when the
     bucket could not be listed (no access, outage: the validator retries such a workset before rejecting
     it). `cache`: see check_customer_storage (default: the process's)."""
-    try:
-        await check_customer_storage(pool, s3, tenant, cache=cache)
-    except CustomerNotFound:
+    async with pool.acquire() as conn:
+        customer = await CustomerRepository(conn).get(tenant)
+    return await customer_quota_findings(customer, s3, tenant, cache=cache)
+
+
+async def customer_quota_findings(
+    customer: Customer | None, s3: Any, tenant: str, *, cache: BucketUsageCache | None = None
+) -> list[Finding]:
+    """storage_quota_findings for a customer row the caller has read already (None: not a customer)."""
+    if customer is None:
         return []
+    try:
+        await check_storage_of(customer, s3, cache=cache)
     except StorageNotMeasured as exc:
         return [
             finding(

@@ -4,7 +4,7 @@ rejected, once per event; storage outages retried; Daylily sentinels written for
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -14,8 +14,9 @@ import pytest
 
 from services.validator.app import SENTINEL_CONSUMER
 from services.validator.checks import CheckResult, check_submission
-from services.validator.handlers import validate_submitted, write_sentinel
+from services.validator.handlers import Check, validate_submitted, write_sentinel
 from services.validator.submission import CONSUMER
+from services.validator.tenant import TenantFacts
 from stamen.bus.consumer import Delivery, RetryLater
 from stamen.events import decode_envelope
 from stamen.events.envelope import Envelope, new_envelope
@@ -47,18 +48,16 @@ async def store(s3lab: S3Lab) -> AsyncIterator[S3ObjectStore]:
         yield opened
 
 
-def checker_for(
-    store: S3ObjectStore, bucket: str, *, enable_validation: bool = True
-) -> Callable[[dict[str, Any], str], Awaitable[CheckResult]]:
+def checker_for(store: S3ObjectStore, bucket: str, *, enable_validation: bool = True) -> Check:
     """The validator's check, with the tenant allowed to use `bucket` (the lab's) and nothing else."""
 
-    async def check(spec: dict[str, Any], tenant_id: str) -> CheckResult:
+    async def check(spec: dict[str, Any], tenant: TenantFacts) -> CheckResult:
         return await check_submission(
             spec,
-            tenant_id=tenant_id,
+            tenant_id=tenant.tenant_id,
             checker=StorageChecker(store, IntakeSettings()),
             cluster_region="us-west-2",
-            rights=TenantBuckets(tenant_id, (BucketRight(bucket, "read-write", "grant"),)),
+            rights=TenantBuckets(tenant.tenant_id, (BucketRight(bucket, "read-write", "grant"),)),
             enable_validation=enable_validation,
         )
 
