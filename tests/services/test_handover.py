@@ -44,8 +44,10 @@ async def test_every_connection_is_answered_across_the_hand_over() -> None:
     answers: dict[int, int] = {}
     unanswered: list[str] = []
 
-    async def client(session: aiohttp.ClientSession, until: float) -> None:
-        while time.monotonic() < until:
+    done = asyncio.Event()
+
+    async def client(session: aiohttp.ClientSession) -> None:
+        while not done.is_set():
             try:  # a new connection each time (force_close): each is accepted by whoever serves then
                 async with session.get(url, timeout=aiohttp.ClientTimeout(total=5)) as r:
                     answers[r.status] = answers.get(r.status, 0) + 1
@@ -54,15 +56,24 @@ async def test_every_connection_is_answered_across_the_hand_over() -> None:
             except TimeoutError:
                 unanswered.append("a request accepted but never answered")
 
+    async def answered(status: int, count: int) -> None:
+        deadline = time.monotonic() + 30
+        while answers.get(status, 0) < count:
+            assert time.monotonic() < deadline, f"no {count} answers {status} within 30 s: {answers}"
+            await asyncio.sleep(0.01)
+
     try:
         async with aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(force_close=True, limit=0)
         ) as session:
-            until = time.monotonic() + 4
-            clients = [asyncio.create_task(client(session, until)) for _ in range(16)]
-            await asyncio.sleep(1.5)
-            started.set()  # the service takes over while connections keep arriving
-            await asyncio.gather(*clients)
+            clients = [asyncio.create_task(client(session)) for _ in range(16)]
+            try:
+                await answered(503, 100)  # the placeholder is answering
+                started.set()  # the service takes over while connections keep arriving
+                await answered(200, 200)  # and the service answers from then on
+            finally:
+                done.set()
+                await asyncio.gather(*clients)
     finally:
         service.cancel()
         await asyncio.gather(service, return_exceptions=True)
