@@ -17,7 +17,7 @@ from services.validator.checks import CheckResult, check_submission
 from services.validator.handlers import Check, validate_submitted, write_sentinel
 from services.validator.submission import CONSUMER
 from services.validator.tenant import TenantFacts
-from stamen.bus.consumer import Delivery, RetryLater
+from stamen.bus.consumer import Delivery, EventHandler, RetryLater
 from stamen.events import decode_envelope
 from stamen.events.envelope import Envelope, new_envelope
 from stamen.events.types import (
@@ -87,17 +87,22 @@ async def outbox(pool: asyncpg.Pool) -> list[dict[str, Any]]:
     return [json.loads(bytes(r["body"])) for r in rows]
 
 
+def handler_for(pool: asyncpg.Pool, store: S3ObjectStore, bucket: str) -> EventHandler:
+    """The validator's workset.submitted handler as the service wires it, checking against `bucket`."""
+    return partial(
+        validate_submitted,
+        consumer=CONSUMER,
+        pool=lambda: pool,
+        check=checker_for(store, bucket),
+        max_deliver=5,
+    )
+
+
 async def test_valid_spec_is_queued_with_the_estimate(
     pool: asyncpg.Pool, s3lab: S3Lab, store: S3ObjectStore
 ) -> None:
     ws_id, event = await submit_and_get_event(pool, s3lab.spec())
-    await partial(
-        validate_submitted,
-        consumer=CONSUMER,
-        pool=lambda: pool,
-        check=checker_for(store, s3lab.bucket),
-        max_deliver=5,
-    )(event, DELIVERY)
+    await handler_for(pool, store, s3lab.bucket)(event, DELIVERY)
     async with UnitOfWork(pool) as uow:
         ws = await uow.worksets.get(ws_id)
         history = await uow.worksets.history(ws_id)
@@ -118,13 +123,7 @@ async def test_redelivered_event_has_no_second_effect(
     pool: asyncpg.Pool, s3lab: S3Lab, store: S3ObjectStore
 ) -> None:
     ws_id, event = await submit_and_get_event(pool, s3lab.spec())
-    handler = partial(
-        validate_submitted,
-        consumer=CONSUMER,
-        pool=lambda: pool,
-        check=checker_for(store, s3lab.bucket),
-        max_deliver=5,
-    )
+    handler = handler_for(pool, store, s3lab.bucket)
     await handler(event, DELIVERY)
     await handler(event, DELIVERY)
     async with UnitOfWork(pool) as uow:
@@ -138,13 +137,7 @@ async def test_storage_findings_reject_the_workset(
     spec = s3lab.spec(reference_genome="GRCh99")
     s3lab.put("reads/S1_R2.fastq.gz", b"")
     ws_id, event = await submit_and_get_event(pool, spec)
-    await partial(
-        validate_submitted,
-        consumer=CONSUMER,
-        pool=lambda: pool,
-        check=checker_for(store, s3lab.bucket),
-        max_deliver=5,
-    )(event, DELIVERY)
+    await handler_for(pool, store, s3lab.bucket)(event, DELIVERY)
     bodies = await outbox(pool)
     assert bodies[-1]["type"] == "workset.rejected"
     payload = bodies[-1]["payload"]
