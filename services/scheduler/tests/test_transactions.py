@@ -5,12 +5,10 @@ transaction of its own, as PostgreSQL counts it."""
 from __future__ import annotations
 
 import asyncio
-from functools import partial
 from pathlib import Path
 
 import asyncpg
 import pytest
-from asyncpg.connection import LoggedQuery
 
 from services.scheduler import monitor as monitor_module
 from services.scheduler.admission import Admitter
@@ -23,34 +21,7 @@ from services.scheduler.tests.test_scheduler_local import script, settings_for
 from stamen.executors.base import JobHandle
 from stamen.executors.local import LocalExecutor
 from stamen.store.db import create_pool
-
-
-class TransactionCounter:
-    """Transactions (and their statements) run on the connections of a pool made with `init`."""
-
-    def __init__(self) -> None:
-        self.transactions: list[list[str]] = []
-        self._open: dict[int, list[str]] = {}
-
-    async def init(self, conn: asyncpg.Connection) -> None:
-        conn.add_query_logger(partial(self._logged, id(conn)))
-
-    def _logged(self, key: int, record: LoggedQuery) -> None:
-        text = " ".join(record.query.split())
-        word = text.split(" ", 1)[0].rstrip(";").upper()
-        if word == "BEGIN":
-            self._open[key] = []
-        elif word in ("COMMIT", "ROLLBACK"):
-            self.transactions.append(self._open.pop(key, []))
-        elif key in self._open:
-            self._open[key].append(text)
-        else:
-            self.transactions.append([text])
-
-    async def count(self) -> int:
-        for _ in range(3):  # the loggers are called soon after each statement, not during it
-            await asyncio.sleep(0)
-        return len(self.transactions)
+from tests.transactions import TransactionCounter
 
 
 async def test_a_dispatched_step_costs_two_transactions_its_claim_and_its_outcome(

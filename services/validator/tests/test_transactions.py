@@ -10,7 +10,6 @@ import asyncpg
 import pytest
 from aiohttp import web
 
-from services.scheduler.tests.test_transactions import TransactionCounter
 from services.validator.submission import validate_handler
 from services.validator.tests.test_handlers import DELIVERY, submit_and_get_event
 from stamen.customers import NewCustomer
@@ -23,6 +22,7 @@ from stamen.settings import Settings
 from stamen.store.db import create_pool
 from stamen.store.unit_of_work import UnitOfWork
 from tests.intake.s3kit import S3Lab
+from tests.transactions import TransactionCounter
 
 
 @pytest.fixture
