@@ -23,10 +23,11 @@ class TransactionCounter:
 
     def _logged(self, key: int, record: LoggedQuery) -> None:
         text = " ".join(record.query.split())
-        word = text.split(" ", 1)[0].rstrip(";").upper()
+        words = text.upper().split(" ", 2)
+        word = words[0].rstrip(";")
         if word == "BEGIN":
             self._open[key] = []
-        elif word in ("COMMIT", "ROLLBACK"):
+        elif word in ("COMMIT", "ROLLBACK") and words[1:2] != ["TO"]:  # ROLLBACK TO SAVEPOINT stays in it
             self.transactions.append(self._open.pop(key, []))
         elif key in self._open:
             self._open[key].append(text)

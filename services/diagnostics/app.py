@@ -8,7 +8,7 @@ from services.diagnostics import handlers, reconcile
 from stamen.bus.consumer import ConsumerSpec
 from stamen.bus.subjects import event_filter
 from stamen.service.idempotent import idempotent
-from stamen.service.keys import POOL
+from stamen.service.keys import INBOX_GROUP, POOL
 from stamen.service.reconciler import ReconcilePass
 from stamen.service.runner import base_app
 from stamen.settings import Settings
@@ -22,7 +22,9 @@ def init_app(settings: Settings) -> web.Application:
             ConsumerSpec(
                 durable=CONSUMER,
                 filter_subjects=[event_filter("workset.failed")],
-                handler=idempotent(CONSUMER, lambda: app[POOL], handlers.diagnose_failure),
+                handler=idempotent(
+                    CONSUMER, lambda: app[POOL], handlers.diagnose_failure, group=app[INBOX_GROUP]
+                ),
                 ack_wait_seconds=settings.ack_wait_seconds,
                 max_deliver=settings.max_deliver,
                 concurrency=settings.consumer_concurrency,

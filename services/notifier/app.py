@@ -1,5 +1,6 @@
 """Notifier wiring, as a table of contents: four durable consumers (one per event family) plan
-deliveries in their inbox transaction; the delivery worker sends them, one loop per channel."""
+deliveries in their inbox transaction, shared by the four (group commit); the delivery worker sends
+them, one loop per channel."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from services.notifier.channels import NOTIFY_SETTINGS, delivery_ctx
 from stamen.bus.consumer import ConsumerSpec
 from stamen.bus.subjects import event_filter
 from stamen.notifications.settings import NotifySettings
-from stamen.service.idempotent import idempotent
+from stamen.service.idempotent import GroupCommit, idempotent
 from stamen.service.keys import POOL
 from stamen.service.runner import base_app
 from stamen.settings import Settings
@@ -25,12 +26,20 @@ FAMILIES = {
     "notifier-failures": ("workset.retry_scheduled", "workset.dead_lettered"),
     "notifier-operations": ("region.health_changed", "cluster.drained", "workset.dead_lettered"),
 }
+# Planning reads and writes PostgreSQL only (nothing is sent in it), and nobody waits on it: the four
+# consumers' calls gather for up to 100 ms into one transaction of up to 64 (one transaction per event
+# made this service ~5.6 of the stack's ~30 transactions per workset). More calls in flight per
+# consumer than elsewhere, since each now waits for its group rather than holding a connection.
+GATHER_SECONDS = 0.1
+MAX_GROUP = 64
+CONCURRENCY_FACTOR = 4
 
 
 def init_app(settings: Settings, notify: NotifySettings | None = None) -> web.Application:
     notify = notify or NotifySettings()
 
     def specs(app: web.Application) -> list[ConsumerSpec]:
+        group = GroupCommit(lambda: app[POOL], max_group=MAX_GROUP, gather_seconds=GATHER_SECONDS)
         return [
             ConsumerSpec(
                 durable=durable,
@@ -45,10 +54,11 @@ def init_app(settings: Settings, notify: NotifySettings | None = None) -> web.Ap
                         settings=notify,
                         enabled=settings.enable_notifications,
                     ),
+                    group=group,
                 ),
                 ack_wait_seconds=settings.ack_wait_seconds,
                 max_deliver=settings.max_deliver,
-                concurrency=settings.consumer_concurrency,
+                concurrency=settings.consumer_concurrency * CONCURRENCY_FACTOR,
             )
             for durable, types in FAMILIES.items()
         ]

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from services.validator import handlers, reconcile
 from services.validator.bus_away import bus_away_ctx
+from services.validator.handlers import SENTINEL_CONSUMER
 from services.validator.intake_nats import nats_intake_ctx
 from services.validator.submission import CONSUMER, validate_handler
 from services.validator.watcher import drop_watcher_ctx
@@ -17,13 +18,11 @@ from stamen.bus.consumer import ConsumerSpec, EventHandler
 from stamen.bus.subjects import event_filter
 from stamen.inputs.contexts import OBJECT_STORE, add_object_store
 from stamen.inputs.settings import IntakeSettings
-from stamen.service.idempotent import idempotent
-from stamen.service.keys import POOL
+from stamen.service.keys import INBOX_GROUP, POOL
 from stamen.service.reconciler import ReconcilePass
 from stamen.service.runner import base_app
 from stamen.settings import Settings
 
-SENTINEL_CONSUMER = "validator-sentinels"
 SENTINEL_EVENTS = ("workset.rejected", "workset.completed", "workset.dead_lettered", "workset.cancelled")
 
 
@@ -51,10 +50,11 @@ def init_app(settings: Settings, *, intake: IntakeSettings | None = None) -> web
             spec(
                 SENTINEL_CONSUMER,
                 list(SENTINEL_EVENTS),
-                idempotent(
-                    SENTINEL_CONSUMER,
-                    lambda: app[POOL],
-                    partial(handlers.write_sentinel, store=lambda: app[OBJECT_STORE]),
+                partial(
+                    handlers.keep_sentinel,
+                    pool=lambda: app[POOL],
+                    store=lambda: app[OBJECT_STORE],
+                    group=app[INBOX_GROUP],
                 ),
             ),
         ]

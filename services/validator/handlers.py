@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -16,6 +17,7 @@ from services.validator.tenant import TenantFacts, read_tenant
 from stamen.bus.consumer import Delivery, RetryLater
 from stamen.diagnostics import CatalogEntry, UnknownErrorCodeError, get_entry
 from stamen.domain.lifecycle import WorksetState
+from stamen.domain.workset import Workset
 from stamen.events.envelope import Envelope
 from stamen.events.types import (
     MAX_CODES,
@@ -29,13 +31,14 @@ from stamen.events.types import (
 from stamen.inputs import sentinels
 from stamen.inputs.objects import ObjectStore, StorageError
 from stamen.inputs.repository import IntakeRepository
-from stamen.service.idempotent import idempotent
+from stamen.service.idempotent import GroupCommit, idempotent, shared_read
 from stamen.service.poison import known_workset, workset_id_of
 from stamen.store.diagnoses import DiagnosisRow
 from stamen.store.unit_of_work import UnitOfWork
 
 log = structlog.get_logger(__name__)
 ACTOR = "validator"
+SENTINEL_CONSUMER = "validator-sentinels"
 STORAGE_RETRY_SECONDS = 15.0
 # `validating` is only ever seen inside the validator's own transaction today; a workset found in it
 # (a validator that commits it on its own one day, or a crash) is validated like a submitted one.
@@ -53,22 +56,29 @@ async def validate_submitted(
     pool: Callable[[], asyncpg.Pool],
     check: Check,
     max_deliver: int,
+    group: GroupCommit | None = None,
 ) -> None:
     """The checks (S3 calls, seconds) run outside the transaction, so this handler takes the delivery
     rather than a unit of work; the decision is applied inside one, with the inbox claim, only if the
-    workset is still `submitted`."""
+    workset is still `submitted`. With `group`, the read and the decision share transactions with the
+    service's other calls (stamen.service.idempotent.GroupCommit); the checks never run inside one."""
     # The spec is read from PostgreSQL (claim check): the event carries only the workset's identity. The
     # tenant's buckets and customer row are read in the same transaction (one, not three).
-    tenant: TenantFacts | None = None
-    async with UnitOfWork(pool()) as uow, known_workset(envelope):
+
+    async def read(uow: UnitOfWork) -> tuple[Workset, TenantFacts | None]:
         ws = await uow.worksets.get(workset_id_of(envelope))
-        if ws.state in AWAITING_VALIDATION:
-            tenant = await read_tenant(uow.connection, ws.tenant_id)
+        if ws.state not in AWAITING_VALIDATION:
+            return ws, None
+        return ws, await read_tenant(uow.connection, ws.tenant_id)
+
+    async with known_workset(envelope):
+        ws, tenant = await shared_read(group, pool, read)
     result = await check(ws.spec, tenant) if tenant is not None else None
     if result is not None and result.storage_unavailable and delivery.num_delivered < max_deliver:
         # On the last delivery the workset is rejected with SNF-OBJ-006 instead: nothing stays stuck.
         raise RetryLater(STORAGE_RETRY_SECONDS, "storage unavailable")
-    await idempotent(consumer, pool, functools.partial(apply_decision, result=result))(envelope, delivery)
+    decide = functools.partial(apply_decision, result=result)
+    await idempotent(consumer, pool, decide, group=group)(envelope, delivery)
 
 
 async def apply_decision(uow: UnitOfWork, event: Envelope, *, result: CheckResult | None) -> None:
@@ -171,13 +181,24 @@ def _first_evidence(diagnosis: DiagnosisRow | None) -> str:
     return f'evidence: "{lines[0]}"' if lines else ""
 
 
-async def write_sentinel(uow: UnitOfWork, event: Envelope, *, store: Callable[[], ObjectStore]) -> None:
-    """Keep an S3-dropped workset's Daylily sentinel true as its state changes."""
+@dataclass(frozen=True)
+class SentinelWrite:
+    """A sentinel to put: where, which, what (read in a transaction, put outside it)."""
+
+    bucket: str
+    folder: str
+    name: str
+    body: bytes
+
+
+async def sentinel_to_write(uow: UnitOfWork, event: Envelope) -> SentinelWrite | None:
+    """The sentinel `event` makes true, or None: not an S3-dropped workset (most: no folder to keep in
+    step, so no effect and no inbox claim either), no sentinel for this event, or already written for it."""
     workset_id = workset_id_of(event)
     repository = IntakeRepository(uow.connection)
     drop = await repository.drop_for_workset(workset_id)
-    if drop is None:
-        return  # not an S3-dropped workset: no folder to keep in step
+    if drop is None or await uow.inbox.claimed(SENTINEL_CONSUMER, event.id):
+        return None
     diagnosis, findings = None, None
     if isinstance(event.payload, WorksetDeadLettered) and event.payload.attempt is not None:
         diagnosis = await uow.diagnoses.get(workset_id, event.payload.attempt)
@@ -186,11 +207,35 @@ async def write_sentinel(uow: UnitOfWork, event: Envelope, *, store: Callable[[]
         findings = validation["findings"] if validation else None
     written = sentinel_for(event, diagnosis, findings)
     if written is None:
-        return
+        return None
     name, body = written
+    return SentinelWrite(drop.bucket, drop.folder, name, body)
+
+
+async def keep_sentinel(
+    envelope: Envelope,
+    delivery: Delivery,
+    *,
+    pool: Callable[[], asyncpg.Pool],
+    store: Callable[[], ObjectStore],
+    group: GroupCommit | None = None,
+) -> None:
+    """Keep an S3-dropped workset's Daylily sentinel true as its state changes. The put (S3) runs between
+    two transactions, never inside one, so both can be shared (`group`): what to write is read first;
+    the sentinel is recorded under the inbox claim after the put. A redelivery before that commit puts
+    the same sentinel again (the same bytes); one after it finds the claim and writes nothing."""
+    write = await shared_read(group, pool, lambda uow: sentinel_to_write(uow, envelope))
+    if write is None:
+        return
     try:
-        await store().put(drop.bucket, drop.folder + name, body)
+        await store().put(write.bucket, write.folder + write.name, write.body)
     except StorageError as exc:
         raise RetryLater(STORAGE_RETRY_SECONDS, str(exc)) from None
-    await repository.mark_sentinel(workset_id, name)
-    log.info("validator.sentinel_written", folder=f"s3://{drop.bucket}/{drop.folder}", sentinel=name)
+
+    async def record(uow: UnitOfWork, event: Envelope) -> None:
+        await IntakeRepository(uow.connection).mark_sentinel(workset_id_of(event), write.name)
+        log.info(
+            "validator.sentinel_written", folder=f"s3://{write.bucket}/{write.folder}", sentinel=write.name
+        )
+
+    await idempotent(SENTINEL_CONSUMER, pool, record, group=group)(envelope, delivery)

@@ -15,7 +15,7 @@ from stamen.bus.consumer import EventHandler
 from stamen.inputs.contexts import INTAKE_SETTINGS, OBJECT_STORE
 from stamen.inputs.quota import customer_quota_findings
 from stamen.inputs.storage import StorageChecker
-from stamen.service.keys import POOL
+from stamen.service.keys import INBOX_GROUP, POOL
 from stamen.settings import Settings
 from stamen.worksets import Finding
 
@@ -48,5 +48,5 @@ def validate_handler(app: web.Application, settings: Settings) -> EventHandler:
     check = submission_check(app, settings)
     return functools.partial(
         handlers.validate_submitted, consumer=CONSUMER, pool=lambda: app[POOL], check=check,
-        max_deliver=settings.max_deliver,
+        max_deliver=settings.max_deliver, group=app.get(INBOX_GROUP),
     )  # fmt: skip

@@ -24,7 +24,7 @@ from stamen.events import Envelope
 from stamen.events.envelope import new_envelope
 from stamen.events.types import WorksetQueued
 from stamen.service.dependencies import postgres_dependency
-from stamen.service.idempotent import idempotent
+from stamen.service.idempotent import GroupCommit, idempotent
 from stamen.stack.ports import free_port
 from stamen.stack.servers import NatsServer, PostgresServer
 from stamen.store.db import create_pool
@@ -34,8 +34,9 @@ from tests.waiting import eventually
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.parametrize("grouped", [False, True], ids=["own-transactions", "group-commit"])
 async def test_handlers_wait_out_a_postgres_outage_without_spending_deliveries(
-    own_postgres: PostgresServer, js: JetStreamContext
+    own_postgres: PostgresServer, js: JetStreamContext, grouped: bool
 ) -> None:
     pool = await create_pool(own_postgres.url, max_size=4)
     postgres = postgres_dependency(pool)
@@ -44,7 +45,10 @@ async def test_handlers_wait_out_a_postgres_outage_without_spending_deliveries(
     async def handle(uow: UnitOfWork, event: Envelope) -> None:
         await uow.connection.execute("SELECT 1")
 
-    inner = idempotent("outage-test", lambda: pool, handle)
+    # Grouped calls share transactions: a lost connection fails the whole group, each call waits.
+    inner = idempotent(
+        "outage-test", lambda: pool, handle, group=GroupCommit(lambda: pool) if grouped else None
+    )
 
     async def handler(event: Envelope, delivery: Delivery) -> None:
         await inner(event, delivery)

@@ -1,8 +1,22 @@
-"""Exactly-once effects on at-least-once delivery: the inbox claim commits with the handler's changes."""
+"""Exactly-once effects on at-least-once delivery: the inbox claim commits with the handler's changes.
+
+A consumer's handler calls can share transactions (group commit, `GroupCommit`): the calls of one
+service that arrive within a few milliseconds of each other, or while its previous group's transaction
+runs, run one after the other in one transaction, each in a SAVEPOINT of its own (the inbox claim and
+the handler's changes). A call that fails is rolled back to its savepoint and fails alone (its message
+is redelivered, as before); the others commit. If the transaction itself fails (the commit, or the
+connection), every call of the group fails: nothing of it was committed, so every message is
+redelivered, and the inbox claims make those redeliveries of what did commit no-ops. Calls return, and
+their messages are acked, only after the commit. Only work that talks to PostgreSQL alone belongs in a
+group: a call that waits on another network (S3, a cluster) would hold the whole group's transaction.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import asyncpg
 import structlog
@@ -14,19 +28,151 @@ from stamen.store.unit_of_work import UnitOfWork
 
 log = structlog.get_logger(__name__)
 
+T = TypeVar("T")
 TransactionalHandler = Callable[[UnitOfWork, Envelope], Awaitable[None]]
+# Work for a group: it gets a unit of work whose commit releases its savepoint.
+GroupWork = Callable[[UnitOfWork], Awaitable[T]]
+
+# Calls gathered into one transaction at most: each runs after the one before it on the group's one
+# connection, so this bounds how long a call waits for the others, and how long row locks are held.
+MAX_GROUP = 32
+# How long the first call of a quiet moment waits for others to join it. The relay publishes in batches
+# and consumers fetch in batches, so most company arrives within a few milliseconds.
+GATHER_SECONDS = 0.005
 
 
-def idempotent(consumer: str, pool: Callable[[], asyncpg.Pool], handle: TransactionalHandler) -> EventHandler:
-    """Wrap `handle` so it runs in one transaction with the inbox claim; a redelivery is a no-op."""
+@dataclass(eq=False)
+class _Call:
+    work: GroupWork[Any]
+    done: asyncio.Future[Any]
+    # The caller's log context (event id, consumer, ...): the work runs in the group's task.
+    log_context: dict[str, Any] = field(default_factory=dict)
+
+
+class GroupCommit:
+    """One service's (one pool's) gatherer of idempotent handler calls into shared transactions; one
+    group's transaction runs at a time, and calls that arrive meanwhile make up the next group."""
+
+    def __init__(
+        self,
+        pool: Callable[[], asyncpg.Pool],
+        *,
+        max_group: int = MAX_GROUP,
+        gather_seconds: float = GATHER_SECONDS,
+    ) -> None:
+        if max_group < 1:
+            raise ValueError(f"max_group must be at least 1, not {max_group}")
+        self._pool = pool
+        self._max_group = max_group
+        self._gather_seconds = gather_seconds
+        self._waiting: list[_Call] = []
+        self._runner: asyncio.Task[None] | None = None
+        self.transactions = 0  # committed or not: what PostgreSQL counts
+
+    async def run(self, work: GroupWork[T]) -> T:
+        """`work`'s result once its group has committed; its own exception if it failed (its changes
+        rolled back to its savepoint); the transaction's exception if the group's commit failed."""
+        call = _Call(
+            work, asyncio.get_running_loop().create_future(), structlog.contextvars.get_contextvars()
+        )
+        self._waiting.append(call)
+        if self._runner is None or self._runner.done():
+            self._runner = asyncio.create_task(self._drain(), name="group-commit")
+        result: T = await call.done
+        return result
+
+    async def _drain(self) -> None:
+        try:
+            if self._gather_seconds > 0 and len(self._waiting) < self._max_group:
+                await asyncio.sleep(self._gather_seconds)
+            # Those who came while a group ran make up the next one at once: they have waited already.
+            while self._waiting:
+                group, self._waiting = self._waiting[: self._max_group], self._waiting[self._max_group :]
+                await self._commit([c for c in group if not c.done.done()])
+        except BaseException as exc:  # cancelled (shutdown): no call is left waiting for a runner
+            waiting, self._waiting = self._waiting, []
+            for call in waiting:
+                _fail(call, exc)
+            raise
+
+    async def _commit(self, group: list[_Call]) -> None:
+        if not group:
+            return
+        results: list[tuple[_Call, Any]] = []
+        try:
+            self.transactions += 1
+            async with self._pool().acquire() as conn, conn.transaction():
+                for call in group:
+                    if call.done.done():  # its caller gave up (cancelled) before its turn
+                        continue
+                    structlog.contextvars.clear_contextvars()
+                    structlog.contextvars.bind_contextvars(**call.log_context)
+                    try:
+                        # Nested in the group's transaction, the unit of work is a SAVEPOINT: its commit
+                        # releases it, an exception rolls back to it.
+                        async with UnitOfWork.on(conn) as uow:
+                            value = await call.work(uow)
+                    except Exception as exc:
+                        _fail(call, exc)
+                    else:
+                        results.append((call, value))
+                    finally:
+                        structlog.contextvars.clear_contextvars()
+        except BaseException as exc:
+            # Nothing of the group committed: every call not already failed on its own fails with it.
+            for call in group:
+                _fail(call, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for call, value in results:
+            if not call.done.done():
+                call.done.set_result(value)
+
+
+def _fail(call: _Call, exc: BaseException) -> None:
+    if call.done.done():
+        return
+    if isinstance(exc, asyncio.CancelledError):
+        call.done.cancel()
+    else:
+        call.done.set_exception(exc)
+
+
+def idempotent(
+    consumer: str,
+    pool: Callable[[], asyncpg.Pool],
+    handle: TransactionalHandler,
+    *,
+    group: GroupCommit | None = None,
+) -> EventHandler:
+    """Wrap `handle` so it runs in one transaction with the inbox claim; a redelivery is a no-op.
+    With `group`, that transaction is shared with other calls (see GroupCommit): `handle` must then
+    talk to PostgreSQL only."""
+
+    async def claimed(uow: UnitOfWork, envelope: Envelope) -> bool:
+        if not await uow.inbox.claim(consumer, envelope.id):
+            return False
+        async with known_workset(envelope):
+            await handle(uow, envelope)
+        await uow.commit()
+        return True
 
     async def handler(envelope: Envelope, delivery: Delivery) -> None:
-        async with UnitOfWork(pool()) as uow:
-            if not await uow.inbox.claim(consumer, envelope.id):
-                log.info("inbox.duplicate_skipped", delivery=delivery.num_delivered)
-                return
-            async with known_workset(envelope):
-                await handle(uow, envelope)
-            await uow.commit()
+        if group is None:
+            async with UnitOfWork(pool()) as uow:
+                handled = await claimed(uow, envelope)
+        else:
+            handled = await group.run(lambda uow: claimed(uow, envelope))
+        if not handled:
+            log.info("inbox.duplicate_skipped", delivery=delivery.num_delivered)
 
     return handler
+
+
+async def shared_read(group: GroupCommit | None, pool: Callable[[], asyncpg.Pool], work: GroupWork[T]) -> T:
+    """`work` (reads, no inbox claim) in a group's transaction when there is a group, else in one of its own."""
+    if group is not None:
+        return await group.run(work)
+    async with UnitOfWork(pool()) as uow:
+        return await work(uow)

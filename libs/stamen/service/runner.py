@@ -21,7 +21,16 @@ from stamen.bus.consumer import ConsumerSpec
 from stamen.logs import configure_logging
 from stamen.service import contexts, health
 from stamen.service.dependencies import StartupWaits
-from stamen.service.keys import CONSUMER_SPECS, RECONCILE_PASSES, SERVICE_NAME, SETTINGS, STARTUP
+from stamen.service.idempotent import GroupCommit
+from stamen.service.keys import (
+    CONSUMER_SPECS,
+    INBOX_GROUP,
+    POOL,
+    RECONCILE_PASSES,
+    SERVICE_NAME,
+    SETTINGS,
+    STARTUP,
+)
 from stamen.service.reconciler import ReconcilePass
 from stamen.settings import Settings
 
@@ -42,6 +51,7 @@ def base_app(
     app[SETTINGS] = settings
     app[SERVICE_NAME] = name
     app[STARTUP] = StartupWaits()
+    app[INBOX_GROUP] = GroupCommit(lambda: app[POOL])
     app.add_routes(health.routes)
     app.cleanup_ctx.append(contexts.postgres_ctx)
     app.cleanup_ctx.append(contexts.nats_ctx)

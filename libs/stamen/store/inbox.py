@@ -20,6 +20,16 @@ class Inbox:
         )
         return bool(status == "INSERT 0 1")
 
+    async def claimed(self, consumer: str, event_id: uuid.UUID) -> bool:
+        """Whether this consumer has handled the event (a committed claim, or one of this transaction)."""
+        return bool(
+            await self._conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM inbox WHERE consumer = $1 AND event_id = $2)",
+                consumer,
+                event_id,
+            )
+        )
+
     async def purge(self, older_than_days: float) -> int:
         """Claims older than the events stream's max age can never be redelivered, so they can go."""
         status = await self._conn.execute(

@@ -12,9 +12,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from services.validator.app import SENTINEL_CONSUMER
 from services.validator.checks import CheckResult, check_submission
-from services.validator.handlers import Check, validate_submitted, write_sentinel
+from services.validator.handlers import Check, keep_sentinel, validate_submitted
 from services.validator.submission import CONSUMER
 from services.validator.tenant import TenantFacts
 from stamen.bus.consumer import Delivery, EventHandler, RetryLater
@@ -276,7 +275,7 @@ async def test_sentinels_follow_the_workset_of_a_dropped_folder(
     payload, sentinel, message = SENTINEL_CASES[case]
     ws_id, _ = await submit_and_get_event(pool, s3lab.spec())
     folder = await dropped_from_folder(pool, s3lab, ws_id, "run1")
-    handler = idempotent(SENTINEL_CONSUMER, lambda: pool, partial(write_sentinel, store=lambda: store))
+    handler = partial(keep_sentinel, pool=lambda: pool, store=lambda: store)
     event = new_envelope(payload, tenant_id="acme", region="us-west-2", workset_id=ws_id)
     await handler(event, DELIVERY)
     stamp = event.occurred_at.isoformat()
@@ -348,9 +347,7 @@ async def test_a_non_retryable_failure_of_a_dropped_workset_ends_with_daylily_er
     code = dead.payload.code
     assert (dead.payload.reason, dead.payload.retryable, code) == ("not_retryable", False, "WS-DAT-002")
 
-    await idempotent(SENTINEL_CONSUMER, lambda: pool, partial(write_sentinel, store=lambda: store))(
-        dead, DELIVERY
-    )
+    await keep_sentinel(dead, DELIVERY, pool=lambda: pool, store=lambda: store)
     stamp, message = s3lab.get(folder + sentinels.ERROR).decode().split("\t")
     assert stamp == dead.occurred_at.isoformat()
     assert message.startswith(

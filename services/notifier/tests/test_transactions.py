@@ -1,0 +1,80 @@
+"""What planning costs in PostgreSQL transactions, counted from the client side (see
+services/scheduler/tests/test_transactions.py), through the service's own wiring (init_app): the four
+consumers' calls that arrive together share one transaction (group commit), where each used to take
+one of its own, and the deliveries planned are the same."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+
+from services.notifier.app import init_app
+from services.notifier.tests.test_planning import DELIVERY, outbox_events, planned
+from stamen.bus.consumer import ConsumerSpec
+from stamen.bus.subjects import event_filter
+from stamen.domain.lifecycle import WorksetState as S
+from stamen.events.envelope import Envelope
+from stamen.events.types import WorksetCompleted, WorksetStarted
+from stamen.intake import submit_workset
+from stamen.notifications.settings import NotifySettings
+from stamen.service.keys import CONSUMER_SPECS, POOL
+from stamen.settings import Settings
+from stamen.store.db import create_pool
+from stamen.store.unit_of_work import UnitOfWork
+from tests.transactions import TransactionCounter
+
+
+async def a_life(pool: asyncpg.Pool, tenant: str, name: str) -> None:
+    """submitted, validated, queued, started, completed: the outbox holds its events."""
+    result = await submit_workset(
+        pool, tenant_id=tenant, name=name, spec={"name": name, "samples": [{"id": "s1"}]},
+        region="us-west-2", source="api", actor="t",
+    )  # fmt: skip
+    async with UnitOfWork(pool) as uow:
+        ws = await uow.worksets.get(result.workset_id, for_update=True)
+        ws.transition(S.VALIDATING, actor="validator")
+        ws.transition(S.QUEUED, actor="validator")
+        ws.transition(S.SCHEDULED, actor="scheduler")
+        ws.transition(S.RUNNING, actor="scheduler", event=WorksetStarted(cluster="local"))
+        ws.transition(S.COMPLETED, actor="scheduler", event=WorksetCompleted())
+        await uow.worksets.save(ws)
+        await uow.commit()
+
+
+def hears(spec: ConsumerSpec, event: Envelope) -> bool:
+    return event_filter(event.type) in spec.filter_subjects
+
+
+async def test_events_consumed_together_share_a_transaction(
+    pool: asyncpg.Pool, database_url: str, tenant: str, notify_settings: NotifySettings
+) -> None:
+    for i in range(4):
+        await a_life(pool, tenant, f"run{i}")
+    events = await outbox_events(pool)
+    counter = TransactionCounter()
+    counting = await create_pool(database_url, init=counter.init)
+    try:
+        app = init_app(Settings(), notify_settings)
+        app[POOL] = counting
+        calls = [(spec, e) for e in events for spec in app[CONSUMER_SPECS] if hears(spec, e)]
+        assert len(calls) == 12  # submitted, started, completed of four worksets
+
+        async def deliver_all() -> None:
+            await asyncio.gather(*(spec.handler(e, DELIVERY) for spec, e in calls))
+
+        await deliver_all()
+        consumed = await counter.count()
+        first = await planned(pool)
+        await deliver_all()  # every one redelivered
+        redelivered = await counter.count() - consumed
+    finally:
+        await counting.close()
+    # Twelve calls, one transaction (each call took one of its own before: 12).
+    assert consumed == 1, [t[:2] for t in counter.transactions]
+    assert redelivered == 1
+    # One delivery per event (the tenant's default: its SNS topic), as one call per transaction planned.
+    assert sorted((r["kind"], r["workset_id"]) for r in first) == sorted(
+        (e.type.removeprefix("workset."), e.workset_id) for e in events
+    )
+    assert await planned(pool) == first  # the redeliveries planned nothing more

@@ -1,0 +1,153 @@
+"""Group commit (stamen.service.idempotent.GroupCommit) on the real PostgreSQL: idempotent handler calls
+that arrive together share one transaction, each in its own savepoint; a call that fails is rolled back
+alone and fails alone; a commit that fails fails them all and leaves nothing behind; a redelivery (of
+what committed) is a no-op, in a later group or in the same one."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from stamen.bus.consumer import Delivery, EventHandler
+from stamen.events.envelope import Envelope, new_envelope
+from stamen.events.types import WorksetQueued
+from stamen.service.idempotent import GroupCommit, idempotent
+from stamen.store.db import create_pool
+from stamen.store.unit_of_work import UnitOfWork
+from tests.transactions import TransactionCounter
+
+DELIVERY = Delivery(subject="test", stream_seq=1, num_delivered=1, headers={})
+CONSUMER = "group-test"
+
+
+class Boom(Exception):
+    """A handler's own failure."""
+
+
+@pytest.fixture
+async def counted(database_url: str) -> AsyncIterator[tuple[asyncpg.Pool, TransactionCounter]]:
+    counter = TransactionCounter()
+    pool = await create_pool(database_url, init=counter.init)
+    await pool.execute(
+        """CREATE TABLE effects (event_id uuid NOT NULL, note text NOT NULL);
+           CREATE TABLE parents (id int PRIMARY KEY);
+           CREATE TABLE children (parent int REFERENCES parents DEFERRABLE INITIALLY DEFERRED)"""
+    )
+    counter.transactions.clear()
+    try:
+        yield pool, counter
+    finally:
+        await pool.close()
+
+
+def event(note: str = "") -> Envelope:
+    return new_envelope(WorksetQueued(), tenant_id="acme", region="r", workset_id=f"ws-{note}")
+
+
+def handler_for(
+    pool: asyncpg.Pool, group: GroupCommit | None, *, fail: frozenset[str] = frozenset()
+) -> EventHandler:
+    """An effect per event (a row); events whose workset is in `fail` (now) raise after writing theirs;
+    `orphan` writes a row its commit refuses (a deferred foreign key)."""
+
+    async def handle(uow: UnitOfWork, envelope: Envelope) -> None:
+        note = envelope.workset_id or ""
+        await uow.connection.execute("INSERT INTO effects VALUES ($1, $2)", envelope.id, note)
+        if fail and note in fail:
+            raise Boom(note)
+        if note == "ws-orphan":
+            await uow.connection.execute("INSERT INTO children VALUES (404)")
+
+    return idempotent(CONSUMER, lambda: pool, handle, group=group)
+
+
+async def effects(pool: asyncpg.Pool) -> dict[uuid.UUID, int]:
+    rows = await pool.fetch("SELECT event_id, count(*) AS n FROM effects GROUP BY event_id")
+    return {r["event_id"]: r["n"] for r in rows}
+
+
+async def claims(pool: asyncpg.Pool) -> set[uuid.UUID]:
+    rows = await pool.fetch("SELECT event_id FROM inbox WHERE consumer = $1", CONSUMER)
+    return {r["event_id"] for r in rows}
+
+
+async def test_calls_that_arrive_together_share_one_transaction_and_a_failure_stays_in_its_savepoint(
+    counted: tuple[asyncpg.Pool, TransactionCounter],
+) -> None:
+    pool, counter = counted
+    failing = {"ws-3"}
+    handler = handler_for(pool, GroupCommit(lambda: pool), fail=failing)
+    events = [event(str(i)) for i in range(8)]
+    outcomes = await asyncio.gather(*(handler(e, DELIVERY) for e in events), return_exceptions=True)
+    assert await counter.count() == 1, counter.transactions  # eight calls, one transaction (was eight)
+    statements = counter.transactions[0]
+    assert sum(s.startswith("SAVEPOINT") for s in statements) == 8
+    assert sum(s.startswith("ROLLBACK TO") for s in statements) == 1
+    failed = [i for i, o in enumerate(outcomes) if o is not None]
+    assert failed == [3] and isinstance(outcomes[3], Boom)  # to its caller alone
+    others = {e.id for i, e in enumerate(events) if i != 3}
+    # The failed call's effect and claim are gone with its savepoint; the others' committed.
+    assert await effects(pool) == dict.fromkeys(others, 1)
+    assert await claims(pool) == others
+    # Its redelivery succeeds (its cause gone); the others' find their claims and do nothing.
+    failing.clear()
+    redelivered = await asyncio.gather(*(handler(e, DELIVERY) for e in events), return_exceptions=True)
+    assert redelivered == [None] * 8
+    assert await effects(pool) == {e.id: 1 for e in events}
+
+
+async def test_a_redelivery_in_the_same_group_is_a_no_op(
+    counted: tuple[asyncpg.Pool, TransactionCounter],
+) -> None:
+    pool, counter = counted
+    handler = handler_for(pool, GroupCommit(lambda: pool))
+    once = event("twice")
+    await asyncio.gather(handler(once, DELIVERY), handler(once, DELIVERY), handler(event("other"), DELIVERY))
+    assert await counter.count() == 1
+    assert (await effects(pool))[once.id] == 1
+
+
+async def test_a_failed_commit_fails_every_call_of_the_group_and_leaves_nothing(
+    counted: tuple[asyncpg.Pool, TransactionCounter],
+) -> None:
+    pool, counter = counted
+    handler = handler_for(pool, GroupCommit(lambda: pool))
+    events = [event("a"), event("orphan"), event("b")]
+    outcomes = await asyncio.gather(*(handler(e, DELIVERY) for e in events), return_exceptions=True)
+    # Every call ran without an error of its own; the commit refused the group (the deferred key).
+    assert all(isinstance(o, asyncpg.ForeignKeyViolationError) for o in outcomes), outcomes
+    assert await counter.count() == 1
+    assert await effects(pool) == {} and await claims(pool) == set()
+    # Redelivered (the orphan's cause fixed), each takes effect once.
+    await pool.execute("INSERT INTO parents VALUES (404)")
+    await asyncio.gather(*(handler(e, DELIVERY) for e in events))
+    assert await effects(pool) == {e.id: 1 for e in events}
+
+
+async def test_groups_are_bounded(
+    counted: tuple[asyncpg.Pool, TransactionCounter],
+) -> None:
+    pool, counter = counted
+    group = GroupCommit(lambda: pool, max_group=4, gather_seconds=0)
+    handler = handler_for(pool, group)
+    first = asyncio.gather(*(handler(event(f"f{i}"), DELIVERY) for i in range(10)))
+    await asyncio.sleep(0)  # the first group has started
+    later = asyncio.gather(*(handler(event(f"l{i}"), DELIVERY) for i in range(3)))
+    await asyncio.gather(first, later)
+    # 13 calls in groups of at most 4: 4 transactions (4 + 4 + 4 + 1, the later ones joining the rest).
+    assert await counter.count() == 4, [len(t) for t in counter.transactions]
+    assert len(await effects(pool)) == 13
+
+
+async def test_without_a_group_each_call_is_its_own_transaction(
+    counted: tuple[asyncpg.Pool, TransactionCounter],
+) -> None:
+    """The control: what the same calls cost ungrouped (the way every consumer ran before)."""
+    pool, counter = counted
+    handler = handler_for(pool, None)
+    await asyncio.gather(*(handler(event(str(i)), DELIVERY) for i in range(8)))
+    assert await counter.count() == 8
