@@ -24,9 +24,9 @@ from stamen.service.reconciler import ReconcilePass
 from stamen.service.runner import base_app
 from stamen.settings import Settings
 
-SENTINEL_GATHER_SECONDS = 0.1
+SENTINEL_GATHER_SECONDS = 0.5
 SENTINEL_MAX_GROUP = 64
-SENTINEL_CONCURRENCY_FACTOR = 4
+SENTINEL_CONCURRENCY_FACTOR = 8
 SENTINEL_EVENTS = ("workset.rejected", "workset.completed", "workset.dead_lettered", "workset.cancelled")
 
 
@@ -44,9 +44,10 @@ def init_app(settings: Settings, *, intake: IntakeSettings | None = None) -> web
                 concurrency=concurrency or settings.consumer_concurrency,
             )
 
-        # Every terminal workset's event comes here, and almost none was dropped via S3: their read
-        # (and the few sentinels' records) gather for up to 100 ms, since nobody waits on them; the
-        # validation's own read and decision gather for the service's 5 ms (app[INBOX_GROUP]).
+        # Every terminal workset's event comes here (one per workset, so they come slowly), and almost
+        # none was dropped via S3: their read (and the few sentinels' records) gather for up to 0.5 s,
+        # since nobody waits on them (a Daylily sentinel appears that much later); the validation's own
+        # read and decision gather for the service's 5 ms (app[INBOX_GROUP]).
         sentinel_group = GroupCommit(
             lambda: app[POOL], max_group=SENTINEL_MAX_GROUP, gather_seconds=SENTINEL_GATHER_SECONDS
         )

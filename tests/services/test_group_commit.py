@@ -151,3 +151,14 @@ async def test_without_a_group_each_call_is_its_own_transaction(
     handler = handler_for(pool, None)
     await asyncio.gather(*(handler(event(str(i)), DELIVERY) for i in range(8)))
     assert await counter.count() == 8
+
+
+async def test_a_full_group_does_not_wait_out_the_gathering_window(
+    counted: tuple[asyncpg.Pool, TransactionCounter],
+) -> None:
+    pool, counter = counted
+    handler = handler_for(pool, GroupCommit(lambda: pool, max_group=4, gather_seconds=3600))
+    # Four calls fill the group: it commits at once (the bound only keeps a broken runner from hanging).
+    await asyncio.wait_for(asyncio.gather(*(handler(event(str(i)), DELIVERY) for i in range(4))), 60)
+    assert await counter.count() == 1
+    assert len(await effects(pool)) == 4

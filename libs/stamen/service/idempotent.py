@@ -1,8 +1,8 @@
 """Exactly-once effects on at-least-once delivery: the inbox claim commits with the handler's changes.
 
 A consumer's handler calls can share transactions (group commit, `GroupCommit`): the calls of one
-service that arrive within a few milliseconds of each other, or while its previous group's transaction
-runs, run one after the other in one transaction, each in a SAVEPOINT of its own (the inbox claim and
+service that arrive within a gathering window of the first one waiting (a few milliseconds; longer where
+nobody waits on the outcome) run one after the other in one transaction, each in a SAVEPOINT of its own (the inbox claim and
 the handler's changes). A call that fails is rolled back to its savepoint and fails alone (its message
 is redelivered, as before); the others commit. If the transaction itself fails (the commit, or the
 connection), every call of the group fails: nothing of it was committed, so every message is
@@ -14,6 +14,7 @@ group: a call that waits on another network (S3, a cluster) would hold the whole
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -45,6 +46,7 @@ GATHER_SECONDS = 0.005
 class _Call:
     work: GroupWork[Any]
     done: asyncio.Future[Any]
+    arrived: float  # the event loop's clock
     # The caller's log context (event id, consumer, ...): the work runs in the group's task.
     log_context: dict[str, Any] = field(default_factory=dict)
 
@@ -67,26 +69,32 @@ class GroupCommit:
         self._gather_seconds = gather_seconds
         self._waiting: list[_Call] = []
         self._runner: asyncio.Task[None] | None = None
-        self.transactions = 0  # committed or not: what PostgreSQL counts
+        self._full = asyncio.Event()  # set when a whole group waits: it need not wait out the window
 
     async def run(self, work: GroupWork[T]) -> T:
         """`work`'s result once its group has committed; its own exception if it failed (its changes
         rolled back to its savepoint); the transaction's exception if the group's commit failed."""
-        call = _Call(
-            work, asyncio.get_running_loop().create_future(), structlog.contextvars.get_contextvars()
-        )
+        loop = asyncio.get_running_loop()
+        call = _Call(work, loop.create_future(), loop.time(), structlog.contextvars.get_contextvars())
         self._waiting.append(call)
+        if len(self._waiting) >= self._max_group:
+            self._full.set()
         if self._runner is None or self._runner.done():
             self._runner = asyncio.create_task(self._drain(), name="group-commit")
         result: T = await call.done
         return result
 
     async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            if self._gather_seconds > 0 and len(self._waiting) < self._max_group:
-                await asyncio.sleep(self._gather_seconds)
-            # Those who came while a group ran make up the next one at once: they have waited already.
             while self._waiting:
+                # A group starts when it is full, or when its oldest call has waited the gathering
+                # window (those who came while the group before ran have waited part of it already).
+                delay = self._waiting[0].arrived + self._gather_seconds - loop.time()
+                if delay > 0 and len(self._waiting) < self._max_group:
+                    self._full.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._full.wait(), delay)
                 group, self._waiting = self._waiting[: self._max_group], self._waiting[self._max_group :]
                 await self._commit([c for c in group if not c.done.done()])
         except BaseException as exc:  # cancelled (shutdown): no call is left waiting for a runner
@@ -100,7 +108,6 @@ class GroupCommit:
             return
         results: list[tuple[_Call, Any]] = []
         try:
-            self.transactions += 1
             async with self._pool().acquire() as conn, conn.transaction():
                 for call in group:
                     if call.done.done():  # its caller gave up (cancelled) before its turn
