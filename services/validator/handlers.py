@@ -40,8 +40,9 @@ log = structlog.get_logger(__name__)
 ACTOR = "validator"
 SENTINEL_CONSUMER = "validator-sentinels"
 STORAGE_RETRY_SECONDS = 15.0
-# `validating` is only ever seen inside the validator's own transaction today; a workset found in it
-# (a validator that commits it on its own one day, or a crash) is validated like a submitted one.
+# `validating` is committed before the checks run, so it is visible while they last; a workset found in
+# it (its checks still running elsewhere, or a validator that crashed during them) is validated like a
+# submitted one: only one decision is applied, under the inbox claim and the row lock.
 AWAITING_VALIDATION = frozenset({WorksetState.SUBMITTED, WorksetState.VALIDATING})
 
 # (spec, its tenant's facts as read with the workset) -> the decision
@@ -60,16 +61,22 @@ async def validate_submitted(
 ) -> None:
     """The checks (S3 calls, seconds) run outside the transaction, so this handler takes the delivery
     rather than a unit of work; the decision is applied inside one, with the inbox claim, only if the
-    workset is still `submitted`. With `group`, the read and the decision share transactions with the
-    service's other calls (stamen.service.idempotent.GroupCommit); the checks never run inside one."""
+    workset is still awaiting validation. With `group`, the read and the decision share transactions with
+    the service's other calls (stamen.service.idempotent.GroupCommit); the checks never run inside one."""
     # The spec is read from PostgreSQL (claim check): the event carries only the workset's identity. The
-    # tenant's buckets and customer row are read in the same transaction (one, not three).
+    # tenant's buckets and customer row are read in the same transaction (one, not three), which also
+    # commits `validating`, so a person (or the portal's timeline) sees the checks running.
 
     async def read(uow: UnitOfWork) -> tuple[Workset, TenantFacts | None]:
-        ws = await uow.worksets.get(workset_id_of(envelope))
+        ws = await uow.worksets.get(workset_id_of(envelope), for_update=True)
         if ws.state not in AWAITING_VALIDATION:
             return ws, None
-        return ws, await read_tenant(uow.connection, ws.tenant_id)
+        tenant = await read_tenant(uow.connection, ws.tenant_id)
+        if ws.state is WorksetState.SUBMITTED:
+            ws.transition(WorksetState.VALIDATING, actor=ACTOR, reason="validation started", cause=envelope)
+            await uow.worksets.save(ws)
+            await uow.commit()
+        return ws, tenant
 
     async with known_workset(envelope):
         ws, tenant = await shared_read(group, pool, read)

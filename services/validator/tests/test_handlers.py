@@ -147,6 +147,30 @@ async def test_storage_findings_reject_the_workset(
     assert all(f["fix"] for f in stored)
 
 
+async def test_validating_is_visible_while_the_checks_run(
+    pool: asyncpg.Pool, s3lab: S3Lab, store: S3ObjectStore
+) -> None:
+    """`validating` is committed before the S3 checks, not with their outcome: anyone reading the workset
+    while they run (a person, the portal's timeline) sees it (it used to go submitted -> queued at once)."""
+    ws_id, event = await submit_and_get_event(pool, s3lab.spec())
+    seen: list[str] = []
+    check = checker_for(store, s3lab.bucket)
+
+    async def watched(spec: dict[str, Any], tenant: TenantFacts) -> CheckResult:
+        async with UnitOfWork(pool) as uow:  # another connection, as a reader would
+            seen.append((await uow.worksets.get(ws_id)).state.value)
+        return await check(spec, tenant)
+
+    await partial(validate_submitted, consumer=CONSUMER, pool=lambda: pool, check=watched, max_deliver=5)(
+        event, DELIVERY
+    )
+    async with UnitOfWork(pool) as uow:
+        history = await uow.worksets.history(ws_id)
+    assert seen == ["validating"]
+    assert [h.to_state for h in history] == ["submitted", "validating", "queued"]
+    assert history[1].at < history[2].at
+
+
 async def test_storage_outage_is_retried_then_rejected_on_the_last_delivery(
     pool: asyncpg.Pool, s3lab: S3Lab
 ) -> None:
@@ -163,7 +187,8 @@ async def test_storage_outage_is_retried_then_rejected_on_the_last_delivery(
         with pytest.raises(RetryLater):
             await handler(event, DELIVERY)
         async with UnitOfWork(pool) as uow:
-            assert (await uow.worksets.get(ws_id)).state.value == "submitted"
+            # The checks ran and will run again: the workset shows it is being validated.
+            assert (await uow.worksets.get(ws_id)).state.value == "validating"
         last = Delivery(subject=DELIVERY.subject, stream_seq=1, num_delivered=3, headers={})
         await handler(event, last)
     bodies = await outbox(pool)

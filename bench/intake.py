@@ -1,0 +1,197 @@
+"""The embedded stack at rest, then intake at a fixed offered rate: how long a submission takes to be
+validated and queued when clients keep arriving, and what the stack spends doing nothing.
+
+    python bench/intake.py [--idle-seconds 30] [--rate 50] [--seconds 10] [--slots 10] [--json]
+
+`stamen up --no-demo` starts everything in a temporary folder (as bench/lifecycle.py does: three no-op
+steps, the API's per-principal rate limit lifted). Then:
+
+1. **Idle**: once every service is ready and has been left alone for a few seconds, the CPU of every
+   process (services, PostgreSQL, NATS; not the S3 emulator) over `--idle-seconds`, as a share of one
+   core. Nothing is submitted, so this is what the stack costs while no one uses it.
+2. **Intake at an offered rate**: `--rate` submissions a second for `--seconds` over the HTTP API,
+   open loop (each sent at its own moment, whether or not earlier ones have been answered, as
+   independent clients would), with the reads in the S3 emulator so the validator's S3 checks run.
+   It waits until every workset has left `submitted`/`validating` and prints, from `workset_history`
+   (PostgreSQL's clock): submitted -> queued p50/p99, the time in `validating`, how many worksets were
+   seen `validating` (a history row for it), the API's answer time and how late the client fell
+   behind its schedule (if it did, the offered rate was not offered).
+
+Worksets go on to run (10 slots) while the bench reads the figures; it does not wait for them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+from lifecycle import TENANTS, Stack, grant_reads, upload_reads, workset
+from measure import ProcessMeter, bench_process, emit, latency_summary, machine
+
+PAST_INTAKE = "state NOT IN ('submitted', 'validating')"
+# Services have finished starting (consumers created, first passes run) by then; idle is measured after.
+SETTLE_SECONDS = 5.0
+
+
+async def measure_idle(stack: Stack, seconds: float) -> dict[str, Any]:
+    await asyncio.sleep(SETTLE_SECONDS)
+    meter = ProcessMeter({k: v for k, v in stack.pids().items() if k != "moto"})
+    meter.start()
+    t0 = time.perf_counter()
+    await asyncio.sleep(seconds)
+    elapsed = time.perf_counter() - t0
+    report = meter.report()
+    share = {name: round(100 * v["cpu_seconds"] / elapsed, 2) for name, v in report.items()}
+    return {
+        "seconds": round(elapsed, 1),
+        "percent_of_one_core": share,
+        "total_percent_of_one_core": round(sum(share.values()), 2),
+    }
+
+
+async def offer(portal: str, worksets: list[tuple[str, dict[str, Any]]], rate: float) -> dict[str, Any]:
+    """Send submission i at t0 + i / rate; record the answer time and how late it was sent."""
+    answers: list[float] = []
+    lateness: list[float] = []
+    refused: dict[int, int] = {}
+
+    async def one(session: aiohttp.ClientSession, at: float, tenant: str, spec: dict[str, Any]) -> None:
+        delay = at - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        sent = time.perf_counter()
+        lateness.append(sent - at)
+        async with session.post(
+            f"{portal}/api/v1/worksets", json=spec, headers={"X-Stamen-Tenant": tenant}
+        ) as r:
+            await r.read()
+            if r.status not in (200, 201):
+                refused[r.status] = refused.get(r.status, 0) + 1
+        answers.append(time.perf_counter() - sent)
+
+    connector = aiohttp.TCPConnector(limit=256)
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        t0 = time.perf_counter() + 0.2
+        await asyncio.gather(
+            *(one(session, t0 + i / rate, tenant, spec) for i, (tenant, spec) in enumerate(worksets))
+        )
+        span = time.perf_counter() - t0
+    return {
+        "sent": len(worksets),
+        "refused": refused,
+        "seconds": round(span, 2),
+        "answer": latency_summary(answers),
+        "sent_late": latency_summary(lateness),
+    }
+
+
+async def wait_past_intake(conn: asyncpg.Connection, n: int, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while True:
+        past = int(await conn.fetchval(f"SELECT count(*) FROM worksets WHERE {PAST_INTAKE}"))
+        if past >= n or time.monotonic() > deadline:
+            return past
+        await asyncio.sleep(0.25)
+
+
+async def intake_latencies(conn: asyncpg.Connection) -> dict[str, Any]:
+    rows = await conn.fetch(
+        """SELECT workset_id,
+                  min(at) FILTER (WHERE to_state = 'submitted') AS submitted,
+                  min(at) FILTER (WHERE to_state = 'validating') AS validating,
+                  min(at) FILTER (WHERE to_state = 'queued') AS queued
+           FROM workset_history GROUP BY workset_id"""
+    )
+    to_queued = [
+        (r["queued"] - r["submitted"]).total_seconds() for r in rows if r["queued"] and r["submitted"]
+    ]
+    in_validating = [
+        (r["queued"] - r["validating"]).total_seconds() for r in rows if r["queued"] and r["validating"]
+    ]
+    return {
+        "submitted_to_queued": latency_summary(to_queued),
+        "validating_to_queued": latency_summary(in_validating),
+        "seen_validating": sum(1 for r in rows if r["validating"] is not None),
+        "worksets": len(rows),
+    }
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="stamen-bench-") as tmp:
+        stack = Stack(Path(tmp), args.slots)
+        try:
+            stack.start()
+            await stack.wait_ready()
+            idle = await measure_idle(stack, args.idle_seconds)
+            reads = upload_reads(stack.doc["aws_endpoint_url"])
+            n = max(1, round(args.rate * args.seconds))
+            worksets = [workset(i, 0, reads) for i in range(n)]
+            conn = await asyncpg.connect(stack.database_url)
+            try:
+                await grant_reads(conn, TENANTS)
+                offered = await offer(stack.service_url("portal"), worksets, args.rate)
+                past = await wait_past_intake(conn, n, args.timeout)
+                latencies = await intake_latencies(conn)
+            finally:
+                await conn.close()
+        finally:
+            stack.stop()
+    return {
+        "bench": "intake",
+        "machine": machine(),
+        "idle": idle,
+        "offered_rate_per_second": args.rate,
+        "offered": offered,
+        "past_intake": past,
+        "all_past_intake": past >= n,
+        **latencies,
+    }
+
+
+def lines_for(f: dict[str, Any]) -> list[str]:
+    idle, o = f["idle"], f["offered"]
+    s2q, v2q = f["submitted_to_queued"], f["validating_to_queued"]
+    m = f["machine"]
+    return [
+        f"(load average {m['load_average_1m']} on {m['cpus']} CPUs, commit {m['commit']})",
+        f"idle stack over {idle['seconds']} s: {idle['total_percent_of_one_core']}% of one core in all; "
+        + ", ".join(f"{k} {v}%" for k, v in idle["percent_of_one_core"].items()),
+        f"offered {f['offered_rate_per_second']}/s: {o['sent']} sent in {o['seconds']} s, refused {o['refused'] or 'none'}; "
+        f"sent late p99 {o['sent_late']['p99_ms']:.1f} ms",
+        f"API answer p50 / p99:          {o['answer']['p50_ms']:8.1f} / {o['answer']['p99_ms']:8.1f} ms",
+        f"submitted -> queued p50 / p99: {s2q['p50_ms']:8.1f} / {s2q['p99_ms']:8.1f} ms "
+        f"({f['past_intake']} of {o['sent']} past intake)",
+        f"validating -> queued p50 / p99:{v2q['p50_ms']:8.1f} / {v2q['p99_ms']:8.1f} ms; "
+        f"seen validating: {f['seen_validating']} of {f['worksets']}",
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--idle-seconds", type=float, default=30.0, help="how long to measure the idle stack")
+    parser.add_argument("--rate", type=float, default=50.0, help="submissions offered per second")
+    parser.add_argument("--seconds", type=float, default=10.0, help="how long to offer them")
+    parser.add_argument("--slots", type=int, default=10, help="worksets at once once queued")
+    parser.add_argument(
+        "--timeout", type=float, default=300.0, help="give up waiting for intake after this long"
+    )
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = parser.parse_args()
+    bench_process()
+    figures = asyncio.run(run(args))
+    emit(figures, lines_for(figures), args.json)
+    if not figures["all_past_intake"]:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
