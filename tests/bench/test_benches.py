@@ -80,6 +80,16 @@ def test_lifecycle() -> None:
     assert "moto" not in f["processes"]
 
 
+@pytest.mark.slow
+def test_intake() -> None:
+    """The embedded stack idle for a second, then 5 submissions offered in a second."""
+    f = run_bench("intake", "--idle-seconds", "1", "--rate", "5", "--seconds", "1", timeout=300)
+    assert f["all_past_intake"] and f["offered"]["sent"] == 5 and not f["offered"]["refused"]
+    assert f["submitted_to_queued"]["n"] == 5 and f["seen_validating"] == 5
+    assert {"scheduler", "validator", "postgres", "nats"} <= set(f["idle"]["percent_of_one_core"])
+    assert "moto" not in f["idle"]["percent_of_one_core"]
+
+
 def test_bench_readme_names_every_bench() -> None:
     readme = (BENCH / "README.md").read_text()
     for script in sorted(Path(BENCH).glob("*.py")):
