@@ -13,7 +13,7 @@ from pathlib import Path
 from stamen.domain.steps import StepSpec
 from stamen.executors.base import JobHandle, JobState
 from stamen.executors.local import LocalExecutor
-from stamen.executors.local_forkserver import fork_server
+from stamen.executors.local_forkserver_client import fork_server
 from stamen.executors.local_proc import proc_stat_fields
 
 
@@ -64,7 +64,7 @@ SUBMIT_AND_EXIT = """
 import asyncio, sys
 from stamen.domain.steps import StepSpec
 from stamen.executors.local import LocalExecutor
-from stamen.executors.local_forkserver import fork_server
+from stamen.executors.local_forkserver_client import fork_server
 async def main() -> None:
     handle = await LocalExecutor().submit(StepSpec(workset_id="ws-gone", attempt=1, step="s",
         argv=["sh", "-c", "sleep 1; echo done"], workdir=sys.argv[1]))

@@ -37,9 +37,9 @@ from stamen.executors.local_files import (
     tail,
     write_json_atomically,
 )
-from stamen.executors.local_forkserver import fork_server
+from stamen.executors.local_forkserver_client import fork_server
 from stamen.executors.local_proc import boot_id, group_is_alive, proc_stat_fields, process_is_alive
-from stamen.executors.local_runner_config import RunnerConfig, Submission
+from stamen.executors.local_runner_config import RunnerConfig, Submission, command_path
 
 __all__ = ["LOST_REASON", "LocalExecutor", "group_is_alive", "process_is_alive"]
 
@@ -89,21 +89,36 @@ class LocalExecutor:
 
     def _submit(self, step: StepSpec) -> JobHandle:
         workdir = Path(step.workdir)
-        workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            os.mkdir(workdir, 0o700)
+            created = True
+        except FileNotFoundError:
+            workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            created = True
+        except FileExistsError:
+            created = False
         os.chmod(workdir, 0o700)  # one tenant's workset: no other user of the machine reads it
         files = self._step_files(workdir, step.step)
-        for stale in ("status_file", "running_file", "cancel_marker", "job_file"):  # an earlier run's
-            files[stale].unlink(missing_ok=True)
+        if not created:  # an earlier run's files (a workdir made just now has none to look up)
+            for stale in ("status_file", "running_file", "cancel_marker", "job_file", "runner_log"):
+                files[stale].unlink(missing_ok=True)
         submitted_at = datetime.now(UTC)
+        # The command inherits this process's environment as it is at submission, as a child started
+        # now would, with the step's variables.
+        env = {**os.environ, **step.env, "STAMEN_WORKSET_ID": step.workset_id,
+               "STAMEN_ATTEMPT": str(step.attempt), "STAMEN_STEP": step.step, "STAMEN_CPUS": str(step.cpus)}  # fmt: skip
+        # Looked up here rather than in the runner (which pays for every page it touches after its
+        # fork); a relative PATH entry would be found from here, not the workdir: left to the runner.
+        executable = command_path(step.argv[0], env) if step.argv else None
+        if executable is not None and os.sep not in step.argv[0] and not os.path.isabs(executable):
+            executable = None
         config = RunnerConfig(
             argv=list(step.argv), workdir=workdir, status_file=files["status_file"],
             running_file=files["running_file"], stdout_file=files["stdout_file"],
             stderr_file=files["stderr_file"], cancel_marker=files["cancel_marker"], job_file=files["job_file"],
             submission=Submission(step.workset_id, step.attempt, step.step, submitted_at.isoformat()),
             time_limit_seconds=step.time_limit_seconds, memory_limit_mb=step.memory_mb,
-            grace_seconds=self.grace_seconds,
-            env={**step.env, "STAMEN_WORKSET_ID": step.workset_id, "STAMEN_ATTEMPT": str(step.attempt),
-                 "STAMEN_STEP": step.step, "STAMEN_CPUS": str(step.cpus)},
+            grace_seconds=self.grace_seconds, env=env, executable=executable,
         )  # fmt: skip
         runner_pid, start_time = fork_server(self.python).start_runner(config, files["runner_log"])
         # The runner has written the job file (how `find` knows this submission) before this returns.

@@ -3,12 +3,13 @@
 <step>.job.json      which submission runs here (workset, attempt, step) and its runner (pid, start
                      time, boot id): written before the command may start and before `submit`
                      returns (by the fork server; by the runner itself when run standalone)
-<step>.status.json   written atomically by the runner when the step has ended (the outcome)
+<step>.status.json   written atomically by the runner when the step has ended (the outcome); it
+                     takes the running file's place (that file is renamed and overwritten)
 <step>.running.json  the command's pid / process group while it runs
 <step>.cancel        written by `cancel` before it signals, so the runner knows who stopped it
 <step>.stdout.log    the command's stdout
 <step>.stderr.log    the command's stderr
-<step>.runner.log    the runner's own output (only non-empty if the runner itself fails)
+<step>.runner.log    the runner's own traceback, written only if the runner itself fails
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ JOB_FILE_VERSION = 1
 STOP_CANCEL = "cancel"
 STOP_TIME_LIMIT = "time_limit"
 STOP_MEMORY_LIMIT = "memory_limit"
+
+# One encoder made at import (json.dumps with options makes one per call): forked runners share it.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
 
 LOG_TAIL_LINES = 50
 LOG_TAIL_BYTES = 64 * 1024
@@ -63,16 +67,34 @@ def step_file_stem(status_file: Path) -> str:
     return name.removesuffix(".status.json") if name.endswith(".status.json") else status_file.stem
 
 
-def write_json_atomically(path: Path, document: dict[str, Any], *, durable: bool = True) -> None:
+def write_json_atomically(
+    path: Path, document: dict[str, Any], *, durable: bool = True, recycle: Path | None = None
+) -> None:
     """Readers see either no file or the whole document, never a partial write. `durable` also
-    fsyncs it, so it survives the machine, not only the processes (for outcomes)."""
+    fsyncs it, so it survives the machine, not only the processes.
+
+    `recycle`: a file this one replaces (the runner's running file, replaced by the status file),
+    renamed to the temporary name and overwritten, so that no file is created: on ext4 creating a
+    file costs ~0.15 ms of CPU, renaming and overwriting one a fifth of that. It is gone afterwards."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    data = json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    data = _ENCODER.encode(document).encode()
+    try:
+        if recycle is None:
+            raise FileNotFoundError
+        os.rename(recycle, temporary)
+        # Overwritten, then cut to length: not O_TRUNC, for ext4 writes a file out when it is closed
+        # after being truncated to nothing (its guard for replace-by-truncate), a disk write per step.
+        fd = os.open(temporary, os.O_WRONLY | os.O_CLOEXEC)
+        recycled = True
+    except FileNotFoundError:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        recycled = False
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
+        if recycled:
+            os.ftruncate(fd, len(data))
         if durable:
             os.fsync(fd)
     finally:

@@ -33,7 +33,6 @@ import ctypes
 import os
 import resource
 import select
-import shutil
 import signal
 import sys
 import time
@@ -53,7 +52,7 @@ from stamen.executors.local_files import (
     write_json_atomically,
 )
 from stamen.executors.local_proc import boot_id, group_resident_bytes, proc_stat_fields
-from stamen.executors.local_runner_config import RunnerConfig, parse_runner_args
+from stamen.executors.local_runner_config import RunnerConfig, command_path, parse_runner_args
 
 MEMORY_SAMPLE_INTERVAL_SECONDS = 0.2
 LEFTOVER_REAP_SECONDS = 5.0
@@ -69,11 +68,13 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded once: the fork server's runners inherit it
+# Looked up once, at import: the fork server's runners inherit the function (ctypes looks a name up
+# on first use and keeps it; in a runner that would be one lookup, and its page copies, per step).
+_LIBC_PRCTL = ctypes.CDLL(None, use_errno=True).prctl
 
 
 def _prctl(option: int, value: int) -> None:
-    if _LIBC.prctl(option, value, 0, 0, 0) != 0:
+    if _LIBC_PRCTL(option, value, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), f"prctl({option}) failed")
 
 
@@ -234,23 +235,18 @@ def _spawn_command(config: RunnerConfig) -> int:
 
     posix_spawn (vfork + exec, no copy of this process) rather than fork: the cheapest way to start a
     process from Python. The executable is looked up on the PATH of the step's environment, as
-    subprocess would; the signals the runner handles or Python ignores are reset for the command."""
-    env = {**os.environ, **config.env}
-    for name in config.unset_env:
-        env.pop(name, None)
-    executable = config.argv[0]
-    if os.sep not in executable:
-        found = shutil.which(executable, path=os.pathsep.join(os.get_exec_path(env)))
-        if found is None:
-            raise FileNotFoundError(2, "No such file or directory", executable)
-        executable = found
+    subprocess would (by the submitting process, unless it left that to us); the signals the runner
+    handles or Python ignores are reset for the command."""
+    executable = config.executable or command_path(config.argv[0], config.env)
+    if executable is None:
+        raise FileNotFoundError(2, "No such file or directory", config.argv[0])
     out = os.open(config.stdout_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     err = os.open(config.stderr_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         return os.posix_spawn(
             executable,
             config.argv,
-            env,
+            config.env,
             file_actions=[
                 (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                 (os.POSIX_SPAWN_DUP2, out, 1),
@@ -267,11 +263,8 @@ def _spawn_command(config: RunnerConfig) -> int:
 
 def run_runner(config: RunnerConfig) -> int:
     """Run the step's command to its end and write its status file. Returns the runner's exit code.
-    With a job file in `config` (the standalone runner), that is written first; a forked runner's
-    job file is written by the fork server before the runner may start."""
-    if config.job_file is not None:
-        _write_job_file(config)
-
+    The job file is written before this is called: by the fork server for a forked runner, by `main`
+    for the standalone one."""
     state = RunnerState(
         argv=list(config.argv),
         time_limit_seconds=config.time_limit_seconds,
@@ -332,7 +325,7 @@ def run_runner(config: RunnerConfig) -> int:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     document["ended_at"] = _now()
     document["elapsed_seconds"] = round(time.monotonic() - started_monotonic, 3)
-    document["cpu_seconds"] = round(usage.ru_utime + usage.ru_stime, 3)
+    document["cpu_seconds"] = round(usage.ru_utime + usage.ru_stime, 6)  # a `true` takes well under 1 ms
     document["max_rss_mb"] = round(usage.ru_maxrss / 1024, 1)  # Linux reports ru_maxrss in KiB
     document["peak_group_rss_mb"] = round(state.peak_group_rss_mb, 1) if state.memory_limit_mb else None
     document["command_pid"] = command_pid
@@ -350,17 +343,27 @@ def run_runner(config: RunnerConfig) -> int:
         )
     elif document["exit_code"] != 0:
         document["reason"] = f"the command exited with code {document['exit_code']}"
-    write_json_atomically(config.status_file, document)
-    with contextlib.suppress(FileNotFoundError):
-        config.running_file.unlink()
+    # Not fsynced: the status has to outlive the runner and the scheduler's process, which the page
+    # cache ensures. After a machine crash a status lost with the cache leaves the job LOST (runner
+    # gone, no status), so the step runs again, as every step running at the crash does; a durable
+    # status would vouch for outputs the command wrote that were not flushed either. (The fsync cost
+    # each step ~0.2 ms of CPU and a disk flush before the end was known.) The running file, which
+    # the command's end makes stale, becomes the status file: no file is created for it.
+    write_json_atomically(config.status_file, document, durable=False, recycle=config.running_file)
     return 0
 
 
-def record_runner_failure(config: RunnerConfig) -> None:
-    """The runner itself failed: leave a status that says so rather than a silent LOST."""
+def record_runner_failure(config: RunnerConfig, log: Path | None = None) -> None:
+    """The runner itself failed: its traceback to `log` (else stderr), and a status that says so rather
+    than a silent LOST."""
     import traceback
 
-    traceback.print_exc()
+    with contextlib.suppress(Exception):
+        if log is None:
+            traceback.print_exc()
+        else:
+            with log.open("w", encoding="utf-8") as out:
+                traceback.print_exc(file=out)
     with contextlib.suppress(Exception):
         write_json_atomically(
             config.status_file,
@@ -382,6 +385,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.umask(0o077)  # what the step writes is its tenant's: owner-only (the command inherits this)
     try:
         config.workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if config.job_file is not None:
+            _write_job_file(config)
         return run_runner(config)
     except BaseException:
         record_runner_failure(config)

@@ -4,7 +4,9 @@ command line that says the same. The runner itself is local_runner.py."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+import shutil
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,8 +40,12 @@ class RunnerConfig:
     time_limit_seconds: float | None = None
     memory_limit_mb: int | None = None
     grace_seconds: float = 10.0
-    env: dict[str, str] = field(default_factory=dict)  # added to the runner's own environment
-    unset_env: list[str] = field(default_factory=list)  # taken out of it (after `env` is added)
+    # The command's whole environment: the submitting process's as it was at submission, with the
+    # step's variables (the fork server's own environment, from when it started, plays no part).
+    env: dict[str, str] = field(default_factory=dict)
+    # argv[0] as found on `env`'s PATH by the submitting process; None: the runner looks it up. Done
+    # before the fork: a runner pays for every page the lookup touches with a copy of it.
+    executable: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         document = asdict(self)
@@ -65,6 +71,14 @@ class RunnerConfig:
         if values.get("submission") is not None:
             values["submission"] = Submission(**values["submission"])
         return cls(**values)
+
+
+def command_path(name: str, env: Mapping[str, str]) -> str | None:
+    """Where `name` (argv[0]) is: itself if it names a path, else found on `env`'s PATH (as subprocess
+    would look it up, relative entries from the current directory); None if it is not there."""
+    if os.sep in name:
+        return name
+    return shutil.which(name, path=os.pathsep.join(os.get_exec_path(dict(env))))
 
 
 def parse_runner_args(argv: Sequence[str], *, description: str | None = None) -> RunnerConfig:
@@ -115,4 +129,5 @@ def parse_runner_args(argv: Sequence[str], *, description: str | None = None) ->
         time_limit_seconds=args.time_limit_seconds,
         memory_limit_mb=args.memory_limit_mb,
         grace_seconds=args.grace_seconds,
+        env=dict(os.environ),  # the command inherits the runner's environment
     )

@@ -1,0 +1,86 @@
+"""The submitting process's side of the fork server (`local_forkserver.py`): starts it on first use,
+asks it for one runner per step, starts it again if it died. Kept apart from the server so that the
+server, whose every import each forked runner pays for, does not load `subprocess` and `threading`."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from stamen.executors.local_forkserver import ForkServerError
+from stamen.executors.local_runner_config import RunnerConfig
+
+__all__ = ["ForkServer", "ForkServerError", "fork_server"]
+
+
+class ForkServer:
+    """The submitting process's fork server: started on first use, started again if it died."""
+
+    def __init__(self, python: str = sys.executable) -> None:
+        self.python = python
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()  # submits run in worker threads; one request at a time
+
+    @property
+    def pid(self) -> int | None:
+        """The fork server's pid while it runs."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
+    def _server(self) -> subprocess.Popen[bytes]:
+        if self._proc is not None and self._proc.poll() is None:
+            return self._proc
+        # Its own environment does not reach the steps: each request carries the command's whole one.
+        self._proc = subprocess.Popen(
+            [self.python, "-m", "stamen.executors.local_forkserver"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, close_fds=True,
+        )  # fmt: skip
+        return self._proc
+
+    def start_runner(self, config: RunnerConfig, log: Path) -> tuple[int, str]:
+        """Fork a runner for `config`; its pid and start time."""
+        with self._lock:
+            server = self._server()
+            request = json.dumps({"config": config.to_json(), "log": str(log)}).encode() + b"\n"
+            assert server.stdin is not None and server.stdout is not None
+            error: OSError | None = None
+            try:
+                server.stdin.write(request)
+                server.stdin.flush()
+                line = server.stdout.readline()
+            except OSError as exc:
+                line, error = b"", exc
+            if not line:
+                # It died with our request: whether it forked a runner is unknown, so this is an error
+                # (the step's job file says, if a runner started), never a silent second attempt.
+                raise ForkServerError(
+                    f"the local fork server stopped answering (exit {server.poll()}): {error}"
+                )
+        reply = json.loads(line)
+        if "error" in reply:
+            raise ForkServerError(f"the local fork server could not start the runner: {reply['error']}")
+        return int(reply["pid"]), str(reply["start_time"])
+
+    def stop(self) -> None:
+        """Close its stdin so it exits (runners it started keep running)."""
+        with self._lock:
+            if self._proc is not None:
+                with contextlib.suppress(OSError):
+                    if self._proc.stdin is not None:
+                        self._proc.stdin.close()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self._proc.wait(5)
+                self._proc = None
+
+
+_servers: dict[str, ForkServer] = {}
+_servers_lock = threading.Lock()
+
+
+def fork_server(python: str = sys.executable) -> ForkServer:
+    """This process's fork server for `python` (one for every LocalExecutor that uses it)."""
+    with _servers_lock:
+        return _servers.setdefault(python, ForkServer(python))
