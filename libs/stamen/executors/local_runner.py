@@ -61,7 +61,7 @@ EXIT_COMMAND_NOT_FOUND = 127
 EXIT_COMMAND_NOT_EXECUTABLE = 126
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
-__all__ = ["boot_id", "main", "run_runner"]
+__all__ = ["boot_id", "main", "run_runner", "write_job_file"]
 
 
 def _now() -> str:
@@ -108,23 +108,26 @@ class RunnerState:
             self.kill_deadline = time.monotonic() + self.grace_seconds
 
 
-def _write_job_file(config: RunnerConfig) -> None:
-    """Before anything else: from here on, a runner of this submission can be found.
+def write_job_file(config: RunnerConfig) -> str:
+    """Before the command may start: from here on, a runner of this submission can be found. Returns
+    this runner's start time (clock ticks since boot), which the job file names it by.
 
     Not fsynced: it has to outlive the scheduler's process, which the page cache ensures, and the
     executor waits for it before `submit` returns (an fsync would hold up every dispatch by a disk
     flush). After a machine crash no runner is left to find, which the boot id in it tells."""
     assert config.job_file is not None and config.submission is not None
     fields = proc_stat_fields(os.getpid())
+    start_time = fields[19] if fields else ""
     s = config.submission
     write_json_atomically(
         config.job_file,
         job_document(
             workset_id=s.workset_id, attempt=s.attempt, step=s.step, submitted_at=s.submitted_at,
-            runner_pid=os.getpid(), runner_start_time=fields[19] if fields else "", boot=boot_id(),
+            runner_pid=os.getpid(), runner_start_time=start_time, boot=boot_id(),
         ),
         durable=False,
     )  # fmt: skip
+    return start_time
 
 
 class Wakeups:
@@ -386,7 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config.workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
         if config.job_file is not None:
-            _write_job_file(config)
+            write_job_file(config)
         return run_runner(config)
     except BaseException:
         record_runner_failure(config)
