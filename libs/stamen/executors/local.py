@@ -45,12 +45,18 @@ __all__ = ["LOST_REASON", "LocalExecutor", "group_is_alive", "process_is_alive"]
 
 KIND = "local"
 LOST_REASON = "the runner process disappeared without writing its status (machine restart or kill -9)"
+_FILE_NAMES = tuple(StepFiles.__dataclass_fields__)
 _STOPPED_STATES = {STOP_CANCEL: JobState.CANCELLED, STOP_TIME_LIMIT: JobState.TIMEOUT,
                    STOP_MEMORY_LIMIT: JobState.OUT_OF_MEMORY}  # fmt: skip
 
 
 def _parse_time(value: object) -> datetime | None:
     return datetime.fromisoformat(value) if isinstance(value, str) and value else None
+
+
+def _has_status(files: dict[str, str]) -> bool:
+    """The runner (or `cancel`) has recorded how the job ended (a stat of a local file: not awaited)."""
+    return os.path.exists(files["status_file"])
 
 
 def _float_or_none(value: object) -> float | None:
@@ -78,7 +84,7 @@ class LocalExecutor:
         self._exits.watch(int(handle.job_id), handle.extra.get("runner_start_time", ""))
 
     @staticmethod
-    def _step_files(workdir: Path, step: str) -> dict[str, Path]:
+    def _step_files(workdir: str, step: str) -> dict[str, str]:
         return StepFiles.of(workdir, step).as_dict()
 
     # --- submit ------------------------------------------------------------------------------
@@ -88,12 +94,12 @@ class LocalExecutor:
         return handle
 
     def _submit(self, step: StepSpec) -> JobHandle:
-        workdir = Path(step.workdir)
+        workdir = str(Path(step.workdir))
         try:
             os.mkdir(workdir, 0o700)
             created = True
         except FileNotFoundError:
-            workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.makedirs(workdir, 0o700, exist_ok=True)
             created = True
         except FileExistsError:
             created = False
@@ -101,7 +107,8 @@ class LocalExecutor:
         files = self._step_files(workdir, step.step)
         if not created:  # an earlier run's files (a workdir made just now has none to look up)
             for stale in ("status_file", "running_file", "cancel_marker", "job_file", "runner_log"):
-                files[stale].unlink(missing_ok=True)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(files[stale])
         submitted_at = datetime.now(UTC)
         # The command inherits this process's environment as it is at submission, as a child started
         # now would, with the step's variables.
@@ -123,12 +130,12 @@ class LocalExecutor:
         runner_pid, start_time = fork_server(self.python).start_runner(config, files["runner_log"])
         # The runner has written the job file (how `find` knows this submission) before this returns.
         boot = boot_id()
-        return self._handle(step, runner_pid, start_time, boot, submitted_at)
+        return self._handle(step, files, runner_pid, start_time, boot, submitted_at)
 
     def _handle(
-        self, step: StepSpec, runner_pid: int, runner_start_time: str, boot: str, submitted_at: datetime
-    ) -> JobHandle:
-        files = self._step_files(Path(step.workdir), step.step)
+        self, step: StepSpec, files: dict[str, str], runner_pid: int, runner_start_time: str, boot: str,
+        submitted_at: datetime,
+    ) -> JobHandle:  # fmt: skip
         return JobHandle(
             executor=KIND,
             cluster=self.cluster,
@@ -139,7 +146,7 @@ class LocalExecutor:
             workdir=str(Path(step.workdir)),
             submitted_at=submitted_at,
             extra={"runner_start_time": runner_start_time, "boot_id": boot,
-                   **{name: str(path) for name, path in files.items()}},
+                   **files},
         )  # fmt: skip
 
     # --- find --------------------------------------------------------------------------------
@@ -147,7 +154,8 @@ class LocalExecutor:
         return await asyncio.to_thread(self._find, step)
 
     def _find(self, step: StepSpec) -> JobHandle | None:
-        job_file = self._step_files(Path(step.workdir), step.step)["job_file"]
+        files = self._step_files(str(Path(step.workdir)), step.step)
+        job_file = files["job_file"]
         document = read_json(job_file)
         if document is None:
             return None  # no runner was ever started for this step in this workdir (or `submit` removed it)
@@ -167,7 +175,7 @@ class LocalExecutor:
             )
         # Returned whether the runner still runs or not: poll tells (a recycled pid has another start
         # time, so it is never taken for the runner; a runner gone without a status is LOST).
-        return self._handle(step, pid, start_time, boot, submitted_at)
+        return self._handle(step, files, pid, start_time, boot, submitted_at)
 
     # --- poll --------------------------------------------------------------------------------
     async def poll(self, handles: Sequence[JobHandle]) -> dict[str, JobStatus]:
@@ -181,9 +189,12 @@ class LocalExecutor:
     def _poll_all(self, handles: list[JobHandle]) -> dict[str, JobStatus]:
         return {handle.job_id: self._status(handle) for handle in handles}
 
-    def _files(self, handle: JobHandle) -> dict[str, Path]:
-        defaults = self._step_files(Path(handle.workdir), handle.step)
-        return {name: Path(handle.extra.get(name, str(path))) for name, path in defaults.items()}
+    def _files(self, handle: JobHandle) -> dict[str, str]:
+        extra = handle.extra
+        if all(name in extra for name in _FILE_NAMES):  # every handle this executor made
+            return {name: str(extra[name]) for name in _FILE_NAMES}
+        defaults = self._step_files(handle.workdir, handle.step)
+        return {name: str(extra.get(name, path)) for name, path in defaults.items()}
 
     def _runner_alive(self, handle: JobHandle) -> bool:
         return process_is_alive(
@@ -212,7 +223,7 @@ class LocalExecutor:
         )  # fmt: skip
 
     @staticmethod
-    def _kill_orphaned_command(files: dict[str, Path]) -> None:
+    def _kill_orphaned_command(files: dict[str, str]) -> None:
         """A lost job must not keep running behind the scheduler's back (a retry may start)."""
         running = read_json(files["running_file"])
         if not running or not isinstance(running.get("command_pgid"), int):
@@ -227,7 +238,7 @@ class LocalExecutor:
                 os.killpg(pgid, signal.SIGKILL)
 
     @staticmethod
-    def _logtail(files: dict[str, Path]) -> str:
+    def _logtail(files: dict[str, str]) -> str:
         parts = []
         for label in ("stderr", "stdout"):
             text = tail(files[f"{label}_file"])
@@ -236,7 +247,7 @@ class LocalExecutor:
         return "\n".join(parts)
 
     def _finished_status(
-        self, handle: JobHandle, document: dict[str, Any], files: dict[str, Path]
+        self, handle: JobHandle, document: dict[str, Any], files: dict[str, str]
     ) -> JobStatus:
         exit_code = document.get("exit_code")
         signal_number = document.get("signal")
@@ -273,7 +284,7 @@ class LocalExecutor:
     # --- cancel ------------------------------------------------------------------------------
     async def cancel(self, handle: JobHandle) -> None:
         files = self._files(handle)
-        if files["status_file"].exists():
+        if _has_status(files):
             return  # already finished: nothing to stop
         if not self._runner_alive(handle):
             # Lost (no status, no runner): nothing to signal but a command the runner may have left.
@@ -282,17 +293,17 @@ class LocalExecutor:
         await asyncio.to_thread(self._signal_job, handle, files, signal.SIGTERM, True)
         deadline = time.monotonic() + self.grace_seconds + 2.0  # the runner escalates after the grace
         while time.monotonic() < deadline:
-            if files["status_file"].exists():
+            if _has_status(files):
                 return
             if not self._runner_alive(handle):
                 break
             await asyncio.sleep(0.05)
         # The runner did not finish in time (hung, or it was gone already): kill everything ourselves.
         await asyncio.to_thread(self._signal_job, handle, files, signal.SIGKILL, False)
-        if not files["status_file"].exists():
+        if not _has_status(files):
             await asyncio.to_thread(self._write_cancelled_status, handle, files)
 
-    def _signal_job(self, handle: JobHandle, files: dict[str, Path], signum: int, mark: bool) -> None:
+    def _signal_job(self, handle: JobHandle, files: dict[str, str], signum: int, mark: bool) -> None:
         if mark:
             write_json_atomically(files["cancel_marker"], {"requested_at": datetime.now(UTC).isoformat(),
                                                            "requested_by_pid": os.getpid()})  # fmt: skip
@@ -306,7 +317,7 @@ class LocalExecutor:
                 os.killpg(int(running["command_pgid"]), signum)
 
     @staticmethod
-    def _write_cancelled_status(handle: JobHandle, files: dict[str, Path]) -> None:
+    def _write_cancelled_status(handle: JobHandle, files: dict[str, str]) -> None:
         running = read_json(files["running_file"]) or {}
         write_json_atomically(
             files["status_file"],

@@ -37,28 +37,31 @@ LOG_TAIL_BYTES = 64 * 1024
 
 @dataclass(frozen=True)
 class StepFiles:
-    status_file: Path
-    running_file: Path
-    cancel_marker: Path
-    stdout_file: Path
-    stderr_file: Path
-    runner_log: Path
-    job_file: Path
+    """The paths, as strings: the executor reads them for every job it polls, and pathlib objects cost
+    several times the reads themselves."""
+
+    status_file: str
+    running_file: str
+    cancel_marker: str
+    stdout_file: str
+    stderr_file: str
+    runner_log: str
+    job_file: str
 
     @classmethod
     def of(cls, workdir: Path | str, step: str) -> StepFiles:
-        w = Path(workdir)
+        w = os.fspath(workdir)
         return cls(
-            status_file=w / f"{step}.status.json",
-            running_file=w / f"{step}.running.json",
-            cancel_marker=w / f"{step}.cancel",
-            stdout_file=w / f"{step}.stdout.log",
-            stderr_file=w / f"{step}.stderr.log",
-            runner_log=w / f"{step}.runner.log",
-            job_file=w / f"{step}.job.json",
+            status_file=os.path.join(w, f"{step}.status.json"),
+            running_file=os.path.join(w, f"{step}.running.json"),
+            cancel_marker=os.path.join(w, f"{step}.cancel"),
+            stdout_file=os.path.join(w, f"{step}.stdout.log"),
+            stderr_file=os.path.join(w, f"{step}.stderr.log"),
+            runner_log=os.path.join(w, f"{step}.runner.log"),
+            job_file=os.path.join(w, f"{step}.job.json"),
         )
 
-    def as_dict(self) -> dict[str, Path]:
+    def as_dict(self) -> dict[str, str]:
         return dict(self.__dict__)
 
 
@@ -68,7 +71,7 @@ def step_file_stem(status_file: Path) -> str:
 
 
 def write_json_atomically(
-    path: Path, document: dict[str, Any], *, durable: bool = True, recycle: Path | None = None
+    path: str | Path, document: dict[str, Any], *, durable: bool = True, recycle: str | Path | None = None
 ) -> None:
     """Readers see either no file or the whole document, never a partial write. `durable` also
     fsyncs it, so it survives the machine, not only the processes.
@@ -76,7 +79,8 @@ def write_json_atomically(
     `recycle`: a file this one replaces (the runner's running file, replaced by the status file),
     renamed to the temporary name and overwritten, so that no file is created: on ext4 creating a
     file costs ~0.15 ms of CPU, renaming and overwriting one a fifth of that. It is gone afterwards."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    folder, name = os.path.split(path)  # os.path, not pathlib: this runs in forked runners
+    temporary = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
     data = _ENCODER.encode(document).encode()
     try:
         if recycle is None:
@@ -102,17 +106,18 @@ def write_json_atomically(
     os.replace(temporary, path)
 
 
-def read_json(path: Path) -> dict[str, Any] | None:
+def read_json(path: str | Path) -> dict[str, Any] | None:
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        with open(path, "rb") as handle:
+            document = json.loads(handle.read())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
     return document if isinstance(document, dict) else None
 
 
-def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+def tail(path: str | Path, lines: int = LOG_TAIL_LINES) -> str:
     try:
-        with path.open("rb") as handle:
+        with open(path, "rb") as handle:
             handle.seek(0, os.SEEK_END)
             size = handle.tell()
             handle.seek(max(0, size - LOG_TAIL_BYTES))

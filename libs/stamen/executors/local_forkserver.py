@@ -25,7 +25,6 @@ import json
 import os
 import signal
 import sys
-from pathlib import Path
 from types import FrameType
 from typing import IO, Any, NoReturn
 
@@ -43,15 +42,17 @@ class ForkServerError(RuntimeError):
     """The fork server could not start a runner, or stopped answering."""
 
 
-# --- the server (its own process) -----------------------------------------------------------------
-
-
 def _reap_runners(_signum: int = 0, _frame: FrameType | None = None) -> None:
+    """Wait for every runner that has ended. Not SIGCHLD ignored (the kernel would reap them for
+    us): a runner's CPU then counts nowhere, and bench/local_executor.py measures it here."""
     try:
         while os.waitpid(-1, os.WNOHANG)[0] != 0:
             pass
     except ChildProcessError:
         pass
+
+
+# --- the server (its own process) -----------------------------------------------------------------
 
 
 def _become_runner(request: dict[str, Any], ready: int) -> NoReturn:
@@ -63,11 +64,11 @@ def _become_runner(request: dict[str, Any], ready: int) -> NoReturn:
     not for every step (creating a file is the dearest thing a runner does: ~0.15 ms of CPU on ext4)."""
     code = 1
     config: RunnerConfig | None = None
-    log: Path | None = None
+    log: str | None = None
     try:
         gc.disable()  # a runner lives briefly and allocates little; a collection would only copy pages
         os.setsid()  # its own session: a signal to the scheduler's group does not reach it
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        # SIGCHLD keeps the server's handler until Wakeups replaces it, before the command starts.
         devnull = os.open(os.devnull, os.O_RDWR)
         os.dup2(devnull, 0)
         os.dup2(devnull, 1)
@@ -76,7 +77,7 @@ def _become_runner(request: dict[str, Any], ready: int) -> NoReturn:
         os.closerange(3, ready)
         os.closerange(ready + 1, 65536)
         config = RunnerConfig.from_json(request["config"])
-        log = Path(request["log"])
+        log = str(request["log"])
         os.chdir(config.workdir)
         os.umask(0o077)  # the step's files (staged reads, results, logs) are its tenant's: owner-only
         start_time = write_job_file(config)

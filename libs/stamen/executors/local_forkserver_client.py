@@ -9,7 +9,6 @@ import json
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 from stamen.executors.local_forkserver import ForkServerError
 from stamen.executors.local_runner_config import RunnerConfig
@@ -40,11 +39,11 @@ class ForkServer:
         )  # fmt: skip
         return self._proc
 
-    def start_runner(self, config: RunnerConfig, log: Path) -> tuple[int, str]:
+    def start_runner(self, config: RunnerConfig, log: str) -> tuple[int, str]:
         """Fork a runner for `config`; its pid and start time."""
         with self._lock:
             server = self._server()
-            request = json.dumps({"config": config.to_json(), "log": str(log)}).encode() + b"\n"
+            request = json.dumps({"config": config.to_json(), "log": log}).encode() + b"\n"
             assert server.stdin is not None and server.stdout is not None
             error: OSError | None = None
             try:
