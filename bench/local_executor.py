@@ -10,7 +10,8 @@ Prints:
 - overhead CPU per step: all CPU of this process and every process it started (the fork server or the
   runners, and the commands), minus the commands' own CPU (from their status files) and minus the CPU
   this process spends counting zombies (a scan of /proc, ~2 ms a time, which is the bench's, not the
-  executor's);
+  executor's); and where it goes: this process (submit, poll, the event loop), the fork server itself,
+  the runners it forked (its reaped children's CPU minus the commands');
 - submit call: how long `submit` takes (the scheduler's dispatch waits for it);
 - exit -> noticed: from the command's end (status file) to this process knowing it (it includes
   waiting for the submits in progress: this loop, like the scheduler's, submits one step at a time);
@@ -33,6 +34,7 @@ from measure import ProcessTree, bench_process, emit, latency_summary, machine
 from stamen.domain.steps import StepSpec
 from stamen.executors.base import JobHandle
 from stamen.executors.local import LocalExecutor
+from stamen.executors.local_forkserver_client import fork_server
 
 
 def zombies() -> int:
@@ -66,6 +68,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.sleep(0.01)
         me = ProcessTree("bench", os.getpid())
         me.start()
+        server = psutil.Process(fork_server().pid)
+        server_at_start, own_at_start = server.cpu_times(), time.process_time()
         pending = [StepSpec(workset_id=f"ws-{i}", attempt=1, step="s", argv=["true"], workdir=str(folder / str(i)))
                    for i in range(args.steps)]  # fmt: skip
         pending.reverse()
@@ -102,8 +106,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 except TimeoutError:
                     pass
         elapsed = time.perf_counter() - t0
+        await asyncio.sleep(0.2)  # the last runners have exited and been reaped
         total_cpu = me.cpu_since_start()
+        server_at_end, own_cpu = server.cpu_times(), time.process_time() - own_at_start
     overhead_ms = (total_cpu - command_cpu - sampling_cpu) * 1000 / args.steps
+    server_cpu = server_at_end.user + server_at_end.system - server_at_start.user - server_at_start.system
+    reaped_cpu = (server_at_end.children_user + server_at_end.children_system
+                  - server_at_start.children_user - server_at_start.children_system)  # fmt: skip
+    split = {
+        "submitting_process": own_cpu - sampling_cpu,
+        "fork_server": server_cpu,
+        "runners": reaped_cpu - command_cpu,
+    }
     return {
         "bench": "local_executor",
         "machine": machine(),
@@ -114,6 +128,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "steps_per_second": round(args.steps / elapsed, 1),
         "overhead_cpu_ms_per_step": round(overhead_ms, 2),
         "command_cpu_ms_per_step": round(command_cpu * 1000 / args.steps, 2),
+        "overhead_split_ms_per_step": {k: round(v * 1000 / args.steps, 2) for k, v in split.items()},
         "zombie_sampling_cpu_ms_per_step": round(sampling_cpu * 1000 / args.steps, 2),
         "submit_call": latency_summary(submit_calls),
         "submit_to_noticed": latency_summary(submit_to_noticed),
@@ -129,6 +144,8 @@ def lines_for(f: dict[str, Any]) -> list[str]:
         f"overhead CPU per step (beyond the command): {f['overhead_cpu_ms_per_step']:8.2f} ms "
         f"(the command itself: {f['command_cpu_ms_per_step']} ms; the bench's zombie sampling, left out: "
         f"{f['zombie_sampling_cpu_ms_per_step']} ms)",
+        "  of it: "
+        + ", ".join(f"{k.replace('_', ' ')} {v} ms" for k, v in f["overhead_split_ms_per_step"].items()),
         f"steps/s: {f['steps_per_second']}",
         f"submit call:       p50 {f['submit_call']['p50_ms']:.1f} ms, p99 {f['submit_call']['p99_ms']:.1f} ms",
         f"submit -> noticed: p50 {f['submit_to_noticed']['p50_ms']:.1f} ms, p99 {f['submit_to_noticed']['p99_ms']:.1f} ms",
