@@ -356,7 +356,7 @@ def run_runner(config: RunnerConfig) -> int:
         document["reason"] = f"the command exited with code {document['exit_code']}"
     # Not fsynced: the status has to outlive the runner and the scheduler's process, which the page
     # cache ensures. After a machine crash a status lost with the cache leaves the job LOST (runner
-    # gone, no status), so the step runs again, as every step running at the crash does; a durable
+    # gone, no status), as it does every step that was running at the crash; a durable
     # status would vouch for outputs the command wrote that were not flushed either. (The fsync cost
     # each step ~0.2 ms of CPU and a disk flush before the end was known.) The running file, which
     # the command's end makes stale, becomes the status file: no file is created for it.
