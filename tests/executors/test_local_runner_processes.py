@@ -10,11 +10,15 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from stamen.domain.steps import StepSpec
 from stamen.executors.base import JobHandle, JobState
 from stamen.executors.local import LocalExecutor
-from stamen.executors.local_forkserver_client import fork_server
+from stamen.executors.local_files import StepFiles
+from stamen.executors.local_forkserver_client import ForkServerError, fork_server
 from stamen.executors.local_proc import proc_stat_fields
+from stamen.executors.local_runner_config import RunnerConfig, Submission
 
 
 def step(workdir: Path, argv: list[str], name: str = "s") -> StepSpec:
@@ -95,3 +99,50 @@ async def test_a_step_outlives_the_process_that_submitted_it_and_its_fork_server
     while (fields := proc_stat_fields(server_pid)) is not None and fields[0] not in ("Z", "X"):
         assert time.monotonic() < deadline, "the fork server outlived the process that started it"
         await asyncio.sleep(0.05)
+
+
+async def test_a_runner_that_cannot_record_its_job_runs_nothing_and_says_why(tmp_path: Path) -> None:
+    """The runner writes its job file before anything else: if it cannot, the command never starts,
+    the submission fails with the error, its traceback is in the runner log (which a runner that did
+    not fail never creates), and the fork server goes on serving."""
+    workdir = tmp_path / "w"
+    workdir.mkdir()
+
+    def config(step_name: str, job_file: Path) -> RunnerConfig:
+        files = StepFiles.of(workdir, step_name)
+        return RunnerConfig(
+            argv=["touch", f"{step_name}.ran"], workdir=str(workdir), status_file=files.status_file,
+            running_file=files.running_file, stdout_file=files.stdout_file, stderr_file=files.stderr_file,
+            cancel_marker=files.cancel_marker, job_file=str(job_file),
+            submission=Submission("ws-proc", 1, step_name, "2026-12-06T00:00:00+00:00"), env=dict(os.environ),
+        )  # fmt: skip
+
+    server = fork_server()
+    failing = config("a", tmp_path / "missing" / "a.job.json")
+    with pytest.raises(ForkServerError, match="before it wrote its job file"):
+        await asyncio.to_thread(server.start_runner, failing, StepFiles.of(workdir, "a").runner_log)
+    assert "FileNotFoundError" in Path(StepFiles.of(workdir, "a").runner_log).read_text()
+
+    working = config("b", workdir / "b.job.json")
+    await asyncio.to_thread(server.start_runner, working, StepFiles.of(workdir, "b").runner_log)
+    deadline = time.monotonic() + 20
+    while not Path(working.status_file).exists():
+        assert time.monotonic() < deadline, "the second runner did not finish"
+        await asyncio.sleep(0.05)
+    assert (workdir / "b.ran").exists() and not (workdir / "a.ran").exists()
+    assert not Path(StepFiles.of(workdir, "b").runner_log).exists()
+
+
+async def test_a_finished_step_leaves_its_job_status_and_output_files_and_nothing_else(
+    tmp_path: Path,
+) -> None:
+    """The status file takes the running file's place; no runner log unless the runner failed, no
+    temporary left behind."""
+    executor = LocalExecutor()
+    handle = await executor.submit(step(tmp_path, ["true"]))
+    deadline = time.monotonic() + 20
+    while not (status := (await executor.poll([handle]))[handle.job_id]).state.finished:
+        assert time.monotonic() < deadline, status
+        await asyncio.sleep(0.05)
+    assert status.state is JobState.SUCCEEDED
+    assert sorted(os.listdir(tmp_path)) == ["s.job.json", "s.status.json", "s.stderr.log", "s.stdout.log"]
