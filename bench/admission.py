@@ -12,7 +12,8 @@ queue heads, limits, placement, lease, commit):
 - admitting: every decision admits one workset (the limits are wide);
 - blocked: every slot is taken, so the decision reads the queue and admits nothing (what every idle
   tick of a busy scheduler pays);
-- queue heads: the query alone, with its plan (does an index serve it, or is every queued row sorted?).
+- queue read: what admission reads of the queue, alone, with its plans (the queues waiting from
+  `admission_queues`, then one index descent per front queue: is any queued row scanned?).
 
 The ratio printed is the decision's p99 over one single-row PostgreSQL transaction's p50 on the same
 server in the same run: how many "simplest possible transactions" one decision costs.
@@ -34,6 +35,7 @@ from ceiling import postgres_ceiling
 from measure import bench_process, embedded_servers, emit, latency_summary, machine
 
 from services.scheduler.admission import Admitter
+from stamen.domain.admission import Limits, Occupancy, TenantQueue, next_queues
 from stamen.settings import Settings
 from stamen.store.db import create_pool
 from stamen.store.migrate import apply_migrations
@@ -171,18 +173,26 @@ async def time_decisions(admit: Admitter, n: int, *, expect_admission: bool) -> 
     return times
 
 
-async def queue_heads_plan(pool: asyncpg.Pool, n: int) -> tuple[list[float], dict[str, Any]]:
+async def queue_read_plan(pool: asyncpg.Pool, n: int) -> tuple[list[float], dict[str, Any]]:
+    """What admission reads of the queue, timed alone: the queues waiting (with their tenants' last
+    admissions and quotas), the front by fair share, and the heads of the front queues."""
     times = []
-    heads = 0
+    queues: list[TenantQueue] = []
+    front: list[TenantQueue] = []
     for _ in range(n):
         async with UnitOfWork(pool) as uow:
+            running = await uow.slots.running_by_tenant()
             t0 = time.perf_counter()
-            heads = len(await uow.slots.queue_heads())
+            queues, last, quotas = await uow.slots.waiting_queues()
+            occupancy = Occupancy(sum(running.values()), running)
+            front = next_queues(queues, occupancy, Limits(10**9, quotas, 10**6), last)
+            await uow.slots.queue_heads(front)
             times.append(time.perf_counter() - t0)
-    # The plan of the query the repository runs, as PostgreSQL executes it now.
+    # The plans of the queries the repository runs, as PostgreSQL executes them now.
+    plans = []
     async with pool.acquire() as conn:
-        sql = await _queue_heads_sql(conn)
-        plan = json.loads(await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}"))[0]
+        for sql, args in await _queue_read_sql(front):
+            plans.append(json.loads(await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", *args))[0])
     nodes: list[str] = []
 
     def walk(node: dict[str, Any]) -> None:
@@ -190,24 +200,32 @@ async def queue_heads_plan(pool: asyncpg.Pool, n: int) -> tuple[list[float], dic
         for child in node.get("Plans", []):
             walk(child)
 
-    walk(plan["Plan"])
-    return times, {"heads": heads, "execution_ms": round(plan["Execution Time"], 3), "plan_nodes": nodes,
-                   "seq_scan_of_the_queue": any(n.startswith("Seq Scan") for n in nodes)}  # fmt: skip
+    for plan in plans:
+        walk(plan["Plan"])
+    return times, {
+        "queues": len(queues),
+        "front": len(front),
+        "execution_ms": round(sum(p["Execution Time"] for p in plans), 3),
+        "plan_nodes": nodes,
+        "seq_scan_of_the_queue": any(n.startswith("Seq Scan on worksets") for n in nodes),
+    }
 
 
-async def _queue_heads_sql(conn: asyncpg.Connection) -> str:
-    """The SQL `queue_heads` sends, caught from the repository itself (not a copy that could drift)."""
-    sent: list[str] = []
+async def _queue_read_sql(front: list[TenantQueue]) -> list[tuple[str, tuple[Any, ...]]]:
+    """The SQL admission's queue reads send, caught from the repository itself (not a copy that could
+    drift), with their arguments."""
+    sent: list[tuple[str, tuple[Any, ...]]] = []
 
     class Recorder:
         async def fetch(self, sql: str, *args: object) -> list[Any]:
-            sent.append(sql)
+            sent.append((sql, args))
             return []
 
     from stamen.store.slots import SlotLedger
 
-    await SlotLedger(Recorder()).queue_heads()  # type: ignore[arg-type]
-    return sent[0]
+    await SlotLedger(Recorder()).waiting_queues()  # type: ignore[arg-type]
+    await SlotLedger(Recorder()).queue_heads(front)  # type: ignore[arg-type]
+    return sent
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -237,7 +255,7 @@ async def run(args: argparse.Namespace) -> None:
                 blocked = await time_decisions(
                     admitter(pool, global_max=running), args.decisions, expect_admission=False
                 )
-                heads_times, plan = await queue_heads_plan(pool, args.decisions)
+                heads_times, plan = await queue_read_plan(pool, args.decisions)
             finally:
                 await pool.close()
             ceiling = await postgres_ceiling(url, min(2.0, max(0.5, args.decisions / 200)), connections=2)
@@ -255,18 +273,18 @@ async def run(args: argparse.Namespace) -> None:
         "seed_seconds": round(seeded_seconds, 1),
         "decision_admitting": latency_summary(admitting),
         "decision_blocked": latency_summary(blocked),
-        "queue_heads_query": {**latency_summary(heads_times), **plan},
+        "queue_read": {**latency_summary(heads_times), **plan},
         "postgres_single_tx_p50_ms": single,
         "ratio_decision_p99_to_single_tx": round(latency_summary(admitting)["p99_ms"] / single, 1),
     }
-    a, b, q = figures["decision_admitting"], figures["decision_blocked"], figures["queue_heads_query"]
+    a, b, q = figures["decision_admitting"], figures["decision_blocked"], figures["queue_read"]
     lines = [
         f"admission with {args.queued:,} queued ({args.tenants} tenants, 3 priorities), {args.clusters} clusters, "
         f"{running} running, {args.history:,} finished",
         f"decision that admits:      p50 {a['p50_ms']:8.2f} ms   p99 {a['p99_ms']:8.2f} ms   ({a['n']} decisions)",
         f"decision, all slots taken: p50 {b['p50_ms']:8.2f} ms   p99 {b['p99_ms']:8.2f} ms",
-        f"queue_heads query alone:   p50 {q['p50_ms']:8.2f} ms   p99 {q['p99_ms']:8.2f} ms   "
-        f"({q['heads']} heads; plan: {' > '.join(q['plan_nodes'])})",
+        f"queue read alone:          p50 {q['p50_ms']:8.2f} ms   p99 {q['p99_ms']:8.2f} ms   "
+        f"({q['queues']} queues, {q['front']} in front; plans: {' > '.join(q['plan_nodes'])})",
         f"single-row tx p50 {single:.2f} ms; decision p99 / single tx = {figures['ratio_decision_p99_to_single_tx']}",
     ]
     emit(figures, lines, args.json)

@@ -6,7 +6,15 @@ import asyncpg
 import structlog
 
 from services.scheduler.dispatch import Dispatcher
-from stamen.domain.admission import Limits, Occupancy, Placement, next_head, place, room_after
+from stamen.domain.admission import (
+    Limits,
+    Occupancy,
+    Placement,
+    next_head,
+    next_queues,
+    place,
+    room_after,
+)
 from stamen.domain.lifecycle import WorksetState
 from stamen.events.types import WorksetScheduled
 from stamen.settings import Settings
@@ -55,17 +63,18 @@ class Admitter:
                 occupancy = Occupancy(sum(running.values()), running)
                 if occupancy.total >= self._settings.max_concurrent_worksets:
                     return None  # every slot taken: the queue need not be read
-                heads = await repo.queue_heads()
-                if not heads:
-                    return None
+                # The queues waiting, then the heads of the one(s) in front only: a few small rows and
+                # usually one index descent, however deep the queue and however many tenants wait.
+                queues, last_admitted, quotas = await repo.waiting_queues()
                 limits = Limits(
                     global_max=self._settings.max_concurrent_worksets,
-                    tenant_max=await repo.tenant_limits(),
+                    tenant_max=quotas,
                     default_tenant_max=self._settings.default_tenant_max_concurrent,
                 )
-                head = next_head(
-                    heads, occupancy, limits, await repo.last_admitted([h.tenant_id for h in heads])
-                )
+                front = next_queues(queues, occupancy, limits, last_admitted)
+                if not front:
+                    return None
+                head = next_head(await repo.queue_heads(front), occupancy, limits, last_admitted)
                 if head is None:
                     return None
                 views = await repo.cluster_views()

@@ -47,8 +47,10 @@ def test_admission(postgres_admin_url: str) -> None:
         "--decisions", "5", env={"DATABASE_URL": postgres_admin_url},
     )  # fmt: skip
     assert f["decision_admitting"]["n"] == f["decision_blocked"]["n"] == 5
-    assert 0 < f["queue_heads_query"]["heads"] <= 20 * 3
-    assert f["queue_heads_query"]["plan_nodes"], "the plan of queue_heads was read"
+    assert (
+        0 < f["queue_read"]["queues"] <= 20 * 3 and 0 < f["queue_read"]["front"] <= f["queue_read"]["queues"]
+    )
+    assert f["queue_read"]["plan_nodes"], "the plans of the queue reads were read"
 
 
 def test_api(postgres_admin_url: str, nats_url: str) -> None:

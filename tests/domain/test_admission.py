@@ -12,7 +12,10 @@ from stamen.domain.admission import (
     Limits,
     Occupancy,
     QueueHead,
+    TenantQueue,
     choose_admission,
+    next_head,
+    next_queues,
     score_clusters,
 )
 
@@ -126,3 +129,34 @@ def test_never_admits_beyond_a_limit(queue: list[tuple[str, str]], running_t1: i
     if placed is not None:
         assert occ.total < limits.global_max
         assert occ.by_tenant.get(placed.tenant_id, 0) < limits.for_tenant(placed.tenant_id)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["t1", "t2", "t3", "t4"]),
+            st.sampled_from(["urgent", "normal", "low"]),
+            st.integers(0, 3),  # minutes: ties on age, then the id decides
+        ),
+        min_size=1,
+        max_size=16,
+    ),
+    st.dictionaries(st.sampled_from(["t1", "t2", "t3", "t4"]), st.integers(0, 3)),
+    st.dictionaries(st.sampled_from(["t1", "t2", "t3", "t4"]), st.integers(0, 2)),
+    st.integers(0, 12),
+)
+def test_the_front_queues_heads_give_the_head_every_queues_heads_give(
+    queued: list[tuple[str, str, int]], running: dict[str, int], last_hours: dict[str, int], global_max: int
+) -> None:
+    """Admission reads the heads of the queues in front only (`next_queues`): what it takes from them is
+    what it would take from every queue's head, ties on running and last admission included."""
+    heads: dict[tuple[str, str], QueueHead] = {}
+    for i, (tenant, priority, minutes) in enumerate(queued):  # the first of each queue is its head
+        heads.setdefault((tenant, priority), head(f"w{i}", tenant, priority, minutes=minutes))
+    last = {t: T0 + timedelta(hours=h) for t, h in last_hours.items()}
+    occupancy = Occupancy(sum(running.values()), running)
+    limits = Limits(global_max=global_max, tenant_max={"t1": 1, "t2": 3}, default_tenant_max=2)
+    front = next_queues([TenantQueue(t, p) for t, p in heads], occupancy, limits, last)
+    from_front = next_head([heads[(q.tenant_id, q.priority)] for q in front], occupancy, limits, last)
+    assert from_front == next_head(list(heads.values()), occupancy, limits, last)
+    assert (from_front is None) == (front == [])

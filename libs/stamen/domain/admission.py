@@ -3,7 +3,9 @@
 Order: priority (urgent > normal > low), then fair share between tenants (the tenant with fewer
 worksets running, then the one admitted least recently, goes first: a tenant with 1,000 queued
 does not block another tenant's one), then age. Only the head of each tenant's queue per priority
-competes, so the cost of a decision does not grow with a tenant's backlog.
+competes, so the cost of a decision does not grow with a tenant's backlog; and which queue's head that is
+follows from the queues alone (tenant, priority, the tenant's running count and last admission), so only
+the heads of the queues in front need to be read (`next_queues`, then `next_head` on their heads).
 """
 
 from __future__ import annotations
@@ -25,6 +27,14 @@ class QueueHead:
     queued_at: datetime
     preferred_cluster: str | None = None
     data_locations: tuple[str, ...] = ()  # buckets / regions the inputs live in
+
+
+@dataclass(frozen=True)
+class TenantQueue:
+    """One tenant's queued worksets of one priority: a queue with at least one workset in it."""
+
+    tenant_id: str
+    priority: str
 
 
 @dataclass(frozen=True)
@@ -136,23 +146,52 @@ def score_clusters(
     return sorted(scores, key=lambda s: (not s.eligible, -s.total, s.cluster))
 
 
+def _fair_share_key(
+    tenant_id: str, priority: str, running: Mapping[str, int], last_admitted: Mapping[str, datetime]
+) -> tuple[int, int, datetime]:
+    """Where a tenant's queue of one priority stands before age decides: priority, then the tenant with
+    fewer running, then the one admitted least recently (never admitted: first)."""
+    last = last_admitted.get(tenant_id)
+    return (
+        PRIORITY_RANK.get(priority, 1),
+        running.get(tenant_id, 0),
+        last.replace(tzinfo=None) if last else datetime.min,
+    )
+
+
 def order_heads(
     heads: Iterable[QueueHead], running: Mapping[str, int], last_admitted: Mapping[str, datetime]
 ) -> list[QueueHead]:
-    epoch = datetime.min.replace(tzinfo=None)
-
-    def key(h: QueueHead) -> tuple[int, int, datetime, datetime, str]:
-        last = last_admitted.get(h.tenant_id)
-        last_naive = last.replace(tzinfo=None) if last else epoch
+    def key(h: QueueHead) -> tuple[tuple[int, int, datetime], datetime, str]:
         return (
-            PRIORITY_RANK.get(h.priority, 1),
-            running.get(h.tenant_id, 0),
-            last_naive,
+            _fair_share_key(h.tenant_id, h.priority, running, last_admitted),
             h.queued_at.replace(tzinfo=None),
             h.workset_id,
         )
 
     return sorted(heads, key=key)
+
+
+def next_queues(
+    queues: Iterable[TenantQueue], occupancy: Occupancy, limits: Limits, last_admitted: Mapping[str, datetime]
+) -> list[TenantQueue]:
+    """The queues whose heads compete for the next admission: of the queues whose tenant is under its
+    quota, those in front by priority and fair share (usually one; several only when tenants tie on
+    running and last admission, and then their heads' age decides). `next_head` over these queues'
+    heads picks what `next_head` over every queue's head would: a tenant's quota and fair-share place
+    are the same for all its queues, so any head behind the front queues' is behind their heads too.
+    Empty when nothing may start."""
+    if occupancy.total >= limits.global_max:
+        return []
+    keyed = [
+        (_fair_share_key(q.tenant_id, q.priority, occupancy.by_tenant, last_admitted), q)
+        for q in queues
+        if occupancy.by_tenant.get(q.tenant_id, 0) < limits.for_tenant(q.tenant_id)
+    ]
+    if not keyed:
+        return []
+    front = min(k for k, _ in keyed)
+    return sorted((q for k, q in keyed if k == front), key=lambda q: (q.tenant_id, q.priority))
 
 
 def choose_admission(

@@ -1,4 +1,5 @@
-"""SlotLedger: what admission reads and writes. The queue heads, the clusters' load, tenant limits and
+"""SlotLedger: what admission reads and writes. The queues waiting (`admission_queues`,
+`tenant_admissions`) and their heads, the clusters' load, tenant limits and
 region health as admission sees them; the slot leases (`slot_leases`) and the run history they leave
 (`workset_runs`). Admission decides under one advisory lock (lock_admission)."""
 
@@ -9,7 +10,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from stamen.domain.admission import ClusterView, QueueHead
+from stamen.domain.admission import ClusterView, QueueHead, TenantQueue
 from stamen.store.db import Connection
 
 # Admission runs under this transaction-scoped advisory lock: replicas take turns deciding, so the
@@ -24,24 +25,38 @@ class SlotLedger:
     async def lock_admission(self) -> None:
         await self._conn.execute("SELECT pg_advisory_xact_lock($1)", ADMISSION_LOCK_ID)
 
-    async def queue_heads(self) -> list[QueueHead]:
-        """The oldest queued workset of each (tenant, priority): all that fair share needs to see.
+    async def waiting_queues(self) -> tuple[list[TenantQueue], dict[str, datetime], dict[str, int]]:
+        """Every (tenant, priority) with a workset queued, when each of their tenants was last admitted,
+        and those tenants' own quotas (`tenant_limits`; without a row, the deployment's default).
 
-        A skip scan over the worksets_queue_heads index: each step of the recursion descends the
-        index once to the first row of the next (tenant, priority), so the cost grows with the number
-        of queues, not with the number of queued worksets. Index-only: what admission places by (the
-        preferred cluster, the input buckets) is read for the one head it takes (`head_facts`)."""
+        One read of three small tables: `admission_queues` and `tenant_admissions` are kept by triggers
+        in the transactions that queue, dequeue and admit (migration 0021), so the cost grows with the
+        number of queues, not with the queue's depth or the history, and no index is descended per queue.
+        In no particular order: the order is `next_queues`'s."""
         rows = await self._conn.fetch(
-            """WITH RECURSIVE heads AS (
-                   (SELECT tenant_id, priority, queued_at, id FROM worksets WHERE state = 'queued'
-                    ORDER BY tenant_id, priority, queued_at, id LIMIT 1)
-                   UNION ALL
-                   SELECT next.* FROM heads h, LATERAL (
-                       SELECT tenant_id, priority, queued_at, id FROM worksets
-                       WHERE state = 'queued' AND (tenant_id, priority) > (h.tenant_id, h.priority)
-                       ORDER BY tenant_id, priority, queued_at, id LIMIT 1) next
-               )
-               SELECT id, tenant_id, priority, queued_at FROM heads ORDER BY tenant_id, priority"""
+            """SELECT q.tenant_id, q.priority, a.last_admitted_at, l.max_concurrent
+               FROM admission_queues q
+               LEFT JOIN tenant_admissions a ON a.tenant_id = q.tenant_id
+               LEFT JOIN tenant_limits l ON l.tenant_id = q.tenant_id"""
+        )
+        queues = [TenantQueue(r["tenant_id"], r["priority"]) for r in rows]
+        last = {r["tenant_id"]: r["last_admitted_at"] for r in rows if r["last_admitted_at"] is not None}
+        quotas = {r["tenant_id"]: r["max_concurrent"] for r in rows if r["max_concurrent"] is not None}
+        return queues, last, quotas
+
+    async def queue_heads(self, queues: Sequence[TenantQueue]) -> list[QueueHead]:
+        """The oldest queued workset of each of `queues`: one descent of the partial index
+        worksets_queue_heads (tenant_id, priority, queued_at, id) per queue, index-only. What admission
+        places by (the preferred cluster, the input buckets) is read for the one head it takes
+        (`head_facts`)."""
+        rows = await self._conn.fetch(
+            """SELECT head.* FROM unnest($1::text[], $2::text[]) AS q (tenant_id, priority), LATERAL (
+                   SELECT id, tenant_id, priority, queued_at FROM worksets w
+                   WHERE w.state = 'queued' AND w.tenant_id = q.tenant_id AND w.priority = q.priority
+                   ORDER BY w.queued_at, w.id LIMIT 1) head
+               ORDER BY head.tenant_id, head.priority""",
+            [q.tenant_id for q in queues],
+            [q.priority for q in queues],
         )
         return [
             QueueHead(
@@ -82,33 +97,6 @@ class SlotLedger:
     async def running_by_tenant(self) -> dict[str, int]:
         rows = await self._conn.fetch("SELECT tenant_id, count(*) AS n FROM slot_leases GROUP BY tenant_id")
         return {r["tenant_id"]: r["n"] for r in rows}
-
-    async def last_admitted(self, tenants: Sequence[str] | None = None) -> dict[str, datetime]:
-        """When each tenant with queued worksets (or each of `tenants`: admission passes those of the
-        heads it read, which are the same) was last admitted; the others do not compete now. The queued
-        tenants by a skip scan (worksets_queue_heads), each one's latest run by one descent of
-        workset_runs_tenant: neither the queue nor the history is read whole."""
-        if tenants is not None:
-            rows = await self._conn.fetch(
-                """SELECT t.tenant_id, last.at FROM unnest($1::text[]) AS t (tenant_id), LATERAL (
-                       SELECT admitted_at AS at FROM workset_runs r WHERE r.tenant_id = t.tenant_id
-                       ORDER BY admitted_at DESC LIMIT 1) last""",
-                sorted(set(tenants)),
-            )
-            return {r["tenant_id"]: r["at"] for r in rows}
-        rows = await self._conn.fetch(
-            """WITH RECURSIVE tenants AS (
-                   (SELECT tenant_id FROM worksets WHERE state = 'queued' ORDER BY tenant_id LIMIT 1)
-                   UNION ALL
-                   SELECT next.tenant_id FROM tenants t, LATERAL (
-                       SELECT tenant_id FROM worksets WHERE state = 'queued' AND tenant_id > t.tenant_id
-                       ORDER BY tenant_id LIMIT 1) next
-               )
-               SELECT t.tenant_id, last.at FROM tenants t, LATERAL (
-                   SELECT admitted_at AS at FROM workset_runs r WHERE r.tenant_id = t.tenant_id
-                   ORDER BY admitted_at DESC LIMIT 1) last"""
-        )
-        return {r["tenant_id"]: r["at"] for r in rows}
 
     # Tenant limits are written by stamen.customers.limits.set_tenant_limit only (with the customer's quota);
     # admission just reads them.

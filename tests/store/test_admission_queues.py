@@ -1,0 +1,205 @@
+"""Admission's reads of the queue give what a plain reading of the queue gives: the (tenant, priority)
+queues with a workset queued (`admission_queues`, kept by triggers), when each of their tenants was last
+admitted (`tenant_admissions`), and the oldest queued workset of each queue with its input buckets;
+after bulk inserts, state and priority changes, deletions and truncation, and with writers racing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from stamen.store.unit_of_work import UnitOfWork
+
+T0 = datetime(2030, 1, 1, tzinfo=UTC)
+# Samples as specs carry them, with what admission must make of them: only s3:// r1/r2 strings count.
+SAMPLES: list[Any] = [
+    [{"id": "a", "r1": "s3://lab-1/x_R1.fastq.gz", "r2": "s3://lab-1/x_R2.fastq.gz"}],
+    [{"id": "a", "r1": "s3://lab-2/x.fq"}, {"id": "b", "r1": "s3://lab-1/y.fq", "r2": "s3://Lab-0/z"}],
+    [{"id": "a", "r1": "/local/x.fq", "r2": 7}, "not a sample"],
+    [{"id": "a", "r1": "s3://", "r2": "s3://only-bucket"}],
+    "samples that are not a list",
+    None,
+]
+
+
+def expected_buckets(spec: dict[str, Any]) -> tuple[str, ...]:
+    buckets = set()
+    samples = spec.get("samples")
+    for sample in samples if isinstance(samples, list) else []:
+        if isinstance(sample, dict):
+            for key in ("r1", "r2"):
+                uri = sample.get(key)
+                if isinstance(uri, str) and uri.startswith("s3://"):
+                    buckets.add(uri[5:].split("/", 1)[0])
+    return tuple(sorted(buckets))
+
+
+async def plain_reading(conn: asyncpg.Connection) -> tuple[set[tuple[str, str]], dict[str, datetime]]:
+    queues = await conn.fetch("SELECT DISTINCT tenant_id, priority FROM worksets WHERE state = 'queued'")
+    runs = await conn.fetch("SELECT tenant_id, max(admitted_at) AS at FROM workset_runs GROUP BY tenant_id")
+    queued_tenants = {r["tenant_id"] for r in queues}
+    return (
+        {(r["tenant_id"], r["priority"]) for r in queues},
+        {r["tenant_id"]: r["at"] for r in runs if r["tenant_id"] in queued_tenants},
+    )
+
+
+async def assert_admission_reads_match(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        want_queues, want_last = await plain_reading(conn)
+        counts = await conn.fetch("SELECT tenant_id, priority, queued FROM admission_queues")
+        want_counts = await conn.fetch(
+            "SELECT tenant_id, priority, count(*) AS queued FROM worksets WHERE state = 'queued' GROUP BY 1, 2"
+        )
+    assert sorted(map(tuple, counts)) == sorted(map(tuple, want_counts))
+    async with UnitOfWork(pool) as uow:
+        queues, last, _ = await uow.slots.waiting_queues()
+    assert {(q.tenant_id, q.priority) for q in queues} == want_queues and len(queues) == len(want_queues)
+    assert last == want_last
+
+
+async def test_queue_reads_match_a_plain_reading_of_the_queue(pool: asyncpg.Pool) -> None:
+    rng = random.Random(18)
+    rows = []
+    for i in range(400):
+        spec: dict[str, Any] = {"name": f"w{i}"}
+        if (samples := rng.choice(SAMPLES)) is not None:
+            spec["samples"] = samples
+        if rng.random() < 0.2:
+            spec["preferred_cluster"] = rng.choice(["east", "west"])
+        rows.append((
+            f"ws-{i:04d}", f"t{rng.randrange(12):02d}", rng.choice(["urgent", "normal", "low"]),
+            rng.choice(["queued"] * 4 + ["running", "completed"]),
+            T0 + timedelta(seconds=rng.randrange(50)),  # ties on queued_at: the id decides
+            spec,
+        ))  # fmt: skip
+    async with pool.acquire() as conn:
+        await conn.executemany(  # one statement per row
+            """INSERT INTO worksets (id, tenant_id, name, state, region, priority, spec, correlation_id, queued_at)
+               VALUES ($1, $2, $1, $4, 'us-west-2', $3, $6::jsonb, $7, $5)""",
+            [(*r[:5], json.dumps(r[5]), uuid.uuid4()) for r in rows[:200]],
+        )
+        await conn.execute(  # one statement for many rows
+            """INSERT INTO worksets (id, tenant_id, name, state, region, priority, spec, correlation_id, queued_at)
+               SELECT r.id, r.tenant_id, r.id, r.state, 'us-west-2', r.priority, r.spec, gen_random_uuid(), r.queued_at
+               FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::jsonb[])
+                    AS r (id, tenant_id, priority, state, queued_at, spec)""",
+            *([r[k] for r in rows[200:]] for k in range(5)),
+            [json.dumps(r[5]) for r in rows[200:]],
+        )
+        # Admissions in the past of half the tenants, several each: in one statement, then one at a time.
+        runs = [(r[0], r[1], T0 - timedelta(minutes=rng.randrange(600))) for r in rows if r[1] < "t06"]
+        await conn.execute(
+            """INSERT INTO workset_runs (workset_id, attempt, tenant_id, cluster, holder, admitted_at)
+               SELECT w, 1, t, 'c', 'h', at FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS r (w, t, at)""",
+            *([r[k] for r in runs[::2]] for k in range(3)),
+        )
+        await conn.executemany(
+            """INSERT INTO workset_runs (workset_id, attempt, tenant_id, cluster, holder, admitted_at)
+               VALUES ($1, 2, $2, 'c', 'h', $3)""",
+            runs[1::2],
+        )
+    await assert_admission_reads_match(pool)
+
+    queued = sorted((r for r in rows if r[3] == "queued"), key=lambda r: (r[1], r[2], r[4], r[0]))
+    heads: dict[tuple[str, str], tuple[Any, ...]] = {}
+    for r in queued:
+        heads.setdefault((r[1], r[2]), r)
+    async with UnitOfWork(pool) as uow:
+        queues, _, _ = await uow.slots.waiting_queues()
+        got = await uow.slots.queue_heads(queues)
+        assert [(h.tenant_id, h.priority, h.workset_id) for h in got] == [
+            (k[0], k[1], r[0]) for k, r in sorted(heads.items())
+        ]
+        got = [await uow.slots.head_facts(head) for head in got]
+    for head in got:
+        spec = heads[(head.tenant_id, head.priority)][5]
+        assert head.data_locations == expected_buckets(spec), spec
+        assert head.preferred_cluster == spec.get("preferred_cluster")
+        assert head.queued_at == heads[(head.tenant_id, head.priority)][4]
+
+    # Worksets leave and enter queues every way a writer can move them; the counts follow each.
+    async with pool.acquire() as conn:
+        for i in range(300):
+            ws = rng.choice(rows)[0]
+            change = rng.randrange(4)
+            if change == 0:
+                await conn.execute("UPDATE worksets SET state = $2 WHERE id = $1", ws, rng.choice(
+                    ["queued", "queued", "scheduled", "running", "failed", "cancelled"]))  # fmt: skip
+            elif change == 1:
+                await conn.execute(
+                    "UPDATE worksets SET priority = $2 WHERE id = $1",
+                    ws,
+                    rng.choice(["urgent", "normal", "low"]),
+                )
+            elif change == 2:
+                await conn.execute(  # a bulk update: many rows, some in, some out of the queue
+                    "UPDATE worksets SET state = CASE WHEN state = 'queued' THEN 'scheduled' ELSE 'queued' END "
+                    "WHERE tenant_id = $1 AND priority = $2",
+                    f"t{rng.randrange(12):02d}",
+                    rng.choice(["urgent", "normal", "low"]),
+                )
+            else:
+                await conn.execute("UPDATE worksets SET version = version + 1 WHERE id = $1", ws)  # no move
+            if i % 50 == 0:
+                await assert_admission_reads_match(pool)
+        await conn.execute("DELETE FROM worksets WHERE tenant_id IN ('t01', 't02')")
+    await assert_admission_reads_match(pool)
+    async with pool.acquire() as conn:
+        await conn.execute("TRUNCATE worksets CASCADE")
+    await assert_admission_reads_match(pool)
+
+
+async def test_a_queue_emptied_while_another_transaction_fills_it_stays_counted(pool: asyncpg.Pool) -> None:
+    """One transaction takes the last workset of a queue (its row goes) while another queues a new one
+    there: whichever commits first, the row is there afterwards with one workset."""
+    async with pool.acquire() as conn:
+        await conn.execute(
+            """INSERT INTO worksets (id, tenant_id, name, state, region, priority, spec, correlation_id, queued_at)
+               VALUES ('last', 't', 'last', 'queued', 'us-west-2', 'normal', '{}', gen_random_uuid(), now()),
+                      ('new', 't', 'new', 'validating', 'us-west-2', 'normal', '{}', gen_random_uuid(), now())"""
+        )
+    for first in ("dequeue", "enqueue"):
+        async with pool.acquire() as a, pool.acquire() as b:
+            dequeue, enqueue = a.transaction(), b.transaction()
+            await dequeue.start()
+            await enqueue.start()
+            take_last = "UPDATE worksets SET state = 'scheduled' WHERE id = 'last'"
+            queue_new = "UPDATE worksets SET state = 'queued' WHERE id = 'new'"
+            if first == "dequeue":
+                # The row goes (count 0, deleted); the enqueue waits, then inserts it again.
+                await a.execute(take_last)
+                waiting = asyncio.ensure_future(b.execute(queue_new))
+                await asyncio.sleep(0.2)
+                assert not waiting.done(), "the enqueue waits for the queue's row"
+                await dequeue.commit()
+                await waiting
+                await enqueue.commit()
+            else:
+                # The count goes to 2; the dequeue waits, then takes it to 1.
+                await b.execute(queue_new)
+                waiting = asyncio.ensure_future(a.execute(take_last))
+                await asyncio.sleep(0.2)
+                assert not waiting.done(), "the dequeue waits for the queue's row"
+                await enqueue.commit()
+                await waiting
+                await dequeue.commit()
+        await assert_admission_reads_match(pool)
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT queued FROM admission_queues WHERE tenant_id = 't'") == 1
+            await conn.execute(  # back to the start: 'last' queued, 'new' not
+                "UPDATE worksets SET state = CASE id WHEN 'last' THEN 'queued' ELSE 'validating' END"
+            )
+        await assert_admission_reads_match(pool)
+
+
+async def test_an_empty_queue_has_no_queues_and_no_heads(pool: asyncpg.Pool) -> None:
+    async with UnitOfWork(pool) as uow:
+        assert await uow.slots.waiting_queues() == ([], {}, {})
+        assert await uow.slots.queue_heads([]) == []
