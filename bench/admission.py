@@ -35,7 +35,7 @@ from ceiling import postgres_ceiling
 from measure import bench_process, embedded_servers, emit, latency_summary, machine
 
 from services.scheduler.admission import Admitter
-from stamen.domain.admission import Limits, Occupancy, TenantQueue, next_queues
+from stamen.domain.admission import Limits, TenantQueue, next_queues
 from stamen.settings import Settings
 from stamen.store.db import create_pool
 from stamen.store.migrate import apply_migrations
@@ -174,18 +174,18 @@ async def time_decisions(admit: Admitter, n: int, *, expect_admission: bool) -> 
 
 
 async def queue_read_plan(pool: asyncpg.Pool, n: int) -> tuple[list[float], dict[str, Any]]:
-    """What admission reads of the queue, timed alone: the queues waiting (with their tenants' last
-    admissions and quotas), the front by fair share, and the heads of the front queues."""
+    """What admission reads of the queue, timed alone: the queues waiting (with the slots held, their
+    tenants' last admissions and quotas), the front by fair share, and the heads of the front queues."""
     times = []
     queues: list[TenantQueue] = []
     front: list[TenantQueue] = []
     for _ in range(n):
         async with UnitOfWork(pool) as uow:
-            running = await uow.slots.running_by_tenant()
             t0 = time.perf_counter()
-            queues, last, quotas = await uow.slots.waiting_queues()
-            occupancy = Occupancy(sum(running.values()), running)
-            front = next_queues(queues, occupancy, Limits(10**9, quotas, 10**6), last)
+            waiting = await uow.slots.waiting_queues()
+            queues = waiting.queues
+            limits = Limits(10**9, waiting.quotas, 10**6)
+            front = next_queues(queues, waiting.occupancy, limits, waiting.last_admitted)
             await uow.slots.queue_heads(front)
             times.append(time.perf_counter() - t0)
     # The plans of the queries the repository runs, as PostgreSQL executes them now.

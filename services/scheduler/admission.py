@@ -8,7 +8,6 @@ import structlog
 from services.scheduler.dispatch import Dispatcher
 from stamen.domain.admission import (
     Limits,
-    Occupancy,
     Placement,
     next_head,
     next_queues,
@@ -59,28 +58,28 @@ class Admitter:
             async with UnitOfWork.on(conn) as uow:
                 repo = uow.slots
                 await repo.lock_admission()
-                running = await repo.running_by_tenant()
-                occupancy = Occupancy(sum(running.values()), running)
+                # One statement: the slots held, and the queues waiting with what fair share orders them
+                # by (a few small rows each, kept by triggers; migration 0021).
+                waiting = await repo.waiting_queues()
+                occupancy = waiting.occupancy
                 if occupancy.total >= self._settings.max_concurrent_worksets:
-                    return None  # every slot taken: the queue need not be read
-                # The queues waiting, then the heads of the one(s) in front only: a few small rows and
-                # usually one index descent, however deep the queue and however many tenants wait.
-                queues, last_admitted, quotas = await repo.waiting_queues()
+                    return None  # every slot taken
                 limits = Limits(
                     global_max=self._settings.max_concurrent_worksets,
-                    tenant_max=quotas,
+                    tenant_max=waiting.quotas,
                     default_tenant_max=self._settings.default_tenant_max_concurrent,
                 )
-                front = next_queues(queues, occupancy, limits, last_admitted)
+                front = next_queues(waiting.queues, occupancy, limits, waiting.last_admitted)
                 if not front:
                     return None
-                head = next_head(await repo.queue_heads(front), occupancy, limits, last_admitted)
+                # The heads of the queues in front only (usually one index descent), with their
+                # placement facts: where a workset goes never changes which head is next.
+                head = next_head(await repo.queue_heads(front), occupancy, limits, waiting.last_admitted)
                 if head is None:
                     return None
-                views = await repo.cluster_views()
-                # Read every pass: the regions service owns the table; a region without a row is healthy.
-                health, latency = await repo.region_states()
-                placement = place(await repo.head_facts(head), views, health, latency)
+                # Read every pass: the regions service owns region_health; a region without a row is healthy.
+                views, health, latency = await repo.placement_view()
+                placement = place(head, views, health, latency)
                 if placement is None:
                     return None
                 self._room_left = room_after(placement, views, occupancy, limits)

@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 
+from stamen.domain.admission import Occupancy
 from stamen.store.unit_of_work import UnitOfWork
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
@@ -59,9 +60,15 @@ async def assert_admission_reads_match(pool: asyncpg.Pool) -> None:
         )
     assert sorted(map(tuple, counts)) == sorted(map(tuple, want_counts))
     async with UnitOfWork(pool) as uow:
-        queues, last, _ = await uow.slots.waiting_queues()
+        waiting = await uow.slots.waiting_queues()
+        running = await uow.slots.running_by_tenant()
+    queues = waiting.queues
     assert {(q.tenant_id, q.priority) for q in queues} == want_queues and len(queues) == len(want_queues)
-    assert last == want_last
+    assert waiting.last_admitted == want_last
+    assert waiting.occupancy.total == sum(running.values())
+    assert waiting.occupancy.by_tenant == {
+        t: n for t, n in running.items() if t in {q.tenant_id for q in queues}
+    }
 
 
 async def test_queue_reads_match_a_plain_reading_of_the_queue(pool: asyncpg.Pool) -> None:
@@ -105,6 +112,10 @@ async def test_queue_reads_match_a_plain_reading_of_the_queue(pool: asyncpg.Pool
                VALUES ($1, 2, $2, 'c', 'h', $3)""",
             runs[1::2],
         )
+        await conn.execute(  # the running hold slots
+            "INSERT INTO slot_leases (workset_id, tenant_id, cluster, holder) "
+            "SELECT id, tenant_id, 'c', 'h' FROM worksets WHERE state = 'running'"
+        )
     await assert_admission_reads_match(pool)
 
     queued = sorted((r for r in rows if r[3] == "queued"), key=lambda r: (r[1], r[2], r[4], r[0]))
@@ -112,12 +123,10 @@ async def test_queue_reads_match_a_plain_reading_of_the_queue(pool: asyncpg.Pool
     for r in queued:
         heads.setdefault((r[1], r[2]), r)
     async with UnitOfWork(pool) as uow:
-        queues, _, _ = await uow.slots.waiting_queues()
-        got = await uow.slots.queue_heads(queues)
+        got = await uow.slots.queue_heads((await uow.slots.waiting_queues()).queues)
         assert [(h.tenant_id, h.priority, h.workset_id) for h in got] == [
             (k[0], k[1], r[0]) for k, r in sorted(heads.items())
         ]
-        got = [await uow.slots.head_facts(head) for head in got]
     for head in got:
         spec = heads[(head.tenant_id, head.priority)][5]
         assert head.data_locations == expected_buckets(spec), spec
@@ -201,5 +210,25 @@ async def test_a_queue_emptied_while_another_transaction_fills_it_stays_counted(
 
 async def test_an_empty_queue_has_no_queues_and_no_heads(pool: asyncpg.Pool) -> None:
     async with UnitOfWork(pool) as uow:
-        assert await uow.slots.waiting_queues() == ([], {}, {})
+        waiting = await uow.slots.waiting_queues()
+        assert (waiting.queues, waiting.occupancy, waiting.last_admitted) == ([], Occupancy(0, {}), {})
         assert await uow.slots.queue_heads([]) == []
+
+
+async def test_the_placement_view_is_the_clusters_and_the_regions(pool: asyncpg.Pool) -> None:
+    async with UnitOfWork(pool) as uow:
+        assert await uow.slots.placement_view() == ([], {}, {})
+        for name, region in (("b", "us-east-1"), ("a", "us-west-2")):
+            await uow.connection.execute(
+                "INSERT INTO clusters (name, region, executor, max_concurrent) VALUES ($1, $2, 'local', 2)",
+                name,
+                region,
+            )
+        assert await uow.slots.placement_view() == (await uow.slots.cluster_views(), {}, {})
+        await uow.slots.set_region_health("us-east-1", "degraded")
+        await uow.slots.set_region_health("eu-west-1", "down")
+        await uow.connection.execute("UPDATE region_health SET latency_ms = 12.5 WHERE region = 'us-east-1'")
+        views, health, latency = await uow.slots.placement_view()
+        assert [v.name for v in views] == ["a", "b"] and views == await uow.slots.cluster_views()
+        assert (health, latency) == await uow.slots.region_states()
+        assert (health, latency) == ({"us-east-1": "degraded", "eu-west-1": "down"}, {"us-east-1": 12.5})

@@ -5,17 +5,30 @@ region health as admission sees them; the slot leases (`slot_leases`) and the ru
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from stamen.domain.admission import ClusterView, QueueHead, TenantQueue
+from asyncpg import Record
+
+from stamen.domain.admission import ClusterView, Occupancy, QueueHead, TenantQueue
 from stamen.store.db import Connection
 
 # Admission runs under this transaction-scoped advisory lock: replicas take turns deciding, so the
 # counts they read cannot be stale when they insert a lease.
 ADMISSION_LOCK_ID = 0x5354414D01
+
+
+@dataclass(frozen=True)
+class WaitingQueues:
+    """What admission orders on (`SlotLedger.waiting_queues`)."""
+
+    queues: list[TenantQueue]
+    occupancy: Occupancy  # slots held in all, and by each tenant of `queues` holding any
+    last_admitted: dict[str, datetime]  # of the tenants of `queues` ever admitted
+    quotas: dict[str, int]  # of the tenants of `queues` with their own limit
 
 
 class SlotLedger:
@@ -25,74 +38,87 @@ class SlotLedger:
     async def lock_admission(self) -> None:
         await self._conn.execute("SELECT pg_advisory_xact_lock($1)", ADMISSION_LOCK_ID)
 
-    async def waiting_queues(self) -> tuple[list[TenantQueue], dict[str, datetime], dict[str, int]]:
-        """Every (tenant, priority) with a workset queued, when each of their tenants was last admitted,
-        and those tenants' own quotas (`tenant_limits`; without a row, the deployment's default).
+    async def waiting_queues(self) -> WaitingQueues:
+        """Every (tenant, priority) with a workset queued; the slots held, in all and by each of their
+        tenants; when each of those tenants was last admitted, and their own quotas (`tenant_limits`;
+        without a row, the deployment's default). What admission decides the order on, in one statement.
 
-        One read of three small tables: `admission_queues` and `tenant_admissions` are kept by triggers
-        in the transactions that queue, dequeue and admit (migration 0021), so the cost grows with the
-        number of queues, not with the queue's depth or the history, and no index is descended per queue.
-        In no particular order: the order is `next_queues`'s."""
+        `admission_queues` and `tenant_admissions` are kept by triggers in the transactions that queue,
+        dequeue and admit (migration 0021), so this reads a few small rows per queue: the cost grows with
+        the number of queues and running worksets, not with the queue's depth or the history, and no
+        index is descended per queue. In no particular order: the order is `next_queues`'s."""
         rows = await self._conn.fetch(
-            """SELECT q.tenant_id, q.priority, a.last_admitted_at, l.max_concurrent
-               FROM admission_queues q
+            """WITH running AS MATERIALIZED (SELECT tenant_id, count(*) AS n FROM slot_leases GROUP BY tenant_id)
+               SELECT q.tenant_id, q.priority, a.last_admitted_at, l.max_concurrent, coalesce(r.n, 0) AS running,
+                      (SELECT coalesce(sum(n), 0) FROM running)::int AS total
+               FROM (SELECT 1) AS always_a_row
+               LEFT JOIN admission_queues q ON true
                LEFT JOIN tenant_admissions a ON a.tenant_id = q.tenant_id
-               LEFT JOIN tenant_limits l ON l.tenant_id = q.tenant_id"""
+               LEFT JOIN tenant_limits l ON l.tenant_id = q.tenant_id
+               LEFT JOIN running r ON r.tenant_id = q.tenant_id"""
         )
-        queues = [TenantQueue(r["tenant_id"], r["priority"]) for r in rows]
-        last = {r["tenant_id"]: r["last_admitted_at"] for r in rows if r["last_admitted_at"] is not None}
-        quotas = {r["tenant_id"]: r["max_concurrent"] for r in rows if r["max_concurrent"] is not None}
-        return queues, last, quotas
+        queued = [r for r in rows if r["tenant_id"] is not None]
+        return WaitingQueues(
+            queues=[TenantQueue(r["tenant_id"], r["priority"]) for r in queued],
+            occupancy=Occupancy(
+                rows[0]["total"], {r["tenant_id"]: r["running"] for r in queued if r["running"]}
+            ),
+            last_admitted={r["tenant_id"]: r["last_admitted_at"] for r in queued if r["last_admitted_at"]},
+            quotas={r["tenant_id"]: r["max_concurrent"] for r in queued if r["max_concurrent"] is not None},
+        )
 
     async def queue_heads(self, queues: Sequence[TenantQueue]) -> list[QueueHead]:
-        """The oldest queued workset of each of `queues`: one descent of the partial index
-        worksets_queue_heads (tenant_id, priority, queued_at, id) per queue, index-only. What admission
-        places by (the preferred cluster, the input buckets) is read for the one head it takes
-        (`head_facts`)."""
+        """The oldest queued workset of each of `queues` with what placement scores (its preferred
+        cluster and input buckets, from its spec): one descent of the partial index worksets_queue_heads
+        (tenant_id, priority, queued_at, id) and one row per queue. Admission asks for the queues in front
+        only (usually one)."""
         rows = await self._conn.fetch(
-            """SELECT head.* FROM unnest($1::text[], $2::text[]) AS q (tenant_id, priority), LATERAL (
-                   SELECT id, tenant_id, priority, queued_at FROM worksets w
-                   WHERE w.state = 'queued' AND w.tenant_id = q.tenant_id AND w.priority = q.priority
-                   ORDER BY w.queued_at, w.id LIMIT 1) head
-               ORDER BY head.tenant_id, head.priority""",
+            f"""SELECT head.id, head.tenant_id, head.priority, head.queued_at,
+                       w.spec ->> 'preferred_cluster' AS preferred_cluster, {_INPUT_BUCKETS_SQL} AS buckets
+                FROM unnest($1::text[], $2::text[]) AS q (tenant_id, priority), LATERAL (
+                    SELECT id, tenant_id, priority, queued_at FROM worksets w
+                    WHERE w.state = 'queued' AND w.tenant_id = q.tenant_id AND w.priority = q.priority
+                    ORDER BY w.queued_at, w.id LIMIT 1) head
+                JOIN worksets w ON w.id = head.id
+                ORDER BY head.tenant_id, head.priority""",
             [q.tenant_id for q in queues],
             [q.priority for q in queues],
         )
         return [
             QueueHead(
-                workset_id=r["id"], tenant_id=r["tenant_id"], priority=r["priority"], queued_at=r["queued_at"]
+                workset_id=r["id"],
+                tenant_id=r["tenant_id"],
+                priority=r["priority"],
+                queued_at=r["queued_at"],
+                preferred_cluster=r["preferred_cluster"],
+                data_locations=tuple(r["buckets"]),
             )
             for r in rows
         ]
-
-    async def head_facts(self, head: QueueHead) -> QueueHead:
-        """`head` with what placement scores: its preferred cluster and input buckets (from its spec)."""
-        row = await self._conn.fetchrow(
-            f"""SELECT w.spec ->> 'preferred_cluster' AS preferred_cluster, {_INPUT_BUCKETS_SQL} AS buckets
-                FROM worksets w WHERE w.id = $1""",
-            head.workset_id,
-        )
-        if row is None:
-            return head
-        return replace(head, preferred_cluster=row["preferred_cluster"], data_locations=tuple(row["buckets"]))
 
     async def cluster_views(self) -> list[ClusterView]:
         rows = await self._conn.fetch(
             """SELECT c.*, (SELECT count(*) FROM slot_leases l WHERE l.cluster = c.name) AS running
                FROM clusters c ORDER BY c.name"""
         )
-        return [
-            ClusterView(
-                name=r["name"],
-                region=r["region"],
-                max_concurrent=r["max_concurrent"],
-                running=r["running"],
-                price_factor=r["price_factor"],
-                data_locations=tuple(r["data_locations"]),
-                status=r["status"],
-            )
-            for r in rows
-        ]
+        return [_cluster_view(r) for r in rows]
+
+    async def placement_view(self) -> tuple[list[ClusterView], dict[str, str], dict[str, float]]:
+        """`cluster_views` and `region_states` in one statement (the region rows ride on the first
+        cluster's row): what placement scores against, read once per admission."""
+        rows = await self._conn.fetch(
+            """SELECT c.*, (SELECT count(*) FROM slot_leases l WHERE l.cluster = c.name) AS running,
+                      CASE WHEN row_number() OVER (ORDER BY c.name) = 1 THEN (
+                          SELECT json_agg(json_build_array(region, status, latency_ms)) FROM region_health)
+                      END AS regions
+               FROM clusters c ORDER BY c.name"""
+        )
+        regions: list[list[Any]] = json.loads(rows[0]["regions"] or "[]") if rows else []
+        return (
+            [_cluster_view(r) for r in rows],
+            {region: status for region, status, _ in regions},
+            {region: float(latency) for region, _, latency in regions if latency is not None},
+        )
 
     async def running_by_tenant(self) -> dict[str, int]:
         rows = await self._conn.fetch("SELECT tenant_id, count(*) AS n FROM slot_leases GROUP BY tenant_id")
@@ -138,18 +164,14 @@ class SlotLedger:
     async def acquire_lease(
         self, *, workset_id: str, tenant_id: str, cluster: str, holder: str, attempt: int
     ) -> None:
+        """The slot lease and the run it starts, in one statement. clock_timestamp(), not now(): now() is
+        when the transaction began, which may be before it waited for the admission lock, so runs would
+        seem to overlap when they did not."""
         await self._conn.execute(
-            """INSERT INTO slot_leases (workset_id, tenant_id, cluster, holder, acquired_at)
-               VALUES ($1, $2, $3, $4, clock_timestamp())""",
-            workset_id,
-            tenant_id,
-            cluster,
-            holder,
-        )
-        await self._conn.execute(
-            # clock_timestamp(), not now(): now() is when the transaction began, which may be before
-            # it waited for the admission lock, so runs would seem to overlap when they did not.
-            """INSERT INTO workset_runs (workset_id, attempt, tenant_id, cluster, holder, admitted_at)
+            """WITH lease AS (
+                   INSERT INTO slot_leases (workset_id, tenant_id, cluster, holder, acquired_at)
+                   VALUES ($1, $3, $4, $5, clock_timestamp()))
+               INSERT INTO workset_runs (workset_id, attempt, tenant_id, cluster, holder, admitted_at)
                VALUES ($1, $2, $3, $4, $5, clock_timestamp())""",
             workset_id,
             attempt,
@@ -174,6 +196,18 @@ class SlotLedger:
             workset_id,
         )
         return [dict(r) for r in rows]
+
+
+def _cluster_view(r: Record) -> ClusterView:
+    return ClusterView(
+        name=r["name"],
+        region=r["region"],
+        max_concurrent=r["max_concurrent"],
+        running=r["running"],
+        price_factor=r["price_factor"],
+        data_locations=tuple(r["data_locations"]),
+        status=r["status"],
+    )
 
 
 # The buckets a workset's inputs live in (data locality): the bucket of every `s3://` r1/r2 URI of its
