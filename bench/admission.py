@@ -196,7 +196,8 @@ async def queue_read_plan(pool: asyncpg.Pool, n: int) -> tuple[list[float], dict
     nodes: list[str] = []
 
     def walk(node: dict[str, Any]) -> None:
-        nodes.append(node["Node Type"] + (f" ({node['Index Name']})" if "Index Name" in node else ""))
+        on = node.get("Index Name") or node.get("Relation Name")
+        nodes.append(node["Node Type"] + (f" ({on})" if on else ""))
         for child in node.get("Plans", []):
             walk(child)
 
@@ -207,7 +208,7 @@ async def queue_read_plan(pool: asyncpg.Pool, n: int) -> tuple[list[float], dict
         "front": len(front),
         "execution_ms": round(sum(p["Execution Time"] for p in plans), 3),
         "plan_nodes": nodes,
-        "seq_scan_of_the_queue": any(n.startswith("Seq Scan on worksets") for n in nodes),
+        "seq_scan_of_the_queue": "Seq Scan (worksets)" in nodes,
     }
 
 

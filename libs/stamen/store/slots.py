@@ -61,7 +61,8 @@ class SlotLedger:
         return WaitingQueues(
             queues=[TenantQueue(r["tenant_id"], r["priority"]) for r in queued],
             occupancy=Occupancy(
-                rows[0]["total"], {r["tenant_id"]: r["running"] for r in queued if r["running"]}
+                rows[0]["total"] if rows else 0,
+                {r["tenant_id"]: r["running"] for r in queued if r["running"]},
             ),
             last_admitted={r["tenant_id"]: r["last_admitted_at"] for r in queued if r["last_admitted_at"]},
             quotas={r["tenant_id"]: r["max_concurrent"] for r in queued if r["max_concurrent"] is not None},
