@@ -182,7 +182,7 @@ async def queue_read_plan(pool: asyncpg.Pool, n: int) -> tuple[list[float], dict
     for _ in range(n):
         async with UnitOfWork(pool) as uow:
             t0 = time.perf_counter()
-            waiting = await uow.slots.waiting_queues()
+            waiting = await uow.slots.waiting_queues(10**9)
             queues = waiting.queues
             limits = Limits(10**9, waiting.quotas, 10**6)
             front = next_queues(queues, waiting.occupancy, limits, waiting.last_admitted)
@@ -224,7 +224,7 @@ async def _queue_read_sql(front: list[TenantQueue]) -> list[tuple[str, tuple[Any
 
     from stamen.store.slots import SlotLedger
 
-    await SlotLedger(Recorder()).waiting_queues()  # type: ignore[arg-type]
+    await SlotLedger(Recorder()).waiting_queues(10**9)  # type: ignore[arg-type]
     await SlotLedger(Recorder()).queue_heads(front)  # type: ignore[arg-type]
     return sent
 

@@ -60,10 +60,10 @@ class Admitter:
                 await repo.lock_admission()
                 # One statement: the slots held, and the queues waiting with what fair share orders them
                 # by (a few small rows each, kept by triggers; migration 0021).
-                waiting = await repo.waiting_queues()
+                waiting = await repo.waiting_queues(self._settings.max_concurrent_worksets)
                 occupancy = waiting.occupancy
                 if occupancy.total >= self._settings.max_concurrent_worksets:
-                    return None  # every slot taken
+                    return None  # every slot taken (the queues were not read)
                 limits = Limits(
                     global_max=self._settings.max_concurrent_worksets,
                     tenant_max=waiting.quotas,

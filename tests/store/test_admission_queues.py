@@ -14,7 +14,9 @@ from typing import Any
 
 import asyncpg
 
-from stamen.domain.admission import Occupancy
+from stamen.domain.admission import Occupancy, TenantQueue
+from stamen.store.db import create_pool
+from stamen.store.migrate import apply_migrations, packaged_migrations
 from stamen.store.unit_of_work import UnitOfWork
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
@@ -60,7 +62,7 @@ async def assert_admission_reads_match(pool: asyncpg.Pool) -> None:
         )
     assert sorted(map(tuple, counts)) == sorted(map(tuple, want_counts))
     async with UnitOfWork(pool) as uow:
-        waiting = await uow.slots.waiting_queues()
+        waiting = await uow.slots.waiting_queues(10**6)
         running = await uow.slots.running_by_tenant()
     queues = waiting.queues
     assert {(q.tenant_id, q.priority) for q in queues} == want_queues and len(queues) == len(want_queues)
@@ -123,7 +125,7 @@ async def test_queue_reads_match_a_plain_reading_of_the_queue(pool: asyncpg.Pool
     for r in queued:
         heads.setdefault((r[1], r[2]), r)
     async with UnitOfWork(pool) as uow:
-        got = await uow.slots.queue_heads((await uow.slots.waiting_queues()).queues)
+        got = await uow.slots.queue_heads((await uow.slots.waiting_queues(10**6)).queues)
         assert [(h.tenant_id, h.priority, h.workset_id) for h in got] == [
             (k[0], k[1], r[0]) for k, r in sorted(heads.items())
         ]
@@ -210,9 +212,26 @@ async def test_a_queue_emptied_while_another_transaction_fills_it_stays_counted(
 
 async def test_an_empty_queue_has_no_queues_and_no_heads(pool: asyncpg.Pool) -> None:
     async with UnitOfWork(pool) as uow:
-        waiting = await uow.slots.waiting_queues()
+        waiting = await uow.slots.waiting_queues(10**6)
         assert (waiting.queues, waiting.occupancy, waiting.last_admitted) == ([], Occupancy(0, {}), {})
         assert await uow.slots.queue_heads([]) == []
+
+
+async def test_with_every_slot_held_the_queues_are_not_read(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        await conn.execute(
+            """INSERT INTO worksets (id, tenant_id, name, state, region, priority, spec, correlation_id, queued_at)
+               VALUES ('q', 't1', 'q', 'queued', 'us-west-2', 'normal', '{}', gen_random_uuid(), now()),
+                      ('r', 't2', 'r', 'running', 'us-west-2', 'normal', '{}', gen_random_uuid(), now())"""
+        )
+        await conn.execute(
+            "INSERT INTO slot_leases (workset_id, tenant_id, cluster, holder) VALUES ('r', 't2', 'c', 'h')"
+        )
+    async with UnitOfWork(pool) as uow:
+        room = await uow.slots.waiting_queues(2)
+        full = await uow.slots.waiting_queues(1)
+    assert room.queues == [TenantQueue("t1", "normal")] and room.occupancy == Occupancy(1, {})
+    assert full.queues == [] and full.occupancy == Occupancy(1, {})
 
 
 async def test_the_placement_view_is_the_clusters_and_the_regions(pool: asyncpg.Pool) -> None:
@@ -232,3 +251,36 @@ async def test_the_placement_view_is_the_clusters_and_the_regions(pool: asyncpg.
         assert [v.name for v in views] == ["a", "b"] and views == await uow.slots.cluster_views()
         assert (health, latency) == await uow.slots.region_states()
         assert (health, latency) == ({"us-east-1": "degraded", "eu-west-1": "down"}, {"us-east-1": 12.5})
+
+
+async def test_the_migration_counts_what_was_queued_and_admitted_before_it(empty_database_url: str) -> None:
+    """A deployment upgraded with worksets queued and a history: migration 0021 starts its tables from them."""
+    before = [m for m in packaged_migrations() if m.version < "0021"]
+    conn = await asyncpg.connect(empty_database_url)
+    try:
+        await apply_migrations(conn, before)
+        await conn.execute(
+            """INSERT INTO worksets (id, tenant_id, name, state, region, priority, spec, correlation_id, queued_at)
+               SELECT 'w' || g, 't' || (g % 3), 'w' || g, CASE WHEN g % 4 = 0 THEN 'running' ELSE 'queued' END,
+                      'us-west-2', (ARRAY['urgent', 'normal', 'low'])[1 + g % 3], '{}', gen_random_uuid(), $1
+               FROM generate_series(1, 40) g""",
+            T0,
+        )
+        await conn.execute(
+            """INSERT INTO workset_runs (workset_id, attempt, tenant_id, cluster, holder, admitted_at)
+               SELECT id, 1, tenant_id, 'c', 'h', $1::timestamptz + (substr(id, 2)::int * interval '1 minute')
+               FROM worksets WHERE state = 'running'""",
+            T0,
+        )
+        assert await apply_migrations(conn) == [
+            m.version for m in packaged_migrations() if m.version >= "0021"
+        ]
+    finally:
+        await conn.close()
+    pool = await create_pool(empty_database_url, max_size=2)
+    try:
+        await assert_admission_reads_match(pool)
+        async with UnitOfWork(pool) as uow:
+            assert len((await uow.slots.waiting_queues(10**6)).last_admitted) == 3
+    finally:
+        await pool.close()

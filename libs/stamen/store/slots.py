@@ -38,24 +38,28 @@ class SlotLedger:
     async def lock_admission(self) -> None:
         await self._conn.execute("SELECT pg_advisory_xact_lock($1)", ADMISSION_LOCK_ID)
 
-    async def waiting_queues(self) -> WaitingQueues:
-        """Every (tenant, priority) with a workset queued; the slots held, in all and by each of their
-        tenants; when each of those tenants was last admitted, and their own quotas (`tenant_limits`;
-        without a row, the deployment's default). What admission decides the order on, in one statement.
+    async def waiting_queues(self, global_max: int) -> WaitingQueues:
+        """The slots held, in all and by each tenant with a workset queued; every (tenant, priority) with
+        a workset queued; when each of those tenants was last admitted, and their own quotas
+        (`tenant_limits`; without a row, the deployment's default). What admission decides the order on,
+        in one statement. With `global_max` slots or more held, the queues are left out: nothing may
+        start, so a busy scheduler's idle decisions do not read them.
 
         `admission_queues` and `tenant_admissions` are kept by triggers in the transactions that queue,
         dequeue and admit (migration 0021), so this reads a few small rows per queue: the cost grows with
         the number of queues and running worksets, not with the queue's depth or the history, and no
         index is descended per queue. In no particular order: the order is `next_queues`'s."""
         rows = await self._conn.fetch(
-            """WITH running AS MATERIALIZED (SELECT tenant_id, count(*) AS n FROM slot_leases GROUP BY tenant_id)
+            """WITH running AS MATERIALIZED (SELECT tenant_id, count(*) AS n FROM slot_leases GROUP BY tenant_id),
+                    held AS (SELECT coalesce(sum(n), 0)::int AS total FROM running)
                SELECT q.tenant_id, q.priority, a.last_admitted_at, l.max_concurrent, coalesce(r.n, 0) AS running,
-                      (SELECT coalesce(sum(n), 0) FROM running)::int AS total
-               FROM (SELECT 1) AS always_a_row
-               LEFT JOIN admission_queues q ON true
+                      held.total
+               FROM held
+               LEFT JOIN admission_queues q ON held.total < $1
                LEFT JOIN tenant_admissions a ON a.tenant_id = q.tenant_id
                LEFT JOIN tenant_limits l ON l.tenant_id = q.tenant_id
-               LEFT JOIN running r ON r.tenant_id = q.tenant_id"""
+               LEFT JOIN running r ON r.tenant_id = q.tenant_id""",
+            global_max,
         )
         queued = [r for r in rows if r["tenant_id"] is not None]
         return WaitingQueues(
