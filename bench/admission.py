@@ -186,7 +186,7 @@ async def queue_read_plan(pool: asyncpg.Pool, n: int) -> tuple[list[float], dict
             queues = waiting.queues
             limits = Limits(10**9, waiting.quotas, 10**6)
             front = next_queues(queues, waiting.occupancy, limits, waiting.last_admitted)
-            await uow.slots.queue_heads(front)
+            await uow.slots.queue_heads(front, facts=len(front) == 1)
             times.append(time.perf_counter() - t0)
     # The plans of the queries the repository runs, as PostgreSQL executes them now.
     plans = []
@@ -225,7 +225,7 @@ async def _queue_read_sql(front: list[TenantQueue]) -> list[tuple[str, tuple[Any
     from stamen.store.slots import SlotLedger
 
     await SlotLedger(Recorder()).waiting_queues(10**9)  # type: ignore[arg-type]
-    await SlotLedger(Recorder()).queue_heads(front)  # type: ignore[arg-type]
+    await SlotLedger(Recorder()).queue_heads(front, facts=len(front) == 1)  # type: ignore[arg-type]
     return sent
 
 

@@ -72,11 +72,15 @@ class Admitter:
                 front = next_queues(waiting.queues, occupancy, limits, waiting.last_admitted)
                 if not front:
                     return None
-                # The heads of the queues in front only (usually one index descent), with their
-                # placement facts: where a workset goes never changes which head is next.
-                head = next_head(await repo.queue_heads(front), occupancy, limits, waiting.last_admitted)
+                # The heads of the queues in front only (usually one index descent); where a workset goes
+                # never changes which head is next, so only the head taken needs its placement facts:
+                # read with the head when one queue is in front, after the choice when tenants tie.
+                heads = await repo.queue_heads(front, facts=len(front) == 1)
+                head = next_head(heads, occupancy, limits, waiting.last_admitted)
                 if head is None:
                     return None
+                if len(front) > 1:
+                    head = await repo.head_facts(head)
                 # Read every pass: the regions service owns region_health; a region without a row is healthy.
                 views, health, latency = await repo.placement_view()
                 placement = place(head, views, health, latency)

@@ -125,10 +125,17 @@ async def test_queue_reads_match_a_plain_reading_of_the_queue(pool: asyncpg.Pool
     for r in queued:
         heads.setdefault((r[1], r[2]), r)
     async with UnitOfWork(pool) as uow:
-        got = await uow.slots.queue_heads((await uow.slots.waiting_queues(10**6)).queues)
+        queues = (await uow.slots.waiting_queues(10**6)).queues
+        got = sorted(await uow.slots.queue_heads(queues, facts=True), key=lambda h: (h.tenant_id, h.priority))
+        bare = sorted(
+            await uow.slots.queue_heads(queues, facts=False), key=lambda h: (h.tenant_id, h.priority)
+        )
         assert [(h.tenant_id, h.priority, h.workset_id) for h in got] == [
             (k[0], k[1], r[0]) for k, r in sorted(heads.items())
         ]
+        assert [(h.workset_id, h.queued_at) for h in bare] == [(h.workset_id, h.queued_at) for h in got]
+        assert all(h.data_locations == () and h.preferred_cluster is None for h in bare)
+        assert [await uow.slots.head_facts(h) for h in bare] == got
     for head in got:
         spec = heads[(head.tenant_id, head.priority)][5]
         assert head.data_locations == expected_buckets(spec), spec
@@ -214,7 +221,7 @@ async def test_an_empty_queue_has_no_queues_and_no_heads(pool: asyncpg.Pool) -> 
     async with UnitOfWork(pool) as uow:
         waiting = await uow.slots.waiting_queues(10**6)
         assert (waiting.queues, waiting.occupancy, waiting.last_admitted) == ([], Occupancy(0, {}), {})
-        assert await uow.slots.queue_heads([]) == []
+        assert await uow.slots.queue_heads([], facts=True) == []
 
 
 async def test_with_every_slot_held_the_queues_are_not_read(pool: asyncpg.Pool) -> None:

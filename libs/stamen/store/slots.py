@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -72,34 +72,41 @@ class SlotLedger:
             quotas={r["tenant_id"]: r["max_concurrent"] for r in queued if r["max_concurrent"] is not None},
         )
 
-    async def queue_heads(self, queues: Sequence[TenantQueue]) -> list[QueueHead]:
-        """The oldest queued workset of each of `queues` with what placement scores (its preferred
-        cluster and input buckets, from its spec): one descent of the partial index worksets_queue_heads
-        (tenant_id, priority, queued_at, id) and one row per queue. Admission asks for the queues in front
-        only (usually one)."""
-        rows = await self._conn.fetch(
-            f"""SELECT head.id, head.tenant_id, head.priority, head.queued_at,
-                       w.spec ->> 'preferred_cluster' AS preferred_cluster, {_INPUT_BUCKETS_SQL} AS buckets
-                FROM unnest($1::text[], $2::text[]) AS q (tenant_id, priority), LATERAL (
-                    SELECT id, tenant_id, priority, queued_at FROM worksets w
-                    WHERE w.state = 'queued' AND w.tenant_id = q.tenant_id AND w.priority = q.priority
-                    ORDER BY w.queued_at, w.id LIMIT 1) head
-                JOIN worksets w ON w.id = head.id
-                ORDER BY head.tenant_id, head.priority""",
-            [q.tenant_id for q in queues],
-            [q.priority for q in queues],
-        )
-        return [
+    async def queue_heads(self, queues: Sequence[TenantQueue], *, facts: bool) -> list[QueueHead]:
+        """The oldest queued workset of each of `queues`: one descent each of the partial index
+        worksets_queue_heads (tenant_id, priority, queued_at, id). With `facts`, also what placement
+        scores (the preferred cluster, the input buckets, from the spec: one table row per head);
+        without, index-only, and `head_facts` reads them for the head taken. Admission asks for the
+        queues in front only: with one (the rule), in one statement with its facts."""
+        if facts:
+            sql = f"""SELECT head.*, w.spec ->> 'preferred_cluster' AS preferred_cluster, {_INPUT_BUCKETS_SQL} AS buckets
+                      FROM ({_HEADS_SQL}) head JOIN worksets w ON w.id = head.id"""
+        else:
+            sql = _HEADS_SQL
+        rows = await self._conn.fetch(sql, [q.tenant_id for q in queues], [q.priority for q in queues])
+        heads = [
             QueueHead(
-                workset_id=r["id"],
-                tenant_id=r["tenant_id"],
-                priority=r["priority"],
-                queued_at=r["queued_at"],
-                preferred_cluster=r["preferred_cluster"],
-                data_locations=tuple(r["buckets"]),
+                workset_id=r["id"], tenant_id=r["tenant_id"], priority=r["priority"], queued_at=r["queued_at"]
             )
             for r in rows
         ]
+        if facts:
+            heads = [
+                replace(h, preferred_cluster=r["preferred_cluster"], data_locations=tuple(r["buckets"]))
+                for h, r in zip(heads, rows, strict=True)
+            ]
+        return heads
+
+    async def head_facts(self, head: QueueHead) -> QueueHead:
+        """`head` with what placement scores: its preferred cluster and input buckets (from its spec)."""
+        row = await self._conn.fetchrow(
+            f"""SELECT w.spec ->> 'preferred_cluster' AS preferred_cluster, {_INPUT_BUCKETS_SQL} AS buckets
+                FROM worksets w WHERE w.id = $1""",
+            head.workset_id,
+        )
+        if row is None:
+            return head
+        return replace(head, preferred_cluster=row["preferred_cluster"], data_locations=tuple(row["buckets"]))
 
     async def cluster_views(self) -> list[ClusterView]:
         rows = await self._conn.fetch(
@@ -214,6 +221,12 @@ def _cluster_view(r: Record) -> ClusterView:
         status=r["status"],
     )
 
+
+# The head of each (tenant, priority) queue in $1/$2: one descent of worksets_queue_heads each.
+_HEADS_SQL = """SELECT head.* FROM unnest($1::text[], $2::text[]) AS q (tenant_id, priority), LATERAL (
+        SELECT id, tenant_id, priority, queued_at FROM worksets w
+        WHERE w.state = 'queued' AND w.tenant_id = q.tenant_id AND w.priority = q.priority
+        ORDER BY w.queued_at, w.id LIMIT 1) head"""
 
 # The buckets a workset's inputs live in (data locality): the bucket of every `s3://` r1/r2 URI of its
 # samples, sorted, once each. In SQL, so admission reads a few words per queue head, not its spec.

@@ -117,8 +117,9 @@ async def test_admission_does_not_ask_again_once_it_took_the_last_slot(
 async def test_a_decision_with_every_slot_taken_reads_no_queue_and_one_head_s_spec(
     pool: asyncpg.Pool, database_url: str, tmp_path: Path
 ) -> None:
-    """Admission reads the queue heads from the index alone and the spec facts (preferred cluster,
-    input buckets) of the one head it places; with every slot taken it does not read the queue at all."""
+    """Admission reads the spec facts (preferred cluster, input buckets) of the one head it places, also
+    when three tenants tie in front (never admitted, nothing running: their heads are read from the
+    index alone, then the facts of the oldest); with every slot taken it does not read the queue at all."""
     settings = settings_for(
         tmp_path,
         [{"name": "one", "argv": script("pass")}],
@@ -140,7 +141,7 @@ async def test_a_decision_with_every_slot_taken_reads_no_queue_and_one_head_s_sp
         await counting.close()
     reads_specs = [s for s in admitted if "spec" in s and s.startswith(("SELECT", "WITH"))]
     assert len(reads_specs) == 1 and "WHERE w.id = $1" in reads_specs[0], admitted
-    assert not any("heads" in s for s in blocked), blocked
+    assert not any("worksets" in s for s in blocked), blocked
 
 
 async def test_a_step_that_succeeds_is_followed_by_the_next_in_the_same_transaction(
