@@ -2,8 +2,16 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 pytest_plugins = ["tests.fixtures"]
+
+# Property tests check what holds for any input, not how fast inputs are made: on a loaded 2-core runner
+# Hypothesis' per-example deadline and its "input generation slow" health check fail tests that are right.
+settings.register_profile(
+    "stamen", deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
+settings.load_profile("stamen")
 
 # scripts/test runs the suite in two pytest-xdist workers, each with its own servers. Tests that share one
 # session-wide cluster run in one worker, so it is started once: the Slurm cluster (munged, slurmctld, slurmd).
