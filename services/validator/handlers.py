@@ -85,7 +85,10 @@ async def validate_submitted(
         # On the last delivery the workset is rejected with SNF-OBJ-006 instead: nothing stays stuck.
         raise RetryLater(STORAGE_RETRY_SECONDS, "storage unavailable")
     decide = functools.partial(apply_decision, result=result)
-    await idempotent(consumer, pool, decide, group=group)(envelope, delivery)
+    # A workset entering its queue updates the queue's admission_queues row (a trigger): shared with the
+    # tenant's other worksets of that priority, so grouped decisions take those rows in one order.
+    queue = (ws.tenant_id, ws.priority)
+    await idempotent(consumer, pool, decide, group=group, lock_order=queue)(envelope, delivery)
 
 
 async def apply_decision(uow: UnitOfWork, event: Envelope, *, result: CheckResult | None) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 import pytest
@@ -162,3 +162,44 @@ async def test_a_full_group_does_not_wait_out_the_gathering_window(
     await asyncio.wait_for(asyncio.gather(*(handler(event(str(i)), DELIVERY) for i in range(4))), 60)
     assert await counter.count() == 1
     assert len(await effects(pool)) == 4
+
+
+async def test_groups_take_shared_rows_in_one_order_so_two_replicas_do_not_deadlock(
+    database_url: str,
+) -> None:
+    """Two replicas' groups whose calls lock the same rows (queue counters) in opposite arrival orders: run
+    as they arrived, the groups deadlock and PostgreSQL fails a call (seen with two validators: the
+    admission_queues row of a tenant's queue); run in `lock_order`, one waits for the other and all commit."""
+    first = await create_pool(database_url)
+    second = await create_pool(database_url)
+    await first.execute("CREATE TABLE queue_counts (queue text PRIMARY KEY, n int NOT NULL DEFAULT 0)")
+    await first.execute("INSERT INTO queue_counts (queue) VALUES ('lab-a'), ('lab-b')")
+
+    def bump(queue: str) -> Callable[[UnitOfWork], Awaitable[None]]:
+        async def work(uow: UnitOfWork) -> None:
+            await uow.connection.execute("UPDATE queue_counts SET n = n + 1 WHERE queue = $1", queue)
+            await asyncio.sleep(0.3)  # the other replica's group takes its first row meanwhile
+            await uow.commit()
+
+        return work
+
+    async def replicas(ordered: bool) -> list[BaseException | None]:
+        groups = [
+            GroupCommit(lambda: first, gather_seconds=0.05),
+            GroupCommit(lambda: second, gather_seconds=0.05),
+        ]
+        arrivals = [("lab-a", "lab-b"), ("lab-b", "lab-a")]
+        calls = [
+            group.run(bump(queue), lock_order=(queue,) if ordered else ())
+            for group, queues in zip(groups, arrivals, strict=True)
+            for queue in queues
+        ]
+        return list(await asyncio.gather(*calls, return_exceptions=True))
+
+    try:
+        unordered = await replicas(ordered=False)
+        assert any(isinstance(r, asyncpg.DeadlockDetectedError) for r in unordered), unordered
+        assert await replicas(ordered=True) == [None] * 4
+    finally:
+        await first.close()
+        await second.close()

@@ -9,6 +9,12 @@ connection), every call of the group fails: nothing of it was committed, so ever
 redelivered, and the inbox claims make those redeliveries of what did commit no-ops. Calls return, and
 their messages are acked, only after the commit. Only work that talks to PostgreSQL alone belongs in a
 group: a call that waits on another network (S3, a cluster) would hold the whole group's transaction.
+
+A group holds every row lock its calls took until it commits, so two groups (two replicas) whose calls
+lock shared rows (e.g. the admission_queues row of a tenant's queue, which a workset entering the queue
+updates) in opposite orders deadlock: PostgreSQL ends one call after a second, and its message is
+redelivered. Calls that lock shared rows say which (`lock_order`), and a group runs its calls in that
+order, so every group takes shared rows in one order and no two wait on each other.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ class _Call:
     work: GroupWork[Any]
     done: asyncio.Future[Any]
     arrived: float  # the event loop's clock
+    lock_order: tuple[str, ...]  # the shared rows it locks, as a sort key; () first
     # The caller's log context (event id, consumer, ...): the work runs in the group's task.
     log_context: dict[str, Any] = field(default_factory=dict)
 
@@ -71,11 +78,14 @@ class GroupCommit:
         self._runner: asyncio.Task[None] | None = None
         self._full = asyncio.Event()  # set when a whole group waits: it need not wait out the window
 
-    async def run(self, work: GroupWork[T]) -> T:
+    async def run(self, work: GroupWork[T], *, lock_order: tuple[str, ...] = ()) -> T:
         """`work`'s result once its group has committed; its own exception if it failed (its changes
-        rolled back to its savepoint); the transaction's exception if the group's commit failed."""
+        rolled back to its savepoint); the transaction's exception if the group's commit failed.
+        `lock_order` names the shared rows `work` locks (see the module's docstring)."""
         loop = asyncio.get_running_loop()
-        call = _Call(work, loop.create_future(), loop.time(), structlog.contextvars.get_contextvars())
+        call = _Call(
+            work, loop.create_future(), loop.time(), lock_order, structlog.contextvars.get_contextvars()
+        )
         self._waiting.append(call)
         if len(self._waiting) >= self._max_group:
             self._full.set()
@@ -109,7 +119,7 @@ class GroupCommit:
         results: list[tuple[_Call, Any]] = []
         try:
             async with self._pool().acquire() as conn, conn.transaction():
-                for call in group:
+                for call in sorted(group, key=lambda c: c.lock_order):  # stable: else as they arrived
                     if call.done.done():  # its caller gave up (cancelled) before its turn
                         continue
                     structlog.contextvars.clear_contextvars()
@@ -152,10 +162,11 @@ def idempotent(
     handle: TransactionalHandler,
     *,
     group: GroupCommit | None = None,
+    lock_order: tuple[str, ...] = (),
 ) -> EventHandler:
     """Wrap `handle` so it runs in one transaction with the inbox claim; a redelivery is a no-op.
     With `group`, that transaction is shared with other calls (see GroupCommit): `handle` must then
-    talk to PostgreSQL only."""
+    talk to PostgreSQL only, and name in `lock_order` the shared rows it locks."""
 
     async def claimed(uow: UnitOfWork, envelope: Envelope) -> bool:
         if not await uow.inbox.claim(consumer, envelope.id):
@@ -170,7 +181,7 @@ def idempotent(
             async with UnitOfWork(pool()) as uow:
                 handled = await claimed(uow, envelope)
         else:
-            handled = await group.run(lambda uow: claimed(uow, envelope))
+            handled = await group.run(lambda uow: claimed(uow, envelope), lock_order=lock_order)
         if not handled:
             log.info("inbox.duplicate_skipped", delivery=delivery.num_delivered)
 
