@@ -345,15 +345,26 @@ def transaction_breakdown(log_file: Path, offset: int, owners: dict[int, str], n
             current = (pid, vxid)
             transactions[current].append(s.group(1))
     per_service: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    # Statements (BEGIN and COMMIT included) are round trips: each costs a send, a wake-up of the other
+    # side and a parse/plan/execute, in the client and in PostgreSQL alike.
+    statements_by: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     for (pid, _), statements in transactions.items():
-        per_service[owners.get(pid, "other (connection closed before the end)")][_label(statements)] += 1
+        owner = owners.get(pid, "other (connection closed before the end)")
+        per_service[owner][_label(statements)] += 1
+        for statement in statements:
+            statements_by[owner][_label([statement]) if statement.strip() else "(empty)"] += 1
     out: dict[str, Any] = {}
     for service, counter in sorted(per_service.items(), key=lambda kv: -sum(kv[1].values())):
         total = sum(counter.values())
         out[service] = {
             "per_workset": round(total / n, 2),
+            "statements_per_workset": round(sum(statements_by[service].values()) / n, 2),
             "top": [
                 {"per_workset": round(c / n, 2), "transaction": label} for label, c in counter.most_common(20)
+            ],
+            "top_statements": [
+                {"per_workset": round(c / n, 2), "statement": label}
+                for label, c in statements_by[service].most_common(20)
             ],
         }
     return out
@@ -477,7 +488,7 @@ def lines_for(f: dict[str, Any]) -> list[str]:
             "transactions per workset by service (statement log on: throughput and CPU of this run are not comparable):"
         )
         for service, b in f["breakdown"].items():
-            lines.append(f"  {service}: {b['per_workset']}")
+            lines.append(f"  {service}: {b['per_workset']} ({b['statements_per_workset']} statements)")
             lines += [f"      {t['per_workset']:7.2f}  {t['transaction']}" for t in b["top"]]
     return lines
 
