@@ -198,10 +198,9 @@ class Dispatcher:
         except Exception as exc:  # an unknown pipeline or a spec the planner cannot use
             await self._fail(uow, ws, None, f"cannot plan the pipeline: {exc}")
             return None
-        done = await uow.step_runs.completed_steps(ws.id, cluster.name)
         # Steps done on another cluster count too when their outputs were exported to S3 (a workset
         # moved out of a lost region resumes after them); others' local outputs are not here.
-        elsewhere = await uow.step_runs.succeeded_anywhere(ws.id)
+        done, elsewhere = await uow.step_runs.succeeded_steps(ws.id, cluster.name)
         reused = {
             s.step: elsewhere[s.step]
             for s in plan

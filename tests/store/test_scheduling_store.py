@@ -161,9 +161,11 @@ async def test_completed_steps_are_those_of_the_same_cluster(pool: asyncpg.Pool)
             await uow.step_runs.finish_step_run(run_id, JobStatus(handle=job, state=JobState.SUCCEEDED))
         await uow.commit()
     async with UnitOfWork(pool) as uow:
-        assert await uow.step_runs.completed_steps(ws_id, "a") == {"one", "two"}
-        assert await uow.step_runs.completed_steps(ws_id, "b") == {"one"}
-        assert await uow.step_runs.completed_steps(ws_id, "c") == set()
+        assert (await uow.step_runs.succeeded_steps(ws_id, "a"))[0] == {"one", "two"}
+        assert (await uow.step_runs.succeeded_steps(ws_id, "b"))[0] == {"one"}
+        assert (await uow.step_runs.succeeded_steps(ws_id, "c"))[0] == set()
+        # Anywhere: each step with the cluster of its first success.
+        assert (await uow.step_runs.succeeded_steps(ws_id, "c"))[1] == {"one": "a", "two": "a"}
 
 
 async def test_region_health_is_read_back_and_unknown_regions_have_no_entry(pool: asyncpg.Pool) -> None:

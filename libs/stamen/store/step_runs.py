@@ -157,26 +157,23 @@ class StepRunRepository:
             )
         )
 
-    async def completed_steps(self, workset_id: str, cluster: str) -> set[str]:
-        """Steps that succeeded on `cluster` in any attempt. Only those: each cluster has its own
-        workdir_root, so another cluster's outputs are not where this one's steps look for them."""
+    async def succeeded_steps(self, workset_id: str, cluster: str) -> tuple[set[str], dict[str, str]]:
+        """The workset's succeeded steps, read once: those that succeeded on `cluster` in any attempt (each
+        cluster has its own workdir_root, so another cluster's outputs are not where this one's steps look
+        for them), and every succeeded step with the cluster of its first success (with outputs exported
+        to S3, they count as done wherever the workset runs next; the dispatcher checks which export)."""
         rows = await self._conn.fetch(
-            """SELECT DISTINCT step FROM step_runs
-               WHERE workset_id = $1 AND cluster = $2 AND state = 'succeeded'""",
-            workset_id,
-            cluster,
-        )
-        return {r["step"] for r in rows}
-
-    async def succeeded_anywhere(self, workset_id: str) -> dict[str, str]:
-        """Steps that succeeded on any cluster, with the cluster: with outputs exported to S3, they
-        count as done wherever the workset runs next (the dispatcher checks which steps export)."""
-        rows = await self._conn.fetch(
-            """SELECT DISTINCT ON (step) step, cluster FROM step_runs
+            """SELECT step, cluster FROM step_runs
                WHERE workset_id = $1 AND state = 'succeeded' ORDER BY step, id""",
             workset_id,
         )
-        return {r["step"]: r["cluster"] for r in rows}
+        here: set[str] = set()
+        anywhere: dict[str, str] = {}
+        for r in rows:
+            anywhere.setdefault(r["step"], r["cluster"])
+            if r["cluster"] == cluster:
+                here.add(r["step"])
+        return here, anywhere
 
     async def worksets_in_down_regions(self) -> list[StrandedWorkset]:
         """Admitted worksets whose cluster is in a region that is down (while another region can take the
