@@ -117,8 +117,6 @@ class Admitter:
                 # Its first step is recorded for submission in the same transaction, as the dispatcher's
                 # claim would do next: one transaction fewer per attempt.
                 submission = await self._dispatcher.prepare(uow, ws) if self._dispatcher else None
-                if submission is not None:
-                    await uow.step_runs.hold_submission_lock(submission.claim)
                 await uow.commit()
             log.info("scheduler.admitted", workset_id=ws.id, cluster=placement.cluster, attempt=ws.attempt)
             if submission is not None and self._dispatcher is not None:

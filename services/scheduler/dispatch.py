@@ -164,9 +164,7 @@ class Dispatcher:
                     if not await uow.step_runs.dispatchable(ws.id):
                         await uow.commit()
                         continue
-                    submission = await self.prepare(uow, ws)
-                    if submission is not None:
-                        await uow.step_runs.hold_submission_lock(submission.claim)
+                    submission = await self.prepare(uow, ws)  # holds the step run's lock
                     await uow.commit()
                 if submission is not None:
                     await self.submit_holding(conn, submission)
@@ -174,7 +172,9 @@ class Dispatcher:
         return dispatched
 
     async def prepare(self, uow: UnitOfWork, ws: Workset) -> Submission | None:
-        """Finish the workset, or record its next step as `submitting` and return what to submit."""
+        """Finish the workset, or record its next step as `submitting` and return what to submit: the step
+        run's lock is then held by the unit of work's session (taken with the row), for its caller to
+        submit on that connection after the commit (`submit_holding`)."""
         assert ws.cluster is not None
         if ws.cancel_requested_by:
             finish_cancelled(ws, self._holder)
@@ -234,6 +234,7 @@ class Dispatcher:
             step_index=index,
             cluster=cluster.name,
             holder=self._holder,
+            hold_lock=True,
         )
         return Submission(claim, ws.id, cluster, step, how)
 
@@ -262,7 +263,10 @@ class Dispatcher:
 
     async def _record_submitted(self, sub: Submission, handle: JobHandle, conn: Connection | None) -> None:
         async with self._unit_of_work(conn) as uow:
-            if not await uow.step_runs.lock_submitting(sub.claim):
+            # On the submitting session, the step run's lock is given back by the same statement.
+            if not await uow.step_runs.record_claimed_submission(
+                sub.claim, handle, release_lock=conn is not None
+            ):
                 # Only if the submission lock went with a broken connection and another replica adopted
                 # the job it found by name meanwhile (or, past resubmit_after_seconds, took the row over).
                 log.warning(
@@ -270,11 +274,12 @@ class Dispatcher:
                     workset_id=sub.workset_id, step=sub.step.step, job_id=handle.job_id,
                 )  # fmt: skip
                 return
-            await uow.step_runs.record_submitted(sub.claim.step_run_id, handle)
             ws = await uow.worksets.get(sub.workset_id, for_update=True)
             self._started(ws, sub.cluster.name, sub.step.step, sub.how)
             await uow.worksets.save(ws)
-            await self._commit_releasing(uow, sub, conn)
+            await uow.commit()
+            if conn is not None:
+                released_session_state(conn)  # nothing left in the session: no reset on release
         log.info("scheduler.step_submitted", workset_id=ws.id, step=sub.step.step, job_id=handle.job_id)
 
     async def _record_refusal(self, sub: Submission, reason: str, conn: Connection | None) -> None:

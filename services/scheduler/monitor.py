@@ -95,10 +95,8 @@ class JobMonitor:
                     return 0  # another replica recorded it
                 ws = await uow.worksets.get(row.workset_id, for_update=True)
                 await uow.step_runs.finish_step_run(row.id, status)
-                submission = await self._outcome(uow, ws, row, status)
+                submission = await self._outcome(uow, ws, row, status)  # holds the step run's lock
                 await uow.worksets.save(ws)
-                if submission is not None:
-                    await uow.step_runs.hold_submission_lock(submission.claim)
                 await uow.commit()
             if submission is not None and self._dispatcher is not None:
                 await self._dispatcher.submit_holding(conn, submission)

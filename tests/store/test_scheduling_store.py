@@ -195,3 +195,42 @@ async def test_a_takeover_voids_the_stalled_submitters_claim(pool: asyncpg.Pool)
         assert not held
     async with UnitOfWork(pool) as uow:
         assert await uow.step_runs.lock_submitting(taken)
+
+
+async def test_a_submission_is_recorded_only_while_its_claim_holds_and_gives_its_lock_back(
+    pool: asyncpg.Pool,
+) -> None:
+    ws_id = await workset_in(pool, *RUNNING, attempt=1)
+    async with pool.acquire() as conn:  # the submitting session: records the row and takes its lock
+        async with UnitOfWork.on(conn) as uow:
+            stalled = await uow.step_runs.record_submitting(
+                workset_id=ws_id,
+                attempt=1,
+                step="one",
+                step_index=0,
+                cluster="a",
+                holder="s1",
+                hold_lock=True,
+            )
+            await uow.commit()
+        async with step_run_locks(pool, [stalled.step_run_id]) as held:
+            assert not held  # the submitter holds it
+        async with UnitOfWork(pool) as uow:  # taken over meanwhile: the stalled claim records nothing
+            taken = await uow.step_runs.restart_submitting(stalled.step_run_id, "s2")
+            await uow.commit()
+        async with UnitOfWork.on(conn) as uow:
+            assert not await uow.step_runs.record_claimed_submission(
+                stalled, handle(ws_id, "one"), release_lock=True
+            )
+        async with UnitOfWork(pool) as uow:
+            assert await uow.step_runs.active_step_runs("a") == []  # still 'submitting'
+        async with UnitOfWork.on(conn) as uow:
+            assert await uow.step_runs.record_claimed_submission(
+                taken, handle(ws_id, "one"), release_lock=True
+            )
+            await uow.commit()
+        async with step_run_locks(pool, [stalled.step_run_id]) as held:
+            assert held  # given back by the statement that recorded the handle
+    async with UnitOfWork(pool) as uow:
+        active = await uow.step_runs.active_step_runs("a")
+        assert [(r.id, r.state, r.handle.job_id) for r in active] == [(stalled.step_run_id, "running", "123")]

@@ -211,33 +211,41 @@ class StepRunRepository:
     # -- submission -----------------------------------------------------------------------------
 
     async def record_submitting(
-        self, *, workset_id: str, attempt: int, step: str, step_index: int, cluster: str, holder: str
+        self,
+        *,
+        workset_id: str,
+        attempt: int,
+        step: str,
+        step_index: int,
+        cluster: str,
+        holder: str,
+        hold_lock: bool = False,
     ) -> SubmissionClaim:
-        """The step run, committed before the executor is called (its handle follows)."""
+        """The step run, committed before the executor is called (its handle follows).
+
+        `hold_lock`: the same statement takes the step run's lock at session level, in the transaction
+        that records the row: held from the moment anyone can see the row, so no reconciler can take it
+        for an orphan, and kept after the commit while the caller, on this same connection, submits.
+        Given back by `record_claimed_submission` or `release_submission_lock` (or, if the caller fails
+        first, by the pool's reset on release, or with the session if the process dies). Nobody else can
+        hold the lock of a row not yet inserted, so taking it never waits."""
+        lock = ", pg_advisory_lock($7, (id % 2147483647)::int)" if hold_lock else ""
+        if hold_lock:
+            keeps_session_state(self._conn)
         row = await self._conn.fetchrow(
-            """INSERT INTO step_runs (workset_id, attempt, step, step_index, cluster, state, submitted_by,
+            f"""INSERT INTO step_runs (workset_id, attempt, step, step_index, cluster, state, submitted_by,
                                       started_at)
-               VALUES ($1, $2, $3, $4, $5, 'submitting', $6, clock_timestamp()) RETURNING id, started_at""",
+               VALUES ($1, $2, $3, $4, $5, 'submitting', $6, clock_timestamp()) RETURNING id, started_at{lock}""",
             workset_id,
             attempt,
             step,
             step_index,
             cluster,
             holder,
+            *([STEP_RUN_LOCK_CLASS] if hold_lock else []),
         )
         assert row is not None  # INSERT ... RETURNING always returns the row
         return SubmissionClaim(int(row["id"]), holder, row["started_at"])
-
-    async def hold_submission_lock(self, claim: SubmissionClaim) -> None:
-        """The step run's lock, taken at session level in the transaction that records the row: held
-        from the moment anyone can see the row, so no reconciler can take it for an orphan, and kept
-        after the commit while the caller, on this same connection, submits. Released by
-        `release_submission_lock` (or, if the caller fails first, by the pool's reset on release, or
-        with the session if the process dies)."""
-        keeps_session_state(self._conn)
-        await self._conn.execute(
-            f"SELECT pg_advisory_lock($1, {_STEP_RUN_KEY})", STEP_RUN_LOCK_CLASS, claim.step_run_id
-        )
 
     async def release_submission_lock(self, claim: SubmissionClaim) -> None:
         """Give the lock back in the transaction that records the submission's outcome, after
@@ -258,6 +266,27 @@ class StepRunRepository:
             claim.step_run_id,
             claim.holder,
             claim.since,
+        )
+        return row is not None
+
+    async def record_claimed_submission(
+        self, claim: SubmissionClaim, handle: JobHandle, *, release_lock: bool
+    ) -> bool:
+        """Store the job handle of the claim's submission (the row becomes 'running') in one statement,
+        if the claim still holds; False if it does not (the row was reconciled, or taken over,
+        meanwhile): then nothing is recorded. `release_lock`: this session holds the step run's lock
+        (`record_submitting(hold_lock=True)`) and gives it back in the same statement; the UPDATE's row lock then keeps
+        a reconciler or evacuation that takes the step run's lock before this commit from acting on it
+        (theirs re-read the row under FOR UPDATE and find it no longer 'submitting'). It replaces
+        `lock_submitting`, `record_submitted` and `release_submission_lock`: one round trip, not three."""
+        unlock = ", pg_advisory_unlock($5, (id % 2147483647)::int)" if release_lock else ""
+        args: list[Any] = [claim.step_run_id, claim.holder, claim.since, handle.model_dump_json()]
+        row = await self._conn.fetchrow(
+            f"""UPDATE step_runs SET state = 'running', handle = $4::jsonb
+               WHERE id = $1 AND state = 'submitting' AND submitted_by = $2 AND started_at = $3
+               RETURNING id{unlock}""",
+            *args,
+            *([STEP_RUN_LOCK_CLASS] if release_lock else []),
         )
         return row is not None
 
