@@ -73,11 +73,19 @@ class WorksetRepository:
         return _from_row(row) if row else None
 
     async def add(self, ws: Workset) -> None:
+        # The row and its history rows in one statement (one round trip).
         await self._conn.execute(
-            """INSERT INTO worksets (id, tenant_id, name, state, version, region, priority, spec,
-                                     idempotency_key, correlation_id, max_retries, max_duration_seconds,
-                                     idempotency_fingerprint)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12, $13)""",
+            """WITH added AS (
+                 INSERT INTO worksets (id, tenant_id, name, state, version, region, priority, spec,
+                                       idempotency_key, correlation_id, max_retries, max_duration_seconds,
+                                       idempotency_fingerprint)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12, $13)
+                 RETURNING id
+               )
+               INSERT INTO workset_history (workset_id, version, from_state, to_state, actor, reason, event_id, at)
+               SELECT added.id, h.version, h.from_state, h.to_state, h.actor, h.reason, h.event_id, h.at
+               FROM added, unnest($14::int[], $15::text[], $16::text[], $17::text[], $18::text[], $19::uuid[],
+                                  $20::timestamptz[]) AS h (version, from_state, to_state, actor, reason, event_id, at)""",
             ws.id,
             ws.tenant_id,
             ws.name,
@@ -91,8 +99,8 @@ class WorksetRepository:
             ws.max_retries,
             ws.max_duration_seconds,
             ws.idempotency_fingerprint,
+            *_history_arrays(ws, base_version=0),
         )
-        await self._write_history(ws, base_version=0)
         ws.version = len(ws.pending_transitions)
         ws.pending_transitions.clear()
         self._seen.append(ws)
@@ -103,13 +111,26 @@ class WorksetRepository:
         Every save bumps the version (a transition adds one per step of history), so a change
         without a transition (e.g. a cancel request) still conflicts with a racing writer."""
         new_version = ws.version + max(1, len(ws.pending_transitions))
-        status = await self._conn.execute(
-            """UPDATE worksets SET state = $1, version = $2, priority = $3, spec = $4::jsonb, updated_at = now(),
-                      cluster = $7, attempt = $8, retry_count = $9, max_retries = $10,
-                      cancel_requested_by = $11, max_duration_seconds = $12, memory_multiplier = $13,
-                      placement_reason = $14, placement_scores = $15::jsonb,
-                      queued_at = CASE WHEN $1 = 'queued' AND state <> 'queued' THEN now() ELSE queued_at END
-               WHERE id = $5 AND version = $6""",
+        history = _history_arrays(ws, base_version=ws.version)
+        # The row and its history rows in one statement (one round trip): the history is inserted only
+        # if the version check let the UPDATE through.
+        updated = await self._conn.fetchval(
+            """WITH updated AS (
+                 UPDATE worksets SET state = $1, version = $2, priority = $3, spec = $4::jsonb, updated_at = now(),
+                        cluster = $7, attempt = $8, retry_count = $9, max_retries = $10,
+                        cancel_requested_by = $11, max_duration_seconds = $12, memory_multiplier = $13,
+                        placement_reason = $14, placement_scores = $15::jsonb,
+                        queued_at = CASE WHEN $1 = 'queued' AND state <> 'queued' THEN now() ELSE queued_at END
+                 WHERE id = $5 AND version = $6
+                 RETURNING id
+               ), history AS (
+                 INSERT INTO workset_history (workset_id, version, from_state, to_state, actor, reason, event_id, at)
+                 SELECT $5, h.version, h.from_state, h.to_state, h.actor, h.reason, h.event_id, h.at
+                 FROM unnest($16::int[], $17::text[], $18::text[], $19::text[], $20::text[], $21::uuid[],
+                             $22::timestamptz[]) AS h (version, from_state, to_state, actor, reason, event_id, at)
+                 WHERE EXISTS (SELECT 1 FROM updated)
+               )
+               SELECT count(*) FROM updated""",
             ws.state.value,
             new_version,
             ws.priority,
@@ -125,25 +146,14 @@ class WorksetRepository:
             ws.memory_multiplier,
             ws.placement_reason,
             json.dumps(ws.placement_scores) if ws.placement_scores is not None else None,
+            *history,
         )
-        if status != "UPDATE 1":
+        if updated != 1:
             raise ConcurrencyConflict(
                 f"workset {ws.id} changed since version {ws.version} was read; reload it and try again"
             )
-        await self._write_history(ws, base_version=ws.version)
         ws.version = new_version
         ws.pending_transitions.clear()
-
-    async def _write_history(self, ws: Workset, *, base_version: int) -> None:
-        rows: list[tuple[Any, ...]] = [
-            (ws.id, base_version + i + 1, *_transition_columns(t))
-            for i, t in enumerate(ws.pending_transitions)
-        ]
-        await self._conn.executemany(
-            """INSERT INTO workset_history (workset_id, version, from_state, to_state, actor, reason, event_id, at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
-            rows,
-        )
 
     async def history(self, workset_id: str) -> list[HistoryRow]:
         rows = await self._conn.fetch(
@@ -198,6 +208,13 @@ class WorksetRepository:
     async def count_by_state(self) -> dict[str, int]:
         rows = await self._conn.fetch("SELECT state, count(*) AS n FROM worksets GROUP BY state")
         return {r["state"]: r["n"] for r in rows}
+
+
+def _history_arrays(ws: Workset, *, base_version: int) -> list[list[Any]]:
+    """The pending transitions as the columns of `workset_history` (version, from_state, to_state, actor,
+    reason, event_id, at), one array each, for an INSERT ... SELECT FROM unnest(...)."""
+    rows = [(base_version + i + 1, *_transition_columns(t)) for i, t in enumerate(ws.pending_transitions)]
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(7)]
 
 
 def _transition_columns(t: Transition) -> tuple[Any, ...]:
