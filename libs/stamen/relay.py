@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 
 import asyncpg
 import asyncpg.pool
@@ -283,13 +283,7 @@ class OutboxRelay:
 
         A row the broker refuses is set aside (or parked) in the same transaction; an unreachable broker
         raises, so the whole pass is rolled back and tried again later."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            # The claimed rows stay locked while this relay publishes: if this process stalls meanwhile
-            # (its event loop blocked, a publish hanging), PostgreSQL ends the session after this long
-            # idle in the transaction, and the rows are free for whoever leads next.
-            await conn.execute(
-                f"SET LOCAL idle_in_transaction_session_timeout = '{self.HOLD_ROWS_SECONDS * 1000:.0f}'"
-            )
+        async with self._pool.acquire() as conn, _hold_rows_transaction(conn, self.HOLD_ROWS_SECONDS):
             queue = OutboxQueue(conn)
             rows = await queue.claim(self._batch_size)
             published: list[int] = []
@@ -374,6 +368,25 @@ def refuses_the_row(exc: Exception) -> bool:
         return True
     code = exc.code if isinstance(exc, APIError) else None
     return code is not None and 400 <= code < 500
+
+
+@contextlib.asynccontextmanager
+async def _hold_rows_transaction(
+    conn: asyncpg.pool.PoolConnectionProxy, seconds: float
+) -> AsyncIterator[None]:
+    """A transaction whose session PostgreSQL ends after `seconds` idle in it. The claimed rows stay locked
+    while the relay publishes: if this process stalls meanwhile (its event loop blocked, a publish
+    hanging), the rows are free again for whoever leads next. BEGIN and the SET LOCAL go as one simple
+    query (one round trip, where `conn.transaction()` and a SET LOCAL of its own were two)."""
+    await conn.execute(f"BEGIN; SET LOCAL idle_in_transaction_session_timeout = '{seconds * 1000:.0f}'")
+    try:
+        yield
+    except BaseException:
+        if still_open(conn):
+            with contextlib.suppress(Exception):  # broken meanwhile: the session's end rolls back
+                await conn.execute("ROLLBACK")
+        raise
+    await conn.execute("COMMIT")
 
 
 async def _first(*waits: Awaitable[object]) -> None:

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import MutableMapping, Sequence
@@ -298,3 +299,42 @@ async def test_idle_relay_is_woken_by_notify_long_before_its_poll(
         await relay.stop()
     assert (await js.stream_info(EVENTS_STREAM)).state.messages == 3
     print(f"notify-to-published latencies: {[f'{s:.3f}' for s in latencies]}")
+
+
+class HangingPublisher:
+    """A broker call that never returns: the relay stalls holding its claimed rows."""
+
+    def __init__(self) -> None:
+        self.called = asyncio.Event()
+
+    async def publish_raw(self, subject: str, body: bytes, headers: dict[str, str]) -> bool:
+        self.called.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_a_relay_stalled_while_publishing_frees_its_rows_after_the_hold_time(
+    pool: asyncpg.Pool,
+) -> None:
+    """PostgreSQL ends the session of a relay idle in its claim's transaction for HOLD_ROWS_SECONDS, so the
+    rows it claimed can be claimed by whoever leads next; until then they stay locked."""
+    await commit_events(pool, [queued_event(i) for i in range(3)])
+    publisher = HangingPublisher()
+    relay = OutboxRelay(pool, publisher, poll_seconds=60)
+    relay.HOLD_ROWS_SECONDS = 1.0
+    stalled = asyncio.create_task(relay.publish_pending())
+    try:
+        await asyncio.wait_for(publisher.called.wait(), 10)
+        async with pool.acquire() as conn, conn.transaction():
+            assert await OutboxQueue(conn).claim(10) == []  # held by the stalled relay
+        deadline = time.monotonic() + 30
+        while True:
+            async with pool.acquire() as conn, conn.transaction():
+                if len(await OutboxQueue(conn).claim(10)) == 3:
+                    break
+            assert time.monotonic() < deadline, "the stalled relay's rows were never freed"
+            await asyncio.sleep(0.1)
+    finally:
+        stalled.cancel()
+        with contextlib.suppress(BaseException):
+            await stalled
