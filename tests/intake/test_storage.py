@@ -185,3 +185,30 @@ async def test_estimate_of_a_known_input_matches_the_hand_computed_value(s3lab: 
     assert cost.cost_usd_high == pytest.approx(
         vcpu_hours * 0.0425 * 1.3 + storage_usd + input_gb * 0.02, rel=1e-9
     )
+
+
+async def test_a_bucket_region_is_asked_of_s3_once_and_kept(s3lab: S3Lab) -> None:
+    settings = Settings(AWS_ENDPOINT_URL=s3lab.url, AWS_REGION="us-west-2", region="us-west-2")
+    eu = s3lab.new_bucket("eu-west-1")
+    async with open_object_store(settings, IntakeSettings(storage_timeout_seconds=2)) as store:
+        asked: list[str] = []
+        real = store.client.get_bucket_location
+
+        async def counting(**kwargs: Any) -> Any:
+            asked.append(kwargs["Bucket"])
+            return await real(**kwargs)
+
+        store.client.get_bucket_location = counting
+        assert [await store.bucket_region(b) for b in (s3lab.bucket, eu, s3lab.bucket, eu)] == [
+            "us-west-2",
+            "eu-west-1",
+            "us-west-2",
+            "eu-west-1",
+        ]
+        assert asked == [s3lab.bucket, eu]  # the second validation's answers were kept
+        assert await store.bucket_region("no-such-bucket-here") is None
+        assert await store.bucket_region("no-such-bucket-here") is None
+        assert asked[2:] == ["no-such-bucket-here"] * 2  # no answer: asked again
+        store.REGION_KEPT_SECONDS = 0.0
+        assert await store.bucket_region(eu) == "eu-west-1"
+        assert asked[4:] == [eu]  # kept for a while only

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -107,9 +108,14 @@ def _where(bucket: str, key: str) -> str:
 class S3ObjectStore:
     """`ObjectStore` over an aiobotocore S3 client (opened by `open_object_store`)."""
 
+    # A bucket's region is fixed for its life (only deleting it and creating it again elsewhere changes
+    # it): learned answers are kept this long, so a validation asks S3 for its objects only.
+    REGION_KEPT_SECONDS = 600.0
+
     def __init__(self, client: Any) -> None:
         self._client = client
         self._bucket_exists: dict[str, bool] = {}
+        self._regions: dict[str, tuple[float, str]] = {}  # bucket -> (monotonic time learned, region)
 
     @property
     def client(self) -> Any:
@@ -227,13 +233,18 @@ class S3ObjectStore:
         ]
 
     async def bucket_region(self, bucket: str) -> str | None:
+        known = self._regions.get(bucket)
+        if known is not None and time.monotonic() - known[0] < self.REGION_KEPT_SECONDS:
+            return known[1]
         try:
             answer = await self._call("GetBucketLocation", bucket, "", "get_bucket_location", Bucket=bucket)
         except StorageError:
-            return None
+            return None  # not kept: asked again next time
         # Buckets in us-east-1 report no constraint; "EU" is the legacy name of eu-west-1.
         constraint = answer.get("LocationConstraint") or "us-east-1"
-        return "eu-west-1" if constraint == "EU" else str(constraint)
+        region = "eu-west-1" if constraint == "EU" else str(constraint)
+        self._regions[bucket] = (time.monotonic(), region)
+        return region
 
     async def ensure_bucket(self, bucket: str) -> None:
         if await self._bucket_is_there(bucket):
