@@ -365,13 +365,6 @@ class StepRunRepository:
         )
         return row is not None
 
-    async def _try_step_run_lock(self, step_run_id: int) -> bool:
-        """The step run's lock for the rest of this transaction, if nobody holds it."""
-        taken: bool = await self._conn.fetchval(
-            f"SELECT pg_try_advisory_xact_lock($1, {_STEP_RUN_KEY})", STEP_RUN_LOCK_CLASS, step_run_id
-        )
-        return taken
-
     # -- running and ended ----------------------------------------------------------------------
 
     async def active_steps(self, workset_id: str, attempt: int) -> list[ActiveStep]:
@@ -419,12 +412,14 @@ class StepRunRepository:
     async def lock_active_step_run(self, step_run_id: int) -> StepRunRow | None:
         """The running step, locked to record its end; None if another replica has it, or someone holds
         its step run lock (evacuation stopping its job, which records how it ended itself)."""
-        if not await self._try_step_run_lock(step_run_id):
-            return None
+        # One statement: the step run's lock (for the rest of the transaction) is tried first, by a
+        # subquery PostgreSQL runs once before it reads the row, and the row is locked only if it was taken.
         row = await self._conn.fetchrow(
             """SELECT * FROM step_runs WHERE id = $1 AND state IN ('pending', 'running')
+                 AND (SELECT pg_try_advisory_xact_lock($2, ($1::bigint % 2147483647)::int))
                FOR UPDATE SKIP LOCKED""",
             step_run_id,
+            STEP_RUN_LOCK_CLASS,
         )
         return step_run_from_row(row) if row else None
 
