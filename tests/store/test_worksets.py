@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import asyncpg
 import pytest
@@ -115,3 +116,43 @@ async def test_relay_housekeeping_drops_only_old_history(pool: asyncpg.Pool) -> 
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM outbox") == 1  # the unpublished one stays
         assert await conn.fetchval("SELECT count(*) FROM inbox") == 1
+
+
+async def test_a_saved_workset_s_events_are_written_once_in_order_with_one_notify(pool: asyncpg.Pool) -> None:
+    """Events pending at a save go in with it, ones added after it at the commit, each once, in the order
+    they were made; the relay is woken by the commit. A save that loses the race writes no event."""
+    from stamen.events.types import StepStarted, WorksetCancelled, WorksetQueued
+    from stamen.store.outbox import NOTIFY_CHANNEL
+
+    ws_id = await submitted(pool)
+    wakes: asyncio.Queue[str] = asyncio.Queue()
+    listener = await pool.acquire()
+
+    def wake(*args: Any) -> None:
+        wakes.put_nowait(args[2])
+
+    await listener.add_listener(NOTIFY_CHANNEL, wake)
+    try:
+        async with UnitOfWork(pool) as uow, UnitOfWork(pool) as loser:
+            ws = await uow.worksets.get(ws_id)
+            late = await loser.worksets.get(ws_id)
+            ws.transition(WorksetState.VALIDATING, actor="t", event=WorksetQueued())  # any event will do
+            first = ws.event(StepStarted(step="a", attempt=1))
+            await uow.worksets.save(ws)
+            after = ws.event(StepStarted(step="b", attempt=1))
+            await uow.worksets.save(ws)  # no transition: the pending event goes in with this save
+            last = ws.event(StepStarted(step="c", attempt=1))  # after the last save: written by the commit
+            await uow.commit()
+            late.transition(WorksetState.CANCELLED, actor="t", event=WorksetCancelled(cancelled_by="t"))
+            with pytest.raises(ConcurrencyConflict):
+                await loser.worksets.save(late)
+        await asyncio.wait_for(wakes.get(), 10)
+    finally:
+        await listener.remove_listener(NOTIFY_CHANNEL, wake)
+        await pool.release(listener)
+    async with pool.acquire() as conn:
+        rows = await conn.fetch("SELECT event_id, subject FROM outbox ORDER BY id")
+    ids = [r["event_id"] for r in rows]
+    assert len(ids) == len(set(ids)) == 5, rows  # workset.submitted, queued, and the three steps
+    assert ids[2:] == [first.id, after.id, last.id]
+    assert "workset.queued" in rows[1]["subject"] and not any("cancelled" in r["subject"] for r in rows)

@@ -51,20 +51,51 @@ class ParkedRow:
         }
 
 
+# A workset's events go in with the statement that saves it (`WorksetRepository.save`, `add`): this CTE
+# inserts them from the four arrays of `OutboxWriter.columns`, whose placeholders start at `first`.
+def outbox_cte(first: int, *, if_exists: str | None = None) -> str:
+    """`outbox_rows AS (INSERT ...)` for a WITH list; `if_exists`: a CTE name, the rows go in only if it has one."""
+    where = f" WHERE EXISTS (SELECT 1 FROM {if_exists})" if if_exists else ""
+    return (
+        "outbox_rows AS (INSERT INTO outbox (event_id, subject, headers, body) "
+        f"SELECT * FROM unnest(${first}::uuid[], ${first + 1}::text[], ${first + 2}::jsonb[], "
+        f"${first + 3}::bytea[]){where})"
+    )
+
+
+def _row(e: Envelope) -> tuple[Any, ...]:
+    return (e.id, event_subject(e.tenant_id, e.type), json.dumps(e.headers()), e.to_json())
+
+
 class OutboxWriter:
+    """Writes a unit of work's events: those of a saved workset with its save (one statement fewer per
+    transaction), the rest at commit. Each event is written once (`written`)."""
+
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
+        self._written: set[Any] = set()  # event ids already in the transaction
+
+    def unwritten(self, events: Sequence[Envelope]) -> list[Envelope]:
+        return [e for e in events if e.id not in self._written]
+
+    @staticmethod
+    def columns(events: Sequence[Envelope]) -> list[list[Any]]:
+        """The events as the four arrays `outbox_cte` inserts (event_id, subject, headers, body)."""
+        return [list(column) for column in zip(*map(_row, events), strict=True)] if events else [[]] * 4
+
+    def written(self, events: Sequence[Envelope]) -> None:
+        """These events went in with the caller's statement: `add` leaves them out."""
+        self._written.update(e.id for e in events)
 
     async def add(self, events: Sequence[Envelope]) -> None:
+        events = self.unwritten(events)
         if not events:
             return
         await self._conn.executemany(
             "INSERT INTO outbox (event_id, subject, headers, body) VALUES ($1, $2, $3::jsonb, $4)",
-            [
-                (e.id, event_subject(e.tenant_id, e.type), json.dumps(e.headers()), e.to_json())
-                for e in events
-            ],
+            [_row(e) for e in events],
         )
+        self.written(events)
 
 
 class OutboxQueue:

@@ -59,7 +59,8 @@ class UnitOfWork:
         self._tx = self._conn.transaction()
         await self._tx.start()
         conn = self.connection
-        self.worksets = WorksetRepository(conn, self._seen)
+        self._outbox = OutboxWriter(conn)
+        self.worksets = WorksetRepository(conn, self._seen, self._outbox)
         self.inbox = Inbox(conn)
         self.diagnoses = DiagnosisRepository(conn)
         self.clusters = ClusterRepository(conn)
@@ -69,7 +70,6 @@ class UnitOfWork:
         self.dead_letters = DeadLetterRepository(conn)
         self.actuals = ActualsRepository(conn)
         self.regions = RegionRepository(conn)
-        self._outbox = OutboxWriter(conn)
         return self
 
     def publish(self, *events: Envelope) -> None:

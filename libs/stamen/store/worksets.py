@@ -13,6 +13,7 @@ from stamen.domain.lifecycle import WorksetState
 from stamen.domain.workset import Transition, Workset
 from stamen.store.db import Connection
 from stamen.store.errors import ConcurrencyConflict, WorksetNotFound
+from stamen.store.outbox import OutboxWriter, outbox_cte
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,11 @@ def _from_row(row: asyncpg.Record) -> Workset:
 
 
 class WorksetRepository:
-    def __init__(self, conn: Connection, seen: list[Workset]) -> None:
+    def __init__(self, conn: Connection, seen: list[Workset], outbox: OutboxWriter | None = None) -> None:
         self._conn = conn
+        # With an outbox (a unit of work's), the workset's pending events go in with the statement that
+        # saves it; they stay pending on the workset (cleared by the commit), and the commit skips them.
+        self._outbox = outbox
         # Aggregates touched in this unit of work; their pending events go to the outbox on commit.
         self._seen = seen
 
@@ -74,6 +78,7 @@ class WorksetRepository:
 
     async def add(self, ws: Workset) -> None:
         # The row and its history rows in one statement (one round trip).
+        events = self._outbox.unwritten(ws.pending_events) if self._outbox is not None else []
         await self._conn.execute(
             """WITH added AS (
                  INSERT INTO worksets (id, tenant_id, name, state, version, region, priority, spec,
@@ -81,7 +86,9 @@ class WorksetRepository:
                                        idempotency_fingerprint)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12, $13)
                  RETURNING id
-               )
+               )"""
+            + (", " + outbox_cte(21) if events else "")
+            + """
                INSERT INTO workset_history (workset_id, version, from_state, to_state, actor, reason, event_id, at)
                SELECT added.id, h.version, h.from_state, h.to_state, h.actor, h.reason, h.event_id, h.at
                FROM added, unnest($14::int[], $15::text[], $16::text[], $17::text[], $18::text[], $19::uuid[],
@@ -100,7 +107,10 @@ class WorksetRepository:
             ws.max_duration_seconds,
             ws.idempotency_fingerprint,
             *_history_arrays(ws, base_version=0),
+            *(OutboxWriter.columns(events) if events else []),
         )
+        if events and self._outbox is not None:
+            self._outbox.written(events)
         ws.version = len(ws.pending_transitions)
         ws.pending_transitions.clear()
         self._seen.append(ws)
@@ -112,8 +122,10 @@ class WorksetRepository:
         without a transition (e.g. a cancel request) still conflicts with a racing writer."""
         new_version = ws.version + max(1, len(ws.pending_transitions))
         history = _history_arrays(ws, base_version=ws.version)
-        # The row and its history rows in one statement (one round trip): the history is inserted only
-        # if the version check let the UPDATE through.
+        events = self._outbox.unwritten(ws.pending_events) if self._outbox is not None else []
+        # The row, its history rows and its events in one statement (one round trip): history and events
+        # are inserted only if the version check let the UPDATE through. Without events, no outbox insert
+        # (its trigger would NOTIFY the relay for nothing).
         updated = await self._conn.fetchval(
             """WITH updated AS (
                  UPDATE worksets SET state = $1, version = $2, priority = $3, spec = $4::jsonb, updated_at = now(),
@@ -129,7 +141,9 @@ class WorksetRepository:
                  FROM unnest($16::int[], $17::text[], $18::text[], $19::text[], $20::text[], $21::uuid[],
                              $22::timestamptz[]) AS h (version, from_state, to_state, actor, reason, event_id, at)
                  WHERE EXISTS (SELECT 1 FROM updated)
-               )
+               )"""
+            + (", " + outbox_cte(23, if_exists="updated") if events else "")
+            + """
                SELECT count(*) FROM updated""",
             ws.state.value,
             new_version,
@@ -147,11 +161,14 @@ class WorksetRepository:
             ws.placement_reason,
             json.dumps(ws.placement_scores) if ws.placement_scores is not None else None,
             *history,
+            *(OutboxWriter.columns(events) if events else []),
         )
         if updated != 1:
             raise ConcurrencyConflict(
                 f"workset {ws.id} changed since version {ws.version} was read; reload it and try again"
             )
+        if events and self._outbox is not None:
+            self._outbox.written(events)
         ws.version = new_version
         ws.pending_transitions.clear()
 
