@@ -91,10 +91,9 @@ class JobMonitor:
     async def _record(self, row: StepRunRow, status: JobStatus) -> int:
         async with self._pool.acquire() as conn:
             async with UnitOfWork.on(conn) as uow:
-                if await uow.step_runs.lock_active_step_run(row.id) is None:
-                    return 0  # another replica recorded it
+                if not await uow.step_runs.finish_active_step_run(row.id, status):
+                    return 0  # another replica recorded it (or evacuation holds it)
                 ws = await uow.worksets.get(row.workset_id, for_update=True)
-                await uow.step_runs.finish_step_run(row.id, status)
                 submission = await self._outcome(uow, ws, row, status)  # holds the step run's lock
                 await uow.worksets.save(ws)
                 await uow.commit()

@@ -106,7 +106,8 @@ async def test_a_live_submitters_submission_lock_keeps_others_away_without_locki
         async with step_run_locks(pool, [claim.step_run_id]) as taken:
             assert not taken  # reconcilers and evacuation wait
         async with UnitOfWork(pool) as monitor:
-            assert await monitor.step_runs.lock_active_step_run(claim.step_run_id) is None
+            ended = JobStatus(handle=handle(ws_id, "one"), state=JobState.SUCCEEDED)
+            assert not await monitor.step_runs.finish_active_step_run(claim.step_run_id, ended)
         async with pool.acquire() as conn:
             locked = "SELECT s.id FROM step_runs s JOIN worksets w ON w.id = s.workset_id WHERE s.id = $1 FOR UPDATE NOWAIT"
             assert await conn.fetchval(locked, claim.step_run_id) == claim.step_run_id
@@ -132,16 +133,16 @@ async def test_the_monitor_leaves_a_job_alone_while_its_step_run_lock_is_held(po
         [step] = await uow.step_runs.active_steps(ws_id, 1)
     async with step_run_locks(pool, [step.id]) as held:
         assert held
+        ended = JobStatus(handle=handle(ws_id, "one"), state=JobState.SUCCEEDED)
         async with UnitOfWork(pool) as monitor:
-            assert await monitor.step_runs.lock_active_step_run(step.id) is None
+            assert not await monitor.step_runs.finish_active_step_run(step.id, ended)
         async with UnitOfWork(pool) as uow:
             assert await uow.step_runs.lock_steps_unchanged(ws_id, 1, [step])
     async with UnitOfWork(pool) as uow:
-        assert await uow.step_runs.lock_active_step_run(step.id) is not None
-        await uow.step_runs.finish_step_run(
-            step.id, JobStatus(handle=handle(ws_id, "one"), state=JobState.SUCCEEDED)
-        )
+        assert await uow.step_runs.finish_active_step_run(step.id, ended)
         await uow.commit()
+    async with UnitOfWork(pool) as uow:
+        assert not await uow.step_runs.finish_active_step_run(step.id, ended)  # no longer active
     async with UnitOfWork(pool) as uow:
         assert not await uow.step_runs.lock_steps_unchanged(ws_id, 1, [step])  # it ended meanwhile
 

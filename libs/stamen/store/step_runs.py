@@ -409,25 +409,35 @@ class StepRunRepository:
         )
         return [step_run_from_row(r) for r in rows]
 
-    async def lock_active_step_run(self, step_run_id: int) -> StepRunRow | None:
-        """The running step, locked to record its end; None if another replica has it, or someone holds
-        its step run lock (evacuation stopping its job, which records how it ended itself)."""
-        # One statement: the step run's lock (for the rest of the transaction) is tried first, by a
-        # subquery PostgreSQL runs once before it reads the row, and the row is locked only if it was taken.
+    async def finish_active_step_run(self, step_run_id: int, status: JobStatus) -> bool:
+        """Record how the running step ended (the monitor); False, recording nothing, if it is no longer
+        active or someone holds its step run lock: another replica recording it, or evacuation stopping
+        its job (which records how it ended itself). One statement: the step run's lock (for the rest of
+        the transaction) is tried first, by a subquery PostgreSQL runs once before it reads the row, so a
+        row whose lock is held is never waited for; the row is then updated (and locked) only if it was
+        taken."""
         row = await self._conn.fetchrow(
-            """SELECT * FROM step_runs WHERE id = $1 AND state IN ('pending', 'running')
-                 AND (SELECT pg_try_advisory_xact_lock($2, ($1::bigint % 2147483647)::int))
-               FOR UPDATE SKIP LOCKED""",
-            step_run_id,
+            """UPDATE step_runs SET state = $2, exit_code = $3, signal = $4, reason = $5, log_tail = $6,
+                      resources = $7::jsonb, ended_at = coalesce($8, now())
+               WHERE id = $1 AND state IN ('pending', 'running')
+                 AND (SELECT pg_try_advisory_xact_lock($9, ($1::bigint % 2147483647)::int))
+               RETURNING id""",
+            *self._ended(step_run_id, status),
             STEP_RUN_LOCK_CLASS,
         )
-        return step_run_from_row(row) if row else None
+        return row is not None
 
     async def finish_step_run(self, step_run_id: int, status: JobStatus) -> None:
         await self._conn.execute(
             """UPDATE step_runs SET state = $2, exit_code = $3, signal = $4, reason = $5, log_tail = $6,
                       resources = $7::jsonb, ended_at = coalesce($8, now())
                WHERE id = $1""",
+            *self._ended(step_run_id, status),
+        )
+
+    @staticmethod
+    def _ended(step_run_id: int, status: JobStatus) -> tuple[Any, ...]:
+        return (
             step_run_id,
             status.state.value,
             status.exit_code,
