@@ -13,7 +13,8 @@ from tests.scheduler_cli.test_scheduler_cli import stamen
 
 
 async def park_one(pool: asyncpg.Pool) -> int:
-    async with pool.acquire() as conn:
+    # One transaction: committed unparked, the row could be published by the world's relay before it is parked.
+    async with pool.acquire() as conn, conn.transaction():
         row_id = await conn.fetchval(
             "INSERT INTO outbox (event_id, subject, headers, body) VALUES ($1, $2, '{}', $3) RETURNING id",
             uuid.uuid4(), "stamen.evt.tenant-a.workset.submitted", b"x" * 2048,
