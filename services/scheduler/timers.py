@@ -32,6 +32,10 @@ class TimerLoop:
     MAX_SLEEP = 60.0  # a safety net only: inserts wake the loop through NOTIFY
     ERROR_BACKOFF = (1.0, 30.0)  # after a failure: first delay, cap (doubling in between)
     HANDLER_RETRY_SECONDS = 5.0  # a timer whose handler raised is due again after this
+    # A timer still due after a pass fired all it could is being fired by another replica (its row is
+    # locked): looked at again after this, not at once (that spun, two transactions a turn, for as long
+    # as the other's transaction lasted: up to ~20 passes per workset in the lifecycle bench).
+    HELD_ELSEWHERE_RECHECK_SECONDS = 0.2
 
     def __init__(
         self,
@@ -91,7 +95,8 @@ class TimerLoop:
         next_due = await self.next_due()
         if next_due is None:
             return self.MAX_SLEEP
-        return min(self.MAX_SLEEP, max(0.0, (next_due - datetime.now(UTC)).total_seconds()))
+        delay = (next_due - datetime.now(UTC)).total_seconds()
+        return min(self.MAX_SLEEP, delay if delay > 0 else self.HELD_ELSEWHERE_RECHECK_SECONDS)
 
     async def next_due(self) -> datetime | None:
         async with UnitOfWork(self._pool) as uow:

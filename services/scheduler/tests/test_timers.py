@@ -171,3 +171,16 @@ async def test_a_timer_whose_handler_fails_is_postponed_and_does_not_hold_back_t
     assert poison_timer["due_at"] > now + timedelta(seconds=TimerLoop.HANDLER_RETRY_SECONDS - 1)
     [failed] = [e for e in logs if e["event"] == "scheduler.timer_failed"]
     assert failed["workset_id"] == poison and failed["error"] == "RuntimeError: handler bug"
+
+
+async def test_a_timer_another_replica_is_firing_is_looked_at_again_later_not_at_once(
+    pool: asyncpg.Pool,
+) -> None:
+    ws_id = await waiting_for_retry(pool)
+    await add_timer(pool, ws_id, datetime.now(UTC) - timedelta(seconds=1))
+    loop = TimerLoop(pool, {"retry": fire_retry}, lambda: None)
+    async with pool.acquire() as other, other.transaction():  # another replica, firing it
+        assert await other.fetchval("SELECT id FROM timers WHERE fired_at IS NULL FOR UPDATE") is not None
+        assert await loop.run_pass() == TimerLoop.HELD_ELSEWHERE_RECHECK_SECONDS  # was 0: a busy loop
+    assert await loop.run_pass() == TimerLoop.MAX_SLEEP  # free again: fired, nothing left
+    await wait_for_state(pool, ws_id, "queued", 5)
