@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 from stamen.domain.regions import RegionStatus, regions_to_avoid
 
@@ -29,9 +30,9 @@ class QueueHead:
     data_locations: tuple[str, ...] = ()  # buckets / regions the inputs live in
 
 
-@dataclass(frozen=True)
-class TenantQueue:
-    """One tenant's queued worksets of one priority: a queue with at least one workset in it."""
+class TenantQueue(NamedTuple):
+    """One tenant's queued worksets of one priority: a queue with at least one workset in it. A named
+    tuple: admission builds one per queue waiting on every decision (hundreds)."""
 
     tenant_id: str
     priority: str
@@ -146,25 +147,24 @@ def score_clusters(
     return sorted(scores, key=lambda s: (not s.eligible, -s.total, s.cluster))
 
 
-def _fair_share_key(
-    tenant_id: str, priority: str, running: Mapping[str, int], last_admitted: Mapping[str, datetime]
-) -> tuple[int, int, datetime]:
-    """Where a tenant's queue of one priority stands before age decides: priority, then the tenant with
-    fewer running, then the one admitted least recently (never admitted: first)."""
+def _standing(
+    tenant_id: str, running: Mapping[str, int], last_admitted: Mapping[str, datetime]
+) -> tuple[int, datetime]:
+    """A tenant's place in fair share, the same for all its queues: fewer running first, then the one
+    admitted least recently (never admitted: first)."""
     last = last_admitted.get(tenant_id)
-    return (
-        PRIORITY_RANK.get(priority, 1),
-        running.get(tenant_id, 0),
-        last.replace(tzinfo=None) if last else datetime.min,
-    )
+    return running.get(tenant_id, 0), last.replace(tzinfo=None) if last else datetime.min
 
 
 def order_heads(
     heads: Iterable[QueueHead], running: Mapping[str, int], last_admitted: Mapping[str, datetime]
 ) -> list[QueueHead]:
-    def key(h: QueueHead) -> tuple[tuple[int, int, datetime], datetime, str]:
+    """Priority, then fair share (`_standing`), then age, then the id."""
+
+    def key(h: QueueHead) -> tuple[int, tuple[int, datetime], datetime, str]:
         return (
-            _fair_share_key(h.tenant_id, h.priority, running, last_admitted),
+            PRIORITY_RANK.get(h.priority, 1),
+            _standing(h.tenant_id, running, last_admitted),
             h.queued_at.replace(tzinfo=None),
             h.workset_id,
         )
@@ -180,18 +180,30 @@ def next_queues(
     running and last admission, and then their heads' age decides). `next_head` over these queues'
     heads picks what `next_head` over every queue's head would: a tenant's quota and fair-share place
     are the same for all its queues, so any head behind the front queues' is behind their heads too.
-    Empty when nothing may start."""
+    Empty when nothing may start. Each tenant's standing is worked out once (hundreds of queues are
+    ordered on every decision)."""
     if occupancy.total >= limits.global_max:
         return []
-    keyed = [
-        (_fair_share_key(q.tenant_id, q.priority, occupancy.by_tenant, last_admitted), q)
-        for q in queues
-        if occupancy.by_tenant.get(q.tenant_id, 0) < limits.for_tenant(q.tenant_id)
-    ]
-    if not keyed:
-        return []
-    front = min(k for k, _ in keyed)
-    return sorted((q for k, q in keyed if k == front), key=lambda q: (q.tenant_id, q.priority))
+    standing: dict[str, tuple[int, datetime] | None] = {}  # None: at its quota
+    front: list[TenantQueue] = []
+    best: tuple[int, tuple[int, datetime]] | None = None
+    for q in queues:
+        if q.tenant_id in standing:
+            place_ = standing[q.tenant_id]
+        else:
+            held = occupancy.by_tenant.get(q.tenant_id, 0)
+            allowed = held < limits.for_tenant(q.tenant_id)
+            place_ = standing[q.tenant_id] = (
+                _standing(q.tenant_id, occupancy.by_tenant, last_admitted) if allowed else None
+            )
+        if place_ is None:
+            continue
+        key = (PRIORITY_RANK.get(q.priority, 1), place_)
+        if best is None or key < best:
+            best, front = key, [q]
+        elif key == best:
+            front.append(q)
+    return sorted(front)
 
 
 def choose_admission(
