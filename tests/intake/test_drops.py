@@ -148,6 +148,10 @@ class CountingStore:
         self.calls.append(("read", key))
         return await self.inner.read(bucket, key, length=length, offset=offset)
 
+    async def read_start(self, bucket: str, key: str, length: int) -> tuple[ObjectInfo, bytes]:
+        self.calls.append(("read_start", key))
+        return await self.inner.read_start(bucket, key, length)
+
     async def put(self, bucket: str, key: str, body: bytes, *, content_type: str = "text/plain") -> None:
         self.calls.append(("put", key))
         await self.inner.put(bucket, key, body, content_type=content_type)

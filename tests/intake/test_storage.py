@@ -212,3 +212,44 @@ async def test_a_bucket_region_is_asked_of_s3_once_and_kept(s3lab: S3Lab) -> Non
         store.REGION_KEPT_SECONDS = 0.0
         assert await store.bucket_region(eu) == "eu-west-1"
         assert asked[4:] == [eu]  # kept for a while only
+
+
+async def test_a_good_input_costs_one_ranged_get_and_an_empty_one_is_still_reported_empty(
+    s3lab: S3Lab,
+) -> None:
+    """Its size and class come with its first bytes (a HEAD and a GET before); where the GET cannot give
+    them (an empty object), the HEAD says what the object is, as before."""
+    settings = Settings(AWS_ENDPOINT_URL=s3lab.url, AWS_REGION="us-west-2", region="us-west-2")
+    intake = IntakeSettings(storage_timeout_seconds=2)
+    spec = s3lab.spec(samples=1)
+    async with open_object_store(settings, intake) as store:
+        asked: list[str] = []
+        for operation in ("head_object", "get_object"):
+            real = getattr(store.client, operation)
+
+            async def counting(*, _real: Any = real, _op: str = operation, **kwargs: Any) -> Any:
+                asked.append(_op)
+                return await _real(**kwargs)
+
+            setattr(store.client, operation, counting)
+        imported = import_for_tenant(spec, tenant="acme").spec
+        assert imported is not None
+        report = await StorageChecker(store, intake).check(imported, None)
+        assert report.findings == [] and len(report.sizes) == 2 and all(report.sizes.values())
+        assert asked == ["get_object", "get_object"]  # one per input: no HEAD
+        empty = s3lab.put("empty_R1.fastq.gz", b"")
+        asked.clear()
+        sample = spec["samples"][0]
+        imported = import_for_tenant({**spec, "samples": [{**sample, "r1": empty}]}, tenant="acme").spec
+        assert imported is not None
+        report = await StorageChecker(store, intake).check(imported, None)
+        assert codes_of(report.findings) == {"SNF-OBJ-002"} and report.sizes[empty] == 0
+        assert sorted(asked) == [
+            "get_object",
+            "get_object",
+            "head_object",
+        ]  # the empty one: GET refused, HEAD
+
+
+def codes_of(findings: list[Any]) -> set[str]:
+    return {f.code for f in findings}

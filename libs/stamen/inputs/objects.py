@@ -75,6 +75,11 @@ class ObjectStore(Protocol):
         """`length` bytes from `offset` (to the end when None)."""
         ...
 
+    async def read_start(self, bucket: str, key: str, length: int) -> tuple[ObjectInfo, bytes]:
+        """What `head` says and the first `length` bytes, in one call. Raises RangeNotSatisfiable for an
+        empty object (there is no first byte to give)."""
+        ...
+
     def stream(self, bucket: str, key: str, *, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
         """The whole object, in chunks."""
         ...
@@ -169,6 +174,31 @@ class S3ObjectStore:
             storage_class=head.get("StorageClass"),
         )
 
+    async def read_start(self, bucket: str, key: str, length: int) -> tuple[ObjectInfo, bytes]:
+        # One ranged GET: its Content-Range gives the whole size, its headers the class, ETag and date.
+        response = await self._call(
+            "GET", bucket, key, "get_object", Bucket=bucket, Key=key, Range=f"bytes=0-{length - 1}"
+        )
+        data = await self._body(bucket, key, response)
+        total = str(response.get("ContentRange") or "").rpartition("/")[2]
+        info = ObjectInfo(
+            key=key,
+            size=int(total) if total.isdigit() else int(response["ContentLength"]),
+            etag=str(response.get("ETag", "")),
+            last_modified=response["LastModified"],
+            storage_class=response.get("StorageClass"),
+        )
+        return info, data[:length]
+
+    @staticmethod
+    async def _body(bucket: str, key: str, response: Any) -> bytes:
+        try:
+            async with response["Body"] as body:
+                data: bytes = await body.read()
+        except (BotoCoreError, TimeoutError, OSError) as exc:
+            raise StorageUnavailable(f"GET {_where(bucket, key)} failed while reading: {exc}") from None
+        return data
+
     async def read(self, bucket: str, key: str, *, length: int | None = None, offset: int = 0) -> bytes:
         kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
         if length is not None:
@@ -179,11 +209,7 @@ class S3ObjectStore:
             response = await self._call("GET", bucket, key, "get_object", **kwargs)
         except RangeNotSatisfiable:
             return b""
-        try:
-            async with response["Body"] as body:
-                data: bytes = await body.read()
-        except (BotoCoreError, TimeoutError, OSError) as exc:
-            raise StorageUnavailable(f"GET {_where(bucket, key)} failed while reading: {exc}") from None
+        data = await self._body(bucket, key, response)
         return data if length is None else data[:length]
 
     async def stream(self, bucket: str, key: str, *, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:

@@ -10,7 +10,14 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from stamen.inputs.objects import ARCHIVE_CLASSES, ObjectMissing, ObjectStore, StorageError, gather_bounded
+from stamen.inputs.objects import (
+    ARCHIVE_CLASSES,
+    ObjectInfo,
+    ObjectMissing,
+    ObjectStore,
+    StorageError,
+    gather_bounded,
+)
 from stamen.inputs.settings import IntakeSettings
 from stamen.tenancy.buckets import TenantBuckets, may_access
 from stamen.worksets import Finding, SniffResult, WorksetSpec, check_read_pairs, sniff_object
@@ -89,7 +96,7 @@ class StorageChecker:
     ) -> tuple[list[Finding], int | None, SniffResult | None]:
         bucket, key = split_s3_uri(uri)
         try:
-            head = await self._store.head(bucket, key)
+            head, start = await self._first_bytes(bucket, key)
             if head.size == 0:
                 return [finding("SNF-OBJ-002", path, f"{uri} is empty (0 bytes)")], 0, None
             if (head.storage_class or "").upper() in ARCHIVE_CLASSES:
@@ -98,7 +105,11 @@ class StorageChecker:
                     head.size,
                     None,
                 )
-            data = await self._store.read(bucket, key, length=self._settings.sniff_bytes)
+            data = (
+                start
+                if start is not None
+                else await self._store.read(bucket, key, length=self._settings.sniff_bytes)
+            )
             sniff = sniff_object(uri, data, object_size=head.size, field=path)
             findings = list(sniff.findings)
             if sniff.gzip and head.size > len(data) and not has_errors(findings):
@@ -106,6 +117,15 @@ class StorageChecker:
         except StorageError as exc:
             return [finding(exc.code, path, str(exc))], None, None
         return findings, head.size, sniff
+
+    async def _first_bytes(self, bucket: str, key: str) -> tuple[ObjectInfo, bytes | None]:
+        """The object's facts with its first bytes from one ranged GET (was a HEAD, then the GET). When the
+        GET cannot give them (an empty object has no range to give, an archived one refuses, or an error),
+        the HEAD says what the object is, as before, and the bytes are read after it if still needed."""
+        try:
+            return await self._store.read_start(bucket, key, self._settings.sniff_bytes)
+        except StorageError:
+            return await self._store.head(bucket, key), None
 
     async def _check_end(
         self, bucket: str, key: str, size: int, sniff: SniffResult, path: str
