@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -99,8 +100,18 @@ async def readiness(port: int) -> tuple[int, dict[str, Any]]:
         return 0, {}
 
 
+def held_port() -> socket.socket:
+    """A port no server answers on (bound, not listening: connections are refused) and no other test's server
+    can take while it is held (a port picked free and let go was once taken by another worker's NATS, and
+    the scheduler "waiting for NATS" was ready). Close it just before starting the server on it."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
 async def test_a_service_started_before_postgres_waits_for_it(tmp_path: Path, nats_url: str) -> None:
-    pg_port, http_port = free_port(), free_port()
+    pg_hold, http_port = held_port(), free_port()
+    pg_port = pg_hold.getsockname()[1]
     database_url = f"postgresql://postgres@127.0.0.1:{pg_port}/stamen"
     log = tmp_path / "validator.log"
     proc = subprocess.Popen([sys.executable, "-m", "services.validator"], stdout=log.open("w"),
@@ -114,6 +125,7 @@ async def test_a_service_started_before_postgres_waits_for_it(tmp_path: Path, na
 
         await eventually(starting, 30, f"the placeholder to say it waits for postgres\n{log.read_text()}")
         assert proc.poll() is None
+        pg_hold.close()
         server = PostgresServer(tmp_path / "pg", port=pg_port).start()
 
         async def ready() -> bool:
@@ -127,6 +139,7 @@ async def test_a_service_started_before_postgres_waits_for_it(tmp_path: Path, na
     finally:
         proc.terminate()
         code = proc.wait(30)
+        pg_hold.close()
         if server is not None:
             server.stop()
     assert code == 0, log.read_text()[-3000:]
@@ -138,7 +151,8 @@ async def test_scheduler_started_while_nats_is_away_runs_worksets_from_postgres(
     tmp_path: Path, database_url: str, pool: asyncpg.Pool
 ) -> None:
     write_pipelines(tmp_path / "pipelines.yaml", [{"name": "only", "argv": ["true"]}])
-    nats_port, http_port = free_port(), free_port()
+    nats_hold, http_port = held_port(), free_port()
+    nats_port = nats_hold.getsockname()[1]
     env = service_env(database_url, f"nats://127.0.0.1:{nats_port}", http_port, tmp_path,
                       STAMEN_PIPELINES_FILE=str(tmp_path / "pipelines.yaml"),
                       STAMEN_SCHEDULER_POLL_SECONDS="0.2")  # fmt: skip
@@ -160,6 +174,7 @@ async def test_scheduler_started_while_nats_is_away_runs_worksets_from_postgres(
             unpublished = await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
         assert unpublished > 0  # its events wait in the outbox
 
+        nats_hold.close()
         nats = NatsServer(tmp_path / "nats", port=nats_port).start()
 
         async def caught_up() -> bool:
@@ -171,6 +186,7 @@ async def test_scheduler_started_while_nats_is_away_runs_worksets_from_postgres(
     finally:
         proc.terminate()
         code = proc.wait(30)
+        nats_hold.close()
         if nats is not None:
             nats.stop()
     assert code == 0, log.read_text()[-3000:]
