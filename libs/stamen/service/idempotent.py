@@ -189,7 +189,9 @@ def idempotent(
 
 
 async def shared_read(group: GroupCommit | None, pool: Callable[[], asyncpg.Pool], work: GroupWork[T]) -> T:
-    """`work` (reads, no inbox claim) in a group's transaction when there is a group, else in one of its own."""
+    """`work` (no inbox claim: a read, or a write that needs none, such as the validator's `validating`) in a
+    group's transaction when there is a group, else in one of its own; it commits what it wrote with
+    `uow.commit()`."""
     if group is not None:
         return await group.run(work)
     async with UnitOfWork(pool()) as uow:
