@@ -190,24 +190,18 @@ async def test_a_queue_emptied_while_another_transaction_fills_it_stays_counted(
             await enqueue.start()
             take_last = "UPDATE worksets SET state = 'scheduled' WHERE id = 'last'"
             queue_new = "UPDATE worksets SET state = 'queued' WHERE id = 'new'"
-            if first == "dequeue":
-                # The row goes (count 0, deleted); the enqueue waits, then inserts it again.
-                await a.execute(take_last)
-                waiting = asyncio.ensure_future(b.execute(queue_new))
-                await asyncio.sleep(0.2)
-                assert not waiting.done(), "the enqueue waits for the queue's row"
-                await dequeue.commit()
-                await waiting
-                await enqueue.commit()
-            else:
-                # The count goes to 2; the dequeue waits, then takes it to 1.
-                await b.execute(queue_new)
-                waiting = asyncio.ensure_future(a.execute(take_last))
-                await asyncio.sleep(0.2)
-                assert not waiting.done(), "the dequeue waits for the queue's row"
-                await enqueue.commit()
-                await waiting
-                await dequeue.commit()
+            # dequeue first: the row goes (count 0, deleted); the enqueue waits, then inserts it again.
+            # enqueue first: the count goes to 2; the dequeue waits, then takes it to 1.
+            steps = {"dequeue": (a, take_last, dequeue), "enqueue": (b, queue_new, enqueue)}
+            second = "enqueue" if first == "dequeue" else "dequeue"
+            (conn_1, sql_1, tx_1), (conn_2, sql_2, tx_2) = steps[first], steps[second]
+            await conn_1.execute(sql_1)
+            waiting = asyncio.ensure_future(conn_2.execute(sql_2))
+            await asyncio.sleep(0.2)
+            assert not waiting.done(), f"the {second} waits for the queue's row"
+            await tx_1.commit()
+            await waiting
+            await tx_2.commit()
         await assert_admission_reads_match(pool)
         async with pool.acquire() as conn:
             assert await conn.fetchval("SELECT queued FROM admission_queues WHERE tenant_id = 't'") == 1
