@@ -17,6 +17,9 @@ from stamen.diagnostics.codes import EntryTier, ErrorCategory, RetryClass, Sever
 from stamen.diagnostics.specificity import literal_specificity, required_literals
 
 CATALOG_RESOURCE = "catalog.yaml"
+# libyaml's safe loader reads the catalog ~10x faster than pure Python (0.01 s instead of 0.1 s, once
+# per process); the same documents either way.
+_YAML_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 UNKNOWN_CODE = "WS-UNK-000"
 _CODE_SHAPE = re.compile(r"^WS-(?P<prefix>[A-Z]{3})-(?P<number>\d{3})$")
 # Log messages differ in capitalisation across tool versions, so every rule ignores case.
@@ -36,6 +39,18 @@ class UnknownErrorCodeError(KeyError):
 
 class CatalogError(ValueError):
     """The packaged catalog data is inconsistent (duplicate codes, missing WS-UNK-000, ...)."""
+
+
+# The validator checks each pattern and model_post_init keeps it compiled: both ask these, so a pattern is
+# compiled and measured once (re's own cache holds 512 patterns; the catalog has over a thousand).
+@cache
+def _compiled(source: str) -> re.Pattern[str]:
+    return re.compile(source, PATTERN_FLAGS)
+
+
+@cache
+def _specificity(source: str) -> int:
+    return literal_specificity(source)
 
 
 class CompiledPattern(BaseModel):
@@ -86,10 +101,10 @@ class MatchRules(BaseModel):
     def _patterns_compile(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
         for source in patterns:
             try:
-                re.compile(source, PATTERN_FLAGS)
+                _compiled(source)
             except re.error as error:
                 raise ValueError(f"pattern {source!r} is not a valid regex: {error}") from error
-            if literal_specificity(source) == 0:
+            if _specificity(source) == 0:
                 raise ValueError(f"pattern {source!r} contains no literal text and would match anything")
         return patterns
 
@@ -102,8 +117,8 @@ class MatchRules(BaseModel):
         self._compiled = tuple(
             CompiledPattern(
                 source=source,
-                regex=re.compile(source, PATTERN_FLAGS),
-                specificity=literal_specificity(source),
+                regex=_compiled(source),
+                specificity=_specificity(source),
                 literals=required_literals(source),
                 kind_only=kind_only,
                 hint=hint or tool_hint,
@@ -190,7 +205,7 @@ class Catalog(BaseModel):
 
 def parse_catalog(document: str) -> tuple[CatalogEntry, ...]:
     """Validate catalog YAML text; raises pydantic.ValidationError on bad data."""
-    raw = yaml.safe_load(document)
+    raw = yaml.load(document, Loader=_YAML_LOADER)  # a safe loader (libyaml's when built)
     return Catalog.model_validate(raw).entries
 
 
