@@ -1,10 +1,8 @@
 """Notifier wiring, as a table of contents: four durable consumers (one per event family) plan
-deliveries in their inbox transaction, shared by the four (group commit); the delivery worker sends
-them, one loop per channel."""
+deliveries in their inbox transaction, shared by the four (group commit), after one read that says
+whether anyone hears of the event at all; the delivery worker sends them, one loop per channel."""
 
 from __future__ import annotations
-
-from functools import partial
 
 from aiohttp import web
 
@@ -13,7 +11,7 @@ from services.notifier.channels import NOTIFY_SETTINGS, delivery_ctx
 from stamen.bus.consumer import ConsumerSpec
 from stamen.bus.subjects import event_filter
 from stamen.notifications.settings import NotifySettings
-from stamen.service.idempotent import GroupCommit, idempotent
+from stamen.service.idempotent import GroupCommit
 from stamen.service.keys import POOL
 from stamen.service.runner import base_app
 from stamen.settings import Settings
@@ -24,7 +22,7 @@ FAMILIES = {
     "notifier-intake": ("workset.submitted", "workset.validated", "workset.rejected"),
     "notifier-runs": ("workset.started", "workset.completed", "workset.cancelled", "workset.queued"),
     "notifier-failures": ("workset.retry_scheduled", "workset.dead_lettered"),
-    "notifier-operations": ("region.health_changed", "cluster.drained", "workset.dead_lettered"),
+    handlers.OPERATIONS: ("region.health_changed", "cluster.drained", "workset.dead_lettered"),
 }
 # Planning reads and writes PostgreSQL only (nothing is sent in it), and nobody waits on it: the four
 # consumers' calls gather for up to 100 ms into one transaction of up to 64 (one transaction per event
@@ -40,22 +38,14 @@ def init_app(settings: Settings, notify: NotifySettings | None = None) -> web.Ap
 
     def specs(app: web.Application) -> list[ConsumerSpec]:
         group = GroupCommit(lambda: app[POOL], max_group=MAX_GROUP, gather_seconds=GATHER_SECONDS)
+        handlers_by = handlers.consumer_handlers(
+            lambda: app[POOL], notify, FAMILIES, enabled=settings.enable_notifications, group=group
+        )
         return [
             ConsumerSpec(
                 durable=durable,
                 filter_subjects=[event_filter(t) for t in types],
-                handler=idempotent(
-                    durable,
-                    lambda: app[POOL],
-                    partial(
-                        handlers.plan_operations_event
-                        if durable == "notifier-operations"
-                        else handlers.plan_workset_event,
-                        settings=notify,
-                        enabled=settings.enable_notifications,
-                    ),
-                    group=group,
-                ),
+                handler=handlers_by[durable],
                 ack_wait_seconds=settings.ack_wait_seconds,
                 max_deliver=settings.max_deliver,
                 concurrency=settings.consumer_concurrency * CONCURRENCY_FACTOR,

@@ -7,22 +7,28 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
+import asyncpg
 import structlog
 
 from services.notifier import facts
+from stamen.bus.consumer import EventHandler
 from stamen.events.envelope import Envelope
-from stamen.notifications.kinds import OPERATORS
+from stamen.notifications.kinds import EVENT_KINDS, OPERATORS
 from stamen.notifications.messages import Facts, render
-from stamen.notifications.planning import Targets, plan
+from stamen.notifications.planning import Targets, listening, plan
 from stamen.notifications.preferences import Channel, NotificationPreferences
 from stamen.notifications.repository import FactsRepository, NewDelivery, NotificationRepository
 from stamen.notifications.settings import NotifySettings
+from stamen.service.idempotent import GroupCommit, idempotent
 from stamen.store.db import Connection
 from stamen.store.unit_of_work import UnitOfWork
 
 log = structlog.get_logger(__name__)
+OPERATIONS = "notifier-operations"  # the durable consumer of what the operators hear
 
 
 def delivery_key(event_id: str, channel: Channel, recipient: str) -> str:
@@ -48,6 +54,28 @@ def _announced(event: Envelope, settings: NotifySettings, enabled: bool) -> bool
         log.info("notifier.event_too_old", age_hours=round(age.total_seconds() / 3600, 1))
         return False
     return True
+
+
+async def listened_to(
+    conn: Connection, events: Sequence[Envelope], *, settings: NotifySettings, enabled: bool
+) -> list[bool]:
+    """For each workset event, whether planning it could add a delivery: some channel of its tenant
+    hears of its kind. The group commit's screen (stamen.service.idempotent.Screen): one read for a
+    whole group's events, so an event nobody listens to is acked with no claim, no facts read, no
+    message rendered, nothing written. Who hears depends on the tenant's preferences and topic alone
+    (planning.listening), never on the facts."""
+    announced = [_announced(e, settings, enabled) for e in events]
+    owners = {e.tenant_id for e, told in zip(events, announced, strict=True) if told}
+    audiences = await NotificationRepository(conn).audiences(owners) if owners else {}
+    verdicts = []
+    for event, told in zip(events, announced, strict=True):
+        if not told:
+            verdicts.append(False)
+            continue
+        prefs, topic = audiences[event.tenant_id]
+        kind = EVENT_KINDS[event.type]
+        verdicts.append(bool(listening(prefs, owner=event.tenant_id, kind=kind, targets=Targets(topic))))
+    return verdicts
 
 
 async def plan_workset_event(
@@ -89,8 +117,8 @@ async def record(conn: Connection, found: Facts, *, settings: NotifySettings) ->
     """The deliveries `found` calls for under its owner's preferences; how many were added."""
     repo = NotificationRepository(conn)
     owner = found.owner
-    prefs, _, _ = await repo.preferences(owner)
-    topic = settings.operator_topic_arn if owner == OPERATORS else (await repo.customer_topic(owner))[1]
+    prefs, customer_topic = await repo.audience(owner)
+    topic = settings.operator_topic_arn if owner == OPERATORS else customer_topic
     planned = plan(
         prefs,
         owner=owner,
@@ -131,3 +159,25 @@ async def record(conn: Connection, found: Facts, *, settings: NotifySettings) ->
         added=added,
     )
     return added
+
+
+def consumer_handlers(
+    pool: Callable[[], asyncpg.Pool],
+    notify: NotifySettings,
+    durables: Iterable[str],
+    *,
+    enabled: bool,
+    group: GroupCommit | None = None,
+) -> dict[str, EventHandler]:
+    """The handlers of the notifier's durable consumers (services.notifier.app.FAMILIES): planning under
+    the inbox claim. The workset consumers share one screen (`listened_to`), so a group's events are
+    screened in one read, whichever consumer brought them."""
+    screen = partial(listened_to, settings=notify, enabled=enabled)
+    plan_operations = partial(plan_operations_event, settings=notify, enabled=enabled)
+    plan_worksets = partial(plan_workset_event, settings=notify, enabled=enabled)
+    return {
+        durable: idempotent(durable, pool, plan_operations, group=group)
+        if durable == OPERATIONS
+        else idempotent(durable, pool, plan_worksets, group=group, screen=screen)
+        for durable in durables
+    }

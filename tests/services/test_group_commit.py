@@ -1,13 +1,14 @@
 """Group commit (stamen.service.idempotent.GroupCommit) on the real PostgreSQL: idempotent handler calls
 that arrive together share one transaction, each in its own savepoint; a call that fails is rolled back
 alone and fails alone; a commit that fails fails them all and leaves nothing behind; a redelivery (of
-what committed) is a no-op, in a later group or in the same one."""
+what committed) is a no-op, in a later group or in the same one; a screen reads once for a group, and
+an event it says has nothing to do leaves nothing behind."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import asyncpg
 import pytest
@@ -15,8 +16,8 @@ import pytest
 from stamen.bus.consumer import Delivery, EventHandler
 from stamen.events.envelope import Envelope, new_envelope
 from stamen.events.types import WorksetQueued
-from stamen.service.idempotent import GroupCommit, idempotent
-from stamen.store.db import create_pool
+from stamen.service.idempotent import GroupCommit, Screen, idempotent
+from stamen.store.db import Connection, create_pool
 from stamen.store.unit_of_work import UnitOfWork
 from tests.transactions import TransactionCounter
 
@@ -203,3 +204,53 @@ async def test_groups_take_shared_rows_in_one_order_so_two_replicas_do_not_deadl
     finally:
         await first.close()
         await second.close()
+
+
+def screened_handler(pool: asyncpg.Pool, group: GroupCommit | None, screen: Screen) -> EventHandler:
+    async def handle(uow: UnitOfWork, envelope: Envelope) -> None:
+        await uow.connection.execute("INSERT INTO effects VALUES ($1, $2)", envelope.id, envelope.workset_id)
+
+    return idempotent(CONSUMER, lambda: pool, handle, group=group, screen=screen)
+
+
+async def test_a_screen_reads_once_per_group_and_an_event_with_nothing_to_do_leaves_nothing(
+    counted: tuple[asyncpg.Pool, TransactionCounter],
+) -> None:
+    pool, counter = counted
+    asked: list[list[str | None]] = []
+
+    async def screen(conn: Connection, events: Sequence[Envelope]) -> list[bool]:
+        asked.append([e.workset_id for e in events])
+        await conn.fetchval("SELECT 'screen'")
+        return [e.workset_id != "ws-quiet" for e in events]
+
+    handler = screened_handler(pool, GroupCommit(lambda: pool), screen)
+    quiet, loud, quiet_too = event("quiet"), event("loud"), event("quiet")
+    await asyncio.gather(*(handler(e, DELIVERY) for e in (quiet, loud, quiet_too)))
+    assert await counter.count() == 1, counter.transactions
+    assert asked == [["ws-quiet", "ws-loud", "ws-quiet"]]  # once, for the whole group
+    [statements] = counter.transactions
+    assert statements[0] == "SELECT 'screen'"
+    assert sum(s.startswith("SAVEPOINT") for s in statements) == 1  # the one with something to do
+    assert await effects(pool) == {loud.id: 1}
+    assert await claims(pool) == {loud.id}  # nothing kept of the others: a redelivery asks again
+    # Without a group: the same, in the call's own transaction.
+    alone = screened_handler(pool, None, screen)
+    await alone(quiet, DELIVERY)
+    assert await claims(pool) == {loud.id}
+
+
+async def test_a_screen_that_fails_lets_every_call_run_in_full(
+    counted: tuple[asyncpg.Pool, TransactionCounter],
+) -> None:
+    pool, _ = counted
+
+    async def screen(conn: Connection, events: Sequence[Envelope]) -> list[bool]:
+        raise Boom("the screen")
+
+    handler = screened_handler(pool, GroupCommit(lambda: pool), screen)
+    events = [event(str(i)) for i in range(3)]
+    await asyncio.gather(*(handler(e, DELIVERY) for e in events))
+    await screened_handler(pool, None, screen)(extra := event("alone"), DELIVERY)
+    assert await effects(pool) == {e.id: 1 for e in [*events, extra]}
+    assert await claims(pool) == {e.id for e in [*events, extra]}

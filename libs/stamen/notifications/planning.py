@@ -35,14 +35,9 @@ def plan(
     targets: Targets,
     now: datetime,
 ) -> list[PlannedDelivery]:
-    """One delivery per enabled, configured channel whose kinds include `kind`."""
-    if prefs.only_final_failures and kind is Kind.RETRYING:
-        return []
+    """One delivery per channel that hears of `kind` (`listening`)."""
     planned: list[PlannedDelivery] = []
-    for channel in Channel:
-        recipient = _recipient(prefs, channel, targets)
-        if recipient is None or kind not in prefs.events_for(channel, owner):
-            continue
+    for channel, recipient in listening(prefs, owner=owner, kind=kind, targets=targets):
         # Linear threads one issue per workset: batching its comments would only delay them.
         digest = (
             channel is not Channel.LINEAR
@@ -54,6 +49,22 @@ def plan(
             when = prefs.quiet_hours.until(when) or when
         planned.append(PlannedDelivery(channel, recipient, when, digest))
     return planned
+
+
+def listening(
+    prefs: NotificationPreferences, *, owner: str, kind: Kind, targets: Targets
+) -> list[tuple[Channel, str]]:
+    """The channels that hear of `kind`, with their recipients: enabled, configured (a recipient), and
+    choosing `kind`. Empty: nobody is told, whatever the event's facts say (they decide only the
+    message, its severity and when it goes, never who gets it)."""
+    if prefs.only_final_failures and kind is Kind.RETRYING:
+        return []
+    found: list[tuple[Channel, str]] = []
+    for channel in Channel:
+        recipient = _recipient(prefs, channel, targets)
+        if recipient is not None and kind in prefs.events_for(channel, owner):
+            found.append((channel, recipient))
+    return found
 
 
 def _recipient(prefs: NotificationPreferences, channel: Channel, targets: Targets) -> str | None:

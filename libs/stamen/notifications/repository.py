@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, get_args
 
 from stamen.notifications.kinds import DeliveryState
@@ -16,7 +17,15 @@ from stamen.notifications.ratelimits import RateLimit
 from stamen.store.db import Connection
 
 NOTIFY_CHANNEL = "stamen_notifications"
+DEFAULT_PREFERENCES = NotificationPreferences()
 DELIVERY_STATES: tuple[DeliveryState, ...] = get_args(DeliveryState)
+
+
+@lru_cache(maxsize=256)
+def _stored_preferences(text: str) -> NotificationPreferences:
+    """Stored preferences, parsed once per distinct document (the model is frozen, so sharing it is
+    safe): the notifier reads its owner's for every event it hears."""
+    return NotificationPreferences.model_validate_json(text)
 
 
 @dataclass(frozen=True)
@@ -126,6 +135,30 @@ class NotificationRepository:
             return NotificationPreferences(), None, None
         prefs = NotificationPreferences.model_validate(json.loads(row["preferences"]))
         return prefs, row["updated_at"], row["updated_by"]
+
+    async def audience(self, owner: str) -> tuple[NotificationPreferences, str | None]:
+        """The owner's preferences (the defaults when it set none) and its customer's SNS topic ARN (None:
+        not a customer, or no topic): what says who hears of its events."""
+        return (await self.audiences([owner]))[owner]
+
+    async def audiences(
+        self, owners: Collection[str]
+    ) -> dict[str, tuple[NotificationPreferences, str | None]]:
+        """`audience` of each owner, in one statement."""
+        rows = await self._conn.fetch(
+            """SELECT o.owner, p.preferences, c.sns_topic_arn
+               FROM unnest($1::text[]) AS o(owner)
+               LEFT JOIN notification_preferences p ON p.owner = o.owner
+               LEFT JOIN customers c ON c.customer_id = o.owner""",
+            list(owners),
+        )
+        return {
+            r["owner"]: (
+                DEFAULT_PREFERENCES if r["preferences"] is None else _stored_preferences(r["preferences"]),
+                r["sns_topic_arn"],
+            )
+            for r in rows
+        }
 
     async def save_preferences(self, owner: str, prefs: NotificationPreferences, actor: str) -> None:
         await self._conn.execute(

@@ -15,13 +15,18 @@ lock shared rows (e.g. the admission_queues row of a tenant's queue, which a wor
 updates) in opposite orders deadlock: PostgreSQL ends one call after a second, and its message is
 redelivered. Calls that lock shared rows say which (`lock_order`), and a group runs its calls in that
 order, so every group takes shared rows in one order and no two wait on each other.
+
+A consumer whose events often have nothing for it to do (the notifier: an event no channel hears of)
+gives a `Screen`: one read that says, for a whole group's events at once, which have anything to do.
+The others are acked with no inbox claim, no savepoint, nothing written: their handling would have had
+no effect, so a redelivery simply asks again. A screen that fails lets every call run in full.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -31,12 +36,16 @@ import structlog
 from stamen.bus.consumer import Delivery, EventHandler
 from stamen.events.envelope import Envelope
 from stamen.service.poison import known_workset
+from stamen.store.db import Connection
 from stamen.store.unit_of_work import UnitOfWork
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 TransactionalHandler = Callable[[UnitOfWork, Envelope], Awaitable[None]]
+# For each event, whether the handler has anything to do with it: a read (never a write), on the
+# transaction's connection, before any claim.
+Screen = Callable[[Connection, Sequence[Envelope]], Awaitable[Sequence[bool]]]
 # Work for a group: it gets a unit of work whose commit releases its savepoint.
 GroupWork = Callable[[UnitOfWork], Awaitable[T]]
 
@@ -56,6 +65,16 @@ class _Call:
     lock_order: tuple[str, ...]  # the shared rows it locks, as a sort key; () first
     # The caller's log context (event id, consumer, ...): the work runs in the group's task.
     log_context: dict[str, Any] = field(default_factory=dict)
+    screened: Screened | None = None
+
+
+@dataclass(frozen=True)
+class Screened:
+    """A call's event and the screen that says whether it has anything to do: the group asks each screen
+    once for all its calls' events (calls share a screen by identity)."""
+
+    screen: Screen
+    event: Envelope
 
 
 class GroupCommit:
@@ -82,17 +101,32 @@ class GroupCommit:
         """`work`'s result once its group has committed; its own exception if it failed (its changes
         rolled back to its savepoint); the transaction's exception if the group's commit failed.
         `lock_order` names the shared rows `work` locks (see the module's docstring)."""
+        result: T = await self._join(work, lock_order, None)
+        return result
+
+    async def run_screened(
+        self, work: GroupWork[T], screened: Screened, *, lock_order: tuple[str, ...] = ()
+    ) -> T | None:
+        """As `run`; but None, with `work` not run, when the screen says its event has nothing to do."""
+        result: T | None = await self._join(work, lock_order, screened)
+        return result
+
+    async def _join(self, work: GroupWork[T], lock_order: tuple[str, ...], screened: Screened | None) -> Any:
         loop = asyncio.get_running_loop()
         call = _Call(
-            work, loop.create_future(), loop.time(), lock_order, structlog.contextvars.get_contextvars()
+            work,
+            loop.create_future(),
+            loop.time(),
+            lock_order,
+            structlog.contextvars.get_contextvars(),
+            screened,
         )
         self._waiting.append(call)
         if len(self._waiting) >= self._max_group:
             self._full.set()
         if self._runner is None or self._runner.done():
             self._runner = asyncio.create_task(self._drain(), name="group-commit")
-        result: T = await call.done
-        return result
+        return await call.done
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
@@ -119,8 +153,12 @@ class GroupCommit:
         results: list[tuple[_Call, Any]] = []
         try:
             async with self._pool().acquire() as conn, conn.transaction():
+                idle = await _nothing_to_do(conn, group)
                 for call in sorted(group, key=lambda c: c.lock_order):  # stable: else as they arrived
                     if call.done.done():  # its caller gave up (cancelled) before its turn
+                        continue
+                    if call in idle:
+                        results.append((call, None))
                         continue
                     structlog.contextvars.clear_contextvars()
                     structlog.contextvars.bind_contextvars(**call.log_context)
@@ -147,6 +185,23 @@ class GroupCommit:
                 call.done.set_result(value)
 
 
+async def _nothing_to_do(conn: Connection, group: list[_Call]) -> set[_Call]:
+    """The calls whose screen says their event has nothing to do: one read per screen for the group."""
+    by_screen: dict[Screen, list[_Call]] = {}
+    for call in group:
+        if call.screened is not None and not call.done.done():
+            by_screen.setdefault(call.screened.screen, []).append(call)
+    idle: set[_Call] = set()
+    for screen, calls in by_screen.items():
+        try:
+            wanted = await screen(conn, [c.screened.event for c in calls if c.screened is not None])
+        except Exception as exc:  # each call runs in full, as without a screen
+            log.warning("group_commit.screen_failed", error=f"{type(exc).__name__}: {exc}")
+            continue
+        idle.update(c for c, w in zip(calls, wanted, strict=True) if not w)
+    return idle
+
+
 def _fail(call: _Call, exc: BaseException) -> None:
     if call.done.done():
         return
@@ -163,10 +218,16 @@ def idempotent(
     *,
     group: GroupCommit | None = None,
     lock_order: tuple[str, ...] = (),
+    screen: Screen | None = None,
 ) -> EventHandler:
     """Wrap `handle` so it runs in one transaction with the inbox claim; a redelivery is a no-op.
     With `group`, that transaction is shared with other calls (see GroupCommit): `handle` must then
-    talk to PostgreSQL only, and name in `lock_order` the shared rows it locks."""
+    talk to PostgreSQL only, and name in `lock_order` the shared rows it locks.
+
+    `screen`, when given, is asked first, in the same transaction (for a whole group at once): an event
+    it says has nothing to do is acked with no claim and nothing written. Its handling would have had no
+    effect, so there is nothing to guard against a second one: a redelivery asks again. An event with
+    an effect still goes through the claim, so every effect happens once."""
 
     async def claimed(uow: UnitOfWork, envelope: Envelope) -> bool:
         if not await uow.inbox.claim(consumer, envelope.id):
@@ -176,16 +237,35 @@ def idempotent(
         await uow.commit()
         return True
 
+    async def alone(envelope: Envelope) -> bool | None:
+        async with UnitOfWork(pool()) as uow:
+            if screen is not None and not await _wanted_alone(screen, uow.connection, envelope):
+                await uow.commit()
+                return None
+            return await claimed(uow, envelope)
+
     async def handler(envelope: Envelope, delivery: Delivery) -> None:
+        handled: bool | None
         if group is None:
-            async with UnitOfWork(pool()) as uow:
-                handled = await claimed(uow, envelope)
-        else:
+            handled = await alone(envelope)
+        elif screen is None:
             handled = await group.run(lambda uow: claimed(uow, envelope), lock_order=lock_order)
-        if not handled:
+        else:
+            handled = await group.run_screened(
+                lambda uow: claimed(uow, envelope), Screened(screen, envelope), lock_order=lock_order
+            )
+        if handled is False:
             log.info("inbox.duplicate_skipped", delivery=delivery.num_delivered)
 
     return handler
+
+
+async def _wanted_alone(screen: Screen, conn: Connection, envelope: Envelope) -> bool:
+    try:
+        return bool((await screen(conn, [envelope]))[0])
+    except Exception as exc:  # handled in full, as without a screen
+        log.warning("group_commit.screen_failed", error=f"{type(exc).__name__}: {exc}")
+        return True
 
 
 async def shared_read(group: GroupCommit | None, pool: Callable[[], asyncpg.Pool], work: GroupWork[T]) -> T:

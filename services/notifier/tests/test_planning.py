@@ -5,14 +5,13 @@ clusters, region health and dead letters piling up (once per window)."""
 
 from __future__ import annotations
 
-import functools
 import json
 from typing import Any
 
 import asyncpg
 
 from services.notifier.app import FAMILIES
-from services.notifier.handlers import plan_operations_event, plan_workset_event
+from services.notifier.handlers import consumer_handlers
 from services.notifier.tests.conftest import WEBHOOK_SECRET, fast_settings
 from services.notifier.tests.test_channels import set_prefs
 from stamen import commands
@@ -27,7 +26,6 @@ from stamen.notifications.settings import NotifySettings
 from stamen.retry import RetryPolicy
 from stamen.retry.backoff import BackoffPolicy
 from stamen.retry_commands import record_failure
-from stamen.service.idempotent import idempotent
 from stamen.store.clusters import ClusterRecord
 from stamen.store.unit_of_work import UnitOfWork
 
@@ -47,13 +45,12 @@ async def deliver_all(
 ) -> None:
     """What the four durable consumers do: each event to the families that hear it, twice over (a
     redelivery), through the same inbox-claiming wrapper the service uses."""
+    handlers = consumer_handlers(lambda: pool, settings, FAMILIES, enabled=enabled)
     for _ in range(2):
         for event in events:
             for durable, types in FAMILIES.items():
                 if event.type in types:
-                    plan = plan_operations_event if durable == "notifier-operations" else plan_workset_event
-                    handle = functools.partial(plan, settings=settings, enabled=enabled)
-                    await idempotent(durable, lambda: pool, handle)(event, DELIVERY)
+                    await handlers[durable](event, DELIVERY)
 
 
 async def planned(pool: asyncpg.Pool) -> list[dict[str, Any]]:

@@ -6,10 +6,15 @@ one of its own, and the deliveries planned are the same."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import asyncpg
 
-from services.notifier.app import init_app
+from services.notifier.app import FAMILIES, init_app
+from services.notifier.handlers import consumer_handlers
+from services.notifier.tests.conftest import WEBHOOK_SECRET
+from services.notifier.tests.support import add_customer
+from services.notifier.tests.test_channels import set_prefs
 from services.notifier.tests.test_planning import DELIVERY, outbox_events, planned
 from stamen.bus.consumer import ConsumerSpec
 from stamen.bus.subjects import event_filter
@@ -78,3 +83,44 @@ async def test_events_consumed_together_share_a_transaction(
         (e.type.removeprefix("workset."), e.workset_id) for e in events
     )
     assert await planned(pool) == first  # the redeliveries planned nothing more
+
+
+async def test_an_event_no_channel_hears_of_is_one_read_and_keeps_nothing(
+    pool: asyncpg.Pool, database_url: str, notify_settings: NotifySettings
+) -> None:
+    """A tenant whose channels hear of nothing (a customer with no SNS topic, no other channel): its
+    events, consumed together, cost one read (of its preferences and topic) and leave no inbox claim,
+    no facts read, no delivery. Nothing was kept of that handling, so an event redelivered after the tenant turned a
+    channel on is planned: a subscription never misses an event it was there for."""
+    tenant = f"lab-{uuid.uuid4().hex[:8]}"
+    await add_customer(pool, tenant, None)
+    for i in range(2):
+        await a_life(pool, tenant, f"quiet{i}")
+    events = await outbox_events(pool)
+    counter = TransactionCounter()
+    counting = await create_pool(database_url, init=counter.init)
+    try:
+        app = init_app(Settings(), notify_settings)
+        app[POOL] = counting
+        calls = [(spec, e) for e in events for spec in app[CONSUMER_SPECS] if hears(spec, e)]
+        assert len(calls) == 6  # submitted, started, completed of two worksets
+        await asyncio.gather(*(spec.handler(e, DELIVERY) for spec, e in calls))
+        await counter.count()
+    finally:
+        await counting.close()
+    # One transaction (a group), one statement: the tenant's preferences and topic, read once for all six.
+    assert len(counter.transactions) == 1, counter.transactions
+    [statements] = counter.transactions
+    assert len(statements) == 1 and statements[0].startswith("SELECT o.owner, p.preferences"), statements
+    assert await pool.fetchval("SELECT count(*) FROM inbox WHERE consumer LIKE 'notifier-%'") == 0
+    assert await planned(pool) == []
+
+    await set_prefs(pool, notify_settings, tenant, {"webhook": {
+        "enabled": True, "url": "http://127.0.0.1:9/hook", "secret": WEBHOOK_SECRET,
+    }})  # fmt: skip
+    handlers = consumer_handlers(lambda: pool, notify_settings, FAMILIES, enabled=True)
+    for spec, event in calls:  # each one's ack was lost: delivered again
+        await handlers[spec.durable](event, DELIVERY)
+    assert sorted((r["kind"], r["channel"], r["workset_id"]) for r in await planned(pool)) == sorted(
+        (e.type.removeprefix("workset."), "webhook", e.workset_id) for e in events
+    )
