@@ -118,6 +118,12 @@ class BusConnection:
         self.connected = asyncio.Event()
         self._up = asyncio.Event()  # connected right now (cleared while the client reconnects)
         self._task: asyncio.Task[None] | None = None
+        self._on_reconnect: list[Callable[[], None]] = []
+
+    def on_reconnect(self, callback: Callable[[], None]) -> None:
+        """Call `callback` each time the client has reconnected (its subscriptions made again): a pull
+        request waiting at the server from before may be gone with it (stamen.bus.pull)."""
+        self._on_reconnect.append(callback)
 
     async def start(self, wait_seconds: float = 5.0) -> None:
         """Connect; if NATS does not answer within `wait_seconds`, go on connecting in the background."""
@@ -155,6 +161,8 @@ class BusConnection:
     def _set_up(self, up: bool) -> None:
         if up:
             self._up.set()
+            for callback in self._on_reconnect:
+                callback()
         else:
             self._up.clear()
 

@@ -19,6 +19,7 @@ from stamen.bus.connections import headers_of
 from stamen.bus.metrics import CONSUMED, HANDLER_SECONDS, IN_FLIGHT
 from stamen.bus.parked import REPLAY_FOR
 from stamen.bus.publisher import RawPublisher
+from stamen.bus.pull import LongPoll
 from stamen.bus.subjects import EVENTS_STREAM, dlq_subject
 from stamen.events.envelope import Envelope, UndecodableMessage, decode_envelope
 
@@ -83,9 +84,11 @@ class DurableConsumer:
         self._js = js
         self.spec = spec
         self._parking = parking
-        # While the gate is closed (PostgreSQL unreachable) nothing is fetched: no message is delivered,
-        # so none spends its delivery budget on an outage.
+        # While the gate is closed (PostgreSQL unreachable) no fetch is made. A message that the fetch
+        # already waiting at the server receives meanwhile is held by its handler until the database
+        # answers (_run_handler): none spends its delivery budget on an outage.
         self._gate = gate
+        self._poll: LongPoll | None = None
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: asyncio.Task[None] | None = None
@@ -109,10 +112,17 @@ class DurableConsumer:
         # add_consumer creates the durable or updates its settings to match this code.
         await self._js.add_consumer(self.spec.stream, config=self.consumer_config())
         self._sub = await self._js.pull_subscribe_bind(durable=self.spec.durable, stream=self.spec.stream)
+        self._poll = LongPoll(self._sub)
         self._runner = asyncio.create_task(self._run(), name=f"consumer:{self.spec.durable}")
         self.ready.set()
 
+    def refetch(self) -> None:
+        """The client reconnected: the pull request waiting at the server may be gone with it, ask again."""
+        if self._poll is not None:
+            self._poll.cut_short()
+
     async def _run(self) -> None:
+        assert self._poll is not None
         while not self._stopping.is_set():
             free = self.spec.concurrency - len(self._tasks)
             if free <= 0:
@@ -123,7 +133,7 @@ class DurableConsumer:
                 await self._gate.wait_reachable()
                 continue
             try:
-                msgs = await self._sub.fetch(batch=free, timeout=1.0)
+                msgs = await self._poll.fetch(free)
             except (TimeoutError, NatsTimeoutError):
                 continue
             except Exception as exc:  # connection trouble: back off, the client reconnects by itself

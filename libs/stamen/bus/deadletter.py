@@ -20,6 +20,7 @@ from nats.js.errors import NotFoundError
 from stamen.bus.connections import headers_of
 from stamen.bus.metrics import DEAD_LETTERED
 from stamen.bus.publisher import RawPublisher
+from stamen.bus.pull import LongPoll
 from stamen.bus.subjects import ADVISORIES_STREAM, EVENTS_STREAM, dlq_subject, max_deliveries_advisory
 
 log = structlog.get_logger(__name__)
@@ -33,6 +34,7 @@ class DeadLetterForwarder:
         self._durable = f"dlq-forwarder-{consumer}"
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._poll: LongPoll | None = None
 
     async def start(self) -> None:
         config = ConsumerConfig(
@@ -44,12 +46,19 @@ class DeadLetterForwarder:
         )
         await self._js.add_consumer(ADVISORIES_STREAM, config=config)
         self._sub = await self._js.pull_subscribe_bind(durable=self._durable, stream=ADVISORIES_STREAM)
+        self._poll = LongPoll(self._sub)
         self._task = asyncio.create_task(self._run(), name=self._durable)
 
+    def refetch(self) -> None:
+        """The client reconnected: the pull request waiting at the server may be gone with it, ask again."""
+        if self._poll is not None:
+            self._poll.cut_short()
+
     async def _run(self) -> None:
+        assert self._poll is not None
         while not self._stopping.is_set():
             try:
-                msgs = await self._sub.fetch(batch=10, timeout=1.0)
+                msgs = await self._poll.fetch(10)
             except (TimeoutError, NatsTimeoutError):
                 continue
             except Exception as exc:

@@ -104,9 +104,11 @@ async def consumers_ctx(app: web.Application) -> AsyncIterator[None]:
             consumer = DurableConsumer(bus.js, spec, bus, gate=app[POSTGRES])
             await _until_done(consumer.start, spec.durable)
             consumers.append(consumer)
+            bus.on_reconnect(consumer.refetch)
             forwarder = DeadLetterForwarder(bus.js, bus, spec.durable)
             await _until_done(forwarder.start, f"dlq-forwarder-{spec.durable}")
             forwarders.append(forwarder)
+            bus.on_reconnect(forwarder.refetch)
         log.info("service.consuming", consumers=[c.spec.durable for c in consumers])
 
     starting = await start_with_bus(app, start_consumers, "consumers")
