@@ -45,11 +45,18 @@ from stamen.domain.workset import Workset
 from stamen.events.types import StepStarted, WorksetCancelled, WorksetCompleted, WorksetFailed, WorksetStarted
 from stamen.executors.base import Executor, JobHandle, JobState, JobStatus
 from stamen.executors.hints import find_and_stop_by_hand
-from stamen.store.clusters import ClusterRecord
+from stamen.store.clusters import ClusterRecord, no_such_cluster
 from stamen.store.db import Connection, released_session_state
-from stamen.store.step_runs import SubmissionClaim, SubmittingStepRun, step_run_locks, submission_lock
+from stamen.store.dispatch_facts import dispatch_facts
+from stamen.store.step_runs import (
+    SubmissionClaim,
+    SubmittingStepRun,
+    recording_claimed_submission,
+    step_run_locks,
+    submission_lock,
+)
 from stamen.store.unit_of_work import UnitOfWork
-from stamen.tenancy import BucketGrantRepository, access_findings
+from stamen.tenancy import access_findings
 
 log = structlog.get_logger(__name__)
 S = WorksetState
@@ -171,10 +178,25 @@ class Dispatcher:
             dispatched += 1
         return dispatched
 
-    async def prepare(self, uow: UnitOfWork, ws: Workset) -> Submission | None:
+    async def prepare(
+        self, uow: UnitOfWork, ws: Workset, *, changed: bool = False, if_dispatchable: bool = False
+    ) -> Submission | None:
         """Finish the workset, or record its next step as `submitting` and return what to submit: the step
         run's lock is then held by the unit of work's session (taken with the row), for its caller to
-        submit on that connection after the commit (`submit_holding`)."""
+        submit on that connection after the commit (`submit_holding`).
+
+        What it reads (the tenant's buckets, the cluster, the steps done) is one statement
+        (`dispatch_facts`). The workset is saved here when this changes it, and also when `changed` (its
+        caller changed it: an event, a transition), so that one statement saves both. `if_dispatchable`:
+        only if the dispatcher's claim would take it now (asked in the same statement); else nothing
+        but that save."""
+        facts = await dispatch_facts(
+            uow.connection, ws.id, ws.tenant_id, ws.cluster or "", ask_dispatchable=if_dispatchable
+        )
+        if if_dispatchable and not facts.dispatchable:
+            if changed:
+                await uow.worksets.save(ws)
+            return None
         assert ws.cluster is not None
         if ws.cancel_requested_by:
             finish_cancelled(ws, self._holder)
@@ -183,8 +205,7 @@ class Dispatcher:
             return None
         # Defence in depth: the spec was checked at intake, but a grant may have been revoked since, or the
         # row changed after validation. A step never starts on a bucket its tenant may not use.
-        rights = await BucketGrantRepository(uow.connection).tenant_buckets(ws.tenant_id)
-        refused = access_findings(ws.spec, rights)
+        refused = access_findings(ws.spec, facts.rights)
         if refused:
             reason = f"{S3_ACCESS_STATE}: " + "; ".join(f"{f.code} {f.message}" for f in refused[:5])
             await self._fail(uow, ws, None, reason, native_state=S3_ACCESS_STATE)
@@ -192,7 +213,9 @@ class Dispatcher:
                 "scheduler.bucket_access_refused", workset_id=ws.id, fields=[f.field for f in refused]
             )
             return None
-        cluster = await uow.clusters.cluster(ws.cluster)
+        if facts.cluster is None:
+            raise no_such_cluster(ws.cluster)
+        cluster = facts.cluster
         try:
             plan = self._planner(ws, cluster)
         except Exception as exc:  # an unknown pipeline or a spec the planner cannot use
@@ -200,7 +223,7 @@ class Dispatcher:
             return None
         # Steps done on another cluster count too when their outputs were exported to S3 (a workset
         # moved out of a lost region resumes after them); others' local outputs are not here.
-        done, elsewhere = await uow.step_runs.succeeded_steps(ws.id, cluster.name)
+        done, elsewhere = facts.done_here, facts.done_anywhere
         reused = {
             s.step: elsewhere[s.step]
             for s in plan
@@ -236,6 +259,8 @@ class Dispatcher:
             holder=self._holder,
             hold_lock=True,
         )
+        if changed:
+            await uow.worksets.save(ws)
         return Submission(claim, ws.id, cluster, step, how)
 
     async def _submit(self, sub: Submission) -> None:
@@ -263,10 +288,12 @@ class Dispatcher:
 
     async def _record_submitted(self, sub: Submission, handle: JobHandle, conn: Connection | None) -> None:
         async with self._unit_of_work(conn) as uow:
-            # On the submitting session, the step run's lock is given back by the same statement.
-            if not await uow.step_runs.record_claimed_submission(
-                sub.claim, handle, release_lock=conn is not None
-            ):
+            # The handle stored and the workset read and locked in one statement; on the submitting
+            # session, the step run's lock is given back by that statement too.
+            ws = await uow.worksets.get_changed(
+                recording_claimed_submission(sub.claim, handle, release_lock=conn is not None)
+            )
+            if ws is None:
                 # Only if the submission lock went with a broken connection and another replica adopted
                 # the job it found by name meanwhile (or, past resubmit_after_seconds, took the row over).
                 log.warning(
@@ -274,7 +301,6 @@ class Dispatcher:
                     workset_id=sub.workset_id, step=sub.step.step, job_id=handle.job_id,
                 )  # fmt: skip
                 return
-            ws = await uow.worksets.get(sub.workset_id, for_update=True)
             self._started(ws, sub.cluster.name, sub.step.step, sub.how)
             await uow.worksets.save(ws)
             await uow.commit()

@@ -26,7 +26,7 @@ from stamen.domain.workset import Workset
 from stamen.events.types import StepCompleted, WorksetFailed
 from stamen.executors.base import JobState, JobStatus
 from stamen.store.clusters import ClusterRecord
-from stamen.store.step_runs import StepRunRow
+from stamen.store.step_runs import StepRunRow, finishing_active_step_run
 from stamen.store.unit_of_work import UnitOfWork
 
 log = structlog.get_logger(__name__)
@@ -91,11 +91,11 @@ class JobMonitor:
     async def _record(self, row: StepRunRow, status: JobStatus) -> int:
         async with self._pool.acquire() as conn:
             async with UnitOfWork.on(conn) as uow:
-                if not await uow.step_runs.finish_active_step_run(row.id, status):
+                # The end recorded and the workset read and locked: one statement.
+                ws = await uow.worksets.get_changed(finishing_active_step_run(row.id, status))
+                if ws is None:
                     return 0  # another replica recorded it (or evacuation holds it)
-                ws = await uow.worksets.get(row.workset_id, for_update=True)
                 submission = await self._outcome(uow, ws, row, status)  # holds the step run's lock
-                await uow.worksets.save(ws)
                 await uow.commit()
             if submission is not None and self._dispatcher is not None:
                 await self._dispatcher.submit_holding(conn, submission)
@@ -107,14 +107,15 @@ class JobMonitor:
     async def _outcome(
         self, uow: UnitOfWork, ws: Workset, row: StepRunRow, status: JobStatus
     ) -> Submission | None:
-        """What the job's end does to the workset. A step that succeeded is followed, in the same
+        """What the job's end does to the workset, saved. A step that succeeded is followed, in the same
         transaction, by what the dispatcher would do at its next pass (the next step recorded for
-        submission, or the workset completed), when the dispatcher's own claim would take it."""
+        submission, or the workset completed), when the dispatcher's own claim would take it; the
+        workset is then saved once, with both."""
         if status.state is JobState.SUCCEEDED:
             resources = {k: v for k, v in status.resources.model_dump().items() if v is not None}
             ws.event(StepCompleted(step=row.step, attempt=row.attempt, resources=resources))
-            if self._dispatcher is not None and await uow.step_runs.dispatchable(ws.id):
-                return await self._dispatcher.prepare(uow, ws)
+            if self._dispatcher is not None:
+                return await self._dispatcher.prepare(uow, ws, changed=True, if_dispatchable=True)
         elif ws.cancel_requested_by and status.state is JobState.CANCELLED:
             finish_cancelled(ws, self._holder)
             await uow.slots.release_lease(ws.id, ws.attempt, "cancelled")
@@ -135,6 +136,7 @@ class JobMonitor:
                 ),
             )
             await uow.slots.release_lease(ws.id, ws.attempt, "failed")
+        await uow.worksets.save(ws)
         return None
 
     async def stop_requested(self) -> None:

@@ -28,12 +28,16 @@ class ClusterNotFound(StoreError, LookupError):
     http_status = 404
 
 
+def no_such_cluster(name: str) -> ClusterNotFound:
+    return ClusterNotFound(f"no cluster named {name!r}; see `stamen cluster ls`", cluster=name)
+
+
 class ClusterBusy(StoreError, RuntimeError):
     code = "CLUSTER_BUSY"
     http_status = 409
 
 
-def _cluster(r: Any) -> ClusterRecord:
+def cluster_from_row(r: Any) -> ClusterRecord:
     return ClusterRecord(
         name=r["name"],
         region=r["region"],
@@ -67,20 +71,20 @@ class ClusterRepository:
         )
 
     async def clusters(self) -> list[ClusterRecord]:
-        return [_cluster(r) for r in await self._conn.fetch("SELECT * FROM clusters ORDER BY name")]
+        return [cluster_from_row(r) for r in await self._conn.fetch("SELECT * FROM clusters ORDER BY name")]
 
     async def cluster(self, name: str) -> ClusterRecord:
         row = await self._conn.fetchrow("SELECT * FROM clusters WHERE name = $1", name)
         if row is None:
-            raise ClusterNotFound(f"no cluster named {name!r}; see `stamen cluster ls`", cluster=name)
-        return _cluster(row)
+            raise no_such_cluster(name)
+        return cluster_from_row(row)
 
     async def set_cluster_status(self, name: str, status: ClusterStatus) -> None:
         done = await self._conn.execute(
             "UPDATE clusters SET status = $2, updated_at = now() WHERE name = $1", name, status
         )
         if done != "UPDATE 1":
-            raise ClusterNotFound(f"no cluster named {name!r}; see `stamen cluster ls`", cluster=name)
+            raise no_such_cluster(name)
 
     async def remove_cluster(self, name: str) -> None:
         busy = await self._conn.fetchval("SELECT count(*) FROM slot_leases WHERE cluster = $1", name)
@@ -90,4 +94,4 @@ class ClusterRepository:
             )
         done = await self._conn.execute("DELETE FROM clusters WHERE name = $1", name)
         if done != "DELETE 1":
-            raise ClusterNotFound(f"no cluster named {name!r}; see `stamen cluster ls`", cluster=name)
+            raise no_such_cluster(name)

@@ -193,9 +193,10 @@ class SlotLedger:
         )
 
     async def release_lease(self, workset_id: str, attempt: int, outcome: str) -> None:
-        await self._conn.execute("DELETE FROM slot_leases WHERE workset_id = $1", workset_id)
+        """The slot lease given back and its run ended, in one statement."""
         await self._conn.execute(
-            """UPDATE workset_runs SET released_at = clock_timestamp(), outcome = $3
+            """WITH lease AS (DELETE FROM slot_leases WHERE workset_id = $1)
+               UPDATE workset_runs SET released_at = clock_timestamp(), outcome = $3
                WHERE workset_id = $1 AND attempt = $2 AND released_at IS NULL""",
             workset_id,
             attempt,

@@ -16,6 +16,7 @@ import structlog
 from stamen.domain.steps import StepRunState
 from stamen.executors.base import JobHandle, JobStatus
 from stamen.store.db import Connection, keeps_session_state
+from stamen.store.worksets import WorksetChange
 
 log = structlog.get_logger(__name__)
 # The step run's advisory lock (class, step run id): whoever talks to the cluster about a step run
@@ -128,6 +129,8 @@ OVERDUE_FROM = """FROM worksets w JOIN workset_runs r ON r.workset_id = w.id AND
     WHERE w.state IN ('scheduled', 'running') AND w.cancel_requested_by IS NULL
       AND w.max_duration_seconds IS NOT NULL
       AND r.admitted_at + make_interval(secs => w.max_duration_seconds) < now()"""
+# A workset's succeeded steps, in the order `succeeded_where` takes them; $1: the workset.
+SUCCEEDED_FROM = "FROM step_runs WHERE workset_id = $1 AND state = 'succeeded' ORDER BY step, id"
 # $1: the grace period in seconds.
 STALE_SUBMITTING_FROM = """FROM step_runs
     WHERE state = 'submitting' AND started_at < clock_timestamp() - make_interval(secs => $1)"""
@@ -162,18 +165,8 @@ class StepRunRepository:
         cluster has its own workdir_root, so another cluster's outputs are not where this one's steps look
         for them), and every succeeded step with the cluster of its first success (with outputs exported
         to S3, they count as done wherever the workset runs next; the dispatcher checks which export)."""
-        rows = await self._conn.fetch(
-            """SELECT step, cluster FROM step_runs
-               WHERE workset_id = $1 AND state = 'succeeded' ORDER BY step, id""",
-            workset_id,
-        )
-        here: set[str] = set()
-        anywhere: dict[str, str] = {}
-        for r in rows:
-            anywhere.setdefault(r["step"], r["cluster"])
-            if r["cluster"] == cluster:
-                here.add(r["step"])
-        return here, anywhere
+        rows = await self._conn.fetch(f"SELECT step, cluster {SUCCEEDED_FROM}", workset_id)
+        return succeeded_where([(r["step"], r["cluster"]) for r in rows], cluster)
 
     async def worksets_in_down_regions(self) -> list[StrandedWorkset]:
         """Admitted worksets whose cluster is in a region that is down (while another region can take the
@@ -274,21 +267,9 @@ class StepRunRepository:
     ) -> bool:
         """Store the job handle of the claim's submission (the row becomes 'running') in one statement,
         if the claim still holds; False if it does not (the row was reconciled, or taken over,
-        meanwhile): then nothing is recorded. `release_lock`: this session holds the step run's lock
-        (`record_submitting(hold_lock=True)`) and gives it back in the same statement; the UPDATE's row lock then keeps
-        a reconciler or evacuation that takes the step run's lock before this commit from acting on it
-        (theirs re-read the row under FOR UPDATE and find it no longer 'submitting'). It replaces
-        `lock_submitting`, `record_submitted` and `release_submission_lock`: one round trip, not three."""
-        unlock = ", pg_advisory_unlock($5, (id % 2147483647)::int)" if release_lock else ""
-        args: list[Any] = [claim.step_run_id, claim.holder, claim.since, handle.model_dump_json()]
-        row = await self._conn.fetchrow(
-            f"""UPDATE step_runs SET state = 'running', handle = $4::jsonb
-               WHERE id = $1 AND state = 'submitting' AND submitted_by = $2 AND started_at = $3
-               RETURNING id{unlock}""",
-            *args,
-            *([STEP_RUN_LOCK_CLASS] if release_lock else []),
-        )
-        return row is not None
+        meanwhile): then nothing is recorded. `release_lock`: as in `recording_claimed_submission`."""
+        change = recording_claimed_submission(claim, handle, release_lock=release_lock)
+        return await self._conn.fetchrow(change.sql, *change.args) is not None
 
     async def restart_submitting(self, step_run_id: int, holder: str) -> SubmissionClaim:
         """An orphaned 'submitting' row taken over to be submitted again: it becomes `holder`'s, and its
@@ -411,41 +392,16 @@ class StepRunRepository:
 
     async def finish_active_step_run(self, step_run_id: int, status: JobStatus) -> bool:
         """Record how the running step ended (the monitor); False, recording nothing, if it is no longer
-        active or someone holds its step run lock: another replica recording it, or evacuation stopping
-        its job (which records how it ended itself). One statement: the step run's lock (for the rest of
-        the transaction) is tried first, by a subquery PostgreSQL runs once before it reads the row, so a
-        row whose lock is held is never waited for; the row is then updated (and locked) only if it was
-        taken."""
-        row = await self._conn.fetchrow(
-            """UPDATE step_runs SET state = $2, exit_code = $3, signal = $4, reason = $5, log_tail = $6,
-                      resources = $7::jsonb, ended_at = coalesce($8, now())
-               WHERE id = $1 AND state IN ('pending', 'running')
-                 AND (SELECT pg_try_advisory_xact_lock($9, ($1::bigint % 2147483647)::int))
-               RETURNING id""",
-            *self._ended(step_run_id, status),
-            STEP_RUN_LOCK_CLASS,
-        )
-        return row is not None
+        active or someone holds its step run lock (see `finishing_active_step_run`)."""
+        change = finishing_active_step_run(step_run_id, status)
+        return await self._conn.fetchrow(change.sql, *change.args) is not None
 
     async def finish_step_run(self, step_run_id: int, status: JobStatus) -> None:
         await self._conn.execute(
             """UPDATE step_runs SET state = $2, exit_code = $3, signal = $4, reason = $5, log_tail = $6,
                       resources = $7::jsonb, ended_at = coalesce($8, now())
                WHERE id = $1""",
-            *self._ended(step_run_id, status),
-        )
-
-    @staticmethod
-    def _ended(step_run_id: int, status: JobStatus) -> tuple[Any, ...]:
-        return (
-            step_run_id,
-            status.state.value,
-            status.exit_code,
-            status.signal,
-            status.reason,
-            status.log_tail[-8000:],
-            status.resources.model_dump_json(),
-            status.ended_at,
+            *_ended(step_run_id, status),
         )
 
     async def log_tail(self, workset_id: str, step_run_id: int) -> str | None:
@@ -473,6 +429,71 @@ class StepRunRepository:
             workset_id,
         )
         return step_run_from_row(row) if row else None
+
+
+def _ended(step_run_id: int, status: JobStatus) -> tuple[Any, ...]:
+    return (
+        step_run_id,
+        status.state.value,
+        status.exit_code,
+        status.signal,
+        status.reason,
+        status.log_tail[-8000:],
+        status.resources.model_dump_json(),
+        status.ended_at,
+    )
+
+
+def succeeded_where(succeeded: Sequence[tuple[str, str]], cluster: str) -> tuple[set[str], dict[str, str]]:
+    """From a workset's succeeded (step, cluster) pairs (SUCCEEDED_FROM's order): the steps that succeeded on
+    `cluster`, and every succeeded step with the cluster of its first success."""
+    here: set[str] = set()
+    anywhere: dict[str, str] = {}
+    for step, where in succeeded:
+        anywhere.setdefault(step, where)
+        if where == cluster:
+            here.add(step)
+    return here, anywhere
+
+
+# Changes the monitor and a submitter make to a step run, each followed by reading and locking its workset
+# (`WorksetRepository.get_changed`: one statement for both).
+
+
+def finishing_active_step_run(step_run_id: int, status: JobStatus) -> WorksetChange:
+    """How the running step ended (the monitor), if it is still active and nobody holds its step run lock:
+    another replica recording it, or evacuation stopping its job (which records how it ended itself).
+    The step run's lock (for the rest of the transaction) is tried first, by a subquery PostgreSQL runs
+    once before it reads the row, so a row whose lock is held is never waited for; the row is then
+    updated (and locked) only if it was taken. No row: nothing recorded."""
+    return WorksetChange(
+        """UPDATE step_runs SET state = $2, exit_code = $3, signal = $4, reason = $5, log_tail = $6,
+                  resources = $7::jsonb, ended_at = coalesce($8, now())
+           WHERE id = $1 AND state IN ('pending', 'running')
+             AND (SELECT pg_try_advisory_xact_lock($9, ($1::bigint % 2147483647)::int))
+           RETURNING workset_id""",
+        (*_ended(step_run_id, status), STEP_RUN_LOCK_CLASS),
+    )
+
+
+def recording_claimed_submission(
+    claim: SubmissionClaim, handle: JobHandle, *, release_lock: bool
+) -> WorksetChange:
+    """The job handle of the claim's submission (the row becomes 'running'), if the claim still holds; no
+    row if it does not (the row was reconciled, or taken over, meanwhile): then nothing is recorded.
+    `release_lock`: this session holds the step run's lock (`record_submitting(hold_lock=True)`) and gives
+    it back in the same statement; the UPDATE's row lock then keeps a reconciler or evacuation that takes
+    the step run's lock before this commit from acting on it (theirs re-read the row under FOR UPDATE and
+    find it no longer 'submitting'). It replaces `lock_submitting`, `record_submitted` and
+    `release_submission_lock`: one round trip, not three."""
+    unlock = ", pg_advisory_unlock($5, (id % 2147483647)::int)" if release_lock else ""
+    return WorksetChange(
+        f"""UPDATE step_runs SET state = 'running', handle = $4::jsonb
+            WHERE id = $1 AND state = 'submitting' AND submitted_by = $2 AND started_at = $3
+            RETURNING workset_id{unlock}""",
+        (claim.step_run_id, claim.holder, claim.since, handle.model_dump_json(),
+         *([STEP_RUN_LOCK_CLASS] if release_lock else [])),
+    )  # fmt: skip
 
 
 @asynccontextmanager

@@ -52,6 +52,16 @@ def _from_row(row: asyncpg.Record) -> Workset:
     )
 
 
+@dataclass(frozen=True)
+class WorksetChange:
+    """A statement that changes a row about one workset and returns that workset's id as `workset_id`
+    (or no row, when it changed nothing): `WorksetRepository.get_changed` runs it with the workset's
+    read, in one round trip. `sql` uses $1 … $n for `args`."""
+
+    sql: str
+    args: tuple[Any, ...] = ()
+
+
 class WorksetRepository:
     def __init__(self, conn: Connection, seen: list[Workset], outbox: OutboxWriter | None = None) -> None:
         self._conn = conn
@@ -66,6 +76,22 @@ class WorksetRepository:
         row = await self._conn.fetchrow(f"SELECT * FROM worksets WHERE id = $1{lock}", workset_id)
         if row is None:
             raise WorksetNotFound(f"workset {workset_id!r} does not exist")
+        ws = _from_row(row)
+        self._seen.append(ws)
+        return ws
+
+    async def get_changed(self, change: WorksetChange) -> Workset | None:
+        """Run `change` and read the workset it names, locked (FOR UPDATE), in one statement; None when
+        it changed nothing (its WHERE found no row), and then nothing is locked or read. The change takes
+        its row's locks first, then the workset's row lock is taken: the order of a change made by one
+        statement and `get(for_update=True)` by the next, one round trip fewer."""
+        row = await self._conn.fetchrow(
+            f"""WITH changed AS ({change.sql})
+                SELECT w.* FROM changed JOIN worksets w ON w.id = changed.workset_id FOR UPDATE OF w""",
+            *change.args,
+        )
+        if row is None:
+            return None
         ws = _from_row(row)
         self._seen.append(ws)
         return ws

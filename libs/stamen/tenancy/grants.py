@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -44,6 +45,29 @@ class BucketGrant:
     granted_at: datetime
 
 
+def tenant_rights_sql(tenant: str) -> str:
+    """The rows of every bucket the tenant whose id is the placeholder `tenant` may use: its own bucket (if
+    it is a customer) and its grants (bucket, access, source, granted_by, note, ord), in no order; order
+    them by TENANT_RIGHTS_ORDER. A subquery, so that a statement reading more (the scheduler's dispatch
+    facts) reads them too."""
+    return f"""SELECT s3_bucket AS bucket, 'read-write' AS access, 'own' AS source, NULL AS granted_by,
+                      '' AS note, 0 AS ord
+                 FROM customers WHERE customer_id = {tenant}
+               UNION ALL
+               SELECT bucket, access, 'grant', granted_by, note, 1 FROM bucket_grants WHERE tenant_id = {tenant}"""
+
+
+TENANT_RIGHTS_ORDER = "ord, bucket"  # its own bucket first, then its grants
+
+
+def tenant_buckets_of(tenant_id: str, rights: Sequence[Sequence[Any]]) -> TenantBuckets:
+    """TenantBuckets from the rows of `tenant_rights_sql` as (bucket, access, source, granted_by, note)."""
+    return TenantBuckets(
+        tenant_id,
+        tuple(BucketRight(bucket, access, source, by, note) for bucket, access, source, by, note in rights),
+    )
+
+
 def _grant(row: Any) -> BucketGrant:
     return BucketGrant(
         row["tenant_id"],
@@ -81,19 +105,10 @@ class BucketGrantRepository:
     async def tenant_buckets(self, tenant_id: str) -> TenantBuckets:
         """What `tenant_id` may use: its own bucket first (if it is a customer), then its grants."""
         rows = await self._conn.fetch(
-            """SELECT s3_bucket AS bucket, 'read-write' AS access, 'own' AS source, NULL AS granted_by,
-                      '' AS note, 0 AS ord
-                 FROM customers WHERE customer_id = $1
-               UNION ALL
-               SELECT bucket, access, 'grant', granted_by, note, 1 FROM bucket_grants WHERE tenant_id = $1
-               ORDER BY ord, bucket""",
-            tenant_id,
+            f"SELECT * FROM ({tenant_rights_sql('$1')}) r ORDER BY {TENANT_RIGHTS_ORDER}", tenant_id
         )
-        return TenantBuckets(
-            tenant_id,
-            tuple(
-                BucketRight(r["bucket"], r["access"], r["source"], r["granted_by"], r["note"]) for r in rows
-            ),
+        return tenant_buckets_of(
+            tenant_id, [(r["bucket"], r["access"], r["source"], r["granted_by"], r["note"]) for r in rows]
         )
 
     async def grant(
