@@ -53,6 +53,16 @@ def test_admission(postgres_admin_url: str) -> None:
     assert f["queue_read"]["plan_nodes"], "the plans of the queue reads were read"
 
 
+def test_scheduler(postgres_admin_url: str) -> None:
+    f = run_bench("scheduler", "--worksets", "6", "--slots", "3", env={"DATABASE_URL": postgres_admin_url})
+    assert f["states"] == {"completed": 6} and f["completed"] == 6
+    assert f["statements_per_workset"] > f["begin_commit_per_workset"] > 0
+    assert (
+        f["cpu_ms_per_workset"]["scheduler_process"] > 0
+        and f["cpu_ms_per_workset"]["local_executor_processes"] > 0
+    )
+
+
 def test_api(postgres_admin_url: str, nats_url: str) -> None:
     f = run_bench(
         "api", "--worksets", "300", "--requests", "4", "--concurrency", "2",
