@@ -1,5 +1,5 @@
-"""The scheduler's survey: one read-only transaction at the start of each pass that says which of its
-parts have anything to do, and reads what the job monitor polls.
+"""The scheduler's survey: one statement at the start of each pass that says which of its parts have
+anything to do, and reads what the job monitor polls.
 
 A pass used to ask each question in a transaction of its own (worksets in a down region, queued work
 with room for it, orphaned submissions, work to dispatch, overdue worksets, cancel requests, the
@@ -11,10 +11,14 @@ one (the loop passes again at once after a pass that did anything)."""
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
 
-from stamen.store.clusters import ClusterRecord, ClusterRepository
+from stamen.domain.steps import StepRunState
+from stamen.executors.base import JobHandle
+from stamen.store.clusters import ClusterRecord
 from stamen.store.db import Connection
 from stamen.store.step_runs import (
     CANCEL_REQUESTED_FROM,
@@ -23,7 +27,6 @@ from stamen.store.step_runs import (
     STRANDED_FROM,
     UNDISPATCHED_FROM,
     StepRunRow,
-    step_run_from_row,
 )
 
 
@@ -38,29 +41,64 @@ class SchedulerSurvey:
     active: dict[str, list[StepRunRow]] = field(default_factory=dict)  # pending/running steps per cluster
 
 
+# The pending/running steps (what the monitor polls) and, when there are any, the clusters: as JSON arrays
+# riding on the questions' one row, each step [id, workset_id, attempt, step, step_index, cluster, state,
+# handle, started_at, submitted_by], each cluster [name, region, executor, max_concurrent, price_factor,
+# data_locations, status, config].
+_ACTIVE_SQL = """WITH active AS MATERIALIZED (
+        SELECT id, workset_id, attempt, step, step_index, cluster, state, handle, started_at, submitted_by
+        FROM step_runs WHERE state IN ('pending', 'running'))"""
+_ACTIVE_COLUMNS = """(SELECT json_agg(json_build_array(id, workset_id, attempt, step, step_index, cluster, state,
+                                             handle, started_at, submitted_by) ORDER BY id) FROM active) AS active,
+                  CASE WHEN EXISTS (SELECT 1 FROM active) THEN (
+                      SELECT json_agg(json_build_array(name, region, executor, max_concurrent, price_factor,
+                                                       data_locations, status, config) ORDER BY name)
+                      FROM clusters) END AS clusters"""
+
+
 async def survey(conn: Connection, *, global_max: int, submit_grace_seconds: float) -> SchedulerSurvey:
-    """One transaction: the questions at once (one statement), then the clusters and running steps."""
-    async with conn.transaction(readonly=True):
-        flags = await conn.fetchrow(
-            f"""SELECT
-                  EXISTS (SELECT 1 FROM worksets WHERE state = 'queued')
-                  AND (SELECT count(*) FROM slot_leases) < $2
-                  AND EXISTS (SELECT 1 FROM clusters c WHERE c.status = 'active'
-                              AND c.max_concurrent > (SELECT count(*) FROM slot_leases l WHERE l.cluster = c.name))
-                    AS admissible,
-                  (SELECT count(*) {UNDISPATCHED_FROM}) AS undispatched,
-                  EXISTS (SELECT 1 {STALE_SUBMITTING_FROM}) AS stale_submissions,
-                  EXISTS (SELECT 1 {STRANDED_FROM}) AS stranded,
-                  EXISTS (SELECT 1 {CANCEL_REQUESTED_FROM}) OR EXISTS (SELECT 1 {OVERDUE_FROM}) AS stop_requested""",
-            submit_grace_seconds,
-            global_max,
-        )
-        rows = await conn.fetch("SELECT * FROM step_runs WHERE state IN ('pending', 'running') ORDER BY id")
-        clusters = await ClusterRepository(conn).clusters() if rows else []
+    """One statement: the questions at once, the running steps and their clusters (one round trip, one
+    snapshot; it was a read-only transaction of four round trips)."""
+    flags = await conn.fetchrow(
+        f"""{_ACTIVE_SQL}
+            SELECT
+              EXISTS (SELECT 1 FROM worksets WHERE state = 'queued')
+              AND (SELECT count(*) FROM slot_leases) < $2
+              AND EXISTS (SELECT 1 FROM clusters c WHERE c.status = 'active'
+                          AND c.max_concurrent > (SELECT count(*) FROM slot_leases l WHERE l.cluster = c.name))
+                AS admissible,
+              (SELECT count(*) {UNDISPATCHED_FROM}) AS undispatched,
+              EXISTS (SELECT 1 {STALE_SUBMITTING_FROM}) AS stale_submissions,
+              EXISTS (SELECT 1 {STRANDED_FROM}) AS stranded,
+              EXISTS (SELECT 1 {CANCEL_REQUESTED_FROM}) OR EXISTS (SELECT 1 {OVERDUE_FROM}) AS stop_requested,
+              {_ACTIVE_COLUMNS}""",
+        submit_grace_seconds,
+        global_max,
+    )
     assert flags is not None
     active: dict[str, list[StepRunRow]] = defaultdict(list)
-    for r in rows:
-        active[r["cluster"]].append(step_run_from_row(r))
+    for r in json.loads(flags["active"] or "[]"):
+        step_run_id, workset_id, attempt, step, step_index, cluster, state, handle, started_at, by = r
+        active[cluster].append(
+            StepRunRow(
+                id=step_run_id,
+                workset_id=workset_id,
+                attempt=attempt,
+                step=step,
+                step_index=step_index,
+                cluster=cluster,
+                state=StepRunState(state),
+                handle=JobHandle.model_validate(handle),
+                started_at=datetime.fromisoformat(started_at),
+                submitted_by=by,
+            )
+        )
+    clusters = [
+        ClusterRecord(name, region, executor, max_concurrent, price_factor, tuple(locations), status, config)
+        for name, region, executor, max_concurrent, price_factor, locations, status, config in json.loads(
+            flags["clusters"] or "[]"
+        )
+    ]
     return SchedulerSurvey(
         admissible=flags["admissible"],
         undispatched=flags["undispatched"],

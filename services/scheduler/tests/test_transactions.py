@@ -83,6 +83,8 @@ async def test_a_pass_with_nothing_to_do_costs_one_transaction(
         start = await counter.count()
         assert await loop.tick() is False
         assert await counter.count() - start == 1, counter.transactions[start:]
+        # One statement, with the running steps' read (it was a read-only transaction of two: four round trips).
+        assert len(counter.transactions[start]) == 1, counter.transactions[start]
         # One workset runs (a long step) and another waits for its slot.
         running, waiting = await enqueue(pool, "acme"), await enqueue(pool, "acme")
         assert await loop.tick() is True
