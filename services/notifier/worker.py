@@ -107,7 +107,9 @@ class DeliveryWorker:
             free = self._settings.channel_concurrency - len(in_flight)
             try:
                 groups = await self.claim(channel, free) if free > 0 else []
-                next_due = await self._next_due()
+                # When the next one is due matters only to a loop with room and nothing due now (it sleeps
+                # until then); one that claimed claims again, one that is full waits for a send to end.
+                next_due = await self._next_due() if free > 0 and not groups else None
             except Exception as exc:  # the database is unreachable: try again later
                 delay = backoff.failed()
                 log.exception("notifier.claim_failed", channel=channel.value, error=str(exc), retry_in=delay)

@@ -366,18 +366,19 @@ class NotificationRepository:
         )
 
     async def take_tokens(self, key: str, limit: RateLimit, cost: float = 1.0) -> float:
-        """Take `cost` tokens from the shared bucket `key`: 0 when taken, else the seconds to wait."""
-        await self._conn.execute(
-            """INSERT INTO notification_rate_buckets (key, tokens, updated_at) VALUES ($1, $2, clock_timestamp())
-               ON CONFLICT (key) DO NOTHING""",
-            key,
-            limit.burst,
-        )
-        row = await self._conn.fetchrow(
-            """SELECT tokens, extract(epoch FROM clock_timestamp() - updated_at)::float8 AS elapsed
-               FROM notification_rate_buckets WHERE key = $1 FOR UPDATE""",
-            key,
-        )
+        """Take `cost` tokens from the shared bucket `key`: 0 when taken, else the seconds to wait. In the
+        caller's transaction (the row stays locked until it ends)."""
+        locked = """SELECT tokens, extract(epoch FROM clock_timestamp() - updated_at)::float8 AS elapsed
+                    FROM notification_rate_buckets WHERE key = $1 FOR UPDATE"""
+        row = await self._conn.fetchrow(locked, key)
+        if row is None:  # a new bucket, full (made once per key: every later take is the read and the write)
+            await self._conn.execute(
+                """INSERT INTO notification_rate_buckets (key, tokens, updated_at)
+                   VALUES ($1, $2, clock_timestamp()) ON CONFLICT (key) DO NOTHING""",
+                key,
+                limit.burst,
+            )
+            row = await self._conn.fetchrow(locked, key)
         assert row is not None
         tokens, wait = limit.take(row["tokens"], row["elapsed"], cost)
         await self._conn.execute(
