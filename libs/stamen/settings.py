@@ -72,6 +72,9 @@ class Settings(BaseSettings):
 
     # Scheduler.
     scheduler_poll_seconds: float = 1.0
+    # With nothing queued, admitted or running, and events flowing (they wake it), the scheduler looks
+    # at the database this often instead (a safety net: a workset queued wakes it through its event).
+    scheduler_idle_poll_seconds: float = Field(default=30.0, gt=0)
     # Scheduler processes `stamen up` runs side by side (they share the work through PostgreSQL locks).
     scheduler_replicas: int = Field(default=2, ge=1, le=8)
     # Validator processes `stamen up` runs side by side (they share workset.submitted's durable consumer

@@ -1,9 +1,18 @@
-"""The scheduler's heartbeat: evacuate down regions, admit, dispatch, carry out cancels, poll jobs; sleep until woken."""
+"""The scheduler's heartbeat: evacuate down regions, admit, dispatch, carry out cancels, poll jobs; sleep until woken.
+
+A pass follows a pass that did anything at once; otherwise the loop sleeps `poll_seconds` (running jobs
+are polled, slots and grace periods looked at again) or is woken first (a workset queued, a region's
+health changed, a timer fired, a local step ended). When nothing at all is queued, admitted or running,
+nothing can change but through one of those wake-ups, so while they can arrive (`events_flow`: the
+service consumes its events) it sleeps `idle_poll_seconds` instead: an idle scheduler costs one survey
+per `idle_poll_seconds`, not one a second. Without events (NATS away) it polls as usual, since then
+the database is the only way to learn of queued work."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 import asyncpg
 import structlog
@@ -28,6 +37,8 @@ class SchedulerLoop:
         poll_seconds: float,
         postgres: DependencyGate | None = None,
         evacuation: RegionEvacuation | None = None,
+        idle_poll_seconds: float | None = None,
+        events_flow: Callable[[], bool] | None = None,
     ) -> None:
         self._pool = pool
         self._postgres = postgres
@@ -36,6 +47,9 @@ class SchedulerLoop:
         self._monitor = monitor
         self._evacuation = evacuation
         self._poll_seconds = poll_seconds
+        self._idle_poll_seconds = idle_poll_seconds
+        self._events_flow = events_flow
+        self.idle = False  # the last pass found nothing queued, admitted or running
         self._wake = asyncio.Event()
         self._stopping = False
 
@@ -57,7 +71,14 @@ class SchedulerLoop:
             if busy:
                 continue  # something changed: a slot may be free or a next step due
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_seconds)
+                await asyncio.wait_for(self._wake.wait(), timeout=self.sleep_seconds())
+
+    def sleep_seconds(self) -> float:
+        """How long to wait for a wake-up after a pass that did nothing."""
+        events_flow = self._events_flow is not None and self._events_flow()
+        if self.idle and events_flow and self._idle_poll_seconds is not None:
+            return max(self._poll_seconds, self._idle_poll_seconds)
+        return self._poll_seconds
 
     async def tick(self) -> bool:
         """One pass. The survey (one read-only transaction) says which parts have work; the others
@@ -68,6 +89,7 @@ class SchedulerLoop:
                 global_max=self._admitter.global_max,
                 submit_grace_seconds=self._dispatcher.submit_grace_seconds,
             )
+        self.idle = not todo.in_flight
         evacuated = await self._evacuation.run_once() if self._evacuation and todo.stranded else 0
         # Worksets the evacuation queued again are placed elsewhere in the same pass.
         admitted = await self._admitter.admit_all() if todo.admissible or evacuated else []

@@ -21,7 +21,7 @@ from services.scheduler.monitor import JobMonitor
 from services.scheduler.planning import WorksetPlanner, default_executor_factories
 from services.scheduler.timers import TimerLoop
 from stamen.regions.settings import RegionSettings
-from stamen.service.keys import POOL, POSTGRES, SETTINGS
+from stamen.service.keys import BUS, CONSUMERS, POOL, POSTGRES, SETTINGS
 from stamen.store.unit_of_work import UnitOfWork
 
 log = structlog.get_logger(__name__)
@@ -43,6 +43,9 @@ def build_loop(app: web.Application, registry: ExecutorRegistry, planner: StepPl
         settings.scheduler_poll_seconds,
         app[POSTGRES],
         RegionEvacuation(pool, registry, holder, RegionSettings().region_lost_after_seconds),
+        idle_poll_seconds=settings.scheduler_idle_poll_seconds,
+        # A queued workset's event wakes the loop only while the consumers run on a live connection.
+        events_flow=lambda: CONSUMERS in app and bool(app[CONSUMERS]) and BUS in app and app[BUS].up,
     )
 
 

@@ -37,6 +37,9 @@ class SchedulerSurvey:
     stale_submissions: bool  # a step has been 'submitting' longer than the grace period
     stranded: bool  # an admitted workset's region is down (and another can take it)
     stop_requested: bool  # a cancel to carry out, or a workset past its max duration
+    # Anything queued, admitted (holding a slot) or being submitted: False when nothing can change
+    # without an event (a workset queued, a region's health) or a timer, both of which wake the loop.
+    in_flight: bool = True
     clusters: list[ClusterRecord] = field(default_factory=list)
     active: dict[str, list[StepRunRow]] = field(default_factory=dict)  # pending/running steps per cluster
 
@@ -71,6 +74,8 @@ async def survey(conn: Connection, *, global_max: int, submit_grace_seconds: flo
               EXISTS (SELECT 1 {STALE_SUBMITTING_FROM}) AS stale_submissions,
               EXISTS (SELECT 1 {STRANDED_FROM}) AS stranded,
               EXISTS (SELECT 1 {CANCEL_REQUESTED_FROM}) OR EXISTS (SELECT 1 {OVERDUE_FROM}) AS stop_requested,
+              EXISTS (SELECT 1 FROM worksets WHERE state = 'queued') OR EXISTS (SELECT 1 FROM slot_leases)
+              OR EXISTS (SELECT 1 FROM step_runs WHERE state = 'submitting') AS in_flight,
               {_ACTIVE_COLUMNS}""",
         submit_grace_seconds,
         global_max,
@@ -105,6 +110,7 @@ async def survey(conn: Connection, *, global_max: int, submit_grace_seconds: flo
         stale_submissions=flags["stale_submissions"],
         stranded=flags["stranded"],
         stop_requested=flags["stop_requested"],
+        in_flight=flags["in_flight"] or bool(active),
         clusters=clusters,
         active=dict(active),
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,8 @@ def in_process_scheduler(
     registry: ExecutorRegistry | None = None,
     submit_grace_seconds: float = 10.0,
     lost_after_seconds: float = 300.0,
+    idle_poll_seconds: float | None = None,
+    events_flow: Callable[[], bool] | None = None,
 ) -> SchedulerLoop:
     registry = registry or ExecutorRegistry(default_executor_factories(settings))
     dispatcher = Dispatcher(
@@ -93,6 +96,8 @@ def in_process_scheduler(
         JobMonitor(pool, registry, holder, dispatcher),
         poll_seconds=0.1,
         evacuation=RegionEvacuation(pool, registry, holder, lost_after_seconds),
+        idle_poll_seconds=idle_poll_seconds,
+        events_flow=events_flow,
     )
 
 
