@@ -1,6 +1,8 @@
 """The outbox relay: publishes committed outbox rows to JetStream and marks them sent.
 
-Woken by LISTEN/NOTIFY on commit, with a slow poll as a safety net; a failed pass is tried again
+Woken by LISTEN/NOTIFY on commit, with a slow poll as a safety net (`poll_seconds`, 30 s: a live
+LISTEN session misses no NOTIFY, and a lost one wakes the relay; the rows it set aside wake it when their
+next attempt is due); a failed pass is tried again
 after a growing delay (1 s doubling to 30 s, back to 1 s after a success). Rows are claimed with
 FOR UPDATE SKIP LOCKED so any number of relays can run. If a relay dies after publishing but
 before marking, the row is published again and the server drops it as a duplicate (Nats-Msg-Id).
@@ -72,7 +74,7 @@ class OutboxRelay:
         publisher: RawPublisher,
         *,
         batch_size: int = 200,
-        poll_seconds: float = 2.0,
+        poll_seconds: float = 30.0,
         outbox_retention_days: float = 7.0,
         inbox_retention_days: float = 31.0,
         max_attempts: int = 5,
@@ -100,6 +102,7 @@ class OutboxRelay:
         self._backoff = FailureBackoff(*self.ERROR_BACKOFF)
         self._task: asyncio.Task[None] | None = None
         self._set_aside = 0  # rows of the last pass the broker refused
+        self._retry_due: float | None = None  # when the first row this relay set aside may be tried again
         self._listen_conn: asyncpg.pool.PoolConnectionProxy | None = None
 
     @classmethod
@@ -262,11 +265,17 @@ class OutboxRelay:
                     await self.purge_history()
                 except Exception as exc:
                     log.warning("outbox.purge_failed", error=str(exc))
-            await self._wait_for(self._wake, self._poll_seconds)
+            await self._wait_for(self._wake, self._idle_seconds())
             # Busy (the last pass published): let the commits of this burst gather into one claim.
             gather = last_pass + self._batch_window_seconds - time.monotonic()
             if gather > 0 and not self._stopping.is_set():
                 await asyncio.sleep(gather)
+
+    def _idle_seconds(self) -> float:
+        """How long to wait for a NOTIFY: the poll, or less if a row set aside is due before it."""
+        if self._retry_due is None:
+            return self._poll_seconds
+        return min(self._poll_seconds, max(0.0, self._retry_due - time.monotonic()))
 
     async def _wait_for_database(self) -> None:
         if self._postgres is not None and not await self._postgres.check():
@@ -283,6 +292,8 @@ class OutboxRelay:
 
         A row the broker refuses is set aside (or parked) in the same transaction; an unreachable broker
         raises, so the whole pass is rolled back and tried again later."""
+        if self._retry_due is not None and self._retry_due <= time.monotonic():
+            self._retry_due = None  # due: this pass claims it (and sets it aside again if refused)
         async with self._pool.acquire() as conn, _hold_rows_transaction(conn, self.HOLD_ROWS_SECONDS):
             queue = OutboxQueue(conn)
             rows = await queue.claim(self._batch_size)
@@ -325,6 +336,9 @@ class OutboxRelay:
         error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         retry_in = self.ROW_BACKOFF.delay_for(attempt)
         await queue.record_failure(row.id, error, retry_in=retry_in, park=park)
+        if not park:
+            due = time.monotonic() + retry_in
+            self._retry_due = due if self._retry_due is None else min(self._retry_due, due)
         OUTBOX_REFUSED.labels("parked" if park else "retry").inc()
         (log.error if park else log.warning)(
             "outbox.row_parked" if park else "outbox.row_refused",

@@ -125,3 +125,34 @@ async def test_an_unreachable_broker_blames_no_row(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
         rows = await conn.fetch("SELECT attempts, parked_at, last_error FROM outbox")
     assert [(r["attempts"], r["parked_at"], r["last_error"]) for r in rows] == [(0, None, None)] * 2
+
+
+async def test_a_refused_row_is_tried_again_when_due_not_at_the_next_poll(
+    pool: asyncpg.Pool, js: JetStreamContext
+) -> None:
+    """The relay's poll is long (a safety net: NOTIFY wakes it); a row it set aside wakes it when its
+    next attempt is due, with no commit to send a NOTIFY."""
+    event_id, body, headers = old_style_submitted(70_000)
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO outbox (event_id, subject, headers, body) VALUES ($1, $2, $3, $4)",
+            uuid.UUID(event_id),
+            "stamen.evt.acme.workset.submitted",
+            json.dumps(headers),
+            body,
+        )
+    relay = OutboxRelay(pool, JetStreamPublisher(js), poll_seconds=3600, max_attempts=3)
+    relay.ROW_BACKOFF = FAST
+    await relay.start()
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            async with pool.acquire() as conn:
+                parked = await OutboxQueue(conn).parked()
+            if parked:
+                break
+            assert time.monotonic() < deadline, "the refused row was not tried again when due"
+            await asyncio.sleep(0.05)
+    finally:
+        await relay.stop()
+    assert parked[0].attempts == 3
