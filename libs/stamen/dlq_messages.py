@@ -186,6 +186,8 @@ async def reconcile_messages(
     parked = ParkedMessages(js)
     for consumer in consumers:
         found = await parked.list(consumer=consumer, limit=limit)
+        if not found:
+            continue  # the usual case: no transaction to look up nothing
         async with pool.acquire() as conn:
             done_before = await DlqMessageLog(conn).acted_on([m.msg_id for m in found])
         for message in found:

@@ -34,6 +34,8 @@ from stamen.events.envelope import new_envelope
 from stamen.events.types import WorksetFailed
 from stamen.intake import submit_workset
 from stamen.service.idempotent import idempotent
+from stamen.store.db import create_pool
+from tests.transactions import TransactionCounter
 from tests.waiting import eventually
 
 CONSUMER = "diagnostics-failed"
@@ -159,3 +161,21 @@ async def test_the_reconciler_replays_resolves_or_leaves(pool: asyncpg.Pool, js:
     counts = await reconcile_messages(js, pool, [CONSUMER], actor="test", after_seconds=0, max_replays=1)
     assert counts == {"replay": 0, "resolve": 0, "leave": 2}
     assert sorted(m.reason for m in await parked.list()) == ["malformed", "max_deliver"]
+
+
+async def test_the_reconcile_pass_over_no_parked_messages_costs_no_transaction(
+    js: JetStreamContext, database_url: str
+) -> None:
+    """Every service with consumers runs this pass each reconcile interval, for each of its consumers:
+    with nothing parked (nearly always) it asks NATS and nothing of PostgreSQL."""
+    counter = TransactionCounter()
+    counting = await create_pool(database_url, init=counter.init)
+    try:
+        start = await counter.count()
+        counts = await reconcile_messages(
+            js, counting, [CONSUMER], actor="test", after_seconds=0, max_replays=1
+        )
+        assert await counter.count() - start == 0, counter.transactions[start:]
+    finally:
+        await counting.close()
+    assert sum(counts.values()) == 0
