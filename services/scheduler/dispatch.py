@@ -51,6 +51,7 @@ from stamen.store.dispatch_facts import dispatch_facts
 from stamen.store.step_runs import (
     SubmissionClaim,
     SubmittingStepRun,
+    record_running_step_submission,
     recording_claimed_submission,
     step_run_locks,
     submission_lock,
@@ -102,6 +103,9 @@ class Submission:
     cluster: ClusterRecord
     step: StepSpec
     how: str = "submitted"  # for the workset's history
+    # The workset as the transaction that recorded the step committed it, when it was running already: its
+    # next step's start then changes only the step run and the events (`_record_submitted`'s one statement).
+    running: Workset | None = None
 
 
 @dataclass(frozen=True)
@@ -261,7 +265,7 @@ class Dispatcher:
         )
         if changed:
             await uow.worksets.save(ws)
-        return Submission(claim, ws.id, cluster, step, how)
+        return Submission(claim, ws.id, cluster, step, how, ws if ws.state is S.RUNNING else None)
 
     async def _submit(self, sub: Submission) -> None:
         """Submit a row taken over from a dead submitter (its lock taken here, after the takeover's commit)."""
@@ -287,6 +291,21 @@ class Dispatcher:
         return UnitOfWork(self._pool) if conn is None else UnitOfWork.on(conn)
 
     async def _record_submitted(self, sub: Submission, handle: JobHandle, conn: Connection | None) -> None:
+        if conn is not None and sub.running is not None:
+            # A later step of a running workset: the handle, the lock given back and workset.step_started
+            # in one statement (it was BEGIN, the handle with the workset's read, its save, COMMIT). The
+            # workset's row is not read or written: nothing in it changes.
+            started = sub.running.envelope(StepStarted(step=sub.step.step, attempt=sub.running.attempt))
+            if await record_running_step_submission(conn, sub.claim, handle, [started]):
+                released_session_state(conn)  # nothing left in the session: no reset on release
+                log.info(
+                    "scheduler.step_submitted",
+                    workset_id=sub.workset_id,
+                    step=sub.step.step,
+                    job_id=handle.job_id,
+                )
+                return
+            # The claim no longer holds (see below): the statement did nothing, the full path says so.
         async with self._unit_of_work(conn) as uow:
             # The handle stored and the workset read and locked in one statement; on the submitting
             # session, the step run's lock is given back by that statement too.

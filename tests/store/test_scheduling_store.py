@@ -10,8 +10,10 @@ import asyncpg
 
 from stamen.domain.lifecycle import WorksetState
 from stamen.domain.steps import StepRunState
+from stamen.domain.workset import Workset
+from stamen.events.types import StepStarted
 from stamen.executors.base import JobHandle, JobState, JobStatus
-from stamen.store.step_runs import step_run_locks, submission_lock
+from stamen.store.step_runs import record_running_step_submission, step_run_locks, submission_lock
 from stamen.store.unit_of_work import UnitOfWork
 from tests.store.worksetkit import workset_in
 
@@ -235,3 +237,40 @@ async def test_a_submission_is_recorded_only_while_its_claim_holds_and_gives_its
     async with UnitOfWork(pool) as uow:
         active = await uow.step_runs.active_step_runs("a")
         assert [(r.id, r.state, r.handle.job_id) for r in active] == [(stalled.step_run_id, "running", "123")]
+
+
+async def test_a_running_workset_s_next_step_is_recorded_with_its_event_in_one_statement_while_its_claim_holds(
+    pool: asyncpg.Pool,
+) -> None:
+    """The handle, the lock given back and workset.step_started commit together, or (a claim taken over
+    meanwhile) nothing does: no event for a step whose handle was not stored."""
+    ws_id = await workset_in(pool, *RUNNING, attempt=1)
+    async with UnitOfWork(pool) as uow:
+        ws: Workset = await uow.worksets.get(ws_id)
+        version = ws.version
+    async with pool.acquire() as conn:
+        async with UnitOfWork.on(conn) as uow:
+            stalled = await uow.step_runs.record_submitting(
+                workset_id=ws_id,
+                attempt=1,
+                step="two",
+                step_index=1,
+                cluster="a",
+                holder="s1",
+                hold_lock=True,
+            )
+            await uow.commit()
+        async with UnitOfWork(pool) as uow:  # taken over meanwhile: the stalled claim records nothing
+            taken = await uow.step_runs.restart_submitting(stalled.step_run_id, "s2")
+            await uow.commit()
+        event = ws.envelope(StepStarted(step="two", attempt=1))
+        assert not await record_running_step_submission(conn, stalled, handle(ws_id, "two"), [event])
+        assert await conn.fetchval("SELECT count(*) FROM outbox WHERE event_id = $1", event.id) == 0
+        assert await record_running_step_submission(conn, taken, handle(ws_id, "two"), [event])
+        async with step_run_locks(pool, [stalled.step_run_id]) as held:
+            assert held  # given back by the statement
+        assert await conn.fetchval("SELECT count(*) FROM outbox WHERE event_id = $1", event.id) == 1
+    async with UnitOfWork(pool) as uow:
+        active = await uow.step_runs.active_step_runs("a")
+        assert [(r.id, r.state, r.handle.step) for r in active] == [(stalled.step_run_id, "running", "two")]
+        assert (await uow.worksets.get(ws_id)).version == version  # the workset's row is not written

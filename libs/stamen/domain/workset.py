@@ -145,7 +145,13 @@ class Workset:
 
     def event(self, payload: EventPayload, *, cause: Envelope | None = None) -> Envelope:
         """Record an event that is not a state change (e.g. a step finished)."""
-        envelope = new_envelope(
+        envelope = self.envelope(payload, cause=cause)
+        self.pending_events.append(envelope)
+        return envelope
+
+    def envelope(self, payload: EventPayload, *, cause: Envelope | None = None) -> Envelope:
+        """An event about this workset, not recorded on it: for a caller that writes it itself."""
+        return new_envelope(
             payload,
             tenant_id=self.tenant_id,
             region=self.region,
@@ -153,5 +159,3 @@ class Workset:
             correlation_id=self.correlation_id,
             causation_id=cause.id if cause else None,
         )
-        self.pending_events.append(envelope)
-        return envelope

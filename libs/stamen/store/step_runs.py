@@ -14,8 +14,10 @@ import asyncpg
 import structlog
 
 from stamen.domain.steps import StepRunState
+from stamen.events.envelope import Envelope
 from stamen.executors.base import JobHandle, JobStatus
 from stamen.store.db import Connection, keeps_session_state
+from stamen.store.outbox import OutboxWriter, outbox_cte
 from stamen.store.worksets import WorksetChange
 
 log = structlog.get_logger(__name__)
@@ -494,6 +496,26 @@ def recording_claimed_submission(
         (claim.step_run_id, claim.holder, claim.since, handle.model_dump_json(),
          *([STEP_RUN_LOCK_CLASS] if release_lock else [])),
     )  # fmt: skip
+
+
+async def record_running_step_submission(
+    conn: Connection, claim: SubmissionClaim, handle: JobHandle, events: Sequence[Envelope]
+) -> bool:
+    """The job handle of the claim's submission stored, the step run's lock given back (this session
+    holds it: `record_submitting(hold_lock=True)`) and `events` written to the outbox, in one statement
+    and so one transaction (no BEGIN or COMMIT of its own), if the claim still holds; False, and nothing
+    done, if it does not. For a step of a workset already running: its start changes nothing in the
+    workset's row, only the step run and the events (`workset.step_started`) do. As in
+    `recording_claimed_submission`, the UPDATE's row lock keeps a reconciler or evacuation that takes the
+    step run's lock before the commit from acting on it."""
+    change = recording_claimed_submission(claim, handle, release_lock=True)
+    first = len(change.args) + 1
+    changed = await conn.fetchval(
+        f"WITH changed AS ({change.sql}), {outbox_cte(first, if_exists='changed')} SELECT count(*) FROM changed",
+        *change.args,
+        *OutboxWriter.columns(events),
+    )
+    return bool(changed)
 
 
 @asynccontextmanager
