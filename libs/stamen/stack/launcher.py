@@ -18,6 +18,7 @@ import asyncpg
 
 from stamen.natsauth.authorization import ServiceUser
 from stamen.settings import Settings
+from stamen.stack.exits import Wakeup
 from stamen.stack.nats_auth import AUTH_FILE, NatsAuthThread, render_once, service_password
 from stamen.stack.ports import listening_socket, port_is_free
 from stamen.stack.secrets import API_KEY_PEPPER, POSTGRES_PASSWORD, stack_secret
@@ -119,6 +120,7 @@ class EmbeddedStack:
         self.nats_auth: NatsAuthThread | None = None
         self.watches: dict[str, ServerWatch] = {}
         self._servers_changed = threading.Event()
+        self._wakeup = Wakeup()  # ends the supervision loop's wait: a stop request, a server restarted
 
     def _previous_port(self, key: str) -> int | None:
         value = self._previous.get("ports", {}).get(key)
@@ -269,9 +271,13 @@ class EmbeddedStack:
     def watch_servers(self) -> None:
         """From here on a server that dies is started again, on its port and data (ServerWatch)."""
         for server in self.servers:
-            watch = ServerWatch(server, on_restart=self._servers_changed.set)
+            watch = ServerWatch(server, on_restart=self._server_restarted)
             self.watches[server.name] = watch
             watch.start()
+
+    def _server_restarted(self) -> None:
+        self._servers_changed.set()
+        self._wakeup.set()
 
     def write_stack_file(self) -> None:
         assert self.endpoints is not None
@@ -339,6 +345,7 @@ class EmbeddedStack:
 
         def request_stop(signum: int, frame: FrameType | None) -> None:
             self._stop_requested = True
+            self._wakeup.set()
 
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
@@ -346,6 +353,7 @@ class EmbeddedStack:
     def request_stop(self) -> None:
         """Ask `supervise_forever` to stop everything in order (from another thread)."""
         self._stop_requested = True
+        self._wakeup.set()
 
     def supervise_forever(
         self, on_tick: Callable[[], None] | None = None, *, handle_signals: bool = True
@@ -363,7 +371,9 @@ class EmbeddedStack:
                     self.write_stack_file()
                 if on_tick:
                     on_tick()
-                time.sleep(0.3)
+                    time.sleep(0.3)
+                else:  # until a service ends, a restart is due, a server restarted or a stop is asked
+                    self.supervisor.wait(self._wakeup, poll=0.3)
         finally:
             self.stop()
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import structlog
 
+from stamen.stack.exits import Wakeup, wait_for_exits
 from stamen.stack.servers import ManagedServer
 
 log = structlog.get_logger(__name__)
@@ -122,6 +123,16 @@ class Supervisor:
                 log.info("supervisor.restarted", service=p.name, pid=p.pid, restarts=p.restarts)
         return restarted
 
+    def wait(self, wakeup: Wakeup, poll: float) -> None:
+        """Until a service ends, `wakeup` is set, or the next restart is due (a service killed is noticed
+        at once, not at the next look)."""
+        pending = [p.next_start_at for p in self.processes.values() if p.next_start_at]
+        timeout = max(0.0, min(pending) - time.monotonic()) if pending else None
+        running = [
+            p.proc for p in self.processes.values() if p.proc is not None and p.proc.returncode is None
+        ]
+        wait_for_exits(running, wakeup, timeout, poll)
+
     def stop_all(self, timeout: float = 30.0) -> None:
         """SIGTERM every service (each drains its consumers), then wait; SIGKILL what is left."""
         self._stopping = True
@@ -148,7 +159,7 @@ class ServerWatch:
     and the server started again on the same port and data folder, after RestartPolicy's delay. A start
     that fails (the port still held, a stale lock) is tried again after the next delay."""
 
-    POLL_SECONDS = 0.2
+    POLL_SECONDS = 0.2  # how often a server without a pidfd (not Linux) is looked at
 
     def __init__(self, server: ManagedServer, on_restart: Callable[[], None] | None = None) -> None:
         self.server = server
@@ -156,6 +167,7 @@ class ServerWatch:
         self.policy = RestartPolicy()
         self._on_restart = on_restart
         self._stop = threading.Event()
+        self._wakeup = Wakeup()
         self._held_until = 0.0
         self._up_since = time.monotonic()
         self._thread = threading.Thread(target=self._main, name=f"watch-{server.name}", daemon=True)
@@ -170,8 +182,10 @@ class ServerWatch:
         self.server.kill()
 
     def _main(self) -> None:
-        while not self._stop.wait(self.POLL_SECONDS):
-            if self.server.running:
+        while not self._stop.is_set():
+            proc = self.server.proc
+            if proc is not None and self.server.running:
+                wait_for_exits([proc], self._wakeup, None, self.POLL_SECONDS)  # until it ends, or stop()
                 continue
             code = self.server.proc.returncode if self.server.proc else None  # poll() reaped it
             delay = self.policy.died(time.monotonic() - self._up_since)
@@ -199,6 +213,7 @@ class ServerWatch:
     def stop(self) -> None:
         """Stop watching (before the server is stopped on purpose)."""
         self._stop.set()
+        self._wakeup.set()
         if self._thread.is_alive():
             self._thread.join(70)
 
