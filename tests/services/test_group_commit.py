@@ -101,6 +101,30 @@ async def test_calls_that_arrive_together_share_one_transaction_and_a_failure_st
     assert await effects(pool) == {e.id: 1 for e in events}
 
 
+async def test_a_call_alone_is_its_own_transaction_without_a_savepoint(
+    counted: tuple[asyncpg.Pool, TransactionCounter],
+) -> None:
+    """A group of one: no SAVEPOINT and RELEASE (two of its few round trips); a failure, its own or its
+    commit's, still fails it and leaves nothing, and its redelivery is handled as in a group."""
+    pool, counter = counted
+    failing = {"ws-alone"}
+    handler = handler_for(pool, GroupCommit(lambda: pool), fail=failing)
+    alone, orphan = event("alone"), event("orphan")
+    with pytest.raises(Boom):
+        await handler(alone, DELIVERY)
+    with pytest.raises(asyncpg.ForeignKeyViolationError):  # refused by its commit (a deferred key)
+        await handler(orphan, DELIVERY)
+    assert await effects(pool) == {} and await claims(pool) == set()
+    failing.clear()
+    await handler(alone, DELIVERY)
+    await handler(alone, DELIVERY)  # a redelivery: finds the claim, does nothing
+    await counter.count()
+    calls = [t for t in counter.transactions if any("INTO inbox" in s for s in t)]  # not the reads above
+    assert len(calls) == 4, counter.transactions
+    assert not any(s.startswith(("SAVEPOINT", "RELEASE")) for t in calls for s in t), calls
+    assert await effects(pool) == {alone.id: 1} and await claims(pool) == {alone.id}
+
+
 async def test_a_redelivery_in_the_same_group_is_a_no_op(
     counted: tuple[asyncpg.Pool, TransactionCounter],
 ) -> None:

@@ -1,9 +1,10 @@
 """Exactly-once effects on at-least-once delivery: the inbox claim commits with the handler's changes.
 
 A consumer's handler calls can share transactions (group commit, `GroupCommit`): the calls of one
-service that arrive within a gathering window of the first one waiting (a few milliseconds; longer where
-nobody waits on the outcome) run one after the other in one transaction, each in a SAVEPOINT of its own (the inbox claim and
-the handler's changes). A call that fails is rolled back to its savepoint and fails alone (its message
+service that arrive within a gathering window of the first one waiting (a few milliseconds; none in the
+validator, whose every call someone waits on; longer where nobody waits on the outcome), or while the group
+before them commits, run one after the other in one transaction, each in a SAVEPOINT of its own (the inbox
+claim and the handler's changes; a group of one is a plain transaction, without it). A call that fails is rolled back to its savepoint and fails alone (its message
 is redelivered, as before); the others commit. If the transaction itself fails (the commit, or the
 connection), every call of the group fails: nothing of it was committed, so every message is
 redelivered, and the inbox claims make those redeliveries of what did commit no-ops. Calls return, and
@@ -97,6 +98,11 @@ class GroupCommit:
         self._runner: asyncio.Task[None] | None = None
         self._full = asyncio.Event()  # set when a whole group waits: it need not wait out the window
 
+    @property
+    def gather_seconds(self) -> float:
+        """How long the first call of a quiet moment waits for others to join its group."""
+        return self._gather_seconds
+
     async def run(self, work: GroupWork[T], *, lock_order: tuple[str, ...] = ()) -> T:
         """`work`'s result once its group has committed; its own exception if it failed (its changes
         rolled back to its savepoint); the transaction's exception if the group's commit failed.
@@ -150,6 +156,9 @@ class GroupCommit:
     async def _commit(self, group: list[_Call]) -> None:
         if not group:
             return
+        if len(group) == 1:
+            await self._commit_alone(group[0])
+            return
         results: list[tuple[_Call, Any]] = []
         try:
             async with self._pool().acquire() as conn, conn.transaction():
@@ -183,6 +192,25 @@ class GroupCommit:
         for call, value in results:
             if not call.done.done():
                 call.done.set_result(value)
+
+    async def _commit_alone(self, call: _Call) -> None:
+        """A group of one is its own transaction, without the SAVEPOINT and RELEASE a group's calls need
+        (two round trips of the few it makes): a call that fails, or whose commit fails, has only itself
+        to roll back, which is what a group of one does anyway."""
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(**call.log_context)
+        try:
+            async with self._pool().acquire() as conn, UnitOfWork.on(conn) as uow:
+                value = await call.work(uow)
+        except BaseException as exc:
+            _fail(call, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        finally:
+            structlog.contextvars.clear_contextvars()
+        if not call.done.done():
+            call.done.set_result(value)
 
 
 async def _nothing_to_do(conn: Connection, group: list[_Call]) -> set[_Call]:

@@ -85,7 +85,14 @@ class UnitOfWork:
             events.extend(ws.pending_events)
         events.extend(self._extra_events)
         await self._outbox.add(events)
-        await self._tx.commit()
+        try:
+            await self._tx.commit()
+        except asyncpg.PostgresError:
+            # Refused by PostgreSQL (a deferred constraint): the transaction is over, rolled back by the
+            # server, so there is nothing to roll back on exit (asyncpg would refuse to, and its
+            # "cannot rollback" would hide this error).
+            self._done = True
+            raise
         self._done = True
         for ws in self._seen:
             ws.pending_events.clear()
