@@ -12,7 +12,7 @@ from services.validator.handlers import SENTINEL_CONSUMER
 from services.validator.intake_nats import nats_intake_ctx
 from services.validator.sentinels import EVENTS as SENTINEL_EVENTS
 from services.validator.sentinels import sentinel_concurrency, sentinel_handler
-from services.validator.submission import CONSUMER, validate_handler
+from services.validator.submission import CONSUMER, GATHER_SECONDS, validate_handler
 from services.validator.watcher import drop_watcher_ctx
 from stamen.bus.consumer import ConsumerSpec, EventHandler
 from stamen.bus.subjects import event_filter
@@ -56,7 +56,9 @@ def init_app(settings: Settings, *, intake: IntakeSettings | None = None) -> web
     def passes(app: web.Application) -> list[ReconcilePass]:
         return [reconcile.stale_submissions(app[POOL], validate_handler(app, settings), settings)]
 
-    app = base_app("validator", settings, consumers=specs, reconcile=passes)
+    app = base_app(
+        "validator", settings, consumers=specs, reconcile=passes, group_gather_seconds=GATHER_SECONDS
+    )
     add_object_store(app, intake or IntakeSettings())
     app.cleanup_ctx.append(nats_intake_ctx)
     app.cleanup_ctx.append(drop_watcher_ctx)

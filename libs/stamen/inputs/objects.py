@@ -314,9 +314,11 @@ async def open_object_store(
     Opening makes no network call, so a service starts even when S3 is unreachable. `emulator` sends
     dummy credentials (for the embedded moto), so real ones are never sent to it."""
     intake = intake or IntakeSettings()
-    config = client_config(
-        intake.storage_timeout_seconds, max_pool_connections=max(10, intake.storage_concurrency)
-    )
+    # One client per service: its connections are what bounds the service's S3 calls in flight. Enough for
+    # every validation a validator runs at once to read a pair of inputs (R1, R2) together (was
+    # max(10, storage_concurrency): 16 connections for 16 validations, so half of a burst's GETs queued).
+    connections = max(10, intake.storage_concurrency, 2 * settings.validation_concurrency)
+    config = client_config(intake.storage_timeout_seconds, max_pool_connections=connections)
     session = aioboto3.Session(
         **({"aws_access_key_id": "testing", "aws_secret_access_key": "testing"} if emulator else {})
     )

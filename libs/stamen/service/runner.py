@@ -21,7 +21,7 @@ from stamen.bus.consumer import ConsumerSpec
 from stamen.logs import configure_logging
 from stamen.service import contexts, health
 from stamen.service.dependencies import StartupWaits
-from stamen.service.idempotent import GroupCommit
+from stamen.service.idempotent import GATHER_SECONDS, GroupCommit
 from stamen.service.keys import (
     CONSUMER_SPECS,
     INBOX_GROUP,
@@ -44,14 +44,16 @@ def base_app(
     consumers: Callable[[web.Application], list[ConsumerSpec]] | None = None,
     reconcile: Callable[[web.Application], list[ReconcilePass]] | None = None,
     with_relay: bool = True,
+    group_gather_seconds: float = GATHER_SECONDS,
 ) -> web.Application:
     """The parts every service has: store, bus, relay, consumers, reconcilers, health. Services add
-    their own. `reconcile`: how to build the service's reconcile passes once it has started."""
+    their own. `reconcile`: how to build the service's reconcile passes once it has started.
+    `group_gather_seconds`: the gathering window of the service's group commit (app[INBOX_GROUP])."""
     app = web.Application()
     app[SETTINGS] = settings
     app[SERVICE_NAME] = name
     app[STARTUP] = StartupWaits()
-    app[INBOX_GROUP] = GroupCommit(lambda: app[POOL])
+    app[INBOX_GROUP] = GroupCommit(lambda: app[POOL], gather_seconds=group_gather_seconds)
     app.add_routes(health.routes)
     app.cleanup_ctx.append(contexts.postgres_ctx)
     app.cleanup_ctx.append(contexts.nats_ctx)

@@ -4,12 +4,14 @@ onboarded customer so the storage quota and the tenant's own bucket are read too
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 from aiohttp import web
 
+from services.validator.app import init_app
 from services.validator.submission import validate_handler
 from services.validator.tests.test_handlers import DELIVERY, submit_and_get_event
 from stamen.customers import NewCustomer
@@ -17,10 +19,11 @@ from stamen.customers.repository import CustomerRepository
 from stamen.inputs.contexts import INTAKE_SETTINGS, OBJECT_STORE
 from stamen.inputs.objects import S3ObjectStore, open_object_store
 from stamen.inputs.settings import IntakeSettings
-from stamen.service.keys import POOL
+from stamen.service.keys import INBOX_GROUP, POOL
 from stamen.settings import Settings
 from stamen.store.db import create_pool
 from stamen.store.unit_of_work import UnitOfWork
+from stamen.tenancy import BucketGrantRepository
 from tests.intake.s3kit import S3Lab
 from tests.transactions import TransactionCounter
 
@@ -67,3 +70,44 @@ async def test_a_submission_is_validated_in_two_transactions(
     assert any("customers" in s for s in validated[0]) and any("bucket_grants" in s for s in validated[0])
     assert any("INSERT INTO inbox" in s for s in validated[1]), validated[1]
     assert len(redelivered) == 2, redelivered  # the read, then the claim that finds it handled
+
+
+async def test_the_validators_group_starts_at_once_and_one_fetchs_messages_share_it(
+    pool: asyncpg.Pool, database_url: str, s3lab: S3Lab, store: S3ObjectStore
+) -> None:
+    """Someone waits on every call of the validator's group (submitted -> queued): it sits out no gathering
+    window (was 5 ms, twice per workset); the messages of one fetch, whose handlers run before the group's
+    task does, still share its transaction: three validations, one read (their decisions come as their
+    checks end)."""
+    settings = Settings(AWS_ENDPOINT_URL=s3lab.url)
+    app = init_app(settings)
+    group = app[INBOX_GROUP]
+    assert group.gather_seconds == 0
+    async with pool.acquire() as conn:
+        await BucketGrantRepository(conn).grant("acme", s3lab.bucket, "read-write", granted_by="test")
+    events = [(await submit_and_get_event(pool, s3lab.spec(f"w{i}")))[1] for i in range(3)]
+    counter = TransactionCounter()
+    counting = await create_pool(database_url, init=counter.init)
+    try:
+        app[POOL], app[OBJECT_STORE] = counting, store
+        handler = validate_handler(app, settings)
+        await asyncio.gather(*(handler(event, DELIVERY) for event in events))
+        await counter.count()
+    finally:
+        await counting.close()
+    reads = [t for t in counter.transactions if any("bucket_grants" in s for s in t)]
+    assert len(reads) == 1, counter.transactions
+    assert sum("FOR UPDATE" in s for s in reads[0]) == 3
+    async with UnitOfWork(pool) as uow:
+        states = [(await uow.worksets.get(str(e.workset_id))).state.value for e in events]
+    assert states == ["queued"] * 3
+
+
+async def test_the_s3_client_has_a_connection_for_each_input_pair_of_the_validations_at_once(
+    s3lab: S3Lab,
+) -> None:
+    """The service's one S3 client bounds its calls in flight: 16 validations at once, each reading R1 and
+    R2 together, need 32 connections (it had 16, so half of a burst's GETs waited for one)."""
+    settings = Settings(AWS_ENDPOINT_URL=s3lab.url)  # STAMEN_VALIDATION_CONCURRENCY: 16
+    async with open_object_store(settings, IntakeSettings()) as opened:
+        assert opened.client.meta.config.max_pool_connections == 32
