@@ -7,13 +7,12 @@ outcome for the handler.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from stamen.inputs.storage import StorageChecker
-from stamen.inputs.validation import validate_imported
+from stamen.inputs.validation import run_sized, validate_imported
 from stamen.tenancy import TenantBuckets, access_findings
 from stamen.worksets import Finding, import_form
 
@@ -55,8 +54,15 @@ async def check_submission(
     """`rights`: the buckets the tenant may use; every S3 location outside them is an S3-ACCESS error,
     whatever path the workset came by and even unvalidated (it is the tenant boundary, not a check)."""
     # The tenant is who submitted it (authenticated), never what the document claims.
-    # A 10,000-sample spec takes a CPU second to import and check: in a thread, so the loop keeps serving.
-    imported = await asyncio.to_thread(import_form, {**spec, "tenant": tenant_id}, source="submission")
+    # A 10,000-sample spec takes a CPU second to import and check: in a thread when large, so the loop keeps
+    # serving; a small one on the loop (stamen.inputs.validation.run_sized).
+    samples = spec.get("samples")
+    imported = await run_sized(
+        len(samples) if isinstance(samples, list) else None,
+        import_form,
+        {**spec, "tenant": tenant_id},
+        source="submission",
+    )
     # The quota is a limit of the customer, not a check of the workset: it applies even unvalidated.
     tenant_findings = await quota(tenant_id) if quota is not None else []
     if imported.spec is not None and not enable_validation:

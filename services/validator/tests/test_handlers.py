@@ -3,8 +3,9 @@ rejected, once per event; storage outages retried; Daylily sentinels written for
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -31,6 +32,7 @@ from stamen.inputs.objects import S3ObjectStore, open_object_store
 from stamen.inputs.repository import DropRecord, IntakeRepository
 from stamen.inputs.settings import IntakeSettings
 from stamen.inputs.storage import StorageChecker
+from stamen.inputs.validation import INLINE_MAX_SAMPLES
 from stamen.intake import submit_workset
 from stamen.service.idempotent import idempotent
 from stamen.settings import Settings
@@ -116,6 +118,29 @@ async def test_valid_spec_is_queued_with_the_estimate(
     # Claim check: the event names the facts; the estimate itself is in workset_validations.
     assert bodies[1]["payload"] == {"warning_count": 0, "cost_usd_median": estimate["cost_usd_median"]}
     assert all(b["correlation_id"] == str(event.correlation_id) for b in bodies)
+
+
+async def test_a_small_spec_is_checked_on_the_loop_and_a_large_one_in_a_thread(
+    s3lab: S3Lab, store: S3ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Importing and checking a few samples costs less CPU than two trips to a thread and back (each waits
+    for the GIL on a busy loop); a large spec still leaves the loop serving (a CPU second at 10,000)."""
+    handed: list[str] = []
+    to_thread = asyncio.to_thread
+
+    async def recorded(work: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        handed.append(work.__name__)
+        return await to_thread(work, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "to_thread", recorded)
+    check = checker_for(store, s3lab.bucket)
+    tenant = TenantFacts("acme", TenantBuckets("acme", ()), None)
+    small = await check(s3lab.spec(samples=1), tenant)
+    assert small.ok, small.errors
+    assert handed == []
+    large = await check(s3lab.spec(samples=INLINE_MAX_SAMPLES + 1), tenant)
+    assert large.ok, large.errors
+    assert handed == ["import_form", "_report"]
 
 
 async def test_redelivered_event_has_no_second_effect(
