@@ -7,7 +7,7 @@ import asyncio
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import asyncpg
 
@@ -16,6 +16,9 @@ from stamen.intake import IntakeRefused, submit_workset
 from stamen.tenancy import TenantBuckets, access_findings, tenant_buckets
 from stamen.worksets import Finding, ImportResult, ValidationReport, import_form, validate_spec
 from stamen.worksets.documents import Parsed, as_mapping, load_json_mapping, load_yaml_mapping
+
+if TYPE_CHECKING:
+    from stamen.bus.announce import Announce
 
 Media = Literal["json", "yaml"]
 # Printable ASCII without spaces: keys end up in logs, headers and a unique index.
@@ -137,6 +140,7 @@ async def submit_document(
     region: str,
     source: str,
     actor: str,
+    announce: Announce | None = None,
 ) -> SubmissionOutcome:
     """Structural validation now (the caller hears of document errors at once); storage checks and the
     estimate follow in the validator service, which turns the workset into queued or rejected. An unusable
@@ -158,6 +162,7 @@ async def submit_document(
         actor=actor,
         priority=spec.priority,
         idempotency_key=idempotency_key,
+        announce=announce,
     )
     return SubmissionOutcome(
         accepted=True,

@@ -28,6 +28,7 @@ from services.portal.api.errors import ApiError
 from services.portal.api.requests import IDEMPOTENCY_HEADER, TENANT_HEADER, body_media, read_body
 from services.portal.api.text import problem_of, require_storable
 from stamen import commands
+from stamen.bus.announce import announcer
 from stamen.customers import StorageNotMeasured, check_customer_storage
 from stamen.customers.model import CustomerNotFound
 from stamen.domain.lifecycle import WorksetState
@@ -44,7 +45,7 @@ from stamen.inputs.submission import (
     submit_document,
 )
 from stamen.inputs.validation import validate_imported
-from stamen.service.keys import POOL, SETTINGS
+from stamen.service.keys import BUS, POOL, SETTINGS
 from stamen.store.errors import WorksetNotFound
 from stamen.store.unit_of_work import UnitOfWork
 from stamen.tenancy import TenantBuckets, tenant_buckets
@@ -128,6 +129,7 @@ async def submit_for(
         region=request.app[SETTINGS].region,
         source=source,
         actor=actor_of(request),
+        announce=announcer(bus) if (bus := request.app.get(BUS)) is not None else None,
     )
 
 
