@@ -16,7 +16,14 @@ steps, the API's per-principal rate limit lifted). Then:
    It waits until every workset has left `submitted`/`validating` and prints, from `workset_history`
    (PostgreSQL's clock): submitted -> queued p50/p99, the time in `validating`, how many worksets were
    seen `validating` (a history row for it), the API's answer time and how late the client fell
-   behind its schedule (if it did, the offered rate was not offered).
+   behind its schedule (if it did, the offered rate was not offered). The legs, from the same clocks:
+   submitted -> the relay's claim of workset.submitted (`outbox.published_at`), that claim -> `validating`
+   (JetStream, the validator's fetch and its group's wait), `validating` -> `queued` (the S3 checks and
+   both commits' waits).
+3. **The emulator alone**: the ranged GET the validator makes per input (`ObjectStore.read_start`, the
+   adapter's own code), one at a time and two at once (a workset's R1 and R2), against the stack's moto
+   with nothing else asking: how much of `validating` is the emulator itself. moto answers every request
+   with `Connection: close`, so each GET also opens a TCP connection (real S3 keeps them).
 
 Worksets go on to run (10 slots) while the bench reads the figures; it does not wait for them.
 """
@@ -34,6 +41,10 @@ import aiohttp
 import asyncpg
 from lifecycle import TENANTS, Stack, grant_reads, upload_reads, workset
 from measure import ProcessMeter, bench_process, emit, latency_summary, machine
+
+from stamen.inputs.objects import open_object_store
+from stamen.inputs.settings import IntakeSettings
+from stamen.settings import Settings
 
 PAST_INTAKE = "state NOT IN ('submitted', 'validating')"
 # Services have finished starting (consumers created, first passes run) by then; idle is measured after.
@@ -104,24 +115,50 @@ async def wait_past_intake(conn: asyncpg.Connection, n: int, timeout: float) -> 
 
 async def intake_latencies(conn: asyncpg.Connection) -> dict[str, Any]:
     rows = await conn.fetch(
-        """SELECT workset_id,
-                  min(at) FILTER (WHERE to_state = 'submitted') AS submitted,
-                  min(at) FILTER (WHERE to_state = 'validating') AS validating,
-                  min(at) FILTER (WHERE to_state = 'queued') AS queued
-           FROM workset_history GROUP BY workset_id"""
+        """SELECT h.workset_id,
+                  min(h.at) FILTER (WHERE h.to_state = 'submitted') AS submitted,
+                  min(h.at) FILTER (WHERE h.to_state = 'validating') AS validating,
+                  min(h.at) FILTER (WHERE h.to_state = 'queued') AS queued,
+                  min(o.published_at) AS relayed
+           FROM workset_history h
+           LEFT JOIN outbox o ON o.event_id = h.event_id AND h.to_state = 'submitted'
+           GROUP BY h.workset_id"""
     )
-    to_queued = [
-        (r["queued"] - r["submitted"]).total_seconds() for r in rows if r["queued"] and r["submitted"]
-    ]
-    in_validating = [
-        (r["queued"] - r["validating"]).total_seconds() for r in rows if r["queued"] and r["validating"]
-    ]
+
+    def between(start: str, end: str) -> list[float]:
+        return [(r[end] - r[start]).total_seconds() for r in rows if r[start] and r[end]]
+
     return {
-        "submitted_to_queued": latency_summary(to_queued),
-        "validating_to_queued": latency_summary(in_validating),
+        "submitted_to_queued": latency_summary(between("submitted", "queued")),
+        "validating_to_queued": latency_summary(between("validating", "queued")),
+        "legs": {
+            "submitted_to_relayed": latency_summary(between("submitted", "relayed")),
+            "relayed_to_validating": latency_summary(between("relayed", "validating")),
+            "validating_to_queued": latency_summary(between("validating", "queued")),
+        },
         "seen_validating": sum(1 for r in rows if r["validating"] is not None),
         "worksets": len(rows),
     }
+
+
+async def emulator_alone(endpoint: str, reads: dict[str, str], n: int = 100) -> dict[str, Any]:
+    """The validator's ranged GET of an input, straight at the emulator: one at a time, then two at once."""
+    settings = Settings(aws_endpoint_url=endpoint, aws_region="us-west-2")
+    intake = IntakeSettings()
+    uris = [reads["r1"].removeprefix("s3://").split("/", 1), reads["r2"].removeprefix("s3://").split("/", 1)]
+    async with open_object_store(settings, intake, emulator=True) as store:
+
+        async def get(i: int) -> float:
+            bucket, key = uris[i % 2]
+            t0 = time.perf_counter()
+            await store.read_start(bucket, key, intake.sniff_bytes)
+            return time.perf_counter() - t0
+
+        for i in range(10):  # warm: the client's first calls load its service model
+            await get(i)
+        alone = [await get(i) for i in range(n)]
+        pairs = [t for i in range(n // 2) for t in await asyncio.gather(get(0), get(1))]
+    return {"one_at_a_time": latency_summary(alone), "two_at_once": latency_summary(pairs)}
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -136,6 +173,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             reads = upload_reads(stack.doc["aws_endpoint_url"])
             n = max(1, round(args.rate * args.seconds))
             worksets = [workset(i, 0, reads) for i in range(n)]
+            emulator = await emulator_alone(stack.doc["aws_endpoint_url"], reads)
             conn = await asyncpg.connect(stack.database_url)
             try:
                 await grant_reads(conn, TENANTS)
@@ -152,6 +190,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "idle": idle,
         "offered_rate_per_second": args.rate,
         "offered": offered,
+        "emulator_ranged_get": emulator,
         "past_intake": past,
         "all_past_intake": past >= n,
         **latencies,
@@ -168,6 +207,7 @@ def lines_for(f: dict[str, Any]) -> list[str]:
     if "offered" not in f:
         return lines  # --idle-only
     o, s2q, v2q = f["offered"], f["submitted_to_queued"], f["validating_to_queued"]
+    g1, g2 = f["emulator_ranged_get"]["one_at_a_time"], f["emulator_ranged_get"]["two_at_once"]
     return [
         *lines,
         f"offered {f['offered_rate_per_second']}/s: {o['sent']} sent in {o['seconds']} s, refused {o['refused'] or 'none'}; "
@@ -177,6 +217,13 @@ def lines_for(f: dict[str, Any]) -> list[str]:
         f"({f['past_intake']} of {o['sent']} past intake)",
         f"validating -> queued p50 / p99:{v2q['p50_ms']:8.1f} / {v2q['p99_ms']:8.1f} ms; "
         f"seen validating: {f['seen_validating']} of {f['worksets']}",
+        "legs p50 / p99: "
+        + "; ".join(
+            f"{name.replace('_to_', ' -> ')} {leg['p50_ms']:.1f} / {leg['p99_ms']:.1f} ms"
+            for name, leg in f["legs"].items()
+        ),
+        f"the emulator alone, the validator's ranged GET p50 / p99: one at a time {g1['p50_ms']:.1f} / "
+        f"{g1['p99_ms']:.1f} ms, two at once {g2['p50_ms']:.1f} / {g2['p99_ms']:.1f} ms",
     ]
 
 

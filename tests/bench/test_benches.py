@@ -100,6 +100,14 @@ def test_intake() -> None:
     assert f["submitted_to_queued"]["n"] == 5 and f["seen_validating"] == 5
     assert {"scheduler", "validator", "postgres", "nats"} <= set(f["idle"]["percent_of_one_core"])
     assert "moto" not in f["idle"]["percent_of_one_core"]
+    assert {leg["n"] for leg in f["legs"].values()} == {5}
+    assert f["emulator_ranged_get"]["one_at_a_time"]["n"] == 100
+
+
+def test_validation(postgres_admin_url: str) -> None:
+    """The validator's handler alone: 10 validations at 20/s, all queued."""
+    f = run_bench("validation", "--worksets", "10", "--rate", "20", env={"DATABASE_URL": postgres_admin_url})
+    assert f["all_queued"] and f["handler"]["n"] == 10 and f["cpu_ms_per_validation"] > 0
 
 
 def test_bench_readme_names_every_bench() -> None:
