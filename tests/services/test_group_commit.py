@@ -262,6 +262,9 @@ async def test_a_screen_reads_once_per_group_and_an_event_with_nothing_to_do_lea
     alone = screened_handler(pool, None, screen)
     await alone(quiet, DELIVERY)
     assert await claims(pool) == {loud.id}
+    # A group of one (its own transaction, without a savepoint) is screened too.
+    await handler(quiet, DELIVERY)
+    assert asked[-1] == ["ws-quiet"] and await claims(pool) == {loud.id}
 
 
 async def test_a_screen_that_fails_lets_every_call_run_in_full(

@@ -156,7 +156,7 @@ class GroupCommit:
     async def _commit(self, group: list[_Call]) -> None:
         if not group:
             return
-        if len(group) == 1:
+        if len(group) == 1 and group[0].screened is None:
             await self._commit_alone(group[0])
             return
         results: list[tuple[_Call, Any]] = []
@@ -196,7 +196,8 @@ class GroupCommit:
     async def _commit_alone(self, call: _Call) -> None:
         """A group of one is its own transaction, without the SAVEPOINT and RELEASE a group's calls need
         (two round trips of the few it makes): a call that fails, or whose commit fails, has only itself
-        to roll back, which is what a group of one does anyway."""
+        to roll back, which is what a group of one does anyway. (A screened call goes the group's way:
+        its screen is asked first.)"""
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(**call.log_context)
         try:
