@@ -29,6 +29,7 @@ from typing import Any
 import asyncpg
 import structlog
 
+from services.regions.probes import within
 from stamen.domain.regions import ProbeResult, RegionOperationKind, RegionOperationOutcome, RegionStatus
 from stamen.regions.leader import Leader, LeaderEntry, LeaderStore
 from stamen.store.regions import RegionOperationRow
@@ -81,8 +82,8 @@ class DatabaseFailover:
         # Bounded: while the service's own NATS connection moves to another node (its node may be in the
         # lost region) a read would wait for the client's request timeout and hold up the round.
         if self._store is None:
-            self._store = await asyncio.wait_for(self._open_store(), self._timeout)
-        return await asyncio.wait_for(self._store.get(), self._timeout)
+            self._store = await within(self._open_store(), self._timeout)
+        return await within(self._store.get(), self._timeout)
 
     async def after_round(
         self,
@@ -132,7 +133,7 @@ class DatabaseFailover:
             return None
         node = self._nodes[primaries[0]]
         assert self._store is not None
-        entry = await asyncio.wait_for(
+        entry = await within(
             self._store.bootstrap(
                 Leader(
                     node.region, node.host, node.port, 1, datetime.now(UTC).isoformat(), "first primary seen"
@@ -236,7 +237,7 @@ class DatabaseFailover:
         assert self._store is not None
         # If this times out after the change was made, the next round finds the record naming a standby
         # and finishes the promotion.
-        taken = await asyncio.wait_for(
+        taken = await within(
             self._store.take_over(old.successor(region, node.host, node.port, why), entry.revision),
             self._timeout,
         )

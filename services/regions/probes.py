@@ -2,6 +2,11 @@
 
 Each probe keeps its connection between rounds (a probe measures a round trip, not a handshake) and
 opens a new one after a failure. Every call is bounded by the probe timeout; a timeout is a failure.
+
+Bounded means `within`, not `asyncio.wait_for`: on a timeout, wait_for cancels the call and then waits
+for it to end, and a client that does not end when cancelled (closing a NATS or asyncpg connection to a
+server that vanished can wait on it: MagicStack/asyncpg#1326) would hold the round, and with it the
+region's health, forever.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import aioboto3  # type: ignore[import-untyped]  # aioboto3 ships no type information
 import asyncpg
@@ -24,6 +29,26 @@ from nats.aio.client import Client as NATS
 from stamen.domain.regions import ProbeKind, ProbeResult
 from stamen.executors.remote import runner_for_cluster
 from stamen.store.clusters import ClusterRecord
+
+T = TypeVar("T")
+
+
+async def within(call: Awaitable[T], seconds: float) -> T:
+    """`call`'s result, or TimeoutError after `seconds`; on a timeout `call` is cancelled and left to
+    end by itself, never waited for."""
+    task = asyncio.ensure_future(call)
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if not done:
+        task.cancel()
+        task.add_done_callback(_consume)
+        raise TimeoutError
+    return task.result()
+
+
+def _consume(task: asyncio.Future[Any]) -> None:
+    """An abandoned call's outcome, read so asyncio does not log it as never retrieved."""
+    if not task.cancelled():
+        task.exception()
 
 
 class Probe(Protocol):
@@ -54,9 +79,9 @@ async def run_probe(probe: Probe, timeout: float) -> ProbeResult:
     trip only: a handshake (TLS, authentication) after a reconnect would not say how far the region is."""
     deadline = time.monotonic() + timeout
     try:
-        await asyncio.wait_for(probe.connect(), timeout)
+        await within(probe.connect(), timeout)
         started = time.perf_counter()
-        facts = await asyncio.wait_for(probe.check(), max(0.001, deadline - time.monotonic()))
+        facts = await within(probe.check(), max(0.001, deadline - time.monotonic()))
     except TimeoutError:
         await _reset(probe, timeout)  # a half-open connection would time out again
         return ProbeResult(probe.kind, probe.target, False, None, f"no answer within {timeout:g}s")
@@ -70,7 +95,7 @@ async def run_probe(probe: Probe, timeout: float) -> ProbeResult:
 async def _reset(probe: Probe, timeout: float) -> None:
     """Bounded too: closing a connection to a server that vanished can wait on it (a NATS client flushes)."""
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(probe.reset(), timeout)
+        await within(probe.reset(), timeout)
 
 
 def _short(exc: BaseException) -> str:
@@ -165,7 +190,7 @@ class NatsProbe:
         nc, self._nc = self._nc, None
         if nc is not None and not nc.is_closed:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(nc.close(), self._timeout)
+                await within(nc.close(), self._timeout)
 
 
 # One query tells the role, whether writes are refused, and (on a primary) each standby's lag.
