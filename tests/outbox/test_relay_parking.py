@@ -58,6 +58,20 @@ def old_style_submitted(samples: int) -> tuple[str, bytes, dict[str, str]]:
     return event_id, body, headers
 
 
+async def add_oversized(pool: asyncpg.Pool) -> tuple[str, bytes]:
+    """An old-style workset.submitted of 70,000 samples in the outbox: more than the broker takes."""
+    event_id, body, headers = old_style_submitted(70_000)
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO outbox (event_id, subject, headers, body) VALUES ($1, $2, $3, $4)",
+            uuid.UUID(event_id),
+            "stamen.evt.acme.workset.submitted",
+            json.dumps(headers),
+            body,
+        )
+    return event_id, body
+
+
 async def add_events(pool: asyncpg.Pool, count: int, tenant: str = "other") -> None:
     async with pool.acquire() as conn:
         await OutboxWriter(conn).add(
@@ -71,17 +85,9 @@ async def add_events(pool: asyncpg.Pool, count: int, tenant: str = "other") -> N
 async def test_a_row_the_broker_refuses_is_parked_and_the_rest_flow(
     pool: asyncpg.Pool, js: JetStreamContext
 ) -> None:
-    event_id, body, headers = old_style_submitted(70_000)
-    assert len(body) > NATS_MAX_PAYLOAD  # what stamen's nats-server accepts at most
     await add_events(pool, 3)
-    async with pool.acquire() as conn:
-        await conn.execute(
-            "INSERT INTO outbox (event_id, subject, headers, body) VALUES ($1, $2, $3, $4)",
-            uuid.UUID(event_id),
-            "stamen.evt.acme.workset.submitted",
-            json.dumps(headers),
-            body,
-        )
+    event_id, body = await add_oversized(pool)
+    assert len(body) > NATS_MAX_PAYLOAD  # what stamen's nats-server accepts at most
     await add_events(pool, 3)
     relay = OutboxRelay(pool, JetStreamPublisher(js), poll_seconds=0.05, max_attempts=3)
     relay.ROW_BACKOFF = FAST
@@ -132,15 +138,7 @@ async def test_a_refused_row_is_tried_again_when_due_not_at_the_next_poll(
 ) -> None:
     """The relay's poll is long (a safety net: NOTIFY wakes it); a row it set aside wakes it when its
     next attempt is due, with no commit to send a NOTIFY."""
-    event_id, body, headers = old_style_submitted(70_000)
-    async with pool.acquire() as conn:
-        await conn.execute(
-            "INSERT INTO outbox (event_id, subject, headers, body) VALUES ($1, $2, $3, $4)",
-            uuid.UUID(event_id),
-            "stamen.evt.acme.workset.submitted",
-            json.dumps(headers),
-            body,
-        )
+    await add_oversized(pool)
     relay = OutboxRelay(pool, JetStreamPublisher(js), poll_seconds=3600, max_attempts=3)
     relay.ROW_BACKOFF = FAST
     await relay.start()

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import asyncpg
 
@@ -51,18 +53,29 @@ def hears(spec: ConsumerSpec, event: Envelope) -> bool:
     return event_filter(event.type) in spec.filter_subjects
 
 
+@asynccontextmanager
+async def counted_notifier(
+    database_url: str, notify_settings: NotifySettings, events: list[Envelope]
+) -> AsyncIterator[tuple[list[tuple[ConsumerSpec, Envelope]], TransactionCounter]]:
+    """The notifier's consumers on a pool whose transactions are counted, with each (consumer, event)
+    pair that consumer hears."""
+    counter = TransactionCounter()
+    counting = await create_pool(database_url, init=counter.init)
+    try:
+        app = init_app(Settings(), notify_settings)
+        app[POOL] = counting
+        yield [(spec, e) for e in events for spec in app[CONSUMER_SPECS] if hears(spec, e)], counter
+    finally:
+        await counting.close()
+
+
 async def test_events_consumed_together_share_a_transaction(
     pool: asyncpg.Pool, database_url: str, tenant: str, notify_settings: NotifySettings
 ) -> None:
     for i in range(4):
         await a_life(pool, tenant, f"run{i}")
     events = await outbox_events(pool)
-    counter = TransactionCounter()
-    counting = await create_pool(database_url, init=counter.init)
-    try:
-        app = init_app(Settings(), notify_settings)
-        app[POOL] = counting
-        calls = [(spec, e) for e in events for spec in app[CONSUMER_SPECS] if hears(spec, e)]
+    async with counted_notifier(database_url, notify_settings, events) as (calls, counter):
         assert len(calls) == 12  # submitted, started, completed of four worksets
 
         async def deliver_all() -> None:
@@ -73,8 +86,6 @@ async def test_events_consumed_together_share_a_transaction(
         first = await planned(pool)
         await deliver_all()  # every one redelivered
         redelivered = await counter.count() - consumed
-    finally:
-        await counting.close()
     # Twelve calls, one transaction (each call took one of its own before: 12).
     assert consumed == 1, [t[:2] for t in counter.transactions]
     assert redelivered == 1
@@ -97,17 +108,10 @@ async def test_an_event_no_channel_hears_of_is_one_read_and_keeps_nothing(
     for i in range(2):
         await a_life(pool, tenant, f"quiet{i}")
     events = await outbox_events(pool)
-    counter = TransactionCounter()
-    counting = await create_pool(database_url, init=counter.init)
-    try:
-        app = init_app(Settings(), notify_settings)
-        app[POOL] = counting
-        calls = [(spec, e) for e in events for spec in app[CONSUMER_SPECS] if hears(spec, e)]
+    async with counted_notifier(database_url, notify_settings, events) as (calls, counter):
         assert len(calls) == 6  # submitted, started, completed of two worksets
         await asyncio.gather(*(spec.handler(e, DELIVERY) for spec, e in calls))
         await counter.count()
-    finally:
-        await counting.close()
     # One transaction (a group), one statement: the tenant's preferences and topic, read once for all six.
     assert len(counter.transactions) == 1, counter.transactions
     [statements] = counter.transactions
