@@ -128,3 +128,25 @@ async def test_an_event_no_channel_hears_of_is_one_read_and_keeps_nothing(
     assert sorted((r["kind"], r["channel"], r["workset_id"]) for r in await planned(pool)) == sorted(
         (e.type.removeprefix("workset."), "webhook", e.workset_id) for e in events
     )
+
+
+async def test_a_group_of_two_tenants_tells_only_the_one_that_listens_and_only_its_own_topic(
+    pool: asyncpg.Pool, database_url: str, tenant: str, notify_settings: NotifySettings
+) -> None:
+    """The screen reads each event's own tenant: a quiet tenant's events in the same group as a heard
+    one's are neither planned nor sent to the heard tenant's topic."""
+    quiet = f"lab-{uuid.uuid4().hex[:8]}"
+    await add_customer(pool, quiet, None)
+    await a_life(pool, tenant, "heard")
+    await a_life(pool, quiet, "quiet")
+    events = await outbox_events(pool)
+    topic = await pool.fetchval("SELECT sns_topic_arn FROM customers WHERE customer_id = $1", tenant)
+    async with counted_notifier(database_url, notify_settings, events) as (calls, _):
+        assert {e.tenant_id for _, e in calls} == {tenant, quiet}
+        await asyncio.gather(*(spec.handler(e, DELIVERY) for spec, e in calls))
+    heard = [e for e in events if e.tenant_id == tenant and any(e is c for _, c in calls)]
+    assert len(heard) == 3  # submitted, started, completed
+    rows = await planned(pool)
+    assert sorted((r["owner"], r["channel"], r["recipient"], r["workset_id"]) for r in rows) == sorted(
+        (tenant, "sns", topic, e.workset_id) for e in heard
+    )
