@@ -21,6 +21,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from stamen.bus.announce import Announce, announcer
 from stamen.bus.metrics import INTAKE_REPLIES_REFUSED
 from stamen.bus.subjects import INTAKE_PREFIX
 from stamen.domain.workset import TENANT_ID_PATTERN
@@ -45,11 +46,22 @@ def _header(msg: Msg, name: str) -> str | None:
 
 
 class IntakeResponder:
-    def __init__(self, nc: NATS, pool: asyncpg.Pool, *, region: str, intake: IntakeSettings) -> None:
+    def __init__(
+        self,
+        nc: NATS,
+        pool: asyncpg.Pool,
+        *,
+        region: str,
+        intake: IntakeSettings,
+        announce: Announce | None = None,
+    ) -> None:
+        """`announce`: publishes a submission's workset.submitted once committed, as the HTTP API does
+        (stamen.bus.announce), so the validator need not wait for the outbox relay."""
         self._nc = nc
         self._pool = pool
         self._region = region
         self._intake = intake
+        self._announce = announce
         self._slots = asyncio.Semaphore(intake.intake_concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self._sub: Subscription | None = None
@@ -112,6 +124,7 @@ class IntakeResponder:
                 region=self._region,
                 source="nats",
                 actor=ACTOR,
+                announce=self._announce,
             )
         except IntakeRefused as exc:
             return {"ok": False, "code": exc.code, "message": str(exc), "details": exc.details}
@@ -150,7 +163,11 @@ async def nats_intake_ctx(app: web.Application) -> AsyncIterator[None]:
                 fix=f"set max_payload: {NATS_MAX_PAYLOAD} in nats-server's configuration (deploy/nats.conf)",
             )
         responder = IntakeResponder(
-            app[BUS].nc, app[POOL], region=app[SETTINGS].region, intake=app[INTAKE_SETTINGS]
+            app[BUS].nc,
+            app[POOL],
+            region=app[SETTINGS].region,
+            intake=app[INTAKE_SETTINGS],
+            announce=announcer(app[BUS]),
         )
         await responder.start()
         responders.append(responder)

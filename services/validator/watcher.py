@@ -9,9 +9,10 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
+from stamen.bus.announce import announcer
 from stamen.inputs.contexts import INTAKE_SETTINGS, OBJECT_STORE
 from stamen.inputs.drops import DropIntake, DropWatcher
-from stamen.service.keys import POOL, SETTINGS
+from stamen.service.keys import BUS, POOL, SETTINGS
 
 log = structlog.get_logger(__name__)
 
@@ -22,7 +23,13 @@ async def drop_watcher_ctx(app: web.Application) -> AsyncIterator[None]:
         log.info("drop_watcher.off", why="STAMEN_DROP_BUCKETS is empty")
         yield
         return
-    intake = DropIntake(app[POOL], app[OBJECT_STORE], region=app[SETTINGS].region, intake=intake_settings)
+    intake = DropIntake(
+        app[POOL],
+        app[OBJECT_STORE],
+        region=app[SETTINGS].region,
+        intake=intake_settings,
+        announce=announcer(bus) if (bus := app.get(BUS)) is not None else None,
+    )
     watcher = DropWatcher(intake, app[OBJECT_STORE], app[POOL], intake_settings)
     task = asyncio.create_task(watcher.run(), name="drop-watcher")
     log.info(

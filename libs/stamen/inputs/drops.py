@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote_plus
 
 import asyncpg
 import structlog
 
 from stamen.errors import CodedError
+from stamen.events.envelope import Envelope
 from stamen.inputs import sentinels
 from stamen.inputs.folders import folder_name, import_documents, read_s3_folder
 from stamen.inputs.objects import ObjectInfo, ObjectStore, StorageError, gather_bounded
@@ -29,6 +30,9 @@ from stamen.intake import IdempotencyKeyReused, submit_workset
 from stamen.tenancy import S3Location, access_findings, refusal, tenant_buckets
 from stamen.worksets.findings import has_errors
 from stamen.worksets.rules import traverses
+
+if TYPE_CHECKING:
+    from stamen.bus.announce import Announce
 
 log = structlog.get_logger(__name__)
 ACTOR = "s3-drop"
@@ -58,9 +62,18 @@ class DropOutcome:
 
 class DropIntake:
     def __init__(
-        self, pool: asyncpg.Pool, store: ObjectStore, *, region: str, intake: IntakeSettings
+        self,
+        pool: asyncpg.Pool,
+        store: ObjectStore,
+        *,
+        region: str,
+        intake: IntakeSettings,
+        announce: Announce | None = None,
     ) -> None:
+        """`announce`: publishes a picked-up folder's workset.submitted once the pick-up is recorded, as the
+        HTTP API does (stamen.bus.announce), so the validator need not wait for the outbox relay."""
         self._pool = pool
+        self._announce = announce
         self._store = store
         self._region = region
         self._intake = intake
@@ -108,11 +121,19 @@ class DropIntake:
             log.info("drop.refused", folder=uri, codes=[f["code"] for f in findings][:10])
             return DropOutcome(bucket, folder, "refused", message, findings=findings)
         spec = imported.spec
+        # The announcement waits for the pick-up's own writes (daylily.in_progress, the s3_drops row): the
+        # validator's sentinels find the folder by that row, and a rejection's daylily.error must be newer
+        # than daylily.in_progress.
+        submitted: list[Envelope] = []
+
+        async def keep(events: Sequence[Envelope]) -> None:
+            submitted.extend(events)
+
         try:
             result = await submit_workset(
                 self._pool, tenant_id=tenant, name=spec.name, spec=spec.model_dump(mode="json", exclude_none=True),
                 region=self._region, source="s3", actor=ACTOR, priority=spec.priority,
-                idempotency_key=f"{uri}#{ready.etag.strip(chr(34))}",
+                idempotency_key=f"{uri}#{ready.etag.strip(chr(34))}", announce=keep,
             )  # fmt: skip
         except IdempotencyKeyReused as exc:
             # The files changed under the same daylily.ready: its workset exists; a new daylily.ready resubmits.
@@ -130,6 +151,8 @@ class DropIntake:
         await self._record(
             bucket, folder, ready, tenant, result.workset_id, "submitted", warnings, sentinels.IN_PROGRESS
         )
+        if self._announce is not None and submitted:
+            await self._announce(submitted)
         log.info("drop.submitted", folder=uri, workset_id=result.workset_id, created=result.created)
         return DropOutcome(bucket, folder, "submitted", "picked up", result.workset_id, warnings)
 

@@ -11,9 +11,10 @@ from aiohttp import web
 from services.portal.api.errors import ApiError
 from services.portal.api.requests import read_body
 from services.portal.api.text import require_storable
+from stamen.bus.announce import announcer
 from stamen.inputs.contexts import INTAKE_SETTINGS, OBJECT_STORE
 from stamen.inputs.drops import DropIntake, S3EventInvalid, ready_folders_in_event
-from stamen.service.keys import POOL, SETTINGS
+from stamen.service.keys import BUS, POOL, SETTINGS
 
 
 async def s3_events(request: web.Request) -> web.Response:
@@ -23,6 +24,7 @@ async def s3_events(request: web.Request) -> web.Response:
         request.app[OBJECT_STORE],
         region=request.app[SETTINGS].region,
         intake=request.app[INTAKE_SETTINGS],
+        announce=announcer(bus) if (bus := request.app.get(BUS)) is not None else None,
     )
     try:
         folders, ignored = ready_folders_in_event(json.loads(body), intake.prefix)
