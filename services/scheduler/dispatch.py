@@ -31,7 +31,6 @@ completed steps are looked up in step_runs, never run twice.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -39,6 +38,7 @@ import asyncpg
 import structlog
 
 from services.scheduler.executors import ExecutorRegistry
+from services.scheduler.planning import StepPlanner, WorksetPlans
 from stamen.domain.lifecycle import WorksetState
 from stamen.domain.steps import StepRunState, StepSpec
 from stamen.domain.workset import Workset
@@ -57,12 +57,12 @@ from stamen.store.step_runs import (
     submission_lock,
 )
 from stamen.store.unit_of_work import UnitOfWork
-from stamen.tenancy import access_findings
+from stamen.tenancy.buckets import location_findings
 
 log = structlog.get_logger(__name__)
 S = WorksetState
 
-StepPlanner = Callable[[Workset, ClusterRecord], list[StepSpec]]
+__all__ = ["Dispatcher", "StepPlanner"]  # StepPlanner: as it was imported from here
 MAX_DURATION_ACTOR = "scheduler:max-duration"
 # A row taken over from a dead submitter is committed before its new submitter locks it
 # (`submission_lock`): an instant in which it is unlocked; only rows older than this are taken as orphaned.
@@ -146,6 +146,7 @@ class Dispatcher:
         self._pool = pool
         self._executors = executors
         self._planner = planner
+        self._plans = WorksetPlans(planner)  # each workset's spec walked and planned once, not per step
         self._holder = holder
         self._submit_grace_seconds = submit_grace_seconds
         self._resubmit_after_seconds = max(resubmit_after_seconds, submit_grace_seconds)
@@ -209,7 +210,7 @@ class Dispatcher:
             return None
         # Defence in depth: the spec was checked at intake, but a grant may have been revoked since, or the
         # row changed after validation. A step never starts on a bucket its tenant may not use.
-        refused = access_findings(ws.spec, facts.rights)
+        refused = location_findings(self._plans.locations(ws), facts.rights)
         if refused:
             reason = f"{S3_ACCESS_STATE}: " + "; ".join(f"{f.code} {f.message}" for f in refused[:5])
             await self._fail(uow, ws, None, reason, native_state=S3_ACCESS_STATE)
@@ -221,7 +222,7 @@ class Dispatcher:
             raise no_such_cluster(ws.cluster)
         cluster = facts.cluster
         try:
-            plan = self._planner(ws, cluster)
+            plan = self._plans.plan(ws, cluster)
         except Exception as exc:  # an unknown pipeline or a spec the planner cannot use
             await self._fail(uow, ws, None, f"cannot plan the pipeline: {exc}")
             return None
@@ -247,6 +248,7 @@ class Dispatcher:
             await uow.worksets.save(ws)
             await uow.slots.release_lease(ws.id, ws.attempt, "completed")
             await uow.actuals.record_from_steps(ws.id)
+            self._plans.forget(ws.id)
             log.info("scheduler.completed", workset_id=ws.id, attempt=ws.attempt)
             return None
         index, step = remaining[0]

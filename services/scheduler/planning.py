@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
@@ -14,6 +19,9 @@ from stamen.executors.base import Executor
 from stamen.pipelines import Pipeline, get_pipeline, plan_steps
 from stamen.settings import Settings
 from stamen.store.clusters import ClusterRecord
+from stamen.tenancy.buckets import S3Location, spec_locations
+
+StepPlanner = Callable[[Workset, ClusterRecord], list[StepSpec]]
 
 
 class PipelinesFileError(ValueError):
@@ -58,6 +66,58 @@ class WorksetPlanner:
             else s
             for s in steps
         ]
+
+
+@dataclass
+class _Known:
+    spec: dict[str, Any]  # a copy of the spec this was computed from
+    locations: list[S3Location]
+    plan_for: tuple[Any, ...] | None = None  # what else the plan was computed from
+    plan: list[StepSpec] = field(default_factory=list)
+
+
+class WorksetPlans:
+    """Each workset's S3 locations and planned steps, computed once per workset (and attempt, cluster)
+    rather than before every step: the dispatcher asks for both at admission and after every step's end,
+    and both are pure functions of what they are computed from. An entry is used only when that is equal
+    to what it was computed from: the stored spec (compared in full, so a spec changed by a requeue is
+    walked and planned again), and for the plan the attempt, the memory multiplier and the cluster's name
+    and settings (a new `workdir_root`). The bucket check itself (the tenant's rights, which a revoked
+    grant changes) is asked of every location before every step: only the walk of the spec is kept.
+    Bounded: a workset's entry goes when it ends (`forget`), the oldest when more than `size` are kept."""
+
+    def __init__(self, planner: StepPlanner, size: int = 4096) -> None:
+        self._planner = planner
+        self._size = size
+        self._known: OrderedDict[str, _Known] = OrderedDict()
+
+    def _entry(self, ws: Workset) -> _Known:
+        known = self._known.get(ws.id)
+        if known is not None and known.spec == ws.spec:
+            self._known.move_to_end(ws.id)
+            return known
+        known = _Known(copy.deepcopy(ws.spec), spec_locations(ws.spec))
+        self._known[ws.id] = known
+        self._known.move_to_end(ws.id)
+        while len(self._known) > self._size:
+            self._known.popitem(last=False)
+        return known
+
+    def locations(self, ws: Workset) -> list[S3Location]:
+        """Every S3 location the workset's spec names (`spec_locations`)."""
+        return self._entry(ws).locations
+
+    def plan(self, ws: Workset, cluster: ClusterRecord) -> list[StepSpec]:
+        """The planner's steps for this attempt on `cluster`; raises what the planner raises (not kept)."""
+        known = self._entry(ws)
+        plan_for = (ws.tenant_id, ws.attempt, ws.memory_multiplier, cluster.name, cluster.config)
+        if known.plan_for != plan_for:
+            known.plan = self._planner(ws, cluster)
+            known.plan_for = plan_for
+        return list(known.plan)
+
+    def forget(self, workset_id: str) -> None:
+        self._known.pop(workset_id, None)
 
 
 def default_executor_factories(settings: Settings) -> dict[str, ExecutorFactory]:

@@ -14,7 +14,7 @@ it to every S3 location a workset touches and names each refused field (`S3-ACCE
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -158,4 +158,11 @@ def refusal(rights: TenantBuckets, location: S3Location, *, code: str | None = N
 def access_findings(spec: WorksetSpec | Mapping[str, Any], rights: TenantBuckets) -> list[Finding]:
     """One finding per S3 location of the workset its tenant may not use. Nothing is asked about the objects
     themselves, so the answer is the same whether they exist or not."""
-    return [f for loc in spec_locations(spec) if (f := refusal(rights, loc)) is not None]
+    return location_findings(spec_locations(spec), rights)
+
+
+def location_findings(locations: Sequence[S3Location], rights: TenantBuckets) -> list[Finding]:
+    """`access_findings` for a spec's locations found earlier (`spec_locations`): the rule asked of each, with
+    these rights. For a caller that checks one spec many times against rights that may change (the scheduler
+    before every step): the spec is walked once, the rights are asked every time."""
+    return [f for loc in locations if (f := refusal(rights, loc)) is not None]
