@@ -17,6 +17,7 @@ from stamen.domain.admission import (
 from stamen.domain.lifecycle import WorksetState
 from stamen.events.types import WorksetScheduled
 from stamen.settings import Settings
+from stamen.store.slots import SlotLedger
 from stamen.store.unit_of_work import UnitOfWork
 
 log = structlog.get_logger(__name__)
@@ -106,17 +107,21 @@ class Admitter:
                         cluster=placement.cluster, reason=placement.reason, scores=placement.scores
                     ),
                 )
-                await uow.worksets.save(ws)
-                await repo.acquire_lease(
+                # The lease (and the run it starts) written by the workset's save: one statement.
+                lease = SlotLedger.leasing(
                     workset_id=ws.id,
                     tenant_id=ws.tenant_id,
                     cluster=placement.cluster,
                     holder=self._holder,
                     attempt=ws.attempt,
                 )
-                # Its first step is recorded for submission in the same transaction, as the dispatcher's
-                # claim would do next: one transaction fewer per attempt.
-                submission = await self._dispatcher.prepare(uow, ws) if self._dispatcher else None
+                submission = None
+                if self._dispatcher is None:
+                    await uow.worksets.save(ws, lease)
+                else:
+                    # Its first step is recorded for submission in the same transaction, as the dispatcher's
+                    # claim would do next (one transaction fewer per attempt), by the same save.
+                    submission = await self._dispatcher.prepare(uow, ws, changed=True, along=[lease])
                 await uow.commit()
             log.info("scheduler.admitted", workset_id=ws.id, cluster=placement.cluster, attempt=ws.attempt)
             if submission is not None and self._dispatcher is not None:

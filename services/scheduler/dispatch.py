@@ -31,6 +31,7 @@ completed steps are looked up in step_runs, never run twice.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -45,9 +46,11 @@ from stamen.domain.workset import Workset
 from stamen.events.types import StepStarted, WorksetCancelled, WorksetCompleted, WorksetFailed, WorksetStarted
 from stamen.executors.base import Executor, JobHandle, JobState, JobStatus
 from stamen.executors.hints import find_and_stop_by_hand
+from stamen.store.actuals import ActualsRepository
 from stamen.store.clusters import ClusterRecord, no_such_cluster
 from stamen.store.db import Connection, released_session_state
 from stamen.store.dispatch_facts import dispatch_facts
+from stamen.store.slots import SlotLedger
 from stamen.store.step_runs import (
     SubmissionClaim,
     SubmittingStepRun,
@@ -57,6 +60,7 @@ from stamen.store.step_runs import (
     submission_lock,
 )
 from stamen.store.unit_of_work import UnitOfWork
+from stamen.store.worksets import SavedWith
 from stamen.tenancy.buckets import location_findings
 
 log = structlog.get_logger(__name__)
@@ -184,36 +188,42 @@ class Dispatcher:
         return dispatched
 
     async def prepare(
-        self, uow: UnitOfWork, ws: Workset, *, changed: bool = False, if_dispatchable: bool = False
+        self,
+        uow: UnitOfWork,
+        ws: Workset,
+        *,
+        changed: bool = False,
+        if_dispatchable: bool = False,
+        along: Sequence[SavedWith] = (),
     ) -> Submission | None:
         """Finish the workset, or record its next step as `submitting` and return what to submit: the step
         run's lock is then held by the unit of work's session (taken with the row), for its caller to
         submit on that connection after the commit (`submit_holding`).
 
-        What it reads (the tenant's buckets, the cluster, the steps done) is one statement
-        (`dispatch_facts`). The workset is saved here when this changes it, and also when `changed` (its
-        caller changed it: an event, a transition), so that one statement saves both. `if_dispatchable`:
-        only if the dispatcher's claim would take it now (asked in the same statement); else nothing
-        but that save."""
+        What it reads (the tenant's buckets, the cluster, the steps done and their resources) is one
+        statement (`dispatch_facts`). The workset is saved here when this changes it, and also when
+        `changed` (its caller changed it: an event, a transition), so that one statement saves both, and
+        writes what goes with the save: the next step's row, or the slot given back and the actuals, and
+        `along` (its caller's: admission's lease). `if_dispatchable`: only if the dispatcher's claim would
+        take it now (asked in the same statement); else nothing but that save."""
         facts = await dispatch_facts(
             uow.connection, ws.id, ws.tenant_id, ws.cluster or "", ask_dispatchable=if_dispatchable
         )
         if if_dispatchable and not facts.dispatchable:
             if changed:
-                await uow.worksets.save(ws)
+                await uow.worksets.save(ws, *along)
             return None
         assert ws.cluster is not None
         if ws.cancel_requested_by:
             finish_cancelled(ws, self._holder)
-            await uow.worksets.save(ws)
-            await uow.slots.release_lease(ws.id, ws.attempt, "cancelled")
+            await save_releasing(uow, ws, "cancelled", along)
             return None
         # Defence in depth: the spec was checked at intake, but a grant may have been revoked since, or the
         # row changed after validation. A step never starts on a bucket its tenant may not use.
         refused = location_findings(self._plans.locations(ws), facts.rights)
         if refused:
             reason = f"{S3_ACCESS_STATE}: " + "; ".join(f"{f.code} {f.message}" for f in refused[:5])
-            await self._fail(uow, ws, None, reason, native_state=S3_ACCESS_STATE)
+            await self._fail(uow, ws, None, reason, native_state=S3_ACCESS_STATE, along=along)
             log.warning(
                 "scheduler.bucket_access_refused", workset_id=ws.id, fields=[f.field for f in refused]
             )
@@ -224,7 +234,7 @@ class Dispatcher:
         try:
             plan = self._plans.plan(ws, cluster)
         except Exception as exc:  # an unknown pipeline or a spec the planner cannot use
-            await self._fail(uow, ws, None, f"cannot plan the pipeline: {exc}")
+            await self._fail(uow, ws, None, f"cannot plan the pipeline: {exc}", along=along)
             return None
         # Steps done on another cluster count too when their outputs were exported to S3 (a workset
         # moved out of a lost region resumes after them); others' local outputs are not here.
@@ -245,9 +255,15 @@ class Dispatcher:
                 reason=f"{len(plan)} steps succeeded",
                 event=WorksetCompleted(attempt=ws.attempt),
             )
-            await uow.worksets.save(ws)
-            await uow.slots.release_lease(ws.id, ws.attempt, "completed")
-            await uow.actuals.record_from_steps(ws.id)
+            if along:  # a lease taken by this same save is given back by a statement of its own
+                await save_releasing(uow, ws, "completed", along)
+                await uow.actuals.record_from_steps(ws.id)
+            else:  # the save, the slot given back and the actuals: one statement
+                await uow.worksets.save(
+                    ws,
+                    SlotLedger.releasing(ws.id, ws.attempt, "completed"),
+                    ActualsRepository.recording(ws.id, facts.costs),
+                )
             self._plans.forget(ws.id)
             log.info("scheduler.completed", workset_id=ws.id, attempt=ws.attempt)
             return None
@@ -256,17 +272,30 @@ class Dispatcher:
             "; reused exported outputs of " + ", ".join(f"{n} (from {c})" for n, c in sorted(reused.items()))
             if reused else ""
         )  # fmt: skip
-        claim = await uow.step_runs.record_submitting(
-            workset_id=ws.id,
-            attempt=ws.attempt,
-            step=step.step,
-            step_index=index,
-            cluster=cluster.name,
-            holder=self._holder,
-            hold_lock=True,
-        )
-        if changed:
-            await uow.worksets.save(ws)
+        if changed:  # the step's row (and its lock) written by the workset's save
+            saved = await uow.worksets.save(
+                ws,
+                *along,
+                uow.step_runs.recording_submitting(
+                    workset_id=ws.id,
+                    attempt=ws.attempt,
+                    step=step.step,
+                    step_index=index,
+                    cluster=cluster.name,
+                    holder=self._holder,
+                ),
+            )
+            claim = SubmissionClaim.returned(saved, self._holder)
+        else:
+            claim = await uow.step_runs.record_submitting(
+                workset_id=ws.id,
+                attempt=ws.attempt,
+                step=step.step,
+                step_index=index,
+                cluster=cluster.name,
+                holder=self._holder,
+                hold_lock=True,
+            )
         return Submission(claim, ws.id, cluster, step, how, ws if ws.state is S.RUNNING else None)
 
     async def _submit(self, sub: Submission) -> None:
@@ -553,7 +582,14 @@ class Dispatcher:
             return ""
 
     async def _fail(
-        self, uow: UnitOfWork, ws: Workset, step: str | None, reason: str, *, native_state: str = ""
+        self,
+        uow: UnitOfWork,
+        ws: Workset,
+        step: str | None,
+        reason: str,
+        *,
+        native_state: str = "",
+        along: Sequence[SavedWith] = (),
     ) -> None:
         ws.transition(
             S.FAILED,
@@ -561,8 +597,18 @@ class Dispatcher:
             reason=reason,
             event=WorksetFailed(attempt=ws.attempt, step=step, reason=reason, native_state=native_state),
         )
-        await uow.worksets.save(ws)
-        await uow.slots.release_lease(ws.id, ws.attempt, "failed")
+        await save_releasing(uow, ws, "failed", along)
+
+
+async def save_releasing(uow: UnitOfWork, ws: Workset, outcome: str, along: Sequence[SavedWith] = ()) -> None:
+    """Save the workset that ended (`outcome`) and give its slot back, in one statement; with `along` (a
+    lease taken by the same save: admission's) the lease is given back by a statement of its own, which
+    sees it (a statement does not see what its own parts insert)."""
+    if along:
+        await uow.worksets.save(ws, *along)
+        await uow.slots.release_lease(ws.id, ws.attempt, outcome)
+    else:
+        await uow.worksets.save(ws, SlotLedger.releasing(ws.id, ws.attempt, outcome))
 
 
 def finish_cancelled(ws: Workset, holder: str) -> None:

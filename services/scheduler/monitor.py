@@ -19,6 +19,7 @@ from services.scheduler.dispatch import (
     Dispatcher,
     Submission,
     finish_cancelled,
+    save_releasing,
 )
 from services.scheduler.executors import ExecutorRegistry
 from stamen.domain.lifecycle import WorksetState
@@ -118,7 +119,8 @@ class JobMonitor:
                 return await self._dispatcher.prepare(uow, ws, changed=True, if_dispatchable=True)
         elif ws.cancel_requested_by and status.state is JobState.CANCELLED:
             finish_cancelled(ws, self._holder)
-            await uow.slots.release_lease(ws.id, ws.attempt, "cancelled")
+            await save_releasing(uow, ws, "cancelled")
+            return None
         elif ws.state in (S.SCHEDULED, S.RUNNING):
             reason = status.reason or f"step {row.step} ended {status.state.value}"
             ws.transition(
@@ -135,7 +137,8 @@ class JobMonitor:
                     reason=reason,
                 ),
             )
-            await uow.slots.release_lease(ws.id, ws.attempt, "failed")
+            await save_releasing(uow, ws, "failed")
+            return None
         await uow.worksets.save(ws)
         return None
 

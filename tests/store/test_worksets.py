@@ -11,7 +11,9 @@ import pytest
 from stamen.domain.lifecycle import WorksetState
 from stamen.intake import submit_workset
 from stamen.store.errors import ConcurrencyConflict
+from stamen.store.slots import SlotLedger
 from stamen.store.unit_of_work import UnitOfWork
+from stamen.store.worksets import SavedWith, WorksetRepository
 
 
 async def submitted(pool: asyncpg.Pool, key: str | None = None) -> str:
@@ -156,3 +158,28 @@ async def test_a_saved_workset_s_events_are_written_once_in_order_with_one_notif
     assert len(ids) == len(set(ids)) == 5, rows  # workset.submitted, queued, and the three steps
     assert ids[2:] == [first.id, after.id, last.id]
     assert "workset.queued" in rows[1]["subject"] and not any("cancelled" in r["subject"] for r in rows)
+
+
+async def test_what_a_save_writes_with_it_is_written_only_when_the_save_goes_through(
+    pool: asyncpg.Pool,
+) -> None:
+    """`SavedWith`: a lease written by the workset's save (admission's), and the save's returned row; a save
+    that conflicts writes neither, even outside a transaction (one statement)."""
+    ws_id = await submitted(pool)
+    lease = SlotLedger.leasing(workset_id=ws_id, tenant_id="acme", cluster="local", holder="h", attempt=1)
+    probe = SavedWith("probe AS (SELECT 42 AS answer WHERE EXISTS (SELECT 1 FROM updated))", returns="probe")
+    async with pool.acquire() as conn:
+        stale = await WorksetRepository(conn, []).get(ws_id)
+        fresh = await WorksetRepository(conn, []).get(ws_id)
+        fresh.transition(WorksetState.VALIDATING, actor="a")
+        row = await WorksetRepository(conn, []).save(fresh, probe)
+        assert row is not None and row["answer"] == 42
+        stale.transition(WorksetState.CANCELLED, actor="b")
+        with pytest.raises(ConcurrencyConflict):
+            await WorksetRepository(conn, []).save(stale, lease)
+        assert await conn.fetchval("SELECT count(*) FROM slot_leases WHERE workset_id = $1", ws_id) == 0
+        assert await conn.fetchval("SELECT count(*) FROM workset_runs WHERE workset_id = $1", ws_id) == 0
+        fresh.transition(WorksetState.CANCELLED, actor="c")
+        assert await WorksetRepository(conn, []).save(fresh, lease) is None
+        assert await conn.fetchval("SELECT count(*) FROM slot_leases WHERE workset_id = $1", ws_id) == 1
+        assert await conn.fetchval("SELECT count(*) FROM workset_runs WHERE workset_id = $1", ws_id) == 1

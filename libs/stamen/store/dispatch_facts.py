@@ -1,13 +1,15 @@
 """What the dispatcher reads before it records a workset's next step, in one statement: whether the
 dispatcher's claim would take the workset now (asked when the monitor starts the next step itself), the
 buckets its tenant may use (a grant may have been revoked since intake), its cluster's row, and the steps
-that already succeeded (a retry resumes after them). They were four statements per step; the rules made
-of them stay in the dispatcher."""
+that already succeeded (a retry resumes after them), and every step run's resources (what the workset's
+actuals count when this step was its last). They were four statements per step, and two more at the
+end; the rules made of them stay in the dispatcher."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from stamen.store.actuals import STEP_COSTS_COLUMNS, STEP_COSTS_FROM, StepCost
 from stamen.store.clusters import ClusterRecord, cluster_from_row
 from stamen.store.db import Connection
 from stamen.store.step_runs import SUCCEEDED_FROM, UNDISPATCHED_FROM, succeeded_where
@@ -22,6 +24,7 @@ class DispatchFacts:
     cluster: ClusterRecord | None  # None: no cluster of that name (removed)
     done_here: set[str]  # steps that succeeded on `cluster`, in any attempt
     done_anywhere: dict[str, str]  # every succeeded step, with the cluster of its first success
+    costs: list[StepCost]  # every step run of the workset (what its actuals count, when it completes)
 
 
 # $1: the workset, $2: its tenant, $3: its cluster, $4: whether to ask if it is dispatchable. The buckets and
@@ -32,6 +35,9 @@ _FACTS_SQL = f"""SELECT
     ARRAY(SELECT ARRAY[r.bucket, r.access, r.source, r.granted_by, r.note]
           FROM ({tenant_rights_sql("$2")}) r ORDER BY {TENANT_RIGHTS_ORDER}) AS rights,
     ARRAY(SELECT ARRAY[step, cluster] {SUCCEEDED_FROM}) AS succeeded,
+    ARRAY(SELECT ARRAY[s.attempt::text, s.cpu_seconds::text, s.elapsed_seconds::text, s.max_rss_mb::text,
+                       s.region, s.price_factor::text]
+          FROM (SELECT {STEP_COSTS_COLUMNS} {STEP_COSTS_FROM}) s) AS costs,
     c.*
   FROM (SELECT 1) AS one LEFT JOIN clusters c ON c.name = $3"""
 
@@ -48,4 +54,14 @@ async def dispatch_facts(
         cluster=cluster_from_row(row) if row["name"] is not None else None,
         done_here=here,
         done_anywhere=anywhere,
+        costs=[_cost(*r) for r in row["costs"]],
     )
+
+
+def _cost(
+    attempt: str, cpu: str | None, elapsed: str | None, rss: str | None, region: str | None, price: str | None
+) -> StepCost:
+    def number(text: str | None) -> float | None:
+        return None if text is None else float(text)
+
+    return StepCost(int(attempt), number(cpu), number(elapsed), number(rss), region, number(price))

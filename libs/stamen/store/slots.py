@@ -15,6 +15,7 @@ from asyncpg import Record
 
 from stamen.domain.admission import ClusterView, Occupancy, QueueHead, TenantQueue
 from stamen.store.db import Connection
+from stamen.store.worksets import SavedWith
 
 # Admission runs under this transaction-scoped advisory lock: replicas take turns deciding, so the
 # counts they read cannot be stale when they insert a lease.
@@ -190,6 +191,34 @@ class SlotLedger:
             tenant_id,
             cluster,
             holder,
+        )
+
+    @staticmethod
+    def leasing(*, workset_id: str, tenant_id: str, cluster: str, holder: str, attempt: int) -> SavedWith:
+        """`acquire_lease` written by the statement that saves the admitted workset (one round trip fewer),
+        only if the save goes through. A lease given back in the same transaction must be given back by a
+        statement of its own (`release_lease`): a statement does not see what its own CTEs inserted."""
+        return SavedWith(
+            """lease AS (
+                   INSERT INTO slot_leases (workset_id, tenant_id, cluster, holder, acquired_at)
+                   SELECT $1, $3, $4, $5, clock_timestamp() WHERE EXISTS (SELECT 1 FROM updated)),
+               run AS (
+                   INSERT INTO workset_runs (workset_id, attempt, tenant_id, cluster, holder, admitted_at)
+                   SELECT $1, $2, $3, $4, $5, clock_timestamp() WHERE EXISTS (SELECT 1 FROM updated))""",
+            (workset_id, attempt, tenant_id, cluster, holder),
+        )
+
+    @staticmethod
+    def releasing(workset_id: str, attempt: int, outcome: str) -> SavedWith:
+        """`release_lease` written by the statement that saves the workset (one round trip fewer), only if the
+        save goes through. Returns the run it ended (`released_run`: its attempt, admitted_at, released_at)."""
+        return SavedWith(
+            """released_lease AS (DELETE FROM slot_leases WHERE workset_id = $1 AND EXISTS (SELECT 1 FROM updated)),
+               released_run AS (
+                   UPDATE workset_runs SET released_at = clock_timestamp(), outcome = $3
+                   WHERE workset_id = $1 AND attempt = $2 AND released_at IS NULL AND EXISTS (SELECT 1 FROM updated)
+                   RETURNING attempt, admitted_at, released_at)""",
+            (workset_id, attempt, outcome),
         )
 
     async def release_lease(self, workset_id: str, attempt: int, outcome: str) -> None:

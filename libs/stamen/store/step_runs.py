@@ -18,7 +18,7 @@ from stamen.events.envelope import Envelope
 from stamen.executors.base import JobHandle, JobStatus
 from stamen.store.db import Connection, keeps_session_state
 from stamen.store.outbox import OutboxWriter, outbox_cte
-from stamen.store.worksets import WorksetChange
+from stamen.store.worksets import SavedWith, WorksetChange
 
 log = structlog.get_logger(__name__)
 # The step run's advisory lock (class, step run id): whoever talks to the cluster about a step run
@@ -68,6 +68,12 @@ class SubmissionClaim:
     step_run_id: int
     holder: str
     since: datetime
+
+    @classmethod
+    def returned(cls, row: asyncpg.Record | None, holder: str) -> SubmissionClaim:
+        """The claim of a row recorded by `StepRunRepository.recording_submitting`, from the save's row."""
+        assert row is not None and row["submitting_id"] is not None, "the save returns the row it recorded"
+        return cls(int(row["submitting_id"]), holder, row["submitting_since"])
 
 
 @dataclass(frozen=True)
@@ -241,6 +247,24 @@ class StepRunRepository:
         )
         assert row is not None  # INSERT ... RETURNING always returns the row
         return SubmissionClaim(int(row["id"]), holder, row["started_at"])
+
+    def recording_submitting(
+        self, *, workset_id: str, attempt: int, step: str, step_index: int, cluster: str, holder: str
+    ) -> SavedWith:
+        """`record_submitting(hold_lock=True)` written by the statement that saves the workset (one round
+        trip fewer): the row inserted, and the step run's lock taken, only if the save goes through. The
+        save returns the row: `SubmissionClaim.returned` reads the claim from it."""
+        keeps_session_state(self._conn)
+        return SavedWith(
+            """submitting AS (
+                 INSERT INTO step_runs (workset_id, attempt, step, step_index, cluster, state, submitted_by,
+                                        started_at)
+                 SELECT $1, $2, $3, $4, $5, 'submitting', $6, clock_timestamp() WHERE EXISTS (SELECT 1 FROM updated)
+                 RETURNING id AS submitting_id, started_at AS submitting_since,
+                           pg_advisory_lock($7, (id % 2147483647)::int))""",
+            (workset_id, attempt, step, step_index, cluster, holder, STEP_RUN_LOCK_CLASS),
+            returns="submitting",
+        )
 
     async def release_submission_lock(self, claim: SubmissionClaim) -> None:
         """Give the lock back in the transaction that records the submission's outcome, after

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 import asyncpg
@@ -60,6 +62,29 @@ class WorksetChange:
 
     sql: str
     args: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
+class SavedWith:
+    """Changes written by the statement that saves a workset (`WorksetRepository.save`), so they cost no
+    round trip of their own: `ctes` are CTEs (`name AS (...)`, comma-separated) placed after the save's own,
+    with $1 ... $n for `args`. Each should write only `WHERE EXISTS (SELECT 1 FROM updated)` (the
+    workset's row, there when its version check let the save through), so that a save that conflicts
+    changes nothing. They see the database as the statement began: not each other's changes, nor the save's.
+    `returns`: the name of one of them (with RETURNING) whose row, at most one, the save returns."""
+
+    ctes: str
+    args: tuple[Any, ...] = ()
+    returns: str | None = None
+
+
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+
+
+@lru_cache(maxsize=256)
+def _numbered_from(sql: str, offset: int) -> str:
+    """`sql` with its $n placeholders moved up by `offset` (its args follow the save's own)."""
+    return _PLACEHOLDER.sub(lambda m: f"${int(m.group(1)) + offset}", sql)
 
 
 class WorksetRepository:
@@ -141,36 +166,16 @@ class WorksetRepository:
         ws.pending_transitions.clear()
         self._seen.append(ws)
 
-    async def save(self, ws: Workset) -> None:
+    async def save(self, ws: Workset, *with_: SavedWith) -> asyncpg.Record | None:
         """Write the changes made since `get`; fails if someone else saved in between.
 
         Every save bumps the version (a transition adds one per step of history), so a change
-        without a transition (e.g. a cancel request) still conflicts with a racing writer."""
+        without a transition (e.g. a cancel request) still conflicts with a racing writer. `with_`:
+        changes written by the same statement (`SavedWith`); returns the row of the one that `returns`."""
         new_version = ws.version + max(1, len(ws.pending_transitions))
         history = _history_arrays(ws, base_version=ws.version)
         events = self._outbox.unwritten(ws.pending_events) if self._outbox is not None else []
-        # The row, its history rows and its events in one statement (one round trip): history and events
-        # are inserted only if the version check let the UPDATE through. Without events, no outbox insert
-        # (its trigger would NOTIFY the relay for nothing).
-        updated = await self._conn.fetchval(
-            """WITH updated AS (
-                 UPDATE worksets SET state = $1, version = $2, priority = $3, spec = $4::jsonb, updated_at = now(),
-                        cluster = $7, attempt = $8, retry_count = $9, max_retries = $10,
-                        cancel_requested_by = $11, max_duration_seconds = $12, memory_multiplier = $13,
-                        placement_reason = $14, placement_scores = $15::jsonb,
-                        queued_at = CASE WHEN $1 = 'queued' AND state <> 'queued' THEN now() ELSE queued_at END
-                 WHERE id = $5 AND version = $6
-                 RETURNING id
-               ), history AS (
-                 INSERT INTO workset_history (workset_id, version, from_state, to_state, actor, reason, event_id, at)
-                 SELECT $5, h.version, h.from_state, h.to_state, h.actor, h.reason, h.event_id, h.at
-                 FROM unnest($16::int[], $17::text[], $18::text[], $19::text[], $20::text[], $21::uuid[],
-                             $22::timestamptz[]) AS h (version, from_state, to_state, actor, reason, event_id, at)
-                 WHERE EXISTS (SELECT 1 FROM updated)
-               )"""
-            + (", " + outbox_cte(23, if_exists="updated") if events else "")
-            + """
-               SELECT count(*) FROM updated""",
+        args: list[Any] = [
             ws.state.value,
             new_version,
             ws.priority,
@@ -188,7 +193,46 @@ class WorksetRepository:
             json.dumps(ws.placement_scores) if ws.placement_scores is not None else None,
             *history,
             *(OutboxWriter.columns(events) if events else []),
+        ]
+        more, returns = "", None
+        for change in with_:
+            more += ", " + _numbered_from(change.ctes, len(args))
+            args.extend(change.args)
+            returns = change.returns or returns
+        # The row, its history rows and its events in one statement (one round trip): history and events
+        # are inserted only if the version check let the UPDATE through. Without events, no outbox insert
+        # (its trigger would NOTIFY the relay for nothing).
+        sql = (
+            """WITH updated AS (
+                 UPDATE worksets SET state = $1, version = $2, priority = $3, spec = $4::jsonb, updated_at = now(),
+                        cluster = $7, attempt = $8, retry_count = $9, max_retries = $10,
+                        cancel_requested_by = $11, max_duration_seconds = $12, memory_multiplier = $13,
+                        placement_reason = $14, placement_scores = $15::jsonb,
+                        queued_at = CASE WHEN $1 = 'queued' AND state <> 'queued' THEN now() ELSE queued_at END
+                 WHERE id = $5 AND version = $6
+                 RETURNING id
+               ), history AS (
+                 INSERT INTO workset_history (workset_id, version, from_state, to_state, actor, reason, event_id, at)
+                 SELECT $5, h.version, h.from_state, h.to_state, h.actor, h.reason, h.event_id, h.at
+                 FROM unnest($16::int[], $17::text[], $18::text[], $19::text[], $20::text[], $21::uuid[],
+                             $22::timestamptz[]) AS h (version, from_state, to_state, actor, reason, event_id, at)
+                 WHERE EXISTS (SELECT 1 FROM updated)
+               )"""
+            + (", " + outbox_cte(23, if_exists="updated") if events else "")
+            + more
         )
+        row: asyncpg.Record | None = None
+        if returns is None:
+            updated = await self._conn.fetchval(sql + " SELECT count(*) FROM updated", *args)
+        else:
+            row = await self._conn.fetchrow(
+                sql
+                + f""" SELECT (SELECT count(*) FROM updated) AS saved_rows, r.*
+                           FROM (SELECT 1) AS one LEFT JOIN {returns} r ON true""",
+                *args,
+            )
+            assert row is not None  # one row, whatever the CTE returned
+            updated = row["saved_rows"]
         if updated != 1:
             raise ConcurrencyConflict(
                 f"workset {ws.id} changed since version {ws.version} was read; reload it and try again"
@@ -197,6 +241,7 @@ class WorksetRepository:
             self._outbox.written(events)
         ws.version = new_version
         ws.pending_transitions.clear()
+        return row
 
     async def history(self, workset_id: str) -> list[HistoryRow]:
         rows = await self._conn.fetch(
