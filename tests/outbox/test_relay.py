@@ -25,7 +25,7 @@ from stamen.bus.publisher import JetStreamPublisher, RawPublisher
 from stamen.bus.subjects import EVENTS_STREAM
 from stamen.events import Envelope, new_envelope
 from stamen.events.types import WorksetQueued
-from stamen.relay import OutboxRelay
+from stamen.relay import OutboxRelay, pass_settings
 from stamen.store.db import create_pool
 from stamen.store.outbox import OutboxQueue, OutboxWriter
 
@@ -85,6 +85,17 @@ async def stream_messages(js: JetStreamContext) -> list[tuple[str, str]]:
     return found
 
 
+async def claimable(pool: asyncpg.Pool) -> int:
+    """How many rows a relay's claim would get now (its marks rolled back)."""
+    async with pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            return len(await OutboxQueue(conn).claim(10))
+        finally:
+            await tx.rollback()
+
+
 async def wait_until_all_marked(pool: asyncpg.Pool, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while await unpublished(pool):
@@ -92,25 +103,30 @@ async def wait_until_all_marked(pool: asyncpg.Pool, timeout: float, what: str) -
         await asyncio.sleep(0.02)
 
 
-async def test_publish_then_failure_before_mark_ends_with_one_message_and_a_marked_row(
-    pool: asyncpg.Pool, js: JetStreamContext, monkeypatch: pytest.MonkeyPatch
+class LostAfterPublishing:
+    """The real JetStream publisher, except that its first `lose` publishes fail after the stream has
+    stored the message: the exact window the dedup id covers (the stream has it, the row does not say
+    so, since the pass's transaction is rolled back: its claim's mark with it)."""
+
+    def __init__(self, inner: RecordingPublisher, lose: int = 1) -> None:
+        self._inner = inner
+        self._lose = lose
+
+    async def publish_raw(self, subject: str, body: bytes, headers: dict[str, str]) -> bool:
+        fresh = await self._inner.publish_raw(subject, body, headers)
+        if self._lose > 0:
+            self._lose -= 1
+            raise SimulatedCrash("relay lost its database connection after publishing")
+        return fresh
+
+
+async def test_publish_then_failure_before_the_commit_ends_with_one_message_and_a_marked_row(
+    pool: asyncpg.Pool, js: JetStreamContext
 ) -> None:
     event = queued_event()
     await commit_events(pool, [event])
     publisher = RecordingPublisher(JetStreamPublisher(js))
-    relay = OutboxRelay(pool, publisher, poll_seconds=60)
-
-    real_mark = OutboxQueue.mark_published
-    marks_attempted: list[list[int]] = []
-
-    async def fail_first_mark(self: OutboxQueue, ids: Sequence[int]) -> None:
-        marks_attempted.append(list(ids))
-        if len(marks_attempted) == 1:
-            # The exact window the dedup id covers: the stream has it, the row does not say so.
-            raise SimulatedCrash("relay lost its database connection after publishing")
-        await real_mark(self, ids)
-
-    monkeypatch.setattr(OutboxQueue, "mark_published", fail_first_mark)
+    relay = OutboxRelay(pool, LostAfterPublishing(publisher), poll_seconds=60)
 
     with pytest.raises(SimulatedCrash):
         await relay.publish_pending()
@@ -118,43 +134,73 @@ async def test_publish_then_failure_before_mark_ends_with_one_message_and_a_mark
     assert await stream_messages(js) == [(str(event.id), str(event.id))]
 
     assert await relay.publish_pending() == 1  # "run the relay again"
-    assert len(marks_attempted) == 2
     assert publisher.results == [(str(event.id), True), (str(event.id), False)]  # second: server dedup
     assert await stream_messages(js) == [(str(event.id), str(event.id))]
     assert await unpublished(pool) == 0
     assert await relay.publish_pending() == 0
 
 
-async def test_running_relay_recovers_from_a_failed_mark_without_a_duplicate(
-    pool: asyncpg.Pool, js: JetStreamContext, monkeypatch: pytest.MonkeyPatch
+async def test_running_relay_recovers_from_a_failure_after_publishing_without_a_duplicate(
+    pool: asyncpg.Pool, js: JetStreamContext
 ) -> None:
     """The same window, through the relay's own loop: it logs, backs off, and its retry is deduplicated."""
     events = [queued_event(i) for i in range(3)]
-    real_mark = OutboxQueue.mark_published
-    failed = asyncio.Event()
-
-    async def fail_first_mark(self: OutboxQueue, ids: Sequence[int]) -> None:
-        if not failed.is_set():
-            failed.set()
-            raise SimulatedCrash("relay lost its database connection after publishing")
-        await real_mark(self, ids)
-
-    monkeypatch.setattr(OutboxQueue, "mark_published", fail_first_mark)
     publisher = RecordingPublisher(JetStreamPublisher(js))
     # After a failed pass the relay backs off (1 s) and tries again by itself: no further commit
     # comes here and the poll is 60 s, so only the relay's own retry can publish the rows in time.
-    relay = OutboxRelay(pool, publisher, poll_seconds=60)
+    relay = OutboxRelay(pool, LostAfterPublishing(publisher), poll_seconds=60)
+    await commit_events(pool, events)
     await relay.start()
     try:
-        await commit_events(pool, events)
-        await wait_until_all_marked(pool, 15, "after the failed mark")
+        await wait_until_all_marked(pool, 15, "after the failed pass")
     finally:
         await relay.stop()
     ids = {str(e.id) for e in events}
-    assert failed.is_set()
-    assert sorted(publisher.results) == sorted([(i, True) for i in ids] + [(i, False) for i in ids])
+    # The first pass published the first row and failed; the retry published all three.
+    first = str(events[0].id)
+    assert publisher.results[0] == (first, True)
+    assert sorted(publisher.results[1:]) == sorted([(first, False)] + [(i, True) for i in ids - {first}])
     messages = await stream_messages(js)
     assert len(messages) == 3 and {m for m, _ in messages} == ids
+
+
+async def test_a_pass_is_three_round_trips_and_its_claim_walks_the_index_in_order(
+    database_url: str, js: JetStreamContext
+) -> None:
+    """BEGIN (with its settings), the claim that also marks the rows published, COMMIT: no separate
+    mark. And the claim, under the pass's settings, reads the unpublished rows' index in id order up to
+    its LIMIT, not a bitmap of every entry followed by a sort."""
+    statements: list[str] = []
+
+    async def log_queries(conn: asyncpg.Connection) -> None:
+        conn.add_query_logger(lambda q: statements.append(q.query))
+
+    pool = await create_pool(database_url, init=log_queries)
+    try:
+        relay = OutboxRelay(pool, JetStreamPublisher(js), poll_seconds=60)
+        await commit_events(pool, [queued_event(i) for i in range(5)])
+        assert await relay.publish_pending() == 5  # the connection's first: asyncpg learns the types
+        await commit_events(pool, [queued_event(i) for i in range(5, 10)])
+        statements.clear()
+        assert await relay.publish_pending() == 5
+        assert len(statements) == 3, statements
+        assert statements[0].startswith("BEGIN;") and statements[2] == "COMMIT"
+        assert statements[1].lstrip().startswith("UPDATE outbox SET published_at = now()")
+        assert await unpublished(pool) == 0
+
+        claim = statements[1]
+        async with pool.acquire() as conn:
+            # Statistics not fresh (as between autovacuums): left to itself, the planner takes a bitmap.
+            await commit_events(pool, [queued_event(i) for i in range(200)])
+            await conn.execute(f"BEGIN; {pass_settings(OutboxRelay.HOLD_ROWS_SECONDS)}")
+            try:
+                plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN {claim}", 7))
+            finally:
+                await conn.execute("ROLLBACK")
+        assert "Index Scan using outbox_unpublished" in plan, plan
+        assert "Bitmap" not in plan and "Sort" not in plan, plan
+    finally:
+        await pool.close()
 
 
 class NatsOutage:
@@ -325,13 +371,11 @@ async def test_a_relay_stalled_while_publishing_frees_its_rows_after_the_hold_ti
     stalled = asyncio.create_task(relay.publish_pending())
     try:
         await asyncio.wait_for(publisher.called.wait(), 10)
-        async with pool.acquire() as conn, conn.transaction():
-            assert await OutboxQueue(conn).claim(10) == []  # held by the stalled relay
+        assert await claimable(pool) == 0  # held by the stalled relay
         deadline = time.monotonic() + 30
         while True:
-            async with pool.acquire() as conn, conn.transaction():
-                if len(await OutboxQueue(conn).claim(10)) == 3:
-                    break
+            if await claimable(pool) == 3:
+                break
             assert time.monotonic() < deadline, "the stalled relay's rows were never freed"
             await asyncio.sleep(0.1)
     finally:

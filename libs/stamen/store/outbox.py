@@ -99,21 +99,29 @@ class OutboxWriter:
 
 
 class OutboxQueue:
-    """The relay's side: claim unpublished rows (other relays skip them) and mark them sent."""
+    """The relay's side: claim unpublished rows (other relays skip them), marked sent if its transaction
+    commits."""
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
     async def claim(self, limit: int) -> list[OutboxRow]:
-        """Unpublished rows in order, except parked ones and ones waiting out a failed attempt's delay."""
+        """Unpublished rows in order, except parked ones and ones waiting out a failed attempt's delay,
+        locked (other relays skip them) and marked published in the same statement: the caller's
+        transaction commits once the broker has stored them, and rolls back if it could not (the rows
+        are then unpublished again). One write per row and one statement, where a locking SELECT and
+        an UPDATE of the same rows were two of each. A row the broker refused is unmarked again by
+        `record_failure`, in the same transaction."""
         rows = await self._conn.fetch(
-            """SELECT id, event_id, subject, headers, body, attempts FROM outbox
-               WHERE published_at IS NULL AND parked_at IS NULL
-                 AND (next_attempt_at IS NULL OR next_attempt_at <= now())
-               ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED""",
+            """UPDATE outbox SET published_at = now()
+               WHERE id IN (SELECT id FROM outbox
+                            WHERE published_at IS NULL AND parked_at IS NULL
+                              AND (next_attempt_at IS NULL OR next_attempt_at <= now())
+                            ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+               RETURNING id, event_id, subject, headers, body, attempts""",
             limit,
         )
-        return [
+        claimed = [
             OutboxRow(
                 r["id"],
                 str(r["event_id"]),
@@ -124,16 +132,14 @@ class OutboxQueue:
             )
             for r in rows
         ]
-
-    async def mark_published(self, ids: Sequence[int]) -> None:
-        await self._conn.execute(
-            "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", list(ids)
-        )
+        claimed.sort(key=lambda row: row.id)  # RETURNING's order is the update's, not the outbox's
+        return claimed
 
     async def record_failure(self, row_id: int, error: str, *, retry_in: float, park: bool) -> None:
-        """One failed attempt at this row: try it again after `retry_in` seconds, or park it."""
+        """One failed attempt at this row (claimed in this transaction, so marked published: unmarked
+        here): try it again after `retry_in` seconds, or park it."""
         await self._conn.execute(
-            """UPDATE outbox SET attempts = attempts + 1, last_error = $2,
+            """UPDATE outbox SET published_at = NULL, attempts = attempts + 1, last_error = $2,
                       next_attempt_at = now() + make_interval(secs => $3),
                       parked_at = CASE WHEN $4 THEN now() END
                WHERE id = $1""",
