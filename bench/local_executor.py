@@ -87,6 +87,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 handle = await executor.submit(pending.pop())
                 submit_calls.append(time.perf_counter() - t_submit)
                 running[handle.job_id] = (handle, time.perf_counter())
+            woken.clear()  # before the poll: an exit told while it runs wakes the wait below
             statuses = await executor.poll([h for h, _ in running.values()])
             now_wall, now = time.time(), time.perf_counter()
             for job_id, status in statuses.items():
@@ -100,7 +101,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             most_zombies = max(most_zombies, zombies())
             sampling_cpu += time.process_time() - sampling  # the bench's own /proc scan, not the executor's
             if running and not any(s.state.finished for s in statuses.values()):
-                woken.clear()
                 try:
                     await asyncio.wait_for(woken.wait(), timeout=args.poll_seconds)
                 except TimeoutError:
