@@ -64,6 +64,27 @@ async def test_runners_come_from_the_fork_server_and_leave_no_zombies(tmp_path: 
     assert not [pid for pid, state in children_of(os.getpid()) if state == "Z"]
 
 
+async def test_the_fork_server_loads_only_what_its_runners_need(tmp_path: Path) -> None:
+    """Every page of the fork server is copied into each runner's page tables and torn down when it
+    ends: it runs without `site` and loads no module a runner does not use (shutil brought the bz2,
+    lzma and zlib libraries). Its steps still run, with the submitting process's environment."""
+    executor = LocalExecutor()
+    handle = await executor.submit(step(tmp_path, ["sh", "-c", 'echo "$PYTHONPATH"']))
+    server = fork_server()
+    assert server.pid is not None
+    with open(f"/proc/{server.pid}/maps", encoding="utf-8") as maps:
+        libraries = {line.rsplit("/", 1)[-1].split(".", 1)[0] for line in maps if "/" in line}
+    assert not libraries & {"_bz2", "_lzma", "zlib"}, libraries
+    with open(f"/proc/{server.pid}/cmdline", encoding="utf-8") as cmdline:
+        assert cmdline.read().split("\0")[1:3] == ["-I", "-S"]
+    deadline = time.monotonic() + 20
+    while not (status := (await executor.poll([handle]))[handle.job_id]).state.finished:
+        assert time.monotonic() < deadline, status
+        await asyncio.sleep(0.05)
+    assert status.state is JobState.SUCCEEDED, status
+    assert (tmp_path / "s.stdout.log").read_text() == os.environ.get("PYTHONPATH", "") + "\n"
+
+
 SUBMIT_AND_EXIT = """
 import asyncio, sys
 from stamen.domain.steps import StepSpec

@@ -17,8 +17,10 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # not loaded at run time: the fork server imports this, and each runner pays for its size
+    from pathlib import Path
 
 STATUS_VERSION = 1
 JOB_FILE_VERSION = 1

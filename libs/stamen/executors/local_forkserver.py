@@ -2,8 +2,8 @@
 
 Starting `python -m stamen.executors.local_runner` for every step costs a Python interpreter start
 (~50 ms of CPU, far more than a short step). Instead, each process that submits local steps starts
-one small fork server (`python -m stamen.executors.local_forkserver`, its child, which imports only
-the runner) and asks it over a pipe, one JSON line per step, to fork a runner (the asking side is
+one small fork server (`python -I -S -c ...local_forkserver import main...`, its child, which imports
+only the runner) and asks it over a pipe, one JSON line per step, to fork a runner (the asking side is
 `local_forkserver_client.py`). The forked runner starts a session of its own, writes its job file
 and only then tells the fork server its start time and runs `run_runner` exactly as the standalone
 runner would, so it outlives the scheduler and the fork server. The fork server answers once the job
@@ -16,6 +16,14 @@ runner's, which copies those pages anyway.
 
 Requests: {"config": RunnerConfig.to_json(), "log": "<step>.runner.log"}
 Replies:   {"pid": <runner pid>, "start_time": "<clock ticks since boot>"} or {"error": "..."}
+
+The request is parsed here, before the fork: parsed in the runner instead, it cost the runner ~40 page
+copies and ~0.2-0.3 ms of CPU more than it saved the server (~0.1 ms).
+
+It runs in an isolated interpreter without `site` (`python -I -S`, the folder of the stamen package
+alone on its path) and loads no module a runner does not need: a smaller process is cheaper to fork
+and for each runner to end (15.0 -> 13.6 MB, ~10 fewer page copies per runner, the server's CPU per
+step 0.50-0.55 -> 0.47-0.53 ms).
 """
 
 from __future__ import annotations
@@ -130,5 +138,9 @@ def serve(requests: IO[bytes], replies: IO[bytes]) -> None:
     _reap_runners()
 
 
-if __name__ == "__main__":
+def main() -> None:
     serve(sys.stdin.buffer, sys.stdout.buffer)
+
+
+if __name__ == "__main__":
+    main()

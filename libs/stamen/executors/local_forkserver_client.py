@@ -6,14 +6,24 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import threading
 
+import stamen
 from stamen.executors.local_forkserver import ForkServerError
 from stamen.executors.local_runner_config import RunnerConfig
 
 __all__ = ["ForkServer", "ForkServerError", "fork_server"]
+
+# The folder that holds the stamen package: the fork server's whole import path. It runs isolated and
+# without `site` (no site-packages, no .pth hooks, no PYTHON* variables): it needs only the standard
+# library and stamen.executors, and every module it loads makes each fork of it dearer.
+_STAMEN_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(stamen.__file__ or "")))
+_SERVER_MAIN = (
+    "import sys; sys.path[:0] = sys.argv[1:2]; from stamen.executors.local_forkserver import main; main()"
+)
 
 
 class ForkServer:
@@ -34,7 +44,7 @@ class ForkServer:
             return self._proc
         # Its own environment does not reach the steps: each request carries the command's whole one.
         self._proc = subprocess.Popen(
-            [self.python, "-m", "stamen.executors.local_forkserver"],
+            [self.python, "-I", "-S", "-c", _SERVER_MAIN, _STAMEN_ROOT],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, close_fds=True,
         )  # fmt: skip
         return self._proc

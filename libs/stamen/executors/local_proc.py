@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import functools
 import os
-from pathlib import Path
 
-BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
+BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
 
 
 def proc_stat_fields(pid: int) -> list[str] | None:
@@ -36,7 +35,8 @@ def boot_id() -> str:
     """This boot's id: a pid and a start time name one process only within one boot (read once: it
     cannot change while this process lives)."""
     try:
-        return BOOT_ID_FILE.read_text().strip()
+        with open(BOOT_ID_FILE, encoding="ascii") as file:
+            return file.read().strip()
     except OSError:
         return ""
 

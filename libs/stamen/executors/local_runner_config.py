@@ -5,10 +5,8 @@ command line that says the same. The runner itself is local_runner.py."""
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from stamen.executors.local_files import step_file_stem
@@ -67,12 +65,15 @@ def command_path(name: str, env: Mapping[str, str]) -> str | None:
     would look it up, relative entries from the current directory); None if it is not there."""
     if os.sep in name:
         return name
+    import shutil  # not at import: the fork server loads this module, and shutil brings bz2, lzma, zlib
+
     return shutil.which(name, path=os.pathsep.join(os.get_exec_path(dict(env))))
 
 
 def parse_runner_args(argv: Sequence[str], *, description: str | None = None) -> RunnerConfig:
     """The standalone runner's command line (`python -m stamen.executors.local_runner ...`)."""
     import argparse  # only the standalone runner parses arguments; forked runners get a RunnerConfig
+    from pathlib import Path
 
     parser = argparse.ArgumentParser(prog="python -m stamen.executors.local_runner", description=description)
     parser.add_argument("--workdir", required=True, type=Path)
