@@ -15,7 +15,10 @@ Prints:
 - submit call: how long `submit` takes (the scheduler's dispatch waits for it);
 - exit -> noticed: from the command's end (status file) to this process knowing it (it includes
   waiting for the submits in progress: this loop, like the scheduler's, submits one step at a time);
-- the most zombie processes seen at once among this process's descendants.
+- the most zombie processes seen at once among this process's descendants;
+- runner page faults per step (the fork server's reaped children's minor faults, with the commands'
+  own: mostly the copies of the pages a runner writes after its fork) and the fork server's resident
+  size (what every fork copies the page tables of).
 """
 
 from __future__ import annotations
@@ -35,6 +38,13 @@ from stamen.domain.steps import StepSpec
 from stamen.executors.base import JobHandle
 from stamen.executors.local import LocalExecutor
 from stamen.executors.local_forkserver_client import fork_server
+from stamen.executors.local_proc import proc_stat_fields
+
+
+def reaped_minor_faults(pid: int) -> int:
+    """cminflt of /proc/<pid>/stat: the minor page faults of the children `pid` has reaped."""
+    fields = proc_stat_fields(pid)
+    return int(fields[8]) if fields else 0
 
 
 def zombies() -> int:
@@ -70,6 +80,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         me.start()
         server = psutil.Process(fork_server().pid)
         server_at_start, own_at_start = server.cpu_times(), time.process_time()
+        faults_at_start = reaped_minor_faults(server.pid)
         pending = [StepSpec(workset_id=f"ws-{i}", attempt=1, step="s", argv=["true"], workdir=str(folder / str(i)))
                    for i in range(args.steps)]  # fmt: skip
         pending.reverse()
@@ -109,6 +120,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.sleep(0.2)  # the last runners have exited and been reaped
         total_cpu = me.cpu_since_start()
         server_at_end, own_cpu = server.cpu_times(), time.process_time() - own_at_start
+        runner_faults = reaped_minor_faults(server.pid) - faults_at_start
+        server_rss_mb = server.memory_info().rss / 2**20
     overhead_ms = (total_cpu - command_cpu - sampling_cpu) * 1000 / args.steps
     server_cpu = server_at_end.user + server_at_end.system - server_at_start.user - server_at_start.system
     reaped_cpu = (server_at_end.children_user + server_at_end.children_system
@@ -134,6 +147,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "submit_to_noticed": latency_summary(submit_to_noticed),
         "exit_to_noticed": latency_summary(exit_to_noticed),
         "most_zombies_at_once": most_zombies,
+        "runner_page_faults_per_step": round(runner_faults / args.steps),
+        "fork_server_rss_mb": round(server_rss_mb, 1),
     }
 
 
@@ -151,6 +166,8 @@ def lines_for(f: dict[str, Any]) -> list[str]:
         f"submit -> noticed: p50 {f['submit_to_noticed']['p50_ms']:.1f} ms, p99 {f['submit_to_noticed']['p99_ms']:.1f} ms",
         f"exit -> noticed:   p50 {f['exit_to_noticed']['p50_ms']:.1f} ms, p99 {f['exit_to_noticed']['p99_ms']:.1f} ms",
         f"zombies at once (most): {f['most_zombies_at_once']}",
+        f"runner page faults per step (with the command's): {f['runner_page_faults_per_step']}; "
+        f"fork server resident: {f['fork_server_rss_mb']} MB",
     ]
 
 

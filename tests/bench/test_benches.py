@@ -79,6 +79,7 @@ def test_local_executor() -> None:
     f = run_bench("local_executor", "--steps", "6", "--in-flight", "3")
     assert f["exit_to_noticed"]["n"] == 6 and f["overhead_cpu_ms_per_step"] > 0
     assert f["exit_notifications"] is True
+    assert f["runner_page_faults_per_step"] > 0 and f["fork_server_rss_mb"] > 0
 
 
 @pytest.mark.slow
