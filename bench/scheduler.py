@@ -10,7 +10,8 @@ queued straight in PostgreSQL (four tenants, every slot's worth of room), each t
 (`true`), `--slots` at once, until every one has completed. It prints, per workset:
 
 - the scheduler's CPU: this process (its Python: admission, dispatch, the monitor, the survey, asyncpg,
-  structlog at INFO into /dev/null as a service logs) and the local executor's processes apart (the fork
+  structlog at INFO into /dev/null as a service logs), of which its loop's thread (the rest is the local
+  executor's work in threads: submissions and polls), and the local executor's processes apart (the fork
   server, the runners and the `true` commands);
 - PostgreSQL's CPU (all its backends), its transactions and the statements the scheduler sent
   (BEGIN and COMMIT included: each is a round trip), and which statements those were (`--statements`);
@@ -166,6 +167,7 @@ async def measure(
         if postgres:
             postgres.start()
         own_before = time.process_time()
+        loop_thread_before = time.thread_time()  # this thread runs the loop; others are the executor's
         children_before = {c.pid: c for c in me.children()}
         profiler = cProfile.Profile(time.thread_time) if args.profile else None  # CPU of the loop's thread
         t0 = time.perf_counter()
@@ -184,6 +186,7 @@ async def measure(
             profiler.disable()
             profiler.dump_stats(args.profile)
         own = time.process_time() - own_before
+        loop_thread = time.thread_time() - loop_thread_before
         executor = sum(
             ProcessTree("executor", c.pid).cpu_seconds()
             for c in me.children()
@@ -217,6 +220,7 @@ async def measure(
         "throughput_worksets_per_second": round(n / wall, 2),
         "cpu_ms_per_workset": {
             "scheduler_process": round(own * 1000 / n, 2),
+            "scheduler_loop_thread": round(loop_thread * 1000 / n, 2),
             "local_executor_processes": round(executor * 1000 / n, 2),
             "postgres": round(pg * 1000 / n, 2),
         },
@@ -237,7 +241,8 @@ def lines_for(f: dict[str, Any]) -> list[str]:
         f"(load average {f['machine']['load_average_1m']} on {f['machine']['cpus']} CPUs, commit {f['machine']['commit']})",
         f"states: {f['states']}" + (f" (failed: {f['failures']})" if f["failures"] else ""),
         f"completed: {f['completed']}/{f['worksets']} in {f['wall_seconds']} s: {f['throughput_worksets_per_second']} worksets/s",
-        f"CPU ms per workset: scheduler process {cpu['scheduler_process']}, local executor processes "
+        f"CPU ms per workset: scheduler process {cpu['scheduler_process']} (its loop's thread "
+        f"{cpu['scheduler_loop_thread']}, the rest the local executor's threads), local executor processes "
         f"{cpu['local_executor_processes']}, PostgreSQL {cpu['postgres']}",
         f"per workset: {f['statements_per_workset']} statements sent ({f['begin_commit_per_workset']} BEGIN/COMMIT), "
         f"{f['transactions_per_workset']} PostgreSQL transactions",

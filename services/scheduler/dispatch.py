@@ -50,6 +50,8 @@ from stamen.store.actuals import ActualsRepository
 from stamen.store.clusters import ClusterRecord, no_such_cluster
 from stamen.store.db import Connection, released_session_state
 from stamen.store.dispatch_facts import dispatch_facts
+from stamen.store.errors import ConcurrencyConflict
+from stamen.store.outbox import OutboxWriter
 from stamen.store.slots import SlotLedger
 from stamen.store.step_runs import (
     SubmissionClaim,
@@ -57,10 +59,11 @@ from stamen.store.step_runs import (
     record_running_step_submission,
     recording_claimed_submission,
     step_run_locks,
+    storing_claimed_submission,
     submission_lock,
 )
 from stamen.store.unit_of_work import UnitOfWork
-from stamen.store.worksets import SavedWith
+from stamen.store.worksets import SavedWith, WorksetRepository
 from stamen.tenancy.buckets import location_findings
 
 log = structlog.get_logger(__name__)
@@ -107,9 +110,10 @@ class Submission:
     cluster: ClusterRecord
     step: StepSpec
     how: str = "submitted"  # for the workset's history
-    # The workset as the transaction that recorded the step committed it, when it was running already: its
-    # next step's start then changes only the step run and the events (`_record_submitted`'s one statement).
-    running: Workset | None = None
+    # The workset as the transaction that recorded the step committed it: `_record_submitted` stores the
+    # job handle with the workset's change in one statement (none when it runs already: the step run and
+    # the events change; its first step: the workset moves to running if it did not change meanwhile).
+    committed: Workset | None = None
 
 
 @dataclass(frozen=True)
@@ -296,7 +300,7 @@ class Dispatcher:
                 holder=self._holder,
                 hold_lock=True,
             )
-        return Submission(claim, ws.id, cluster, step, how, ws if ws.state is S.RUNNING else None)
+        return Submission(claim, ws.id, cluster, step, how, ws)
 
     async def _submit(self, sub: Submission) -> None:
         """Submit a row taken over from a dead submitter (its lock taken here, after the takeover's commit)."""
@@ -322,11 +326,35 @@ class Dispatcher:
         return UnitOfWork(self._pool) if conn is None else UnitOfWork.on(conn)
 
     async def _record_submitted(self, sub: Submission, handle: JobHandle, conn: Connection | None) -> None:
-        if conn is not None and sub.running is not None:
+        if conn is not None and sub.committed is not None and sub.committed.state is S.SCHEDULED:
+            # Its first step: the handle, the lock given back, the workset's move to running and its events in
+            # one statement (it was BEGIN, the handle with the workset's read, its save, COMMIT), if the
+            # workset did not change since it was committed (its version) and the claim holds; else the
+            # full path below reads it again.
+            first = sub.committed
+            self._started(first, sub.cluster.name, sub.step.step, sub.how)
+            try:
+                stored = await WorksetRepository(conn, [], OutboxWriter(conn)).save(
+                    first, storing_claimed_submission(sub.claim, handle)
+                )
+            except ConcurrencyConflict:
+                stored = None  # changed meanwhile (a cancel asked), or the claim is gone: nothing written
+            if stored is not None and stored["stored"] is not None:
+                first.pending_events.clear()  # committed with the statement
+                released_session_state(conn)  # nothing left in the session: no reset on release
+                log.info(
+                    "scheduler.step_submitted",
+                    workset_id=sub.workset_id,
+                    step=sub.step.step,
+                    job_id=handle.job_id,
+                )
+                return
+        elif conn is not None and sub.committed is not None and sub.committed.state is S.RUNNING:
             # A later step of a running workset: the handle, the lock given back and workset.step_started
             # in one statement (it was BEGIN, the handle with the workset's read, its save, COMMIT). The
             # workset's row is not read or written: nothing in it changes.
-            started = sub.running.envelope(StepStarted(step=sub.step.step, attempt=sub.running.attempt))
+            running = sub.committed
+            started = running.envelope(StepStarted(step=sub.step.step, attempt=running.attempt))
             if await record_running_step_submission(conn, sub.claim, handle, [started]):
                 released_session_state(conn)  # nothing left in the session: no reset on release
                 log.info(

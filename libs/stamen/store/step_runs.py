@@ -522,6 +522,27 @@ def recording_claimed_submission(
     )  # fmt: skip
 
 
+def storing_claimed_submission(claim: SubmissionClaim, handle: JobHandle) -> SavedWith:
+    """`recording_claimed_submission(release_lock=True)` written by the statement that saves the workset
+    (its first step started: it moves to `running`), so that the handle, the lock given back, the workset's
+    save and its events are one statement, outside BEGIN ... COMMIT. The claim's row is locked first (the
+    order of `get_changed`: the step run's row, then the workset's), and the save changes nothing unless the
+    claim holds; the handle is stored only if the save goes through (its version check: the workset did not
+    change since its caller committed it). The save returns `stored` (no row: nothing was stored)."""
+    return SavedWith(
+        """stored AS (
+             UPDATE step_runs SET state = 'running', handle = $4::jsonb
+             WHERE id IN (SELECT id FROM claimed) AND EXISTS (SELECT 1 FROM updated)
+             RETURNING id AS stored, pg_advisory_unlock($5, (id % 2147483647)::int) AS unlocked)""",
+        (claim.step_run_id, claim.holder, claim.since, handle.model_dump_json(), STEP_RUN_LOCK_CLASS),
+        returns="stored",
+        before="""claimed AS (
+             SELECT id FROM step_runs
+             WHERE id = $1 AND state = 'submitting' AND submitted_by = $2 AND started_at = $3 FOR UPDATE)""",
+        requires="claimed",
+    )
+
+
 async def record_running_step_submission(
     conn: Connection, claim: SubmissionClaim, handle: JobHandle, events: Sequence[Envelope]
 ) -> bool:

@@ -71,11 +71,15 @@ class SavedWith:
     with $1 ... $n for `args`. Each should write only `WHERE EXISTS (SELECT 1 FROM updated)` (the
     workset's row, there when its version check let the save through), so that a save that conflicts
     changes nothing. They see the database as the statement began: not each other's changes, nor the save's.
-    `returns`: the name of one of them (with RETURNING) whose row, at most one, the save returns."""
+    `returns`: the name of one of them (with RETURNING) whose row, at most one, the save returns.
+    `before`: CTEs placed before the save's own (the same numbering as `ctes`), and `requires`: the name of
+    one of them the save requires a row of (say, a row it locks), or the save changes nothing."""
 
     ctes: str
     args: tuple[Any, ...] = ()
     returns: str | None = None
+    before: str = ""
+    requires: str | None = None
 
 
 _PLACEHOLDER = re.compile(r"\$(\d+)")
@@ -194,8 +198,12 @@ class WorksetRepository:
             *history,
             *(OutboxWriter.columns(events) if events else []),
         ]
-        more, returns = "", None
+        first, more, returns, requires = "", "", None, ""
         for change in with_:
+            if change.before:
+                first += _numbered_from(change.before, len(args)) + ", "
+            if change.requires:
+                requires += f" AND EXISTS (SELECT 1 FROM {change.requires})"
             more += ", " + _numbered_from(change.ctes, len(args))
             args.extend(change.args)
             returns = change.returns or returns
@@ -203,13 +211,17 @@ class WorksetRepository:
         # are inserted only if the version check let the UPDATE through. Without events, no outbox insert
         # (its trigger would NOTIFY the relay for nothing).
         sql = (
-            """WITH updated AS (
+            "WITH "
+            + first
+            + """updated AS (
                  UPDATE worksets SET state = $1, version = $2, priority = $3, spec = $4::jsonb, updated_at = now(),
                         cluster = $7, attempt = $8, retry_count = $9, max_retries = $10,
                         cancel_requested_by = $11, max_duration_seconds = $12, memory_multiplier = $13,
                         placement_reason = $14, placement_scores = $15::jsonb,
                         queued_at = CASE WHEN $1 = 'queued' AND state <> 'queued' THEN now() ELSE queued_at END
-                 WHERE id = $5 AND version = $6
+                 WHERE id = $5 AND version = $6"""
+            + requires
+            + """
                  RETURNING id
                ), history AS (
                  INSERT INTO workset_history (workset_id, version, from_state, to_state, actor, reason, event_id, at)
