@@ -16,6 +16,7 @@ class TransactionCounter:
 
     def __init__(self) -> None:
         self.transactions: list[list[str]] = []
+        self.sent: list[str] = []  # every statement, BEGIN and COMMIT included (a round trip each)
         self._open: dict[int, list[str]] = {}
 
     async def init(self, conn: asyncpg.Connection) -> None:
@@ -23,6 +24,7 @@ class TransactionCounter:
 
     def _logged(self, key: int, record: LoggedQuery) -> None:
         text = " ".join(record.query.split())
+        self.sent.append(text)
         words = text.upper().split(" ", 2)
         word = words[0].rstrip(";")
         if word == "BEGIN":

@@ -20,7 +20,10 @@ order, so every group takes shared rows in one order and no two wait on each oth
 A consumer whose events often have nothing for it to do (the notifier: an event no channel hears of)
 gives a `Screen`: one read that says, for a whole group's events at once, which have anything to do.
 The others are acked with no inbox claim, no savepoint, nothing written: their handling would have had
-no effect, so a redelivery simply asks again. A screen that fails lets every call run in full.
+no effect, so a redelivery simply asks again. The screen runs before the group's transaction (a read:
+at READ COMMITTED it sees what it would see inside), so a group with nothing to do is that one
+statement, and one with a single call left is a plain transaction. A screen that fails lets every call
+run in full.
 """
 
 from __future__ import annotations
@@ -159,15 +162,33 @@ class GroupCommit:
         if len(group) == 1 and group[0].screened is None:
             await self._commit_alone(group[0])
             return
+        try:
+            async with self._pool().acquire() as conn:
+                # The screens first, before any transaction: a read, which sees what was committed before
+                # it as it would inside the transaction (READ COMMITTED). Their idle calls are done; a
+                # group that was only those is one statement, no BEGIN and COMMIT around it.
+                idle = await _nothing_to_do(conn, group)
+                for call in idle:
+                    if not call.done.done():
+                        call.done.set_result(None)
+                busy = [c for c in group if c not in idle and not c.done.done()]
+                if len(busy) == 1:
+                    await self._commit_alone(busy[0], conn)
+                elif busy:
+                    await self._commit_together(busy, conn)
+        except BaseException as exc:  # the connection: every call not done yet fails with it
+            for call in group:
+                _fail(call, exc)
+            if not isinstance(exc, Exception):
+                raise
+
+    async def _commit_together(self, group: list[_Call], conn: Connection) -> None:
+        """The group's calls in one transaction, each in a SAVEPOINT of its own."""
         results: list[tuple[_Call, Any]] = []
         try:
-            async with self._pool().acquire() as conn, conn.transaction():
-                idle = await _nothing_to_do(conn, group)
+            async with conn.transaction():
                 for call in sorted(group, key=lambda c: c.lock_order):  # stable: else as they arrived
                     if call.done.done():  # its caller gave up (cancelled) before its turn
-                        continue
-                    if call in idle:
-                        results.append((call, None))
                         continue
                     structlog.contextvars.clear_contextvars()
                     structlog.contextvars.bind_contextvars(**call.log_context)
@@ -193,16 +214,20 @@ class GroupCommit:
             if not call.done.done():
                 call.done.set_result(value)
 
-    async def _commit_alone(self, call: _Call) -> None:
+    async def _commit_alone(self, call: _Call, conn: Connection | None = None) -> None:
         """A group of one is its own transaction, without the SAVEPOINT and RELEASE a group's calls need
         (two round trips of the few it makes): a call that fails, or whose commit fails, has only itself
-        to roll back, which is what a group of one does anyway. (A screened call goes the group's way:
-        its screen is asked first.)"""
+        to roll back, which is what a group of one does anyway. On `conn` when the group already holds
+        one (a screened group with one call left to run), else on a connection of its own."""
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(**call.log_context)
         try:
-            async with self._pool().acquire() as conn, UnitOfWork.on(conn) as uow:
-                value = await call.work(uow)
+            if conn is not None:
+                async with UnitOfWork.on(conn) as uow:
+                    value = await call.work(uow)
+            else:
+                async with self._pool().acquire() as own, UnitOfWork.on(own) as uow:
+                    value = await call.work(uow)
         except BaseException as exc:
             _fail(call, exc)
             if not isinstance(exc, Exception):
@@ -253,7 +278,7 @@ def idempotent(
     With `group`, that transaction is shared with other calls (see GroupCommit): `handle` must then
     talk to PostgreSQL only, and name in `lock_order` the shared rows it locks.
 
-    `screen`, when given, is asked first, in the same transaction (for a whole group at once): an event
+    `screen`, when given, is asked first, before the transaction (for a whole group at once): an event
     it says has nothing to do is acked with no claim and nothing written. Its handling would have had no
     effect, so there is nothing to guard against a second one: a redelivery asks again. An event with
     an effect still goes through the claim, so every effect happens once."""
@@ -267,11 +292,12 @@ def idempotent(
         return True
 
     async def alone(envelope: Envelope) -> bool | None:
-        async with UnitOfWork(pool()) as uow:
-            if screen is not None and not await _wanted_alone(screen, uow.connection, envelope):
-                await uow.commit()
+        async with pool().acquire() as conn:
+            # The screen before the transaction, as a group's: nothing to do is one read.
+            if screen is not None and not await _wanted_alone(screen, conn, envelope):
                 return None
-            return await claimed(uow, envelope)
+            async with UnitOfWork.on(conn) as uow:
+                return await claimed(uow, envelope)
 
     async def handler(envelope: Envelope, delivery: Delivery) -> None:
         handled: bool | None
