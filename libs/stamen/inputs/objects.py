@@ -13,11 +13,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
 import aioboto3  # type: ignore[import-untyped]
+from aiobotocore.session import AioSession  # type: ignore[import-untyped]
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.utils import parse_timestamp
 
 from stamen.aws_clients import client_config
 from stamen.inputs.settings import IntakeSettings
@@ -300,6 +303,24 @@ def endpoint_is_loopback(endpoint_url: str | None) -> bool:
         return False
 
 
+# The User-Agent the S3 client sends (botocore adds its version), fixed once: botocore otherwise rebuilds
+# its own (some 90 components, each sanitised) twice per request, ~0.1 ms of a GET's ~1.4 ms of CPU.
+USER_AGENT = "stamen"
+
+
+def parse_s3_timestamp(value: str) -> datetime:
+    """S3's dates as botocore reads them (timezone-aware), without its general parser (dateutil, ~0.1 ms a
+    date: one per GET): a header's RFC 7231 date ('Sun, 06 Dec 2026 12:41:44 GMT'), a listing's ISO 8601
+    ('2026-12-06T12:41:44.000Z'); anything else, or a date without a zone, goes to botocore's parser."""
+    try:
+        parsed = parsedate_to_datetime(value) if value[:1].isalpha() else datetime.fromisoformat(value)
+    except (TypeError, ValueError, IndexError):
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        return parse_timestamp(value)
+    return parsed
+
+
 @asynccontextmanager
 async def open_object_store(
     settings: Settings,
@@ -318,9 +339,14 @@ async def open_object_store(
     # every validation a validator runs at once to read a pair of inputs (R1, R2) together (was
     # max(10, storage_concurrency): 16 connections for 16 validations, so half of a burst's GETs queued).
     connections = max(10, intake.storage_concurrency, 2 * settings.validation_concurrency)
-    config = client_config(intake.storage_timeout_seconds, max_pool_connections=connections)
+    config = client_config(
+        intake.storage_timeout_seconds, max_pool_connections=connections, user_agent=USER_AGENT
+    )
+    core = AioSession()
+    core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=parse_s3_timestamp)
     session = aioboto3.Session(
-        **({"aws_access_key_id": "testing", "aws_secret_access_key": "testing"} if emulator else {})
+        botocore_session=core,
+        **({"aws_access_key_id": "testing", "aws_secret_access_key": "testing"} if emulator else {}),
     )
     async with session.client(
         "s3",
