@@ -3,7 +3,7 @@ from __future__ import annotations
 import zlib
 
 from stamen.worksets import check_read_pairs, sniff_fastq, sniff_object
-from stamen.worksets.sniff import sniff_bam, sniff_cram
+from stamen.worksets.sniff import _records_one_by_one, _well_formed_records, sniff_bam, sniff_cram
 
 from .conftest import fastq_records, gz
 
@@ -81,3 +81,22 @@ def test_alignment_magic_bytes() -> None:
     assert [f.code for f in sniff_bam(_bgzf_block(b"\x00\x01\x02\x03\x04")).findings] == ["SNF-BAM-002"]
     assert [f.code for f in sniff_bam(b"BAM\x01").findings] == ["SNF-BAM-001"]
     assert [f.code for f in sniff_object("s3://b-1/x.txt", b"hello").findings] == ["SNF-FMT-001"]
+
+
+def _lines(text: bytes) -> tuple[list[bytes], int]:
+    lines = text.split(b"\n")[:-1]
+    return lines, len(lines) // 4
+
+
+def test_all_records_checked_at_once_say_what_one_by_one_says() -> None:
+    """The usual sample's records are checked in bulk; the figures are those of the record-by-record path,
+    and any record with something to report sends the sample down that path (which names the record)."""
+    clean = fastq_records(50, mate=1) + b"@A00123:8:X:1:1:1:1/1\nACGTN\n+comment\n!!#~I\n"
+    lines, count = _lines(clean)
+    names: list[str] = []
+    one_by_one = _records_one_by_one(lines, count, names, lambda code, record, message: None)
+    bulk = _well_formed_records(lines, count)
+    assert bulk is not None and bulk[:4] == one_by_one and bulk[4] == names
+    for defect in (b"A0\nACGT\n+\nIIII\n", b"@r\nACGT\nx\nIIII\n", b"@r\nACXT\n+\nIIII\n",
+                   b"@r\nACGT\n+\nIII\n", b"@r\nACGT\n+\nII I\n", b"\nACGT\n+\nIIII\n", b"@r\nACGT\n\nIIII\n"):  # fmt: skip
+        assert _well_formed_records(*_lines(clean + defect)) is None, defect

