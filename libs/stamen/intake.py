@@ -9,7 +9,8 @@ import asyncpg
 
 from stamen.domain.workset import Workset, spec_fingerprint
 from stamen.errors import CodedError
-from stamen.store.unit_of_work import UnitOfWork
+from stamen.store.outbox import OutboxWriter
+from stamen.store.worksets import WorksetRepository
 
 if TYPE_CHECKING:
     from stamen.bus.announce import Announce
@@ -64,9 +65,10 @@ async def submit_workset(
     including when two submissions race (the unique index decides); the same key with a different spec
     raises IdempotencyKeyReused.
     """
+    # Each of the statements below is atomic on its own (the row, its history and its outbox row are one
+    # statement), so none is wrapped in BEGIN/COMMIT: two round trips fewer each.
     if idempotency_key:
-        async with UnitOfWork(pool) as uow:
-            existing = await uow.worksets.find_by_idempotency_key(tenant_id, idempotency_key)
+        existing = await _find_by_key(pool, tenant_id, idempotency_key)
         if existing:
             return _repeat(existing, spec, idempotency_key)
     ws = Workset.submit(
@@ -81,19 +83,22 @@ async def submit_workset(
     )
     events = list(ws.pending_events)
     try:
-        async with UnitOfWork(pool) as uow:
-            await uow.worksets.add(ws)
-            await uow.commit()
+        async with pool.acquire() as conn:
+            await WorksetRepository(conn, [], OutboxWriter(conn)).add(ws)
     except asyncpg.UniqueViolationError:
         if not idempotency_key:
             raise
-        async with UnitOfWork(pool) as uow:
-            winner = await uow.worksets.find_by_idempotency_key(tenant_id, idempotency_key)
+        winner = await _find_by_key(pool, tenant_id, idempotency_key)
         assert winner is not None
         return _repeat(winner, spec, idempotency_key)
     if announce is not None:
         await announce(events)
     return SubmitResult(ws.id, True, ws.state.value)
+
+
+async def _find_by_key(pool: asyncpg.Pool, tenant_id: str, key: str) -> Workset | None:
+    async with pool.acquire() as conn:
+        return await WorksetRepository(conn, []).find_by_idempotency_key(tenant_id, key)
 
 
 def _repeat(existing: Workset, spec: dict[str, Any], key: str) -> SubmitResult:
