@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import os
 import resource
 import tempfile
@@ -107,9 +108,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
                 async with pool.acquire() as conn:
                     tx_before = await settled_transactions(conn)
+                profile = cProfile.Profile(time.process_time) if args.profile else None
                 cpu_before = cpu_seconds()
                 t0 = time.perf_counter() + 0.1
+                if profile is not None:
+                    profile.enable()
                 await asyncio.gather(*(one(i, e) for i, e in enumerate(events[1:])))
+                if profile is not None:
+                    profile.disable()
+                    profile.dump_stats(args.profile)
                 wall = time.perf_counter() - t0
                 cpu = cpu_seconds() - cpu_before
                 async with pool.acquire() as conn:
@@ -157,6 +164,11 @@ def main() -> None:
     parser.add_argument("--worksets", type=int, default=300, help="how many to validate")
     parser.add_argument("--concurrency", type=int, default=16, help="at most this many at once")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="cProfile the validations into FILE (its CPU figure then includes cProfile's own)",
+    )
     args = parser.parse_args()
     bench_process()
     figures = asyncio.run(run(args))
