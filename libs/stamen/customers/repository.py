@@ -12,7 +12,8 @@ from stamen.customers.model import Customer, CustomerResource, NewCustomer, Reso
 from stamen.store.db import Connection, keeps_session_state
 
 
-def _customer(r: Any) -> Customer:
+def customer_from_row(r: Any) -> Customer:
+    """A Customer from a row with the customers table's columns."""
     return Customer(
         customer_id=r["customer_id"],
         customer_name=r["customer_name"],
@@ -45,7 +46,7 @@ class CustomerRepository:
 
     async def get(self, customer_id: str) -> Customer | None:
         row = await self._conn.fetchrow("SELECT * FROM customers WHERE customer_id = $1", customer_id)
-        return _customer(row) if row else None
+        return customer_from_row(row) if row else None
 
     async def page(
         self, *, status: str | None = None, after: str | None = None, limit: int = 100
@@ -59,11 +60,11 @@ class CustomerRepository:
             after,
             limit,
         )
-        return [_customer(r) for r in rows]
+        return [customer_from_row(r) for r in rows]
 
     async def find_by_bucket(self, bucket: str) -> Customer | None:
         row = await self._conn.fetchrow("SELECT * FROM customers WHERE s3_bucket = $1", bucket)
-        return _customer(row) if row else None
+        return customer_from_row(row) if row else None
 
     async def insert_onboarding(self, new: NewCustomer, *, s3_bucket: str, region: str) -> bool:
         """The row in state 'onboarding'; False when a row with this id already exists."""
@@ -97,7 +98,7 @@ class CustomerRepository:
             admin_username,
         )
         assert row is not None, f"customer {customer_id} vanished during onboarding"
-        return _customer(row)
+        return customer_from_row(row)
 
     async def set_status(self, customer_id: str, status: str) -> Customer | None:
         row = await self._conn.fetchrow(
@@ -105,7 +106,7 @@ class CustomerRepository:
             customer_id,
             status,
         )
-        return _customer(row) if row else None
+        return customer_from_row(row) if row else None
 
     async def delete(self, customer_id: str) -> None:
         """Rollback of an onboarding: the row and its resource records go (api_keys cascade too)."""

@@ -1,0 +1,32 @@
+"""The validator's one-statement read of a tenant says what the two repositories say: its buckets (own first,
+then its grants, in order) and its customer row, for a customer, a tenant with grants only, and a stranger."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from services.validator.tenant import read_tenant
+from stamen.customers import NewCustomer
+from stamen.customers.repository import CustomerRepository
+from stamen.tenancy import BucketGrantRepository
+
+
+async def test_a_tenants_facts_in_one_statement_are_the_repositories(pool: asyncpg.Pool) -> None:
+    new = NewCustomer.create(
+        customer_name="Acme", email="ops@acme.example.org", customer_id="acme", max_concurrent_worksets=5,
+        max_storage_gb=100,
+    )  # fmt: skip
+    async with pool.acquire() as conn:
+        assert await CustomerRepository(conn).insert_onboarding(new, s3_bucket="acme-own", region="us-west-2")
+        grants = BucketGrantRepository(conn)
+        await grants.grant("acme", "zeta-shared", "read-only", granted_by="ops", note="refs")
+        await grants.grant("acme", "alpha-shared", "read-write", granted_by="ops")
+        await grants.grant("lab", "lab-reads", "read-only", granted_by="ops")
+        for tenant in ("acme", "lab", "stranger"):
+            facts = await read_tenant(conn, tenant)
+            assert facts.tenant_id == tenant
+            assert facts.rights == await grants.tenant_buckets(tenant), tenant
+            assert facts.customer == await CustomerRepository(conn).get(tenant), tenant
+        acme = await read_tenant(conn, "acme")
+    assert [r.bucket for r in acme.rights.rights] == ["acme-own", "alpha-shared", "zeta-shared"]
+    assert acme.customer is not None and acme.customer.max_storage_gb == 100
