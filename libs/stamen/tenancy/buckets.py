@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Literal
 
 from stamen.worksets.findings import Finding, finding
@@ -59,8 +60,12 @@ class TenantBuckets:
         return [r.bucket for r in self.rights if r.source == "own"]
 
 
+@lru_cache(maxsize=4096)
 def parse_s3_uri(uri: str) -> tuple[str, str] | None:
-    """(bucket, key) of a well-formed `s3://bucket[/key]`, else None."""
+    """(bucket, key) of a well-formed `s3://bucket[/key]`, else None. Kept per URI (a pure function of it):
+    the scheduler asks it of every location of a workset before every step, and the bucket name rule
+    (a regular expression, then an IP address parse that raises for any ordinary name) costs more than
+    the look-up."""
     if not uri.startswith("s3://"):
         return None
     bucket, _, key = uri[len("s3://") :].partition("/")
