@@ -17,6 +17,7 @@ from stamen.domain.admission import (
 from stamen.domain.lifecycle import WorksetState
 from stamen.events.types import WorksetScheduled
 from stamen.settings import Settings
+from stamen.store.dispatch_facts import workset_and_facts
 from stamen.store.slots import SlotLedger
 from stamen.store.unit_of_work import UnitOfWork
 
@@ -83,12 +84,18 @@ class Admitter:
                 if len(front) > 1:
                     head = await repo.head_facts(head)
                 # Read every pass: the regions service owns region_health; a region without a row is healthy.
-                views, health, latency = await repo.placement_view()
+                views, health, latency, clusters = await repo.placement_view_and_clusters()
                 placement = place(head, views, health, latency)
                 if placement is None:
                     return None
                 self._room_left = room_after(placement, views, occupancy, limits)
-                ws = await uow.worksets.get(placement.workset_id, for_update=True)
+                facts = None
+                if self._dispatcher is None:
+                    ws = await uow.worksets.get(placement.workset_id, for_update=True)
+                else:  # with what the dispatcher reads before it records the first step: one statement
+                    ws, facts = await workset_and_facts(
+                        uow.worksets, placement.workset_id, placement.cluster, clusters.get(placement.cluster)
+                    )
                 if ws.attempt == 0:  # first admission: the spec's limits, else the deployment's defaults
                     ws.max_retries = int(ws.spec.get("max_retries", self._settings.default_max_retries))
                     duration = ws.spec.get(
@@ -121,7 +128,9 @@ class Admitter:
                 else:
                     # Its first step is recorded for submission in the same transaction, as the dispatcher's
                     # claim would do next (one transaction fewer per attempt), by the same save.
-                    submission = await self._dispatcher.prepare(uow, ws, changed=True, along=[lease])
+                    submission = await self._dispatcher.prepare(
+                        uow, ws, changed=True, along=[lease], facts=facts
+                    )
                 await uow.commit()
             log.info("scheduler.admitted", workset_id=ws.id, cluster=placement.cluster, attempt=ws.attempt)
             if submission is not None and self._dispatcher is not None:

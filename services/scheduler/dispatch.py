@@ -49,7 +49,7 @@ from stamen.executors.hints import find_and_stop_by_hand
 from stamen.store.actuals import ActualsRepository
 from stamen.store.clusters import ClusterRecord, no_such_cluster
 from stamen.store.db import Connection, released_session_state
-from stamen.store.dispatch_facts import dispatch_facts
+from stamen.store.dispatch_facts import DispatchFacts, dispatch_facts
 from stamen.store.errors import ConcurrencyConflict
 from stamen.store.outbox import OutboxWriter
 from stamen.store.slots import SlotLedger
@@ -199,6 +199,7 @@ class Dispatcher:
         changed: bool = False,
         if_dispatchable: bool = False,
         along: Sequence[SavedWith] = (),
+        facts: DispatchFacts | None = None,
     ) -> Submission | None:
         """Finish the workset, or record its next step as `submitting` and return what to submit: the step
         run's lock is then held by the unit of work's session (taken with the row), for its caller to
@@ -209,10 +210,12 @@ class Dispatcher:
         `changed` (its caller changed it: an event, a transition), so that one statement saves both, and
         writes what goes with the save: the next step's row, or the slot given back and the actuals, and
         `along` (its caller's: admission's lease). `if_dispatchable`: only if the dispatcher's claim would
-        take it now (asked in the same statement); else nothing but that save."""
-        facts = await dispatch_facts(
-            uow.connection, ws.id, ws.tenant_id, ws.cluster or "", ask_dispatchable=if_dispatchable
-        )
+        take it now (asked in the same statement); else nothing but that save. `facts`: read by its caller
+        (admission, with the workset: `workset_and_facts`), not read again."""
+        if facts is None:
+            facts = await dispatch_facts(
+                uow.connection, ws.id, ws.tenant_id, ws.cluster or "", ask_dispatchable=if_dispatchable
+            )
         if if_dispatchable and not facts.dispatchable:
             if changed:
                 await uow.worksets.save(ws, *along)

@@ -14,6 +14,7 @@ from typing import Any
 from asyncpg import Record
 
 from stamen.domain.admission import ClusterView, Occupancy, QueueHead, TenantQueue
+from stamen.store.clusters import ClusterRecord, cluster_from_row
 from stamen.store.db import Connection
 from stamen.store.worksets import SavedWith
 
@@ -119,6 +120,13 @@ class SlotLedger:
     async def placement_view(self) -> tuple[list[ClusterView], dict[str, str], dict[str, float]]:
         """`cluster_views` and `region_states` in one statement (the region rows ride on the first
         cluster's row): what placement scores against, read once per admission."""
+        views, health, latency, _ = await self.placement_view_and_clusters()
+        return views, health, latency
+
+    async def placement_view_and_clusters(
+        self,
+    ) -> tuple[list[ClusterView], dict[str, str], dict[str, float], dict[str, ClusterRecord]]:
+        """`placement_view`, and the clusters' rows by name (the dispatcher's, for the workset placed)."""
         rows = await self._conn.fetch(
             """SELECT c.*, (SELECT count(*) FROM slot_leases l WHERE l.cluster = c.name) AS running,
                       CASE WHEN row_number() OVER (ORDER BY c.name) = 1 THEN (
@@ -131,6 +139,7 @@ class SlotLedger:
             [_cluster_view(r) for r in rows],
             {region: status for region, status, _ in regions},
             {region: float(latency) for region, _, latency in regions if latency is not None},
+            {r["name"]: cluster_from_row(r) for r in rows},
         )
 
     async def running_by_tenant(self) -> dict[str, int]:

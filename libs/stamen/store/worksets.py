@@ -109,6 +109,18 @@ class WorksetRepository:
         self._seen.append(ws)
         return ws
 
+    async def get_with(self, workset_id: str, columns: str) -> tuple[Workset, asyncpg.Record]:
+        """The workset read and locked (FOR UPDATE), and `columns` (select-list items, where `w` is the
+        workset's row and $1 its id) read by the same statement: one round trip for both."""
+        row = await self._conn.fetchrow(
+            f"SELECT w.*, {columns} FROM worksets w WHERE w.id = $1 FOR UPDATE OF w", workset_id
+        )
+        if row is None:
+            raise WorksetNotFound(f"workset {workset_id!r} does not exist")
+        ws = _from_row(row)
+        self._seen.append(ws)
+        return ws, row
+
     async def get_changed(self, change: WorksetChange) -> Workset | None:
         """Run `change` and read the workset it names, locked (FOR UPDATE), in one statement; None when
         it changed nothing (its WHERE found no row), and then nothing is locked or read. The change takes
