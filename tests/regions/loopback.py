@@ -431,7 +431,12 @@ async def measure(
             ws,
             states_of_fetch,
         )
-        assert runs[("fetch", ws)] == len(states_of_fetch), (
+        # A run is recorded before its process starts. When the region's database dies under the commit
+        # that records it, the commit can survive on the promoted standby while the scheduler saw it fail
+        # and started nothing (seen once at load 9: no `step_submitted` for that run): such a run is
+        # recorded, then marked lost, and never ran. Every other recorded run ran once; none ran unrecorded.
+        lost = states_of_fetch.count("lost")
+        assert len(states_of_fetch) - lost <= runs[("fetch", ws)] <= len(states_of_fetch), (
             "every run of fetch recorded",
             ws,
             states_of_fetch,
