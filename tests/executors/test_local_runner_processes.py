@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -13,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from stamen.domain.steps import StepSpec
-from stamen.executors.base import JobHandle, JobState
-from stamen.executors.local import LocalExecutor
+from stamen.executors.base import JobHandle, JobState, JobStatus
+from stamen.executors.local import LocalExecutor, runner_pid
 from stamen.executors.local_files import StepFiles
 from stamen.executors.local_forkserver_client import ForkServerError, fork_server
 from stamen.executors.local_proc import proc_stat_fields
@@ -34,7 +35,7 @@ def children_of(pid: int) -> list[tuple[int, str]]:
     return found
 
 
-async def test_the_end_of_a_step_is_reported_when_the_runner_exits_not_at_a_poll(tmp_path: Path) -> None:
+async def test_the_end_of_a_step_is_reported_when_it_ends_not_at_a_poll(tmp_path: Path) -> None:
     executor = LocalExecutor()
     ended = asyncio.Event()
     executor.on_job_exit(ended.set)
@@ -49,18 +50,28 @@ async def test_the_end_of_a_step_is_reported_when_the_runner_exits_not_at_a_poll
 
 async def test_runners_come_from_the_fork_server_and_leave_no_zombies(tmp_path: Path) -> None:
     executor = LocalExecutor()
-    handles = [await executor.submit(step(tmp_path / str(i), ["true"])) for i in range(5)]
+    # Five worksets' steps at once (one workset's steps run one after another, and may share a runner).
+    handles = [
+        await executor.submit(step(tmp_path / str(i), ["true"]).model_copy(update={"workset_id": f"ws-{i}"}))
+        for i in range(5)
+    ]
     server = fork_server()
     assert server.pid is not None and server.pid != os.getpid()
+    runners = {runner_pid(h) for h in handles}
     deadline = time.monotonic() + 20
     while True:
         statuses = await executor.poll(handles)
-        runners = children_of(server.pid)
-        if all(s.state.finished for s in statuses.values()) and not runners:
-            break  # every runner ended and was reaped by the fork server
-        assert time.monotonic() < deadline, f"runners or zombies left: {runners}"
+        if all(s.state.finished for s in statuses.values()):
+            break
+        assert time.monotonic() < deadline, statuses
         await asyncio.sleep(0.05)
     assert {s.state for s in statuses.values()} == {JobState.SUCCEEDED}
+    assert runners <= {pid for pid, _ in children_of(server.pid)}  # waiting for their next steps
+    for pid in runners:  # a runner between steps told to stop ends, and the fork server reaps it
+        os.kill(pid, signal.SIGTERM)
+    while left := [(pid, state) for pid, state in children_of(server.pid) if pid in runners]:
+        assert time.monotonic() < deadline, f"runners or zombies left: {left}"
+        await asyncio.sleep(0.05)
     assert not [pid for pid, state in children_of(os.getpid()) if state == "Z"]
 
 
@@ -88,7 +99,7 @@ async def test_the_fork_server_loads_only_what_its_runners_need(tmp_path: Path) 
 SUBMIT_AND_EXIT = """
 import asyncio, sys
 from stamen.domain.steps import StepSpec
-from stamen.executors.local import LocalExecutor
+from stamen.executors.local import LocalExecutor, runner_pid
 from stamen.executors.local_forkserver_client import fork_server
 async def main() -> None:
     handle = await LocalExecutor().submit(StepSpec(workset_id="ws-gone", attempt=1, step="s",
@@ -167,3 +178,83 @@ async def test_a_finished_step_leaves_its_job_status_and_output_files_and_nothin
         await asyncio.sleep(0.05)
     assert status.state is JobState.SUCCEEDED
     assert sorted(os.listdir(tmp_path)) == ["s.job.json", "s.status.json", "s.stderr.log", "s.stdout.log"]
+
+
+async def wait_finished(executor: LocalExecutor, handle: JobHandle) -> JobStatus:
+    deadline = time.monotonic() + 20
+    while not (status := (await executor.poll([handle]))[handle.job_id]).state.finished:
+        assert time.monotonic() < deadline, status
+        await asyncio.sleep(0.02)
+    return status
+
+
+def wait_idle(runner: int) -> None:
+    """Until `runner` has no child and sleeps: it has said "idle" and waits for its next step."""
+    deadline = time.monotonic() + 20
+    while (fields := proc_stat_fields(runner)) is None or fields[0] != "S" or children_of(runner):
+        assert fields is not None and fields[0] not in ("Z", "X"), f"runner {runner} has ended"
+        assert time.monotonic() < deadline, f"runner {runner}: {fields}"
+        time.sleep(0.01)
+
+
+def signals_pending(pid: int) -> bool:
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        masks = dict(line.split(":", 1) for line in status if line.startswith(("SigPnd", "ShdPnd")))
+    return any(int(mask, 16) for mask in masks.values())
+
+
+async def test_a_runner_runs_its_worksets_next_step_with_its_own_files_and_resources(tmp_path: Path) -> None:
+    """A runner that has finished a step runs the next step of the same workset (a fresh fork would
+    copy its pages again); each step has its own job file and its own resources (not the runner's sum).
+    Another workset's step gets a runner of its own: a job is known by its runner's pid, and only a
+    workset's steps are sure to be recorded as ended before the next is submitted."""
+    executor = LocalExecutor()
+    busy = "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done"
+    first = await executor.submit(step(tmp_path / "a", ["sh", "-c", busy], name="a"))
+    first_status = await wait_finished(executor, first)
+    wait_idle(runner_pid(first))
+    other = await executor.submit(
+        step(tmp_path / "o", ["true"], name="o").model_copy(update={"workset_id": "ws-other"})
+    )
+    second = await executor.submit(step(tmp_path / "b", ["true"], name="b"))
+    second_status = await wait_finished(executor, second)
+    await wait_finished(executor, other)
+
+    assert runner_pid(second) == runner_pid(first) != runner_pid(other)
+    assert second.extra["runner_start_time"] == first.extra["runner_start_time"]
+    assert first_status.state is second_status.state is JobState.SUCCEEDED
+    assert await executor.find(step(tmp_path / "a", ["sh"], name="a")) == first
+    assert await executor.find(step(tmp_path / "b", ["true"], name="b")) == second
+    assert first_status.resources.cpu_seconds and second_status.resources.cpu_seconds is not None
+    assert second_status.resources.cpu_seconds < first_status.resources.cpu_seconds / 2
+
+
+async def test_a_late_cancel_of_a_finished_step_does_not_touch_the_runners_next_step(tmp_path: Path) -> None:
+    """`cancel` checks that the job has not ended, then signals its runner: in between the runner may have
+    finished it and taken another step. What it sends only has the runner look at the cancel marker of
+    the step it runs now, so that step goes on; the step's own cancel still stops it."""
+    executor = LocalExecutor(grace_seconds=1.0)
+    first = await executor.submit(step(tmp_path / "a", ["true"], name="a"))
+    await wait_finished(executor, first)
+    wait_idle(runner_pid(first))
+    second = await executor.submit(step(tmp_path / "b", ["sleep", "60"], name="b"))
+    assert runner_pid(second) == runner_pid(first)
+    deadline = time.monotonic() + 20
+    while (await executor.poll([second]))[second.job_id].state is not JobState.RUNNING:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+
+    # What cancel(first) does once it has found the first step's status missing (a moment earlier).
+    files = StepFiles.of(tmp_path / "a", "a").as_dict()
+    await asyncio.to_thread(executor._signal_job, first, files, signal.SIGTERM, True)
+    while signals_pending(runner_pid(first)):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    runner = proc_stat_fields(runner_pid(first))
+    assert runner is not None and runner[0] != "Z"
+    assert (await executor.poll([second]))[second.job_id].state is JobState.RUNNING
+    assert (await executor.poll([first]))[first.job_id].state is JobState.SUCCEEDED
+
+    await executor.cancel(second)
+    status = await wait_finished(executor, second)
+    assert status.state is JobState.CANCELLED and status.reason == "cancelled by stamen", status

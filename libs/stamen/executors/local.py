@@ -1,15 +1,18 @@
 """The `local` executor: every step is a subprocess on this machine.
 
-`submit` has a runner (`local_runner.py`) forked for the step by this process's fork server
-(`local_forkserver.py`): a detached process in a session of its own that survives the scheduler and
-starts the step's command in its own process group. Everything another process needs to find the job
-again is in the `JobHandle` (runner pid + its start time from /proc/<pid>/stat + the boot id) and in
-the step's files in its workdir (`local_files.py`).
+`submit` has the step run by a runner (`local_runner.py`) of this process's fork server
+(`local_forkserver.py`): a detached process in a session of its own that survives the scheduler,
+starts the step's command in its own process group and, once the step has ended, may run the next
+step of the same workset. Everything another process needs to find the job again is in the `JobHandle`
+(runner pid as the job id + its start time from /proc/<pid>/stat + the boot id) and in the step's files
+in its workdir (`local_files.py`).
 
 `poll` reads those files; it never waits for a child and starts no process. `find` reads the job
 file: a runner of this attempt of this step was started if and only if it names that attempt. A
-subscriber of `on_job_exit` (the scheduler's loop) is called as soon as a runner exits (`local_exits.py`),
-so the end of a step is noticed when it happens, not at the next poll.
+subscriber of `on_job_exit` (the scheduler's loop) is called as soon as a runner has finished a job (the
+fork server's notice pipe) or has exited (a pidfd, `local_exits.py`: a killed runner, or one of an
+earlier scheduler adopted after a restart), so the end of a step is noticed when it happens, not at
+the next poll.
 """
 
 from __future__ import annotations
@@ -39,9 +42,10 @@ from stamen.executors.local_files import (
 )
 from stamen.executors.local_forkserver_client import fork_server
 from stamen.executors.local_proc import boot_id, group_is_alive, proc_stat_fields, process_is_alive
+from stamen.executors.local_runner import CANCEL_CHECK_SIGNAL
 from stamen.executors.local_runner_config import RunnerConfig, Submission, command_path
 
-__all__ = ["LOST_REASON", "LocalExecutor", "group_is_alive", "process_is_alive"]
+__all__ = ["LOST_REASON", "LocalExecutor", "group_is_alive", "process_is_alive", "runner_pid"]
 
 KIND = "local"
 LOST_REASON = "the runner process disappeared without writing its status (machine restart or kill -9)"
@@ -57,6 +61,11 @@ def _parse_time(value: object) -> datetime | None:
 def _has_status(files: dict[str, str]) -> bool:
     """The runner (or `cancel`) has recorded how the job ended (a stat of a local file: not awaited)."""
     return os.path.exists(files["status_file"])
+
+
+def runner_pid(handle: JobHandle) -> int:
+    """The pid of the runner that runs the job (its id)."""
+    return int(handle.job_id)
 
 
 def _float_or_none(value: object) -> float | None:
@@ -81,7 +90,7 @@ class LocalExecutor:
         self._exits.subscribe(callback)
 
     def _watch(self, handle: JobHandle) -> None:
-        self._exits.watch(int(handle.job_id), handle.extra.get("runner_start_time", ""))
+        self._exits.watch(runner_pid(handle), handle.extra.get("runner_start_time", ""))
 
     @staticmethod
     def _step_files(workdir: str, step: str) -> dict[str, str]:
@@ -89,8 +98,12 @@ class LocalExecutor:
 
     # --- submit ------------------------------------------------------------------------------
     async def submit(self, step: StepSpec) -> JobHandle:
+        """A workset's steps are submitted one after another (the next once the end of the last has been
+        recorded), as the scheduler does: they may share a runner, whose pid is the job id."""
         handle = await asyncio.to_thread(self._submit, step)
         self._watch(handle)
+        if self._exits.subscribed:
+            fork_server(self.python).on_job_end(self._exits.notify)
         return handle
 
     def _submit(self, step: StepSpec) -> JobHandle:
@@ -127,15 +140,20 @@ class LocalExecutor:
             time_limit_seconds=step.time_limit_seconds, memory_limit_mb=step.memory_mb,
             grace_seconds=self.grace_seconds, env=env, executable=executable,
         )  # fmt: skip
-        runner_pid, start_time = fork_server(self.python).start_runner(config, files["runner_log"])
+        runner = fork_server(self.python).start_runner(config, files["runner_log"])
         # The runner has written the job file (how `find` knows this submission) before this returns.
         boot = boot_id()
-        return self._handle(step, files, runner_pid, start_time, boot, submitted_at)
+        return self._handle(
+            step, files, runner.pid, runner.start_time, boot, submitted_at, CANCEL_CHECK_SIGNAL
+        )
 
     def _handle(
         self, step: StepSpec, files: dict[str, str], runner_pid: int, runner_start_time: str, boot: str,
-        submitted_at: datetime,
+        submitted_at: datetime, cancel_signal: int | None,
     ) -> JobHandle:  # fmt: skip
+        # `cancel_signal`: what has the runner look at the job's cancel marker; None: a runner that runs
+        # one job only (standalone, or of an earlier version), stopped by SIGTERM.
+        cancel = {} if cancel_signal is None else {"runner_cancel_signal": str(int(cancel_signal))}
         return JobHandle(
             executor=KIND,
             cluster=self.cluster,
@@ -146,7 +164,7 @@ class LocalExecutor:
             workdir=str(Path(step.workdir)),
             submitted_at=submitted_at,
             extra={"runner_start_time": runner_start_time, "boot_id": boot,
-                   **files},
+                   **cancel, **files},
         )  # fmt: skip
 
     # --- find --------------------------------------------------------------------------------
@@ -175,7 +193,9 @@ class LocalExecutor:
             )
         # Returned whether the runner still runs or not: poll tells (a recycled pid has another start
         # time, so it is never taken for the runner; a runner gone without a status is LOST).
-        return self._handle(step, files, pid, start_time, boot, submitted_at)
+        cancel_signal = document.get("cancel_signal")
+        cancel_signal = cancel_signal if isinstance(cancel_signal, int) else None
+        return self._handle(step, files, pid, start_time, boot, submitted_at, cancel_signal)
 
     # --- poll --------------------------------------------------------------------------------
     async def poll(self, handles: Sequence[JobHandle]) -> dict[str, JobStatus]:
@@ -198,7 +218,7 @@ class LocalExecutor:
 
     def _runner_alive(self, handle: JobHandle) -> bool:
         return process_is_alive(
-            int(handle.job_id), handle.extra.get("runner_start_time", ""), handle.extra.get("boot_id", "")
+            runner_pid(handle), handle.extra.get("runner_start_time", ""), handle.extra.get("boot_id", "")
         )
 
     def _status(self, handle: JobHandle) -> JobStatus:
@@ -299,6 +319,10 @@ class LocalExecutor:
                 break
             await asyncio.sleep(0.05)
         # The runner did not finish in time (hung, or it was gone already): kill everything ourselves.
+        # Its status missing, the runner still runs this job (it writes a job's status before it takes
+        # another), unless it has just now finished: asked once more right before the kill.
+        if _has_status(files):
+            return
         await asyncio.to_thread(self._signal_job, handle, files, signal.SIGKILL, False)
         if not _has_status(files):
             await asyncio.to_thread(self._write_cancelled_status, handle, files)
@@ -307,10 +331,17 @@ class LocalExecutor:
         if mark:
             write_json_atomically(files["cancel_marker"], {"requested_at": datetime.now(UTC).isoformat(),
                                                            "requested_by_pid": os.getpid()})  # fmt: skip
-        # Runner first, so it knows about the cancel before it sees its command die.
+        # Runner first, so it knows about the cancel before it sees its command die. A runner that may
+        # run the workset's next step after this one is not sent SIGTERM (it would stop whatever step it
+        # runs when this comes, perhaps the next by now) but its cancel signal: "look at your job's
+        # cancel marker".
+        cancel_signal = handle.extra.get("runner_cancel_signal", "")
+        signum_for_runner = (
+            int(cancel_signal) if signum == signal.SIGTERM and cancel_signal.isdigit() else signum
+        )
         if self._runner_alive(handle):
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(int(handle.job_id), signum)
+                os.kill(runner_pid(handle), signum_for_runner)
         running = read_json(files["running_file"])
         if running and isinstance(running.get("command_pgid"), int):
             with contextlib.suppress(ProcessLookupError, PermissionError):

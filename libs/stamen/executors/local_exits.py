@@ -1,4 +1,7 @@
-"""Noticing at once that a local runner has ended: a pidfd per runner, watched by the event loop.
+"""Noticing at once that a local runner has ended: a pidfd per runner, watched by the event loop (a
+killed runner, or one of an earlier scheduler; a runner that has finished a step and waits for its
+workset's next says so on the fork server's notice pipe, `local_forkserver_client.py`, which calls
+`notify`).
 
 A runner is not the scheduler's child (the fork server is its parent), so there is no SIGCHLD to
 wait for; a pidfd (Linux 5.3+) becomes readable when the process it names exits, whoever its parent.
@@ -23,6 +26,14 @@ class ExitWatcher:
 
     def subscribe(self, callback: Callable[[], None]) -> None:
         self._callbacks.append(callback)
+
+    @property
+    def subscribed(self) -> bool:
+        return bool(self._callbacks)
+
+    def notify(self) -> None:
+        """Call the subscribers: a job has ended (told by the fork server's notice pipe)."""
+        self._notify()
 
     def watch(self, pid: int, start_time: str) -> None:
         """Call the subscribers when runner `pid` (started at `start_time`) exits. From the event loop."""

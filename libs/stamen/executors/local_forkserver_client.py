@@ -1,29 +1,41 @@
 """The submitting process's side of the fork server (`local_forkserver.py`): starts it on first use,
-asks it for one runner per step, starts it again if it died. Kept apart from the server so that the
-server, whose every import each forked runner pays for, does not load `subprocess` and `threading`."""
+asks it for a runner per step, starts it again if it died, and hears when a runner has finished a job
+(the notice pipe). Kept apart from the server so that the server, whose every import each forked
+runner pays for, does not load `subprocess`, `threading` and `asyncio`."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
+from typing import NamedTuple
 
 import stamen
 from stamen.executors.local_forkserver import ForkServerError
 from stamen.executors.local_runner_config import RunnerConfig
 
-__all__ = ["ForkServer", "ForkServerError", "fork_server"]
+__all__ = ["ForkServer", "ForkServerError", "RunnerJob", "fork_server"]
 
 # The folder that holds the stamen package: the fork server's whole import path. It runs isolated and
 # without `site` (no site-packages, no .pth hooks, no PYTHON* variables): it needs only the standard
 # library and stamen.executors, and every module it loads makes each fork of it dearer.
 _STAMEN_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(stamen.__file__ or "")))
 _SERVER_MAIN = (
-    "import sys; sys.path[:0] = sys.argv[1:2]; from stamen.executors.local_forkserver import main; main()"
+    "import sys; sys.path[:0] = sys.argv[1:2]; from stamen.executors.local_forkserver import main; "
+    "main(int(sys.argv[2]))"
 )
+
+
+class RunnerJob(NamedTuple):
+    """Who runs a step: the runner's pid and start time."""
+
+    pid: int
+    start_time: str
 
 
 class ForkServer:
@@ -33,6 +45,11 @@ class ForkServer:
         self.python = python
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()  # submits run in worker threads; one request at a time
+        # A byte from a runner each time it has finished a job (its status written). One pipe for the
+        # life of this object: every server started has its write end, and so every runner.
+        self._notices_read, self._notices_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._listeners: list[Callable[[], None]] = []
 
     @property
     def pid(self) -> int | None:
@@ -44,16 +61,45 @@ class ForkServer:
             return self._proc
         # Its own environment does not reach the steps: each request carries the command's whole one.
         self._proc = subprocess.Popen(
-            [self.python, "-I", "-S", "-c", _SERVER_MAIN, _STAMEN_ROOT],
+            [self.python, "-I", "-S", "-c", _SERVER_MAIN, _STAMEN_ROOT, str(self._notices_write)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, close_fds=True,
+            pass_fds=(self._notices_write,),
         )  # fmt: skip
         return self._proc
 
-    def start_runner(self, config: RunnerConfig, log: str) -> tuple[int, str]:
-        """Fork a runner for `config`; its pid and start time."""
+    def on_job_end(self, callback: Callable[[], None]) -> None:
+        """From the running event loop: call `callback` in it whenever a runner of this server has
+        finished a job. One loop at a time: a new loop takes over (the old one's callbacks are dropped)."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.remove_reader(self._notices_read)
+            self._loop, self._listeners = loop, []
+            loop.add_reader(self._notices_read, self._heard)
+        if callback not in self._listeners:
+            self._listeners.append(callback)
+
+    def _heard(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._notices_read, 4096):
+                pass
+        for callback in list(self._listeners):
+            callback()
+
+    def start_runner(self, config: RunnerConfig, log: str) -> RunnerJob:
+        """Have a runner run `config`: who runs it."""
+        if not config.job_file or config.submission is None:
+            raise ForkServerError("a runner needs its job file and submission (workset, attempt, step)")
+        workset = config.submission.workset_id
+        if any(c in workset for c in "\t\n\r"):
+            raise ForkServerError(f"a workset id with a tab or a line break: {workset!r}")
         with self._lock:
             server = self._server()
-            request = json.dumps({"config": config.to_json(), "log": log}).encode() + b"\n"
+            request = (
+                f"{workset}\t".encode()
+                + json.dumps({"config": config.to_json(), "log": log}).encode()
+                + b"\n"
+            )
             assert server.stdin is not None and server.stdout is not None
             error: OSError | None = None
             try:
@@ -71,7 +117,7 @@ class ForkServer:
         reply = json.loads(line)
         if "error" in reply:
             raise ForkServerError(f"the local fork server could not start the runner: {reply['error']}")
-        return int(reply["pid"]), str(reply["start_time"])
+        return RunnerJob(int(reply["pid"]), str(reply["start_time"]))
 
     def stop(self) -> None:
         """Close its stdin so it exits (runners it started keep running)."""

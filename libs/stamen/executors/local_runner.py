@@ -1,6 +1,7 @@
-"""The runner of one local step: a small detached process that runs the step's command and records
-how it ended. The local executor forks it from its fork server (`local_forkserver.py`); it can also
-be started on its own, `python -m stamen.executors.local_runner --workdir W --status-file F -- argv…`.
+"""A local step's runner: a small detached process that runs the step's command and records how it
+ended. The local executor forks it from its fork server (`local_forkserver.py`), where it then runs its
+workset's next step too (`start_runner_process` once, `run_job` per step); it can also be started on
+its own for one step, `python -m stamen.executors.local_runner --workdir W --status-file F -- argv…`.
 
 It runs in a session of its own and outlives the scheduler that asked for it. It:
 
@@ -60,8 +61,12 @@ PR_SET_CHILD_SUBREAPER = 36
 EXIT_COMMAND_NOT_FOUND = 127
 EXIT_COMMAND_NOT_EXECUTABLE = 126
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+# Sent by `cancel`: "look at the cancel marker of the job you run". Harmless when it comes late (the
+# runner has gone on to the workset's next step, or waits for it), which a SIGTERM to a runner that
+# runs one job after another would not be: it would cancel whatever job it runs then.
+CANCEL_CHECK_SIGNAL = signal.SIGUSR1
 
-__all__ = ["boot_id", "main", "run_runner", "write_job_file"]
+__all__ = ["boot_id", "main", "run_job", "run_runner", "start_runner_process", "write_job_file"]
 
 
 def _now() -> str:
@@ -100,6 +105,14 @@ class RunnerState:
     kill_deadline: float | None = None  # monotonic time at which the command group gets SIGKILL
     peak_group_rss_mb: float = 0.0
     signals_received: list[int] = field(default_factory=list)
+    # Of the children reaped for this job (the command, and its orphans we inherited): not
+    # getrusage(RUSAGE_CHILDREN), which a runner that runs one job after another adds up over all of them.
+    children_cpu_seconds: float = 0.0
+    children_max_rss_kb: int = 0
+
+    def reaped(self, usage: resource.struct_rusage) -> None:
+        self.children_cpu_seconds += usage.ru_utime + usage.ru_stime
+        self.children_max_rss_kb = max(self.children_max_rss_kb, usage.ru_maxrss)
 
     def request_stop(self, stopped_by: str, reason: str, first_signal: int) -> None:
         """Stop the command group once: the first cause wins (a cancel after a timeout stays a timeout)."""
@@ -115,7 +128,7 @@ class RunnerState:
             self.kill_deadline = time.monotonic() + self.grace_seconds
 
 
-def write_job_file(config: RunnerConfig) -> str:
+def write_job_file(config: RunnerConfig, cancel_signal: int | None = None) -> str:
     """Before the command may start: from here on, a runner of this submission can be found. Returns
     this runner's start time (clock ticks since boot), which the job file names it by.
 
@@ -130,7 +143,7 @@ def write_job_file(config: RunnerConfig) -> str:
         config.job_file,
         job_document(
             workset_id=s.workset_id, attempt=s.attempt, step=s.step, submitted_at=s.submitted_at,
-            runner_pid=os.getpid(), runner_start_time=start_time, boot=boot_id(),
+            runner_pid=os.getpid(), runner_start_time=start_time, boot=boot_id(), cancel_signal=cancel_signal,
         ),
         durable=False,
     )  # fmt: skip
@@ -140,15 +153,22 @@ def write_job_file(config: RunnerConfig) -> str:
 class Wakeups:
     """The runner's one place to sleep: a pipe that the C signal handler writes to for every signal
     (`signal.set_wakeup_fd`), so SIGCHLD, a cancel and a deadline all end the same wait, and a signal
-    arriving just before the wait is not missed."""
+    arriving just before the wait is not missed. Made once per runner process; `state` is the job it
+    runs (None between jobs)."""
 
-    def __init__(self, state: RunnerState) -> None:
+    def __init__(self) -> None:
+        self.state: RunnerState | None = None
+        self.stop_signals_between_jobs: list[int] = []
         self._read, self._write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
         # Handled: it only has to wake us.
         _set_handler(signal.SIGCHLD, lambda _signum, _frame: None)
 
         def on_stop_signal(signum: int, _frame: FrameType | None) -> None:
+            state = self.state
+            if state is None:
+                self.stop_signals_between_jobs.append(signum)  # no job to stop: the runner ends
+                return
             state.signals_received.append(signum)
             if os.path.exists(state.cancel_marker):
                 reason = "cancelled by stamen"
@@ -156,42 +176,56 @@ class Wakeups:
                 reason = f"cancelled: the runner received {signal.Signals(signum).name} from outside stamen"
             state.request_stop(STOP_CANCEL, reason, signal.SIGTERM)
 
+        def on_cancel_check(_signum: int, _frame: FrameType | None) -> None:
+            state = self.state
+            if state is not None and os.path.exists(state.cancel_marker):
+                state.signals_received.append(CANCEL_CHECK_SIGNAL)
+                state.request_stop(STOP_CANCEL, "cancelled by stamen", signal.SIGTERM)
+
         for signum in STOP_SIGNALS:
             _set_handler(signum, on_stop_signal)
+        _set_handler(CANCEL_CHECK_SIGNAL, on_cancel_check)
 
-    def wait(self, timeout: float | None) -> None:
-        select.select([self._read], [], [], None if timeout is None else max(0.0, timeout))
+    def wait(self, timeout: float | None, also: int | None = None) -> None:
+        """Until a signal, `timeout` seconds, or (if given) until fd `also` is readable."""
+        select.select([self._read] if also is None else [self._read, also], [], [],
+                      None if timeout is None else max(0.0, timeout))  # fmt: skip
         with contextlib.suppress(BlockingIOError):
             while os.read(self._read, 512):
                 pass
 
 
-def _reap_children(command_pid: int) -> int | None:
+def _reap_children(state: RunnerState, command_pid: int) -> int | None:
     """Reap every finished child (the command and orphans re-parented to us); the command's wait status."""
     command_status: int | None = None
     while True:
         try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
+            pid, status, usage = os.wait4(-1, os.WNOHANG)
         except ChildProcessError:
             return command_status
         if pid == 0:
             return command_status
+        state.reaped(usage)
         if pid == command_pid:
             command_status = status
 
 
-def _kill_leftovers_and_reap(pgid: int, wakeups: Wakeups) -> None:
-    """The command has ended: kill what is left of its group and reap every descendant we inherited."""
+def _kill_leftovers_and_reap(state: RunnerState, pgid: int, wakeups: Wakeups) -> bool:
+    """The command has ended: kill what is left of its group and reap every descendant we inherited.
+    False if some are still there after LEFTOVER_REAP_SECONDS (this runner then takes no other job)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
     deadline = time.monotonic() + LEFTOVER_REAP_SECONDS
     while (now := time.monotonic()) < deadline:
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            pid, _, usage = os.wait4(-1, os.WNOHANG)
         except ChildProcessError:
-            return
+            return True
         if pid == 0:
             wakeups.wait(deadline - now)
+        else:
+            state.reaped(usage)
+    return False
 
 
 def _supervise(state: RunnerState, started_monotonic: float, wakeups: Wakeups) -> int:
@@ -199,7 +233,7 @@ def _supervise(state: RunnerState, started_monotonic: float, wakeups: Wakeups) -
     assert state.command_pid is not None
     next_memory_sample = 0.0
     while True:
-        command_status = _reap_children(state.command_pid)
+        command_status = _reap_children(state, state.command_pid)
         if command_status is not None:
             return command_status
         now = time.monotonic()
@@ -272,10 +306,23 @@ def _spawn_command(config: RunnerConfig) -> int:
         os.close(err)
 
 
+def start_runner_process() -> Wakeups:
+    """Once per runner process, before its first job: a child subreaper (the command's orphans are
+    ours to reap), its signal handlers."""
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    return Wakeups()
+
+
 def run_runner(config: RunnerConfig) -> int:
-    """Run the step's command to its end and write its status file. Returns the runner's exit code.
-    The job file is written before this is called: by the fork server for a forked runner, by `main`
-    for the standalone one."""
+    """Run the step's command to its end and write its status file, in a runner process of its own (the
+    standalone runner). Returns the runner's exit code. The job file is written before this is called."""
+    run_job(config, start_runner_process())
+    return 0
+
+
+def run_job(config: RunnerConfig, wakeups: Wakeups) -> bool:
+    """Run one step's command to its end and write its status file. True if this runner may run another
+    job (every process the command left has been reaped). Its job file is written before."""
     state = RunnerState(
         argv=list(config.argv),
         time_limit_seconds=config.time_limit_seconds,
@@ -284,8 +331,14 @@ def run_runner(config: RunnerConfig) -> int:
         cancel_marker=config.cancel_marker,
     )
     os.chdir(config.workdir)  # the command's working directory, where relative paths in argv point
-    _prctl(PR_SET_CHILD_SUBREAPER, 1)
-    wakeups = Wakeups(state)
+    wakeups.state = state
+    try:
+        return _run_job(config, state, wakeups)
+    finally:
+        wakeups.state = None
+
+
+def _run_job(config: RunnerConfig, state: RunnerState, wakeups: Wakeups) -> bool:
     started_at = _now()
     started_monotonic = time.monotonic()
     document: dict[str, Any] = {
@@ -312,7 +365,7 @@ def run_runner(config: RunnerConfig) -> int:
         document["ended_at"] = _now()
         document["elapsed_seconds"] = time.monotonic() - started_monotonic
         write_json_atomically(config.status_file, document)
-        return 0
+        return True
     state.command_pid = command_pid
     fields = proc_stat_fields(command_pid)
     write_json_atomically(
@@ -332,12 +385,11 @@ def run_runner(config: RunnerConfig) -> int:
 
     wait_status = _supervise(state, started_monotonic, wakeups)
     state.command_pid = None  # a cancel arriving from now on is too late: the command has ended
-    _kill_leftovers_and_reap(command_pid, wakeups)
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    all_reaped = _kill_leftovers_and_reap(state, command_pid, wakeups)
     document["ended_at"] = _now()
     document["elapsed_seconds"] = round(time.monotonic() - started_monotonic, 3)
-    document["cpu_seconds"] = round(usage.ru_utime + usage.ru_stime, 6)  # a `true` takes well under 1 ms
-    document["max_rss_mb"] = round(usage.ru_maxrss / 1024, 1)  # Linux reports ru_maxrss in KiB
+    document["cpu_seconds"] = round(state.children_cpu_seconds, 6)  # a `true` takes well under 1 ms
+    document["max_rss_mb"] = round(state.children_max_rss_kb / 1024, 1)  # Linux: ru_maxrss in KiB
     document["peak_group_rss_mb"] = round(state.peak_group_rss_mb, 1) if state.memory_limit_mb else None
     document["command_pid"] = command_pid
     if os.WIFSIGNALED(wait_status):
@@ -361,7 +413,7 @@ def run_runner(config: RunnerConfig) -> int:
     # each step ~0.2 ms of CPU and a disk flush before the end was known.) The running file, which
     # the command's end makes stale, becomes the status file: no file is created for it.
     write_json_atomically(config.status_file, document, durable=False, recycle=config.running_file)
-    return 0
+    return all_reaped
 
 
 def record_runner_failure(config: RunnerConfig, log: str | None = None) -> None:
