@@ -202,6 +202,38 @@ async def test_long_handler_keeps_its_message_with_in_progress(js: JetStreamCont
     await consumer.stop(5)
 
 
+def heartbeat_tasks() -> int:
+    return sum(t.get_coro().__qualname__ == "DurableConsumer._heartbeat" for t in asyncio.all_tasks())  # type: ignore[union-attr]
+
+
+async def test_one_heartbeat_task_serves_every_message_in_hand_and_ends_when_none_is(
+    js: JetStreamContext,
+) -> None:
+    """A task and a timer per message cost more than handling a quick one: the consumer has one heartbeat
+    task while it handles any message, none when it handles nothing."""
+    release = asyncio.Event()
+    started = 0
+
+    async def handler(env: Envelope, d: Delivery) -> None:
+        nonlocal started
+        started += 1
+        await release.wait()
+
+    pub = JetStreamPublisher(js)
+    spec = ConsumerSpec(
+        "t-beats", [event_filter("workset.queued")], handler, concurrency=5, ack_wait_seconds=1.5
+    )
+    consumer = DurableConsumer(js, spec, pub)
+    await consumer.start()
+    for _ in range(5):
+        await pub.publish(queued_event())
+    await wait_for(lambda: started == 5)
+    assert heartbeat_tasks() == 1
+    release.set()
+    await wait_for(lambda: heartbeat_tasks() == 0, timeout=5)  # its next tick (0.25 s) finds nothing
+    await consumer.stop(5)
+
+
 async def test_stop_finishes_short_handlers_and_returns_long_ones(js: JetStreamContext) -> None:
     finished: list[str] = []
     started = asyncio.Event()

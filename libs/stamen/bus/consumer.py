@@ -93,6 +93,13 @@ class DurableConsumer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
+        # Messages being handled, and since when (the loop's clock): one heartbeat task for all of them,
+        # alive only while there are any (a task and a timer per message cost more than the handling of
+        # a quick one; an idle consumer wakes for nothing).
+        self._handling: dict[int, tuple[Msg, float]] = {}  # by id(msg): a Msg is not hashable
+        self._heartbeats: asyncio.Task[None] | None = None
+        self._in_flight = IN_FLIGHT.labels(spec.durable)
+        self._handler_seconds = HANDLER_SECONDS.labels(spec.durable)
 
     def consumer_config(self) -> ConsumerConfig:
         s = self.spec
@@ -158,9 +165,11 @@ class DurableConsumer:
             num_delivered=meta.num_delivered,
             headers=headers_of(msg.headers),
         )
-        IN_FLIGHT.labels(durable).inc()
+        self._in_flight.inc()
         started = time.perf_counter()
-        heartbeat = asyncio.create_task(self._heartbeat(msg))
+        self._handling[id(msg)] = (msg, asyncio.get_running_loop().time())
+        if self._heartbeats is None or self._heartbeats.done():
+            self._heartbeats = asyncio.create_task(self._heartbeat())
         outcome = "acked"
         event_type = delivery.headers.get("Stamen-Event-Type", "unknown")
         try:
@@ -214,9 +223,9 @@ class DurableConsumer:
                     return
                 await msg.ack()
         finally:
-            heartbeat.cancel()
-            IN_FLIGHT.labels(durable).dec()
-            HANDLER_SECONDS.labels(durable).observe(time.perf_counter() - started)
+            del self._handling[id(msg)]
+            self._in_flight.dec()
+            self._handler_seconds.observe(time.perf_counter() - started)
             CONSUMED.labels(durable, event_type, outcome).inc()
 
     async def _run_handler(self, envelope: Envelope, delivery: Delivery) -> None:
@@ -236,12 +245,20 @@ class DurableConsumer:
                 log.warning("bus.handler_waits_for_dependency", error=f"{type(exc).__name__}: {exc}")
                 await self._gate.wait_reachable()
 
-    async def _heartbeat(self, msg: Msg) -> None:
-        """Long handlers keep their message: tell the server we are still working on it."""
+    async def _heartbeat(self) -> None:
+        """Long handlers keep their message: tell the server we are still working on it. Every half
+        interval, each message handled for an interval or more since it arrived or since its last
+        heartbeat gets one, so none waits longer than 1.5 intervals (half the ack wait) for it. Ends
+        when no message is being handled."""
         interval = max(self.spec.ack_wait_seconds / 3, 0.5)
-        while True:
-            await asyncio.sleep(interval)
-            await _quietly(msg.in_progress())
+        loop = asyncio.get_running_loop()
+        while self._handling:
+            await asyncio.sleep(interval / 2)
+            now = loop.time()
+            for key, (msg, since) in list(self._handling.items()):
+                if now - since >= interval and key in self._handling:
+                    self._handling[key] = (msg, now)
+                    await _quietly(msg.in_progress())
 
     async def _park(self, msg: Msg, delivery: Delivery, exc: UndecodableMessage) -> None:
         log.error(
@@ -278,6 +295,8 @@ class DurableConsumer:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=5)
+        if self._heartbeats is not None:
+            self._heartbeats.cancel()
         with contextlib.suppress(Exception):
             await self._sub.unsubscribe()
 
