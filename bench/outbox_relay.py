@@ -144,6 +144,7 @@ async def run(events: int, pass_size: int, folder: Path) -> dict[str, Any]:
         nats.stop()
         pg.stop()
     return {
+        "bench": "outbox_relay",
         "machine": machine(),
         "events": events,
         "pass_size": pass_size,

@@ -75,6 +75,17 @@ def test_api(postgres_admin_url: str, nats_url: str) -> None:
     assert f["cpu_ms_per_request"]["idle"]["portal"] > 0
 
 
+def test_outbox_relay() -> None:
+    """Commit, relay (in passes of 7) and consume 50 events on their own servers."""
+    f = run_bench("outbox_relay", "--events", "50")
+    assert f["events"] == 50 and f["commit_events_per_second"] > 0
+    for phase in ("relay", "consume"):
+        assert f[phase]["events_per_second"] > 0 and f[phase]["own_cpu_us_per_event"] > 0
+        assert f[phase]["round_trips_per_event"] > 0
+    # A relay pass is three round trips (BEGIN, the claim that marks, COMMIT) for up to 7 events.
+    assert 3 / 7 <= f["relay"]["round_trips_per_event"] < 1
+
+
 def test_local_executor() -> None:
     f = run_bench("local_executor", "--steps", "6", "--in-flight", "3")
     assert f["exit_to_noticed"]["n"] == 6 and f["overhead_cpu_ms_per_step"] > 0
