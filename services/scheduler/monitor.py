@@ -27,6 +27,7 @@ from stamen.domain.workset import Workset
 from stamen.events.types import StepCompleted, WorksetFailed
 from stamen.executors.base import JobState, JobStatus
 from stamen.store.clusters import ClusterRecord
+from stamen.store.dispatch_facts import DispatchFacts, ended_step_and_facts
 from stamen.store.step_runs import StepRunRow, finishing_active_step_run
 from stamen.store.unit_of_work import UnitOfWork
 
@@ -92,11 +93,18 @@ class JobMonitor:
     async def _record(self, row: StepRunRow, status: JobStatus) -> int:
         async with self._pool.acquire() as conn:
             async with UnitOfWork.on(conn) as uow:
-                # The end recorded and the workset read and locked: one statement.
-                ws = await uow.worksets.get_changed(finishing_active_step_run(row.id, status))
+                # The end recorded and the workset read and locked: one statement, which also reads what the
+                # dispatcher needs before it records the next step after a success.
+                change = finishing_active_step_run(row.id, status)
+                facts = None
+                if status.state is JobState.SUCCEEDED and self._dispatcher is not None:
+                    got = await ended_step_and_facts(uow.worksets, change)
+                    ws, facts = got if got is not None else (None, None)
+                else:
+                    ws = await uow.worksets.get_changed(change)
                 if ws is None:
                     return 0  # another replica recorded it (or evacuation holds it)
-                submission = await self._outcome(uow, ws, row, status)  # holds the step run's lock
+                submission = await self._outcome(uow, ws, row, status, facts)  # holds the step run's lock
                 await uow.commit()
             if submission is not None and self._dispatcher is not None:
                 await self._dispatcher.submit_holding(conn, submission)
@@ -106,7 +114,7 @@ class JobMonitor:
         return 1
 
     async def _outcome(
-        self, uow: UnitOfWork, ws: Workset, row: StepRunRow, status: JobStatus
+        self, uow: UnitOfWork, ws: Workset, row: StepRunRow, status: JobStatus, facts: DispatchFacts | None
     ) -> Submission | None:
         """What the job's end does to the workset, saved. A step that succeeded is followed, in the same
         transaction, by what the dispatcher would do at its next pass (the next step recorded for
@@ -116,7 +124,9 @@ class JobMonitor:
             resources = {k: v for k, v in status.resources.model_dump().items() if v is not None}
             ws.event(StepCompleted(step=row.step, attempt=row.attempt, resources=resources))
             if self._dispatcher is not None:
-                return await self._dispatcher.prepare(uow, ws, changed=True, if_dispatchable=True)
+                return await self._dispatcher.prepare(
+                    uow, ws, changed=True, if_dispatchable=True, facts=facts
+                )
         elif ws.cancel_requested_by and status.state is JobState.CANCELLED:
             finish_cancelled(ws, self._holder)
             await save_releasing(uow, ws, "cancelled")

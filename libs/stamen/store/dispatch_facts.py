@@ -10,12 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from stamen.domain.lifecycle import WorksetState
 from stamen.domain.workset import Workset
 from stamen.store.actuals import STEP_COSTS_COLUMNS, STEP_COSTS_FROM, StepCost
 from stamen.store.clusters import ClusterRecord, cluster_from_row
 from stamen.store.db import Connection
-from stamen.store.step_runs import SUCCEEDED_FROM, UNDISPATCHED_FROM, succeeded_where
-from stamen.store.worksets import WorksetRepository
+from stamen.store.step_runs import REGION_AVOIDED, SUCCEEDED_FROM, UNDISPATCHED_FROM, succeeded_where
+from stamen.store.worksets import WorksetChange, WorksetRepository
 from stamen.tenancy.buckets import TenantBuckets
 from stamen.tenancy.grants import TENANT_RIGHTS_ORDER, tenant_buckets_of, tenant_rights_sql
 
@@ -51,6 +52,69 @@ _FACTS_SQL = f"""SELECT
   FROM (SELECT 1) AS one LEFT JOIN clusters c ON c.name = $3"""
 # Read with the workset $1 itself (`WorksetRepository.get_with`, whose row is `w`).
 _WITH_WORKSET_SQL = _workset_facts("w.tenant_id")
+
+
+# Read with a running step's end (`ended_step_and_facts`): the statement sees the database as it began,
+# before its own UPDATE, so the ended step as it is now (`changed`) stands in for its row as it was.
+_CLUSTER_COLUMNS = (
+    "name",
+    "region",
+    "executor",
+    "max_concurrent",
+    "price_factor",
+    "data_locations",
+    "status",
+    "config",
+)
+_WITH_ENDED_STEP_SQL = f"""ARRAY(SELECT ARRAY[r.bucket, r.access, r.source, r.granted_by, r.note]
+          FROM ({tenant_rights_sql("w.tenant_id")}) r ORDER BY {TENANT_RIGHTS_ORDER}) AS rights,
+    ARRAY(SELECT ARRAY[t.step, t.cluster] FROM (
+            SELECT id, step, cluster FROM step_runs
+            WHERE workset_id = w.id AND state = 'succeeded' AND id <> changed.id
+            UNION ALL SELECT changed.id, changed.step, changed.cluster WHERE changed.state = 'succeeded') t
+          ORDER BY t.step, t.id) AS succeeded,
+    ARRAY(SELECT ARRAY[s.attempt::text, s.cpu_seconds::text, s.elapsed_seconds::text, s.max_rss_mb::text,
+                       s.region, s.price_factor::text]
+          FROM (SELECT {STEP_COSTS_COLUMNS} FROM step_runs s LEFT JOIN clusters c ON c.name = s.cluster
+                WHERE s.workset_id = w.id AND s.id <> changed.id
+                UNION ALL
+                SELECT changed.attempt, (changed.resources->>'cpu_seconds')::float8,
+                       (changed.resources->>'elapsed_seconds')::float8, (changed.resources->>'max_rss_mb')::float8,
+                       c.region, c.price_factor
+                FROM (SELECT 1) AS one LEFT JOIN clusters c ON c.name = changed.cluster) s) AS costs,
+    NOT EXISTS (SELECT 1 FROM step_runs s WHERE s.workset_id = w.id AND s.attempt = w.attempt
+                AND s.state IN ('submitting', 'pending', 'running') AND s.id <> changed.id) AS no_other_step,
+    {REGION_AVOIDED} AS region_avoided,
+    {", ".join(f"cl.{c} AS cluster_{c}" for c in _CLUSTER_COLUMNS)}"""
+
+
+async def ended_step_and_facts(
+    worksets: WorksetRepository, change: WorksetChange
+) -> tuple[Workset, DispatchFacts] | None:
+    """A running step's end recorded (`finishing_active_step_run`) and its workset read and locked, with what
+    the dispatcher reads before it records the next step, in one statement; None when nothing was recorded.
+    Whether the dispatcher's claim would take the workset now is answered as its claim asks it
+    (`UNDISPATCHED_FROM`): the workset scheduled or running (its row as locked), no step of its attempt active
+    but the one that ended, its region not to be avoided. No other step of the attempt can be recorded while
+    the ended one was active (every way to record one requires none), so the statement's snapshot, taken
+    before the workset's lock, cannot miss one."""
+    got = await worksets.get_changed_with(
+        change, _WITH_ENDED_STEP_SQL, joins="LEFT JOIN clusters cl ON cl.name = w.cluster"
+    )
+    if got is None:
+        return None
+    ws, row = got
+    found = (
+        cluster_from_row({c: row[f"cluster_{c}"] for c in _CLUSTER_COLUMNS})
+        if row["cluster_name"] is not None
+        else None
+    )
+    dispatchable = (
+        ws.state in (WorksetState.SCHEDULED, WorksetState.RUNNING)
+        and bool(row["no_other_step"])
+        and not row["region_avoided"]
+    )
+    return ws, _facts(row, ws.tenant_id, ws.cluster or "", found, dispatchable)
 
 
 async def dispatch_facts(

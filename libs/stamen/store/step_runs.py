@@ -117,14 +117,16 @@ def step_run_from_row(r: Any) -> StepRunRow:
 # Scheduled or running worksets with no step submitting or running: newly admitted, or whose last step
 # has ended. Nothing new starts in a region that is down while another can take the work: the
 # evacuation moves those worksets (stamen.domain.regions.regions_to_avoid).
-UNDISPATCHED_FROM = """FROM worksets w
-    WHERE w.state IN ('scheduled', 'running') AND NOT EXISTS (
-        SELECT 1 FROM step_runs s WHERE s.workset_id = w.id AND s.attempt = w.attempt
-        AND s.state IN ('submitting', 'pending', 'running'))
-    AND NOT (EXISTS (SELECT 1 FROM clusters c JOIN region_health h ON h.region = c.region
+# Whether the workset `w`'s region is to be avoided: down, while another can take the work.
+REGION_AVOIDED = """(EXISTS (SELECT 1 FROM clusters c JOIN region_health h ON h.region = c.region
                      WHERE c.name = w.cluster AND h.status = 'down')
              AND EXISTS (SELECT 1 FROM clusters o LEFT JOIN region_health oh ON oh.region = o.region
                          WHERE o.status = 'active' AND oh.status IS DISTINCT FROM 'down'))"""
+UNDISPATCHED_FROM = f"""FROM worksets w
+    WHERE w.state IN ('scheduled', 'running') AND NOT EXISTS (
+        SELECT 1 FROM step_runs s WHERE s.workset_id = w.id AND s.attempt = w.attempt
+        AND s.state IN ('submitting', 'pending', 'running'))
+    AND NOT {REGION_AVOIDED}"""
 # Admitted worksets whose cluster's region is down, only while another region can take the work.
 STRANDED_FROM = """FROM worksets w JOIN clusters c ON c.name = w.cluster
     JOIN region_health h ON h.region = c.region AND h.status = 'down'
@@ -497,7 +499,7 @@ def finishing_active_step_run(step_run_id: int, status: JobStatus) -> WorksetCha
                   resources = $7::jsonb, ended_at = coalesce($8, now())
            WHERE id = $1 AND state IN ('pending', 'running')
              AND (SELECT pg_try_advisory_xact_lock($9, ($1::bigint % 2147483647)::int))
-           RETURNING workset_id""",
+           RETURNING workset_id, id, step, cluster, state, attempt, resources""",
         (*_ended(step_run_id, status), STEP_RUN_LOCK_CLASS),
     )
 

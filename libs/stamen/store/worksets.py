@@ -137,6 +137,24 @@ class WorksetRepository:
         self._seen.append(ws)
         return ws
 
+    async def get_changed_with(
+        self, change: WorksetChange, columns: str, joins: str = ""
+    ) -> tuple[Workset, asyncpg.Record] | None:
+        """`get_changed`, with `columns` (select-list items, where `w` is the workset's row and `changed` the
+        change's RETURNING row; `joins` may add tables) read by the same statement. They see the database as
+        the statement began: not the change itself, whose new values only `changed` has."""
+        row = await self._conn.fetchrow(
+            f"""WITH changed AS ({change.sql})
+                SELECT w.*, {columns} FROM changed JOIN worksets w ON w.id = changed.workset_id {joins}
+                FOR UPDATE OF w""",
+            *change.args,
+        )
+        if row is None:
+            return None
+        ws = _from_row(row)
+        self._seen.append(ws)
+        return ws, row
+
     async def find_by_idempotency_key(self, tenant_id: str, key: str) -> Workset | None:
         row = await self._conn.fetchrow(
             "SELECT * FROM worksets WHERE tenant_id = $1 AND idempotency_key = $2", tenant_id, key
