@@ -13,7 +13,6 @@ import asyncpg
 import structlog
 
 from services.validator.checks import CheckResult
-from services.validator.tenant import TenantFacts, read_tenant
 from stamen.bus.consumer import Delivery, RetryLater
 from stamen.diagnostics import CatalogEntry, UnknownErrorCodeError, get_entry
 from stamen.domain.lifecycle import WorksetState
@@ -31,6 +30,7 @@ from stamen.events.types import (
 from stamen.inputs import sentinels
 from stamen.inputs.objects import ObjectStore, StorageError
 from stamen.inputs.repository import IntakeRepository
+from stamen.inputs.tenant import TenantFacts, read_tenant
 from stamen.service.idempotent import GroupCommit, idempotent, shared_read
 from stamen.service.poison import known_workset, workset_id_of
 from stamen.store.diagnoses import DiagnosisRow

@@ -10,11 +10,11 @@ from aiohttp import web
 
 from services.validator import handlers
 from services.validator.checks import CheckResult, check_submission
-from services.validator.tenant import TenantFacts
 from stamen.bus.consumer import EventHandler
 from stamen.inputs.contexts import INTAKE_SETTINGS, OBJECT_STORE
 from stamen.inputs.quota import customer_quota_findings
 from stamen.inputs.storage import StorageChecker
+from stamen.inputs.tenant import TenantFacts
 from stamen.service.keys import INBOX_GROUP, POOL
 from stamen.settings import Settings
 from stamen.worksets import Finding

@@ -24,9 +24,9 @@ from services.scheduler.tests.support import (
 from services.validator import handlers as validator
 from services.validator.checks import check_submission
 from services.validator.reconcile import stale_submissions
-from services.validator.tenant import TenantFacts
 from stamen.bus.consumer import Delivery
 from stamen.inputs.demo import DEMO_BUCKET
+from stamen.inputs.tenant import TenantFacts
 from stamen.intake import submit_workset
 from stamen.service.idempotent import idempotent
 from stamen.settings import Settings

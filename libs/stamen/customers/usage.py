@@ -297,7 +297,11 @@ async def check_storage_of(
 
 async def _customer(pool: asyncpg.Pool, customer_id: str) -> Customer:
     async with pool.acquire() as conn:
-        customer = await CustomerRepository(conn).get(customer_id)
+        return required_customer(await CustomerRepository(conn).get(customer_id), customer_id)
+
+
+def required_customer(customer: Customer | None, customer_id: str) -> Customer:
+    """The customer read for `customer_id`; CustomerNotFound (not a customer: no quota applies) when none."""
     if customer is None:
         raise CustomerNotFound(f"customer {customer_id} does not exist", customer_id=customer_id)
     return customer

@@ -141,15 +141,18 @@ async def submit_document(
     source: str,
     actor: str,
     announce: Announce | None = None,
+    rights: TenantBuckets | None = None,
 ) -> SubmissionOutcome:
     """Structural validation now (the caller hears of document errors at once); storage checks and the
     estimate follow in the validator service, which turns the workset into queued or rejected. An unusable
-    request (tenant, idempotency key) raises IntakeRefused."""
+    request (tenant, idempotency key) raises IntakeRefused. `rights`: the tenant's buckets when the caller
+    has read them already (the portal, with its customer row); else they are read here."""
     tenant = check_request(tenant, idempotency_key)
     # Parsing and checking grow with the document (a CPU second at 10,000 samples): off the event loop,
     # unless it is an already parsed document of a few samples (the API's), whose check costs less than
     # the trip to a thread and back (stamen.inputs.validation.run_sized).
-    rights = await tenant_buckets(pool, tenant)
+    if rights is None or rights.tenant_id != tenant:
+        rights = await tenant_buckets(pool, tenant)
     samples = document.get("samples") if isinstance(document, Mapping) else None
     imported, report = await run_sized(
         len(samples) if isinstance(samples, list) else None, _checked, document, tenant, media, source, rights

@@ -29,8 +29,9 @@ from services.portal.api.requests import IDEMPOTENCY_HEADER, TENANT_HEADER, body
 from services.portal.api.text import problem_of, require_storable
 from stamen import commands
 from stamen.bus.announce import announcer
-from stamen.customers import StorageNotMeasured, check_customer_storage
+from stamen.customers import StorageNotMeasured
 from stamen.customers.model import CustomerNotFound
+from stamen.customers.usage import check_storage_of, required_customer
 from stamen.domain.lifecycle import WorksetState
 from stamen.domain.workset import Workset
 from stamen.inputs.contexts import INTAKE_SETTINGS, OBJECT_STORE
@@ -44,6 +45,7 @@ from stamen.inputs.submission import (
     parse_document,
     submit_document,
 )
+from stamen.inputs.tenant import tenant_facts
 from stamen.inputs.validation import validate_imported
 from stamen.service.keys import BUS, POOL, SETTINGS
 from stamen.store.errors import WorksetNotFound
@@ -110,8 +112,11 @@ async def submit_for(
     quota's); findings are returned."""
     tenant = check_request(tenant, idempotency_key)
     security = request.app[SECURITY]
+    # Its customer row (the quota) and its buckets (what the document may name) in one statement.
+    facts = await tenant_facts(request.app[POOL], tenant)
     try:  # refuse at once when the tenant's bucket is already over its storage quota
-        await check_customer_storage(request.app[POOL], security.s3, tenant, cache=security.bucket_usage)
+        customer = required_customer(facts.customer, tenant)
+        await check_storage_of(customer, security.s3, cache=security.bucket_usage)
     except CustomerNotFound:
         if security.auth.auth_enabled:
             raise
@@ -130,6 +135,7 @@ async def submit_for(
         source=source,
         actor=actor_of(request),
         announce=announcer(bus) if (bus := request.app.get(BUS)) is not None else None,
+        rights=facts.rights,
     )
 
 

@@ -16,7 +16,6 @@ import pytest
 from services.validator.checks import CheckResult, check_submission
 from services.validator.handlers import Check, keep_sentinel, validate_submitted
 from services.validator.submission import CONSUMER
-from services.validator.tenant import TenantFacts
 from stamen.bus.consumer import Delivery, EventHandler, RetryLater
 from stamen.events import decode_envelope
 from stamen.events.envelope import Envelope, new_envelope
@@ -32,6 +31,7 @@ from stamen.inputs.objects import S3ObjectStore, open_object_store
 from stamen.inputs.repository import DropRecord, IntakeRepository
 from stamen.inputs.settings import IntakeSettings
 from stamen.inputs.storage import StorageChecker
+from stamen.inputs.tenant import TenantFacts
 from stamen.inputs.validation import INLINE_MAX_SAMPLES
 from stamen.intake import submit_workset
 from stamen.service.idempotent import idempotent

@@ -1,9 +1,12 @@
-"""What the validator reads about a submission's tenant: the buckets it may use and its customer row (the
-storage quota). Read in the transaction that reads the workset, in one statement."""
+"""What intake reads about a submission's tenant: the buckets it may use and its customer row (the storage
+quota), in one statement: the validator in the transaction that reads the workset, the portal before it
+submits."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import asyncpg
 
 from stamen.customers.model import Customer
 from stamen.customers.repository import customer_from_row
@@ -43,3 +46,9 @@ async def read_tenant(conn: Connection, tenant_id: str) -> TenantFacts:
         tenant_buckets_of(tenant_id, rights),
         customer_from_row(row) if row["customer_id"] is not None else None,
     )
+
+
+async def tenant_facts(pool: asyncpg.Pool, tenant_id: str) -> TenantFacts:
+    """`read_tenant` on a connection of its own."""
+    async with pool.acquire() as conn:
+        return await read_tenant(conn, tenant_id)

@@ -1,13 +1,14 @@
-"""The validator's one-statement read of a tenant says what the two repositories say: its buckets (own first,
-then its grants, in order) and its customer row, for a customer, a tenant with grants only, and a stranger."""
+"""Intake's one-statement read of a tenant (the validator's, the portal's) says what the two repositories
+say: its buckets (own first, then its grants, in order) and its customer row, for a customer, a tenant with
+grants only, and a stranger."""
 
 from __future__ import annotations
 
 import asyncpg
 
-from services.validator.tenant import read_tenant
 from stamen.customers import NewCustomer
 from stamen.customers.repository import CustomerRepository
+from stamen.inputs.tenant import read_tenant
 from stamen.tenancy import BucketGrantRepository
 
 
