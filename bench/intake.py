@@ -19,7 +19,9 @@ steps, the API's per-principal rate limit lifted). Then:
    behind its schedule (if it did, the offered rate was not offered). The legs, from the same clocks:
    submitted -> the relay's claim of workset.submitted (`outbox.published_at`), that claim -> `validating`
    (JetStream, the validator's fetch and its group's wait), `validating` -> `queued` (the S3 checks and
-   both commits' waits).
+   both commits' waits). And the CPU of every process (not the emulator) from the first submission until
+   the last workset was past intake: its share of one core and milliseconds per workset (worksets already
+   queued start running meanwhile: the schedulers' share is mostly theirs).
 3. **The emulator alone**: the ranged GET the validator makes per input (`ObjectStore.read_start`, the
    adapter's own code), one at a time and two at once (a workset's R1 and R2), against the stack's moto
    with nothing else asking: how much of `validating` is the emulator itself. moto answers every request
@@ -64,6 +66,19 @@ async def measure_idle(stack: Stack, seconds: float) -> dict[str, Any]:
         "seconds": round(elapsed, 1),
         "percent_of_one_core": share,
         "total_percent_of_one_core": round(sum(share.values()), 2),
+    }
+
+
+def cpu_during(meter: ProcessMeter, seconds: float, worksets: int) -> dict[str, Any]:
+    """What each process spent from the first submission until the last workset was past intake (the
+    worksets already queued start running meanwhile: the schedulers' share is theirs)."""
+    report = meter.report(per=worksets)
+    share = {name: round(100 * v["cpu_seconds"] / seconds, 1) for name, v in report.items()}
+    return {
+        "seconds": round(seconds, 1),
+        "percent_of_one_core": share,
+        "total_percent_of_one_core": round(sum(share.values()), 1),
+        "ms_per_workset": {name: v["cpu_ms_per_unit"] for name, v in report.items()},
     }
 
 
@@ -177,8 +192,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             conn = await asyncpg.connect(stack.database_url)
             try:
                 await grant_reads(conn, TENANTS)
+                meter = ProcessMeter({k: v for k, v in stack.pids().items() if k != "moto"})
+                meter.start()
+                t0 = time.perf_counter()
                 offered = await offer(stack.service_url("portal"), worksets, args.rate)
                 past = await wait_past_intake(conn, n, args.timeout)
+                busy = cpu_during(meter, time.perf_counter() - t0, n)
                 latencies = await intake_latencies(conn)
             finally:
                 await conn.close()
@@ -191,6 +210,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "offered_rate_per_second": args.rate,
         "offered": offered,
         "emulator_ranged_get": emulator,
+        "cpu_during_intake": busy,
         "past_intake": past,
         "all_past_intake": past >= n,
         **latencies,
@@ -208,6 +228,7 @@ def lines_for(f: dict[str, Any]) -> list[str]:
         return lines  # --idle-only
     o, s2q, v2q = f["offered"], f["submitted_to_queued"], f["validating_to_queued"]
     g1, g2 = f["emulator_ranged_get"]["one_at_a_time"], f["emulator_ranged_get"]["two_at_once"]
+    busy = f["cpu_during_intake"]
     return [
         *lines,
         f"offered {f['offered_rate_per_second']}/s: {o['sent']} sent in {o['seconds']} s, refused {o['refused'] or 'none'}; "
@@ -224,6 +245,9 @@ def lines_for(f: dict[str, Any]) -> list[str]:
         ),
         f"the emulator alone, the validator's ranged GET p50 / p99: one at a time {g1['p50_ms']:.1f} / "
         f"{g1['p99_ms']:.1f} ms, two at once {g2['p50_ms']:.1f} / {g2['p99_ms']:.1f} ms",
+        f"CPU from the first submission until all were past intake ({busy['seconds']} s): "
+        f"{busy['total_percent_of_one_core']}% of one core; ms per workset: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in busy["ms_per_workset"].items()),
     ]
 
 

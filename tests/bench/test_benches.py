@@ -114,6 +114,8 @@ def test_intake() -> None:
     assert "moto" not in f["idle"]["percent_of_one_core"]
     assert {leg["n"] for leg in f["legs"].values()} == {5}
     assert f["emulator_ranged_get"]["one_at_a_time"]["n"] == 100
+    busy = f["cpu_during_intake"]["ms_per_workset"]
+    assert busy["portal"] > 0 and busy["validator"] + busy["validator-2"] > 0 and "moto" not in busy
 
 
 def test_validation(postgres_admin_url: str) -> None:
