@@ -45,6 +45,8 @@ from stamen.settings import Settings
 from stamen.stack.servers import MotoServer
 from stamen.store.db import create_pool
 
+# Handlers started this late (p99) mean the process could not keep up with the offered rate.
+SATURATED_LATE_MS = 50.0
 DELIVERY = Delivery(subject="bench", stream_seq=1, num_delivered=1, headers={})
 
 
@@ -135,6 +137,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "seconds": round(wall, 2),
         "handler": latency_summary(took),
         "started_late": latency_summary(late),
+        "saturated": latency_summary(late)["p99_ms"] > SATURATED_LATE_MS,
         "cpu_ms_per_validation": round(1000 * cpu / n, 2),
         # the two settled_transactions reads are this bench's own
         "transactions_per_validation": round((tx_after - tx_before - 2) / n, 2),
@@ -145,7 +148,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def lines_for(f: dict[str, Any]) -> list[str]:
     m, h = f["machine"], f["handler"]
-    return [
+    lines = [
         f"(load average {m['load_average_1m']} on {m['cpus']} CPUs, commit {m['commit']})",
         f"{f['worksets']} validations offered at {f['offered_rate_per_second']}/s, done in {f['seconds']} s; "
         f"states {f['states']}",
@@ -154,6 +157,14 @@ def lines_for(f: dict[str, Any]) -> list[str]:
         f"CPU of this process per validation: {f['cpu_ms_per_validation']} ms; "
         f"PostgreSQL transactions per validation: {f['transactions_per_validation']}",
     ]
+    if f["saturated"]:
+        # Handlers queued for the loop: the validator's groups then gather many calls (fewer transactions
+        # and less CPU per validation), so this run's CPU figure is not comparable with an unsaturated one.
+        lines.append(
+            f"saturated (handlers started {f['started_late']['p99_ms']:.0f} ms late at p99): compare CPU per "
+            "validation only between runs that were not, e.g. at a lower --rate"
+        )
+    return lines
 
 
 def main() -> None:
