@@ -8,6 +8,7 @@ import time
 
 from nats.js import JetStreamContext
 
+from stamen.bus.connections import connect_nats
 from stamen.bus.consumer import ConsumerSpec, Delivery, DurableConsumer, RetryLater
 from stamen.bus.deadletter import DeadLetterForwarder
 from stamen.bus.publisher import JetStreamPublisher
@@ -232,6 +233,38 @@ async def test_one_heartbeat_task_serves_every_message_in_hand_and_ends_when_non
     release.set()
     await wait_for(lambda: heartbeat_tasks() == 0, timeout=5)  # its next tick (0.25 s) finds nothing
     await consumer.stop(5)
+
+
+async def test_messages_arriving_one_by_one_cost_their_delivery_and_ack_not_a_request_each(
+    js: JetStreamContext, nats_url: str
+) -> None:
+    """A pull request left open at the server serves several messages as they are published: the
+    consumer's connection sends their acks and a request per few of them (a fetch per arrival sent a
+    request for each, and the server answered each with a closing status besides)."""
+    handled = 0
+
+    async def handler(env: Envelope, d: Delivery) -> None:
+        nonlocal handled
+        handled += 1
+
+    own = await connect_nats(nats_url, name="t-requests")
+    try:
+        spec = ConsumerSpec("t-requests", [event_filter("workset.queued")], handler, concurrency=8)
+        consumer = DurableConsumer(own.jetstream(), spec, JetStreamPublisher(js))
+        await consumer.start()
+        await asyncio.sleep(0.2)  # its first request is waiting at the server
+        sent, received = own.stats["out_msgs"], own.stats["in_msgs"]
+        pub = JetStreamPublisher(js)
+        for i in range(1, 13):
+            await pub.publish(queued_event())
+            await wait_for(lambda n=i: handled == n)  # type: ignore[misc]
+        await asyncio.sleep(0.2)  # the last ack is sent
+        sent, received = own.stats["out_msgs"] - sent, own.stats["in_msgs"] - received
+        await consumer.stop(5)
+    finally:
+        await own.close()
+    assert received == 12, received  # the messages, and no status
+    assert 12 <= sent <= 12 + 4, sent  # their acks, and a request per four (8 slots, asked when 4 free)
 
 
 async def test_stop_finishes_short_handlers_and_returns_long_ones(js: JetStreamContext) -> None:

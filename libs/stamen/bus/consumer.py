@@ -19,7 +19,7 @@ from stamen.bus.connections import headers_of
 from stamen.bus.metrics import CONSUMED, HANDLER_SECONDS, IN_FLIGHT
 from stamen.bus.parked import REPLAY_FOR
 from stamen.bus.publisher import RawPublisher
-from stamen.bus.pull import LongPoll
+from stamen.bus.pull import PullStream
 from stamen.bus.subjects import EVENTS_STREAM, dlq_subject
 from stamen.events.envelope import Envelope, UndecodableMessage, decode_envelope
 
@@ -88,7 +88,7 @@ class DurableConsumer:
         # already waiting at the server receives meanwhile is held by its handler until the database
         # answers (_run_handler): none spends its delivery budget on an outage.
         self._gate = gate
-        self._poll: LongPoll | None = None
+        self._poll: PullStream | None = None
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: asyncio.Task[None] | None = None
@@ -119,7 +119,7 @@ class DurableConsumer:
         # add_consumer creates the durable or updates its settings to match this code.
         await self._js.add_consumer(self.spec.stream, config=self.consumer_config())
         self._sub = await self._js.pull_subscribe_bind(durable=self.spec.durable, stream=self.spec.stream)
-        self._poll = LongPoll(self._sub)
+        self._poll = PullStream(self._sub)
         self._runner = asyncio.create_task(self._run(), name=f"consumer:{self.spec.durable}")
         self.ready.set()
 
@@ -140,21 +140,23 @@ class DurableConsumer:
                 await self._gate.wait_reachable()
                 continue
             try:
-                msgs = await self._poll.fetch(free)
+                await self._poll.ask(free)
+                msg = await self._poll.next()
             except (TimeoutError, NatsTimeoutError):
                 continue
             except Exception as exc:  # connection trouble: back off, the client reconnects by itself
                 log.warning("bus.fetch_failed", consumer=self.spec.durable, error=str(exc))
                 await asyncio.sleep(1.0)
                 continue
-            for msg in msgs:
-                if self._stopping.is_set():
-                    # Fetched during shutdown: hand it straight back for another instance.
-                    await _quietly(msg.nak())
-                    continue
-                task = asyncio.create_task(self._handle(msg))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+            if msg is None:
+                continue
+            if self._stopping.is_set():
+                # Delivered during shutdown: hand it straight back for another instance.
+                await _quietly(msg.nak())
+                continue
+            task = asyncio.create_task(self._handle(msg))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _handle(self, msg: Msg) -> None:
         durable = self.spec.durable

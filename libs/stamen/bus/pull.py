@@ -1,4 +1,7 @@
-"""Long-poll fetches of a pull subscription: one request waits at the server until messages arrive.
+"""Pull requests that wait at the server: `LongPoll` (a fetch per wait; the dead-letter forwarders) and
+`PullStream` (requests left open, served message by message; the durable consumers).
+
+Long-poll fetches of a pull subscription: one request waits at the server until messages arrive.
 
 A fetch that found nothing used to expire after 1 s and be made again: ~1.4 requests a second for each
 of a deployment's ~30 fetch loops when nothing happens (two requests per expiry in nats-py's batch
@@ -18,6 +21,7 @@ inbox meanwhile are not lost: the next fetch takes them from the inbox first.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 from nats.aio.msg import Msg
@@ -60,3 +64,88 @@ class LongPoll:
         self._short_until = time.monotonic() + SHORT_WAITS_FOR_SECONDS
         if self._in_flight is not None:
             self._in_flight.cancel()
+
+
+class PullStream:
+    """A consumer's messages one at a time, from pull requests left open at the server: a request for a
+    batch stays there until the batch is delivered (message by message, as they are published) or it
+    expires, so a message costs its delivery and its ack. A fetch per arrival (`LongPoll`, nats-py's
+    `fetch`) cost a request and the server's closing status besides: of the messages between a service
+    and NATS, one in three. `ask(free)` keeps about `free` messages asked for (the consumer's free
+    handler slots): it asks for the slots not already covered by open requests once they are at least
+    half of them, so a consumer asks once per few messages and never holds more than its slots.
+
+    The server ends a request it expires, or gives up (409), with a status carrying how many messages
+    of it were left undelivered; those are asked for again. A request the server forgot (NATS
+    restarted): `cut_short()` on reconnect, as for `LongPoll`, and requests are then short for a while;
+    and no message or status for longer than a request lasts counts as every request gone."""
+
+    PENDING = "Nats-Pending-Messages"
+
+    def __init__(self, sub: JetStreamContext.PullSubscription, wait_seconds: float | None = None) -> None:
+        self._sub = sub
+        self._wait_seconds = WAIT_SECONDS if wait_seconds is None else wait_seconds
+        self._asked = 0  # messages asked for that the server has neither delivered nor given up on
+        self._short_until = 0.0
+        self._waiting: asyncio.Future[Msg] | None = None
+
+    @property
+    def asked(self) -> int:
+        return self._asked
+
+    def _wait(self) -> float:
+        short = time.monotonic() < self._short_until
+        return min(SHORT_WAIT_SECONDS, self._wait_seconds) if short else self._wait_seconds
+
+    async def ask(self, free: int) -> None:
+        want = free - self._asked
+        if want <= 0 or (self._asked > 0 and want < max(1, free // 2)):
+            return
+        expires_ns = int(self._wait() * 1_000_000_000)
+        request = json.dumps({"batch": want, "expires": expires_ns}).encode()
+        await self._sub._nc.publish(self._sub._nms, request, reply=self._sub._deliver)
+        self._asked += want
+
+    async def next(self) -> Msg | None:
+        """The next message; None when the server gave up on a request (ask again), when nothing came for
+        longer than a request lasts, or when cut short. Taken straight from the subscription's queue
+        (nats-py's `next_msg` makes a task and a uuid per call); a task only to wait on an empty one."""
+        sub = self._sub._sub
+        queue = sub._pending_queue
+        if not queue.empty():
+            msg = queue.get_nowait()
+        else:
+            waiting: asyncio.Future[Msg] = asyncio.ensure_future(queue.get())
+            self._waiting = waiting
+            try:
+                await asyncio.wait({waiting}, timeout=self._wait() + 5.0)
+            finally:
+                self._waiting = None
+                if not waiting.done():
+                    waiting.cancel()  # cancelled itself, or nothing came in time
+            if waiting.cancelled():
+                return None  # cut_short(): the caller asks again
+            if not waiting.done():
+                self._asked = 0  # every request has expired by now, its status lost: ask again
+                return None
+            msg = waiting.result()
+        sub._pending_size -= len(msg.data)
+        queue.task_done()
+        status = msg.headers.get("Status") if msg.headers else None
+        if not status:
+            self._asked = max(0, self._asked - 1)
+            return msg
+        if status == "100":  # a heartbeat (none is asked for): nothing to do
+            return None
+        pending = msg.headers.get(self.PENDING) if msg.headers else None
+        # 408 (expired) and 409 (given up) say what was left of the request; without it, assume all.
+        self._asked = max(0, self._asked - int(pending)) if pending and pending.isdigit() else 0
+        return None
+
+    def cut_short(self) -> None:
+        """The client reconnected: the requests waiting at the server may be gone; ask again, with short
+        requests for a while."""
+        self._short_until = time.monotonic() + SHORT_WAITS_FOR_SECONDS
+        self._asked = 0
+        if self._waiting is not None:
+            self._waiting.cancel()
