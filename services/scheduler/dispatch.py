@@ -328,6 +328,14 @@ class Dispatcher:
     def _unit_of_work(self, conn: Connection | None) -> UnitOfWork:
         return UnitOfWork(self._pool) if conn is None else UnitOfWork.on(conn)
 
+    @staticmethod
+    def _stored_alone(conn: Connection, sub: Submission, handle: JobHandle) -> None:
+        """A handle stored by one statement outside a transaction: nothing is left in the session."""
+        released_session_state(conn)  # no reset on release
+        log.info(
+            "scheduler.step_submitted", workset_id=sub.workset_id, step=sub.step.step, job_id=handle.job_id
+        )
+
     async def _record_submitted(self, sub: Submission, handle: JobHandle, conn: Connection | None) -> None:
         if conn is not None and sub.committed is not None and sub.committed.state is S.SCHEDULED:
             # Its first step: the handle, the lock given back, the workset's move to running and its events in
@@ -344,13 +352,7 @@ class Dispatcher:
                 stored = None  # changed meanwhile (a cancel asked), or the claim is gone: nothing written
             if stored is not None and stored["stored"] is not None:
                 first.pending_events.clear()  # committed with the statement
-                released_session_state(conn)  # nothing left in the session: no reset on release
-                log.info(
-                    "scheduler.step_submitted",
-                    workset_id=sub.workset_id,
-                    step=sub.step.step,
-                    job_id=handle.job_id,
-                )
+                self._stored_alone(conn, sub, handle)
                 return
         elif conn is not None and sub.committed is not None and sub.committed.state is S.RUNNING:
             # A later step of a running workset: the handle, the lock given back and workset.step_started
@@ -359,13 +361,7 @@ class Dispatcher:
             running = sub.committed
             started = running.envelope(StepStarted(step=sub.step.step, attempt=running.attempt))
             if await record_running_step_submission(conn, sub.claim, handle, [started]):
-                released_session_state(conn)  # nothing left in the session: no reset on release
-                log.info(
-                    "scheduler.step_submitted",
-                    workset_id=sub.workset_id,
-                    step=sub.step.step,
-                    job_id=handle.job_id,
-                )
+                self._stored_alone(conn, sub, handle)
                 return
             # The claim no longer holds (see below): the statement did nothing, the full path says so.
         async with self._unit_of_work(conn) as uow:
