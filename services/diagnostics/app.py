@@ -7,6 +7,7 @@ from aiohttp import web
 from services.diagnostics import handlers, reconcile
 from stamen.bus.consumer import ConsumerSpec
 from stamen.bus.subjects import event_filter
+from stamen.diagnostics.classifier import index_catalog
 from stamen.service.idempotent import idempotent
 from stamen.service.keys import INBOX_GROUP, POOL
 from stamen.service.reconciler import ReconcilePass
@@ -17,6 +18,8 @@ CONSUMER = "diagnostics-failed"
 
 
 def init_app(settings: Settings) -> web.Application:
+    index_catalog()  # at start-up, not at the first failure
+
     def specs(app: web.Application) -> list[ConsumerSpec]:
         return [
             ConsumerSpec(
