@@ -48,6 +48,45 @@ async def test_the_end_of_a_step_is_reported_when_it_ends_not_at_a_poll(tmp_path
     assert (await executor.poll([handle]))[handle.job_id].state is JobState.SUCCEEDED
 
 
+async def test_a_waiting_runner_that_ends_wakes_nobody_but_a_runner_killed_mid_step_does(
+    tmp_path: Path,
+) -> None:
+    """A runner that announced its step's end and then ends while waiting (its workset had no next
+    step) tells nothing new: its exit must not wake the scheduler for a poll of nothing (one step a
+    workset: a second wake-up per step). A runner killed mid-step has announced nothing: its exit is
+    told."""
+    executor = LocalExecutor()
+    wakes: list[int] = []
+    executor.on_job_exit(lambda: wakes.append(1))
+    deadline = time.monotonic() + 20
+
+    async def until_unwatched(pid: int) -> None:  # its exit has been handled by the executor
+        while pid in executor._exits._watched:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+
+    done = await executor.submit(step(tmp_path / "a", ["true"]).model_copy(update={"workset_id": "ws-a"}))
+    while not (await executor.poll([done]))[done.job_id].state.finished:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    while not wakes:  # the notice of the step's end
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    woken = len(wakes)
+    os.kill(runner_pid(done), signal.SIGTERM)  # waiting between steps: it ends
+    await until_unwatched(runner_pid(done))
+    assert len(wakes) == woken
+
+    busy = await executor.submit(
+        step(tmp_path / "b", ["sleep", "30"]).model_copy(update={"workset_id": "ws-b"})
+    )
+    woken = len(wakes)
+    os.kill(runner_pid(busy), signal.SIGKILL)
+    await until_unwatched(runner_pid(busy))
+    assert len(wakes) == woken + 1
+    assert (await executor.poll([busy]))[busy.job_id].state is JobState.LOST
+
+
 async def test_runners_come_from_the_fork_server_and_leave_no_zombies(tmp_path: Path) -> None:
     executor = LocalExecutor()
     # Five worksets' steps at once (one workset's steps run one after another, and may share a runner).

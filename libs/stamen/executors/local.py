@@ -83,7 +83,7 @@ class LocalExecutor:
         self.cluster = cluster
         self.grace_seconds = grace_seconds
         self.python = python
-        self._exits = ExitWatcher()
+        self._exits = ExitWatcher(fork_server(python).all_announced)
 
     def on_job_exit(self, callback: Callable[[], None]) -> None:
         """Call `callback` (in the event loop) whenever a runner this instance submitted or polled ends."""
@@ -100,10 +100,10 @@ class LocalExecutor:
     async def submit(self, step: StepSpec) -> JobHandle:
         """A workset's steps are submitted one after another (the next once the end of the last has been
         recorded), as the scheduler does: they may share a runner, whose pid is the job id."""
+        if self._exits.subscribed:  # before the job is given: its runner's notices are counted
+            fork_server(self.python).on_job_end(self._exits.notify)
         handle = await asyncio.to_thread(self._submit, step)
         self._watch(handle)
-        if self._exits.subscribed:
-            fork_server(self.python).on_job_end(self._exits.notify)
         return handle
 
     def _submit(self, step: StepSpec) -> JobHandle:

@@ -7,6 +7,13 @@ A runner is not the scheduler's child (the fork server is its parent), so there 
 wait for; a pidfd (Linux 5.3+) becomes readable when the process it names exits, whoever its parent.
 The watcher only says "a job ended, poll now": what ended and how is still read from the step's files
 by `poll`, so a missed or doubled notice changes nothing but latency.
+
+The exit of a runner that has announced the end of every job given to it here (a waiting runner told
+to end by the fork server, whose workset had no next step) is not told again: it would only have the
+scheduler poll once more for nothing (a step a workset: an extra wake-up and poll per step). A runner
+killed mid-step, one whose notice was lost (the pipe full) or one this process did not give its job to
+(adopted after a restart) has announced less than it was given: its exit is told. The fork server's
+client counts both (`ForkServer.all_announced`): it gives every job and hears every notice.
 """
 
 from __future__ import annotations
@@ -20,7 +27,9 @@ from stamen.executors.local_proc import process_is_alive
 
 
 class ExitWatcher:
-    def __init__(self) -> None:
+    def __init__(self, all_announced: Callable[[int], bool] = lambda _pid: False) -> None:
+        # Whether runner pid, now ended, had announced the end of every job given to it (asked once).
+        self._all_announced = all_announced
         self._callbacks: list[Callable[[], None]] = []
         self._watched: dict[int, tuple[asyncio.AbstractEventLoop, int]] = {}  # runner pid -> (loop, pidfd)
 
@@ -31,7 +40,7 @@ class ExitWatcher:
     def subscribed(self) -> bool:
         return bool(self._callbacks)
 
-    def notify(self) -> None:
+    def notify(self, _runners: list[int] | None = None) -> None:
         """Call the subscribers: a job has ended (told by the fork server's notice pipe)."""
         self._notify()
 
@@ -43,11 +52,13 @@ class ExitWatcher:
         try:
             pidfd = os.pidfd_open(pid)
         except (ProcessLookupError, OSError):
+            self._all_announced(pid)  # its counts go: it is not watched
             self._notify()  # gone already
             return
         # Opened on a pid: make sure it is still our runner, not a process that reused the number.
         if not process_is_alive(pid, start_time):
             os.close(pidfd)
+            self._all_announced(pid)
             self._notify()
             return
         self._watched[pid] = (loop, pidfd)
@@ -57,6 +68,8 @@ class ExitWatcher:
         loop, pidfd = self._watched.pop(pid)
         loop.remove_reader(pidfd)
         os.close(pidfd)
+        if self._all_announced(pid):
+            return  # the end of every job it was given has been told: its exit tells nothing new
         self._notify()
 
     def _notify(self) -> None:

@@ -25,6 +25,7 @@ poll answers by job id). At most MAX_IDLE_RUNNERS wait; more end, the longest wa
 Requests (server):  "<workset id>\t" + {"config": RunnerConfig.to_json(), "log": "<step>.runner.log"}
 Replies (server):   {"pid": <runner pid>, "start_time": "<clock ticks since boot>"} or {"error": "..."}
 Runner -> server:   "<start time>\n" once the job file is written, "idle\n" once the job ended
+Runner -> notices:  "<runner pid>\n" once the job's status is written
 
 The server runs in an isolated interpreter without `site` (`python -I -S`, the folder of the stamen
 package alone on its path) and loads no module a runner does not need: a smaller process is cheaper
@@ -156,8 +157,11 @@ def _become_runner(
             reusable = run_job(config, wakeups)
             config = None
             if notices is not None:
-                with contextlib.suppress(OSError):  # full (a notice is waiting already) or nobody reads
-                    os.write(notices, b".")
+                # Its pid: the submitting process then knows this runner's exit, when it is told it
+                # to end while it waits, announces nothing new (`local_exits.py`). One write of a few
+                # bytes (under PIPE_BUF) is all or nothing.
+                with contextlib.suppress(OSError):  # full (notices are waiting already) or nobody reads
+                    os.write(notices, b"%d\n" % os.getpid())
             if not reusable or job == MAX_JOBS_PER_RUNNER:
                 break  # without "idle": the server gives it nothing more
             with contextlib.suppress(BrokenPipeError):  # the server has ended: the next read says so

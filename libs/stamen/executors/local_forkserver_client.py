@@ -49,7 +49,13 @@ class ForkServer:
         # life of this object: every server started has its write end, and so every runner.
         self._notices_read, self._notices_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._listeners: list[Callable[[], None]] = []
+        self._listeners: list[Callable[[list[int]], None]] = []
+        self._unread = b""  # the start of a notice whose end is still in the pipe
+        # Per runner: jobs given to it and job ends it announced, while a loop hears the notices
+        # (`all_announced`). Given from worker threads (submit), announced in the loop: under a lock.
+        self._counts_lock = threading.Lock()
+        self._given: dict[int, int] = {}
+        self._announced: dict[int, int] = {}
 
     @property
     def pid(self) -> int | None:
@@ -67,9 +73,10 @@ class ForkServer:
         )  # fmt: skip
         return self._proc
 
-    def on_job_end(self, callback: Callable[[], None]) -> None:
-        """From the running event loop: call `callback` in it whenever a runner of this server has
-        finished a job. One loop at a time: a new loop takes over (the old one's callbacks are dropped)."""
+    def on_job_end(self, callback: Callable[[list[int]], None]) -> None:
+        """From the running event loop: call `callback` in it, with the pids of the runners, whenever
+        runners of this server have finished a job. One loop at a time: a new loop takes over (the old
+        one's callbacks are dropped)."""
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             if self._loop is not None and not self._loop.is_closed():
@@ -80,11 +87,17 @@ class ForkServer:
             self._listeners.append(callback)
 
     def _heard(self) -> None:
+        data = self._unread
         with contextlib.suppress(BlockingIOError):
-            while os.read(self._notices_read, 4096):
-                pass
+            while chunk := os.read(self._notices_read, 4096):
+                data += chunk
+        *lines, self._unread = data.split(b"\n")
+        pids = [int(line) for line in lines if line.isdigit()]
+        with self._counts_lock:
+            for pid in pids:
+                self._announced[pid] = self._announced.get(pid, 0) + 1
         for callback in list(self._listeners):
-            callback()
+            callback(pids)
 
     def start_runner(self, config: RunnerConfig, log: str) -> RunnerJob:
         """Have a runner run `config`: who runs it."""
@@ -117,7 +130,20 @@ class ForkServer:
         reply = json.loads(line)
         if "error" in reply:
             raise ForkServerError(f"the local fork server could not start the runner: {reply['error']}")
-        return RunnerJob(int(reply["pid"]), str(reply["start_time"]))
+        job = RunnerJob(int(reply["pid"]), str(reply["start_time"]))
+        if self._loop is not None:  # its notices are heard (else nobody asks `all_announced`)
+            with self._counts_lock:
+                self._given[job.pid] = self._given.get(job.pid, 0) + 1
+        return job
+
+    def all_announced(self, pid: int) -> bool:
+        """Runner `pid` has ended: had it announced the end of every job it was given (as counted while
+        a loop heard the notices)? Asked once per runner: its counts are dropped. False for a runner
+        this server did not give a job to while counting, or one whose notice is missing (killed mid-step,
+        or the pipe was full), so its exit is told."""
+        with self._counts_lock:
+            given, announced = self._given.pop(pid, 0), self._announced.pop(pid, 0)
+        return given > 0 and announced >= given
 
     def stop(self) -> None:
         """Close its stdin so it exits (runners it started keep running)."""
