@@ -1,7 +1,7 @@
 """Worksets through the whole lifecycle on the embedded stack, as a new user runs it, beside the
 machine's ceilings measured in the same run.
 
-    python bench/lifecycle.py [--worksets 300] [--slots 10] [--flaky 0.1] [--breakdown] [--json]
+    python bench/lifecycle.py [--worksets 300] [--slots 10] [--flaky 0.1] [--breakdown] [--statement-cpu] [--json]
 
 `stamen up --no-demo` starts everything (PostgreSQL, NATS, the S3 emulator, the services) in a
 temporary folder, with a `STAMEN_PIPELINES_FILE` that overrides `fastq-qc` by three no-op steps
@@ -22,6 +22,8 @@ and waits until every one has completed. It prints:
 
 With `--breakdown`, PostgreSQL also logs every statement during the run (which slows it: keep that
 run's throughput and CPU apart) and the bench prints which service ran which transactions, per workset.
+`--statement-cpu` (implies `--breakdown`) also logs each protocol message's CPU (log_statement_stats)
+and prints PostgreSQL's CPU per workset by statement: parse, bind (planning), execute, simple query.
 """
 
 from __future__ import annotations
@@ -284,13 +286,16 @@ LOG_LINE = re.compile(r"^@@(\d+) (\S+)@@ (?:LOG|DETAIL|ERROR|STATEMENT|WARNING):
 STATEMENT = re.compile(r"^(?:statement|execute [^:]*|bind [^:]*):\s*(.*)$", re.S)
 
 
-async def start_statement_log(conn: asyncpg.Connection) -> None:
+async def start_statement_log(conn: asyncpg.Connection, *, with_cpu: bool = False) -> None:
     await conn.execute(f"ALTER SYSTEM SET log_line_prefix = '{LOG_PREFIX}'")
     await conn.execute("ALTER SYSTEM SET log_statement = 'all'")
+    if with_cpu:
+        await conn.execute("ALTER SYSTEM SET log_statement_stats = on")
     await conn.execute("SELECT pg_reload_conf()")
 
 
 async def stop_statement_log(conn: asyncpg.Connection) -> None:
+    await conn.execute("ALTER SYSTEM RESET log_statement_stats")
     await conn.execute("ALTER SYSTEM RESET log_statement")
     await conn.execute("ALTER SYSTEM RESET log_line_prefix")
     await conn.execute("SELECT pg_reload_conf()")
@@ -370,6 +375,82 @@ def transaction_breakdown(log_file: Path, offset: int, owners: dict[int, str], n
     return out
 
 
+# --- --statement-cpu: PostgreSQL's CPU per statement ------------------------------------------------
+
+# log_statement_stats: after each protocol message, the backend's rusage for it and the statement it
+# served. A Parse message is parse analysis and rewriting, a Bind message planning (a custom plan, or
+# none when the statement's cached generic plan is used) and executor start-up, an Execute message
+# the execution itself; a simple query (BEGIN, COMMIT: asyncpg sends those as such) is all of it,
+# the commit's WAL flush included. Not in any message: a Sync's implicit commit (a statement outside
+# BEGIN ... COMMIT), network I/O between messages, LISTEN/NOTIFY delivery, connection start.
+STATS_TITLE = re.compile(r"^(PARSE MESSAGE|BIND MESSAGE|EXECUTE MESSAGE|QUERY) STATISTICS$")
+STATS_USAGE = re.compile(r"([\d.]+) s user, ([\d.]+) s system")
+PHASES = {"PARSE MESSAGE": "parse", "BIND MESSAGE": "bind", "EXECUTE MESSAGE": "execute", "QUERY": "simple"}
+
+
+def statement_cpu(log_file: Path, offset: int, n: int, postgres_cpu_ms: float) -> dict[str, Any]:
+    """CPU ms per workset by statement shape (its first 100 characters, literals elided) and message."""
+    by_shape: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    calls: collections.Counter[str] = collections.Counter()
+    record: dict[str, Any] | None = None  # the stats record being read: its phase, CPU, statement lines
+
+    def close() -> None:
+        if record is not None and record["statement"]:
+            shape = re.sub(r"'[^']*'", "'…'", re.sub(r"\s+", " ", " ".join(record["statement"])).strip())[
+                :100
+            ]
+            by_shape[shape][record["phase"]] += record["cpu"]
+            if record["phase"] in ("execute", "simple"):
+                calls[shape] += 1
+
+    with log_file.open("r", errors="replace") as f:
+        f.seek(offset)
+        for line in f:
+            m = LOG_LINE.match(line)
+            if m is None:
+                if record is not None:
+                    if record["cpu"] is None:
+                        usage = STATS_USAGE.search(line)
+                        if usage:
+                            record["cpu"] = 1000 * (float(usage.group(1)) + float(usage.group(2)))
+                    elif record["statement"]:
+                        record["statement"].append(line.strip())
+                continue
+            kind = line.split("@@ ", 1)[1].split(":", 1)[0]
+            if kind == "DETAIL" and record is not None and record["cpu"] is None:
+                continue
+            if (
+                kind == "STATEMENT"
+                and record is not None
+                and record["cpu"] is not None
+                and not record["statement"]
+            ):
+                record["statement"].append(m.group(3))
+                continue
+            close()
+            title = STATS_TITLE.match(m.group(3)) if kind == "LOG" else None
+            record = {"phase": PHASES[title.group(1)], "cpu": None, "statement": []} if title else None
+    close()
+    logged = sum(sum(c.values()) for c in by_shape.values())
+    rows = sorted(by_shape.items(), key=lambda kv: -sum(kv[1].values()))
+    return {
+        "logged_ms_per_workset": round(logged / n, 2),
+        "postgres_ms_per_workset": round(postgres_cpu_ms, 2),
+        "by_phase_ms_per_workset": {
+            phase: round(sum(c[phase] for c in by_shape.values()) / n, 3) for phase in PHASES.values()
+        },
+        "top": [
+            {
+                "statement": shape,
+                "calls_per_workset": round(calls[shape] / n, 2),
+                "ms_per_workset": round(sum(c.values()) / n, 3),
+                **{phase: round(c[phase] / n, 3) for phase in PHASES.values()},
+            }
+            for shape, c in rows[:25]
+        ],
+    }
+
+
 # --- the run --------------------------------------------------------------------------------------
 
 
@@ -399,7 +480,7 @@ async def measure(stack: Stack, args: argparse.Namespace, flaky_every: int) -> d
         log_offset = 0
         pg_log = Path(stack.doc["servers"]["postgres"]["log"])
         if args.breakdown:
-            await start_statement_log(conn)
+            await start_statement_log(conn, with_cpu=args.statement_cpu)
             log_offset = await asyncio.to_thread(lambda: pg_log.stat().st_size)
         meter = ProcessMeter({k: v for k, v in pids.items() if k != "moto"})
         tx_before = await db.stamen_transactions()
@@ -458,6 +539,8 @@ async def measure(stack: Stack, args: argparse.Namespace, flaky_every: int) -> d
     }
     if args.breakdown:
         figures["breakdown"] = transaction_breakdown(pg_log, log_offset, owners, n)
+    if args.statement_cpu:
+        figures["statement_cpu"] = statement_cpu(pg_log, log_offset, n, cpu["postgres"]["cpu_ms_per_unit"])
     return figures
 
 
@@ -490,6 +573,19 @@ def lines_for(f: dict[str, Any]) -> list[str]:
         for service, b in f["breakdown"].items():
             lines.append(f"  {service}: {b['per_workset']} ({b['statements_per_workset']} statements)")
             lines += [f"      {t['per_workset']:7.2f}  {t['transaction']}" for t in b["top"]]
+    if "statement_cpu" in f:
+        s = f["statement_cpu"]
+        phases = ", ".join(f"{k} {v}" for k, v in s["by_phase_ms_per_workset"].items())
+        lines += [
+            f"PostgreSQL CPU ms per workset by statement: {s['logged_ms_per_workset']} of its "
+            f"{s['postgres_ms_per_workset']} within protocol messages ({phases})",
+            "     ms  calls   parse    bind execute  simple  (per workset)",
+            *(
+                f"  {t['ms_per_workset']:6.3f} {t['calls_per_workset']:6.2f} {t['parse']:7.3f} {t['bind']:7.3f} "
+                f"{t['execute']:7.3f} {t['simple']:7.3f}  {t['statement']}"
+                for t in s["top"]
+            ),
+        ]
     return lines
 
 
@@ -505,8 +601,14 @@ def main() -> None:
     parser.add_argument("--ceiling-seconds", type=float, default=3.0)
     parser.add_argument("--timeout", type=float, default=900.0, help="give up waiting after this long")
     parser.add_argument("--breakdown", action="store_true", help="log statements: transactions by service")
+    parser.add_argument(
+        "--statement-cpu",
+        action="store_true",
+        help="with --breakdown's log, PostgreSQL's CPU per statement and protocol message (log_statement_stats)",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
+    args.breakdown = args.breakdown or args.statement_cpu
     bench_process()
     figures = asyncio.run(run(args))
     emit(figures, lines_for(figures), args.json)

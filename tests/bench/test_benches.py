@@ -105,6 +105,30 @@ def test_lifecycle() -> None:
 
 
 @pytest.mark.slow
+def test_lifecycle_statement_cpu() -> None:
+    """--statement-cpu: PostgreSQL's CPU by statement shape and protocol message, parsed from its log."""
+    f = run_bench(
+        "lifecycle",
+        "--worksets",
+        "2",
+        "--flaky",
+        "0",
+        "--ceiling-seconds",
+        "0.2",
+        "--statement-cpu",
+        timeout=300,
+    )
+    assert f["all_completed"] and "breakdown" in f
+    s = f["statement_cpu"]
+    assert 0 < s["logged_ms_per_workset"] and s["postgres_ms_per_workset"] > 0
+    assert s["by_phase_ms_per_workset"]["execute"] > 0 and s["by_phase_ms_per_workset"]["simple"] > 0
+    shapes = {t["statement"]: t for t in s["top"]}
+    save = next(t for name, t in shapes.items() if name.startswith("WITH updated AS ( UPDATE worksets"))
+    assert save["calls_per_workset"] >= 1 and save["execute"] > 0
+    assert shapes["COMMIT;"]["simple"] > 0 and shapes["COMMIT;"]["execute"] == 0
+
+
+@pytest.mark.slow
 def test_intake() -> None:
     """The embedded stack idle for a second, then 5 submissions offered in a second."""
     f = run_bench("intake", "--idle-seconds", "1", "--rate", "5", "--seconds", "1", timeout=300)
