@@ -22,8 +22,9 @@ and waits until every one has completed. It prints:
 
 With `--breakdown`, PostgreSQL also logs every statement during the run (which slows it: keep that
 run's throughput and CPU apart) and the bench prints which service ran which transactions, per workset.
-`--statement-cpu` (implies `--breakdown`) also logs each protocol message's CPU (log_statement_stats)
-and prints PostgreSQL's CPU per workset by statement: parse, bind (planning), execute, simple query.
+`--statement-cpu` logs each protocol message's CPU and statement (log_statement_stats) and prints
+PostgreSQL's CPU per workset by statement: parse, bind (planning), execute, simple query. Without
+`--breakdown`, statements are not logged otherwise (their log line would count in the execute figure).
 """
 
 from __future__ import annotations
@@ -286,9 +287,10 @@ LOG_LINE = re.compile(r"^@@(\d+) (\S+)@@ (?:LOG|DETAIL|ERROR|STATEMENT|WARNING):
 STATEMENT = re.compile(r"^(?:statement|execute [^:]*|bind [^:]*):\s*(.*)$", re.S)
 
 
-async def start_statement_log(conn: asyncpg.Connection, *, with_cpu: bool = False) -> None:
+async def start_statement_log(conn: asyncpg.Connection, *, statements: bool, with_cpu: bool) -> None:
     await conn.execute(f"ALTER SYSTEM SET log_line_prefix = '{LOG_PREFIX}'")
-    await conn.execute("ALTER SYSTEM SET log_statement = 'all'")
+    if statements:
+        await conn.execute("ALTER SYSTEM SET log_statement = 'all'")
     if with_cpu:
         await conn.execute("ALTER SYSTEM SET log_statement_stats = on")
     await conn.execute("SELECT pg_reload_conf()")
@@ -479,8 +481,8 @@ async def measure(stack: Stack, args: argparse.Namespace, flaky_every: int) -> d
     try:
         log_offset = 0
         pg_log = Path(stack.doc["servers"]["postgres"]["log"])
-        if args.breakdown:
-            await start_statement_log(conn, with_cpu=args.statement_cpu)
+        if args.breakdown or args.statement_cpu:
+            await start_statement_log(conn, statements=args.breakdown, with_cpu=args.statement_cpu)
             log_offset = await asyncio.to_thread(lambda: pg_log.stat().st_size)
         meter = ProcessMeter({k: v for k, v in pids.items() if k != "moto"})
         tx_before = await db.stamen_transactions()
@@ -498,7 +500,7 @@ async def measure(stack: Stack, args: argparse.Namespace, flaky_every: int) -> d
         tx_after = await db.stamen_transactions()
         latencies, span = await state_latencies(db)
         events = int(await db.fetchval("SELECT count(*) FROM outbox"))
-        if args.breakdown:
+        if args.breakdown or args.statement_cpu:
             await stop_statement_log(conn)
     finally:
         await conn.close()
@@ -604,11 +606,10 @@ def main() -> None:
     parser.add_argument(
         "--statement-cpu",
         action="store_true",
-        help="with --breakdown's log, PostgreSQL's CPU per statement and protocol message (log_statement_stats)",
+        help="PostgreSQL's CPU per statement and protocol message (log_statement_stats)",
     )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
-    args.breakdown = args.breakdown or args.statement_cpu
     bench_process()
     figures = asyncio.run(run(args))
     emit(figures, lines_for(figures), args.json)

@@ -118,7 +118,7 @@ def test_lifecycle_statement_cpu() -> None:
         "--statement-cpu",
         timeout=300,
     )
-    assert f["all_completed"] and "breakdown" in f
+    assert f["all_completed"] and "breakdown" not in f
     s = f["statement_cpu"]
     assert 0 < s["logged_ms_per_workset"] and s["postgres_ms_per_workset"] > 0
     assert s["by_phase_ms_per_workset"]["execute"] > 0 and s["by_phase_ms_per_workset"]["simple"] > 0
