@@ -109,7 +109,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
         def step_of(i: int) -> StepSpec:  # the i-th step: step i % per of workset i // per
             return StepSpec(workset_id=f"ws-{i // per}", attempt=1, step=f"s{i % per}", argv=["true"],
-                            workdir=str(folder / str(i // per)))  # fmt: skip
+                            workdir=str(folder / str(i // per)), last=i % per == per - 1)  # fmt: skip
 
         pending = [step_of(i) for i in range(0, args.steps, per)]  # each workset's first step
         pending.reverse()

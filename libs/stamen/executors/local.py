@@ -138,7 +138,7 @@ class LocalExecutor:
             stderr_file=files["stderr_file"], cancel_marker=files["cancel_marker"], job_file=files["job_file"],
             submission=Submission(step.workset_id, step.attempt, step.step, submitted_at.isoformat()),
             time_limit_seconds=step.time_limit_seconds, memory_limit_mb=step.memory_mb,
-            grace_seconds=self.grace_seconds, env=env, executable=executable,
+            grace_seconds=self.grace_seconds, env=env, executable=executable, last=step.last,
         )  # fmt: skip
         runner = fork_server(self.python).start_runner(config, files["runner_log"])
         # The runner has written the job file (how `find` knows this submission) before this returns.

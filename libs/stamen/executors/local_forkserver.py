@@ -154,7 +154,7 @@ def _become_runner(
             os.chdir(config.workdir)
             write_job_file(config, cancel_signal=CANCEL_CHECK_SIGNAL)
             _write_all(replies, f"{start_time}\n".encode())
-            reusable = run_job(config, wakeups)
+            reusable = run_job(config, wakeups) and not config.last
             config = None
             if notices is not None:
                 # Its pid: the submitting process then knows this runner's exit, when it is told it
