@@ -337,10 +337,11 @@ def relay(state_dir: StateDirOpt = None) -> None:
     """Run an outbox relay on its own (services run one each; more may run side by side)."""
     from stamen.logs import configure_logging
     from stamen.relay_main import run_relay
+    from stamen.service.loop import run_on_loop
 
     settings = _settings(state_dir)
     configure_logging(settings.log_level, settings.log_format, service="relay")
-    asyncio.run(run_relay(settings))
+    run_on_loop(run_relay(settings), settings.event_loop)
 
 
 @app.command()

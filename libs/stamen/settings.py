@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from stamen.service.loop import EventLoopChoice
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STAMEN_", extra="ignore")
@@ -53,6 +55,8 @@ class Settings(BaseSettings):
     # so the burst that arrives after an outage is worked off this many at a time (per replica).
     validation_concurrency: int = Field(default=16, ge=1, le=256)
     drain_timeout_seconds: float = 20.0
+    # The services' event loop (stamen.service.loop): uvloop when installed ("auto"), or either by name.
+    event_loop: EventLoopChoice = "auto"
 
     # Reconcilers: every interval, worksets that have waited longer than `after` for an event are moved on
     # from PostgreSQL (the event was lost, parked, or is late).

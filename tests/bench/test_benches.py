@@ -169,3 +169,13 @@ def test_portal(postgres_admin_url: str, nats_url: str) -> None:
         "workset detail": 3,
     }
     assert f["pages"]["dashboard"]["cpu_ms_per_request"] > 0
+
+
+def test_event_loop(postgres_admin_url: str, nats_url: str) -> None:
+    f = run_bench(
+        "event_loop", "--round-trips", "200", "--rounds", "1",
+        env={"DATABASE_URL": postgres_admin_url, "NATS_URL": nats_url},
+    )  # fmt: skip
+    for loop in ("asyncio", "uvloop"):
+        for kind in ("postgres", "jetstream"):
+            assert f["medians"][loop][kind]["client_us"] > 0 and f["medians"][loop][kind]["wall_us"] > 0

@@ -93,3 +93,28 @@ def test_console_entry_refuses_an_unknown_service() -> None:
     assert done.returncode == 1
     assert "error [UNKNOWN_SERVICE]: unknown service 'teleporter'" in done.stderr
     assert all(name in done.stderr for name in SERVICES)
+
+
+def test_services_run_on_uvloop_unless_told_otherwise(
+    database_url: str, nats_url: str, tmp_path: Path
+) -> None:
+    """A service's `service.listening` line names its loop: uvloop by default (a dependency on Linux),
+    asyncio's own when STAMEN_EVENT_LOOP=asyncio."""
+    seen = {}
+    for choice in ("auto", "asyncio"):
+        log = tmp_path / f"{choice}.log"
+        env = {**os.environ, "DATABASE_URL": database_url, "NATS_URL": nats_url, "STAMEN_HTTP_PORT": str(free_port()),
+               "STAMEN_LOG_FORMAT": "json", "STAMEN_EVENT_LOOP": choice}  # fmt: skip
+        proc = subprocess.Popen(service_argv("module", "diagnostics"), env=env, stdout=log.open("w"),
+                                stderr=subprocess.STDOUT)  # fmt: skip
+        try:
+            deadline = time.monotonic() + 30
+            while '"service.listening"' not in log.read_text():
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+        line = next(json.loads(t) for t in log.read_text().splitlines() if '"service.listening"' in t)
+        seen[choice] = line["event_loop"]
+    assert seen == {"auto": "uvloop", "asyncio": "asyncio"}

@@ -31,6 +31,7 @@ from stamen.service.keys import (
     SETTINGS,
     STARTUP,
 )
+from stamen.service.loop import EventLoopUnavailable, run_on_loop
 from stamen.service.reconciler import ReconcilePass
 from stamen.settings import Settings
 
@@ -84,7 +85,7 @@ async def serve(app: web.Application, settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     sock = listening_socket(settings)
-    log.info("service.listening", port=sock.getsockname()[1])
+    log.info("service.listening", port=sock.getsockname()[1], event_loop=_loop_name(loop))
     placeholder = web.AppRunner(health.starting_app(name, app), access_log=None)
     await placeholder.setup()
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.drain_timeout_seconds)
@@ -114,6 +115,10 @@ async def serve(app: web.Application, settings: Settings) -> None:
         await runner.cleanup()
 
 
+def _loop_name(loop: asyncio.AbstractEventLoop) -> str:
+    return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
+
+
 def _server_of(runner: web.AppRunner) -> web_server.Server:
     server = runner.server
     assert isinstance(server, web_server.Server), "the runner is set up"
@@ -123,4 +128,8 @@ def _server_of(runner: web.AppRunner) -> web_server.Server:
 def run(name: str, init_app: Callable[[Settings], web.Application]) -> None:
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format, service=name)
-    asyncio.run(serve(init_app(settings), settings))
+    try:
+        run_on_loop(serve(init_app(settings), settings), settings.event_loop)
+    except EventLoopUnavailable as exc:
+        log.error("service.no_event_loop", code=exc.code, error=str(exc))
+        raise SystemExit(2) from None
