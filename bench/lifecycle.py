@@ -280,6 +280,45 @@ async def state_latencies(db: CountingConnection) -> tuple[dict[str, Any], dict[
     return latencies, {"span_seconds": span}
 
 
+HOLDING_A_SLOT = ("scheduled", "running")
+
+
+def slot_occupancy(rows: list[asyncpg.Record], slots: int) -> dict[str, float]:
+    """Where the run's wall time went, slot-wise: from the first submission to the last terminal
+    state, the mean number of worksets holding a slot (admitted: scheduled or running), and the share
+    of the time some slot was free while a workset was queued (admission lagging) or while none was
+    (the queue starved: validation, or retries waiting out their backoff). Throughput with `slots` at
+    once is (mean held / slot hold time): these tell a slow cycle from an idle one."""
+    changes: list[tuple[Any, int, int]] = []  # (at, held delta, queued delta)
+    for row in rows:
+        held = (row["to_state"] in HOLDING_A_SLOT) - (row["from_state"] in HOLDING_A_SLOT)
+        queued = (row["to_state"] == "queued") - (row["from_state"] == "queued")
+        if held or queued:
+            changes.append((row["at"], held, queued))
+    if not rows or not changes:
+        return {}
+    start = min(r["at"] for r in rows)
+    end = max(r["at"] for r in rows)
+    total = (end - start).total_seconds()
+    held = queued = 0
+    held_seconds = lagging = starved = 0.0
+    at = start
+    for when, d_held, d_queued in [*sorted(changes, key=lambda c: c[0]), (end, 0, 0)]:
+        seconds = (when - at).total_seconds()
+        held_seconds += held * seconds
+        if held < slots:
+            if queued > 0:
+                lagging += seconds
+            else:
+                starved += seconds
+        held, queued, at = held + d_held, queued + d_queued, when
+    return {
+        "mean_held": round(held_seconds / total, 2) if total else float("nan"),
+        "slot_free_while_queued_share": round(lagging / total, 3) if total else float("nan"),
+        "slot_free_queue_empty_share": round(starved / total, 3) if total else float("nan"),
+    }
+
+
 # --- --breakdown: which service ran which transactions ---------------------------------------------
 
 LOG_PREFIX = "@@%p %v@@ "
@@ -499,6 +538,9 @@ async def measure(stack: Stack, args: argparse.Namespace, flaky_every: int) -> d
         own_during = db.transactions - own_before
         tx_after = await db.stamen_transactions()
         latencies, span = await state_latencies(db)
+        occupancy = slot_occupancy(
+            await db.fetch("SELECT from_state, to_state, at FROM workset_history ORDER BY at"), args.slots
+        )
         events = int(await db.fetchval("SELECT count(*) FROM outbox"))
         if args.breakdown or args.statement_cpu:
             await stop_statement_log(conn)
@@ -523,6 +565,7 @@ async def measure(stack: Stack, args: argparse.Namespace, flaky_every: int) -> d
         "wall_seconds": round(wall, 2),
         "throughput_worksets_per_second": round(throughput, 2),
         "latencies": latencies,
+        "slot_occupancy": occupancy,
         "transactions_per_workset": round(tx_per_workset, 1),
         "events_per_workset": round(events / n, 2),
         "cpu_ms_per_workset": {
@@ -564,6 +607,14 @@ def lines_for(f: dict[str, Any]) -> list[str]:
         *ceiling_lines(f["ceiling"]),
         f"PostgreSQL-bound ceiling: {f['postgres_bound_worksets_per_second']} worksets/s -> ratio {f['ratio_to_postgres_bound']}; "
         f"JetStream-bound: {f['jetstream_bound_worksets_per_second']} -> ratio {f['ratio_to_jetstream_bound']}",
+        *(
+            [
+                f"slots held on average: {o['mean_held']} of {f['slots']}; some slot free while a workset was queued "
+                f"{o['slot_free_while_queued_share']:.1%} of the run, with none queued {o['slot_free_queue_empty_share']:.1%}"
+            ]
+            if (o := f.get("slot_occupancy"))
+            else []
+        ),
         "time in each state before the next (p50 / p99 ms, n):",
     ]
     for name, s in f["latencies"].items():

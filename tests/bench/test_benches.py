@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,38 @@ def test_lifecycle() -> None:
     assert f["transactions_per_workset"] > 0 and f["events_per_workset"] > 0
     assert f["processes"]["scheduler"]["cpu_seconds"] > 0 and f["processes"]["postgres"]["cpu_seconds"] > 0
     assert "moto" not in f["processes"]
+    o = f["slot_occupancy"]
+    assert 0 < o["mean_held"] <= 4
+    assert 0 <= o["slot_free_while_queued_share"] <= 1 and 0 < o["slot_free_queue_empty_share"] <= 1
+
+
+def test_slot_occupancy_tells_admission_lag_from_an_empty_queue() -> None:
+    """Two slots, 10 s: A holds one 2-7; B waits queued 1-4 while a slot is free, holds one 4-8."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        from lifecycle import slot_occupancy  # type: ignore[import-not-found]
+    finally:
+        sys.path.remove(str(BENCH))
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def at(s: float) -> datetime:
+        return t0 + timedelta(seconds=s)
+
+    rows = [
+        {"from_state": None, "to_state": "submitted", "at": at(0)},
+        {"from_state": "submitted", "to_state": "queued", "at": at(1)},  # B
+        {"from_state": "submitted", "to_state": "queued", "at": at(1.5)},  # A
+        {"from_state": "queued", "to_state": "scheduled", "at": at(2)},  # A
+        {"from_state": "scheduled", "to_state": "running", "at": at(3)},  # A
+        {"from_state": "queued", "to_state": "scheduled", "at": at(4)},  # B
+        {"from_state": "running", "to_state": "completed", "at": at(7)},  # A
+        {"from_state": "scheduled", "to_state": "completed", "at": at(8)},  # B
+        {"from_state": "completed", "to_state": "archived", "at": at(10)},
+    ]
+    o = slot_occupancy(sorted(rows, key=lambda r: r["at"]), slots=2)
+    assert o["mean_held"] == round((5 + 4) / 10, 2)
+    # Free slots with B queued: 1-4 (3 s of 10); free with nothing queued: 0-1 and 7-10 (4 s).
+    assert o == {**o, "slot_free_while_queued_share": 0.3, "slot_free_queue_empty_share": 0.4}
 
 
 @pytest.mark.slow
