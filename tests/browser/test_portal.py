@@ -33,6 +33,23 @@ pytestmark = pytest.mark.slow
 LIVE_SECONDS = 120  # a fastq-qc run on a loaded machine
 
 
+# Selects whose chosen option is wider than the room inside them (the browser cuts it: "unchanged (norm").
+CUT_SELECTS = """(selects) => {
+  const ruler = document.createElement("canvas").getContext("2d");
+  return selects.filter((s) => s.offsetWidth > 0).map((s) => {
+    const style = getComputedStyle(s);
+    ruler.font = style.font;
+    const text = (s.selectedOptions[0]?.textContent || "").trim();
+    const room = s.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+    return { select: s.id || s.name, text, needs: ruler.measureText(text).width, room };
+  }).filter((m) => m.needs > m.room + 1);
+}"""
+
+# Tables wider than the screen scroll inside their .table-wrap; each must say so (data-more="right": its
+# right edge fades) rather than end as if a column were cut.
+WIDE_TABLES = """(wraps) => wraps.map((w) => ({ wider: w.scrollWidth > w.clientWidth + 1, more: w.dataset.more || "" }))"""
+
+
 async def context(chromium: Any, *, theme: str = "light", width: int = 1280) -> Any:
     return await chromium.new_context(
         viewport={"width": width, "height": 900}, color_scheme=theme, accept_downloads=True
@@ -320,11 +337,15 @@ async def test_the_portal_end_to_end_in_chromium(stack: Stack, chromium: Any) ->
             )
             if email:
                 await sign_in(shot, stack, email)
+            cut: dict[str, Any] = {}
             for name, path in pages_of.items():
                 await shot.goto(f"{stack.url}{path}")
                 await shoot(shot, stack, f"{name}-{theme}")
                 shots += 1
+                if found := await shot.locator("select").evaluate_all(CUT_SELECTS):
+                    cut[name] = found
             assert not errors, f"{who} pages, {theme}: {errors}"
+            assert not cut, f"{who} pages, {theme}: selects showing their choice cut: {cut}"
             await ctx.close()
     phone = await context(chromium, width=390)
     small = await phone.new_page()
@@ -338,6 +359,10 @@ async def test_the_portal_end_to_end_in_chromium(stack: Stack, chromium: Any) ->
         await shoot(small, stack, f"{name}-phone")
         width = await small.evaluate("document.documentElement.scrollWidth")
         assert width <= 400, f"{name} is {width}px wide on a 390px phone"
+        tables = await small.locator(".table-wrap").evaluate_all(WIDE_TABLES)
+        assert all("right" in t["more"] for t in tables if t["wider"]), f"{name}: {tables}"
+        if name == "workset":  # its steps table is wider than a phone
+            assert any(t["wider"] for t in tables), tables
     await phone.close()
     await asyncio.gather(ops_ctx.close(), lab_ctx.close())
     assert shots == 2 * (len(customer_pages) + len(operator_pages) + len(public_pages))

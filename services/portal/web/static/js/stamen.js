@@ -34,6 +34,29 @@
     document.dispatchEvent(new CustomEvent("stamen:theme", { detail: next }));
   });
 
+  // A table wider than the screen scrolls sideways inside .table-wrap; data-more says on which side there is
+  // more to see, and CSS fades that edge so a cut-off column reads as "scroll for more", not as the end.
+  const edges = (wrap) => {
+    const more = [];
+    if (wrap.scrollLeft > 1) more.push("left");
+    if (wrap.scrollLeft + wrap.clientWidth < wrap.scrollWidth - 1) more.push("right");
+    const now = more.join(" ");
+    if (wrap.dataset.more !== now) wrap.dataset.more = now;
+  };
+  const resized = new ResizeObserver((entries) => entries.forEach((e) => edges(e.target)));
+  const watch = (root) => root.querySelectorAll(".table-wrap:not([data-more])").forEach((wrap) => {
+    edges(wrap);
+    wrap.addEventListener("scroll", () => edges(wrap), { passive: true });
+    resized.observe(wrap);
+    if (wrap.firstElementChild) resized.observe(wrap.firstElementChild);
+  });
+  watch(document);
+  // Live updates swap parts of the page: new tables, or rows that change a table's width.
+  document.body.addEventListener("htmx:afterSettle", () => {
+    watch(document);
+    document.querySelectorAll(".table-wrap").forEach(edges);
+  });
+
   // Bulk selection on the worksets list.
   const all = document.querySelector("[data-select-all]");
   const boxes = () => [...document.querySelectorAll('input[type="checkbox"][name="ids"]')];

@@ -28,10 +28,25 @@
 
   const safeName = (name) => name.replace(/[^A-Za-z0-9._-]+/g, "_");
 
+  // The chosen file's name beside the (transparent) file input: the whole name in its title when the cell
+  // is too narrow and CSS ends it with an ellipsis.
+  const showName = (input) => {
+    const shown = input.closest(".file-pick")?.querySelector(".file-name");
+    if (!shown) return;
+    const name = input.files.length ? input.files[0].name : "No file chosen";
+    shown.textContent = name;
+    shown.title = name;
+  };
+
+  // A page restored from the back-forward cache keeps its chosen files: show their names again.
+  window.addEventListener("pageshow", () => document.querySelectorAll("input[type=file][data-upload-for]").forEach(showName));
+
   // New workset / generator: a file input next to each R1/R2 field fills that field with the S3 URI.
   document.addEventListener("change", async (e) => {
     const input = e.target;
-    if (!input.matches?.("input[type=file][data-upload-for]") || !input.files.length) return;
+    if (!input.matches?.("input[type=file][data-upload-for]")) return;
+    showName(input);
+    if (!input.files.length) return;
     const form = input.closest("form");
     const target = document.getElementById(input.dataset.uploadFor);
     const progress = document.getElementById(`${input.dataset.uploadFor}-progress`);
