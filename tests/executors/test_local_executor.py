@@ -118,7 +118,7 @@ async def test_passing_step_succeeds_with_output_and_resources(
     handle = await executor.submit(
         python_step(tmp_path, "import sys; print('hello from the step'); print('a warning', file=sys.stderr)")
     )
-    assert handle.executor == "local" and int(handle.job_id) > 0
+    assert handle.executor == "local" and runner_pid(handle) > 0
     status = await wait_for(executor, handle)
     assert status.state is JobState.SUCCEEDED
     assert status.exit_code == 0 and status.signal is None and status.reason == ""

@@ -4,11 +4,13 @@ once (pidfd), no zombies left behind, and runners that outlive the process that 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,9 +18,9 @@ import pytest
 from stamen.domain.steps import StepSpec
 from stamen.executors.base import JobHandle, JobState, JobStatus
 from stamen.executors.local import LocalExecutor, runner_pid
-from stamen.executors.local_files import StepFiles
-from stamen.executors.local_forkserver_client import ForkServerError, fork_server
-from stamen.executors.local_proc import proc_stat_fields
+from stamen.executors.local_files import StepFiles, write_json_atomically
+from stamen.executors.local_forkserver_client import ForkServer, ForkServerError, fork_server
+from stamen.executors.local_proc import group_is_alive, proc_stat_fields
 from stamen.executors.local_runner_config import RunnerConfig, Submission
 
 
@@ -242,30 +244,113 @@ def signals_pending(pid: int) -> bool:
     return any(int(mask, 16) for mask in masks.values())
 
 
-async def test_a_runner_runs_its_worksets_next_step_with_its_own_files_and_resources(tmp_path: Path) -> None:
-    """A runner that has finished a step runs the next step of the same workset (a fresh fork would
-    copy its pages again); each step has its own job file and its own resources (not the runner's sum).
-    Another workset's step gets a runner of its own: a job is known by its runner's pid, and only a
-    workset's steps are sure to be recorded as ended before the next is submitted."""
+async def test_a_runner_runs_another_worksets_step_and_keeps_nothing_of_the_last(tmp_path: Path) -> None:
+    """A runner that has finished a step runs the next step submitted, whichever workset (tenant) it is
+    of (a fresh fork would copy its pages again). Each job has its own id (two jobs of one runner can
+    be active in the scheduler's books at once: a workset's last step not yet recorded, another's first
+    submitted), its own files and its own resources (not the runner's sum); the second tenant's command
+    gets its own environment and working directory and inherits no descriptor but its stdio."""
     executor = LocalExecutor()
-    busy = "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done"
-    first = await executor.submit(step(tmp_path / "a", ["sh", "-c", busy], name="a"))
+    busy = "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; exec 7>kept-open; cd /"
+    first = await executor.submit(
+        StepSpec(workset_id="ws-tenant-a", attempt=1, step="a", argv=["sh", "-c", busy],
+                 workdir=str(tmp_path / "a"), env={"TENANT_A_SECRET": "a-only"})
+    )  # fmt: skip
     first_status = await wait_finished(executor, first)
     wait_idle(runner_pid(first))
-    other = await executor.submit(
-        step(tmp_path / "o", ["true"], name="o").model_copy(update={"workset_id": "ws-other"})
-    )
-    second = await executor.submit(step(tmp_path / "b", ["true"], name="b"))
+    look = 'echo "${TENANT_A_SECRET-unset}"; pwd; ls /proc/$$/fd'
+    second = await executor.submit(
+        StepSpec(workset_id="ws-tenant-b", attempt=1, step="b", argv=["sh", "-c", look],
+                 workdir=str(tmp_path / "b"))
+    )  # fmt: skip
     second_status = await wait_finished(executor, second)
-    await wait_finished(executor, other)
 
-    assert runner_pid(second) == runner_pid(first) != runner_pid(other)
+    assert runner_pid(second) == runner_pid(first)
     assert second.extra["runner_start_time"] == first.extra["runner_start_time"]
-    assert first_status.state is second_status.state is JobState.SUCCEEDED
-    assert await executor.find(step(tmp_path / "a", ["sh"], name="a")) == first
-    assert await executor.find(step(tmp_path / "b", ["true"], name="b")) == second
+    pid, _, job = first.job_id.partition(".")
+    assert second.job_id == f"{pid}.{int(job) + 1}"
+    both = await executor.poll([first, second])
+    assert {job_id: s.handle.workset_id for job_id, s in both.items()} == {
+        first.job_id: "ws-tenant-a", second.job_id: "ws-tenant-b",
+    }  # fmt: skip
+    assert first_status.state is second_status.state is JobState.SUCCEEDED, second_status
+    assert (tmp_path / "b" / "b.stdout.log").read_text() == f"unset\n{tmp_path / 'b'}\n0\n1\n2\n"
+    assert await executor.find(step(tmp_path / "a", ["sh"], name="a").model_copy(
+        update={"workset_id": "ws-tenant-a"})) == first  # fmt: skip
+    assert await executor.find(step(tmp_path / "b", ["sh"], name="b").model_copy(
+        update={"workset_id": "ws-tenant-b"})) == second  # fmt: skip
     assert first_status.resources.cpu_seconds and second_status.resources.cpu_seconds is not None
     assert second_status.resources.cpu_seconds < first_status.resources.cpu_seconds / 2
+
+
+def wait_idle_or_gone(runner: int) -> bool:
+    """Until `runner` waits for another step (True) or has ended (False)."""
+    deadline = time.monotonic() + 20
+    while True:
+        fields = proc_stat_fields(runner)
+        if fields is None or fields[0] in ("Z", "X"):
+            return False
+        if fields[0] == "S" and not children_of(runner):
+            return True
+        assert time.monotonic() < deadline, f"runner {runner}: {fields}"
+        time.sleep(0.01)
+
+
+async def test_a_cancel_that_times_out_cannot_kill_another_worksets_step(tmp_path: Path) -> None:
+    """`cancel` writes the step's cancel marker, signals, waits, looks at the status once more and, still
+    missing, SIGKILLs the runner. If the step ends by itself between that last look and the kill, its
+    runner must not have taken another workset's step, which the kill would take down: a runner whose
+    job's marker is there once the job's status is written takes no other job. (Reproduced here: the
+    step ends after the marker is written and before the kill; a runner that went on to the next step
+    submitted had it killed, and LOST.)"""
+    executor = LocalExecutor(grace_seconds=1.0)
+    release_a, release_b = tmp_path / "release-a", tmp_path / "release-b"
+    wait_for = "while [ ! -e {} ]; do sleep 0.01; done"
+    a = await executor.submit(
+        StepSpec(workset_id="ws-a", attempt=1, step="a", argv=["sh", "-c", wait_for.format(release_a)],
+                 workdir=str(tmp_path / "a"))
+    )  # fmt: skip
+    deadline = time.monotonic() + 20
+    while (await executor.poll([a]))[a.job_id].state is not JobState.RUNNING:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    files_a = StepFiles.of(tmp_path / "a", "a").as_dict()
+    write_json_atomically(files_a["cancel_marker"], {"requested_at": "now"})  # cancel(a)'s first act
+    release_a.touch()  # the step ends by itself before any signal of the cancel reaches it
+    assert (await wait_finished(executor, a)).state is JobState.SUCCEEDED
+    reused = wait_idle_or_gone(runner_pid(a))
+
+    b = await executor.submit(
+        StepSpec(workset_id="ws-b", attempt=1, step="b", argv=["sh", "-c", wait_for.format(release_b)],
+                 workdir=str(tmp_path / "b"))
+    )  # fmt: skip
+    # What cancel(a) does when its wait has timed out (the status missing at its last look).
+    await asyncio.to_thread(executor._signal_job, a, files_a, signal.SIGKILL, False)
+    release_b.touch()
+    status_b = await wait_finished(executor, b)
+    assert status_b.state is JobState.SUCCEEDED, status_b
+    assert not reused and runner_pid(b) != runner_pid(a)
+
+
+async def test_a_hung_runners_cancel_kills_it_and_its_command(tmp_path: Path) -> None:
+    """A runner that does not stop its step within the grace period (here: stopped) is killed by
+    `cancel`, with its command group, and the step is recorded cancelled."""
+    executor = LocalExecutor(grace_seconds=0.2)
+    handle = await executor.submit(step(tmp_path, ["sleep", "60"]))
+    deadline = time.monotonic() + 20
+    while (await executor.poll([handle]))[handle.job_id].state is not JobState.RUNNING:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    running = json.loads((tmp_path / "s.running.json").read_text())
+    os.kill(runner_pid(handle), signal.SIGSTOP)
+    await executor.cancel(handle)
+    status = await wait_finished(executor, handle)
+    assert status.state is JobState.CANCELLED and "did not stop in time" in status.reason, status
+    while group_is_alive(running["command_pgid"]) or (
+        (fields := proc_stat_fields(runner_pid(handle))) is not None and fields[0] not in ("Z", "X")
+    ):
+        assert time.monotonic() < deadline, "the runner or its command survived the cancel"
+        await asyncio.sleep(0.02)
 
 
 async def test_a_late_cancel_of_a_finished_step_does_not_touch_the_runners_next_step(tmp_path: Path) -> None:
@@ -299,16 +384,55 @@ async def test_a_late_cancel_of_a_finished_step_does_not_touch_the_runners_next_
     assert status.state is JobState.CANCELLED and status.reason == "cancelled by stamen", status
 
 
-async def test_a_runner_ends_after_its_worksets_last_step(tmp_path: Path) -> None:
-    """A step that is its workset's last (StepSpec.last): nothing will follow it, so its runner ends as
-    soon as it has recorded the step's end instead of waiting to be told to (a runner kept waiting and
-    then ended cost a one-step workset ~0.5 ms more per step than ending at once)."""
-    executor = LocalExecutor()
-    handle = await executor.submit(step(tmp_path / "a", ["true"], name="a").model_copy(update={"last": True}))
+async def test_a_runner_told_to_stop_mid_step_stops_it_and_takes_no_other(tmp_path: Path) -> None:
+    """A SIGTERM from outside stamen to a runner cancels its step and ends the runner after it: it was
+    told to stop, not to go on with somebody else's step."""
+    executor = LocalExecutor(grace_seconds=1.0)
+    handle = await executor.submit(step(tmp_path, ["sleep", "60"]))
+    await until(lambda: (tmp_path / "s.running.json").exists())
+    os.kill(runner_pid(handle), signal.SIGTERM)
     status = await wait_finished(executor, handle)
-    assert status.state is JobState.SUCCEEDED
-    runner = runner_pid(handle)
+    assert status.state is JobState.CANCELLED and "from outside stamen" in status.reason, status
+    assert not wait_idle_or_gone(runner_pid(handle))
+
+
+async def test_idle_runners_are_bounded_and_end_after_a_while(tmp_path: Path) -> None:
+    """At most `max_idle_runners` runners are kept when a step is given out (the others end), and a
+    runner that waits `idle_runner_seconds` for a step ends: an idle stack keeps no process."""
+    server = ForkServer(sys.executable, idle_runner_seconds=1.0, max_idle_runners=1)
+    try:
+        configs = [runner_config(tmp_path / str(i), f"ws-{i}", ["true"]) for i in range(3)]
+        jobs = [await asyncio.to_thread(server.start_runner, c, c.stdout_file + ".log") for c in configs]
+        for config in configs:
+            await until(lambda config=config: Path(config.status_file).exists())
+        assert server.pid is not None
+        release = tmp_path / "release"
+        last = runner_config(
+            tmp_path / "3", "ws-3", ["sh", "-c", f"while [ ! -e {release} ]; do sleep 0.01; done"]
+        )
+        job = await asyncio.to_thread(server.start_runner, last, last.stdout_file + ".log")
+        assert job.pid in {j.pid for j in jobs} and job.job > 1  # a runner used again
+        await until(lambda: {pid for pid, _ in children_of(server.pid or 0)} == {job.pid})  # no others kept
+        release.touch()
+        await until(lambda: Path(last.status_file).exists())
+        await until(lambda: not children_of(server.pid or 0))  # it ended by itself, reaped
+    finally:
+        server.stop()
+
+
+def runner_config(workdir: Path, workset: str, argv: list[str]) -> RunnerConfig:
+    workdir.mkdir()
+    files = StepFiles.of(workdir, "s")
+    return RunnerConfig(
+        argv=argv, workdir=str(workdir), status_file=files.status_file, running_file=files.running_file,
+        stdout_file=files.stdout_file, stderr_file=files.stderr_file, cancel_marker=files.cancel_marker,
+        job_file=files.job_file, submission=Submission(workset, 1, "s", "2026-12-06T00:00:00+00:00"),
+        env=dict(os.environ),
+    )  # fmt: skip
+
+
+async def until(condition: Callable[[], bool]) -> None:
     deadline = time.monotonic() + 20
-    while (fields := proc_stat_fields(runner)) is not None and fields[0] not in ("Z", "X"):
-        assert time.monotonic() < deadline, f"runner {runner} still there after its last step: {fields}"
-        await asyncio.sleep(0.01)
+    while not condition():
+        assert time.monotonic() < deadline, "not before the deadline"
+        await asyncio.sleep(0.02)

@@ -2,10 +2,10 @@
 
 `submit` has the step run by a runner (`local_runner.py`) of this process's fork server
 (`local_forkserver.py`): a detached process in a session of its own that survives the scheduler,
-starts the step's command in its own process group and, once the step has ended, may run the next
-step of the same workset. Everything another process needs to find the job again is in the `JobHandle`
-(runner pid as the job id + its start time from /proc/<pid>/stat + the boot id) and in the step's files
-in its workdir (`local_files.py`).
+starts the step's command in its own process group and, once the step has ended, may run another
+step, of any workset. Everything another process needs to find the job again is in the `JobHandle`
+(job id "<runner pid>.<its job number>", the runner's start time from /proc/<pid>/stat, the boot id)
+and in the step's files in its workdir (`local_files.py`).
 
 `poll` reads those files; it never waits for a child and starts no process. `find` reads the job
 file: a runner of this attempt of this step was started if and only if it names that attempt. A
@@ -64,8 +64,9 @@ def _has_status(files: dict[str, str]) -> bool:
 
 
 def runner_pid(handle: JobHandle) -> int:
-    """The pid of the runner that runs the job (its id)."""
-    return int(handle.job_id)
+    """The pid of the runner that runs the job: its id is "<runner pid>.<job number>" (the pid alone for
+    a runner of one job: the standalone runner's, or one of before runners took any workset's steps)."""
+    return int(handle.job_id.partition(".")[0])
 
 
 def _float_or_none(value: object) -> float | None:
@@ -98,8 +99,8 @@ class LocalExecutor:
 
     # --- submit ------------------------------------------------------------------------------
     async def submit(self, step: StepSpec) -> JobHandle:
-        """A workset's steps are submitted one after another (the next once the end of the last has been
-        recorded), as the scheduler does: they may share a runner, whose pid is the job id."""
+        """The step may be given to a runner that has run others (of any workset): its job id names the
+        runner and the job's number among the runner's."""
         if self._exits.subscribed:  # before the job is given: its runner's notices are counted
             fork_server(self.python).on_job_end(self._exits.notify)
         handle = await asyncio.to_thread(self._submit, step)
@@ -138,17 +139,17 @@ class LocalExecutor:
             stderr_file=files["stderr_file"], cancel_marker=files["cancel_marker"], job_file=files["job_file"],
             submission=Submission(step.workset_id, step.attempt, step.step, submitted_at.isoformat()),
             time_limit_seconds=step.time_limit_seconds, memory_limit_mb=step.memory_mb,
-            grace_seconds=self.grace_seconds, env=env, executable=executable, last=step.last,
+            grace_seconds=self.grace_seconds, env=env, executable=executable,
         )  # fmt: skip
         runner = fork_server(self.python).start_runner(config, files["runner_log"])
         # The runner has written the job file (how `find` knows this submission) before this returns.
         boot = boot_id()
         return self._handle(
-            step, files, runner.pid, runner.start_time, boot, submitted_at, CANCEL_CHECK_SIGNAL
+            step, files, runner.job_id, runner.start_time, boot, submitted_at, CANCEL_CHECK_SIGNAL
         )
 
     def _handle(
-        self, step: StepSpec, files: dict[str, str], runner_pid: int, runner_start_time: str, boot: str,
+        self, step: StepSpec, files: dict[str, str], job_id: str, runner_start_time: str, boot: str,
         submitted_at: datetime, cancel_signal: int | None,
     ) -> JobHandle:  # fmt: skip
         # `cancel_signal`: what has the runner look at the job's cancel marker; None: a runner that runs
@@ -157,7 +158,7 @@ class LocalExecutor:
         return JobHandle(
             executor=KIND,
             cluster=self.cluster,
-            job_id=str(runner_pid),
+            job_id=job_id,
             workset_id=step.workset_id,
             attempt=step.attempt,
             step=step.step,
@@ -195,7 +196,9 @@ class LocalExecutor:
         # time, so it is never taken for the runner; a runner gone without a status is LOST).
         cancel_signal = document.get("cancel_signal")
         cancel_signal = cancel_signal if isinstance(cancel_signal, int) else None
-        return self._handle(step, files, pid, start_time, boot, submitted_at, cancel_signal)
+        job_id = document.get("job_id")
+        job_id = job_id if isinstance(job_id, str) and job_id.startswith(f"{pid}.") else str(pid)
+        return self._handle(step, files, job_id, start_time, boot, submitted_at, cancel_signal)
 
     # --- poll --------------------------------------------------------------------------------
     async def poll(self, handles: Sequence[JobHandle]) -> dict[str, JobStatus]:
@@ -319,8 +322,9 @@ class LocalExecutor:
                 break
             await asyncio.sleep(0.05)
         # The runner did not finish in time (hung, or it was gone already): kill everything ourselves.
-        # Its status missing, the runner still runs this job (it writes a job's status before it takes
-        # another), unless it has just now finished: asked once more right before the kill.
+        # The status still missing now, after the cancel marker was written: the runner still runs this
+        # job, or has finished it since and will take no other (it looks at the job's marker after
+        # writing the status, and ends if it is there). So this SIGKILL reaches no other job's runner.
         if _has_status(files):
             return
         await asyncio.to_thread(self._signal_job, handle, files, signal.SIGKILL, False)
@@ -332,20 +336,33 @@ class LocalExecutor:
             write_json_atomically(files["cancel_marker"], {"requested_at": datetime.now(UTC).isoformat(),
                                                            "requested_by_pid": os.getpid()})  # fmt: skip
         # Runner first, so it knows about the cancel before it sees its command die. A runner that may
-        # run the workset's next step after this one is not sent SIGTERM (it would stop whatever step it
-        # runs when this comes, perhaps the next by now) but its cancel signal: "look at your job's
-        # cancel marker".
+        # run another step after this one (of any workset) is not sent SIGTERM (it would stop whatever
+        # step it runs when this comes, perhaps another workset's by now) but its cancel signal: "look
+        # at your job's cancel marker".
         cancel_signal = handle.extra.get("runner_cancel_signal", "")
         signum_for_runner = (
             int(cancel_signal) if signum == signal.SIGTERM and cancel_signal.isdigit() else signum
         )
-        if self._runner_alive(handle):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(runner_pid(handle), signum_for_runner)
+        self._signal_runner(handle, signum_for_runner)
         running = read_json(files["running_file"])
         if running and isinstance(running.get("command_pgid"), int):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(int(running["command_pgid"]), signum)
+
+    def _signal_runner(self, handle: JobHandle, signum: int) -> None:
+        """Signal the job's runner through a pidfd opened before its identity is checked: a runner that
+        ends in between cannot have its pid reused by another process that would get the signal."""
+        try:
+            pidfd = os.pidfd_open(runner_pid(handle))
+        except OSError:
+            return  # gone
+        try:
+            if self._runner_alive(handle):
+                signal.pidfd_send_signal(pidfd, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
+        finally:
+            os.close(pidfd)
 
     @staticmethod
     def _write_cancelled_status(handle: JobHandle, files: dict[str, str]) -> None:

@@ -1,7 +1,6 @@
 """Noticing at once that a local runner has ended: a pidfd per runner, watched by the event loop (a
-killed runner, or one of an earlier scheduler; a runner that has finished a step and waits for its
-workset's next says so on the fork server's notice pipe, `local_forkserver_client.py`, which calls
-`notify`).
+killed runner, or one of an earlier scheduler; a runner that has finished a step and waits for another
+says so on the fork server's notice pipe, `local_forkserver_client.py`, which calls `notify`).
 
 A runner is not the scheduler's child (the fork server is its parent), so there is no SIGCHLD to
 wait for; a pidfd (Linux 5.3+) becomes readable when the process it names exits, whoever its parent.
@@ -9,7 +8,7 @@ The watcher only says "a job ended, poll now": what ended and how is still read 
 by `poll`, so a missed or doubled notice changes nothing but latency.
 
 The exit of a runner that has announced the end of every job given to it here (a waiting runner told
-to end by the fork server, whose workset had no next step) is not told again: it would only have the
+to end by the fork server, or idle for too long) is not told again: it would only have the
 scheduler poll once more for nothing (a step a workset: an extra wake-up and poll per step). A runner
 killed mid-step, one whose notice was lost (the pipe full) or one this process did not give its job to
 (adopted after a restart) has announced less than it was given: its exit is told. The fork server's

@@ -131,7 +131,7 @@ def tail(path: str | Path, lines: int = LOG_TAIL_LINES) -> str:
 
 def job_document(
     *, workset_id: str, attempt: int, step: str, submitted_at: str, runner_pid: int, runner_start_time: str,
-    boot: str, cancel_signal: int | None = None,
+    boot: str, cancel_signal: int | None = None, job_id: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """The job file's content, written before the runner may start the command and before the fork
     server tells the executor the runner's pid, so it exists as soon as `submit` returns."""
@@ -145,6 +145,9 @@ def job_document(
         "runner_start_time": runner_start_time,
         "boot_id": boot,
         # The signal that has the runner look at this job's cancel marker, for a runner that may run
-        # another step of the workset after this one (absent: one that runs one job, told by SIGTERM).
+        # another step after this one (absent: one that runs one job, told by SIGTERM).
         **({"cancel_signal": cancel_signal} if cancel_signal is not None else {}),
+        # "<runner pid>.<its job number>": a runner of the fork server runs one job after another, of
+        # any workset (absent: the runner's only job, a standalone runner's; its id is the pid).
+        **({"job_id": job_id} if job_id is not None else {}),
     }

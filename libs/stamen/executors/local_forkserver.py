@@ -1,5 +1,5 @@
 """Starting local runners cheaply: a fork server that has the runner loaded, forks runners and gives
-a runner the next step of the workset it has just run a step of.
+a runner that has finished its job the next step submitted, of any workset.
 
 Starting `python -m stamen.executors.local_runner` for every step costs a Python interpreter start
 (~50 ms of CPU, far more than a short step). Instead, each process that submits local steps starts
@@ -8,23 +8,29 @@ only the runner) and asks it over a pipe, one line per step, for a runner (the a
 `local_forkserver_client.py`). A runner is a forked child of the server in a session of its own: it
 outlives the scheduler and the fork server. It reads a job from its request pipe, writes the job's
 file, answers on its reply pipe, runs the step exactly as the standalone runner would, writes its
-status, tells the submitting process (a byte on the notice pipe) and says "idle" on its reply pipe.
-The server then keeps it for the next step of the same workset, and forks a runner for a step only
-when no runner of its workset waits. It answers once the job file is written, reaps runners as they
-end (no zombies) and exits when its stdin closes (the submitting process ended); it then closes the
-runners' request pipes, so a waiting runner ends at once (reaped here first) and a busy one after its
-step.
+status, says "idle" on its reply pipe and tells the submitting process (its pid on the notice pipe).
+The server gives the next step to the runner that became idle last, and forks a runner only when none
+is idle. It answers once the job file is written, reaps runners as they end (no zombies) and exits
+when its stdin closes (the submitting process ended); it then closes the runners' request pipes, so a
+waiting runner ends at once (reaped here first) and a busy one after its step. A runner idle for
+IDLE_RUNNER_SECONDS ends by itself (an idle stack keeps no process awake), and at most
+MAX_IDLE_RUNNERS wait (more end, the longest waiting first).
 
 Why runners are used again: a fresh fork copies every page it writes (~470 per runner for a `true`
 step) and pays the fork and the exit of a 13 MB process, ~2-3 ms of CPU per step in all; a runner that
-has run a step has those pages already and runs the next for ~0.5-1 ms. Only for the same workset:
-a job is known by its runner's pid (the job id), and a workset's next step is submitted only once the
-scheduler has recorded the end of the last, so no two of a runner's jobs are ever active together (a
-poll answers by job id). At most MAX_IDLE_RUNNERS wait; more end, the longest waiting first.
+has run a step has those pages already and runs the next for ~0.5-1 ms. A job's id is "<runner
+pid>.<its number among the runner's jobs>", so two jobs of one runner (a workset's last step not yet
+recorded, another workset's first already submitted) never share an id. A runner whose job was
+cancelled takes no other job (it looks at the job's cancel marker after writing its status), so the
+SIGKILL of a cancel that timed out can only reach a runner that runs the cancelled job or is ending
+(docs/pipelines.md). Nothing of a job stays in the runner for the next: the command's environment
+and working directory are the step's, it inherits no descriptor but its stdio, and its processes are
+all reaped before the runner says "idle" (a runner that could not reap them all takes no other job).
 
-Requests (server):  "<workset id>\t" + {"config": RunnerConfig.to_json(), "log": "<step>.runner.log"}
-Replies (server):   {"pid": <runner pid>, "start_time": "<clock ticks since boot>"} or {"error": "..."}
-Runner -> server:   "<start time>\n" once the job file is written, "idle\n" once the job ended
+Requests (server):  {"config": RunnerConfig.to_json(), "log": "<step>.runner.log"}
+Replies (server):   {"pid": <runner pid>, "start_time": "<clock ticks since boot>", "job": <n>}
+                    or {"error": "..."}
+Runner -> server:   "<start time> <n>\n" once job n's file is written, "idle\n" once it may take another
 Runner -> notices:  "<runner pid>\n" once the job's status is written
 
 The server runs in an isolated interpreter without `site` (`python -I -S`, the folder of the stamen
@@ -41,6 +47,7 @@ import os
 import select
 import signal
 import sys
+import time
 from dataclasses import dataclass
 from types import FrameType
 from typing import IO, NoReturn
@@ -61,10 +68,12 @@ from stamen.executors.local_runner_config import RunnerConfig
 # alone adds an at-fork hook that cost each runner ~0.4 ms of CPU (140 more page copies), so the
 # client side, which needs both, is a module of its own.
 
-# Runners kept waiting for their workset's next step; more are told to end, the longest waiting first
-# (a workset whose last step has run has none). A runner ends after this many jobs.
+# Runners kept waiting for a next step; more are told to end, the longest waiting first. A runner ends
+# after this many jobs, or once it has waited this long for one (a sleeping runner costs no CPU, but an
+# idle stack should keep no process for nothing).
 MAX_IDLE_RUNNERS = 16
 MAX_JOBS_PER_RUNNER = 1000
+IDLE_RUNNER_SECONDS = 30.0
 
 
 class ForkServerError(RuntimeError):
@@ -90,14 +99,20 @@ def _write_all(fd: int, data: bytes) -> None:
 # --- a runner (a forked child of the server) -----------------------------------------------------
 
 
-def _next_request(requests: int, wakeups: Wakeups) -> bytes | None:
+def _next_request(requests: int, wakeups: Wakeups, idle_seconds: float) -> bytes | None:
     """The next job's request line; None when the server closed the pipe (it ended, or has idle
-    runners enough) or a stop signal came between jobs."""
+    runners enough), a stop signal came between jobs, or none came for `idle_seconds` (the server
+    then finds the pipe closed, and forks a runner instead: nothing of a step is read here unless it
+    is run)."""
     line = b""
+    deadline = time.monotonic() + idle_seconds
     while not line.endswith(b"\n"):
-        if wakeups.stop_signals_between_jobs:
+        if wakeups.stop_signals:
             return None
-        wakeups.wait(None, also=requests)
+        left = deadline - time.monotonic()
+        if not line and left <= 0:
+            return None
+        wakeups.wait(left if not line else None, also=requests)
         try:
             chunk = os.read(requests, 1 << 16)
         except BlockingIOError:
@@ -109,13 +124,12 @@ def _next_request(requests: int, wakeups: Wakeups) -> bytes | None:
 
 
 def _become_runner(
-    requests: int, replies: int, notices: int | None, first: tuple[RunnerConfig, str]
+    requests: int, replies: int, notices: int | None, first: tuple[RunnerConfig, str], idle_seconds: float
 ) -> NoReturn:
     """In the forked child: detach, then for each job the server sends: write its job file, tell the
-    server (on `replies`) its start time, run the step, tell the submitting process
-    (on `notices`) and the server ("idle"); never return. A runner that fails before a job's file is
-    written runs nothing of it (the server sees `replies` closed without a word and answers with an
-    error).
+    server (on `replies`) its start time and the job's number, run the step, tell the server ("idle")
+    and the submitting process (on `notices`); never return. A runner that fails before a job's file is
+    written runs nothing of it (the server sees `replies` closed without a word and forks another).
 
     `first`: its first job, read by the server before the fork (read in a new runner, it cost the runner
     ~40 page copies and 0.2-0.3 ms more than it saved the server). Its stdio is /dev/null: the runner
@@ -131,7 +145,8 @@ def _become_runner(
         os.dup2(devnull, 0)
         os.dup2(devnull, 1)
         os.dup2(devnull, 2)
-        # Nothing else of the server's (its pipes to the scheduler, other runners') stays open here.
+        # Nothing else of the server's (its pipes to the scheduler, other runners') stays open here; the
+        # pipes kept are close-on-exec, so a command has its stdin, stdout and stderr and nothing else.
         keep = sorted({requests, replies} | ({notices} if notices is not None else set()))
         low = 3
         for fd in keep:
@@ -141,31 +156,42 @@ def _become_runner(
         os.set_blocking(requests, False)
         os.umask(0o077)  # the step's files (staged reads, results, logs) are its tenant's: owner-only
         wakeups = start_runner_process()
-        fields = proc_stat_fields(os.getpid())
+        pid = os.getpid()
+        fields = proc_stat_fields(pid)
         start_time = fields[19] if fields else ""
         for job in range(1, MAX_JOBS_PER_RUNNER + 1):
             if job == 1:
                 config, log = first
             else:
-                request = _next_request(requests, wakeups)
+                request = _next_request(requests, wakeups, idle_seconds)
                 if request is None:
                     break
                 config, log = _read_request(request)
             os.chdir(config.workdir)
-            write_job_file(config, cancel_signal=CANCEL_CHECK_SIGNAL)
-            _write_all(replies, f"{start_time}\n".encode())
-            reusable = run_job(config, wakeups) and not config.last
+            write_job_file(config, cancel_signal=CANCEL_CHECK_SIGNAL, job_id=f"{pid}.{job}")
+            _write_all(replies, f"{start_time} {job}\n".encode())
+            # The job's cancel marker is looked at after its status is written: a runner whose job was
+            # cancelled takes no other (`cancel` writes the marker before anything else, and kills the
+            # runner only if the status was still missing after that: see docs/pipelines.md). Nor does
+            # one told to stop by a signal.
+            reusable = (
+                run_job(config, wakeups)
+                and not os.path.exists(config.cancel_marker)
+                and not wakeups.stop_signals
+                and job < MAX_JOBS_PER_RUNNER
+            )
             config = None
+            if reusable:  # before the notice: a step submitted once its end is heard finds it idle
+                with contextlib.suppress(BrokenPipeError):  # the server has ended: the next read says so
+                    _write_all(replies, b"idle\n")
             if notices is not None:
-                # Its pid: the submitting process then knows this runner's exit, when it is told it
-                # to end while it waits, announces nothing new (`local_exits.py`). One write of a few
-                # bytes (under PIPE_BUF) is all or nothing.
+                # Its pid: the submitting process then knows this runner's exit, when it ends while it
+                # waits, announces nothing new (`local_exits.py`). One write of a few bytes (under
+                # PIPE_BUF) is all or nothing.
                 with contextlib.suppress(OSError):  # full (notices are waiting already) or nobody reads
-                    os.write(notices, b"%d\n" % os.getpid())
-            if not reusable or job == MAX_JOBS_PER_RUNNER:
+                    os.write(notices, b"%d\n" % pid)
+            if not reusable:
                 break  # without "idle": the server gives it nothing more
-            with contextlib.suppress(BrokenPipeError):  # the server has ended: the next read says so
-                _write_all(replies, b"idle\n")
         code = 0
     except BaseException:
         if config is not None:
@@ -187,7 +213,6 @@ class _Runner:
     pid: int
     requests: int  # the write end of its request pipe
     replies: int  # the read end of its reply pipe
-    workset: bytes = b""  # of the step it runs, or ran last
     received: bytes = b""
 
     def read_line(self) -> bytes | None:
@@ -208,58 +233,73 @@ class _Runner:
 
 
 class _Runners:
-    def __init__(self, notices: int | None) -> None:
+    def __init__(self, notices: int | None, idle_seconds: float, max_idle: int) -> None:
         self.notices = notices
-        self.idle: dict[bytes, _Runner] = {}  # by workset, the longest waiting first
+        self.idle_seconds = idle_seconds
+        self.max_idle = max_idle
+        self.idle: list[_Runner] = []  # the longest waiting first: the last is given the next step
         self.busy: dict[int, _Runner] = {}  # by its reply pipe
 
     def collect_idle(self) -> None:
-        """Busy runners that have said "idle" (or ended) since: waiting for their workset (or gone)."""
-        if not self.busy:
+        """Busy runners that have said "idle" since join the idle ones; runners that have ended (a busy
+        one after its job, an idle one after `idle_seconds`: its reply pipe reads as closed) are
+        dropped."""
+        if not self.busy and not self.idle:
             return
-        ready, _, _ = select.select(list(self.busy), [], [], 0)
+        ready, _, _ = select.select([*self.busy, *(r.replies for r in self.idle)], [], [], 0)
+        if not ready:
+            return
+        ended = set()
         for fd in ready:
-            runner = self.busy.pop(fd)
-            if runner.read_line() != b"idle":
+            runner = self.busy.pop(fd, None)
+            if runner is None:  # an idle runner writes nothing: it has ended
+                ended.add(fd)
+            elif runner.read_line() == b"idle":
+                self.idle.append(runner)
+            else:
                 runner.close()
-                continue
-            if (earlier := self.idle.pop(runner.workset, None)) is not None:
-                earlier.close()
-            self.idle[runner.workset] = runner
-            while len(self.idle) > MAX_IDLE_RUNNERS:
-                self.idle.pop(next(iter(self.idle))).close()
+        if ended:
+            kept = []
+            for runner in self.idle:
+                (runner.close() if runner.replies in ended else kept.append(runner))
+            self.idle = kept
+        while len(self.idle) > self.max_idle:
+            self.idle.pop(0).close()
 
     def fork(self, first: tuple[RunnerConfig, str]) -> _Runner:
         requests_read, requests_write = os.pipe()
         replies_read, replies_write = os.pipe()
         pid = os.fork()
         if pid == 0:
-            _become_runner(requests_read, replies_write, self.notices, first)
+            _become_runner(requests_read, replies_write, self.notices, first, self.idle_seconds)
         os.close(requests_read)
         os.close(replies_write)
         return _Runner(pid, requests_write, replies_read)
 
-    def start_job(self, workset: bytes, request: bytes) -> bytes:
-        """Give the step to the runner waiting for its workset, else to a new one; the reply once its job
-        file is written. The job file exists before the command does and before the executor hears the
-        runner's pid, so a submission whose command started can always be found, whoever dies when."""
+    def start_job(self, request: bytes) -> bytes:
+        """Give the step to the runner that became idle last (whichever workset it ran), else to a new
+        one; the reply once its job file is written. The job file exists before the command does and
+        before the executor hears the runner's pid, so a submission whose command started can always be
+        found, whoever dies when."""
         self.collect_idle()
-        runner = self.idle.pop(workset, None)
-        reply = self._ask(runner, request) if runner is not None else None
-        if runner is None or reply is None:
-            # None waits, or it ended before it read the step or wrote its job file (then it started
-            # nothing of it, and a new runner's job file takes the place of any it wrote).
+        reply = None
+        while reply is None and self.idle:
+            runner = self.idle.pop()
+            # None: it ended before it read the step or wrote its job file (then it started nothing of
+            # it, and another runner's job file takes the place of any it wrote).
+            reply = self._ask(runner, request)
+        if reply is None:
             runner = self.fork(_read_request(request))
             reply = self._reply(runner)
             if reply is None:
                 raise ForkServerError(f"runner {runner.pid} ended before it wrote its job file")
-        runner.workset = workset
         self.busy[runner.replies] = runner
-        return b'{"pid": %d, "start_time": "%s"}\n' % (runner.pid, reply)
+        start_time, _, job = reply.partition(b" ")
+        return b'{"pid": %d, "start_time": "%s", "job": %d}\n' % (runner.pid, start_time, int(job))
 
     @classmethod
     def _ask(cls, runner: _Runner, request: bytes) -> bytes | None:
-        """Give a waiting runner the step: its start time once it has written the job file; None (and
+        """Give a waiting runner the step: its reply once it has written the job file; None (and
         closed) if it has ended."""
         try:
             _write_all(runner.requests, request)
@@ -270,9 +310,11 @@ class _Runners:
 
     @staticmethod
     def _reply(runner: _Runner) -> bytes | None:
-        """The runner's start time once it has written the job file; None (and closed) if it ended."""
+        """The runner's "<start time> <job number>" once it has written the job file; None (and closed) if it
+        ended."""
         reply = runner.read_line()
-        if reply is None or not reply.isdigit():
+        start_time, _, job = (reply or b"").partition(b" ")
+        if not (start_time.isdigit() and job.isdigit()):
             runner.close()
             return None
         return reply
@@ -281,25 +323,27 @@ class _Runners:
         """Tell every runner to end: a waiting one ends now, and is reaped here before the server ends
         (not left to whoever inherits it); a busy one after its step."""
         self.collect_idle()
-        for runner in [*self.idle.values(), *self.busy.values()]:
+        for runner in [*self.idle, *self.busy.values()]:
             runner.close()
-        for runner in self.idle.values():
+        for runner in self.idle:
             with contextlib.suppress(ChildProcessError):  # reaped already (SIGCHLD)
                 os.waitpid(runner.pid, 0)
 
 
-def serve(requests: IO[bytes], replies: IO[bytes], notices: int | None = None) -> None:
+def serve(
+    requests: IO[bytes], replies: IO[bytes], notices: int | None = None,
+    idle_seconds: float = IDLE_RUNNER_SECONDS, max_idle: int = MAX_IDLE_RUNNERS,
+) -> None:  # fmt: skip
     boot_id()  # read once here, inherited by every runner
     gc.freeze()  # what is loaded now stays shared with the runners (not copied by their collections)
     signal.signal(signal.SIGCHLD, _reap_runners)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is for the scheduler; we end with our stdin
     if notices is not None:
         os.set_inheritable(notices, False)  # the runners have it; the commands they start do not
-    runners = _Runners(notices)
+    runners = _Runners(notices, idle_seconds, max_idle)
     for line in requests:
         try:  # read here only for a runner forked for it (a waiting runner reads its step itself)
-            workset, _, request = line.partition(b"\t")
-            reply = runners.start_job(workset, request if request.endswith(b"\n") else request + b"\n")
+            reply = runners.start_job(line if line.endswith(b"\n") else line + b"\n")
         except Exception as exc:
             reply = json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode() + b"\n"
         replies.write(reply)
@@ -308,8 +352,10 @@ def serve(requests: IO[bytes], replies: IO[bytes], notices: int | None = None) -
     _reap_runners()
 
 
-def main(notices: int | None = None) -> None:
-    serve(sys.stdin.buffer, sys.stdout.buffer, notices)
+def main(
+    notices: int | None = None, idle_seconds: float = IDLE_RUNNER_SECONDS, max_idle: int = MAX_IDLE_RUNNERS
+) -> None:
+    serve(sys.stdin.buffer, sys.stdout.buffer, notices, idle_seconds, max_idle)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import stamen
-from stamen.executors.local_forkserver import ForkServerError
+from stamen.executors.local_forkserver import IDLE_RUNNER_SECONDS, MAX_IDLE_RUNNERS, ForkServerError
 from stamen.executors.local_runner_config import RunnerConfig
 
 __all__ = ["ForkServer", "ForkServerError", "RunnerJob", "fork_server"]
@@ -27,22 +27,34 @@ __all__ = ["ForkServer", "ForkServerError", "RunnerJob", "fork_server"]
 _STAMEN_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(stamen.__file__ or "")))
 _SERVER_MAIN = (
     "import sys; sys.path[:0] = sys.argv[1:2]; from stamen.executors.local_forkserver import main; "
-    "main(int(sys.argv[2]))"
+    "main(int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]))"
 )
 
 
 class RunnerJob(NamedTuple):
-    """Who runs a step: the runner's pid and start time."""
+    """Who runs a step: the runner's pid and start time, and the job's number among the runner's."""
 
     pid: int
     start_time: str
+    job: int
+
+    @property
+    def job_id(self) -> str:
+        """Unique among the runner's jobs: a runner runs one job after another, of any workset."""
+        return f"{self.pid}.{self.job}"
 
 
 class ForkServer:
     """The submitting process's fork server: started on first use, started again if it died."""
 
-    def __init__(self, python: str = sys.executable) -> None:
+    def __init__(
+        self, python: str = sys.executable, idle_runner_seconds: float = IDLE_RUNNER_SECONDS,
+        max_idle_runners: int = MAX_IDLE_RUNNERS,
+    ) -> None:  # fmt: skip
         self.python = python
+        # A runner waits this long for another step before it ends; at most this many wait.
+        self.idle_runner_seconds = idle_runner_seconds
+        self.max_idle_runners = max_idle_runners
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()  # submits run in worker threads; one request at a time
         # A byte from a runner each time it has finished a job (its status written). One pipe for the
@@ -67,7 +79,8 @@ class ForkServer:
             return self._proc
         # Its own environment does not reach the steps: each request carries the command's whole one.
         self._proc = subprocess.Popen(
-            [self.python, "-I", "-S", "-c", _SERVER_MAIN, _STAMEN_ROOT, str(self._notices_write)],
+            [self.python, "-I", "-S", "-c", _SERVER_MAIN, _STAMEN_ROOT, str(self._notices_write),
+             repr(self.idle_runner_seconds), str(self.max_idle_runners)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, close_fds=True,
             pass_fds=(self._notices_write,),
         )  # fmt: skip
@@ -95,7 +108,11 @@ class ForkServer:
         pids = [int(line) for line in lines if line.isdigit()]
         with self._counts_lock:
             for pid in pids:
-                self._announced[pid] = self._announced.get(pid, 0) + 1
+                # Never more than it was given here while counting: a runner also runs jobs given before
+                # a loop heard (or by another loop), whose notices must not stand for a later job's end.
+                # (A notice heard before its job was counted is dropped: the exit is then told, once.)
+                if (announced := self._announced.get(pid, 0)) < self._given.get(pid, 0):
+                    self._announced[pid] = announced + 1
         for callback in list(self._listeners):
             callback(pids)
 
@@ -103,16 +120,9 @@ class ForkServer:
         """Have a runner run `config`: who runs it."""
         if not config.job_file or config.submission is None:
             raise ForkServerError("a runner needs its job file and submission (workset, attempt, step)")
-        workset = config.submission.workset_id
-        if any(c in workset for c in "\t\n\r"):
-            raise ForkServerError(f"a workset id with a tab or a line break: {workset!r}")
         with self._lock:
             server = self._server()
-            request = (
-                f"{workset}\t".encode()
-                + json.dumps({"config": config.to_json(), "log": log}).encode()
-                + b"\n"
-            )
+            request = json.dumps({"config": config.to_json(), "log": log}).encode() + b"\n"
             assert server.stdin is not None and server.stdout is not None
             error: OSError | None = None
             try:
@@ -130,7 +140,7 @@ class ForkServer:
         reply = json.loads(line)
         if "error" in reply:
             raise ForkServerError(f"the local fork server could not start the runner: {reply['error']}")
-        job = RunnerJob(int(reply["pid"]), str(reply["start_time"]))
+        job = RunnerJob(int(reply["pid"]), str(reply["start_time"]), int(reply["job"]))
         if self._loop is not None:  # its notices are heard (else nobody asks `all_announced`)
             with self._counts_lock:
                 self._given[job.pid] = self._given.get(job.pid, 0) + 1

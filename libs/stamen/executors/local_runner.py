@@ -1,6 +1,6 @@
 """A local step's runner: a small detached process that runs the step's command and records how it
-ended. The local executor forks it from its fork server (`local_forkserver.py`), where it then runs its
-workset's next step too (`start_runner_process` once, `run_job` per step); it can also be started on
+ended. The local executor forks it from its fork server (`local_forkserver.py`), where it then runs
+other steps, of any workset (`start_runner_process` once, `run_job` per step); it can also be started on
 its own for one step, `python -m stamen.executors.local_runner --workdir W --status-file F -- argv…`.
 
 It runs in a session of its own and outlives the scheduler that asked for it. It:
@@ -62,8 +62,8 @@ EXIT_COMMAND_NOT_FOUND = 127
 EXIT_COMMAND_NOT_EXECUTABLE = 126
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 # Sent by `cancel`: "look at the cancel marker of the job you run". Harmless when it comes late (the
-# runner has gone on to the workset's next step, or waits for it), which a SIGTERM to a runner that
-# runs one job after another would not be: it would cancel whatever job it runs then.
+# runner has gone on to another step, perhaps another workset's, or waits for one), which a SIGTERM to
+# a runner that runs one job after another would not be: it would cancel whatever job it runs then.
 CANCEL_CHECK_SIGNAL = signal.SIGUSR1
 
 __all__ = ["boot_id", "main", "run_job", "run_runner", "start_runner_process", "write_job_file"]
@@ -128,7 +128,7 @@ class RunnerState:
             self.kill_deadline = time.monotonic() + self.grace_seconds
 
 
-def write_job_file(config: RunnerConfig, cancel_signal: int | None = None) -> str:
+def write_job_file(config: RunnerConfig, cancel_signal: int | None = None, job_id: str | None = None) -> str:
     """Before the command may start: from here on, a runner of this submission can be found. Returns
     this runner's start time (clock ticks since boot), which the job file names it by.
 
@@ -144,6 +144,7 @@ def write_job_file(config: RunnerConfig, cancel_signal: int | None = None) -> st
         job_document(
             workset_id=s.workset_id, attempt=s.attempt, step=s.step, submitted_at=s.submitted_at,
             runner_pid=os.getpid(), runner_start_time=start_time, boot=boot_id(), cancel_signal=cancel_signal,
+            job_id=job_id,
         ),
         durable=False,
     )  # fmt: skip
@@ -158,17 +159,19 @@ class Wakeups:
 
     def __init__(self) -> None:
         self.state: RunnerState | None = None
-        self.stop_signals_between_jobs: list[int] = []
+        # SIGTERM/SIGINT/SIGHUP received, during a job (which it cancels) or between jobs: the runner was
+        # told to stop, and takes no other job.
+        self.stop_signals: list[int] = []
         self._read, self._write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
         # Handled: it only has to wake us.
         _set_handler(signal.SIGCHLD, lambda _signum, _frame: None)
 
         def on_stop_signal(signum: int, _frame: FrameType | None) -> None:
+            self.stop_signals.append(signum)
             state = self.state
             if state is None:
-                self.stop_signals_between_jobs.append(signum)  # no job to stop: the runner ends
-                return
+                return  # no job to stop: the runner ends
             state.signals_received.append(signum)
             if os.path.exists(state.cancel_marker):
                 reason = "cancelled by stamen"

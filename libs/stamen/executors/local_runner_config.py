@@ -47,8 +47,6 @@ class RunnerConfig:
     # argv[0] as found on `env`'s PATH by the submitting process; None: the runner looks it up. Done
     # before the fork: a runner pays for every page the lookup touches with a copy of it.
     executable: str | None = None
-    # The workset's last step (StepSpec.last): its runner ends after it instead of waiting for a next one.
-    last: bool = False
 
     def to_json(self) -> dict[str, Any]:
         document = dict(self.__dict__)  # not asdict, which copies every variable of `env` one by one

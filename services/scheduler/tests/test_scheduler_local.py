@@ -24,6 +24,7 @@ from services.scheduler.timers import TimerLoop
 from stamen.commands import request_cancel
 from stamen.events.envelope import new_envelope
 from stamen.events.types import WorksetDiagnosed
+from stamen.executors.local import runner_pid
 from stamen.settings import Settings
 from stamen.store.unit_of_work import UnitOfWork
 from stamen.worksets.cost import MeteredStep, metered_cost
@@ -192,7 +193,7 @@ async def test_a_vanished_job_is_reported_as_a_failure_with_its_cause(
     async with UnitOfWork(pool) as uow:
         active = await uow.step_runs.active_step_run_for(ws_id)
     assert active is not None
-    os.killpg(int(active.handle.job_id), signal.SIGKILL)  # the runner and its command vanish together
+    os.killpg(runner_pid(active.handle), signal.SIGKILL)  # the runner and its command vanish together
     assert await run_until(loop, pool, ws_id, {"failed"}) == "failed"
     async with pool.acquire() as conn:
         body = await conn.fetchval("SELECT body FROM outbox WHERE subject LIKE '%workset.failed'")
