@@ -247,6 +247,9 @@ class _Runners:
         if not self.busy and not self.idle:
             return
         ready, _, _ = select.select([*self.busy, *(r.replies for r in self.idle)], [], [], 0)
+        # A runner whose "idle" came in the same read as its job's reply (a short step, a server slow to
+        # read) has it buffered here already: its pipe then reads as empty.
+        ready = [*{*ready, *(fd for fd, r in self.busy.items() if b"\n" in r.received)}]
         if not ready:
             return
         ended = set()
