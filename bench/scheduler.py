@@ -18,6 +18,8 @@ queued straight in PostgreSQL (four tenants, every slot's worth of room), each t
 - throughput (worksets/s, first admission to last completion).
 
 `--profile FILE` writes a cProfile of the run (the loop's own Python; it slows the run).
+`--statement-cpu` prints PostgreSQL's CPU per workset by statement shape and protocol message, as
+`lifecycle.py --statement-cpu` does (log_statement_stats; embedded PostgreSQL only; logging costs some).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import asyncpg
 import psutil
 import yaml
 from admission import drop_database, fresh_database
+from lifecycle import start_statement_log, statement_cpu, stop_statement_log
 from measure import ProcessTree, bench_process, embedded_servers, emit, machine, settled_transactions
 
 from services.scheduler.admission import Admitter
@@ -147,13 +150,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 max_concurrent_worksets=args.slots,
                 default_tenant_max_concurrent=args.slots,
             )
-            return await measure(args, url, settings, servers.pids.get("postgres"))
+            pg_log = folder / "pg" / "postgres.log" if "postgres" in servers.pids else None
+            return await measure(args, url, settings, servers.pids.get("postgres"), pg_log)
         finally:
             await drop_database(servers.database_url, url)
 
 
 async def measure(
-    args: argparse.Namespace, url: str, settings: Settings, pg_pid: int | None
+    args: argparse.Namespace, url: str, settings: Settings, pg_pid: int | None, pg_log: Path | None
 ) -> dict[str, Any]:
     counter = StatementCounter()
     pool = await create_pool(url, init=counter.init)
@@ -162,6 +166,11 @@ async def measure(
         loop = build_loop(pool, settings)
         postgres = ProcessTree("postgres", pg_pid) if pg_pid else None
         me = psutil.Process()
+        log_offset = 0
+        if args.statement_cpu and pg_log is not None:
+            await start_statement_log(watch, statements=False, with_cpu=True)
+            await asyncio.sleep(0.5)  # the reload reaches every backend
+            log_offset = await asyncio.to_thread(lambda: pg_log.stat().st_size)
         tx_before = await settled_transactions(watch, wait=0)
         counter.sent.clear()
         if postgres:
@@ -193,6 +202,8 @@ async def measure(
             if c.pid not in children_before
         )
         pg = postgres.cpu_since_start() if postgres else float("nan")
+        if args.statement_cpu and pg_log is not None:
+            await stop_statement_log(watch)
         loop.stop()
         await task
         statements = counter.by_text()
@@ -231,6 +242,8 @@ async def measure(
         "transactions_per_workset": round(tx / n, 2),
         "statements": {s: round(c / n, 2) for s, c in sorted(statements.items(), key=lambda kv: -kv[1])},
     }
+    if args.statement_cpu and pg_log is not None:
+        figures["statement_cpu"] = statement_cpu(pg_log, log_offset, n, pg * 1000 / n)
     return figures
 
 
@@ -259,6 +272,9 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--profile", help="write a cProfile of the run to this file")
     parser.add_argument("--statements", action="store_true", help="print the statements sent per workset")
+    parser.add_argument(
+        "--statement-cpu", action="store_true", help="PostgreSQL's CPU per statement (log_statement_stats)"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     bench_process()
@@ -268,6 +284,17 @@ def main() -> None:
     lines = lines_for(figures)
     if args.statements:
         lines += [f"  {c:6.2f}  {s}" for s, c in figures["statements"].items()]
+    if "statement_cpu" in figures:
+        s = figures["statement_cpu"]
+        lines.append(
+            f"PostgreSQL CPU ms per workset in protocol messages {s['logged_ms_per_workset']} of "
+            f"{s['postgres_ms_per_workset']}: {s['by_phase_ms_per_workset']}"
+        )
+        lines += [
+            f"  {t['ms_per_workset']:6.3f} ms ({t['calls_per_workset']:5.2f} calls: parse {t['parse']:.3f} "
+            f"bind {t['bind']:.3f} execute {t['execute']:.3f} simple {t['simple']:.3f})  {t['statement']}"
+            for t in s["top"]
+        ]
     emit(figures, lines, args.json)
 
 

@@ -285,3 +285,60 @@ async def test_the_migration_counts_what_was_queued_and_admitted_before_it(empty
             assert len((await uow.slots.waiting_queues(10**6)).last_admitted) == 3
     finally:
         await pool.close()
+
+
+async def seed_queues(conn: asyncpg.Connection, *, queued: int, tenants: int) -> None:
+    await conn.execute(
+        """INSERT INTO worksets (id, tenant_id, name, state, region, priority, spec, correlation_id, queued_at)
+           SELECT 'ws-' || g, 't' || (g % $2), 'w', CASE WHEN g % 10 = 0 THEN 'completed' ELSE 'queued' END,
+                  'us-west-2', (ARRAY['urgent', 'normal', 'low'])[1 + g % 3],
+                  jsonb_build_object('samples', jsonb_build_array(jsonb_build_object(
+                      'id', 'a', 'r1', 's3://lab-' || (g % 7) || '/x_R1.fq'))),
+                  gen_random_uuid(), $3::timestamptz + g * interval '1 ms'
+           FROM generate_series(1, $1) g""",
+        queued,
+        tenants,
+        T0,
+    )
+    await conn.execute("ANALYZE worksets")
+
+
+async def test_one_queue_s_head_is_planned_once_and_read_from_its_index(pool: asyncpg.Pool) -> None:
+    """Admission asks for one queue's head per decision: the statement keeps its generic plan (planned once per
+    connection, not at each decision), and that plan is one descent of worksets_queue_heads, at scale."""
+    async with pool.acquire() as conn:
+        await seed_queues(conn, queued=20_000, tenants=50)
+        want = {
+            (r["tenant_id"], r["priority"]): r["id"]
+            for r in await conn.fetch(
+                """SELECT DISTINCT ON (tenant_id, priority) tenant_id, priority, id FROM worksets
+                   WHERE state = 'queued' ORDER BY tenant_id, priority, queued_at, id"""
+            )
+        }
+        async with UnitOfWork.on(conn) as uow:
+            queues = sorted(
+                (await uow.slots.waiting_queues(10**6)).queues, key=lambda q: (q.tenant_id, q.priority)
+            )
+            for queue in queues[:12]:
+                for facts in (True, False):
+                    (head,) = await uow.slots.queue_heads([queue], facts=facts)
+                    assert head.workset_id == want[(queue.tenant_id, queue.priority)]
+                    assert head.data_locations == ((f"lab-{int(head.workset_id[3:]) % 7}",) if facts else ())
+        plans = await conn.fetch(
+            """SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements
+               WHERE statement LIKE '%FROM worksets w%' AND statement LIKE '%queued_at, w.id LIMIT 1%'
+                     AND statement NOT LIKE '%pg_prepared_statements%'"""
+        )
+        assert len(plans) == 2, plans  # with the facts and without
+        for plan in plans:
+            # PostgreSQL plans a statement's first five executions afresh, then keeps its generic plan if it
+            # is no dearer; the array form was planned afresh every time (custom_plans 12, generic_plans 0).
+            assert plan["custom_plans"] <= 5 and plan["generic_plans"] >= 7, plan
+            # The plan it keeps (the generic one, forced here) at this scale.
+            await conn.execute(
+                f"SET plan_cache_mode = force_generic_plan; PREPARE head AS {plan['statement']}"
+            )
+            explained = "\n".join(r[0] for r in await conn.fetch("EXPLAIN EXECUTE head('t1', 'normal')"))
+            await conn.execute("DEALLOCATE head; RESET plan_cache_mode")
+            assert "using worksets_queue_heads" in explained and "Seq Scan" not in explained, explained
+            assert "Sort Key: w.queued_at" not in explained, explained  # the index's order: no sort

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import asyncpg
@@ -183,3 +184,64 @@ async def test_what_a_save_writes_with_it_is_written_only_when_the_save_goes_thr
         assert await WorksetRepository(conn, []).save(fresh, lease) is None
         assert await conn.fetchval("SELECT count(*) FROM slot_leases WHERE workset_id = $1", ws_id) == 1
         assert await conn.fetchval("SELECT count(*) FROM workset_runs WHERE workset_id = $1", ws_id) == 1
+
+
+class SentStatements:
+    """The statements a connection sends (asyncpg's query logger)."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.sent: list[str] = []
+        conn.add_query_logger(lambda record: self.sent.append(record.query))
+
+    def saves(self) -> list[str]:
+        return [q for q in self.sent if "UPDATE worksets SET" in q]
+
+
+async def test_a_save_writes_only_the_columns_that_changed_and_sees_changes_made_in_place(
+    pool: asyncpg.Pool,
+) -> None:
+    ws_id = await submitted(pool)
+    async with pool.acquire() as conn:
+        sent = SentStatements(conn)
+        async with UnitOfWork.on(conn) as uow:
+            ws = await uow.worksets.get(ws_id, for_update=True)
+            ws.transition(WorksetState.VALIDATING, actor="t")
+            await uow.worksets.save(ws)  # the state only: the spec is not sent again
+            ws.cancel_requested_by = "alice"
+            await uow.worksets.save(ws)  # no transition: the version and the change
+            ws.spec["samples"] = ["changed in place"]  # the same dict, changed: still written
+            ws.transition(WorksetState.QUEUED, actor="t")
+            await uow.worksets.save(ws)
+            await uow.worksets.save(ws)  # nothing changed but the version
+            await uow.commit()
+        first, second, third, fourth = sent.saves()
+        assert "state =" in first and "spec =" not in first and "cancel_requested_by" not in first
+        assert "cancel_requested_by =" in second and "state =" not in second and "spec =" not in second
+        assert "spec =" in third and "state =" in third and "queued_at =" in third
+        assert "spec =" not in fourth and "state =" not in fourth and "queued_at" not in fourth
+        row = await conn.fetchrow("SELECT * FROM worksets WHERE id = $1", ws_id)
+    assert row["state"] == "queued" and row["version"] == 5 and row["cancel_requested_by"] == "alice"
+    assert row["queued_at"] is not None and json.loads(row["spec"]) == {
+        "a": 1,
+        "samples": ["changed in place"],
+    }
+    async with UnitOfWork(pool) as uow:  # read again: what the store holds is what the workset says
+        again = await uow.worksets.get(ws_id)
+    assert (again.state, again.spec, again.cancel_requested_by) == (ws.state, ws.spec, ws.cancel_requested_by)
+
+
+async def test_a_workset_the_store_did_not_read_is_saved_whole(pool: asyncpg.Pool) -> None:
+    ws_id = await submitted(pool)
+    async with UnitOfWork(pool) as uow:
+        ws = await uow.worksets.get(ws_id)
+    ws.stored = None  # as a workset built elsewhere: what the store holds is unknown
+    ws.transition(WorksetState.VALIDATING, actor="t")
+    async with pool.acquire() as conn:
+        sent = SentStatements(conn)
+        async with UnitOfWork.on(conn) as uow:
+            await uow.worksets.save(ws)
+            await uow.commit()
+    (save,) = sent.saves()
+    assert all(
+        f"{column} =" in save for column in ("state", "spec", "priority", "cluster", "placement_scores")
+    )

@@ -80,6 +80,9 @@ class Workset:
     # The version read from the store; 0 means not stored yet. The store's update only succeeds
     # if the row still has this version (optimistic concurrency).
     version: int = 0
+    # What the store holds of the columns a save may change, as of `version` (set by the store when it reads
+    # or writes the row; None: unknown, a save writes them all). A save writes only those that differ.
+    stored: tuple[Any, ...] | None = field(default=None, repr=False, compare=False)
     pending_transitions: list[Transition] = field(default_factory=list)
     pending_events: list[Envelope] = field(default_factory=list)
 

@@ -79,13 +79,23 @@ class SlotLedger:
         worksets_queue_heads (tenant_id, priority, queued_at, id). With `facts`, also what placement
         scores (the preferred cluster, the input buckets, from the spec: one table row per head);
         without, index-only, and `head_facts` reads them for the head taken. Admission asks for the
-        queues in front only: with one (the rule), in one statement with its facts."""
+        queues in front only: with one (the rule), in one statement with its facts.
+
+        One queue is asked for with its tenant and priority as scalars (`_HEAD_SQL`), not as arrays: the
+        planner sizes `unnest` of an array it is given at once, so the array form's plan for one queue always
+        looked cheaper planned afresh and each decision planned it again (~0.3 ms of PostgreSQL's CPU, more
+        than its execution); with scalars its generic plan is kept (`pg_prepared_statements.generic_plans`)."""
+        args: list[Any]
+        if len(queues) == 1:
+            heads_sql, args = _HEAD_SQL, [queues[0].tenant_id, queues[0].priority]
+        else:
+            heads_sql, args = _HEADS_SQL, [[q.tenant_id for q in queues], [q.priority for q in queues]]
         if facts:
             sql = f"""SELECT head.*, w.spec ->> 'preferred_cluster' AS preferred_cluster, {_INPUT_BUCKETS_SQL} AS buckets
-                      FROM ({_HEADS_SQL}) head JOIN worksets w ON w.id = head.id"""
+                      FROM ({heads_sql}) head JOIN worksets w ON w.id = head.id"""
         else:
-            sql = _HEADS_SQL
-        rows = await self._conn.fetch(sql, [q.tenant_id for q in queues], [q.priority for q in queues])
+            sql = heads_sql
+        rows = await self._conn.fetch(sql, *args)
         heads = [
             QueueHead(
                 workset_id=r["id"], tenant_id=r["tenant_id"], priority=r["priority"], queued_at=r["queued_at"]
@@ -266,6 +276,11 @@ _HEADS_SQL = """SELECT head.* FROM unnest($1::text[], $2::text[]) AS q (tenant_i
         SELECT id, tenant_id, priority, queued_at FROM worksets w
         WHERE w.state = 'queued' AND w.tenant_id = q.tenant_id AND w.priority = q.priority
         ORDER BY w.queued_at, w.id LIMIT 1) head"""
+
+# The head of the one (tenant, priority) queue $1/$2: one descent of worksets_queue_heads.
+_HEAD_SQL = """SELECT id, tenant_id, priority, queued_at FROM worksets w
+        WHERE w.state = 'queued' AND w.tenant_id = $1::text AND w.priority = $2::text
+        ORDER BY w.queued_at, w.id LIMIT 1"""
 
 # The buckets a workset's inputs live in (data locality): the bucket of every `s3://` r1/r2 URI of its
 # samples, sorted, once each. In SQL, so admission reads a few words per queue head, not its spec.

@@ -29,8 +29,11 @@ class HistoryRow:
     at: datetime
 
 
-def _from_row(row: asyncpg.Record) -> Workset:
-    return Workset(
+def _from_row(row: asyncpg.Record, *, to_save: bool = True) -> Workset:
+    """`to_save`: the workset may be saved (its `stored` columns are kept, for the save to compare)."""
+    spec = row["spec"]
+    scores = row["placement_scores"]
+    ws = Workset(
         id=row["id"],
         tenant_id=row["tenant_id"],
         name=row["name"],
@@ -38,19 +41,58 @@ def _from_row(row: asyncpg.Record) -> Workset:
         region=row["region"],
         correlation_id=row["correlation_id"],
         priority=row["priority"],
-        spec=json.loads(row["spec"]),
+        spec=json.loads(spec),
         idempotency_key=row["idempotency_key"],
         idempotency_fingerprint=row["idempotency_fingerprint"],
         version=row["version"],
         cluster=row["cluster"],
         placement_reason=row["placement_reason"],
-        placement_scores=json.loads(row["placement_scores"]) if row["placement_scores"] else None,
+        placement_scores=json.loads(scores) if scores else None,
         attempt=row["attempt"],
         retry_count=row["retry_count"],
         max_retries=row["max_retries"],
         cancel_requested_by=row["cancel_requested_by"],
         max_duration_seconds=row["max_duration_seconds"],
         memory_multiplier=row["memory_multiplier"],
+    )
+    if to_save:  # the JSON columns parsed again (not the workset's own): a change made in place is seen
+        ws.stored = _stored(ws, json.loads(spec), json.loads(scores) if scores else None)
+    return ws
+
+
+# The columns a save may change, in the order of `_stored`'s tuple, with the cast of their parameter.
+_SAVED_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("state", ""),
+    ("priority", ""),
+    ("spec", "::jsonb"),
+    ("cluster", ""),
+    ("attempt", ""),
+    ("retry_count", ""),
+    ("max_retries", ""),
+    ("cancel_requested_by", ""),
+    ("max_duration_seconds", ""),
+    ("memory_multiplier", ""),
+    ("placement_reason", ""),
+    ("placement_scores", "::jsonb"),
+)
+_STATE, _SPEC, _SCORES = 0, 2, 11
+
+
+def _stored(ws: Workset, spec: dict[str, Any], scores: dict[str, float] | None) -> tuple[Any, ...]:
+    """The saved columns' values as the store holds them (`spec`, `scores`: copies, not the workset's own)."""
+    return (
+        ws.state,
+        ws.priority,
+        spec,
+        ws.cluster,
+        ws.attempt,
+        ws.retry_count,
+        ws.max_retries,
+        ws.cancel_requested_by,
+        ws.max_duration_seconds,
+        ws.memory_multiplier,
+        ws.placement_reason,
+        scores,
     )
 
 
@@ -204,30 +246,55 @@ class WorksetRepository:
         """Write the changes made since `get`; fails if someone else saved in between.
 
         Every save bumps the version (a transition adds one per step of history), so a change
-        without a transition (e.g. a cancel request) still conflicts with a racing writer. `with_`:
-        changes written by the same statement (`SavedWith`); returns the row of the one that `returns`."""
+        without a transition (e.g. a cancel request) still conflicts with a racing writer. Only the columns
+        that differ from what the store holds (`Workset.stored`) are written: an unchanged spec is not sent,
+        parsed or stored again, and its generated columns are not computed again. `with_`: changes written
+        by the same statement (`SavedWith`); returns the row of the one that `returns`."""
         new_version = ws.version + max(1, len(ws.pending_transitions))
-        history = _history_arrays(ws, base_version=ws.version)
         events = self._outbox.unwritten(ws.pending_events) if self._outbox is not None else []
-        args: list[Any] = [
-            ws.state.value,
-            new_version,
-            ws.priority,
-            json.dumps(ws.spec),
-            ws.id,
-            ws.version,
-            ws.cluster,
-            ws.attempt,
-            ws.retry_count,
-            ws.max_retries,
-            ws.cancel_requested_by,
-            ws.max_duration_seconds,
-            ws.memory_multiplier,
-            ws.placement_reason,
-            json.dumps(ws.placement_scores) if ws.placement_scores is not None else None,
-            *history,
-            *(OutboxWriter.columns(events) if events else []),
-        ]
+        now = _stored(ws, ws.spec, ws.placement_scores)
+        # What the store will hold of the JSON columns: copies (parsed from what is sent) when they are written.
+        stored_spec, stored_scores = (
+            (ws.stored[_SPEC], ws.stored[_SCORES]) if ws.stored is not None else ({}, None)
+        )
+        args: list[Any] = [ws.id, ws.version, new_version]
+        sets = ["version = $3", "updated_at = now()"]
+        for i, (column, cast) in enumerate(_SAVED_COLUMNS):
+            if ws.stored is not None and now[i] == ws.stored[i]:
+                continue
+            value = now[i]
+            if i == _STATE:
+                value = ws.state.value
+                if ws.state is WorksetState.QUEUED:
+                    sets.append("queued_at = CASE WHEN state <> 'queued' THEN now() ELSE queued_at END")
+            elif i == _SPEC:
+                value = json.dumps(ws.spec)
+                stored_spec = json.loads(value)
+            elif i == _SCORES and ws.placement_scores is not None:
+                value = json.dumps(ws.placement_scores)
+                stored_scores = json.loads(value)
+            elif i == _SCORES:
+                stored_scores = None
+            args.append(value)
+            sets.append(f"{column} = ${len(args)}{cast}")
+        # History rows and events are inserted only if the version check let the UPDATE through. Without a
+        # transition, no history insert; without events, no outbox insert (its trigger would NOTIFY the relay
+        # for nothing).
+        history = ""
+        if ws.pending_transitions:
+            n = len(args)
+            history = f""", history AS (
+                 INSERT INTO workset_history (workset_id, version, from_state, to_state, actor, reason, event_id, at)
+                 SELECT $1, h.version, h.from_state, h.to_state, h.actor, h.reason, h.event_id, h.at
+                 FROM unnest(${n + 1}::int[], ${n + 2}::text[], ${n + 3}::text[], ${n + 4}::text[], ${n + 5}::text[],
+                             ${n + 6}::uuid[], ${n + 7}::timestamptz[])
+                      AS h (version, from_state, to_state, actor, reason, event_id, at)
+                 WHERE EXISTS (SELECT 1 FROM updated)
+               )"""
+            args.extend(_history_arrays(ws, base_version=ws.version))
+        if events:
+            history += ", " + outbox_cte(len(args) + 1, if_exists="updated")
+            args.extend(OutboxWriter.columns(events))
         first, more, returns, requires = "", "", None, ""
         for change in with_:
             if change.before:
@@ -237,31 +304,10 @@ class WorksetRepository:
             more += ", " + _numbered_from(change.ctes, len(args))
             args.extend(change.args)
             returns = change.returns or returns
-        # The row, its history rows and its events in one statement (one round trip): history and events
-        # are inserted only if the version check let the UPDATE through. Without events, no outbox insert
-        # (its trigger would NOTIFY the relay for nothing).
+        # The row, its history rows, its events and `with_` in one statement (one round trip).
         sql = (
-            "WITH "
-            + first
-            + """updated AS (
-                 UPDATE worksets SET state = $1, version = $2, priority = $3, spec = $4::jsonb, updated_at = now(),
-                        cluster = $7, attempt = $8, retry_count = $9, max_retries = $10,
-                        cancel_requested_by = $11, max_duration_seconds = $12, memory_multiplier = $13,
-                        placement_reason = $14, placement_scores = $15::jsonb,
-                        queued_at = CASE WHEN $1 = 'queued' AND state <> 'queued' THEN now() ELSE queued_at END
-                 WHERE id = $5 AND version = $6"""
-            + requires
-            + """
-                 RETURNING id
-               ), history AS (
-                 INSERT INTO workset_history (workset_id, version, from_state, to_state, actor, reason, event_id, at)
-                 SELECT $5, h.version, h.from_state, h.to_state, h.actor, h.reason, h.event_id, h.at
-                 FROM unnest($16::int[], $17::text[], $18::text[], $19::text[], $20::text[], $21::uuid[],
-                             $22::timestamptz[]) AS h (version, from_state, to_state, actor, reason, event_id, at)
-                 WHERE EXISTS (SELECT 1 FROM updated)
-               )"""
-            + (", " + outbox_cte(23, if_exists="updated") if events else "")
-            + more
+            f"WITH {first}updated AS (\n  UPDATE worksets SET {', '.join(sets)} WHERE id = $1 AND version = $2"
+            f"{requires} RETURNING id){history}{more}"
         )
         row: asyncpg.Record | None = None
         if returns is None:
@@ -283,6 +329,7 @@ class WorksetRepository:
             self._outbox.written(events)
         ws.version = new_version
         ws.pending_transitions.clear()
+        ws.stored = _stored(ws, stored_spec, stored_scores)
         return row
 
     async def history(self, workset_id: str) -> list[HistoryRow]:
@@ -311,7 +358,7 @@ class WorksetRepository:
             tenant_id,
             limit,
         )
-        return [_from_row(r) for r in rows]
+        return [_from_row(r, to_save=False) for r in rows]
 
     async def page(
         self,
@@ -333,7 +380,7 @@ class WorksetRepository:
             after[1] if after else None,
             limit,
         )
-        return [(_from_row(r), r["created_at"]) for r in rows]
+        return [(_from_row(r, to_save=False), r["created_at"]) for r in rows]
 
     async def count_by_state(self) -> dict[str, int]:
         rows = await self._conn.fetch("SELECT state, count(*) AS n FROM worksets GROUP BY state")
