@@ -50,6 +50,17 @@ CUT_SELECTS = """(selects) => {
 WIDE_TABLES = """(wraps) => wraps.map((w) => ({ wider: w.scrollWidth > w.clientWidth + 1, more: w.dataset.more || "" }))"""
 
 
+# Text cut by its box: an element that clips its overflow (not with an ellipsis, which says so) and holds text
+# wider than itself. Visually hidden text (1 px boxes) is meant to be.
+CUT_TEXT = """() => [...document.body.querySelectorAll("*")].filter((el) => {
+  const style = getComputedStyle(el);
+  if (!["hidden", "clip"].includes(style.overflowX) || style.textOverflow === "ellipsis") return false;
+  const box = el.getBoundingClientRect();
+  if (box.width <= 1 || box.height <= 1 || !el.textContent.trim()) return false;
+  return el.scrollWidth > el.clientWidth + 1;
+}).map((el) => `${el.tagName.toLowerCase()}.${el.className}: ${el.textContent.trim().slice(0, 60)}`)"""
+
+
 async def context(chromium: Any, *, theme: str = "light", width: int = 1280) -> Any:
     return await chromium.new_context(
         viewport={"width": width, "height": 900}, color_scheme=theme, accept_downloads=True
@@ -344,26 +355,39 @@ async def test_the_portal_end_to_end_in_chromium(stack: Stack, chromium: Any) ->
                 shots += 1
                 if found := await shot.locator("select").evaluate_all(CUT_SELECTS):
                     cut[name] = found
+                if found := await shot.evaluate(CUT_TEXT):
+                    cut[f"{name} text"] = found
             assert not errors, f"{who} pages, {theme}: {errors}"
-            assert not cut, f"{who} pages, {theme}: selects showing their choice cut: {cut}"
+            assert not cut, f"{who} pages, {theme}: selects or text shown cut: {cut}"
             await ctx.close()
-    phone = await context(chromium, width=390)
-    small = await phone.new_page()
-    await sign_in(small, stack, admin_email)
-    for name, path in (
-        ("dashboard", "/"),
-        ("workset", f"/worksets/{workset}"),
-        ("new-workset", "/worksets/new"),
+    # Every page at a phone's width: nothing wider than the screen, nothing cut, wide tables marked.
+    narrow: dict[str, Any] = {}
+    for pages_of, email in (
+        (customer_pages, admin_email),
+        (operator_pages, operator_email),
+        (public_pages, None),
     ):
-        await small.goto(f"{stack.url}{path}")
-        await shoot(small, stack, f"{name}-phone")
-        width = await small.evaluate("document.documentElement.scrollWidth")
-        assert width <= 400, f"{name} is {width}px wide on a 390px phone"
-        tables = await small.locator(".table-wrap").evaluate_all(WIDE_TABLES)
-        assert all("right" in t["more"] for t in tables if t["wider"]), f"{name}: {tables}"
-        if name == "workset":  # its steps table is wider than a phone
-            assert any(t["wider"] for t in tables), tables
-    await phone.close()
+        phone = await context(chromium, width=390)
+        small = await phone.new_page()
+        if email:
+            await sign_in(small, stack, email)
+        for name, path in pages_of.items():
+            await small.goto(f"{stack.url}{path}")
+            await shoot(small, stack, f"{name}-phone")
+            width = await small.evaluate("document.documentElement.scrollWidth")
+            if width > 400:
+                narrow[f"{name} width"] = width
+            if found := await small.locator("select").evaluate_all(CUT_SELECTS):
+                narrow[f"{name} selects"] = found
+            if found := await small.evaluate(CUT_TEXT):
+                narrow[f"{name} text"] = found
+            tables = await small.locator(".table-wrap").evaluate_all(WIDE_TABLES)
+            if not all("right" in t["more"] for t in tables if t["wider"]):
+                narrow[f"{name} tables"] = tables
+            if name == "workset":  # its steps table is wider than a phone
+                assert any(t["wider"] for t in tables), tables
+        await phone.close()
+    assert not narrow, f"pages at 390 px: {narrow}"
     await asyncio.gather(ops_ctx.close(), lab_ctx.close())
     assert shots == 2 * (len(customer_pages) + len(operator_pages) + len(public_pages))
     print(f"\nbrowser suite: {shots} screenshots in {stack.shots}, {time.monotonic() - started:.1f}s")
