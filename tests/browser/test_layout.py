@@ -55,6 +55,7 @@ async def whole(
 
 
 async def nav_within_screen(page: Any, problems: list[str], where: str) -> int:
+    await page.evaluate("window.scrollTo(0, 0)")  # on a phone the top bar scrolls away with the page
     links = await page.locator("nav.pages a").evaluate_all(NAV_LINKS)
     hidden = [m for m in links if not m["shown"] or m["left"] < 0 or m["right"] > m["viewport"]]
     if not links or hidden:
@@ -90,6 +91,15 @@ async def test_new_workset_text_is_whole_on_desktop_and_phone(stack: Stack, chro
             if label_for != f"samples-0-{mate.lower()}-file":
                 problems.append(f"{where}: 'Upload the {mate} file' labels {label_for}")
         row = ".samples tr[data-row='0']"
+        # By keyboard: Tab from the R1 field reaches its file input, and its button shows the focus.
+        await page.focus("#samples-0-r1")
+        await page.keyboard.press("Tab")
+        focused = await page.evaluate("document.activeElement.id")
+        ring = await page.locator(f"{row} #samples-0-r1-file ~ .file-button").evaluate(
+            "(b) => getComputedStyle(b).outlineStyle"
+        )
+        if focused != "samples-0-r1-file" or ring == "none":
+            problems.append(f"{where}: Tab from R1 reaches {focused!r}, its button's outline {ring!r}")
         names = await whole(page, f"{row} .file-name", 2, problems, where)
         if [m["text"] for m in names] != ["No file chosen"] * 2:
             problems.append(f"{where}: file names {names}")
