@@ -17,7 +17,7 @@ from stamen.domain.admission import (
 from stamen.domain.lifecycle import WorksetState
 from stamen.events.types import WorksetScheduled
 from stamen.settings import Settings
-from stamen.store.dispatch_facts import workset_and_facts
+from stamen.store.dispatch_facts import facts_on, queue_head_and_workset, workset_and_facts
 from stamen.store.slots import SlotLedger
 from stamen.store.unit_of_work import UnitOfWork
 
@@ -76,8 +76,15 @@ class Admitter:
                     return None
                 # The heads of the queues in front only (usually one index descent); where a workset goes
                 # never changes which head is next, so only the head taken needs its placement facts:
-                # read with the head when one queue is in front, after the choice when tenants tie.
-                heads = await repo.queue_heads(front, facts=len(front) == 1)
+                # read with the head when one queue is in front, after the choice when tenants tie. With one
+                # queue in front and a dispatcher, the head's workset is read and locked by that statement too,
+                # with what the dispatcher reads before it records the first step.
+                taken = None
+                if len(front) == 1 and self._dispatcher is not None:
+                    taken = await queue_head_and_workset(uow.worksets, front[0])
+                    heads = [taken[0]] if taken is not None else []
+                else:
+                    heads = await repo.queue_heads(front, facts=len(front) == 1)
                 head = next_head(heads, occupancy, limits, waiting.last_admitted)
                 if head is None:
                     return None
@@ -92,6 +99,11 @@ class Admitter:
                 facts = None
                 if self._dispatcher is None:
                     ws = await uow.worksets.get(placement.workset_id, for_update=True)
+                elif taken is not None:
+                    ws, facts = (
+                        taken[1],
+                        facts_on(taken[2], taken[1], placement.cluster, clusters.get(placement.cluster)),
+                    )
                 else:  # with what the dispatcher reads before it records the first step: one statement
                     ws, facts = await workset_and_facts(
                         uow.worksets, placement.workset_id, placement.cluster, clusters.get(placement.cluster)

@@ -7,14 +7,17 @@ end; the rules made of them stay in the dispatcher."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
+from stamen.domain.admission import QueueHead, TenantQueue
 from stamen.domain.lifecycle import WorksetState
 from stamen.domain.workset import Workset
 from stamen.store.actuals import STEP_COSTS_COLUMNS, STEP_COSTS_FROM, StepCost
 from stamen.store.clusters import ClusterRecord, cluster_from_row
 from stamen.store.db import Connection
+from stamen.store.slots import HEAD_SQL, INPUT_BUCKETS_SQL
 from stamen.store.step_runs import REGION_AVOIDED, SUCCEEDED_FROM, UNDISPATCHED_FROM, succeeded_where
 from stamen.store.worksets import WorksetChange, WorksetRepository
 from stamen.tenancy.buckets import TenantBuckets
@@ -31,16 +34,19 @@ class DispatchFacts:
     costs: list[StepCost]  # every step run of the workset (what its actuals count, when it completes)
 
 
-def _workset_facts(tenant: str) -> str:
-    """The facts about the workset $1 whose tenant is the expression `tenant`, as select-list items. The
-    buckets, the steps done and their resources come as two-dimensional text arrays (a row per bucket or step:
-    built-in types, nothing for asyncpg to look up)."""
+def _workset_facts(tenant: str, workset: str = "$1") -> str:
+    """The facts about the workset whose id is the expression `workset` and whose tenant is the expression
+    `tenant`, as select-list items. The buckets, the steps done and their resources come as two-dimensional
+    text arrays (a row per bucket or step: built-in types, nothing for asyncpg to look up)."""
+    succeeded_from, step_costs_from = (
+        re.sub(r"\$1\b", workset, sql) for sql in (SUCCEEDED_FROM, STEP_COSTS_FROM)
+    )
     return f"""ARRAY(SELECT ARRAY[r.bucket, r.access, r.source, r.granted_by, r.note]
           FROM ({tenant_rights_sql(tenant)}) r ORDER BY {TENANT_RIGHTS_ORDER}) AS rights,
-    ARRAY(SELECT ARRAY[step, cluster] {SUCCEEDED_FROM}) AS succeeded,
+    ARRAY(SELECT ARRAY[step, cluster] {succeeded_from}) AS succeeded,
     ARRAY(SELECT ARRAY[s.attempt::text, s.cpu_seconds::text, s.elapsed_seconds::text, s.max_rss_mb::text,
                        s.region, s.price_factor::text]
-          FROM (SELECT {STEP_COSTS_COLUMNS} {STEP_COSTS_FROM}) s) AS costs"""
+          FROM (SELECT {STEP_COSTS_COLUMNS} {step_costs_from}) s) AS costs"""
 
 
 # $1: the workset, $2: its tenant, $3: its cluster, $4: whether to ask if it is dispatchable; the cluster's
@@ -52,6 +58,15 @@ _FACTS_SQL = f"""SELECT
   FROM (SELECT 1) AS one LEFT JOIN clusters c ON c.name = $3"""
 # Read with the workset $1 itself (`WorksetRepository.get_with`, whose row is `w`).
 _WITH_WORKSET_SQL = _workset_facts("w.tenant_id")
+
+# The head of the one queue $1 (tenant), $2 (priority) read and locked with its placement facts and the facts
+# about it: one statement. The lock's recheck of a row changed meanwhile asks again that it is still queued
+# in that queue (the head's own read is not rechecked); if not, no row.
+_HEAD_WITH_FACTS_SQL = f"""SELECT w.*, w.spec ->> 'preferred_cluster' AS preferred_cluster,
+    {INPUT_BUCKETS_SQL} AS buckets, {_workset_facts("w.tenant_id", "w.id")}
+  FROM ({HEAD_SQL}) head JOIN worksets w ON w.id = head.id
+  WHERE w.state = 'queued' AND w.tenant_id = $1::text AND w.priority = $2::text
+  FOR UPDATE OF w"""
 
 
 # Read with a running step's end (`ended_step_and_facts`): the statement sees the database as it began,
@@ -134,6 +149,33 @@ async def workset_and_facts(
     cluster's row to place the workset, under its lock. Whether it is dispatchable is not asked."""
     ws, row = await worksets.get_with(workset_id, _WITH_WORKSET_SQL)
     return ws, _facts(row, ws.tenant_id, cluster, found, None)
+
+
+async def queue_head_and_workset(
+    worksets: WorksetRepository, queue: TenantQueue
+) -> tuple[QueueHead, Workset, Any] | None:
+    """The head of `queue` with its placement facts (`SlotLedger.queue_heads(facts=True)`), and the workset
+    itself read and locked with what the dispatcher reads before it records its first step
+    (`workset_and_facts`), in one statement, for admission with one queue in front (they were two, the second
+    after the placement); `facts_on` makes the facts once the cluster is chosen. None: the queue is empty."""
+    got = await worksets.get_locked_by(_HEAD_WITH_FACTS_SQL, queue.tenant_id, queue.priority)
+    if got is None:
+        return None
+    ws, row = got
+    head = QueueHead(
+        workset_id=ws.id,
+        tenant_id=ws.tenant_id,
+        priority=ws.priority,
+        queued_at=row["queued_at"],
+        preferred_cluster=row["preferred_cluster"],
+        data_locations=tuple(row["buckets"]),
+    )
+    return head, ws, row
+
+
+def facts_on(row: Any, ws: Workset, cluster: str, found: ClusterRecord | None) -> DispatchFacts:
+    """The facts `queue_head_and_workset` read, for a dispatch on `cluster` (whose row is `found`)."""
+    return _facts(row, ws.tenant_id, cluster, found, None)
 
 
 def _facts(

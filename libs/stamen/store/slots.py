@@ -81,17 +81,17 @@ class SlotLedger:
         without, index-only, and `head_facts` reads them for the head taken. Admission asks for the
         queues in front only: with one (the rule), in one statement with its facts.
 
-        One queue is asked for with its tenant and priority as scalars (`_HEAD_SQL`), not as arrays: the
+        One queue is asked for with its tenant and priority as scalars (`HEAD_SQL`), not as arrays: the
         planner sizes `unnest` of an array it is given at once, so the array form's plan for one queue always
         looked cheaper planned afresh and each decision planned it again (~0.3 ms of PostgreSQL's CPU, more
         than its execution); with scalars its generic plan is kept (`pg_prepared_statements.generic_plans`)."""
         args: list[Any]
         if len(queues) == 1:
-            heads_sql, args = _HEAD_SQL, [queues[0].tenant_id, queues[0].priority]
+            heads_sql, args = HEAD_SQL, [queues[0].tenant_id, queues[0].priority]
         else:
             heads_sql, args = _HEADS_SQL, [[q.tenant_id for q in queues], [q.priority for q in queues]]
         if facts:
-            sql = f"""SELECT head.*, w.spec ->> 'preferred_cluster' AS preferred_cluster, {_INPUT_BUCKETS_SQL} AS buckets
+            sql = f"""SELECT head.*, w.spec ->> 'preferred_cluster' AS preferred_cluster, {INPUT_BUCKETS_SQL} AS buckets
                       FROM ({heads_sql}) head JOIN worksets w ON w.id = head.id"""
         else:
             sql = heads_sql
@@ -112,7 +112,7 @@ class SlotLedger:
     async def head_facts(self, head: QueueHead) -> QueueHead:
         """`head` with what placement scores: its preferred cluster and input buckets (from its spec)."""
         row = await self._conn.fetchrow(
-            f"""SELECT w.spec ->> 'preferred_cluster' AS preferred_cluster, {_INPUT_BUCKETS_SQL} AS buckets
+            f"""SELECT w.spec ->> 'preferred_cluster' AS preferred_cluster, {INPUT_BUCKETS_SQL} AS buckets
                 FROM worksets w WHERE w.id = $1""",
             head.workset_id,
         )
@@ -278,13 +278,13 @@ _HEADS_SQL = """SELECT head.* FROM unnest($1::text[], $2::text[]) AS q (tenant_i
         ORDER BY w.queued_at, w.id LIMIT 1) head"""
 
 # The head of the one (tenant, priority) queue $1/$2: one descent of worksets_queue_heads.
-_HEAD_SQL = """SELECT id, tenant_id, priority, queued_at FROM worksets w
+HEAD_SQL = """SELECT id, tenant_id, priority, queued_at FROM worksets w
         WHERE w.state = 'queued' AND w.tenant_id = $1::text AND w.priority = $2::text
         ORDER BY w.queued_at, w.id LIMIT 1"""
 
 # The buckets a workset's inputs live in (data locality): the bucket of every `s3://` r1/r2 URI of its
 # samples, sorted, once each. In SQL, so admission reads a few words per queue head, not its spec.
-_INPUT_BUCKETS_SQL = """ARRAY(
+INPUT_BUCKETS_SQL = """ARRAY(
     SELECT DISTINCT split_part(substr(uri.value #>> '{}', 6), '/', 1) COLLATE "C"
     FROM jsonb_array_elements(CASE WHEN jsonb_typeof(w.spec -> 'samples') = 'array'
                                    THEN w.spec -> 'samples' ELSE '[]'::jsonb END) AS sample,

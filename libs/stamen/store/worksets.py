@@ -163,6 +163,16 @@ class WorksetRepository:
         self._seen.append(ws)
         return ws, row
 
+    async def get_locked_by(self, sql: str, *args: Any) -> tuple[Workset, asyncpg.Record] | None:
+        """The workset that `sql` reads and locks (its row has the workset's columns, `w.*`, and any more), with
+        that row; None when it reads none."""
+        row = await self._conn.fetchrow(sql, *args)
+        if row is None:
+            return None
+        ws = _from_row(row)
+        self._seen.append(ws)
+        return ws, row
+
     async def get_changed(self, change: WorksetChange) -> Workset | None:
         """Run `change` and read the workset it names, locked (FOR UPDATE), in one statement; None when
         it changed nothing (its WHERE found no row), and then nothing is locked or read. The change takes

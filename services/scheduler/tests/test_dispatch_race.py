@@ -6,6 +6,7 @@ and its transaction died on step_runs' unique key (seen in the soak, where it co
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import asyncpg
@@ -46,3 +47,45 @@ async def test_a_claim_taken_by_another_replica_meanwhile_is_let_go(
     assert await dispatcher(pool, settings, second, "second").dispatch_pending(reconcile=False) == 0
     assert second.submitted == [] and not stale
     assert [step for step, _, _ in await step_rows(pool, ws_id)] == ["align"]
+
+
+async def test_a_head_cancelled_while_admission_reads_it_is_not_admitted(
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path
+) -> None:
+    """Admission reads the head of the queue in front and locks its workset in one statement; a workset that
+    another transaction takes out of the queue meanwhile (here cancelled, committed while admission waits for
+    its row) is asked again under the lock and is not admitted: no slot taken, no error, the next head is
+    another decision's. (Before, the workset was read again by a statement of its own, found cancelled, and
+    the decision failed on the transition cancelled -> scheduled.)"""
+    settings = two_steps(tmp_path, align_seconds=5)
+    await add_cluster(pool, workdir=tmp_path / "work")
+    ws_id = await enqueue(pool, "acme")
+    canceller, watcher = await asyncpg.connect(database_url), await asyncpg.connect(database_url)
+    try:
+        tx = canceller.transaction()
+        await tx.start()
+        await canceller.execute(
+            "UPDATE worksets SET state = 'cancelled', version = version + 1 WHERE id = $1", ws_id
+        )
+        admitting = asyncio.ensure_future(
+            Admitter(
+                pool, settings, "first", dispatcher(pool, settings, CountingExecutor(), "first")
+            ).admit_next()
+        )
+        for _ in range(100):  # until admission waits for the workset's row lock
+            waiting = await watcher.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'SELECT w.*%'"
+            )
+            if waiting:
+                break
+            await asyncio.sleep(0.05)
+        assert waiting and not admitting.done()
+        await tx.commit()
+    finally:
+        await canceller.close()
+        await watcher.close()
+    assert await admitting is None
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT state FROM worksets WHERE id = $1", ws_id) == "cancelled"
+        assert await conn.fetchval("SELECT count(*) FROM slot_leases") == 0
+        assert await conn.fetchval("SELECT count(*) FROM step_runs") == 0
