@@ -69,6 +69,12 @@ def read_json(path: str) -> dict[str, int]:
     return document
 
 
+def signals_pending(pid: int) -> bool:
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        masks = [line.split(":", 1)[1] for line in status if line.startswith(("SigPnd", "ShdPnd"))]
+    return any(int(mask, 16) for mask in masks)
+
+
 def start_time_of(pid: int) -> str:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
 
@@ -405,3 +411,35 @@ async def test_a_job_file_that_names_the_submission_but_no_runner_is_an_error(tm
     # "Cannot tell" must not read as "not found": that would submit the step a second time.
     with pytest.raises(ValueError, match="not a valid runner_pid"):
         await LocalExecutor().find(step)
+
+
+async def test_cancel_signals_no_process_group_that_is_not_the_jobs_any_more(
+    executor: LocalExecutor, tmp_path: Path
+) -> None:
+    """The running file names the command's group by number; by the time `cancel` signals it, the
+    command may have ended and the number been taken by another group. Only the group whose leader is
+    the process the runner started (its start time) is signalled, or one whose leader has gone but
+    whose members remain (a group's number is not reused while it has members)."""
+    handle = await executor.submit(python_step(tmp_path, "pass"))
+    await wait_for(executor, handle)
+    other = subprocess.Popen(["sleep", "60"], start_new_session=True)  # a group that took the number
+    try:
+        deadline = time.monotonic() + 20
+        while (fields := proc_stat_fields(other.pid)) is None or fields[0] != "S":  # asleep, signals seen
+            assert time.monotonic() < deadline, fields
+            await asyncio.sleep(0.01)
+        running = {"command_pgid": other.pid, "command_start_time": "1", "started_at": "2026-12-06T00:00:00"}
+        (tmp_path / "step.running.json").write_text(json.dumps(running))
+        files = executor._files(handle)
+        for signum in (signal.SIGTERM, signal.SIGKILL):  # cancel's first signal, and after its timeout
+            await asyncio.to_thread(executor._signal_job, handle, files, signum, False)
+            # A signal sent is pending (or the process is ending) once kill() has returned.
+            fields = proc_stat_fields(other.pid)
+            assert fields is not None and fields[0] == "S" and not signals_pending(other.pid), fields
+        running["command_start_time"] = start_time_of(other.pid)  # the job's own group: signalled
+        (tmp_path / "step.running.json").write_text(json.dumps(running))
+        await asyncio.to_thread(executor._signal_job, handle, files, signal.SIGTERM, False)
+        assert other.wait(20) == -signal.SIGTERM
+    finally:
+        other.kill()
+        other.wait()

@@ -54,8 +54,8 @@ async def test_the_end_of_a_step_is_reported_when_it_ends_not_at_a_poll(tmp_path
 async def test_a_waiting_runner_that_ends_wakes_nobody_but_a_runner_killed_mid_step_does(
     tmp_path: Path,
 ) -> None:
-    """A runner that announced its step's end and then ends while waiting (its workset had no next
-    step) tells nothing new: its exit must not wake the scheduler for a poll of nothing (one step a
+    """A runner that announced its step's end and then ends while waiting (told to, or idle too long)
+    tells nothing new: its exit must not wake the scheduler for a poll of nothing (one step a
     workset: a second wake-up per step). A runner killed mid-step has announced nothing: its exit is
     told."""
     executor = LocalExecutor()
@@ -92,7 +92,7 @@ async def test_a_waiting_runner_that_ends_wakes_nobody_but_a_runner_killed_mid_s
 
 async def test_runners_come_from_the_fork_server_and_leave_no_zombies(tmp_path: Path) -> None:
     executor = LocalExecutor()
-    # Five worksets' steps at once (one workset's steps run one after another, and may share a runner).
+    # Five worksets' steps one after another (a runner idle by then takes the next).
     handles = [
         await executor.submit(step(tmp_path / str(i), ["true"]).model_copy(update={"workset_id": f"ws-{i}"}))
         for i in range(5)
@@ -108,7 +108,7 @@ async def test_runners_come_from_the_fork_server_and_leave_no_zombies(tmp_path: 
         assert time.monotonic() < deadline, statuses
         await asyncio.sleep(0.05)
     assert {s.state for s in statuses.values()} == {JobState.SUCCEEDED}
-    assert runners <= {pid for pid, _ in children_of(server.pid)}  # waiting for their next steps
+    assert runners <= {pid for pid, _ in children_of(server.pid)}  # waiting for other steps
     for pid in runners:  # a runner between steps told to stop ends, and the fork server reaps it
         os.kill(pid, signal.SIGTERM)
     while left := [(pid, state) for pid, state in children_of(server.pid) if pid in runners]:

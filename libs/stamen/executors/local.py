@@ -248,17 +248,22 @@ class LocalExecutor:
     @staticmethod
     def _kill_orphaned_command(files: dict[str, str]) -> None:
         """A lost job must not keep running behind the scheduler's back (a retry may start)."""
+        LocalExecutor._signal_command_group(files, signal.SIGKILL)
+
+    @staticmethod
+    def _signal_command_group(files: dict[str, str], signum: int) -> None:
+        """Signal the job's command group while it is still the job's: its leader is the process the
+        runner started (same start time), or the leader has gone but members of the group remain (a
+        group id is not reused while it has members). Never a group that took the number since."""
         running = read_json(files["running_file"])
         if not running or not isinstance(running.get("command_pgid"), int):
             return
         pgid = int(running["command_pgid"])
         leader_start = str(running.get("command_start_time", ""))
         leader = proc_stat_fields(pgid)
-        # Only signal the group if its leader is still the process the runner started, or if the
-        # leader has gone but members of the group remain (a pgid cannot be reused while in use).
         if (leader is not None and leader[19] == leader_start) or (leader is None and group_is_alive(pgid)):
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, signal.SIGKILL)
+                os.killpg(pgid, signum)
 
     @staticmethod
     def _logtail(files: dict[str, str]) -> str:
@@ -344,10 +349,7 @@ class LocalExecutor:
             int(cancel_signal) if signum == signal.SIGTERM and cancel_signal.isdigit() else signum
         )
         self._signal_runner(handle, signum_for_runner)
-        running = read_json(files["running_file"])
-        if running and isinstance(running.get("command_pgid"), int):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(int(running["command_pgid"]), signum)
+        self._signal_command_group(files, signum)
 
     def _signal_runner(self, handle: JobHandle, signum: int) -> None:
         """Signal the job's runner through a pidfd opened before its identity is checked: a runner that
