@@ -17,8 +17,8 @@ steps, the API's per-principal rate limit lifted). Then:
    (PostgreSQL's clock): submitted -> queued p50/p99, the time in `validating`, how many worksets were
    seen `validating` (a history row for it), the API's answer time and how late the client fell
    behind its schedule (if it did, the offered rate was not offered). The legs, from the same clocks:
-   submitted -> the relay's claim of workset.submitted (`outbox.published_at`), that claim -> `validating`
-   (JetStream, the validator's fetch and its group's wait), `validating` -> `queued` (the S3 checks and
+   submitted -> `validating` (the API's announcement or the relay, JetStream, the validator's fetch and its
+   group's wait), `validating` -> `queued` (the S3 checks and
    both commits' waits). And the CPU of every process (not the emulator) from the first submission until
    the last workset was past intake: its share of one core and milliseconds per workset (worksets already
    queued start running meanwhile: the schedulers' share is mostly theirs).
@@ -133,10 +133,8 @@ async def intake_latencies(conn: asyncpg.Connection) -> dict[str, Any]:
         """SELECT h.workset_id,
                   min(h.at) FILTER (WHERE h.to_state = 'submitted') AS submitted,
                   min(h.at) FILTER (WHERE h.to_state = 'validating') AS validating,
-                  min(h.at) FILTER (WHERE h.to_state = 'queued') AS queued,
-                  min(o.published_at) AS relayed
+                  min(h.at) FILTER (WHERE h.to_state = 'queued') AS queued
            FROM workset_history h
-           LEFT JOIN outbox o ON o.event_id = h.event_id AND h.to_state = 'submitted'
            GROUP BY h.workset_id"""
     )
 
@@ -147,8 +145,7 @@ async def intake_latencies(conn: asyncpg.Connection) -> dict[str, Any]:
         "submitted_to_queued": latency_summary(between("submitted", "queued")),
         "validating_to_queued": latency_summary(between("validating", "queued")),
         "legs": {
-            "submitted_to_relayed": latency_summary(between("submitted", "relayed")),
-            "relayed_to_validating": latency_summary(between("relayed", "validating")),
+            "submitted_to_validating": latency_summary(between("submitted", "validating")),
             "validating_to_queued": latency_summary(between("validating", "queued")),
         },
         "seen_validating": sum(1 for r in rows if r["validating"] is not None),

@@ -14,7 +14,7 @@ and waits until every one has completed. It prints:
 - throughput (worksets/s, first submission to last completion) and per-state latencies (p50/p99 of
   the time spent in each state before the next, from `workset_history`);
 - PostgreSQL transactions per workset (`pg_stat_database` of stamen's database, the bench's own
-  queries subtracted) and events per workset (outbox rows);
+  queries subtracted) and events per workset (rows written to the outbox);
 - CPU per workset and peak RSS of every process: each service (with the step processes it starts),
   PostgreSQL (all its backends) and NATS; the S3 emulator is left out (it stands in for AWS);
 - the ceilings (bench/ceiling.py against the same PostgreSQL and NATS, just before the run) and the
@@ -541,7 +541,9 @@ async def measure(stack: Stack, args: argparse.Namespace, flaky_every: int) -> d
         occupancy = slot_occupancy(
             await db.fetch("SELECT from_state, to_state, at FROM workset_history ORDER BY at"), args.slots
         )
-        events = int(await db.fetchval("SELECT count(*) FROM outbox"))
+        # Rows written to the outbox (published ones leave it), as counted once the backends flushed
+        # their counters (stamen_transactions waited for that); the snapshot cleared by it too.
+        events = int(await db.fetchval("SELECT n_tup_ins FROM pg_stat_user_tables WHERE relname = 'outbox'"))
         if args.breakdown or args.statement_cpu:
             await stop_statement_log(conn)
     finally:

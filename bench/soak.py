@@ -22,8 +22,8 @@ Nats-Msg-Id, `--malformed` bodies no consumer can use (not JSON, unknown type, n
 that does not exist) on the events subjects.
 
 The verdict line (`SOAK PASS` or `SOAK FAIL`) says: worksets terminal/completed, steps run twice and
-overlapping (steps.log), peak concurrent steps against the limit, events lost/doubled (every outbox
-event id exactly once in STAMEN_EVENTS, injected and replayed copies aside), double effects of the
+overlapping (steps.log), peak concurrent steps against the limit, events lost/doubled (every event id
+ever written to the outbox exactly once in STAMEN_EVENTS, injected and replayed copies aside), double effects of the
 duplicates (more admissions than failures explain), malformed messages parked, the recovery time after
 each fault (until every service answers ready again), and latency p50/p95.
 
@@ -188,6 +188,7 @@ class Soak:
         settings.state_dir = self.folder / "state"
         self.stack = EmbeddedStack(settings, settings.state_dir)
         self.stack.start_servers(lambda msg: print(f"-> {msg}", file=sys.stderr))
+        asyncio.run(record_committed_events(self.database_url))  # this thread runs no event loop
         self.stack.start_services()
         self.supervision = threading.Thread(
             target=self.stack.supervise_forever, kwargs={"handle_signals": False}, name="supervision"
@@ -378,9 +379,7 @@ class Soak:
                 conn = await asyncpg.connect(self.database_url, timeout=5)
                 try:
                     rows = await conn.fetch("SELECT state, count(*) AS n FROM worksets GROUP BY state")
-                    unpublished = await conn.fetchval(
-                        "SELECT count(*) FROM outbox WHERE published_at IS NULL"
-                    )
+                    unpublished = await conn.fetchval("SELECT count(*) FROM outbox")
                 finally:
                     await conn.close()
             except (OSError, asyncpg.PostgresError, TimeoutError):
@@ -486,11 +485,28 @@ async def read_stream(nats_url: str) -> dict[str, Any]:
     }
 
 
+async def record_committed_events(database_url: str) -> None:
+    """Every event id the outbox is given, kept in a table of the soak's own: published rows leave the
+    outbox, and the verdict needs every committed event. Installed before the services start; a row
+    inserted inside a transaction that rolls back is rolled back with it."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            """CREATE TABLE soak_committed_events (event_id UUID NOT NULL);
+               CREATE FUNCTION soak_record_event() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN INSERT INTO soak_committed_events VALUES (NEW.event_id); RETURN NULL; END $$;
+               CREATE TRIGGER soak_record_event AFTER INSERT ON outbox
+                   FOR EACH ROW EXECUTE FUNCTION soak_record_event();"""
+        )
+    finally:
+        await conn.close()
+
+
 async def read_database(database_url: str) -> dict[str, Any]:
     conn = await asyncpg.connect(database_url)
     try:
-        outbox = {str(r["event_id"]) for r in await conn.fetch("SELECT event_id FROM outbox")}
-        unpublished = await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        outbox = {str(r["event_id"]) for r in await conn.fetch("SELECT event_id FROM soak_committed_events")}
+        unpublished = await conn.fetchval("SELECT count(*) FROM outbox")
         history = await conn.fetch(
             "SELECT workset_id, to_state, at FROM workset_history ORDER BY workset_id, version"
         )

@@ -69,7 +69,6 @@ class Settings(BaseSettings):
     outbox_batch_size: int = 200
     # The relay's safety-net poll: NOTIFY wakes it on every commit (and rows it set aside when they are due).
     outbox_poll_seconds: float = 30.0
-    outbox_retention_days: float = 7.0
     relay_max_attempts: int = Field(default=5, ge=1)  # a row the broker refuses this often is parked
     # After a pass that published, the leader lets commits gather this long before the next claim.
     outbox_batch_window_seconds: float = Field(default=0.05, ge=0)

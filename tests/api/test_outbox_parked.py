@@ -7,21 +7,22 @@ import uuid
 
 import asyncpg
 
-from stamen.store.outbox import OutboxQueue
 from tests.api.conftest import World
 from tests.scheduler_cli.test_scheduler_cli import stamen
 
 
 async def park_one(pool: asyncpg.Pool) -> int:
-    # One transaction: committed unparked, the row could be published by the world's relay before it is parked.
-    async with pool.acquire() as conn, conn.transaction():
+    """A row as the relay leaves one the broker refused for the last time (`OutboxQueue.record_failure`
+    with park): parked in the statement that writes it, so the world's relay never claims it."""
+    async with pool.acquire() as conn:
         row_id = await conn.fetchval(
-            "INSERT INTO outbox (event_id, subject, headers, body) VALUES ($1, $2, '{}', $3) RETURNING id",
+            """INSERT INTO outbox (event_id, subject, headers, body, attempts, last_error, next_attempt_at,
+                                   parked_at)
+               VALUES ($1, $2, '{}', $3, 1, 'MaxPayloadError: nats: maximum payload exceeded',
+                       now() + interval '1 second', now())
+               RETURNING id""",
             uuid.uuid4(), "stamen.evt.tenant-a.workset.submitted", b"x" * 2048,
         )  # fmt: skip
-        await OutboxQueue(conn).record_failure(
-            row_id, "MaxPayloadError: nats: maximum payload exceeded", retry_in=1, park=True
-        )
     return int(row_id)
 
 

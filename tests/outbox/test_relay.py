@@ -63,7 +63,7 @@ async def commit_events(pool: asyncpg.Pool, events: Sequence[Envelope]) -> None:
 
 async def unpublished(pool: asyncpg.Pool) -> int:
     async with pool.acquire() as conn:
-        return int(await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL"))
+        return int(await conn.fetchval("SELECT count(*) FROM outbox"))
 
 
 async def stream_messages(js: JetStreamContext) -> list[tuple[str, str]]:
@@ -140,6 +140,23 @@ async def test_publish_then_failure_before_the_commit_ends_with_one_message_and_
     assert await relay.publish_pending() == 0
 
 
+async def test_a_published_row_leaves_the_outbox_in_the_pass_that_published_it(
+    pool: asyncpg.Pool, js: JetStreamContext
+) -> None:
+    """Nothing reads a published row (a reconciler rebuilds its event from the database), so the pass
+    deletes it rather than marking it published for a purge to delete later: one write per event, not
+    three. Rows committed meanwhile stay for the next pass."""
+    events = [queued_event(i) for i in range(4)]
+    await commit_events(pool, events[:3])
+    relay = OutboxRelay(pool, JetStreamPublisher(js), poll_seconds=60)
+    assert await relay.publish_pending() == 3
+    await commit_events(pool, events[3:])
+    async with pool.acquire() as conn:
+        left = [r["event_id"] for r in await conn.fetch("SELECT event_id FROM outbox")]
+    assert left == [events[3].id]
+    assert [m for m, _ in await stream_messages(js)] == [str(e.id) for e in events[:3]]
+
+
 async def test_running_relay_recovers_from_a_failure_after_publishing_without_a_duplicate(
     pool: asyncpg.Pool, js: JetStreamContext
 ) -> None:
@@ -167,9 +184,9 @@ async def test_running_relay_recovers_from_a_failure_after_publishing_without_a_
 async def test_a_pass_is_three_round_trips_and_its_claim_walks_the_index_in_order(
     database_url: str, js: JetStreamContext
 ) -> None:
-    """BEGIN (with its settings), the claim that also marks the rows published, COMMIT: no separate
-    mark. And the claim, under the pass's settings, reads the unpublished rows' index in id order up to
-    its LIMIT, not a bitmap of every entry followed by a sort."""
+    """BEGIN (with its settings), the claim that also deletes the rows, COMMIT: no separate mark. And the
+    claim, under the pass's settings, reads the primary key in id order up to its LIMIT, not a bitmap of
+    every entry followed by a sort."""
     statements: list[str] = []
 
     async def log_queries(conn: asyncpg.Connection) -> None:
@@ -185,7 +202,7 @@ async def test_a_pass_is_three_round_trips_and_its_claim_walks_the_index_in_orde
         assert await relay.publish_pending() == 5
         assert len(statements) == 3, statements
         assert statements[0].startswith("BEGIN;") and statements[2] == "COMMIT"
-        assert statements[1].lstrip().startswith("UPDATE outbox SET published_at = now()")
+        assert statements[1].lstrip().startswith("DELETE FROM outbox")
         assert await unpublished(pool) == 0
 
         claim = statements[1]
@@ -197,7 +214,7 @@ async def test_a_pass_is_three_round_trips_and_its_claim_walks_the_index_in_orde
                 plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN {claim}", 7))
             finally:
                 await conn.execute("ROLLBACK")
-        assert "Index Scan using outbox_unpublished" in plan, plan
+        assert "Index Scan using outbox_pkey" in plan, plan
         assert "Bitmap" not in plan and "Sort" not in plan, plan
     finally:
         await pool.close()
@@ -321,10 +338,10 @@ class IdleSignallingRelay(OutboxRelay):
         super().__init__(pool, publisher, poll_seconds=poll_seconds)
         self.idle = asyncio.Event()
 
-    async def purge_history(self) -> tuple[int, int]:
-        counts = await super().purge_history()
+    async def purge_history(self) -> int:
+        count = await super().purge_history()
         self.idle.set()
-        return counts
+        return count
 
 
 async def test_idle_relay_is_woken_by_notify_long_before_its_poll(

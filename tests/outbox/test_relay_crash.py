@@ -97,7 +97,7 @@ async def test_relay_killed_at_random_points_loses_nothing_and_duplicates_nothin
 
     async with pool.acquire() as conn:
         effects = await conn.fetchval("SELECT count(*) FROM test_effects")
-        unpublished = await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        unpublished = await conn.fetchval("SELECT count(*) FROM outbox")
         inbox = await conn.fetchval("SELECT count(*) FROM inbox WHERE consumer = 'downstream'")
     stored = (await js.stream_info(EVENTS_STREAM)).state.messages
     print(f"relay kills={kills} effects={effects} stream_messages={stored} handled={handled}")

@@ -89,6 +89,10 @@ async def test_a_row_the_broker_refuses_is_parked_and_the_rest_flow(
     event_id, body = await add_oversized(pool)
     assert len(body) > NATS_MAX_PAYLOAD  # what stamen's nats-server accepts at most
     await add_events(pool, 3)
+    async with pool.acquire() as conn:
+        written = await conn.fetchrow(
+            "SELECT id, created_at FROM outbox WHERE event_id = $1", uuid.UUID(event_id)
+        )
     relay = OutboxRelay(pool, JetStreamPublisher(js), poll_seconds=0.05, max_attempts=3)
     relay.ROW_BACKOFF = FAST
     started = time.monotonic()
@@ -97,7 +101,7 @@ async def test_a_row_the_broker_refuses_is_parked_and_the_rest_flow(
         while True:
             async with pool.acquire() as conn:
                 parked = await OutboxQueue(conn).parked()
-                pending = await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+                pending = await conn.fetchval("SELECT count(*) FROM outbox")
             if parked:
                 break
             assert time.monotonic() - started < 15, "the refused row was never parked"
@@ -108,6 +112,9 @@ async def test_a_row_the_broker_refuses_is_parked_and_the_rest_flow(
     assert (await js.stream_info("STAMEN_EVENTS")).state.messages == 6
     [row] = parked
     assert row.event_id == event_id and row.attempts == 3 and row.size_bytes == len(body)
+    # Each refusal put the claimed (deleted) row back as it was: its id (its place in the order) and when
+    # it was committed.
+    assert (row.id, row.created_at) == (written["id"], written["created_at"])
     assert "MaxPayloadError" in row.last_error
 
     # Handed back (e.g. after the broker's max_payload was raised): a fresh attempt budget.

@@ -1,4 +1,4 @@
-"""Events rebuilt from what PostgreSQL holds, for a reconciler whose event's outbox row has been purged.
+"""Events rebuilt from what PostgreSQL holds, for a reconciler whose event's outbox row is gone (published).
 
 Each keeps the id of the event it stands for (from `workset_history` or the diagnosis row), so the
 consumer's inbox claim is the same whichever of the two is handled first. Pure code: no I/O.

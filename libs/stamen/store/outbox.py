@@ -23,6 +23,7 @@ class OutboxRow:
     headers: dict[str, str]
     body: bytes
     attempts: int = 0  # failed attempts so far
+    created_at: datetime | None = None  # when its event was committed (None: not read)
 
 
 @dataclass(frozen=True)
@@ -99,26 +100,25 @@ class OutboxWriter:
 
 
 class OutboxQueue:
-    """The relay's side: claim unpublished rows (other relays skip them), marked sent if its transaction
-    commits."""
+    """The relay's side: claim waiting rows (other relays skip them), gone from the outbox if its
+    transaction commits."""
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
     async def claim(self, limit: int) -> list[OutboxRow]:
-        """Unpublished rows in order, except parked ones and ones waiting out a failed attempt's delay,
-        locked (other relays skip them) and marked published in the same statement: the caller's
-        transaction commits once the broker has stored them, and rolls back if it could not (the rows
-        are then unpublished again). One write per row and one statement, where a locking SELECT and
-        an UPDATE of the same rows were two of each. A row the broker refused is unmarked again by
-        `record_failure`, in the same transaction."""
+        """Waiting rows in order, except parked ones and ones waiting out a failed attempt's delay,
+        locked (other relays skip them) and deleted in the same statement: the caller's transaction
+        commits once the broker has stored them, and rolls back if it could not (the rows are then
+        there again). A delete writes nothing but the old version's end, where marking the rows
+        published wrote a new version of each (body and index entries included) that a purge deleted
+        later. A row the broker refused goes back in with `record_failure`, in the same transaction."""
         rows = await self._conn.fetch(
-            """UPDATE outbox SET published_at = now()
+            """DELETE FROM outbox
                WHERE id IN (SELECT id FROM outbox
-                            WHERE published_at IS NULL AND parked_at IS NULL
-                              AND (next_attempt_at IS NULL OR next_attempt_at <= now())
+                            WHERE parked_at IS NULL AND (next_attempt_at IS NULL OR next_attempt_at <= now())
                             ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
-               RETURNING id, event_id, subject, headers, body, attempts""",
+               RETURNING id, event_id, subject, headers, body, attempts, created_at""",
             limit,
         )
         claimed = [
@@ -129,28 +129,31 @@ class OutboxQueue:
                 json.loads(r["headers"]),
                 bytes(r["body"]),
                 r["attempts"],
+                r["created_at"],
             )
             for r in rows
         ]
-        claimed.sort(key=lambda row: row.id)  # RETURNING's order is the update's, not the outbox's
+        claimed.sort(key=lambda row: row.id)  # RETURNING's order is the delete's, not the outbox's
         return claimed
 
-    async def record_failure(self, row_id: int, error: str, *, retry_in: float, park: bool) -> None:
-        """One failed attempt at this row (claimed in this transaction, so marked published: unmarked
-        here): try it again after `retry_in` seconds, or park it."""
+    async def record_failure(self, row: OutboxRow, error: str, *, retry_in: float, park: bool) -> None:
+        """One failed attempt at this row (claimed, so deleted, in this transaction: it goes back in with
+        its id, so its place in the order, and its creation time): try it again after `retry_in`
+        seconds, or park it."""
         await self._conn.execute(
-            """UPDATE outbox SET published_at = NULL, attempts = attempts + 1, last_error = $2,
-                      next_attempt_at = now() + make_interval(secs => $3),
-                      parked_at = CASE WHEN $4 THEN now() END
-               WHERE id = $1""",
-            row_id, error[:2000], retry_in, park,
+            """INSERT INTO outbox (id, event_id, subject, headers, body, created_at, attempts, last_error,
+                                   next_attempt_at, parked_at)
+               VALUES ($1, $2, $3, $4::jsonb, $5, coalesce($6, now()), $7, $8, now() + make_interval(secs => $9),
+                       CASE WHEN $10 THEN now() END)""",
+            row.id, row.event_id, row.subject, json.dumps(row.headers), row.body, row.created_at,
+            row.attempts + 1, error[:2000], retry_in, park,
         )  # fmt: skip
 
     async def parked(self, limit: int = 100) -> list[ParkedRow]:
         rows = await self._conn.fetch(
             """SELECT id, event_id, subject, octet_length(body) AS size, attempts, last_error, created_at,
                       parked_at
-               FROM outbox WHERE parked_at IS NOT NULL AND published_at IS NULL ORDER BY id LIMIT $1""",
+               FROM outbox WHERE parked_at IS NOT NULL ORDER BY id LIMIT $1""",
             limit,
         )
         return [
@@ -171,7 +174,7 @@ class OutboxQueue:
         """Hand parked rows (all of them when None) back to the relays, with a fresh attempt budget."""
         rows = await self._conn.fetch(
             """UPDATE outbox SET parked_at = NULL, attempts = 0, next_attempt_at = NULL
-               WHERE parked_at IS NOT NULL AND published_at IS NULL
+               WHERE parked_at IS NOT NULL
                  AND ($1::bigint[] IS NULL OR id = ANY($1::bigint[]))
                RETURNING id""",
             None if row_ids is None else list(row_ids),
@@ -179,11 +182,3 @@ class OutboxQueue:
         if rows:
             await self._conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
         return sorted(r["id"] for r in rows)
-
-    async def purge_published(self, older_than_days: float) -> int:
-        """Published rows are only history; keep them a while for debugging, then drop them."""
-        status = await self._conn.execute(
-            "DELETE FROM outbox WHERE published_at < now() - make_interval(secs => $1)",
-            older_than_days * 86400,
-        )
-        return int(status.split()[-1])

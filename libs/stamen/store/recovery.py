@@ -101,8 +101,8 @@ class RecoveryRepository:
         return _unsettled(rows)
 
     async def stored_event(self, event_id: uuid.UUID) -> Envelope | None:
-        """The event as it was written (its outbox row), while the row is kept
-        (STAMEN_OUTBOX_RETENTION_DAYS); None when it is gone or cannot be read by this build."""
+        """The event as it was written (its outbox row), while it waits to be published (a row leaves
+        the outbox when the relay has published it); None when it is gone or cannot be read by this build."""
         body = await self._conn.fetchval("SELECT body FROM outbox WHERE event_id = $1", event_id)
         if body is None:
             return None
