@@ -62,7 +62,8 @@ class Admitter:
                 await repo.lock_admission()
                 # One statement: the slots held, and the queues waiting with what fair share orders them
                 # by (a few small rows each, kept by triggers; migration 0021).
-                waiting = await repo.waiting_queues(self._settings.max_concurrent_worksets)
+                # With a slot free, what placement scores against rides along (the clusters and the regions).
+                waiting = await repo.waiting_queues(self._settings.max_concurrent_worksets, placement=True)
                 occupancy = waiting.occupancy
                 if occupancy.total >= self._settings.max_concurrent_worksets:
                     return None  # every slot taken (the queues were not read)
@@ -91,7 +92,13 @@ class Admitter:
                 if len(front) > 1:
                     head = await repo.head_facts(head)
                 # Read every pass: the regions service owns region_health; a region without a row is healthy.
-                views, health, latency, clusters = await repo.placement_view_and_clusters()
+                assert waiting.placement is not None  # a slot is free
+                views, health, latency = (
+                    waiting.placement.clusters,
+                    waiting.placement.health,
+                    waiting.placement.latency,
+                )
+                clusters = waiting.placement.records
                 placement = place(head, views, health, latency)
                 if placement is None:
                     return None

@@ -252,6 +252,32 @@ async def test_the_placement_view_is_the_clusters_and_the_regions(pool: asyncpg.
         assert [v.name for v in views] == ["a", "b"] and views == await uow.slots.cluster_views()
         assert (health, latency) == await uow.slots.region_states()
         assert (health, latency) == ({"us-east-1": "degraded", "eu-west-1": "down"}, {"us-east-1": 12.5})
+        await assert_placement_rides_with_the_queues(uow)
+
+
+async def assert_placement_rides_with_the_queues(uow: UnitOfWork) -> None:
+    """`waiting_queues(placement=True)` brings what `placement_view_and_clusters` reads, while a slot is free."""
+    *_, records = await uow.slots.placement_view_and_clusters()
+    for queued in (False, True):
+        if queued:
+            await uow.connection.execute(
+                """INSERT INTO worksets (id, tenant_id, name, state, region, priority, spec, correlation_id, queued_at)
+                   SELECT 'q' || g, 't' || g, 'q', 'queued', 'us-west-2', 'normal', '{}', gen_random_uuid(), now()
+                   FROM generate_series(1, 3) g"""
+            )
+            await uow.connection.execute(
+                "INSERT INTO slot_leases (workset_id, tenant_id, cluster, holder) VALUES ('q1', 't1', 'a', 'h')"
+            )
+        waiting = await uow.slots.waiting_queues(2, placement=True)
+        assert waiting.placement is not None and len(waiting.queues) == (3 if queued else 0)
+        assert (waiting.placement.clusters, waiting.placement.health, waiting.placement.latency) == (
+            await uow.slots.placement_view()
+        )
+        assert waiting.placement.records == records and [v.running for v in waiting.placement.clusters] == (
+            [1, 0] if queued else [0, 0]
+        )
+        assert (await uow.slots.waiting_queues(2)).placement is None  # not asked
+    assert (await uow.slots.waiting_queues(1, placement=True)).placement is None  # every slot taken
 
 
 async def test_the_migration_counts_what_was_queued_and_admitted_before_it(empty_database_url: str) -> None:

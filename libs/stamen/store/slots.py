@@ -24,6 +24,17 @@ ADMISSION_LOCK_ID = 0x5354414D01
 
 
 @dataclass(frozen=True)
+class PlacementView:
+    """What placement scores against (`SlotLedger.placement_view_and_clusters`): the clusters with their
+    load, the regions' health and latency, and the clusters' rows by name (the dispatcher's)."""
+
+    clusters: list[ClusterView]
+    health: dict[str, str]
+    latency: dict[str, float]
+    records: dict[str, ClusterRecord]
+
+
+@dataclass(frozen=True)
 class WaitingQueues:
     """What admission orders on (`SlotLedger.waiting_queues`)."""
 
@@ -31,6 +42,7 @@ class WaitingQueues:
     occupancy: Occupancy  # slots held in all, and by each tenant of `queues` holding any
     last_admitted: dict[str, datetime]  # of the tenants of `queues` ever admitted
     quotas: dict[str, int]  # of the tenants of `queues` with their own limit
+    placement: PlacementView | None = None  # when asked for and a slot is free
 
 
 class SlotLedger:
@@ -40,7 +52,7 @@ class SlotLedger:
     async def lock_admission(self) -> None:
         await self._conn.execute("SELECT pg_advisory_xact_lock($1)", ADMISSION_LOCK_ID)
 
-    async def waiting_queues(self, global_max: int) -> WaitingQueues:
+    async def waiting_queues(self, global_max: int, *, placement: bool = False) -> WaitingQueues:
         """The slots held, in all and by each tenant with a workset queued; every (tenant, priority) with
         a workset queued; when each of those tenants was last admitted, and their own quotas
         (`tenant_limits`; without a row, the deployment's default). What admission decides the order on,
@@ -50,12 +62,19 @@ class SlotLedger:
         `admission_queues` and `tenant_admissions` are kept by triggers in the transactions that queue,
         dequeue and admit (migration 0021), so this reads a few small rows per queue: the cost grows with
         the number of queues and running worksets, not with the queue's depth or the history, and no
-        index is descended per queue. In no particular order: the order is `next_queues`'s."""
+        index is descended per queue. In no particular order: the order is `next_queues`'s.
+
+        `placement`: with a slot free, also what `placement_view_and_clusters` reads, on the first row (one
+        statement fewer per admission; the clusters' rows change only by an operator, and a lease is taken or
+        given back only under the admission lock or by a completion, which can only leave more room)."""
+        with_placement = f", CASE WHEN row_number() OVER () = 1 AND held.total < $1 THEN ({_PLACEMENT_SQL}) END AS placement"
         rows = await self._conn.fetch(
             """WITH running AS MATERIALIZED (SELECT tenant_id, count(*) AS n FROM slot_leases GROUP BY tenant_id),
                     held AS (SELECT coalesce(sum(n), 0)::int AS total FROM running)
                SELECT q.tenant_id, q.priority, a.last_admitted_at, l.max_concurrent, coalesce(r.n, 0) AS running,
-                      held.total
+                      held.total"""
+            + (with_placement if placement else "")
+            + """
                FROM held
                LEFT JOIN admission_queues q ON held.total < $1
                LEFT JOIN tenant_admissions a ON a.tenant_id = q.tenant_id
@@ -72,6 +91,9 @@ class SlotLedger:
             ),
             last_admitted={r["tenant_id"]: r["last_admitted_at"] for r in queued if r["last_admitted_at"]},
             quotas={r["tenant_id"]: r["max_concurrent"] for r in queued if r["max_concurrent"] is not None},
+            placement=next((_placement_of(r["placement"]) for r in rows if r["placement"]), None)
+            if placement
+            else None,
         )
 
     async def queue_heads(self, queues: Sequence[TenantQueue], *, facts: bool) -> list[QueueHead]:
@@ -259,7 +281,41 @@ class SlotLedger:
         return [dict(r) for r in rows]
 
 
-def _cluster_view(r: Record) -> ClusterView:
+# The clusters (their columns and load, by name) and the regions' health, as one JSON value: what
+# `placement_view_and_clusters` reads, for `waiting_queues` to bring along.
+_PLACEMENT_SQL = """SELECT json_build_object(
+        'clusters', (SELECT coalesce(json_agg(json_build_object(
+                'name', c.name, 'region', c.region, 'executor', c.executor, 'max_concurrent', c.max_concurrent,
+                'price_factor', c.price_factor, 'data_locations', c.data_locations, 'status', c.status,
+                'config', c.config, 'running', (SELECT count(*) FROM slot_leases l WHERE l.cluster = c.name))
+                ORDER BY c.name), '[]') FROM clusters c),
+        'regions', (SELECT coalesce(json_agg(json_build_array(region, status, latency_ms)), '[]') FROM region_health))"""
+
+
+def _placement_of(text: str) -> PlacementView:
+    found = json.loads(text)
+    records = {
+        c["name"]: ClusterRecord(
+            name=c["name"],
+            region=c["region"],
+            executor=c["executor"],
+            max_concurrent=c["max_concurrent"],
+            price_factor=float(c["price_factor"]),
+            data_locations=tuple(c["data_locations"]),
+            status=c["status"],
+            config=c["config"],
+        )
+        for c in found["clusters"]
+    }
+    return PlacementView(
+        [_cluster_view({**c, "price_factor": float(c["price_factor"])}) for c in found["clusters"]],
+        {region: status for region, status, _ in found["regions"]},
+        {region: float(latency) for region, _, latency in found["regions"] if latency is not None},
+        records,
+    )
+
+
+def _cluster_view(r: Record | dict[str, Any]) -> ClusterView:
     return ClusterView(
         name=r["name"],
         region=r["region"],

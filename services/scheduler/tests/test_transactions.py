@@ -267,12 +267,13 @@ async def test_an_admission_records_and_submits_the_first_step(
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT state FROM step_runs WHERE workset_id = $1", ws_id) == "running"
     assert len(spent) == 2, spent  # the admission with the step, then its job handle
-    # The admission: its lock, the queues waiting, the head with the workset's read and lock and the dispatcher's
-    # reads (the tenant's buckets, the steps done: the cluster's row came with the clusters), the clusters, and
-    # the save that also writes the lease, the run it starts and the step's row (was 9: the dispatcher's reads,
-    # the save, the lease and the row apart; then 6, the head and the workset apart).
+    # The admission: its lock, the queues waiting with the clusters and the regions, the head with the workset's
+    # read and lock and the dispatcher's reads (the tenant's buckets, the steps done: the cluster's row came with
+    # the clusters), and the save that also writes the lease, the run it starts and the step's row (was 9: the
+    # dispatcher's reads, the save, the lease and the row apart; then 6, the head, the workset and the clusters
+    # apart).
     admission = [s for s in spent[0] if not _asyncpg_introspection(s)]
-    assert len(admission) == 5, admission
+    assert len(admission) == 4, admission
     assert sum("FOR UPDATE OF w" in s for s in admission) == 1, admission
     assert not any("WHERE w.id = $1" in s for s in admission), admission  # the workset is not read again
     # The job handle: stored with the lock given back, the workset's move to running and its events, in one
