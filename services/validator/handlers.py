@@ -5,7 +5,7 @@ function of the message and keyword-only dependencies the wiring binds (functool
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,9 +30,10 @@ from stamen.events.types import (
 from stamen.inputs import sentinels
 from stamen.inputs.objects import ObjectStore, StorageError
 from stamen.inputs.repository import IntakeRepository
-from stamen.inputs.tenant import TenantFacts, read_tenant
-from stamen.service.idempotent import GroupCommit, idempotent, shared_read
+from stamen.inputs.tenant import TenantFacts, workset_and_tenant
+from stamen.service.idempotent import GroupCommit, Screened, idempotent, shared_read
 from stamen.service.poison import known_workset, workset_id_of
+from stamen.store.db import Connection
 from stamen.store.diagnoses import DiagnosisRow
 from stamen.store.unit_of_work import UnitOfWork
 
@@ -64,14 +65,13 @@ async def validate_submitted(
     workset is still awaiting validation. With `group`, the read and the decision share transactions with
     the service's other calls (stamen.service.idempotent.GroupCommit); the checks never run inside one."""
     # The spec is read from PostgreSQL (claim check): the event carries only the workset's identity. The
-    # tenant's buckets and customer row are read in the same transaction (one, not three), which also
-    # commits `validating`, so a person (or the portal's timeline) sees the checks running.
+    # tenant's buckets and customer row are read by the same statement (one, not three), in the transaction
+    # that also commits `validating`, so a person (or the portal's timeline) sees the checks running.
 
     async def read(uow: UnitOfWork) -> tuple[Workset, TenantFacts | None]:
-        ws = await uow.worksets.get(workset_id_of(envelope), for_update=True)
+        ws, tenant = await workset_and_tenant(uow, workset_id_of(envelope))
         if ws.state not in AWAITING_VALIDATION:
             return ws, None
-        tenant = await read_tenant(uow.connection, ws.tenant_id)
         if ws.state is WorksetState.SUBMITTED:
             ws.transition(WorksetState.VALIDATING, actor=ACTOR, reason="validation started", cause=envelope)
             await uow.worksets.save(ws)
@@ -128,14 +128,15 @@ async def apply_decision(uow: UnitOfWork, event: Envelope, *, result: CheckResul
             ),
             cause=event,
         )
-    await IntakeRepository(uow.connection).save_validation(
+    # The findings and estimate (workset_validations) are written by the statement that saves the workset.
+    validation = IntakeRepository.saving_validation(
         ws.id,
         ok=result.ok,
         findings=result.errors + result.warnings,
         estimate=result.estimate,
         note=result.note,
     )
-    await uow.worksets.save(ws)
+    await uow.worksets.save(ws, validation)
     log.info("validator.done", outcome=ws.state.value, errors=len(result.errors))
 
 
@@ -201,6 +202,13 @@ class SentinelWrite:
     body: bytes
 
 
+async def dropped_worksets(conn: Connection, events: Sequence[Envelope]) -> list[bool]:
+    """For each event, whether its workset came from an S3 drop folder (a Screen: one read for a group's
+    events; the others have no sentinel to keep), as `sentinel_to_write` reads it of one, at the same moment."""
+    dropped = await IntakeRepository(conn).dropped_worksets([workset_id_of(e) for e in events])
+    return [workset_id_of(e) in dropped for e in events]
+
+
 async def sentinel_to_write(uow: UnitOfWork, event: Envelope) -> SentinelWrite | None:
     """The sentinel `event` makes true, or None: not an S3-dropped workset (most: no folder to keep in
     step, so no effect and no inbox claim either), no sentinel for this event, or already written for it."""
@@ -234,7 +242,13 @@ async def keep_sentinel(
     two transactions, never inside one, so both can be shared (`group`): what to write is read first;
     the sentinel is recorded under the inbox claim after the put. A redelivery before that commit puts
     the same sentinel again (the same bytes); one after it finds the claim and writes nothing."""
-    write = await shared_read(group, pool, lambda uow: sentinel_to_write(uow, envelope))
+    # Most terminal worksets were not dropped via S3: a group asks which of its events' worksets were in one
+    # statement (the screen), and only those read what to write (was that read, in a savepoint, per event).
+    find = functools.partial(sentinel_to_write, event=envelope)
+    if group is not None:
+        write = await group.run_screened(find, Screened(dropped_worksets, envelope))
+    else:
+        write = await shared_read(group, pool, find)
     if write is None:
         return
     try:

@@ -8,7 +8,9 @@ import asyncpg
 
 from stamen.customers import NewCustomer
 from stamen.customers.repository import CustomerRepository
-from stamen.inputs.tenant import read_tenant
+from stamen.inputs.tenant import read_tenant, workset_and_tenant
+from stamen.intake import submit_workset
+from stamen.store.unit_of_work import UnitOfWork
 from stamen.tenancy import BucketGrantRepository
 
 
@@ -31,3 +33,27 @@ async def test_a_tenants_facts_in_one_statement_are_the_repositories(pool: async
         acme = await read_tenant(conn, "acme")
     assert [r.bucket for r in acme.rights.rights] == ["acme-own", "alpha-shared", "zeta-shared"]
     assert acme.customer is not None and acme.customer.max_storage_gb == 100
+
+
+async def test_the_validators_read_of_a_workset_brings_its_tenants_facts(pool: asyncpg.Pool) -> None:
+    """The validator reads and locks the workset and its tenant's facts in one statement: the same facts."""
+    new = NewCustomer.create(
+        customer_name="Acme", email="ops@acme.example.org", customer_id="acme", max_concurrent_worksets=5,
+        max_storage_gb=100,
+    )  # fmt: skip
+    async with pool.acquire() as conn:
+        assert await CustomerRepository(conn).insert_onboarding(new, s3_bucket="acme-own", region="us-west-2")
+        await BucketGrantRepository(conn).grant("acme", "zeta-shared", "read-only", granted_by="ops")
+        await BucketGrantRepository(conn).grant("lab", "lab-reads", "read-only", granted_by="ops")
+    for tenant in ("acme", "lab", "stranger"):
+        submitted = await submit_workset(
+            pool, tenant_id=tenant, name=f"w-{tenant}", spec={"name": f"w-{tenant}"}, region="us-west-2",
+            source="api", actor="test",
+        )  # fmt: skip
+        async with UnitOfWork(pool) as uow:
+            ws, facts = await workset_and_tenant(uow, submitted.workset_id)
+            assert (ws.id, ws.tenant_id) == (submitted.workset_id, tenant)
+            assert facts == await read_tenant(uow.connection, tenant), tenant
+            assert facts.rights == await BucketGrantRepository(uow.connection).tenant_buckets(tenant)
+            assert facts.customer == await CustomerRepository(uow.connection).get(tenant)
+    assert facts.customer is None and not facts.rights.rights  # the stranger

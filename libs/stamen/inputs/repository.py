@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
 from stamen.store.db import Connection
+from stamen.store.worksets import SavedWith
 
 # What became of a drop folder stamen handled (s3_drops.outcome; its CHECK).
 RecordedDropOutcome = Literal["submitted", "refused"]
@@ -24,6 +26,21 @@ class DropRecord:
     outcome: RecordedDropOutcome
     sentinel: str
     findings: list[dict[str, Any]]
+
+
+_VALIDATION_COLUMNS = "(workset_id, ok, findings, estimate, note)"
+_VALIDATION_UPSERT = """ON CONFLICT (workset_id) DO UPDATE SET ok = EXCLUDED.ok, findings = EXCLUDED.findings,
+    estimate = EXCLUDED.estimate, note = EXCLUDED.note, validated_at = now()"""
+
+
+def _validation_args(
+    workset_id: str,
+    ok: bool,
+    findings: list[dict[str, Any]],
+    estimate: dict[str, Any] | None,
+    note: str | None,
+) -> tuple[Any, ...]:
+    return workset_id, ok, json.dumps(findings), json.dumps(estimate) if estimate is not None else None, note
 
 
 class IntakeRepository:
@@ -71,6 +88,14 @@ class IntakeRepository:
             findings=json.loads(row["findings"]),
         )
 
+    async def dropped_worksets(self, workset_ids: Sequence[str]) -> set[str]:
+        """Which of `workset_ids` came from an S3 drop folder: one statement for many (the sentinels'
+        consumer asks it of every terminal workset, and almost none was dropped)."""
+        rows = await self._conn.fetch(
+            "SELECT DISTINCT workset_id FROM s3_drops WHERE workset_id = ANY($1::text[])", list(workset_ids)
+        )
+        return {row["workset_id"] for row in rows}
+
     async def mark_sentinel(self, workset_id: str, sentinel: str) -> None:
         await self._conn.execute(
             "UPDATE s3_drops SET sentinel = $2, updated_at = now() WHERE workset_id = $1",
@@ -88,12 +113,29 @@ class IntakeRepository:
         note: str | None,
     ) -> None:
         await self._conn.execute(
-            """INSERT INTO workset_validations (workset_id, ok, findings, estimate, note)
-               VALUES ($1, $2, $3::jsonb, $4::jsonb, $5)
-               ON CONFLICT (workset_id) DO UPDATE SET ok = EXCLUDED.ok, findings = EXCLUDED.findings,
-                   estimate = EXCLUDED.estimate, note = EXCLUDED.note, validated_at = now()""",
-            workset_id, ok, json.dumps(findings), json.dumps(estimate) if estimate is not None else None, note,
-        )  # fmt: skip
+            f"""INSERT INTO workset_validations {_VALIDATION_COLUMNS} VALUES ($1, $2, $3::jsonb, $4::jsonb, $5)
+                {_VALIDATION_UPSERT}""",
+            *_validation_args(workset_id, ok, findings, estimate, note),
+        )
+
+    @staticmethod
+    def saving_validation(
+        workset_id: str,
+        *,
+        ok: bool,
+        findings: list[dict[str, Any]],
+        estimate: dict[str, Any] | None,
+        note: str | None,
+    ) -> SavedWith:
+        """`save_validation` written by the statement that saves the workset (the validator's decision),
+        only if that save goes through: one round trip fewer."""
+        return SavedWith(
+            f"""validation AS (
+                 INSERT INTO workset_validations {_VALIDATION_COLUMNS}
+                 SELECT $1::text, $2::boolean, $3::jsonb, $4::jsonb, $5::text
+                 WHERE EXISTS (SELECT 1 FROM updated) {_VALIDATION_UPSERT})""",
+            _validation_args(workset_id, ok, findings, estimate, note),
+        )
 
     async def validation_for(self, workset_id: str) -> dict[str, Any] | None:
         row = await self._conn.fetchrow("SELECT * FROM workset_validations WHERE workset_id = $1", workset_id)

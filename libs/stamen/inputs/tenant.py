@@ -1,16 +1,19 @@
 """What intake reads about a submission's tenant: the buckets it may use and its customer row (the storage
-quota), in one statement: the validator in the transaction that reads the workset, the portal before it
-submits."""
+quota), in one statement: the validator with the workset it reads and locks (`workset_and_tenant`), the
+portal before it submits (`read_tenant`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
 from stamen.customers.model import Customer
 from stamen.customers.repository import customer_from_row
+from stamen.domain.workset import Workset
 from stamen.store.db import Connection
+from stamen.store.unit_of_work import UnitOfWork
 from stamen.tenancy import TenantBuckets
 from stamen.tenancy.grants import TENANT_RIGHTS_ORDER, tenant_buckets_of, tenant_rights_sql
 
@@ -22,30 +25,36 @@ class TenantFacts:
     customer: Customer | None  # None: not an onboarded customer, so no storage quota
 
 
-# The customer row (NULLs when the tenant is not a customer) and the tenant's rights as one array per column
-# (built-in types: nothing for asyncpg to look up): what BucketGrantRepository.tenant_buckets and
-# CustomerRepository.get read, in one round trip instead of two.
-_ORDER = f"ORDER BY {TENANT_RIGHTS_ORDER}"
-_TENANT_FACTS = f"""
-    SELECT c.*, r.*
-    FROM (SELECT) AS one
-    LEFT JOIN customers c ON c.customer_id = $1
-    CROSS JOIN (SELECT array_agg(bucket {_ORDER}) AS r_buckets, array_agg(access {_ORDER}) AS r_access,
-                       array_agg(source {_ORDER}) AS r_sources, array_agg(granted_by {_ORDER}) AS r_granted_by,
-                       array_agg(note {_ORDER}) AS r_notes
-                FROM ({tenant_rights_sql("$1")}) rights) r"""
-_RIGHTS = ("r_buckets", "r_access", "r_sources", "r_granted_by", "r_notes")
+# Select-list items about the tenant whose id is `w.tenant_id`: its customer row (a composite, NULL when
+# the tenant is not a customer) and its rights, one text array (bucket, access, source, granted_by, note)
+# per bucket: what BucketGrantRepository.tenant_buckets and CustomerRepository.get read, without their
+# round trips, and beside whatever else the statement reads (the validator's workset).
+_TENANT_COLUMNS = f"""
+    (SELECT c FROM customers c WHERE c.customer_id = w.tenant_id) AS tenant_customer,
+    (SELECT array_agg(ARRAY[bucket, access, source, granted_by, note] ORDER BY {TENANT_RIGHTS_ORDER})
+     FROM ({tenant_rights_sql("w.tenant_id")}) rights) AS tenant_rights"""
+_TENANT_FACTS = f"SELECT {_TENANT_COLUMNS} FROM (SELECT $1::text AS tenant_id) w"
+
+
+def _facts_from(tenant_id: str, row: Any) -> TenantFacts:
+    customer = row["tenant_customer"]
+    return TenantFacts(
+        tenant_id,
+        tenant_buckets_of(tenant_id, row["tenant_rights"] or []),
+        customer_from_row(customer) if customer is not None else None,
+    )
 
 
 async def read_tenant(conn: Connection, tenant_id: str) -> TenantFacts:
     row = await conn.fetchrow(_TENANT_FACTS, tenant_id)
-    assert row is not None  # the joins of one row with one aggregate: always one
-    rights = list(zip(*(row[column] or [] for column in _RIGHTS), strict=True))
-    return TenantFacts(
-        tenant_id,
-        tenant_buckets_of(tenant_id, rights),
-        customer_from_row(row) if row["customer_id"] is not None else None,
-    )
+    assert row is not None  # one row of scalar subqueries: always one
+    return _facts_from(tenant_id, row)
+
+
+async def workset_and_tenant(uow: UnitOfWork, workset_id: str) -> tuple[Workset, TenantFacts]:
+    """The workset, read and locked (FOR UPDATE), and its tenant's facts, in one statement (were two)."""
+    ws, row = await uow.worksets.get_with(workset_id, _TENANT_COLUMNS)
+    return ws, _facts_from(ws.tenant_id, row)
 
 
 async def tenant_facts(pool: asyncpg.Pool, tenant_id: str) -> TenantFacts:

@@ -6,19 +6,25 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from functools import partial
 
 import asyncpg
 import pytest
 from aiohttp import web
 
 from services.validator.app import init_app
+from services.validator.handlers import keep_sentinel
 from services.validator.submission import validate_handler
-from services.validator.tests.test_handlers import DELIVERY, submit_and_get_event
+from services.validator.tests.test_handlers import DELIVERY, dropped_from_folder, submit_and_get_event
 from stamen.customers import NewCustomer
 from stamen.customers.repository import CustomerRepository
+from stamen.events.envelope import new_envelope
+from stamen.events.types import WorksetCompleted
+from stamen.inputs import sentinels
 from stamen.inputs.contexts import INTAKE_SETTINGS, OBJECT_STORE
 from stamen.inputs.objects import S3ObjectStore, open_object_store
 from stamen.inputs.settings import IntakeSettings
+from stamen.service.idempotent import GroupCommit
 from stamen.service.keys import INBOX_GROUP, POOL
 from stamen.settings import Settings
 from stamen.store.db import create_pool
@@ -38,7 +44,8 @@ async def test_a_submission_is_validated_in_two_transactions(
     pool: asyncpg.Pool, database_url: str, s3lab: S3Lab, store: S3ObjectStore
 ) -> None:
     """One read (the workset, the tenant's buckets and its customer row together; they were three
-    transactions) and the decision with its inbox claim; a redelivery reads and finds it done."""
+    transactions, then three statements) and the decision with its inbox claim; a redelivery reads and
+    finds it done."""
     new = NewCustomer.create(
         customer_name="Acme", email="ops@acme.example.org", customer_id="acme", max_concurrent_worksets=5,
         max_storage_gb=100,
@@ -67,12 +74,18 @@ async def test_a_submission_is_validated_in_two_transactions(
     assert ws.state.value == "queued", history[-1].reason
     assert [h.to_state for h in history] == ["submitted", "validating", "queued"]
     assert len(validated) == 2, validated
-    # The workset (row-locked), the tenant's customer row and buckets in one statement (were two), `validating`
-    # (asyncpg's look-ups of the customers row's types, once per connection, left out).
+    # The workset (row-locked) with the tenant's customer row and buckets in one statement (were three),
+    # `validating` (asyncpg's look-ups of the customers row's types, once per connection, left out).
     read = [s for s in validated[0] if "jit" not in s and "typeinfo_tree" not in s]
-    assert len(read) == 3, [s[:60] for s in read]
-    assert "customers" in read[1] and "bucket_grants" in read[1]
-    assert any("INSERT INTO inbox" in s for s in validated[1]), validated[1]
+    assert len(read) == 2, [s[:60] for s in read]
+    assert all(table in read[0] for table in ("FROM worksets", "customers", "bucket_grants")), read[0]
+    assert "FOR UPDATE" in read[0]
+    # The decision: the inbox claim, the workset read and locked, and its save with the findings and the
+    # estimate (workset_validations written by the save's statement: was a statement of its own).
+    decision = [s for s in validated[1] if "jit" not in s and "typeinfo_tree" not in s]
+    assert len(decision) == 3, [s[:60] for s in decision]
+    assert "INSERT INTO inbox" in decision[0]
+    assert "UPDATE worksets" in decision[2] and "INSERT INTO workset_validations" in decision[2]
     assert len(redelivered) == 2, redelivered  # the read, then the claim that finds it handled
 
 
@@ -115,3 +128,33 @@ async def test_the_s3_client_has_a_connection_for_each_input_pair_of_the_validat
     settings = Settings(AWS_ENDPOINT_URL=s3lab.url)  # STAMEN_VALIDATION_CONCURRENCY: 16
     async with open_object_store(settings, IntakeSettings()) as opened:
         assert opened.client.meta.config.max_pool_connections == 32
+
+
+async def test_the_sentinels_group_asks_which_worksets_were_dropped_in_one_statement(
+    pool: asyncpg.Pool, database_url: str, s3lab: S3Lab, store: S3ObjectStore
+) -> None:
+    """Almost no terminal workset came from an S3 drop: a group of the sentinel consumer's events asks which
+    did in one statement (its screen), and only those read their drop and write a sentinel; the others cost
+    nothing more (was a SAVEPOINT, a read of s3_drops and a RELEASE each)."""
+    ids = [(await submit_and_get_event(pool, s3lab.spec(f"w{i}")))[0] for i in range(4)]
+    folder = await dropped_from_folder(pool, s3lab, ids[0], "run1")
+    events = [
+        new_envelope(WorksetCompleted(), tenant_id="acme", region="us-west-2", workset_id=ws_id)
+        for ws_id in ids
+    ]
+    counter = TransactionCounter()
+    counting = await create_pool(database_url, init=counter.init)
+    try:
+        group = GroupCommit(lambda: counting, gather_seconds=0.2)
+        handler = partial(keep_sentinel, pool=lambda: counting, store=lambda: store, group=group)
+        await asyncio.gather(*(handler(event, DELIVERY) for event in events))
+        await counter.count()
+    finally:
+        await counting.close()
+    statements = [s for t in counter.transactions for s in t]
+    assert sum("s3_drops WHERE workset_id = ANY" in s for s in statements) == 1, statements
+    assert sum("s3_drops WHERE workset_id = $1" in s for s in statements) == 1, statements  # the dropped one
+    assert not any("SAVEPOINT" in s for s in statements), statements
+    assert s3lab.exists(folder + sentinels.COMPLETE)
+    listing = s3lab.client.list_objects_v2(Bucket=s3lab.bucket, Prefix="daylily_monitoring/")
+    assert len(listing.get("Contents", [])) == 1
