@@ -11,6 +11,7 @@ import ipaddress
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -18,11 +19,13 @@ from typing import Any, Protocol
 from urllib.parse import urlparse
 
 import aioboto3  # type: ignore[import-untyped]
+import aiohttp
 from aiobotocore.session import AioSession  # type: ignore[import-untyped]
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.utils import parse_timestamp
 
 from stamen.aws_clients import client_config
+from stamen.inputs.s3_get import BucketAddress, Credentials, SigningKeys, ranged_get
 from stamen.inputs.settings import IntakeSettings
 from stamen.settings import Settings
 
@@ -120,10 +123,20 @@ class S3ObjectStore:
     # it): learned answers are kept this long, so a validation asks S3 for its objects only.
     REGION_KEPT_SECONDS = 600.0
 
-    def __init__(self, client: Any) -> None:
+    def __init__(
+        self, client: Any, *, http: aiohttp.ClientSession | None = None, session: AioSession | None = None
+    ) -> None:
+        """`http` and `session` (the client's botocore session, for its credentials): ranged GETs that
+        succeed are then made without botocore's per-request work (stamen.inputs.s3_get)."""
         self._client = client
         self._bucket_exists: dict[str, bool] = {}
         self._regions: dict[str, tuple[float, str]] = {}  # bucket -> (monotonic time learned, region)
+        self._http = http
+        self._session = session
+        self._addresses: dict[str, BucketAddress] = {}  # bucket -> where botocore sent its last GET
+        self._signing_keys = SigningKeys()
+        if http is not None:
+            client.meta.events.register("before-send.s3.GetObject", _note_sent_get)
 
     @property
     def client(self) -> Any:
@@ -179,9 +192,23 @@ class S3ObjectStore:
 
     async def read_start(self, bucket: str, key: str, length: int) -> tuple[ObjectInfo, bytes]:
         # One ranged GET: its Content-Range gives the whole size, its headers the class, ETag and date.
-        response = await self._call(
-            "GET", bucket, key, "get_object", Bucket=bucket, Key=key, Range=f"bytes=0-{length - 1}"
-        )
+        range_header = f"bytes=0-{length - 1}"
+        lean = await self._lean_read_start(bucket, key, range_header, length)
+        if lean is not None:
+            return lean
+        sent = _SENT_GETS.set([])
+        try:
+            response = await self._call(
+                "GET", bucket, key, "get_object", Bucket=bucket, Key=key, Range=range_header
+            )
+            learned = _SENT_GETS.get()
+        finally:
+            _SENT_GETS.reset(sent)
+        if learned and self._http is not None:
+            # The request that answered (after any retry or redirect to the bucket's region) is the last one.
+            address = BucketAddress.learned(*learned[-1], bucket=bucket, key=key)
+            if address is not None:
+                self._addresses[bucket] = address
         data = await self._body(bucket, key, response)
         total = str(response.get("ContentRange") or "").rpartition("/")[2]
         info = ObjectInfo(
@@ -192,6 +219,43 @@ class S3ObjectStore:
             storage_class=response.get("StorageClass"),
         )
         return info, data[:length]
+
+    async def _lean_read_start(
+        self, bucket: str, key: str, range_header: str, length: int
+    ) -> tuple[ObjectInfo, bytes] | None:
+        """`read_start` without botocore when its GET succeeds; None (the caller asks botocore, whose retries
+        and reading of errors apply) when this bucket's address is not learned yet, there are no
+        credentials, the connection fails or S3 answers anything but the bytes."""
+        address = self._addresses.get(bucket)
+        if address is None or self._http is None or self._session is None:
+            return None
+        try:
+            found = await self._session.get_credentials()
+            if found is None:
+                return None
+            frozen = await found.get_frozen_credentials()
+            response = await ranged_get(
+                self._http,
+                address,
+                key,
+                range_header,
+                Credentials(frozen.access_key, frozen.secret_key, frozen.token),
+                self._signing_keys,
+            )
+            if response.status not in (200, 206):
+                return None
+            headers = response.headers
+            total = str(headers.get("Content-Range") or "").rpartition("/")[2]
+            info = ObjectInfo(
+                key=key,
+                size=int(total) if total.isdigit() else int(headers["Content-Length"]),
+                etag=str(headers.get("ETag", "")),
+                last_modified=parse_s3_timestamp(headers["Last-Modified"]),
+                storage_class=headers.get("x-amz-storage-class"),
+            )
+        except (aiohttp.ClientError, BotoCoreError, TimeoutError, OSError, KeyError, ValueError):
+            return None
+        return info, response.body[:length]
 
     @staticmethod
     async def _body(bucket: str, key: str, response: Any) -> bytes:
@@ -292,6 +356,20 @@ class S3ObjectStore:
         self._bucket_exists[bucket] = True
 
 
+# The GetObject requests botocore sends in this task (its last is the one that answered): where a bucket's
+# objects are, and the region they are signed for, as botocore's endpoint rules and redirects decided.
+_SENT_GETS: ContextVar[list[tuple[str, str | None]] | None] = ContextVar("stamen_s3_sent_gets", default=None)
+
+
+def _note_sent_get(request: Any, **_: Any) -> None:
+    sent = _SENT_GETS.get()
+    if sent is not None:
+        authorization = request.headers.get("Authorization")
+        if isinstance(authorization, bytes):  # a prepared request's headers are bytes
+            authorization = authorization.decode("ascii", "replace")
+        sent.append((str(request.url), authorization))
+
+
 def endpoint_is_loopback(endpoint_url: str | None) -> bool:
     """True for an emulator on this machine (moto from `stamen up`), never for real AWS."""
     if not endpoint_url:
@@ -364,13 +442,26 @@ async def open_object_store(
         botocore_session=core,
         **({"aws_access_key_id": "testing", "aws_secret_access_key": "testing"} if emulator else {}),
     )
-    async with session.client(
-        "s3",
-        endpoint_url=endpoint_url or settings.aws_endpoint_url,
-        region_name=region or settings.aws_region,
-        config=config,
-    ) as client:
-        yield S3ObjectStore(client)
+    # The lean ranged GETs' own connections (stamen.inputs.s3_get), as many and as patient as the client's;
+    # bytes as S3 sends them (an object stored with Content-Encoding: gzip is not inflated), as botocore.
+    timeout = aiohttp.ClientTimeout(
+        sock_connect=intake.storage_timeout_seconds, sock_read=intake.storage_timeout_seconds
+    )
+    async with (
+        session.client(
+            "s3",
+            endpoint_url=endpoint_url or settings.aws_endpoint_url,
+            region_name=region or settings.aws_region,
+            config=config,
+        ) as client,
+        aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=connections),
+            timeout=timeout,
+            auto_decompress=False,
+            skip_auto_headers=("Accept-Encoding",),
+        ) as http,
+    ):
+        yield S3ObjectStore(client, http=http, session=core)
 
 
 async def gather_bounded(limit: asyncio.Semaphore, *calls: Any) -> list[Any]:
