@@ -1,6 +1,6 @@
-"""The lean ranged GET (stamen.inputs.s3_get): signed exactly as botocore signs it, checked on the wire by a
-server that signs what it received with botocore; the S3 adapter asks botocore first for each bucket, then
-reads without it, with the same answers, and gives back to botocore whatever is not a success."""
+"""The lean ranged GET and HEAD (stamen.inputs.s3_get): signed exactly as botocore signs them, checked on the
+wire by a server that signs what it received with botocore; the S3 adapter asks botocore first for each
+bucket, then reads without it, with the same answers, and gives back to botocore whatever is not a success."""
 
 from __future__ import annotations
 
@@ -24,9 +24,9 @@ from stamen.inputs.s3_get import (
     BucketAddress,
     Credentials,
     SigningKeys,
+    lean_request,
     object_path,
-    ranged_get,
-    signed_get_headers,
+    signed_headers,
 )
 from stamen.settings import Settings
 from tests.intake.s3kit import S3Lab
@@ -34,25 +34,29 @@ from tests.intake.s3kit import S3Lab
 KEYS = ["reads/B1_R1.fastq.gz", "runs/NA12878 &<b>+x~y%z/ü_R2.fq.gz", "a//b/../c"]
 
 
-def botocores_authorization(url: str, headers: dict[str, str], token: str | None, at: datetime) -> str:
+def botocores_authorization(
+    url: str, headers: dict[str, str], token: str | None, at: datetime, method: str = "GET"
+) -> str:
     """What botocore's own S3 signer makes of the request, at the same time."""
-    request = AWSRequest(method="GET", url=url, headers=headers)
+    request = AWSRequest(method=method, url=url, headers=headers)
     with mock.patch.object(botocore.auth, "get_current_datetime", return_value=at.replace(tzinfo=None)):
         S3SigV4Auth(ReadOnlyCredentials("AKID", "SECRET", token), "s3", "eu-west-1").add_auth(request)
     return str(request.headers["Authorization"])
 
 
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
 @pytest.mark.parametrize("token", [None, "SESSION-TOKEN"])
 @pytest.mark.parametrize("key", KEYS)
-def test_a_get_is_signed_as_botocore_signs_it(key: str, token: str | None) -> None:
+def test_a_request_is_signed_as_botocore_signs_it(key: str, token: str | None, method: str) -> None:
     at = datetime(2026, 12, 6, 12, 41, 44, tzinfo=UTC)
+    range_header = "bytes=0-65535" if method == "GET" else None
     for base in ("http://127.0.0.1:5000/lab-bucket/", "https://lab-bucket.s3.eu-west-1.amazonaws.com/"):
         url = base + object_path(key)
-        ours = signed_get_headers(
-            url, "bytes=0-65535", Credentials("AKID", "SECRET", token), "eu-west-1", SigningKeys(), at
+        ours = signed_headers(
+            method, url, range_header, Credentials("AKID", "SECRET", token), "eu-west-1", SigningKeys(), at
         )
-        theirs = {"Range": "bytes=0-65535", "X-Amz-Content-SHA256": EMPTY_SHA256}
-        assert ours["authorization"] == botocores_authorization(url, theirs, token, at), url
+        theirs = {"X-Amz-Content-SHA256": EMPTY_SHA256} | ({"Range": range_header} if range_header else {})
+        assert ours["authorization"] == botocores_authorization(url, theirs, token, at, method), url
 
 
 @pytest.fixture
@@ -65,14 +69,13 @@ async def verifying_server() -> AsyncIterator[tuple[str, list[str]]]:
         paths.append(request.raw_path)
         signed = request.headers["x-amz-date"]
         at = datetime.strptime(signed, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
-        names = ["Range", "X-Amz-Content-SHA256"] + (
-            ["X-Amz-Security-Token"] if "x-amz-security-token" in request.headers else []
-        )
+        names = ["Range", "X-Amz-Content-SHA256", "X-Amz-Security-Token"]
         expected = botocores_authorization(
             f"http://{request.host}{request.raw_path}",
-            {name: request.headers[name] for name in names},
+            {name: request.headers[name] for name in names if name in request.headers},
             request.headers.get("x-amz-security-token"),
             at,
+            request.method,
         )
         if request.headers.get("authorization") != expected:
             return web.Response(status=403, text="SignatureDoesNotMatch")
@@ -97,14 +100,15 @@ async def test_the_signature_holds_for_the_request_as_it_goes_on_the_wire(
 ) -> None:
     url, paths = verifying_server
     address = BucketAddress(f"{url}/lab-bucket/", "eu-west-1")
+    credentials = Credentials("AKID", "SECRET", token)
     async with aiohttp.ClientSession(auto_decompress=False) as http:
         for key in KEYS:
-            got = await ranged_get(
-                http, address, key, "bytes=0-3", Credentials("AKID", "SECRET", token), SigningKeys()
-            )
+            got = await lean_request(http, "GET", address, key, "bytes=0-3", credentials, SigningKeys())
             assert (got.status, got.body) == (206, b"@r1\n"), key
+            got = await lean_request(http, "HEAD", address, key, None, credentials, SigningKeys())
+            assert got.status == 206, key
     # Sent as quoted here (aiohttp neither re-quoted nor normalised "a//b/../c").
-    assert paths == ["/lab-bucket/" + object_path(key) for key in KEYS]
+    assert paths == ["/lab-bucket/" + object_path(key) for key in KEYS for _ in ("GET", "HEAD")]
 
 
 def test_an_address_is_learned_only_from_a_plain_signed_get_of_the_bucket() -> None:
@@ -165,3 +169,31 @@ async def test_the_store_asks_botocore_once_per_bucket_then_reads_alike_without_
     assert through_botocore == 1 and lean == 0
     assert first == again == expected
     assert first[1][1] == body[:64] and first[1][0].size == len(body)
+
+
+async def test_heads_too_ask_botocore_once_per_bucket_then_answer_alike_without_it(s3lab: S3Lab) -> None:
+    """The reference files' probes: eight HEADs per validation where STAMEN_REFERENCE_LOCATION is set."""
+    keys = ["refs/hg38/genome.fa", "refs/hg38/genome.fa.fai", "refs/hg38/genome dict+ü.dict"]
+    for i, key in enumerate(keys):
+        s3lab.put(key, b">chr1\nACGT\n" * (i + 1))
+    s3lab.client.put_object(Bucket=s3lab.bucket, Key="refs/old.fa", Body=b">x\n", StorageClass="GLACIER")
+    settings = Settings(AWS_ENDPOINT_URL=s3lab.url, AWS_REGION="us-west-2")
+    sent: list[str] = []
+    async with open_object_store(settings, IntakeSettings()) as store:
+        plain = S3ObjectStore(store.client)
+
+        def counted(request: Any, **_: Any) -> None:
+            sent.append(str(request.url))
+
+        store.client.meta.events.register("before-send.s3.HeadObject", counted)
+        ours = [await store.head(s3lab.bucket, key) for key in [*keys, "refs/old.fa"]]
+        through_botocore = len(sent)
+        expected = [await plain.head(s3lab.bucket, key) for key in [*keys, "refs/old.fa"]]
+        asked = len(sent) - through_botocore
+        with pytest.raises(ObjectMissing):
+            await store.head(s3lab.bucket, "refs/hg38/missing.fa")
+        with pytest.raises(BucketMissing):
+            await store.head(s3lab.bucket + "-gone", "refs/hg38/genome.fa")
+    assert through_botocore == 1 and asked == 4
+    assert ours == expected and ours[3].storage_class == "GLACIER"
+    assert [info.size for info in ours[:3]] == [11, 22, 33]

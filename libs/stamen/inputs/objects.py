@@ -25,7 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from botocore.utils import parse_timestamp
 
 from stamen.aws_clients import client_config
-from stamen.inputs.s3_get import BucketAddress, Credentials, SigningKeys, ranged_get
+from stamen.inputs.s3_get import BucketAddress, Credentials, LeanResponse, SigningKeys, lean_request
 from stamen.inputs.settings import IntakeSettings
 from stamen.settings import Settings
 
@@ -116,6 +116,19 @@ def _where(bucket: str, key: str) -> str:
     return f"s3://{bucket}/{key}"
 
 
+def _info_from_headers(key: str, headers: Any) -> ObjectInfo:
+    """What a successful GET's or HEAD's headers say of the object, as botocore reads them: a ranged GET's
+    Content-Range gives the whole size."""
+    total = str(headers.get("Content-Range") or "").rpartition("/")[2]
+    return ObjectInfo(
+        key=key,
+        size=int(total) if total.isdigit() else int(headers["Content-Length"]),
+        etag=str(headers.get("ETag", "")),
+        last_modified=parse_s3_timestamp(headers["Last-Modified"]),
+        storage_class=headers.get("x-amz-storage-class"),
+    )
+
+
 class S3ObjectStore:
     """`ObjectStore` over an aiobotocore S3 client (opened by `open_object_store`)."""
 
@@ -126,8 +139,8 @@ class S3ObjectStore:
     def __init__(
         self, client: Any, *, http: aiohttp.ClientSession | None = None, session: AioSession | None = None
     ) -> None:
-        """`http` and `session` (the client's botocore session, for its credentials): ranged GETs that
-        succeed are then made without botocore's per-request work (stamen.inputs.s3_get)."""
+        """`http` and `session` (the client's botocore session, for its credentials): ranged GETs and HEADs
+        that succeed are then made without botocore's per-request work (stamen.inputs.s3_get)."""
         self._client = client
         self._bucket_exists: dict[str, bool] = {}
         self._regions: dict[str, tuple[float, str]] = {}  # bucket -> (monotonic time learned, region)
@@ -136,7 +149,8 @@ class S3ObjectStore:
         self._addresses: dict[str, BucketAddress] = {}  # bucket -> where botocore sent its last GET
         self._signing_keys = SigningKeys()
         if http is not None:
-            client.meta.events.register("before-send.s3.GetObject", _note_sent_get)
+            for operation in ("GetObject", "HeadObject"):
+                client.meta.events.register(f"before-send.s3.{operation}", _note_sent_request)
 
     @property
     def client(self) -> Any:
@@ -181,7 +195,13 @@ class S3ObjectStore:
         return self._bucket_exists[bucket]
 
     async def head(self, bucket: str, key: str) -> ObjectInfo:
-        head = await self._call("HEAD", bucket, key, "head_object", Bucket=bucket, Key=key)
+        lean = await self._lean("HEAD", bucket, key, None)
+        if lean is not None and lean.status == 200:
+            try:
+                return _info_from_headers(key, lean.headers)
+            except (KeyError, ValueError):
+                pass  # not what S3 says: botocore's answer
+        head = await self._learning("HEAD", bucket, key, "head_object", Bucket=bucket, Key=key)
         return ObjectInfo(
             key=key,
             size=int(head["ContentLength"]),
@@ -193,22 +213,15 @@ class S3ObjectStore:
     async def read_start(self, bucket: str, key: str, length: int) -> tuple[ObjectInfo, bytes]:
         # One ranged GET: its Content-Range gives the whole size, its headers the class, ETag and date.
         range_header = f"bytes=0-{length - 1}"
-        lean = await self._lean_read_start(bucket, key, range_header, length)
-        if lean is not None:
-            return lean
-        sent = _SENT_GETS.set([])
-        try:
-            response = await self._call(
-                "GET", bucket, key, "get_object", Bucket=bucket, Key=key, Range=range_header
-            )
-            learned = _SENT_GETS.get()
-        finally:
-            _SENT_GETS.reset(sent)
-        if learned and self._http is not None:
-            # The request that answered (after any retry or redirect to the bucket's region) is the last one.
-            address = BucketAddress.learned(*learned[-1], bucket=bucket, key=key)
-            if address is not None:
-                self._addresses[bucket] = address
+        lean = await self._lean("GET", bucket, key, range_header)
+        if lean is not None and lean.status in (200, 206):
+            try:
+                return _info_from_headers(key, lean.headers), lean.body[:length]
+            except (KeyError, ValueError):
+                pass  # not what S3 says: botocore's answer
+        response = await self._learning(
+            "GET", bucket, key, "get_object", Bucket=bucket, Key=key, Range=range_header
+        )
         data = await self._body(bucket, key, response)
         total = str(response.get("ContentRange") or "").rpartition("/")[2]
         info = ObjectInfo(
@@ -220,12 +233,27 @@ class S3ObjectStore:
         )
         return info, data[:length]
 
-    async def _lean_read_start(
-        self, bucket: str, key: str, range_header: str, length: int
-    ) -> tuple[ObjectInfo, bytes] | None:
-        """`read_start` without botocore when its GET succeeds; None (the caller asks botocore, whose retries
-        and reading of errors apply) when this bucket's address is not learned yet, there are no
-        credentials, the connection fails or S3 answers anything but the bytes."""
+    async def _learning(self, what: str, bucket: str, key: str, operation: str, **kwargs: Any) -> Any:
+        """`_call`, learning from the request botocore sent where the bucket's objects are (s3_get)."""
+        sent = _SENT_REQUESTS.set([])
+        try:
+            response = await self._call(what, bucket, key, operation, **kwargs)
+            learned = _SENT_REQUESTS.get()
+        finally:
+            _SENT_REQUESTS.reset(sent)
+        if learned and self._http is not None:
+            # The request that answered (after any retry or redirect to the bucket's region) is the last one.
+            address = BucketAddress.learned(*learned[-1], bucket=bucket, key=key)
+            if address is not None:
+                self._addresses[bucket] = address
+        return response
+
+    async def _lean(
+        self, method: str, bucket: str, key: str, range_header: str | None
+    ) -> LeanResponse | None:
+        """The GET or HEAD without botocore (stamen.inputs.s3_get); None (the caller asks botocore, whose
+        retries and reading of errors apply) when this bucket's address is not learned yet, there are no
+        credentials or the connection fails. The caller takes its answer only when it is a success."""
         address = self._addresses.get(bucket)
         if address is None or self._http is None or self._session is None:
             return None
@@ -234,28 +262,17 @@ class S3ObjectStore:
             if found is None:
                 return None
             frozen = await found.get_frozen_credentials()
-            response = await ranged_get(
+            return await lean_request(
                 self._http,
+                method,
                 address,
                 key,
                 range_header,
                 Credentials(frozen.access_key, frozen.secret_key, frozen.token),
                 self._signing_keys,
             )
-            if response.status not in (200, 206):
-                return None
-            headers = response.headers
-            total = str(headers.get("Content-Range") or "").rpartition("/")[2]
-            info = ObjectInfo(
-                key=key,
-                size=int(total) if total.isdigit() else int(headers["Content-Length"]),
-                etag=str(headers.get("ETag", "")),
-                last_modified=parse_s3_timestamp(headers["Last-Modified"]),
-                storage_class=headers.get("x-amz-storage-class"),
-            )
-        except (aiohttp.ClientError, BotoCoreError, TimeoutError, OSError, KeyError, ValueError):
+        except (aiohttp.ClientError, BotoCoreError, TimeoutError, OSError, ValueError):
             return None
-        return info, response.body[:length]
 
     @staticmethod
     async def _body(bucket: str, key: str, response: Any) -> bytes:
@@ -356,13 +373,15 @@ class S3ObjectStore:
         self._bucket_exists[bucket] = True
 
 
-# The GetObject requests botocore sends in this task (its last is the one that answered): where a bucket's
+# The GetObject and HeadObject requests botocore sends in this task (its last is the one that answered): where a bucket's
 # objects are, and the region they are signed for, as botocore's endpoint rules and redirects decided.
-_SENT_GETS: ContextVar[list[tuple[str, str | None]] | None] = ContextVar("stamen_s3_sent_gets", default=None)
+_SENT_REQUESTS: ContextVar[list[tuple[str, str | None]] | None] = ContextVar(
+    "stamen_s3_sent_requests", default=None
+)
 
 
-def _note_sent_get(request: Any, **_: Any) -> None:
-    sent = _SENT_GETS.get()
+def _note_sent_request(request: Any, **_: Any) -> None:
+    sent = _SENT_REQUESTS.get()
     if sent is not None:
         authorization = request.headers.get("Authorization")
         if isinstance(authorization, bytes):  # a prepared request's headers are bytes

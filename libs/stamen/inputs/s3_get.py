@@ -1,8 +1,9 @@
-"""A ranged S3 GET that succeeds without botocore's per-request machinery: the validator's two reads per
-workset spent ~0.9 ms of CPU each in it (parameter serialisation, endpoint rules, ~20 event hooks, a signer
+"""A ranged S3 GET (or a HEAD) that succeeds without botocore's per-request machinery: the validator's two
+reads per workset spent ~0.9 ms of CPU each in it (parameter serialisation, endpoint rules, ~20 event hooks, a signer
 that rebuilds its key, a modelled parse of ~40 headers), beside ~0.5 ms for the HTTP request itself.
 
-Only the success of a plain ranged GetObject is taken here. Where a bucket's objects are and in which region
+Only the success of a plain ranged GetObject or a HeadObject (the reference files' probes, eight per
+validation where STAMEN_REFERENCE_LOCATION is set) is taken here. Where a bucket's objects are and in which region
 they are signed are learned from botocore's own request for that bucket (its endpoint rules: virtual-hosted
 or path style, custom endpoints, redirects to the bucket's region), and anything else (no learned address,
 an error status, a connection that fails) is handed back to the caller, who makes the same call through
@@ -27,7 +28,7 @@ SIGV4_TIMESTAMP = "%Y%m%dT%H%M%SZ"
 
 @dataclass(frozen=True)
 class BucketAddress:
-    """Where botocore sent a GET of one of the bucket's objects: the URL up to the key, and the region
+    """Where botocore sent a GET or HEAD of one of the bucket's objects: the URL up to the key, and the region
     its signature was scoped to."""
 
     base: str  # scheme://host[:port]/[bucket/] : the key, quoted, follows
@@ -35,7 +36,7 @@ class BucketAddress:
 
     @classmethod
     def learned(cls, url: str, authorization: str | None, *, bucket: str, key: str) -> BucketAddress | None:
-        """From a GetObject botocore sent for `bucket`'s `key`: None when it is not a plain SigV4-signed GET of
+        """From a GetObject or HeadObject botocore sent for `bucket`'s `key`: None when it is not a plain SigV4-signed GET of
         it (a query string, another signature scheme, a URL that does not end with the key as quoted here
         or names the bucket neither as its host's first label nor as its path's first segment)."""
         quoted = object_path(key)
@@ -89,16 +90,17 @@ def _hmac(key: bytes, message: str) -> bytes:
     return hmac.new(key, message.encode(), hashlib.sha256).digest()
 
 
-def signed_get_headers(
+def signed_headers(
+    method: str,
     url: str,
-    range_header: str,
+    range_header: str | None,
     credentials: Credentials,
     region: str,
     keys: SigningKeys,
     now: datetime | None = None,
 ) -> dict[str, str]:
-    """The headers of a SigV4-signed GET of `url` (already quoted) with `range_header`, as botocore's
-    S3SigV4Auth signs them (host, range, the empty payload's hash, the date, a session token)."""
+    """The headers of a SigV4-signed GET or HEAD of `url` (already quoted), with `range_header` if given, as
+    botocore's S3SigV4Auth signs them (host, range, the empty payload's hash, the date, a session token)."""
     timestamp = (now or datetime.now(UTC)).strftime(SIGV4_TIMESTAMP)
     day = timestamp[:8]
     parts = urlsplit(url)
@@ -106,18 +108,17 @@ def signed_get_headers(
     default_port = 443 if parts.scheme == "https" else 80
     if parts.port is not None and parts.port != default_port:
         host = f"{host}:{parts.port}"
-    headers = {
-        "host": host,
-        "range": range_header,
-        "x-amz-content-sha256": EMPTY_SHA256,
-        "x-amz-date": timestamp,
-    }
+    headers = {"host": host}
+    if range_header is not None:
+        headers["range"] = range_header
+    headers["x-amz-content-sha256"] = EMPTY_SHA256
+    headers["x-amz-date"] = timestamp
     if credentials.token:
         headers["x-amz-security-token"] = credentials.token
     names = ";".join(headers)  # already lower-case and in order
     canonical = "\n".join(
         [
-            "GET",
+            method,
             parts.path or "/",
             "",
             "".join(f"{name}:{' '.join(value.split())}\n" for name, value in headers.items()),
@@ -136,23 +137,27 @@ def signed_get_headers(
 
 
 @dataclass(frozen=True)
-class RangedResponse:
+class LeanResponse:
     status: int
     headers: Any  # case-insensitive: aiohttp's CIMultiDictProxy
     body: bytes
 
 
-async def ranged_get(
+async def lean_request(
     session: aiohttp.ClientSession,
+    method: str,
     address: BucketAddress,
     key: str,
-    range_header: str,
+    range_header: str | None,
     credentials: Credentials,
     keys: SigningKeys,
-) -> RangedResponse:
-    """One signed GET; its status, headers and body whatever they are (the caller decides what they mean)."""
+) -> LeanResponse:
+    """One signed GET or HEAD; its status, headers and body whatever they are (the caller decides what they
+    mean)."""
     url = address.base + object_path(key)
-    headers = signed_get_headers(url, range_header, credentials, address.region, keys)
-    async with session.get(URL(url, encoded=True), headers=headers, allow_redirects=False) as response:
+    headers = signed_headers(method, url, range_header, credentials, address.region, keys)
+    async with session.request(
+        method, URL(url, encoded=True), headers=headers, allow_redirects=False
+    ) as response:
         body = await response.read()
-        return RangedResponse(response.status, response.headers, body)
+        return LeanResponse(response.status, response.headers, body)
