@@ -22,6 +22,14 @@ keep each row to one of them. The leader publishes a batch without waiting for e
 per pass), and after a pass that published it lets commits gather for `batch_window_seconds` before the
 next, so a busy system costs one claim transaction for many events.
 
+Awake and asleep: a leader that has just published stays awake, claiming again after every batch window
+without being told, and holds RELAY_AWAKE_LOCK meanwhile; the outbox's trigger then sends no NOTIFY (~0.1 ms
+of PostgreSQL's CPU per transaction, and a wake-up of this process). A pass that finds nothing puts it to
+sleep: it gives the lock up (commits NOTIFY again from then on), waits until every transaction that found
+it awake has ended (each holds OUTBOX_WRITERS_LOCK shared until then), and claims once more, so no row is
+left for the poll (a commit's NOTIFY during that wait makes it awake again at once); then a NOTIFY wakes
+it as before.
+
 Two kinds of failure: the broker unreachable (timeouts, a closed connection, no stream answering) says
 nothing about the rows, so the pass backs off and no row is blamed; the broker refusing one row (larger
 than its max payload, refused by the stream) is that row's problem: it is set aside, tried again after
@@ -55,6 +63,11 @@ log = structlog.get_logger(__name__)
 
 # The session advisory lock whose holder is the deployment's relay (any constant shared by all of them).
 RELAY_LEADER_LOCK = 0x5354414D4F42  # "STAMOB"
+# Held by the leading relay while it is awake (it claims again after every batch window, so commits need
+# not wake it), and shared, from its trigger to its commit, by every transaction that writes events. The
+# outbox's trigger (migration 0023) reads both: the numbers are written there too.
+RELAY_AWAKE_LOCK = 0x5354414D4157  # "STAMAW"
+OUTBOX_WRITERS_LOCK = 0x5354414D4F57  # "STAMOW"
 
 
 class OutboxRelay:
@@ -69,6 +82,9 @@ class OutboxRelay:
     STEP_DOWN_AFTER_SECONDS = 15.0
     # A waiting relay's lock request lasts this long and is then made again (PostgreSQL's lock_timeout).
     LOCK_WAIT_SECONDS = 30.0
+    # A relay falling asleep asks after this long (doubling up to 0.1 s) whether the writers that found it
+    # awake have all ended.
+    WRITERS_WAIT_SECONDS = 0.005
 
     def __init__(
         self,
@@ -89,6 +105,7 @@ class OutboxRelay:
         self._leader_lock = leader_lock
         self._batch_window_seconds = batch_window_seconds
         self.leading = leader_lock is None  # without a lock every relay works (rows stay safe either way)
+        self._awake = False  # holds RELAY_AWAKE_LOCK (a leader only): commits send no NOTIFY meanwhile
         self._failing_since: float | None = None
         self._max_attempts = max_attempts
         self._inbox_retention_days = inbox_retention_days
@@ -104,6 +121,11 @@ class OutboxRelay:
         self._set_aside = 0  # rows of the last pass the broker refused
         self._retry_due: float | None = None  # when the first row this relay set aside may be tried again
         self._listen_conn: asyncpg.pool.PoolConnectionProxy | None = None
+
+    @property
+    def awake(self) -> bool:
+        """Whether this leader claims again after every batch window (commits send it no NOTIFY meanwhile)."""
+        return self._awake
 
     @classmethod
     def from_settings(
@@ -137,6 +159,7 @@ class OutboxRelay:
             return
         if self._listen_conn is not None:
             await self._release_listen_conn()
+            self._awake = False  # the lock went with the session
             if self._leader_lock is not None and self.leading:
                 self.leading = False
                 log.warning("outbox.relay_leadership_lost", reason="its database connection closed")
@@ -206,7 +229,10 @@ class OutboxRelay:
         if self._leader_lock is None or not self.leading or conn is None:
             return
         self.leading = False
+        awake, self._awake = self._awake, False
         try:
+            if awake:
+                await conn.execute("SELECT pg_advisory_unlock($1)", RELAY_AWAKE_LOCK)
             await conn.remove_listener(NOTIFY_CHANNEL, self._on_notify)
             await conn.execute("SELECT pg_advisory_unlock($1)", self._leader_lock)
         except Exception as exc:  # the session is gone, and the lock with it
@@ -264,11 +290,66 @@ class OutboxRelay:
                     await self.purge_history()
                 except Exception as exc:
                     log.warning("outbox.purge_failed", error=str(exc))
+            if self._leader_lock is not None:
+                if sent and await self._stay_awake():
+                    # Awake: commits send no NOTIFY now; claim again once this burst's have gathered.
+                    await self._wait_for(
+                        self._stopping, last_pass + self._batch_window_seconds - time.monotonic()
+                    )
+                    continue
+                if not sent and self._awake:
+                    await self._fall_asleep()
+                    continue  # one more pass: the rows of the writers it waited for
             await self._wait_for(self._wake, self._idle_seconds())
             # Busy (the last pass published): let the commits of this burst gather into one claim.
             gather = last_pass + self._batch_window_seconds - time.monotonic()
             if gather > 0 and not self._stopping.is_set():
                 await asyncio.sleep(gather)
+
+    async def _stay_awake(self) -> bool:
+        """Whether this leader is awake: holds RELAY_AWAKE_LOCK, taken now if it can be (a writer checking
+        it at this moment holds it shared for an instant: then the next pass tries again)."""
+        conn = self._listen_conn
+        if self._awake or conn is None:
+            return self._awake
+        try:
+            self._awake = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_AWAKE_LOCK))
+        except (
+            Exception
+        ) as exc:  # the session is gone (its locks with it): asleep, NOTIFY wakes whoever leads
+            log.warning("outbox.relay_wake_failed", error=str(exc))
+        return self._awake
+
+    async def _fall_asleep(self) -> None:
+        """Give up RELAY_AWAKE_LOCK (commits send their NOTIFY from now on), then wait until every writer that
+        found this relay awake, and so sent none, has ended: each holds OUTBOX_WRITERS_LOCK shared until it
+        commits or rolls back, so taking it exclusively for an instant says none is left. The pass after
+        this claims their rows; a transaction with events still open then found the lock free, and NOTIFYs."""
+        self._awake = False
+        conn = self._listen_conn
+        if conn is None:
+            return
+        try:
+            row = await conn.fetchrow(
+                "SELECT pg_advisory_unlock($1), "
+                "CASE WHEN pg_try_advisory_lock($2) THEN pg_advisory_unlock($2) ELSE false END",
+                RELAY_AWAKE_LOCK, OUTBOX_WRITERS_LOCK,
+            )  # fmt: skip
+            clear = bool(row is not None and row[1])
+            wait = self.WRITERS_WAIT_SECONDS
+            while not clear and not self._stopping.is_set():
+                await self._wait_for(self._wake, wait)  # stop() sets it too
+                if self._wake.is_set() and await self._stay_awake():
+                    # A commit's NOTIFY: claim it now rather than after a long writer ends. Awake again,
+                    # the passes to come claim that writer's rows too; the next to find nothing retries.
+                    return
+                wait = min(wait * 2, 0.1)  # a long transaction that wrote events: ask less often
+                clear = await conn.fetchval(
+                    "SELECT CASE WHEN pg_try_advisory_lock($1) THEN pg_advisory_unlock($1) ELSE false END",
+                    OUTBOX_WRITERS_LOCK,
+                )
+        except Exception as exc:  # the session is gone, the lock with it; the next pass finds the rows
+            log.warning("outbox.relay_sleep_failed", error=str(exc))
 
     def _idle_seconds(self) -> float:
         """How long to wait for a NOTIFY: the poll, or less if a row set aside is due before it."""

@@ -1,0 +1,124 @@
+"""An awake relay is not woken by commits (real PostgreSQL and nats-server): while the leader claims again
+after every batch window it holds RELAY_AWAKE_LOCK, and a transaction that writes events then sends no
+NOTIFY (a NOTIFY costs PostgreSQL ~0.1 ms per transaction, and the relay's process its handling). Falling
+asleep, it waits for every writer that found it awake before its last claim, so no row waits for the poll;
+asleep, a commit's NOTIFY wakes it as before."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from nats.js import JetStreamContext
+
+from stamen.bus.publisher import JetStreamPublisher
+from stamen.relay import RELAY_AWAKE_LOCK, RELAY_LEADER_LOCK, OutboxRelay
+from stamen.store.outbox import NOTIFY_CHANNEL, OutboxWriter
+from tests.outbox.test_relay import commit_events, queued_event, stream_messages
+from tests.outbox.test_relay_leadership import until
+
+
+class Notifications:
+    """Every NOTIFY on the relays' channel, seen from a session of its own."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, *_: object) -> None:
+        self.count += 1
+
+
+@pytest.fixture
+async def notifications(database_url: str) -> AsyncIterator[Notifications]:
+    seen = Notifications()
+    conn = await asyncpg.connect(database_url)
+    await conn.add_listener(NOTIFY_CHANNEL, seen)
+    yield seen
+    await conn.close()
+
+
+async def notified_after(seen: Notifications, before: int) -> int:
+    await asyncio.sleep(0.3)  # a NOTIFY is delivered on commit: long enough for one to arrive
+    return seen.count - before
+
+
+async def test_a_commit_sends_no_notify_while_a_relay_holds_the_awake_lock(
+    pool: asyncpg.Pool, database_url: str, notifications: Notifications
+) -> None:
+    await commit_events(pool, [queued_event(0)])
+    assert await notified_after(notifications, 0) == 1  # no relay awake: the commit wakes one
+
+    relay_session = await asyncpg.connect(database_url)
+    try:
+        assert await relay_session.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_AWAKE_LOCK)
+        await commit_events(pool, [queued_event(1)])
+        await commit_events(pool, [queued_event(2), queued_event(3)])
+        assert await notified_after(notifications, 1) == 0
+    finally:
+        await relay_session.close()  # the relay's session ends: asleep as far as writers can tell
+    await commit_events(pool, [queued_event(4)])
+    assert await notified_after(notifications, 1) == 1
+
+
+async def test_a_relay_falling_asleep_waits_for_the_writers_that_found_it_awake(
+    pool: asyncpg.Pool, js: JetStreamContext, notifications: Notifications
+) -> None:
+    """A writer that found the relay awake (so sent no NOTIFY) and commits after the relay's last pass
+    found nothing: the relay, falling asleep, waits for it and claims its row at once, not at its poll."""
+    relay = OutboxRelay(
+        pool,
+        JetStreamPublisher(js),
+        poll_seconds=60,
+        leader_lock=RELAY_LEADER_LOCK,
+        batch_window_seconds=0.05,
+    )
+    await relay.start()
+    writer = await pool.acquire()
+    try:
+        first = queued_event(0)
+        await commit_events(pool, [first])
+        await until(lambda: relay.awake, 10, "the relay did not stay awake after publishing")
+
+        late = queued_event(1)
+        tx = writer.transaction()
+        await tx.start()
+        await OutboxWriter(writer).add([late])  # found the relay awake: no NOTIFY at its commit
+        # The relay's next pass finds nothing committed: it falls asleep, and waits for this writer.
+        await until(lambda: not relay.awake, 10, "the relay did not fall asleep")
+        await asyncio.sleep(0.3)
+        # Meanwhile another commit (asleep: it NOTIFYs) is published at once, not after the open writer.
+        other = queued_event(2)
+        await commit_events(pool, [other])
+        assert [m for m, _ in await wait_for_messages(js, 2)] == [str(first.id), str(other.id)]
+
+        await until(lambda: not relay.awake, 10, "the relay did not fall asleep again")
+        await asyncio.sleep(0.3)
+        before = notifications.count
+        await tx.commit()
+        published = [m for m, _ in await wait_for_messages(js, 3)]
+        assert published == [str(first.id), str(other.id), str(late.id)]
+        assert notifications.count == before  # its commit woke no one: the relay was waiting for it
+
+        # Asleep now (its last claim found the row and published it, then one found nothing): a commit
+        # wakes it with a NOTIFY, as ever.
+        await until(lambda: not relay.awake, 10, "the relay did not fall asleep again")
+        await asyncio.sleep(1.0)  # its last claims (nothing) and into its wait for a NOTIFY
+        woken = queued_event(3)
+        await commit_events(pool, [woken])
+        assert [m for m, _ in await wait_for_messages(js, 4)][-1] == str(woken.id)
+        assert notifications.count > before
+    finally:
+        await pool.release(writer)
+        await relay.stop()
+
+
+async def wait_for_messages(js: JetStreamContext, n: int, timeout: float = 5.0) -> list[tuple[str, str]]:
+    """The stream's messages once it holds `n` (the poll is 60 s: only a claim of the relay's own gets
+    them there in time)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (await js.stream_info("STAMEN_EVENTS")).state.messages < n:
+        assert asyncio.get_running_loop().time() < deadline, f"fewer than {n} messages after {timeout}s"
+        await asyncio.sleep(0.02)
+    return await stream_messages(js)
