@@ -25,7 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from botocore.utils import parse_timestamp
 
 from stamen.aws_clients import client_config
-from stamen.inputs.s3_get import BucketAddress, Credentials, LeanResponse, SigningKeys, lean_request
+from stamen.inputs.s3_get import BucketAddress, LeanResponse, lean_request
 from stamen.inputs.settings import IntakeSettings
 from stamen.settings import Settings
 
@@ -147,7 +147,6 @@ class S3ObjectStore:
         self._http = http
         self._session = session
         self._addresses: dict[str, BucketAddress] = {}  # bucket -> where botocore sent its last GET
-        self._signing_keys = SigningKeys()
         if http is not None:
             for operation in ("GetObject", "HeadObject"):
                 client.meta.events.register(f"before-send.s3.{operation}", _note_sent_request)
@@ -268,8 +267,7 @@ class S3ObjectStore:
                 address,
                 key,
                 range_header,
-                Credentials(frozen.access_key, frozen.secret_key, frozen.token),
-                self._signing_keys,
+                frozen,
             )
         except (aiohttp.ClientError, BotoCoreError, TimeoutError, OSError, ValueError):
             return None
