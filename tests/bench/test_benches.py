@@ -83,7 +83,7 @@ def test_outbox_relay() -> None:
     for phase in ("relay", "consume"):
         assert f[phase]["events_per_second"] > 0 and f[phase]["own_cpu_us_per_event"] > 0
         assert f[phase]["round_trips_per_event"] > 0
-    # A relay pass is three round trips (BEGIN, the claim that marks, COMMIT) for up to 7 events.
+    # A relay pass is three round trips (BEGIN, the claim that deletes the rows, COMMIT) for up to 7 events.
     assert 3 / 7 <= f["relay"]["round_trips_per_event"] < 1
 
 

@@ -1,6 +1,6 @@
 """The outbox relay's promises, each forced deterministically against real PostgreSQL and NATS.
 
-- published once: a relay that publishes and then fails before marking leaves the row for the next
+- published once: a relay that publishes and then fails before its pass commits leaves the row for the next
   pass, whose re-publish JetStream drops by its Nats-Msg-Id;
 - several relays can run: FOR UPDATE SKIP LOCKED hands each row to exactly one of them;
 - relays are woken by LISTEN/NOTIFY, not by their (here very slow) poll.
@@ -96,7 +96,7 @@ async def claimable(pool: asyncpg.Pool) -> int:
             await tx.rollback()
 
 
-async def wait_until_all_marked(pool: asyncpg.Pool, timeout: float, what: str) -> None:
+async def wait_until_all_published(pool: asyncpg.Pool, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while await unpublished(pool):
         assert time.monotonic() < deadline, f"{what}: rows still unpublished after {timeout}s"
@@ -106,7 +106,7 @@ async def wait_until_all_marked(pool: asyncpg.Pool, timeout: float, what: str) -
 class LostAfterPublishing:
     """The real JetStream publisher, except that its first `lose` publishes fail after the stream has
     stored the message: the exact window the dedup id covers (the stream has it, the row does not say
-    so, since the pass's transaction is rolled back: its claim's mark with it)."""
+    so, since the pass's transaction is rolled back: its claim's delete with it)."""
 
     def __init__(self, inner: RecordingPublisher, lose: int = 1) -> None:
         self._inner = inner
@@ -120,7 +120,7 @@ class LostAfterPublishing:
         return fresh
 
 
-async def test_publish_then_failure_before_the_commit_ends_with_one_message_and_a_marked_row(
+async def test_publish_then_failure_before_the_commit_ends_with_one_message_and_the_row_gone(
     pool: asyncpg.Pool, js: JetStreamContext
 ) -> None:
     event = queued_event()
@@ -169,7 +169,7 @@ async def test_running_relay_recovers_from_a_failure_after_publishing_without_a_
     await commit_events(pool, events)
     await relay.start()
     try:
-        await wait_until_all_marked(pool, 15, "after the failed pass")
+        await wait_until_all_published(pool, 15, "after the failed pass")
     finally:
         await relay.stop()
     ids = {str(e.id) for e in events}
@@ -261,7 +261,7 @@ async def test_a_relay_that_cannot_publish_backs_off_and_starts_again_from_the_f
                 await asyncio.sleep(0.05)
             during_outage = [e for e in logs if e["event"] == "outbox.relay_failed"]
             publisher.down = False
-            await wait_until_all_marked(pool, 10, "after NATS came back")
+            await wait_until_all_published(pool, 10, "after NATS came back")
             # Counted only now: a failure of the first outage may be logged just after the snapshot
             # above, but always before the success that marked every row.
             before_second_outage = len([e for e in logs if e["event"] == "outbox.relay_failed"])
@@ -269,7 +269,7 @@ async def test_a_relay_that_cannot_publish_backs_off_and_starts_again_from_the_f
             await commit_events(pool, [queued_event(i)])
             await failures_logged(logs, before_second_outage, within=10)
             publisher.down = False
-            await wait_until_all_marked(pool, 10, "after the second outage")
+            await wait_until_all_published(pool, 10, "after the second outage")
         finally:
             await relay.stop()
     # Tries at about 0, 0.1, 0.3, 0.7, 1.1, 1.5 s, however many commits came (about 30).
@@ -302,7 +302,7 @@ async def test_two_relays_publish_every_event_exactly_once_while_rows_are_commit
             await commit_events(pool, events[start : start + 5])
             if start % 50 == 0:
                 await asyncio.sleep(0.01)
-        await wait_until_all_marked(pool, 30, "two relays")
+        await wait_until_all_published(pool, 30, "two relays")
     finally:
         for relay in relays:
             await relay.stop()
@@ -356,7 +356,7 @@ async def test_idle_relay_is_woken_by_notify_long_before_its_poll(
             relay.idle.clear()
             started = time.monotonic()
             await commit_events(pool, [queued_event(i)])
-            await wait_until_all_marked(pool, 2.0, f"event {i} (relay polls every 60 s)")
+            await wait_until_all_published(pool, 2.0, f"event {i} (relay polls every 60 s)")
             latencies.append(time.monotonic() - started)
     finally:
         await relay.stop()

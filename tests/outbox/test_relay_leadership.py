@@ -19,7 +19,7 @@ from tests.outbox.test_relay import (
     commit_events,
     queued_event,
     stream_messages,
-    wait_until_all_marked,
+    wait_until_all_published,
 )
 
 
@@ -64,7 +64,7 @@ async def test_one_relay_leads_the_others_wait_and_a_stopping_leader_hands_over_
         events = [queued_event(i) for i in range(60)]
         for start in range(0, 60, 3):
             await commit_events(pool, events[start : start + 3])
-        await wait_until_all_marked(pool, 15, "the leader")
+        await wait_until_all_published(pool, 15, "the leader")
         leader = next(i for i, r in enumerate(relays) if r.leading)
         assert [len(p.results) for i, p in enumerate(publishers) if i != leader] == [0, 0]
         assert len(publishers[leader].results) == 60
@@ -90,7 +90,7 @@ async def test_one_relay_leads_the_others_wait_and_a_stopping_leader_hands_over_
         assert successor != leader
         more = [queued_event(100 + i) for i in range(10)]
         await commit_events(pool, more)
-        await wait_until_all_marked(pool, 10, "the successor")
+        await wait_until_all_published(pool, 10, "the successor")
         assert len(publishers[successor].results) == 10
     finally:
         for relay in relays:
@@ -125,7 +125,7 @@ async def test_a_leader_whose_session_dies_is_replaced_at_once(
             )
         assert ended == 1
         await commit_events(pool, [queued_event(i) for i in range(5)])
-        await wait_until_all_marked(pool, 10, "after the leader's session ended")
+        await wait_until_all_published(pool, 10, "after the leader's session ended")
         assert sum(r.leading for r in relays) == 1
     finally:
         for relay in relays:
@@ -149,7 +149,7 @@ async def test_a_busy_leader_publishes_in_batches_in_outbox_order(
             await commit_events(pool, [event])
             if i % 50 == 0:
                 await asyncio.sleep(0.01)
-        await wait_until_all_marked(pool, 15, "batched relay")
+        await wait_until_all_published(pool, 15, "batched relay")
     finally:
         await relay.stop()
     assert [m for m, _ in await stream_messages(js)] == [str(e.id) for e in events]  # outbox order
