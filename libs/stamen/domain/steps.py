@@ -23,9 +23,6 @@ class StepSpec(BaseModel):
     memory_mb: int | None = None
     time_limit_seconds: int | None = None
     outputs: list[str] = []  # what the step writes, as the pipeline declares it (paths, s3:// URIs)
-    # The attempt's last step: nothing of this workset follows it (an executor that keeps a process for a
-    # workset's next step need not keep this one's).
-    last: bool = False
 
     @property
     def exported(self) -> bool:

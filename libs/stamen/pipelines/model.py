@@ -178,7 +178,7 @@ def plan_steps(
     values = template_values(data, workset_id=workset, attempt=attempt, workdir=workdir, python=python)
     planned: list[StepSpec] = []
     steps = pipeline.steps_from(start_at_step)
-    for index, step in enumerate(steps):
+    for step in steps:
         where = f"pipeline {pipeline.name!r} step {step.name!r}"
         argv = [arg for item in step.argv for arg in _render_item(item, values, where)]
         step_env = {key: render(value, values, where) for key, value in step.env.items()}
@@ -198,7 +198,6 @@ def plan_steps(
                 memory_mb=step.memory_mb,
                 time_limit_seconds=step.time_limit_seconds,
                 outputs=outputs,
-                last=index == len(steps) - 1,
             )
         )
     return planned
