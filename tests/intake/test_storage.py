@@ -9,7 +9,14 @@ from typing import Any
 
 import pytest
 
-from stamen.inputs import IntakeSettings, StorageChecker, objects, open_object_store, validate_imported
+from stamen.inputs import (
+    IntakeSettings,
+    StorageChecker,
+    objects,
+    open_object_store,
+    s3_get,
+    validate_imported,
+)
 from stamen.inputs.submission import import_for_tenant
 from stamen.settings import Settings
 from stamen.worksets import ValidationReport
@@ -232,7 +239,7 @@ async def test_a_good_input_costs_one_ranged_get_and_an_empty_one_is_still_repor
                 return await _real(**kwargs)
 
             setattr(store.client, operation, counting)
-        lean = objects.lean_request
+        lean = s3_get.lean_request  # what objects calls
 
         async def lean_counted(*args: Any, **kwargs: Any) -> Any:
             asked.append(f"lean {args[1]}")  # (session, method, ...)
