@@ -14,17 +14,23 @@ from stamen.store.unit_of_work import UnitOfWork
 from stamen.tenancy import BucketGrantRepository
 
 
-async def test_a_tenants_facts_in_one_statement_are_the_repositories(pool: asyncpg.Pool) -> None:
+async def onboard_acme_and_grant(conn: asyncpg.Connection) -> BucketGrantRepository:
+    """Acme: a customer with its own bucket and two grants; lab: a tenant with a grant of its own."""
     new = NewCustomer.create(
         customer_name="Acme", email="ops@acme.example.org", customer_id="acme", max_concurrent_worksets=5,
         max_storage_gb=100,
     )  # fmt: skip
+    assert await CustomerRepository(conn).insert_onboarding(new, s3_bucket="acme-own", region="us-west-2")
+    grants = BucketGrantRepository(conn)
+    await grants.grant("acme", "zeta-shared", "read-only", granted_by="ops", note="refs")
+    await grants.grant("acme", "alpha-shared", "read-write", granted_by="ops")
+    await grants.grant("lab", "lab-reads", "read-only", granted_by="ops")
+    return grants
+
+
+async def test_a_tenants_facts_in_one_statement_are_the_repositories(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
-        assert await CustomerRepository(conn).insert_onboarding(new, s3_bucket="acme-own", region="us-west-2")
-        grants = BucketGrantRepository(conn)
-        await grants.grant("acme", "zeta-shared", "read-only", granted_by="ops", note="refs")
-        await grants.grant("acme", "alpha-shared", "read-write", granted_by="ops")
-        await grants.grant("lab", "lab-reads", "read-only", granted_by="ops")
+        grants = await onboard_acme_and_grant(conn)
         for tenant in ("acme", "lab", "stranger"):
             facts = await read_tenant(conn, tenant)
             assert facts.tenant_id == tenant
@@ -37,14 +43,8 @@ async def test_a_tenants_facts_in_one_statement_are_the_repositories(pool: async
 
 async def test_the_validators_read_of_a_workset_brings_its_tenants_facts(pool: asyncpg.Pool) -> None:
     """The validator reads and locks the workset and its tenant's facts in one statement: the same facts."""
-    new = NewCustomer.create(
-        customer_name="Acme", email="ops@acme.example.org", customer_id="acme", max_concurrent_worksets=5,
-        max_storage_gb=100,
-    )  # fmt: skip
     async with pool.acquire() as conn:
-        assert await CustomerRepository(conn).insert_onboarding(new, s3_bucket="acme-own", region="us-west-2")
-        await BucketGrantRepository(conn).grant("acme", "zeta-shared", "read-only", granted_by="ops")
-        await BucketGrantRepository(conn).grant("lab", "lab-reads", "read-only", granted_by="ops")
+        await onboard_acme_and_grant(conn)
     for tenant in ("acme", "lab", "stranger"):
         submitted = await submit_workset(
             pool, tenant_id=tenant, name=f"w-{tenant}", spec={"name": f"w-{tenant}"}, region="us-west-2",
