@@ -54,9 +54,11 @@ from stamen.store.errors import ConcurrencyConflict
 from stamen.store.outbox import OutboxWriter
 from stamen.store.slots import SlotLedger
 from stamen.store.step_runs import (
+    StartedStep,
     SubmissionClaim,
     SubmittingStepRun,
     record_running_step_submission,
+    record_running_step_submissions,
     recording_claimed_submission,
     step_run_locks,
     storing_claimed_submission,
@@ -325,18 +327,69 @@ class Dispatcher:
             return
         await self._record_submitted(sub, handle, conn)
 
+    async def submit_all_holding(self, conn: Connection, subs: Sequence[Submission]) -> None:
+        """`submit_holding` for several submissions whose step run locks `conn` holds (the steps a monitor's
+        transaction recorded after the ends of their previous steps): each submitted while the locks are
+        held, then the handles of those whose workset runs already stored, their locks given back and
+        their `workset.step_started` written, in one statement (not one each). The others (a refusal, a
+        first step, a claim gone meanwhile) are recorded one by one, as `submit_holding` records them; the
+        session is then reset by its pool, which gives back any lock still held."""
+        stored: list[tuple[Submission, JobHandle]] = []
+        alone: list[tuple[Submission, JobHandle | str]] = []
+        for sub in subs:
+            try:
+                handle = await self._executors.for_cluster(sub.cluster).submit(sub.step)
+            except Exception as exc:
+                alone.append((sub, f"{sub.cluster.executor} executor refused the step: {exc}"))
+                continue
+            running = sub.committed is not None and sub.committed.state is S.RUNNING
+            (stored if running else alone).append((sub, handle))
+        recorded = await record_running_step_submissions(
+            conn,
+            [
+                StartedStep(
+                    sub.claim,
+                    handle,
+                    [sub.committed.envelope(StepStarted(step=sub.step.step, attempt=sub.committed.attempt))],
+                )
+                for sub, handle in stored
+                if sub.committed is not None
+            ],
+        )
+        for sub, handle in stored:
+            if sub.claim.step_run_id in recorded:
+                log.info(
+                    "scheduler.step_submitted",
+                    workset_id=sub.workset_id, step=sub.step.step, job_id=handle.job_id,
+                )  # fmt: skip
+            else:  # the claim no longer holds: the full path says so
+                alone.append((sub, handle))
+        for sub, outcome in alone:
+            if isinstance(outcome, str):
+                await self._record_refusal(sub, outcome, conn, sole_lock=False)
+            else:
+                await self._record_submitted(sub, outcome, conn, sole_lock=False)
+        if not alone:
+            released_session_state(conn)  # every lock given back by the statement: no reset on release
+
     def _unit_of_work(self, conn: Connection | None) -> UnitOfWork:
         return UnitOfWork(self._pool) if conn is None else UnitOfWork.on(conn)
 
     @staticmethod
-    def _stored_alone(conn: Connection, sub: Submission, handle: JobHandle) -> None:
-        """A handle stored by one statement outside a transaction: nothing is left in the session."""
-        released_session_state(conn)  # no reset on release
+    def _stored_alone(conn: Connection, sub: Submission, handle: JobHandle, sole_lock: bool) -> None:
+        """A handle stored by one statement outside a transaction: nothing is left in the session (unless
+        the session held more locks than this step run's: `sole_lock` False)."""
+        if sole_lock:
+            released_session_state(conn)  # no reset on release
         log.info(
             "scheduler.step_submitted", workset_id=sub.workset_id, step=sub.step.step, job_id=handle.job_id
         )
 
-    async def _record_submitted(self, sub: Submission, handle: JobHandle, conn: Connection | None) -> None:
+    async def _record_submitted(
+        self, sub: Submission, handle: JobHandle, conn: Connection | None, *, sole_lock: bool = True
+    ) -> None:
+        """`sole_lock`: the step run's lock is all `conn`'s session holds (else the session is left for its
+        pool to reset when it is released)."""
         if conn is not None and sub.committed is not None and sub.committed.state is S.SCHEDULED:
             # Its first step: the handle, the lock given back, the workset's move to running and its events in
             # one statement (it was BEGIN, the handle with the workset's read, its save, COMMIT), if the
@@ -352,7 +405,7 @@ class Dispatcher:
                 stored = None  # changed meanwhile (a cancel asked), or the claim is gone: nothing written
             if stored is not None and stored["stored"] is not None:
                 first.pending_events.clear()  # committed with the statement
-                self._stored_alone(conn, sub, handle)
+                self._stored_alone(conn, sub, handle, sole_lock)
                 return
         elif conn is not None and sub.committed is not None and sub.committed.state is S.RUNNING:
             # A later step of a running workset: the handle, the lock given back and workset.step_started
@@ -361,7 +414,7 @@ class Dispatcher:
             running = sub.committed
             started = running.envelope(StepStarted(step=sub.step.step, attempt=running.attempt))
             if await record_running_step_submission(conn, sub.claim, handle, [started]):
-                self._stored_alone(conn, sub, handle)
+                self._stored_alone(conn, sub, handle, sole_lock)
                 return
             # The claim no longer holds (see below): the statement did nothing, the full path says so.
         async with self._unit_of_work(conn) as uow:
@@ -381,11 +434,13 @@ class Dispatcher:
             self._started(ws, sub.cluster.name, sub.step.step, sub.how)
             await uow.worksets.save(ws)
             await uow.commit()
-            if conn is not None:
+            if conn is not None and sole_lock:
                 released_session_state(conn)  # nothing left in the session: no reset on release
         log.info("scheduler.step_submitted", workset_id=ws.id, step=sub.step.step, job_id=handle.job_id)
 
-    async def _record_refusal(self, sub: Submission, reason: str, conn: Connection | None) -> None:
+    async def _record_refusal(
+        self, sub: Submission, reason: str, conn: Connection | None, *, sole_lock: bool = True
+    ) -> None:
         async with self._unit_of_work(conn) as uow:
             if not await uow.step_runs.lock_submitting(sub.claim):
                 log.warning(
@@ -395,16 +450,19 @@ class Dispatcher:
             await uow.step_runs.end_unsubmitted(sub.claim.step_run_id, StepRunState.FAILED, reason)
             ws = await uow.worksets.get(sub.workset_id, for_update=True)
             await self._fail(uow, ws, sub.step.step, reason)
-            await self._commit_releasing(uow, sub, conn)
+            await self._commit_releasing(uow, sub, conn, sole_lock)
 
     @staticmethod
-    async def _commit_releasing(uow: UnitOfWork, sub: Submission, conn: Connection | None) -> None:
+    async def _commit_releasing(
+        uow: UnitOfWork, sub: Submission, conn: Connection | None, sole_lock: bool = True
+    ) -> None:
         """Commit the outcome; on the submitting session, give the step run's lock back in the same
-        transaction (the row lock taken by lock_submitting covers the moment before the commit)."""
+        transaction (the row lock taken by lock_submitting covers the moment before the commit).
+        `sole_lock`: as in `_record_submitted`."""
         if conn is not None:
             await uow.step_runs.release_submission_lock(sub.claim)
         await uow.commit()
-        if conn is not None:
+        if conn is not None and sole_lock:
             released_session_state(conn)  # nothing left in the session: no reset on release
 
     def _started(self, ws: Workset, cluster: str, step: str, how: str) -> None:

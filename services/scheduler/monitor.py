@@ -27,8 +27,9 @@ from stamen.domain.workset import Workset
 from stamen.events.types import StepCompleted, WorksetFailed
 from stamen.executors.base import JobState, JobStatus
 from stamen.store.clusters import ClusterRecord
-from stamen.store.dispatch_facts import DispatchFacts, ended_step_and_facts
-from stamen.store.step_runs import StepRunRow, finishing_active_step_run
+from stamen.store.db import is_unreachable
+from stamen.store.dispatch_facts import DispatchFacts, ended_step_and_facts, ended_steps_and_facts
+from stamen.store.step_runs import StepRunRow, finishing_active_step_run, finishing_active_step_runs
 from stamen.store.unit_of_work import UnitOfWork
 
 log = structlog.get_logger(__name__)
@@ -58,13 +59,13 @@ class JobMonitor:
     ) -> int:
         """Returns how many steps finished. `active_steps`: the clusters and their pending/running steps
         as the pass's survey read them; read here when not given."""
-        finished = 0
         if active_steps is None:
             async with UnitOfWork(self._pool) as uow:
                 clusters = await uow.clusters.clusters()
                 active = {c.name: await uow.step_runs.active_step_runs(c.name) for c in clusters}
         else:
             clusters, active = active_steps
+        ended: list[tuple[StepRunRow, JobStatus]] = []
         for cluster in clusters:
             rows = active.get(cluster.name, [])
             if not rows:
@@ -78,7 +79,11 @@ class JobMonitor:
             for row in rows:
                 status = statuses.get(row.handle.job_id)
                 if status is not None and status.state.finished and self._records(row, status):
-                    finished += await self._record(row, status)
+                    ended.append((row, status))
+        finished = 0
+        while ended:
+            batch, ended = one_per_workset(ended)
+            finished += await self._record_all(batch)
         return finished
 
     def _records(self, row: StepRunRow, status: JobStatus) -> bool:
@@ -89,6 +94,65 @@ class JobMonitor:
             return True
         ended = status.ended_at if status.ended_at.tzinfo else status.ended_at.replace(tzinfo=UTC)
         return (datetime.now(UTC) - ended).total_seconds() >= OTHERS_JOBS_AFTER_SECONDS
+
+    async def _record_all(self, ended: list[tuple[StepRunRow, JobStatus]]) -> int:
+        """Record the ends of jobs of different worksets in one transaction: their step runs finished and
+        their worksets read and locked in one statement (a step run another replica is recording, or that
+        evacuation holds, is skipped, never waited for), each outcome saved, one commit; then the next
+        steps submitted and their handles stored in one statement. If that transaction fails (one
+        outcome raised, a deadlock), nothing of it was recorded, and each end is recorded in a transaction
+        of its own, so that one end that cannot be recorded does not hold up the others."""
+        if len(ended) == 1:
+            return await self._record_each(ended)
+        submissions: list[Submission] = []
+        recorded: list[tuple[StepRunRow, JobStatus]] = []
+        failed = False
+        async with self._pool.acquire() as conn:
+            try:
+                async with UnitOfWork.on(conn) as uow:
+                    got = await ended_steps_and_facts(
+                        uow.worksets, finishing_active_step_runs([(row.id, status) for row, status in ended])
+                    )
+                    for row, status in ended:
+                        if row.id not in got:
+                            continue  # another replica recorded it (or evacuation holds it)
+                        ws, facts = got[row.id]
+                        submission = await self._outcome(uow, ws, row, status, facts)
+                        if submission is not None:
+                            submissions.append(submission)
+                        recorded.append((row, status))
+                    await uow.commit()
+            except Exception as exc:
+                if is_unreachable(exc):
+                    raise
+                log.warning("scheduler.step_ends_recorded_one_by_one", ends=len(ended), error=str(exc))
+                submissions, recorded, failed = [], [], True
+            if submissions and self._dispatcher is not None:
+                await self._dispatcher.submit_all_holding(conn, submissions)
+        if failed:
+            return await self._record_each(ended)
+        for row, status in recorded:
+            log.info(
+                "scheduler.step_finished", workset_id=row.workset_id, step=row.step, state=status.state.value
+            )
+        return len(recorded)
+
+    async def _record_each(self, ended: list[tuple[StepRunRow, JobStatus]]) -> int:
+        """Each end in a transaction of its own: one that fails is logged and left for the next poll."""
+        finished = 0
+        for row, status in ended:
+            try:
+                finished += await self._record(row, status)
+            except Exception as exc:
+                if is_unreachable(exc):
+                    raise
+                log.exception(
+                    "scheduler.step_end_not_recorded",
+                    workset_id=row.workset_id,
+                    step=row.step,
+                    error=str(exc),
+                )
+        return finished
 
     async def _record(self, row: StepRunRow, status: JobStatus) -> int:
         async with self._pool.acquire() as conn:
@@ -171,6 +235,21 @@ class JobMonitor:
                 await self._executors.for_cluster(clusters[active.cluster]).cancel(active.handle)
             except Exception as exc:
                 log.warning("scheduler.cancel_failed", workset_id=ws_id, error=str(exc))
+
+
+def one_per_workset(
+    ended: list[tuple[StepRunRow, JobStatus]],
+) -> tuple[list[tuple[StepRunRow, JobStatus]], list[tuple[StepRunRow, JobStatus]]]:
+    """The ends to record together (the first end of each workset: one transaction saves each workset
+    once) and the rest, for another transaction (two ends of one workset: a step of an attempt that moved
+    on and one of the current attempt)."""
+    batch: list[tuple[StepRunRow, JobStatus]] = []
+    rest: list[tuple[StepRunRow, JobStatus]] = []
+    seen: set[str] = set()
+    for item in ended:
+        (rest if item[0].workset_id in seen else batch).append(item)
+        seen.add(item[0].workset_id)
+    return batch, rest
 
 
 def native_state(status: JobStatus) -> str:

@@ -116,9 +116,24 @@ async def ended_step_and_facts(
     got = await worksets.get_changed_with(
         change, _WITH_ENDED_STEP_SQL, joins="LEFT JOIN clusters cl ON cl.name = w.cluster"
     )
-    if got is None:
-        return None
-    ws, row = got
+    return None if got is None else _ended_facts(*got)
+
+
+async def ended_steps_and_facts(
+    worksets: WorksetRepository, change: WorksetChange
+) -> dict[int, tuple[Workset, DispatchFacts]]:
+    """`ended_step_and_facts` for the ends of several running steps (`finishing_active_step_runs`), each of a
+    different workset, in one statement: by step run id, those recorded (the others were recorded by another
+    replica, or are held by evacuation), each with its workset read and locked and the dispatcher's facts."""
+    got = await worksets.get_changed_all_with(
+        change,
+        _WITH_ENDED_STEP_SQL + ", changed.id AS ended_step_run_id",
+        joins="LEFT JOIN clusters cl ON cl.name = w.cluster",
+    )
+    return {int(row["ended_step_run_id"]): _ended_facts(ws, row) for ws, row in got}
+
+
+def _ended_facts(ws: Workset, row: Any) -> tuple[Workset, DispatchFacts]:
     found = (
         cluster_from_row({c: row[f"cluster_{c}"] for c in _CLUSTER_COLUMNS})
         if row["cluster_name"] is not None

@@ -504,6 +504,28 @@ def finishing_active_step_run(step_run_id: int, status: JobStatus) -> WorksetCha
     )
 
 
+def finishing_active_step_runs(ended: Sequence[tuple[int, JobStatus]]) -> WorksetChange:
+    """`finishing_active_step_run` for several step runs at once (the ends a monitor's poll found), one
+    statement: each is recorded only if it is still active and its step run lock was taken (tried, never
+    waited for, on these step runs alone: the MATERIALIZED list is computed before any row is read), the
+    others are left as they are and return no row. `WorksetRepository.get_changed_all_with` reads their
+    worksets with it."""
+    columns = [list(c) for c in zip(*(_ended(i, s) for i, s in ended), strict=True)]
+    return WorksetChange(
+        """WITH taken AS MATERIALIZED (
+             SELECT e.* FROM unnest($1::bigint[], $2::text[], $3::int[], $4::int[], $5::text[], $6::text[],
+                                    $7::text[], $8::timestamptz[])
+                  AS e (id, state, exit_code, signal, reason, log_tail, resources, ended_at)
+             WHERE pg_try_advisory_xact_lock($9, (e.id % 2147483647)::int))
+           UPDATE step_runs s SET state = e.state, exit_code = e.exit_code, signal = e.signal, reason = e.reason,
+                  log_tail = e.log_tail, resources = e.resources::jsonb, ended_at = coalesce(e.ended_at, now())
+           FROM taken e
+           WHERE s.id = e.id AND s.state IN ('pending', 'running')
+           RETURNING s.workset_id, s.id, s.step, s.cluster, s.state, s.attempt, s.resources""",
+        (*(columns or [[] for _ in range(8)]), STEP_RUN_LOCK_CLASS),
+    )
+
+
 def recording_claimed_submission(
     claim: SubmissionClaim, handle: JobHandle, *, release_lock: bool
 ) -> WorksetChange:
@@ -563,6 +585,52 @@ async def record_running_step_submission(
         *OutboxWriter.columns(events),
     )
     return bool(changed)
+
+
+@dataclass(frozen=True)
+class StartedStep:
+    """A submitted step of a running workset: its claim, its job's handle and the events its start
+    writes (`workset.step_started`)."""
+
+    claim: SubmissionClaim
+    handle: JobHandle
+    events: Sequence[Envelope]
+
+
+async def record_running_step_submissions(conn: Connection, started: Sequence[StartedStep]) -> set[int]:
+    """`record_running_step_submission` for several submissions on the session that holds their step run
+    locks, in one statement: each handle stored, its lock given back and its events written, if its claim
+    still holds. Returns the step run ids recorded; a claim that no longer holds records nothing, and its
+    lock is still held (its caller records it the long way)."""
+    if not started:
+        return set()
+    events = [(s.claim.step_run_id, e) for s in started for e in s.events]
+    outbox = OutboxWriter.columns([e for _, e in events])
+    rows = await conn.fetch(
+        """WITH claims AS (
+             SELECT * FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::text[])
+                  AS c (id, holder, since, handle)),
+           changed AS (
+             UPDATE step_runs s SET state = 'running', handle = c.handle::jsonb
+             FROM claims c
+             WHERE s.id = c.id AND s.state = 'submitting' AND s.submitted_by = c.holder AND s.started_at = c.since
+             RETURNING s.id, pg_advisory_unlock($5, (s.id % 2147483647)::int) AS unlocked),
+           outbox_rows AS (
+             INSERT INTO outbox (event_id, subject, headers, body)
+             SELECT e.event_id, e.subject, e.headers, e.body
+             FROM unnest($6::bigint[], $7::uuid[], $8::text[], $9::jsonb[], $10::bytea[])
+                  AS e (step_run_id, event_id, subject, headers, body)
+             WHERE e.step_run_id IN (SELECT id FROM changed))
+           SELECT id FROM changed""",
+        [s.claim.step_run_id for s in started],
+        [s.claim.holder for s in started],
+        [s.claim.since for s in started],
+        [s.handle.model_dump_json() for s in started],
+        STEP_RUN_LOCK_CLASS,
+        [i for i, _ in events],
+        *outbox,
+    )
+    return {int(r["id"]) for r in rows}
 
 
 @asynccontextmanager

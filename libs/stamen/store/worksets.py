@@ -207,6 +207,25 @@ class WorksetRepository:
         self._seen.append(ws)
         return ws, row
 
+    async def get_changed_all_with(
+        self, change: WorksetChange, columns: str, joins: str = ""
+    ) -> list[tuple[Workset, asyncpg.Record]]:
+        """`get_changed_with` for a change of several rows (each naming a different workset): every workset it
+        names read and locked, in the order of their ids (so that two transactions locking some of the same
+        worksets this way take them in the same order), with `columns`; none when it changed nothing."""
+        rows = await self._conn.fetch(
+            f"""WITH changed AS ({change.sql})
+                SELECT w.*, {columns} FROM changed JOIN worksets w ON w.id = changed.workset_id {joins}
+                ORDER BY w.id FOR UPDATE OF w""",
+            *change.args,
+        )
+        found = []
+        for row in rows:
+            ws = _from_row(row)
+            self._seen.append(ws)
+            found.append((ws, row))
+        return found
+
     async def find_by_idempotency_key(self, tenant_id: str, key: str) -> Workset | None:
         row = await self._conn.fetchrow(
             "SELECT * FROM worksets WHERE tenant_id = $1 AND idempotency_key = $2", tenant_id, key
