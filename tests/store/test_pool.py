@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from stamen.customers.repository import CustomerRepository
-from stamen.store.db import create_pool, still_open
+from stamen.store.db import BUILTIN_ARRAYS, create_pool, still_open
 
 
 async def last_statement(admin: asyncpg.Connection, pid: int) -> str:
@@ -84,3 +84,47 @@ async def test_a_held_connection_whose_server_went_away_reads_as_not_open(databa
     finally:
         await admin.close()
         await pool.close()
+
+
+# A value of each element type, as PostgreSQL reads it.
+ARRAY_ELEMENT = {
+    "bool": "t", "bytea": "\\x01", "char": "a", "name": "n", "int2": "1", "int4": "1", "bpchar": "a",
+    "varchar": "v", "int8": "1", "float4": "1.5", "float8": "1.5", "timestamp": "2026-01-02 03:04:05",
+    "date": "2026-01-02", "time": "03:04:05", "timestamptz": "2026-01-02 03:04:05+00", "interval": "1 day",
+    "numeric": "1.5", "timetz": "03:04:05+01", "json": '{"a": 1}', "jsonb": '{"a": 1}',
+    "uuid": "00000000-0000-0000-0000-000000000001",
+}  # fmt: skip
+
+
+async def test_a_new_connection_knows_the_builtin_arrays_as_postgresql_names_them(database_url: str) -> None:
+    """The array types a pooled connection knows without asking are PostgreSQL's, with their elements; each
+    one goes to the server and back as it does on a connection that asked (plain asyncpg)."""
+    statements: list[str] = []
+
+    async def log_queries(conn: asyncpg.Connection) -> None:
+        conn.add_query_logger(lambda record: statements.append(record.query))
+
+    pool = await create_pool(database_url, min_size=1, max_size=1, init=log_queries)
+    plain = await asyncpg.connect(database_url)
+    try:
+        catalog = await plain.fetch(
+            "SELECT oid::int, typname::text, typelem::int, typdelim::text FROM pg_type WHERE oid = ANY($1::oid[])",
+            list(BUILTIN_ARRAYS),
+        )
+        assert {r[0]: (r[1], r[2], r[3]) for r in catalog} == {
+            oid: (name, element, ",") for oid, (name, element) in BUILTIN_ARRAYS.items()
+        }
+        # One value of each array type, typed by the server: the pooled connection decodes all of them
+        # and sends each back, the same values as the connection that asked about the types.
+        names = [name[1:] for name, _ in BUILTIN_ARRAYS.values()]
+        select = "SELECT " + ", ".join(f"ARRAY[{ARRAY_ELEMENT[n]!r}::{n}, NULL]" for n in names)
+        expected = list(await plain.fetchrow(select))
+        async with pool.acquire() as conn:
+            assert list(await conn.fetchrow(select)) == expected
+            echo = "SELECT " + ", ".join(f"${i}::{n}[]" for i, n in enumerate(names, 1))
+            assert list(await conn.fetchrow(echo, *expected)) == expected
+    finally:
+        await plain.close()
+        await pool.close()
+    asked = [s for s in statements if "typeinfo" in s or "set_config('jit'" in s]
+    assert not asked, asked

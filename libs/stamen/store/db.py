@@ -9,6 +9,13 @@ onboarding (`keeps_session_state`). Only a connection that did one of those gets
 open transaction is rolled back on release either way (asyncpg does that before the reset hook).
 Anything new that changes a session (SET, LISTEN in SQL, session locks, WITH HOLD cursors) must call
 `keeps_session_state` on its connection.
+
+A new connection knows the arrays of PostgreSQL's built-in types from the start (`know_builtin_arrays`):
+asyncpg decodes only text[] and oid[] by itself and asks the server about any other array type
+(int4[], uuid[], timestamptz[], jsonb[], ...) the first time a statement of that connection takes or
+returns one: a recursive catalog query (~4 ms of PostgreSQL) wrapped in two `set_config('jit')` round
+trips, on every new connection, for the statement that saves a workset (its history and outbox rows go
+in as arrays) among others.
 """
 
 from __future__ import annotations
@@ -62,6 +69,64 @@ async def _reset_session(conn: asyncpg.Connection) -> None:
         conn.session_state_kept = False
 
 
+# PostgreSQL's built-in arrays whose element types asyncpg decodes itself: array type oid -> (its name,
+# its element's oid). These oids are fixed in PostgreSQL's catalog (pg_type.dat), the same in every
+# database; tests/store/test_pool.py checks them against pg_type. The delimiter is ',' for all of them.
+BUILTIN_ARRAYS: dict[int, tuple[str, int]] = {
+    1000: ("_bool", 16),
+    1001: ("_bytea", 17),
+    1002: ("_char", 18),
+    1003: ("_name", 19),
+    1005: ("_int2", 21),
+    1007: ("_int4", 23),
+    1014: ("_bpchar", 1042),
+    1015: ("_varchar", 1043),
+    1016: ("_int8", 20),
+    1021: ("_float4", 700),
+    1022: ("_float8", 701),
+    1115: ("_timestamp", 1114),
+    1182: ("_date", 1082),
+    1183: ("_time", 1083),
+    1185: ("_timestamptz", 1184),
+    1187: ("_interval", 1186),
+    1231: ("_numeric", 1700),
+    1270: ("_timetz", 1266),
+    199: ("_json", 114),
+    2951: ("_uuid", 2950),
+    3807: ("_jsonb", 3802),
+}
+
+
+def _array_type_record(oid: int, name: str, element: int) -> dict[str, Any]:
+    """What asyncpg's introspection query returns for a built-in array type (the fields it reads)."""
+    return {
+        "oid": oid,
+        "ns": "pg_catalog",
+        "name": name,
+        "kind": b"b",
+        "basetype": None,
+        "elemtype": element,
+        "elemdelim": ",",
+        "range_subtype": None,
+        "attrtypoids": None,
+        "attrnames": None,
+        "depth": 0,
+        "basetype_name": None,
+        "elemtype_name": name[1:],
+        "range_subtype_name": None,
+    }
+
+
+_BUILTIN_ARRAY_RECORDS = tuple(_array_type_record(oid, *known) for oid, known in BUILTIN_ARRAYS.items())
+
+
+def know_builtin_arrays(conn: asyncpg.Connection) -> None:
+    """Give `conn` the codecs of the built-in arrays without asking the server (asyncpg would, once per
+    connection and array type). asyncpg has no public call for this: its connection settings'
+    `register_data_types` is what its own introspection feeds with the rows read above."""
+    conn._protocol.get_settings().register_data_types(_BUILTIN_ARRAY_RECORDS)  # type: ignore[attr-defined]
+
+
 async def create_pool(
     dsn: str,
     *,
@@ -70,6 +135,12 @@ async def create_pool(
     init: Callable[[asyncpg.Connection], Coroutine[Any, Any, None]] | None = None,
 ) -> asyncpg.Pool:
     """`init` runs on every new connection (e.g. a test's query logger)."""
+
+    async def on_connect(conn: asyncpg.Connection) -> None:
+        know_builtin_arrays(conn)
+        if init is not None:
+            await init(conn)
+
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
@@ -77,7 +148,7 @@ async def create_pool(
         command_timeout=60,
         connection_class=SessionTrackingConnection,
         reset=_reset_session,
-        init=init,
+        init=on_connect,
     )
     assert pool is not None
     return pool
