@@ -4,8 +4,8 @@ workset.submitted reaches the validator over NATS; while NATS is away (an outage
 before it) the submissions the portal records keep arriving in PostgreSQL and would wait for the bus,
 then for the reconciler (STAMEN_RECONCILE_AFTER_SECONDS). So while the bus is not connected, every
 second, worksets submitted more than a second ago are validated from the database by the consumer's
-own handler under its inbox claim, as the reconciler would: when their events arrive later they find
-the work done. The scheduler already admits and dispatches from PostgreSQL alone; with this the whole
+own handler, as the reconciler would: when their events arrive later they find the workset decided
+(no longer `submitted` or `validating`) and do nothing. The scheduler already admits and dispatches from PostgreSQL alone; with this the whole
 path from submission to completion goes on without NATS, the events catching up through the outbox.
 """
 

@@ -43,7 +43,9 @@ SENTINEL_CONSUMER = "validator-sentinels"
 STORAGE_RETRY_SECONDS = 15.0
 # `validating` is committed before the checks run, so it is visible while they last; a workset found in
 # it (its checks still running elsewhere, or a validator that crashed during them) is validated like a
-# submitted one: only one decision is applied, under the inbox claim and the row lock.
+# submitted one. No transition leads back into either state, so the decision, applied under the workset's
+# row lock only to a workset still in one of them, is applied once however often workset.submitted is
+# delivered: it needs no inbox claim (one INSERT per workset, and its pruning, saved).
 AWAITING_VALIDATION = frozenset({WorksetState.SUBMITTED, WorksetState.VALIDATING})
 
 # (spec, its tenant's facts as read with the workset) -> the decision
@@ -54,16 +56,15 @@ async def validate_submitted(
     envelope: Envelope,
     delivery: Delivery,
     *,
-    consumer: str,
     pool: Callable[[], asyncpg.Pool],
     check: Check,
     max_deliver: int,
     group: GroupCommit | None = None,
 ) -> None:
     """The checks (S3 calls, seconds) run outside the transaction, so this handler takes the delivery
-    rather than a unit of work; the decision is applied inside one, with the inbox claim, only if the
-    workset is still awaiting validation. With `group`, the read and the decision share transactions with
-    the service's other calls (stamen.service.idempotent.GroupCommit); the checks never run inside one."""
+    rather than a unit of work; the decision is applied inside one, only if the workset is still awaiting
+    validation. With `group`, the read and the decision share transactions with the service's other calls
+    (stamen.service.idempotent.GroupCommit); the checks never run inside one."""
     # The spec is read from PostgreSQL (claim check): the event carries only the workset's identity. The
     # tenant's buckets and customer row are read by the same statement (one, not three), in the transaction
     # that also commits `validating`, so a person (or the portal's timeline) sees the checks running.
@@ -80,21 +81,34 @@ async def validate_submitted(
 
     async with known_workset(envelope):
         ws, tenant = await shared_read(group, pool, read)
-    result = await check(ws.spec, tenant) if tenant is not None else None
-    if result is not None and result.storage_unavailable and delivery.num_delivered < max_deliver:
+    if tenant is None:
+        # Decided by an earlier delivery (or the reconciler), or cancelled meanwhile: nothing to do.
+        log.info("validator.skipped", state=ws.state.value, delivery=delivery.num_delivered)
+        return
+    result = await check(ws.spec, tenant)
+    if result.storage_unavailable and delivery.num_delivered < max_deliver:
         # On the last delivery the workset is rejected with SNF-OBJ-006 instead: nothing stays stuck.
         raise RetryLater(STORAGE_RETRY_SECONDS, "storage unavailable")
-    decide = functools.partial(apply_decision, result=result)
+
+    async def decide(uow: UnitOfWork) -> None:
+        await apply_decision(uow, envelope, result=result)
+        await uow.commit()
+
     # A workset entering its queue updates the queue's admission_queues row (a trigger): shared with the
     # tenant's other worksets of that priority, so grouped decisions take those rows in one order.
-    queue = (ws.tenant_id, ws.priority)
-    await idempotent(consumer, pool, decide, group=group, lock_order=queue)(envelope, delivery)
+    async with known_workset(envelope):
+        if group is not None:
+            await group.run(decide, lock_order=(ws.tenant_id, ws.priority))
+        else:
+            async with UnitOfWork(pool()) as uow:
+                await decide(uow)
 
 
-async def apply_decision(uow: UnitOfWork, event: Envelope, *, result: CheckResult | None) -> None:
+async def apply_decision(uow: UnitOfWork, event: Envelope, *, result: CheckResult) -> None:
     ws = await uow.worksets.get(workset_id_of(event), for_update=True)
-    if ws.state not in AWAITING_VALIDATION or result is None:
-        # Cancelled meanwhile, or already handled by an earlier delivery: nothing to do.
+    if ws.state not in AWAITING_VALIDATION:
+        # Decided meanwhile by another delivery of the same event (its row lock held until it committed),
+        # or cancelled: nothing to do.
         log.info("validator.skipped", state=ws.state.value)
         return
     if ws.state is WorksetState.SUBMITTED:

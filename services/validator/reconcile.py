@@ -1,6 +1,7 @@
 """The validator's reconcile pass: worksets still `submitted` (or `validating`) after
-STAMEN_RECONCILE_AFTER_SECONDS are validated from PostgreSQL, by the consumer's own handler and under
-its inbox claim, whether workset.submitted was lost, parked in STAMEN_DLQ or is only late."""
+STAMEN_RECONCILE_AFTER_SECONDS are validated from PostgreSQL, by the consumer's own handler (its decision
+is applied once: only to a workset still awaiting validation, under its row lock), whether
+workset.submitted was lost, parked in STAMEN_DLQ or is only late."""
 
 from __future__ import annotations
 

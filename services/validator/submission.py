@@ -52,6 +52,6 @@ def validate_handler(app: web.Application, settings: Settings) -> EventHandler:
     """workset.submitted's handler, for the consumer and for the reconciler alike."""
     check = submission_check(app, settings)
     return functools.partial(
-        handlers.validate_submitted, consumer=CONSUMER, pool=lambda: app[POOL], check=check,
+        handlers.validate_submitted, pool=lambda: app[POOL], check=check,
         max_deliver=settings.max_deliver, group=app.get(INBOX_GROUP),
     )  # fmt: skip

@@ -1,6 +1,7 @@
 """Reconcilers drive worksets forward from PostgreSQL when their event never comes: a submission is
 validated, a failure diagnosed, a diagnosis acted on, a lost retry timer replaced, each by the
-consumer's own handler under its inbox claim, so the late event (or a second pass) changes nothing."""
+consumer's own handler (under its inbox claim, or the workset's state for the validator's decision), so
+the late event (or a second pass) changes nothing."""
 
 from __future__ import annotations
 
@@ -78,7 +79,6 @@ async def test_a_submission_whose_event_never_came_is_validated_once(
 
     handler = functools.partial(
         validator.validate_submitted,
-        consumer="validator-submitted",
         pool=lambda: pool,
         check=check,
         max_deliver=5,
@@ -92,7 +92,7 @@ async def test_a_submission_whose_event_never_came_is_validated_once(
     assert await history(pool, submitted.workset_id) == ["submitted", "validating", "queued"]
     assert await reconcile.run() == 0  # nothing waits any more
 
-    # The event arrives after all (it had only been late): the inbox claim makes it a no-op.
+    # The event arrives after all (it had only been late): the workset is queued, so it is a no-op.
     async with UnitOfWork(pool) as uow:
         waiting = await RecoveryRepository(uow.connection).stale_submissions(0)
         event_id = await uow.connection.fetchval(

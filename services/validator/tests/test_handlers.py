@@ -15,7 +15,6 @@ import pytest
 
 from services.validator.checks import CheckResult, check_submission
 from services.validator.handlers import Check, keep_sentinel, validate_submitted
-from services.validator.submission import CONSUMER
 from stamen.bus.consumer import Delivery, EventHandler, RetryLater
 from stamen.events import decode_envelope
 from stamen.events.envelope import Envelope, new_envelope
@@ -92,7 +91,6 @@ def handler_for(pool: asyncpg.Pool, store: S3ObjectStore, bucket: str) -> EventH
     """The validator's workset.submitted handler as the service wires it, checking against `bucket`."""
     return partial(
         validate_submitted,
-        consumer=CONSUMER,
         pool=lambda: pool,
         check=checker_for(store, bucket),
         max_deliver=5,
@@ -155,6 +153,25 @@ async def test_redelivered_event_has_no_second_effect(
     assert len(await outbox(pool)) == 3
 
 
+async def test_deliveries_racing_each_other_decide_once_without_an_inbox_claim(
+    pool: asyncpg.Pool, s3lab: S3Lab, store: S3ObjectStore
+) -> None:
+    """Two deliveries of one workset.submitted at once (a redelivery after the ack wait while the first
+    still runs its checks; two validators): both run the checks, the decision is applied once (the row
+    lock, and no way back into `submitted` or `validating`), and no inbox row is written for it."""
+    ws_id, event = await submit_and_get_event(pool, s3lab.spec())
+    handler = handler_for(pool, store, s3lab.bucket)
+    await asyncio.gather(handler(event, DELIVERY), handler(event, DELIVERY))
+    async with UnitOfWork(pool) as uow:
+        states = [h.to_state for h in await uow.worksets.history(ws_id)]
+    assert states == ["submitted", "validating", "queued"]
+    assert [e["type"] for e in await outbox(pool)] == [
+        "workset.submitted", "workset.validated", "workset.queued"
+    ]  # fmt: skip
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM inbox") == 0
+
+
 async def test_storage_findings_reject_the_workset(
     pool: asyncpg.Pool, s3lab: S3Lab, store: S3ObjectStore
 ) -> None:
@@ -186,9 +203,7 @@ async def test_validating_is_visible_while_the_checks_run(
             seen.append((await uow.worksets.get(ws_id)).state.value)
         return await check(spec, tenant)
 
-    await partial(validate_submitted, consumer=CONSUMER, pool=lambda: pool, check=watched, max_deliver=5)(
-        event, DELIVERY
-    )
+    await partial(validate_submitted, pool=lambda: pool, check=watched, max_deliver=5)(event, DELIVERY)
     async with UnitOfWork(pool) as uow:
         history = await uow.worksets.history(ws_id)
     assert seen == ["validating"]
@@ -204,7 +219,6 @@ async def test_storage_outage_is_retried_then_rejected_on_the_last_delivery(
     async with open_object_store(Settings(AWS_ENDPOINT_URL="http://127.0.0.1:9"), intake) as dead:
         handler = partial(
             validate_submitted,
-            consumer=CONSUMER,
             pool=lambda: pool,
             check=checker_for(dead, s3lab.bucket),
             max_deliver=3,
@@ -231,7 +245,6 @@ async def test_with_validation_disabled_a_readable_spec_is_queued_unchecked(
     ws_id, event = await submit_and_get_event(pool, spec)
     await partial(
         validate_submitted,
-        consumer=CONSUMER,
         pool=lambda: pool,
         check=checker_for(store, "nowhere-bucket", enable_validation=False),
         max_deliver=5,
@@ -244,7 +257,6 @@ async def test_with_validation_disabled_a_readable_spec_is_queued_unchecked(
     broken_id, broken = await submit_and_get_event(pool, {"name": "x", "samples": "not a list"})
     await partial(
         validate_submitted,
-        consumer=CONSUMER,
         pool=lambda: pool,
         check=checker_for(store, "nowhere-bucket", enable_validation=False),
         max_deliver=5,
@@ -255,7 +267,6 @@ async def test_with_validation_disabled_a_readable_spec_is_queued_unchecked(
     foreign_id, foreign = await submit_and_get_event(pool, spec)
     await partial(
         validate_submitted,
-        consumer=CONSUMER,
         pool=lambda: pool,
         check=checker_for(store, "another-bucket", enable_validation=False),
         max_deliver=5,

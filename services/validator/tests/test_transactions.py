@@ -44,8 +44,8 @@ async def test_a_submission_is_validated_in_two_transactions(
     pool: asyncpg.Pool, database_url: str, s3lab: S3Lab, store: S3ObjectStore
 ) -> None:
     """One read (the workset, the tenant's buckets and its customer row together; they were three
-    transactions, then three statements) and the decision with its inbox claim; a redelivery reads and
-    finds it done."""
+    transactions, then three statements) and the decision (no inbox claim: the workset's state says
+    whether it was made); a redelivery reads, finds it done, and writes nothing."""
     new = NewCustomer.create(
         customer_name="Acme", email="ops@acme.example.org", customer_id="acme", max_concurrent_worksets=5,
         max_storage_gb=100,
@@ -80,13 +80,14 @@ async def test_a_submission_is_validated_in_two_transactions(
     assert len(read) == 2, [s[:60] for s in read]
     assert all(table in read[0] for table in ("FROM worksets", "customers", "bucket_grants")), read[0]
     assert "FOR UPDATE" in read[0]
-    # The decision: the inbox claim, the workset read and locked, and its save with the findings and the
-    # estimate (workset_validations written by the save's statement: was a statement of its own).
+    # The decision: the workset read and locked, and its save with the findings and the estimate
+    # (workset_validations written by the save's statement: was a statement of its own). No inbox claim
+    # (was the first statement): no transition leads back to `submitted` or `validating`.
     decision = [s for s in validated[1] if "jit" not in s and "typeinfo_tree" not in s]
-    assert len(decision) == 3, [s[:60] for s in decision]
-    assert "INSERT INTO inbox" in decision[0]
-    assert "UPDATE worksets" in decision[2] and "INSERT INTO workset_validations" in decision[2]
-    assert len(redelivered) == 2, redelivered  # the read, then the claim that finds it handled
+    assert len(decision) == 2, [s[:60] for s in decision]
+    assert "FOR UPDATE" in decision[0]
+    assert "UPDATE worksets" in decision[1] and "INSERT INTO workset_validations" in decision[1]
+    assert len(redelivered) == 1, redelivered  # the read, which finds it decided (was a claim besides)
 
 
 async def test_the_validators_group_starts_at_once_and_one_fetchs_messages_share_it(
