@@ -332,8 +332,8 @@ class Dispatcher:
         transaction recorded after the ends of their previous steps): each submitted while the locks are
         held, then the handles of those whose workset runs already stored, their locks given back and
         their `workset.step_started` written, in one statement (not one each). The others (a refusal, a
-        first step, a claim gone meanwhile) are recorded one by one, as `submit_holding` records them; if a lock
-        is still held after that (a claim gone), the session is reset by its pool, which gives it back."""
+        first step, a claim gone meanwhile) are recorded one by one, as `submit_holding` records them; the
+        session is then reset by its pool, which gives back any lock still held."""
         stored: list[tuple[Submission, JobHandle]] = []
         alone: list[tuple[Submission, JobHandle | str]] = []
         for sub in subs:
@@ -364,14 +364,13 @@ class Dispatcher:
                 )  # fmt: skip
             else:  # the claim no longer holds: the full path says so
                 alone.append((sub, handle))
-        released = True
         for sub, outcome in alone:
             if isinstance(outcome, str):
-                released &= await self._record_refusal(sub, outcome, conn, sole_lock=False)
+                await self._record_refusal(sub, outcome, conn, sole_lock=False)
             else:
-                released &= await self._record_submitted(sub, outcome, conn, sole_lock=False)
-        if released:
-            released_session_state(conn)  # every lock given back: no reset on release
+                await self._record_submitted(sub, outcome, conn, sole_lock=False)
+        if not alone:
+            released_session_state(conn)  # every lock given back by the statement: no reset on release
 
     def _unit_of_work(self, conn: Connection | None) -> UnitOfWork:
         return UnitOfWork(self._pool) if conn is None else UnitOfWork.on(conn)
@@ -388,9 +387,9 @@ class Dispatcher:
 
     async def _record_submitted(
         self, sub: Submission, handle: JobHandle, conn: Connection | None, *, sole_lock: bool = True
-    ) -> bool:
+    ) -> None:
         """`sole_lock`: the step run's lock is all `conn`'s session holds (else the session is left for its
-        pool to reset when it is released). Returns whether the step run's lock was given back on `conn`."""
+        pool to reset when it is released)."""
         if conn is not None and sub.committed is not None and sub.committed.state is S.SCHEDULED:
             # Its first step: the handle, the lock given back, the workset's move to running and its events in
             # one statement (it was BEGIN, the handle with the workset's read, its save, COMMIT), if the
@@ -407,7 +406,7 @@ class Dispatcher:
             if stored is not None and stored["stored"] is not None:
                 first.pending_events.clear()  # committed with the statement
                 self._stored_alone(conn, sub, handle, sole_lock)
-                return True
+                return
         elif conn is not None and sub.committed is not None and sub.committed.state is S.RUNNING:
             # A later step of a running workset: the handle, the lock given back and workset.step_started
             # in one statement (it was BEGIN, the handle with the workset's read, its save, COMMIT). The
@@ -416,7 +415,7 @@ class Dispatcher:
             started = running.envelope(StepStarted(step=sub.step.step, attempt=running.attempt))
             if await record_running_step_submission(conn, sub.claim, handle, [started]):
                 self._stored_alone(conn, sub, handle, sole_lock)
-                return True
+                return
             # The claim no longer holds (see below): the statement did nothing, the full path says so.
         async with self._unit_of_work(conn) as uow:
             # The handle stored and the workset read and locked in one statement; on the submitting
@@ -431,30 +430,27 @@ class Dispatcher:
                     "scheduler.submission_recorded_meanwhile",
                     workset_id=sub.workset_id, step=sub.step.step, job_id=handle.job_id,
                 )  # fmt: skip
-                return False
+                return
             self._started(ws, sub.cluster.name, sub.step.step, sub.how)
             await uow.worksets.save(ws)
             await uow.commit()
             if conn is not None and sole_lock:
                 released_session_state(conn)  # nothing left in the session: no reset on release
         log.info("scheduler.step_submitted", workset_id=ws.id, step=sub.step.step, job_id=handle.job_id)
-        return conn is not None
 
     async def _record_refusal(
         self, sub: Submission, reason: str, conn: Connection | None, *, sole_lock: bool = True
-    ) -> bool:
-        """Returns whether the step run's lock was given back on `conn`."""
+    ) -> None:
         async with self._unit_of_work(conn) as uow:
             if not await uow.step_runs.lock_submitting(sub.claim):
                 log.warning(
                     "scheduler.submission_recorded_meanwhile", workset_id=sub.workset_id, reason=reason
                 )
-                return False
+                return
             await uow.step_runs.end_unsubmitted(sub.claim.step_run_id, StepRunState.FAILED, reason)
             ws = await uow.worksets.get(sub.workset_id, for_update=True)
             await self._fail(uow, ws, sub.step.step, reason)
             await self._commit_releasing(uow, sub, conn, sole_lock)
-        return conn is not None
 
     @staticmethod
     async def _commit_releasing(

@@ -157,35 +157,3 @@ async def test_an_end_that_cannot_be_recorded_holds_up_no_other(
     monkeypatch.setattr(dispatcher, "prepare", prepare)
     assert await monitor.poll_once() >= 1  # recorded once it can be (and any step two that ended meanwhile)
     assert await _steps(pool, poisoned) == [("one", "succeeded"), ("two", "running")]
-
-
-async def test_the_worksets_a_pass_admits_are_admitted_in_one_transaction(
-    pool: asyncpg.Pool, database_url: str, tmp_path: Path
-) -> None:
-    """Three admissions (a fourth workset waits for a slot): one transaction (one admission lock; each decision reads the slots as the one
-    before left them), then each first step's handle (it was a transaction of its own per admission)."""
-    settings = settings_for(tmp_path, [{"name": "one", "argv": script("import time; time.sleep(30)")}])
-    await add_cluster(pool, workdir=tmp_path / "work", max_concurrent=WORKSETS)
-    ids = [await enqueue(pool, tenant) for tenant in ("acme", "beta", "gamma", "acme")]
-    counter = TransactionCounter()
-    counting = await create_pool(database_url, init=counter.init)
-    executor = LocalExecutor(cluster="local", grace_seconds=1)
-    try:
-        registry = ExecutorRegistry({"local": lambda _: executor})
-        dispatcher = Dispatcher(counting, registry, WorksetPlanner(settings), "test-scheduler")
-        assert len(await Admitter(counting, settings, "test-scheduler", dispatcher).admit_all()) == WORKSETS
-        spent = _writes(counter)
-    finally:
-        await counting.close()
-    states = {ws_id: await _steps(pool, ws_id) for ws_id in ids}
-    assert sorted(map(len, states.values())) == [0, 1, 1, 1], states  # the fourth waits for a slot
-    assert all(s == [("one", "running")] for s in states.values() if s), states
-    assert await _advisory_locks(pool) == 0, "every step run's lock was given back"
-    admissions = [t for t in spent if any("pg_advisory_xact_lock" in s for s in t)]
-    assert len(admissions) == 1, spent
-    assert sum(s.startswith("WITH updated AS") for s in admissions[0]) == WORKSETS, admissions
-    assert len(spent) == 1 + WORKSETS, spent  # the admissions, then a handle each
-    async with pool.acquire() as conn:
-        handles = await conn.fetch("SELECT handle FROM step_runs WHERE state = 'running'")
-    for r in handles:
-        await executor.cancel(JobHandle.model_validate_json(r["handle"]))
