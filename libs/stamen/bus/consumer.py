@@ -15,6 +15,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from stamen.bus.acks import ACK_GATHER_SECONDS, ack_batch
 from stamen.bus.connections import headers_of
 from stamen.bus.metrics import CONSUMED, HANDLER_SECONDS, IN_FLIGHT
 from stamen.bus.parked import REPLAY_FOR
@@ -71,6 +72,9 @@ class ConsumerSpec:
     error_delays: tuple[float, ...] = (1.0, 5.0, 15.0, 60.0)
     deliver_new_only: bool = False
     extra: dict[str, str] = field(default_factory=dict)
+    # How long an ack waits to be sent with others (stamen.bus.acks): shared by the connection's consumers
+    # with the same window.
+    ack_gather_seconds: float = ACK_GATHER_SECONDS
 
 
 class DurableConsumer:
@@ -100,6 +104,8 @@ class DurableConsumer:
         self._heartbeats: asyncio.Task[None] | None = None
         self._in_flight = IN_FLIGHT.labels(spec.durable)
         self._handler_seconds = HANDLER_SECONDS.labels(spec.durable)
+        # The connection's acks go out together (JetStreamContext keeps its client as `_nc`).
+        self._acks = ack_batch(getattr(js, "_nc", js), spec.ack_gather_seconds)
 
     def consumer_config(self) -> ConsumerConfig:
         s = self.spec
@@ -178,7 +184,7 @@ class DurableConsumer:
             replay_for = delivery.headers.get(REPLAY_FOR)
             if replay_for is not None and replay_for != durable:
                 outcome = "not_for_us"  # a parked message sent back for another consumer
-                await msg.ack()
+                self._acks.ack(msg)
                 return
             try:
                 envelope = decode_envelope(msg.data)
@@ -223,7 +229,7 @@ class DurableConsumer:
                     )
                     await _quietly(msg.nak(delay=delay))
                     return
-                await msg.ack()
+                self._acks.ack(msg)
         finally:
             del self._handling[id(msg)]
             self._in_flight.dec()
@@ -299,6 +305,7 @@ class DurableConsumer:
                 await asyncio.wait(pending, timeout=5)
         if self._heartbeats is not None:
             self._heartbeats.cancel()
+        await self._acks.flush()  # the acks held back (stamen.bus.acks) leave before the subscription
         with contextlib.suppress(Exception):
             await self._sub.unsubscribe()
 
