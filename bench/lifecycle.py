@@ -17,6 +17,8 @@ and waits until every one has completed. It prints:
   queries subtracted) and events per workset (rows written to the outbox);
 - CPU per workset and peak RSS of every process: each service (with the step processes it starts),
   PostgreSQL (all its backends) and NATS; the S3 emulator is left out (it stands in for AWS);
+- what PostgreSQL wrote per workset: WAL bytes and records, buffers written, and per table the rows
+  inserted, updated (of which HOT: no index entry written), deleted, and autovacuum's passes in the run;
 - the ceilings (bench/ceiling.py against the same PostgreSQL and NATS, just before the run) and the
   ratios: throughput / (PostgreSQL tx/s / transactions per workset), and the same for JetStream.
 
@@ -492,6 +494,44 @@ def statement_cpu(log_file: Path, offset: int, n: int, postgres_cpu_ms: float) -
     }
 
 
+# --- what the run wrote ---------------------------------------------------------------------------
+
+# Per table: rows inserted, updated (and how many of those updates were HOT: the new version on the same
+# page, no index touched), deleted, and vacuums/analyzes by autovacuum; and the WAL and buffer writes of
+# the whole server (WAL is written by the backends as they commit, buffers by the background writer,
+# the checkpointer and the backends).
+TABLE_WRITES_SQL = """SELECT relname, n_tup_ins, n_tup_upd, n_tup_hot_upd, n_tup_del, autovacuum_count,
+                             autoanalyze_count FROM pg_stat_user_tables"""
+SERVER_WRITES_SQL = """SELECT w.wal_records, w.wal_fpi, w.wal_bytes, b.buffers_clean, b.buffers_alloc,
+                              b.buffers_checkpoint, b.buffers_backend, b.checkpoints_timed + b.checkpoints_req AS checkpoints
+                       FROM pg_stat_wal w, pg_stat_bgwriter b"""
+
+
+async def write_counters(db: CountingConnection) -> dict[str, dict[str, int]]:
+    counters = {
+        r["relname"]: {k: int(v) for k, v in r.items() if k != "relname"}
+        for r in await db.fetch(TABLE_WRITES_SQL)
+    }
+    counters["(server)"] = {k: int(v) for k, v in (await db.fetch(SERVER_WRITES_SQL))[0].items()}
+    return counters
+
+
+# Counted for the whole run, not per workset: they happen now and then, not for every workset.
+RUN_TOTALS = ("autovacuum_count", "autoanalyze_count", "checkpoints")
+
+
+def writes_per_workset(
+    before: dict[str, dict[str, int]], after: dict[str, dict[str, int]], n: int
+) -> dict[str, dict[str, float]]:
+    """What changed during the run, per workset (RUN_TOTALS: in all); the tables written, most updated first."""
+    out: dict[str, dict[str, float]] = {}
+    for table, counts in after.items():
+        delta = {k: v - before.get(table, {}).get(k, 0) for k, v in counts.items()}
+        if any(delta.values()):
+            out[table] = {k: v if k in RUN_TOTALS else round(v / n, 3) for k, v in delta.items()}
+    return dict(sorted(out.items(), key=lambda kv: (kv[0] != "(server)", -kv[1].get("n_tup_upd", 0))))
+
+
 # --- the run --------------------------------------------------------------------------------------
 
 
@@ -526,6 +566,7 @@ async def measure(stack: Stack, args: argparse.Namespace, flaky_every: int) -> d
         meter = ProcessMeter({k: v for k, v in pids.items() if k != "moto"})
         tx_before = await db.stamen_transactions()
         own_before = db.transactions
+        writes_before = await write_counters(db)  # (its own transactions are subtracted with the others)
         meter.start()
         t0 = time.perf_counter()
         await submit_all(stack.service_url("portal"), worksets)
@@ -537,6 +578,7 @@ async def measure(stack: Stack, args: argparse.Namespace, flaky_every: int) -> d
         owners = await backend_owners(conn, pids) if args.breakdown else {}
         own_during = db.transactions - own_before
         tx_after = await db.stamen_transactions()
+        writes = writes_per_workset(writes_before, await write_counters(db), args.worksets)
         latencies, span = await state_latencies(db)
         occupancy = slot_occupancy(
             await db.fetch("SELECT from_state, to_state, at FROM workset_history ORDER BY at"), args.slots
@@ -580,6 +622,7 @@ async def measure(stack: Stack, args: argparse.Namespace, flaky_every: int) -> d
             ),
         },
         "processes": cpu,
+        "writes_per_workset": writes,
         "ceiling": ceiling,
         "postgres_bound_worksets_per_second": round(pg_tx_s / tx_per_workset, 1),
         "ratio_to_postgres_bound": round(throughput / (pg_tx_s / tx_per_workset), 3),
@@ -623,6 +666,21 @@ def lines_for(f: dict[str, Any]) -> list[str]:
     ]
     for name, s in f["latencies"].items():
         lines.append(f"  {name:38s} {s['p50_ms']:10.1f} {s['p99_ms']:10.1f}  {s['n']}")
+    if w := f.get("writes_per_workset"):
+        server = w.get("(server)", {})
+        lines += [
+            f"PostgreSQL writes per workset: WAL {server.get('wal_bytes', 0):.0f} bytes in {server.get('wal_records', 0)} records "
+            f"({server.get('wal_fpi', 0)} full pages); buffers written by the checkpointer {server.get('buffers_checkpoint', 0)}, "
+            f"the background writer {server.get('buffers_clean', 0)}, backends {server.get('buffers_backend', 0)}; "
+            f"{server.get('checkpoints', 0)} checkpoints in the run",
+            "  rows per workset:   inserted  updated      HOT  deleted   (in the run: autovacuums, autoanalyzes)",
+            *(
+                f"  {table:18s} {c['n_tup_ins']:8.2f} {c['n_tup_upd']:8.2f} {c['n_tup_hot_upd']:8.2f} {c['n_tup_del']:8.2f}"
+                f"   {c['autovacuum_count']:4.0f} {c['autoanalyze_count']:4.0f}"
+                for table, c in w.items()
+                if table != "(server)"
+            ),
+        ]
     if "breakdown" in f:
         lines.append(
             "transactions per workset by service (statement log on: throughput and CPU of this run are not comparable):"

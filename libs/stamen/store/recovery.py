@@ -3,9 +3,10 @@
 A workset waits for an event in four states: `submitted`/`validating` (for the validator),
 `failed` without a diagnosis (for diagnostics), `failed` with a diagnosis the scheduler has not acted
 on, and `retry_wait` (for its timer). Each query returns those that have waited longer than a
-threshold, with the id of the event that should have moved them on (from `workset_history`), so a
-reconciler can handle that very event: its inbox claim is the consumer's, and whichever comes second,
-the event or the reconciler, finds the work done.
+threshold since they entered that state (`state_entered_at`: a save that leaves the state as it was does
+not restart the wait), longest first (the index `worksets_unsettled_since`), with the id of the event that
+should have moved them on (from `workset_history`), so a reconciler can handle that very event: its inbox
+claim is the consumer's, and whichever comes second, the event or the reconciler, finds the work done.
 """
 
 from __future__ import annotations
@@ -42,12 +43,12 @@ class RecoveryRepository:
         """Submitted (or validating) longer than the threshold: workset.submitted was lost, parked or is
         still waiting to be handled. Its event is the one the submission wrote (first history row)."""
         rows = await self._conn.fetch(
-            """SELECT w.id, w.attempt, h.event_id, extract(epoch FROM now() - w.updated_at) AS age_seconds
+            """SELECT w.id, w.attempt, h.event_id, extract(epoch FROM now() - w.state_entered_at) AS age_seconds
                FROM worksets w
                LEFT JOIN workset_history h ON h.workset_id = w.id AND h.from_state IS NULL
                WHERE w.state IN ('submitted', 'validating')
-                 AND w.updated_at < now() - make_interval(secs => $1)
-               ORDER BY w.updated_at LIMIT $2""",
+                 AND w.state_entered_at < now() - make_interval(secs => $1)
+               ORDER BY w.state_entered_at LIMIT $2""",
             older_than_seconds,
             limit,
         )
@@ -57,13 +58,13 @@ class RecoveryRepository:
         """Failed longer than the threshold with no diagnosis of the current attempt: workset.failed
         (the latest transition to `failed`) has not been handled."""
         rows = await self._conn.fetch(
-            """SELECT w.id, w.attempt, extract(epoch FROM now() - w.updated_at) AS age_seconds,
+            """SELECT w.id, w.attempt, extract(epoch FROM now() - w.state_entered_at) AS age_seconds,
                       (SELECT h.event_id FROM workset_history h WHERE h.workset_id = w.id AND h.to_state = 'failed'
                        ORDER BY h.version DESC LIMIT 1) AS event_id
                FROM worksets w
-               WHERE w.state = 'failed' AND w.updated_at < now() - make_interval(secs => $1)
+               WHERE w.state = 'failed' AND w.state_entered_at < now() - make_interval(secs => $1)
                  AND NOT EXISTS (SELECT 1 FROM diagnoses d WHERE d.workset_id = w.id AND d.attempt = w.attempt)
-               ORDER BY w.updated_at LIMIT $2""",
+               ORDER BY w.state_entered_at LIMIT $2""",
             older_than_seconds,
             limit,
         )
@@ -89,12 +90,12 @@ class RecoveryRepository:
     async def waiting_without_timer(self, older_than_seconds: float, limit: int = 50) -> list[Unsettled]:
         """In retry_wait longer than the threshold without a retry timer still to fire."""
         rows = await self._conn.fetch(
-            """SELECT w.id, w.attempt, NULL::uuid AS event_id, extract(epoch FROM now() - w.updated_at) AS age_seconds
+            """SELECT w.id, w.attempt, NULL::uuid AS event_id, extract(epoch FROM now() - w.state_entered_at) AS age_seconds
                FROM worksets w
-               WHERE w.state = 'retry_wait' AND w.updated_at < now() - make_interval(secs => $1)
+               WHERE w.state = 'retry_wait' AND w.state_entered_at < now() - make_interval(secs => $1)
                  AND NOT EXISTS (SELECT 1 FROM timers t WHERE t.workset_id = w.id AND t.kind = 'retry'
                                  AND t.fired_at IS NULL)
-               ORDER BY w.updated_at LIMIT $2""",
+               ORDER BY w.state_entered_at LIMIT $2""",
             older_than_seconds,
             limit,
         )

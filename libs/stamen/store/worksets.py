@@ -287,6 +287,9 @@ class WorksetRepository:
             (ws.stored[_SPEC], ws.stored[_SCORES]) if ws.stored is not None else ({}, None)
         )
         args: list[Any] = [ws.id, ws.version, new_version]
+        # No index holds `version` or `updated_at` (migration 0025): a save that changes nothing else indexed (a
+        # step's end) is a HOT update, written beside the old row with no index entry; the reconcilers' index
+        # holds `state_entered_at`, which moves with the state only.
         sets = ["version = $3", "updated_at = now()"]
         for i, (column, cast) in enumerate(_SAVED_COLUMNS):
             if ws.stored is not None and now[i] == ws.stored[i]:
@@ -306,6 +309,10 @@ class WorksetRepository:
                 stored_scores = None
             args.append(value)
             sets.append(f"{column} = ${len(args)}{cast}")
+            if i == _STATE:  # (a save without `stored` may write the state it already has)
+                sets.append(
+                    f"state_entered_at = CASE WHEN state <> ${len(args)} THEN now() ELSE state_entered_at END"
+                )
         # History rows and events are inserted only if the version check let the UPDATE through. Without a
         # transition, no history insert; without events, no outbox insert (its trigger would NOTIFY the relay
         # for nothing).
