@@ -17,6 +17,8 @@ and waits until every one has completed. It prints:
   queries subtracted) and events per workset (rows written to the outbox);
 - CPU per workset and peak RSS of every process: each service (with the step processes it starts),
   PostgreSQL (all its backends) and NATS; the S3 emulator is left out (it stands in for AWS);
+- PostgreSQL's CPU per workset by process: client backends (statements, commits, network), the
+  checkpointer, WAL writer, background writer, autovacuum (launcher and workers), the postmaster;
 - what PostgreSQL wrote per workset: WAL bytes and records, buffers written, and per table the rows
   inserted, updated (of which HOT: no index entry written), deleted, and autovacuum's passes in the run;
 - the ceilings (bench/ceiling.py against the same PostgreSQL and NATS, just before the run) and the
@@ -532,6 +534,38 @@ def writes_per_workset(
     return dict(sorted(out.items(), key=lambda kv: (kv[0] != "(server)", -kv[1].get("n_tup_upd", 0))))
 
 
+# PostgreSQL's CPU by process: the client backends (statements, commits, network, NOTIFY) and the
+# server's own processes, the work done outside any statement.
+POSTGRES_PROCESS_KINDS = (
+    "checkpointer",
+    "background writer",
+    "walwriter",
+    "autovacuum launcher",
+    "autovacuum worker",
+    "logical replication launcher",
+)
+
+
+def postgres_cpu_by_process(postmaster: int) -> dict[str, float]:
+    """CPU seconds so far of the postmaster's children by kind (client backends, or one of
+    POSTGRES_PROCESS_KINDS), and of the postmaster with the children it has reaped (connections closed,
+    autovacuum workers done)."""
+    cpu: collections.Counter[str] = collections.Counter()
+    with contextlib.suppress(psutil.Error):
+        root = psutil.Process(postmaster)
+        t = root.cpu_times()
+        cpu["postmaster and reaped children"] += t.user + t.system + t.children_user + t.children_system
+        for child in root.children():
+            with contextlib.suppress(psutil.Error):
+                title = " ".join(child.cmdline())
+                kind = next(
+                    (k for k in POSTGRES_PROCESS_KINDS if f"postgres: {k}" in title), "client backends"
+                )
+                t = child.cpu_times()
+                cpu[kind] += t.user + t.system
+    return dict(cpu)
+
+
 # --- the run --------------------------------------------------------------------------------------
 
 
@@ -568,6 +602,7 @@ async def measure(stack: Stack, args: argparse.Namespace, flaky_every: int) -> d
         own_before = db.transactions
         writes_before = await write_counters(db)  # (its own transactions are subtracted with the others)
         meter.start()
+        postgres_before = postgres_cpu_by_process(pids["postgres"])
         t0 = time.perf_counter()
         await submit_all(stack.service_url("portal"), worksets)
         submit_seconds = time.perf_counter() - t0
@@ -575,6 +610,7 @@ async def measure(stack: Stack, args: argparse.Namespace, flaky_every: int) -> d
         wall = time.perf_counter() - t0
         meter.sample_memory()
         cpu = meter.report(per=args.worksets)
+        postgres_after = postgres_cpu_by_process(pids["postgres"])
         owners = await backend_owners(conn, pids) if args.breakdown else {}
         own_during = db.transactions - own_before
         tx_after = await db.stamen_transactions()
@@ -622,6 +658,16 @@ async def measure(stack: Stack, args: argparse.Namespace, flaky_every: int) -> d
             ),
         },
         "processes": cpu,
+        # A backend that ends during the run moves from "client backends" to the postmaster's reaped children.
+        "postgres_cpu_ms_per_workset_by_process": dict(
+            sorted(
+                (
+                    (kind, round(1000 * (seconds - postgres_before.get(kind, 0.0)) / n, 2))
+                    for kind, seconds in postgres_after.items()
+                ),
+                key=lambda kv: -kv[1],
+            )
+        ),
         "writes_per_workset": writes,
         "ceiling": ceiling,
         "postgres_bound_worksets_per_second": round(pg_tx_s / tx_per_workset, 1),
@@ -651,6 +697,8 @@ def lines_for(f: dict[str, Any]) -> list[str]:
             f"  {k:12s} {v['cpu_ms_per_unit']:8.1f} {v['peak_rss_mb']:8.0f} {v['tree_peak_pss_mb']:8.0f}"
             for k, v in f["processes"].items()
         ),
+        "PostgreSQL CPU ms per workset by process: "
+        + ", ".join(f"{k} {v}" for k, v in f.get("postgres_cpu_ms_per_workset_by_process", {}).items()),
         *ceiling_lines(f["ceiling"]),
         f"PostgreSQL-bound ceiling: {f['postgres_bound_worksets_per_second']} worksets/s -> ratio {f['ratio_to_postgres_bound']}; "
         f"JetStream-bound: {f['jetstream_bound_worksets_per_second']} -> ratio {f['ratio_to_jetstream_bound']}",
