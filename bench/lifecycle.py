@@ -20,7 +20,8 @@ and waits until every one has completed. It prints:
 - PostgreSQL's CPU per workset by process: client backends (statements, commits, network), the
   checkpointer, WAL writer, background writer, autovacuum (launcher and workers), the postmaster;
 - what PostgreSQL wrote per workset: WAL bytes and records, buffers written, and per table the rows
-  inserted, updated (of which HOT: no index entry written), deleted, and autovacuum's passes in the run;
+  inserted, updated (of which HOT: no index entry written), deleted, and autovacuum's passes in the run
+  (an idle backend's counters reach pg_stat up to 10 s after its commit: a short run's last rows may be missing);
 - the ceilings (bench/ceiling.py against the same PostgreSQL and NATS, just before the run) and the
   ratios: throughput / (PostgreSQL tx/s / transactions per workset), and the same for JetStream.
 

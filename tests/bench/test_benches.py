@@ -103,6 +103,9 @@ def test_lifecycle() -> None:
     assert f["transactions_per_workset"] > 0 and f["events_per_workset"] > 0
     assert f["processes"]["scheduler"]["cpu_seconds"] > 0 and f["processes"]["postgres"]["cpu_seconds"] > 0
     assert "moto" not in f["processes"]
+    assert f["postgres_cpu_ms_per_workset_by_process"]["client backends"] > 0
+    # (Per table counts are not checked: an idle backend's reach pg_stat up to 10 s after its commit.)
+    assert f["writes_per_workset"]["(server)"]["wal_bytes"] > 0
     o = f["slot_occupancy"]
     assert 0 < o["mean_held"] <= 4
     assert 0 <= o["slot_free_while_queued_share"] <= 1 and 0 < o["slot_free_queue_empty_share"] <= 1
