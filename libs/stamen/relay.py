@@ -27,8 +27,9 @@ without being told, and holds RELAY_AWAKE_LOCK meanwhile; the outbox's trigger t
 of PostgreSQL's CPU per transaction, and a wake-up of this process). A pass that finds nothing puts it to
 sleep: it gives the lock up (commits NOTIFY again from then on), waits until every transaction that found
 it awake has ended (each holds OUTBOX_WRITERS_LOCK shared until then), and claims once more, so no row is
-left for the poll (a commit's NOTIFY during that wait makes it awake again at once); then a NOTIFY wakes
-it as before.
+left for the poll (a commit's NOTIFY during that wait makes it awake again at once, or, while a writer that
+found it asleep keeps it from that, has it claim that commit's rows and wait on: a NOTIFY is taken once, and
+no commit waits for the moment no writer is open); then a NOTIFY wakes it as before.
 
 Two kinds of failure: the broker unreachable (timeouts, a closed connection, no stream answering) says
 nothing about the rows, so the pass backs off and no row is blamed; the broker refusing one row (larger
@@ -339,10 +340,20 @@ class OutboxRelay:
             wait = self.WRITERS_WAIT_SECONDS
             while not clear and not self._stopping.is_set():
                 await self._wait_for(self._wake, wait)  # stop() sets it too
-                if self._wake.is_set() and await self._stay_awake():
-                    # A commit's NOTIFY: claim it now rather than after a long writer ends. Awake again,
-                    # the passes to come claim that writer's rows too; the next to find nothing retries.
-                    return
+                if self._wake.is_set():
+                    # A commit's NOTIFY, taken once: left set, every wait after it returned at once, and a
+                    # writer that stayed open (with another that found the relay asleep) had the relay ask
+                    # for both locks in a loop, thousands of transactions a second.
+                    self._wake.clear()
+                    if await self._stay_awake():
+                        # Claim it now rather than after a long writer ends. Awake again, the passes to
+                        # come claim that writer's rows too; the next to find nothing retries.
+                        return
+                    # Not awake (a writer that found it asleep holds the awake lock shared): the commit's
+                    # rows are claimed now all the same, not after every writer has ended (under steady
+                    # load that moment may not come for long); still falling asleep, it goes on waiting
+                    # for the writers that found it awake.
+                    await self.publish_pending()
                 wait = min(wait * 2, 0.1)  # a long transaction that wrote events: ask less often
                 clear = await conn.fetchval(
                     "SELECT CASE WHEN pg_try_advisory_lock($1) THEN pg_advisory_unlock($1) ELSE false END",
