@@ -7,10 +7,12 @@ asleep, a commit's NOTIFY wakes it as before."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
+from asyncpg.transaction import Transaction
 from nats.js import JetStreamContext
 
 from stamen.bus.publisher import JetStreamPublisher
@@ -126,17 +128,13 @@ async def wait_for_messages(js: JetStreamContext, n: int, timeout: float = 5.0) 
     return await stream_messages(js)
 
 
-async def test_a_relay_falling_asleep_does_not_spin_on_a_notify_while_writers_stay_open(
-    pool: asyncpg.Pool, database_url: str, js: JetStreamContext
-) -> None:
-    """Falling asleep, the relay waits for a writer that found it awake; a commit's NOTIFY arrives while
-    another writer, that found it asleep, stays open (so the relay cannot be awake again). The relay takes
-    the NOTIFY once and goes on waiting with its backoff: it used to leave it set, and every wait after it
-    returned at once, two statements per turn, thousands a second, for as long as the writers stayed open
-    (the whole stack's transactions per workset went from ~12 to 60-260 when the scheduler's transactions
-    with events grew longer)."""
-    counter = TransactionCounter()
-    relay_pool = await create_pool(database_url, init=counter.init)
+@contextlib.asynccontextmanager
+async def falling_asleep_between_two_writers(
+    relay_pool: asyncpg.Pool, pool: asyncpg.Pool, js: JetStreamContext
+) -> AsyncIterator[tuple[Transaction, Transaction]]:
+    """A leading relay falling asleep (on `relay_pool`) while a writer that found it awake (event 1) and
+    one that found it asleep (event 2) stay open, and a third writer's commit (event 3) has sent its
+    NOTIFY; event 0 is published. Yields the two open transactions, to commit."""
     relay = OutboxRelay(
         relay_pool,
         JetStreamPublisher(js),
@@ -159,55 +157,49 @@ async def test_a_relay_falling_asleep_does_not_spin_on_a_notify_while_writers_st
             [queued_event(2)]
         )  # found it asleep: holds the awake lock shared
         await commit_events(pool, [queued_event(3)])  # asleep: its commit NOTIFYs
-        await asyncio.sleep(0.2)  # the NOTIFY delivered, the relay in its wait
-        before = len(counter.sent)
-        await asyncio.sleep(0.5)
-        asked = len(counter.sent) - before
-        assert asked <= 20, f"{asked} statements in 0.5 s while waiting for two writers"  # a backoff's worth
-        await awake_tx.commit()
-        await asleep_tx.commit()
-        assert len(await wait_for_messages(js, 4, timeout=30)) == 4  # nothing is left behind
+        yield awake_tx, asleep_tx
     finally:
         await pool.release(found_awake)
         await pool.release(found_asleep)
         await relay.stop()
+
+
+async def test_a_relay_falling_asleep_does_not_spin_on_a_notify_while_writers_stay_open(
+    pool: asyncpg.Pool, database_url: str, js: JetStreamContext
+) -> None:
+    """Falling asleep, the relay waits for a writer that found it awake; a commit's NOTIFY arrives while
+    another writer, that found it asleep, stays open (so the relay cannot be awake again). The relay takes
+    the NOTIFY once and goes on waiting with its backoff: it used to leave it set, and every wait after it
+    returned at once, two statements per turn, thousands a second, for as long as the writers stayed open
+    (the whole stack's transactions per workset went from ~12 to 60-260 when the scheduler's transactions
+    with events grew longer)."""
+    counter = TransactionCounter()
+    relay_pool = await create_pool(database_url, init=counter.init)
+    try:
+        async with falling_asleep_between_two_writers(relay_pool, pool, js) as (awake_tx, asleep_tx):
+            await asyncio.sleep(0.2)  # the NOTIFY delivered, the relay in its wait
+            before = len(counter.sent)
+            await asyncio.sleep(0.5)
+            asked = len(counter.sent) - before
+            assert asked <= 20, (
+                f"{asked} statements in 0.5 s while waiting for two writers"
+            )  # a backoff's worth
+            await awake_tx.commit()
+            await asleep_tx.commit()
+            assert len(await wait_for_messages(js, 4, timeout=30)) == 4  # nothing is left behind
+    finally:
         await relay_pool.close()
 
 
 async def test_a_relay_falling_asleep_publishes_a_commit_it_is_told_of_without_waiting_for_open_writers(
-    pool: asyncpg.Pool, database_url: str, js: JetStreamContext
+    pool: asyncpg.Pool, js: JetStreamContext
 ) -> None:
     """Falling asleep, the relay waits for a writer that found it awake to end; meanwhile a commit's NOTIFY
     (while another writer, that found it asleep, keeps it from being awake again) is claimed at once, not
     after both writers have ended: under steady load a moment with no writer open may not come for long,
     and the events of every commit in between would wait for it."""
-    relay = OutboxRelay(
-        pool,
-        JetStreamPublisher(js),
-        poll_seconds=60,
-        leader_lock=RELAY_LEADER_LOCK,
-        batch_window_seconds=0.05,
-    )
-    await relay.start()
-    found_awake, found_asleep = await pool.acquire(), await pool.acquire()
-    try:
-        await commit_events(pool, [queued_event(0)])
-        await until(lambda: relay.awake, 10, "the relay did not stay awake after publishing")
-        awake_tx = found_awake.transaction()
-        await awake_tx.start()
-        await OutboxWriter(found_awake).add([queued_event(1)])  # found it awake: holds the writers' lock
-        await until(lambda: not relay.awake, 10, "the relay did not fall asleep")
-        asleep_tx = found_asleep.transaction()
-        await asleep_tx.start()
-        await OutboxWriter(found_asleep).add(
-            [queued_event(2)]
-        )  # found it asleep: holds the awake lock shared
-        await commit_events(pool, [queued_event(3)])  # asleep: its commit NOTIFYs
+    async with falling_asleep_between_two_writers(pool, pool, js) as (awake_tx, asleep_tx):
         assert len(await wait_for_messages(js, 2, timeout=5)) == 2  # events 0 and 3, both writers still open
         await awake_tx.commit()
         await asleep_tx.commit()
         assert len(await wait_for_messages(js, 4, timeout=30)) == 4
-    finally:
-        await relay.stop()
-        await pool.release(found_awake)
-        await pool.release(found_asleep)
