@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from stamen.customers.repository import CustomerRepository
-from stamen.store.db import BUILTIN_ARRAYS, create_pool, still_open
+from stamen.store.db import BUILTIN_ARRAYS, create_pool, know_builtin_arrays, still_open
 
 
 async def last_statement(admin: asyncpg.Connection, pid: int) -> str:
@@ -128,3 +128,22 @@ async def test_a_new_connection_knows_the_builtin_arrays_as_postgresql_names_the
         await pool.close()
     asked = [s for s in statements if "typeinfo" in s or "set_config('jit'" in s]
     assert not asked, asked
+
+
+async def test_a_new_connection_still_works_if_asyncpg_lacks_the_private_call_it_is_given_arrays_by(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The built-in arrays are given through asyncpg's private `register_data_types`: an asyncpg without it
+    must leave the connection as asyncpg made it (it then asks the server), not fail every connection."""
+
+    class SettingsWithoutIt:
+        pass
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        monkeypatch.setattr(conn._protocol, "get_settings", SettingsWithoutIt, raising=False)
+        know_builtin_arrays(conn)  # no error
+        monkeypatch.undo()
+        assert await conn.fetchval("SELECT $1::int4[]", [1, 2]) == [1, 2]
+    finally:
+        await conn.close()

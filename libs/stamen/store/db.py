@@ -25,6 +25,9 @@ from typing import Any
 
 import asyncpg
 import asyncpg.pool
+import structlog
+
+log = structlog.get_logger(__name__)
 
 
 class SessionTrackingConnection(asyncpg.Connection):
@@ -123,8 +126,21 @@ _BUILTIN_ARRAY_RECORDS = tuple(_array_type_record(oid, *known) for oid, known in
 def know_builtin_arrays(conn: asyncpg.Connection) -> None:
     """Give `conn` the codecs of the built-in arrays without asking the server (asyncpg would, once per
     connection and array type). asyncpg has no public call for this: its connection settings'
-    `register_data_types` is what its own introspection feeds with the rows read above."""
-    conn._protocol.get_settings().register_data_types(_BUILTIN_ARRAY_RECORDS)  # type: ignore[attr-defined]
+    `register_data_types` is what its own introspection feeds with the rows read above. Should a later
+    asyncpg not have it, the connection works as it did without (asyncpg asks the server, once per
+    connection and type): a warning says so, and the test that counts those questions fails."""
+    try:
+        register = conn._protocol.get_settings().register_data_types  # type: ignore[attr-defined]
+    except AttributeError as exc:
+        global _warned_no_register
+        if not _warned_no_register:
+            _warned_no_register = True
+            log.warning("db.builtin_arrays_not_registered", asyncpg=asyncpg.__version__, error=str(exc))
+        return
+    register(_BUILTIN_ARRAY_RECORDS)
+
+
+_warned_no_register = False
 
 
 async def create_pool(
