@@ -66,18 +66,24 @@ async def test_a_commit_sends_no_notify_while_a_relay_holds_the_awake_lock(
     assert await notified_after(notifications, 1) == 1
 
 
-async def test_a_relay_falling_asleep_waits_for_the_writers_that_found_it_awake(
-    pool: asyncpg.Pool, js: JetStreamContext, notifications: Notifications
-) -> None:
-    """A writer that found the relay awake (so sent no NOTIFY) and commits after the relay's last pass
-    found nothing: the relay, falling asleep, waits for it and claims its row at once, not at its poll."""
-    relay = OutboxRelay(
+def leading_relay(pool: asyncpg.Pool, js: JetStreamContext) -> OutboxRelay:
+    """A relay that leads (it takes the leader lock), stays awake after publishing for a short batch window,
+    and is woken only by NOTIFY (its poll is a minute away)."""
+    return OutboxRelay(
         pool,
         JetStreamPublisher(js),
         poll_seconds=60,
         leader_lock=RELAY_LEADER_LOCK,
         batch_window_seconds=0.05,
     )
+
+
+async def test_a_relay_falling_asleep_waits_for_the_writers_that_found_it_awake(
+    pool: asyncpg.Pool, js: JetStreamContext, notifications: Notifications
+) -> None:
+    """A writer that found the relay awake (so sent no NOTIFY) and commits after the relay's last pass
+    found nothing: the relay, falling asleep, waits for it and claims its row at once, not at its poll."""
+    relay = leading_relay(pool, js)
     await relay.start()
     writer = await pool.acquire()
     try:
@@ -135,13 +141,7 @@ async def falling_asleep_between_two_writers(
     """A leading relay falling asleep (on `relay_pool`) while a writer that found it awake (event 1) and
     one that found it asleep (event 2) stay open, and a third writer's commit (event 3) has sent its
     NOTIFY; event 0 is published. Yields the two open transactions, to commit."""
-    relay = OutboxRelay(
-        relay_pool,
-        JetStreamPublisher(js),
-        poll_seconds=60,
-        leader_lock=RELAY_LEADER_LOCK,
-        batch_window_seconds=0.05,
-    )
+    relay = leading_relay(relay_pool, js)
     await relay.start()
     found_awake, found_asleep = await pool.acquire(), await pool.acquire()
     try:
