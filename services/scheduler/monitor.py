@@ -8,6 +8,7 @@ Jobs are found from the store, so a restarted scheduler re-attaches to running j
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import asyncpg
@@ -22,7 +23,7 @@ from services.scheduler.dispatch import (
     save_releasing,
 )
 from services.scheduler.executors import ExecutorRegistry
-from stamen.domain.lifecycle import WorksetState
+from stamen.domain.lifecycle import HOLDING_A_SLOT, WorksetState
 from stamen.domain.workset import Workset
 from stamen.events.types import StepCompleted, WorksetFailed
 from stamen.executors.base import JobState, JobStatus
@@ -37,6 +38,15 @@ S = WorksetState
 # A job another scheduler submitted is left to it this long after it ended (then any replica records
 # it: the submitter may have died).
 OTHERS_JOBS_AFTER_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class PollOutcome:
+    finished: int = 0  # step ends recorded
+    released: int = 0  # of them, ends that gave a workset's slot back (completed, failed, cancelled)
+
+    def __add__(self, other: PollOutcome) -> PollOutcome:
+        return PollOutcome(self.finished + other.finished, self.released + other.released)
 
 
 class JobMonitor:
@@ -56,8 +66,8 @@ class JobMonitor:
 
     async def poll_once(
         self, active_steps: tuple[list[ClusterRecord], dict[str, list[StepRunRow]]] | None = None
-    ) -> int:
-        """Returns how many steps finished. `active_steps`: the clusters and their pending/running steps
+    ) -> PollOutcome:
+        """How many step ends were recorded, and how many of them gave a slot back. `active_steps`: the clusters and their pending/running steps
         as the pass's survey read them; read here when not given."""
         if active_steps is None:
             async with UnitOfWork(self._pool) as uow:
@@ -80,11 +90,11 @@ class JobMonitor:
                 status = statuses.get(row.handle.job_id)
                 if status is not None and status.state.finished and self._records(row, status):
                     ended.append((row, status))
-        finished = 0
+        outcome = PollOutcome()
         while ended:
             batch, ended = one_per_workset(ended)
-            finished += await self._record_all(batch)
-        return finished
+            outcome += await self._record_all(batch)
+        return outcome
 
     def _records(self, row: StepRunRow, status: JobStatus) -> bool:
         """Whether this replica records the end of this job now: its own jobs at once; another
@@ -95,7 +105,7 @@ class JobMonitor:
         ended = status.ended_at if status.ended_at.tzinfo else status.ended_at.replace(tzinfo=UTC)
         return (datetime.now(UTC) - ended).total_seconds() >= OTHERS_JOBS_AFTER_SECONDS
 
-    async def _record_all(self, ended: list[tuple[StepRunRow, JobStatus]]) -> int:
+    async def _record_all(self, ended: list[tuple[StepRunRow, JobStatus]]) -> PollOutcome:
         """Record the ends of jobs of different worksets in one transaction: their step runs finished and
         their worksets read and locked in one statement (a step run another replica is recording, or that
         evacuation holds, is skipped, never waited for), each outcome saved, one commit; then the next
@@ -106,6 +116,7 @@ class JobMonitor:
             return await self._record_each(ended)
         submissions: list[Submission] = []
         recorded: list[tuple[StepRunRow, JobStatus]] = []
+        released = 0
         failed = False
         async with self._pool.acquire() as conn:
             try:
@@ -121,12 +132,13 @@ class JobMonitor:
                         if submission is not None:
                             submissions.append(submission)
                         recorded.append((row, status))
+                        released += ws.state not in HOLDING_A_SLOT
                     await uow.commit()
             except Exception as exc:
                 if is_unreachable(exc):
                     raise
                 log.warning("scheduler.step_ends_recorded_one_by_one", ends=len(ended), error=str(exc))
-                submissions, recorded, failed = [], [], True
+                submissions, recorded, released, failed = [], [], 0, True
             if submissions and self._dispatcher is not None:
                 await self._dispatcher.submit_all_holding(conn, submissions)
         if failed:
@@ -135,14 +147,14 @@ class JobMonitor:
             log.info(
                 "scheduler.step_finished", workset_id=row.workset_id, step=row.step, state=status.state.value
             )
-        return len(recorded)
+        return PollOutcome(len(recorded), released)
 
-    async def _record_each(self, ended: list[tuple[StepRunRow, JobStatus]]) -> int:
+    async def _record_each(self, ended: list[tuple[StepRunRow, JobStatus]]) -> PollOutcome:
         """Each end in a transaction of its own: one that fails is logged and left for the next poll."""
-        finished = 0
+        outcome = PollOutcome()
         for row, status in ended:
             try:
-                finished += await self._record(row, status)
+                outcome += await self._record(row, status)
             except Exception as exc:
                 if is_unreachable(exc):
                     raise
@@ -152,9 +164,9 @@ class JobMonitor:
                     step=row.step,
                     error=str(exc),
                 )
-        return finished
+        return outcome
 
-    async def _record(self, row: StepRunRow, status: JobStatus) -> int:
+    async def _record(self, row: StepRunRow, status: JobStatus) -> PollOutcome:
         async with self._pool.acquire() as conn:
             async with UnitOfWork.on(conn) as uow:
                 # The end recorded and the workset read and locked: one statement, which also reads what the
@@ -167,7 +179,7 @@ class JobMonitor:
                 else:
                     ws = await uow.worksets.get_changed(change)
                 if ws is None:
-                    return 0  # another replica recorded it (or evacuation holds it)
+                    return PollOutcome()  # another replica recorded it (or evacuation holds it)
                 submission = await self._outcome(uow, ws, row, status, facts)  # holds the step run's lock
                 await uow.commit()
             if submission is not None and self._dispatcher is not None:
@@ -175,7 +187,7 @@ class JobMonitor:
         log.info(
             "scheduler.step_finished", workset_id=row.workset_id, step=row.step, state=status.state.value
         )
-        return 1
+        return PollOutcome(1, int(ws.state not in HOLDING_A_SLOT))
 
     async def _outcome(
         self, uow: UnitOfWork, ws: Workset, row: StepRunRow, status: JobStatus, facts: DispatchFacts | None
@@ -195,7 +207,7 @@ class JobMonitor:
             finish_cancelled(ws, self._holder)
             await save_releasing(uow, ws, "cancelled")
             return None
-        elif ws.state in (S.SCHEDULED, S.RUNNING):
+        elif ws.state in HOLDING_A_SLOT:
             reason = status.reason or f"step {row.step} ended {status.state.value}"
             ws.transition(
                 S.FAILED,

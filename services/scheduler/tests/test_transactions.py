@@ -232,10 +232,10 @@ async def test_a_replica_leaves_the_end_of_another_s_job_to_it_for_a_few_seconds
     while not (tmp_path / "work").exists() or not await _ended(executor, pool, ws_id):
         assert asyncio.get_running_loop().time() < deadline
         await asyncio.sleep(0.05)
-    assert await other.poll_once() == 0
+    assert (await other.poll_once()).finished == 0
     assert await state_of(pool, ws_id) == "running"
     monkeypatch.setattr(monitor_module, "OTHERS_JOBS_AFTER_SECONDS", 0.0)  # as if it ended long ago
-    assert await other.poll_once() == 1
+    assert (await other.poll_once()).finished == 1
 
 
 async def _ended(executor: LocalExecutor, pool: asyncpg.Pool, ws_id: str) -> bool:
