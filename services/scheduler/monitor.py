@@ -8,6 +8,7 @@ Jobs are found from the store, so a restarted scheduler re-attaches to running j
 
 from __future__ import annotations
 
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -65,19 +66,30 @@ class JobMonitor:
         self._dispatcher = dispatcher
 
     async def poll_once(
-        self, active_steps: tuple[list[ClusterRecord], dict[str, list[StepRunRow]]] | None = None
+        self,
+        active_steps: tuple[list[ClusterRecord], dict[str, list[StepRunRow]]] | None = None,
+        *,
+        skip: Container[int] = (),
     ) -> PollOutcome:
-        """How many step ends were recorded, and how many of them gave a slot back. `active_steps`: the clusters and their pending/running steps
-        as the pass's survey read them; read here when not given."""
+        """How many step ends were recorded, and how many of them gave a slot back. `active_steps`: the
+        clusters and their pending/running steps as the pass's survey read them; read here when not given.
+        `skip`: step runs someone else polls (the exit follower's)."""
         if active_steps is None:
             async with UnitOfWork(self._pool) as uow:
                 clusters = await uow.clusters.clusters()
                 active = {c.name: await uow.step_runs.active_step_runs(c.name) for c in clusters}
         else:
             clusters, active = active_steps
+        polled = [(c, [r for r in active.get(c.name, []) if r.id not in skip]) for c in clusters]
+        return await self.record_ends(await self.ended(polled))
+
+    async def ended(
+        self, polled: Sequence[tuple[ClusterRecord, Sequence[StepRunRow]]]
+    ) -> list[tuple[StepRunRow, JobStatus]]:
+        """The steps of `polled` whose jobs have ended, as their clusters say (one poll per cluster), and
+        that this replica records now."""
         ended: list[tuple[StepRunRow, JobStatus]] = []
-        for cluster in clusters:
-            rows = active.get(cluster.name, [])
+        for cluster, rows in polled:
             if not rows:
                 continue
             executor = self._executors.for_cluster(cluster)
@@ -90,6 +102,9 @@ class JobMonitor:
                 status = statuses.get(row.handle.job_id)
                 if status is not None and status.state.finished and self._records(row, status):
                     ended.append((row, status))
+        return ended
+
+    async def record_ends(self, ended: list[tuple[StepRunRow, JobStatus]]) -> PollOutcome:
         outcome = PollOutcome()
         while ended:
             batch, ended = one_per_workset(ended)
