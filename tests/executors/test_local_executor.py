@@ -17,6 +17,7 @@ import pytest
 from stamen.domain.steps import StepSpec
 from stamen.executors.base import JobHandle, JobState, JobStatus
 from stamen.executors.local import LOST_REASON, LocalExecutor, group_is_alive, process_is_alive, runner_pid
+from stamen.executors.local_files import read_job_record
 from stamen.executors.local_proc import proc_stat_fields
 from stamen.executors.local_runner import boot_id
 
@@ -56,17 +57,14 @@ async def wait_until_running(executor: LocalExecutor, handle: JobHandle, ready_f
     status = (await executor.poll([handle]))[handle.job_id]
     assert status.state is JobState.RUNNING
     assert status.started_at is not None
-    return read_json(handle.extra["running_file"])
+    record = read_job_record(handle.extra["job_file"])
+    assert record is not None and record.running is not None, record
+    return record.running
 
 
 def file_exists(path: Path) -> bool:
     # Non-empty: the step creates the file before it writes to it, so an empty one is still being written.
     return path.exists() and path.stat().st_size > 0
-
-
-def read_json(path: str) -> dict[str, int]:
-    document: dict[str, int] = json.loads(Path(path).read_text())
-    return document
 
 
 def signals_pending(pid: int) -> bool:
@@ -416,7 +414,7 @@ async def test_a_job_file_that_names_the_submission_but_no_runner_is_an_error(tm
 async def test_cancel_signals_no_process_group_that_is_not_the_jobs_any_more(
     executor: LocalExecutor, tmp_path: Path
 ) -> None:
-    """The running file names the command's group by number; by the time `cancel` signals it, the
+    """The job record names the command's group by number; by the time `cancel` signals it, the
     command may have ended and the number been taken by another group. Only the group whose leader is
     the process the runner started (its start time) is signalled, or one whose leader has gone but
     whose members remain (a group's number is not reused while it has members)."""
@@ -429,7 +427,8 @@ async def test_cancel_signals_no_process_group_that_is_not_the_jobs_any_more(
             assert time.monotonic() < deadline, fields
             await asyncio.sleep(0.01)
         running = {"command_pgid": other.pid, "command_start_time": "1", "started_at": "2026-12-06T00:00:00"}
-        (tmp_path / "step.running.json").write_text(json.dumps(running))
+        job_line = (tmp_path / "step.job.json").read_text().splitlines()[0]
+        (tmp_path / "step.job.json").write_text(f"{job_line}\n{json.dumps({'running': running})}\n")
         files = executor._files(handle)
         for signum in (signal.SIGTERM, signal.SIGKILL):  # cancel's first signal, and after its timeout
             await asyncio.to_thread(executor._signal_job, handle, files, signum, False)
@@ -437,9 +436,36 @@ async def test_cancel_signals_no_process_group_that_is_not_the_jobs_any_more(
             fields = proc_stat_fields(other.pid)
             assert fields is not None and fields[0] == "S" and not signals_pending(other.pid), fields
         running["command_start_time"] = start_time_of(other.pid)  # the job's own group: signalled
-        (tmp_path / "step.running.json").write_text(json.dumps(running))
+        (tmp_path / "step.job.json").write_text(f"{job_line}\n{json.dumps({'running': running})}\n")
         await asyncio.to_thread(executor._signal_job, handle, files, signal.SIGTERM, False)
         assert other.wait(20) == -signal.SIGTERM
     finally:
         other.kill()
         other.wait()
+
+
+def test_a_job_records_lines_count_once_whole_and_its_first_status_is_the_outcome(tmp_path: Path) -> None:
+    """A reader can meet the job file while a line is being appended: a line without its newline yet is
+    not taken (half a status would read as none, or worse); of two status lines (the runner's, and
+    `cancel`'s for a runner that did not stop) the first is the outcome. A version 1 job file (the
+    standalone runner's, one line without a newline) is read as its job."""
+    job_file = tmp_path / "s.job.json"
+    job = {"version": 2, "workset_id": "ws", "attempt": 1, "step": "s"}
+    status = json.dumps({"status": {"exit_code": 0}})
+    job_file.write_text(
+        json.dumps(job) + "\n" + json.dumps({"running": {"command_pgid": 7}}) + "\n" + status[:-5]
+    )
+    record = read_job_record(job_file)
+    assert record is not None and record.job == job and record.appended
+    assert record.running == {"command_pgid": 7} and record.status is None
+    job_file.write_text(
+        job_file.read_text() + status[-5:] + "\n" + json.dumps({"status": {"exit_code": 1}}) + "\n"
+    )
+    record = read_job_record(job_file)
+    assert record is not None and record.status == {"exit_code": 0}
+    job_file.write_text(json.dumps({**job, "version": 1}))
+    record = read_job_record(job_file)
+    assert record is not None and record.job["version"] == 1 and not record.appended
+    assert record.running is None and record.status is None
+    job_file.write_text("{not json")
+    assert read_job_record(job_file) is None and read_job_record(tmp_path / "missing.job.json") is None

@@ -18,7 +18,7 @@ import pytest
 from stamen.domain.steps import StepSpec
 from stamen.executors.base import JobHandle, JobState, JobStatus
 from stamen.executors.local import LocalExecutor, runner_pid
-from stamen.executors.local_files import StepFiles, write_json_atomically
+from stamen.executors.local_files import StepFiles, read_job_record, write_json_atomically
 from stamen.executors.local_forkserver import _Runner, _Runners
 from stamen.executors.local_forkserver_client import ForkServer, ForkServerError, fork_server
 from stamen.executors.local_proc import group_is_alive, proc_stat_fields
@@ -27,6 +27,12 @@ from stamen.executors.local_runner_config import RunnerConfig, Submission
 
 def step(workdir: Path, argv: list[str], name: str = "s") -> StepSpec:
     return StepSpec(workset_id="ws-proc", attempt=1, step=name, argv=argv, workdir=str(workdir))
+
+
+def recorded(job_file: str | Path) -> bool:
+    """The job's status is in its job file (a runner of the fork server appends it there)."""
+    record = read_job_record(job_file)
+    return record is not None and record.status is not None
 
 
 def children_of(pid: int) -> list[tuple[int, str]]:
@@ -200,18 +206,18 @@ async def test_a_runner_that_cannot_record_its_job_runs_nothing_and_says_why(tmp
     working = config("b", workdir / "b.job.json")
     await asyncio.to_thread(server.start_runner, working, StepFiles.of(workdir, "b").runner_log)
     deadline = time.monotonic() + 20
-    while not Path(working.status_file).exists():
+    while not recorded(workdir / "b.job.json"):
         assert time.monotonic() < deadline, "the second runner did not finish"
         await asyncio.sleep(0.05)
     assert (workdir / "b.ran").exists() and not (workdir / "a.ran").exists()
     assert not Path(StepFiles.of(workdir, "b").runner_log).exists()
 
 
-async def test_a_finished_step_leaves_its_job_status_and_output_files_and_nothing_else(
+async def test_a_finished_step_leaves_its_job_file_and_output_files_and_nothing_else(
     tmp_path: Path,
 ) -> None:
-    """The status file takes the running file's place; no runner log unless the runner failed, no
-    temporary left behind."""
+    """The command's start and the status are appended to the job file (no file is created for them);
+    no runner log unless the runner failed, no temporary left behind."""
     executor = LocalExecutor()
     handle = await executor.submit(step(tmp_path, ["true"]))
     deadline = time.monotonic() + 20
@@ -219,7 +225,15 @@ async def test_a_finished_step_leaves_its_job_status_and_output_files_and_nothin
         assert time.monotonic() < deadline, status
         await asyncio.sleep(0.05)
     assert status.state is JobState.SUCCEEDED
-    assert sorted(os.listdir(tmp_path)) == ["s.job.json", "s.status.json", "s.stderr.log", "s.stdout.log"]
+    assert sorted(os.listdir(tmp_path)) == ["s.job.json", "s.stderr.log", "s.stdout.log"]
+    lines = [json.loads(line) for line in (tmp_path / "s.job.json").read_text().splitlines()]
+    assert [sorted(line) if i else line["job_id"] for i, line in enumerate(lines)] == [
+        handle.job_id,
+        ["running"],
+        ["status"],
+    ]
+    assert lines[1]["running"]["command_pgid"] == lines[2]["status"]["command_pid"]
+    assert lines[2]["status"]["exit_code"] == 0
 
 
 async def wait_finished(executor: LocalExecutor, handle: JobHandle) -> JobStatus:
@@ -342,7 +356,9 @@ async def test_a_hung_runners_cancel_kills_it_and_its_command(tmp_path: Path) ->
     while (await executor.poll([handle]))[handle.job_id].state is not JobState.RUNNING:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.02)
-    running = json.loads((tmp_path / "s.running.json").read_text())
+    record = read_job_record(tmp_path / "s.job.json")
+    assert record is not None and record.running is not None, record
+    running = record.running
     os.kill(runner_pid(handle), signal.SIGSTOP)
     await executor.cancel(handle)
     status = await wait_finished(executor, handle)
@@ -390,7 +406,7 @@ async def test_a_runner_told_to_stop_mid_step_stops_it_and_takes_no_other(tmp_pa
     told to stop, not to go on with somebody else's step."""
     executor = LocalExecutor(grace_seconds=1.0)
     handle = await executor.submit(step(tmp_path, ["sleep", "60"]))
-    await until(lambda: (tmp_path / "s.running.json").exists())
+    await until(lambda: (r := read_job_record(tmp_path / "s.job.json")) is not None and r.running is not None)
     os.kill(runner_pid(handle), signal.SIGTERM)
     status = await wait_finished(executor, handle)
     assert status.state is JobState.CANCELLED and "from outside stamen" in status.reason, status
@@ -405,7 +421,7 @@ async def test_idle_runners_are_bounded_and_end_after_a_while(tmp_path: Path) ->
         configs = [runner_config(tmp_path / str(i), f"ws-{i}", ["true"]) for i in range(3)]
         jobs = [await asyncio.to_thread(server.start_runner, c, c.stdout_file + ".log") for c in configs]
         for config in configs:
-            await until(lambda config=config: Path(config.status_file).exists())
+            await until(lambda config=config: recorded(config.job_file or ""))
         assert server.pid is not None
         release = tmp_path / "release"
         last = runner_config(
@@ -415,7 +431,7 @@ async def test_idle_runners_are_bounded_and_end_after_a_while(tmp_path: Path) ->
         assert job.pid in {j.pid for j in jobs} and job.job > 1  # a runner used again
         await until(lambda: {pid for pid, _ in children_of(server.pid or 0)} == {job.pid})  # no others kept
         release.touch()
-        await until(lambda: Path(last.status_file).exists())
+        await until(lambda: recorded(last.job_file or ""))
         await until(lambda: not children_of(server.pid or 0))  # it ended by itself, reaped
     finally:
         server.stop()

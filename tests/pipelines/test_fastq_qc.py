@@ -172,7 +172,7 @@ async def test_start_at_step_runs_only_the_remaining_steps(workset_spec: dict[st
     workdir = tmp_path / "ws"
     first = await run_steps(plan_steps(pipeline, workset_spec, 1, str(workdir), env=s3_env)[:2])  # stage, qc
     assert [s.state for s in first.values()] == [JobState.SUCCEEDED, JobState.SUCCEEDED]
-    earlier_status_files = {name: read_text(workdir / f"{name}.status.json") for name in ("stage", "qc")}
+    earlier_job_files = {name: read_text(workdir / f"{name}.job.json") for name in ("stage", "qc")}
 
     retry = plan_steps(
         pipeline, workset_spec, attempt=2, workdir=str(workdir), start_at_step="report", env=s3_env
@@ -182,10 +182,8 @@ async def test_start_at_step_runs_only_the_remaining_steps(workset_spec: dict[st
     assert all(s.attempt == 2 for s in retry)
     results = await run_steps(retry)
     assert all(s.state is JobState.SUCCEEDED for s in results.values()), results
-    # stage and qc were not run again: their status files are the ones from the first attempt.
-    assert {
-        name: read_text(workdir / f"{name}.status.json") for name in ("stage", "qc")
-    } == earlier_status_files
+    # stage and qc were not run again: their job files (with their status) are the first attempt's.
+    assert {name: read_text(workdir / f"{name}.job.json") for name in ("stage", "qc")} == earlier_job_files
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="exports/")["Contents"]]
     assert sorted(keys) == [f"exports/{WORKSET}/qc.html", f"exports/{WORKSET}/qc.json"]
 

@@ -7,7 +7,8 @@ step, of any workset. Everything another process needs to find the job again is 
 (job id "<runner pid>.<its job number>", the runner's start time from /proc/<pid>/stat, the boot id)
 and in the step's files in its workdir (`local_files.py`).
 
-`poll` reads those files; it never waits for a child and starts no process. `find` reads the job
+`poll` reads those files (the job file first: a runner of the fork server appends the command's start
+and the step's status to it); it never waits for a child and starts no process. `find` reads the job
 file: a runner of this attempt of this step was started if and only if it names that attempt. A
 subscriber of `on_job_exit` (the scheduler's loop) is called as soon as a runner has finished a job (the
 fork server's notice pipe) or has exited (a pidfd, `local_exits.py`: a killed runner, or one of an
@@ -35,7 +36,10 @@ from stamen.executors.local_files import (
     STOP_CANCEL,
     STOP_MEMORY_LIMIT,
     STOP_TIME_LIMIT,
+    JobRecord,
     StepFiles,
+    append_to_job_record,
+    read_job_record,
     read_json,
     tail,
     write_json_atomically,
@@ -59,8 +63,19 @@ def _parse_time(value: object) -> datetime | None:
 
 
 def _has_status(files: dict[str, str]) -> bool:
-    """The runner (or `cancel`) has recorded how the job ended (a stat of a local file: not awaited)."""
+    """The runner (or `cancel`) has recorded how the job ended (a read of a local file: not awaited)."""
+    record = read_job_record(files["job_file"])
+    if record is not None and record.status is not None:
+        return True
     return os.path.exists(files["status_file"])
+
+
+def _running(files: dict[str, str], record: JobRecord | None) -> dict[str, Any] | None:
+    """What the runner recorded of the command it started: in the job record, else (a standalone or
+    earlier runner's job) in the running file."""
+    if record is not None and record.appended:
+        return record.running
+    return read_json(files["running_file"])
 
 
 def runner_pid(handle: JobHandle) -> int:
@@ -175,9 +190,10 @@ class LocalExecutor:
     def _find(self, step: StepSpec) -> JobHandle | None:
         files = self._step_files(str(Path(step.workdir)), step.step)
         job_file = files["job_file"]
-        document = read_json(job_file)
-        if document is None:
+        record = read_job_record(job_file)
+        if record is None:
             return None  # no runner was ever started for this step in this workdir (or `submit` removed it)
+        document = record.job
         if (document.get("workset_id"), document.get("attempt"), document.get("step")) != (
             step.workset_id, step.attempt, step.step,
         ):  # fmt: skip
@@ -226,18 +242,24 @@ class LocalExecutor:
 
     def _status(self, handle: JobHandle) -> JobStatus:
         files = self._files(handle)
-        # Liveness first, then the file: the runner writes its status before it exits, so a runner
-        # seen dead here has either written the file already or never will.
+        # Liveness first, then the files: the runner records its status before it exits, so a runner
+        # seen dead here has either recorded it already or never will.
         alive = self._runner_alive(handle)
-        document = read_json(files["status_file"])
+        record = read_job_record(files["job_file"])
+        if record is not None and record.appended:
+            document = record.status
+            if document is None and not alive:  # a runner that could not append its failure: its file
+                document = read_json(files["status_file"])
+        else:  # a standalone runner's job, or one of before job records
+            document = read_json(files["status_file"])
         if document is not None:
             return self._finished_status(handle, document, files)
         if alive:
-            running = read_json(files["running_file"])
+            running = _running(files, record)
             started_at = _parse_time(running.get("started_at")) if running else None
             state = JobState.RUNNING if running else JobState.PENDING
             return JobStatus(handle=handle, state=state, native_state=state.value, started_at=started_at)
-        self._kill_orphaned_command(files)
+        self._kill_orphaned_command(files, record)
         runner_output = tail(files["runner_log"], 20)
         reason = LOST_REASON + (f"; runner output: {runner_output}" if runner_output else "")
         return JobStatus(
@@ -246,16 +268,17 @@ class LocalExecutor:
         )  # fmt: skip
 
     @staticmethod
-    def _kill_orphaned_command(files: dict[str, str]) -> None:
+    def _kill_orphaned_command(files: dict[str, str], record: JobRecord | None = None) -> None:
         """A lost job must not keep running behind the scheduler's back (a retry may start)."""
-        LocalExecutor._signal_command_group(files, signal.SIGKILL)
+        LocalExecutor._signal_command_group(files, signal.SIGKILL, record)
 
     @staticmethod
-    def _signal_command_group(files: dict[str, str], signum: int) -> None:
+    def _signal_command_group(files: dict[str, str], signum: int, record: JobRecord | None = None) -> None:
         """Signal the job's command group while it is still the job's: its leader is the process the
         runner started (same start time), or the leader has gone but members of the group remain (a
-        group id is not reused while it has members). Never a group that took the number since."""
-        running = read_json(files["running_file"])
+        group id is not reused while it has members). Never a group that took the number since.
+        `record`: the job file as read just now (None: read here)."""
+        running = _running(files, record or read_job_record(files["job_file"]))
         if not running or not isinstance(running.get("command_pgid"), int):
             return
         pgid = int(running["command_pgid"])
@@ -368,17 +391,23 @@ class LocalExecutor:
 
     @staticmethod
     def _write_cancelled_status(handle: JobHandle, files: dict[str, str]) -> None:
-        running = read_json(files["running_file"]) or {}
-        write_json_atomically(
-            files["status_file"],
-            {
-                "version": 1,
-                "exit_code": None,
-                "signal": signal.SIGKILL,
-                "stopped_by": STOP_CANCEL,
-                "started_at": running.get("started_at"),
-                "ended_at": datetime.now(UTC).isoformat(),
-                "written_by": "executor",
-                "reason": "cancelled by stamen; the runner did not stop in time and was killed with SIGKILL",
-            },
-        )
+        record = read_job_record(files["job_file"])
+        running = _running(files, record) or {}
+        status = {
+            "version": 1,
+            "exit_code": None,
+            "signal": signal.SIGKILL,
+            "stopped_by": STOP_CANCEL,
+            "started_at": running.get("started_at"),
+            "ended_at": datetime.now(UTC).isoformat(),
+            "written_by": "executor",
+            "reason": "cancelled by stamen; the runner did not stop in time and was killed with SIGKILL",
+        }
+        if record is not None and record.appended:  # after the runner's, if it wrote one since: not read
+            fd = os.open(files["job_file"], os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+            try:
+                append_to_job_record(fd, "status", status, durable=True)
+            finally:
+                os.close(fd)
+        else:
+            write_json_atomically(files["status_file"], status)

@@ -1,15 +1,24 @@
 """The files of one local step in its workdir: the only record of a local job that outlives a process.
 
-<step>.job.json      which submission runs here (workset, attempt, step) and its runner (pid, start
-                     time, boot id): written before the command may start and before `submit`
-                     returns (by the fork server; by the runner itself when run standalone)
-<step>.status.json   written atomically by the runner when the step has ended (the outcome); it
-                     takes the running file's place (that file is renamed and overwritten)
-<step>.running.json  the command's pid / process group while it runs
+<step>.job.json      the job's record, one JSON document a line. The first line says which submission
+                     runs here (workset, attempt, step) and its runner (pid, start time, boot id): the
+                     file appears with it whole (written to a temporary, renamed), before the command
+                     may start and before `submit` returns. A runner of the fork server then appends
+                     `{"running": ...}` (the command's pid / process group) once the command has
+                     started and `{"status": ...}` (the outcome) once the step has ended: a line counts
+                     once its newline is there, the first status line is the outcome. (Version 1, the
+                     standalone runner's: the first line only, the other two in files of their own.)
+<step>.status.json   version 1 only: the outcome, written atomically when the step has ended (it
+                     takes the running file's place: that file is renamed and overwritten)
+<step>.running.json  version 1 only: the command's pid / process group while it runs
 <step>.cancel        written by `cancel` before it signals, so the runner knows who stopped it
 <step>.stdout.log    the command's stdout
 <step>.stderr.log    the command's stderr
 <step>.runner.log    the runner's own traceback, written only if the runner itself fails
+
+Why one file for the job, its command and its outcome: creating a file is the dearest thing a step's
+files cost (on an ext4 without a journal, up to ~0.25 ms of CPU each, see docs/pipelines.md), and
+appending a line to a file already open costs one write.
 """
 
 from __future__ import annotations
@@ -17,13 +26,16 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:  # not loaded at run time: the fork server imports this, and each runner pays for its size
     from pathlib import Path
 
 STATUS_VERSION = 1
+# 1: the job file holds the job's line only (its running and status files apart); 2: a job record (the
+# running and status lines appended to it).
 JOB_FILE_VERSION = 1
+JOB_RECORD_VERSION = 2
 
 # How a step was stopped (the status file's `stopped_by`), when stamen stopped it.
 STOP_CANCEL = "cancel"
@@ -131,12 +143,12 @@ def tail(path: str | Path, lines: int = LOG_TAIL_LINES) -> str:
 
 def job_document(
     *, workset_id: str, attempt: int, step: str, submitted_at: str, runner_pid: int, runner_start_time: str,
-    boot: str, cancel_signal: int | None = None, job_id: str | None = None,
+    boot: str, cancel_signal: int | None = None, job_id: str | None = None, version: int = JOB_FILE_VERSION,
 ) -> dict[str, Any]:  # fmt: skip
-    """The job file's content, written before the runner may start the command and before the fork
+    """The job file's first line, written before the runner may start the command and before the fork
     server tells the executor the runner's pid, so it exists as soon as `submit` returns."""
     return {
-        "version": JOB_FILE_VERSION,
+        "version": version,
         "workset_id": workset_id,
         "attempt": attempt,
         "step": step,
@@ -151,3 +163,83 @@ def job_document(
         # any workset (absent: the runner's only job, a standalone runner's; its id is the pid).
         **({"job_id": job_id} if job_id is not None else {}),
     }
+
+
+class JobRecord(NamedTuple):
+    """A job file as read: its first line (the job), and for a job record (version 2) the first running
+    and status lines appended to it (None: not there, or not whole yet)."""
+
+    job: dict[str, Any]
+    running: dict[str, Any] | None
+    status: dict[str, Any] | None
+
+    @property
+    def appended(self) -> bool:
+        """The runner appends the command's start and the outcome here (else: to files of their own)."""
+        return self.job.get("version") == JOB_RECORD_VERSION
+
+
+def read_job_record(path: str | Path) -> JobRecord | None:
+    """None if there is no job file (or its first line is not a JSON object)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        data = chunk = os.read(fd, 1 << 16)
+        while len(chunk) == 1 << 16:  # a shorter read of a local file is its end: no read for nothing
+            chunk = os.read(fd, 1 << 16)
+            data += chunk
+    finally:
+        os.close(fd)
+    # The first line appeared whole (renamed into place; version 1's has no newline). An appended line
+    # counts once its newline is there: a reader can find the end of one still being written.
+    first, newline, rest = data.partition(b"\n")
+    try:
+        job = json.loads(first)
+    except ValueError:
+        return None
+    if not isinstance(job, dict):
+        return None
+    running = status = None
+    if newline and rest:
+        for line in rest.split(b"\n")[:-1]:  # the last piece has no newline: not whole, or empty
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(entry, dict):
+                continue
+            if running is None and isinstance(entry.get("running"), dict):
+                running = entry["running"]
+            elif status is None and isinstance(entry.get("status"), dict):
+                status = entry["status"]
+    return JobRecord(job, running, status)
+
+
+def create_job_record(path: str, job: dict[str, Any]) -> int:
+    """Write the job file's first line (a temporary renamed into place: it is never seen in part) and
+    return the file, open for appending the job's other lines (`append_to_job_record`)."""
+    folder, name = os.path.split(path)
+    temporary = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    try:
+        _write_all(fd, _ENCODER.encode(job).encode() + b"\n")
+        os.rename(temporary, path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def append_to_job_record(fd: int, kind: str, document: dict[str, Any], *, durable: bool = False) -> None:
+    """Append `{kind: document}` as one line (O_APPEND: after whatever another process appended)."""
+    _write_all(fd, _ENCODER.encode({kind: document}).encode() + b"\n")
+    if durable:
+        os.fsync(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]

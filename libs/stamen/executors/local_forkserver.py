@@ -58,8 +58,8 @@ from stamen.executors.local_runner import (
     Wakeups,
     record_runner_failure,
     run_job,
+    start_job_record,
     start_runner_process,
-    write_job_file,
 )
 from stamen.executors.local_runner_config import RunnerConfig
 
@@ -127,8 +127,9 @@ def _become_runner(
     requests: int, replies: int, notices: int | None, first: tuple[RunnerConfig, str], idle_seconds: float
 ) -> NoReturn:
     """In the forked child: detach, then for each job the server sends: write its job file, tell the
-    server (on `replies`) its start time and the job's number, run the step, tell the server ("idle")
-    and the submitting process (on `notices`); never return. A runner that fails before a job's file is
+    server (on `replies`) its start time and the job's number, run the step (its start and its status
+    appended to the job file), tell the server ("idle") and the submitting process (on `notices`); never
+    return. A runner that fails before a job's file is
     written runs nothing of it (the server sees `replies` closed without a word and forks another).
 
     `first`: its first job, read by the server before the fork (read in a new runner, it cost the runner
@@ -137,6 +138,7 @@ def _become_runner(
     code = 1
     config: RunnerConfig | None = None
     log: str | None = None
+    record: int | None = None
     try:
         gc.disable()  # it allocates little; a collection would only copy pages
         os.setsid()  # its own session: a signal to the scheduler's group does not reach it
@@ -167,20 +169,20 @@ def _become_runner(
                 if request is None:
                     break
                 config, log = _read_request(request)
-            os.chdir(config.workdir)
-            write_job_file(config, cancel_signal=CANCEL_CHECK_SIGNAL, job_id=f"{pid}.{job}")
-            _write_all(replies, f"{start_time} {job}\n".encode())
+            record = start_job_record(config, start_time, CANCEL_CHECK_SIGNAL, f"{pid}.{job}")
+            _write_all(replies, b"%s %d\n" % (start_time.encode(), job))
             # The job's cancel marker is looked at after its status is written: a runner whose job was
             # cancelled takes no other (`cancel` writes the marker before anything else, and kills the
             # runner only if the status was still missing after that: see docs/pipelines.md). Nor does
             # one told to stop by a signal.
             reusable = (
-                run_job(config, wakeups)
+                run_job(config, wakeups, record)
                 and not os.path.exists(config.cancel_marker)
                 and not wakeups.stop_signals
                 and job < MAX_JOBS_PER_RUNNER
             )
-            config = None
+            os.close(record)
+            config = record = None
             if reusable:  # before the notice: a step submitted once its end is heard finds it idle
                 with contextlib.suppress(BrokenPipeError):  # the server has ended: the next read says so
                     _write_all(replies, b"idle\n")
@@ -195,7 +197,7 @@ def _become_runner(
         code = 0
     except BaseException:
         if config is not None:
-            record_runner_failure(config, log)
+            record_runner_failure(config, log, record)
     finally:
         os._exit(code)
 

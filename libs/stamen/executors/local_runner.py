@@ -22,9 +22,10 @@ limit, grace period, memory sample); a step without limits costs no CPU while it
 Before it starts the command, the runner writes `<step>.job.json` (when it knows its submission): which
 submission it runs (workset, attempt, step, submission time) and who it is (its pid, its start time in
 clock ticks since boot, the boot id), so a scheduler that died before storing the job handle can find
-the job again and tell it from a recycled pid or an earlier attempt's runner. While the command runs,
-`<step>.running.json` records the command's pid/process group so that any process can find it. The
-status file is the only record of how the step ended.
+the job again and tell it from a recycled pid or an earlier attempt's runner. A runner of the fork
+server then appends to that file the command's pid/process group once it has started (so that any
+process can find it) and, at the end, the step's status, the only record of how it ended
+(`local_files.py`); the standalone runner writes them to `<step>.running.json` and `<step>.status.json`.
 """
 
 from __future__ import annotations
@@ -45,10 +46,13 @@ from types import FrameType
 from typing import Any
 
 from stamen.executors.local_files import (
+    JOB_RECORD_VERSION,
     STATUS_VERSION,
     STOP_CANCEL,
     STOP_MEMORY_LIMIT,
     STOP_TIME_LIMIT,
+    append_to_job_record,
+    create_job_record,
     job_document,
     write_json_atomically,
 )
@@ -66,7 +70,15 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 # a runner that runs one job after another would not be: it would cancel whatever job it runs then.
 CANCEL_CHECK_SIGNAL = signal.SIGUSR1
 
-__all__ = ["boot_id", "main", "run_job", "run_runner", "start_runner_process", "write_job_file"]
+__all__ = [
+    "boot_id",
+    "main",
+    "run_job",
+    "run_runner",
+    "start_job_record",
+    "start_runner_process",
+    "write_job_file",
+]
 
 
 def _now() -> str:
@@ -149,6 +161,39 @@ def write_job_file(config: RunnerConfig, cancel_signal: int | None = None, job_i
         durable=False,
     )  # fmt: skip
     return start_time
+
+
+def start_job_record(config: RunnerConfig, start_time: str, cancel_signal: int, job_id: str) -> int:
+    """A runner of the fork server, before the command may start: the job file (version 2, a job record,
+    see `write_job_file` for why it is not fsynced), open for `run_job` to append the command's start
+    and the step's status to. `start_time`: this runner's (read once per runner)."""
+    assert config.job_file is not None and config.submission is not None
+    s = config.submission
+    return create_job_record(
+        config.job_file,
+        job_document(
+            workset_id=s.workset_id, attempt=s.attempt, step=s.step, submitted_at=s.submitted_at,
+            runner_pid=os.getpid(), runner_start_time=start_time, boot=boot_id(), cancel_signal=cancel_signal,
+            job_id=job_id, version=JOB_RECORD_VERSION,
+        ),
+    )  # fmt: skip
+
+
+def _record_running(config: RunnerConfig, record: int | None, running: dict[str, Any]) -> None:
+    # Not fsynced: only read while both live; a machine crash ends the command too.
+    if record is not None:
+        append_to_job_record(record, "running", running)
+    else:
+        write_json_atomically(config.running_file, running, durable=False)
+
+
+def _record_status(config: RunnerConfig, record: int | None, status: dict[str, Any]) -> None:
+    # Not fsynced (see the end of `_run_job`). The standalone runner's running file, stale once the
+    # command has ended, becomes its status file: no file is created for it.
+    if record is not None:
+        append_to_job_record(record, "status", status)
+    else:
+        write_json_atomically(config.status_file, status, durable=False, recycle=config.running_file)
 
 
 class Wakeups:
@@ -323,9 +368,11 @@ def run_runner(config: RunnerConfig) -> int:
     return 0
 
 
-def run_job(config: RunnerConfig, wakeups: Wakeups) -> bool:
-    """Run one step's command to its end and write its status file. True if this runner may run another
-    job (every process the command left has been reaped). Its job file is written before."""
+def run_job(config: RunnerConfig, wakeups: Wakeups, record: int | None = None) -> bool:
+    """Run one step's command to its end and record its status. True if this runner may run another
+    job (every process the command left has been reaped). Its job file is written before; `record`: that
+    file open for appending (`start_job_record`), where the command's start and the status go (None: to
+    the running and status files)."""
     state = RunnerState(
         argv=list(config.argv),
         time_limit_seconds=config.time_limit_seconds,
@@ -336,12 +383,12 @@ def run_job(config: RunnerConfig, wakeups: Wakeups) -> bool:
     os.chdir(config.workdir)  # the command's working directory, where relative paths in argv point
     wakeups.state = state
     try:
-        return _run_job(config, state, wakeups)
+        return _run_job(config, state, wakeups, record)
     finally:
         wakeups.state = None
 
 
-def _run_job(config: RunnerConfig, state: RunnerState, wakeups: Wakeups) -> bool:
+def _run_job(config: RunnerConfig, state: RunnerState, wakeups: Wakeups, record: int | None) -> bool:
     started_at = _now()
     started_monotonic = time.monotonic()
     document: dict[str, Any] = {
@@ -367,12 +414,13 @@ def _run_job(config: RunnerConfig, state: RunnerState, wakeups: Wakeups) -> bool
             err.write(f"stamen local runner: {document['reason']}\n".encode())
         document["ended_at"] = _now()
         document["elapsed_seconds"] = time.monotonic() - started_monotonic
-        write_json_atomically(config.status_file, document)
+        _record_status(config, record, document)
         return True
     state.command_pid = command_pid
     fields = proc_stat_fields(command_pid)
-    write_json_atomically(
-        config.running_file,
+    _record_running(
+        config,
+        record,
         {
             "runner_pid": os.getpid(),
             "command_pid": command_pid,
@@ -380,7 +428,6 @@ def _run_job(config: RunnerConfig, state: RunnerState, wakeups: Wakeups) -> bool
             "command_start_time": fields[19] if fields else "",
             "started_at": started_at,
         },
-        durable=False,  # only read while both live; a machine crash ends the command too
     )
     # A cancel that arrived before the command existed: apply it now.
     if state.signals_received or os.path.exists(config.cancel_marker):
@@ -413,15 +460,15 @@ def _run_job(config: RunnerConfig, state: RunnerState, wakeups: Wakeups) -> bool
     # cache ensures. After a machine crash a status lost with the cache leaves the job LOST (runner
     # gone, no status), as it does every step that was running at the crash; a durable
     # status would vouch for outputs the command wrote that were not flushed either. (The fsync cost
-    # each step ~0.2 ms of CPU and a disk flush before the end was known.) The running file, which
-    # the command's end makes stale, becomes the status file: no file is created for it.
-    write_json_atomically(config.status_file, document, durable=False, recycle=config.running_file)
+    # each step ~0.2 ms of CPU and a disk flush before the end was known.)
+    _record_status(config, record, document)
     return all_reaped
 
 
-def record_runner_failure(config: RunnerConfig, log: str | None = None) -> None:
+def record_runner_failure(config: RunnerConfig, log: str | None = None, record: int | None = None) -> None:
     """The runner itself failed: its traceback to `log` (else stderr), and a status that says so rather
-    than a silent LOST."""
+    than a silent LOST (appended to the job record `record` if given and it can be, else the status
+    file, which `poll` also reads for a job whose runner has gone without a status in its record)."""
     import traceback
 
     with contextlib.suppress(Exception):
@@ -430,20 +477,22 @@ def record_runner_failure(config: RunnerConfig, log: str | None = None) -> None:
         else:
             with open(log, "w", encoding="utf-8") as out:
                 traceback.print_exc(file=out)
+    status = {
+        "version": STATUS_VERSION,
+        "argv": list(config.argv),
+        "exit_code": None,
+        "signal": None,
+        "stopped_by": None,
+        "ended_at": _now(),
+        "written_by": "runner",
+        "reason": f"the stamen local runner failed: {traceback.format_exc(limit=3)}",
+    }
+    if record is not None:
+        with contextlib.suppress(Exception):
+            append_to_job_record(record, "status", status)
+            return
     with contextlib.suppress(Exception):
-        write_json_atomically(
-            config.status_file,
-            {
-                "version": STATUS_VERSION,
-                "argv": list(config.argv),
-                "exit_code": None,
-                "signal": None,
-                "stopped_by": None,
-                "ended_at": _now(),
-                "written_by": "runner",
-                "reason": f"the stamen local runner failed: {traceback.format_exc(limit=3)}",
-            },
-        )
+        write_json_atomically(config.status_file, status)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
