@@ -469,3 +469,31 @@ def test_a_job_records_lines_count_once_whole_and_its_first_status_is_the_outcom
     assert record.running is None and record.status is None
     job_file.write_text("{not json")
     assert read_job_record(job_file) is None and read_job_record(tmp_path / "missing.job.json") is None
+
+
+async def test_a_command_is_found_on_the_steps_path_wherever_that_path_comes_from(
+    executor: LocalExecutor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the runner's own PATH the C library finds the command (`posix_spawnp`); a step with a PATH of
+    its own, or a PATH the submitting process changed after its fork server started, is searched as
+    that PATH says, relative entries from the workdir."""
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    for name in ("from-step-path", "from-changed-path"):
+        (tools / name).write_text(f"#!/bin/sh\necho {name}\n")
+        (tools / name).chmod(0o755)
+    plain = await executor.submit(StepSpec(workset_id="ws", attempt=1, step="plain", argv=["echo", "plain"],
+                                           workdir=str(tmp_path / "a")))  # fmt: skip
+    assert (await wait_for(executor, plain)).state is JobState.SUCCEEDED  # the fork server runs from here on
+    own = StepSpec(workset_id="ws", attempt=1, step="own", argv=["from-step-path"], workdir=str(tmp_path / "b"),
+                   env={"PATH": f"{tools}:{os.environ['PATH']}"})  # fmt: skip
+    relative = StepSpec(workset_id="ws", attempt=1, step="relative", argv=["from-step-path"],
+                        workdir=str(tmp_path), env={"PATH": f"tools:{os.environ['PATH']}"})  # fmt: skip
+    monkeypatch.setenv("PATH", f"{tools}:{os.environ['PATH']}")
+    changed = StepSpec(workset_id="ws", attempt=1, step="changed", argv=["from-changed-path"],
+                       workdir=str(tmp_path / "c"))  # fmt: skip
+    for spec, out in ((own, "from-step-path"), (relative, "from-step-path"), (changed, "from-changed-path")):
+        status = await wait_for(executor, await executor.submit(spec))
+        assert status.state is JobState.SUCCEEDED, status
+        assert (Path(spec.workdir) / f"{spec.step}.stdout.log").read_text() == out + "\n"
+    assert (tmp_path / "a" / "plain.stdout.log").read_text() == "plain\n"

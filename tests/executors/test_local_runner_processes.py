@@ -472,3 +472,37 @@ def test_a_runner_whose_idle_came_with_its_reply_is_given_the_next_step() -> Non
     finally:
         for fd in (replies_read, replies_write, requests_read, requests_write):
             os.close(fd)
+
+
+def test_a_request_carries_only_what_differs_from_the_fork_servers_environment() -> None:
+    """The fork server knows the environment it was started with; a request tells the step's variables
+    and what the submitting process's environment changed since (not the whole of it, ~1.5 kB a step
+    here), and the runner makes the command's whole environment again: set, changed, removed, and a
+    removed variable the step sets itself."""
+    base = {"HOME": "/root", "PATH": "/usr/bin", "GONE": "1", "ALSO_GONE": "2"}
+    config = runner_config_without_dirs(env={"SAMPLE": "NA12878", "ALSO_GONE": "set by the step"})
+    request = json.loads(
+        json.dumps(config.to_request({"PATH": "/opt/bin:/usr/bin", "NEW": "x"}, ["GONE", "ALSO_GONE"]))
+    )
+    assert request["env"] == {
+        "PATH": "/opt/bin:/usr/bin",
+        "NEW": "x",
+        "SAMPLE": "NA12878",
+        "ALSO_GONE": "set by the step",
+    }
+    assert request["env_removed"] == ["GONE"]
+    rebuilt = RunnerConfig.from_request(request, base)
+    assert rebuilt.env == {"HOME": "/root", "PATH": "/opt/bin:/usr/bin", "NEW": "x", "SAMPLE": "NA12878",
+                           "ALSO_GONE": "set by the step"}  # fmt: skip
+    assert rebuilt == RunnerConfig(**{**config.__dict__, "env": rebuilt.env})
+    unchanged = config.to_request({}, [])
+    assert unchanged["env"] == config.env and unchanged["env_removed"] == []
+
+
+def runner_config_without_dirs(env: dict[str, str]) -> RunnerConfig:
+    files = StepFiles.of("/nowhere", "s")
+    return RunnerConfig(
+        argv=["true"], workdir="/nowhere", status_file=files.status_file, running_file=files.running_file,
+        stdout_file=files.stdout_file, stderr_file=files.stderr_file, cancel_marker=files.cancel_marker,
+        job_file=files.job_file, submission=Submission("ws", 1, "s", "2026-12-06T00:00:00+00:00"), env=env,
+    )  # fmt: skip

@@ -140,14 +140,17 @@ class LocalExecutor:
                     os.unlink(files[stale])
         submitted_at = datetime.now(UTC)
         # The command inherits this process's environment as it is at submission, as a child started
-        # now would, with the step's variables.
-        env = {**os.environ, **step.env, "STAMEN_WORKSET_ID": step.workset_id,
-               "STAMEN_ATTEMPT": str(step.attempt), "STAMEN_STEP": step.step, "STAMEN_CPUS": str(step.cpus)}  # fmt: skip
-        # Looked up here rather than in the runner (which pays for every page it touches after its
-        # fork); a relative PATH entry would be found from here, not the workdir: left to the runner.
-        executable = command_path(step.argv[0], env) if step.argv else None
-        if executable is not None and os.sep not in step.argv[0] and not os.path.isabs(executable):
-            executable = None
+        # now would, with the step's variables (the fork server is told the variables; it knows the rest).
+        env = {**step.env, "STAMEN_WORKSET_ID": step.workset_id, "STAMEN_ATTEMPT": str(step.attempt),
+               "STAMEN_STEP": step.step, "STAMEN_CPUS": str(step.cpus)}  # fmt: skip
+        # A step with a PATH of its own has its command looked up here rather than in the runner (which
+        # pays for every page it touches after its fork; on the runner's own PATH the C library looks,
+        # in the runner). A relative PATH entry would be found from here, not the workdir: left to the runner.
+        executable = None
+        if step.argv and (os.sep in step.argv[0] or "PATH" in step.env):
+            executable = command_path(step.argv[0], env)
+            if executable is not None and os.sep not in step.argv[0] and not os.path.isabs(executable):
+                executable = None
         config = RunnerConfig(
             argv=list(step.argv), workdir=workdir, status_file=files["status_file"],
             running_file=files["running_file"], stdout_file=files["stdout_file"],

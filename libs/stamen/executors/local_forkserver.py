@@ -27,7 +27,10 @@ SIGKILL of a cancel that timed out can only reach a runner that runs the cancell
 and working directory are the step's, it inherits no descriptor but its stdio, and its processes are
 all reaped before the runner says "idle" (a runner that could not reap them all takes no other job).
 
-Requests (server):  {"config": RunnerConfig.to_json(), "log": "<step>.runner.log"}
+First line (server): {"env": {...}}: the environment the server was started with, over which each
+                    request's environment is told (read here: the server's own `os.environ` is not
+                    it exactly, Python may add LC_CTYPE at start)
+Requests (server):  {"config": RunnerConfig.to_request(), "log": "<step>.runner.log"}
 Replies (server):   {"pid": <runner pid>, "start_time": "<clock ticks since boot>", "job": <n>}
                     or {"error": "..."}
 Runner -> server:   "<start time> <n>\n" once job n's file is written, "idle\n" once it may take another
@@ -205,9 +208,14 @@ def _become_runner(
 # --- the server (its own process) -----------------------------------------------------------------
 
 
+# The environment the submitting process had when it started the server (the first line it sends):
+# each request tells the command's environment as its differences from this.
+_base_env: dict[str, str] = {}
+
+
 def _read_request(request: bytes) -> tuple[RunnerConfig, str]:
     document = json.loads(request)
-    return RunnerConfig.from_json(document["config"]), str(document["log"])
+    return RunnerConfig.from_request(document["config"], _base_env), str(document["log"])
 
 
 @dataclass
@@ -340,6 +348,10 @@ def serve(
     idle_seconds: float = IDLE_RUNNER_SECONDS, max_idle: int = MAX_IDLE_RUNNERS,
 ) -> None:  # fmt: skip
     boot_id()  # read once here, inherited by every runner
+    first = json.loads(requests.readline() or b"{}").get("env")
+    if not isinstance(first, dict):
+        raise ForkServerError('the fork server\'s first line must be its environment: {"env": {...}}')
+    _base_env.update(first)
     gc.freeze()  # what is loaded now stays shared with the runners (not copied by their collections)
     signal.signal(signal.SIGCHLD, _reap_runners)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is for the scheduler; we end with our stdin

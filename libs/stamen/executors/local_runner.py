@@ -330,13 +330,20 @@ def _spawn_command(config: RunnerConfig) -> int:
     process from Python. The executable is looked up on the PATH of the step's environment, as
     subprocess would (by the submitting process, unless it left that to us); the signals the runner
     handles or Python ignores are reset for the command."""
-    executable = config.executable or command_path(config.argv[0], config.env)
+    spawn = os.posix_spawn
+    executable = config.executable
+    if executable is None and config.env.get("PATH") == os.environ.get("PATH"):
+        # Found by the C library on this process's PATH, the step's own (relative entries from the
+        # workdir, as `command_path` would): no Python (and no module load in a fresh runner) for it.
+        spawn, executable = os.posix_spawnp, config.argv[0]
+    if executable is None:
+        executable = command_path(config.argv[0], config.env)
     if executable is None:
         raise FileNotFoundError(2, "No such file or directory", config.argv[0])
     out = os.open(config.stdout_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     err = os.open(config.stderr_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
-        return os.posix_spawn(
+        return spawn(
             executable,
             config.argv,
             config.env,

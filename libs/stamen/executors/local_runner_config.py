@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from stamen.executors.local_files import step_file_stem
@@ -42,22 +42,41 @@ class RunnerConfig:
     memory_limit_mb: int | None = None
     grace_seconds: float = 10.0
     # The command's whole environment: the submitting process's as it was at submission, with the
-    # step's variables (the fork server's own environment, from when it started, plays no part).
+    # step's variables. Given to `ForkServer.start_runner`: the step's variables, over the submitting
+    # process's environment as it is then; over the fork server's pipe only what differs from the
+    # environment the server was started with goes (`to_request`, `from_request`).
     env: dict[str, str] = field(default_factory=dict)
-    # argv[0] as found on `env`'s PATH by the submitting process; None: the runner looks it up. Done
-    # before the fork: a runner pays for every page the lookup touches with a copy of it.
+    # argv[0] as found on `env`'s PATH by the submitting process, for a step with a PATH of its own;
+    # None: the runner looks it up (in C, `posix_spawnp`, when `env`'s PATH is its own).
     executable: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         document = dict(self.__dict__)  # not asdict, which copies every variable of `env` one by one
         if self.submission is not None:
-            document["submission"] = asdict(self.submission)
+            document["submission"] = dict(self.submission.__dict__)
         return document
 
     @classmethod
     def from_json(cls, document: dict[str, Any]) -> RunnerConfig:
         submission = document.get("submission")
         return cls(**{**document, "submission": Submission(**submission) if submission else None})
+
+    def to_request(self, changed: Mapping[str, str], removed: Sequence[str]) -> dict[str, Any]:
+        """As JSON for the fork server, whose environment (`base`, see `from_request`) differs from the
+        submitting process's by `changed` and `removed`; `env` holds the step's own variables only."""
+        document = self.to_json()
+        document["env"] = {**changed, **self.env}
+        document["env_removed"] = [name for name in removed if name not in self.env]
+        return document
+
+    @classmethod
+    def from_request(cls, document: dict[str, Any], base: Mapping[str, str]) -> RunnerConfig:
+        """What `to_request` made, the command's whole environment made again over `base`."""
+        env = {**base, **document.pop("env")}
+        for name in document.pop("env_removed"):
+            env.pop(name, None)
+        document["env"] = env
+        return cls.from_json(document)
 
 
 def command_path(name: str, env: Mapping[str, str]) -> str | None:
