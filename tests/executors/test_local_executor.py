@@ -17,7 +17,7 @@ import pytest
 from stamen.domain.steps import StepSpec
 from stamen.executors.base import JobHandle, JobState, JobStatus
 from stamen.executors.local import LOST_REASON, LocalExecutor, group_is_alive, process_is_alive, runner_pid
-from stamen.executors.local_files import read_job_record
+from stamen.executors.local_files import read_job_record, tail
 from stamen.executors.local_proc import proc_stat_fields
 from stamen.executors.local_runner import boot_id
 
@@ -497,3 +497,13 @@ async def test_a_command_is_found_on_the_steps_path_wherever_that_path_comes_fro
         assert status.state is JobState.SUCCEEDED, status
         assert (Path(spec.workdir) / f"{spec.step}.stdout.log").read_text() == out + "\n"
     assert (tmp_path / "a" / "plain.stdout.log").read_text() == "plain\n"
+
+
+def test_a_log_tail_is_the_last_lines_of_the_files_end(tmp_path: Path) -> None:
+    log = tmp_path / "s.stderr.log"
+    assert tail(log) == ""  # missing
+    log.write_bytes(b"")
+    assert tail(log) == ""
+    log.write_bytes(b"".join(b"line %d\n" % i for i in range(20000)))  # more than LOG_TAIL_BYTES
+    assert tail(log, 3) == "line 19997\nline 19998\nline 19999"
+    assert tail(log).splitlines() == [f"line {i}" for i in range(19950, 20000)]

@@ -163,12 +163,12 @@ class LocalExecutor:
         # The runner has written the job file (how `find` knows this submission) before this returns.
         boot = boot_id()
         return self._handle(
-            step, files, runner.job_id, runner.start_time, boot, submitted_at, CANCEL_CHECK_SIGNAL
+            step, workdir, files, runner.job_id, runner.start_time, boot, submitted_at, CANCEL_CHECK_SIGNAL
         )
 
     def _handle(
-        self, step: StepSpec, files: dict[str, str], job_id: str, runner_start_time: str, boot: str,
-        submitted_at: datetime, cancel_signal: int | None,
+        self, step: StepSpec, workdir: str, files: dict[str, str], job_id: str, runner_start_time: str,
+        boot: str, submitted_at: datetime, cancel_signal: int | None,
     ) -> JobHandle:  # fmt: skip
         # `cancel_signal`: what has the runner look at the job's cancel marker; None: a runner that runs
         # one job only (standalone, or of an earlier version), stopped by SIGTERM.
@@ -180,7 +180,7 @@ class LocalExecutor:
             workset_id=step.workset_id,
             attempt=step.attempt,
             step=step.step,
-            workdir=str(Path(step.workdir)),
+            workdir=workdir,
             submitted_at=submitted_at,
             extra={"runner_start_time": runner_start_time, "boot_id": boot,
                    **cancel, **files},
@@ -191,7 +191,8 @@ class LocalExecutor:
         return await asyncio.to_thread(self._find, step)
 
     def _find(self, step: StepSpec) -> JobHandle | None:
-        files = self._step_files(str(Path(step.workdir)), step.step)
+        workdir = str(Path(step.workdir))
+        files = self._step_files(workdir, step.step)
         job_file = files["job_file"]
         record = read_job_record(job_file)
         if record is None:
@@ -217,7 +218,7 @@ class LocalExecutor:
         cancel_signal = cancel_signal if isinstance(cancel_signal, int) else None
         job_id = document.get("job_id")
         job_id = job_id if isinstance(job_id, str) and job_id.startswith(f"{pid}.") else str(pid)
-        return self._handle(step, files, job_id, start_time, boot, submitted_at, cancel_signal)
+        return self._handle(step, workdir, files, job_id, start_time, boot, submitted_at, cancel_signal)
 
     # --- poll --------------------------------------------------------------------------------
     async def poll(self, handles: Sequence[JobHandle]) -> dict[str, JobStatus]:

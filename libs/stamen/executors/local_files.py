@@ -130,15 +130,20 @@ def read_json(path: str | Path) -> dict[str, Any] | None:
 
 
 def tail(path: str | Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The last `lines` lines of the file's last LOG_TAIL_BYTES ("" if it is empty or missing). Read
+    for every step that ends (its stdout and stderr): an open, a stat, a read, no file object."""
     try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - LOG_TAIL_BYTES))
-            data = handle.read()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return ""
-    return "\n".join(data.decode(errors="replace").splitlines()[-lines:])
+    try:
+        size = os.fstat(fd).st_size
+        data = os.pread(fd, LOG_TAIL_BYTES, max(0, size - LOG_TAIL_BYTES)) if size else b""
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
+    return "\n".join(data.decode(errors="replace").splitlines()[-lines:]) if data else ""
 
 
 def job_document(
