@@ -19,6 +19,7 @@ from services.scheduler.monitor import JobMonitor
 from services.scheduler.planning import WorksetPlanner, default_executor_factories
 from services.scheduler.tests.support import add_cluster, enqueue, state_of
 from services.scheduler.tests.test_scheduler_local import settings_for
+from stamen.executors.local_files import read_job_record
 
 POLL_SECONDS = 60.0  # far longer than the test may take: only told exits can move the steps along
 
@@ -87,9 +88,9 @@ async def test_a_pass_leaves_the_followed_steps_to_the_follower(pool: asyncpg.Po
             workdir = await conn.fetchval(
                 "SELECT handle ->> 'workdir' FROM step_runs WHERE workset_id = $1", ws_id
             )
-        status = Path(workdir) / "one.status.json"
+        job_file = Path(workdir) / "one.job.json"  # the runner appends the step's status to it
         deadline = time.monotonic() + 30
-        while not status.exists():
+        while (record := read_job_record(job_file)) is None or record.status is None:
             assert time.monotonic() < deadline, "step one never ended"
             await asyncio.sleep(0.02)
         assert not await loop.tick()  # the pass polls nothing it follows: nothing recorded
