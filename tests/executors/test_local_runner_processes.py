@@ -506,3 +506,13 @@ def runner_config_without_dirs(env: dict[str, str]) -> RunnerConfig:
         stdout_file=files.stdout_file, stderr_file=files.stderr_file, cancel_marker=files.cancel_marker,
         job_file=files.job_file, submission=Submission("ws", 1, "s", "2026-12-06T00:00:00+00:00"), env=env,
     )  # fmt: skip
+
+
+def test_asking_for_this_processs_fork_server_opens_nothing() -> None:
+    """`fork_server()` is asked twice a step; it made a ForkServer (and its notice pipe) each time and kept
+    the first, leaving two descriptors open per call: 4 a step, EMFILE after ~250 steps under a limit
+    of 1024 open files."""
+    server = fork_server()
+    before = len(os.listdir("/proc/self/fd"))
+    assert all(fork_server() is server for _ in range(50))
+    assert len(os.listdir("/proc/self/fd")) == before

@@ -196,6 +196,13 @@ _servers_lock = threading.Lock()
 
 
 def fork_server(python: str = sys.executable) -> ForkServer:
-    """This process's fork server for `python` (one for every LocalExecutor that uses it)."""
-    with _servers_lock:
-        return _servers.setdefault(python, ForkServer(python))
+    """This process's fork server for `python` (one for every LocalExecutor that uses it). Made once:
+    a ForkServer opens its notice pipe when made (`setdefault(python, ForkServer(python))` made one per
+    call, twice a step, and left its two descriptors open)."""
+    server = _servers.get(python)
+    if server is None:
+        with _servers_lock:
+            server = _servers.get(python)
+            if server is None:
+                server = _servers[python] = ForkServer(python)
+    return server
