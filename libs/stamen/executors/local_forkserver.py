@@ -7,8 +7,9 @@ one small fork server (`python -I -S -c ...local_forkserver import main...`, its
 only the runner) and asks it over a pipe, one line per step, for a runner (the asking side is
 `local_forkserver_client.py`). A runner is a forked child of the server in a session of its own: it
 outlives the scheduler and the fork server. It reads a job from its request pipe, writes the job's
-file, answers on its reply pipe, runs the step exactly as the standalone runner would, writes its
-status, says "idle" on its reply pipe and tells the submitting process (its pid on the notice pipe).
+file, answers on its reply pipe, runs the step as the standalone runner would (but appends the
+command's start and the status to the job file, `local_files.py`), says "idle" on its reply pipe and
+tells the submitting process (its pid on the notice pipe).
 The server gives the next step to the runner that became idle last, and forks a runner only when none
 is idle. It answers once the job file is written, reaps runners as they end (no zombies) and exits
 when its stdin closes (the submitting process ended); it then closes the runners' request pipes, so a
