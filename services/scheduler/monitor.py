@@ -89,7 +89,14 @@ class JobMonitor:
         """The steps of `polled` whose jobs have ended, as their clusters say (one poll per cluster), and
         that this replica records now."""
         ended: list[tuple[StepRunRow, JobStatus]] = []
-        for cluster, rows in polled:
+        now = datetime.now(UTC)
+        for cluster, all_rows in polled:
+            # Another scheduler's step that started less than OTHERS_JOBS_AFTER_SECONDS ago cannot have
+            # ended that long ago: not this replica's to record yet (`_records`), so its job is not asked
+            # about (each pass asked about every step the other schedulers ran, for nothing).
+            rows = [
+                r for r in all_rows if self._own(r) or _age(r.started_at, now) >= OTHERS_JOBS_AFTER_SECONDS
+            ]
             if not rows:
                 continue
             executor = self._executors.for_cluster(cluster)
@@ -115,10 +122,12 @@ class JobMonitor:
         """Whether this replica records the end of this job now: its own jobs at once; another
         scheduler's once they ended OTHERS_JOBS_AFTER_SECONDS ago (that scheduler, woken by the exit,
         records them first; replicas that all tried spent a transaction each failing to)."""
-        if row.submitted_by in (None, self._holder) or status.ended_at is None:
+        if self._own(row) or status.ended_at is None:
             return True
-        ended = status.ended_at if status.ended_at.tzinfo else status.ended_at.replace(tzinfo=UTC)
-        return (datetime.now(UTC) - ended).total_seconds() >= OTHERS_JOBS_AFTER_SECONDS
+        return _age(status.ended_at, datetime.now(UTC)) >= OTHERS_JOBS_AFTER_SECONDS
+
+    def _own(self, row: StepRunRow) -> bool:
+        return row.submitted_by in (None, self._holder)
 
     async def _record_all(self, ended: list[tuple[StepRunRow, JobStatus]]) -> PollOutcome:
         """Record the ends of jobs of different worksets in one transaction: their step runs finished and
@@ -262,6 +271,11 @@ class JobMonitor:
                 await self._executors.for_cluster(clusters[active.cluster]).cancel(active.handle)
             except Exception as exc:
                 log.warning("scheduler.cancel_failed", workset_id=ws_id, error=str(exc))
+
+
+def _age(at: datetime, now: datetime) -> float:
+    """Seconds from `at` (naive: UTC) to `now`."""
+    return (now - (at if at.tzinfo else at.replace(tzinfo=UTC))).total_seconds()
 
 
 def one_per_workset(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import asyncpg
@@ -21,7 +22,7 @@ from services.scheduler.tests.support import add_cluster, enqueue, in_process_sc
 from services.scheduler.tests.test_scheduler_local import script, settings_for
 from stamen.commands import request_cancel
 from stamen.domain.steps import StepSpec
-from stamen.executors.base import JobHandle
+from stamen.executors.base import JobHandle, JobStatus
 from stamen.executors.local import LocalExecutor
 from stamen.store.db import create_pool
 from tests.transactions import TransactionCounter
@@ -236,6 +237,40 @@ async def test_a_replica_leaves_the_end_of_another_s_job_to_it_for_a_few_seconds
     assert await state_of(pool, ws_id) == "running"
     monkeypatch.setattr(monitor_module, "OTHERS_JOBS_AFTER_SECONDS", 0.0)  # as if it ended long ago
     assert (await other.poll_once()).finished == 1
+
+
+class CountingPolls(LocalExecutor):
+    def __init__(self) -> None:
+        super().__init__(cluster="local", grace_seconds=1)
+        self.polled: list[str] = []
+
+    async def poll(self, handles: Sequence[JobHandle]) -> dict[str, JobStatus]:
+        self.polled += [h.job_id for h in handles]
+        return await super().poll(handles)
+
+
+async def test_a_replica_does_not_poll_another_s_job_younger_than_the_wait(
+    pool: asyncpg.Pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another scheduler's job that started less than OTHERS_JOBS_AFTER_SECONDS ago cannot have ended that
+    long ago: a pass does not ask its cluster about it (each pass asked about all the others' jobs)."""
+    settings = settings_for(tmp_path, [{"name": "one", "argv": script("import time; time.sleep(30)")}])
+    await add_cluster(pool, workdir=tmp_path / "work")
+    await enqueue(pool, "acme")
+    executor = CountingPolls()
+    registry = ExecutorRegistry({"local": lambda _: executor})
+    assert await Admitter(pool, settings, "a").admit_next() is not None
+    assert await Dispatcher(pool, registry, WorksetPlanner(settings), "a").dispatch_pending() == 1
+    assert (await JobMonitor(pool, registry, "b").poll_once()).finished == 0
+    assert executor.polled == []
+    assert (await JobMonitor(pool, registry, "a").poll_once()).finished == 0  # its own: asked at once
+    assert len(executor.polled) == 1
+    monkeypatch.setattr(monitor_module, "OTHERS_JOBS_AFTER_SECONDS", 0.0)  # as if it started long ago
+    assert (await JobMonitor(pool, registry, "b").poll_once()).finished == 0  # asked: still running
+    assert len(executor.polled) == 2
+    async with pool.acquire() as conn:
+        handle = await conn.fetchval("SELECT handle FROM step_runs")
+    await executor.cancel(JobHandle.model_validate_json(handle))
 
 
 async def _ended(executor: LocalExecutor, pool: asyncpg.Pool, ws_id: str) -> bool:
