@@ -8,8 +8,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import asyncpg
+import pytest
 
 from stamen.domain.lifecycle import WorksetState
+from stamen.store import workset_queries
 from stamen.store.recovery import RecoveryRepository
 from stamen.store.unit_of_work import UnitOfWork
 from tests.store.worksetkit import workset_in
@@ -103,3 +105,54 @@ async def test_no_index_of_worksets_holds_what_a_steps_end_changes(pool: asyncpg
             for r in await conn.fetch("SELECT indexdef FROM pg_indexes WHERE tablename = 'worksets'")
         ]
     assert [d for d in definitions if "updated_at" in d or "version" in d] == []
+
+
+async def test_a_state_change_writes_no_search_words(pool: asyncpg.Pool) -> None:
+    """Every non-HOT update (a state change) gives the new version of the row an entry in every index of
+    `worksets`: the search words, a GIN entry per word, are in `workset_search`, written by triggers when a
+    workset is inserted or its name or spec changes, and the portal still finds worksets by them."""
+    samples = {"samples": [{"id": "HG002-L1", "sample_id": "NA12878"}]}
+    ws_id = await workset_in(pool, S.VALIDATING, S.QUEUED, spec=samples)
+    async with pool.acquire() as conn:
+        kinds = await conn.fetch(
+            """SELECT a.amname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam
+               WHERE i.indrelid = 'worksets'::regclass"""
+        )
+        words = await conn.fetchval(
+            "SELECT search_vector::text FROM workset_search WHERE workset_id = $1", ws_id
+        )
+    assert {r["amname"] for r in kinds} == {"btree"}
+    assert words == "'hg002':2 'l1':3 'na12878':4 'w':1"
+    async with UnitOfWork(pool) as uow:  # a requeue's new settings change the spec: its words follow
+        ws = await uow.worksets.get(ws_id, for_update=True)
+        ws.spec = {"samples": [{"id": "HG003"}]}
+        await uow.worksets.save(ws)
+        ws.transition(S.SCHEDULED, actor="t")  # a save that leaves the spec alone leaves the words alone
+        await uow.worksets.save(ws)
+        await uow.commit()
+    async with pool.acquire() as conn:
+        words = await conn.fetchval(
+            "SELECT search_vector::text FROM workset_search WHERE workset_id = $1", ws_id
+        )
+    assert words == "'hg003':2 'w':1"
+
+
+@pytest.mark.parametrize("narrow", [True, False], ids=["narrow", "broad"])
+async def test_the_portal_finds_worksets_by_their_words_and_tenant(
+    pool: asyncpg.Pool, narrow: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both ways a search is read (from the search index when it is narrow; a broad one reads each row's words in
+    the page's order), scoped to the tenant."""
+    if not narrow:
+        monkeypatch.setattr(workset_queries, "NARROW_SEARCH", 0)
+    mine = await workset_in(pool, S.VALIDATING, spec={"samples": [{"id": "HG002-L1"}]})
+    await workset_in(pool, spec={"samples": [{"id": "HG004"}]})
+    await workset_in(pool, tenant="other", spec={"samples": [{"id": "HG002-L1"}]})
+    async with pool.acquire() as conn:
+        queries = workset_queries.WorksetQueries(conn)
+        found = await queries.page(workset_queries.WorksetFilter("acme", search="hg002-l"))
+        everyone = await queries.page(workset_queries.WorksetFilter(None, search="HG002"))
+        nothing = await queries.page(workset_queries.WorksetFilter("acme", search="hg005"))
+    assert [w.id for w in found] == [mine]
+    assert sorted(w.tenant_id for w in everyone) == ["acme", "other"]
+    assert nothing == []

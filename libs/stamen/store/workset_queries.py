@@ -111,8 +111,18 @@ class WorksetQueries:
         tsquery = search_query(f.search) if f.search else None
         if f.search and tsquery is None:
             return []  # nothing searchable in it (only punctuation): nothing matches
+        narrow = False
         if tsquery:
-            where.append(f"search_vector @@ to_tsquery('simple', {arg(tsquery)})")
+            # The words are in workset_search (migration 0026), one row per workset. A narrow search takes
+            # its matches from the search index (the hits below); a broad one reads each row's words by its
+            # key as the page's order walks the worksets (a subquery PostgreSQL cannot turn into a join).
+            narrow = await self._narrow(f.tenant_id, tsquery)
+            words = f"to_tsquery('simple', {arg(tsquery)})"
+            where.append(
+                f"id IN (SELECT workset_id FROM workset_search WHERE search_vector @@ {words})"
+                if narrow
+                else f"(SELECT s.search_vector FROM workset_search s WHERE s.workset_id = worksets.id) @@ {words}"
+            )
         if f.states:
             where.append(f"state = ANY({arg(list(f.states))}::text[])")
         if f.priority:
@@ -128,7 +138,7 @@ class WorksetQueries:
         order = f"ORDER BY {column} {direction}, id {direction} LIMIT {arg(limit)}"
         condition = " WHERE " + " AND ".join(where) if where else ""
         sql = f"SELECT {_LIST_COLUMNS} FROM worksets{condition} {order}"
-        if tsquery and await self._narrow(f.tenant_id, tsquery):
+        if tsquery and narrow:
             # Few matches: take them all from the search index, then sort (MATERIALIZED keeps PostgreSQL
             # from walking the whole tenant in page order looking for them).
             sql = f"WITH hits AS MATERIALIZED (SELECT {_LIST_COLUMNS} FROM worksets{condition}) SELECT * FROM hits {order}"
@@ -136,8 +146,9 @@ class WorksetQueries:
 
     async def _narrow(self, tenant_id: str | None, tsquery: str) -> bool:
         found = await self._conn.fetchval(
-            """SELECT count(*) FROM (SELECT 1 FROM worksets WHERE ($1::text IS NULL OR tenant_id = $1)
-                   AND search_vector @@ to_tsquery('simple', $2) LIMIT $3) AS m""",
+            """SELECT count(*) FROM (SELECT 1 FROM workset_search s JOIN worksets w ON w.id = s.workset_id
+                   WHERE ($1::text IS NULL OR w.tenant_id = $1) AND s.search_vector @@ to_tsquery('simple', $2)
+                   LIMIT $3) AS m""",
             tenant_id,
             tsquery,
             NARROW_SEARCH + 1,
