@@ -64,7 +64,11 @@ async def test_a_waiting_runner_that_ends_wakes_nobody_but_a_runner_killed_mid_s
     tells nothing new: its exit must not wake the scheduler for a poll of nothing (one step a
     workset: a second wake-up per step). A runner killed mid-step has announced nothing: its exit is
     told."""
-    executor = LocalExecutor()
+    # A fork server of its own (the process's one is keyed by the interpreter's path): a runner another
+    # test left in this worker process, ending meanwhile, would otherwise tell its end to this test too.
+    python = tmp_path / "python"
+    python.symlink_to(sys.executable)
+    executor = LocalExecutor(python=str(python))
     wakes: list[int] = []
     executor.on_job_exit(lambda: wakes.append(1))
     deadline = time.monotonic() + 20
@@ -94,6 +98,7 @@ async def test_a_waiting_runner_that_ends_wakes_nobody_but_a_runner_killed_mid_s
     await until_unwatched(runner_pid(busy))
     assert len(wakes) == woken + 1
     assert (await executor.poll([busy]))[busy.job_id].state is JobState.LOST
+    fork_server(str(python)).stop()
 
 
 async def test_runners_come_from_the_fork_server_and_leave_no_zombies(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from asyncpg.transaction import Transaction
 from nats.js import JetStreamContext
 
 from stamen.bus.publisher import JetStreamPublisher
+from stamen.events import Envelope
 from stamen.relay import RELAY_AWAKE_LOCK, RELAY_LEADER_LOCK, OutboxRelay
 from stamen.store.db import create_pool
 from stamen.store.outbox import NOTIFY_CHANNEL, OutboxWriter
@@ -87,28 +88,23 @@ async def test_a_relay_falling_asleep_waits_for_the_writers_that_found_it_awake(
     await relay.start()
     writer = await pool.acquire()
     try:
-        first = queued_event(0)
-        await commit_events(pool, [first])
-        await until(lambda: relay.awake, 10, "the relay did not stay awake after publishing")
-
         late = queued_event(1)
-        tx = writer.transaction()
-        await tx.start()
-        await OutboxWriter(writer).add([late])  # found the relay awake: no NOTIFY at its commit
+        tx, first = await writer_finding_it_awake(pool, writer, relay, late)  # no NOTIFY at its commit
+        firsts = [str(e.id) for e in first]
         # The relay's next pass finds nothing committed: it falls asleep, and waits for this writer.
         await until(lambda: not relay.awake, 10, "the relay did not fall asleep")
         await asyncio.sleep(0.3)
         # Meanwhile another commit (asleep: it NOTIFYs) is published at once, not after the open writer.
         other = queued_event(2)
         await commit_events(pool, [other])
-        assert [m for m, _ in await wait_for_messages(js, 2)] == [str(first.id), str(other.id)]
+        assert [m for m, _ in await wait_for_messages(js, len(firsts) + 1)] == [*firsts, str(other.id)]
 
         await until(lambda: not relay.awake, 10, "the relay did not fall asleep again")
         await asyncio.sleep(0.3)
         before = notifications.count
         await tx.commit()
-        published = [m for m, _ in await wait_for_messages(js, 3)]
-        assert published == [str(first.id), str(other.id), str(late.id)]
+        published = [m for m, _ in await wait_for_messages(js, len(firsts) + 2)]
+        assert published == [*firsts, str(other.id), str(late.id)]
         assert notifications.count == before  # its commit woke no one: the relay was waiting for it
 
         # Asleep now (its last claim found the row and published it, then one found nothing): a commit
@@ -117,11 +113,37 @@ async def test_a_relay_falling_asleep_waits_for_the_writers_that_found_it_awake(
         await asyncio.sleep(1.0)  # its last claims (nothing) and into its wait for a NOTIFY
         woken = queued_event(3)
         await commit_events(pool, [woken])
-        assert [m for m, _ in await wait_for_messages(js, 4)][-1] == str(woken.id)
+        assert [m for m, _ in await wait_for_messages(js, len(firsts) + 3)][-1] == str(woken.id)
         assert notifications.count > before
     finally:
         await pool.release(writer)
         await relay.stop()
+
+
+async def writer_finding_it_awake(
+    pool: asyncpg.Pool, writer: asyncpg.Connection, relay: OutboxRelay, event: Envelope
+) -> tuple[Transaction, list[Envelope]]:
+    """An open transaction on `writer` that wrote `event` while `relay` was awake (so its commit sends no
+    NOTIFY), after the relay published the events returned (committed to wake it). The relay stays awake
+    for a batch window only: on a loaded machine the write may come after it fell asleep (the trigger then
+    took the awake lock shared, to NOTIFY at commit); that try is rolled back and made again."""
+    woken: list[Envelope] = []
+    for attempt in range(20):
+        woken.append(queued_event(100 + attempt))
+        await commit_events(pool, [woken[-1]])
+        await until(lambda: relay.awake, 10, "the relay did not stay awake after publishing")
+        tx = writer.transaction()
+        await tx.start()
+        await OutboxWriter(writer).add([event])
+        found_asleep = await writer.fetchval(
+            """SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory'
+                 AND mode = 'ShareLock' AND ((classid::bigint << 32) | objid::bigint) = $1)""",
+            RELAY_AWAKE_LOCK,
+        )
+        if not found_asleep:
+            return tx, woken
+        await tx.rollback()
+    pytest.fail("every write came after the relay had fallen asleep")
 
 
 async def wait_for_messages(js: JetStreamContext, n: int, timeout: float = 5.0) -> list[tuple[str, str]]:
@@ -137,19 +159,17 @@ async def wait_for_messages(js: JetStreamContext, n: int, timeout: float = 5.0) 
 @contextlib.asynccontextmanager
 async def falling_asleep_between_two_writers(
     relay_pool: asyncpg.Pool, pool: asyncpg.Pool, js: JetStreamContext
-) -> AsyncIterator[tuple[Transaction, Transaction]]:
+) -> AsyncIterator[tuple[Transaction, Transaction, int]]:
     """A leading relay falling asleep (on `relay_pool`) while a writer that found it awake (event 1) and
     one that found it asleep (event 2) stay open, and a third writer's commit (event 3) has sent its
-    NOTIFY; event 0 is published. Yields the two open transactions, to commit."""
+    NOTIFY; the events that woke it are published. Yields the two open transactions, to commit, and how
+    many events were published before them."""
     relay = leading_relay(relay_pool, js)
     await relay.start()
     found_awake, found_asleep = await pool.acquire(), await pool.acquire()
     try:
-        await commit_events(pool, [queued_event(0)])
-        await until(lambda: relay.awake, 10, "the relay did not stay awake after publishing")
-        awake_tx = found_awake.transaction()
-        await awake_tx.start()
-        await OutboxWriter(found_awake).add([queued_event(1)])  # found it awake: holds the writers' lock
+        # Found it awake: holds the writers' lock.
+        awake_tx, woken = await writer_finding_it_awake(pool, found_awake, relay, queued_event(1))
         await until(lambda: not relay.awake, 10, "the relay did not fall asleep")
         asleep_tx = found_asleep.transaction()
         await asleep_tx.start()
@@ -157,7 +177,7 @@ async def falling_asleep_between_two_writers(
             [queued_event(2)]
         )  # found it asleep: holds the awake lock shared
         await commit_events(pool, [queued_event(3)])  # asleep: its commit NOTIFYs
-        yield awake_tx, asleep_tx
+        yield awake_tx, asleep_tx, len(woken)
     finally:
         await pool.release(found_awake)
         await pool.release(found_asleep)
@@ -176,7 +196,7 @@ async def test_a_relay_falling_asleep_does_not_spin_on_a_notify_while_writers_st
     counter = TransactionCounter()
     relay_pool = await create_pool(database_url, init=counter.init)
     try:
-        async with falling_asleep_between_two_writers(relay_pool, pool, js) as (awake_tx, asleep_tx):
+        async with falling_asleep_between_two_writers(relay_pool, pool, js) as (awake_tx, asleep_tx, woken):
             await asyncio.sleep(0.2)  # the NOTIFY delivered, the relay in its wait
             before = len(counter.sent)
             await asyncio.sleep(0.5)
@@ -186,7 +206,9 @@ async def test_a_relay_falling_asleep_does_not_spin_on_a_notify_while_writers_st
             )  # a backoff's worth
             await awake_tx.commit()
             await asleep_tx.commit()
-            assert len(await wait_for_messages(js, 4, timeout=30)) == 4  # nothing is left behind
+            assert (
+                len(await wait_for_messages(js, woken + 3, timeout=30)) == woken + 3
+            )  # nothing is left behind
     finally:
         await relay_pool.close()
 
@@ -198,8 +220,9 @@ async def test_a_relay_falling_asleep_publishes_a_commit_it_is_told_of_without_w
     (while another writer, that found it asleep, keeps it from being awake again) is claimed at once, not
     after both writers have ended: under steady load a moment with no writer open may not come for long,
     and the events of every commit in between would wait for it."""
-    async with falling_asleep_between_two_writers(pool, pool, js) as (awake_tx, asleep_tx):
-        assert len(await wait_for_messages(js, 2, timeout=5)) == 2  # events 0 and 3, both writers still open
+    async with falling_asleep_between_two_writers(pool, pool, js) as (awake_tx, asleep_tx, woken):
+        # The events that woke it and event 3, both writers still open.
+        assert len(await wait_for_messages(js, woken + 1, timeout=5)) == woken + 1
         await awake_tx.commit()
         await asleep_tx.commit()
-        assert len(await wait_for_messages(js, 4, timeout=30)) == 4
+        assert len(await wait_for_messages(js, woken + 3, timeout=30)) == woken + 3
