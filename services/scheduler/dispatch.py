@@ -31,7 +31,7 @@ completed steps are looked up in step_runs, never run twice.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -55,7 +55,6 @@ from stamen.store.outbox import OutboxWriter
 from stamen.store.slots import SlotLedger
 from stamen.store.step_runs import (
     StartedStep,
-    StepRunRow,
     SubmissionClaim,
     SubmittingStepRun,
     record_running_step_submission,
@@ -112,7 +111,6 @@ class Submission:
     workset_id: str
     cluster: ClusterRecord
     step: StepSpec
-    step_index: int
     how: str = "submitted"  # for the workset's history
     # The workset as the transaction that recorded the step committed it: `_record_submitted` stores the
     # job handle with the workset's change in one statement (none when it runs already: the step run and
@@ -162,8 +160,6 @@ class Dispatcher:
         self._holder = holder
         self._submit_grace_seconds = submit_grace_seconds
         self._resubmit_after_seconds = max(resubmit_after_seconds, submit_grace_seconds)
-        # Told of every step whose job handle this dispatcher stored (the exit follower's, when it runs).
-        self.on_running: Callable[[StepRunRow, ClusterRecord], None] | None = None
 
     @property
     def submit_grace_seconds(self) -> float:
@@ -309,7 +305,7 @@ class Dispatcher:
                 holder=self._holder,
                 hold_lock=True,
             )
-        return Submission(claim, ws.id, cluster, step, index, how, ws)
+        return Submission(claim, ws.id, cluster, step, how, ws)
 
     async def _submit(self, sub: Submission) -> None:
         """Submit a row taken over from a dead submitter (its lock taken here, after the takeover's commit)."""
@@ -362,7 +358,10 @@ class Dispatcher:
         )
         for sub, handle in stored:
             if sub.claim.step_run_id in recorded:
-                self._running(sub, handle)
+                log.info(
+                    "scheduler.step_submitted",
+                    workset_id=sub.workset_id, step=sub.step.step, job_id=handle.job_id,
+                )  # fmt: skip
             else:  # the claim no longer holds: the full path says so
                 alone.append((sub, handle))
         for sub, outcome in alone:
@@ -376,34 +375,15 @@ class Dispatcher:
     def _unit_of_work(self, conn: Connection | None) -> UnitOfWork:
         return UnitOfWork(self._pool) if conn is None else UnitOfWork.on(conn)
 
-    def _stored_alone(self, conn: Connection, sub: Submission, handle: JobHandle, sole_lock: bool) -> None:
+    @staticmethod
+    def _stored_alone(conn: Connection, sub: Submission, handle: JobHandle, sole_lock: bool) -> None:
         """A handle stored by one statement outside a transaction: nothing is left in the session (unless
         the session held more locks than this step run's: `sole_lock` False)."""
         if sole_lock:
             released_session_state(conn)  # no reset on release
-        self._running(sub, handle)
-
-    def _running(self, sub: Submission, handle: JobHandle) -> None:
-        """The step's job handle is stored: the step runs (its row is as `on_running` is told)."""
         log.info(
             "scheduler.step_submitted", workset_id=sub.workset_id, step=sub.step.step, job_id=handle.job_id
         )
-        if self.on_running is not None:
-            self.on_running(
-                StepRunRow(
-                    id=sub.claim.step_run_id,
-                    workset_id=sub.workset_id,
-                    attempt=sub.step.attempt,
-                    step=sub.step.step,
-                    step_index=sub.step_index,
-                    cluster=sub.cluster.name,
-                    state=StepRunState.RUNNING,
-                    handle=handle,
-                    started_at=sub.claim.since,
-                    submitted_by=self._holder,
-                ),
-                sub.cluster,
-            )
 
     async def _record_submitted(
         self, sub: Submission, handle: JobHandle, conn: Connection | None, *, sole_lock: bool = True
@@ -456,7 +436,7 @@ class Dispatcher:
             await uow.commit()
             if conn is not None and sole_lock:
                 released_session_state(conn)  # nothing left in the session: no reset on release
-        self._running(sub, handle)
+        log.info("scheduler.step_submitted", workset_id=ws.id, step=sub.step.step, job_id=handle.job_id)
 
     async def _record_refusal(
         self, sub: Submission, reason: str, conn: Connection | None, *, sole_lock: bool = True
@@ -652,12 +632,7 @@ class Dispatcher:
             ))  # fmt: skip
         claim = await uow.step_runs.restart_submitting(orphan.id, self._holder)
         submission = Submission(
-            claim,
-            ws.id,
-            target.cluster,
-            target.step,
-            orphan.step_index,
-            how="submitted again after its submitter stopped",
+            claim, ws.id, target.cluster, target.step, how="submitted again after its submitter stopped"
         )
         return Settlement(
             Reconciled.RESUBMITTED, f"{head}; no job was found, so it is submitted again", submission

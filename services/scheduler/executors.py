@@ -27,10 +27,6 @@ class ExecutorRegistry:
             if isinstance(executor, ReportsJobExits):
                 executor.on_job_exit(callback)
 
-    def reports_exits(self, cluster: ClusterRecord) -> bool:
-        """Whether the cluster's executor tells when a job ends (else only a poll finds out)."""
-        return isinstance(self.for_cluster(cluster), ReportsJobExits)
-
     def for_cluster(self, cluster: ClusterRecord) -> Executor:
         known = self._by_cluster.get(cluster.name)
         if known and known[0] == cluster:

@@ -20,7 +20,6 @@ import structlog
 from services.scheduler.admission import Admitter
 from services.scheduler.dispatch import Dispatcher
 from services.scheduler.evacuation import RegionEvacuation
-from services.scheduler.exits import ExitFollower
 from services.scheduler.monitor import JobMonitor
 from stamen.bus.consumer import DependencyGate
 from stamen.store.survey import survey
@@ -40,10 +39,7 @@ class SchedulerLoop:
         evacuation: RegionEvacuation | None = None,
         idle_poll_seconds: float | None = None,
         events_flow: Callable[[], bool] | None = None,
-        follower: ExitFollower | None = None,
     ) -> None:
-        """`follower`: records the ends of this process's local steps as their exits are told, in a task
-        beside the passes (which then leave those steps to it); it runs while `run` does."""
         self._pool = pool
         self._postgres = postgres
         self._admitter = admitter
@@ -53,9 +49,6 @@ class SchedulerLoop:
         self._poll_seconds = poll_seconds
         self._idle_poll_seconds = idle_poll_seconds
         self._events_flow = events_flow
-        self._follower = follower
-        if follower is not None:
-            follower.wake_loop = self.wake
         self.idle = False  # the last pass found nothing queued, admitted or running
         self._wake = asyncio.Event()
         self._stopping = False
@@ -64,15 +57,6 @@ class SchedulerLoop:
         self._wake.set()
 
     async def run(self) -> None:
-        following = asyncio.create_task(self._follower.run()) if self._follower is not None else None
-        try:
-            await self._run()
-        finally:
-            if following is not None and self._follower is not None:
-                self._follower.stop()
-                await following
-
-    async def _run(self) -> None:
         while not self._stopping:
             self._wake.clear()
             try:
@@ -110,8 +94,7 @@ class SchedulerLoop:
         # The steps that ended first (the running steps as the survey read them: one submitted in this pass
         # is polled by the next, which its exit wakes): a workset's next step starts without waiting for
         # the pass's admissions, and a slot given back is taken by this pass's admission, not the next's.
-        following = self._follower.following if self._follower is not None else frozenset()
-        polled = await self._monitor.poll_once((todo.clusters, todo.active), skip=following)
+        polled = await self._monitor.poll_once((todo.clusters, todo.active))
         # Worksets the evacuation queued again are placed elsewhere in the same pass.
         admissible = todo.admissible or evacuated or (polled.released and todo.queued)
         admitted = await self._admitter.admit_all() if admissible else []

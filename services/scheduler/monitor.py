@@ -8,7 +8,7 @@ Jobs are found from the store, so a restarted scheduler re-attaches to running j
 
 from __future__ import annotations
 
-from collections.abc import Container, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -68,19 +68,16 @@ class JobMonitor:
     async def poll_once(
         self,
         active_steps: tuple[list[ClusterRecord], dict[str, list[StepRunRow]]] | None = None,
-        *,
-        skip: Container[int] = (),
     ) -> PollOutcome:
         """How many step ends were recorded, and how many of them gave a slot back. `active_steps`: the
-        clusters and their pending/running steps as the pass's survey read them; read here when not given.
-        `skip`: step runs someone else polls (the exit follower's)."""
+        clusters and their pending/running steps as the pass's survey read them; read here when not given."""
         if active_steps is None:
             async with UnitOfWork(self._pool) as uow:
                 clusters = await uow.clusters.clusters()
                 active = {c.name: await uow.step_runs.active_step_runs(c.name) for c in clusters}
         else:
             clusters, active = active_steps
-        polled = [(c, [r for r in active.get(c.name, []) if r.id not in skip]) for c in clusters]
+        polled = [(c, active.get(c.name, [])) for c in clusters]
         return await self.record_ends(await self.ended(polled))
 
     async def ended(

@@ -15,7 +15,6 @@ from services.scheduler.clusters import bootstrap_clusters
 from services.scheduler.dispatch import Dispatcher, StepPlanner
 from services.scheduler.evacuation import RegionEvacuation
 from services.scheduler.executors import ExecutorRegistry
-from services.scheduler.exits import ExitFollower
 from services.scheduler.handlers import fire_retry
 from services.scheduler.loop import SchedulerLoop
 from services.scheduler.monitor import JobMonitor
@@ -36,23 +35,17 @@ def holder_name() -> str:
 def build_loop(app: web.Application, registry: ExecutorRegistry, planner: StepPlanner) -> SchedulerLoop:
     pool, settings, holder = app[POOL], app[SETTINGS], holder_name()
     dispatcher = Dispatcher(pool, registry, planner, holder)
-    monitor = JobMonitor(pool, registry, holder, dispatcher)
-    # A local step's end is recorded when its exit is told, beside the passes (services/scheduler/exits.py).
-    follower = ExitFollower(monitor, registry, settings.scheduler_poll_seconds)
-    dispatcher.on_running = follower.follow
-    registry.on_job_exit(follower.exit_told)
     return SchedulerLoop(
         pool,
         Admitter(pool, settings, holder, dispatcher),
         dispatcher,
-        monitor,
+        JobMonitor(pool, registry, holder, dispatcher),
         settings.scheduler_poll_seconds,
         app[POSTGRES],
         RegionEvacuation(pool, registry, holder, RegionSettings().region_lost_after_seconds),
         idle_poll_seconds=settings.scheduler_idle_poll_seconds,
         # A queued workset's event wakes the loop only while the consumers run on a live connection.
         events_flow=lambda: CONSUMERS in app and bool(app[CONSUMERS]) and BUS in app and app[BUS].up,
-        follower=follower,
     )
 
 
@@ -64,6 +57,7 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     registry = ExecutorRegistry(default_executor_factories(settings))
     loop = build_loop(app, registry, WorksetPlanner(settings))
+    registry.on_job_exit(loop.wake)  # a local step that ends is noticed now, not at the next poll
     app[LOOP] = loop
     timers = TimerLoop(app[POOL], {"retry": fire_retry}, on_fired=loop.wake, postgres=app[POSTGRES])
     tasks = [
