@@ -1,4 +1,4 @@
-"""The scheduler's heartbeat: evacuate down regions, poll jobs, admit, dispatch, carry out cancels; sleep until woken.
+"""The scheduler's heartbeat: evacuate down regions, admit, dispatch, carry out cancels, poll jobs; sleep until woken.
 
 A pass follows a pass that did anything at once; otherwise the loop sleeps `poll_seconds` (running jobs
 are polled, slots and grace periods looked at again) or is woken first (a workset queued, a region's
@@ -91,13 +91,8 @@ class SchedulerLoop:
             )
         self.idle = not todo.in_flight
         evacuated = await self._evacuation.run_once() if self._evacuation and todo.stranded else 0
-        # The steps that ended first (the running steps as the survey read them: one submitted in this pass
-        # is polled by the next, which its exit wakes): a workset's next step starts without waiting for
-        # the pass's admissions, and a slot given back is taken by this pass's admission, not the next's.
-        polled = await self._monitor.poll_once((todo.clusters, todo.active))
         # Worksets the evacuation queued again are placed elsewhere in the same pass.
-        admissible = todo.admissible or evacuated or (polled.released and todo.queued)
-        admitted = await self._admitter.admit_all() if admissible else []
+        admitted = await self._admitter.admit_all() if todo.admissible or evacuated else []
         dispatched = 0
         # Worksets admitted in this pass are the dispatcher's too, unless admission submitted their
         # first step itself (as the scheduler's wiring has it).
@@ -110,7 +105,10 @@ class SchedulerLoop:
             )
         if todo.stop_requested:
             await self._monitor.stop_requested()
-        return bool(evacuated or admitted or dispatched or polled.finished)
+        # The running steps as the survey read them: a step submitted in this pass is polled by the
+        # next one (its exit wakes the loop anyway).
+        finished = await self._monitor.poll_once((todo.clusters, todo.active))
+        return bool(evacuated or admitted or dispatched or finished)
 
     def stop(self) -> None:
         self._stopping = True

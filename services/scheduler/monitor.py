@@ -9,7 +9,6 @@ Jobs are found from the store, so a restarted scheduler re-attaches to running j
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import asyncpg
@@ -24,7 +23,7 @@ from services.scheduler.dispatch import (
     save_releasing,
 )
 from services.scheduler.executors import ExecutorRegistry
-from stamen.domain.lifecycle import HOLDING_A_SLOT, WorksetState
+from stamen.domain.lifecycle import WorksetState
 from stamen.domain.workset import Workset
 from stamen.events.types import StepCompleted, WorksetFailed
 from stamen.executors.base import JobState, JobStatus
@@ -39,15 +38,6 @@ S = WorksetState
 # A job another scheduler submitted is left to it this long after it ended (then any replica records
 # it: the submitter may have died).
 OTHERS_JOBS_AFTER_SECONDS = 5.0
-
-
-@dataclass(frozen=True)
-class PollOutcome:
-    finished: int = 0  # step ends recorded
-    released: int = 0  # of them, ends that gave a workset's slot back (completed, failed, cancelled)
-
-    def __add__(self, other: PollOutcome) -> PollOutcome:
-        return PollOutcome(self.finished + other.finished, self.released + other.released)
 
 
 class JobMonitor:
@@ -66,11 +56,10 @@ class JobMonitor:
         self._dispatcher = dispatcher
 
     async def poll_once(
-        self,
-        active_steps: tuple[list[ClusterRecord], dict[str, list[StepRunRow]]] | None = None,
-    ) -> PollOutcome:
-        """How many step ends were recorded, and how many of them gave a slot back. `active_steps`: the
-        clusters and their pending/running steps as the pass's survey read them; read here when not given."""
+        self, active_steps: tuple[list[ClusterRecord], dict[str, list[StepRunRow]]] | None = None
+    ) -> int:
+        """Returns how many steps finished. `active_steps`: the clusters and their pending/running steps
+        as the pass's survey read them; read here when not given."""
         if active_steps is None:
             async with UnitOfWork(self._pool) as uow:
                 clusters = await uow.clusters.clusters()
@@ -78,9 +67,9 @@ class JobMonitor:
         else:
             clusters, active = active_steps
         polled = [(c, active.get(c.name, [])) for c in clusters]
-        return await self.record_ends(await self.ended(polled))
+        return await self._record_ends(await self._ended(polled))
 
-    async def ended(
+    async def _ended(
         self, polled: Sequence[tuple[ClusterRecord, Sequence[StepRunRow]]]
     ) -> list[tuple[StepRunRow, JobStatus]]:
         """The steps of `polled` whose jobs have ended, as their clusters say (one poll per cluster), and
@@ -108,12 +97,12 @@ class JobMonitor:
                     ended.append((row, status))
         return ended
 
-    async def record_ends(self, ended: list[tuple[StepRunRow, JobStatus]]) -> PollOutcome:
-        outcome = PollOutcome()
+    async def _record_ends(self, ended: list[tuple[StepRunRow, JobStatus]]) -> int:
+        finished = 0
         while ended:
             batch, ended = one_per_workset(ended)
-            outcome += await self._record_all(batch)
-        return outcome
+            finished += await self._record_all(batch)
+        return finished
 
     def _records(self, row: StepRunRow, status: JobStatus) -> bool:
         """Whether this replica records the end of this job now: its own jobs at once; another
@@ -126,7 +115,7 @@ class JobMonitor:
     def _own(self, row: StepRunRow) -> bool:
         return row.submitted_by in (None, self._holder)
 
-    async def _record_all(self, ended: list[tuple[StepRunRow, JobStatus]]) -> PollOutcome:
+    async def _record_all(self, ended: list[tuple[StepRunRow, JobStatus]]) -> int:
         """Record the ends of jobs of different worksets in one transaction: their step runs finished and
         their worksets read and locked in one statement (a step run another replica is recording, or that
         evacuation holds, is skipped, never waited for), each outcome saved, one commit; then the next
@@ -137,7 +126,6 @@ class JobMonitor:
             return await self._record_each(ended)
         submissions: list[Submission] = []
         recorded: list[tuple[StepRunRow, JobStatus]] = []
-        released = 0
         failed = False
         async with self._pool.acquire() as conn:
             try:
@@ -153,13 +141,12 @@ class JobMonitor:
                         if submission is not None:
                             submissions.append(submission)
                         recorded.append((row, status))
-                        released += ws.state not in HOLDING_A_SLOT
                     await uow.commit()
             except Exception as exc:
                 if is_unreachable(exc):
                     raise
                 log.warning("scheduler.step_ends_recorded_one_by_one", ends=len(ended), error=str(exc))
-                submissions, recorded, released, failed = [], [], 0, True
+                submissions, recorded, failed = [], [], True
             if submissions and self._dispatcher is not None:
                 await self._dispatcher.submit_all_holding(conn, submissions)
         if failed:
@@ -168,14 +155,14 @@ class JobMonitor:
             log.info(
                 "scheduler.step_finished", workset_id=row.workset_id, step=row.step, state=status.state.value
             )
-        return PollOutcome(len(recorded), released)
+        return len(recorded)
 
-    async def _record_each(self, ended: list[tuple[StepRunRow, JobStatus]]) -> PollOutcome:
+    async def _record_each(self, ended: list[tuple[StepRunRow, JobStatus]]) -> int:
         """Each end in a transaction of its own: one that fails is logged and left for the next poll."""
-        outcome = PollOutcome()
+        finished = 0
         for row, status in ended:
             try:
-                outcome += await self._record(row, status)
+                finished += await self._record(row, status)
             except Exception as exc:
                 if is_unreachable(exc):
                     raise
@@ -185,9 +172,9 @@ class JobMonitor:
                     step=row.step,
                     error=str(exc),
                 )
-        return outcome
+        return finished
 
-    async def _record(self, row: StepRunRow, status: JobStatus) -> PollOutcome:
+    async def _record(self, row: StepRunRow, status: JobStatus) -> int:
         async with self._pool.acquire() as conn:
             async with UnitOfWork.on(conn) as uow:
                 # The end recorded and the workset read and locked: one statement, which also reads what the
@@ -200,7 +187,7 @@ class JobMonitor:
                 else:
                     ws = await uow.worksets.get_changed(change)
                 if ws is None:
-                    return PollOutcome()  # another replica recorded it (or evacuation holds it)
+                    return 0  # another replica recorded it (or evacuation holds it)
                 submission = await self._outcome(uow, ws, row, status, facts)  # holds the step run's lock
                 await uow.commit()
             if submission is not None and self._dispatcher is not None:
@@ -208,7 +195,7 @@ class JobMonitor:
         log.info(
             "scheduler.step_finished", workset_id=row.workset_id, step=row.step, state=status.state.value
         )
-        return PollOutcome(1, int(ws.state not in HOLDING_A_SLOT))
+        return 1
 
     async def _outcome(
         self, uow: UnitOfWork, ws: Workset, row: StepRunRow, status: JobStatus, facts: DispatchFacts | None
@@ -228,7 +215,7 @@ class JobMonitor:
             finish_cancelled(ws, self._holder)
             await save_releasing(uow, ws, "cancelled")
             return None
-        elif ws.state in HOLDING_A_SLOT:
+        elif ws.state in (S.SCHEDULED, S.RUNNING):
             reason = status.reason or f"step {row.step} ended {status.state.value}"
             ws.transition(
                 S.FAILED,

@@ -47,9 +47,6 @@ TERMINAL_STATES: frozenset[WorksetState] = frozenset(
 
 INITIAL_STATE = S.SUBMITTED
 
-# Admitted worksets: each holds one of the concurrency slots until it leaves these states.
-HOLDING_A_SLOT: frozenset[WorksetState] = frozenset({S.SCHEDULED, S.RUNNING})
-
 
 class IllegalTransition(ValueError):
     """A transition the lifecycle does not allow; carries both states for the caller's error."""

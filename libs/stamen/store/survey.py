@@ -40,8 +40,6 @@ class SchedulerSurvey:
     # Anything queued, admitted (holding a slot) or being submitted: False when nothing can change
     # without an event (a workset queued, a region's health) or a timer, both of which wake the loop.
     in_flight: bool = True
-    # Something is queued (room or not): a slot given back later in the pass can be taken in that pass.
-    queued: bool = True
     clusters: list[ClusterRecord] = field(default_factory=list)
     active: dict[str, list[StepRunRow]] = field(default_factory=dict)  # pending/running steps per cluster
 
@@ -71,7 +69,6 @@ async def survey(conn: Connection, *, global_max: int, submit_grace_seconds: flo
     flags = await conn.fetchrow(
         f"""{_ACTIVE_SQL}
             SELECT
-              EXISTS (SELECT 1 FROM admission_queues) AS queued,
               EXISTS (SELECT 1 FROM admission_queues)
               AND (SELECT count(*) FROM slot_leases) < $2
               AND EXISTS (SELECT 1 FROM clusters c WHERE c.status = 'active'
@@ -118,7 +115,6 @@ async def survey(conn: Connection, *, global_max: int, submit_grace_seconds: flo
         stranded=flags["stranded"],
         stop_requested=flags["stop_requested"],
         in_flight=flags["in_flight"] or bool(active),
-        queued=flags["queued"],
         clusters=clusters,
         active=dict(active),
     )

@@ -233,10 +233,10 @@ async def test_a_replica_leaves_the_end_of_another_s_job_to_it_for_a_few_seconds
     while not (tmp_path / "work").exists() or not await _ended(executor, pool, ws_id):
         assert asyncio.get_running_loop().time() < deadline
         await asyncio.sleep(0.05)
-    assert (await other.poll_once()).finished == 0
+    assert await other.poll_once() == 0
     assert await state_of(pool, ws_id) == "running"
     monkeypatch.setattr(monitor_module, "OTHERS_JOBS_AFTER_SECONDS", 0.0)  # as if it ended long ago
-    assert (await other.poll_once()).finished == 1
+    assert await other.poll_once() == 1
 
 
 class CountingPolls(LocalExecutor):
@@ -261,12 +261,12 @@ async def test_a_replica_does_not_poll_another_s_job_younger_than_the_wait(
     registry = ExecutorRegistry({"local": lambda _: executor})
     assert await Admitter(pool, settings, "a").admit_next() is not None
     assert await Dispatcher(pool, registry, WorksetPlanner(settings), "a").dispatch_pending() == 1
-    assert (await JobMonitor(pool, registry, "b").poll_once()).finished == 0
+    assert await JobMonitor(pool, registry, "b").poll_once() == 0
     assert executor.polled == []
-    assert (await JobMonitor(pool, registry, "a").poll_once()).finished == 0  # its own: asked at once
+    assert await JobMonitor(pool, registry, "a").poll_once() == 0  # its own: asked at once
     assert len(executor.polled) == 1
     monkeypatch.setattr(monitor_module, "OTHERS_JOBS_AFTER_SECONDS", 0.0)  # as if it started long ago
-    assert (await JobMonitor(pool, registry, "b").poll_once()).finished == 0  # asked: still running
+    assert await JobMonitor(pool, registry, "b").poll_once() == 0  # asked: still running
     assert len(executor.polled) == 2
     async with pool.acquire() as conn:
         handle = await conn.fetchval("SELECT handle FROM step_runs")
