@@ -46,6 +46,9 @@ async def test_the_primary_region_is_lost_mid_run_and_nothing_is_lost(tmp_path: 
     # ...each at most an interval plus a probe timeout; on a machine shared by many (these are), the
     # process itself may wait for a CPU: up to as long again.
     assert 0 < report["detected_seconds"] <= 2 * threshold, report
-    assert report["detected_seconds"] <= report["promoted_seconds"] <= report["detected_seconds"] + 5.0, (
+    # Promoted after the region went down, and not left hanging. How soon is a speed figure, which
+    # bench/region_failover.py prints: 3 s here beside a busy suite, 9 s once (a full run, 2026-12-06), so
+    # a bound of 5 s made this test fail on the machine's load, not on the failover.
+    assert report["detected_seconds"] <= report["promoted_seconds"] <= report["detected_seconds"] + 30.0, (
         report
     )
