@@ -8,7 +8,6 @@ Jobs are found from the store, so a restarted scheduler re-attaches to running j
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import asyncpg
@@ -66,22 +65,16 @@ class JobMonitor:
                 active = {c.name: await uow.step_runs.active_step_runs(c.name) for c in clusters}
         else:
             clusters, active = active_steps
-        polled = [(c, active.get(c.name, [])) for c in clusters]
-        return await self._record_ends(await self._ended(polled))
-
-    async def _ended(
-        self, polled: Sequence[tuple[ClusterRecord, Sequence[StepRunRow]]]
-    ) -> list[tuple[StepRunRow, JobStatus]]:
-        """The steps of `polled` whose jobs have ended, as their clusters say (one poll per cluster), and
-        that this replica records now."""
         ended: list[tuple[StepRunRow, JobStatus]] = []
         now = datetime.now(UTC)
-        for cluster, all_rows in polled:
+        for cluster in clusters:
             # Another scheduler's step that started less than OTHERS_JOBS_AFTER_SECONDS ago cannot have
             # ended that long ago: not this replica's to record yet (`_records`), so its job is not asked
             # about (each pass asked about every step the other schedulers ran, for nothing).
             rows = [
-                r for r in all_rows if self._own(r) or _age(r.started_at, now) >= OTHERS_JOBS_AFTER_SECONDS
+                r
+                for r in active.get(cluster.name, [])
+                if self._own(r) or _age(r.started_at, now) >= OTHERS_JOBS_AFTER_SECONDS
             ]
             if not rows:
                 continue
@@ -95,9 +88,6 @@ class JobMonitor:
                 status = statuses.get(row.handle.job_id)
                 if status is not None and status.state.finished and self._records(row, status):
                     ended.append((row, status))
-        return ended
-
-    async def _record_ends(self, ended: list[tuple[StepRunRow, JobStatus]]) -> int:
         finished = 0
         while ended:
             batch, ended = one_per_workset(ended)

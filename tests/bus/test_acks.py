@@ -8,7 +8,7 @@ import time
 
 from nats.js import JetStreamContext
 
-from stamen.bus.consumer import ConsumerSpec, Delivery, DurableConsumer, RetryLater
+from stamen.bus.consumer import ConsumerSpec, Delivery, DurableConsumer, EventHandler, RetryLater
 from stamen.bus.publisher import JetStreamPublisher
 from stamen.bus.subjects import EVENTS_STREAM, event_filter
 from stamen.events import Envelope, new_envelope
@@ -32,6 +32,18 @@ async def until(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-un
         await asyncio.sleep(0.05)
 
 
+async def started(
+    js: JetStreamContext, durable: str, handler: EventHandler, *, ack_gather_seconds: float
+) -> tuple[DurableConsumer, JetStreamPublisher]:
+    """A consumer of `workset.queued` with that ack window, started, and a publisher."""
+    spec = ConsumerSpec(
+        durable, [event_filter("workset.queued")], handler, ack_gather_seconds=ack_gather_seconds
+    )
+    consumer = DurableConsumer(js, spec, JetStreamPublisher(js))
+    await consumer.start()
+    return consumer, JetStreamPublisher(js)
+
+
 async def test_acks_of_handlers_ending_one_at_a_time_are_held_for_their_window_and_sent_on_stop(
     js: JetStreamContext,
 ) -> None:
@@ -42,10 +54,7 @@ async def test_acks_of_handlers_ending_one_at_a_time_are_held_for_their_window_a
     async def handler(env: Envelope, d: Delivery) -> None:
         seen.append(env)
 
-    spec = ConsumerSpec("t-held", [event_filter("workset.queued")], handler, ack_gather_seconds=3600.0)
-    consumer = DurableConsumer(js, spec, JetStreamPublisher(js))
-    await consumer.start()
-    publisher = JetStreamPublisher(js)
+    consumer, publisher = await started(js, "t-held", handler, ack_gather_seconds=3600.0)
     for i in range(5):
         assert await publisher.publish(queued(i)) is True
 
@@ -72,10 +81,7 @@ async def test_held_acks_leave_when_their_window_ends_and_a_nak_at_once(js: JetS
         if env.workset_id == "ws-later" and d.num_delivered == 1:
             raise RetryLater(0.2, "not yet")
 
-    spec = ConsumerSpec("t-window", [event_filter("workset.queued")], handler, ack_gather_seconds=0.05)
-    consumer = DurableConsumer(js, spec, JetStreamPublisher(js))
-    await consumer.start()
-    publisher = JetStreamPublisher(js)
+    consumer, publisher = await started(js, "t-window", handler, ack_gather_seconds=0.05)
     for i in range(3):
         assert await publisher.publish(queued(i)) is True
     later = new_envelope(
