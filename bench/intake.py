@@ -8,8 +8,9 @@ steps, the API's per-principal rate limit lifted). Then:
 
 1. **Idle**: once every service is ready and has been left alone for a few seconds, the CPU of every
    process (services, PostgreSQL, NATS; not the S3 emulator) over `--idle-seconds`, as a share of one
-   core. Nothing is submitted, so this is what the stack costs while no one uses it. `--idle-only`
-   stops here.
+   core, and their wake-ups a second (threads going to sleep and being woken: what the code decides; the
+   share of a core is that times what one wake-up costs, which depends on the machine and the hour).
+   Nothing is submitted, so this is what the stack costs while no one uses it. `--idle-only` stops here.
 2. **Intake at an offered rate**: `--rate` submissions a second for `--seconds` over the HTTP API,
    open loop (each sent at its own moment, whether or not earlier ones have been answered, as
    independent clients would), with the reads in the S3 emulator so the validator's S3 checks run.
@@ -62,10 +63,17 @@ async def measure_idle(stack: Stack, seconds: float) -> dict[str, Any]:
     elapsed = time.perf_counter() - t0
     report = meter.report()
     share = {name: round(100 * v["cpu_seconds"] / elapsed, 2) for name, v in report.items()}
+    wakeups = {name: round(v["wakeups"] / elapsed, 1) for name, v in report.items()}
+    cpu, woken = sum(v["cpu_seconds"] for v in report.values()), sum(v["wakeups"] for v in report.values())
     return {
         "seconds": round(elapsed, 1),
         "percent_of_one_core": share,
         "total_percent_of_one_core": round(sum(share.values()), 2),
+        # The share of a core is wake-ups a second (the code's) times what a wake-up costs (the machine's,
+        # which moves between sittings): both are given.
+        "wakeups_per_second": wakeups,
+        "total_wakeups_per_second": round(sum(wakeups.values()), 1),
+        "cpu_us_per_wakeup": round(1e6 * cpu / woken, 1) if woken else None,
     }
 
 
@@ -220,6 +228,8 @@ def lines_for(f: dict[str, Any]) -> list[str]:
         f"(load average {m['load_average_1m']} on {m['cpus']} CPUs, commit {m['commit']})",
         f"idle stack over {idle['seconds']} s: {idle['total_percent_of_one_core']}% of one core in all; "
         + ", ".join(f"{k} {v}%" for k, v in idle["percent_of_one_core"].items()),
+        f"idle wake-ups a second: {idle['total_wakeups_per_second']} in all, {idle['cpu_us_per_wakeup']} us of CPU "
+        "each on this machine now; " + ", ".join(f"{k} {v}" for k, v in idle["wakeups_per_second"].items()),
     ]
     if "offered" not in f:
         return lines  # --idle-only

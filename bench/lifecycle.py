@@ -16,7 +16,9 @@ and waits until every one has completed. It prints:
 - PostgreSQL transactions per workset (`pg_stat_database` of stamen's database, the bench's own
   queries subtracted) and events per workset (rows written to the outbox);
 - CPU per workset and peak RSS of every process: each service (with the step processes it starts),
-  PostgreSQL (all its backends) and NATS; the S3 emulator is left out (it stands in for AWS);
+  PostgreSQL (all its backends) and NATS; the S3 emulator is left out (it stands in for AWS); and their
+  wake-ups per workset (threads put to sleep and woken: a count the machine does not change, where
+  what each costs changes from one sitting to the next);
 - PostgreSQL's CPU per workset by process: client backends (statements, commits, network), the
   checkpointer, WAL writer, background writer, autovacuum (launcher and workers), the postmaster;
 - what PostgreSQL wrote per workset: WAL bytes and records, buffers written, and per table the rows
@@ -659,6 +661,9 @@ async def measure(stack: Stack, args: argparse.Namespace, flaky_every: int) -> d
             ),
         },
         "processes": cpu,
+        # Wake-ups (threads put to sleep and woken again) per workset, of all live processes but the emulator's:
+        # what a workset costs in switches whatever a switch costs on the machine.
+        "wakeups_per_workset": round(sum(v["wakeups"] for v in cpu.values()) / n, 1),
         # A backend that ends during the run moves from "client backends" to the postmaster's reaped children.
         "postgres_cpu_ms_per_workset_by_process": dict(
             sorted(
@@ -693,11 +698,13 @@ def lines_for(f: dict[str, Any]) -> list[str]:
         f"PostgreSQL tx per workset:   {f['transactions_per_workset']:8.1f}   events per workset: {f['events_per_workset']}",
         f"CPU ms per workset:          {f['cpu_ms_per_workset']['stamen_services_and_postgres']:8.1f} "
         f"(services {f['cpu_ms_per_workset']['stamen_services']}, with NATS {f['cpu_ms_per_workset']['with_nats']})",
-        "per process: CPU ms/workset, peak RSS MB (its own) / peak PSS MB (with its children):",
+        "per process: CPU ms/workset, peak RSS MB (its own) / peak PSS MB (with its children), wake-ups/workset:",
         *(
-            f"  {k:12s} {v['cpu_ms_per_unit']:8.1f} {v['peak_rss_mb']:8.0f} {v['tree_peak_pss_mb']:8.0f}"
+            f"  {k:12s} {v['cpu_ms_per_unit']:8.1f} {v['peak_rss_mb']:8.0f} {v['tree_peak_pss_mb']:8.0f} "
+            f"{v['wakeups'] / f['worksets']:8.1f}"
             for k, v in f["processes"].items()
         ),
+        f"wake-ups per workset, all processes: {f['wakeups_per_workset']}",
         "PostgreSQL CPU ms per workset by process: "
         + ", ".join(f"{k} {v}" for k, v in f.get("postgres_cpu_ms_per_workset_by_process", {}).items()),
         *ceiling_lines(f["ceiling"]),

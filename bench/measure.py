@@ -119,6 +119,19 @@ def _cpu_seconds(proc: psutil.Process) -> float:
     return float(t.user + t.system + t.children_user + t.children_system)
 
 
+def _wakeups(pid: int) -> int:
+    """Times the process's threads gave up the CPU to wait (voluntary context switches): each is a
+    sleep and a wake-up. /proc/<pid>/status counts the main thread only; NATS's work is in others."""
+    total = 0
+    with contextlib.suppress(OSError):
+        for task in os.scandir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError):
+                for line in Path(task.path, "status").read_text().splitlines():
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        total += int(line.split()[1])
+    return total
+
+
 @dataclass
 class ProcessTree:
     """One measured unit (a service, PostgreSQL, NATS): a root process and its live descendants.
@@ -131,6 +144,7 @@ class ProcessTree:
     pid: int
     peak_pss_bytes: int = 0  # the highest sum of the tree's proportional set size seen when sampled
     _cpu_at_start: float | None = None
+    _wakeups_at_start: int = 0
     _exited_cpu: float = 0.0
     _live: dict[int, float] = field(default_factory=dict)  # pid -> cpu last seen, of live descendants
 
@@ -154,8 +168,17 @@ class ProcessTree:
         self._live = live
         return total + sum(live.values())
 
+    def wakeups(self) -> int:
+        """Wake-ups of the tree's live processes (what one that ended had done is not counted): the
+        machine-independent side of idle CPU, which is wake-ups times what one costs on the machine."""
+        return sum(_wakeups(proc.pid) for proc in self._processes())
+
     def start(self) -> None:
         self._cpu_at_start = self.cpu_seconds()
+        self._wakeups_at_start = self.wakeups()
+
+    def wakeups_since_start(self) -> int:
+        return self.wakeups() - self._wakeups_at_start
 
     def cpu_since_start(self) -> float:
         assert self._cpu_at_start is not None, "start() first"
@@ -196,14 +219,15 @@ class ProcessMeter:
             tree.sample_memory()
 
     def report(self, per: int = 1) -> dict[str, dict[str, float]]:
-        """Per tree: CPU seconds since start, CPU ms per unit of work (`per` units), the root process's
-        peak RSS (VmHWM) and the tree's sampled peak PSS, in MB."""
+        """Per tree: CPU seconds since start, CPU ms per unit of work (`per` units), wake-ups since start
+        (of its live processes), the root process's peak RSS (VmHWM) and the tree's sampled peak PSS, in MB."""
         figures = {}
         for tree in self.trees:
             cpu = tree.cpu_since_start()
             figures[tree.name] = {
                 "cpu_seconds": round(cpu, 3),
                 "cpu_ms_per_unit": round(cpu * 1000 / max(per, 1), 3),
+                "wakeups": tree.wakeups_since_start(),
                 "peak_rss_mb": round(tree.root_peak_rss_bytes() / 2**20, 1),
                 "tree_peak_pss_mb": round(tree.peak_pss_bytes / 2**20, 1),
             }

@@ -2,11 +2,12 @@
 
 workset.submitted reaches the validator over NATS; while NATS is away (an outage, or a validator started
 before it) the submissions the portal records keep arriving in PostgreSQL and would wait for the bus,
-then for the reconciler (STAMEN_RECONCILE_AFTER_SECONDS). So while the bus is not connected, every
-second, worksets submitted more than a second ago are validated from the database by the consumer's
-own handler, as the reconciler would: when their events arrive later they find the workset decided
-(no longer `submitted` or `validating`) and do nothing. The scheduler already admits and dispatches from PostgreSQL alone; with this the whole
-path from submission to completion goes on without NATS, the events catching up through the outbox.
+then for the reconciler (STAMEN_RECONCILE_AFTER_SECONDS). So while the bus is not connected (and only
+then: the loop waits for the client to lose its connection), every second, worksets submitted more than
+a second ago are validated from the database by the consumer's own handler, as the reconciler would:
+when their events arrive later they find the workset decided (no longer `submitted` or `validating`) and
+do nothing. The scheduler already admits and dispatches from PostgreSQL alone; with this the whole path
+from submission to completion goes on without NATS, the events catching up through the outbox.
 """
 
 from __future__ import annotations
@@ -64,6 +65,9 @@ async def validate_while_bus_away(app: web.Application) -> int:
 async def bus_away_ctx(app: web.Application) -> AsyncIterator[None]:
     async def run() -> None:
         while True:
+            # While the bus is up there is nothing to do: no pass a second (they were a validator's
+            # main wake-ups at rest, each a wake-up of the event loop for nothing).
+            await app[BUS].wait_down()
             await asyncio.sleep(INTERVAL_SECONDS)
             try:
                 await validate_while_bus_away(app)

@@ -103,6 +103,8 @@ def test_lifecycle() -> None:
     assert f["transactions_per_workset"] > 0 and f["events_per_workset"] > 0
     assert f["processes"]["scheduler"]["cpu_seconds"] > 0 and f["processes"]["postgres"]["cpu_seconds"] > 0
     assert "moto" not in f["processes"]
+    # NATS delivered the worksets' events: its threads were woken for them.
+    assert f["processes"]["nats"]["wakeups"] > 0 and f["wakeups_per_workset"] > 0
     assert f["postgres_cpu_ms_per_workset_by_process"]["client backends"] > 0
     # (Per table counts are not checked: an idle backend's reach pg_stat up to 10 s after its commit.)
     assert f["writes_per_workset"]["(server)"]["wal_bytes"] > 0
@@ -172,6 +174,7 @@ def test_intake() -> None:
     assert f["submitted_to_queued"]["n"] == 5 and f["seen_validating"] == 5
     assert {"scheduler", "validator", "postgres", "nats"} <= set(f["idle"]["percent_of_one_core"])
     assert "moto" not in f["idle"]["percent_of_one_core"]
+    assert set(f["idle"]["wakeups_per_second"]) == set(f["idle"]["percent_of_one_core"])
     assert {leg["n"] for leg in f["legs"].values()} == {5}
     assert f["emulator_ranged_get"]["one_at_a_time"]["n"] == 100
     busy = f["cpu_during_intake"]["ms_per_workset"]

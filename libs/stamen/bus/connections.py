@@ -117,6 +117,8 @@ class BusConnection:
         self._js: JetStreamContext | None = None
         self.connected = asyncio.Event()
         self._up = asyncio.Event()  # connected right now (cleared while the client reconnects)
+        self._down = asyncio.Event()  # the opposite, for whoever has work only while NATS is away
+        self._down.set()
         self._task: asyncio.Task[None] | None = None
         self._on_reconnect: list[Callable[[], None]] = []
 
@@ -155,19 +157,27 @@ class BusConnection:
             break
         self._nc, self._js = nc, js
         self._up.set()
+        self._down.clear()
         self.connected.set()
         log.info("bus.connected")
 
     def _set_up(self, up: bool) -> None:
         if up:
             self._up.set()
+            self._down.clear()
             for callback in self._on_reconnect:
                 callback()
         else:
             self._up.clear()
+            self._down.set()
 
     async def wait(self) -> None:
         await self.connected.wait()
+
+    async def wait_down(self) -> None:
+        """Return once NATS is not connected (at once if it is not now): work that is only for while the
+        bus is away waits here instead of asking every second whether it is."""
+        await self._down.wait()
 
     @property
     def up(self) -> bool:
