@@ -66,11 +66,38 @@ class DeliveryWorker:
         self._loops: list[asyncio.Task[None]] = []
         self._sends: set[asyncio.Task[None]] = set()
         self._listen: asyncpg.pool.PoolConnectionProxy | None = None
+        self._listening = asyncio.Lock()
 
     async def start(self) -> None:
-        self._listen = await self._pool.acquire()
-        await self._listen.add_listener(NOTIFY_CHANNEL, self._notified)
+        await self._listen_for_inserts()
         self._loops = [asyncio.create_task(self._loop(c), name=f"notify:{c.value}") for c in self._channels]
+
+    async def _listen_for_inserts(self) -> None:
+        """LISTEN for new deliveries on a connection of its own, and again once that connection is lost
+        (PostgreSQL restarted): the loops sleep until a NOTIFY, what is next due, or the safety-net poll
+        (STAMEN_NOTIFY_POLL_SECONDS, 30 s), so a dead listener would leave new deliveries to the poll."""
+        async with self._listening:
+            if self._still_listening():
+                return
+            if self._listen is not None:
+                old, self._listen = self._listen, None
+                with contextlib.suppress(Exception):
+                    await self._pool.release(old)
+            conn = await self._pool.acquire()
+            try:
+                await conn.add_listener(NOTIFY_CHANNEL, self._notified)
+            except BaseException:
+                await self._pool.release(conn)
+                raise
+            # Closed under it: wake the loops, which listen again before they claim.
+            conn.add_termination_listener(self._notified)
+            self._listen = conn
+
+    def _still_listening(self) -> bool:
+        try:
+            return self._listen is not None and not self._listen.is_closed()
+        except asyncpg.InterfaceError:  # closed, and the pool has taken it back already
+            return False
 
     def _notified(self, *_: object) -> None:
         for event in self._wake.values():
@@ -106,6 +133,8 @@ class DeliveryWorker:
             wake.clear()
             free = self._settings.channel_concurrency - len(in_flight)
             try:
+                if not self._still_listening():
+                    await self._listen_for_inserts()  # before the claim: what it misses, the claim finds
                 groups = await self.claim(channel, free) if free > 0 else []
                 # When the next one is due matters only to a loop with room and nothing due now (it sleeps
                 # until then); one that claimed claims again, one that is full waits for a send to end.

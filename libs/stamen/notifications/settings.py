@@ -33,7 +33,9 @@ class NotifySettings(BaseSettings):
         default=60.0, gt=0, description="A claimed delivery whose sender died is sent again after this."
     )
     channel_concurrency: int = Field(default=4, ge=1, description="Sends in flight per channel.")
-    poll_seconds: float = Field(default=5.0, gt=0, description="Safety-net poll; inserts wake the worker.")
+    # Inserts wake the worker (NOTIFY; it listens again if its connection was lost) and it sleeps until the next
+    # delivery is due: the poll only catches what neither told it. Each loop's poll was its wake-ups at rest.
+    poll_seconds: float = Field(default=30.0, gt=0, description="Safety-net poll; inserts wake the worker.")
     max_event_age_hours: float = Field(
         default=24.0, gt=0, description="Older events are recorded but not announced (e.g. a first start)."
     )

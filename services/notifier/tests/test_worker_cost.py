@@ -4,6 +4,7 @@ delivery is due; a rate bucket already made is taken with its read and its write
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 
@@ -94,3 +95,29 @@ async def test_a_known_bucket_is_taken_with_its_read_and_its_write(database_url:
     assert any(s.startswith("INSERT INTO notification_rate_buckets") for s in made)
     for statements in taken:  # was three: an INSERT ... ON CONFLICT DO NOTHING first, every time
         assert [s.split()[0] for s in statements] == ["SELECT", "UPDATE"], statements
+
+
+async def test_a_worker_whose_listening_connection_was_dropped_listens_again_and_is_woken(
+    pool: asyncpg.Pool, moto_endpoint: str
+) -> None:
+    """PostgreSQL restarted, or dropped the listener's session: the worker listens again on a new
+    connection, so a delivery added afterwards is sent at once, not after the 30 s safety-net poll."""
+    owner = f"lab-{uuid.uuid4().hex[:8]}"
+    channel = Instant()
+    settings = fast_settings(moto_endpoint, channel_concurrency=1, poll_seconds=30)
+    worker = DeliveryWorker(pool, {Channel.SNS: channel}, settings, region="us-west-2")
+    await worker.start()
+    try:
+        await asyncio.sleep(0.5)  # the loop found nothing and sleeps: until a NOTIFY, or 30 s
+        listening = worker._listen
+        assert listening is not None
+        pid = listening.get_server_pid()
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT pg_terminate_backend($1)", pid)
+            listeners = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN %' AND pid <> $1"
+            await wait_for(lambda: conn.fetchval(listeners, pid), timeout=10, what="a new LISTEN")
+        async with pool.acquire() as conn:
+            await NotificationRepository(conn).add([due(owner, 1)])
+        await wait_for(lambda: channel.sent == [f"{owner}-1"], timeout=10, what="the send after the NOTIFY")
+    finally:
+        await worker.stop(2)
