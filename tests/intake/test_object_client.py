@@ -3,6 +3,7 @@ a User-Agent fixed once instead of rebuilt per request, and checksums asked for 
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,7 +12,7 @@ from botocore.utils import parse_timestamp
 from botocore.validate import ParamValidationDecorator
 
 from stamen.inputs import IntakeSettings, open_object_store
-from stamen.inputs.objects import USER_AGENT, parse_s3_timestamp
+from stamen.inputs.objects import USER_AGENT, StorageError, parse_s3_timestamp
 from stamen.settings import Settings
 from tests.intake.s3kit import S3Lab
 
@@ -79,3 +80,20 @@ async def test_only_reads_of_whole_objects_ask_for_a_checksum_and_botocore_check
     assert (start, tail, whole, streamed) == (body[:8], body[-8:], body, body)
     assert asked == [None, None, "ENABLED", "ENABLED"]
     assert checked == [None, None, "crc32", "crc32"]
+
+
+async def test_two_replicas_making_the_same_bucket_at_once_both_have_it(s3lab: S3Lab) -> None:
+    """Two validators seed the demo bucket at start-up: the one that creates it second is told the bucket
+    is already its own (BucketAlreadyOwnedByYou). It had asked S3 before creating it (no such bucket, kept):
+    it asks again instead of reporting the failure from what it had kept."""
+    bucket = f"race-{uuid.uuid4().hex[:8]}"
+    settings = Settings(AWS_ENDPOINT_URL=s3lab.url, AWS_REGION="us-west-2")
+    async with (
+        open_object_store(settings, IntakeSettings()) as first,
+        open_object_store(settings, IntakeSettings()) as second,
+    ):
+        with pytest.raises(StorageError):
+            await second.head(bucket, "any")  # looks before the other creates it: no such bucket, kept
+        await first.ensure_bucket(bucket)
+        await second.ensure_bucket(bucket)  # was: StorageError (CreateBucket: BucketAlreadyOwnedByYou)
+    assert bucket in {b["Name"] for b in s3lab.client.list_buckets()["Buckets"]}

@@ -366,6 +366,9 @@ class S3ObjectStore:
         try:
             await self._call("CreateBucket", bucket, "", "create_bucket", Bucket=bucket, **config)
         except StorageError:
+            # Made meanwhile by another process (BucketAlreadyOwnedByYou)? Ask S3, not the "no such bucket"
+            # this store kept from before.
+            self._bucket_exists.pop(bucket, None)
             if not await self._bucket_is_there(bucket):
                 raise
         self._bucket_exists[bucket] = True
