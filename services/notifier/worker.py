@@ -37,6 +37,7 @@ from stamen.notifications.preferences import Channel
 from stamen.notifications.repository import NOTIFY_CHANNEL, DeliveryRow, NotificationRepository
 from stamen.notifications.settings import NotifySettings
 from stamen.service.backoff import FailureBackoff
+from stamen.store.db import still_open
 from stamen.store.unit_of_work import UnitOfWork
 
 log = structlog.get_logger(__name__)
@@ -94,10 +95,7 @@ class DeliveryWorker:
             self._listen = conn
 
     def _still_listening(self) -> bool:
-        try:
-            return self._listen is not None and not self._listen.is_closed()
-        except asyncpg.InterfaceError:  # closed, and the pool has taken it back already
-            return False
+        return self._listen is not None and still_open(self._listen)
 
     def _notified(self, *_: object) -> None:
         for event in self._wake.values():
